@@ -1,0 +1,337 @@
+//! The broker's settings, and the hand-written parser for its command-line
+//! flags (the design card allows no argument-parsing crate).
+//!
+//! Every flag takes a value, written `--flag value` or `--flag=value`.
+//! Durations are a number and a unit (`250ms`, `2s`, `1m`); sizes are bytes,
+//! optionally with a unit (`512`, `64KiB`, `8MiB`, `1GB`). Every mistake is
+//! a [`ConfigError`] that names the flag and what was wrong with it.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::protocol::Limits;
+use crate::session::DeliveryPolicy;
+
+/// Everything `brook` can be told on its command line.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen, `HOST:PORT`. Port 0 picks a free port.
+    pub addr: String,
+    pub ack_delay: Duration,
+    pub ack_timeout: Duration,
+    pub max_deliveries: u32,
+    pub max_inflight: usize,
+    pub max_message_bytes: usize,
+    /// The longest JSON topic list a subscribe or unsubscribe may carry.
+    pub max_topic_list_bytes: usize,
+    /// Stack size of every reader and writer thread. They do little and
+    /// recurse nowhere, so a small stack lets one machine hold thousands.
+    pub thread_stack_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            addr: "127.0.0.1:3000".to_owned(),
+            ack_delay: Duration::from_secs(1),
+            ack_timeout: Duration::from_secs(2),
+            max_deliveries: 5,
+            max_inflight: 1024,
+            max_message_bytes: 8 << 20,
+            max_topic_list_bytes: 1 << 20,
+            thread_stack_bytes: 128 << 10,
+        }
+    }
+}
+
+impl Config {
+    pub fn delivery_policy(&self) -> DeliveryPolicy {
+        DeliveryPolicy {
+            ack_delay: self.ack_delay,
+            ack_timeout: self.ack_timeout,
+            max_deliveries: self.max_deliveries,
+            max_inflight: self.max_inflight,
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_message_bytes: self.max_message_bytes,
+            max_topic_list_bytes: self.max_topic_list_bytes,
+        }
+    }
+}
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub enum Invocation {
+    Run(Config),
+    Help,
+}
+
+/// A command line that could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    UnknownFlag(String),
+    MissingValue(&'static str),
+    InvalidValue {
+        flag: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::UnknownFlag(flag) => write!(f, "unknown flag '{flag}'"),
+            ConfigError::MissingValue(flag) => write!(f, "{flag} needs a value"),
+            ConfigError::InvalidValue {
+                flag,
+                value,
+                expected,
+            } => write!(f, "{flag} '{value}': expected {expected}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The flags, their value names, and their help lines, in `--help` order.
+const FLAGS: &[(&str, &str, &str)] = &[
+    (
+        "--addr",
+        "HOST:PORT",
+        "address to listen on [default: 127.0.0.1:3000]",
+    ),
+    (
+        "--ack-delay",
+        "DURATION",
+        "wait before redelivering a nacked message [default: 1s]",
+    ),
+    (
+        "--ack-timeout",
+        "DURATION",
+        "redeliver a delivery with no answer after this [default: 2s]",
+    ),
+    (
+        "--max-deliveries",
+        "N",
+        "give a message up after this many deliveries [default: 5]",
+    ),
+    (
+        "--max-inflight",
+        "N",
+        "deliveries a subscriber may leave unanswered [default: 1024]",
+    ),
+    (
+        "--max-message-bytes",
+        "BYTES",
+        "largest payload accepted [default: 8MiB]",
+    ),
+];
+
+/// The text `brook --help` prints.
+pub fn help() -> String {
+    let mut text = String::from(
+        "brook: a message broker with per-topic logs, acks and redelivery\n\n\
+         Usage: brook [FLAGS]\n\nFlags:\n",
+    );
+    for (flag, value, about) in FLAGS {
+        text.push_str(&format!("  {:<30}{about}\n", format!("{flag} {value}")));
+    }
+    text.push_str(&format!("  {:<30}print this help\n", "-h, --help"));
+    text.push_str(
+        "\nDurations: 250ms, 2s, 1m, 1h. Sizes: 512, 64KiB, 8MiB, 1GiB (or KB, MB, GB).\n\
+         Logging follows RUST_LOG (default: info).\n",
+    );
+    text
+}
+
+/// Parses the arguments after the program name.
+pub fn parse_args<I>(args: I) -> Result<Invocation, ConfigError>
+where
+    I: IntoIterator<Item = String>,
+{
+    let mut config = Config::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            return Ok(Invocation::Help);
+        }
+        let (name, inline_value) = match arg.split_once('=') {
+            Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+            None => (arg, None),
+        };
+        let flag = FLAGS
+            .iter()
+            .map(|(flag, _, _)| *flag)
+            .find(|flag| *flag == name)
+            .ok_or(ConfigError::UnknownFlag(name))?;
+        let value = match inline_value {
+            Some(value) => value,
+            None => args.next().ok_or(ConfigError::MissingValue(flag))?,
+        };
+        apply(&mut config, flag, value)?;
+    }
+    Ok(Invocation::Run(config))
+}
+
+fn apply(config: &mut Config, flag: &'static str, value: String) -> Result<(), ConfigError> {
+    let invalid = |expected| ConfigError::InvalidValue {
+        flag,
+        value: value.clone(),
+        expected,
+    };
+    match flag {
+        "--addr" => {
+            if !value.contains(':') {
+                return Err(invalid("HOST:PORT, such as 127.0.0.1:3000"));
+            }
+            config.addr = value;
+        }
+        "--ack-delay" => {
+            config.ack_delay = parse_duration(&value).ok_or_else(|| invalid(DURATION))?
+        }
+        "--ack-timeout" => {
+            config.ack_timeout = parse_duration(&value)
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| invalid("a duration above zero, such as 2s"))?
+        }
+        "--max-deliveries" => {
+            config.max_deliveries = value
+                .parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| invalid("a whole number of at least 1"))?
+        }
+        "--max-inflight" => {
+            config.max_inflight = value
+                .parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| invalid("a whole number of at least 1"))?
+        }
+        "--max-message-bytes" => {
+            config.max_message_bytes = parse_size(&value)
+                .filter(|&n| n > 0 && n <= u32::MAX as usize)
+                .ok_or_else(|| invalid("a size from 1 byte to 4GiB, such as 8MiB"))?
+        }
+        _ => unreachable!("every flag in FLAGS is handled"),
+    }
+    Ok(())
+}
+
+const DURATION: &str = "a duration such as 250ms, 2s or 1m";
+
+/// Parses `250ms`, `2s`, `1m`, `1h` (also `us`).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    match unit {
+        "us" => Some(Duration::from_micros(n)),
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
+        _ => None,
+    }
+}
+
+/// Parses a byte count: `512`, `64KiB`, `8MiB`, `1GiB`, `10KB`, `1MB`, `1GB`.
+pub fn parse_size(text: &str) -> Option<usize> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: usize = number.parse().ok()?;
+    let multiplier: usize = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(multiplier)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Invocation, ConfigError> {
+        parse_args(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let Invocation::Run(config) = parse(&[]).unwrap() else {
+            panic!("expected a config")
+        };
+        assert_eq!(config.addr, "127.0.0.1:3000");
+        assert_eq!(config.max_message_bytes, 8 << 20);
+
+        let Invocation::Run(config) = parse(&[
+            "--addr=0.0.0.0:4000",
+            "--ack-delay",
+            "250ms",
+            "--ack-timeout=1m",
+            "--max-deliveries",
+            "3",
+            "--max-message-bytes",
+            "64KiB",
+        ])
+        .unwrap() else {
+            panic!("expected a config")
+        };
+        assert_eq!(config.addr, "0.0.0.0:4000");
+        assert_eq!(config.ack_delay, Duration::from_millis(250));
+        assert_eq!(config.ack_timeout, Duration::from_secs(60));
+        assert_eq!(config.max_deliveries, 3);
+        assert_eq!(config.max_message_bytes, 65536);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        assert_eq!(
+            parse(&["--bogus"]).unwrap_err(),
+            ConfigError::UnknownFlag("--bogus".into())
+        );
+        assert_eq!(
+            parse(&["--ack-delay"]).unwrap_err(),
+            ConfigError::MissingValue("--ack-delay")
+        );
+        for bad in [
+            &["--ack-delay", "2"][..],
+            &["--ack-timeout", "0s"],
+            &["--max-deliveries", "0"],
+            &["--max-message-bytes", "8XB"],
+            &["--addr", "nowhere"],
+        ] {
+            let error = parse(bad).unwrap_err();
+            assert!(matches!(error, ConfigError::InvalidValue { .. }), "{bad:?}");
+            assert!(error.to_string().starts_with(bad[0]));
+        }
+        assert!(matches!(parse(&["--help"]).unwrap(), Invocation::Help));
+    }
+
+    #[test]
+    fn help_lists_every_flag() {
+        let text = help();
+        for (flag, _, _) in FLAGS {
+            assert!(text.contains(flag));
+        }
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("ms"), None);
+        assert_eq!(parse_size("1GB"), Some(1_000_000_000));
+        assert_eq!(parse_size("MiB"), None);
+    }
+}

@@ -1,0 +1,321 @@
+//! The dispatcher thread: the one owner of the topic table.
+//!
+//! Every reader thread sends what its client asked for over one bounded
+//! crossbeam channel as a [`Command`]; the dispatcher applies the commands one
+//! at a time, so no topic, log or subscription is ever shared between threads
+//! and nothing here takes a lock. A publish appends to the topic's log and
+//! nudges the topic's subscribers ([`Session::offer`]); each subscriber's
+//! frames collect in its session's outbox, and at the end of every round the
+//! dispatcher hands each outbox to that connection's writer thread in a single
+//! channel send.
+//!
+//! A round is: wait for one command (or the next timer), then take every
+//! command already queued, up to [`MAX_COMMANDS_PER_ROUND`], then fire the
+//! timers that are due, then flush the outboxes. Under load a round carries
+//! many messages, so channel sends and wake-ups are paid per batch, not per
+//! message.
+//!
+//! Timers (ack timeouts, redeliveries after a Nack) live in one min-heap of
+//! `(when, connection)` wake-ups. Each session keeps at most one wake-up that
+//! it cares about; a stale entry is recognised and skipped when it pops.
+//!
+//! The channel is bounded, so a dispatcher that falls behind makes readers
+//! wait, which stops them reading, which lets TCP push back on publishers:
+//! memory stays bounded without any explicit flow-control message.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use crate::protocol::{status, Payload, ProtocolError, Request, StartAt};
+use crate::session::{DeliveryPolicy, Session};
+use crate::store::{Store, TopicLog};
+use crate::writer::{Outgoing, Writer};
+
+/// Identifies a connection for the lifetime of the broker.
+pub type ConnId = u64;
+
+/// Index of a topic in the dispatcher's table. Topics are never removed, so an
+/// index stays valid, and sessions can refer to topics without hashing names.
+pub type TopicId = usize;
+
+/// How many commands one round takes before it flushes.
+pub const MAX_COMMANDS_PER_ROUND: usize = 1024;
+
+/// What a reader thread asks of the dispatcher.
+#[derive(Debug)]
+pub enum Command {
+    /// The connection will be written to: here is its writer. Sent before
+    /// the first request that needs a reply.
+    Attach { conn: ConnId, writer: Writer },
+    /// Requests (and refusals) decoded from the connection, in order.
+    Requests {
+        conn: ConnId,
+        requests: Vec<Result<Request, ProtocolError>>,
+    },
+    /// The connection has closed: forget its subscriptions and deliveries.
+    Detach { conn: ConnId },
+    /// Stop the dispatcher (used when the broker shuts down).
+    Shutdown,
+}
+
+/// A topic: its log and the connections subscribed to it.
+pub struct Topic {
+    pub name: Arc<str>,
+    pub log: Box<dyn TopicLog>,
+    subscribers: Vec<ConnId>,
+}
+
+impl std::fmt::Debug for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Topic")
+            .field("name", &self.name)
+            .field("end", &self.log.end())
+            .field("subscribers", &self.subscribers.len())
+            .finish()
+    }
+}
+
+pub struct Dispatcher {
+    policy: DeliveryPolicy,
+    store: Box<dyn Store>,
+    topics: Vec<Topic>,
+    topic_ids: HashMap<String, TopicId>,
+    sessions: HashMap<ConnId, Session>,
+    chores: Chores,
+}
+
+/// What must happen to sessions after this round's commands: the wake-ups to
+/// fire later, and the outboxes to flush at the end of the round. Kept apart
+/// from `sessions` so both can be borrowed at once.
+#[derive(Default)]
+struct Chores {
+    wakeups: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    to_flush: Vec<ConnId>,
+}
+
+impl Chores {
+    /// Registers what `session` needs after it changed: a flush if it has
+    /// frames queued, and a wake-up if it needs one earlier than it has.
+    fn settle(&mut self, conn: ConnId, session: &mut Session) {
+        if session.has_output() && !session.flush_registered {
+            session.flush_registered = true;
+            self.to_flush.push(conn);
+        }
+        if let Some(when) = session.next_wake() {
+            if session
+                .wake_registered
+                .is_none_or(|registered| when < registered)
+            {
+                session.wake_registered = Some(when);
+                self.wakeups.push(Reverse((when, conn)));
+            }
+        }
+    }
+}
+
+impl Dispatcher {
+    pub fn new(policy: DeliveryPolicy, store: Box<dyn Store>) -> Dispatcher {
+        Dispatcher {
+            policy,
+            store,
+            topics: Vec::new(),
+            topic_ids: HashMap::new(),
+            sessions: HashMap::new(),
+            chores: Chores::default(),
+        }
+    }
+
+    /// Runs rounds until told to shut down or every sender has gone.
+    pub fn run(mut self, commands: Receiver<Command>) {
+        loop {
+            let first = match self.chores.wakeups.peek() {
+                Some(Reverse((when, _))) => commands.recv_deadline(*when),
+                None => commands.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            let now = Instant::now();
+            match first {
+                Ok(command) => {
+                    if !self.handle(command, now) {
+                        break;
+                    }
+                    for command in commands.try_iter().take(MAX_COMMANDS_PER_ROUND - 1) {
+                        if !self.handle(command, now) {
+                            return;
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            self.fire_wakeups(now);
+            self.flush();
+        }
+    }
+
+    /// Applies one command. Returns false when the dispatcher should stop.
+    fn handle(&mut self, command: Command, now: Instant) -> bool {
+        match command {
+            Command::Attach { conn, writer } => {
+                let session = Session::new(conn, writer, self.policy, now);
+                self.sessions.insert(conn, session);
+            }
+            Command::Requests { conn, requests } => {
+                for request in requests {
+                    self.request(conn, request, now);
+                }
+            }
+            Command::Detach { conn } => self.detach(conn),
+            Command::Shutdown => return false,
+        }
+        true
+    }
+
+    fn request(&mut self, conn: ConnId, request: Result<Request, ProtocolError>, now: Instant) {
+        match request {
+            Ok(Request::Publish { topic, payload }) => self.publish(topic, payload, now),
+            Ok(Request::Subscribe { topics, start }) => self.subscribe(conn, &topics, start, now),
+            Ok(Request::Unsubscribe { topics }) => self.unsubscribe(conn, &topics),
+            Ok(Request::Ack) => self.answer(conn, true, now),
+            Ok(Request::Nack) => self.answer(conn, false, now),
+            Err(error) => {
+                log::info!("conn {conn}: refused: {error}");
+                self.reply(conn, Outgoing::Error(error.reason()));
+            }
+        }
+    }
+
+    fn publish(&mut self, name: String, payload: Payload, now: Instant) {
+        let id = self.topic_id(name);
+        let topic = &mut self.topics[id];
+        topic.log.append(payload);
+        let topic = &self.topics[id];
+        for &conn in &topic.subscribers {
+            if let Some(session) = self.sessions.get_mut(&conn) {
+                session.offer(id, &self.topics, now);
+                self.chores.settle(conn, session);
+            }
+        }
+    }
+
+    fn subscribe(&mut self, conn: ConnId, names: &[String], start: StartAt, now: Instant) {
+        let ids: Vec<TopicId> = names.iter().map(|name| self.topic_id_of(name)).collect();
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        for id in ids {
+            if session.subscribe(id, &self.topics[id], start) {
+                self.topics[id].subscribers.push(conn);
+            }
+        }
+        log::debug!("conn {conn}: subscribed to {names:?} from {start:?}");
+        session.reply(Outgoing::Status(status::SUBSCRIBED));
+        session.pump(&self.topics, now);
+        self.chores.settle(conn, session);
+    }
+
+    fn unsubscribe(&mut self, conn: ConnId, names: &[String]) {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        for name in names {
+            if let Some(&id) = self.topic_ids.get(name.as_str()) {
+                if session.unsubscribe(id) {
+                    remove_subscriber(&mut self.topics[id], conn);
+                }
+            }
+        }
+        log::debug!("conn {conn}: unsubscribed from {names:?}");
+        session.reply(Outgoing::Status(status::UNSUBSCRIBED));
+        self.chores.settle(conn, session);
+    }
+
+    fn answer(&mut self, conn: ConnId, acked: bool, now: Instant) {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        if session.answer(acked, &self.topics, now).is_err() {
+            log::info!("conn {conn}: answered a delivery that was never sent");
+            session.reply(Outgoing::Error("no delivery to acknowledge"));
+        }
+        self.chores.settle(conn, session);
+    }
+
+    fn reply(&mut self, conn: ConnId, frame: Outgoing) {
+        if let Some(session) = self.sessions.get_mut(&conn) {
+            session.reply(frame);
+            self.chores.settle(conn, session);
+        }
+    }
+
+    /// Forgets a closed connection everywhere at once. Its unanswered
+    /// deliveries go with it: they belonged to it alone.
+    fn detach(&mut self, conn: ConnId) {
+        if let Some(mut session) = self.sessions.remove(&conn) {
+            for id in session.topics() {
+                remove_subscriber(&mut self.topics[id], conn);
+            }
+            // Whatever is still queued (an error before a close) goes out;
+            // dropping the session then closes the writer's channel.
+            session.flush();
+        }
+    }
+
+    fn fire_wakeups(&mut self, now: Instant) {
+        while let Some(&Reverse((when, conn))) = self.chores.wakeups.peek() {
+            if when > now {
+                break;
+            }
+            self.chores.wakeups.pop();
+            let Some(session) = self.sessions.get_mut(&conn) else {
+                continue;
+            };
+            if session.wake_registered != Some(when) {
+                continue; // superseded by an earlier wake-up
+            }
+            session.wake_registered = None;
+            session.wake(&self.topics, now);
+            self.chores.settle(conn, session);
+        }
+    }
+
+    fn flush(&mut self) {
+        for conn in self.chores.to_flush.drain(..) {
+            if let Some(session) = self.sessions.get_mut(&conn) {
+                session.flush_registered = false;
+                session.flush();
+            }
+        }
+    }
+
+    /// The id of the topic called `name`, creating the topic if it is new.
+    fn topic_id(&mut self, name: String) -> TopicId {
+        if let Some(&id) = self.topic_ids.get(name.as_str()) {
+            return id;
+        }
+        let id = self.topics.len();
+        self.topics.push(Topic {
+            name: Arc::from(name.as_str()),
+            log: self.store.open(&name),
+            subscribers: Vec::new(),
+        });
+        self.topic_ids.insert(name, id);
+        id
+    }
+
+    fn topic_id_of(&mut self, name: &str) -> TopicId {
+        match self.topic_ids.get(name) {
+            Some(&id) => id,
+            None => self.topic_id(name.to_owned()),
+        }
+    }
+}
+
+fn remove_subscriber(topic: &mut Topic, conn: ConnId) {
+    if let Some(index) = topic.subscribers.iter().position(|&c| c == conn) {
+        topic.subscribers.swap_remove(index);
+    }
+}

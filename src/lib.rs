@@ -1,0 +1,33 @@
+//! brook: a message broker built from blocking sockets, threads and channels.
+//!
+//! Publishers send messages to named topics over TCP; brook appends each one
+//! to its topic's log, where it gets an offset, and pushes it to every
+//! subscriber of the topic. Subscribers answer each delivery with an ack or a
+//! nack; what is nacked, or not answered in time, is delivered again. The wire
+//! protocol is that of the Go broker willdot/messagebroker.
+//!
+//! The modules are listed in the order one message travels through them, and
+//! reading them in that order is the intended way to learn the code:
+//!
+//! - [`config`]: the flags `brook` is started with.
+//! - [`server`]: the listener and acceptor; one reader thread per socket.
+//! - [`connection`]: the reader thread, which reads bytes and forwards requests.
+//! - [`protocol`] (with [`json`]): the byte layouts, and the decoder that turns
+//!   a byte stream into requests.
+//! - [`dispatcher`]: the one thread that owns the topic table.
+//! - [`store`]: each topic's append-only log of messages.
+//! - [`session`]: one connection's subscriptions, in-flight deliveries and
+//!   redeliveries.
+//! - [`writer`]: the writer thread, the only code that writes to a socket.
+//! - [`client`]: a blocking Rust client, used by the examples and tests.
+
+pub mod client;
+pub mod config;
+pub mod connection;
+pub mod dispatcher;
+pub mod json;
+pub mod protocol;
+pub mod server;
+pub mod session;
+pub mod store;
+pub mod writer;

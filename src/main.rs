@@ -1,0 +1,37 @@
+//! The `brook` binary: parse the flags, start the broker, serve until killed.
+
+use std::process::ExitCode;
+
+use brook::config::{self, Invocation};
+
+fn main() -> ExitCode {
+    let config = match config::parse_args(std::env::args().skip(1)) {
+        Ok(Invocation::Run(config)) => config,
+        Ok(Invocation::Help) => {
+            print!("{}", config::help());
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            eprintln!("brook: {error}\nTry 'brook --help'.");
+            return ExitCode::from(2);
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+
+    let broker = match brook::server::start(&config) {
+        Ok(broker) => broker,
+        Err(error) => {
+            log::error!("cannot listen on {}: {error}", config.addr);
+            return ExitCode::FAILURE;
+        }
+    };
+    log::info!(
+        "brook listening on {} (in-memory topics; ack delay {:?}, ack timeout {:?}, max deliveries {})",
+        broker.local_addr(),
+        config.ack_delay,
+        config.ack_timeout,
+        config.max_deliveries
+    );
+    broker.wait();
+    ExitCode::SUCCESS
+}

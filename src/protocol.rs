@@ -1,0 +1,654 @@
+//! The binary wire format: the byte layouts of the Go broker
+//! willdot/messagebroker, a decoder that turns a byte stream into requests, and
+//! the encoders for what the broker sends back.
+//!
+//! All integers are big-endian. A connection starts with a `u16` action:
+//!
+//! ```text
+//! Subscribe    0x0001  u32 len, JSON array of topic names, u16 start-at [offset]
+//! Unsubscribe  0x0002  u32 len, JSON array of topic names
+//! Publish      0x0003  then frames forever: u16 len, "topic:" + name, u32 len, payload
+//! Ack / Nack   0x0004 / 0x0005, on a subscriber connection, one per delivery, in order
+//! ```
+//!
+//! Start-at is `0` Beginning, `1` Current, `2` From followed by a `u16` offset,
+//! or brook's extension `3` From followed by a `u64` offset (an old client
+//! never sends it). The broker answers (un)subscribe with a `u16` status:
+//! `1` Subscribed, `2` Unsubscribed, or `3` Error followed by a `u16` length
+//! and a UTF-8 reason. A delivery is `u16` topic length, topic, `u64` payload
+//! length, payload. `docs/PROTOCOL.md` has the same tables with worked hex.
+//!
+//! # The decoder
+//!
+//! TCP is a byte stream: one `read()` may return half a frame, or ten frames
+//! and a half. [`Decoder`] is therefore an explicit state machine, in the
+//! manner of the NATS server's parser: its [`State`] says which field of which
+//! frame comes next and how many bytes that field needs. [`Decoder::decode`]
+//! takes whatever bytes the reader has, consumes every field it can, and stops
+//! at the first field that is not complete yet, remembering where it was. The
+//! reader keeps the unconsumed bytes and calls again after its next `read()`.
+//! Nothing here does I/O, so the same code serves the broker, the tests and
+//! the fuzzers.
+//!
+//! Every length prefix is checked against [`Limits`] before the bytes it
+//! announces are waited for, so a hostile `0xFFFFFFFF` never makes the reader
+//! allocate four gigabytes.
+
+use std::sync::Arc;
+
+use byteorder::{BigEndian, ByteOrder};
+
+use crate::json;
+
+/// A message body, shared by reference count between the topic log and every
+/// delivery of it: fanning a message out to ten subscribers clones a pointer
+/// ten times, never the bytes.
+pub type Payload = Arc<[u8]>;
+
+/// The `u16` a client sends to say what it wants.
+pub mod action {
+    pub const SUBSCRIBE: u16 = 1;
+    pub const UNSUBSCRIBE: u16 = 2;
+    pub const PUBLISH: u16 = 3;
+    pub const ACK: u16 = 4;
+    pub const NACK: u16 = 5;
+}
+
+/// The `u16` the broker sends back to a (un)subscribe or a bad request.
+pub mod status {
+    pub const SUBSCRIBED: u16 = 1;
+    pub const UNSUBSCRIBED: u16 = 2;
+    pub const ERROR: u16 = 3;
+}
+
+/// The `u16` that says where a new subscription starts reading its topic.
+pub mod start_at {
+    pub const BEGINNING: u16 = 0;
+    pub const CURRENT: u16 = 1;
+    /// Followed by a `u16` offset (the reference's layout).
+    pub const FROM: u16 = 2;
+    /// brook's extension: followed by a `u64` offset.
+    pub const FROM_U64: u16 = 3;
+}
+
+/// The prefix every topic frame of a publisher carries, for compatibility.
+pub const TOPIC_PREFIX: &[u8] = b"topic:";
+
+/// Topic names travel in deliveries behind a `u16` length, so no name can be
+/// longer than this.
+pub const MAX_TOPIC_NAME_BYTES: usize = u16::MAX as usize;
+
+/// Where a new subscription starts reading its topic's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// The oldest message the topic still holds.
+    Beginning,
+    /// Only messages published from now on.
+    Current,
+    /// The message with this offset, or the first one published at or after
+    /// it if the log has not reached it yet.
+    From(u64),
+}
+
+/// One complete request from a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Subscribe {
+        topics: Vec<String>,
+        start: StartAt,
+    },
+    Unsubscribe {
+        topics: Vec<String>,
+    },
+    Publish {
+        topic: String,
+        payload: Payload,
+    },
+    /// Answers the oldest delivery not yet answered on this connection.
+    Ack,
+    /// Like [`Request::Ack`], but asks for that message to be delivered again.
+    Nack,
+}
+
+/// A request the broker refuses. Each variant has the short reason text sent
+/// back in the Error status; the texts copied from the Go reference are kept
+/// byte for byte because clients may match on them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// The action is not one this connection can take.
+    UnknownAction(u16),
+    /// A publish topic frame that does not start with `topic:`.
+    MissingTopicPrefix,
+    /// A publish topic frame whose name is not UTF-8.
+    TopicNotUtf8,
+    /// A subscribe or unsubscribe whose topic list is not a JSON array of
+    /// strings.
+    InvalidTopicData(json::JsonError),
+    /// A subscribe or unsubscribe with a zero-length topic list.
+    EmptyTopicData,
+    /// A start-at type other than 0..=3.
+    InvalidStartAt(u16),
+    /// A subscribe naming a topic longer than a delivery frame can carry.
+    TopicNameTooLong(usize),
+    /// A payload longer than `--max-message-bytes`.
+    MessageTooLarge { len: u64, limit: usize },
+    /// A topic list longer than its limit.
+    TopicDataTooLarge { len: u64, limit: usize },
+}
+
+impl ProtocolError {
+    /// The reason sent to the client in the Error status.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProtocolError::UnknownAction(_) => "unknown action",
+            ProtocolError::MissingTopicPrefix => "topic data does not contain 'topic:' prefix",
+            ProtocolError::TopicNotUtf8 => "topic name is not valid UTF-8",
+            ProtocolError::InvalidTopicData(_) => "invalid topic data provided",
+            ProtocolError::EmptyTopicData => "data length of topics is 0",
+            ProtocolError::InvalidStartAt(_) => "invalid start up type provided",
+            ProtocolError::TopicNameTooLong(_) => "topic name too long",
+            ProtocolError::MessageTooLarge { .. } => "message too large",
+            ProtocolError::TopicDataTooLarge { .. } => "topic data too large",
+        }
+    }
+
+    /// Whether the stream can still be parsed after this error. When it
+    /// cannot (we do not know how long the bad frame is, or refuse to read
+    /// it), the broker replies and closes the connection.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            ProtocolError::UnknownAction(_)
+                | ProtocolError::MessageTooLarge { .. }
+                | ProtocolError::TopicDataTooLarge { .. }
+        )
+    }
+}
+
+impl std::fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProtocolError::UnknownAction(a) => write!(f, "unknown action {a}"),
+            ProtocolError::InvalidTopicData(e) => write!(f, "invalid topic data: {e}"),
+            ProtocolError::InvalidStartAt(t) => write!(f, "invalid start-at type {t}"),
+            ProtocolError::TopicNameTooLong(n) => write!(f, "topic name of {n} bytes"),
+            ProtocolError::MessageTooLarge { len, limit } => {
+                write!(f, "message of {len} bytes, limit {limit}")
+            }
+            ProtocolError::TopicDataTooLarge { len, limit } => {
+                write!(f, "topic list of {len} bytes, limit {limit}")
+            }
+            other => f.write_str(other.reason()),
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// The size limits a decoder enforces before it waits for a frame's bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub max_topic_list_bytes: usize,
+}
+
+/// What the decoder expects next: one field of one frame.
+#[derive(Debug)]
+enum State {
+    /// The first `u16` of a connection: it decides the connection's role.
+    FirstAction,
+    /// The next `u16` action of a subscriber connection.
+    SubscriberAction,
+    /// The `u32` length of a topic list, after action `action`.
+    TopicListLength { action: u16 },
+    /// The JSON topic list itself.
+    TopicList { action: u16, len: usize },
+    /// The `u16` start-at type that ends a subscribe. `topics` holds the
+    /// parsed list, or why it could not be parsed; either way the start-at
+    /// is consumed so the stream stays aligned.
+    StartAtType {
+        topics: Result<Vec<String>, ProtocolError>,
+    },
+    /// The offset after a From start-at: 2 or 8 bytes.
+    StartOffset {
+        topics: Result<Vec<String>, ProtocolError>,
+        width: usize,
+    },
+    /// The `u16` length of a publisher's next topic frame.
+    TopicLength,
+    /// The topic frame, `topic:` + name.
+    Topic { len: usize },
+    /// The `u32` payload length. `topic` is `None` when the topic frame was
+    /// refused: the payload is then read and dropped, keeping the stream
+    /// aligned, since the error has already been reported.
+    PayloadLength { topic: Option<String> },
+    /// The payload bytes.
+    Payload { topic: Option<String>, len: usize },
+    /// After a fatal error: nothing more is parsed.
+    Closed,
+}
+
+/// Turns the bytes of one connection into requests. See the module docs.
+#[derive(Debug)]
+pub struct Decoder {
+    state: State,
+    limits: Limits,
+}
+
+/// What one step of the decoder produced.
+enum Step {
+    /// The next field is not complete; wait for more bytes.
+    NeedMore,
+    /// A field was consumed; the frame goes on.
+    Continue,
+    /// A field was consumed and completed a request (or a refusal).
+    Emit(Result<Request, ProtocolError>),
+}
+
+impl Decoder {
+    pub fn new(limits: Limits) -> Decoder {
+        Decoder {
+            state: State::FirstAction,
+            limits,
+        }
+    }
+
+    /// Decodes the next request from `input`.
+    ///
+    /// Returns how many bytes were consumed and the request, if one was
+    /// completed. `(n, None)` means everything decodable has been consumed:
+    /// the caller keeps `input[n..]` and calls again once more bytes arrive.
+    /// After a fatal error the decoder consumes nothing more.
+    pub fn decode(&mut self, input: &[u8]) -> (usize, Option<Result<Request, ProtocolError>>) {
+        let mut consumed = 0;
+        loop {
+            match self.step(&input[consumed..], &mut consumed) {
+                Step::NeedMore => return (consumed, None),
+                Step::Continue => continue,
+                Step::Emit(result) => {
+                    if matches!(&result, Err(e) if e.is_fatal()) {
+                        self.state = State::Closed;
+                    }
+                    return (consumed, Some(result));
+                }
+            }
+        }
+    }
+
+    /// Whether this connection has become a publisher: it then only ever
+    /// sends topic and payload frames.
+    pub fn is_publisher(&self) -> bool {
+        matches!(
+            self.state,
+            State::TopicLength
+                | State::Topic { .. }
+                | State::PayloadLength { .. }
+                | State::Payload { .. }
+        )
+    }
+
+    /// Consumes at most one field from `input`, advancing `consumed`.
+    fn step(&mut self, input: &[u8], consumed: &mut usize) -> Step {
+        let needed = self.field_width();
+        if input.len() < needed {
+            return Step::NeedMore;
+        }
+        let field = &input[..needed];
+        *consumed += needed;
+        let state = std::mem::replace(&mut self.state, State::Closed);
+        let (next, step) = self.advance(state, field);
+        self.state = next;
+        step
+    }
+
+    /// How many bytes the current state's field needs.
+    fn field_width(&self) -> usize {
+        match &self.state {
+            State::FirstAction | State::SubscriberAction => 2,
+            State::TopicListLength { .. } => 4,
+            State::TopicList { len, .. } => *len,
+            State::StartAtType { .. } => 2,
+            State::StartOffset { width, .. } => *width,
+            State::TopicLength => 2,
+            State::Topic { len } => *len,
+            State::PayloadLength { .. } => 4,
+            State::Payload { len, .. } => *len,
+            // Never satisfied: a closed decoder waits forever.
+            State::Closed => usize::MAX,
+        }
+    }
+
+    /// The transition function: given the state and its complete field,
+    /// returns the next state and what happened.
+    fn advance(&self, state: State, field: &[u8]) -> (State, Step) {
+        match state {
+            State::FirstAction => match BigEndian::read_u16(field) {
+                action::PUBLISH => (State::TopicLength, Step::Continue),
+                a @ (action::SUBSCRIBE | action::UNSUBSCRIBE) => {
+                    (State::TopicListLength { action: a }, Step::Continue)
+                }
+                other => (State::Closed, emit_err(ProtocolError::UnknownAction(other))),
+            },
+            State::SubscriberAction => match BigEndian::read_u16(field) {
+                action::ACK => (State::SubscriberAction, Step::Emit(Ok(Request::Ack))),
+                action::NACK => (State::SubscriberAction, Step::Emit(Ok(Request::Nack))),
+                a @ (action::SUBSCRIBE | action::UNSUBSCRIBE) => {
+                    (State::TopicListLength { action: a }, Step::Continue)
+                }
+                other => (State::Closed, emit_err(ProtocolError::UnknownAction(other))),
+            },
+            State::TopicListLength { action } => {
+                let len = BigEndian::read_u32(field) as usize;
+                if len == 0 {
+                    // As the reference does: answer at once, read nothing more.
+                    (
+                        State::SubscriberAction,
+                        emit_err(ProtocolError::EmptyTopicData),
+                    )
+                } else if len > self.limits.max_topic_list_bytes {
+                    let limit = self.limits.max_topic_list_bytes;
+                    let error = ProtocolError::TopicDataTooLarge {
+                        len: len as u64,
+                        limit,
+                    };
+                    (State::Closed, emit_err(error))
+                } else {
+                    (State::TopicList { action, len }, Step::Continue)
+                }
+            }
+            State::TopicList { action, .. } => {
+                let topics = parse_topic_list(field);
+                if action == action::SUBSCRIBE {
+                    (State::StartAtType { topics }, Step::Continue)
+                } else {
+                    let request = topics.map(|topics| Request::Unsubscribe { topics });
+                    (State::SubscriberAction, Step::Emit(request))
+                }
+            }
+            State::StartAtType { topics } => match BigEndian::read_u16(field) {
+                start_at::BEGINNING => (
+                    State::SubscriberAction,
+                    subscribe(topics, StartAt::Beginning),
+                ),
+                start_at::CURRENT => (State::SubscriberAction, subscribe(topics, StartAt::Current)),
+                start_at::FROM => (State::StartOffset { topics, width: 2 }, Step::Continue),
+                start_at::FROM_U64 => (State::StartOffset { topics, width: 8 }, Step::Continue),
+                other => {
+                    // We cannot know whether an offset follows; like the
+                    // reference, assume it does not and read on.
+                    let error = topics.err().unwrap_or(ProtocolError::InvalidStartAt(other));
+                    (State::SubscriberAction, emit_err(error))
+                }
+            },
+            State::StartOffset { topics, .. } => {
+                let offset = BigEndian::read_uint(field, field.len());
+                (
+                    State::SubscriberAction,
+                    subscribe(topics, StartAt::From(offset)),
+                )
+            }
+            State::TopicLength => match BigEndian::read_u16(field) as usize {
+                // The reference skips an empty topic frame; so do we.
+                0 => (State::TopicLength, Step::Continue),
+                len => (State::Topic { len }, Step::Continue),
+            },
+            State::Topic { .. } => match parse_publish_topic(field) {
+                Ok(topic) => (State::PayloadLength { topic: Some(topic) }, Step::Continue),
+                // Reported now, not after a payload that may never come.
+                Err(error) => (State::PayloadLength { topic: None }, emit_err(error)),
+            },
+            State::PayloadLength { topic } => {
+                let len = BigEndian::read_u32(field) as usize;
+                if len > self.limits.max_message_bytes {
+                    let limit = self.limits.max_message_bytes;
+                    let error = ProtocolError::MessageTooLarge {
+                        len: len as u64,
+                        limit,
+                    };
+                    (State::Closed, emit_err(error))
+                } else if len == 0 {
+                    // The reference drops an empty payload without delivery.
+                    (State::TopicLength, Step::Continue)
+                } else {
+                    (State::Payload { topic, len }, Step::Continue)
+                }
+            }
+            State::Payload { topic, .. } => match topic {
+                Some(topic) => {
+                    let payload = Payload::from(field);
+                    (
+                        State::TopicLength,
+                        Step::Emit(Ok(Request::Publish { topic, payload })),
+                    )
+                }
+                None => (State::TopicLength, Step::Continue),
+            },
+            State::Closed => (State::Closed, Step::NeedMore),
+        }
+    }
+}
+
+fn emit_err(error: ProtocolError) -> Step {
+    Step::Emit(Err(error))
+}
+
+fn subscribe(topics: Result<Vec<String>, ProtocolError>, start: StartAt) -> Step {
+    Step::Emit(topics.map(|topics| Request::Subscribe { topics, start }))
+}
+
+fn parse_topic_list(json: &[u8]) -> Result<Vec<String>, ProtocolError> {
+    let topics = json::parse_string_array(json).map_err(ProtocolError::InvalidTopicData)?;
+    match topics.iter().find(|t| t.len() > MAX_TOPIC_NAME_BYTES) {
+        Some(long) => Err(ProtocolError::TopicNameTooLong(long.len())),
+        None => Ok(topics),
+    }
+}
+
+fn parse_publish_topic(frame: &[u8]) -> Result<String, ProtocolError> {
+    let name = frame
+        .strip_prefix(TOPIC_PREFIX)
+        .ok_or(ProtocolError::MissingTopicPrefix)?;
+    String::from_utf8(name.to_vec()).map_err(|_| ProtocolError::TopicNotUtf8)
+}
+
+// ---- Encoding: what the broker (and the client) write. ----
+
+/// Appends a status frame: `u16` status, plus `u16` length and reason for an
+/// error. A reason longer than a `u16` can count is cut at a UTF-8 boundary.
+pub fn encode_status(out: &mut Vec<u8>, status: u16, reason: Option<&str>) {
+    push_u16(out, status);
+    if let Some(reason) = reason {
+        let mut end = reason.len().min(u16::MAX as usize);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        push_u16(out, end as u16);
+        out.extend_from_slice(&reason.as_bytes()[..end]);
+    }
+}
+
+/// Appends the header of a delivery: `u16` topic length, topic, `u64`
+/// payload length. The payload follows it on the wire; the writer sends it
+/// from the shared buffer rather than copying it here.
+pub fn encode_delivery_header(out: &mut Vec<u8>, topic: &str, payload_len: usize) {
+    push_u16(out, topic.len() as u16);
+    out.extend_from_slice(topic.as_bytes());
+    out.extend_from_slice(&(payload_len as u64).to_be_bytes());
+}
+
+/// Appends a subscribe request. `From` offsets that fit in a `u16` use the
+/// reference's layout, larger ones brook's `u64` extension.
+pub fn encode_subscribe<S: AsRef<str>>(out: &mut Vec<u8>, topics: &[S], start: StartAt) {
+    encode_topic_list(out, action::SUBSCRIBE, topics);
+    match start {
+        StartAt::Beginning => push_u16(out, start_at::BEGINNING),
+        StartAt::Current => push_u16(out, start_at::CURRENT),
+        StartAt::From(offset) => match u16::try_from(offset) {
+            Ok(small) => {
+                push_u16(out, start_at::FROM);
+                push_u16(out, small);
+            }
+            Err(_) => {
+                push_u16(out, start_at::FROM_U64);
+                out.extend_from_slice(&offset.to_be_bytes());
+            }
+        },
+    }
+}
+
+/// Appends an unsubscribe request.
+pub fn encode_unsubscribe<S: AsRef<str>>(out: &mut Vec<u8>, topics: &[S]) {
+    encode_topic_list(out, action::UNSUBSCRIBE, topics);
+}
+
+fn encode_topic_list<S: AsRef<str>>(out: &mut Vec<u8>, action: u16, topics: &[S]) {
+    let json = json::encode_string_array(topics);
+    push_u16(out, action);
+    out.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    out.extend_from_slice(json.as_bytes());
+}
+
+/// Appends one publish frame pair (after the connection's Publish action).
+pub fn encode_publish(out: &mut Vec<u8>, topic: &str, payload: &[u8]) {
+    push_u16(out, (TOPIC_PREFIX.len() + topic.len()) as u16);
+    out.extend_from_slice(TOPIC_PREFIX);
+    out.extend_from_slice(topic.as_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+pub fn push_u16(out: &mut Vec<u8>, value: u16) {
+    out.extend_from_slice(&value.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_message_bytes: 1024,
+        max_topic_list_bytes: 1024,
+    };
+
+    /// Decodes everything in `bytes`, fed `chunk` bytes at a time the way a
+    /// reader would: unconsumed bytes are kept and extended.
+    fn decode_all(bytes: &[u8], chunk: usize) -> Vec<Result<Request, ProtocolError>> {
+        let mut decoder = Decoder::new(LIMITS);
+        let mut pending = Vec::new();
+        let mut out = Vec::new();
+        for piece in bytes.chunks(chunk) {
+            pending.extend_from_slice(piece);
+            loop {
+                let (used, event) = decoder.decode(&pending);
+                pending.drain(..used);
+                match event {
+                    Some(e) => out.push(e),
+                    None => break,
+                }
+            }
+        }
+        out
+    }
+
+    fn publish_stream() -> Vec<u8> {
+        let mut bytes = Vec::new();
+        push_u16(&mut bytes, action::PUBLISH);
+        encode_publish(&mut bytes, "a", b"one");
+        push_u16(&mut bytes, 0); // an empty topic frame is skipped
+        encode_publish(&mut bytes, "b", b""); // an empty payload is dropped
+        encode_publish(&mut bytes, "a", b"two");
+        bytes
+    }
+
+    #[test]
+    fn publish_frames_decode_in_any_chunking() {
+        let whole = decode_all(&publish_stream(), usize::MAX);
+        assert_eq!(whole.len(), 2);
+        for chunk in 1..8 {
+            assert_eq!(decode_all(&publish_stream(), chunk), whole);
+        }
+        assert_eq!(
+            whole[1],
+            Ok(Request::Publish {
+                topic: "a".into(),
+                payload: Payload::from(&b"two"[..])
+            })
+        );
+    }
+
+    #[test]
+    fn subscribe_then_acks() {
+        let mut bytes = Vec::new();
+        encode_subscribe(&mut bytes, &["x", "y"], StartAt::From(70_000));
+        push_u16(&mut bytes, action::ACK);
+        push_u16(&mut bytes, action::NACK);
+        encode_unsubscribe(&mut bytes, &["x"]);
+        let events = decode_all(&bytes, 1);
+        assert_eq!(
+            events,
+            vec![
+                Ok(Request::Subscribe {
+                    topics: vec!["x".into(), "y".into()],
+                    start: StartAt::From(70_000)
+                }),
+                Ok(Request::Ack),
+                Ok(Request::Nack),
+                Ok(Request::Unsubscribe {
+                    topics: vec!["x".into()]
+                }),
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_prefix_is_reported_before_the_payload_arrives() {
+        let mut bytes = Vec::new();
+        push_u16(&mut bytes, action::PUBLISH);
+        push_u16(&mut bytes, 3);
+        bytes.extend_from_slice(b"abc");
+        let events = decode_all(&bytes, usize::MAX);
+        assert_eq!(events, vec![Err(ProtocolError::MissingTopicPrefix)]);
+    }
+
+    #[test]
+    fn oversized_lengths_close_without_waiting() {
+        let mut bytes = Vec::new();
+        push_u16(&mut bytes, action::PUBLISH);
+        push_u16(&mut bytes, 7);
+        bytes.extend_from_slice(b"topic:a");
+        bytes.extend_from_slice(&u32::MAX.to_be_bytes());
+        let events = decode_all(&bytes, usize::MAX);
+        assert!(matches!(
+            events[..],
+            [Err(ProtocolError::MessageTooLarge { .. })]
+        ));
+    }
+
+    #[test]
+    fn bad_topic_list_keeps_the_stream_aligned() {
+        let mut bytes = Vec::new();
+        push_u16(&mut bytes, action::SUBSCRIBE);
+        bytes.extend_from_slice(&5u32.to_be_bytes());
+        bytes.extend_from_slice(b"{\"a\":");
+        push_u16(&mut bytes, start_at::FROM);
+        push_u16(&mut bytes, 9);
+        push_u16(&mut bytes, action::ACK);
+        let events = decode_all(&bytes, usize::MAX);
+        assert!(matches!(events[0], Err(ProtocolError::InvalidTopicData(_))));
+        assert_eq!(events[1], Ok(Request::Ack));
+    }
+
+    #[test]
+    fn unknown_first_action_is_fatal() {
+        let events = decode_all(&[0, 9, 0, 1], usize::MAX);
+        assert_eq!(events, vec![Err(ProtocolError::UnknownAction(9))]);
+    }
+
+    #[test]
+    fn status_reason_is_length_prefixed() {
+        let mut out = Vec::new();
+        encode_status(&mut out, status::ERROR, Some("unknown action"));
+        assert_eq!(&out[..4], &[0, 3, 0, 14]);
+        assert_eq!(&out[4..], b"unknown action");
+    }
+}

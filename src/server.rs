@@ -1,0 +1,190 @@
+//! Starting and stopping a broker: the listener, the acceptor thread, and the
+//! dispatcher thread.
+//!
+//! [`start`] binds the listening socket, starts the dispatcher thread with an
+//! empty topic table, and starts the acceptor thread. The acceptor gives every
+//! accepted socket its own reader thread (`connection.rs`), named
+//! `conn-<id>-read`, and remembers the socket so that [`Broker::shutdown`]
+//! can close it. That is all the threads there are: one acceptor, one
+//! dispatcher, one reader per connection, and one writer per connection that
+//! is written to.
+//!
+//! ```text
+//!  client ──► conn-N-read ──Command──► dispatcher ──Batch──► conn-N-write ──► client
+//!             (connection.rs)          (dispatcher.rs,        (writer.rs)
+//!                                       session.rs, store.rs)
+//! ```
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+use crossbeam_channel::Sender;
+use parking_lot::Mutex;
+
+use crate::config::Config;
+use crate::connection::{self, ReaderContext};
+use crate::dispatcher::{Command, ConnId, Dispatcher};
+use crate::store::MemoryStore;
+
+/// How many commands may wait for the dispatcher before readers block.
+const COMMAND_QUEUE: usize = 4096;
+
+/// Open sockets by connection, so shutdown can close them all.
+type OpenConnections = Arc<Mutex<HashMap<ConnId, TcpStream>>>;
+
+/// A running broker. Dropping it shuts it down.
+#[derive(Debug)]
+pub struct Broker {
+    local_addr: SocketAddr,
+    stopping: Arc<AtomicBool>,
+    commands: Sender<Command>,
+    connections: OpenConnections,
+    acceptor: Option<JoinHandle<()>>,
+    dispatcher: Option<JoinHandle<()>>,
+}
+
+/// Binds `config.addr` and starts serving on background threads.
+pub fn start(config: &Config) -> io::Result<Broker> {
+    let listener = TcpListener::bind(&config.addr)?;
+    let local_addr = listener.local_addr()?;
+
+    let (commands, queue) = crossbeam_channel::bounded(COMMAND_QUEUE);
+    let dispatcher = Dispatcher::new(config.delivery_policy(), Box::new(MemoryStore));
+    let dispatcher = thread::Builder::new()
+        .name("dispatcher".to_owned())
+        .spawn(move || dispatcher.run(queue))?;
+
+    let context = Arc::new(ReaderContext {
+        commands: commands.clone(),
+        limits: config.limits(),
+        thread_stack_bytes: config.thread_stack_bytes,
+    });
+    let stopping = Arc::new(AtomicBool::new(false));
+    let connections = OpenConnections::default();
+    let acceptor = {
+        let stopping = stopping.clone();
+        let connections = connections.clone();
+        thread::Builder::new()
+            .name("acceptor".to_owned())
+            .spawn(move || accept_loop(listener, context, connections, stopping))?
+    };
+
+    Ok(Broker {
+        local_addr,
+        stopping,
+        commands,
+        connections,
+        acceptor: Some(acceptor),
+        dispatcher: Some(dispatcher),
+    })
+}
+
+impl Broker {
+    /// The address the broker listens on (with the real port if the
+    /// configuration asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Blocks for as long as the broker runs.
+    pub fn wait(mut self) {
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
+
+    /// Stops accepting, closes every connection and stops the dispatcher.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let Some(acceptor) = self.acceptor.take() else {
+            return;
+        };
+        self.stopping.store(true, Ordering::SeqCst);
+        // `accept()` has no timeout: wake it with a connection of our own.
+        let _ = TcpStream::connect(self.wake_addr());
+        let _ = acceptor.join();
+        for stream in self.connections.lock().values() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        let _ = self.commands.send(Command::Shutdown);
+        if let Some(dispatcher) = self.dispatcher.take() {
+            let _ = dispatcher.join();
+        }
+    }
+
+    /// An address that reaches the listener even if it is bound to 0.0.0.0.
+    fn wake_addr(&self) -> SocketAddr {
+        let mut addr = self.local_addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        addr
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    context: Arc<ReaderContext>,
+    connections: OpenConnections,
+    stopping: Arc<AtomicBool>,
+) {
+    let mut next_id: ConnId = 0;
+    for stream in listener.incoming() {
+        if stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(error) => {
+                // Such as running out of file descriptors: keep serving the
+                // connections we have.
+                log::warn!("accept failed: {error}");
+                continue;
+            }
+        };
+        next_id += 1;
+        if let Err(error) = start_reader(next_id, stream, &context, &connections) {
+            log::warn!("conn {next_id}: could not start its reader: {error}");
+        }
+    }
+}
+
+fn start_reader(
+    id: ConnId,
+    stream: TcpStream,
+    context: &Arc<ReaderContext>,
+    connections: &OpenConnections,
+) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    connections.lock().insert(id, stream.try_clone()?);
+    let context = context.clone();
+    let registry = connections.clone();
+    let spawned = thread::Builder::new()
+        .name(format!("conn-{id}-read"))
+        .stack_size(context.thread_stack_bytes)
+        .spawn(move || {
+            connection::run(id, stream, context);
+            registry.lock().remove(&id);
+        });
+    if let Err(error) = spawned {
+        connections.lock().remove(&id);
+        return Err(error);
+    }
+    Ok(())
+}

@@ -1,0 +1,358 @@
+//! One connection as the dispatcher sees it: what it subscribes to, what it
+//! has been sent but not yet answered, and what it is owed again.
+//!
+//! A subscription is nothing but a cursor into a topic's log: the offset of
+//! the next message to send. Publishing to a topic appends to its log and
+//! nudges every subscriber; each one then sends from its cursor for as long as
+//! its in-flight window has room. Replaying from the beginning and following
+//! the live stream are therefore the same code, a subscriber that falls behind
+//! simply has a cursor further back, and a From offset beyond the end of the
+//! log waits, delivering nothing, until the log reaches it.
+//!
+//! Every delivery joins the `in_flight` queue. The client answers deliveries
+//! in the order they were written, so an Ack or Nack always answers the front
+//! of the queue. A Nack schedules the message again after the ack delay.
+//!
+//! The ack timeout runs only for the oldest delivery that can still be
+//! answered in time, and its clock starts when that delivery becomes the
+//! oldest: a consumer working through a full window is not punished for
+//! messages it has not reached yet. When the clock runs out the message is
+//! scheduled again at once, but its entry stays in the queue, marked timed
+//! out, because the client may still answer it late; that late answer must be
+//! matched to it and not to the next delivery. Timed-out entries are always a
+//! prefix of the queue, so a count (`timed_out`) marks them.
+//!
+//! A message is delivered at most `max_deliveries` times; after that it is
+//! given up and logged with its topic and offset.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::dispatcher::{ConnId, Topic, TopicId};
+use crate::protocol::{Payload, StartAt};
+use crate::store::Offset;
+use crate::writer::{Batch, Outgoing, Writer};
+
+/// The delivery rules every session follows, from the broker's flags.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryPolicy {
+    /// How long a nacked message waits before it is delivered again.
+    pub ack_delay: Duration,
+    /// How long the oldest unanswered delivery may go without an answer.
+    pub ack_timeout: Duration,
+    /// How many times one message is delivered before it is given up.
+    pub max_deliveries: u32,
+    /// How many deliveries may await an answer at once.
+    pub max_inflight: usize,
+}
+
+/// The client answered a delivery that was never sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NothingToAnswer;
+
+/// A cursor into one topic.
+#[derive(Debug)]
+struct Subscription {
+    /// The offset of the next message to send.
+    next: Offset,
+    /// Whether the topic is in the session's `ready` queue.
+    queued: bool,
+}
+
+/// A message sent and not yet answered, or owed again.
+#[derive(Debug, Clone, Copy)]
+struct Delivery {
+    topic: TopicId,
+    offset: Offset,
+    /// How many times it has been sent, counting the time it is about to be.
+    count: u32,
+}
+
+/// A delivery to make again once `due` has passed. Ordered by `due`, then by
+/// the order they were scheduled in.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Redelivery {
+    due: Instant,
+    sequence: u64,
+    topic: TopicId,
+    offset: Offset,
+    count: u32,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    id: ConnId,
+    policy: DeliveryPolicy,
+    writer: Writer,
+    /// Frames for the writer, sent as one batch at the end of the
+    /// dispatcher's current round.
+    outbox: Batch,
+    subscriptions: HashMap<TopicId, Subscription>,
+    /// Subscribed topics whose logs hold messages not yet sent, in the order
+    /// they get a turn: round-robin, one message per turn.
+    ready: VecDeque<TopicId>,
+    in_flight: VecDeque<Delivery>,
+    /// How many entries at the front of `in_flight` already timed out.
+    timed_out: usize,
+    /// When the ack clock of the oldest live entry started.
+    clock_start: Instant,
+    redeliveries: BinaryHeap<Reverse<Redelivery>>,
+    sequence: u64,
+    /// Bookkeeping for the dispatcher: the wake-up it has registered for this
+    /// session, and whether the outbox is already on its list to flush.
+    pub(crate) wake_registered: Option<Instant>,
+    pub(crate) flush_registered: bool,
+}
+
+impl Session {
+    pub fn new(id: ConnId, writer: Writer, policy: DeliveryPolicy, now: Instant) -> Session {
+        Session {
+            id,
+            policy,
+            writer,
+            outbox: Vec::new(),
+            subscriptions: HashMap::new(),
+            ready: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            timed_out: 0,
+            clock_start: now,
+            redeliveries: BinaryHeap::new(),
+            sequence: 0,
+            wake_registered: None,
+            flush_registered: false,
+        }
+    }
+
+    /// Queues a frame that is not a delivery, such as a status.
+    pub fn reply(&mut self, frame: Outgoing) {
+        self.outbox.push(frame);
+    }
+
+    /// Points this session's cursor for `topic` at `start`. Returns true if
+    /// the session was not subscribed to it before (a repeated subscribe
+    /// moves the cursor of the existing subscription).
+    ///
+    /// Nothing is sent yet: the caller replies Subscribed first and then
+    /// calls [`Session::pump`], so the status comes before any replay.
+    pub fn subscribe(&mut self, id: TopicId, topic: &Topic, start: StartAt) -> bool {
+        let next = match start {
+            StartAt::Beginning => topic.log.start(),
+            StartAt::Current => topic.log.end(),
+            StartAt::From(offset) => offset.max(topic.log.start()),
+        };
+        let is_new = !self.subscriptions.contains_key(&id);
+        let subscription = self.subscriptions.entry(id).or_insert(Subscription {
+            next,
+            queued: false,
+        });
+        subscription.next = next;
+        self.mark_ready(id);
+        is_new
+    }
+
+    /// Forgets the subscription to `topic`. Deliveries already in flight must
+    /// still be answered, but none of them is sent again.
+    pub fn unsubscribe(&mut self, topic: TopicId) -> bool {
+        self.subscriptions.remove(&topic).is_some()
+    }
+
+    /// The topics this session subscribes to.
+    pub fn topics(&self) -> impl Iterator<Item = TopicId> + '_ {
+        self.subscriptions.keys().copied()
+    }
+
+    /// Called after `topic` received a message: sends it if the window has
+    /// room and no other topic is waiting for its turn.
+    pub fn offer(&mut self, topic: TopicId, topics: &[Topic], now: Instant) {
+        self.mark_ready(topic);
+        self.pump(topics, now);
+    }
+
+    /// Handles an Ack (`acked`) or Nack for the oldest unanswered delivery,
+    /// then fills the room it freed.
+    pub fn answer(
+        &mut self,
+        acked: bool,
+        topics: &[Topic],
+        now: Instant,
+    ) -> Result<(), NothingToAnswer> {
+        let delivery = self.in_flight.pop_front().ok_or(NothingToAnswer)?;
+        if self.timed_out > 0 {
+            // A late answer to a delivery that was already sent again.
+            self.timed_out -= 1;
+        } else {
+            // The next delivery is now the oldest: its clock starts.
+            self.clock_start = now;
+            if !acked {
+                self.schedule_again(delivery, now + self.policy.ack_delay, topics);
+            }
+        }
+        self.pump(topics, now);
+        Ok(())
+    }
+
+    /// Called by the dispatcher at (or after) [`Session::next_wake`]: times
+    /// out the oldest delivery if its clock has run out, and sends whatever
+    /// redeliveries have come due.
+    pub fn wake(&mut self, topics: &[Topic], now: Instant) {
+        if let Some(deadline) = self.ack_deadline() {
+            if now >= deadline {
+                let delivery = self.in_flight[self.timed_out];
+                self.timed_out += 1;
+                self.clock_start = now;
+                log::debug!(
+                    "conn {}: no answer for {}@{} within the ack timeout",
+                    self.id,
+                    topics[delivery.topic].name,
+                    delivery.offset
+                );
+                self.schedule_again(delivery, now, topics);
+            }
+        }
+        self.pump(topics, now);
+    }
+
+    /// When this session next needs [`Session::wake`]: the ack deadline of
+    /// its oldest live delivery, or the next redelivery if there is room to
+    /// send it (without room, an answer will make room and pump anyway).
+    pub fn next_wake(&self) -> Option<Instant> {
+        let redelivery = match self.has_room() {
+            true => self.redeliveries.peek().map(|r| r.0.due),
+            false => None,
+        };
+        match (self.ack_deadline(), redelivery) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Hands the queued frames to the writer thread.
+    pub fn flush(&mut self) {
+        if !self.outbox.is_empty() {
+            self.writer.send(std::mem::take(&mut self.outbox));
+        }
+    }
+
+    pub fn has_output(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    /// Sends due redeliveries, then new messages, round-robin across topics,
+    /// until the window is full or nothing is left to send.
+    pub fn pump(&mut self, topics: &[Topic], now: Instant) {
+        while self.has_room() {
+            if let Some(again) = self.pop_due_redelivery(now) {
+                self.send_again(again, topics, now);
+                continue;
+            }
+            let Some(id) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(subscription) = self.subscriptions.get_mut(&id) else {
+                continue; // unsubscribed while waiting for its turn
+            };
+            let topic = &topics[id];
+            let offset = subscription.next.max(topic.log.start());
+            let Some(payload) = topic.log.read(offset) else {
+                subscription.queued = false;
+                continue; // caught up (or waiting for a From offset)
+            };
+            subscription.next = offset + 1;
+            if subscription.next < topic.log.end() {
+                self.ready.push_back(id);
+            } else {
+                subscription.queued = false;
+            }
+            self.send(
+                Delivery {
+                    topic: id,
+                    offset,
+                    count: 1,
+                },
+                topic,
+                payload,
+                now,
+            );
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.in_flight.len() < self.policy.max_inflight
+    }
+
+    fn ack_deadline(&self) -> Option<Instant> {
+        let has_live = self.in_flight.len() > self.timed_out;
+        has_live.then(|| self.clock_start + self.policy.ack_timeout)
+    }
+
+    fn mark_ready(&mut self, id: TopicId) {
+        if let Some(subscription) = self.subscriptions.get_mut(&id) {
+            if !subscription.queued {
+                subscription.queued = true;
+                self.ready.push_back(id);
+            }
+        }
+    }
+
+    fn send(&mut self, delivery: Delivery, topic: &Topic, payload: Payload, now: Instant) {
+        if self.in_flight.len() == self.timed_out {
+            self.clock_start = now; // it is the oldest live delivery
+        }
+        self.in_flight.push_back(delivery);
+        self.outbox.push(Outgoing::Delivery {
+            topic: topic.name.clone(),
+            payload,
+        });
+    }
+
+    fn pop_due_redelivery(&mut self, now: Instant) -> Option<Redelivery> {
+        match self.redeliveries.peek() {
+            Some(Reverse(next)) if next.due <= now => self.redeliveries.pop().map(|r| r.0),
+            _ => None,
+        }
+    }
+
+    fn send_again(&mut self, again: Redelivery, topics: &[Topic], now: Instant) {
+        if !self.subscriptions.contains_key(&again.topic) {
+            return; // unsubscribed since
+        }
+        let topic = &topics[again.topic];
+        // A log with retention may have dropped it meanwhile.
+        if let Some(payload) = topic.log.read(again.offset) {
+            let delivery = Delivery {
+                topic: again.topic,
+                offset: again.offset,
+                count: again.count,
+            };
+            self.send(delivery, topic, payload, now);
+        }
+    }
+
+    /// Schedules `delivery` to be sent again at `due`, unless it has been
+    /// delivered the maximum number of times or its topic was unsubscribed.
+    fn schedule_again(&mut self, delivery: Delivery, due: Instant, topics: &[Topic]) {
+        let name = &topics[delivery.topic].name;
+        if delivery.count >= self.policy.max_deliveries {
+            log::warn!(
+                "conn {}: giving up on message {}@{} after {} deliveries",
+                self.id,
+                name,
+                delivery.offset,
+                delivery.count
+            );
+            return;
+        }
+        if !self.subscriptions.contains_key(&delivery.topic) {
+            return;
+        }
+        self.sequence += 1;
+        self.redeliveries.push(Reverse(Redelivery {
+            due,
+            sequence: self.sequence,
+            topic: delivery.topic,
+            offset: delivery.offset,
+            count: delivery.count + 1,
+        }));
+    }
+}

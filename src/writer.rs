@@ -1,0 +1,238 @@
+//! The writer thread: the only code that writes to a connection's socket.
+//!
+//! The dispatcher never touches a socket. It hands each connection's writer a
+//! [`Batch`] of [`Outgoing`] frames over a channel and moves on, so a slow
+//! client can only ever stall its own writer thread, never the dispatcher or
+//! anyone else. The writer turns frames into bytes and writes them.
+//!
+//! Two things make this fast:
+//!
+//! - Coalescing. After taking one batch off its channel the writer takes every
+//!   other batch already waiting, encodes them all, and hands the lot to the
+//!   kernel in one `writev` call. Under load one system call carries hundreds
+//!   of deliveries; when idle, a lone delivery goes out at once.
+//! - No payload copies. Headers are encoded into one scratch buffer, but a
+//!   payload is written straight from its shared [`Payload`] buffer through an
+//!   `IoSlice`, so ten subscribers of a 1 MiB message cost ten pointers, not
+//!   ten megabytes. Small payloads are copied into the scratch buffer instead,
+//!   since for a few dozen bytes a copy is cheaper than an extra `iovec`.
+//!
+//! The writer exits when its channel closes (the dispatcher dropped the
+//! connection) or a write fails, and shuts the socket down on its way out so
+//! the client sees the end of the stream after the last frame.
+
+use std::io::{self, IoSlice, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::thread;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::protocol::{self, status, Payload};
+
+/// One frame for the client.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// A bare status, such as Subscribed or Unsubscribed.
+    Status(u16),
+    /// An Error status with its reason.
+    Error(&'static str),
+    /// A message for a subscriber.
+    Delivery { topic: Arc<str>, payload: Payload },
+}
+
+/// Frames handed over in one channel send.
+pub type Batch = Vec<Outgoing>;
+
+/// The dispatcher's end of a writer thread's channel.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    frames: Sender<Batch>,
+}
+
+impl Writer {
+    /// Queues `batch` for the socket. Returns false if the writer has gone
+    /// (the socket failed); the connection's reader will notice that too and
+    /// report the disconnect, so the caller needs to do nothing more.
+    pub fn send(&self, batch: Batch) -> bool {
+        self.frames.send(batch).is_ok()
+    }
+}
+
+/// Payloads up to this size are copied next to their header rather than
+/// written from their own buffer.
+const COPY_PAYLOADS_UP_TO: usize = 512;
+
+/// Stop taking more batches once this much is encoded, so that one write
+/// never grows without bound while frames keep coming.
+const MAX_BYTES_PER_WRITE: usize = 1 << 20;
+
+/// Starts the writer thread `conn-<id>-write` for `stream`.
+pub fn spawn(id: u64, stream: TcpStream, stack_size: usize) -> io::Result<Writer> {
+    let (frames, queue) = crossbeam_channel::unbounded();
+    thread::Builder::new()
+        .name(format!("conn-{id}-write"))
+        .stack_size(stack_size)
+        .spawn(move || run(id, stream, queue))?;
+    Ok(Writer { frames })
+}
+
+fn run(id: u64, mut stream: TcpStream, queue: Receiver<Batch>) {
+    let mut encoder = Encoder::default();
+    while let Ok(batch) = queue.recv() {
+        encoder.push_batch(batch);
+        while encoder.len() < MAX_BYTES_PER_WRITE {
+            match queue.try_recv() {
+                Ok(batch) => encoder.push_batch(batch),
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = encoder.write_to(&mut stream) {
+            log::debug!("conn {id}: write failed: {error}");
+            break;
+        }
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// A piece of the next write: a range of the scratch buffer, or a payload.
+enum Part {
+    Scratch(std::ops::Range<usize>),
+    Payload(Payload),
+}
+
+/// Encodes frames into a scratch buffer plus a list of large payloads, ready
+/// for one vectored write.
+#[derive(Default)]
+struct Encoder {
+    scratch: Vec<u8>,
+    parts: Vec<Part>,
+    /// Where the scratch bytes not yet covered by a [`Part`] begin.
+    open_from: usize,
+    len: usize,
+}
+
+impl Encoder {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push_batch(&mut self, batch: Batch) {
+        for frame in batch {
+            self.push(frame);
+        }
+    }
+
+    fn push(&mut self, frame: Outgoing) {
+        let before = self.scratch.len();
+        match frame {
+            Outgoing::Status(code) => protocol::encode_status(&mut self.scratch, code, None),
+            Outgoing::Error(reason) => {
+                protocol::encode_status(&mut self.scratch, status::ERROR, Some(reason))
+            }
+            Outgoing::Delivery { topic, payload } => {
+                protocol::encode_delivery_header(&mut self.scratch, &topic, payload.len());
+                if payload.len() <= COPY_PAYLOADS_UP_TO {
+                    self.scratch.extend_from_slice(&payload);
+                } else {
+                    self.close_scratch_part();
+                    self.len += payload.len();
+                    self.parts.push(Part::Payload(payload));
+                }
+            }
+        }
+        self.len += self.scratch.len() - before;
+    }
+
+    /// Ends the current run of scratch bytes, so a payload part can follow.
+    fn close_scratch_part(&mut self) {
+        if self.open_from < self.scratch.len() {
+            self.parts
+                .push(Part::Scratch(self.open_from..self.scratch.len()));
+            self.open_from = self.scratch.len();
+        }
+    }
+
+    /// Writes everything encoded so far and empties the encoder.
+    fn write_to(&mut self, stream: &mut impl Write) -> io::Result<()> {
+        self.close_scratch_part();
+        let mut slices: Vec<IoSlice<'_>> = self
+            .parts
+            .iter()
+            .map(|part| match part {
+                Part::Scratch(range) => IoSlice::new(&self.scratch[range.clone()]),
+                Part::Payload(payload) => IoSlice::new(payload),
+            })
+            .collect();
+        let result = write_all_vectored(stream, &mut slices);
+        self.scratch.clear();
+        self.parts.clear();
+        self.open_from = 0;
+        self.len = 0;
+        result
+    }
+}
+
+/// `write_all` for vectored writes: the kernel may take only part of what it
+/// is offered, so keep offering the rest.
+fn write_all_vectored(stream: &mut impl Write, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !slices.is_empty() {
+        match stream.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink that accepts at most 7 bytes per call, like a busy socket.
+    struct Trickle(Vec<u8>);
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(7);
+            self.0.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn frames_are_written_whole_and_in_order_despite_short_writes() {
+        let big = Payload::from(vec![7u8; 2000]);
+        let mut encoder = Encoder::default();
+        encoder.push_batch(vec![
+            Outgoing::Status(status::SUBSCRIBED),
+            Outgoing::Delivery {
+                topic: "t".into(),
+                payload: Payload::from(&b"hi"[..]),
+            },
+            Outgoing::Delivery {
+                topic: "t".into(),
+                payload: big.clone(),
+            },
+            Outgoing::Error("unknown action"),
+        ]);
+        let mut expected = Vec::new();
+        protocol::encode_status(&mut expected, status::SUBSCRIBED, None);
+        protocol::encode_delivery_header(&mut expected, "t", 2);
+        expected.extend_from_slice(b"hi");
+        protocol::encode_delivery_header(&mut expected, "t", 2000);
+        expected.extend_from_slice(&big);
+        protocol::encode_status(&mut expected, status::ERROR, Some("unknown action"));
+        assert_eq!(encoder.len(), expected.len());
+
+        let mut sink = Trickle(Vec::new());
+        encoder.write_to(&mut sink).unwrap();
+        assert_eq!(sink.0, expected);
+        assert_eq!(encoder.len(), 0);
+    }
+}
