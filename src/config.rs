@@ -199,18 +199,10 @@ fn apply(config: &mut Config, flag: &'static str, value: String) -> Result<(), C
                 .ok_or_else(|| invalid("a duration above zero, such as 2s"))?
         }
         "--max-deliveries" => {
-            config.max_deliveries = value
-                .parse()
-                .ok()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| invalid("a whole number of at least 1"))?
+            config.max_deliveries = parse_count(&value).ok_or_else(|| invalid(COUNT))?
         }
         "--max-inflight" => {
-            config.max_inflight = value
-                .parse()
-                .ok()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| invalid("a whole number of at least 1"))?
+            config.max_inflight = parse_count(&value).ok_or_else(|| invalid(COUNT))?
         }
         "--max-message-bytes" => {
             config.max_message_bytes = parse_size(&value)
@@ -223,6 +215,12 @@ fn apply(config: &mut Config, flag: &'static str, value: String) -> Result<(), C
 }
 
 const DURATION: &str = "a duration such as 250ms, 2s or 1m";
+const COUNT: &str = "a whole number of at least 1";
+
+/// Parses a whole number of at least 1.
+fn parse_count<N: std::str::FromStr + Default + PartialOrd>(text: &str) -> Option<N> {
+    text.parse().ok().filter(|n| *n > N::default())
+}
 
 /// Parses `250ms`, `2s`, `1m`, `1h` (also `us`).
 pub fn parse_duration(text: &str) -> Option<Duration> {

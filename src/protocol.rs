@@ -275,18 +275,6 @@ impl Decoder {
         }
     }
 
-    /// Whether this connection has become a publisher: it then only ever
-    /// sends topic and payload frames.
-    pub fn is_publisher(&self) -> bool {
-        matches!(
-            self.state,
-            State::TopicLength
-                | State::Topic { .. }
-                | State::PayloadLength { .. }
-                | State::Payload { .. }
-        )
-    }
-
     /// Consumes at most one field from `input`, advancing `consumed`.
     fn step(&mut self, input: &[u8], consumed: &mut usize) -> Step {
         let needed = self.field_width();
@@ -642,6 +630,41 @@ mod tests {
     fn unknown_first_action_is_fatal() {
         let events = decode_all(&[0, 9, 0, 1], usize::MAX);
         assert_eq!(events, vec![Err(ProtocolError::UnknownAction(9))]);
+    }
+
+    /// Random and mutated byte streams, fed in random chunks: the decoder
+    /// must never panic, never consume more than it was given, and always
+    /// make progress or ask for more.
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut random = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut valid = publish_stream();
+        encode_subscribe(&mut valid, &["a\"b", "c"], StartAt::From(3));
+        for _ in 0..20_000 {
+            let mut bytes = valid.clone();
+            for _ in 0..random() % 6 {
+                let at = random() as usize % bytes.len();
+                bytes[at] = random() as u8;
+            }
+            if random() % 3 == 0 {
+                bytes = (0..random() % 64).map(|_| random() as u8).collect();
+            }
+            let first = if random() % 2 == 0 {
+                action::SUBSCRIBE
+            } else {
+                action::PUBLISH
+            };
+            let mut stream = first.to_be_bytes().to_vec();
+            stream.extend_from_slice(&bytes);
+            let chunk = 1 + random() as usize % 16;
+            decode_all(&stream, chunk);
+        }
     }
 
     #[test]

@@ -159,6 +159,9 @@ fn accept_loop(
             }
         };
         next_id += 1;
+        if let Ok(peer) = stream.peer_addr() {
+            log::debug!("conn {next_id}: accepted from {peer}");
+        }
         if let Err(error) = start_reader(next_id, stream, &context, &connections) {
             log::warn!("conn {next_id}: could not start its reader: {error}");
         }

@@ -1,0 +1,171 @@
+//! What the four examples share: hand-written flag parsing (the design allows
+//! no argument-parsing crate), `--help`, and error reporting.
+//!
+//! Each example lists its flags as [`Flag`]s and calls [`Args::parse`]. Flags
+//! are written `--flag value` or `--flag=value`. A mistake prints one line
+//! naming the flag, and a hint to try `--help`, then exits with status 2.
+//!
+//! This file is not an example of its own: cargo only discovers
+//! `examples/*.rs` and `examples/*/main.rs`. Each example includes it with
+//! `mod common;`.
+
+// Not every example uses every helper.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::error::Error;
+use std::process::{self, ExitCode};
+use std::str::FromStr;
+
+/// One flag an example accepts. Every flag takes a value.
+pub struct Flag {
+    /// Such as `--port`.
+    pub name: &'static str,
+    /// What the value is called in `--help`, such as `PORT`.
+    pub value: &'static str,
+    pub help: &'static str,
+    /// The value used when the flag is not given, shown in `--help`.
+    pub default: Option<&'static str>,
+}
+
+pub const HOST: Flag = Flag {
+    name: "--host",
+    value: "HOST",
+    help: "broker host",
+    default: Some("127.0.0.1"),
+};
+
+pub const PORT: Flag = Flag {
+    name: "--port",
+    value: "PORT",
+    help: "broker port",
+    default: Some("3000"),
+};
+
+/// The command line of one example, parsed.
+pub struct Args {
+    program: &'static str,
+    values: HashMap<&'static str, String>,
+}
+
+impl Args {
+    /// Parses the process's arguments against `flags`. Prints the help and
+    /// exits on `-h`/`--help`; prints the mistake and exits on anything else
+    /// it does not understand.
+    pub fn parse(program: &'static str, about: &str, usage: &str, flags: &[Flag]) -> Args {
+        let mut args = Args {
+            program,
+            values: HashMap::new(),
+        };
+        let mut words = std::env::args().skip(1);
+        while let Some(word) = words.next() {
+            if word == "-h" || word == "--help" {
+                print!("{}", help(program, about, usage, flags));
+                process::exit(0);
+            }
+            let (name, inline) = match word.split_once('=') {
+                Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+                None => (word, None),
+            };
+            let Some(flag) = flags.iter().find(|flag| flag.name == name) else {
+                args.fail(&format!("unknown argument '{name}'"));
+            };
+            let value = match inline.or_else(|| words.next()) {
+                Some(value) => value,
+                None => args.fail(&format!("{} needs a value", flag.name)),
+            };
+            args.values.insert(flag.name, value);
+        }
+        for flag in flags {
+            if let Some(default) = flag.default {
+                args.values
+                    .entry(flag.name)
+                    .or_insert_with(|| default.to_owned());
+            }
+        }
+        args
+    }
+
+    /// The value of `flag`, or its default; `None` if neither was given.
+    pub fn get(&self, flag: &str) -> Option<&str> {
+        self.values.get(flag).map(String::as_str)
+    }
+
+    /// The value of a flag the example cannot run without.
+    pub fn required(&self, flag: &str) -> &str {
+        match self.get(flag) {
+            Some(value) => value,
+            None => self.fail(&format!("{flag} is required")),
+        }
+    }
+
+    /// The value of `flag` as a number, if given. `expected` describes a
+    /// valid value for the error message.
+    pub fn number<T: FromStr>(&self, flag: &str, expected: &str) -> Option<T> {
+        let value = self.get(flag)?;
+        match value.parse() {
+            Ok(number) => Some(number),
+            Err(_) => self.fail(&format!("{flag} '{value}': expected {expected}")),
+        }
+    }
+
+    /// `--count N`: a whole number of at least 1, or `None` to run forever.
+    pub fn count(&self) -> Option<u64> {
+        let count = self.number("--count", "a whole number of at least 1")?;
+        if count == 0 {
+            self.fail("--count '0': expected a whole number of at least 1");
+        }
+        Some(count)
+    }
+
+    /// The broker's address, `HOST:PORT`, from `--host` and `--port`.
+    pub fn broker(&self) -> String {
+        let host = self.required(HOST.name);
+        let port: u16 = self
+            .number(PORT.name, "a port number from 1 to 65535")
+            .unwrap_or(3000);
+        if port == 0 {
+            self.fail("--port '0': expected a port number from 1 to 65535");
+        }
+        match host.contains(':') && !host.starts_with('[') {
+            true => format!("[{host}]:{port}"), // an IPv6 address
+            false => format!("{host}:{port}"),
+        }
+    }
+
+    /// Prints a mistake on the command line and exits with status 2.
+    pub fn fail(&self, message: &str) -> ! {
+        eprintln!(
+            "{}: {message}\nTry '{} --help'.",
+            self.program, self.program
+        );
+        process::exit(2)
+    }
+}
+
+/// The text `--help` prints.
+fn help(program: &str, about: &str, usage: &str, flags: &[Flag]) -> String {
+    let mut text = format!("{program}: {about}\n\nUsage: {program} {usage}\n\nFlags:\n");
+    for flag in flags {
+        let default = match flag.default {
+            Some(default) => format!(" [default: {default}]"),
+            None => String::new(),
+        };
+        let name = format!("{} {}", flag.name, flag.value);
+        text.push_str(&format!("  {name:<24}{}{default}\n", flag.help));
+    }
+    text.push_str(&format!("  {:<24}print this help\n", "-h, --help"));
+    text
+}
+
+/// Turns the outcome of an example's work into its exit status, printing
+/// the error, if any, as one line.
+pub fn exit_status(program: &str, outcome: Result<(), Box<dyn Error>>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{program}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

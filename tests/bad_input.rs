@@ -1,0 +1,339 @@
+//! Bad input: every refusal with its exact reason bytes, whether the
+//! connection survives it (only when the stream can still be parsed), frames
+//! cut off by a disconnect, and the reference's quirks (an empty topic frame
+//! is skipped, an empty payload dropped). In every test a [`Bystander`],
+//! connected before the bad input, proves the broker still serves others.
+
+mod common;
+
+use brook::client::Publisher;
+use brook::config::Config;
+use brook::protocol::StartAt;
+use common::*;
+
+#[test]
+fn unknown_first_action_gets_an_error_and_the_connection_closes() {
+    let broker = start_broker(&config());
+    let mut bystander = Bystander::new(broker.local_addr());
+    // 4 and 5 (Ack, Nack) are only valid later on a subscriber connection.
+    for action in [0u16, 4, 5, 6, 9, 0x00ff] {
+        let mut client = Raw::connect(broker.local_addr());
+        client.send(&action.to_be_bytes());
+        client.expect_error("unknown action");
+        client.expect_eof();
+    }
+    bystander.check();
+}
+
+#[test]
+fn unknown_action_on_a_subscriber_connection_gets_an_error_and_the_connection_closes() {
+    let broker = start_broker(&config());
+    let mut bystander = Bystander::new(broker.local_addr());
+    for action in [0u16, 3, 6, 0x00ff] {
+        let mut client = Raw::connect(broker.local_addr());
+        client.send(&subscribe_request(r#"["t"]"#, &BEGINNING));
+        client.expect(&SUBSCRIBED);
+        client.send(&action.to_be_bytes());
+        client.expect_error("unknown action");
+        client.expect_eof();
+    }
+    bystander.check();
+}
+
+#[test]
+fn missing_topic_prefix_is_refused_at_once_and_the_publisher_keeps_working() {
+    let broker = start_broker(&config());
+    let addr = broker.local_addr();
+    let mut bystander = Bystander::new(addr);
+    let mut subscriber = subscriber(addr, &["orders"], StartAt::Current);
+
+    let mut publisher = Raw::connect(addr);
+    publisher.send(&[&PUBLISH[..], &6u16.to_be_bytes(), b"orders"].concat());
+    // Refused before any payload frame has been sent.
+    publisher.expect_error("topic data does not contain 'topic:' prefix");
+    // The payload that follows is read and dropped; the next frame counts.
+    publisher.send(&[&5u32.to_be_bytes()[..], b"wrong"].concat());
+    publisher.send(&publish_frame("orders", b"right"));
+    expect_next_ack(&mut subscriber, "orders", b"right");
+    expect_nothing(&mut subscriber, QUIET);
+    publisher.expect_silence(QUIET);
+    bystander.check();
+}
+
+#[test]
+fn publish_topic_that_is_not_utf8_is_refused_and_the_publisher_keeps_working() {
+    let broker = start_broker(&config());
+    let addr = broker.local_addr();
+    let mut bystander = Bystander::new(addr);
+    let mut subscriber = subscriber(addr, &["ok"], StartAt::Current);
+    let mut publisher = Raw::connect(addr);
+    let bad_topic = b"topic:\xff\xfe";
+    publisher.send(
+        &[
+            &PUBLISH[..],
+            &(bad_topic.len() as u16).to_be_bytes(),
+            bad_topic,
+            &3u32.to_be_bytes(),
+            b"bad",
+        ]
+        .concat(),
+    );
+    publisher.expect_error("topic name is not valid UTF-8");
+    publisher.send(&publish_frame("ok", b"good"));
+    expect_next_ack(&mut subscriber, "ok", b"good");
+    bystander.check();
+}
+
+#[test]
+fn invalid_topic_data_is_refused_and_the_connection_keeps_working() {
+    let broker = start_broker(&config());
+    let addr = broker.local_addr();
+    let mut bystander = Bystander::new(addr);
+    let mut client = Raw::connect(addr);
+    let bad: [&[u8]; 12] = [
+        br#"{"a":1}"#,
+        br#""a""#,
+        br#"["a""#,
+        br#"["a",]"#,
+        br#"[1]"#,
+        br#"["a"] x"#,
+        b"not json",
+        b"[\"a\xff\"]",
+        br#"["\x"]"#,
+        br#"["\ud83d"]"#,
+        b"[\"tab\there\"]",
+        b" ",
+    ];
+    for json in bad {
+        client.send(&subscribe_request(json, &BEGINNING));
+        client.expect_error("invalid topic data provided");
+        client.send(&unsubscribe_request(json));
+        client.expect_error("invalid topic data provided");
+    }
+    // The start-at after a refused list was consumed: the stream is aligned.
+    client.send(&subscribe_request(r#"["ok"]"#, &CURRENT));
+    client.expect(&SUBSCRIBED);
+    publish_all(addr, &[("a", b"not subscribed"), ("ok", b"subscribed")]);
+    client.expect_delivery("ok", b"subscribed");
+    client.send(&ACK);
+    client.expect_silence(QUIET);
+    bystander.check();
+}
+
+#[test]
+fn invalid_topic_data_as_the_first_request_keeps_the_connection() {
+    let broker = start_broker(&config());
+    let mut bystander = Bystander::new(broker.local_addr());
+    let mut client = Raw::connect(broker.local_addr());
+    client.send(&subscribe_request(r#"{"topics":["a"]}"#, &from_u16(3)));
+    client.expect_error("invalid topic data provided");
+    client.send(&subscribe_request(r#"["a"]"#, &BEGINNING));
+    client.expect(&SUBSCRIBED);
+    bystander.check();
+}
+
+#[test]
+fn zero_length_topic_list_is_refused_and_nothing_more_is_read_for_it() {
+    let broker = start_broker(&config());
+    let addr = broker.local_addr();
+    let mut bystander = Bystander::new(addr);
+    let mut client = Raw::connect(addr);
+    // No start-at follows a zero-length list: the next bytes are an action.
+    client.send(
+        &[
+            &SUBSCRIBE[..],
+            &[0, 0, 0, 0],
+            &subscribe_request(r#"["a"]"#, &CURRENT),
+        ]
+        .concat(),
+    );
+    client.expect_error("data length of topics is 0");
+    client.expect(&SUBSCRIBED);
+    client.send(
+        &[
+            &UNSUBSCRIBE[..],
+            &[0, 0, 0, 0],
+            &unsubscribe_request(r#"["b"]"#),
+        ]
+        .concat(),
+    );
+    client.expect_error("data length of topics is 0");
+    client.expect(&UNSUBSCRIBED);
+    publish_all(addr, &[("a", b"still subscribed")]);
+    client.expect_delivery("a", b"still subscribed");
+    bystander.check();
+}
+
+#[test]
+fn unknown_start_at_type_is_refused_and_the_connection_keeps_working() {
+    let broker = start_broker(&config());
+    let addr = broker.local_addr();
+    let mut bystander = Bystander::new(addr);
+    let mut client = Raw::connect(addr);
+    for start_at in [4u16, 7, 0xffff] {
+        client.send(&subscribe_request(r#"["a"]"#, &start_at.to_be_bytes()));
+        client.expect_error("invalid start up type provided");
+    }
+    client.send(&subscribe_request(r#"["b"]"#, &BEGINNING));
+    client.expect(&SUBSCRIBED);
+    publish_all(addr, &[("a", b"refused topic"), ("b", b"accepted topic")]);
+    client.expect_delivery("b", b"accepted topic");
+    client.send(&ACK);
+    client.expect_silence(QUIET);
+    bystander.check();
+}
+
+#[test]
+fn ack_or_nack_with_nothing_in_flight_is_refused() {
+    let broker = start_broker(&config());
+    let addr = broker.local_addr();
+    let mut bystander = Bystander::new(addr);
+    let mut client = Raw::connect(addr);
+    client.send(&subscribe_request(r#"["t"]"#, &CURRENT));
+    client.expect(&SUBSCRIBED);
+    client.send(&ACK);
+    client.expect_error("no delivery to acknowledge");
+    client.send(&NACK);
+    client.expect_error("no delivery to acknowledge");
+
+    publish_all(addr, &[("t", b"m0")]);
+    client.expect_delivery("t", b"m0");
+    client.send(&[ACK, ACK].concat()); // one too many
+    client.expect_error("no delivery to acknowledge");
+    client.expect_silence(QUIET);
+    bystander.check();
+}
+
+fn small_limits() -> Config {
+    Config {
+        max_message_bytes: 1024,
+        max_topic_list_bytes: 64,
+        ..config()
+    }
+}
+
+#[test]
+fn payload_length_above_the_limit_gets_an_error_and_close() {
+    let broker = start_broker(&small_limits());
+    let addr = broker.local_addr();
+    let mut bystander = Bystander::new(addr);
+    let mut subscriber = subscriber(addr, &["t"], StartAt::Current);
+    for len in [u32::MAX, 1025] {
+        let mut publisher = Raw::connect(addr);
+        // Only the length is sent: the refusal must not wait for the bytes.
+        let topic_frame = [&7u16.to_be_bytes()[..], b"topic:t"].concat();
+        publisher.send(&[&PUBLISH[..], &topic_frame, &len.to_be_bytes()].concat());
+        publisher.expect_error("message too large");
+        publisher.expect_eof();
+    }
+    // Exactly the limit is accepted.
+    let largest = vec![b'x'; 1024];
+    Raw::connect(addr).send(&[&PUBLISH[..], &publish_frame("t", &largest)].concat());
+    expect_next_ack(&mut subscriber, "t", &largest);
+    bystander.check();
+}
+
+#[test]
+fn topic_list_length_above_the_limit_gets_an_error_and_close() {
+    let broker = start_broker(&small_limits());
+    let addr = broker.local_addr();
+    let mut bystander = Bystander::new(addr);
+    for request in [
+        [&SUBSCRIBE[..], &u32::MAX.to_be_bytes()].concat(),
+        [&SUBSCRIBE[..], &65u32.to_be_bytes()].concat(),
+        [&UNSUBSCRIBE[..], &u32::MAX.to_be_bytes()].concat(),
+    ] {
+        let mut client = Raw::connect(addr);
+        client.send(&request);
+        client.expect_error("topic data too large");
+        client.expect_eof();
+    }
+    // Also on a connection that is already a subscriber.
+    let mut client = Raw::connect(addr);
+    client.send(&subscribe_request(r#"["t"]"#, &BEGINNING));
+    client.expect(&SUBSCRIBED);
+    client.send(&[&SUBSCRIBE[..], &u32::MAX.to_be_bytes()].concat());
+    client.expect_error("topic data too large");
+    client.expect_eof();
+    bystander.check();
+}
+
+#[test]
+fn topic_name_too_long_for_a_delivery_is_refused() {
+    let broker = start_broker(&config());
+    let addr = broker.local_addr();
+    let mut bystander = Bystander::new(addr);
+    let mut client = Raw::connect(addr);
+    let json = format!("[\"{}\"]", "n".repeat(70_000));
+    client.send(&subscribe_request(&json, &BEGINNING));
+    client.expect_error("topic name too long");
+    client.send(&subscribe_request(r#"["short"]"#, &BEGINNING));
+    client.expect(&SUBSCRIBED);
+    bystander.check();
+}
+
+#[test]
+fn frames_cut_off_by_a_disconnect_end_quietly() {
+    let broker = start_broker(&config());
+    let addr = broker.local_addr();
+    let mut bystander = Bystander::new(addr);
+    let mut subscriber = subscriber(addr, &["t"], StartAt::Current);
+    let whole = publish_frame("t", b"a payload that never fully arrives");
+    let cut_publishes: Vec<Vec<u8>> = [1, 2, 5, 9, 12, whole.len() - 1]
+        .iter()
+        .map(|&cut| [&PUBLISH[..], &whole[..cut]].concat())
+        .collect();
+    let subscribe = subscribe_request(r#"["t"]"#, &from_u16(0));
+    let cut_subscribes: Vec<Vec<u8>> = [1, 3, 7, 10, subscribe.len() - 1]
+        .iter()
+        .map(|&cut| subscribe[..cut].to_vec())
+        .collect();
+    for bytes in cut_publishes.iter().chain(&cut_subscribes) {
+        let mut client = Raw::connect(addr);
+        client.send(&bytes[..]);
+        drop(client);
+    }
+    // Complete frames before the cut still count.
+    let mut client = Raw::connect(addr);
+    client.send(&[&PUBLISH[..], &publish_frame("t", b"complete"), &whole[..20]].concat());
+    drop(client);
+    expect_next_ack(&mut subscriber, "t", b"complete");
+
+    bystander.check();
+    publish_all(addr, &[("t", b"after the cuts")]);
+    expect_next_ack(&mut subscriber, "t", b"after the cuts");
+    expect_nothing(&mut subscriber, QUIET);
+}
+
+#[test]
+fn empty_topic_frame_is_skipped_and_empty_payload_dropped() {
+    let broker = start_broker(&config());
+    let addr = broker.local_addr();
+    let mut bystander = Bystander::new(addr);
+    let mut subscriber = subscriber(addr, &["t"], StartAt::Current);
+    let mut publisher = Raw::connect(addr);
+    publisher.send(
+        &[
+            &PUBLISH[..],
+            &[0, 0],                  // an empty topic frame: skipped
+            &publish_frame("t", b""), // an empty payload: dropped
+            &[0, 0],
+            &publish_frame("t", b"real"),
+        ]
+        .concat(),
+    );
+    expect_next_ack(&mut subscriber, "t", b"real");
+    publisher.expect_silence(QUIET);
+
+    // The same through the Rust client, and nothing empty was stored.
+    let mut rust = Publisher::connect(addr).unwrap();
+    rust.publish("t", b"").unwrap();
+    rust.publish("t", b"next").unwrap();
+    rust.flush().unwrap();
+    expect_next_ack(&mut subscriber, "t", b"next");
+    let mut replay = common::subscriber(addr, &["t"], StartAt::Beginning);
+    expect_next_ack(&mut replay, "t", b"real");
+    expect_next_ack(&mut replay, "t", b"next");
+    expect_nothing(&mut replay, QUIET);
+    bystander.check();
+}

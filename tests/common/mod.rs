@@ -1,0 +1,366 @@
+//! Shared helpers for the integration tests: starting a broker on an
+//! ephemeral port, a raw-socket client that reads exact byte counts under a
+//! timeout, builders for the wire frames (written out by hand, independently
+//! of `brook::protocol`, the way the Go reference client lays them out), and
+//! small wrappers around the Rust client.
+//!
+//! Nothing here sleeps: every wait is a blocking read with a deadline.
+
+// Each test file uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use brook::client::{Delivery, Publisher, Subscriber};
+use brook::config::Config;
+use brook::protocol::StartAt;
+use brook::server::Broker;
+
+/// The longest a test waits for something that should arrive.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// How long a test watches for something that should not arrive when a bug
+/// would make it arrive at once (no timer involved).
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// A configuration for tests that are not about timers: a short ack delay,
+/// and an ack timeout long enough that a busy machine never causes a
+/// redelivery the test did not ask for.
+pub fn config() -> Config {
+    Config {
+        addr: "127.0.0.1:0".into(),
+        ack_delay: Duration::from_millis(100),
+        ack_timeout: Duration::from_secs(10),
+        ..Config::default()
+    }
+}
+
+/// A configuration for tests about redelivery: short delays keep them fast.
+pub fn timer_config() -> Config {
+    Config {
+        ack_delay: Duration::from_millis(100),
+        ack_timeout: Duration::from_millis(300),
+        ..config()
+    }
+}
+
+/// Starts a broker on `127.0.0.1`, port 0. Dropping it shuts it down.
+pub fn start_broker(config: &Config) -> Broker {
+    brook::server::start(config).expect("broker starts")
+}
+
+// ---- Frames, byte for byte (all integers big-endian). ----
+
+pub const SUBSCRIBE: [u8; 2] = [0, 1];
+pub const UNSUBSCRIBE: [u8; 2] = [0, 2];
+pub const PUBLISH: [u8; 2] = [0, 3];
+pub const ACK: [u8; 2] = [0, 4];
+pub const NACK: [u8; 2] = [0, 5];
+
+pub const SUBSCRIBED: [u8; 2] = [0, 1];
+pub const UNSUBSCRIBED: [u8; 2] = [0, 2];
+
+/// Start-at Beginning and Current.
+pub const BEGINNING: [u8; 2] = [0, 0];
+pub const CURRENT: [u8; 2] = [0, 1];
+
+/// Start-at From with the reference's `u16` offset.
+pub fn from_u16(offset: u16) -> Vec<u8> {
+    [&[0, 2][..], &offset.to_be_bytes()].concat()
+}
+
+/// Start-at From with brook's `u64` offset extension (type 3).
+pub fn from_u64(offset: u64) -> Vec<u8> {
+    [&[0, 3][..], &offset.to_be_bytes()].concat()
+}
+
+/// A subscribe as the Go client writes it: action, `u32` length, the raw JSON
+/// bytes, and the start-at bytes, all in one buffer.
+pub fn subscribe_request(json: impl AsRef<[u8]>, start_at: &[u8]) -> Vec<u8> {
+    [&topic_list(SUBSCRIBE, json.as_ref())[..], start_at].concat()
+}
+
+/// An unsubscribe: action, `u32` length, the raw JSON bytes.
+pub fn unsubscribe_request(json: impl AsRef<[u8]>) -> Vec<u8> {
+    topic_list(UNSUBSCRIBE, json.as_ref())
+}
+
+fn topic_list(action: [u8; 2], json: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(json.len()).unwrap();
+    [&action[..], &len.to_be_bytes(), json].concat()
+}
+
+/// One publish frame pair, after the connection's Publish action:
+/// `u16` length of `topic:` + name, those bytes, `u32` payload length, payload.
+pub fn publish_frame(topic: &str, payload: &[u8]) -> Vec<u8> {
+    let topic = format!("topic:{topic}");
+    let topic_len = u16::try_from(topic.len()).unwrap();
+    let payload_len = u32::try_from(payload.len()).unwrap();
+    [
+        &topic_len.to_be_bytes()[..],
+        topic.as_bytes(),
+        &payload_len.to_be_bytes(),
+        payload,
+    ]
+    .concat()
+}
+
+/// A delivery as the broker must write it: `u16` topic length, topic,
+/// `u64` payload length, payload.
+pub fn delivery_frame(topic: &str, payload: &[u8]) -> Vec<u8> {
+    let topic_len = u16::try_from(topic.len()).unwrap();
+    [
+        &topic_len.to_be_bytes()[..],
+        topic.as_bytes(),
+        &(payload.len() as u64).to_be_bytes(),
+        payload,
+    ]
+    .concat()
+}
+
+/// An Error status: `u16` 3, `u16` reason length, reason.
+pub fn error_reply(reason: &str) -> Vec<u8> {
+    let len = u16::try_from(reason.len()).unwrap();
+    [&[0, 3][..], &len.to_be_bytes(), reason.as_bytes()].concat()
+}
+
+// ---- A raw TCP client. ----
+
+/// A bare socket to the broker, for tests about the bytes on the wire.
+pub struct Raw {
+    stream: TcpStream,
+}
+
+impl Raw {
+    pub fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        Raw { stream }
+    }
+
+    /// Writes `bytes` in one write call.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Writes `bytes` one byte per write call (Nagle is off, so each byte
+    /// leaves at once).
+    pub fn send_bytewise(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.stream.write_all(&[*byte]).expect("write");
+        }
+    }
+
+    /// Closes the sending side: the broker sees the end of the stream.
+    pub fn close_write(&mut self) {
+        self.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+
+    /// Reads exactly `n` bytes, failing the test if they do not come in time.
+    pub fn read_n(&mut self, n: usize) -> Vec<u8> {
+        let mut bytes = vec![0; n];
+        if let Err(error) = self.stream.read_exact(&mut bytes) {
+            panic!("reading {n} bytes: {error}");
+        }
+        bytes
+    }
+
+    /// Reads `expected.len()` bytes and asserts they are `expected`.
+    pub fn expect(&mut self, expected: &[u8]) {
+        let got = self.read_n(expected.len());
+        assert_eq!(
+            got,
+            expected,
+            "expected {:?}, got {:?}",
+            String::from_utf8_lossy(expected),
+            String::from_utf8_lossy(&got)
+        );
+    }
+
+    pub fn expect_error(&mut self, reason: &str) {
+        self.expect(&error_reply(reason));
+    }
+
+    /// Reads one delivery: (topic bytes, payload).
+    pub fn read_delivery(&mut self) -> (Vec<u8>, Vec<u8>) {
+        let topic_len = u16::from_be_bytes(self.read_n(2).try_into().unwrap());
+        let topic = self.read_n(topic_len as usize);
+        let payload_len = u64::from_be_bytes(self.read_n(8).try_into().unwrap());
+        assert!(payload_len <= 16 << 20, "delivery of {payload_len} bytes");
+        let payload = self.read_n(payload_len as usize);
+        (topic, payload)
+    }
+
+    pub fn expect_delivery(&mut self, topic: &str, payload: &[u8]) {
+        self.expect(&delivery_frame(topic, payload));
+    }
+
+    /// Asserts that nothing arrives for `window`.
+    pub fn expect_silence(&mut self, window: Duration) {
+        self.stream.set_read_timeout(Some(window)).unwrap();
+        let mut byte = [0u8; 1];
+        match self.stream.read(&mut byte) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Ok(0) => panic!("the broker closed the connection"),
+            Ok(_) => panic!("unexpected byte {:#04x}", byte[0]),
+            Err(e) => panic!("read failed: {e}"),
+        }
+        self.stream.set_read_timeout(Some(WAIT)).unwrap();
+    }
+
+    /// Asserts that the broker closes the connection (after anything already
+    /// read), within [`WAIT`].
+    pub fn expect_eof(&mut self) {
+        let mut byte = [0u8; 1];
+        match self.stream.read(&mut byte) {
+            Ok(0) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            Ok(_) => panic!("expected the connection to close, got {:#04x}", byte[0]),
+            Err(e) => panic!("expected the connection to close: {e}"),
+        }
+    }
+}
+
+// ---- The Rust client. ----
+
+/// A subscriber to `topics`, confirmed by the broker.
+pub fn subscriber(addr: SocketAddr, topics: &[&str], start: StartAt) -> Subscriber {
+    let mut subscriber = Subscriber::connect(addr).expect("connect");
+    subscriber.subscribe(topics, start).expect("subscribe");
+    subscriber
+}
+
+/// The next delivery, which must come within [`WAIT`].
+pub fn next(subscriber: &mut Subscriber) -> Delivery {
+    match subscriber.recv_timeout(WAIT) {
+        Ok(Some(delivery)) => delivery,
+        Ok(None) => panic!("no delivery within {WAIT:?}"),
+        Err(error) => panic!("receiving: {error}"),
+    }
+}
+
+/// Asserts the next delivery is `payload` on `topic`.
+pub fn expect_next(subscriber: &mut Subscriber, topic: &str, payload: &[u8]) {
+    let delivery = next(subscriber);
+    assert_eq!(
+        (
+            delivery.topic.as_str(),
+            String::from_utf8_lossy(&delivery.payload)
+        ),
+        (topic, String::from_utf8_lossy(payload))
+    );
+}
+
+/// Receives the next delivery, asserts it, and acks it.
+pub fn expect_next_ack(subscriber: &mut Subscriber, topic: &str, payload: &[u8]) {
+    expect_next(subscriber, topic, payload);
+    subscriber.ack().unwrap();
+}
+
+/// Asserts that no delivery arrives for `window` (queued acks are sent first).
+pub fn expect_nothing(subscriber: &mut Subscriber, window: Duration) {
+    if let Some(delivery) = subscriber.recv_timeout(window).expect("receiving") {
+        panic!("unexpected delivery {delivery:?}");
+    }
+}
+
+/// Publishes every `(topic, payload)` on a new connection and returns once
+/// the broker has stored them all (see [`Fence`]).
+pub fn publish_all(addr: SocketAddr, messages: &[(&str, &[u8])]) {
+    let mut fence = Fence::new(addr);
+    let mut publisher = Publisher::connect(addr).unwrap();
+    for (topic, payload) in messages {
+        publisher.publish(topic, payload).unwrap();
+    }
+    fence.publish_marker(&mut publisher);
+}
+
+/// Publishes `m{i}` to `topic` for each `i` in `range`, and waits until the
+/// broker has stored them all.
+pub fn publish_numbered(addr: SocketAddr, topic: &str, range: std::ops::Range<u32>) {
+    let payloads: Vec<String> = range.map(|i| format!("m{i}")).collect();
+    let messages: Vec<(&str, &[u8])> = payloads.iter().map(|p| (topic, p.as_bytes())).collect();
+    publish_all(addr, &messages);
+}
+
+/// Proof that the broker has applied everything a publisher sent so far.
+///
+/// A publisher gets no reply, but one connection's frames are applied in
+/// order: so the publisher sends a marker to a topic of its own after its
+/// messages, and once the fence's subscriber has the marker, every earlier
+/// message is in its topic's log.
+pub struct Fence {
+    subscriber: Subscriber,
+    markers: u32,
+}
+
+pub const FENCE_TOPIC: &str = "test-fence";
+
+impl Fence {
+    pub fn new(addr: SocketAddr) -> Fence {
+        Fence {
+            subscriber: subscriber(addr, &[FENCE_TOPIC], StartAt::Current),
+            markers: 0,
+        }
+    }
+
+    /// The next marker, as a raw publish frame.
+    pub fn marker_frame(&mut self) -> Vec<u8> {
+        self.markers += 1;
+        publish_frame(FENCE_TOPIC, self.markers.to_string().as_bytes())
+    }
+
+    /// Publishes the next marker through `publisher` and waits for it.
+    pub fn publish_marker(&mut self, publisher: &mut Publisher) {
+        self.markers += 1;
+        let marker = self.markers.to_string();
+        publisher.publish(FENCE_TOPIC, marker.as_bytes()).unwrap();
+        publisher.flush().unwrap();
+        self.wait();
+    }
+
+    /// Waits for the latest marker.
+    pub fn wait(&mut self) {
+        expect_next_ack(
+            &mut self.subscriber,
+            FENCE_TOPIC,
+            self.markers.to_string().as_bytes(),
+        );
+    }
+}
+
+/// A well-behaved pair of clients, connected before a test misbehaves, that
+/// proves afterwards that the broker still serves them undisturbed.
+pub struct Bystander {
+    publisher: Publisher,
+    subscriber: Subscriber,
+    round: u32,
+}
+
+pub const BYSTANDER_TOPIC: &str = "bystander";
+
+impl Bystander {
+    pub fn new(addr: SocketAddr) -> Bystander {
+        let mut bystander = Bystander {
+            subscriber: subscriber(addr, &[BYSTANDER_TOPIC], StartAt::Current),
+            publisher: Publisher::connect(addr).unwrap(),
+            round: 0,
+        };
+        bystander.check();
+        bystander
+    }
+
+    /// Publishes one message on the bystander's connection and receives it.
+    pub fn check(&mut self) {
+        self.round += 1;
+        let payload = format!("still served {}", self.round);
+        self.publisher
+            .publish(BYSTANDER_TOPIC, payload.as_bytes())
+            .unwrap();
+        self.publisher.flush().unwrap();
+        expect_next_ack(&mut self.subscriber, BYSTANDER_TOPIC, payload.as_bytes());
+    }
+}
