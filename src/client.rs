@@ -40,9 +40,9 @@ use byteorder::{BigEndian, ByteOrder};
 
 use crate::protocol::{self, action, status, StartAt, MAX_TOPIC_NAME_BYTES, TOPIC_PREFIX};
 
-/// Deliveries larger than this are refused by the client rather than
-/// allocated: a guard against a broken or hostile peer.
-const MAX_DELIVERY_BYTES: u64 = 1 << 30;
+/// Deliveries larger than any publish frame can carry are refused by the
+/// client rather than allocated: a guard against a broken or hostile peer.
+const MAX_DELIVERY_BYTES: u64 = u32::MAX as u64;
 
 /// What can go wrong talking to the broker.
 #[derive(Debug)]

@@ -205,9 +205,11 @@ fn apply(config: &mut Config, flag: &'static str, value: String) -> Result<(), C
             config.max_inflight = parse_count(&value).ok_or_else(|| invalid(COUNT))?
         }
         "--max-message-bytes" => {
-            config.max_message_bytes = parse_size(&value)
-                .filter(|&n| n > 0 && n <= u32::MAX as usize)
-                .ok_or_else(|| invalid("a size from 1 byte to 4GiB, such as 8MiB"))?
+            config.max_message_bytes = parse_length_limit(&value).ok_or_else(|| invalid(LIMIT))?
+        }
+        "--max-topic-list-bytes" => {
+            config.max_topic_list_bytes =
+                parse_length_limit(&value).ok_or_else(|| invalid(LIMIT))?
         }
         _ => unreachable!("every flag in FLAGS is handled"),
     }
@@ -216,6 +218,12 @@ fn apply(config: &mut Config, flag: &'static str, value: String) -> Result<(), C
 
 const DURATION: &str = "a duration such as 250ms, 2s or 1m";
 const COUNT: &str = "a whole number of at least 1";
+const LIMIT: &str = "a size from 1 byte to 4GiB, such as 8MiB";
+
+/// Parses a limit for a `u32` length prefix: 1 byte to 4 GiB.
+fn parse_length_limit(text: &str) -> Option<usize> {
+    parse_size(text).filter(|&n| n > 0 && n <= u32::MAX as usize)
+}
 
 /// Parses a whole number of at least 1.
 fn parse_count<N: std::str::FromStr + Default + PartialOrd>(text: &str) -> Option<N> {

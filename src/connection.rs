@@ -42,7 +42,7 @@ const INITIAL_BUFFER: usize = 4 << 10;
 const BUSY_BUFFER: usize = 64 << 10;
 
 /// Serves one connection until it closes. Runs on its own thread.
-pub fn run(id: ConnId, stream: TcpStream, context: Arc<ReaderContext>) {
+pub fn run(id: ConnId, stream: Arc<TcpStream>, context: Arc<ReaderContext>) {
     let mut reader = Reader {
         id,
         stream,
@@ -62,7 +62,8 @@ pub fn run(id: ConnId, stream: TcpStream, context: Arc<ReaderContext>) {
 
 struct Reader {
     id: ConnId,
-    stream: TcpStream,
+    /// Shared with the writer thread: one socket, one file descriptor.
+    stream: Arc<TcpStream>,
     decoder: Decoder,
     buffer: ReadBuffer,
     /// Whether the dispatcher has this connection's writer.
@@ -94,7 +95,12 @@ impl Reader {
     /// the connection (`Err`).
     fn serve(&mut self) -> Result<(), Stop> {
         loop {
-            if self.buffer.fill_from(&mut self.stream).map_err(Stop::Io)? == 0 {
+            if self
+                .buffer
+                .fill_from(&mut &*self.stream)
+                .map_err(Stop::Io)?
+                == 0
+            {
                 return Ok(());
             }
             let (requests, fatal) = self.decode_buffered();
@@ -145,7 +151,7 @@ impl Reader {
     }
 
     fn attach(&mut self) -> Result<(), Stop> {
-        let stream = self.stream.try_clone().map_err(Stop::Io)?;
+        let stream = self.stream.clone();
         let writer =
             writer::spawn(self.id, stream, self.context.thread_stack_bytes).map_err(Stop::Io)?;
         self.attached = true;

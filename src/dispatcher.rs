@@ -182,7 +182,8 @@ impl Dispatcher {
             Ok(Request::Ack) => self.answer(conn, true, now),
             Ok(Request::Nack) => self.answer(conn, false, now),
             Err(error) => {
-                log::info!("conn {conn}: refused: {error}");
+                // Debug, not info: a client could otherwise flood the log.
+                log::debug!("conn {conn}: refused: {error}");
                 self.reply(conn, Outgoing::Error(error.reason()));
             }
         }
@@ -238,7 +239,7 @@ impl Dispatcher {
             return;
         };
         if session.answer(acked, &self.topics, now).is_err() {
-            log::info!("conn {conn}: answered a delivery that was never sent");
+            log::debug!("conn {conn}: answered a delivery that was never sent");
             session.reply(Outgoing::Error("no delivery to acknowledge"));
         }
         self.chores.settle(conn, session);

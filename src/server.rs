@@ -34,7 +34,7 @@ use crate::store::MemoryStore;
 const COMMAND_QUEUE: usize = 4096;
 
 /// Open sockets by connection, so shutdown can close them all.
-type OpenConnections = Arc<Mutex<HashMap<ConnId, TcpStream>>>;
+type OpenConnections = Arc<Mutex<HashMap<ConnId, Arc<TcpStream>>>>;
 
 /// A running broker. Dropping it shuts it down.
 #[derive(Debug)]
@@ -175,7 +175,8 @@ fn start_reader(
     connections: &OpenConnections,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    connections.lock().insert(id, stream.try_clone()?);
+    let stream = Arc::new(stream);
+    connections.lock().insert(id, stream.clone());
     let context = context.clone();
     let registry = connections.clone();
     let spawned = thread::Builder::new()

@@ -47,6 +47,10 @@ pub struct DeliveryPolicy {
     pub max_inflight: usize,
 }
 
+/// How many replies (statuses, errors) a client may leave unread, on top of
+/// a full window of deliveries, before the broker decides it is not reading.
+const MAX_UNREAD_REPLIES: usize = 4096;
+
 /// The client answered a delivery that was never sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NothingToAnswer;
@@ -227,10 +231,16 @@ impl Session {
         }
     }
 
-    /// Hands the queued frames to the writer thread.
+    /// Hands the queued frames to the writer thread. Closes the connection
+    /// if the client has stopped reading: deliveries are bounded by the
+    /// window, so a backlog far beyond it can only be replies it ignores.
     pub fn flush(&mut self) {
         if !self.outbox.is_empty() {
             self.writer.send(std::mem::take(&mut self.outbox));
+        }
+        if self.writer.unwritten() > self.policy.max_inflight + MAX_UNREAD_REPLIES {
+            log::warn!("conn {}: not reading its replies; closing it", self.id);
+            self.writer.close();
         }
     }
 

@@ -20,9 +20,16 @@
 //! The writer exits when its channel closes (the dispatcher dropped the
 //! connection) or a write fails, and shuts the socket down on its way out so
 //! the client sees the end of the stream after the last frame.
+//!
+//! Deliveries are bounded by the in-flight window, but replies are not: a
+//! client can send requests (or bad acks) forever and never read the answers.
+//! So the [`Writer`] handle counts the frames handed over and not yet written,
+//! and the dispatcher closes a connection whose count grows past what a
+//! client that reads could ever leave unread.
 
 use std::io::{self, IoSlice, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 
@@ -44,18 +51,34 @@ pub enum Outgoing {
 /// Frames handed over in one channel send.
 pub type Batch = Vec<Outgoing>;
 
-/// The dispatcher's end of a writer thread's channel.
-#[derive(Debug, Clone)]
+/// The dispatcher's end of a writer thread.
+#[derive(Debug)]
 pub struct Writer {
     frames: Sender<Batch>,
+    /// Frames sent to the thread and not yet written to the socket.
+    unwritten: Arc<AtomicUsize>,
+    stream: Arc<TcpStream>,
 }
 
 impl Writer {
-    /// Queues `batch` for the socket. Returns false if the writer has gone
-    /// (the socket failed); the connection's reader will notice that too and
-    /// report the disconnect, so the caller needs to do nothing more.
-    pub fn send(&self, batch: Batch) -> bool {
-        self.frames.send(batch).is_ok()
+    /// Queues `batch` for the socket. If the writer has gone (the socket
+    /// failed), the frames are dropped: the connection's reader notices the
+    /// failure too and reports the disconnect.
+    pub fn send(&self, batch: Batch) {
+        self.unwritten.fetch_add(batch.len(), Ordering::Relaxed);
+        let _ = self.frames.send(batch);
+    }
+
+    /// How many frames are waiting to be written.
+    pub fn unwritten(&self) -> usize {
+        self.unwritten.load(Ordering::Relaxed)
+    }
+
+    /// Shuts the socket down in both directions: the writer's next write
+    /// fails, the reader's next read ends, and the connection is detached.
+    /// Used for a client that does not read what it is sent.
+    pub fn close(&self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
     }
 }
 
@@ -67,17 +90,24 @@ const COPY_PAYLOADS_UP_TO: usize = 512;
 /// never grows without bound while frames keep coming.
 const MAX_BYTES_PER_WRITE: usize = 1 << 20;
 
-/// Starts the writer thread `conn-<id>-write` for `stream`.
-pub fn spawn(id: u64, stream: TcpStream, stack_size: usize) -> io::Result<Writer> {
+/// Starts the writer thread `conn-<id>-write` for `stream`, which it shares
+/// with the connection's reader (one socket, one file descriptor).
+pub fn spawn(id: u64, stream: Arc<TcpStream>, stack_size: usize) -> io::Result<Writer> {
     let (frames, queue) = crossbeam_channel::unbounded();
+    let unwritten = Arc::new(AtomicUsize::new(0));
+    let writer = Writer {
+        frames,
+        unwritten: unwritten.clone(),
+        stream: stream.clone(),
+    };
     thread::Builder::new()
         .name(format!("conn-{id}-write"))
         .stack_size(stack_size)
-        .spawn(move || run(id, stream, queue))?;
-    Ok(Writer { frames })
+        .spawn(move || run(id, &stream, queue, &unwritten))?;
+    Ok(writer)
 }
 
-fn run(id: u64, mut stream: TcpStream, queue: Receiver<Batch>) {
+fn run(id: u64, stream: &TcpStream, queue: Receiver<Batch>, unwritten: &AtomicUsize) {
     let mut encoder = Encoder::default();
     while let Ok(batch) = queue.recv() {
         encoder.push_batch(batch);
@@ -87,10 +117,12 @@ fn run(id: u64, mut stream: TcpStream, queue: Receiver<Batch>) {
                 Err(_) => break,
             }
         }
-        if let Err(error) = encoder.write_to(&mut stream) {
+        let frames = encoder.frames();
+        if let Err(error) = encoder.write_to(&mut &*stream) {
             log::debug!("conn {id}: write failed: {error}");
             break;
         }
+        unwritten.fetch_sub(frames, Ordering::Relaxed);
     }
     let _ = stream.shutdown(Shutdown::Both);
 }
@@ -110,11 +142,18 @@ struct Encoder {
     /// Where the scratch bytes not yet covered by a [`Part`] begin.
     open_from: usize,
     len: usize,
+    frames: usize,
 }
 
 impl Encoder {
+    /// Bytes encoded and not yet written.
     fn len(&self) -> usize {
         self.len
+    }
+
+    /// Frames encoded and not yet written.
+    fn frames(&self) -> usize {
+        self.frames
     }
 
     fn push_batch(&mut self, batch: Batch) {
@@ -124,6 +163,7 @@ impl Encoder {
     }
 
     fn push(&mut self, frame: Outgoing) {
+        self.frames += 1;
         let before = self.scratch.len();
         match frame {
             Outgoing::Status(code) => protocol::encode_status(&mut self.scratch, code, None),
@@ -169,6 +209,7 @@ impl Encoder {
         self.parts.clear();
         self.open_from = 0;
         self.len = 0;
+        self.frames = 0;
         result
     }
 }

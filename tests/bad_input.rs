@@ -6,6 +6,9 @@
 
 mod common;
 
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+
 use brook::client::Publisher;
 use brook::config::Config;
 use brook::protocol::StartAt;
@@ -201,6 +204,47 @@ fn ack_or_nack_with_nothing_in_flight_is_refused() {
     client.send(&[ACK, ACK].concat()); // one too many
     client.expect_error("no delivery to acknowledge");
     client.expect_silence(QUIET);
+    bystander.check();
+}
+
+/// A client that sends requests forever and never reads the replies cannot
+/// make the broker queue replies without bound: it is closed.
+#[test]
+fn a_client_that_never_reads_its_replies_is_closed() {
+    let broker = start_broker(&config());
+    let addr = broker.local_addr();
+    let mut bystander = Bystander::new(addr);
+    let mut client = TcpStream::connect(addr).unwrap();
+    client
+        .write_all(&subscribe_request(r#"["t"]"#, &CURRENT))
+        .unwrap();
+
+    // A million refused acks: 30 MB of error replies, far more than the
+    // socket buffers hold, so the broker's writer backs up.
+    let chunk = ACK.repeat(32 << 10);
+    for _ in 0..32 {
+        if client.write_all(&chunk).is_err() {
+            break; // already closed by the broker
+        }
+    }
+
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    let mut received = 0usize;
+    let mut buffer = vec![0u8; 64 << 10];
+    loop {
+        match client.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => received += n,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the broker kept the connection open: {e}"),
+        }
+    }
+    let all_replies =
+        SUBSCRIBED.len() + 32 * (32 << 10) * error_reply("no delivery to acknowledge").len();
+    assert!(
+        received < all_replies,
+        "all {received} bytes of replies were queued"
+    );
     bystander.check();
 }
 
