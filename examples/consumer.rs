@@ -17,9 +17,8 @@ mod common;
 use std::error::Error;
 use std::process::ExitCode;
 
-use brook::client::Subscriber;
 use brook::protocol::StartAt;
-use common::{Args, Flag, HOST, PORT};
+use common::{Args, Flag, COUNT, HOST, PORT};
 
 const PROGRAM: &str = "consumer";
 
@@ -27,13 +26,6 @@ const TOPIC: Flag = Flag {
     name: "--topic",
     value: "TOPIC",
     help: "topic to read, from its oldest message (required)",
-    default: None,
-};
-
-const COUNT: Flag = Flag {
-    name: "--count",
-    value: "N",
-    help: "exit after N messages [default: run forever]",
     default: None,
 };
 
@@ -48,24 +40,5 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn Error>> {
-    let topic = args.required(TOPIC.name);
-    let broker = args.broker();
-    let count = args.count();
-    let mut subscriber =
-        Subscriber::connect(&broker).map_err(|e| format!("cannot connect to {broker}: {e}"))?;
-    subscriber.subscribe(&[topic], StartAt::Beginning)?;
-    let mut received = 0;
-    while count.is_none_or(|count| received < count) {
-        let delivery = subscriber.recv()?;
-        println!(
-            "[{}] {}",
-            delivery.topic,
-            String::from_utf8_lossy(&delivery.payload)
-        );
-        subscriber.ack()?;
-        received += 1;
-    }
-    // Acks go out when the subscriber next waits; it will not wait again.
-    subscriber.flush()?;
-    Ok(())
+    common::print_and_ack(args, args.required(TOPIC.name), StartAt::Beginning)
 }

@@ -18,18 +18,11 @@ use std::thread;
 use std::time::Duration;
 
 use brook::client::Publisher;
-use common::{Args, Flag, HOST, PORT};
+use common::{Args, COUNT, HOST, PORT};
 
 const PROGRAM: &str = "publisher";
 const TOPIC: &str = "topic-a";
 const INTERVAL: Duration = Duration::from_millis(500);
-
-const COUNT: Flag = Flag {
-    name: "--count",
-    value: "N",
-    help: "stop after N messages [default: run forever]",
-    default: None,
-};
 
 fn main() -> ExitCode {
     let args = Args::parse(

@@ -16,9 +16,8 @@ mod common;
 use std::error::Error;
 use std::process::ExitCode;
 
-use brook::client::Subscriber;
 use brook::protocol::StartAt;
-use common::{Args, Flag, HOST, PORT};
+use common::{Args, Flag, COUNT, HOST, PORT};
 
 const PROGRAM: &str = "subscriber";
 const TOPIC: &str = "topic-a";
@@ -27,13 +26,6 @@ const CONSUME_FROM: Flag = Flag {
     name: "--consume-from",
     value: "OFFSET",
     help: "start at this offset [default: the oldest message]",
-    default: None,
-};
-
-const COUNT: Flag = Flag {
-    name: "--count",
-    value: "N",
-    help: "exit after N messages [default: run forever]",
     default: None,
 };
 
@@ -48,27 +40,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn Error>> {
-    let broker = args.broker();
     let start = match args.number(CONSUME_FROM.name, "an offset, a whole number") {
         Some(offset) => StartAt::From(offset),
         None => StartAt::Beginning,
     };
-    let count = args.count();
-    let mut subscriber =
-        Subscriber::connect(&broker).map_err(|e| format!("cannot connect to {broker}: {e}"))?;
-    subscriber.subscribe(&[TOPIC], start)?;
-    let mut received = 0;
-    while count.is_none_or(|count| received < count) {
-        let delivery = subscriber.recv()?;
-        println!(
-            "[{}] {}",
-            delivery.topic,
-            String::from_utf8_lossy(&delivery.payload)
-        );
-        subscriber.ack()?;
-        received += 1;
-    }
-    // Acks go out when the subscriber next waits; it will not wait again.
-    subscriber.flush()?;
-    Ok(())
+    common::print_and_ack(args, TOPIC, start)
 }

@@ -17,6 +17,9 @@ use std::error::Error;
 use std::process::{self, ExitCode};
 use std::str::FromStr;
 
+use brook::client::Subscriber;
+use brook::protocol::StartAt;
+
 /// One flag an example accepts. Every flag takes a value.
 pub struct Flag {
     /// Such as `--port`.
@@ -40,6 +43,13 @@ pub const PORT: Flag = Flag {
     value: "PORT",
     help: "broker port",
     default: Some("3000"),
+};
+
+pub const COUNT: Flag = Flag {
+    name: "--count",
+    value: "N",
+    help: "stop after N messages [default: run forever]",
+    default: None,
 };
 
 /// The command line of one example, parsed.
@@ -156,6 +166,28 @@ fn help(program: &str, about: &str, usage: &str, flags: &[Flag]) -> String {
     }
     text.push_str(&format!("  {:<24}print this help\n", "-h, --help"));
     text
+}
+
+/// Subscribes to `topic` from `start`, then prints each message as
+/// `[topic] payload` (invalid UTF-8 shown as `�`) and acks it, until
+/// `--count` messages have arrived, or forever.
+pub fn print_and_ack(args: &Args, topic: &str, start: StartAt) -> Result<(), Box<dyn Error>> {
+    let broker = args.broker();
+    let count = args.count();
+    let mut subscriber =
+        Subscriber::connect(&broker).map_err(|e| format!("cannot connect to {broker}: {e}"))?;
+    subscriber.subscribe(&[topic], start)?;
+    let mut received = 0;
+    while count.is_none_or(|count| received < count) {
+        let delivery = subscriber.recv()?;
+        let payload = String::from_utf8_lossy(&delivery.payload);
+        println!("[{}] {payload}", delivery.topic);
+        subscriber.ack()?;
+        received += 1;
+    }
+    // Acks go out when the subscriber next waits; it will not wait again.
+    subscriber.flush()?;
+    Ok(())
 }
 
 /// Turns the outcome of an example's work into its exit status, printing
