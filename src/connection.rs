@@ -39,7 +39,7 @@ pub struct ReaderContext {
 /// connections cost little; it grows while a client sends faster than that,
 /// or to hold one large frame, and shrinks back once it is empty.
 const INITIAL_BUFFER: usize = 4 << 10;
-const BUSY_BUFFER: usize = 64 << 10;
+const BUSY_BUFFER: usize = 256 << 10;
 
 /// Serves one connection until it closes. Runs on its own thread.
 pub fn run(id: ConnId, stream: Arc<TcpStream>, context: Arc<ReaderContext>) {
@@ -192,7 +192,11 @@ impl ReadBuffer {
             self.start = 0;
             self.end = 0;
             if self.bytes.len() > BUSY_BUFFER {
-                self.bytes = vec![0; INITIAL_BUFFER]; // a large frame has gone
+                // A frame larger than a busy buffer has gone. Shrink to the
+                // busy size, not the initial one: a client sending large
+                // frames would otherwise pay to regrow it for every frame.
+                self.bytes.truncate(BUSY_BUFFER);
+                self.bytes.shrink_to_fit();
             }
         }
     }

@@ -25,6 +25,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,6 +42,39 @@ pub type ConnId = u64;
 /// Index of a topic in the dispatcher's table. Topics are never removed, so an
 /// index stays valid, and sessions can refer to topics without hashing names.
 pub type TopicId = usize;
+
+/// A map keyed by a [`ConnId`] or [`TopicId`].
+///
+/// The standard `HashMap` hashes with SipHash, which resists keys chosen by
+/// an attacker to collide. These keys are numbers the broker assigns itself,
+/// never chosen by a client, so a multiply (Fibonacci hashing) is enough, and
+/// the dispatcher looks sessions and subscriptions up several times per
+/// message.
+pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// The hasher of [`IdMap`]: one multiplication by 2^64 / φ.
+#[derive(Debug, Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// How many commands one round takes before it flushes.
 pub const MAX_COMMANDS_PER_ROUND: usize = 1024;
@@ -83,8 +117,12 @@ pub struct Dispatcher {
     policy: DeliveryPolicy,
     store: Box<dyn Store>,
     topics: Vec<Topic>,
-    topic_ids: HashMap<String, TopicId>,
-    sessions: HashMap<ConnId, Session>,
+    topic_ids: HashMap<Arc<str>, TopicId>,
+    /// The topic of the last publish. A reader hands consecutive messages for
+    /// one topic the same `Arc`, so comparing pointers finds the topic
+    /// without hashing its name once per message.
+    last_published: Option<(Arc<str>, TopicId)>,
+    sessions: IdMap<ConnId, Session>,
     chores: Chores,
 }
 
@@ -124,7 +162,8 @@ impl Dispatcher {
             store,
             topics: Vec::new(),
             topic_ids: HashMap::new(),
-            sessions: HashMap::new(),
+            last_published: None,
+            sessions: IdMap::default(),
             chores: Chores::default(),
         }
     }
@@ -189,10 +228,16 @@ impl Dispatcher {
         }
     }
 
-    fn publish(&mut self, name: String, payload: Payload, now: Instant) {
-        let id = self.topic_id(name);
-        let topic = &mut self.topics[id];
-        topic.log.append(payload);
+    fn publish(&mut self, name: Arc<str>, payload: Payload, now: Instant) {
+        let id = match &self.last_published {
+            Some((last, id)) if Arc::ptr_eq(last, &name) => *id,
+            _ => {
+                let id = self.topic_id(&name);
+                self.last_published = Some((name, id));
+                id
+            }
+        };
+        self.topics[id].log.append(payload);
         let topic = &self.topics[id];
         for &conn in &topic.subscribers {
             if let Some(session) = self.sessions.get_mut(&conn) {
@@ -203,7 +248,7 @@ impl Dispatcher {
     }
 
     fn subscribe(&mut self, conn: ConnId, names: &[String], start: StartAt, now: Instant) {
-        let ids: Vec<TopicId> = names.iter().map(|name| self.topic_id_of(name)).collect();
+        let ids: Vec<TopicId> = names.iter().map(|name| self.topic_id(name)).collect();
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
@@ -293,25 +338,19 @@ impl Dispatcher {
     }
 
     /// The id of the topic called `name`, creating the topic if it is new.
-    fn topic_id(&mut self, name: String) -> TopicId {
-        if let Some(&id) = self.topic_ids.get(name.as_str()) {
+    fn topic_id(&mut self, name: &str) -> TopicId {
+        if let Some(&id) = self.topic_ids.get(name) {
             return id;
         }
         let id = self.topics.len();
+        let name: Arc<str> = Arc::from(name);
         self.topics.push(Topic {
-            name: Arc::from(name.as_str()),
+            name: name.clone(),
             log: self.store.open(&name),
             subscribers: Vec::new(),
         });
         self.topic_ids.insert(name, id);
         id
-    }
-
-    fn topic_id_of(&mut self, name: &str) -> TopicId {
-        match self.topic_ids.get(name) {
-            Some(&id) => id,
-            None => self.topic_id(name.to_owned()),
-        }
     }
 }
 

@@ -100,8 +100,10 @@ pub enum Request {
     Unsubscribe {
         topics: Vec<String>,
     },
+    /// The topic name is shared: consecutive frames naming the same topic
+    /// get the same `Arc`, so the dispatcher can recognise it by pointer.
     Publish {
-        topic: String,
+        topic: Arc<str>,
         payload: Payload,
     },
     /// Answers the oldest delivery not yet answered on this connection.
@@ -221,9 +223,9 @@ enum State {
     /// The `u32` payload length. `topic` is `None` when the topic frame was
     /// refused: the payload is then read and dropped, keeping the stream
     /// aligned, since the error has already been reported.
-    PayloadLength { topic: Option<String> },
+    PayloadLength { topic: Option<Arc<str>> },
     /// The payload bytes.
-    Payload { topic: Option<String>, len: usize },
+    Payload { topic: Option<Arc<str>>, len: usize },
     /// After a fatal error: nothing more is parsed.
     Closed,
 }
@@ -233,6 +235,10 @@ enum State {
 pub struct Decoder {
     state: State,
     limits: Limits,
+    /// The topic of the last publish frame. Publishers tend to send many
+    /// messages to one topic, so a frame naming it again costs a comparison
+    /// instead of an allocation.
+    last_topic: Option<Arc<str>>,
 }
 
 /// What one step of the decoder produced.
@@ -250,6 +256,7 @@ impl Decoder {
         Decoder {
             state: State::FirstAction,
             limits,
+            last_topic: None,
         }
     }
 
@@ -306,9 +313,28 @@ impl Decoder {
         }
     }
 
+    /// The name in a publisher's topic frame, `topic:` + name.
+    fn publish_topic(&mut self, frame: &[u8]) -> Result<Arc<str>, ProtocolError> {
+        let name = frame
+            .strip_prefix(TOPIC_PREFIX)
+            .ok_or(ProtocolError::MissingTopicPrefix)?;
+        if let Some(last) = self
+            .last_topic
+            .as_ref()
+            .filter(|last| last.as_bytes() == name)
+        {
+            return Ok(last.clone());
+        }
+        let name: Arc<str> = std::str::from_utf8(name)
+            .map_err(|_| ProtocolError::TopicNotUtf8)?
+            .into();
+        self.last_topic = Some(name.clone());
+        Ok(name)
+    }
+
     /// The transition function: given the state and its complete field,
     /// returns the next state and what happened.
-    fn advance(&self, state: State, field: &[u8]) -> (State, Step) {
+    fn advance(&mut self, state: State, field: &[u8]) -> (State, Step) {
         match state {
             State::FirstAction => match BigEndian::read_u16(field) {
                 action::PUBLISH => (State::TopicLength, Step::Continue),
@@ -380,7 +406,7 @@ impl Decoder {
                 0 => (State::TopicLength, Step::Continue),
                 len => (State::Topic { len }, Step::Continue),
             },
-            State::Topic { .. } => match parse_publish_topic(field) {
+            State::Topic { .. } => match self.publish_topic(field) {
                 Ok(topic) => (State::PayloadLength { topic: Some(topic) }, Step::Continue),
                 // Reported now, not after a payload that may never come.
                 Err(error) => (State::PayloadLength { topic: None }, emit_err(error)),
@@ -430,13 +456,6 @@ fn parse_topic_list(json: &[u8]) -> Result<Vec<String>, ProtocolError> {
         Some(long) => Err(ProtocolError::TopicNameTooLong(long.len())),
         None => Ok(topics),
     }
-}
-
-fn parse_publish_topic(frame: &[u8]) -> Result<String, ProtocolError> {
-    let name = frame
-        .strip_prefix(TOPIC_PREFIX)
-        .ok_or(ProtocolError::MissingTopicPrefix)?;
-    String::from_utf8(name.to_vec()).map_err(|_| ProtocolError::TopicNotUtf8)
 }
 
 // ---- Encoding: what the broker (and the client) write. ----

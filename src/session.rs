@@ -26,10 +26,10 @@
 //! given up and logged with its topic and offset.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::dispatcher::{ConnId, Topic, TopicId};
+use crate::dispatcher::{ConnId, IdMap, Topic, TopicId};
 use crate::protocol::{Payload, StartAt};
 use crate::store::Offset;
 use crate::writer::{Batch, Outgoing, Writer};
@@ -92,7 +92,7 @@ pub struct Session {
     /// Frames for the writer, sent as one batch at the end of the
     /// dispatcher's current round.
     outbox: Batch,
-    subscriptions: HashMap<TopicId, Subscription>,
+    subscriptions: IdMap<TopicId, Subscription>,
     /// Subscribed topics whose logs hold messages not yet sent, in the order
     /// they get a turn: round-robin, one message per turn.
     ready: VecDeque<TopicId>,
@@ -116,7 +116,7 @@ impl Session {
             policy,
             writer,
             outbox: Vec::new(),
-            subscriptions: HashMap::new(),
+            subscriptions: IdMap::default(),
             ready: VecDeque::new(),
             in_flight: VecDeque::new(),
             timed_out: 0,
