@@ -1,0 +1,320 @@
+//! Turning results into the table, the CSV rows and the verdict lines.
+
+use crate::histogram::Histogram;
+use crate::load::Tally;
+use crate::target::{Resources, TargetKind};
+
+/// One scenario run against one target: one line of the table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Such as `fanout`, as given to `--scenario`.
+    pub scenario: &'static str,
+    /// Such as `fanout 1→10`, for people.
+    pub label: String,
+    pub target: TargetKind,
+    pub publishers: usize,
+    pub subscribers: usize,
+    pub payload_bytes: usize,
+    /// `None` where messages per second mean nothing (connections).
+    pub throughput: Option<Throughput>,
+    pub latency: Histogram,
+    pub resources: Resources,
+    /// brook's messages per second as a fraction of the relay's.
+    pub of_relay: Option<f64>,
+    pub tally: Tally,
+    /// Why the run, or a part of it, stopped early.
+    pub errors: Vec<String>,
+    /// Facts worth a line under the table, such as a capped count.
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Throughput {
+    /// Mean over subscribers of the messages each received per second.
+    pub per_subscriber: f64,
+    /// The sum over subscribers.
+    pub total: f64,
+}
+
+impl Row {
+    /// A row with nothing measured yet, expecting `expected` messages.
+    pub fn new(scenario: &'static str, label: String, target: TargetKind, expected: u64) -> Row {
+        Row {
+            scenario,
+            label,
+            target,
+            publishers: 0,
+            subscribers: 0,
+            payload_bytes: 0,
+            throughput: None,
+            latency: Histogram::default(),
+            resources: Resources::default(),
+            of_relay: None,
+            tally: Tally {
+                expected,
+                ..Tally::default()
+            },
+            errors: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// Whether every message arrived once and in order, without errors.
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty() && self.tally.is_clean()
+    }
+
+    fn megabytes_per_second(&self) -> Option<f64> {
+        self.throughput
+            .map(|t| t.total * self.payload_bytes as f64 / 1e6)
+    }
+
+    fn quantile(&self, quantile: f64) -> Option<u64> {
+        (!self.latency.is_empty()).then(|| self.latency.quantile(quantile))
+    }
+}
+
+const QUANTILES: [f64; 4] = [0.5, 0.99, 0.999, 1.0];
+
+// ---- The table ----
+
+const COLUMNS: [&str; 12] = [
+    "scenario",
+    "target",
+    "msgs/s/sub",
+    "msgs/s total",
+    "MB/s",
+    "p50",
+    "p99",
+    "p99.9",
+    "max",
+    "peak RSS",
+    "threads",
+    "of relay",
+];
+
+pub fn table(rows: &[Row]) -> String {
+    let cells: Vec<Vec<String>> = rows.iter().map(table_cells).collect();
+    let width = |column: usize| {
+        cells
+            .iter()
+            .map(|row| row[column].chars().count())
+            .chain([COLUMNS[column].chars().count()])
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..COLUMNS.len()).map(width).collect();
+    let line = |row: &[String]| {
+        let fields: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(column, cell)| match column {
+                0 | 1 => format!("{cell:<w$}", w = widths[column]),
+                _ => format!("{cell:>w$}", w = widths[column]),
+            })
+            .collect();
+        fields.join("  ").trim_end().to_owned() + "\n"
+    };
+    let header: Vec<String> = COLUMNS.iter().map(|c| c.to_string()).collect();
+    let mut text = line(&header);
+    for row in &cells {
+        text.push_str(&line(row));
+    }
+    text
+}
+
+fn table_cells(row: &Row) -> Vec<String> {
+    let dash = || "-".to_owned();
+    let mut cells = vec![row.label.clone(), row.target.name().to_owned()];
+    match row.throughput {
+        Some(throughput) => cells.extend([
+            rate(throughput.per_subscriber),
+            rate(throughput.total),
+            significant(row.megabytes_per_second().unwrap_or_default()),
+        ]),
+        None => cells.extend([dash(), dash(), dash()]),
+    }
+    for quantile in QUANTILES {
+        cells.push(row.quantile(quantile).map_or_else(dash, nanoseconds));
+    }
+    cells.push(row.resources.peak_rss_bytes.map_or_else(dash, bytes));
+    cells.push(row.resources.threads.map_or_else(dash, |t| t.to_string()));
+    cells.push(row.of_relay.map_or_else(dash, percent));
+    cells
+}
+
+/// One line per row: did every message arrive once and in order?
+pub fn verdicts(rows: &[Row]) -> String {
+    let mut text = String::new();
+    for row in rows {
+        let name = format!("{} ({})", row.label, row.target.name());
+        let tally = row.tally;
+        let each = match row.subscribers {
+            1 => String::new(),
+            n => {
+                let n = n as u64;
+                let share = thousands(tally.expected / n);
+                format!(" ({share} to each of {} subscribers)", thousands(n))
+            }
+        };
+        if row.is_ok() {
+            let expected = thousands(tally.expected);
+            text.push_str(&format!(
+                "{name}: all {expected} messages arrived once and in order{each}\n"
+            ));
+            continue;
+        }
+        text.push_str(&format!(
+            "{name}: FAILED: {} of {} missing, {} duplicated, {} out of order, {} unexpected\n",
+            thousands(tally.missing()),
+            thousands(tally.expected),
+            thousands(tally.duplicates),
+            thousands(tally.out_of_order),
+            thousands(tally.unexpected),
+        ));
+        for error in &row.errors {
+            text.push_str(&format!("    {error}\n"));
+        }
+    }
+    text
+}
+
+pub fn notes(rows: &[Row]) -> String {
+    let mut text = String::new();
+    for row in rows {
+        for note in &row.notes {
+            text.push_str(&format!("{} ({}): {note}\n", row.label, row.target.name()));
+        }
+    }
+    text
+}
+
+pub const LEGEND: &str = "\
+msgs/s/sub: messages one subscriber received per second, from the first publish to its last
+  message (mean over subscribers); msgs/s total: the sum over subscribers; MB/s: payload bytes
+  per second in total (1 MB = 10^6 bytes).
+p50 .. max: latency from the publisher stamping a message to a subscriber reading it
+  (connections: from the one publish to each subscriber's arrival; max = all have it).
+peak RSS, threads: the broker's peak resident memory and thread count during the scenario.
+  In-process (the default), RSS is the whole bench process, its own buffers included: the
+  relay row shows that baseline. Threads count brook's conn-*, dispatcher and acceptor
+  threads (relay rows: the relay's). With --addr they show '-' unless --broker-pid is given.
+of relay: brook's msgs/s total divided by the relay's in the same scenario (the same ratio
+  holds for MB/s); the relay is a null broker in the bench that forwards bytes untouched.
+";
+
+// ---- CSV ----
+
+pub fn csv(rows: &[Row]) -> String {
+    let mut text = String::from(
+        "scenario,target,publishers,subscribers,payload_bytes,expected_messages,\
+         msgs_per_s_per_sub,msgs_per_s_total,mb_per_s,p50_ns,p99_ns,p999_ns,max_ns,\
+         peak_rss_bytes,threads,of_relay,missing,duplicates,out_of_order,unexpected,ok\n",
+    );
+    let optional = |value: Option<String>| value.unwrap_or_default();
+    for row in rows {
+        let mut fields = vec![
+            row.scenario.to_owned(),
+            row.target.name().to_owned(),
+            row.publishers.to_string(),
+            row.subscribers.to_string(),
+            row.payload_bytes.to_string(),
+            row.tally.expected.to_string(),
+            optional(row.throughput.map(|t| format!("{:.0}", t.per_subscriber))),
+            optional(row.throughput.map(|t| format!("{:.0}", t.total))),
+            optional(row.megabytes_per_second().map(|mb| format!("{mb:.3}"))),
+        ];
+        for quantile in QUANTILES {
+            fields.push(optional(row.quantile(quantile).map(|ns| ns.to_string())));
+        }
+        fields.extend([
+            optional(row.resources.peak_rss_bytes.map(|b| b.to_string())),
+            optional(row.resources.threads.map(|t| t.to_string())),
+            optional(row.of_relay.map(|f| format!("{f:.4}"))),
+            row.tally.missing().to_string(),
+            row.tally.duplicates.to_string(),
+            row.tally.out_of_order.to_string(),
+            row.tally.unexpected.to_string(),
+            row.is_ok().to_string(),
+        ]);
+        text.push_str(&fields.join(","));
+        text.push('\n');
+    }
+    text
+}
+
+// ---- Units ----
+
+/// Three significant digits, no unit: `2.14`, `41.2`, `412`, `4120`.
+fn significant(value: f64) -> String {
+    match value {
+        v if v >= 100.0 => format!("{v:.0}"),
+        v if v >= 10.0 => format!("{v:.1}"),
+        v => format!("{v:.2}"),
+    }
+}
+
+/// A rate: `2.14M`, `412k`, `950`.
+pub fn rate(per_second: f64) -> String {
+    match per_second {
+        r if r >= 1e6 => format!("{}M", significant(r / 1e6)),
+        r if r >= 1e3 => format!("{}k", significant(r / 1e3)),
+        r => format!("{r:.0}"),
+    }
+}
+
+/// A duration: `850ns`, `85.2µs`, `1.20ms`, `2.50s`.
+pub fn nanoseconds(ns: u64) -> String {
+    let ns = ns as f64;
+    match ns {
+        n if n >= 1e9 => format!("{}s", significant(n / 1e9)),
+        n if n >= 1e6 => format!("{}ms", significant(n / 1e6)),
+        n if n >= 1e3 => format!("{}µs", significant(n / 1e3)),
+        n => format!("{n:.0}ns"),
+    }
+}
+
+/// A size: `312MiB`, `1.20GiB`, `900KiB`.
+pub fn bytes(count: u64) -> String {
+    let count = count as f64;
+    const KIB: f64 = 1024.0;
+    match count {
+        b if b >= KIB * KIB * KIB => format!("{}GiB", significant(b / (KIB * KIB * KIB))),
+        b if b >= KIB * KIB => format!("{}MiB", significant(b / (KIB * KIB))),
+        b if b >= KIB => format!("{}KiB", significant(b / KIB)),
+        b => format!("{b:.0}B"),
+    }
+}
+
+fn percent(fraction: f64) -> String {
+    format!("{:.1}%", fraction * 100.0)
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(value: u64) -> String {
+    let digits = value.to_string();
+    let mut text = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            text.push(',');
+        }
+        text.push(digit);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(rate(2_143_000.0), "2.14M");
+        assert_eq!(rate(412_300.0), "412k");
+        assert_eq!(nanoseconds(85_200), "85.2µs");
+        assert_eq!(nanoseconds(1_200_000), "1.20ms");
+        assert_eq!(bytes(312 << 20), "312MiB");
+        assert_eq!(thousands(1_000_000), "1,000,000");
+        assert_eq!(thousands(999), "999");
+    }
+}

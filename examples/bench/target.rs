@@ -1,0 +1,388 @@
+//! What a scenario runs against, and how its memory and threads are measured.
+//!
+//! A [`Target`] is brook (in this process, as a child process, or already
+//! running elsewhere) or the relay. Each scenario starts a fresh one and stops
+//! it afterwards, so no scenario inherits another's stored messages.
+//!
+//! Measuring uses `/proc`: the peak resident set (`VmHWM`) and the thread
+//! count. For a broker in this process the peak is reset at the start of the
+//! scenario by writing `5` to `/proc/self/clear_refs`, and the threads are
+//! counted by name (`conn-*`, `dispatcher`, `acceptor`; the relay's start with
+//! `relay`), since the bench's own threads share the process. A sampler
+//! thread keeps the largest figures seen; a scenario can also take a sample
+//! at the moment it knows to be the peak.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use brook::config::Config;
+use brook::server::Broker;
+use parking_lot::Mutex;
+
+use crate::relay::{self, Relay};
+
+/// Where brook is, from the command line.
+#[derive(Debug, Clone)]
+pub enum BrokerChoice {
+    /// A fresh broker in this process per scenario (the default).
+    InProcess,
+    /// A broker already running at this address; measured only if its pid
+    /// is known.
+    External { addr: SocketAddr, pid: Option<u32> },
+    /// A fresh child process of this binary per scenario.
+    Binary(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    Brook,
+    Relay,
+}
+
+impl TargetKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetKind::Brook => "brook",
+            TargetKind::Relay => "relay",
+        }
+    }
+}
+
+/// Peak memory and threads of a target during one scenario.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Resources {
+    pub peak_rss_bytes: Option<u64>,
+    pub threads: Option<u64>,
+}
+
+impl Resources {
+    fn max(self, other: Resources) -> Resources {
+        Resources {
+            peak_rss_bytes: self.peak_rss_bytes.max(other.peak_rss_bytes),
+            threads: self.threads.max(other.threads),
+        }
+    }
+}
+
+/// What is known once a target has stopped.
+pub struct Stopped {
+    pub resources: Resources,
+    /// Set if a child broker had already exited on its own.
+    pub crash: Option<String>,
+}
+
+/// A running target and the sampler watching it.
+pub struct Target {
+    pub addr: SocketAddr,
+    running: Running,
+    sampler: Sampler,
+}
+
+enum Running {
+    InProcess(Broker),
+    Child(ChildBroker),
+    External,
+    Relay(Relay),
+}
+
+const BROOK_THREADS: &[&str] = &["conn-", "dispatcher", "acceptor"];
+const RELAY_THREADS: &[&str] = &[relay::THREAD_PREFIX];
+
+impl Target {
+    /// Starts a fresh target; `window` is brook's `max_inflight`.
+    pub fn start(kind: TargetKind, choice: &BrokerChoice, window: usize) -> Result<Target, String> {
+        let (addr, running, probe) = match (kind, choice) {
+            (TargetKind::Relay, _) => {
+                let relay = Relay::start().map_err(|e| format!("relay: {e}"))?;
+                (
+                    relay.addr(),
+                    Running::Relay(relay),
+                    Probe::ThisProcess(RELAY_THREADS),
+                )
+            }
+            (TargetKind::Brook, BrokerChoice::InProcess) => {
+                let config = Config {
+                    addr: "127.0.0.1:0".into(),
+                    max_inflight: window,
+                    ..Config::default()
+                };
+                let broker = brook::server::start(&config).map_err(|e| format!("brook: {e}"))?;
+                let addr = broker.local_addr();
+                (
+                    addr,
+                    Running::InProcess(broker),
+                    Probe::ThisProcess(BROOK_THREADS),
+                )
+            }
+            (TargetKind::Brook, BrokerChoice::External { addr, pid }) => (
+                *addr,
+                Running::External,
+                pid.map_or(Probe::Nothing, Probe::OtherProcess),
+            ),
+            (TargetKind::Brook, BrokerChoice::Binary(path)) => {
+                let (child, addr) = ChildBroker::spawn(path, window)?;
+                let pid = child.process.id();
+                (addr, Running::Child(child), Probe::OtherProcess(pid))
+            }
+        };
+        Ok(Target {
+            addr,
+            running,
+            sampler: Sampler::start(probe),
+        })
+    }
+
+    /// Takes a sample now, on top of the sampler's, such as when a run that
+    /// may be over in a few milliseconds has every connection open.
+    pub fn sample_now(&self) {
+        self.sampler.shared.record(self.sampler.probe);
+    }
+
+    /// Stops the periodic samples (until the end), so that reading `/proc`
+    /// does not compete for the cores with something being timed. The peak
+    /// RSS is not lost: the kernel keeps it.
+    pub fn pause_sampling(&self) {
+        self.sampler.shared.paused.store(true, Ordering::Relaxed);
+    }
+
+    /// Takes the final measurements, then stops the target.
+    pub fn stop(self) -> Stopped {
+        let resources = self.sampler.stop();
+        let mut crash = None;
+        match self.running {
+            Running::InProcess(broker) => broker.shutdown(),
+            Running::Child(mut child) => {
+                if let Ok(Some(status)) = child.process.try_wait() {
+                    crash = Some(format!(
+                        "the broker process exited during the run: {status}"
+                    ));
+                }
+                child.kill();
+            }
+            Running::External => {}
+            Running::Relay(relay) => relay.shutdown(),
+        }
+        Stopped { resources, crash }
+    }
+}
+
+// ---- Reading /proc ----
+
+#[derive(Debug, Clone, Copy)]
+enum Probe {
+    /// This process, counting the threads whose names start with one of these.
+    ThisProcess(&'static [&'static str]),
+    OtherProcess(u32),
+    Nothing,
+}
+
+impl Probe {
+    /// Makes the peak RSS start again from the current RSS. Only needed in
+    /// this process: a child is fresh, an external broker is left alone.
+    fn reset_peak(self) {
+        if let Probe::ThisProcess(_) = self {
+            let _ = fs::write("/proc/self/clear_refs", "5");
+        }
+    }
+
+    fn sample(self) -> Resources {
+        match self {
+            Probe::ThisProcess(prefixes) => Resources {
+                peak_rss_bytes: status_field("/proc/self/status", "VmHWM:").map(|kib| kib * 1024),
+                threads: Some(count_threads_named(prefixes)),
+            },
+            Probe::OtherProcess(pid) => {
+                let status = format!("/proc/{pid}/status");
+                Resources {
+                    peak_rss_bytes: status_field(&status, "VmHWM:").map(|kib| kib * 1024),
+                    threads: status_field(&status, "Threads:"),
+                }
+            }
+            Probe::Nothing => Resources::default(),
+        }
+    }
+}
+
+/// The number after `field` in a `/proc/*/status` file.
+fn status_field(path: &str, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(path).ok()?;
+    let line = status.lines().find(|line| line.starts_with(field))?;
+    line[field.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Threads of this process whose name starts with one of `prefixes`.
+fn count_threads_named(prefixes: &[&str]) -> u64 {
+    let Ok(tasks) = fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    let is_named = |task: &fs::DirEntry| {
+        let name = fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        prefixes.iter().any(|prefix| name.starts_with(prefix))
+    };
+    tasks.flatten().filter(is_named).count() as u64
+}
+
+/// Samples a [`Probe`] every 50 ms on a thread of its own, and keeps the
+/// maximum. Counting thousands of threads by name takes milliseconds, so the
+/// interval stretches to keep the sampler under a tenth of a core, and a
+/// scenario can pause it while it times something.
+struct Sampler {
+    shared: Arc<SamplerShared>,
+    thread: JoinHandle<()>,
+    probe: Probe,
+}
+
+#[derive(Default)]
+struct SamplerShared {
+    stop: AtomicBool,
+    paused: AtomicBool,
+    peak: Mutex<Resources>,
+}
+
+impl SamplerShared {
+    fn record(&self, probe: Probe) {
+        let sample = probe.sample();
+        let mut peak = self.peak.lock();
+        *peak = peak.max(sample);
+    }
+}
+
+const SAMPLE_INTERVAL: Duration = Duration::from_millis(50);
+
+impl Sampler {
+    fn start(probe: Probe) -> Sampler {
+        probe.reset_peak();
+        let shared = Arc::new(SamplerShared::default());
+        let thread = {
+            let shared = shared.clone();
+            thread::Builder::new()
+                .name("bench-sampler".into())
+                .spawn(move || sample_periodically(probe, &shared))
+                .expect("cannot start the sampler thread")
+        };
+        Sampler {
+            shared,
+            thread,
+            probe,
+        }
+    }
+
+    fn stop(self) -> Resources {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+        self.shared.record(self.probe);
+        let peak = *self.shared.peak.lock();
+        peak
+    }
+}
+
+fn sample_periodically(probe: Probe, shared: &SamplerShared) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        if !shared.paused.load(Ordering::Relaxed) {
+            shared.record(probe);
+        }
+        thread::sleep(SAMPLE_INTERVAL.max(started.elapsed() * 10));
+    }
+}
+
+// ---- brook as a child process ----
+
+struct ChildBroker {
+    process: Child,
+    log_reader: Option<JoinHandle<()>>,
+}
+
+/// How long a child broker may take to say where it listens.
+const CHILD_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Warnings, errors and panics of a child broker are passed on, up to this
+/// many lines.
+const CHILD_LOG_LINES: usize = 10;
+
+impl ChildBroker {
+    /// Starts `binary --addr 127.0.0.1:0 --max-inflight WINDOW` with
+    /// `RUST_LOG=info` and reads its address from its "listening on" line.
+    fn spawn(binary: &PathBuf, window: usize) -> Result<(ChildBroker, SocketAddr), String> {
+        let mut process = Command::new(binary)
+            .args([
+                "--addr",
+                "127.0.0.1:0",
+                "--max-inflight",
+                &window.to_string(),
+            ])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let stderr = process.stderr.take().expect("stderr is piped");
+        let (address_tx, address_rx) = mpsc::channel();
+        let log_reader = thread::Builder::new()
+            .name("bench-broker-log".into())
+            .spawn(move || read_child_log(BufReader::new(stderr), address_tx))
+            .map_err(|e| e.to_string())?;
+        let mut child = ChildBroker {
+            process,
+            log_reader: Some(log_reader),
+        };
+        match address_rx.recv_timeout(CHILD_START_TIMEOUT) {
+            Ok(addr) => Ok((child, addr)),
+            Err(_) => {
+                let status = child.process.try_wait().ok().flatten();
+                child.kill();
+                Err(format!(
+                    "{} did not log 'listening on HOST:PORT' within {} s{}",
+                    binary.display(),
+                    CHILD_START_TIMEOUT.as_secs(),
+                    status
+                        .map(|s| format!(" (it exited: {s})"))
+                        .unwrap_or_default()
+                ))
+            }
+        }
+    }
+
+    fn kill(mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        if let Some(reader) = self.log_reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// Sends the address from the "listening on" line, then passes on the first
+/// few warnings, errors and panics until the child's stderr closes.
+fn read_child_log(log: impl BufRead, address: mpsc::Sender<SocketAddr>) {
+    let mut passed_on = 0;
+    for line in log.lines().map_while(Result::ok) {
+        if let Some(addr) = listening_address(&line) {
+            let _ = address.send(addr);
+            continue;
+        }
+        let worth_telling = ["WARN", "ERROR", "panicked", "abort"]
+            .iter()
+            .any(|word| line.contains(word));
+        if worth_telling {
+            passed_on += 1;
+            match passed_on {
+                n if n <= CHILD_LOG_LINES => eprintln!("\rbroker: {line}"),
+                n if n == CHILD_LOG_LINES + 1 => eprintln!("\rbroker: (more not shown)"),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn listening_address(line: &str) -> Option<SocketAddr> {
+    let (_, rest) = line.split_once("listening on ")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
