@@ -22,6 +22,11 @@ pub struct Config {
     pub max_deliveries: u32,
     pub max_inflight: usize,
     pub max_message_bytes: usize,
+    /// The most connections served at once; more are refused.
+    pub max_connections: usize,
+    /// Per topic, the most payload bytes kept; older messages are dropped.
+    /// `None` keeps every message.
+    pub retention_bytes: Option<usize>,
     /// The longest JSON topic list a subscribe or unsubscribe may carry.
     pub max_topic_list_bytes: usize,
     /// Stack size of every reader and writer thread. They do little and
@@ -38,6 +43,8 @@ impl Default for Config {
             max_deliveries: 5,
             max_inflight: 1024,
             max_message_bytes: 8 << 20,
+            max_connections: 16_384,
+            retention_bytes: None,
             max_topic_list_bytes: 1 << 20,
             thread_stack_bytes: 128 << 10,
         }
@@ -125,9 +132,24 @@ const FLAGS: &[(&str, &str, &str)] = &[
         "deliveries a subscriber may leave unanswered [default: 1024]",
     ),
     (
+        "--max-connections",
+        "N",
+        "connections served at once; more are refused [default: 16384]",
+    ),
+    (
         "--max-message-bytes",
         "BYTES",
         "largest payload accepted [default: 8MiB]",
+    ),
+    (
+        "--retention-bytes",
+        "BYTES",
+        "per topic, drop the oldest messages beyond this [default: keep all]",
+    ),
+    (
+        "--max-topic-list-bytes",
+        "BYTES",
+        "largest JSON topic list in a (un)subscribe [default: 1MiB]",
     ),
 ];
 
@@ -204,8 +226,18 @@ fn apply(config: &mut Config, flag: &'static str, value: String) -> Result<(), C
         "--max-inflight" => {
             config.max_inflight = parse_count(&value).ok_or_else(|| invalid(COUNT))?
         }
+        "--max-connections" => {
+            config.max_connections = parse_count(&value).ok_or_else(|| invalid(COUNT))?
+        }
         "--max-message-bytes" => {
             config.max_message_bytes = parse_length_limit(&value).ok_or_else(|| invalid(LIMIT))?
+        }
+        "--retention-bytes" => {
+            config.retention_bytes = Some(
+                parse_size(&value)
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| invalid("a size above zero, such as 1GiB"))?,
+            )
         }
         "--max-topic-list-bytes" => {
             config.max_topic_list_bytes =
@@ -288,6 +320,10 @@ mod tests {
             "--ack-timeout=1m",
             "--max-deliveries",
             "3",
+            "--max-connections=7",
+            "--max-topic-list-bytes=2KiB",
+            "--retention-bytes",
+            "1GiB",
             "--max-message-bytes",
             "64KiB",
         ])
@@ -298,6 +334,9 @@ mod tests {
         assert_eq!(config.ack_delay, Duration::from_millis(250));
         assert_eq!(config.ack_timeout, Duration::from_secs(60));
         assert_eq!(config.max_deliveries, 3);
+        assert_eq!(config.max_connections, 7);
+        assert_eq!(config.max_topic_list_bytes, 2048);
+        assert_eq!(config.retention_bytes, Some(1 << 30));
         assert_eq!(config.max_message_bytes, 65536);
     }
 

@@ -16,7 +16,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,6 +28,7 @@ use parking_lot::Mutex;
 use crate::config::Config;
 use crate::connection::{self, ReaderContext};
 use crate::dispatcher::{Command, ConnId, Dispatcher};
+use crate::protocol::{self, status};
 use crate::store::MemoryStore;
 
 /// How many commands may wait for the dispatcher before readers block.
@@ -53,7 +54,10 @@ pub fn start(config: &Config) -> io::Result<Broker> {
     let local_addr = listener.local_addr()?;
 
     let (commands, queue) = crossbeam_channel::bounded(COMMAND_QUEUE);
-    let dispatcher = Dispatcher::new(config.delivery_policy(), Box::new(MemoryStore));
+    let store = MemoryStore {
+        retention_bytes: config.retention_bytes,
+    };
+    let dispatcher = Dispatcher::new(config.delivery_policy(), Box::new(store));
     let dispatcher = thread::Builder::new()
         .name("dispatcher".to_owned())
         .spawn(move || dispatcher.run(queue))?;
@@ -65,13 +69,16 @@ pub fn start(config: &Config) -> io::Result<Broker> {
     });
     let stopping = Arc::new(AtomicBool::new(false));
     let connections = OpenConnections::default();
-    let acceptor = {
-        let stopping = stopping.clone();
-        let connections = connections.clone();
-        thread::Builder::new()
-            .name("acceptor".to_owned())
-            .spawn(move || accept_loop(listener, context, connections, stopping))?
+    let acceptor = Acceptor {
+        listener,
+        context,
+        connections: connections.clone(),
+        stopping: stopping.clone(),
+        max_connections: max_connections(config),
     };
+    let acceptor = thread::Builder::new()
+        .name("acceptor".to_owned())
+        .spawn(move || acceptor.run())?;
 
     Ok(Broker {
         local_addr,
@@ -81,6 +88,21 @@ pub fn start(config: &Config) -> io::Result<Broker> {
         acceptor: Some(acceptor),
         dispatcher: Some(dispatcher),
     })
+}
+
+/// `--max-connections`, lowered to what this process can hold.
+fn max_connections(config: &Config) -> usize {
+    match connection_capacity() {
+        Some(capacity) if capacity < config.max_connections => {
+            log::warn!(
+                "--max-connections {} is more than this process can hold; using {capacity} \
+                 (raise vm.max_map_count or the open-files limit to allow more)",
+                config.max_connections
+            );
+            capacity
+        }
+        _ => config.max_connections,
+    }
 }
 
 impl Broker {
@@ -138,34 +160,84 @@ impl Drop for Broker {
     }
 }
 
-fn accept_loop(
+/// The acceptor thread's state.
+struct Acceptor {
     listener: TcpListener,
     context: Arc<ReaderContext>,
     connections: OpenConnections,
     stopping: Arc<AtomicBool>,
-) {
-    let mut next_id: ConnId = 0;
-    for stream in listener.incoming() {
-        if stopping.load(Ordering::SeqCst) {
-            break;
-        }
-        let stream = match stream {
-            Ok(stream) => stream,
-            Err(error) => {
-                // Such as running out of file descriptors: keep serving the
-                // connections we have.
-                log::warn!("accept failed: {error}");
-                continue;
+    max_connections: usize,
+}
+
+impl Acceptor {
+    fn run(self) {
+        let mut next_id: ConnId = 0;
+        for stream in self.listener.incoming() {
+            if self.stopping.load(Ordering::SeqCst) {
+                break;
             }
-        };
-        next_id += 1;
-        if let Ok(peer) = stream.peer_addr() {
-            log::debug!("conn {next_id}: accepted from {peer}");
-        }
-        if let Err(error) = start_reader(next_id, stream, &context, &connections) {
-            log::warn!("conn {next_id}: could not start its reader: {error}");
+            let stream = match stream {
+                Ok(stream) => stream,
+                Err(error) => {
+                    // Such as running out of file descriptors: keep serving
+                    // the connections we have.
+                    log::warn!("accept failed: {error}");
+                    continue;
+                }
+            };
+            next_id += 1;
+            if let Ok(peer) = stream.peer_addr() {
+                log::debug!("conn {next_id}: accepted from {peer}");
+            }
+            if self.connections.lock().len() >= self.max_connections {
+                refuse(next_id, stream, self.max_connections);
+            } else if let Err(error) =
+                start_reader(next_id, stream, &self.context, &self.connections)
+            {
+                log::warn!("conn {next_id}: could not start its reader: {error}");
+            }
         }
     }
+}
+
+/// Turns away a connection over the limit with an Error status. This is the
+/// one write not made by a writer thread: the point is to spend no thread on
+/// the connection. The frame is a few bytes on a fresh socket, so a
+/// non-blocking write always fits in its buffer.
+fn refuse(id: ConnId, stream: TcpStream, limit: usize) {
+    log::warn!("conn {id}: refused, already {limit} connections (--max-connections)");
+    let mut frame = Vec::new();
+    protocol::encode_status(&mut frame, status::ERROR, Some(TOO_MANY_CONNECTIONS));
+    let _ = stream.set_nonblocking(true);
+    let _ = (&stream).write(&frame);
+}
+
+/// The reason sent to a connection over `--max-connections`.
+pub const TOO_MANY_CONNECTIONS: &str = "too many connections";
+
+/// How many connections this process can hold, if the system says.
+///
+/// Each connection takes a file descriptor and up to two threads, and each
+/// thread takes four memory mappings (its stack and guard page, its signal
+/// stack and guard page). A thread that cannot map its signal stack aborts
+/// the whole process, so the broker must stay clear of `vm.max_map_count`
+/// rather than find it. Some room is left for everything else.
+pub fn connection_capacity() -> Option<usize> {
+    let by_mappings =
+        read_number("/proc/sys/vm/max_map_count", "").map(|maps| maps.saturating_sub(2048) / 8);
+    let by_files =
+        read_number("/proc/self/limits", "Max open files").map(|files| files.saturating_sub(64));
+    match (by_mappings, by_files) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The first number in `path` on the line starting with `label`.
+fn read_number(path: &str, label: &str) -> Option<usize> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|line| line.starts_with(label))?;
+    line[label.len()..].split_whitespace().next()?.parse().ok()
 }
 
 fn start_reader(

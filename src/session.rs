@@ -264,6 +264,15 @@ impl Session {
             };
             let topic = &topics[id];
             let offset = subscription.next.max(topic.log.start());
+            if offset > subscription.next {
+                log::warn!(
+                    "conn {}: {}@{}..{} were dropped by retention before delivery; going on from {offset}",
+                    self.id,
+                    topic.name,
+                    subscription.next,
+                    offset
+                );
+            }
             let Some(payload) = topic.log.read(offset) else {
                 subscription.queued = false;
                 continue; // caught up (or waiting for a From offset)

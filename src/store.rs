@@ -11,6 +11,8 @@
 //! [`MemoryStore`] keeps every message in RAM. A disk store slots in behind
 //! the same two traits without the protocol or dispatcher code changing.
 
+use std::collections::VecDeque;
+
 use crate::protocol::Payload;
 
 /// The position of a message in its topic's log.
@@ -38,39 +40,76 @@ pub trait TopicLog: Send {
     fn end(&self) -> Offset;
 }
 
-/// Keeps every topic in memory, for as long as the broker runs.
+/// Keeps every topic in memory, for as long as the broker runs, up to an
+/// optional size per topic.
 #[derive(Debug, Default)]
-pub struct MemoryStore;
+pub struct MemoryStore {
+    /// `--retention-bytes`: when a topic's payloads exceed this, its oldest
+    /// messages are dropped. `None` keeps everything.
+    pub retention_bytes: Option<usize>,
+}
 
 impl Store for MemoryStore {
     fn open(&mut self, _name: &str) -> Box<dyn TopicLog> {
-        Box::new(MemoryLog::default())
+        Box::new(MemoryLog {
+            retention_bytes: self.retention_bytes,
+            ..MemoryLog::default()
+        })
     }
 }
 
-/// A topic log in a `Vec`: offset `n` is element `n`.
+/// A topic log in a `VecDeque`: offset `first + n` is element `n`.
+///
+/// Retention matters for speed as well as for memory: a log that only grows
+/// puts every new payload in memory the process has never touched, and on a
+/// virtual machine each first touch of a page is a costly fault. A log that
+/// drops its oldest messages hands their memory back to the allocator, which
+/// gives it to the next payloads.
 #[derive(Debug, Default)]
 pub struct MemoryLog {
-    messages: Vec<Payload>,
+    messages: VecDeque<Payload>,
+    /// The offset of `messages[0]`.
+    first: Offset,
+    /// The payload bytes held.
+    bytes: usize,
+    retention_bytes: Option<usize>,
+}
+
+impl MemoryLog {
+    /// Drops the oldest messages while the log is over its size, always
+    /// keeping the newest one.
+    fn enforce_retention(&mut self) {
+        let Some(limit) = self.retention_bytes else {
+            return;
+        };
+        while self.bytes > limit && self.messages.len() > 1 {
+            if let Some(oldest) = self.messages.pop_front() {
+                self.bytes -= oldest.len();
+                self.first += 1;
+            }
+        }
+    }
 }
 
 impl TopicLog for MemoryLog {
     fn append(&mut self, payload: Payload) -> Offset {
-        self.messages.push(payload);
-        self.messages.len() as Offset - 1
+        self.bytes += payload.len();
+        self.messages.push_back(payload);
+        self.enforce_retention();
+        self.end() - 1
     }
 
     fn read(&self, offset: Offset) -> Option<Payload> {
-        let index = usize::try_from(offset).ok()?;
+        let index = usize::try_from(offset.checked_sub(self.first)?).ok()?;
         self.messages.get(index).cloned()
     }
 
     fn start(&self) -> Offset {
-        0
+        self.first
     }
 
     fn end(&self) -> Offset {
-        self.messages.len() as Offset
+        self.first + self.messages.len() as Offset
     }
 }
 
@@ -80,12 +119,30 @@ mod tests {
 
     #[test]
     fn offsets_count_from_zero() {
-        let mut log = MemoryStore.open("t");
+        let mut log = MemoryStore::default().open("t");
         assert_eq!((log.start(), log.end()), (0, 0));
         assert_eq!(log.append(Payload::from(&b"a"[..])), 0);
         assert_eq!(log.append(Payload::from(&b"b"[..])), 1);
         assert_eq!(log.read(1).as_deref(), Some(&b"b"[..]));
         assert_eq!(log.read(2), None);
         assert_eq!(log.end(), 2);
+    }
+
+    #[test]
+    fn retention_drops_the_oldest_and_keeps_offsets() {
+        let mut store = MemoryStore {
+            retention_bytes: Some(10),
+        };
+        let mut log = store.open("t");
+        for i in 0..5u8 {
+            log.append(Payload::from(vec![i; 4]));
+        }
+        // 20 bytes appended, 10 kept: the two newest messages.
+        assert_eq!((log.start(), log.end()), (3, 5));
+        assert_eq!(log.read(2), None);
+        assert_eq!(log.read(3).as_deref(), Some(&[3u8; 4][..]));
+        // A message larger than the limit is still kept, alone.
+        assert_eq!(log.append(Payload::from(vec![9; 50])), 5);
+        assert_eq!((log.start(), log.end()), (5, 6));
     }
 }

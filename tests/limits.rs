@@ -1,0 +1,99 @@
+//! Limits: a connection over `--max-connections` is refused with an Error
+//! status and closed while the connections already served carry on, and a
+//! place freed by a disconnect can be taken again; `--retention-bytes` keeps
+//! a topic's newest messages at their offsets.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use brook::client::Publisher;
+use brook::config::Config;
+use brook::protocol::StartAt;
+use common::*;
+
+#[test]
+fn a_connection_over_the_limit_is_refused_and_others_carry_on() {
+    let config = Config {
+        max_connections: 4,
+        ..config()
+    };
+    let broker = start_broker(&config);
+    let addr = broker.local_addr();
+    let mut first = subscriber(addr, &["t"], StartAt::Current);
+    let mut second = Raw::connect(addr);
+    second.send(&subscribe_request(r#"["t"]"#, &CURRENT));
+    second.expect(&SUBSCRIBED);
+    // A fence is a subscriber of its own: it tells when the publisher, the
+    // fourth connection, is being served.
+    let mut fence = Fence::new(addr);
+    let mut publisher = Publisher::connect(addr).unwrap();
+    fence.publish_marker(&mut publisher);
+
+    let mut fifth = Raw::connect(addr);
+    fifth.expect_error("too many connections");
+    fifth.expect_eof();
+
+    publisher.publish("t", b"still here").unwrap();
+    publisher.flush().unwrap();
+    expect_next_ack(&mut first, "t", b"still here");
+    second.expect_delivery("t", b"still here");
+
+    drop(second);
+    let mut newcomer = connect_when_a_place_is_free(addr);
+    publisher.publish("t", b"for the newcomer").unwrap();
+    publisher.flush().unwrap();
+    newcomer.expect_delivery("t", b"for the newcomer");
+}
+
+/// Subscribes a new raw connection to `t`, retrying while the broker still
+/// refuses (it frees a place once it has seen the old connection close),
+/// within [`WAIT`].
+fn connect_when_a_place_is_free(addr: SocketAddr) -> Raw {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut raw = Raw::connect(addr);
+        raw.send(&subscribe_request(r#"["t"]"#, &CURRENT));
+        if raw.read_n(2) == SUBSCRIBED {
+            return raw;
+        }
+        assert!(Instant::now() < deadline, "no place freed within {WAIT:?}");
+    }
+}
+
+/// With `--retention-bytes`, a topic keeps only its newest messages; offsets
+/// go on counting, and a subscriber asking for a dropped offset starts at the
+/// oldest one kept.
+#[test]
+fn retention_keeps_the_newest_messages_and_their_offsets() {
+    let config = Config {
+        retention_bytes: Some(4 * 3), // three 4-byte messages
+        ..config()
+    };
+    let broker = start_broker(&config);
+    let addr = broker.local_addr();
+    let messages: Vec<Vec<u8>> = (0..10u32)
+        .map(|i| format!("m{i:03}").into_bytes())
+        .collect();
+    let mut publisher = Publisher::connect(addr).unwrap();
+    for message in &messages {
+        publisher.publish("t", message).unwrap();
+    }
+    let mut fence = Fence::new(addr);
+    fence.publish_marker(&mut publisher);
+
+    let mut from_zero = subscriber(addr, &["t"], StartAt::From(0));
+    for kept in &messages[7..] {
+        expect_next_ack(&mut from_zero, "t", kept);
+    }
+    expect_nothing(&mut from_zero, QUIET);
+
+    let mut from_eight = subscriber(addr, &["t"], StartAt::From(8));
+    for kept in &messages[8..] {
+        expect_next_ack(&mut from_eight, "t", kept);
+    }
+    publisher.publish("t", b"m010").unwrap();
+    publisher.flush().unwrap();
+    expect_next_ack(&mut from_eight, "t", b"m010");
+}
