@@ -34,6 +34,17 @@
 //! straight to subscribers. It is the ceiling set by loopback TCP and system
 //! calls on this machine, and brook's rows say what fraction of it they reach.
 //!
+//! # Retention
+//!
+//! brook keeps every message unless told otherwise, and a log that only
+//! grows puts each payload in memory the process has never touched: on a
+//! virtual machine every first touch of a page is a costly fault, and a
+//! gigabyte of 64 KiB messages spends more time faulting than moving bytes.
+//! A broker that has run for a while reuses the memory of the messages its
+//! retention dropped, so the bench starts brook with `--retention-bytes
+//! 256MiB` (change it with `--retention`) to measure that steady state. The
+//! header line says what was used.
+//!
 //! # Reading the output
 //!
 //! A table with one row per scenario and target, then one line per row saying
@@ -68,7 +79,7 @@ use std::time::{Duration, Instant};
 use connections::{ConnectionsPlan, Counters};
 use load::{Epoch, Framing, Pacing, PublisherPlan, SubscriberPlan, SubscriberReport, Tally};
 use report::{Row, Throughput};
-use target::{BrokerChoice, Target, TargetKind};
+use target::{BrokerChoice, BrokerSettings, Target, TargetKind};
 
 fn main() -> ExitCode {
     let options = match Options::parse(std::env::args().skip(1)) {
@@ -283,7 +294,7 @@ fn run_scenario(scenario: Scenario, options: &Options, epoch: Epoch) -> Vec<Row>
 /// subscribers receive.
 fn run_flow(topology: &Topology, kind: TargetKind, options: &Options, epoch: Epoch) -> Row {
     let mut row = topology.row(kind);
-    let target = match Target::start(kind, &options.broker, options.window) {
+    let target = match Target::start(kind, &options.broker, options.settings()) {
         Ok(target) => target,
         Err(error) => {
             row.errors.push(error);
@@ -481,7 +492,7 @@ fn run_connections(options: &Options, epoch: Epoch) -> Row {
             expected,
         )
     };
-    let target = match Target::start(TargetKind::Brook, &options.broker, options.window) {
+    let target = match Target::start(TargetKind::Brook, &options.broker, options.settings()) {
         Ok(target) => target,
         Err(error) => {
             row.errors.push(error);
@@ -568,9 +579,10 @@ fn setting(options: &Options) -> String {
         BrokerChoice::Binary(path) => path.display().to_string(),
     };
     format!(
-        "{cores} cores ({}): {broker}, window {}, payload {} B",
+        "{cores} cores ({}): {broker}, window {}, retention {} per topic, payload {} B",
         std::env::consts::OS,
         options.window,
+        report::bytes(options.retention as u64),
         options.size
     )
 }
@@ -595,11 +607,21 @@ fn print_results(options: &Options, rows: &[Row]) {
 
 // ---- Flags ----
 
+impl Options {
+    fn settings(&self) -> BrokerSettings {
+        BrokerSettings {
+            window: self.window,
+            retention_bytes: self.retention,
+        }
+    }
+}
+
 struct Options {
     scenarios: Vec<Scenario>,
     size: usize,
     count: u64,
     window: usize,
+    retention: usize,
     subscribers: usize,
     publishers: usize,
     pairs: usize,
@@ -620,6 +642,7 @@ const FLAGS: &[(&str, &str, &str, &str)] = &[
     ("--size", "BYTES", "payload of the throughput scenarios, at least 24", "128"),
     ("--count", "N", "messages per publisher (at most 1 GiB per scenario)", "1000000"),
     ("--window", "N", "in-flight window: brook's --max-inflight", "1024"),
+    ("--retention", "BYTES", "brook's --retention-bytes (see the module docs)", "256MiB"),
     ("--subscribers", "N", "subscribers in fanout", "10"),
     ("--publishers", "N", "publishers in fanin", "4"),
     ("--pairs", "N", "publisher/subscriber pairs in nton", "4"),
@@ -674,6 +697,7 @@ impl Options {
             size: 128,
             count: 1_000_000,
             window: 1024,
+            retention: 256 << 20,
             subscribers: 10,
             publishers: 4,
             pairs: 4,
@@ -721,6 +745,12 @@ impl Options {
                 }
                 "--count" => options.count = whole(flag, &value)?,
                 "--window" => options.window = whole(flag, &value)?,
+                "--retention" => {
+                    options.retention =
+                        brook::config::parse_size(&value)
+                            .filter(|&size| size > 0)
+                            .ok_or_else(|| invalid("a size above zero, such as 256MiB"))?
+                }
                 "--subscribers" => options.subscribers = whole(flag, &value)?,
                 "--publishers" => options.publishers = whole(flag, &value)?,
                 "--pairs" => options.pairs = whole(flag, &value)?,

@@ -1,15 +1,15 @@
 //! The connections scenario: hold C idle subscribers, publish one message,
 //! and time how long it takes to reach every one of them.
 //!
-//! A thread per socket would measure the bench rather than the broker, so a
-//! few poller threads each own a share of the sockets in non-blocking mode
-//! and sweep them in a loop, reading until `WouldBlock` (std has no epoll). A
-//! socket's arrival time is when a sweep sees its whole delivery, so the
-//! figures are as fine as one sweep is long (about a millisecond per few
-//! thousand sockets). A sweep that finds nothing sleeps 100 µs, to leave the
-//! cores to the broker. Subscriptions are opened a few dozen at a time (see
-//! [`MAX_AWAITING_STATUS`]), so that the connect phase measures the broker
-//! rather than TCP's retry timer.
+//! Two phases. To subscribe, a few poller threads each own a share of the
+//! sockets in non-blocking mode and sweep them, reading until `WouldBlock`
+//! (std has no epoll), opening subscriptions a few dozen at a time (see
+//! [`MAX_AWAITING_STATUS`]) so that the connect phase measures the broker
+//! rather than TCP's retry timer. To receive the message, every socket gets
+//! a thread of its own, blocked in `read`: a sleeping thread costs no CPU,
+//! whereas sweeping thousands of sockets would compete with the broker for
+//! the machine's two cores and measure the bench instead. The message is
+//! published once every waiting thread has started.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -50,6 +50,8 @@ pub struct ConnectionsReport {
 #[derive(Default)]
 pub struct Counters {
     pub subscribed: AtomicU64,
+    /// Subscribers whose thread is blocked waiting for the message.
+    pub waiting: AtomicU64,
     pub arrived: AtomicU64,
     abort: AtomicBool,
 }
@@ -79,9 +81,10 @@ pub fn run(
     let mut report = ConnectionsReport::default();
     let all = plan.connections as u64;
     let everyone_subscribed = || counters.subscribed.load(Ordering::Relaxed) == all;
+    let everyone_waiting = || counters.waiting.load(Ordering::Relaxed) == all;
     let pollers_stopped = || pollers.iter().all(|poller| poller.is_finished());
     let in_time = wait_until(
-        || everyone_subscribed() || pollers_stopped(),
+        || everyone_waiting() || pollers_stopped(),
         &mut show_progress,
     );
     let outcome = if !everyone_subscribed() {
@@ -254,17 +257,34 @@ impl Poller<'_> {
         }
     }
 
-    /// Sweeps every subscription until each has its message (or failed).
+    /// Waits for every subscription's message, one blocked thread per socket
+    /// (see the module docs).
     fn await_messages(&mut self) {
-        let mut waiting: Vec<usize> = (0..self.subscriptions.len()).collect();
-        while !waiting.is_empty() && !self.aborted() {
-            let mut progressed = false;
-            waiting.retain(|&index| {
-                progressed |= self.poll(index);
-                self.subscriptions[index].state != State::Finished
-            });
-            if !progressed {
-                thread::sleep(IDLE_SWEEP_PAUSE);
+        let (epoch, counters) = (self.epoch, self.counters);
+        let outcomes: Vec<(Histogram, Option<String>)> = thread::scope(|scope| {
+            let waiters: Vec<_> = self
+                .subscriptions
+                .iter_mut()
+                .map(|subscription| {
+                    thread::Builder::new()
+                        .stack_size(64 << 10)
+                        .spawn_scoped(scope, move || {
+                            let mut latency = Histogram::default();
+                            let outcome = subscription.wait(epoch, &mut latency, counters);
+                            (latency, outcome.err())
+                        })
+                        .expect("cannot start a waiter thread")
+                })
+                .collect();
+            waiters
+                .into_iter()
+                .map(|waiter| waiter.join().expect("a waiter panicked"))
+                .collect()
+        });
+        for (latency, error) in outcomes {
+            self.latency.merge(&latency);
+            if let Some(error) = error {
+                self.error.get_or_insert(error);
             }
         }
     }
@@ -325,7 +345,44 @@ impl Subscription {
         if !read_something {
             return Ok(false);
         }
-        let arrival_ns = epoch.nanos_at(Instant::now());
+        self.understand(epoch.nanos_at(Instant::now()), latency, counters)?;
+        Ok(true)
+    }
+
+    /// Blocks until the message has arrived and been acked.
+    fn wait(
+        &mut self,
+        epoch: Epoch,
+        latency: &mut Histogram,
+        counters: &Counters,
+    ) -> Result<(), String> {
+        let setup = |stream: &TcpStream| {
+            stream.set_nonblocking(false)?;
+            stream.set_read_timeout(Some(PHASE_TIMEOUT))
+        };
+        setup(&self.stream).map_err(|e| format!("cannot block on a socket: {e}"))?;
+        counters.waiting.fetch_add(1, Ordering::Relaxed);
+        let mut scratch = [0u8; 512];
+        while self.state != State::Finished {
+            match self.stream.read(&mut scratch) {
+                Ok(0) => return Err("the broker closed a subscriber's connection".into()),
+                Ok(read) => self.bytes.extend_from_slice(&scratch[..read]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("no message: {e}")),
+            }
+            self.understand(epoch.nanos_at(Instant::now()), latency, counters)?;
+        }
+        Ok(())
+    }
+
+    /// Acts on the bytes read so far: the Subscribed status, then the
+    /// message, which is acked.
+    fn understand(
+        &mut self,
+        arrival_ns: u64,
+        latency: &mut Histogram,
+        counters: &Counters,
+    ) -> Result<(), String> {
         if self.state == State::AwaitingStatus && self.bytes.len() >= 2 {
             let status = u16::from_be_bytes([self.bytes[0], self.bytes[1]]);
             if status != status::SUBSCRIBED {
@@ -353,6 +410,6 @@ impl Subscription {
                 counters.arrived.fetch_add(1, Ordering::Relaxed);
             }
         }
-        Ok(true)
+        Ok(())
     }
 }

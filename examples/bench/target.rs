@@ -95,9 +95,22 @@ enum Running {
 const BROOK_THREADS: &[&str] = &["conn-", "dispatcher", "acceptor"];
 const RELAY_THREADS: &[&str] = &[relay::THREAD_PREFIX];
 
+/// The broker flags a scenario runs with.
+#[derive(Debug, Clone, Copy)]
+pub struct BrokerSettings {
+    /// `--max-inflight`.
+    pub window: usize,
+    /// `--retention-bytes`.
+    pub retention_bytes: usize,
+}
+
 impl Target {
-    /// Starts a fresh target; `window` is brook's `max_inflight`.
-    pub fn start(kind: TargetKind, choice: &BrokerChoice, window: usize) -> Result<Target, String> {
+    /// Starts a fresh target.
+    pub fn start(
+        kind: TargetKind,
+        choice: &BrokerChoice,
+        settings: BrokerSettings,
+    ) -> Result<Target, String> {
         let (addr, running, probe) = match (kind, choice) {
             (TargetKind::Relay, _) => {
                 let relay = Relay::start().map_err(|e| format!("relay: {e}"))?;
@@ -110,7 +123,8 @@ impl Target {
             (TargetKind::Brook, BrokerChoice::InProcess) => {
                 let config = Config {
                     addr: "127.0.0.1:0".into(),
-                    max_inflight: window,
+                    max_inflight: settings.window,
+                    retention_bytes: Some(settings.retention_bytes),
                     ..Config::default()
                 };
                 let broker = brook::server::start(&config).map_err(|e| format!("brook: {e}"))?;
@@ -127,7 +141,7 @@ impl Target {
                 pid.map_or(Probe::Nothing, Probe::OtherProcess),
             ),
             (TargetKind::Brook, BrokerChoice::Binary(path)) => {
-                let (child, addr) = ChildBroker::spawn(path, window)?;
+                let (child, addr) = ChildBroker::spawn(path, settings)?;
                 let pid = child.process.id();
                 (addr, Running::Child(child), Probe::OtherProcess(pid))
             }
@@ -307,15 +321,20 @@ const CHILD_START_TIMEOUT: Duration = Duration::from_secs(10);
 const CHILD_LOG_LINES: usize = 10;
 
 impl ChildBroker {
-    /// Starts `binary --addr 127.0.0.1:0 --max-inflight WINDOW` with
-    /// `RUST_LOG=info` and reads its address from its "listening on" line.
-    fn spawn(binary: &PathBuf, window: usize) -> Result<(ChildBroker, SocketAddr), String> {
+    /// Starts `binary --addr 127.0.0.1:0` with the settings' flags and
+    /// `RUST_LOG=info`, and reads its address from its "listening on" line.
+    fn spawn(
+        binary: &PathBuf,
+        settings: BrokerSettings,
+    ) -> Result<(ChildBroker, SocketAddr), String> {
         let mut process = Command::new(binary)
             .args([
                 "--addr",
                 "127.0.0.1:0",
                 "--max-inflight",
-                &window.to_string(),
+                &settings.window.to_string(),
+                "--retention-bytes",
+                &settings.retention_bytes.to_string(),
             ])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
