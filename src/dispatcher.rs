@@ -33,7 +33,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::protocol::{status, Payload, ProtocolError, Request, StartAt};
 use crate::session::{DeliveryPolicy, Session};
-use crate::store::{Store, TopicLog};
+use crate::store::{Offset, Store, TopicLog};
 use crate::writer::{Outgoing, Writer};
 
 /// Identifies a connection for the lifetime of the broker.
@@ -133,9 +133,17 @@ pub struct Dispatcher {
 struct Chores {
     wakeups: BinaryHeap<Reverse<(Instant, ConnId)>>,
     to_flush: Vec<ConnId>,
+    /// Topics that grew past their retention this round.
+    to_trim: Vec<TopicId>,
 }
 
 impl Chores {
+    fn retain(&mut self, topic: TopicId) {
+        if !self.to_trim.contains(&topic) {
+            self.to_trim.push(topic);
+        }
+    }
+
     /// Registers what `session` needs after it changed: a flush if it has
     /// frames queued, and a wake-up if it needs one earlier than it has.
     fn settle(&mut self, conn: ConnId, session: &mut Session) {
@@ -191,6 +199,7 @@ impl Dispatcher {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             self.fire_wakeups(now);
+            self.apply_retention();
             self.flush();
         }
     }
@@ -238,6 +247,9 @@ impl Dispatcher {
             }
         };
         self.topics[id].log.append(payload);
+        if self.topics[id].log.over_retention() {
+            self.chores.retain(id);
+        }
         let topic = &self.topics[id];
         for &conn in &topic.subscribers {
             if let Some(session) = self.sessions.get_mut(&conn) {
@@ -325,6 +337,23 @@ impl Dispatcher {
             session.wake_registered = None;
             session.wake(&self.topics, now);
             self.chores.settle(conn, session);
+        }
+    }
+
+    /// Trims the topics that grew past their retention, keeping every
+    /// message a subscriber has yet to read: retention never takes a message
+    /// from under a connected subscriber, however slow. (A message already
+    /// delivered and not yet answered is safe too: its session holds it.)
+    fn apply_retention(&mut self) {
+        for id in self.chores.to_trim.drain(..) {
+            let topic = &mut self.topics[id];
+            let sessions = &self.sessions;
+            let keep_from = topic
+                .subscribers
+                .iter()
+                .filter_map(|conn| sessions.get(conn)?.cursor(id))
+                .fold(topic.log.end(), Offset::min);
+            topic.log.apply_retention(keep_from);
         }
     }
 

@@ -64,25 +64,47 @@ struct Subscription {
     queued: bool,
 }
 
-/// A message sent and not yet answered, or owed again.
-#[derive(Debug, Clone, Copy)]
+/// A message sent and not yet answered, or owed again. It holds its
+/// payload, so a message that retention drops from the log while a delivery
+/// of it is unanswered is still there to send again.
+#[derive(Debug, Clone)]
 struct Delivery {
     topic: TopicId,
     offset: Offset,
     /// How many times it has been sent, counting the time it is about to be.
     count: u32,
+    payload: Payload,
 }
 
-/// A delivery to make again once `due` has passed. Ordered by `due`, then by
-/// the order they were scheduled in.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// A delivery to make again once `due` has passed.
+#[derive(Debug)]
 struct Redelivery {
     due: Instant,
     sequence: u64,
-    topic: TopicId,
-    offset: Offset,
-    count: u32,
+    delivery: Delivery,
 }
+
+/// Redeliveries are ordered by `due`, then by the order they were scheduled
+/// in (`sequence` is unique, so no two are equal).
+impl Ord for Redelivery {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.due, self.sequence).cmp(&(other.due, other.sequence))
+    }
+}
+
+impl PartialOrd for Redelivery {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Redelivery {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Redelivery {}
 
 #[derive(Debug)]
 pub struct Session {
@@ -143,7 +165,16 @@ impl Session {
         let next = match start {
             StartAt::Beginning => topic.log.start(),
             StartAt::Current => topic.log.end(),
-            StartAt::From(offset) => offset.max(topic.log.start()),
+            StartAt::From(offset) if offset < topic.log.start() => {
+                log::warn!(
+                    "conn {}: {}@{offset} was dropped by retention; starting at {}",
+                    self.id,
+                    topic.name,
+                    topic.log.start()
+                );
+                topic.log.start()
+            }
+            StartAt::From(offset) => offset,
         };
         let is_new = !self.subscriptions.contains_key(&id);
         let subscription = self.subscriptions.entry(id).or_insert(Subscription {
@@ -159,6 +190,14 @@ impl Session {
     /// still be answered, but none of them is sent again.
     pub fn unsubscribe(&mut self, topic: TopicId) -> bool {
         self.subscriptions.remove(&topic).is_some()
+    }
+
+    /// The offset of the next message this session will read from `topic`,
+    /// if it subscribes to it: retention must keep the log from there on.
+    pub fn cursor(&self, topic: TopicId) -> Option<Offset> {
+        self.subscriptions
+            .get(&topic)
+            .map(|subscription| subscription.next)
     }
 
     /// The topics this session subscribes to.
@@ -202,7 +241,7 @@ impl Session {
     pub fn wake(&mut self, topics: &[Topic], now: Instant) {
         if let Some(deadline) = self.ack_deadline() {
             if now >= deadline {
-                let delivery = self.in_flight[self.timed_out];
+                let delivery = self.in_flight[self.timed_out].clone();
                 self.timed_out += 1;
                 self.clock_start = now;
                 log::debug!(
@@ -263,16 +302,7 @@ impl Session {
                 continue; // unsubscribed while waiting for its turn
             };
             let topic = &topics[id];
-            let offset = subscription.next.max(topic.log.start());
-            if offset > subscription.next {
-                log::warn!(
-                    "conn {}: {}@{}..{} were dropped by retention before delivery; going on from {offset}",
-                    self.id,
-                    topic.name,
-                    subscription.next,
-                    offset
-                );
-            }
+            let offset = subscription.next;
             let Some(payload) = topic.log.read(offset) else {
                 subscription.queued = false;
                 continue; // caught up (or waiting for a From offset)
@@ -283,16 +313,13 @@ impl Session {
             } else {
                 subscription.queued = false;
             }
-            self.send(
-                Delivery {
-                    topic: id,
-                    offset,
-                    count: 1,
-                },
-                topic,
+            let delivery = Delivery {
+                topic: id,
+                offset,
+                count: 1,
                 payload,
-                now,
-            );
+            };
+            self.send(delivery, topic, now);
         }
     }
 
@@ -314,15 +341,15 @@ impl Session {
         }
     }
 
-    fn send(&mut self, delivery: Delivery, topic: &Topic, payload: Payload, now: Instant) {
+    fn send(&mut self, delivery: Delivery, topic: &Topic, now: Instant) {
         if self.in_flight.len() == self.timed_out {
             self.clock_start = now; // it is the oldest live delivery
         }
-        self.in_flight.push_back(delivery);
         self.outbox.push(Outgoing::Delivery {
             topic: topic.name.clone(),
-            payload,
+            payload: delivery.payload.clone(),
         });
+        self.in_flight.push_back(delivery);
     }
 
     fn pop_due_redelivery(&mut self, now: Instant) -> Option<Redelivery> {
@@ -333,18 +360,10 @@ impl Session {
     }
 
     fn send_again(&mut self, again: Redelivery, topics: &[Topic], now: Instant) {
-        if !self.subscriptions.contains_key(&again.topic) {
-            return; // unsubscribed since
-        }
-        let topic = &topics[again.topic];
-        // A log with retention may have dropped it meanwhile.
-        if let Some(payload) = topic.log.read(again.offset) {
-            let delivery = Delivery {
-                topic: again.topic,
-                offset: again.offset,
-                count: again.count,
-            };
-            self.send(delivery, topic, payload, now);
+        let delivery = again.delivery;
+        if self.subscriptions.contains_key(&delivery.topic) {
+            let topic = &topics[delivery.topic];
+            self.send(delivery, topic, now);
         }
     }
 
@@ -369,9 +388,10 @@ impl Session {
         self.redeliveries.push(Reverse(Redelivery {
             due,
             sequence: self.sequence,
-            topic: delivery.topic,
-            offset: delivery.offset,
-            count: delivery.count + 1,
+            delivery: Delivery {
+                count: delivery.count + 1,
+                ..delivery
+            },
         }));
     }
 }

@@ -38,10 +38,19 @@ pub trait TopicLog: Send {
 
     /// The offset the next appended message will get.
     fn end(&self) -> Offset;
+
+    /// Whether the log holds more than its retention allows.
+    fn over_retention(&self) -> bool;
+
+    /// Drops the oldest messages while the log is over its retention, but
+    /// none at or after `keep_from`: those a connected subscriber has yet to
+    /// read. Offsets are never reused.
+    fn apply_retention(&mut self, keep_from: Offset);
 }
 
 /// Keeps every topic in memory, for as long as the broker runs, up to an
-/// optional size per topic.
+/// optional size per topic beyond which the oldest messages nobody still
+/// needs are dropped.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     /// `--retention-bytes`: when a topic's payloads exceed this, its oldest
@@ -75,27 +84,10 @@ pub struct MemoryLog {
     retention_bytes: Option<usize>,
 }
 
-impl MemoryLog {
-    /// Drops the oldest messages while the log is over its size, always
-    /// keeping the newest one.
-    fn enforce_retention(&mut self) {
-        let Some(limit) = self.retention_bytes else {
-            return;
-        };
-        while self.bytes > limit && self.messages.len() > 1 {
-            if let Some(oldest) = self.messages.pop_front() {
-                self.bytes -= oldest.len();
-                self.first += 1;
-            }
-        }
-    }
-}
-
 impl TopicLog for MemoryLog {
     fn append(&mut self, payload: Payload) -> Offset {
         self.bytes += payload.len();
         self.messages.push_back(payload);
-        self.enforce_retention();
         self.end() - 1
     }
 
@@ -110,6 +102,22 @@ impl TopicLog for MemoryLog {
 
     fn end(&self) -> Offset {
         self.first + self.messages.len() as Offset
+    }
+
+    fn over_retention(&self) -> bool {
+        self.retention_bytes.is_some_and(|limit| self.bytes > limit)
+    }
+
+    fn apply_retention(&mut self, keep_from: Offset) {
+        while self.over_retention() && self.first < keep_from {
+            match self.messages.pop_front() {
+                Some(oldest) => {
+                    self.bytes -= oldest.len();
+                    self.first += 1;
+                }
+                None => break,
+            }
+        }
     }
 }
 
@@ -137,12 +145,19 @@ mod tests {
         for i in 0..5u8 {
             log.append(Payload::from(vec![i; 4]));
         }
-        // 20 bytes appended, 10 kept: the two newest messages.
+        assert!(log.over_retention());
+        // A reader at offset 2 protects it and everything after.
+        log.apply_retention(2);
+        assert_eq!((log.start(), log.end()), (2, 5));
+        // Without readers: 20 bytes appended, 10 kept, the two newest.
+        log.apply_retention(log.end());
         assert_eq!((log.start(), log.end()), (3, 5));
+        assert!(!log.over_retention());
         assert_eq!(log.read(2), None);
         assert_eq!(log.read(3).as_deref(), Some(&[3u8; 4][..]));
-        // A message larger than the limit is still kept, alone.
+        // A message larger than the limit goes too once nobody needs it.
         assert_eq!(log.append(Payload::from(vec![9; 50])), 5);
-        assert_eq!((log.start(), log.end()), (5, 6));
+        log.apply_retention(log.end());
+        assert_eq!((log.start(), log.end()), (6, 6));
     }
 }

@@ -97,3 +97,30 @@ fn retention_keeps_the_newest_messages_and_their_offsets() {
     publisher.flush().unwrap();
     expect_next_ack(&mut from_eight, "t", b"m010");
 }
+
+/// Retention never takes a message from under a connected subscriber: with
+/// a window of one, all but one of its messages wait in the log, and every
+/// one of them still arrives.
+#[test]
+fn retention_keeps_what_a_connected_subscriber_has_not_read() {
+    let config = Config {
+        retention_bytes: Some(4 * 3),
+        max_inflight: 1,
+        ..config()
+    };
+    let broker = start_broker(&config);
+    let addr = broker.local_addr();
+    let mut slow = subscriber(addr, &["t"], StartAt::Current);
+    let messages: Vec<Vec<u8>> = (0..20u32)
+        .map(|i| format!("m{i:03}").into_bytes())
+        .collect();
+    let mut publisher = Publisher::connect(addr).unwrap();
+    for message in &messages {
+        publisher.publish("t", message).unwrap();
+    }
+    publisher.flush().unwrap();
+    for message in &messages {
+        expect_next_ack(&mut slow, "t", message);
+    }
+    expect_nothing(&mut slow, QUIET);
+}
