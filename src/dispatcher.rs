@@ -11,7 +11,8 @@
 //!
 //! A round is: wait for one command (or the next timer), then take every
 //! command already queued, up to [`MAX_COMMANDS_PER_ROUND`], then fire the
-//! timers that are due, then flush the outboxes. Under load a round carries
+//! timers that are due, then trim the topics that grew past their retention,
+//! then flush the outboxes. Under load a round carries
 //! many messages, so channel sends and wake-ups are paid per batch, not per
 //! message.
 //!
@@ -138,7 +139,7 @@ struct Chores {
 }
 
 impl Chores {
-    fn retain(&mut self, topic: TopicId) {
+    fn trim_later(&mut self, topic: TopicId) {
         if !self.to_trim.contains(&topic) {
             self.to_trim.push(topic);
         }
@@ -248,7 +249,7 @@ impl Dispatcher {
         };
         self.topics[id].log.append(payload);
         if self.topics[id].log.over_retention() {
-            self.chores.retain(id);
+            self.chores.trim_later(id);
         }
         let topic = &self.topics[id];
         for &conn in &topic.subscribers {

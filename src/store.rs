@@ -4,12 +4,14 @@
 //! The dispatcher owns one [`TopicLog`] per topic and is the only thread that
 //! touches it, so the interface is plain `&mut self` with no locking. It needs
 //! very little: append a message and learn its offset, read the message at an
-//! offset, and know the range of offsets the log holds. Subscribers are just
-//! cursors into this log (see `session.rs`), so replay from the beginning and
-//! live delivery are the same operation.
+//! offset, know the range of offsets the log holds, and drop its oldest
+//! messages when it outgrows its retention, sparing those a subscriber has
+//! yet to read (the dispatcher says which). Subscribers are just cursors into
+//! this log (see `session.rs`), so replay from the beginning and live
+//! delivery are the same operation.
 //!
-//! [`MemoryStore`] keeps every message in RAM. A disk store slots in behind
-//! the same two traits without the protocol or dispatcher code changing.
+//! [`MemoryStore`] keeps messages in RAM. A disk store slots in behind the
+//! same two traits without the protocol or dispatcher code changing.
 
 use std::collections::VecDeque;
 
