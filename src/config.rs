@@ -22,8 +22,9 @@ pub struct Config {
     pub max_deliveries: u32,
     pub max_inflight: usize,
     pub max_message_bytes: usize,
-    /// The most connections served at once; more are refused.
-    pub max_connections: usize,
+    /// The most connections served at once; more are refused. `None`: as
+    /// many as the machine's limits allow (see `server::connection_capacity`).
+    pub max_connections: Option<usize>,
     /// Per topic, the most payload bytes kept; older messages are dropped.
     /// `None` keeps every message.
     pub retention_bytes: Option<usize>,
@@ -43,7 +44,7 @@ impl Default for Config {
             max_deliveries: 5,
             max_inflight: 1024,
             max_message_bytes: 8 << 20,
-            max_connections: 16_384,
+            max_connections: None,
             retention_bytes: None,
             max_topic_list_bytes: 1 << 20,
             thread_stack_bytes: 128 << 10,
@@ -134,7 +135,7 @@ const FLAGS: &[(&str, &str, &str)] = &[
     (
         "--max-connections",
         "N",
-        "connections served at once; more are refused [default: 16384]",
+        "connections served at once; more are refused [default: what the system allows]",
     ),
     (
         "--max-message-bytes",
@@ -227,7 +228,7 @@ fn apply(config: &mut Config, flag: &'static str, value: String) -> Result<(), C
             config.max_inflight = parse_count(&value).ok_or_else(|| invalid(COUNT))?
         }
         "--max-connections" => {
-            config.max_connections = parse_count(&value).ok_or_else(|| invalid(COUNT))?
+            config.max_connections = Some(parse_count(&value).ok_or_else(|| invalid(COUNT))?)
         }
         "--max-message-bytes" => {
             config.max_message_bytes = parse_length_limit(&value).ok_or_else(|| invalid(LIMIT))?
@@ -334,7 +335,7 @@ mod tests {
         assert_eq!(config.ack_delay, Duration::from_millis(250));
         assert_eq!(config.ack_timeout, Duration::from_secs(60));
         assert_eq!(config.max_deliveries, 3);
-        assert_eq!(config.max_connections, 7);
+        assert_eq!(config.max_connections, Some(7));
         assert_eq!(config.max_topic_list_bytes, 2048);
         assert_eq!(config.retention_bytes, Some(1 << 30));
         assert_eq!(config.max_message_bytes, 65536);

@@ -26,8 +26,10 @@ fn main() -> ExitCode {
         }
     };
     log::info!(
-        "brook listening on {} (in-memory topics; ack delay {:?}, ack timeout {:?}, max deliveries {})",
+        "brook listening on {} (in-memory topics; up to {} connections; ack delay {:?}, \
+         ack timeout {:?}, max deliveries {})",
         broker.local_addr(),
+        broker.max_connections(),
         config.ack_delay,
         config.ack_timeout,
         config.max_deliveries

@@ -41,6 +41,7 @@ type OpenConnections = Arc<Mutex<HashMap<ConnId, Arc<TcpStream>>>>;
 #[derive(Debug)]
 pub struct Broker {
     local_addr: SocketAddr,
+    max_connections: usize,
     stopping: Arc<AtomicBool>,
     commands: Sender<Command>,
     connections: OpenConnections,
@@ -69,12 +70,13 @@ pub fn start(config: &Config) -> io::Result<Broker> {
     });
     let stopping = Arc::new(AtomicBool::new(false));
     let connections = OpenConnections::default();
+    let max_connections = max_connections(config);
     let acceptor = Acceptor {
         listener,
         context,
         connections: connections.clone(),
         stopping: stopping.clone(),
-        max_connections: max_connections(config),
+        max_connections,
     };
     let acceptor = thread::Builder::new()
         .name("acceptor".to_owned())
@@ -82,6 +84,7 @@ pub fn start(config: &Config) -> io::Result<Broker> {
 
     Ok(Broker {
         local_addr,
+        max_connections,
         stopping,
         commands,
         connections,
@@ -90,18 +93,20 @@ pub fn start(config: &Config) -> io::Result<Broker> {
     })
 }
 
-/// `--max-connections`, lowered to what this process can hold.
+/// `--max-connections`, or what this process can hold if that is less (or
+/// if the flag was not given).
 fn max_connections(config: &Config) -> usize {
-    match connection_capacity() {
-        Some(capacity) if capacity < config.max_connections => {
+    let capacity = connection_capacity().unwrap_or(usize::MAX);
+    match config.max_connections {
+        Some(wanted) if wanted > capacity => {
             log::warn!(
-                "--max-connections {} is more than this process can hold; using {capacity} \
-                 (raise vm.max_map_count or the open-files limit to allow more)",
-                config.max_connections
+                "--max-connections {wanted} is more than this process can hold; using {capacity} \
+                 (raise vm.max_map_count or the open-files limit to allow more)"
             );
             capacity
         }
-        _ => config.max_connections,
+        Some(wanted) => wanted,
+        None => capacity,
     }
 }
 
@@ -110,6 +115,11 @@ impl Broker {
     /// configuration asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// How many connections the broker serves at once.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
     }
 
     /// Blocks for as long as the broker runs.

@@ -16,7 +16,7 @@ use common::*;
 #[test]
 fn a_connection_over_the_limit_is_refused_and_others_carry_on() {
     let config = Config {
-        max_connections: 4,
+        max_connections: Some(4),
         ..config()
     };
     let broker = start_broker(&config);
