@@ -30,6 +30,11 @@ pub struct Config {
     pub retention_bytes: Option<usize>,
     /// The longest JSON topic list a subscribe or unsubscribe may carry.
     pub max_topic_list_bytes: usize,
+    /// How long a closed connection's writer may take to write its last
+    /// frames (such as the error that explains a close) before its socket is
+    /// shut down. It bounds how long a client that closes its sending side
+    /// and never reads can keep a writer thread.
+    pub linger: Duration,
     /// Stack size of every reader and writer thread. They do little and
     /// recurse nowhere, so a small stack lets one machine hold thousands.
     pub thread_stack_bytes: usize,
@@ -47,6 +52,7 @@ impl Default for Config {
             max_connections: None,
             retention_bytes: None,
             max_topic_list_bytes: 1 << 20,
+            linger: Duration::from_secs(5),
             thread_stack_bytes: 128 << 10,
         }
     }
@@ -59,6 +65,7 @@ impl Config {
             ack_timeout: self.ack_timeout,
             max_deliveries: self.max_deliveries,
             max_inflight: self.max_inflight,
+            linger: self.linger,
         }
     }
 

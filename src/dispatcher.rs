@@ -25,7 +25,7 @@
 //! memory stays bounded without any explicit flow-control message.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
@@ -136,6 +136,10 @@ struct Chores {
     to_flush: Vec<ConnId>,
     /// Topics that grew past their retention this round.
     to_trim: Vec<TopicId>,
+    /// Writers of closed connections that still had frames to write, with
+    /// the time by which they must be done. In deadline order, since every
+    /// writer gets the same linger.
+    lingering: VecDeque<(Instant, Writer)>,
 }
 
 impl Chores {
@@ -180,8 +184,8 @@ impl Dispatcher {
     /// Runs rounds until told to shut down or every sender has gone.
     pub fn run(mut self, commands: Receiver<Command>) {
         loop {
-            let first = match self.chores.wakeups.peek() {
-                Some(Reverse((when, _))) => commands.recv_deadline(*when),
+            let first = match self.next_deadline() {
+                Some(when) => commands.recv_deadline(when),
                 None => commands.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
             let now = Instant::now();
@@ -200,6 +204,7 @@ impl Dispatcher {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             self.fire_wakeups(now);
+            self.close_lingering(now);
             self.apply_retention();
             self.flush();
         }
@@ -217,7 +222,7 @@ impl Dispatcher {
                     self.request(conn, request, now);
                 }
             }
-            Command::Detach { conn } => self.detach(conn),
+            Command::Detach { conn } => self.detach(conn, now),
             Command::Shutdown => return false,
         }
         true
@@ -312,15 +317,44 @@ impl Dispatcher {
 
     /// Forgets a closed connection everywhere at once. Its unanswered
     /// deliveries go with it: they belonged to it alone.
-    fn detach(&mut self, conn: ConnId) {
+    fn detach(&mut self, conn: ConnId, now: Instant) {
         if let Some(mut session) = self.sessions.remove(&conn) {
             for id in session.topics() {
                 remove_subscriber(&mut self.topics[id], conn);
             }
-            // Whatever is still queued (an error before a close) goes out;
-            // dropping the session then closes the writer's channel.
+            // Whatever is still queued (an error before a close) goes out,
+            // and the writer's channel closes with the session. A writer
+            // with frames left gets until the linger deadline.
             session.flush();
+            let writer = session.into_writer();
+            if writer.unwritten() > 0 {
+                let deadline = now + self.policy.linger;
+                self.chores.lingering.push_back((deadline, writer));
+            }
         }
+    }
+
+    /// Shuts the socket of every lingering writer whose deadline has passed
+    /// and that is still not done: its client has stopped reading, and the
+    /// thread would otherwise wait in `write` for ever.
+    fn close_lingering(&mut self, now: Instant) {
+        while let Some((deadline, _)) = self.chores.lingering.front() {
+            if *deadline > now {
+                break;
+            }
+            if let Some((_, writer)) = self.chores.lingering.pop_front() {
+                if writer.unwritten() > 0 {
+                    writer.close();
+                }
+            }
+        }
+    }
+
+    /// When the dispatcher must act even if no command comes.
+    fn next_deadline(&self) -> Option<Instant> {
+        let wakeup = self.chores.wakeups.peek().map(|Reverse((when, _))| *when);
+        let linger = self.chores.lingering.front().map(|(deadline, _)| *deadline);
+        wakeup.into_iter().chain(linger).min()
     }
 
     fn fire_wakeups(&mut self, now: Instant) {

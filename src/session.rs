@@ -45,6 +45,9 @@ pub struct DeliveryPolicy {
     pub max_deliveries: u32,
     /// How many deliveries may await an answer at once.
     pub max_inflight: usize,
+    /// How long the writer of a closed connection may take to write the
+    /// frames still queued for it before its socket is shut down.
+    pub linger: Duration,
 }
 
 /// How many replies (statuses, errors) a client may leave unread, on top of
@@ -264,10 +267,7 @@ impl Session {
             true => self.redeliveries.peek().map(|r| r.0.due),
             false => None,
         };
-        match (self.ack_deadline(), redelivery) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.ack_deadline().into_iter().chain(redelivery).min()
     }
 
     /// Hands the queued frames to the writer thread. Closes the connection
@@ -281,6 +281,12 @@ impl Session {
             log::warn!("conn {}: not reading its replies; closing it", self.id);
             self.writer.close();
         }
+    }
+
+    /// Gives up the session, keeping only its writer: the connection has
+    /// closed, but frames may still be on their way to the socket.
+    pub fn into_writer(self) -> Writer {
+        self.writer
     }
 
     pub fn has_output(&self) -> bool {
