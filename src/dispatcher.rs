@@ -35,7 +35,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use crate::protocol::{status, Payload, ProtocolError, Request, StartAt};
 use crate::session::{DeliveryPolicy, Session};
 use crate::store::{Offset, Store, TopicLog};
-use crate::writer::{Outgoing, Writer};
+use crate::writer::{Link, Outgoing, Writer};
 
 /// Identifies a connection for the lifetime of the broker.
 pub type ConnId = u64;
@@ -139,7 +139,7 @@ struct Chores {
     /// Writers of closed connections that still had frames to write, with
     /// the time by which they must be done. In deadline order, since every
     /// writer gets the same linger.
-    lingering: VecDeque<(Instant, Writer)>,
+    lingering: VecDeque<(Instant, Link)>,
 }
 
 impl Chores {
@@ -326,10 +326,10 @@ impl Dispatcher {
             // and the writer's channel closes with the session. A writer
             // with frames left gets until the linger deadline.
             session.flush();
-            let writer = session.into_writer();
-            if writer.unwritten() > 0 {
+            let link = session.finish();
+            if link.unwritten() > 0 {
                 let deadline = now + self.policy.linger;
-                self.chores.lingering.push_back((deadline, writer));
+                self.chores.lingering.push_back((deadline, link));
             }
         }
     }
@@ -342,9 +342,9 @@ impl Dispatcher {
             if *deadline > now {
                 break;
             }
-            if let Some((_, writer)) = self.chores.lingering.pop_front() {
-                if writer.unwritten() > 0 {
-                    writer.close();
+            if let Some((_, link)) = self.chores.lingering.pop_front() {
+                if link.unwritten() > 0 {
+                    link.close();
                 }
             }
         }

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use crate::dispatcher::{ConnId, IdMap, Topic, TopicId};
 use crate::protocol::{Payload, StartAt};
 use crate::store::Offset;
-use crate::writer::{Batch, Outgoing, Writer};
+use crate::writer::{Batch, Link, Outgoing, Writer};
 
 /// The delivery rules every session follows, from the broker's flags.
 #[derive(Debug, Clone, Copy)]
@@ -277,16 +277,17 @@ impl Session {
         if !self.outbox.is_empty() {
             self.writer.send(std::mem::take(&mut self.outbox));
         }
-        if self.writer.unwritten() > self.policy.max_inflight + MAX_UNREAD_REPLIES {
+        if self.writer.link().unwritten() > self.policy.max_inflight + MAX_UNREAD_REPLIES {
             log::warn!("conn {}: not reading its replies; closing it", self.id);
-            self.writer.close();
+            self.writer.link().close();
         }
     }
 
-    /// Gives up the session, keeping only its writer: the connection has
-    /// closed, but frames may still be on their way to the socket.
-    pub fn into_writer(self) -> Writer {
-        self.writer
+    /// Gives up the session: the connection has closed. Its writer's
+    /// channel closes, and the link that is returned tells whether frames are
+    /// still on their way to the socket.
+    pub fn finish(self) -> Link {
+        self.writer.finish()
     }
 
     pub fn has_output(&self) -> bool {

@@ -55,6 +55,13 @@ pub type Batch = Vec<Outgoing>;
 #[derive(Debug)]
 pub struct Writer {
     frames: Sender<Batch>,
+    link: Link,
+}
+
+/// What the dispatcher can know and do about a writer besides sending it
+/// frames: how far behind it is, and cutting it short.
+#[derive(Debug)]
+pub struct Link {
     /// Frames sent to the thread and not yet written to the socket.
     unwritten: Arc<AtomicUsize>,
     stream: Arc<TcpStream>,
@@ -65,10 +72,24 @@ impl Writer {
     /// failed), the frames are dropped: the connection's reader notices the
     /// failure too and reports the disconnect.
     pub fn send(&self, batch: Batch) {
-        self.unwritten.fetch_add(batch.len(), Ordering::Relaxed);
+        self.link
+            .unwritten
+            .fetch_add(batch.len(), Ordering::Relaxed);
         let _ = self.frames.send(batch);
     }
 
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// Closes the channel, so the thread ends once it has written what it
+    /// has, and keeps the link to watch it do so.
+    pub fn finish(self) -> Link {
+        self.link
+    }
+}
+
+impl Link {
     /// How many frames are waiting to be written.
     pub fn unwritten(&self) -> usize {
         self.unwritten.load(Ordering::Relaxed)
@@ -76,7 +97,7 @@ impl Writer {
 
     /// Shuts the socket down in both directions: the writer's next write
     /// fails, the reader's next read ends, and the connection is detached.
-    /// Used for a client that does not read what it is sent.
+    /// For a client that does not read what it is sent.
     pub fn close(&self) {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
@@ -97,8 +118,10 @@ pub fn spawn(id: u64, stream: Arc<TcpStream>, stack_size: usize) -> io::Result<W
     let unwritten = Arc::new(AtomicUsize::new(0));
     let writer = Writer {
         frames,
-        unwritten: unwritten.clone(),
-        stream: stream.clone(),
+        link: Link {
+            unwritten: unwritten.clone(),
+            stream: stream.clone(),
+        },
     };
     thread::Builder::new()
         .name(format!("conn-{id}-write"))
