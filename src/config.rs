@@ -112,53 +112,96 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// The flags, their value names, and their help lines, in `--help` order.
-const FLAGS: &[(&str, &str, &str)] = &[
-    (
-        "--addr",
-        "HOST:PORT",
-        "address to listen on [default: 127.0.0.1:3000]",
-    ),
-    (
-        "--ack-delay",
-        "DURATION",
-        "wait before redelivering a nacked message [default: 1s]",
-    ),
-    (
-        "--ack-timeout",
-        "DURATION",
-        "redeliver a delivery with no answer after this [default: 2s]",
-    ),
-    (
-        "--max-deliveries",
-        "N",
-        "give a message up after this many deliveries [default: 5]",
-    ),
-    (
-        "--max-inflight",
-        "N",
-        "deliveries a subscriber may leave unanswered [default: 1024]",
-    ),
-    (
-        "--max-connections",
-        "N",
-        "connections served at once; more are refused [default: what the system allows]",
-    ),
-    (
-        "--max-message-bytes",
-        "BYTES",
-        "largest payload accepted [default: 8MiB]",
-    ),
-    (
-        "--retention-bytes",
-        "BYTES",
-        "per topic, drop the oldest messages beyond this [default: keep all]",
-    ),
-    (
-        "--max-topic-list-bytes",
-        "BYTES",
-        "largest JSON topic list in a (un)subscribe [default: 1MiB]",
-    ),
+/// One flag: its name, what its value looks like, its help line, what a
+/// valid value is (for the error message), and how it sets the config
+/// (`None` for a value it cannot take). Everything about a flag is in one
+/// place, so a flag cannot be listed in `--help` and not parsed, or the
+/// other way round.
+struct Flag {
+    name: &'static str,
+    value: &'static str,
+    help: &'static str,
+    expected: &'static str,
+    set: fn(&mut Config, &str) -> Option<()>,
+}
+
+const DURATION: &str = "a duration such as 250ms, 2s or 1m";
+const COUNT: &str = "a whole number of at least 1";
+const LIMIT: &str = "a size from 1 byte to 4GiB, such as 8MiB";
+
+/// The flags, in `--help` order.
+const FLAGS: &[Flag] = &[
+    Flag {
+        name: "--addr",
+        value: "HOST:PORT",
+        help: "address to listen on [default: 127.0.0.1:3000]",
+        expected: "HOST:PORT, such as 127.0.0.1:3000",
+        set: |config, value| value.contains(':').then(|| config.addr = value.to_owned()),
+    },
+    Flag {
+        name: "--ack-delay",
+        value: "DURATION",
+        help: "wait before redelivering a nacked message [default: 1s]",
+        expected: DURATION,
+        set: |config, value| parse_duration(value).map(|v| config.ack_delay = v),
+    },
+    Flag {
+        name: "--ack-timeout",
+        value: "DURATION",
+        help: "redeliver a delivery with no answer after this [default: 2s]",
+        expected: "a duration above zero, such as 2s",
+        set: |config, value| {
+            parse_duration(value)
+                .filter(|d| !d.is_zero())
+                .map(|v| config.ack_timeout = v)
+        },
+    },
+    Flag {
+        name: "--max-deliveries",
+        value: "N",
+        help: "give a message up after this many deliveries [default: 5]",
+        expected: COUNT,
+        set: |config, value| parse_count(value).map(|v| config.max_deliveries = v),
+    },
+    Flag {
+        name: "--max-inflight",
+        value: "N",
+        help: "deliveries a subscriber may leave unanswered [default: 1024]",
+        expected: COUNT,
+        set: |config, value| parse_count(value).map(|v| config.max_inflight = v),
+    },
+    Flag {
+        name: "--max-connections",
+        value: "N",
+        help: "connections served at once; more are refused [default: what the system allows]",
+        expected: COUNT,
+        set: |config, value| parse_count(value).map(|n| config.max_connections = Some(n)),
+    },
+    Flag {
+        name: "--max-message-bytes",
+        value: "BYTES",
+        help: "largest payload accepted [default: 8MiB]",
+        expected: LIMIT,
+        set: |config, value| parse_length_limit(value).map(|v| config.max_message_bytes = v),
+    },
+    Flag {
+        name: "--retention-bytes",
+        value: "BYTES",
+        help: "per topic, drop the oldest messages beyond this [default: keep all]",
+        expected: "a size above zero, such as 1GiB",
+        set: |config, value| {
+            let bytes = parse_size(value).filter(|&n| n > 0)?;
+            config.retention_bytes = Some(bytes);
+            Some(())
+        },
+    },
+    Flag {
+        name: "--max-topic-list-bytes",
+        value: "BYTES",
+        help: "largest JSON topic list in a (un)subscribe [default: 1MiB]",
+        expected: LIMIT,
+        set: |config, value| parse_length_limit(value).map(|v| config.max_topic_list_bytes = v),
+    },
 ];
 
 /// The text `brook --help` prints.
@@ -167,8 +210,9 @@ pub fn help() -> String {
         "brook: a message broker with per-topic logs, acks and redelivery\n\n\
          Usage: brook [FLAGS]\n\nFlags:\n",
     );
-    for (flag, value, about) in FLAGS {
-        text.push_str(&format!("  {:<30}{about}\n", format!("{flag} {value}")));
+    for flag in FLAGS {
+        let usage = format!("{} {}", flag.name, flag.value);
+        text.push_str(&format!("  {usage:<30}{}\n", flag.help));
     }
     text.push_str(&format!("  {:<30}print this help\n", "-h, --help"));
     text.push_str(
@@ -195,70 +239,22 @@ where
         };
         let flag = FLAGS
             .iter()
-            .map(|(flag, _, _)| *flag)
-            .find(|flag| *flag == name)
+            .find(|flag| flag.name == name)
             .ok_or(ConfigError::UnknownFlag(name))?;
         let value = match inline_value {
             Some(value) => value,
-            None => args.next().ok_or(ConfigError::MissingValue(flag))?,
+            None => args.next().ok_or(ConfigError::MissingValue(flag.name))?,
         };
-        apply(&mut config, flag, value)?;
+        if (flag.set)(&mut config, &value).is_none() {
+            return Err(ConfigError::InvalidValue {
+                flag: flag.name,
+                value,
+                expected: flag.expected,
+            });
+        }
     }
     Ok(Invocation::Run(config))
 }
-
-fn apply(config: &mut Config, flag: &'static str, value: String) -> Result<(), ConfigError> {
-    let invalid = |expected| ConfigError::InvalidValue {
-        flag,
-        value: value.clone(),
-        expected,
-    };
-    match flag {
-        "--addr" => {
-            if !value.contains(':') {
-                return Err(invalid("HOST:PORT, such as 127.0.0.1:3000"));
-            }
-            config.addr = value;
-        }
-        "--ack-delay" => {
-            config.ack_delay = parse_duration(&value).ok_or_else(|| invalid(DURATION))?
-        }
-        "--ack-timeout" => {
-            config.ack_timeout = parse_duration(&value)
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| invalid("a duration above zero, such as 2s"))?
-        }
-        "--max-deliveries" => {
-            config.max_deliveries = parse_count(&value).ok_or_else(|| invalid(COUNT))?
-        }
-        "--max-inflight" => {
-            config.max_inflight = parse_count(&value).ok_or_else(|| invalid(COUNT))?
-        }
-        "--max-connections" => {
-            config.max_connections = Some(parse_count(&value).ok_or_else(|| invalid(COUNT))?)
-        }
-        "--max-message-bytes" => {
-            config.max_message_bytes = parse_length_limit(&value).ok_or_else(|| invalid(LIMIT))?
-        }
-        "--retention-bytes" => {
-            config.retention_bytes = Some(
-                parse_size(&value)
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| invalid("a size above zero, such as 1GiB"))?,
-            )
-        }
-        "--max-topic-list-bytes" => {
-            config.max_topic_list_bytes =
-                parse_length_limit(&value).ok_or_else(|| invalid(LIMIT))?
-        }
-        _ => unreachable!("every flag in FLAGS is handled"),
-    }
-    Ok(())
-}
-
-const DURATION: &str = "a duration such as 250ms, 2s or 1m";
-const COUNT: &str = "a whole number of at least 1";
-const LIMIT: &str = "a size from 1 byte to 4GiB, such as 8MiB";
 
 /// Parses a limit for a `u32` length prefix: 1 byte to 4 GiB.
 fn parse_length_limit(text: &str) -> Option<usize> {
@@ -329,6 +325,7 @@ mod tests {
             "--max-deliveries",
             "3",
             "--max-connections=7",
+            "--max-inflight=8",
             "--max-topic-list-bytes=2KiB",
             "--retention-bytes",
             "1GiB",
@@ -343,6 +340,7 @@ mod tests {
         assert_eq!(config.ack_timeout, Duration::from_secs(60));
         assert_eq!(config.max_deliveries, 3);
         assert_eq!(config.max_connections, Some(7));
+        assert_eq!(config.max_inflight, 8);
         assert_eq!(config.max_topic_list_bytes, 2048);
         assert_eq!(config.retention_bytes, Some(1 << 30));
         assert_eq!(config.max_message_bytes, 65536);
@@ -375,8 +373,8 @@ mod tests {
     #[test]
     fn help_lists_every_flag() {
         let text = help();
-        for (flag, _, _) in FLAGS {
-            assert!(text.contains(flag));
+        for flag in FLAGS {
+            assert!(text.contains(flag.name));
         }
     }
 

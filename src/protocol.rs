@@ -272,12 +272,8 @@ impl Decoder {
             match self.step(&input[consumed..], &mut consumed) {
                 Step::NeedMore => return (consumed, None),
                 Step::Continue => continue,
-                Step::Emit(result) => {
-                    if matches!(&result, Err(e) if e.is_fatal()) {
-                        self.state = State::Closed;
-                    }
-                    return (consumed, Some(result));
-                }
+                // A fatal error's transition has already closed the decoder.
+                Step::Emit(result) => return (consumed, Some(result)),
             }
         }
     }
