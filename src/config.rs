@@ -30,10 +30,14 @@ pub struct Config {
     pub retention_bytes: Option<usize>,
     /// The longest JSON topic list a subscribe or unsubscribe may carry.
     pub max_topic_list_bytes: usize,
+    /// The longest line the line protocol reads; a longer one is refused
+    /// without being buffered.
+    pub max_line_bytes: usize,
     /// How long a closed connection's writer may take to write its last
     /// frames (such as the error that explains a close) before its socket is
-    /// shut down. It bounds how long a client that closes its sending side
-    /// and never reads can keep a writer thread.
+    /// shut down, and how long the unfinished `PULL` of a closed connection
+    /// may go without progress. It bounds how long a client that closes its
+    /// sending side and never reads can keep a writer thread.
     pub linger: Duration,
     /// Stack size of every reader and writer thread. They do little and
     /// recurse nowhere, so a small stack lets one machine hold thousands.
@@ -52,6 +56,7 @@ impl Default for Config {
             max_connections: None,
             retention_bytes: None,
             max_topic_list_bytes: 1 << 20,
+            max_line_bytes: 1 << 20,
             linger: Duration::from_secs(5),
             thread_stack_bytes: 128 << 10,
         }
@@ -73,6 +78,7 @@ impl Config {
         Limits {
             max_message_bytes: self.max_message_bytes,
             max_topic_list_bytes: self.max_topic_list_bytes,
+            max_line_bytes: self.max_line_bytes,
         }
     }
 }
@@ -201,6 +207,13 @@ const FLAGS: &[Flag] = &[
         help: "largest JSON topic list in a (un)subscribe [default: 1MiB]",
         expected: LIMIT,
         set: |config, value| parse_length_limit(value).map(|v| config.max_topic_list_bytes = v),
+    },
+    Flag {
+        name: "--max-line-bytes",
+        value: "BYTES",
+        help: "longest line of the line protocol [default: 1MiB]",
+        expected: LIMIT,
+        set: |config, value| parse_length_limit(value).map(|v| config.max_line_bytes = v),
     },
 ];
 

@@ -1,21 +1,27 @@
 //! The reader thread: one per socket, the only code that reads from it.
 //!
-//! It loops: `read()` whatever the kernel has into a buffer, let the
-//! [`Decoder`] take every complete frame out of it, and send the lot to the
-//! dispatcher as one [`Command::Requests`]. Bytes of a frame that is not
-//! complete yet stay in the buffer for the next `read()`. So a publisher that
-//! writes a thousand frames at once costs one read and one channel send, and a
-//! client that dribbles one byte at a time works just the same.
+//! It loops: `read()` whatever the kernel has into a buffer, let the decoder
+//! take every complete request out of it, and send the lot to the dispatcher
+//! as one [`Command::Requests`]. Bytes of a request that is not complete yet
+//! stay in the buffer for the next `read()`. So a publisher that writes a
+//! thousand frames at once costs one read and one channel send, and a client
+//! that dribbles one byte at a time works just the same.
 //!
-//! A connection that is only ever a publisher never gets a writer thread: the
-//! broker has nothing to say to it. The first time a client needs an answer
-//! (a subscribe, an ack, or an error), the reader starts the writer thread and
-//! hands it to the dispatcher ([`Command::Attach`]) ahead of that request.
+//! The first byte a client sends picks the decoder: `0x00` (the high byte of
+//! every binary action) starts the binary protocol (`protocol.rs`), anything
+//! else the line protocol (`line.rs`). Both decode into the same requests.
 //!
-//! When the client closes the socket, a read fails, or the stream cannot be
-//! parsed any more, the reader tells the dispatcher ([`Command::Detach`]) and
-//! ends. The dispatcher drops the writer, which writes anything still queued
-//! (such as the error that explains a close) and shuts the socket down.
+//! A connection that is only ever a binary publisher never gets a writer
+//! thread: the broker has nothing to say to it. The first time a client needs
+//! an answer (a subscribe, an ack, an error, any line-protocol command), the
+//! reader starts the writer thread and hands it to the dispatcher
+//! ([`Command::Attach`]) ahead of that request.
+//!
+//! When the client closes the socket or says `QUIT`, a read fails, or the
+//! stream cannot be parsed any more, the reader tells the dispatcher
+//! ([`Command::Detach`]) and ends. The dispatcher drops the writer, which
+//! writes anything still queued (such as the error that explains a close)
+//! and shuts the socket down.
 
 use std::io::{self, Read};
 use std::net::TcpStream;
@@ -24,8 +30,9 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 
 use crate::dispatcher::{Command, ConnId};
-use crate::protocol::{Decoder, Limits, ProtocolError, Request};
-use crate::writer;
+use crate::line;
+use crate::protocol::{self, Decoded, Limits, ProtocolError, Request};
+use crate::writer::{self, Wire};
 
 /// What every reader thread shares.
 #[derive(Debug)]
@@ -46,7 +53,7 @@ pub fn run(id: ConnId, stream: Arc<TcpStream>, context: Arc<ReaderContext>) {
     let mut reader = Reader {
         id,
         stream,
-        decoder: Decoder::new(context.limits),
+        decoder: None,
         buffer: ReadBuffer::new(),
         attached: false,
         context,
@@ -64,7 +71,8 @@ struct Reader {
     id: ConnId,
     /// Shared with the writer thread: one socket, one file descriptor.
     stream: Arc<TcpStream>,
-    decoder: Decoder,
+    /// Chosen by the first byte the client sends.
+    decoder: Option<Decoder>,
     buffer: ReadBuffer,
     /// Whether the dispatcher has this connection's writer.
     attached: bool,
@@ -91,8 +99,8 @@ impl std::fmt::Display for Stop {
 }
 
 impl Reader {
-    /// Reads and forwards until the client closes (`Ok`) or something stops
-    /// the connection (`Err`).
+    /// Reads and forwards until the client closes or quits (`Ok`) or
+    /// something stops the connection (`Err`).
     fn serve(&mut self) -> Result<(), Stop> {
         loop {
             if self
@@ -103,28 +111,38 @@ impl Reader {
             {
                 return Ok(());
             }
-            let (requests, fatal) = self.decode_buffered();
+            let (requests, last) = self.decode_buffered();
             if !requests.is_empty() {
                 self.forward(requests)?;
             }
-            if let Some(error) = fatal {
-                return Err(Stop::Fatal(error));
+            match last {
+                None => {}
+                Some(Ok(_)) => return Ok(()),
+                Some(Err(error)) => return Err(Stop::Fatal(error)),
             }
         }
     }
 
-    /// Takes every complete request out of the buffer. Stops after a fatal
-    /// error, which is returned apart as well as in the list.
-    fn decode_buffered(&mut self) -> (Vec<Result<Request, ProtocolError>>, Option<ProtocolError>) {
+    /// Takes every complete request out of the buffer. Stops after one that
+    /// ends the connection (a `QUIT`, or an error the stream cannot recover
+    /// from), which is returned apart as well as in the list.
+    fn decode_buffered(&mut self) -> (Vec<Decoded>, Option<Decoded>) {
         let mut requests = Vec::new();
+        let decoder = match (&mut self.decoder, self.buffer.unread().first()) {
+            (Some(decoder), _) => decoder,
+            (None, Some(&first)) => self
+                .decoder
+                .insert(Decoder::for_first_byte(first, self.context.limits)),
+            (None, None) => return (requests, None),
+        };
         loop {
-            let (used, decoded) = self.decoder.decode(self.buffer.unread());
+            let (used, decoded) = decoder.decode(self.buffer.unread());
             self.buffer.consume(used);
             match decoded {
                 None => return (requests, None),
-                Some(Err(error)) if error.is_fatal() => {
-                    requests.push(Err(error.clone()));
-                    return (requests, Some(error));
+                Some(request) if ends_connection(&request) => {
+                    requests.push(request.clone());
+                    return (requests, Some(request));
                 }
                 Some(request) => requests.push(request),
             }
@@ -133,10 +151,10 @@ impl Reader {
 
     /// Sends requests to the dispatcher, attaching a writer first if any of
     /// them will be answered.
-    fn forward(&mut self, requests: Vec<Result<Request, ProtocolError>>) -> Result<(), Stop> {
+    fn forward(&mut self, requests: Vec<Decoded>) -> Result<(), Stop> {
         let needs_writer = requests
             .iter()
-            .any(|r| !matches!(r, Ok(Request::Publish { .. })));
+            .any(|r| r.as_ref().map_or(true, Request::needs_reply));
         if needs_writer && !self.attached {
             self.attach()?;
         }
@@ -151,9 +169,18 @@ impl Reader {
     }
 
     fn attach(&mut self) -> Result<(), Stop> {
-        let stream = self.stream.clone();
-        let writer =
-            writer::spawn(self.id, stream, self.context.thread_stack_bytes).map_err(Stop::Io)?;
+        let wire = match self.decoder {
+            Some(Decoder::Line(_)) => Wire::Line,
+            _ => Wire::Binary,
+        };
+        let writer = writer::spawn(
+            self.id,
+            self.stream.clone(),
+            wire,
+            self.context.commands.clone(),
+            self.context.thread_stack_bytes,
+        )
+        .map_err(Stop::Io)?;
         self.attached = true;
         self.context
             .commands
@@ -162,6 +189,39 @@ impl Reader {
                 writer,
             })
             .map_err(|_| Stop::DispatcherGone)
+    }
+}
+
+/// Whether the connection ends after `request`.
+fn ends_connection(request: &Decoded) -> bool {
+    match request {
+        Ok(request) => *request == Request::Quit,
+        Err(error) => error.is_fatal(),
+    }
+}
+
+/// The decoder of whichever protocol the client speaks.
+#[derive(Debug)]
+enum Decoder {
+    Binary(protocol::Decoder),
+    Line(line::Decoder),
+}
+
+impl Decoder {
+    /// A binary client always starts with `0x00`, the high byte of its
+    /// first action; anything else is taken for the line protocol.
+    fn for_first_byte(first: u8, limits: Limits) -> Decoder {
+        match first {
+            0 => Decoder::Binary(protocol::Decoder::new(limits)),
+            _ => Decoder::Line(line::Decoder::new(limits)),
+        }
+    }
+
+    fn decode(&mut self, input: &[u8]) -> (usize, Option<Decoded>) {
+        match self {
+            Decoder::Binary(decoder) => decoder.decode(input),
+            Decoder::Line(decoder) => decoder.decode(input),
+        }
     }
 }
 

@@ -23,19 +23,25 @@
 //! The channel is bounded, so a dispatcher that falls behind makes readers
 //! wait, which stops them reading, which lets TCP push back on publishers:
 //! memory stays bounded without any explicit flow-control message.
+//!
+//! Requests arrive already decoded, the same whichever protocol the client
+//! speaks; the dispatcher answers with [`Reply`] values, and each writer
+//! encodes them for its own client.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::protocol::{status, Payload, ProtocolError, Request, StartAt};
+use crate::protocol::{AckMode, Decoded, Payload, Request, StartAt};
 use crate::session::{DeliveryPolicy, Session};
+use crate::stats::{BrokerReport, TopicReport, Traffic};
 use crate::store::{Offset, Store, TopicLog};
-use crate::writer::{Link, Outgoing, Writer};
+use crate::writer::{Link, Reply, Writer};
 
 /// Identifies a connection for the lifetime of the broker.
 pub type ConnId = u64;
@@ -89,19 +95,25 @@ pub enum Command {
     /// Requests (and refusals) decoded from the connection, in order.
     Requests {
         conn: ConnId,
-        requests: Vec<Result<Request, ProtocolError>>,
+        requests: Vec<Decoded>,
     },
+    /// The connection's writer has written, as the session asked: sent by
+    /// the writer thread, for deliveries that wait for room to be written.
+    Written { conn: ConnId },
     /// The connection has closed: forget its subscriptions and deliveries.
     Detach { conn: ConnId },
     /// Stop the dispatcher (used when the broker shuts down).
     Shutdown,
 }
 
-/// A topic: its log and the connections subscribed to it.
+/// A topic: its log, the connections subscribed to it, and its counters.
 pub struct Topic {
     pub name: Arc<str>,
     pub log: Box<dyn TopicLog>,
     subscribers: Vec<ConnId>,
+    /// The offset the next `PULL` takes, shared by every puller.
+    pub pulled: Offset,
+    pub traffic: Traffic,
 }
 
 impl std::fmt::Debug for Topic {
@@ -125,6 +137,10 @@ pub struct Dispatcher {
     last_published: Option<(Arc<str>, TopicId)>,
     sessions: IdMap<ConnId, Session>,
     chores: Chores,
+    /// For `STATS`: when the broker started, and how many connections are
+    /// open (kept by the acceptor and the readers).
+    started: Instant,
+    connections: Arc<AtomicUsize>,
 }
 
 /// What must happen to sessions after this round's commands: the wake-ups to
@@ -169,7 +185,11 @@ impl Chores {
 }
 
 impl Dispatcher {
-    pub fn new(policy: DeliveryPolicy, store: Box<dyn Store>) -> Dispatcher {
+    pub fn new(
+        policy: DeliveryPolicy,
+        store: Box<dyn Store>,
+        connections: Arc<AtomicUsize>,
+    ) -> Dispatcher {
         Dispatcher {
             policy,
             store,
@@ -178,6 +198,8 @@ impl Dispatcher {
             last_published: None,
             sessions: IdMap::default(),
             chores: Chores::default(),
+            started: Instant::now(),
+            connections,
         }
     }
 
@@ -222,28 +244,55 @@ impl Dispatcher {
                     self.request(conn, request, now);
                 }
             }
+            Command::Written { conn } => self.serve(conn, now),
             Command::Detach { conn } => self.detach(conn, now),
             Command::Shutdown => return false,
         }
         true
     }
 
-    fn request(&mut self, conn: ConnId, request: Result<Request, ProtocolError>, now: Instant) {
+    fn request(&mut self, conn: ConnId, request: Decoded, now: Instant) {
         match request {
-            Ok(Request::Publish { topic, payload }) => self.publish(topic, payload, now),
-            Ok(Request::Subscribe { topics, start }) => self.subscribe(conn, &topics, start, now),
+            Ok(Request::Publish {
+                topic,
+                payload,
+                confirm,
+            }) => {
+                let offset = self.publish(topic, payload, now);
+                if confirm {
+                    self.reply(conn, Reply::Published { offset });
+                }
+            }
+            Ok(Request::Subscribe { topics, start, ack }) => {
+                self.subscribe(conn, &topics, start, ack, now)
+            }
             Ok(Request::Unsubscribe { topics }) => self.unsubscribe(conn, &topics),
             Ok(Request::Ack) => self.answer(conn, true, now),
             Ok(Request::Nack) => self.answer(conn, false, now),
+            Ok(Request::Pull { topic, max }) => self.pull(conn, &topic, max, now),
+            Ok(Request::Topics) => self.reply(conn, Reply::Topics(self.topic_reports())),
+            Ok(Request::Stats) => {
+                let report = BrokerReport {
+                    uptime: now.duration_since(self.started),
+                    connections: self.connections.load(Ordering::Relaxed),
+                    topics: self.topic_reports(),
+                };
+                self.reply(conn, Reply::Stats(Box::new(report)));
+            }
+            Ok(Request::Ping) => self.reply(conn, Reply::Pong),
+            Ok(Request::Help) => self.reply(conn, Reply::Help),
+            Ok(Request::Quit) => self.reply(conn, Reply::Bye),
             Err(error) => {
                 // Debug, not info: a client could otherwise flood the log.
                 log::debug!("conn {conn}: refused: {error}");
-                self.reply(conn, Outgoing::Error(error.reason()));
+                self.reply(conn, Reply::Error(error.reason()));
             }
         }
     }
 
-    fn publish(&mut self, name: Arc<str>, payload: Payload, now: Instant) {
+    /// Appends a message to its topic and offers it to the subscribers.
+    /// Returns its offset.
+    fn publish(&mut self, name: Arc<str>, payload: Payload, now: Instant) -> Offset {
         let id = match &self.last_published {
             Some((last, id)) if Arc::ptr_eq(last, &name) => *id,
             _ => {
@@ -252,8 +301,10 @@ impl Dispatcher {
                 id
             }
         };
-        self.topics[id].log.append(payload);
-        if self.topics[id].log.over_retention() {
+        let topic = &mut self.topics[id];
+        topic.traffic.received(payload.len());
+        let offset = topic.log.append(payload);
+        if topic.log.over_retention() {
             self.chores.trim_later(id);
         }
         let topic = &self.topics[id];
@@ -263,20 +314,28 @@ impl Dispatcher {
                 self.chores.settle(conn, session);
             }
         }
+        offset
     }
 
-    fn subscribe(&mut self, conn: ConnId, names: &[String], start: StartAt, now: Instant) {
+    fn subscribe(
+        &mut self,
+        conn: ConnId,
+        names: &[String],
+        start: StartAt,
+        ack: AckMode,
+        now: Instant,
+    ) {
         let ids: Vec<TopicId> = names.iter().map(|name| self.topic_id(name)).collect();
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
         for id in ids {
-            if session.subscribe(id, &self.topics[id], start) {
+            if session.subscribe(id, &self.topics[id], start, ack) {
                 self.topics[id].subscribers.push(conn);
             }
         }
-        log::debug!("conn {conn}: subscribed to {names:?} from {start:?}");
-        session.reply(Outgoing::Status(status::SUBSCRIBED));
+        log::debug!("conn {conn}: subscribed to {names:?} from {start:?}, {ack:?}");
+        session.reply(Reply::Subscribed);
         session.pump(&self.topics, now);
         self.chores.settle(conn, session);
     }
@@ -293,7 +352,7 @@ impl Dispatcher {
             }
         }
         log::debug!("conn {conn}: unsubscribed from {names:?}");
-        session.reply(Outgoing::Status(status::UNSUBSCRIBED));
+        session.reply(Reply::Unsubscribed);
         self.chores.settle(conn, session);
     }
 
@@ -303,34 +362,100 @@ impl Dispatcher {
         };
         if session.answer(acked, &self.topics, now).is_err() {
             log::debug!("conn {conn}: answered a delivery that was never sent");
-            session.reply(Outgoing::Error("no delivery to acknowledge"));
+            session.reply(Reply::Error("no delivery to acknowledge"));
         }
         self.chores.settle(conn, session);
     }
 
-    fn reply(&mut self, conn: ConnId, frame: Outgoing) {
+    fn reply(&mut self, conn: ConnId, reply: Reply) {
         if let Some(session) = self.sessions.get_mut(&conn) {
-            session.reply(frame);
+            session.reply(reply);
             self.chores.settle(conn, session);
         }
     }
 
-    /// Forgets a closed connection everywhere at once. Its unanswered
-    /// deliveries go with it: they belonged to it alone.
+    /// Queues a `PULL` on the session and serves it. A topic nobody has
+    /// published to is not created for it: the pull just ends empty.
+    fn pull(&mut self, conn: ConnId, name: &str, max: Option<u64>, now: Instant) {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let topic = self.topic_ids.get(name).copied();
+        let until = topic.map_or(0, |id| self.topics[id].log.end());
+        session.add_pull(topic, until, max);
+        self.serve(conn, now);
+    }
+
+    /// Sends what a session can send now: its pulls, then its
+    /// subscriptions. Called after a pull is asked for, and when the writer
+    /// reports it has written (which makes room for both).
+    fn serve(&mut self, conn: ConnId, now: Instant) {
+        if let Some(session) = self.sessions.get_mut(&conn) {
+            session.serve_pulls(&mut self.topics, now);
+            session.pump(&self.topics, now);
+            self.settle_or_finish(conn, now);
+        }
+    }
+
+    /// After a session changed: registers what it needs next, or forgets
+    /// it if it was closing and is done.
+    fn settle_or_finish(&mut self, conn: ConnId, now: Instant) {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        if session.is_finished(now) {
+            self.finish(conn, now);
+        } else {
+            self.chores.settle(conn, session);
+        }
+    }
+
+    fn topic_reports(&self) -> Vec<TopicReport> {
+        self.topics
+            .iter()
+            .map(|topic| TopicReport {
+                name: topic.name.clone(),
+                first: topic.log.start(),
+                next: topic.log.end(),
+                subscribers: topic.subscribers.len(),
+                messages_in: topic.traffic.messages_in.get(),
+                bytes_in: topic.traffic.bytes_in.get(),
+                messages_out: topic.traffic.messages_out.get(),
+                bytes_out: topic.traffic.bytes_out.get(),
+            })
+            .collect()
+    }
+
+    /// The connection has closed: its subscriptions end at once. The
+    /// session itself ends now, or once the pulls it asked for are done.
     fn detach(&mut self, conn: ConnId, now: Instant) {
-        if let Some(mut session) = self.sessions.remove(&conn) {
+        if let Some(session) = self.sessions.get_mut(&conn) {
             for id in session.topics() {
                 remove_subscriber(&mut self.topics[id], conn);
             }
-            // Whatever is still queued (an error before a close) goes out,
-            // and the writer's channel closes with the session. A writer
-            // with frames left gets until the linger deadline.
-            session.flush();
-            let link = session.finish();
-            if link.unwritten() > 0 {
-                let deadline = now + self.policy.linger;
-                self.chores.lingering.push_back((deadline, link));
-            }
+            session.close(now);
+            self.serve(conn, now);
+        }
+    }
+
+    /// Forgets a closed session. Whatever is still queued (such as an
+    /// error before a close) goes out, and the writer's channel closes with
+    /// the session. A writer with frames left gets until the linger
+    /// deadline; one whose pull stalled is cut off at once, since its
+    /// client has already stopped reading for that long.
+    fn finish(&mut self, conn: ConnId, now: Instant) {
+        let Some(mut session) = self.sessions.remove(&conn) else {
+            return;
+        };
+        session.flush();
+        let stalled = session.is_pulling();
+        let link = session.finish();
+        if stalled {
+            log::debug!("conn {conn}: closed while its pull was not being read");
+            link.close();
+        } else if link.unwritten() > 0 {
+            let deadline = now + self.policy.linger;
+            self.chores.lingering.push_back((deadline, link));
         }
     }
 
@@ -357,12 +482,19 @@ impl Dispatcher {
         wakeup.into_iter().chain(linger).min()
     }
 
+    /// Wakes every session whose wake-up is due. The due ones are taken
+    /// off the heap first, so a session that asks to be woken again at once
+    /// waits for the next round instead of keeping this loop going.
     fn fire_wakeups(&mut self, now: Instant) {
+        let mut due = Vec::new();
         while let Some(&Reverse((when, conn))) = self.chores.wakeups.peek() {
             if when > now {
                 break;
             }
             self.chores.wakeups.pop();
+            due.push((when, conn));
+        }
+        for (when, conn) in due {
             let Some(session) = self.sessions.get_mut(&conn) else {
                 continue;
             };
@@ -371,7 +503,7 @@ impl Dispatcher {
             }
             session.wake_registered = None;
             session.wake(&self.topics, now);
-            self.chores.settle(conn, session);
+            self.settle_or_finish(conn, now);
         }
     }
 
@@ -412,6 +544,8 @@ impl Dispatcher {
             name: name.clone(),
             log: self.store.open(&name),
             subscribers: Vec::new(),
+            pulled: 0,
+            traffic: Traffic::default(),
         });
         self.topic_ids.insert(name, id);
         id

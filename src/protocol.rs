@@ -39,6 +39,8 @@ use std::sync::Arc;
 use byteorder::{BigEndian, ByteOrder};
 
 use crate::json;
+use crate::line::LineError;
+use crate::writer::Reply;
 
 /// A message body, shared by reference count between the topic log and every
 /// delivery of it: fanning a message out to ten subscribers clones a pointer
@@ -90,26 +92,68 @@ pub enum StartAt {
     From(u64),
 }
 
-/// One complete request from a client.
+/// How the deliveries of a subscription are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// The client answers each delivery with an Ack or a Nack, and what it
+    /// does not acknowledge is delivered again. Always so in the binary
+    /// protocol.
+    Manual,
+    /// A delivery counts as acknowledged once it is written to the socket:
+    /// a line-protocol subscriber that did not ask for `manual`.
+    OnWrite,
+}
+
+/// One complete request from a client, in either protocol. The binary
+/// protocol makes the first five; the line protocol (`line.rs`) can make
+/// every one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Subscribe {
         topics: Vec<String>,
         start: StartAt,
+        ack: AckMode,
     },
     Unsubscribe {
         topics: Vec<String>,
     },
     /// The topic name is shared: consecutive frames naming the same topic
     /// get the same `Arc`, so the dispatcher can recognise it by pointer.
+    /// `confirm` asks for a reply carrying the message's offset.
     Publish {
         topic: Arc<str>,
         payload: Payload,
+        confirm: bool,
     },
     /// Answers the oldest delivery not yet answered on this connection.
     Ack,
     /// Like [`Request::Ack`], but asks for that message to be delivered again.
     Nack,
+    /// Takes up to `max` messages of `topic` that no earlier pull took.
+    Pull {
+        topic: String,
+        max: Option<u64>,
+    },
+    /// Lists the topics.
+    Topics,
+    /// Reports the broker's counters.
+    Stats,
+    Ping,
+    Help,
+    /// Says goodbye and closes the connection.
+    Quit,
+}
+
+/// What a decoder makes of the next request: the request, or why the
+/// broker refuses it.
+pub type Decoded = Result<Request, ProtocolError>;
+
+impl Request {
+    /// Whether the broker answers this request. A connection that never
+    /// sends one (a binary publisher) never needs a writer thread.
+    pub fn needs_reply(&self) -> bool {
+        !matches!(self, Request::Publish { confirm: false, .. })
+    }
 }
 
 /// A request the broker refuses. Each variant has the short reason text sent
@@ -136,6 +180,8 @@ pub enum ProtocolError {
     MessageTooLarge { len: u64, limit: usize },
     /// A topic list longer than its limit.
     TopicDataTooLarge { len: u64, limit: usize },
+    /// A bad line of the line protocol.
+    Line(LineError),
 }
 
 impl ProtocolError {
@@ -151,6 +197,7 @@ impl ProtocolError {
             ProtocolError::TopicNameTooLong(_) => "topic name too long",
             ProtocolError::MessageTooLarge { .. } => "message too large",
             ProtocolError::TopicDataTooLarge { .. } => "topic data too large",
+            ProtocolError::Line(error) => error.reason(),
         }
     }
 
@@ -163,6 +210,7 @@ impl ProtocolError {
             ProtocolError::UnknownAction(_)
                 | ProtocolError::MessageTooLarge { .. }
                 | ProtocolError::TopicDataTooLarge { .. }
+                | ProtocolError::Line(LineError::BinaryData)
         )
     }
 }
@@ -192,6 +240,8 @@ impl std::error::Error for ProtocolError {}
 pub struct Limits {
     pub max_message_bytes: usize,
     pub max_topic_list_bytes: usize,
+    /// The longest line the line protocol accepts.
+    pub max_line_bytes: usize,
 }
 
 /// What the decoder expects next: one field of one frame.
@@ -235,10 +285,35 @@ enum State {
 pub struct Decoder {
     state: State,
     limits: Limits,
-    /// The topic of the last publish frame. Publishers tend to send many
-    /// messages to one topic, so a frame naming it again costs a comparison
-    /// instead of an allocation.
-    last_topic: Option<Arc<str>>,
+    last_topic: LastTopic,
+}
+
+/// The topic a connection last published to.
+///
+/// Publishers tend to send many messages to one topic, so a frame naming it
+/// again costs a comparison instead of an allocation, and every message to
+/// it carries the same `Arc`, which the dispatcher recognises by pointer.
+#[derive(Debug, Default)]
+pub struct LastTopic(Option<Arc<str>>);
+
+impl LastTopic {
+    /// `name` as a shared string: the last one if it is the same again.
+    pub fn shared(&mut self, name: &str) -> Arc<str> {
+        match &self.0 {
+            Some(last) if **last == *name => last.clone(),
+            _ => self.0.insert(Arc::from(name)).clone(),
+        }
+    }
+
+    /// Like [`LastTopic::shared`] for a name still in bytes. A repeated
+    /// name is recognised before it is checked for UTF-8, which saves the
+    /// check on every message of a steady publisher.
+    pub fn shared_utf8(&mut self, name: &[u8]) -> Result<Arc<str>, std::str::Utf8Error> {
+        match &self.0 {
+            Some(last) if last.as_bytes() == name => Ok(last.clone()),
+            _ => Ok(self.shared(std::str::from_utf8(name)?)),
+        }
+    }
 }
 
 /// What one step of the decoder produced.
@@ -248,7 +323,7 @@ enum Step {
     /// A field was consumed; the frame goes on.
     Continue,
     /// A field was consumed and completed a request (or a refusal).
-    Emit(Result<Request, ProtocolError>),
+    Emit(Decoded),
 }
 
 impl Decoder {
@@ -256,7 +331,7 @@ impl Decoder {
         Decoder {
             state: State::FirstAction,
             limits,
-            last_topic: None,
+            last_topic: LastTopic::default(),
         }
     }
 
@@ -266,7 +341,7 @@ impl Decoder {
     /// completed. `(n, None)` means everything decodable has been consumed:
     /// the caller keeps `input[n..]` and calls again once more bytes arrive.
     /// After a fatal error the decoder consumes nothing more.
-    pub fn decode(&mut self, input: &[u8]) -> (usize, Option<Result<Request, ProtocolError>>) {
+    pub fn decode(&mut self, input: &[u8]) -> (usize, Option<Decoded>) {
         let mut consumed = 0;
         loop {
             match self.step(&input[consumed..], &mut consumed) {
@@ -314,18 +389,9 @@ impl Decoder {
         let name = frame
             .strip_prefix(TOPIC_PREFIX)
             .ok_or(ProtocolError::MissingTopicPrefix)?;
-        if let Some(last) = self
-            .last_topic
-            .as_ref()
-            .filter(|last| last.as_bytes() == name)
-        {
-            return Ok(last.clone());
-        }
-        let name: Arc<str> = std::str::from_utf8(name)
-            .map_err(|_| ProtocolError::TopicNotUtf8)?
-            .into();
-        self.last_topic = Some(name.clone());
-        Ok(name)
+        self.last_topic
+            .shared_utf8(name)
+            .map_err(|_| ProtocolError::TopicNotUtf8)
     }
 
     /// The transition function: given the state and its complete field,
@@ -428,7 +494,11 @@ impl Decoder {
                     let payload = Payload::from(field);
                     (
                         State::TopicLength,
-                        Step::Emit(Ok(Request::Publish { topic, payload })),
+                        Step::Emit(Ok(Request::Publish {
+                            topic,
+                            payload,
+                            confirm: false,
+                        })),
                     )
                 }
                 None => (State::TopicLength, Step::Continue),
@@ -443,7 +513,11 @@ fn emit_err(error: ProtocolError) -> Step {
 }
 
 fn subscribe(topics: Result<Vec<String>, ProtocolError>, start: StartAt) -> Step {
-    Step::Emit(topics.map(|topics| Request::Subscribe { topics, start }))
+    Step::Emit(topics.map(|topics| Request::Subscribe {
+        topics,
+        start,
+        ack: AckMode::Manual,
+    }))
 }
 
 fn parse_topic_list(json: &[u8]) -> Result<Vec<String>, ProtocolError> {
@@ -467,6 +541,24 @@ pub fn encode_status(out: &mut Vec<u8>, status: u16, reason: Option<&str>) {
         }
         push_u16(out, end as u16);
         out.extend_from_slice(&reason.as_bytes()[..end]);
+    }
+}
+
+/// Appends a reply as the binary protocol has it: a status, with a reason
+/// for an error.
+pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
+    match reply {
+        Reply::Subscribed => encode_status(out, status::SUBSCRIBED, None),
+        Reply::Unsubscribed => encode_status(out, status::UNSUBSCRIBED, None),
+        Reply::Error(reason) => encode_status(out, status::ERROR, Some(reason)),
+        // Answers to requests only the line protocol can make.
+        Reply::Published { .. }
+        | Reply::PullDone { .. }
+        | Reply::Pong
+        | Reply::Bye
+        | Reply::Help
+        | Reply::Topics(_)
+        | Reply::Stats(_) => {}
     }
 }
 
@@ -524,6 +616,47 @@ pub fn push_u16(out: &mut Vec<u8>, value: u16) {
     out.extend_from_slice(&value.to_be_bytes());
 }
 
+/// What the tests of both decoders share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Decoded;
+
+    /// Feeds `bytes` to `decode` `chunk` bytes at a time, the way a reader
+    /// thread does (unconsumed bytes are kept and extended), and returns
+    /// every request and refusal.
+    pub fn decode_in_chunks(
+        bytes: &[u8],
+        chunk: usize,
+        mut decode: impl FnMut(&[u8]) -> (usize, Option<Decoded>),
+    ) -> Vec<Decoded> {
+        let mut pending = Vec::new();
+        let mut out = Vec::new();
+        for piece in bytes.chunks(chunk) {
+            pending.extend_from_slice(piece);
+            loop {
+                let (used, event) = decode(&pending);
+                pending.drain(..used);
+                match event {
+                    Some(event) => out.push(event),
+                    None => break,
+                }
+            }
+        }
+        out
+    }
+
+    /// A small deterministic random generator (xorshift): no crates, and
+    /// the same inputs on every run, so a failure can be replayed.
+    pub fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -531,26 +664,12 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_message_bytes: 1024,
         max_topic_list_bytes: 1024,
+        max_line_bytes: 1024,
     };
 
-    /// Decodes everything in `bytes`, fed `chunk` bytes at a time the way a
-    /// reader would: unconsumed bytes are kept and extended.
-    fn decode_all(bytes: &[u8], chunk: usize) -> Vec<Result<Request, ProtocolError>> {
+    fn decode_all(bytes: &[u8], chunk: usize) -> Vec<Decoded> {
         let mut decoder = Decoder::new(LIMITS);
-        let mut pending = Vec::new();
-        let mut out = Vec::new();
-        for piece in bytes.chunks(chunk) {
-            pending.extend_from_slice(piece);
-            loop {
-                let (used, event) = decoder.decode(&pending);
-                pending.drain(..used);
-                match event {
-                    Some(e) => out.push(e),
-                    None => break,
-                }
-            }
-        }
-        out
+        testing::decode_in_chunks(bytes, chunk, |input| decoder.decode(input))
     }
 
     fn publish_stream() -> Vec<u8> {
@@ -574,7 +693,8 @@ mod tests {
             whole[1],
             Ok(Request::Publish {
                 topic: "a".into(),
-                payload: Payload::from(&b"two"[..])
+                payload: Payload::from(&b"two"[..]),
+                confirm: false,
             })
         );
     }
@@ -592,7 +712,8 @@ mod tests {
             vec![
                 Ok(Request::Subscribe {
                     topics: vec!["x".into(), "y".into()],
-                    start: StartAt::From(70_000)
+                    start: StartAt::From(70_000),
+                    ack: AckMode::Manual,
                 }),
                 Ok(Request::Ack),
                 Ok(Request::Nack),
@@ -652,13 +773,7 @@ mod tests {
     /// make progress or ask for more.
     #[test]
     fn arbitrary_bytes_never_panic() {
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut random = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut random = testing::xorshift(0x9E37_79B9_7F4A_7C15);
         let mut valid = publish_stream();
         encode_subscribe(&mut valid, &["a\"b", "c"], StartAt::From(3));
         for _ in 0..20_000 {
@@ -667,10 +782,10 @@ mod tests {
                 let at = random() as usize % bytes.len();
                 bytes[at] = random() as u8;
             }
-            if random() % 3 == 0 {
+            if random().is_multiple_of(3) {
                 bytes = (0..random() % 64).map(|_| random() as u8).collect();
             }
-            let first = if random() % 2 == 0 {
+            let first = if random().is_multiple_of(2) {
                 action::SUBSCRIBE
             } else {
                 action::PUBLISH

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
@@ -34,8 +34,37 @@ use crate::store::MemoryStore;
 /// How many commands may wait for the dispatcher before readers block.
 const COMMAND_QUEUE: usize = 4096;
 
-/// Open sockets by connection, so shutdown can close them all.
-type OpenConnections = Arc<Mutex<HashMap<ConnId, Arc<TcpStream>>>>;
+/// Open sockets by connection, so shutdown can close them all, and how
+/// many there are, for the dispatcher's `STATS` (a number it can read
+/// without taking the lock).
+#[derive(Debug, Clone, Default)]
+struct OpenConnections {
+    sockets: Arc<Mutex<HashMap<ConnId, Arc<TcpStream>>>>,
+    count: Arc<AtomicUsize>,
+}
+
+impl OpenConnections {
+    fn insert(&self, id: ConnId, stream: Arc<TcpStream>) {
+        self.sockets.lock().insert(id, stream);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn remove(&self, id: ConnId) {
+        if self.sockets.lock().remove(&id).is_some() {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn shutdown_all(&self) {
+        for stream in self.sockets.lock().values() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
 
 /// A running broker. Dropping it shuts it down.
 #[derive(Debug)]
@@ -58,7 +87,12 @@ pub fn start(config: &Config) -> io::Result<Broker> {
     let store = MemoryStore {
         retention_bytes: config.retention_bytes,
     };
-    let dispatcher = Dispatcher::new(config.delivery_policy(), Box::new(store));
+    let connections = OpenConnections::default();
+    let dispatcher = Dispatcher::new(
+        config.delivery_policy(),
+        Box::new(store),
+        connections.count.clone(),
+    );
     let dispatcher = thread::Builder::new()
         .name("dispatcher".to_owned())
         .spawn(move || dispatcher.run(queue))?;
@@ -69,7 +103,6 @@ pub fn start(config: &Config) -> io::Result<Broker> {
         thread_stack_bytes: config.thread_stack_bytes,
     });
     let stopping = Arc::new(AtomicBool::new(false));
-    let connections = OpenConnections::default();
     let max_connections = max_connections(config);
     let acceptor = Acceptor {
         listener,
@@ -142,9 +175,7 @@ impl Broker {
         // `accept()` has no timeout: wake it with a connection of our own.
         let _ = TcpStream::connect(self.wake_addr());
         let _ = acceptor.join();
-        for stream in self.connections.lock().values() {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
+        self.connections.shutdown_all();
         let _ = self.commands.send(Command::Shutdown);
         if let Some(dispatcher) = self.dispatcher.take() {
             let _ = dispatcher.join();
@@ -199,7 +230,7 @@ impl Acceptor {
             if let Ok(peer) = stream.peer_addr() {
                 log::debug!("conn {next_id}: accepted from {peer}");
             }
-            if self.connections.lock().len() >= self.max_connections {
+            if self.connections.len() >= self.max_connections {
                 refuse(next_id, stream, self.max_connections);
             } else if let Err(error) =
                 start_reader(next_id, stream, &self.context, &self.connections)
@@ -258,7 +289,7 @@ fn start_reader(
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let stream = Arc::new(stream);
-    connections.lock().insert(id, stream.clone());
+    connections.insert(id, stream.clone());
     let context = context.clone();
     let registry = connections.clone();
     let spawned = thread::Builder::new()
@@ -266,10 +297,10 @@ fn start_reader(
         .stack_size(context.thread_stack_bytes)
         .spawn(move || {
             connection::run(id, stream, context);
-            registry.lock().remove(&id);
+            registry.remove(id);
         });
     if let Err(error) = spawned {
-        connections.lock().remove(&id);
+        connections.remove(id);
         return Err(error);
     }
     Ok(())

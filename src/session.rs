@@ -24,15 +24,28 @@
 //!
 //! A message is delivered at most `max_deliveries` times; after that it is
 //! given up and logged with its topic and offset.
+//!
+//! A line-protocol subscription that is not `manual` ([`AckMode::OnWrite`])
+//! skips all of that: its deliveries count as done once written, so they
+//! never join `in_flight`. Its window is the writer's instead: deliveries
+//! are sent while few frames wait to be written, and when too many do, the
+//! session asks the writer to report its next write (see `writer.rs`).
+//!
+//! A `PULL` streams through the same writer window. Its messages come from
+//! the topic's shared pull position, which the dispatcher owns; the session
+//! only queues the pulls and keeps their replies in order: while a pull is
+//! streaming, the replies to later requests wait behind it, and so do the
+//! session's subscriptions, so that its `+END` comes before anything asked
+//! for after it.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::dispatcher::{ConnId, IdMap, Topic, TopicId};
-use crate::protocol::{Payload, StartAt};
+use crate::protocol::{AckMode, Payload, StartAt};
 use crate::store::Offset;
-use crate::writer::{Batch, Link, Outgoing, Writer};
+use crate::writer::{Batch, Link, Outgoing, Reply, Writer};
 
 /// The delivery rules every session follows, from the broker's flags.
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +59,8 @@ pub struct DeliveryPolicy {
     /// How many deliveries may await an answer at once.
     pub max_inflight: usize,
     /// How long the writer of a closed connection may take to write the
-    /// frames still queued for it before its socket is shut down.
+    /// frames still queued for it before its socket is shut down, and how
+    /// long its unfinished pulls may go without progress.
     pub linger: Duration,
 }
 
@@ -65,6 +79,7 @@ struct Subscription {
     next: Offset,
     /// Whether the topic is in the session's `ready` queue.
     queued: bool,
+    ack: AckMode,
 }
 
 /// A message sent and not yet answered, or owed again. It holds its
@@ -77,6 +92,22 @@ struct Delivery {
     /// How many times it has been sent, counting the time it is about to be.
     count: u32,
     payload: Payload,
+}
+
+/// A `PULL` that is waiting for its turn or streaming.
+#[derive(Debug)]
+struct Pull {
+    /// `None` for a topic that does not exist: the pull ends empty.
+    topic: Option<TopicId>,
+    /// The end of the topic's log when the pull was asked for: it takes
+    /// nothing published after it.
+    until: Offset,
+    /// How many more messages it may take.
+    left: u64,
+    /// How many it has sent.
+    sent: u64,
+    /// Replies to requests that came after this pull, sent after its end.
+    replies_after: Vec<Reply>,
 }
 
 /// A delivery to make again once `due` has passed.
@@ -128,6 +159,12 @@ pub struct Session {
     clock_start: Instant,
     redeliveries: BinaryHeap<Reverse<Redelivery>>,
     sequence: u64,
+    /// Pulls in the order they were asked for; the first one streams.
+    pulls: VecDeque<Pull>,
+    /// Set once the client has closed its side (or quit) while pulls were
+    /// unfinished: they go on streaming, and the session ends when they
+    /// are done, or when this deadline passes without progress.
+    closing: Option<Instant>,
     /// Bookkeeping for the dispatcher: the wake-up it has registered for this
     /// session, and whether the outbox is already on its list to flush.
     pub(crate) wake_registered: Option<Instant>,
@@ -148,14 +185,19 @@ impl Session {
             clock_start: now,
             redeliveries: BinaryHeap::new(),
             sequence: 0,
+            pulls: VecDeque::new(),
+            closing: None,
             wake_registered: None,
             flush_registered: false,
         }
     }
 
-    /// Queues a frame that is not a delivery, such as a status.
-    pub fn reply(&mut self, frame: Outgoing) {
-        self.outbox.push(frame);
+    /// Queues a reply, behind the last pull if one is under way.
+    pub fn reply(&mut self, reply: Reply) {
+        match self.pulls.back_mut() {
+            Some(pull) => pull.replies_after.push(reply),
+            None => self.outbox.push(Outgoing::Reply(reply)),
+        }
     }
 
     /// Points this session's cursor for `topic` at `start`. Returns true if
@@ -164,7 +206,7 @@ impl Session {
     ///
     /// Nothing is sent yet: the caller replies Subscribed first and then
     /// calls [`Session::pump`], so the status comes before any replay.
-    pub fn subscribe(&mut self, id: TopicId, topic: &Topic, start: StartAt) -> bool {
+    pub fn subscribe(&mut self, id: TopicId, topic: &Topic, start: StartAt, ack: AckMode) -> bool {
         let next = match start {
             StartAt::Beginning => topic.log.start(),
             StartAt::Current => topic.log.end(),
@@ -183,8 +225,10 @@ impl Session {
         let subscription = self.subscriptions.entry(id).or_insert(Subscription {
             next,
             queued: false,
+            ack,
         });
         subscription.next = next;
+        subscription.ack = ack;
         self.mark_ready(id);
         is_new
     }
@@ -260,14 +304,41 @@ impl Session {
     }
 
     /// When this session next needs [`Session::wake`]: the ack deadline of
-    /// its oldest live delivery, or the next redelivery if there is room to
-    /// send it (without room, an answer will make room and pump anyway).
+    /// its oldest live delivery, the next redelivery if there is room to
+    /// send it (without room, an answer will make room and pump anyway), or
+    /// the deadline of a closing session.
     pub fn next_wake(&self) -> Option<Instant> {
         let redelivery = match self.has_room() {
             true => self.redeliveries.peek().map(|r| r.0.due),
             false => None,
         };
-        self.ack_deadline().into_iter().chain(redelivery).min()
+        let deadlines = [self.ack_deadline(), redelivery, self.closing];
+        deadlines.into_iter().flatten().min()
+    }
+
+    /// The client has closed its side of the connection, or quit. Its
+    /// subscriptions end, and deliveries it has not answered are dropped:
+    /// they were owed to it alone. Pulls it asked for still stream, as long
+    /// as it keeps reading: a script may send `PULL` and close at once.
+    pub fn close(&mut self, now: Instant) {
+        self.subscriptions.clear();
+        self.ready.clear();
+        self.in_flight.clear();
+        self.timed_out = 0;
+        self.redeliveries.clear();
+        self.closing = Some(now + self.policy.linger);
+    }
+
+    /// Whether a closed session is done: its pulls have ended, or made no
+    /// progress for the linger.
+    pub fn is_finished(&self, now: Instant) -> bool {
+        self.closing
+            .is_some_and(|deadline| self.pulls.is_empty() || now >= deadline)
+    }
+
+    /// Whether a pull is still unfinished.
+    pub fn is_pulling(&self) -> bool {
+        !self.pulls.is_empty()
     }
 
     /// Hands the queued frames to the writer thread. Closes the connection
@@ -277,7 +348,9 @@ impl Session {
         if !self.outbox.is_empty() {
             self.writer.send(std::mem::take(&mut self.outbox));
         }
-        if self.writer.link().unwritten() > self.policy.max_inflight + MAX_UNREAD_REPLIES {
+        let held: usize = self.pulls.iter().map(|p| p.replies_after.len()).sum();
+        let unread = self.writer.link().unwritten() + held;
+        if unread > self.policy.max_inflight + MAX_UNREAD_REPLIES {
             log::warn!("conn {}: not reading its replies; closing it", self.id);
             self.writer.link().close();
         }
@@ -295,43 +368,143 @@ impl Session {
     }
 
     /// Sends due redeliveries, then new messages, round-robin across topics,
-    /// until the window is full or nothing is left to send.
+    /// until the window is full or nothing is left to send. A subscription
+    /// whose turn comes when its window is full holds up the ones behind it
+    /// until there is room: the topics of one connection share its windows.
     pub fn pump(&mut self, topics: &[Topic], now: Instant) {
-        while self.has_room() {
-            if let Some(again) = self.pop_due_redelivery(now) {
-                self.send_again(again, topics, now);
-                continue;
+        if !self.pulls.is_empty() {
+            return; // subscriptions wait until the pulls are done
+        }
+        loop {
+            if self.has_room() {
+                if let Some(again) = self.pop_due_redelivery(now) {
+                    self.send_again(again, topics, now);
+                    continue;
+                }
             }
-            let Some(id) = self.ready.pop_front() else {
+            let Some(&id) = self.ready.front() else {
                 break;
             };
-            let Some(subscription) = self.subscriptions.get_mut(&id) else {
-                continue; // unsubscribed while waiting for its turn
+            let Some(ack) = self.subscriptions.get(&id).map(|s| s.ack) else {
+                self.ready.pop_front(); // unsubscribed while waiting for its turn
+                continue;
             };
-            let topic = &topics[id];
-            let offset = subscription.next;
-            let Some(payload) = topic.log.read(offset) else {
-                subscription.queued = false;
-                continue; // caught up (or waiting for a From offset)
+            let room = match ack {
+                AckMode::Manual => self.has_room(),
+                AckMode::OnWrite => self.make_write_room(),
             };
-            subscription.next = offset + 1;
-            if subscription.next < topic.log.end() {
-                self.ready.push_back(id);
-            } else {
-                subscription.queued = false;
+            if !room {
+                break;
             }
-            let delivery = Delivery {
-                topic: id,
-                offset,
-                count: 1,
-                payload,
-            };
-            self.send(delivery, topic, now);
+            self.ready.pop_front();
+            self.send_next(id, &topics[id], now);
+        }
+    }
+
+    /// Sends the message at the cursor of the subscription to `topic`, and
+    /// puts the topic back in line if it has more.
+    fn send_next(&mut self, id: TopicId, topic: &Topic, now: Instant) {
+        let Some(subscription) = self.subscriptions.get_mut(&id) else {
+            return;
+        };
+        let offset = subscription.next;
+        let Some(payload) = topic.log.read(offset) else {
+            subscription.queued = false;
+            return; // caught up (or waiting for a From offset)
+        };
+        subscription.next = offset + 1;
+        if subscription.next < topic.log.end() {
+            self.ready.push_back(id);
+        } else {
+            subscription.queued = false;
+        }
+        match subscription.ack {
+            AckMode::Manual => {
+                let delivery = Delivery {
+                    topic: id,
+                    offset,
+                    count: 1,
+                    payload,
+                };
+                self.send(delivery, topic, now);
+            }
+            AckMode::OnWrite => self.deliver(topic, offset, payload),
         }
     }
 
     fn has_room(&self) -> bool {
         self.in_flight.len() < self.policy.max_inflight
+    }
+
+    /// Whether deliveries that need no ack may be sent: fewer frames than
+    /// the window wait to be written. If not, asks the writer for a notice
+    /// after its next write, and looks once more, since the writer may have
+    /// written just before it was asked.
+    fn make_write_room(&self) -> bool {
+        let has_room =
+            || self.outbox.len() + self.writer.link().unwritten() < self.policy.max_inflight;
+        if has_room() {
+            return true;
+        }
+        self.writer.link().notify_when_written();
+        has_room()
+    }
+
+    /// Queues a pull of up to `max` messages of `topic`, taking nothing
+    /// published from `until` on.
+    pub fn add_pull(&mut self, topic: Option<TopicId>, until: Offset, max: Option<u64>) {
+        self.pulls.push_back(Pull {
+            topic,
+            until,
+            left: max.unwrap_or(u64::MAX),
+            sent: 0,
+            replies_after: Vec::new(),
+        });
+    }
+
+    /// Streams the pulls, in order, while the writer has room. Each message
+    /// is taken from its topic's pull position as it is sent, so two
+    /// connections pulling one topic never get the same message, and a
+    /// puller that disconnects takes nothing it was not sent.
+    pub fn serve_pulls(&mut self, topics: &mut [Topic], now: Instant) {
+        while let Some(pull) = self.pulls.front() {
+            let Some(topic) = pull.topic.map(|id| &mut topics[id]) else {
+                self.finish_pull();
+                continue;
+            };
+            let next = topic.pulled.max(topic.log.start());
+            let payload = match pull.left > 0 && next < pull.until {
+                true => topic.log.read(next),
+                false => None,
+            };
+            let Some(payload) = payload else {
+                self.finish_pull();
+                continue;
+            };
+            if !self.make_write_room() {
+                return; // the writer will say when it has written
+            }
+            topic.pulled = next + 1;
+            if let Some(pull) = self.pulls.front_mut() {
+                pull.left -= 1;
+                pull.sent += 1;
+            }
+            if self.closing.is_some() {
+                self.closing = Some(now + self.policy.linger);
+            }
+            self.deliver(topic, next, payload);
+        }
+    }
+
+    /// Ends the current pull: its `+END`, then the replies that waited
+    /// behind it (those behind the next pull wait in that one).
+    fn finish_pull(&mut self) {
+        if let Some(pull) = self.pulls.pop_front() {
+            let count = pull.sent;
+            self.outbox.push(Outgoing::Reply(Reply::PullDone { count }));
+            let replies = pull.replies_after.into_iter().map(Outgoing::Reply);
+            self.outbox.extend(replies);
+        }
     }
 
     fn ack_deadline(&self) -> Option<Instant> {
@@ -348,15 +521,23 @@ impl Session {
         }
     }
 
+    /// Sends a delivery that awaits an answer.
     fn send(&mut self, delivery: Delivery, topic: &Topic, now: Instant) {
         if self.in_flight.len() == self.timed_out {
             self.clock_start = now; // it is the oldest live delivery
         }
+        self.deliver(topic, delivery.offset, delivery.payload.clone());
+        self.in_flight.push_back(delivery);
+    }
+
+    /// Queues a message for the writer, and counts it.
+    fn deliver(&mut self, topic: &Topic, offset: Offset, payload: Payload) {
+        topic.traffic.sent(payload.len());
         self.outbox.push(Outgoing::Delivery {
             topic: topic.name.clone(),
-            payload: delivery.payload.clone(),
+            offset,
+            payload,
         });
-        self.in_flight.push_back(delivery);
     }
 
     fn pop_due_redelivery(&mut self, now: Instant) -> Option<Redelivery> {

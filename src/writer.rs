@@ -26,26 +26,68 @@
 //! So the [`Writer`] handle counts the frames handed over and not yet written,
 //! and the dispatcher closes a connection whose count grows past what a
 //! client that reads could ever leave unread.
+//!
+//! That count is also the window of deliveries that need no ack (a
+//! line-protocol subscriber that is not `manual`, or a `PULL`): they count as
+//! done once written, so the dispatcher sends more only while few frames are
+//! unwritten. When it stops for that reason it asks, through the [`Link`], to
+//! be told when the writer next writes, and the writer sends it a
+//! [`Command::Written`].
 
 use std::io::{self, IoSlice, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::protocol::{self, status, Payload};
+use crate::dispatcher::{Command, ConnId};
+use crate::line;
+use crate::protocol::{self, Payload};
+use crate::stats::{BrokerReport, TopicReport};
+use crate::store::Offset;
+
+/// Which protocol a connection speaks, and so how its frames are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    Binary,
+    Line,
+}
 
 /// One frame for the client.
 #[derive(Debug, Clone)]
 pub enum Outgoing {
-    /// A bare status, such as Subscribed or Unsubscribed.
-    Status(u16),
-    /// An Error status with its reason.
+    /// A message for a subscriber (or a puller).
+    Delivery {
+        topic: Arc<str>,
+        offset: Offset,
+        payload: Payload,
+    },
+    Reply(Reply),
+}
+
+/// An answer to a request. The binary protocol has the first three; the
+/// rest answer requests only the line protocol can make.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Subscribed,
+    Unsubscribed,
+    /// A refused request, with the reason.
     Error(&'static str),
-    /// A message for a subscriber.
-    Delivery { topic: Arc<str>, payload: Payload },
+    /// A confirmed publish.
+    Published {
+        offset: Offset,
+    },
+    /// The end of a pull, with how many messages it sent.
+    PullDone {
+        count: u64,
+    },
+    Pong,
+    Bye,
+    Help,
+    Topics(Vec<TopicReport>),
+    Stats(Box<BrokerReport>),
 }
 
 /// Frames handed over in one channel send.
@@ -59,11 +101,15 @@ pub struct Writer {
 }
 
 /// What the dispatcher can know and do about a writer besides sending it
-/// frames: how far behind it is, and cutting it short.
+/// frames: how far behind it is, asking to hear when it writes, and cutting
+/// it short.
 #[derive(Debug)]
 pub struct Link {
     /// Frames sent to the thread and not yet written to the socket.
     unwritten: Arc<AtomicUsize>,
+    /// Set by the dispatcher to get a [`Command::Written`] after the next
+    /// write; cleared by the writer when it sends one.
+    wants_written: Arc<AtomicBool>,
     stream: Arc<TcpStream>,
 }
 
@@ -92,7 +138,15 @@ impl Writer {
 impl Link {
     /// How many frames are waiting to be written.
     pub fn unwritten(&self) -> usize {
-        self.unwritten.load(Ordering::Relaxed)
+        self.unwritten.load(Ordering::SeqCst)
+    }
+
+    /// Asks the writer to send [`Command::Written`] after its next write.
+    /// The caller must look at [`Link::unwritten`] again afterwards: the
+    /// writer may have written just before the request, and then no notice
+    /// comes for that write.
+    pub fn notify_when_written(&self) {
+        self.wants_written.store(true, Ordering::SeqCst);
     }
 
     /// Shuts the socket down in both directions: the writer's next write
@@ -112,42 +166,71 @@ const COPY_PAYLOADS_UP_TO: usize = 512;
 const MAX_BYTES_PER_WRITE: usize = 1 << 20;
 
 /// Starts the writer thread `conn-<id>-write` for `stream`, which it shares
-/// with the connection's reader (one socket, one file descriptor).
-pub fn spawn(id: u64, stream: Arc<TcpStream>, stack_size: usize) -> io::Result<Writer> {
+/// with the connection's reader (one socket, one file descriptor). It
+/// encodes frames for `wire`, and sends [`Command::Written`] notices to
+/// `commands` when asked.
+pub fn spawn(
+    id: ConnId,
+    stream: Arc<TcpStream>,
+    wire: Wire,
+    commands: Sender<Command>,
+    stack_size: usize,
+) -> io::Result<Writer> {
     let (frames, queue) = crossbeam_channel::unbounded();
-    let unwritten = Arc::new(AtomicUsize::new(0));
-    let writer = Writer {
-        frames,
+    let link = Link {
+        unwritten: Arc::new(AtomicUsize::new(0)),
+        wants_written: Arc::new(AtomicBool::new(false)),
+        stream,
+    };
+    let thread = WriterThread {
+        id,
+        queue,
+        commands,
         link: Link {
-            unwritten: unwritten.clone(),
-            stream: stream.clone(),
+            unwritten: link.unwritten.clone(),
+            wants_written: link.wants_written.clone(),
+            stream: link.stream.clone(),
         },
+        encoder: Encoder::new(wire),
     };
     thread::Builder::new()
         .name(format!("conn-{id}-write"))
         .stack_size(stack_size)
-        .spawn(move || run(id, &stream, queue, &unwritten))?;
-    Ok(writer)
+        .spawn(move || thread.run())?;
+    Ok(Writer { frames, link })
 }
 
-fn run(id: u64, stream: &TcpStream, queue: Receiver<Batch>, unwritten: &AtomicUsize) {
-    let mut encoder = Encoder::default();
-    while let Ok(batch) = queue.recv() {
-        encoder.push_batch(batch);
-        while encoder.len() < MAX_BYTES_PER_WRITE {
-            match queue.try_recv() {
-                Ok(batch) => encoder.push_batch(batch),
-                Err(_) => break,
+/// The writer thread's state.
+struct WriterThread {
+    id: ConnId,
+    queue: Receiver<Batch>,
+    commands: Sender<Command>,
+    link: Link,
+    encoder: Encoder,
+}
+
+impl WriterThread {
+    fn run(mut self) {
+        while let Ok(batch) = self.queue.recv() {
+            self.encoder.push_batch(batch);
+            while self.encoder.len() < MAX_BYTES_PER_WRITE {
+                match self.queue.try_recv() {
+                    Ok(batch) => self.encoder.push_batch(batch),
+                    Err(_) => break,
+                }
+            }
+            let frames = self.encoder.frames();
+            if let Err(error) = self.encoder.write_to(&mut &*self.link.stream) {
+                log::debug!("conn {}: write failed: {error}", self.id);
+                break;
+            }
+            self.link.unwritten.fetch_sub(frames, Ordering::SeqCst);
+            if self.link.wants_written.swap(false, Ordering::SeqCst) {
+                let _ = self.commands.send(Command::Written { conn: self.id });
             }
         }
-        let frames = encoder.frames();
-        if let Err(error) = encoder.write_to(&mut &*stream) {
-            log::debug!("conn {id}: write failed: {error}");
-            break;
-        }
-        unwritten.fetch_sub(frames, Ordering::Relaxed);
+        self.link.close();
     }
-    let _ = stream.shutdown(Shutdown::Both);
 }
 
 /// A piece of the next write: a range of the scratch buffer, or a payload.
@@ -158,8 +241,8 @@ enum Part {
 
 /// Encodes frames into a scratch buffer plus a list of large payloads, ready
 /// for one vectored write.
-#[derive(Default)]
 struct Encoder {
+    wire: Wire,
     scratch: Vec<u8>,
     parts: Vec<Part>,
     /// Where the scratch bytes not yet covered by a [`Part`] begin.
@@ -169,6 +252,17 @@ struct Encoder {
 }
 
 impl Encoder {
+    fn new(wire: Wire) -> Encoder {
+        Encoder {
+            wire,
+            scratch: Vec::new(),
+            parts: Vec::new(),
+            open_from: 0,
+            len: 0,
+            frames: 0,
+        }
+    }
+
     /// Bytes encoded and not yet written.
     fn len(&self) -> usize {
         self.len
@@ -188,23 +282,42 @@ impl Encoder {
     fn push(&mut self, frame: Outgoing) {
         self.frames += 1;
         let before = self.scratch.len();
-        match frame {
-            Outgoing::Status(code) => protocol::encode_status(&mut self.scratch, code, None),
-            Outgoing::Error(reason) => {
-                protocol::encode_status(&mut self.scratch, status::ERROR, Some(reason))
+        match (frame, self.wire) {
+            (Outgoing::Reply(reply), Wire::Binary) => {
+                protocol::encode_reply(&mut self.scratch, &reply)
             }
-            Outgoing::Delivery { topic, payload } => {
+            (Outgoing::Reply(reply), Wire::Line) => line::encode_reply(&mut self.scratch, &reply),
+            (Outgoing::Delivery { topic, payload, .. }, Wire::Binary) => {
                 protocol::encode_delivery_header(&mut self.scratch, &topic, payload.len());
-                if payload.len() <= COPY_PAYLOADS_UP_TO {
-                    self.scratch.extend_from_slice(&payload);
-                } else {
-                    self.close_scratch_part();
-                    self.len += payload.len();
-                    self.parts.push(Part::Payload(payload));
-                }
+                self.push_payload(payload);
+            }
+            (
+                Outgoing::Delivery {
+                    topic,
+                    offset,
+                    payload,
+                },
+                Wire::Line,
+            ) => {
+                line::encode_delivery_header(&mut self.scratch, &topic, offset, payload.len());
+                self.push_payload(payload);
+                self.scratch.push(b'\n');
             }
         }
         self.len += self.scratch.len() - before;
+    }
+
+    /// Adds a payload after the header just encoded: copied if it is small,
+    /// else as a part of its own, written from its shared buffer. (Its bytes
+    /// are counted in `len` here; scratch bytes are counted by the caller.)
+    fn push_payload(&mut self, payload: Payload) {
+        if payload.len() <= COPY_PAYLOADS_UP_TO {
+            self.scratch.extend_from_slice(&payload);
+        } else {
+            self.close_scratch_part();
+            self.len += payload.len();
+            self.parts.push(Part::Payload(payload));
+        }
     }
 
     /// Ends the current run of scratch bytes, so a payload part can follow.
@@ -269,34 +382,56 @@ mod tests {
         }
     }
 
-    #[test]
-    fn frames_are_written_whole_and_in_order_despite_short_writes() {
-        let big = Payload::from(vec![7u8; 2000]);
-        let mut encoder = Encoder::default();
-        encoder.push_batch(vec![
-            Outgoing::Status(status::SUBSCRIBED),
+    fn frames(big: &Payload) -> Batch {
+        vec![
+            Outgoing::Reply(Reply::Subscribed),
             Outgoing::Delivery {
                 topic: "t".into(),
+                offset: 4,
                 payload: Payload::from(&b"hi"[..]),
             },
             Outgoing::Delivery {
                 topic: "t".into(),
+                offset: 5,
                 payload: big.clone(),
             },
-            Outgoing::Error("unknown action"),
-        ]);
-        let mut expected = Vec::new();
-        protocol::encode_status(&mut expected, status::SUBSCRIBED, None);
-        protocol::encode_delivery_header(&mut expected, "t", 2);
-        expected.extend_from_slice(b"hi");
-        protocol::encode_delivery_header(&mut expected, "t", 2000);
-        expected.extend_from_slice(&big);
-        protocol::encode_status(&mut expected, status::ERROR, Some("unknown action"));
-        assert_eq!(encoder.len(), expected.len());
+            Outgoing::Reply(Reply::Error("unknown action")),
+        ]
+    }
 
+    fn assert_written(wire: Wire, batch: Batch, expected: &[u8]) {
+        let mut encoder = Encoder::new(wire);
+        encoder.push_batch(batch);
+        assert_eq!(encoder.len(), expected.len());
         let mut sink = Trickle(Vec::new());
         encoder.write_to(&mut sink).unwrap();
         assert_eq!(sink.0, expected);
         assert_eq!(encoder.len(), 0);
+    }
+
+    #[test]
+    fn binary_frames_are_written_whole_and_in_order_despite_short_writes() {
+        let big = Payload::from(vec![7u8; 2000]);
+        let mut expected = Vec::new();
+        protocol::encode_status(&mut expected, protocol::status::SUBSCRIBED, None);
+        protocol::encode_delivery_header(&mut expected, "t", 2);
+        expected.extend_from_slice(b"hi");
+        protocol::encode_delivery_header(&mut expected, "t", 2000);
+        expected.extend_from_slice(&big);
+        protocol::encode_status(
+            &mut expected,
+            protocol::status::ERROR,
+            Some("unknown action"),
+        );
+        assert_written(Wire::Binary, frames(&big), &expected);
+    }
+
+    #[test]
+    fn line_frames_are_written_whole_and_in_order_despite_short_writes() {
+        let big = Payload::from(vec![7u8; 2000]);
+        let mut expected = b"+OK\nMSG t 4 2\nhi\nMSG t 5 2000\n".to_vec();
+        expected.extend_from_slice(&big);
+        expected.extend_from_slice(b"\n-ERR unknown action\n");
+        assert_written(Wire::Line, frames(&big), &expected);
     }
 }

@@ -1,27 +1,33 @@
 //! A closed connection's writer does not outlive it: a client that closes its
 //! sending side while never reading what it was sent gets `linger` for its
-//! last frames, then its socket is shut and its writer thread ends.
+//! last frames (or, for an unfinished pull, `linger` without progress), then
+//! its socket is shut and its writer thread ends.
 //!
 //! In a file of its own because it counts the broker's threads by name, and
-//! other tests' brokers in the same process would have the same names.
+//! other tests' brokers in the same process would have the same names. For
+//! the same reason the tests here take turns.
 
 mod common;
 
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use brook::client::Publisher;
 use brook::config::Config;
 use common::*;
 
+/// Held by each test, so that no two count threads at once.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 #[test]
 fn a_writer_blocked_on_a_closed_client_is_ended_after_the_linger() {
-    let config = Config {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let broker = start_broker(&Config {
         linger: Duration::from_millis(300),
         ..config()
-    };
-    let broker = start_broker(&config);
+    });
     let addr = broker.local_addr();
 
     // Connection 1: subscribes, then never reads.
@@ -43,11 +49,47 @@ fn a_writer_blocked_on_a_closed_client_is_ended_after_the_linger() {
     assert!(writer_thread_exists("conn-1-write"));
 
     stuck.shutdown(Shutdown::Write).unwrap();
+    wait_until_gone("conn-1-write");
+}
+
+#[test]
+fn an_unread_pull_of_a_closed_client_is_cut_off_after_the_linger() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let broker = start_broker(&Config {
+        linger: Duration::from_millis(300),
+        ..config()
+    });
+    let addr = broker.local_addr();
+
+    // 64 MiB in the topic: a pull of it fills the socket buffers long
+    // before it ends, however the kernel sizes them.
+    let mut fence = Fence::new(addr); // connection 1
+    let mut publisher = Publisher::connect(addr).unwrap(); // connection 2
+    let payload = vec![7u8; 32 << 10];
+    for _ in 0..2048 {
+        publisher.publish("t", &payload).unwrap();
+    }
+    fence.publish_marker(&mut publisher); // the messages are stored
+
+    // Connection 3 asks for all of it, closes its side, and never reads.
+    let mut puller = TcpStream::connect(addr).unwrap();
+    puller.write_all(b"PULL t\n").unwrap();
+    puller.shutdown(Shutdown::Write).unwrap();
     let deadline = Instant::now() + WAIT;
-    while writer_thread_exists("conn-1-write") {
+    while !writer_thread_exists("conn-3-write") {
+        assert!(Instant::now() < deadline, "the puller got no writer");
+        std::thread::yield_now();
+    }
+    wait_until_gone("conn-3-write");
+}
+
+/// Waits, at most [`WAIT`], until the thread called `name` has ended.
+fn wait_until_gone(name: &str) {
+    let deadline = Instant::now() + WAIT;
+    while writer_thread_exists(name) {
         assert!(
             Instant::now() < deadline,
-            "the writer of a closed, unread connection is still there after {WAIT:?}"
+            "{name} of a closed, unread connection is still there after {WAIT:?}"
         );
         std::thread::yield_now();
     }

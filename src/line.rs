@@ -1,0 +1,737 @@
+//! The line protocol: the broker for people with `nc` and for shell scripts.
+//!
+//! A client that starts with any byte but `0x00` speaks this protocol (a
+//! binary client always starts with `0x00`, the high byte of its first
+//! action). It can do everything a binary client can, over the same topics:
+//!
+//! ```text
+//! PUB <topic> <text>                       → +OK <offset>
+//! PUBN <topic> <nbytes>\n<bytes>\n         → +OK <offset>     (binary-safe)
+//! SUB <topic> [beginning|current|from <offset>] [manual]  → +OK, then deliveries
+//! UNSUB <topic>                            → +OK
+//! ACK / NACK                               (manual subscriptions; no reply)
+//! PULL <topic> [max]                       → deliveries, then +END <count>
+//! TOPICS / STATS / HELP                    → lines, then +END
+//! PING → +PONG        QUIT → +BYE, and the broker closes the connection
+//! ```
+//!
+//! A delivery is `MSG <topic> <offset> <nbytes>`, a newline, the payload, and
+//! a newline. A refused line gets `-ERR <reason>`. Lines end with `\n`, and a
+//! `\r` before it is dropped. Commands and keywords are case-insensitive. A
+//! topic is a bare word, or a double-quoted string with `\"`, `\\`, `\n`,
+//! `\r`, `\t` and `\0` escapes, so that every name a binary client can use
+//! can be written here too; the broker writes names back the same way.
+//!
+//! # The decoder
+//!
+//! Like the binary [`protocol::Decoder`](crate::protocol::Decoder), [`Decoder`]
+//! is a state machine over whatever bytes have arrived: it never assumes one
+//! `read()` holds one line. While it waits for the end of a line it remembers
+//! how far it has already looked, so a long line arriving in pieces is
+//! scanned once. A line longer than [`Limits::max_line_bytes`] is refused as
+//! soon as the limit is passed, and the rest of it is dropped as it arrives,
+//! never buffered. `PUBN` switches to counting bytes, like the binary
+//! protocol's payload frames, so a payload may hold newlines or any byte.
+//!
+//! Both decoders produce the same [`Request`]s, so from here on the
+//! dispatcher does not know or care which protocol a client speaks; only the
+//! writer thread encodes its replies with [`encode_delivery_header`] and
+//! [`encode_reply`] instead of the binary encoders.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::io::Write;
+use std::sync::Arc;
+
+use crate::protocol::{
+    AckMode, Decoded, LastTopic, Limits, Payload, ProtocolError, Request, StartAt,
+    MAX_TOPIC_NAME_BYTES,
+};
+use crate::stats::{BrokerReport, TopicReport};
+use crate::store::Offset;
+use crate::writer::Reply;
+
+/// A line the broker refuses. Each has the short reason sent after `-ERR `.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineError {
+    UnknownCommand,
+    MissingTopic,
+    MissingMessage,
+    MissingByteCount,
+    MissingOffset,
+    BadOffset,
+    BadByteCount,
+    BadCount,
+    /// `SUB`'s optional word is not a start position or `manual`.
+    BadStart,
+    /// A word after the last one the command takes.
+    UnexpectedArgument,
+    UnterminatedQuote,
+    /// A closing quote followed by more than a space or the end of the line.
+    TextAfterQuote,
+    /// A backslash in a quoted topic followed by a character with no escape.
+    BadEscape,
+    TopicNameTooLong,
+    /// A line longer than `--max-line-bytes`.
+    LineTooLong,
+    /// A `PUBN` byte count above `--max-message-bytes`.
+    MessageTooLarge,
+    EmptyMessage,
+    /// The byte after a `PUBN` payload is not a newline: the count was wrong.
+    PayloadNotTerminated,
+    /// A NUL byte or invalid UTF-8: this is not a person or a script typing
+    /// lines, and nothing after it can be trusted. The connection closes.
+    BinaryData,
+}
+
+impl LineError {
+    /// The reason sent to the client after `-ERR `.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LineError::UnknownCommand => "unknown command",
+            LineError::MissingTopic => "missing topic",
+            LineError::MissingMessage => "missing message",
+            LineError::MissingByteCount => "missing byte count",
+            LineError::MissingOffset => "missing offset",
+            LineError::BadOffset => "bad offset",
+            LineError::BadByteCount => "bad byte count",
+            LineError::BadCount => "bad count",
+            LineError::BadStart => "bad start position",
+            LineError::UnexpectedArgument => "unexpected argument",
+            LineError::UnterminatedQuote => "unterminated quote",
+            LineError::TextAfterQuote => "text after a closing quote",
+            LineError::BadEscape => "bad escape",
+            LineError::TopicNameTooLong => "topic name too long",
+            LineError::LineTooLong => "line too long",
+            LineError::MessageTooLarge => "message too large",
+            LineError::EmptyMessage => "empty message",
+            LineError::PayloadNotTerminated => "payload not followed by a newline",
+            LineError::BinaryData => "binary data on a text connection",
+        }
+    }
+}
+
+impl fmt::Display for LineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+/// What the decoder expects next.
+#[derive(Debug)]
+enum State {
+    /// A line. The first `scanned` bytes of the input are known to hold no
+    /// newline: they were looked at before more bytes arrived.
+    Line { scanned: usize },
+    /// The rest of a line that was too long: dropped up to its newline.
+    SkippingLine,
+    /// A `PUBN` payload and the newline after it.
+    Payload { topic: Arc<str>, len: usize },
+    /// The payload of a refused `PUBN`: dropped, so the stream stays
+    /// aligned. Its newline then reads as an empty line, which is ignored.
+    SkippingPayload { left: u64 },
+    /// After binary data: nothing more is parsed.
+    Closed,
+}
+
+/// Turns the bytes of a line-protocol connection into requests.
+#[derive(Debug)]
+pub struct Decoder {
+    state: State,
+    limits: Limits,
+    last_topic: LastTopic,
+}
+
+/// What one step of the decoder produced.
+enum Step {
+    NeedMore,
+    Continue,
+    Emit(Decoded),
+}
+
+impl Decoder {
+    pub fn new(limits: Limits) -> Decoder {
+        Decoder {
+            state: State::Line { scanned: 0 },
+            limits,
+            last_topic: LastTopic::default(),
+        }
+    }
+
+    /// Decodes the next request from `input`, exactly like
+    /// [`protocol::Decoder::decode`](crate::protocol::Decoder::decode):
+    /// returns the bytes consumed and the request, if one was completed.
+    pub fn decode(&mut self, input: &[u8]) -> (usize, Option<Decoded>) {
+        let mut consumed = 0;
+        loop {
+            let (used, step) = self.step(&input[consumed..]);
+            consumed += used;
+            match step {
+                Step::NeedMore => return (consumed, None),
+                Step::Continue => continue,
+                Step::Emit(result) => return (consumed, Some(result)),
+            }
+        }
+    }
+
+    /// Takes what the current state can from `input`: returns the bytes
+    /// consumed and what happened.
+    fn step(&mut self, input: &[u8]) -> (usize, Step) {
+        let state = std::mem::replace(&mut self.state, State::Line { scanned: 0 });
+        match state {
+            State::Line { scanned } => self.line(input, scanned),
+            State::SkippingLine => match find_newline(input) {
+                Some(end) => (end + 1, Step::Continue),
+                None => {
+                    self.state = State::SkippingLine;
+                    (input.len(), Step::NeedMore)
+                }
+            },
+            State::Payload { topic, len } => self.payload(input, topic, len),
+            State::SkippingPayload { left } => {
+                let take = left.min(input.len() as u64);
+                if take < left {
+                    self.state = State::SkippingPayload { left: left - take };
+                    return (take as usize, Step::NeedMore);
+                }
+                (take as usize, Step::Continue)
+            }
+            State::Closed => {
+                self.state = State::Closed;
+                (0, Step::NeedMore)
+            }
+        }
+    }
+
+    /// Looks for the end of the line that starts `input`.
+    fn line(&mut self, input: &[u8], scanned: usize) -> (usize, Step) {
+        let max = self.limits.max_line_bytes;
+        let scanned = scanned.min(input.len());
+        match find_newline(&input[scanned..]) {
+            Some(at) if scanned + at > max => (scanned + at + 1, refuse(LineError::LineTooLong)),
+            Some(at) => {
+                let end = scanned + at;
+                (end + 1, self.parse_line(&input[..end]))
+            }
+            None if input.len() > max => {
+                self.state = State::SkippingLine;
+                (input.len(), refuse(LineError::LineTooLong))
+            }
+            None => {
+                self.state = State::Line {
+                    scanned: input.len(),
+                };
+                (0, Step::NeedMore)
+            }
+        }
+    }
+
+    /// A `PUBN` payload of `len` bytes, then `\n` or `\r\n`.
+    fn payload(&mut self, input: &[u8], topic: Arc<str>, len: usize) -> (usize, Step) {
+        let newline = match input.get(len..) {
+            Some([b'\n', ..]) => 1,
+            Some([b'\r', b'\n', ..]) => 2,
+            Some([]) | Some([b'\r']) | None => {
+                self.state = State::Payload { topic, len };
+                return (0, Step::NeedMore);
+            }
+            // The count was wrong. Drop what it covered and read on from
+            // the byte after it, as the start of a line.
+            Some(_) => return (len, refuse(LineError::PayloadNotTerminated)),
+        };
+        let request = Request::Publish {
+            topic,
+            payload: Payload::from(&input[..len]),
+            confirm: true,
+        };
+        (len + newline, Step::Emit(Ok(request)))
+    }
+
+    /// One complete line, without its `\n`.
+    fn parse_line(&mut self, line: &[u8]) -> Step {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let text = match std::str::from_utf8(line) {
+            Ok(text) if !text.contains('\0') => text,
+            _ => {
+                self.state = State::Closed;
+                return refuse(LineError::BinaryData);
+            }
+        };
+        match self.parse_command(&mut Words { rest: text }) {
+            Ok(Some(request)) => Step::Emit(Ok(request)),
+            Ok(None) => Step::Continue,
+            Err(error) => refuse(error),
+        }
+    }
+
+    /// The request a line asks for; `None` for an empty line, or for a
+    /// `PUBN` whose payload is still to come.
+    fn parse_command(&mut self, words: &mut Words<'_>) -> Result<Option<Request>, LineError> {
+        let Some(command) = words.next()? else {
+            return Ok(None);
+        };
+        let is = |name: &str| command.eq_ignore_ascii_case(name);
+        let request = if is("PUB") {
+            let topic = self.last_topic.shared(&words.topic()?);
+            let text = words.rest_of_line();
+            if text.is_empty() {
+                return Err(LineError::MissingMessage);
+            }
+            if text.len() > self.limits.max_message_bytes {
+                return Err(LineError::MessageTooLarge);
+            }
+            let payload = Payload::from(text.as_bytes());
+            Request::Publish {
+                topic,
+                payload,
+                confirm: true,
+            }
+        } else if is("PUBN") {
+            self.start_payload(words)?;
+            return Ok(None);
+        } else if is("SUB") {
+            let topic = words.topic()?;
+            let (start, ack) = subscription_options(words)?;
+            Request::Subscribe {
+                topics: vec![topic.into_owned()],
+                start,
+                ack,
+            }
+        } else if is("UNSUB") {
+            let topic = words.topic()?;
+            words.end()?;
+            Request::Unsubscribe {
+                topics: vec![topic.into_owned()],
+            }
+        } else if is("PULL") {
+            let topic = words.topic()?.into_owned();
+            let max = match words.next()? {
+                Some(word) => Some(word.parse().map_err(|_| LineError::BadCount)?),
+                None => None,
+            };
+            words.end()?;
+            Request::Pull { topic, max }
+        } else {
+            let request = match command.to_ascii_uppercase().as_str() {
+                "ACK" => Request::Ack,
+                "NACK" => Request::Nack,
+                "TOPICS" => Request::Topics,
+                "STATS" => Request::Stats,
+                "PING" => Request::Ping,
+                "HELP" => Request::Help,
+                "QUIT" => Request::Quit,
+                _ => return Err(LineError::UnknownCommand),
+            };
+            words.end()?;
+            request
+        };
+        Ok(Some(request))
+    }
+
+    /// Reads `PUBN <topic> <nbytes>` and gets ready for the payload.
+    fn start_payload(&mut self, words: &mut Words<'_>) -> Result<(), LineError> {
+        let topic = words.topic()?;
+        let count = words.next()?.ok_or(LineError::MissingByteCount)?;
+        let len: u64 = count.parse().map_err(|_| LineError::BadByteCount)?;
+        words.end()?;
+        if len > self.limits.max_message_bytes as u64 {
+            // The client will send the payload anyway: skip it.
+            self.state = State::SkippingPayload { left: len };
+            return Err(LineError::MessageTooLarge);
+        }
+        if len == 0 {
+            return Err(LineError::EmptyMessage);
+        }
+        let topic = self.last_topic.shared(&topic);
+        self.state = State::Payload {
+            topic,
+            len: len as usize,
+        };
+        Ok(())
+    }
+}
+
+/// `SUB`'s optional words after the topic: a start position, then `manual`.
+fn subscription_options(words: &mut Words<'_>) -> Result<(StartAt, AckMode), LineError> {
+    let mut start = StartAt::Current;
+    let mut word = words.next()?;
+    if let Some(keyword) = &word {
+        let position = match keyword.to_ascii_lowercase().as_str() {
+            "beginning" => Some(StartAt::Beginning),
+            "current" => Some(StartAt::Current),
+            "from" => {
+                let offset = words.next()?.ok_or(LineError::MissingOffset)?;
+                Some(StartAt::From(
+                    offset.parse().map_err(|_| LineError::BadOffset)?,
+                ))
+            }
+            _ => None,
+        };
+        if let Some(position) = position {
+            start = position;
+            word = words.next()?;
+        }
+    }
+    let ack = match word {
+        None => return Ok((start, AckMode::OnWrite)),
+        Some(word) if word.eq_ignore_ascii_case("manual") => AckMode::Manual,
+        Some(_) => return Err(LineError::BadStart),
+    };
+    words.end()?;
+    Ok((start, ack))
+}
+
+fn refuse(error: LineError) -> Step {
+    Step::Emit(Err(ProtocolError::Line(error)))
+}
+
+fn find_newline(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
+}
+
+/// The words of one line, taken from the front.
+struct Words<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Words<'a> {
+    /// The next word, bare or quoted; `None` at the end of the line.
+    fn next(&mut self) -> Result<Option<Cow<'a, str>>, LineError> {
+        self.rest = self.rest.trim_start_matches(is_separator);
+        if self.rest.is_empty() {
+            return Ok(None);
+        }
+        if let Some(quoted) = self.rest.strip_prefix('"') {
+            return self.quoted(quoted).map(|word| Some(Cow::Owned(word)));
+        }
+        let end = self.rest.find(is_separator).unwrap_or(self.rest.len());
+        let (word, rest) = self.rest.split_at(end);
+        self.rest = rest;
+        Ok(Some(Cow::Borrowed(word)))
+    }
+
+    /// The body of a quoted word, up to its closing quote.
+    fn quoted(&mut self, body: &'a str) -> Result<String, LineError> {
+        let mut word = String::new();
+        let mut chars = body.char_indices();
+        while let Some((at, c)) = chars.next() {
+            match c {
+                '"' => {
+                    self.rest = &body[at + 1..];
+                    if self.rest.starts_with(|c| !is_separator(c)) {
+                        return Err(LineError::TextAfterQuote);
+                    }
+                    return Ok(word);
+                }
+                '\\' => word.push(match chars.next() {
+                    Some((_, '"')) => '"',
+                    Some((_, '\\')) => '\\',
+                    Some((_, 'n')) => '\n',
+                    Some((_, 'r')) => '\r',
+                    Some((_, 't')) => '\t',
+                    Some((_, '0')) => '\0',
+                    Some(_) => return Err(LineError::BadEscape),
+                    None => return Err(LineError::UnterminatedQuote),
+                }),
+                c => word.push(c),
+            }
+        }
+        Err(LineError::UnterminatedQuote)
+    }
+
+    /// The next word as a topic name.
+    fn topic(&mut self) -> Result<Cow<'a, str>, LineError> {
+        let topic = self.next()?.ok_or(LineError::MissingTopic)?;
+        if topic.len() > MAX_TOPIC_NAME_BYTES {
+            return Err(LineError::TopicNameTooLong);
+        }
+        Ok(topic)
+    }
+
+    /// Everything after the next run of separators, as it is.
+    fn rest_of_line(&mut self) -> &'a str {
+        std::mem::take(&mut self.rest).trim_start_matches(is_separator)
+    }
+
+    /// Checks that no word is left.
+    fn end(&mut self) -> Result<(), LineError> {
+        match self.next()? {
+            Some(_) => Err(LineError::UnexpectedArgument),
+            None => Ok(()),
+        }
+    }
+}
+
+fn is_separator(c: char) -> bool {
+    c == ' ' || c == '\t'
+}
+
+// ---- Encoding: what the broker writes to a line-protocol client. ----
+
+/// Appends a topic name as a bare word if it can be one, else quoted.
+pub fn encode_topic(out: &mut Vec<u8>, name: &str) {
+    let bare = !name.is_empty()
+        && !name
+            .chars()
+            .any(|c| c == '"' || c.is_ascii_whitespace() || c.is_control());
+    if bare {
+        out.extend_from_slice(name.as_bytes());
+        return;
+    }
+    out.push(b'"');
+    for c in name.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            '\0' => out.extend_from_slice(b"\\0"),
+            c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
+    }
+    out.push(b'"');
+}
+
+/// Appends `MSG <topic> <offset> <nbytes>\n`. The payload and a newline
+/// follow; the writer sends the payload from its shared buffer.
+pub fn encode_delivery_header(out: &mut Vec<u8>, topic: &str, offset: Offset, payload_len: usize) {
+    out.extend_from_slice(b"MSG ");
+    encode_topic(out, topic);
+    write_line(out, format_args!(" {offset} {payload_len}"));
+}
+
+/// Appends a reply.
+pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
+    match reply {
+        Reply::Subscribed | Reply::Unsubscribed => out.extend_from_slice(b"+OK\n"),
+        Reply::Error(reason) => write_line(out, format_args!("-ERR {reason}")),
+        Reply::Published { offset } => write_line(out, format_args!("+OK {offset}")),
+        Reply::PullDone { count } => write_line(out, format_args!("+END {count}")),
+        Reply::Pong => out.extend_from_slice(b"+PONG\n"),
+        Reply::Bye => out.extend_from_slice(b"+BYE\n"),
+        Reply::Help => out.extend_from_slice(HELP.as_bytes()),
+        Reply::Topics(topics) => encode_topics(out, topics),
+        Reply::Stats(report) => encode_stats(out, report),
+    }
+}
+
+/// `+TOPIC <topic> messages=<n> first=<offset> next=<offset> subscribers=<n>`
+/// per topic, then `+END`.
+fn encode_topics(out: &mut Vec<u8>, topics: &[TopicReport]) {
+    for topic in topics {
+        out.extend_from_slice(b"+TOPIC ");
+        encode_topic(out, &topic.name);
+        write_line(
+            out,
+            format_args!(
+                " messages={} first={} next={} subscribers={}",
+                topic.messages(),
+                topic.first,
+                topic.next,
+                topic.subscribers
+            ),
+        );
+    }
+    out.extend_from_slice(b"+END\n");
+}
+
+/// `+STAT <name> <value>` per broker-wide figure, then one `+STAT topic`
+/// line per topic, then `+END`.
+fn encode_stats(out: &mut Vec<u8>, report: &BrokerReport) {
+    for (name, value) in report.totals() {
+        write_line(out, format_args!("+STAT {name} {value}"));
+    }
+    for topic in &report.topics {
+        out.extend_from_slice(b"+STAT topic ");
+        encode_topic(out, &topic.name);
+        write_line(
+            out,
+            format_args!(
+                " messages_in={} messages_out={} bytes_in={} bytes_out={} subscribers={}",
+                topic.messages_in,
+                topic.messages_out,
+                topic.bytes_in,
+                topic.bytes_out,
+                topic.subscribers
+            ),
+        );
+    }
+    out.extend_from_slice(b"+END\n");
+}
+
+/// Appends formatted text and a newline.
+fn write_line(out: &mut Vec<u8>, text: fmt::Arguments<'_>) {
+    // Writing to a Vec cannot fail.
+    let _ = out.write_fmt(text);
+    out.push(b'\n');
+}
+
+/// What `HELP` prints.
+const HELP: &str = "\
++HELP brook line protocol. Commands are case-insensitive; a topic is a word or a \"quoted string\".
++  PUB <topic> <text>                 publish the rest of the line; replies +OK <offset>
++  PUBN <topic> <nbytes>              publish the next nbytes raw bytes (then a newline); +OK <offset>
++  SUB <topic> [beginning|current|from <offset>] [manual]
++                                     subscribe (default: current); messages come as
++                                     MSG <topic> <offset> <nbytes>, the payload, a newline
++  UNSUB <topic>                      stop a subscription
++  ACK / NACK                         answer the oldest delivery of a manual subscription
++  PULL <topic> [max]                 take the messages no earlier PULL took; ends with +END <count>
++  TOPICS                             list the topics with their offsets
++  STATS                              counters for the broker and each topic
++  PING                               replies +PONG
++  HELP                               this list
++  QUIT                               replies +BYE and closes the connection
++END
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::testing;
+
+    const LIMITS: Limits = Limits {
+        max_message_bytes: 64,
+        max_topic_list_bytes: 64,
+        max_line_bytes: 32,
+    };
+
+    fn decode_all(bytes: &[u8], chunk: usize) -> Vec<Decoded> {
+        let mut decoder = Decoder::new(LIMITS);
+        testing::decode_in_chunks(bytes, chunk, |input| decoder.decode(input))
+    }
+
+    fn publish(topic: &str, payload: &[u8]) -> Decoded {
+        Ok(Request::Publish {
+            topic: topic.into(),
+            payload: Payload::from(payload),
+            confirm: true,
+        })
+    }
+
+    fn refused(error: LineError) -> Decoded {
+        Err(ProtocolError::Line(error))
+    }
+
+    #[test]
+    fn commands_decode_in_any_chunking() {
+        let input =
+            b"pub a hello there\r\n\nPUBN b 3\nx\ny\nSUB \"my \\\"topic\\\"\" from 7 manual\n\
+                      ack\nPULL a 10\nquit\n";
+        let whole = decode_all(input, usize::MAX);
+        for chunk in 1..9 {
+            assert_eq!(decode_all(input, chunk), whole);
+        }
+        assert_eq!(
+            whole,
+            vec![
+                publish("a", b"hello there"),
+                publish("b", b"x\ny"),
+                Ok(Request::Subscribe {
+                    topics: vec!["my \"topic\"".into()],
+                    start: StartAt::From(7),
+                    ack: AckMode::Manual,
+                }),
+                Ok(Request::Ack),
+                Ok(Request::Pull {
+                    topic: "a".into(),
+                    max: Some(10),
+                }),
+                Ok(Request::Quit),
+            ]
+        );
+    }
+
+    #[test]
+    fn mistakes_are_refused_and_the_stream_goes_on() {
+        let input =
+            b"FLY\nPUB\nPUB t\nSUB t from x\nSUB t later\nPING now\nSUB \"t\nPUB \"t\"x y\n\
+                      PUBN t 65\n0123456789012345678901234567890123456789012345678901234567890123\n\
+                      PUBN t 0\n\nPUBN t 2\nabc\nPING\n";
+        let events = decode_all(input, 5);
+        assert_eq!(
+            events,
+            vec![
+                refused(LineError::UnknownCommand),
+                refused(LineError::MissingTopic),
+                refused(LineError::MissingMessage),
+                refused(LineError::BadOffset),
+                refused(LineError::BadStart),
+                refused(LineError::UnexpectedArgument),
+                refused(LineError::UnterminatedQuote),
+                refused(LineError::TextAfterQuote),
+                refused(LineError::MessageTooLarge),
+                refused(LineError::EmptyMessage),
+                refused(LineError::PayloadNotTerminated),
+                refused(LineError::UnknownCommand), // "c", the byte the count missed
+                Ok(Request::Ping),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_long_line_is_refused_before_it_ends() {
+        let mut decoder = Decoder::new(LIMITS);
+        let long = [b'x'; 40];
+        let (used, event) = decoder.decode(&long);
+        assert_eq!(used, long.len());
+        assert_eq!(event, Some(refused(LineError::LineTooLong)));
+        // The rest of the line is dropped; the next line is read.
+        assert_eq!(decoder.decode(&long), (long.len(), None));
+        assert_eq!(decoder.decode(b"xx\nPING\n"), (8, Some(Ok(Request::Ping))));
+    }
+
+    #[test]
+    fn binary_data_closes_the_decoder() {
+        let events = decode_all(b"PING\nPU\0B\nPING\n", usize::MAX);
+        assert_eq!(
+            events,
+            vec![Ok(Request::Ping), refused(LineError::BinaryData)]
+        );
+        assert!(ProtocolError::Line(LineError::BinaryData).is_fatal());
+    }
+
+    #[test]
+    fn every_topic_name_survives_encoding_and_decoding() {
+        for name in [
+            "plain",
+            "with space",
+            "q\"uo\\te",
+            "",
+            "tab\tnew\nline\r\0",
+            "ünï",
+        ] {
+            let mut line = b"SUB ".to_vec();
+            encode_topic(&mut line, name);
+            line.push(b'\n');
+            let events = decode_all(&line, usize::MAX);
+            assert_eq!(
+                events,
+                vec![Ok(Request::Subscribe {
+                    topics: vec![name.to_owned()],
+                    start: StartAt::Current,
+                    ack: AckMode::OnWrite,
+                })],
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut next = testing::xorshift(0x2545_F491_4F6C_DD1D);
+        let alphabet = b"PUBNSULHAQIT \"\\\n\r0123456789xyz";
+        for _ in 0..20_000 {
+            let len = (next() % 60) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| match next() % 16 {
+                    0 => next() as u8,
+                    _ => alphabet[(next() % alphabet.len() as u64) as usize],
+                })
+                .collect();
+            let chunk = 1 + (next() % 8) as usize;
+            decode_all(&bytes, chunk);
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! What the broker counts, and the reports the line protocol's `TOPICS` and
+//! `STATS` commands print.
+//!
+//! Every topic carries its own [`Traffic`]: messages and bytes in (appended
+//! by the dispatcher) and out (written for subscribers and pulls). Broker-wide
+//! figures are sums over the topics, made when someone asks, so nothing on
+//! the path of a message does more than bump two numbers.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::store::Offset;
+
+/// A count that can be bumped through a shared reference.
+///
+/// Sessions see topics as `&Topic` while they deliver (the dispatcher lends
+/// them the whole table), yet delivering must count. Only the dispatcher
+/// thread ever touches a topic, so a `Cell` is all it takes: no atomics.
+#[derive(Debug, Default)]
+pub struct Counter(Cell<u64>);
+
+impl Counter {
+    pub fn add(&self, n: u64) {
+        self.0.set(self.0.get() + n);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.get()
+    }
+}
+
+/// What went through one topic.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub messages_in: Counter,
+    pub bytes_in: Counter,
+    /// Deliveries, counting every redelivery.
+    pub messages_out: Counter,
+    pub bytes_out: Counter,
+}
+
+impl Traffic {
+    /// Counts a message appended to the topic.
+    pub fn received(&self, bytes: usize) {
+        self.messages_in.add(1);
+        self.bytes_in.add(bytes as u64);
+    }
+
+    /// Counts a delivery of one of the topic's messages.
+    pub fn sent(&self, bytes: usize) {
+        self.messages_out.add(1);
+        self.bytes_out.add(bytes as u64);
+    }
+}
+
+/// A snapshot of one topic, for `TOPICS` and `STATS`.
+#[derive(Debug, Clone)]
+pub struct TopicReport {
+    pub name: Arc<str>,
+    /// The oldest offset the log holds.
+    pub first: Offset,
+    /// The offset the next message will get.
+    pub next: Offset,
+    pub subscribers: usize,
+    pub messages_in: u64,
+    pub bytes_in: u64,
+    pub messages_out: u64,
+    pub bytes_out: u64,
+}
+
+impl TopicReport {
+    /// How many messages the log holds.
+    pub fn messages(&self) -> u64 {
+        self.next - self.first
+    }
+}
+
+/// A snapshot of the whole broker, for `STATS`.
+#[derive(Debug, Clone)]
+pub struct BrokerReport {
+    pub uptime: Duration,
+    pub connections: usize,
+    pub topics: Vec<TopicReport>,
+}
+
+impl BrokerReport {
+    /// The broker-wide figures, as `(name, value)` pairs in the order
+    /// `STATS` prints them.
+    pub fn totals(&self) -> [(&'static str, u64); 8] {
+        let sum = |field: fn(&TopicReport) -> u64| self.topics.iter().map(field).sum::<u64>();
+        [
+            ("uptime_seconds", self.uptime.as_secs()),
+            ("connections", self.connections as u64),
+            ("topics", self.topics.len() as u64),
+            ("subscriptions", sum(|t| t.subscribers as u64)),
+            ("messages_in", sum(|t| t.messages_in)),
+            ("messages_out", sum(|t| t.messages_out)),
+            ("bytes_in", sum(|t| t.bytes_in)),
+            ("bytes_out", sum(|t| t.bytes_out)),
+        ]
+    }
+}
