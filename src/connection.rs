@@ -26,13 +26,14 @@
 use std::io::{self, Read};
 use std::net::TcpStream;
 use std::sync::Arc;
+use std::thread;
 
 use crossbeam_channel::Sender;
 
 use crate::dispatcher::{Command, ConnId};
 use crate::line;
 use crate::protocol::{self, Decoded, Limits, ProtocolError, Request};
-use crate::writer::{self, Wire};
+use crate::writer::{self, Link, Listeners, Wire};
 
 /// What every reader thread shares.
 #[derive(Debug)]
@@ -40,7 +41,20 @@ pub struct ReaderContext {
     pub commands: Sender<Command>,
     pub limits: Limits,
     pub thread_stack_bytes: usize,
+    /// How many frames may wait to be written to a client before its reader
+    /// stops reading its requests (see [`MAX_UNREAD_REPLIES`]).
+    pub max_unwritten: usize,
 }
+
+/// How many answers a client may leave unread, on top of a full window of
+/// deliveries, before its reader stops reading its requests until it
+/// catches up. A client that pipelines requests is slowed down by TCP, and
+/// one that never reads costs a bounded amount of memory.
+pub const MAX_UNREAD_REPLIES: usize = 4096;
+
+/// How many answered requests one [`Command::Requests`] carries at most, so
+/// the reader checks between them that the client is reading.
+const ANSWERED_PER_COMMAND: usize = 256;
 
 /// Reads a buffer's worth at a time. Small, so that thousands of idle
 /// connections cost little; it grows while a client sends faster than that,
@@ -55,14 +69,14 @@ pub fn run(id: ConnId, stream: Arc<TcpStream>, context: Arc<ReaderContext>) {
         stream,
         decoder: None,
         buffer: ReadBuffer::new(),
-        attached: false,
+        writer: None,
         context,
     };
     match reader.serve() {
         Ok(()) => log::debug!("conn {id}: closed"),
         Err(error) => log::debug!("conn {id}: ended: {error}"),
     }
-    if reader.attached {
+    if reader.writer.is_some() {
         let _ = reader.context.commands.send(Command::Detach { conn: id });
     }
 }
@@ -74,8 +88,8 @@ struct Reader {
     /// Chosen by the first byte the client sends.
     decoder: Option<Decoder>,
     buffer: ReadBuffer,
-    /// Whether the dispatcher has this connection's writer.
-    attached: bool,
+    /// The link to this connection's writer, once the dispatcher has it.
+    writer: Option<Link>,
     context: Arc<ReaderContext>,
 }
 
@@ -98,64 +112,84 @@ impl std::fmt::Display for Stop {
     }
 }
 
+/// Requests taken out of the read buffer in one go.
+#[derive(Default)]
+struct Taken {
+    requests: Vec<Decoded>,
+    /// The request that ends the connection, if one came (it is the last
+    /// of `requests` too).
+    ending: Option<Decoded>,
+    /// Whether the buffer holds no complete request any more.
+    drained: bool,
+}
+
 impl Reader {
     /// Reads and forwards until the client closes or quits (`Ok`) or
     /// something stops the connection (`Err`).
     fn serve(&mut self) -> Result<(), Stop> {
         loop {
-            if self
-                .buffer
-                .fill_from(&mut &*self.stream)
-                .map_err(Stop::Io)?
-                == 0
-            {
-                return Ok(());
+            if let Some(writer) = &self.writer {
+                writer.wait_until_unwritten_at_most(self.context.max_unwritten);
             }
-            let (requests, last) = self.decode_buffered();
-            if !requests.is_empty() {
-                self.forward(requests)?;
+            let taken = self.take_requests();
+            if !taken.requests.is_empty() {
+                self.forward(taken.requests)?;
             }
-            match last {
+            match taken.ending {
                 None => {}
                 Some(Ok(_)) => return Ok(()),
                 Some(Err(error)) => return Err(Stop::Fatal(error)),
             }
+            if taken.drained {
+                let read = self.buffer.fill_from(&mut &*self.stream);
+                if read.map_err(Stop::Io)? == 0 {
+                    return Ok(());
+                }
+            }
         }
     }
 
-    /// Takes every complete request out of the buffer. Stops after one that
-    /// ends the connection (a `QUIT`, or an error the stream cannot recover
-    /// from), which is returned apart as well as in the list.
-    fn decode_buffered(&mut self) -> (Vec<Decoded>, Option<Decoded>) {
-        let mut requests = Vec::new();
+    /// Takes complete requests out of the buffer, up to
+    /// [`ANSWERED_PER_COMMAND`] that will be answered, stopping after one
+    /// that ends the connection (a `QUIT`, or an error the stream cannot
+    /// recover from).
+    fn take_requests(&mut self) -> Taken {
+        let mut taken = Taken::default();
         let decoder = match (&mut self.decoder, self.buffer.unread().first()) {
             (Some(decoder), _) => decoder,
             (None, Some(&first)) => self
                 .decoder
                 .insert(Decoder::for_first_byte(first, self.context.limits)),
-            (None, None) => return (requests, None),
+            (None, None) => {
+                taken.drained = true;
+                return taken;
+            }
         };
-        loop {
+        let mut answered = 0;
+        while answered < ANSWERED_PER_COMMAND {
             let (used, decoded) = decoder.decode(self.buffer.unread());
             self.buffer.consume(used);
-            match decoded {
-                None => return (requests, None),
-                Some(request) if ends_connection(&request) => {
-                    requests.push(request.clone());
-                    return (requests, Some(request));
-                }
-                Some(request) => requests.push(request),
+            let Some(request) = decoded else {
+                taken.drained = true;
+                break;
+            };
+            if is_answered(&request) {
+                answered += 1;
             }
+            if ends_connection(&request) {
+                taken.ending = Some(request.clone());
+                taken.requests.push(request);
+                break;
+            }
+            taken.requests.push(request);
         }
+        taken
     }
 
     /// Sends requests to the dispatcher, attaching a writer first if any of
     /// them will be answered.
     fn forward(&mut self, requests: Vec<Decoded>) -> Result<(), Stop> {
-        let needs_writer = requests
-            .iter()
-            .any(|r| r.as_ref().map_or(true, Request::needs_reply));
-        if needs_writer && !self.attached {
+        if self.writer.is_none() && requests.iter().any(is_answered) {
             self.attach()?;
         }
         let command = Command::Requests {
@@ -173,15 +207,14 @@ impl Reader {
             Some(Decoder::Line(_)) => Wire::Line,
             _ => Wire::Binary,
         };
-        let writer = writer::spawn(
-            self.id,
-            self.stream.clone(),
-            wire,
-            self.context.commands.clone(),
-            self.context.thread_stack_bytes,
-        )
-        .map_err(Stop::Io)?;
-        self.attached = true;
+        let listeners = Listeners {
+            dispatcher: self.context.commands.clone(),
+            reader: thread::current(),
+        };
+        let stack = self.context.thread_stack_bytes;
+        let writer = writer::spawn(self.id, self.stream.clone(), wire, listeners, stack)
+            .map_err(Stop::Io)?;
+        self.writer = Some(writer.link().clone());
         self.context
             .commands
             .send(Command::Attach {
@@ -190,6 +223,11 @@ impl Reader {
             })
             .map_err(|_| Stop::DispatcherGone)
     }
+}
+
+/// Whether the broker answers `request` (every refusal is answered).
+fn is_answered(request: &Decoded) -> bool {
+    request.as_ref().map_or(true, Request::needs_reply)
 }
 
 /// Whether the connection ends after `request`.

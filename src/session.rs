@@ -64,9 +64,10 @@ pub struct DeliveryPolicy {
     pub linger: Duration,
 }
 
-/// How many replies (statuses, errors) a client may leave unread, on top of
-/// a full window of deliveries, before the broker decides it is not reading.
-const MAX_UNREAD_REPLIES: usize = 4096;
+/// How many replies may wait behind a pull before the broker decides the
+/// client is not reading. (Replies that are not held back are bounded by
+/// the reader, which stops reading while the client has too many unread.)
+const MAX_HELD_REPLIES: usize = 4096;
 
 /// The client answered a delivery that was never sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,15 +343,14 @@ impl Session {
     }
 
     /// Hands the queued frames to the writer thread. Closes the connection
-    /// if the client has stopped reading: deliveries are bounded by the
-    /// window, so a backlog far beyond it can only be replies it ignores.
+    /// if replies pile up behind a pull: the client keeps sending requests
+    /// while it does not read the pull.
     pub fn flush(&mut self) {
         if !self.outbox.is_empty() {
             self.writer.send(std::mem::take(&mut self.outbox));
         }
         let held: usize = self.pulls.iter().map(|p| p.replies_after.len()).sum();
-        let unread = self.writer.link().unwritten() + held;
-        if unread > self.policy.max_inflight + MAX_UNREAD_REPLIES {
+        if held > MAX_HELD_REPLIES {
             log::warn!("conn {}: not reading its replies; closing it", self.id);
             self.writer.link().close();
         }

@@ -21,24 +21,25 @@
 //! connection) or a write fails, and shuts the socket down on its way out so
 //! the client sees the end of the stream after the last frame.
 //!
-//! Deliveries are bounded by the in-flight window, but replies are not: a
-//! client can send requests (or bad acks) forever and never read the answers.
-//! So the [`Writer`] handle counts the frames handed over and not yet written,
-//! and the dispatcher closes a connection whose count grows past what a
-//! client that reads could ever leave unread.
+//! The [`Link`] between the writer and the others counts the frames handed
+//! over and not yet written, and that count is how the broker keeps a
+//! client from making it buffer without bound:
 //!
-//! That count is also the window of deliveries that need no ack (a
-//! line-protocol subscriber that is not `manual`, or a `PULL`): they count as
-//! done once written, so the dispatcher sends more only while few frames are
-//! unwritten. When it stops for that reason it asks, through the [`Link`], to
-//! be told when the writer next writes, and the writer sends it a
-//! [`Command::Written`].
+//! - Replies: a client may pipeline requests faster than it reads the
+//!   answers. Its reader thread stops reading while too many answers wait
+//!   (and the writer wakes it once it has written), so TCP slows the client
+//!   down instead of the broker buffering for it.
+//! - Deliveries that need no ack (a line-protocol subscriber that is not
+//!   `manual`, or a `PULL`) count as done once written, so the dispatcher
+//!   sends more only while few frames are unwritten. When it stops for that
+//!   reason it asks to be told when the writer next writes, and the writer
+//!   sends it a [`Command::Written`].
 
 use std::io::{self, IoSlice, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread;
+use std::thread::{self, Thread};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -100,17 +101,26 @@ pub struct Writer {
     link: Link,
 }
 
-/// What the dispatcher can know and do about a writer besides sending it
-/// frames: how far behind it is, asking to hear when it writes, and cutting
-/// it short.
-#[derive(Debug)]
+/// What the dispatcher and the reader can know and do about a writer
+/// besides sending it frames: how far behind it is, asking to hear when it
+/// has written, and cutting it short.
+#[derive(Debug, Clone)]
 pub struct Link {
+    state: Arc<LinkState>,
+    stream: Arc<TcpStream>,
+}
+
+#[derive(Debug, Default)]
+struct LinkState {
     /// Frames sent to the thread and not yet written to the socket.
-    unwritten: Arc<AtomicUsize>,
+    unwritten: AtomicUsize,
     /// Set by the dispatcher to get a [`Command::Written`] after the next
     /// write; cleared by the writer when it sends one.
-    wants_written: Arc<AtomicBool>,
-    stream: Arc<TcpStream>,
+    dispatcher_waits: AtomicBool,
+    /// Set by the reader before it parks until the writer has written.
+    reader_waits: AtomicBool,
+    /// Set when the writer thread has ended: nothing will be written again.
+    ended: AtomicBool,
 }
 
 impl Writer {
@@ -118,9 +128,8 @@ impl Writer {
     /// failed), the frames are dropped: the connection's reader notices the
     /// failure too and reports the disconnect.
     pub fn send(&self, batch: Batch) {
-        self.link
-            .unwritten
-            .fetch_add(batch.len(), Ordering::Relaxed);
+        let state = &self.link.state;
+        state.unwritten.fetch_add(batch.len(), Ordering::SeqCst);
         let _ = self.frames.send(batch);
     }
 
@@ -138,7 +147,7 @@ impl Writer {
 impl Link {
     /// How many frames are waiting to be written.
     pub fn unwritten(&self) -> usize {
-        self.unwritten.load(Ordering::SeqCst)
+        self.state.unwritten.load(Ordering::SeqCst)
     }
 
     /// Asks the writer to send [`Command::Written`] after its next write.
@@ -146,7 +155,21 @@ impl Link {
     /// writer may have written just before the request, and then no notice
     /// comes for that write.
     pub fn notify_when_written(&self) {
-        self.wants_written.store(true, Ordering::SeqCst);
+        self.state.dispatcher_waits.store(true, Ordering::SeqCst);
+    }
+
+    /// Blocks the calling thread (the connection's reader) until at most
+    /// `limit` frames wait to be written, or the writer has ended.
+    pub fn wait_until_unwritten_at_most(&self, limit: usize) {
+        let state = &self.state;
+        while self.unwritten() > limit && !state.ended.load(Ordering::SeqCst) {
+            state.reader_waits.store(true, Ordering::SeqCst);
+            // Look again: the writer may have written (or ended) just
+            // before the flag was set, and would not unpark us for it.
+            if self.unwritten() > limit && !state.ended.load(Ordering::SeqCst) {
+                thread::park();
+            }
+        }
     }
 
     /// Shuts the socket down in both directions: the writer's next write
@@ -165,32 +188,35 @@ const COPY_PAYLOADS_UP_TO: usize = 512;
 /// never grows without bound while frames keep coming.
 const MAX_BYTES_PER_WRITE: usize = 1 << 20;
 
+/// Who a writer thread tells when it has written: the dispatcher, if it
+/// asked ([`Link::notify_when_written`]), and the connection's reader, if it
+/// is waiting ([`Link::wait_until_unwritten_at_most`]).
+#[derive(Debug)]
+pub struct Listeners {
+    pub dispatcher: Sender<Command>,
+    pub reader: Thread,
+}
+
 /// Starts the writer thread `conn-<id>-write` for `stream`, which it shares
 /// with the connection's reader (one socket, one file descriptor). It
-/// encodes frames for `wire`, and sends [`Command::Written`] notices to
-/// `commands` when asked.
+/// encodes frames for `wire`.
 pub fn spawn(
     id: ConnId,
     stream: Arc<TcpStream>,
     wire: Wire,
-    commands: Sender<Command>,
+    listeners: Listeners,
     stack_size: usize,
 ) -> io::Result<Writer> {
     let (frames, queue) = crossbeam_channel::unbounded();
     let link = Link {
-        unwritten: Arc::new(AtomicUsize::new(0)),
-        wants_written: Arc::new(AtomicBool::new(false)),
+        state: Arc::default(),
         stream,
     };
     let thread = WriterThread {
         id,
         queue,
-        commands,
-        link: Link {
-            unwritten: link.unwritten.clone(),
-            wants_written: link.wants_written.clone(),
-            stream: link.stream.clone(),
-        },
+        listeners,
+        link: link.clone(),
         encoder: Encoder::new(wire),
     };
     thread::Builder::new()
@@ -204,7 +230,7 @@ pub fn spawn(
 struct WriterThread {
     id: ConnId,
     queue: Receiver<Batch>,
-    commands: Sender<Command>,
+    listeners: Listeners,
     link: Link,
     encoder: Encoder,
 }
@@ -224,11 +250,17 @@ impl WriterThread {
                 log::debug!("conn {}: write failed: {error}", self.id);
                 break;
             }
-            self.link.unwritten.fetch_sub(frames, Ordering::SeqCst);
-            if self.link.wants_written.swap(false, Ordering::SeqCst) {
-                let _ = self.commands.send(Command::Written { conn: self.id });
+            let state = &self.link.state;
+            state.unwritten.fetch_sub(frames, Ordering::SeqCst);
+            if state.dispatcher_waits.swap(false, Ordering::SeqCst) {
+                let _ = (self.listeners.dispatcher).send(Command::Written { conn: self.id });
+            }
+            if state.reader_waits.swap(false, Ordering::SeqCst) {
+                self.listeners.reader.unpark();
             }
         }
+        self.link.state.ended.store(true, Ordering::SeqCst);
+        self.listeners.reader.unpark();
         self.link.close();
     }
 }

@@ -9,6 +9,8 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::time::Instant;
 
 use brook::client::Publisher;
@@ -313,6 +315,31 @@ fn two_concurrent_pullers_split_a_backlog_exactly() {
         }
     }
     assert_eq!(seen, (0..u64::from(BACKLOG)).collect());
+}
+
+/// What `cat file | nc` does: writes requests as fast as it can and reads
+/// the answers meanwhile. The broker keeps up or slows the writer down, and
+/// answers every one.
+#[test]
+fn a_pipelining_publisher_gets_every_confirmation_in_order() {
+    const MESSAGES: usize = 100_000;
+    let broker = start_broker(&config());
+    let stream = TcpStream::connect(broker.local_addr()).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let publishing = std::thread::spawn(move || {
+        let lines: String = (0..MESSAGES).map(|i| format!("PUB fast m{i}\n")).collect();
+        writer.write_all(lines.as_bytes()).unwrap();
+        writer.write_all(b"QUIT\n").unwrap();
+    });
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut replies = BufReader::new(stream).lines();
+    for offset in 0..MESSAGES {
+        let reply = replies.next().expect("a reply").expect("read");
+        assert_eq!(reply, format!("+OK {offset}"));
+    }
+    assert_eq!(replies.next().expect("+BYE").expect("read"), "+BYE");
+    assert!(replies.next().is_none(), "the connection closes after +BYE");
+    publishing.join().unwrap();
 }
 
 #[test]
