@@ -4,7 +4,7 @@
 # The scripts talk to brook with netcat (the OpenBSD one, Debian's
 # netcat-openbsd) and printf, and parse the replies with `read` and
 # parameter expansion. Everything they send and read is spelled out in
-# docs/PROTOCOL.md (binary protocol) and the line protocol's spec.
+# docs/PROTOCOL.md: the binary protocol, and the line protocol (section 8).
 #
 # Environment: BROOK_HOST (default 127.0.0.1), BROOK_PORT (default 3000).
 

@@ -281,7 +281,12 @@ impl Dispatcher {
             }
             Ok(Request::Ping) => self.reply(conn, Reply::Pong),
             Ok(Request::Help) => self.reply(conn, Reply::Help),
-            Ok(Request::Quit) => self.reply(conn, Reply::Bye),
+            Ok(Request::Quit) => {
+                // Closed at once, so that nothing published from now on is
+                // delivered after the goodbye.
+                self.reply(conn, Reply::Bye);
+                self.detach(conn, now);
+            }
             Err(error) => {
                 // Debug, not info: a client could otherwise flood the log.
                 log::debug!("conn {conn}: refused: {error}");

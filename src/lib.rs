@@ -3,21 +3,27 @@
 //! Publishers send messages to named topics over TCP; brook appends each one
 //! to its topic's log, where it gets an offset, and pushes it to every
 //! subscriber of the topic. Subscribers answer each delivery with an ack or a
-//! nack; what is nacked, or not answered in time, is delivered again. The wire
-//! protocol is that of the Go broker willdot/messagebroker.
+//! nack (or, on the line protocol, let it count as answered once written);
+//! what is nacked, or not answered in time, is delivered again. One port
+//! speaks two protocols: the binary protocol of the Go broker
+//! willdot/messagebroker, and a line protocol for `nc` and people.
 //!
 //! The modules are listed in the order one message travels through them, and
 //! reading them in that order is the intended way to learn the code:
 //!
 //! - [`config`]: the flags `brook` is started with.
 //! - [`server`]: the listener and acceptor; one reader thread per socket.
-//! - [`connection`]: the reader thread, which reads bytes and forwards requests.
-//! - [`protocol`] (with [`json`]): the byte layouts, and the decoder that turns
-//!   a byte stream into requests.
+//! - [`connection`]: the reader thread, which reads bytes and forwards
+//!   requests; the first byte picks the protocol.
+//! - [`protocol`] (with [`json`]): the binary byte layouts, and the decoder
+//!   that turns a byte stream into requests.
+//! - [`line`]: the line protocol's decoder and encoders, producing the same
+//!   requests.
 //! - [`dispatcher`]: the one thread that owns the topic table.
 //! - [`store`]: each topic's append-only log of messages.
-//! - [`session`]: one connection's subscriptions, in-flight deliveries and
-//!   redeliveries.
+//! - [`session`]: one connection's subscriptions, in-flight deliveries,
+//!   redeliveries and pulls.
+//! - [`stats`]: the counters behind `TOPICS` and `STATS`.
 //! - [`writer`]: the writer thread, the only code that writes to a socket.
 //! - [`client`]: a blocking Rust client, used by the examples and tests.
 
