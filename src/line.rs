@@ -328,25 +328,42 @@ impl Decoder {
         Ok(Some(request))
     }
 
-    /// Reads `PUBN <topic> <nbytes>` and gets ready for the payload.
+    /// Reads `PUBN <topic> <nbytes>` and gets ready for the payload. Once
+    /// the byte count is known, a refused `PUBN` skips its payload, which
+    /// the client sends anyway; before that there is no telling how long
+    /// the payload is, and its bytes are read as lines.
     fn start_payload(&mut self, words: &mut Words<'_>) -> Result<(), LineError> {
-        let topic = words.topic()?;
+        let topic = words.next()?.ok_or(LineError::MissingTopic)?;
         let count = words.next()?.ok_or(LineError::MissingByteCount)?;
         let len: u64 = count.parse().map_err(|_| LineError::BadByteCount)?;
-        words.end()?;
-        if len > self.limits.max_message_bytes as u64 {
-            // The client will send the payload anyway: skip it.
+        if let Err(error) = self.check_payload_header(&topic, len, words) {
             self.state = State::SkippingPayload { left: len };
+            return Err(error);
+        }
+        self.state = State::Payload {
+            topic: self.last_topic.shared(&topic),
+            len: len as usize,
+        };
+        Ok(())
+    }
+
+    /// The rest of a `PUBN` line, once its byte count is known.
+    fn check_payload_header(
+        &self,
+        topic: &str,
+        len: u64,
+        words: &mut Words<'_>,
+    ) -> Result<(), LineError> {
+        words.end()?;
+        if topic.len() > MAX_TOPIC_NAME_BYTES {
+            return Err(LineError::TopicNameTooLong);
+        }
+        if len > self.limits.max_message_bytes as u64 {
             return Err(LineError::MessageTooLarge);
         }
         if len == 0 {
             return Err(LineError::EmptyMessage);
         }
-        let topic = self.last_topic.shared(&topic);
-        self.state = State::Payload {
-            topic,
-            len: len as usize,
-        };
         Ok(())
     }
 }
@@ -648,7 +665,7 @@ mod tests {
         let input =
             b"FLY\nPUB\nPUB t\nSUB t from x\nSUB t later\nPING now\nSUB \"t\nPUB \"t\"x y\n\
                       PUBN t 65\n0123456789012345678901234567890123456789012345678901234567890123\n\
-                      PUBN t 0\n\nPUBN t 2\nabc\nPING\n";
+                      PUBN t 0\n\nPUBN t 3 x\nFLY\nPUBN t 2\nabc\nPING\n";
         let events = decode_all(input, 5);
         assert_eq!(
             events,
@@ -663,6 +680,7 @@ mod tests {
                 refused(LineError::TextAfterQuote),
                 refused(LineError::MessageTooLarge),
                 refused(LineError::EmptyMessage),
+                refused(LineError::UnexpectedArgument), // and FLY is skipped
                 refused(LineError::PayloadNotTerminated),
                 refused(LineError::UnknownCommand), // "c", the byte the count missed
                 Ok(Request::Ping),

@@ -844,6 +844,12 @@ fn pubn_errors_skip_what_they_must_and_keep_the_stream_aligned() {
     client.expect_line("-ERR empty message");
     client.expect_line("+PONG");
 
+    // Any refusal once the byte count is known skips the payload too.
+    let payload = "PUB t x\n";
+    client.send(format!("PUBN t {} extra\n{payload}\n", payload.len()));
+    client.expect_line("-ERR unexpected argument");
+    assert_eq!(client.ask("PING"), "+PONG");
+
     // A payload not followed by a newline: not stored, and parsing resumes
     // at the byte after the payload.
     client.send("PUBN t 3\nabcPING\n");
