@@ -17,6 +17,11 @@
 //! reader starts the writer thread and hands it to the dispatcher
 //! ([`Command::Attach`]) ahead of that request.
 //!
+//! The reader is also where a client that does not read its answers is held
+//! back: before taking more requests it waits while too many frames wait to
+//! be written to the client, so TCP slows the client down rather than the
+//! broker buffering answers for it without bound.
+//!
 //! When the client closes the socket or says `QUIT`, a read fails, or the
 //! stream cannot be parsed any more, the reader tells the dispatcher
 //! ([`Command::Detach`]) and ends. The dispatcher drops the writer, which

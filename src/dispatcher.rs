@@ -16,7 +16,8 @@
 //! many messages, so channel sends and wake-ups are paid per batch, not per
 //! message.
 //!
-//! Timers (ack timeouts, redeliveries after a Nack) live in one min-heap of
+//! Timers (ack timeouts, redeliveries after a Nack, the deadline of a
+//! closed connection's unfinished pull) live in one min-heap of
 //! `(when, connection)` wake-ups. Each session keeps at most one wake-up that
 //! it cares about; a stale entry is recognised and skipped when it pops.
 //!
@@ -26,7 +27,9 @@
 //!
 //! Requests arrive already decoded, the same whichever protocol the client
 //! speaks; the dispatcher answers with [`Reply`] values, and each writer
-//! encodes them for its own client.
+//! encodes them for its own client. Writers send one command of their own,
+//! [`Command::Written`], when a session waits for room to send deliveries
+//! that need no ack.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};

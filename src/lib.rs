@@ -17,7 +17,7 @@
 //!   requests; the first byte picks the protocol.
 //! - [`protocol`] (with [`json`]): the binary byte layouts, and the decoder
 //!   that turns a byte stream into requests.
-//! - [`line`]: the line protocol's decoder and encoders, producing the same
+//! - [`line`](mod@line): the line protocol's decoder and encoders, producing the same
 //!   requests.
 //! - [`dispatcher`]: the one thread that owns the topic table.
 //! - [`store`]: each topic's append-only log of messages.

@@ -22,7 +22,7 @@
 //!
 //! TCP is a byte stream: one `read()` may return half a frame, or ten frames
 //! and a half. [`Decoder`] is therefore an explicit state machine, in the
-//! manner of the NATS server's parser: its [`State`] says which field of which
+//! manner of the NATS server's parser: its `State` says which field of which
 //! frame comes next and how many bytes that field needs. [`Decoder::decode`]
 //! takes whatever bytes the reader has, consumes every field it can, and stops
 //! at the first field that is not complete yet, remembering where it was. The
