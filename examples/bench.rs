@@ -18,21 +18,28 @@
 //! | scenario | shape |
 //! | --- | --- |
 //! | `1to1` | 1 publisher → 1 subscriber, one topic |
-//! | `1to1-64k` | the same with 64 KiB payloads |
+//! | `line` | 1 → 1 over the line protocol: `PUB` lines, `MSG` deliveries |
+//! | `1to1-64k` | the same as `1to1` with 64 KiB payloads |
 //! | `fanout` | 1 publisher → N subscribers of one topic |
 //! | `fanin` | N publishers → 1 subscriber, one topic |
 //! | `nton` | N pairs: publisher i → subscriber i on topic i |
 //! | `latency` | 1 → 1 at a fixed rate, each message written on its own |
 //! | `connections` | C idle subscribers, then one message: how long until all have it |
 //!
-//! Every payload carries its publisher, a sequence number and its send time.
-//! Subscribers check that each publisher's messages arrive exactly once and
-//! in order, and record the latency of each in a histogram.
+//! Every payload carries its publisher, a sequence number and its send time
+//! (as text in `line`, whose payloads must be text). Subscribers check that
+//! each publisher's messages arrive exactly once and in order, and record the
+//! latency of each in a histogram.
 //!
-//! Each throughput scenario, and the latency run, also runs against the
-//! *relay* (`bench/relay.rs`): a null broker that copies publishers' bytes
+//! Each binary throughput scenario, and the latency run, also runs against
+//! the *relay* (`bench/relay.rs`): a null broker that copies publishers' bytes
 //! straight to subscribers. It is the ceiling set by loopback TCP and system
 //! calls on this machine, and brook's rows say what fraction of it they reach.
+//! `line` has no relay run: the relay speaks only the binary protocol, and
+//! one that forwarded `PUB` lines untouched would still have to find their
+//! ends and answer each with `+OK <offset>`, the line protocol's work, while
+//! its subscriber parsed `PUB` lines, not `MSG` deliveries. The `1to1` row is
+//! its yardstick: the same messages over the binary protocol.
 //!
 //! # Retention
 //!
@@ -77,7 +84,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use connections::{ConnectionsPlan, Counters};
-use load::{Epoch, Framing, Pacing, PublisherPlan, SubscriberPlan, SubscriberReport, Tally};
+use load::{
+    Epoch, Framing, Pacing, Protocol, PublisherPlan, SubscriberPlan, SubscriberReport, Tally,
+};
 use report::{Row, Throughput};
 use target::{BrokerChoice, BrokerSettings, Target, TargetKind};
 
@@ -117,6 +126,7 @@ fn main() -> ExitCode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scenario {
     OneToOne,
+    Line,
     OneToOneLarge,
     FanOut,
     FanIn,
@@ -125,8 +135,9 @@ enum Scenario {
     Connections,
 }
 
-const ALL_SCENARIOS: [Scenario; 7] = [
+const ALL_SCENARIOS: [Scenario; 8] = [
     Scenario::OneToOne,
+    Scenario::Line,
     Scenario::OneToOneLarge,
     Scenario::FanOut,
     Scenario::FanIn,
@@ -145,6 +156,7 @@ impl Scenario {
     fn name(self) -> &'static str {
         match self {
             Scenario::OneToOne => "1to1",
+            Scenario::Line => "line",
             Scenario::OneToOneLarge => "1to1-64k",
             Scenario::FanOut => "fanout",
             Scenario::FanIn => "fanin",
@@ -168,7 +180,7 @@ impl Scenario {
     fn label(self, options: &Options) -> String {
         let name = self.name();
         match self {
-            Scenario::OneToOne | Scenario::OneToOneLarge => name.to_owned(),
+            Scenario::OneToOne | Scenario::Line | Scenario::OneToOneLarge => name.to_owned(),
             Scenario::FanOut => format!("{name} 1→{}", options.subscribers),
             Scenario::FanIn => format!("{name} {}→1", options.publishers),
             Scenario::Pairs => format!("{name} {}×1→1", options.pairs),
@@ -185,6 +197,7 @@ struct Topology {
     scenario: Scenario,
     label: String,
     payload_bytes: usize,
+    protocol: Protocol,
     publishers: Vec<PublisherPlan>,
     subscribers: Vec<SubscriberPlan>,
     notes: Vec<String>,
@@ -202,6 +215,10 @@ impl Topology {
             Scenario::OneToOneLarge => (LARGE_PAYLOAD, Pacing::FlatOut),
             Scenario::Latency => (LATENCY_PAYLOAD, Pacing::Rate(options.rate)),
             _ => (options.size, Pacing::FlatOut),
+        };
+        let protocol = match scenario {
+            Scenario::Line => Protocol::Line,
+            _ => Protocol::Binary,
         };
         let mut notes = Vec::new();
         let count = match scenario {
@@ -228,6 +245,7 @@ impl Topology {
                 count,
                 payload_bytes,
                 pacing,
+                protocol,
             })
             .collect();
         let subscriber_plans = (0..subscribers)
@@ -242,6 +260,7 @@ impl Topology {
             scenario,
             label: scenario.label(options),
             payload_bytes,
+            protocol,
             publishers: publisher_plans,
             subscribers: subscriber_plans,
             notes,
@@ -269,14 +288,16 @@ impl Topology {
     }
 }
 
-/// Runs one scenario against brook and, where it applies, the relay.
+/// Runs one scenario against brook and, where it applies, the relay: not
+/// over the line protocol, which the relay does not speak (see the module
+/// docs).
 fn run_scenario(scenario: Scenario, options: &Options, epoch: Epoch) -> Vec<Row> {
     if scenario == Scenario::Connections {
         return vec![run_connections(options, epoch)];
     }
     let topology = Topology::of(scenario, options);
     let mut brook = run_flow(&topology, TargetKind::Brook, options, epoch);
-    if !options.relay {
+    if !options.relay || topology.protocol == Protocol::Line {
         return vec![brook];
     }
     let mut relay = run_flow(&topology, TargetKind::Relay, options, epoch);
@@ -301,9 +322,11 @@ fn run_flow(topology: &Topology, kind: TargetKind, options: &Options, epoch: Epo
             return row;
         }
     };
-    let framing = match kind {
-        TargetKind::Brook => Framing::Delivery,
-        TargetKind::Relay => Framing::Publish,
+    let framing = match (kind, topology.protocol) {
+        (TargetKind::Brook, Protocol::Binary) => Framing::Delivery,
+        (TargetKind::Relay, Protocol::Binary) => Framing::Publish,
+        (TargetKind::Brook, Protocol::Line) => Framing::Line,
+        (TargetKind::Relay, Protocol::Line) => unreachable!("the relay has no line protocol"),
     };
     let progress = Progress::new(&topology.label, kind);
     let outcome = drive(topology, &target, framing, epoch, &progress);
@@ -382,7 +405,7 @@ fn drive(
         .map(|(index, plan)| {
             let (plan, ready, received) = (plan.clone(), ready_tx.clone(), received.clone());
             spawn(format!("bench-sub-{index}"), move || {
-                match load::subscribe(addr, &plan.topic) {
+                match load::subscribe(addr, &plan.topic, framing.protocol()) {
                     Ok(stream) => {
                         let _ = ready.send(Ok(()));
                         load::receive(stream, &plan, framing, epoch, &received)
@@ -676,7 +699,9 @@ fn help() -> String {
     text.push_str(
         "\nScenarios:\n\
          \x20 1to1         1 publisher -> 1 subscriber, one topic\n\
-         \x20 1to1-64k     the same with 65,536-byte payloads\n\
+         \x20 line         1 -> 1 over the line protocol: PUB lines, +OK replies read\n\
+         \x20              as they come, MSG deliveries acked once written; no relay run\n\
+         \x20 1to1-64k     1to1 with 65,536-byte payloads\n\
          \x20 fanout       1 publisher -> --subscribers subscribers, one topic\n\
          \x20 fanin        --publishers publishers -> 1 subscriber, one topic\n\
          \x20 nton         --pairs pairs, publisher i -> subscriber i on topic i\n\

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use brook::protocol::status;
 
 use crate::histogram::Histogram;
-use crate::load::{self, Epoch, Framing, Pacing, PublisherPlan, SequenceCheck, Tally};
+use crate::load::{self, Epoch, Framing, Pacing, Protocol, PublisherPlan, SequenceCheck, Tally};
 use crate::report::thousands;
 
 const POLLER_THREADS: usize = 2;
@@ -123,6 +123,7 @@ fn publish_one(addr: SocketAddr, plan: &ConnectionsPlan, epoch: Epoch) -> Result
         count: 1,
         payload_bytes: plan.payload_bytes,
         pacing: Pacing::FlatOut,
+        protocol: Protocol::Binary,
     };
     load::publish(addr, &publisher, epoch)
         .map(drop)
@@ -188,7 +189,11 @@ fn poll_subscribers(
         epoch,
         counters,
     };
-    poller.open_and_subscribe(addr, &load::subscribe_request(topic), count);
+    poller.open_and_subscribe(
+        addr,
+        &load::subscribe_request(topic, Protocol::Binary),
+        count,
+    );
     poller.await_messages();
 
     let mut tally = Tally::default();

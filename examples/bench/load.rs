@@ -9,13 +9,20 @@
 //! Every payload starts with a [`PayloadHeader`]: the publisher's id, its
 //! sequence number, and the time the frame was encoded. The subscriber turns
 //! the time into a latency and the sequence into a [`SequenceCheck`].
+//!
+//! Both of brook's protocols can carry the load ([`Protocol`]). Over the line
+//! protocol a publisher sends `PUB` lines, whose text cannot hold a line feed,
+//! so the header is written as text; a second thread reads the `+OK <offset>`
+//! replies while the lines go out. Its subscriber parses `MSG` deliveries and
+//! sends no acks, since the broker counts a delivery as acked once written.
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use brook::line;
 use brook::protocol::{self, action, status, StartAt, TOPIC_PREFIX};
 
 use crate::histogram::Histogram;
@@ -48,6 +55,64 @@ impl PayloadHeader {
             sent_ns: u64::from_be_bytes(header[12..20].try_into().ok()?),
         })
     }
+
+    /// The header as text, for the line protocol: the three numbers in
+    /// hexadecimal without leading zeros, separated by spaces, such as
+    /// `0 f423f 2e8a1c3b0`. That is at most [`MAX_TEXT_HEADER_BYTES`], and
+    /// some 20 in a run of a million messages, so it fits the smallest
+    /// `--size`.
+    fn append_text_to(&self, out: &mut Vec<u8>) {
+        push_hex(out, self.publisher.into());
+        out.push(b' ');
+        push_hex(out, self.sequence);
+        out.push(b' ');
+        push_hex(out, self.sent_ns);
+    }
+
+    /// Reads a header written by [`append_text_to`](Self::append_text_to),
+    /// which a space or the end of the payload ends.
+    pub fn parse_text(payload: &[u8]) -> Option<PayloadHeader> {
+        let mut words = payload.split(|&byte| byte == b' ');
+        let mut number = || words.next().and_then(parse_hex);
+        Some(PayloadHeader {
+            publisher: number()?.try_into().ok()?,
+            sequence: number()?,
+            sent_ns: number()?,
+        })
+    }
+}
+
+/// The longest text header: an 8-digit and two 16-digit numbers, 2 spaces.
+const MAX_TEXT_HEADER_BYTES: usize = 8 + 16 + 16 + 2;
+
+fn push_hex(out: &mut Vec<u8>, value: u64) {
+    let digits = (16 - value.leading_zeros() as usize / 4).max(1);
+    for digit in (0..digits).rev() {
+        out.push(b"0123456789abcdef"[(value >> (4 * digit)) as usize & 0xf]);
+    }
+}
+
+fn parse_hex(word: &[u8]) -> Option<u64> {
+    if word.is_empty() || word.len() > 16 {
+        return None;
+    }
+    word.iter().try_fold(0, |value, &byte| {
+        Some(value << 4 | (byte as char).to_digit(16)? as u64)
+    })
+}
+
+fn parse_decimal(word: &[u8]) -> Option<u64> {
+    std::str::from_utf8(word).ok()?.parse().ok()
+}
+
+/// The two protocols brook speaks on one port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Publish frames; deliveries answered by acks (docs/PROTOCOL.md 1 to 7).
+    Binary,
+    /// `PUB` lines answered by `+OK <offset>`; `MSG` deliveries, acked once
+    /// written (docs/PROTOCOL.md 8).
+    Line,
 }
 
 /// The instant all send and arrival times are measured from, shared by every
@@ -92,6 +157,7 @@ pub struct PublisherPlan {
     pub count: u64,
     pub payload_bytes: usize,
     pub pacing: Pacing,
+    pub protocol: Protocol,
 }
 
 #[derive(Debug)]
@@ -100,32 +166,64 @@ pub struct PublisherReport {
     pub first_send_ns: Option<u64>,
 }
 
-/// Encodes publish frames into one buffer that is reused for the whole run.
+/// Encodes publish requests into one buffer that is reused for the whole run:
+/// binary publish frames, or `PUB <topic> <text>` lines.
 struct FrameEncoder {
+    protocol: Protocol,
     buffer: Vec<u8>,
-    /// `u16` length + `topic:` + name, the same for every frame.
-    topic_frame: Vec<u8>,
-    payload_len: [u8; 4],
+    /// What comes before every payload: `u16` length + `topic:` + name +
+    /// `u32` payload length, or `PUB <topic> `.
+    prefix: Vec<u8>,
+    /// What comes after every payload: nothing, or the line's line feed.
+    suffix: &'static [u8],
+    payload_bytes: usize,
+    /// Fills a payload up to `payload_bytes` after its header: dots, led by
+    /// a space in a line so that the header's last number ends.
     padding: Vec<u8>,
 }
 
 impl FrameEncoder {
-    fn new(topic: &str, payload_bytes: usize) -> FrameEncoder {
-        let mut topic_frame = Vec::new();
-        protocol::push_u16(&mut topic_frame, (TOPIC_PREFIX.len() + topic.len()) as u16);
-        topic_frame.extend_from_slice(TOPIC_PREFIX);
-        topic_frame.extend_from_slice(topic.as_bytes());
-        let frame_bytes = topic_frame.len() + 4 + payload_bytes;
-        FrameEncoder {
-            buffer: Vec::with_capacity(PUBLISH_BUFFER.max(frame_bytes)),
-            topic_frame,
-            payload_len: (payload_bytes as u32).to_be_bytes(),
-            padding: vec![b'.'; payload_bytes - HEADER_BYTES],
-        }
+    fn new(protocol: Protocol, topic: &str, payload_bytes: usize) -> FrameEncoder {
+        let mut prefix = Vec::new();
+        let mut padding = vec![b'.'; payload_bytes];
+        let suffix: &[u8] = match protocol {
+            Protocol::Binary => {
+                protocol::push_u16(&mut prefix, (TOPIC_PREFIX.len() + topic.len()) as u16);
+                prefix.extend_from_slice(TOPIC_PREFIX);
+                prefix.extend_from_slice(topic.as_bytes());
+                prefix.extend_from_slice(&(payload_bytes as u32).to_be_bytes());
+                b""
+            }
+            Protocol::Line => {
+                prefix.extend_from_slice(b"PUB ");
+                line::encode_topic(&mut prefix, topic);
+                prefix.push(b' ');
+                padding[0] = b' ';
+                b"\n"
+            }
+        };
+        let mut encoder = FrameEncoder {
+            protocol,
+            buffer: Vec::new(),
+            prefix,
+            suffix,
+            payload_bytes,
+            padding,
+        };
+        encoder
+            .buffer
+            .reserve(PUBLISH_BUFFER.max(encoder.frame_bytes()));
+        encoder
     }
 
+    /// The most one frame takes: the payload is `payload_bytes` long unless
+    /// its header alone is longer.
     fn frame_bytes(&self) -> usize {
-        self.topic_frame.len() + 4 + HEADER_BYTES + self.padding.len()
+        let header_bytes = match self.protocol {
+            Protocol::Binary => HEADER_BYTES,
+            Protocol::Line => MAX_TEXT_HEADER_BYTES,
+        };
+        self.prefix.len() + self.payload_bytes.max(header_bytes) + self.suffix.len()
     }
 
     fn has_room(&self) -> bool {
@@ -133,31 +231,74 @@ impl FrameEncoder {
     }
 
     fn push(&mut self, header: PayloadHeader) {
-        self.buffer.extend_from_slice(&self.topic_frame);
-        self.buffer.extend_from_slice(&self.payload_len);
-        header.append_to(&mut self.buffer);
-        self.buffer.extend_from_slice(&self.padding);
+        self.buffer.extend_from_slice(&self.prefix);
+        let payload_start = self.buffer.len();
+        match self.protocol {
+            Protocol::Binary => header.append_to(&mut self.buffer),
+            Protocol::Line => header.append_text_to(&mut self.buffer),
+        }
+        let header_bytes = self.buffer.len() - payload_start;
+        let padding = self.payload_bytes.saturating_sub(header_bytes);
+        self.buffer.extend_from_slice(&self.padding[..padding]);
+        self.buffer.extend_from_slice(self.suffix);
     }
 
-    fn write_to(&mut self, stream: &mut TcpStream) -> io::Result<()> {
+    fn write_to(&mut self, mut stream: &TcpStream) -> io::Result<()> {
         stream.write_all(&self.buffer)?;
         self.buffer.clear();
         Ok(())
     }
 }
 
-/// Connects, announces itself as a publisher and sends `plan.count` messages.
+/// Connects and sends `plan.count` messages.
 pub fn publish(
     addr: SocketAddr,
     plan: &PublisherPlan,
     epoch: Epoch,
 ) -> io::Result<PublisherReport> {
-    let mut stream = TcpStream::connect(addr)?;
+    let stream = TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    stream.write_all(&action::PUBLISH.to_be_bytes())?;
+    match plan.protocol {
+        Protocol::Binary => {
+            (&stream).write_all(&action::PUBLISH.to_be_bytes())?;
+            send(&stream, plan, epoch)
+        }
+        Protocol::Line => publish_lines(&stream, plan, epoch),
+    }
+}
 
-    let mut encoder = FrameEncoder::new(&plan.topic, plan.payload_bytes);
+/// Sends `PUB` lines while a second thread reads their replies: the broker
+/// stops reading from a client that lets its replies pile up.
+fn publish_lines(
+    stream: &TcpStream,
+    plan: &PublisherPlan,
+    epoch: Epoch,
+) -> io::Result<PublisherReport> {
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    // A side that fails shuts the connection down, which ends the other
+    // side's wait: for replies, or for room to write.
+    let shut_down_on_error = |error| {
+        let _ = stream.shutdown(Shutdown::Both);
+        error
+    };
+    let (sent, replied) = thread::scope(|scope| {
+        let replies = scope.spawn(|| read_replies(stream, plan.count).map_err(shut_down_on_error));
+        let sent = send(stream, plan, epoch).map_err(|e| shut_down_on_error(e.to_string()));
+        (sent, replies.join().expect("a reply reader panicked"))
+    });
+    match (sent, replied) {
+        (Ok(report), Ok(())) => Ok(report),
+        (Err(error), Ok(())) | (Ok(_), Err(error)) => Err(io::Error::other(error)),
+        (Err(sending), Err(replies)) => Err(io::Error::other(format!(
+            "{sending}; reading replies: {replies}"
+        ))),
+    }
+}
+
+/// Sends `plan.count` messages on a connection ready for them.
+fn send(stream: &TcpStream, plan: &PublisherPlan, epoch: Epoch) -> io::Result<PublisherReport> {
+    let mut encoder = FrameEncoder::new(plan.protocol, &plan.topic, plan.payload_bytes);
     let started = Instant::now();
     let paced = matches!(plan.pacing, Pacing::Rate(_));
     let (mut now_ns, mut batch_started_ns) = (0, 0);
@@ -167,7 +308,7 @@ pub fn publish(
             sleep_until(started + Duration::from_secs_f64(sequence as f64 / rate as f64));
         }
         if !encoder.has_room() {
-            encoder.write_to(&mut stream)?;
+            encoder.write_to(stream)?;
         }
         if paced || sequence.is_multiple_of(FRAMES_PER_CLOCK_READ) {
             now_ns = epoch.nanos_at(Instant::now());
@@ -182,11 +323,48 @@ pub fn publish(
             sent_ns: now_ns,
         });
         if paced || now_ns - batch_started_ns >= MAX_BATCH_AGE_NS {
-            encoder.write_to(&mut stream)?;
+            encoder.write_to(stream)?;
         }
     }
-    encoder.write_to(&mut stream)?;
+    encoder.write_to(stream)?;
     Ok(PublisherReport { first_send_ns })
+}
+
+/// Reads the `+OK <offset>` replies to `count` `PUB` lines, each offset one
+/// past the one before. The first may be any: a running broker's topic may
+/// hold messages already.
+fn read_replies(stream: &TcpStream, count: u64) -> Result<(), String> {
+    let mut buffer = ReadBuffer::new(REPLY_BUFFER);
+    let (mut replies, mut last_offset) = (0, None);
+    while replies < count {
+        buffer
+            .read_from(stream)
+            .map_err(|e| format!("{e}, after {replies} of {count} replies"))?;
+        let mut consumed = 0;
+        while let Some(length) = buffer.unparsed()[consumed..]
+            .iter()
+            .position(|&byte| byte == b'\n')
+        {
+            let line = &buffer.unparsed()[consumed..consumed + length];
+            let offset = line.strip_prefix(b"+OK ").and_then(parse_decimal);
+            match (offset, last_offset) {
+                (None, _) => return Err(format!("reply {replies} is '{}'", lossy(line))),
+                (Some(offset), Some(last)) if offset != last + 1 => {
+                    return Err(format!("reply {replies} is offset {offset}, after {last}"))
+                }
+                _ => last_offset = offset,
+            }
+            replies += 1;
+            consumed += length + 1;
+        }
+        buffer.consume(consumed);
+    }
+    Ok(())
+}
+
+/// At most the first 100 characters of `bytes`, for an error message.
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).chars().take(100).collect()
 }
 
 fn sleep_until(deadline: Instant) {
@@ -199,16 +377,19 @@ fn sleep_until(deadline: Instant) {
 // ---- Subscribing ----
 
 /// Connects and subscribes to `topic` from Current, waiting for the
-/// Subscribed status. Nothing can be published to the topic before it
-/// returns, so the status is the only thing read.
-pub fn subscribe(addr: SocketAddr, topic: &str) -> Result<TcpStream, String> {
+/// Subscribed status (`+OK` in the line protocol). Nothing can be published
+/// to the topic before it returns, so the status is the only thing read.
+pub fn subscribe(addr: SocketAddr, topic: &str, protocol: Protocol) -> Result<TcpStream, String> {
     let mut stream = TcpStream::connect(addr).map_err(|e| format!("cannot connect: {e}"))?;
     let subscribed = (|| {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
-        stream.write_all(&subscribe_request(topic))?;
-        read_status(&mut stream)
+        stream.write_all(&subscribe_request(topic, protocol))?;
+        match protocol {
+            Protocol::Binary => read_status(&mut stream),
+            Protocol::Line => read_subscribe_reply(&mut stream),
+        }
     })();
     match subscribed {
         Ok(Ok(())) => Ok(stream),
@@ -217,9 +398,16 @@ pub fn subscribe(addr: SocketAddr, topic: &str) -> Result<TcpStream, String> {
     }
 }
 
-pub fn subscribe_request(topic: &str) -> Vec<u8> {
+pub fn subscribe_request(topic: &str, protocol: Protocol) -> Vec<u8> {
     let mut request = Vec::new();
-    protocol::encode_subscribe(&mut request, &[topic], StartAt::Current);
+    match protocol {
+        Protocol::Binary => protocol::encode_subscribe(&mut request, &[topic], StartAt::Current),
+        Protocol::Line => {
+            request.extend_from_slice(b"SUB ");
+            line::encode_topic(&mut request, topic);
+            request.extend_from_slice(b" current\n");
+        }
+    }
     request
 }
 
@@ -240,54 +428,143 @@ fn read_status(stream: &mut TcpStream) -> io::Result<Result<(), String>> {
     }
 }
 
+/// Reads the line protocol's reply to `SUB`, a byte at a time so as to take
+/// nothing after it: `Ok(Ok(()))` for `+OK`, `Ok(Err(line))` for anything
+/// else.
+fn read_subscribe_reply(stream: &mut TcpStream) -> io::Result<Result<(), String>> {
+    let mut line = Vec::new();
+    let mut byte = [0];
+    while line.len() < REPLY_BUFFER {
+        stream.read_exact(&mut byte)?;
+        match byte[0] {
+            b'\n' => break,
+            other => line.push(other),
+        }
+    }
+    Ok(match line.as_slice() {
+        b"+OK" => Ok(()),
+        other => Err(lossy(other)),
+    })
+}
+
 // ---- Frame parsing ----
 
-/// The two shapes a message reaches a subscriber in: a broker's delivery, or
-/// (from the relay, which forwards publishers' bytes untouched) the
-/// publisher's own frame.
+/// The shapes a message reaches a subscriber in: a broker's delivery in
+/// either protocol, or (from the relay, which forwards publishers' bytes
+/// untouched) the publisher's own binary frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
     /// `u16` topic length, topic, `u64` payload length, payload.
     Delivery,
     /// `u16` length, `topic:` + name, `u32` payload length, payload.
     Publish,
+    /// `MSG <topic> <offset> <nbytes>`, a line feed, the payload (with a text
+    /// header), a line feed.
+    Line,
 }
 
 /// The largest frame a subscriber accepts before calling the stream garbage.
 const MAX_FRAME_BYTES: u64 = 1 << 30;
+/// The longest `MSG` line: `MSG `, a topic of 65,535 bytes quoted with each
+/// escaped in two, and two numbers of up to 20 digits after a space each.
+const MAX_DELIVERY_LINE_BYTES: usize = 4 + (2 + 2 * 65_535) + 2 * (1 + 20);
 
 /// Where one complete frame lies at the start of a buffer.
 #[derive(Debug, Clone, Copy)]
 pub struct FrameSpan {
     pub payload_start: usize,
+    pub payload_end: usize,
     pub end: usize,
 }
 
 impl Framing {
-    fn payload_length_bytes(self) -> usize {
+    /// The protocol a subscriber that receives this framing subscribes in.
+    pub fn protocol(self) -> Protocol {
         match self {
-            Framing::Delivery => 8,
-            Framing::Publish => 4,
+            Framing::Delivery | Framing::Publish => Protocol::Binary,
+            Framing::Line => Protocol::Line,
         }
     }
 
     /// The frame at the start of `bytes`: `Ok(None)` if it is not complete
-    /// yet, an error if its length is absurd.
+    /// yet, an error if its length is absurd or it is not a message.
     pub fn frame_at(self, bytes: &[u8]) -> Result<Option<FrameSpan>, String> {
-        let Some(topic_len) = bytes.get(..2) else {
-            return Ok(None);
-        };
-        let payload_len_at = 2 + u16::from_be_bytes([topic_len[0], topic_len[1]]) as usize;
-        let payload_start = payload_len_at + self.payload_length_bytes();
-        let Some(length) = bytes.get(payload_len_at..payload_start) else {
-            return Ok(None);
-        };
-        let payload_len = length.iter().fold(0u64, |n, &b| n << 8 | b as u64);
-        if payload_len > MAX_FRAME_BYTES {
-            return Err(format!("a frame announces {payload_len} bytes"));
+        match self {
+            Framing::Delivery => binary_frame_at(bytes, 8),
+            Framing::Publish => binary_frame_at(bytes, 4),
+            Framing::Line => line_frame_at(bytes),
         }
-        let end = payload_start + payload_len as usize;
-        Ok((end <= bytes.len()).then_some(FrameSpan { payload_start, end }))
+    }
+
+    fn header_of(self, payload: &[u8]) -> Option<PayloadHeader> {
+        match self {
+            Framing::Delivery | Framing::Publish => PayloadHeader::parse(payload),
+            Framing::Line => PayloadHeader::parse_text(payload),
+        }
+    }
+
+    /// What a subscriber answers each message with: an ack, or nothing where
+    /// the broker counts a delivery as acked once written.
+    fn ack(self) -> &'static [u8] {
+        match self {
+            Framing::Delivery | Framing::Publish => &ACK,
+            Framing::Line => b"",
+        }
+    }
+}
+
+/// A binary frame whose payload length takes `length_bytes`.
+fn binary_frame_at(bytes: &[u8], length_bytes: usize) -> Result<Option<FrameSpan>, String> {
+    let Some(topic_len) = bytes.get(..2) else {
+        return Ok(None);
+    };
+    let payload_len_at = 2 + u16::from_be_bytes([topic_len[0], topic_len[1]]) as usize;
+    let payload_start = payload_len_at + length_bytes;
+    let Some(length) = bytes.get(payload_len_at..payload_start) else {
+        return Ok(None);
+    };
+    let payload_len = length.iter().fold(0u64, |n, &b| n << 8 | b as u64);
+    if payload_len > MAX_FRAME_BYTES {
+        return Err(format!("a frame announces {payload_len} bytes"));
+    }
+    let end = payload_start + payload_len as usize;
+    Ok((end <= bytes.len()).then_some(FrameSpan {
+        payload_start,
+        payload_end: end,
+        end,
+    }))
+}
+
+/// A `MSG` delivery: its byte count is the last word of its first line.
+fn line_frame_at(bytes: &[u8]) -> Result<Option<FrameSpan>, String> {
+    let Some(line_end) = bytes.iter().position(|&byte| byte == b'\n') else {
+        return match bytes.len() > MAX_DELIVERY_LINE_BYTES {
+            true => Err(format!("no line feed in {} bytes", bytes.len())),
+            false => Ok(None),
+        };
+    };
+    let line = &bytes[..line_end];
+    let payload_len = line
+        .strip_prefix(b"MSG ")
+        .and_then(|rest| rest.rsplit(|&byte| byte == b' ').next())
+        .and_then(parse_decimal)
+        .ok_or_else(|| format!("expected a delivery, got '{}'", lossy(line)))?;
+    if payload_len > MAX_FRAME_BYTES {
+        return Err(format!("a delivery announces {payload_len} bytes"));
+    }
+    let payload_start = line_end + 1;
+    let payload_end = payload_start + payload_len as usize;
+    match bytes.get(payload_end) {
+        None => Ok(None),
+        Some(b'\n') => Ok(Some(FrameSpan {
+            payload_start,
+            payload_end,
+            end: payload_end + 1,
+        })),
+        Some(_) => Err(format!(
+            "no line feed after the {payload_len} bytes of '{}'",
+            lossy(line)
+        )),
     }
 }
 
@@ -393,7 +670,56 @@ impl SequenceCheck {
 // ---- Subscriber ----
 
 const READ_BUFFER: usize = 256 << 10;
+const REPLY_BUFFER: usize = 64 << 10;
 const ACK: [u8; 2] = action::ACK.to_be_bytes();
+
+/// Bytes read from a socket and not yet parsed, in one buffer reused for the
+/// whole run.
+struct ReadBuffer {
+    bytes: Vec<u8>,
+    /// `bytes[..filled]` holds bytes read and not yet parsed.
+    filled: usize,
+}
+
+impl ReadBuffer {
+    fn new(capacity: usize) -> ReadBuffer {
+        ReadBuffer {
+            bytes: vec![0; capacity],
+            filled: 0,
+        }
+    }
+
+    /// One `read()`, appended to what is held; an interrupted read adds
+    /// nothing.
+    fn read_from(&mut self, mut stream: &TcpStream) -> Result<(), String> {
+        if self.filled == self.bytes.len() {
+            // One frame larger than the buffer: make room for it.
+            self.bytes.resize(self.bytes.len() * 2, 0);
+        }
+        match stream.read(&mut self.bytes[self.filled..]) {
+            Ok(0) => Err("the broker closed the connection".to_owned()),
+            Ok(read) => {
+                self.filled += read;
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Err(format!("no byte arrived for {} s", IO_TIMEOUT.as_secs()))
+            }
+            Err(e) => Err(format!("read failed: {e}")),
+        }
+    }
+
+    fn unparsed(&self) -> &[u8] {
+        &self.bytes[..self.filled]
+    }
+
+    /// Drops the first `count` bytes, which have been parsed.
+    fn consume(&mut self, count: usize) {
+        self.bytes.copy_within(count..self.filled, 0);
+        self.filled -= count;
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct SubscriberPlan {
@@ -439,8 +765,7 @@ pub fn receive(
         framing,
         epoch,
         progress,
-        buffer: vec![0; READ_BUFFER],
-        filled: 0,
+        buffer: ReadBuffer::new(READ_BUFFER),
         acks: Vec::with_capacity(READ_BUFFER / 16),
         report: SubscriberReport::nothing_received(plan),
     };
@@ -460,36 +785,21 @@ struct Receiver<'a> {
     framing: Framing,
     epoch: Epoch,
     progress: &'a AtomicU64,
-    buffer: Vec<u8>,
-    /// `buffer[..filled]` holds bytes read and not yet parsed.
-    filled: usize,
+    buffer: ReadBuffer,
     acks: Vec<u8>,
     report: SubscriberReport,
 }
 
 impl Receiver<'_> {
     /// One `read()`: parse every complete frame it completes, in place, then
-    /// ack them all in one write.
+    /// ack them all in one write (if the framing takes acks).
     fn read_and_ack(&mut self) -> Result<(), String> {
-        if self.filled == self.buffer.len() {
-            // One frame larger than the buffer: make room for it.
-            self.buffer.resize(self.buffer.len() * 2, 0);
-        }
-        let read = match self.stream.read(&mut self.buffer[self.filled..]) {
-            Ok(0) => return Err("the broker closed the connection".to_owned()),
-            Ok(read) => read,
-            Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(()),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(format!("no byte arrived for {} s", IO_TIMEOUT.as_secs()))
-            }
-            Err(e) => return Err(format!("read failed: {e}")),
-        };
+        self.buffer.read_from(&self.stream)?;
         let arrival_ns = self.epoch.nanos_at(Instant::now());
-        self.filled += read;
 
         let report = &mut self.report;
         let (consumed, messages) = take_frames(
-            &self.buffer[..self.filled],
+            self.buffer.unparsed(),
             self.framing,
             &mut self.acks,
             |header| {
@@ -499,11 +809,12 @@ impl Receiver<'_> {
                 report.check.record(header.publisher, header.sequence);
             },
         )?;
-        self.buffer.copy_within(consumed..self.filled, 0);
-        self.filled -= consumed;
+        self.buffer.consume(consumed);
         if messages > 0 {
             report.last_arrival_ns = Some(arrival_ns);
             self.progress.fetch_add(messages, Ordering::Relaxed);
+        }
+        if !self.acks.is_empty() {
             self.stream
                 .write_all(&self.acks)
                 .map_err(|e| format!("ack failed: {e}"))?;
@@ -514,7 +825,8 @@ impl Receiver<'_> {
 }
 
 /// Hands the header of every complete frame in `bytes` to `on_message` and
-/// queues an ack for each. Returns the bytes consumed and the frame count.
+/// queues an ack for each, if the framing takes acks. Returns the bytes
+/// consumed and the frame count.
 pub fn take_frames(
     bytes: &[u8],
     framing: Framing,
@@ -523,11 +835,12 @@ pub fn take_frames(
 ) -> Result<(usize, u64), String> {
     let (mut consumed, mut messages) = (0, 0);
     while let Some(frame) = framing.frame_at(&bytes[consumed..])? {
-        let payload = &bytes[consumed + frame.payload_start..consumed + frame.end];
-        let header = PayloadHeader::parse(payload)
+        let payload = &bytes[consumed + frame.payload_start..consumed + frame.payload_end];
+        let header = framing
+            .header_of(payload)
             .ok_or_else(|| format!("a payload of {} bytes has no bench header", payload.len()))?;
         on_message(header);
-        acks.extend_from_slice(&ACK);
+        acks.extend_from_slice(framing.ack());
         consumed += frame.end;
         messages += 1;
     }
@@ -540,7 +853,7 @@ mod tests {
 
     #[test]
     fn publish_frames_parse_as_publish_framing() {
-        let mut encoder = FrameEncoder::new("t", 32);
+        let mut encoder = FrameEncoder::new(Protocol::Binary, "t", 32);
         for sequence in 0..3 {
             encoder.push(PayloadHeader {
                 publisher: 7,
@@ -559,6 +872,48 @@ mod tests {
         .unwrap();
         assert_eq!((messages, seen, acks.len()), (2, vec![0, 1], 4));
         assert_eq!(consumed, 2 * encoder.frame_bytes());
+    }
+
+    #[test]
+    fn line_deliveries_of_pub_texts_parse_as_line_framing() {
+        let mut encoder = FrameEncoder::new(Protocol::Line, "t", 24);
+        let headers = [
+            (0, 0, 0),
+            (0, 0xabc, u64::MAX),
+            (u32::MAX, u64::MAX, u64::MAX),
+        ]
+        .map(|(publisher, sequence, sent_ns)| PayloadHeader {
+            publisher,
+            sequence,
+            sent_ns,
+        });
+        for header in headers {
+            encoder.push(header);
+        }
+        // Padded to 24 bytes, or the header alone where it is longer.
+        let text = String::from_utf8(encoder.buffer.clone()).unwrap();
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        assert_eq!(lines[0], format!("PUB t 0 0 0 {}\n", ".".repeat(18)));
+        assert_eq!(lines[1], "PUB t 0 abc ffffffffffffffff .\n");
+        assert_eq!(lines[2].len(), "PUB t \n".len() + MAX_TEXT_HEADER_BYTES);
+
+        // What the broker delivers: each text behind a `MSG` line, then a
+        // line feed.
+        let mut deliveries = Vec::new();
+        for (offset, line) in text.lines().enumerate() {
+            let payload = line.strip_prefix("PUB t ").unwrap();
+            let delivery = format!("MSG t {offset} {}\n{payload}\n", payload.len());
+            deliveries.extend_from_slice(delivery.as_bytes());
+        }
+        let mut acks = Vec::new();
+        let mut seen = Vec::new();
+        let mut take =
+            |bytes: &[u8]| take_frames(bytes, Framing::Line, &mut acks, |h| seen.push(h));
+        let (consumed, messages) = take(&deliveries[..deliveries.len() - 1]).unwrap();
+        assert_eq!(messages, 2);
+        assert_eq!(take(&deliveries[consumed..]).unwrap().1, 1);
+        assert!(take(b"+OK 7\n").is_err());
+        assert_eq!((seen.as_slice(), acks.len()), (&headers[..], 0));
     }
 
     #[test]

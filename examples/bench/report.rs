@@ -201,6 +201,9 @@ peak RSS, threads: the broker's peak resident memory and thread count during the
   threads (relay rows: the relay's). With --addr they show '-' unless --broker-pid is given.
 of relay: brook's msgs/s total divided by the relay's in the same scenario (the same ratio
   holds for MB/s); the relay is a null broker in the bench that forwards bytes untouched.
+  '-' for line: the relay speaks only the binary protocol, and forwarding PUB lines untouched
+  is not a line broker's work (finding line ends, a +OK per PUB, MSG deliveries); compare
+  line with 1to1, the same messages over the binary protocol.
 ";
 
 // ---- CSV ----
