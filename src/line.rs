@@ -513,9 +513,7 @@ pub fn encode_topic(out: &mut Vec<u8>, name: &str) {
 /// Appends `MSG <topic> <offset> <nbytes>\n`. The payload and a newline
 /// follow; the writer sends the payload from its shared buffer.
 pub fn encode_delivery_header(out: &mut Vec<u8>, topic: &str, offset: Offset, payload_len: usize) {
-    out.extend_from_slice(b"MSG ");
-    encode_topic(out, topic);
-    write_line(out, format_args!(" {offset} {payload_len}"));
+    write_topic_line(out, "MSG", topic, format_args!("{offset} {payload_len}"));
 }
 
 /// Appends a reply.
@@ -537,12 +535,12 @@ pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
 /// per topic, then `+END`.
 fn encode_topics(out: &mut Vec<u8>, topics: &[TopicReport]) {
     for topic in topics {
-        out.extend_from_slice(b"+TOPIC ");
-        encode_topic(out, &topic.name);
-        write_line(
+        write_topic_line(
             out,
+            "+TOPIC",
+            &topic.name,
             format_args!(
-                " messages={} first={} next={} subscribers={}",
+                "messages={} first={} next={} subscribers={}",
                 topic.messages(),
                 topic.first,
                 topic.next,
@@ -560,12 +558,12 @@ fn encode_stats(out: &mut Vec<u8>, report: &BrokerReport) {
         write_line(out, format_args!("+STAT {name} {value}"));
     }
     for topic in &report.topics {
-        out.extend_from_slice(b"+STAT topic ");
-        encode_topic(out, &topic.name);
-        write_line(
+        write_topic_line(
             out,
+            "+STAT topic",
+            &topic.name,
             format_args!(
-                " messages_in={} messages_out={} bytes_in={} bytes_out={} subscribers={}",
+                "messages_in={} messages_out={} bytes_in={} bytes_out={} subscribers={}",
                 topic.messages_in,
                 topic.messages_out,
                 topic.bytes_in,
@@ -575,6 +573,16 @@ fn encode_stats(out: &mut Vec<u8>, report: &BrokerReport) {
         );
     }
     out.extend_from_slice(b"+END\n");
+}
+
+/// Appends `<head> <topic> <fields>` and a newline, the topic written as
+/// [`encode_topic`] does.
+fn write_topic_line(out: &mut Vec<u8>, head: &str, topic: &str, fields: fmt::Arguments<'_>) {
+    out.extend_from_slice(head.as_bytes());
+    out.push(b' ');
+    encode_topic(out, topic);
+    out.push(b' ');
+    write_line(out, fields);
 }
 
 /// Appends formatted text and a newline.
