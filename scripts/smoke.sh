@@ -105,7 +105,7 @@ set +C
 
 # Port 0: the system picks a free port, and the broker logs it at start-up:
 #   [... INFO  brook] brook listening on 127.0.0.1:41023 (in-memory topics; ...
-RUST_LOG=info "$bin" --addr 127.0.0.1:0 >"$tmp.log" 2>&1 &
+RUST_LOG=info "$bin" --addr 127.0.0.1:0 --in-memory >"$tmp.log" 2>&1 &
 broker_pid=$!
 
 port=

@@ -1,12 +1,14 @@
 //! The broker's settings, and the hand-written parser for its command-line
 //! flags (the design card allows no argument-parsing crate).
 //!
-//! Every flag takes a value, written `--flag value` or `--flag=value`.
+//! A flag takes a value, written `--flag value` or `--flag=value`, except a
+//! switch such as `--in-memory`, which stands alone.
 //! Durations are a number and a unit (`250ms`, `2s`, `1m`); sizes are bytes,
 //! optionally with a unit (`512`, `64KiB`, `8MiB`, `1GB`). Every mistake is
 //! a [`ConfigError`] that names the flag and what was wrong with it.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::protocol::Limits;
@@ -33,6 +35,13 @@ pub struct Config {
     /// The longest line the line protocol reads; a longer one is refused
     /// without being buffered.
     pub max_line_bytes: usize,
+    /// Where topics are kept.
+    pub storage: Storage,
+    /// With the disk store, the size at which a topic's segment file is
+    /// closed and a new one started.
+    pub segment_bytes: u64,
+    /// With the disk store, when appended messages are forced to disk.
+    pub fsync: Fsync,
     /// How long a closed connection's writer may take to write its last
     /// frames (such as the error that explains a close) before its socket is
     /// shut down, and how long the unfinished `PULL` of a closed connection
@@ -57,6 +66,9 @@ impl Default for Config {
             retention_bytes: None,
             max_topic_list_bytes: 1 << 20,
             max_line_bytes: 1 << 20,
+            storage: Storage::Disk(PathBuf::from("data")),
+            segment_bytes: 64 << 20,
+            fsync: Fsync::Batch,
             linger: Duration::from_secs(5),
             thread_stack_bytes: 128 << 10,
         }
@@ -80,6 +92,41 @@ impl Config {
             max_topic_list_bytes: self.max_topic_list_bytes,
             max_line_bytes: self.max_line_bytes,
         }
+    }
+}
+
+/// Where the broker keeps its topics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// In memory only: gone when the broker stops (`--in-memory`).
+    Memory,
+    /// In segment files under this directory (`--data-dir`).
+    Disk(PathBuf),
+}
+
+/// When the disk store forces appended messages to disk (`--fsync`). A
+/// message is confirmed to its publisher only once its policy is met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// After every message: nothing confirmed is ever lost, and every
+    /// message waits for the disk.
+    Always,
+    /// Once per round of the dispatcher, for every message of the round (a
+    /// group commit): nothing confirmed is lost, and many publishers share
+    /// one wait for the disk.
+    Batch,
+    /// Never: the operating system writes when it chooses. A crash of the
+    /// broker loses nothing, a crash of the machine may.
+    Never,
+}
+
+impl fmt::Display for Fsync {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Fsync::Always => "always",
+            Fsync::Batch => "batch",
+            Fsync::Never => "never",
+        })
     }
 }
 
@@ -118,17 +165,23 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// One flag: its name, what its value looks like, its help line, what a
-/// valid value is (for the error message), and how it sets the config
-/// (`None` for a value it cannot take). Everything about a flag is in one
-/// place, so a flag cannot be listed in `--help` and not parsed, or the
-/// other way round.
+/// One flag: its name, what its value looks like (empty for a switch,
+/// which takes none), its help line, what a valid value is (for the error
+/// message), and how it sets the config (`None` for a value it cannot
+/// take). Everything about a flag is in one place, so a flag cannot be
+/// listed in `--help` and not parsed, or the other way round.
 struct Flag {
     name: &'static str,
     value: &'static str,
     help: &'static str,
     expected: &'static str,
     set: fn(&mut Config, &str) -> Option<()>,
+}
+
+impl Flag {
+    fn is_switch(&self) -> bool {
+        self.value.is_empty()
+    }
 }
 
 const DURATION: &str = "a duration such as 250ms, 2s or 1m";
@@ -209,6 +262,47 @@ const FLAGS: &[Flag] = &[
         set: |config, value| parse_length_limit(value).map(|v| config.max_topic_list_bytes = v),
     },
     Flag {
+        name: "--data-dir",
+        value: "PATH",
+        help: "keep topics on disk under PATH [default: data]",
+        expected: "a directory path",
+        set: |config, value| {
+            (!value.is_empty()).then(|| config.storage = Storage::Disk(PathBuf::from(value)))
+        },
+    },
+    Flag {
+        name: "--in-memory",
+        value: "",
+        help: "keep topics in memory only, lost when the broker stops",
+        expected: "no value",
+        set: |config, _| {
+            config.storage = Storage::Memory;
+            Some(())
+        },
+    },
+    Flag {
+        name: "--fsync",
+        value: "POLICY",
+        help: "always | batch (one fsync per dispatcher round) | never [default: batch]",
+        expected: "always, batch or never",
+        set: |config, value| {
+            config.fsync = match value {
+                "always" => Fsync::Always,
+                "batch" => Fsync::Batch,
+                "never" => Fsync::Never,
+                _ => return None,
+            };
+            Some(())
+        },
+    },
+    Flag {
+        name: "--segment-bytes",
+        value: "BYTES",
+        help: "start a new segment file at this size [default: 64MiB]",
+        expected: LIMIT,
+        set: |config, value| parse_length_limit(value).map(|v| config.segment_bytes = v as u64),
+    },
+    Flag {
         name: "--max-line-bytes",
         value: "BYTES",
         help: "longest line of the line protocol [default: 1MiB]",
@@ -225,6 +319,7 @@ pub fn help() -> String {
     );
     for flag in FLAGS {
         let usage = format!("{} {}", flag.name, flag.value);
+        let usage = usage.trim_end();
         text.push_str(&format!("  {usage:<30}{}\n", flag.help));
     }
     text.push_str(&format!("  {:<30}print this help\n", "-h, --help"));
@@ -254,9 +349,17 @@ where
             .iter()
             .find(|flag| flag.name == name)
             .ok_or(ConfigError::UnknownFlag(name))?;
-        let value = match inline_value {
-            Some(value) => value,
-            None => args.next().ok_or(ConfigError::MissingValue(flag.name))?,
+        let value = match (inline_value, flag.is_switch()) {
+            (None, true) => String::new(),
+            (Some(value), false) => value,
+            (None, false) => args.next().ok_or(ConfigError::MissingValue(flag.name))?,
+            (Some(value), true) => {
+                return Err(ConfigError::InvalidValue {
+                    flag: flag.name,
+                    value,
+                    expected: flag.expected,
+                })
+            }
         };
         if (flag.set)(&mut config, &value).is_none() {
             return Err(ConfigError::InvalidValue {
@@ -344,6 +447,10 @@ mod tests {
             "1GiB",
             "--max-message-bytes",
             "64KiB",
+            "--data-dir",
+            "/var/lib/brook",
+            "--fsync=always",
+            "--segment-bytes=1MiB",
         ])
         .unwrap() else {
             panic!("expected a config")
@@ -357,6 +464,16 @@ mod tests {
         assert_eq!(config.max_topic_list_bytes, 2048);
         assert_eq!(config.retention_bytes, Some(1 << 30));
         assert_eq!(config.max_message_bytes, 65536);
+        assert_eq!(config.storage, Storage::Disk("/var/lib/brook".into()));
+        assert_eq!(config.fsync, Fsync::Always);
+        assert_eq!(config.segment_bytes, 1 << 20);
+
+        let Invocation::Run(config) = parse(&["--in-memory", "--fsync", "never"]).unwrap() else {
+            panic!("expected a config")
+        };
+        assert_eq!(config.storage, Storage::Memory);
+        assert_eq!(config.fsync, Fsync::Never);
+        assert!(parse(&["--in-memory=yes"]).is_err());
     }
 
     #[test]

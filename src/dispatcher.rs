@@ -10,9 +10,10 @@
 //! channel send.
 //!
 //! A round is: wait for one command (or the next timer), then take every
-//! command already queued, up to [`MAX_COMMANDS_PER_ROUND`], then fire the
-//! timers that are due, then trim the topics that grew past their retention,
-//! then flush the outboxes. Under load a round carries
+//! command already queued, up to [`MAX_COMMANDS_PER_ROUND`] or 5 ms of work,
+//! then fire the timers that are due, then trim the topics that grew past
+//! their retention, then make the round's messages durable (the store's
+//! sync), then flush the outboxes. Under load a round carries
 //! many messages, so channel sends and wake-ups are paid per batch, not per
 //! message.
 //!
@@ -36,14 +37,14 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::protocol::{AckMode, Decoded, Payload, Request, StartAt};
 use crate::session::{DeliveryPolicy, Session};
 use crate::stats::{BrokerReport, TopicReport, Traffic};
-use crate::store::{Offset, Store, TopicLog};
+use crate::store::{Offset, Store, StoreError, TopicLog};
 use crate::writer::{Link, Reply, Writer};
 
 /// Identifies a connection for the lifetime of the broker.
@@ -89,6 +90,12 @@ impl Hasher for IdHasher {
 /// How many commands one round takes before it flushes.
 pub const MAX_COMMANDS_PER_ROUND: usize = 1024;
 
+/// How long one round goes on taking commands before it flushes. Nothing
+/// the round produced (a delivery, a confirmation) goes out before the
+/// round ends, so a round must stay short even when every command is slow,
+/// as with `--fsync always`, where each message waits for the disk.
+const MAX_ROUND_TIME: Duration = Duration::from_millis(5);
+
 /// What a reader thread asks of the dispatcher.
 #[derive(Debug)]
 pub enum Command {
@@ -117,6 +124,9 @@ pub struct Topic {
     /// The offset the next `PULL` takes, shared by every puller.
     pub pulled: Offset,
     pub traffic: Traffic,
+    /// Whether messages were appended this round, so the log must be
+    /// synced before the round's frames go out.
+    appended: bool,
 }
 
 impl std::fmt::Debug for Topic {
@@ -155,6 +165,8 @@ struct Chores {
     to_flush: Vec<ConnId>,
     /// Topics that grew past their retention this round.
     to_trim: Vec<TopicId>,
+    /// Topics appended to this round.
+    to_sync: Vec<TopicId>,
     /// Writers of closed connections that still had frames to write, with
     /// the time by which they must be done. In deadline order, since every
     /// writer gets the same linger.
@@ -188,12 +200,14 @@ impl Chores {
 }
 
 impl Dispatcher {
+    /// A dispatcher with the topics `store` already holds.
     pub fn new(
         policy: DeliveryPolicy,
-        store: Box<dyn Store>,
+        mut store: Box<dyn Store>,
         connections: Arc<AtomicUsize>,
-    ) -> Dispatcher {
-        Dispatcher {
+    ) -> Result<Dispatcher, StoreError> {
+        let recovered = store.recover()?;
+        let mut dispatcher = Dispatcher {
             policy,
             store,
             topics: Vec::new(),
@@ -203,11 +217,33 @@ impl Dispatcher {
             chores: Chores::default(),
             started: Instant::now(),
             connections,
+        };
+        for (name, log) in recovered {
+            log::info!("topic {name:?}: offsets {} to {}", log.start(), log.end());
+            dispatcher.add_topic(name, log);
         }
+        Ok(dispatcher)
     }
 
     /// Runs rounds until told to shut down or every sender has gone.
-    pub fn run(mut self, commands: Receiver<Command>) {
+    ///
+    /// A store that fails to write stops the dispatcher at once, before the
+    /// round's frames go out: nothing that was not stored is confirmed or
+    /// delivered, and the log on disk is left as a crash would leave it,
+    /// which recovery knows how to read. Carrying on instead would mean
+    /// guessing what of the log the disk really holds.
+    pub fn run(mut self, commands: Receiver<Command>) -> Result<(), StoreError> {
+        let result = self.run_rounds(&commands);
+        if let Err(error) = &result {
+            log::error!(
+                "cannot store messages ({error}); stopping. Nothing unstored was \
+                 confirmed or delivered; restart to recover the stored log"
+            );
+        }
+        result
+    }
+
+    fn run_rounds(&mut self, commands: &Receiver<Command>) -> Result<(), StoreError> {
         loop {
             let first = match self.next_deadline() {
                 Some(when) => commands.recv_deadline(when),
@@ -216,27 +252,33 @@ impl Dispatcher {
             let now = Instant::now();
             match first {
                 Ok(command) => {
-                    if !self.handle(command, now) {
-                        break;
+                    if !self.handle(command, now)? {
+                        return Ok(());
                     }
+                    let deadline = now + MAX_ROUND_TIME;
                     for command in commands.try_iter().take(MAX_COMMANDS_PER_ROUND - 1) {
-                        if !self.handle(command, now) {
-                            return;
+                        if !self.handle(command, now)? {
+                            return Ok(());
+                        }
+                        if Instant::now() >= deadline {
+                            break;
                         }
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
             self.fire_wakeups(now);
             self.close_lingering(now);
             self.apply_retention();
+            self.sync()?;
             self.flush();
         }
     }
 
-    /// Applies one command. Returns false when the dispatcher should stop.
-    fn handle(&mut self, command: Command, now: Instant) -> bool {
+    /// Applies one command. Returns false when the dispatcher should stop,
+    /// and an error when the store failed.
+    fn handle(&mut self, command: Command, now: Instant) -> Result<bool, StoreError> {
         match command {
             Command::Attach { conn, writer } => {
                 let session = Session::new(conn, writer, self.policy, now);
@@ -244,25 +286,26 @@ impl Dispatcher {
             }
             Command::Requests { conn, requests } => {
                 for request in requests {
-                    self.request(conn, request, now);
+                    self.request(conn, request, now)?;
                 }
             }
             Command::Written { conn } => self.serve(conn, now),
             Command::Detach { conn } => self.detach(conn, now),
-            Command::Shutdown => return false,
+            Command::Shutdown => return Ok(false),
         }
-        true
+        Ok(true)
     }
 
-    fn request(&mut self, conn: ConnId, request: Decoded, now: Instant) {
+    /// Carries out one request. Fails only if the store failed.
+    fn request(&mut self, conn: ConnId, request: Decoded, now: Instant) -> Result<(), StoreError> {
         match request {
             Ok(Request::Publish {
                 topic,
                 payload,
                 confirm,
             }) => {
-                let offset = self.publish(topic, payload, now);
-                if confirm {
+                let offset = self.publish(conn, topic, payload, now)?;
+                if let (Some(offset), true) = (offset, confirm) {
                     self.reply(conn, Reply::Published { offset });
                 }
             }
@@ -296,22 +339,41 @@ impl Dispatcher {
                 self.reply(conn, Reply::Error(error.reason()));
             }
         }
+        Ok(())
     }
 
     /// Appends a message to its topic and offers it to the subscribers.
-    /// Returns its offset.
-    fn publish(&mut self, name: Arc<str>, payload: Payload, now: Instant) -> Offset {
+    /// Returns its offset, or `None` if the topic could not be created (the
+    /// publisher is told so). Fails if the store failed to append.
+    fn publish(
+        &mut self,
+        conn: ConnId,
+        name: Arc<str>,
+        payload: Payload,
+        now: Instant,
+    ) -> Result<Option<Offset>, StoreError> {
         let id = match &self.last_published {
             Some((last, id)) if Arc::ptr_eq(last, &name) => *id,
-            _ => {
-                let id = self.topic_id(&name);
-                self.last_published = Some((name, id));
-                id
-            }
+            _ => match self.topic_id(&name) {
+                Ok(id) => {
+                    self.last_published = Some((name, id));
+                    id
+                }
+                Err(error) => {
+                    log::error!("conn {conn}: cannot create topic {name:?}: {error}");
+                    self.reply(conn, Reply::Error("topic not available"));
+                    return Ok(None);
+                }
+            },
         };
         let topic = &mut self.topics[id];
-        topic.traffic.received(payload.len());
-        let offset = topic.log.append(payload);
+        let bytes = payload.len();
+        let offset = topic.log.append(payload)?;
+        topic.traffic.received(bytes);
+        if !topic.appended {
+            topic.appended = true;
+            self.chores.to_sync.push(id);
+        }
         if topic.log.over_retention() {
             self.chores.trim_later(id);
         }
@@ -322,7 +384,7 @@ impl Dispatcher {
                 self.chores.settle(conn, session);
             }
         }
-        offset
+        Ok(Some(offset))
     }
 
     fn subscribe(
@@ -333,7 +395,15 @@ impl Dispatcher {
         ack: AckMode,
         now: Instant,
     ) {
-        let ids: Vec<TopicId> = names.iter().map(|name| self.topic_id(name)).collect();
+        let ids: Result<Vec<TopicId>, StoreError> =
+            names.iter().map(|name| self.topic_id(name)).collect();
+        let ids = match ids {
+            Ok(ids) => ids,
+            Err(error) => {
+                log::error!("conn {conn}: cannot subscribe: {error}");
+                return self.reply(conn, Reply::Error("topic not available"));
+            }
+        };
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
@@ -542,21 +612,38 @@ impl Dispatcher {
     }
 
     /// The id of the topic called `name`, creating the topic if it is new.
-    fn topic_id(&mut self, name: &str) -> TopicId {
+    fn topic_id(&mut self, name: &str) -> Result<TopicId, StoreError> {
         if let Some(&id) = self.topic_ids.get(name) {
-            return id;
+            return Ok(id);
         }
+        let log = self.store.open(name)?;
+        Ok(self.add_topic(Arc::from(name), log))
+    }
+
+    fn add_topic(&mut self, name: Arc<str>, log: Box<dyn TopicLog>) -> TopicId {
         let id = self.topics.len();
-        let name: Arc<str> = Arc::from(name);
         self.topics.push(Topic {
             name: name.clone(),
-            log: self.store.open(&name),
+            log,
             subscribers: Vec::new(),
             pulled: 0,
             traffic: Traffic::default(),
+            appended: false,
         });
         self.topic_ids.insert(name, id);
         id
+    }
+
+    /// Makes this round's messages durable before anything about them goes
+    /// out. With `--fsync batch` this is the group commit: one fsync per
+    /// topic per round, however many publishers the round carried.
+    fn sync(&mut self) -> Result<(), StoreError> {
+        for id in self.chores.to_sync.drain(..) {
+            let topic = &mut self.topics[id];
+            topic.appended = false;
+            topic.log.sync()?;
+        }
+        Ok(())
     }
 }
 

@@ -20,7 +20,9 @@
 //! - [`line`](mod@line): the line protocol's decoder and encoders, producing the same
 //!   requests.
 //! - [`dispatcher`]: the one thread that owns the topic table.
-//! - [`store`]: each topic's append-only log of messages.
+//! - [`store`]: each topic's append-only log of messages, in memory or, with
+//!   [`disk`] (and [`crc32c`]), in checksummed segment files that survive a
+//!   restart.
 //! - [`session`]: one connection's subscriptions, in-flight deliveries,
 //!   redeliveries and pulls.
 //! - [`stats`]: the counters behind `TOPICS` and `STATS`.
@@ -30,6 +32,8 @@
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod crc32c;
+pub mod disk;
 pub mod dispatcher;
 pub mod json;
 pub mod line;

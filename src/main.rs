@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use brook::config::{self, Invocation};
+use brook::config::{self, Invocation, Storage};
 
 fn main() -> ExitCode {
     let config = match config::parse_args(std::env::args().skip(1)) {
@@ -21,12 +21,16 @@ fn main() -> ExitCode {
     let broker = match brook::server::start(&config) {
         Ok(broker) => broker,
         Err(error) => {
-            log::error!("cannot listen on {}: {error}", config.addr);
+            log::error!("cannot start on {}: {error}", config.addr);
             return ExitCode::FAILURE;
         }
     };
+    let storage = match &config.storage {
+        Storage::Memory => "in-memory topics".to_owned(),
+        Storage::Disk(dir) => format!("topics in {}, --fsync {}", dir.display(), config.fsync),
+    };
     log::info!(
-        "brook listening on {} (in-memory topics; up to {} connections; ack delay {:?}, \
+        "brook listening on {} ({storage}; up to {} connections; ack delay {:?}, \
          ack timeout {:?}, max deliveries {})",
         broker.local_addr(),
         broker.max_connections(),
@@ -34,6 +38,11 @@ fn main() -> ExitCode {
         config.ack_timeout,
         config.max_deliveries
     );
-    broker.wait();
-    ExitCode::SUCCESS
+    match broker.wait() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            log::error!("brook stopped: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }

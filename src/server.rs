@@ -25,11 +25,12 @@ use std::thread::{self, JoinHandle};
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
-use crate::config::Config;
+use crate::config::{Config, Storage};
 use crate::connection::{self, ReaderContext};
+use crate::disk::{DiskStore, LogSettings};
 use crate::dispatcher::{Command, ConnId, Dispatcher};
 use crate::protocol::{self, status};
-use crate::store::MemoryStore;
+use crate::store::{MemoryStore, Store, StoreError};
 
 /// How many commands may wait for the dispatcher before readers block.
 const COMMAND_QUEUE: usize = 4096;
@@ -75,7 +76,7 @@ pub struct Broker {
     commands: Sender<Command>,
     connections: OpenConnections,
     acceptor: Option<JoinHandle<()>>,
-    dispatcher: Option<JoinHandle<()>>,
+    dispatcher: Option<JoinHandle<Result<(), StoreError>>>,
 }
 
 /// Binds `config.addr` and starts serving on background threads.
@@ -84,15 +85,14 @@ pub fn start(config: &Config) -> io::Result<Broker> {
     let local_addr = listener.local_addr()?;
 
     let (commands, queue) = crossbeam_channel::bounded(COMMAND_QUEUE);
-    let store = MemoryStore {
-        retention_bytes: config.retention_bytes,
-    };
     let connections = OpenConnections::default();
+    // Recovers every stored topic first: a damaged log stops the start.
     let dispatcher = Dispatcher::new(
         config.delivery_policy(),
-        Box::new(store),
+        store(config),
         connections.count.clone(),
-    );
+    )
+    .map_err(io::Error::other)?;
     let dispatcher = thread::Builder::new()
         .name("dispatcher".to_owned())
         .spawn(move || dispatcher.run(queue))?;
@@ -127,6 +127,23 @@ pub fn start(config: &Config) -> io::Result<Broker> {
     })
 }
 
+/// The store `config` asks for.
+fn store(config: &Config) -> Box<dyn Store> {
+    match &config.storage {
+        Storage::Memory => Box::new(MemoryStore {
+            retention_bytes: config.retention_bytes,
+        }),
+        Storage::Disk(dir) => Box::new(DiskStore::new(
+            dir,
+            LogSettings {
+                segment_bytes: config.segment_bytes,
+                retention_bytes: config.retention_bytes.map(|bytes| bytes as u64),
+                fsync: config.fsync,
+            },
+        )),
+    }
+}
+
 /// `--max-connections`, or what this process can hold if that is less (or
 /// if the flag was not given).
 fn max_connections(config: &Config) -> usize {
@@ -156,11 +173,19 @@ impl Broker {
         self.max_connections
     }
 
-    /// Blocks for as long as the broker runs.
-    pub fn wait(mut self) {
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
+    /// Blocks for as long as the broker runs. It runs until the dispatcher
+    /// stops, which it does on its own only when the store fails: then the
+    /// broker closes every connection and the error is returned.
+    pub fn wait(mut self) -> io::Result<()> {
+        let Some(dispatcher) = self.dispatcher.take() else {
+            return Ok(());
+        };
+        let result = match dispatcher.join() {
+            Ok(result) => result.map_err(io::Error::other),
+            Err(_) => Err(io::Error::other("the dispatcher thread panicked")),
+        };
+        self.stop();
+        result
     }
 
     /// Stops accepting, closes every connection and stops the dispatcher.

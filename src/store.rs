@@ -10,26 +10,38 @@
 //! this log (see `session.rs`), so replay from the beginning and live
 //! delivery are the same operation.
 //!
-//! [`MemoryStore`] keeps messages in RAM. A disk store slots in behind the
-//! same two traits without the protocol or dispatcher code changing.
+//! [`MemoryStore`] keeps messages in RAM. [`DiskStore`](crate::disk::DiskStore)
+//! keeps them in segment files (`disk.rs`), behind the same two traits,
+//! without the protocol or dispatcher code changing.
 
 use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::protocol::Payload;
 
 /// The position of a message in its topic's log.
 pub type Offset = u64;
 
+/// A topic's name and its log.
+pub type NamedLog = (Arc<str>, Box<dyn TopicLog>);
+
 /// Creates the log of each topic the broker meets.
 pub trait Store: Send {
+    /// The topics the store already holds, opened: for the disk store, every
+    /// topic found in its directory, each checked and repaired as needed.
+    fn recover(&mut self) -> Result<Vec<NamedLog>, StoreError>;
+
     /// Opens (or creates) the log of the topic called `name`.
-    fn open(&mut self, name: &str) -> Box<dyn TopicLog>;
+    fn open(&mut self, name: &str) -> Result<Box<dyn TopicLog>, StoreError>;
 }
 
 /// One topic's log.
 pub trait TopicLog: Send {
     /// Appends a message and returns its offset.
-    fn append(&mut self, payload: Payload) -> Offset;
+    fn append(&mut self, payload: Payload) -> Result<Offset, StoreError>;
 
     /// The message at `offset`, if the log still holds it.
     fn read(&self, offset: Offset) -> Option<Payload>;
@@ -48,7 +60,62 @@ pub trait TopicLog: Send {
     /// none at or after `keep_from`: those a connected subscriber has yet to
     /// read. Offsets are never reused.
     fn apply_retention(&mut self, keep_from: Offset);
+
+    /// Makes every message appended so far as durable as the store
+    /// promises. The dispatcher calls it at the end of each round in which
+    /// the log grew, before it sends anything about those messages: a
+    /// confirmation, or a delivery.
+    fn sync(&mut self) -> Result<(), StoreError>;
 }
+
+/// Why a store could not do what was asked.
+#[derive(Debug)]
+pub enum StoreError {
+    /// Reading or writing `path` failed.
+    Io { path: PathBuf, error: io::Error },
+    /// A record of `topic` that is not at the end of its log is damaged.
+    /// Recovery does not guess what was there: the broker will not start.
+    Corrupt {
+        topic: String,
+        path: PathBuf,
+        position: u64,
+        reason: &'static str,
+    },
+    /// The data directory holds something brook did not write.
+    Unrecognised { path: PathBuf, reason: &'static str },
+}
+
+impl StoreError {
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {
+        let path = path.into();
+        move |error| StoreError::Io { path, error }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            StoreError::Corrupt {
+                topic,
+                path,
+                position,
+                reason,
+            } => write!(
+                f,
+                "topic {topic:?}: {} is damaged at byte {position} ({reason}), \
+                 and whole records follow, so it is not a torn end; \
+                 move the file away to start without it",
+                path.display()
+            ),
+            StoreError::Unrecognised { path, reason } => {
+                write!(f, "{}: {reason}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
 
 /// Keeps every topic in memory, for as long as the broker runs, up to an
 /// optional size per topic beyond which the oldest messages nobody still
@@ -61,11 +128,15 @@ pub struct MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn open(&mut self, _name: &str) -> Box<dyn TopicLog> {
-        Box::new(MemoryLog {
+    fn recover(&mut self) -> Result<Vec<NamedLog>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    fn open(&mut self, _name: &str) -> Result<Box<dyn TopicLog>, StoreError> {
+        Ok(Box::new(MemoryLog {
             retention_bytes: self.retention_bytes,
             ..MemoryLog::default()
-        })
+        }))
     }
 }
 
@@ -87,10 +158,10 @@ pub struct MemoryLog {
 }
 
 impl TopicLog for MemoryLog {
-    fn append(&mut self, payload: Payload) -> Offset {
+    fn append(&mut self, payload: Payload) -> Result<Offset, StoreError> {
         self.bytes += payload.len();
         self.messages.push_back(payload);
-        self.end() - 1
+        Ok(self.end() - 1)
     }
 
     fn read(&self, offset: Offset) -> Option<Payload> {
@@ -108,6 +179,10 @@ impl TopicLog for MemoryLog {
 
     fn over_retention(&self) -> bool {
         self.retention_bytes.is_some_and(|limit| self.bytes > limit)
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
     }
 
     fn apply_retention(&mut self, keep_from: Offset) {
@@ -129,10 +204,10 @@ mod tests {
 
     #[test]
     fn offsets_count_from_zero() {
-        let mut log = MemoryStore::default().open("t");
+        let mut log = MemoryStore::default().open("t").unwrap();
         assert_eq!((log.start(), log.end()), (0, 0));
-        assert_eq!(log.append(Payload::from(&b"a"[..])), 0);
-        assert_eq!(log.append(Payload::from(&b"b"[..])), 1);
+        assert_eq!(log.append(Payload::from(&b"a"[..])).unwrap(), 0);
+        assert_eq!(log.append(Payload::from(&b"b"[..])).unwrap(), 1);
         assert_eq!(log.read(1).as_deref(), Some(&b"b"[..]));
         assert_eq!(log.read(2), None);
         assert_eq!(log.end(), 2);
@@ -143,9 +218,9 @@ mod tests {
         let mut store = MemoryStore {
             retention_bytes: Some(10),
         };
-        let mut log = store.open("t");
+        let mut log = store.open("t").unwrap();
         for i in 0..5u8 {
-            log.append(Payload::from(vec![i; 4]));
+            log.append(Payload::from(vec![i; 4])).unwrap();
         }
         assert!(log.over_retention());
         // A reader at offset 2 protects it and everything after.
@@ -158,7 +233,7 @@ mod tests {
         assert_eq!(log.read(2), None);
         assert_eq!(log.read(3).as_deref(), Some(&[3u8; 4][..]));
         // A message larger than the limit goes too once nobody needs it.
-        assert_eq!(log.append(Payload::from(vec![9; 50])), 5);
+        assert_eq!(log.append(Payload::from(vec![9; 50])).unwrap(), 5);
         log.apply_retention(log.end());
         assert_eq!((log.start(), log.end()), (6, 6));
     }

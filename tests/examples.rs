@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use brook::config::Config;
+use brook::config::{Config, Storage};
 use brook::server::{self, Broker};
 
 /// How long one run of an example may take.
@@ -124,6 +124,7 @@ fn assert_usage_error(name: &str, args: &[&str], message: &str) {
 fn start_broker() -> Broker {
     let config = Config {
         addr: "127.0.0.1:0".into(),
+        storage: Storage::Memory,
         ..Config::default()
     };
     server::start(&config).expect("start a broker")

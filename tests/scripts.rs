@@ -22,7 +22,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use brook::config::Config;
+use brook::config::{Config, Storage};
 use brook::server::{self, Broker};
 
 /// How long one run of a script may take.
@@ -330,6 +330,7 @@ fn smoke_sh_passes() {
 fn start_broker() -> Broker {
     let config = Config {
         addr: "127.0.0.1:0".into(),
+        storage: Storage::Memory,
         ..Config::default()
     };
     server::start(&config).expect("start a broker")

@@ -22,7 +22,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use brook::config::Config;
+use brook::config::{Config, Storage};
 use brook::server::Broker;
 use parking_lot::Mutex;
 
@@ -125,6 +125,7 @@ impl Target {
                     addr: "127.0.0.1:0".into(),
                     max_inflight: settings.window,
                     retention_bytes: Some(settings.retention_bytes),
+                    storage: Storage::Memory,
                     ..Config::default()
                 };
                 let broker = brook::server::start(&config).map_err(|e| format!("brook: {e}"))?;
@@ -335,6 +336,7 @@ impl ChildBroker {
                 &settings.window.to_string(),
                 "--retention-bytes",
                 &settings.retention_bytes.to_string(),
+                "--in-memory",
             ])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -14,7 +14,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use brook::client::{Delivery, Publisher, Subscriber};
-use brook::config::Config;
+use brook::config::{Config, Storage};
 use brook::protocol::StartAt;
 use brook::server::Broker;
 
@@ -33,6 +33,7 @@ pub fn config() -> Config {
         addr: "127.0.0.1:0".into(),
         ack_delay: Duration::from_millis(100),
         ack_timeout: Duration::from_secs(10),
+        storage: Storage::Memory,
         ..Config::default()
     }
 }

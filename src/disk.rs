@@ -1,0 +1,921 @@
+//! The disk store: every topic is a directory of append-only segment files,
+//! so a broker that is stopped, or killed, starts again with every message
+//! it confirmed, at the same offsets.
+//!
+//! ```text
+//! data/topics/orders-1c8f3e0e5a1b2c3d/      one directory per topic
+//!     name                                   the topic's real name
+//!     00000000000000000000.log               a segment: records 0 .. 52,427
+//!     00000000000000052428.log               the next one, named by its first offset
+//! ```
+//!
+//! A record is a 24-byte header and the payload, all integers big-endian:
+//!
+//! ```text
+//! u64 offset | u64 timestamp (ms since 1970) | u32 payload length | u32 CRC-32C | payload
+//! ```
+//!
+//! The checksum covers the 20 header bytes before it and the payload, so
+//! recovery can tell a whole record from one that a crash cut short.
+//!
+//! Topic names are arbitrary UTF-8 (slashes, `..`, NUL, 65,535 bytes), so a
+//! name is never used as a path: a topic's directory is a short readable
+//! part of the name plus a hash of all of it, and the real name is kept in
+//! the `name` file inside, which is what a restart reads. Two names that
+//! share a directory name (a hash collision) get `-1`, `-2`, ... suffixes.
+//!
+//! # Writing and reading
+//!
+//! The dispatcher thread owns every log, as it does in memory. An append
+//! encodes the record into a buffer and keeps the payload in a cache of the
+//! newest messages; [`TopicLog::sync`], at the end of the dispatcher's
+//! round, writes the buffer to the segment file and, as `--fsync` asks,
+//! forces it to disk. Subscribers that keep up read from the cache; an older
+//! message is read from its segment, found through a sparse in-memory index
+//! (one entry per 4 KiB of records) and a short scan of headers.
+//!
+//! # Recovery
+//!
+//! At start-up every segment of every topic is read and every record's
+//! checksum and offset checked. A damaged end of a topic's last segment (a
+//! record cut short by a crash, or bytes that never reached the disk) is
+//! cut back to the last whole record, with a warning that says how much was
+//! dropped. Damage followed by whole records is not a torn end: the broker
+//! refuses to start rather than lose the records around it silently.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use byteorder::{BigEndian, ByteOrder};
+
+use crate::config::Fsync;
+use crate::crc32c::Crc32c;
+use crate::protocol::Payload;
+use crate::store::{NamedLog, Offset, Store, StoreError, TopicLog};
+
+/// The bytes of a record before its payload.
+const HEADER_BYTES: usize = 24;
+
+/// The sparse index has an entry for the first record in every run of this
+/// many bytes, so finding an old offset reads at most this much of headers.
+const INDEX_EVERY_BYTES: u64 = 4 << 10;
+
+/// How many bytes of the newest payloads each topic keeps in memory, so
+/// that subscribers that keep up never wait for the disk.
+const CACHE_BYTES: usize = 16 << 20;
+
+/// How much of a segment one read takes when a subscriber reads messages
+/// older than the cache.
+const READ_AHEAD_BYTES: usize = 256 << 10;
+
+/// Encoded records are written to the file once this many are waiting,
+/// even before the end of the round.
+const WRITE_BUFFER_BYTES: usize = 1 << 20;
+
+/// The file in a topic's directory that holds its name.
+const NAME_FILE: &str = "name";
+
+/// Where the name is written before it is renamed to [`NAME_FILE`].
+const NAME_SCRATCH_FILE: &str = "name.new";
+
+/// How many topics may share one directory name (told apart by a suffix).
+/// With a 64-bit hash in the name, two is already a coincidence.
+const MAX_SHARED_DIRECTORY_NAMES: u32 = 1000;
+
+/// How a disk store treats every log.
+#[derive(Debug, Clone, Copy)]
+pub struct LogSettings {
+    pub segment_bytes: u64,
+    pub retention_bytes: Option<u64>,
+    pub fsync: Fsync,
+}
+
+/// Keeps every topic in segment files under `<data dir>/topics`.
+#[derive(Debug)]
+pub struct DiskStore {
+    topics_dir: PathBuf,
+    settings: LogSettings,
+}
+
+impl DiskStore {
+    pub fn new(data_dir: &Path, settings: LogSettings) -> DiskStore {
+        DiskStore {
+            topics_dir: data_dir.join("topics"),
+            settings,
+        }
+    }
+
+    /// The directory for the topic `name`: the one that already holds it,
+    /// or a new one.
+    fn directory_for(&self, name: &str) -> Result<PathBuf, StoreError> {
+        let base = directory_name(name);
+        for attempt in 0..MAX_SHARED_DIRECTORY_NAMES {
+            let dir = match attempt {
+                0 => self.topics_dir.join(&base),
+                n => self.topics_dir.join(format!("{base}-{n}")),
+            };
+            match fs::read(dir.join(NAME_FILE)) {
+                Ok(stored) if stored == name.as_bytes() => return Ok(dir),
+                Ok(_) => continue, // another name with the same hash
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                    self.create_topic_directory(&dir, name)?;
+                    return Ok(dir);
+                }
+                Err(error) => return Err(StoreError::Io { path: dir, error }),
+            }
+        }
+        Err(StoreError::Unrecognised {
+            path: self.topics_dir.join(base),
+            reason: "too many topic names share this directory name",
+        })
+    }
+
+    /// Creates `dir` with its name file, durably: a restart must find the
+    /// name before it finds any segment. The name is written to a scratch
+    /// file and renamed into place, so a crash or a full disk leaves either
+    /// the whole name or none (a directory without a name and without
+    /// segments, which recovery removes), never part of it.
+    fn create_topic_directory(&self, dir: &Path, name: &str) -> Result<(), StoreError> {
+        fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
+        let scratch = dir.join(NAME_SCRATCH_FILE);
+        let mut file = File::create(&scratch).map_err(StoreError::io(&scratch))?;
+        file.write_all(name.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(StoreError::io(&scratch))?;
+        let name_path = dir.join(NAME_FILE);
+        fs::rename(&scratch, &name_path).map_err(StoreError::io(&name_path))?;
+        sync_directory(dir)?;
+        sync_directory(&self.topics_dir)
+    }
+}
+
+impl Store for DiskStore {
+    fn recover(&mut self) -> Result<Vec<NamedLog>, StoreError> {
+        let dir = &self.topics_dir;
+        fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
+        let mut topics = Vec::new();
+        for topic_dir in sorted_entries(dir)? {
+            let name_path = topic_dir.join(NAME_FILE);
+            let name = match fs::read(&name_path) {
+                Ok(bytes) => String::from_utf8(bytes).map_err(|_| StoreError::Unrecognised {
+                    path: name_path.clone(),
+                    reason: "a topic name that is not UTF-8",
+                })?,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                    remove_unnamed(&topic_dir)?;
+                    continue;
+                }
+                Err(error) => {
+                    return Err(StoreError::Io {
+                        path: name_path,
+                        error,
+                    })
+                }
+            };
+            let log = DiskLog::recover(&name, topic_dir, self.settings)?;
+            topics.push((Arc::from(name), Box::new(log) as Box<dyn TopicLog>));
+        }
+        Ok(topics)
+    }
+
+    fn open(&mut self, name: &str) -> Result<Box<dyn TopicLog>, StoreError> {
+        let dir = self.directory_for(name)?;
+        Ok(Box::new(DiskLog::recover(name, dir, self.settings)?))
+    }
+}
+
+/// A directory without a name file can only be a topic whose creation a
+/// crash interrupted, before any message: it is removed. One with segments
+/// is not brook's doing, and is left for a person to look at.
+fn remove_unnamed(dir: &Path) -> Result<(), StoreError> {
+    if !segment_paths(dir)?.is_empty() {
+        return Err(StoreError::Unrecognised {
+            path: dir.to_owned(),
+            reason: "segments without a name file",
+        });
+    }
+    log::warn!("{}: removing a topic directory with no name", dir.display());
+    fs::remove_dir_all(dir).map_err(StoreError::io(dir))
+}
+
+/// A directory name for the topic `name`: up to 48 bytes of its letters,
+/// digits, `-` and `_` (anything else becomes `_`), then `-` and a 64-bit
+/// FNV-1a hash of the whole name in hex. It is never empty, `.` or `..`,
+/// holds no `/`, and stays far below any file-name length limit.
+fn directory_name(name: &str) -> String {
+    let readable: String = name
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' => c,
+            _ => '_',
+        })
+        .take(48)
+        .collect();
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{readable}-{hash:016x}")
+}
+
+/// The file name of the segment whose first offset is `base`.
+fn segment_file_name(base: Offset) -> String {
+    format!("{base:020}.log")
+}
+
+/// The entries of `dir`, sorted by name.
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    let mut paths = fs::read_dir(dir)
+        .and_then(|entries| {
+            entries
+                .map(|entry| entry.map(|e| e.path()))
+                .collect::<io::Result<Vec<_>>>()
+        })
+        .map_err(StoreError::io(dir))?;
+    paths.sort();
+    Ok(paths)
+}
+
+/// The segment files of a topic directory with their first offsets, in
+/// order.
+fn segment_paths(dir: &Path) -> Result<Vec<(Offset, PathBuf)>, StoreError> {
+    let mut segments = Vec::new();
+    for path in sorted_entries(dir)? {
+        let Some(stem) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if let Some(base) = stem.strip_suffix(".log") {
+            let base = base.parse().map_err(|_| StoreError::Unrecognised {
+                path: path.clone(),
+                reason: "a segment file not named by its first offset",
+            })?;
+            segments.push((base, path));
+        }
+    }
+    Ok(segments)
+}
+
+/// Forces the entries of `dir` (a file just created, or removed) to disk.
+fn sync_directory(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::io(dir))
+}
+
+/// One segment file.
+#[derive(Debug)]
+struct Segment {
+    /// The offset of its first record.
+    base: Offset,
+    /// One past the offset of its last record.
+    end: Offset,
+    path: PathBuf,
+    /// Opened for reading.
+    file: File,
+    /// Its length in bytes, counting records not yet written to it.
+    len: u64,
+    /// `(offset, position)` of the first record in every run of
+    /// [`INDEX_EVERY_BYTES`], in order.
+    index: Vec<(Offset, u64)>,
+}
+
+impl Segment {
+    fn open(path: PathBuf, base: Offset) -> Result<Segment, StoreError> {
+        let file = File::open(&path).map_err(StoreError::io(&path))?;
+        Ok(Segment {
+            base,
+            end: base,
+            path,
+            file,
+            len: 0,
+            index: Vec::new(),
+        })
+    }
+
+    /// Notes a record of `record_len` bytes at the end of the segment.
+    fn add(&mut self, offset: Offset, record_len: u64) {
+        let starts_a_run = self
+            .index
+            .last()
+            .is_none_or(|&(_, at)| self.len - at >= INDEX_EVERY_BYTES);
+        if starts_a_run {
+            self.index.push((offset, self.len));
+        }
+        self.len += record_len;
+        self.end = offset + 1;
+    }
+
+    /// Reads the record at `offset` and those after it, as many as one
+    /// read of [`READ_AHEAD_BYTES`] from the file holds (a larger record is
+    /// read whole), checking every checksum. A subscriber reading an old
+    /// part of the log then costs one read per run of records, not one per
+    /// record.
+    fn read_run(&self, offset: Offset) -> io::Result<Vec<Payload>> {
+        let entry = self.index.partition_point(|&(o, _)| o <= offset);
+        let mut position = match entry {
+            0 => 0,
+            n => self.index[n - 1].1,
+        };
+        let mut chunk = vec![0u8; READ_AHEAD_BYTES];
+        loop {
+            let filled = read_up_to(&self.file, &mut chunk, position)?;
+            let mut run = Vec::new();
+            let mut at = 0;
+            while let Some(header) = whole_record(&chunk[at..filled]) {
+                let payload = &chunk[at + HEADER_BYTES..at + HEADER_BYTES + header.len as usize];
+                if header.offset >= offset {
+                    if header.checksum(payload) != header.crc {
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad checksum"));
+                    }
+                    run.push(Payload::from(payload));
+                }
+                at += HEADER_BYTES + header.len as usize;
+            }
+            if !run.is_empty() {
+                return Ok(run);
+            }
+            if at == 0 {
+                // Not one whole record: either the next one is larger than
+                // the chunk, which then grows to hold it, or the file ends.
+                match record_len(&chunk[..filled]) {
+                    Some(len) if filled == chunk.len() && len > filled => chunk.resize(len, 0),
+                    _ => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "offset missing",
+                        ))
+                    }
+                }
+            }
+            position += at as u64;
+        }
+    }
+}
+
+/// The length, header included, of the record at the start of `bytes`, if
+/// its header is there.
+fn record_len(bytes: &[u8]) -> Option<usize> {
+    let header = Header::parse(bytes.get(..HEADER_BYTES)?.try_into().ok()?);
+    Some(HEADER_BYTES + header.len as usize)
+}
+
+/// The header of the record at the start of `bytes`, if all of the record
+/// is there.
+fn whole_record(bytes: &[u8]) -> Option<Header> {
+    let header = Header::parse(bytes.get(..HEADER_BYTES)?.try_into().ok()?);
+    (bytes.len() >= HEADER_BYTES + header.len as usize).then_some(header)
+}
+
+/// Reads from `position` until `buffer` is full or the file ends; returns
+/// how many bytes it read.
+fn read_up_to(file: &File, buffer: &mut [u8], position: u64) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read_at(&mut buffer[filled..], position + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(filled)
+}
+
+/// A record header.
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    offset: Offset,
+    timestamp: u64,
+    len: u32,
+    crc: u32,
+}
+
+impl Header {
+    fn parse(bytes: &[u8; HEADER_BYTES]) -> Header {
+        Header {
+            offset: BigEndian::read_u64(&bytes[0..8]),
+            timestamp: BigEndian::read_u64(&bytes[8..16]),
+            len: BigEndian::read_u32(&bytes[16..20]),
+            crc: BigEndian::read_u32(&bytes[20..24]),
+        }
+    }
+
+    /// The first 20 bytes: everything the checksum covers besides the
+    /// payload.
+    fn fields(&self) -> [u8; 20] {
+        let mut bytes = [0u8; 20];
+        BigEndian::write_u64(&mut bytes[0..8], self.offset);
+        BigEndian::write_u64(&mut bytes[8..16], self.timestamp);
+        BigEndian::write_u32(&mut bytes[16..20], self.len);
+        bytes
+    }
+
+    fn checksum(&self, payload: &[u8]) -> u32 {
+        Crc32c::new()
+            .update(&self.fields())
+            .update(payload)
+            .finish()
+    }
+
+    /// Appends the record, header and payload, to `out`.
+    fn encode_record(offset: Offset, payload: &[u8], out: &mut Vec<u8>) {
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        let mut header = Header {
+            offset,
+            timestamp,
+            len: payload.len() as u32,
+            crc: 0,
+        };
+        header.crc = header.checksum(payload);
+        out.extend_from_slice(&header.fields());
+        out.extend_from_slice(&header.crc.to_be_bytes());
+        out.extend_from_slice(payload);
+    }
+}
+
+/// One topic's log on disk. See the module docs.
+#[derive(Debug)]
+pub struct DiskLog {
+    topic: String,
+    dir: PathBuf,
+    settings: LogSettings,
+    /// Oldest first; the last one is the active segment, appended to.
+    segments: Vec<Segment>,
+    /// The active segment, opened for appending.
+    writer: File,
+    /// Encoded records not yet written to `writer`.
+    buffer: Vec<u8>,
+    /// Whether `writer` has been written to since it was last forced to
+    /// disk.
+    unsynced: bool,
+    /// The offset the next message gets.
+    next: Offset,
+    /// Records below this offset are in the file; the others are still in
+    /// `buffer`.
+    written: Offset,
+    /// The newest payloads: offsets `cache_first..next`. It always holds
+    /// every record still in `buffer`, which the file does not have yet.
+    cache: VecDeque<Payload>,
+    cache_first: Offset,
+    cache_bytes: usize,
+    /// The last run of older records read from a segment, for the reads
+    /// that follow it. `read` takes `&self` (the dispatcher lends logs out
+    /// shared), and only the dispatcher thread touches a log, so a
+    /// `RefCell` is enough.
+    read_ahead: RefCell<ReadAhead>,
+}
+
+/// Records read from a segment ahead of need: offsets `first..`.
+#[derive(Debug, Default)]
+struct ReadAhead {
+    first: Offset,
+    payloads: Vec<Payload>,
+}
+
+impl ReadAhead {
+    fn get(&self, offset: Offset) -> Option<Payload> {
+        let index = usize::try_from(offset.checked_sub(self.first)?).ok()?;
+        self.payloads.get(index).cloned()
+    }
+}
+
+impl DiskLog {
+    /// Opens the log in `dir`, checking every record, and cutting a torn
+    /// end off the last segment. An empty directory is a new, empty log.
+    fn recover(topic: &str, dir: PathBuf, settings: LogSettings) -> Result<DiskLog, StoreError> {
+        let mut segments = Vec::new();
+        let paths = segment_paths(&dir)?;
+        let last = paths.len().saturating_sub(1);
+        for (i, (base, path)) in paths.into_iter().enumerate() {
+            let segment = scan_segment(topic, path, base, i == last)?;
+            if let Some(previous) = segments.last().map(|s: &Segment| s.end) {
+                if segment.base != previous {
+                    return Err(StoreError::Unrecognised {
+                        path: segment.path,
+                        reason: "a segment that does not start where the one before it ends",
+                    });
+                }
+            }
+            segments.push(segment);
+        }
+        if segments.is_empty() {
+            let path = dir.join(segment_file_name(0));
+            create_segment_file(&path, &dir, settings.fsync)?;
+            segments.push(Segment::open(path, 0)?);
+        }
+        let active = segments.last().map_or(0, |s| s.end);
+        let writer = open_for_append(&segments[segments.len() - 1].path)?;
+        Ok(DiskLog {
+            topic: topic.to_owned(),
+            dir,
+            settings,
+            segments,
+            writer,
+            buffer: Vec::new(),
+            unsynced: false,
+            next: active,
+            written: active,
+            cache: VecDeque::new(),
+            cache_first: active,
+            cache_bytes: 0,
+            read_ahead: RefCell::default(),
+        })
+    }
+
+    fn active(&mut self) -> &mut Segment {
+        let last = self.segments.len() - 1;
+        &mut self.segments[last]
+    }
+
+    /// Writes the buffered records to the active segment file.
+    fn write_buffer(&mut self) -> Result<(), StoreError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let path = &self.segments[self.segments.len() - 1].path;
+        self.writer
+            .write_all(&self.buffer)
+            .map_err(StoreError::io(path))?;
+        self.buffer.clear();
+        self.written = self.next;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// Forces the active segment to disk, unless `--fsync never`.
+    fn force(&mut self) -> Result<(), StoreError> {
+        if self.unsynced && self.settings.fsync != Fsync::Never {
+            let path = &self.segments[self.segments.len() - 1].path;
+            self.writer.sync_data().map_err(StoreError::io(path))?;
+        }
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Closes the active segment and starts a new one at `next`.
+    fn roll(&mut self) -> Result<(), StoreError> {
+        self.write_buffer()?;
+        self.force()?;
+        let path = self.dir.join(segment_file_name(self.next));
+        create_segment_file(&path, &self.dir, self.settings.fsync)?;
+        self.writer = open_for_append(&path)?;
+        self.segments.push(Segment::open(path, self.next)?);
+        Ok(())
+    }
+
+    /// Drops cached payloads beyond the cache's size, oldest first, but
+    /// none whose record is still only in the write buffer, and never the
+    /// newest.
+    fn trim_cache(&mut self) {
+        while self.cache_bytes > CACHE_BYTES
+            && self.cache_first < self.written
+            && self.cache.len() > 1
+        {
+            let Some(oldest) = self.cache.pop_front() else {
+                break;
+            };
+            self.cache_bytes -= oldest.len();
+            self.cache_first += 1;
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.len).sum()
+    }
+}
+
+impl TopicLog for DiskLog {
+    fn append(&mut self, payload: Payload) -> Result<Offset, StoreError> {
+        let offset = self.next;
+        Header::encode_record(offset, &payload, &mut self.buffer);
+        let record_len = (HEADER_BYTES + payload.len()) as u64;
+        self.active().add(offset, record_len);
+        self.next += 1;
+        self.cache_bytes += payload.len();
+        self.cache.push_back(payload);
+        if self.settings.fsync == Fsync::Always {
+            self.sync()?;
+        } else if self.buffer.len() >= WRITE_BUFFER_BYTES {
+            self.write_buffer()?;
+        }
+        self.trim_cache();
+        if self.segments[self.segments.len() - 1].len >= self.settings.segment_bytes {
+            self.roll()?;
+        }
+        Ok(offset)
+    }
+
+    fn read(&self, offset: Offset) -> Option<Payload> {
+        if offset >= self.next || offset < self.start() {
+            return None;
+        }
+        if offset >= self.cache_first {
+            return self
+                .cache
+                .get((offset - self.cache_first) as usize)
+                .cloned();
+        }
+        if let Some(payload) = self.read_ahead.borrow().get(offset) {
+            return Some(payload);
+        }
+        let index = self.segments.partition_point(|s| s.end <= offset);
+        let segment = self.segments.get(index)?;
+        match segment.read_run(offset) {
+            Ok(payloads) => {
+                let payload = payloads.first().cloned();
+                *self.read_ahead.borrow_mut() = ReadAhead {
+                    first: offset,
+                    payloads,
+                };
+                payload
+            }
+            Err(error) => {
+                log::error!(
+                    "topic {:?}: cannot read offset {offset} from {}: {error}",
+                    self.topic,
+                    segment.path.display()
+                );
+                None
+            }
+        }
+    }
+
+    fn start(&self) -> Offset {
+        self.segments.first().map_or(self.next, |s| s.base)
+    }
+
+    fn end(&self) -> Offset {
+        self.next
+    }
+
+    fn over_retention(&self) -> bool {
+        self.settings
+            .retention_bytes
+            .is_some_and(|limit| self.bytes() > limit)
+    }
+
+    /// Deletes whole segments, oldest first, never the active one, and
+    /// none that holds an offset at or after `keep_from`.
+    fn apply_retention(&mut self, keep_from: Offset) {
+        while self.over_retention() && self.segments.len() > 1 && self.segments[0].end <= keep_from
+        {
+            let oldest = self.segments.remove(0);
+            if let Err(error) = fs::remove_file(&oldest.path) {
+                log::error!("cannot delete {}: {error}", oldest.path.display());
+            }
+            while self.cache_first < oldest.end {
+                match self.cache.pop_front() {
+                    Some(payload) => self.cache_bytes -= payload.len(),
+                    None => break,
+                }
+                self.cache_first += 1;
+            }
+        }
+        self.cache_first = self.cache_first.max(self.start());
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.write_buffer()?;
+        self.force()?;
+        self.trim_cache();
+        Ok(())
+    }
+}
+
+fn open_for_append(path: &Path) -> Result<File, StoreError> {
+    OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(StoreError::io(path))
+}
+
+/// Creates an empty segment file, and makes its directory entry durable
+/// unless `--fsync never`.
+fn create_segment_file(path: &Path, dir: &Path, fsync: Fsync) -> Result<(), StoreError> {
+    File::create(path).map_err(StoreError::io(path))?;
+    if fsync != Fsync::Never {
+        sync_directory(dir)?;
+    }
+    Ok(())
+}
+
+/// Reads a segment file record by record, checking each one, and returns
+/// it with its index built. A damaged end of the `last` segment is cut off;
+/// any other damage is an error.
+fn scan_segment(
+    topic: &str,
+    path: PathBuf,
+    base: Offset,
+    last: bool,
+) -> Result<Segment, StoreError> {
+    let mut segment = Segment::open(path, base)?;
+    let file_len = segment
+        .file
+        .metadata()
+        .map_err(StoreError::io(&segment.path))?
+        .len();
+    let file = File::open(&segment.path).map_err(StoreError::io(&segment.path))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut payload = Vec::new();
+    let mut position = 0u64;
+    let damage = loop {
+        if position == file_len {
+            break None;
+        }
+        match read_record(&mut reader, file_len - position, &mut payload) {
+            Ok(header) if header.offset == segment.end => {
+                segment.add(header.offset, (HEADER_BYTES + payload.len()) as u64);
+                position += (HEADER_BYTES + payload.len()) as u64;
+            }
+            Ok(_) => break Some("a record out of order"),
+            Err(reason) => break Some(reason),
+        }
+    };
+    let Some(reason) = damage else {
+        return Ok(segment);
+    };
+    if !last || whole_record_follows(&segment.file, position, segment.end, file_len) {
+        return Err(StoreError::Corrupt {
+            topic: topic.to_owned(),
+            path: segment.path,
+            position,
+            reason,
+        });
+    }
+    log::warn!(
+        "topic {topic:?}: cut {} bytes of a torn end off {} ({reason} at byte {position}); \
+         the log ends at offset {}",
+        file_len - position,
+        segment.path.display(),
+        segment.end
+    );
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&segment.path)
+        .and_then(|file| file.set_len(position).and_then(|()| file.sync_all()));
+    file.map_err(StoreError::io(&segment.path))?;
+    Ok(segment)
+}
+
+/// Reads one record into `payload` and checks it. `left` is how many bytes
+/// the file has from here, so a damaged length can never make us allocate
+/// more than the file holds.
+fn read_record(
+    reader: &mut impl Read,
+    left: u64,
+    payload: &mut Vec<u8>,
+) -> Result<Header, &'static str> {
+    let mut bytes = [0u8; HEADER_BYTES];
+    if left < HEADER_BYTES as u64 || reader.read_exact(&mut bytes).is_err() {
+        return Err("a header cut short");
+    }
+    let header = Header::parse(&bytes);
+    if u64::from(header.len) > left - HEADER_BYTES as u64 {
+        return Err("a record longer than the file");
+    }
+    payload.resize(header.len as usize, 0);
+    if reader.read_exact(payload).is_err() {
+        return Err("a payload cut short");
+    }
+    if header.checksum(payload) != header.crc {
+        return Err("a bad checksum");
+    }
+    Ok(header)
+}
+
+/// Whether any whole record with a later offset than `offset` (the one
+/// expected at the damage) lies beyond the damage at `position`: then the
+/// damage is in the middle of the log, not at a torn end, whichever field
+/// it hit. A crash tears only the end, so nothing whole can follow it. The
+/// search tries every byte position, since a damaged length field says
+/// nothing reliable about where the next record starts; it runs only when
+/// recovery has found damage.
+fn whole_record_follows(file: &File, position: u64, offset: Offset, file_len: u64) -> bool {
+    let mut rest = vec![0u8; (file_len - position) as usize];
+    if file.read_exact_at(&mut rest, position).is_err() {
+        return false;
+    }
+    (1..rest.len()).any(|at| match whole_record(&rest[at..]) {
+        Some(header) if header.offset > offset => {
+            let payload = &rest[at + HEADER_BYTES..at + HEADER_BYTES + header.len as usize];
+            header.checksum(payload) == header.crc
+        }
+        _ => false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory under the system's temp dir, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(label: &str) -> TempDir {
+            let path = std::env::temp_dir().join(format!(
+                "brook-disk-{label}-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let _ = fs::remove_dir_all(&path);
+            TempDir(path)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn settings(segment_bytes: u64, retention_bytes: Option<u64>) -> LogSettings {
+        LogSettings {
+            segment_bytes,
+            retention_bytes,
+            fsync: Fsync::Never,
+        }
+    }
+
+    fn message(i: u64) -> Payload {
+        Payload::from(format!("message {i:04}").repeat(5).into_bytes())
+    }
+
+    #[test]
+    fn directory_names_are_safe_and_distinct() {
+        let names = [
+            "..",
+            ".",
+            "",
+            "a/b",
+            "../../etc/passwd",
+            "\0",
+            "CON",
+            "Ab",
+            "aB",
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for name in names {
+            let dir = directory_name(name);
+            assert!(!dir.contains('/') && dir != "." && dir != "..", "{dir:?}");
+            assert!(seen.insert(dir), "{name:?} shares a directory name");
+        }
+        assert!(directory_name(&"x".repeat(65_535)).len() <= 48 + 17);
+    }
+
+    #[test]
+    fn messages_survive_a_reopen_across_segments_and_index_runs() {
+        let temp = TempDir::new("reopen");
+        let mut store = DiskStore::new(&temp.0, settings(16 << 10, None));
+        let mut log = store.open("t").unwrap();
+        for i in 0..1000 {
+            assert_eq!(log.append(message(i)).unwrap(), i);
+        }
+        log.sync().unwrap();
+        drop(log);
+
+        let mut store = DiskStore::new(&temp.0, settings(16 << 10, None));
+        let mut topics = store.recover().unwrap();
+        assert_eq!(topics.len(), 1);
+        let (name, log) = topics.pop().unwrap();
+        assert_eq!(&*name, "t");
+        assert_eq!((log.start(), log.end()), (0, 1000));
+        // Nothing is cached after a reopen: every read goes to a segment.
+        for i in (0..1000).rev() {
+            assert_eq!(log.read(i), Some(message(i)), "offset {i}");
+        }
+        let segments = segment_paths(&store.directory_for("t").unwrap()).unwrap();
+        assert!(segments.len() > 4, "{} segments", segments.len());
+    }
+
+    #[test]
+    fn retention_deletes_whole_segments_no_reader_needs() {
+        let temp = TempDir::new("retention");
+        let mut store = DiskStore::new(&temp.0, settings(4 << 10, Some(16 << 10)));
+        let mut log = store.open("t").unwrap();
+        for i in 0..1000 {
+            log.append(message(i)).unwrap();
+        }
+        log.sync().unwrap();
+        assert!(log.over_retention());
+        log.apply_retention(100); // a reader is at offset 100
+        assert!(log.start() <= 100 && log.start() > 0);
+        assert_eq!(log.read(100), Some(message(100)));
+        log.apply_retention(log.end());
+        assert!(!log.over_retention());
+        // 84-byte records: 16 KiB keeps about 195, less what is left of
+        // the oldest kept segment.
+        let kept = log.end() - log.start();
+        assert!((140..=195).contains(&kept), "{kept} kept");
+        assert_eq!(log.read(log.start() - 1), None);
+        assert_eq!(log.read(999), Some(message(999)));
+        assert_eq!(log.append(message(1000)).unwrap(), 1000);
+    }
+}
