@@ -161,6 +161,12 @@ impl Store for DiskStore {
         fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
         let mut topics = Vec::new();
         for topic_dir in sorted_entries(dir)? {
+            if !topic_dir.is_dir() {
+                return Err(StoreError::Unrecognised {
+                    path: topic_dir,
+                    reason: "a file where only topic directories belong",
+                });
+            }
             let name_path = topic_dir.join(NAME_FILE);
             let name = match fs::read(&name_path) {
                 Ok(bytes) => String::from_utf8(bytes).map_err(|_| StoreError::Unrecognised {
