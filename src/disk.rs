@@ -99,15 +99,38 @@ pub struct LogSettings {
 /// Keeps every topic in segment files under `<data dir>/topics`.
 #[derive(Debug)]
 pub struct DiskStore {
+    data_dir: PathBuf,
     topics_dir: PathBuf,
     settings: LogSettings,
+    /// The locked `<data dir>/lock`, held for as long as the store lives:
+    /// two brokers appending to one log would interleave their records.
+    lock: Option<File>,
 }
 
 impl DiskStore {
     pub fn new(data_dir: &Path, settings: LogSettings) -> DiskStore {
         DiskStore {
+            data_dir: data_dir.to_owned(),
             topics_dir: data_dir.join("topics"),
             settings,
+            lock: None,
+        }
+    }
+
+    /// Takes the data directory's lock, or fails if another broker has it.
+    fn lock_data_dir(&mut self) -> Result<(), StoreError> {
+        let path = self.data_dir.join("lock");
+        let file = File::create(&path).map_err(StoreError::io(&path))?;
+        match file.try_lock() {
+            Ok(()) => {
+                self.lock = Some(file);
+                Ok(())
+            }
+            Err(fs::TryLockError::WouldBlock) => Err(StoreError::Unrecognised {
+                path,
+                reason: "another broker is using this data directory",
+            }),
+            Err(fs::TryLockError::Error(error)) => Err(StoreError::Io { path, error }),
         }
     }
 
@@ -157,10 +180,11 @@ impl DiskStore {
 
 impl Store for DiskStore {
     fn recover(&mut self) -> Result<Vec<NamedLog>, StoreError> {
-        let dir = &self.topics_dir;
-        fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
+        let dir = self.topics_dir.clone();
+        fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
+        self.lock_data_dir()?;
         let mut topics = Vec::new();
-        for topic_dir in sorted_entries(dir)? {
+        for topic_dir in sorted_entries(&dir)? {
             if !topic_dir.is_dir() {
                 return Err(StoreError::Unrecognised {
                     path: topic_dir,
@@ -899,6 +923,18 @@ mod tests {
         }
         let segments = segment_paths(&store.directory_for("t").unwrap()).unwrap();
         assert!(segments.len() > 4, "{} segments", segments.len());
+    }
+
+    #[test]
+    fn one_data_directory_serves_one_store_at_a_time() {
+        let temp = TempDir::new("lock");
+        let mut first = DiskStore::new(&temp.0, settings(1 << 20, None));
+        first.recover().unwrap();
+        let mut second = DiskStore::new(&temp.0, settings(1 << 20, None));
+        let refused = second.recover().map(|_| ()).unwrap_err().to_string();
+        assert!(refused.contains("another broker"), "{refused}");
+        drop(first);
+        second.recover().unwrap();
     }
 
     #[test]
