@@ -50,7 +50,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use byteorder::{BigEndian, ByteOrder};
 
@@ -83,6 +83,9 @@ const NAME_FILE: &str = "name";
 
 /// Where the name is written before it is renamed to [`NAME_FILE`].
 const NAME_SCRATCH_FILE: &str = "name.new";
+
+/// How long a broker starting on a data directory waits for its lock.
+const LOCK_PATIENCE: Duration = Duration::from_secs(2);
 
 /// How many topics may share one directory name (told apart by a suffix).
 /// With a 64-bit hash in the name, two is already a coincidence.
@@ -117,21 +120,32 @@ impl DiskStore {
         }
     }
 
-    /// Takes the data directory's lock, or fails if another broker has it.
+    /// Takes the data directory's lock, or fails if another broker keeps
+    /// it for [`LOCK_PATIENCE`]. The wait is for a lock that is on its way
+    /// out: one held by a broker that is stopping, or by a process forked
+    /// by this one in the instant before it runs its program, which holds
+    /// a copy of every open file until then.
     fn lock_data_dir(&mut self) -> Result<(), StoreError> {
         let path = self.data_dir.join("lock");
         let file = File::create(&path).map_err(StoreError::io(&path))?;
-        match file.try_lock() {
-            Ok(()) => {
-                self.lock = Some(file);
-                Ok(())
+        let deadline = Instant::now() + LOCK_PATIENCE;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(StoreError::Unrecognised {
+                        path,
+                        reason: "another broker is using this data directory",
+                    })
+                }
+                Err(fs::TryLockError::Error(error)) => return Err(StoreError::Io { path, error }),
             }
-            Err(fs::TryLockError::WouldBlock) => Err(StoreError::Unrecognised {
-                path,
-                reason: "another broker is using this data directory",
-            }),
-            Err(fs::TryLockError::Error(error)) => Err(StoreError::Io { path, error }),
         }
+        self.lock = Some(file);
+        Ok(())
     }
 
     /// The directory for the topic `name`: the one that already holds it,
