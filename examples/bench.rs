@@ -4,6 +4,9 @@
 //! ```sh
 //! cargo run --release --example bench                      # every scenario
 //! cargo run --release --example bench -- --scenario 1to1,latency --csv
+//! cargo run --release --example bench -- --scenario storage     # memory vs disk
+//! cargo run --release --example bench -- --scenario recovery    # restart on 1 GiB
+//! cargo run --release --example bench -- --scenario 1to1,fanin --store memory,disk-batch
 //! cargo build --release && cargo run --release --example bench -- \
 //!     --scenario connections --connections 10000 --broker-bin target/release/brook
 //! ```
@@ -25,6 +28,8 @@
 //! | `nton` | N pairs: publisher i → subscriber i on topic i |
 //! | `latency` | 1 → 1 at a fixed rate, each message written on its own |
 //! | `connections` | C idle subscribers, then one message: how long until all have it |
+//! | `storage` | `1to1` on each store: memory, disk-never, disk-batch, disk-always |
+//! | `recovery` | fill a data dir with 1 GiB, restart on it: how long until it listens |
 //!
 //! Every payload carries its publisher, a sequence number and its send time
 //! (as text in `line`, whose payloads must be text). Subscribers check that
@@ -41,6 +46,39 @@
 //! its subscriber parsed `PUB` lines, not `MSG` deliveries. The `1to1` row is
 //! its yardstick: the same messages over the binary protocol.
 //!
+//! # Stores
+//!
+//! brook keeps its topics in memory or on disk, where `--fsync` says when
+//! appended messages are forced to disk (`src/config.rs`, `src/disk.rs`).
+//! `--store` names the stores every scenario runs on, one row each:
+//! `memory` (the default), or `disk-never`, `disk-batch`, `disk-always`,
+//! each a fresh data dir under the system's temp dir (`$TMPDIR`, or `/tmp`)
+//! that is removed after the run. The header line names the temp dir's
+//! file system: on `tmpfs` nothing reaches a disk and an fsync is free.
+//! A disk row also says what fraction of the memory row's throughput it
+//! reaches, if the scenario ran in memory too. `disk-always` fsyncs every
+//! message, two to three and a half thousand a second on this machine, so
+//! it runs at most [`ALWAYS_MAX_MESSAGES`] per scenario, and says so.
+//!
+//! `storage` is the one-run comparison: `1to1` on all four stores, whatever
+//! `--store` says, with `disk-batch ÷ memory` in a note (its target is at
+//! least one half). It has no relay run: the memory row is its yardstick.
+//!
+//! `recovery` fills a fresh data dir with `--recovery-size` of records
+//! (1 GiB; messages of `--size` in one topic, each record 24 bytes of header
+//! and its payload) through a brook with `--fsync never` and no retention,
+//! checked by a subscriber, then stops it and starts a fresh brook on the
+//! dir. The time until that broker listens, which is when
+//! `brook::server::start` returns (or a `--broker-bin` child logs "listening
+//! on"), is the recovery: every record's checksum is read and checked first.
+//! Then a `TOPICS` query checks that the topic's offsets are as published.
+//! The files were just written, so the restart reads them from the page
+//! cache: it is a warm start. It takes 15 to 20 s (most of it the fill) and
+//! needs the dir's size on disk, so it is not part of the default run.
+//!
+//! With `--addr`, the bench starts no broker: `--store` does not apply, and
+//! `storage` and `recovery`, which start brokers of their own, cannot run.
+//!
 //! # Retention
 //!
 //! brook keeps every message unless told otherwise, and a log that only
@@ -50,7 +88,8 @@
 //! A broker that has run for a while reuses the memory of the messages its
 //! retention dropped, so the bench starts brook with `--retention-bytes
 //! 256MiB` (change it with `--retention`) to measure that steady state. The
-//! header line says what was used.
+//! header line says what was used. A disk store deletes whole segment files
+//! to stay under it (64 MiB each); the recovery fill keeps everything.
 //!
 //! # Reading the output
 //!
@@ -83,12 +122,14 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use brook::config::{Fsync, Storage};
+
 use connections::{ConnectionsPlan, Counters};
 use load::{
     Epoch, Framing, Pacing, Protocol, PublisherPlan, SubscriberPlan, SubscriberReport, Tally,
 };
-use report::{Row, Throughput};
-use target::{BrokerChoice, BrokerSettings, Target, TargetKind};
+use report::{Check, Row, Throughput};
+use target::{BrokerChoice, BrokerSettings, DataDir, StoreKind, Target, TargetKind};
 
 fn main() -> ExitCode {
     let options = match Options::parse(std::env::args().skip(1)) {
@@ -133,9 +174,11 @@ enum Scenario {
     Pairs,
     Latency,
     Connections,
+    Storage,
+    Recovery,
 }
 
-const ALL_SCENARIOS: [Scenario; 8] = [
+const ALL_SCENARIOS: [Scenario; 10] = [
     Scenario::OneToOne,
     Scenario::Line,
     Scenario::OneToOneLarge,
@@ -144,13 +187,39 @@ const ALL_SCENARIOS: [Scenario; 8] = [
     Scenario::Pairs,
     Scenario::Latency,
     Scenario::Connections,
+    Scenario::Storage,
+    Scenario::Recovery,
 ];
+
+/// What runs with no `--scenario`, or `--scenario all`: every scenario but
+/// `recovery` (see the module docs).
+fn default_scenarios() -> Vec<Scenario> {
+    ALL_SCENARIOS
+        .into_iter()
+        .filter(|&scenario| scenario != Scenario::Recovery)
+        .collect()
+}
 
 /// The payload size of `1to1-64k`.
 const LARGE_PAYLOAD: usize = 64 << 10;
 /// The most one scenario publishes: the in-memory broker keeps every message.
 const MAX_SCENARIO_BYTES: u64 = 1 << 30;
 const LATENCY_PAYLOAD: usize = 128;
+/// The most messages a scenario publishes on `disk-always`, which fsyncs
+/// each one: some 10 s on this machine.
+const ALWAYS_MAX_MESSAGES: u64 = 20_000;
+/// The bytes of a record in brook's segment files before its payload (see
+/// `src/disk.rs`): the recovery fill counts them in the data dir's size.
+const RECORD_HEADER_BYTES: u64 = 24;
+/// The store the recovery scenario fills its data dir with, and the one it
+/// restarts on (brook's default policy; recovery reads the same either way).
+const RECOVERY_FILL_STORE: StoreKind = StoreKind::Disk(Fsync::Never);
+const RECOVERY_RESTART_STORE: StoreKind = StoreKind::Disk(Fsync::Batch);
+/// The issue's target for `disk-batch`: at least this fraction of the
+/// memory store's throughput.
+const BATCH_TARGET: f64 = 0.5;
+/// The issue's target for recovering a 1 GiB data dir.
+const RECOVERY_TARGET: Duration = Duration::from_secs(2);
 
 impl Scenario {
     fn name(self) -> &'static str {
@@ -163,6 +232,8 @@ impl Scenario {
             Scenario::Pairs => "nton",
             Scenario::Latency => "latency",
             Scenario::Connections => "connections",
+            Scenario::Storage => "storage",
+            Scenario::Recovery => "recovery",
         }
     }
 
@@ -180,7 +251,9 @@ impl Scenario {
     fn label(self, options: &Options) -> String {
         let name = self.name();
         match self {
-            Scenario::OneToOne | Scenario::Line | Scenario::OneToOneLarge => name.to_owned(),
+            Scenario::OneToOne | Scenario::Line | Scenario::OneToOneLarge | Scenario::Storage => {
+                name.to_owned()
+            }
             Scenario::FanOut => format!("{name} 1→{}", options.subscribers),
             Scenario::FanIn => format!("{name} {}→1", options.publishers),
             Scenario::Pairs => format!("{name} {}×1→1", options.pairs),
@@ -188,13 +261,35 @@ impl Scenario {
             Scenario::Connections => {
                 format!("{name} {}", report::thousands(options.connections as u64))
             }
+            Scenario::Recovery => format!("{name} {}", report::bytes(options.recovery_bytes)),
         }
+    }
+
+    /// The label of a row on `store`, which names the store unless every
+    /// row of the scenario is in memory.
+    fn label_on(self, store: Option<StoreKind>, options: &Options) -> String {
+        match store {
+            Some(store) if options.stores(self) != [Some(StoreKind::Memory)] => {
+                format!("{} {}", self.label(options), store.name())
+            }
+            _ => self.label(options),
+        }
+    }
+
+    /// Whether the scenario also runs against the relay: not over the line
+    /// protocol, which the relay does not speak (see the module docs), and
+    /// not `storage`, whose yardstick is the memory store.
+    fn has_relay_run(self) -> bool {
+        !matches!(self, Scenario::Line | Scenario::Storage)
     }
 }
 
 /// Who publishes what to whom in a throughput or latency scenario.
 struct Topology {
     scenario: Scenario,
+    /// What brook keeps its topics in; `None` for the relay, and a broker
+    /// the bench does not start.
+    store: Option<StoreKind>,
     label: String,
     payload_bytes: usize,
     protocol: Protocol,
@@ -204,7 +299,7 @@ struct Topology {
 }
 
 impl Topology {
-    fn of(scenario: Scenario, options: &Options) -> Topology {
+    fn of(scenario: Scenario, store: Option<StoreKind>, options: &Options) -> Topology {
         let (publishers, subscribers, paired) = match scenario {
             Scenario::FanOut => (1, options.subscribers, false),
             Scenario::FanIn => (options.publishers, 1, false),
@@ -223,6 +318,17 @@ impl Topology {
         let mut notes = Vec::new();
         let count = match scenario {
             Scenario::Latency => options.rate * options.seconds,
+            Scenario::Recovery => {
+                let record_bytes = RECORD_HEADER_BYTES + payload_bytes as u64;
+                let count = options.recovery_bytes.div_ceil(record_bytes);
+                notes.push(format!(
+                    "{} messages of {payload_bytes} B in one topic: {} of records, \
+                     published with --fsync never and no retention",
+                    report::thousands(count),
+                    report::bytes(count * record_bytes)
+                ));
+                count
+            }
             _ => {
                 let per_publisher_cap = MAX_SCENARIO_BYTES / (payload_bytes * publishers) as u64;
                 if options.count > per_publisher_cap {
@@ -233,6 +339,20 @@ impl Topology {
                 }
                 options.count.min(per_publisher_cap).max(1)
             }
+        };
+        let always_cap = ALWAYS_MAX_MESSAGES / publishers as u64;
+        let count = match store {
+            Some(StoreKind::Disk(Fsync::Always)) if count > always_cap => {
+                notes.push(format!(
+                    "{} messages per publisher, not {}: disk-always fsyncs every message, \
+                     so it runs at most {} per scenario",
+                    report::thousands(always_cap.max(1)),
+                    report::thousands(count),
+                    report::thousands(ALWAYS_MAX_MESSAGES)
+                ));
+                always_cap.max(1)
+            }
+            _ => count,
         };
         let topic = |index: usize| match paired {
             true => format!("bench-{}-{index}", scenario.name()),
@@ -258,7 +378,8 @@ impl Topology {
             .collect();
         Topology {
             scenario,
-            label: scenario.label(options),
+            store,
+            label: scenario.label_on(store, options),
             payload_bytes,
             protocol,
             publishers: publisher_plans,
@@ -274,6 +395,7 @@ impl Topology {
     /// An empty row for this topology, to be filled in by a run.
     fn row(&self, target: TargetKind) -> Row {
         Row {
+            store: self.store,
             publishers: self.publishers.len(),
             subscribers: self.subscribers.len(),
             payload_bytes: self.payload_bytes,
@@ -288,34 +410,111 @@ impl Topology {
     }
 }
 
-/// Runs one scenario against brook and, where it applies, the relay: not
-/// over the line protocol, which the relay does not speak (see the module
-/// docs).
+/// Runs one scenario against brook on each of its stores and, where it
+/// applies, the relay.
 fn run_scenario(scenario: Scenario, options: &Options, epoch: Epoch) -> Vec<Row> {
-    if scenario == Scenario::Connections {
-        return vec![run_connections(options, epoch)];
+    let stores = options.stores(scenario);
+    match scenario {
+        Scenario::Connections => {
+            return stores
+                .into_iter()
+                .map(|store| run_connections(store, options, epoch))
+                .collect()
+        }
+        Scenario::Recovery => return run_recovery(options, epoch),
+        _ => {}
     }
-    let topology = Topology::of(scenario, options);
-    let mut brook = run_flow(&topology, TargetKind::Brook, options, epoch);
-    if !options.relay || topology.protocol == Protocol::Line {
-        return vec![brook];
+    let mut rows: Vec<Row> = stores
+        .into_iter()
+        .map(|store| run_brook(&Topology::of(scenario, store, options), options, epoch))
+        .collect();
+    compare_with_memory(&mut rows, scenario);
+    if !options.relay || !scenario.has_relay_run() {
+        return rows;
     }
-    let mut relay = run_flow(&topology, TargetKind::Relay, options, epoch);
-    if let (Some(ours), Some(theirs)) = (brook.throughput, relay.throughput) {
-        brook.of_relay = Some(ours.total / theirs.total);
-        relay.of_relay = Some(1.0);
+    let topology = Topology::of(scenario, None, options);
+    let mut relay = run_flow(
+        &topology,
+        TargetKind::Relay,
+        &options.settings(),
+        options,
+        epoch,
+    );
+    for brook in &mut rows {
+        if let (Some(ours), Some(theirs)) = (brook.throughput, relay.throughput) {
+            brook.of_relay = Some(ours.total / theirs.total);
+            relay.of_relay = Some(1.0);
+        }
     }
-    vec![brook, relay]
+    rows.push(relay);
+    rows
+}
+
+/// Gives each disk row its throughput as a fraction of the memory row's,
+/// and the `disk-batch` row of a flat-out scenario a note that says it, with
+/// the target where the issue set one: 1 → 1.
+fn compare_with_memory(rows: &mut [Row], scenario: Scenario) {
+    let memory = rows
+        .iter()
+        .position(|row| row.store == Some(StoreKind::Memory));
+    let Some(memory) = memory else { return };
+    let Some(theirs) = rows[memory].throughput else {
+        return;
+    };
+    for row in rows.iter_mut() {
+        let (Some(StoreKind::Disk(fsync)), Some(ours)) = (row.store, row.throughput) else {
+            continue;
+        };
+        let fraction = ours.total / theirs.total;
+        row.of_memory = Some(fraction);
+        if fsync != Fsync::Batch || scenario == Scenario::Latency {
+            continue;
+        }
+        let target = match scenario {
+            Scenario::OneToOne | Scenario::Storage => {
+                format!(" (target: at least {:.0} %)", BATCH_TARGET * 100.0)
+            }
+            _ => String::new(),
+        };
+        row.notes.push(format!(
+            "batch ÷ memory = {:.1} %{target}",
+            fraction * 100.0
+        ));
+    }
+    if rows.iter().any(|row| row.of_memory.is_some()) {
+        rows[memory].of_memory = Some(1.0);
+    }
+}
+
+/// Runs `topology` on a fresh brook with the topology's store: a disk
+/// store on a fresh temp data dir, removed afterwards.
+fn run_brook(topology: &Topology, options: &Options, epoch: Epoch) -> Row {
+    match options.settings_on(topology.store) {
+        Ok((settings, _data_dir)) => {
+            run_flow(topology, TargetKind::Brook, &settings, options, epoch)
+        }
+        Err(error) => {
+            let mut row = topology.row(TargetKind::Brook);
+            row.errors.push(error);
+            row
+        }
+    }
 }
 
 // ---- Running a throughput or latency scenario ----
 
-/// Runs `topology` against a fresh target of `kind`. The brook and relay runs
-/// of a scenario differ only here, in the target and the framing its
-/// subscribers receive.
-fn run_flow(topology: &Topology, kind: TargetKind, options: &Options, epoch: Epoch) -> Row {
+/// Runs `topology` against a fresh target of `kind` with `settings`. The
+/// brook and relay runs of a scenario differ only here, in the target and
+/// the framing its subscribers receive.
+fn run_flow(
+    topology: &Topology,
+    kind: TargetKind,
+    settings: &BrokerSettings,
+    options: &Options,
+    epoch: Epoch,
+) -> Row {
     let mut row = topology.row(kind);
-    let target = match Target::start(kind, &options.broker, options.settings()) {
+    let target = match Target::start(kind, &options.broker, settings) {
         Ok(target) => target,
         Err(error) => {
             row.errors.push(error);
@@ -330,6 +529,7 @@ fn run_flow(topology: &Topology, kind: TargetKind, options: &Options, epoch: Epo
     };
     let progress = Progress::new(&topology.label, kind);
     let outcome = drive(topology, &target, framing, epoch, &progress);
+    row.start_time = target.start_time;
     let stopped = target.stop();
     progress.clear();
     row.resources = stopped.resources;
@@ -496,7 +696,7 @@ fn spawn<T: Send + 'static>(
 
 // ---- Running the connections scenario ----
 
-fn run_connections(options: &Options, epoch: Epoch) -> Row {
+fn run_connections(store: Option<StoreKind>, options: &Options, epoch: Epoch) -> Row {
     let scenario = Scenario::Connections;
     let plan = ConnectionsPlan {
         connections: options.connections,
@@ -505,23 +705,28 @@ fn run_connections(options: &Options, epoch: Epoch) -> Row {
     };
     let expected = plan.connections as u64;
     let mut row = Row {
+        store,
         publishers: 1,
         subscribers: plan.connections,
         payload_bytes: plan.payload_bytes,
         ..Row::new(
             scenario.name(),
-            scenario.label(options),
+            scenario.label_on(store, options),
             TargetKind::Brook,
             expected,
         )
     };
-    let target = match Target::start(TargetKind::Brook, &options.broker, options.settings()) {
-        Ok(target) => target,
+    let started = options.settings_on(store).and_then(|(settings, data_dir)| {
+        Target::start(TargetKind::Brook, &options.broker, &settings).map(|t| (t, data_dir))
+    });
+    let (target, _data_dir) = match started {
+        Ok(started) => started,
         Err(error) => {
             row.errors.push(error);
             return row;
         }
     };
+    row.start_time = target.start_time;
     let progress = Progress::new(&row.label, TargetKind::Brook);
     let counters = Arc::new(Counters::default());
     let show_progress = || {
@@ -564,6 +769,132 @@ fn run_connections(options: &Options, epoch: Epoch) -> Row {
     row
 }
 
+// ---- Running the recovery scenario ----
+
+/// Fills a fresh data dir through a brook with `--fsync never`, stops it,
+/// and times a fresh brook's start on the dir, then checks the recovered
+/// topic's offsets with `TOPICS`: a fill row and a restart row (see the
+/// module docs).
+fn run_recovery(options: &Options, epoch: Epoch) -> Vec<Row> {
+    let scenario = Scenario::Recovery;
+    let mut fill = Topology::of(scenario, Some(RECOVERY_FILL_STORE), options);
+    let label = scenario.label(options);
+    fill.label = format!("{label} fill {}", RECOVERY_FILL_STORE.name());
+    let published = fill.expected_messages();
+    let mut restart = Row {
+        store: Some(RECOVERY_RESTART_STORE),
+        payload_bytes: fill.payload_bytes,
+        check: Check::Recovered,
+        ..Row::new(
+            scenario.name(),
+            format!("{label} restart {}", RECOVERY_RESTART_STORE.name()),
+            TargetKind::Brook,
+            published,
+        )
+    };
+    let data_dir = match DataDir::create() {
+        Ok(data_dir) => data_dir,
+        Err(error) => {
+            restart.errors.push(error);
+            return vec![restart];
+        }
+    };
+    let (StoreKind::Disk(fill_fsync), StoreKind::Disk(restart_fsync)) =
+        (RECOVERY_FILL_STORE, RECOVERY_RESTART_STORE)
+    else {
+        unreachable!("recovery runs on disk stores")
+    };
+    let settings = BrokerSettings {
+        retention_bytes: None,
+        storage: Storage::Disk(data_dir.path().to_owned()),
+        fsync: fill_fsync,
+        ..options.settings()
+    };
+    let filled = run_flow(&fill, TargetKind::Brook, &settings, options, epoch);
+    // Every message delivered at least once was stored: enough to restart
+    // on, whatever else the fill row reports.
+    if filled.tally.missing() > 0 {
+        let missing = report::thousands(filled.tally.missing());
+        restart.errors.push(format!(
+            "not run: {missing} messages of the fill never arrived"
+        ));
+        return vec![filled, restart];
+    }
+    let (dir_bytes, files) = match data_dir.usage() {
+        Ok(usage) => usage,
+        Err(error) => {
+            let path = data_dir.path().display();
+            restart
+                .errors
+                .push(format!("cannot measure {path}: {error}"));
+            return vec![filled, restart];
+        }
+    };
+
+    let progress = Progress::new(&restart.label, TargetKind::Brook);
+    progress.show(&format!("recovering {}", report::bytes(dir_bytes)));
+    let settings = BrokerSettings {
+        fsync: restart_fsync,
+        ..settings
+    };
+    let started = Target::start(TargetKind::Brook, &options.broker, &settings);
+    progress.clear();
+    let target = match started {
+        Ok(target) => target,
+        Err(error) => {
+            restart.errors.push(error);
+            return vec![filled, restart];
+        }
+    };
+    let offsets = load::topic_offsets(target.addr, &fill.publishers[0].topic);
+    restart.start_time = target.start_time;
+    let stopped = target.stop();
+    restart.resources = stopped.resources;
+    restart.errors.extend(stopped.crash);
+
+    match offsets {
+        Ok(Some(offsets)) => {
+            restart.tally.distinct = offsets.next.min(published);
+            restart.tally.unexpected = offsets.next.saturating_sub(published);
+            if offsets.first != 0 {
+                restart.errors.push(format!(
+                    "the recovered topic starts at offset {}, not 0",
+                    offsets.first
+                ));
+            }
+            if offsets.next != published {
+                restart.errors.push(format!(
+                    "the recovered topic's next offset is {}, after {published} published",
+                    offsets.next
+                ));
+            }
+        }
+        Ok(None) => restart
+            .errors
+            .push("the restarted broker lists no such topic".to_owned()),
+        Err(error) => restart.errors.push(format!("TOPICS: {error}")),
+    }
+    let took = restart.start_time.unwrap_or_default();
+    let seconds = took.as_secs_f64().max(1e-9);
+    let rate = published as f64 / seconds;
+    restart.throughput = Some(Throughput {
+        per_subscriber: rate,
+        total: rate,
+    });
+    restart.notes.push(format!(
+        "started in {} on a data dir of {} in {files} files: {:.0} MB/s \
+         (target for 1 GiB: under {} s)",
+        report::nanoseconds(took.as_nanos() as u64),
+        report::bytes(dir_bytes),
+        dir_bytes as f64 / seconds / 1e6,
+        RECOVERY_TARGET.as_secs()
+    ));
+    restart
+        .notes
+        .push("the files were just written, so the page cache held them: a warm start".to_owned());
+    vec![filled, restart]
+}
+
 // ---- Progress ----
 
 /// The one line on stderr that says what is running, redrawn in place.
@@ -601,8 +932,30 @@ fn setting(options: &Options) -> String {
         BrokerChoice::External { addr, .. } => format!("brook at {addr}"),
         BrokerChoice::Binary(path) => path.display().to_string(),
     };
+    let stores = match &options.broker {
+        BrokerChoice::External { .. } => "its own store".to_owned(),
+        _ => {
+            let names: Vec<&str> = options.stores.iter().map(|s| s.name()).collect();
+            format!("store {}", names.join(" + "))
+        }
+    };
+    let disk_runs = options.scenarios.iter().any(|&scenario| {
+        let stores = options.stores(scenario);
+        stores
+            .iter()
+            .any(|store| matches!(store, Some(StoreKind::Disk(_))))
+    });
+    let data_dirs = match disk_runs {
+        true => format!(
+            " (data dirs in {}, {})",
+            std::env::temp_dir().display(),
+            target::temp_dir_file_system().unwrap_or_else(|| "file system unknown".into())
+        ),
+        false => String::new(),
+    };
     format!(
-        "{cores} cores ({}): {broker}, window {}, retention {} per topic, payload {} B",
+        "{cores} cores ({}): {broker}, {stores}{data_dirs}, window {}, retention {} per topic, \
+         payload {} B",
         std::env::consts::OS,
         options.window,
         report::bytes(options.retention as u64),
@@ -631,10 +984,43 @@ fn print_results(options: &Options, rows: &[Row]) {
 // ---- Flags ----
 
 impl Options {
+    /// The broker flags of every scenario, in memory.
     fn settings(&self) -> BrokerSettings {
         BrokerSettings {
             window: self.window,
-            retention_bytes: self.retention,
+            retention_bytes: Some(self.retention),
+            storage: Storage::Memory,
+            fsync: Fsync::Batch,
+        }
+    }
+
+    /// The broker flags of a run on `store`. A disk store runs on a fresh
+    /// temp data dir, returned with them: it is removed when dropped, so
+    /// keep it until the broker has stopped.
+    fn settings_on(
+        &self,
+        store: Option<StoreKind>,
+    ) -> Result<(BrokerSettings, Option<DataDir>), String> {
+        let Some(StoreKind::Disk(fsync)) = store else {
+            return Ok((self.settings(), None));
+        };
+        let data_dir = DataDir::create()?;
+        let settings = BrokerSettings {
+            storage: Storage::Disk(data_dir.path().to_owned()),
+            fsync,
+            ..self.settings()
+        };
+        Ok((settings, Some(data_dir)))
+    }
+
+    /// The stores `scenario` runs brook on, one row each: `None` for a
+    /// broker the bench does not start.
+    fn stores(&self, scenario: Scenario) -> Vec<Option<StoreKind>> {
+        match (scenario, &self.broker) {
+            (_, BrokerChoice::External { .. }) => vec![None],
+            (Scenario::Storage, _) => StoreKind::ALL.map(Some).to_vec(),
+            (Scenario::Recovery, _) => vec![Some(RECOVERY_FILL_STORE)],
+            _ => self.stores.iter().copied().map(Some).collect(),
         }
     }
 }
@@ -651,6 +1037,8 @@ struct Options {
     rate: u64,
     seconds: u64,
     connections: usize,
+    stores: Vec<StoreKind>,
+    recovery_bytes: u64,
     broker: BrokerChoice,
     relay: bool,
     csv: bool,
@@ -662,8 +1050,10 @@ struct Options {
 #[rustfmt::skip]
 const FLAGS: &[(&str, &str, &str, &str)] = &[
     ("--scenario", "LIST", "comma-separated scenarios, from the list below", "all"),
+    ("--store", "LIST", "comma-separated stores each scenario runs on (below)", "memory"),
     ("--size", "BYTES", "payload of the throughput scenarios, at least 24", "128"),
     ("--count", "N", "messages per publisher (at most 1 GiB per scenario)", "1000000"),
+    ("--recovery-size", "BYTES", "data dir the recovery scenario fills, then recovers", "1GiB"),
     ("--window", "N", "in-flight window: brook's --max-inflight", "1024"),
     ("--retention", "BYTES", "brook's --retention-bytes (see the module docs)", "256MiB"),
     ("--subscribers", "N", "subscribers in fanout", "10"),
@@ -707,9 +1097,23 @@ fn help() -> String {
          \x20 nton         --pairs pairs, publisher i -> subscriber i on topic i\n\
          \x20 latency      1 -> 1 at --rate messages/s for --seconds\n\
          \x20 connections  --connections idle subscribers, then one message to all\n\
+         \x20 storage      1to1 on each store, memory as the yardstick; no relay run\n\
+         \x20 recovery     fill a data dir with --recovery-size through a broker with\n\
+         \x20              --fsync never, then time a fresh broker's start on it\n\
          \x20 group        not yet: needs consumer groups\n\
+         \x20 all          every scenario but recovery\n\
+         \nStores:\n\
+         \x20 memory       --in-memory\n\
+         \x20 disk-never   a fresh temp data dir, --fsync never\n\
+         \x20 disk-batch   a fresh temp data dir, --fsync batch (one fsync per round)\n\
+         \x20 disk-always  a fresh temp data dir, --fsync always (one fsync per message):\n\
+         \x20              at most 20,000 messages per scenario\n\
+         Data dirs are made under $TMPDIR (or /tmp) and removed after each run.\n\
          \nWith 10,000 connections, use --broker-bin: in one process the broker's\n\
-         sockets and the bench's would not fit the file-descriptor limit.\n",
+         sockets and the bench's would not fit the file-descriptor limit.\n\
+         With --addr, --store does not apply (the broker has its own store), and\n\
+         storage and recovery, which start brokers of their own, cannot run:\n\
+         'all' leaves storage out.\n",
     );
     text
 }
@@ -718,7 +1122,7 @@ impl Options {
     /// `Ok(None)` means `--help`.
     fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, String> {
         let mut options = Options {
-            scenarios: ALL_SCENARIOS.to_vec(),
+            scenarios: default_scenarios(),
             size: 128,
             count: 1_000_000,
             window: 1024,
@@ -729,12 +1133,15 @@ impl Options {
             rate: 10_000,
             seconds: 5,
             connections: 1000,
+            stores: vec![StoreKind::Memory],
+            recovery_bytes: 1 << 30,
             broker: BrokerChoice::InProcess,
             relay: true,
             csv: false,
             svg: None,
         };
         let (mut addr, mut pid, mut binary) = (None, None, None);
+        let (mut scenarios_named, mut stores_named) = (false, false);
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             if arg == "-h" || arg == "--help" {
@@ -762,7 +1169,14 @@ impl Options {
                 .ok_or_else(|| format!("{flag} needs a value ({value_name})"))?;
             let invalid = |expected: &str| format!("{flag} '{value}': expected {expected}");
             match flag {
-                "--scenario" => options.scenarios = parse_scenarios(&value)?,
+                "--scenario" => {
+                    options.scenarios = parse_scenarios(&value)?;
+                    scenarios_named = !value.split(',').all(|name| name.trim() == "all");
+                }
+                "--store" => {
+                    options.stores = parse_stores(&value)?;
+                    stores_named = true;
+                }
                 "--size" => {
                     options.size = brook::config::parse_size(&value)
                         .filter(|size| (24..=8 << 20).contains(size))
@@ -782,6 +1196,12 @@ impl Options {
                 "--rate" => options.rate = whole(flag, &value)?,
                 "--seconds" => options.seconds = whole(flag, &value)?,
                 "--connections" => options.connections = whole(flag, &value)?,
+                "--recovery-size" => {
+                    options.recovery_bytes = brook::config::parse_size(&value)
+                        .filter(|&size| size > 0)
+                        .ok_or_else(|| invalid("a size above zero, such as 1GiB"))?
+                        as u64
+                }
                 "--broker-pid" => pid = Some(whole::<u32>(flag, &value)?),
                 "--addr" => {
                     let resolved = value.to_socket_addrs().ok().and_then(|mut a| a.next());
@@ -802,6 +1222,26 @@ impl Options {
             (None, None, Some(path)) => BrokerChoice::Binary(path),
             (None, None, None) => BrokerChoice::InProcess,
         };
+        if let BrokerChoice::External { .. } = options.broker {
+            if stores_named {
+                return Err("--store does not apply with --addr: the broker has its own".into());
+            }
+            let own_brokers = [Scenario::Storage, Scenario::Recovery];
+            if let Some(scenario) = own_brokers
+                .iter()
+                .find(|scenario| options.scenarios.contains(scenario))
+            {
+                if scenarios_named {
+                    return Err(format!(
+                        "scenario '{}' starts brokers of its own: not with --addr",
+                        scenario.name()
+                    ));
+                }
+            }
+            options
+                .scenarios
+                .retain(|scenario| !own_brokers.contains(scenario));
+        }
         Ok(Some(options))
     }
 }
@@ -816,19 +1256,44 @@ fn whole<N: std::str::FromStr + Default + PartialOrd>(flag: &str, text: &str) ->
 }
 
 fn parse_scenarios(list: &str) -> Result<Vec<Scenario>, String> {
-    let mut scenarios = Vec::new();
+    parse_list("--scenario", list, |name| match name {
+        "all" => Ok(default_scenarios()),
+        name => Ok(vec![Scenario::from_name(name)?]),
+    })
+}
+
+fn parse_stores(list: &str) -> Result<Vec<StoreKind>, String> {
+    parse_list("--store", list, |name| {
+        let store = StoreKind::from_name(name).ok_or_else(|| {
+            format!(
+                "unknown store '{name}': expected memory, disk-never, disk-batch or disk-always"
+            )
+        })?;
+        Ok(vec![store])
+    })
+}
+
+/// The comma-separated `list` of `flag`, each name read by `parse` (which
+/// may stand for several items), in order and without repeats.
+fn parse_list<T: PartialEq>(
+    flag: &str,
+    list: &str,
+    parse: impl Fn(&str) -> Result<Vec<T>, String>,
+) -> Result<Vec<T>, String> {
+    let mut items = Vec::new();
     for name in list
         .split(',')
         .map(str::trim)
         .filter(|name| !name.is_empty())
     {
-        let scenario = Scenario::from_name(name)?;
-        if !scenarios.contains(&scenario) {
-            scenarios.push(scenario);
+        for item in parse(name)? {
+            if !items.contains(&item) {
+                items.push(item);
+            }
         }
     }
-    match scenarios.is_empty() {
-        true => Err("--scenario needs at least one scenario".into()),
-        false => Ok(scenarios),
+    match items.is_empty() {
+        true => Err(format!("{flag} needs at least one name")),
+        false => Ok(items),
     }
 }

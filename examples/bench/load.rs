@@ -340,12 +340,7 @@ fn read_replies(stream: &TcpStream, count: u64) -> Result<(), String> {
         buffer
             .read_from(stream)
             .map_err(|e| format!("{e}, after {replies} of {count} replies"))?;
-        let mut consumed = 0;
-        while let Some(length) = buffer.unparsed()[consumed..]
-            .iter()
-            .position(|&byte| byte == b'\n')
-        {
-            let line = &buffer.unparsed()[consumed..consumed + length];
+        buffer.take_lines(|line| {
             let offset = line.strip_prefix(b"+OK ").and_then(parse_decimal);
             match (offset, last_offset) {
                 (None, _) => return Err(format!("reply {replies} is '{}'", lossy(line))),
@@ -355,11 +350,61 @@ fn read_replies(stream: &TcpStream, count: u64) -> Result<(), String> {
                 _ => last_offset = offset,
             }
             replies += 1;
-            consumed += length + 1;
-        }
-        buffer.consume(consumed);
+            Ok(())
+        })?;
     }
     Ok(())
+}
+
+/// A topic's offsets, from a `+TOPIC` line of the line protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicOffsets {
+    /// The oldest offset the log holds.
+    pub first: u64,
+    /// The offset the next message will get: how many were ever published.
+    pub next: u64,
+}
+
+/// Asks the broker at `addr` for its topics with the line protocol's
+/// `TOPICS` (docs/PROTOCOL.md, section 8), and returns the offsets of
+/// `topic`, or `None` if the broker has no such topic.
+pub fn topic_offsets(addr: SocketAddr, topic: &str) -> Result<Option<TopicOffsets>, String> {
+    let stream = TcpStream::connect(addr).map_err(|e| format!("cannot connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .and_then(|()| (&stream).write_all(b"TOPICS\n"))
+        .map_err(|e| format!("TOPICS failed: {e}"))?;
+    // `+TOPIC <topic> messages=<n> first=<offset> next=<offset> subscribers=<k>`,
+    // with the name as the broker writes it.
+    let mut prefix = b"+TOPIC ".to_vec();
+    line::encode_topic(&mut prefix, topic);
+    prefix.push(b' ');
+    let field = |fields: &[u8], name: &str| {
+        fields
+            .split(|&byte| byte == b' ')
+            .find_map(|word| word.strip_prefix(name.as_bytes()))
+            .and_then(parse_decimal)
+    };
+    let (mut buffer, mut ended, mut offsets) = (ReadBuffer::new(REPLY_BUFFER), false, None);
+    while !ended {
+        buffer.read_from(&stream)?;
+        buffer.take_lines(|line| {
+            if ended || !line.starts_with(b"+") {
+                return Err(format!("unexpected reply to TOPICS: '{}'", lossy(line)));
+            }
+            ended = line == b"+END";
+            if let Some(fields) = line.strip_prefix(prefix.as_slice()) {
+                let first = field(fields, "first=");
+                let next = field(fields, "next=");
+                let (Some(first), Some(next)) = (first, next) else {
+                    return Err(format!("cannot read '{}'", lossy(line)));
+                };
+                offsets = Some(TopicOffsets { first, next });
+            }
+            Ok(())
+        })?;
+    }
+    Ok(offsets)
 }
 
 /// At most the first 100 characters of `bytes`, for an error message.
@@ -718,6 +763,24 @@ impl ReadBuffer {
     fn consume(&mut self, count: usize) {
         self.bytes.copy_within(count..self.filled, 0);
         self.filled -= count;
+    }
+
+    /// Hands every complete line held, without its line feed, to
+    /// `on_line`, and drops it; stops at the first error.
+    fn take_lines(
+        &mut self,
+        mut on_line: impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let mut consumed = 0;
+        while let Some(length) = self.unparsed()[consumed..]
+            .iter()
+            .position(|&byte| byte == b'\n')
+        {
+            on_line(&self.unparsed()[consumed..consumed + length])?;
+            consumed += length + 1;
+        }
+        self.consume(consumed);
+        Ok(())
     }
 }
 

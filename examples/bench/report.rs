@@ -1,8 +1,10 @@
 //! Turning results into the table, the CSV rows and the verdict lines.
 
+use std::time::Duration;
+
 use crate::histogram::Histogram;
 use crate::load::Tally;
-use crate::target::{Resources, TargetKind};
+use crate::target::{Resources, StoreKind, TargetKind};
 
 /// One scenario run against one target: one line of the table.
 #[derive(Debug, Clone)]
@@ -12,6 +14,9 @@ pub struct Row {
     /// Such as `fanout 1→10`, for people.
     pub label: String,
     pub target: TargetKind,
+    /// What brook kept its topics in; `None` for the relay and a broker
+    /// the bench did not start.
+    pub store: Option<StoreKind>,
     pub publishers: usize,
     pub subscribers: usize,
     pub payload_bytes: usize,
@@ -21,11 +26,27 @@ pub struct Row {
     pub resources: Resources,
     /// brook's messages per second as a fraction of the relay's.
     pub of_relay: Option<f64>,
+    /// A disk store's messages per second as a fraction of the memory
+    /// store's in the same scenario.
+    pub of_memory: Option<f64>,
+    /// How long brook took to start (see `Target::start_time`).
+    pub start_time: Option<Duration>,
+    /// What the tally counts.
+    pub check: Check,
     pub tally: Tally,
     /// Why the run, or a part of it, stopped early.
     pub errors: Vec<String>,
     /// Facts worth a line under the table, such as a capped count.
     pub notes: Vec<String>,
+}
+
+/// What a row's tally counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Messages that reached subscribers: once each and in order?
+    Deliveries,
+    /// Messages a restarted broker recovered, by its topic's offsets.
+    Recovered,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +64,7 @@ impl Row {
             scenario,
             label,
             target,
+            store: None,
             publishers: 0,
             subscribers: 0,
             payload_bytes: 0,
@@ -50,6 +72,9 @@ impl Row {
             latency: Histogram::default(),
             resources: Resources::default(),
             of_relay: None,
+            of_memory: None,
+            start_time: None,
+            check: Check::Deliveries,
             tally: Tally {
                 expected,
                 ..Tally::default()
@@ -78,7 +103,7 @@ const QUANTILES: [f64; 4] = [0.5, 0.99, 0.999, 1.0];
 
 // ---- The table ----
 
-const COLUMNS: [&str; 12] = [
+const COLUMNS: [&str; 13] = [
     "scenario",
     "target",
     "msgs/s/sub",
@@ -91,6 +116,7 @@ const COLUMNS: [&str; 12] = [
     "peak RSS",
     "threads",
     "of relay",
+    "of memory",
 ];
 
 pub fn table(rows: &[Row]) -> String {
@@ -140,6 +166,7 @@ fn table_cells(row: &Row) -> Vec<String> {
     cells.push(row.resources.peak_rss_bytes.map_or_else(dash, bytes));
     cells.push(row.resources.threads.map_or_else(dash, |t| t.to_string()));
     cells.push(row.of_relay.map_or_else(dash, percent));
+    cells.push(row.of_memory.map_or_else(dash, percent));
     cells
 }
 
@@ -149,19 +176,21 @@ pub fn verdicts(rows: &[Row]) -> String {
     for row in rows {
         let name = format!("{} ({})", row.label, row.target.name());
         let tally = row.tally;
-        let each = match row.subscribers {
-            1 => String::new(),
-            n => {
-                let n = n as u64;
-                let share = thousands(tally.expected / n);
-                format!(" ({share} to each of {} subscribers)", thousands(n))
-            }
-        };
         if row.is_ok() {
             let expected = thousands(tally.expected);
-            text.push_str(&format!(
-                "{name}: all {expected} messages arrived once and in order{each}\n"
-            ));
+            let each = match row.subscribers {
+                0 | 1 => String::new(),
+                n => {
+                    let n = n as u64;
+                    let share = thousands(tally.expected / n);
+                    format!(" ({share} to each of {} subscribers)", thousands(n))
+                }
+            };
+            let outcome = match row.check {
+                Check::Deliveries => format!("arrived once and in order{each}"),
+                Check::Recovered => "recovered: the topic's offsets are as published".to_owned(),
+            };
+            text.push_str(&format!("{name}: all {expected} messages {outcome}\n"));
             continue;
         }
         text.push_str(&format!(
@@ -204,21 +233,29 @@ of relay: brook's msgs/s total divided by the relay's in the same scenario (the 
   '-' for line: the relay speaks only the binary protocol, and forwarding PUB lines untouched
   is not a line broker's work (finding line ends, a +OK per PUB, MSG deliveries); compare
   line with 1to1, the same messages over the binary protocol.
+of memory: a disk store's msgs/s total divided by the memory store's in the same scenario.
+  A row's store follows its scenario: memory, or disk-never, disk-batch, disk-always (a temp
+  data dir with that --fsync policy); no store is named when every row is in memory.
+recovery: the fill row publishes the data dir's messages; in the restart row, msgs/s and MB/s
+  are how fast the restarted broker read the log back (messages and payload bytes over its
+  start-up time), and the notes give the start-up time and the directory's size.
 ";
 
 // ---- CSV ----
 
 pub fn csv(rows: &[Row]) -> String {
     let mut text = String::from(
-        "scenario,target,publishers,subscribers,payload_bytes,expected_messages,\
+        "scenario,target,store,publishers,subscribers,payload_bytes,expected_messages,\
          msgs_per_s_per_sub,msgs_per_s_total,mb_per_s,p50_ns,p99_ns,p999_ns,max_ns,\
-         peak_rss_bytes,threads,of_relay,missing,duplicates,out_of_order,unexpected,ok\n",
+         peak_rss_bytes,threads,of_relay,of_memory,startup_ns,missing,duplicates,\
+         out_of_order,unexpected,ok\n",
     );
     let optional = |value: Option<String>| value.unwrap_or_default();
     for row in rows {
         let mut fields = vec![
             row.scenario.to_owned(),
             row.target.name().to_owned(),
+            optional(row.store.map(|store| store.name().to_owned())),
             row.publishers.to_string(),
             row.subscribers.to_string(),
             row.payload_bytes.to_string(),
@@ -234,6 +271,8 @@ pub fn csv(rows: &[Row]) -> String {
             optional(row.resources.peak_rss_bytes.map(|b| b.to_string())),
             optional(row.resources.threads.map(|t| t.to_string())),
             optional(row.of_relay.map(|f| format!("{f:.4}"))),
+            optional(row.of_memory.map(|f| format!("{f:.4}"))),
+            optional(row.start_time.map(|t| t.as_nanos().to_string())),
             row.tally.missing().to_string(),
             row.tally.duplicates.to_string(),
             row.tally.out_of_order.to_string(),

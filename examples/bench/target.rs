@@ -11,18 +11,22 @@
 //! `relay`), since the bench's own threads share the process. A sampler
 //! thread keeps the largest figures seen; a scenario can also take a sample
 //! at the moment it knows to be the peak.
+//!
+//! A brook the bench starts keeps its topics in memory or, with a disk
+//! store, in a [`DataDir`]: a fresh directory under the system's temp dir
+//! that is removed when dropped, so every run starts from an empty store.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
+use std::io::{self, BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use brook::config::{Config, Storage};
+use brook::config::{Config, Fsync, Storage};
 use brook::server::Broker;
 use parking_lot::Mutex;
 
@@ -55,6 +59,40 @@ impl TargetKind {
     }
 }
 
+/// What a brook started by the bench keeps its topics in (`--store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// `--in-memory`.
+    Memory,
+    /// `--data-dir` on a fresh [`DataDir`], with this `--fsync` policy.
+    Disk(Fsync),
+}
+
+impl StoreKind {
+    /// Every store, in the order the `storage` scenario runs them.
+    pub const ALL: [StoreKind; 4] = [
+        StoreKind::Memory,
+        StoreKind::Disk(Fsync::Never),
+        StoreKind::Disk(Fsync::Batch),
+        StoreKind::Disk(Fsync::Always),
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreKind::Memory => "memory",
+            StoreKind::Disk(Fsync::Never) => "disk-never",
+            StoreKind::Disk(Fsync::Batch) => "disk-batch",
+            StoreKind::Disk(Fsync::Always) => "disk-always",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<StoreKind> {
+        StoreKind::ALL
+            .into_iter()
+            .find(|store| store.name() == name)
+    }
+}
+
 /// Peak memory and threads of a target during one scenario.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Resources {
@@ -81,6 +119,11 @@ pub struct Stopped {
 /// A running target and the sampler watching it.
 pub struct Target {
     pub addr: SocketAddr,
+    /// How long brook took to start: in this process, the call to
+    /// `brook::server::start` (which recovers a disk store's topics before
+    /// it returns); as a child, from starting the process to its "listening
+    /// on" line. `None` for a broker already running, and the relay.
+    pub start_time: Option<Duration>,
     running: Running,
     sampler: Sampler,
 }
@@ -96,12 +139,16 @@ const BROOK_THREADS: &[&str] = &["conn-", "dispatcher", "acceptor"];
 const RELAY_THREADS: &[&str] = &[relay::THREAD_PREFIX];
 
 /// The broker flags a scenario runs with.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BrokerSettings {
     /// `--max-inflight`.
     pub window: usize,
-    /// `--retention-bytes`.
-    pub retention_bytes: usize,
+    /// `--retention-bytes`; `None` keeps every message.
+    pub retention_bytes: Option<usize>,
+    /// `--in-memory`, or `--data-dir`.
+    pub storage: Storage,
+    /// `--fsync`, for a disk store.
+    pub fsync: Fsync,
 }
 
 impl Target {
@@ -109,8 +156,15 @@ impl Target {
     pub fn start(
         kind: TargetKind,
         choice: &BrokerChoice,
-        settings: BrokerSettings,
+        settings: &BrokerSettings,
     ) -> Result<Target, String> {
+        // The peak counts from here, so it covers the broker's start (a disk
+        // store's recovery). Only a target in this process needs this: a
+        // child is fresh, an external broker is left alone.
+        if kind == TargetKind::Relay || matches!(choice, BrokerChoice::InProcess) {
+            reset_own_peak();
+        }
+        let started = Instant::now();
         let (addr, running, probe) = match (kind, choice) {
             (TargetKind::Relay, _) => {
                 let relay = Relay::start().map_err(|e| format!("relay: {e}"))?;
@@ -124,8 +178,9 @@ impl Target {
                 let config = Config {
                     addr: "127.0.0.1:0".into(),
                     max_inflight: settings.window,
-                    retention_bytes: Some(settings.retention_bytes),
-                    storage: Storage::Memory,
+                    retention_bytes: settings.retention_bytes,
+                    storage: settings.storage.clone(),
+                    fsync: settings.fsync,
                     ..Config::default()
                 };
                 let broker = brook::server::start(&config).map_err(|e| format!("brook: {e}"))?;
@@ -147,8 +202,13 @@ impl Target {
                 (addr, Running::Child(child), Probe::OtherProcess(pid))
             }
         };
+        let start_time = match running {
+            Running::InProcess(_) | Running::Child(_) => Some(started.elapsed()),
+            Running::External | Running::Relay(_) => None,
+        };
         Ok(Target {
             addr,
+            start_time,
             running,
             sampler: Sampler::start(probe),
         })
@@ -198,15 +258,12 @@ enum Probe {
     Nothing,
 }
 
-impl Probe {
-    /// Makes the peak RSS start again from the current RSS. Only needed in
-    /// this process: a child is fresh, an external broker is left alone.
-    fn reset_peak(self) {
-        if let Probe::ThisProcess(_) = self {
-            let _ = fs::write("/proc/self/clear_refs", "5");
-        }
-    }
+/// Makes this process's peak RSS start again from its current RSS.
+fn reset_own_peak() {
+    let _ = fs::write("/proc/self/clear_refs", "5");
+}
 
+impl Probe {
     fn sample(self) -> Resources {
         match self {
             Probe::ThisProcess(prefixes) => Resources {
@@ -273,7 +330,6 @@ const SAMPLE_INTERVAL: Duration = Duration::from_millis(50);
 
 impl Sampler {
     fn start(probe: Probe) -> Sampler {
-        probe.reset_peak();
         let shared = Arc::new(SamplerShared::default());
         let thread = {
             let shared = shared.clone();
@@ -315,8 +371,9 @@ struct ChildBroker {
     log_reader: Option<JoinHandle<()>>,
 }
 
-/// How long a child broker may take to say where it listens.
-const CHILD_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a child broker may take to say where it listens: a disk store
+/// recovers every topic first, which takes seconds for gigabytes.
+const CHILD_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Warnings, errors and panics of a child broker are passed on, up to this
 /// many lines.
 const CHILD_LOG_LINES: usize = 10;
@@ -326,18 +383,28 @@ impl ChildBroker {
     /// `RUST_LOG=info`, and reads its address from its "listening on" line.
     fn spawn(
         binary: &PathBuf,
-        settings: BrokerSettings,
+        settings: &BrokerSettings,
     ) -> Result<(ChildBroker, SocketAddr), String> {
+        let mut flags = vec![
+            "--addr".to_owned(),
+            "127.0.0.1:0".to_owned(),
+            "--max-inflight".to_owned(),
+            settings.window.to_string(),
+        ];
+        if let Some(bytes) = settings.retention_bytes {
+            flags.extend(["--retention-bytes".to_owned(), bytes.to_string()]);
+        }
+        match &settings.storage {
+            Storage::Memory => flags.push("--in-memory".to_owned()),
+            Storage::Disk(dir) => flags.extend([
+                "--data-dir".to_owned(),
+                dir.display().to_string(),
+                "--fsync".to_owned(),
+                settings.fsync.to_string(),
+            ]),
+        }
         let mut process = Command::new(binary)
-            .args([
-                "--addr",
-                "127.0.0.1:0",
-                "--max-inflight",
-                &settings.window.to_string(),
-                "--retention-bytes",
-                &settings.retention_bytes.to_string(),
-                "--in-memory",
-            ])
+            .args(&flags)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -406,4 +473,85 @@ fn read_child_log(log: impl BufRead, address: mpsc::Sender<SocketAddr>) {
 fn listening_address(line: &str) -> Option<SocketAddr> {
     let (_, rest) = line.split_once("listening on ")?;
     rest.split_whitespace().next()?.parse().ok()
+}
+
+// ---- Data directories ----
+
+/// A fresh, empty directory under the system's temp dir for one broker's
+/// disk store, removed with everything in it when dropped. Its name holds
+/// the bench's process id and a counter, so runs never share one; a bench
+/// killed midway leaves its `brook-bench-*` directories behind.
+#[derive(Debug)]
+pub struct DataDir {
+    path: PathBuf,
+}
+
+impl DataDir {
+    pub fn create() -> Result<DataDir, String> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        loop {
+            let name = format!(
+                "brook-bench-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            );
+            let path = std::env::temp_dir().join(name);
+            match fs::create_dir(&path) {
+                Ok(()) => return Ok(DataDir { path }),
+                // Left by an earlier bench that had the same process id.
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(error) => return Err(format!("cannot create {}: {error}", path.display())),
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The bytes in the files under the directory, and how many files.
+    pub fn usage(&self) -> io::Result<(u64, u64)> {
+        fn add(dir: &Path, usage: &mut (u64, u64)) -> io::Result<()> {
+            for entry in fs::read_dir(dir)? {
+                let entry = entry?;
+                let metadata = entry.metadata()?;
+                if metadata.is_dir() {
+                    add(&entry.path(), usage)?;
+                } else {
+                    usage.0 += metadata.len();
+                    usage.1 += 1;
+                }
+            }
+            Ok(())
+        }
+        let mut usage = (0, 0);
+        add(&self.path, &mut usage)?;
+        Ok(usage)
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        if let Err(error) = fs::remove_dir_all(&self.path) {
+            eprintln!("\rbench: cannot remove {}: {error}", self.path.display());
+        }
+    }
+}
+
+/// The file system that holds the system's temp dir, such as `ext4`, from
+/// `/proc/mounts`: on `tmpfs` a disk store never touches a disk, and its
+/// fsyncs cost nothing.
+pub fn temp_dir_file_system() -> Option<String> {
+    let temp = std::env::temp_dir().canonicalize().ok()?;
+    let mounts = fs::read_to_string("/proc/mounts").ok()?;
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (mount_point, kind) = (fields.nth(1)?, fields.next()?);
+            temp.starts_with(mount_point)
+                .then(|| (mount_point.len(), kind.to_owned()))
+        })
+        .max()
+        .map(|(_, kind)| kind)
 }
