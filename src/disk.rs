@@ -30,7 +30,8 @@
 //! encodes the record into a buffer and keeps the payload in a cache of the
 //! newest messages; [`TopicLog::sync`], at the end of the dispatcher's
 //! round, writes the buffer to the segment file and, as `--fsync` asks,
-//! forces it to disk. Subscribers that keep up read from the cache; an older
+//! forces it to disk. Subscribers that keep up read from the cache (the
+//! newest 64 MiB of payloads of each topic); an older
 //! message is read from its segment, found through a sparse in-memory index
 //! (one entry per 4 KiB of records) and a short scan of headers.
 //!
@@ -67,8 +68,10 @@ const HEADER_BYTES: usize = 24;
 const INDEX_EVERY_BYTES: u64 = 4 << 10;
 
 /// How many bytes of the newest payloads each topic keeps in memory, so
-/// that subscribers that keep up never wait for the disk.
-const CACHE_BYTES: usize = 16 << 20;
+/// that subscribers that keep up, or lag by less than this, never wait for
+/// the disk. (16 MiB made a subscriber one second behind a fast publisher
+/// read from the segments, and halved its speed.)
+const CACHE_BYTES: usize = 64 << 20;
 
 /// How much of a segment one read takes when a subscriber reads messages
 /// older than the cache.
