@@ -87,6 +87,14 @@ const NAME_FILE: &str = "name";
 /// Where the name is written before it is renamed to [`NAME_FILE`].
 const NAME_SCRATCH_FILE: &str = "name.new";
 
+/// The file in a topic's directory that holds its pull position: the
+/// offset the next `PULL` takes, a `u64`, big-endian.
+const PULLED_FILE: &str = "pulled";
+
+/// Where the pull position is written before it is renamed to
+/// [`PULLED_FILE`].
+const PULLED_SCRATCH_FILE: &str = "pulled.new";
+
 /// How long a broker starting on a data directory waits for its lock.
 const LOCK_PATIENCE: Duration = Duration::from_secs(2);
 
@@ -512,6 +520,10 @@ pub struct DiskLog {
     cache: VecDeque<Payload>,
     cache_first: Offset,
     cache_bytes: usize,
+    /// The offset the next `PULL` takes, and whether it moved since it was
+    /// last saved.
+    pulled: Offset,
+    pulled_moved: bool,
     /// The last run of older records read from a segment, for the reads
     /// that follow it. `read` takes `&self` (the dispatcher lends logs out
     /// shared), and only the dispatcher thread touches a log, so a
@@ -559,6 +571,7 @@ impl DiskLog {
         }
         let active = segments.last().map_or(0, |s| s.end);
         let writer = open_for_append(&segments[segments.len() - 1].path)?;
+        let pulled = read_pull_position(&dir)?.min(active);
         Ok(DiskLog {
             topic: topic.to_owned(),
             dir,
@@ -572,6 +585,8 @@ impl DiskLog {
             cache: VecDeque::new(),
             cache_first: active,
             cache_bytes: 0,
+            pulled,
+            pulled_moved: false,
             read_ahead: RefCell::default(),
         })
     }
@@ -728,11 +743,60 @@ impl TopicLog for DiskLog {
         self.cache_first = self.cache_first.max(self.start());
     }
 
+    fn pull_position(&self) -> Offset {
+        self.pulled
+    }
+
+    fn set_pull_position(&mut self, offset: Offset) {
+        self.pulled = offset;
+        self.pulled_moved = true;
+    }
+
     fn sync(&mut self) -> Result<(), StoreError> {
         self.write_buffer()?;
         self.force()?;
         self.trim_cache();
+        if self.pulled_moved {
+            self.save_pull_position()?;
+        }
         Ok(())
+    }
+}
+
+impl DiskLog {
+    /// Writes the pull position to a scratch file and renames it into
+    /// place, so a crash leaves the old position or the new, whole.
+    fn save_pull_position(&mut self) -> Result<(), StoreError> {
+        let scratch = self.dir.join(PULLED_SCRATCH_FILE);
+        let mut file = File::create(&scratch).map_err(StoreError::io(&scratch))?;
+        file.write_all(&self.pulled.to_be_bytes())
+            .map_err(StoreError::io(&scratch))?;
+        if self.settings.fsync != Fsync::Never {
+            file.sync_all().map_err(StoreError::io(&scratch))?;
+        }
+        let path = self.dir.join(PULLED_FILE);
+        fs::rename(&scratch, &path).map_err(StoreError::io(&path))?;
+        if self.settings.fsync != Fsync::Never {
+            sync_directory(&self.dir)?;
+        }
+        self.pulled_moved = false;
+        Ok(())
+    }
+}
+
+/// The pull position saved in `dir`, or 0 if none was ever saved.
+fn read_pull_position(dir: &Path) -> Result<Offset, StoreError> {
+    let path = dir.join(PULLED_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => match <[u8; 8]>::try_from(bytes.as_slice()) {
+            Ok(bytes) => Ok(Offset::from_be_bytes(bytes)),
+            Err(_) => Err(StoreError::Unrecognised {
+                path,
+                reason: "a pull position that is not 8 bytes",
+            }),
+        },
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(error) => Err(StoreError::Io { path, error }),
     }
 }
 

@@ -121,12 +121,10 @@ pub struct Topic {
     pub name: Arc<str>,
     pub log: Box<dyn TopicLog>,
     subscribers: Vec<ConnId>,
-    /// The offset the next `PULL` takes, shared by every puller.
-    pub pulled: Offset,
     pub traffic: Traffic,
-    /// Whether messages were appended this round, so the log must be
-    /// synced before the round's frames go out.
-    appended: bool,
+    /// Whether the log was appended to or pulled from this round, so it
+    /// must be synced before the round's frames go out.
+    unsynced: bool,
 }
 
 impl std::fmt::Debug for Topic {
@@ -165,7 +163,7 @@ struct Chores {
     to_flush: Vec<ConnId>,
     /// Topics that grew past their retention this round.
     to_trim: Vec<TopicId>,
-    /// Topics appended to this round.
+    /// Topics appended to or pulled from this round.
     to_sync: Vec<TopicId>,
     /// Writers of closed connections that still had frames to write, with
     /// the time by which they must be done. In deadline order, since every
@@ -174,6 +172,14 @@ struct Chores {
 }
 
 impl Chores {
+    /// Notes that `topic` (whose id is `id`) changed this round.
+    fn sync_later(&mut self, id: TopicId, topic: &mut Topic) {
+        if !topic.unsynced {
+            topic.unsynced = true;
+            self.to_sync.push(id);
+        }
+    }
+
     fn trim_later(&mut self, topic: TopicId) {
         if !self.to_trim.contains(&topic) {
             self.to_trim.push(topic);
@@ -370,10 +376,7 @@ impl Dispatcher {
         let bytes = payload.len();
         let offset = topic.log.append(payload)?;
         topic.traffic.received(bytes);
-        if !topic.appended {
-            topic.appended = true;
-            self.chores.to_sync.push(id);
-        }
+        self.chores.sync_later(id, topic);
         if topic.log.over_retention() {
             self.chores.trim_later(id);
         }
@@ -469,7 +472,9 @@ impl Dispatcher {
     /// reports it has written (which makes room for both).
     fn serve(&mut self, conn: ConnId, now: Instant) {
         if let Some(session) = self.sessions.get_mut(&conn) {
-            session.serve_pulls(&mut self.topics, now);
+            for id in session.serve_pulls(&mut self.topics, now) {
+                self.chores.sync_later(id, &mut self.topics[id]);
+            }
             session.pump(&self.topics, now);
             self.settle_or_finish(conn, now);
         }
@@ -626,9 +631,8 @@ impl Dispatcher {
             name: name.clone(),
             log,
             subscribers: Vec::new(),
-            pulled: 0,
             traffic: Traffic::default(),
-            appended: false,
+            unsynced: false,
         });
         self.topic_ids.insert(name, id);
         id
@@ -640,7 +644,7 @@ impl Dispatcher {
     fn sync(&mut self) -> Result<(), StoreError> {
         for id in self.chores.to_sync.drain(..) {
             let topic = &mut self.topics[id];
-            topic.appended = false;
+            topic.unsynced = false;
             topic.log.sync()?;
         }
         Ok(())

@@ -465,14 +465,17 @@ impl Session {
     /// Streams the pulls, in order, while the writer has room. Each message
     /// is taken from its topic's pull position as it is sent, so two
     /// connections pulling one topic never get the same message, and a
-    /// puller that disconnects takes nothing it was not sent.
-    pub fn serve_pulls(&mut self, topics: &mut [Topic], now: Instant) {
+    /// puller that disconnects takes nothing it was not sent. Returns the
+    /// topics whose pull position moved: their logs must save it.
+    pub fn serve_pulls(&mut self, topics: &mut [Topic], now: Instant) -> Vec<TopicId> {
+        let mut moved = Vec::new();
         while let Some(pull) = self.pulls.front() {
-            let Some(topic) = pull.topic.map(|id| &mut topics[id]) else {
+            let Some(id) = pull.topic else {
                 self.finish_pull();
                 continue;
             };
-            let next = topic.pulled.max(topic.log.start());
+            let topic = &mut topics[id];
+            let next = topic.log.pull_position().max(topic.log.start());
             let payload = match pull.left > 0 && next < pull.until {
                 true => topic.log.read(next),
                 false => None,
@@ -482,9 +485,12 @@ impl Session {
                 continue;
             };
             if !self.make_write_room() {
-                return; // the writer will say when it has written
+                return moved; // the writer will say when it has written
             }
-            topic.pulled = next + 1;
+            topic.log.set_pull_position(next + 1);
+            if moved.last() != Some(&id) {
+                moved.push(id);
+            }
             if let Some(pull) = self.pulls.front_mut() {
                 pull.left -= 1;
                 pull.sent += 1;
@@ -494,6 +500,7 @@ impl Session {
             }
             self.deliver(topic, next, payload);
         }
+        moved
     }
 
     /// Ends the current pull: its `+END`, then the replies that waited

@@ -61,10 +61,19 @@ pub trait TopicLog: Send {
     /// read. Offsets are never reused.
     fn apply_retention(&mut self, keep_from: Offset);
 
+    /// The offset the next `PULL` of this topic takes. It is kept with the
+    /// log, so that pulled messages stay pulled across a restart.
+    fn pull_position(&self) -> Offset;
+
+    /// Moves the pull position; the next [`TopicLog::sync`] makes it
+    /// durable.
+    fn set_pull_position(&mut self, offset: Offset);
+
     /// Makes every message appended so far as durable as the store
-    /// promises. The dispatcher calls it at the end of each round in which
-    /// the log grew, before it sends anything about those messages: a
-    /// confirmation, or a delivery.
+    /// promises, and saves the pull position. The dispatcher calls it at
+    /// the end of each round in which the log grew or was pulled from,
+    /// before it sends anything about those messages: a confirmation, a
+    /// delivery, a pulled message.
     fn sync(&mut self) -> Result<(), StoreError>;
 }
 
@@ -155,6 +164,7 @@ pub struct MemoryLog {
     /// The payload bytes held.
     bytes: usize,
     retention_bytes: Option<usize>,
+    pulled: Offset,
 }
 
 impl TopicLog for MemoryLog {
@@ -179,6 +189,14 @@ impl TopicLog for MemoryLog {
 
     fn over_retention(&self) -> bool {
         self.retention_bytes.is_some_and(|limit| self.bytes > limit)
+    }
+
+    fn pull_position(&self) -> Offset {
+        self.pulled
+    }
+
+    fn set_pull_position(&mut self, offset: Offset) {
+        self.pulled = offset;
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {

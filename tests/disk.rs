@@ -1057,6 +1057,40 @@ fn every_fsync_policy_stores_and_recovers() {
     }
 }
 
+/// What PULL took stays taken after a restart: the pull position is saved
+/// with the log.
+#[test]
+fn pulled_messages_stay_pulled_across_a_restart() {
+    let root = TempDir::new("pulled");
+    let data = root.path().join("data");
+    let config = disk_config(&data);
+    let messages = payloads("pulled", 10);
+    let broker = start_broker(&config);
+    publish_at(broker.local_addr(), "jobs", 0, &messages);
+    let mut puller = Line::connect(broker.local_addr());
+    puller.send("PULL jobs 4\n");
+    let (taken, count) = puller.read_pull();
+    assert_eq!(count, 4);
+    assert_eq!(
+        taken.iter().map(|m| m.offset).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
+
+    let broker = restart(broker, &config);
+    let mut puller = Line::connect(broker.local_addr());
+    puller.send("PULL jobs\n");
+    let (rest, count) = puller.read_pull();
+    assert_eq!(count, 6);
+    let offsets: Vec<u64> = rest.iter().map(|m| m.offset).collect();
+    assert_eq!(offsets, [4, 5, 6, 7, 8, 9]);
+    for message in &rest {
+        assert_eq!(message.payload, messages[message.offset as usize]);
+    }
+    // And the messages themselves are still in the log for subscribers.
+    expect_log(broker.local_addr(), "jobs", 0, 0, &messages);
+    broker.shutdown();
+}
+
 // ---- The brook binary: killed, and short of disk. ----
 
 /// The `brook` binary, run on `data`, killed when dropped.
