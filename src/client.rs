@@ -90,11 +90,44 @@ pub struct Publisher {
 impl Publisher {
     /// Connects and announces itself as a publisher.
     pub fn connect(addr: impl ToSocketAddrs) -> Result<Publisher> {
+        Publisher::start(addr, action::PUBLISH)
+    }
+
+    /// Connects as a publisher that wants every message confirmed once the
+    /// broker has stored it (brook's extension: action 6). Read each
+    /// confirmation, in publishing order, with
+    /// [`Publisher::confirmation`].
+    pub fn connect_confirmed(addr: impl ToSocketAddrs) -> Result<Publisher> {
+        Publisher::start(addr, action::PUBLISH_CONFIRMED)
+    }
+
+    fn start(addr: impl ToSocketAddrs, first_action: u16) -> Result<Publisher> {
         let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
         let mut stream = BufWriter::with_capacity(64 << 10, stream);
-        stream.write_all(&action::PUBLISH.to_be_bytes())?;
+        stream.write_all(&first_action.to_be_bytes())?;
         Ok(Publisher { stream })
+    }
+
+    /// Waits for the broker's answer to the oldest unconfirmed message of a
+    /// [`Publisher::connect_confirmed`] publisher: its offset once stored,
+    /// or why it was refused. Sends anything queued first.
+    pub fn confirmation(&mut self) -> Result<u64> {
+        self.flush()?;
+        let mut socket = self.stream.get_ref();
+        let code = read_be::<2>(&mut socket)?;
+        match u16::from_be_bytes(code) {
+            status::PUBLISHED => Ok(u64::from_be_bytes(read_be::<8>(&mut socket)?)),
+            status::ERROR => {
+                let len = u16::from_be_bytes(read_be::<2>(&mut socket)?);
+                let mut reason = vec![0u8; usize::from(len)];
+                read_exact(&mut socket, &mut reason)?;
+                Err(ClientError::Refused(
+                    String::from_utf8_lossy(&reason).into(),
+                ))
+            }
+            other => Err(ClientError::Protocol(format!("unexpected status {other}"))),
+        }
     }
 
     /// Queues one message for `topic`. It is sent on [`Publisher::flush`],
@@ -310,6 +343,23 @@ impl Subscriber {
         self.decoded += end;
         Ok(Some(Err(ClientError::Refused(reason))))
     }
+}
+
+/// Reads exactly `N` bytes.
+fn read_be<const N: usize>(socket: &mut impl Read) -> Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    read_exact(socket, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// `read_exact`, with the end of the stream reported as [`ClientError::Closed`].
+fn read_exact(socket: &mut impl Read, bytes: &mut [u8]) -> Result<()> {
+    socket
+        .read_exact(bytes)
+        .map_err(|error| match error.kind() {
+            io::ErrorKind::UnexpectedEof => ClientError::Closed,
+            _ => ClientError::Io(error),
+        })
 }
 
 fn read_u16(buffer: &[u8], at: usize) -> Option<u16> {

@@ -9,13 +9,15 @@
 //! Unsubscribe  0x0002  u32 len, JSON array of topic names
 //! Publish      0x0003  then frames forever: u16 len, "topic:" + name, u32 len, payload
 //! Ack / Nack   0x0004 / 0x0005, on a subscriber connection, one per delivery, in order
+//! Publish, confirmed  0x0006  as Publish; each message answered once stored (brook's extension)
 //! ```
 //!
 //! Start-at is `0` Beginning, `1` Current, `2` From followed by a `u16` offset,
 //! or brook's extension `3` From followed by a `u64` offset (an old client
 //! never sends it). The broker answers (un)subscribe with a `u16` status:
 //! `1` Subscribed, `2` Unsubscribed, or `3` Error followed by a `u16` length
-//! and a UTF-8 reason. A delivery is `u16` topic length, topic, `u64` payload
+//! and a UTF-8 reason; it answers each message of a confirmed publisher
+//! with `4` Published followed by its `u64` offset, or with an Error. A delivery is `u16` topic length, topic, `u64` payload
 //! length, payload. `docs/PROTOCOL.md` has the same tables with worked hex.
 //!
 //! # The decoder
@@ -54,6 +56,10 @@ pub mod action {
     pub const PUBLISH: u16 = 3;
     pub const ACK: u16 = 4;
     pub const NACK: u16 = 5;
+    /// brook's extension: like `PUBLISH`, but every message is answered
+    /// with `PUBLISHED` and its offset once it is stored (or with an
+    /// Error). An old client never sends it.
+    pub const PUBLISH_CONFIRMED: u16 = 6;
 }
 
 /// The `u16` the broker sends back to a (un)subscribe or a bad request.
@@ -61,6 +67,9 @@ pub mod status {
     pub const SUBSCRIBED: u16 = 1;
     pub const UNSUBSCRIBED: u16 = 2;
     pub const ERROR: u16 = 3;
+    /// brook's extension, to a `PUBLISH_CONFIRMED` connection only:
+    /// followed by the stored message's `u64` offset.
+    pub const PUBLISHED: u16 = 4;
 }
 
 /// The `u16` that says where a new subscription starts reading its topic.
@@ -180,6 +189,9 @@ pub enum ProtocolError {
     MessageTooLarge { len: u64, limit: usize },
     /// A topic list longer than its limit.
     TopicDataTooLarge { len: u64, limit: usize },
+    /// An empty payload from a publisher that asked for confirmations (a
+    /// plain publisher's is dropped without a word, as the reference does).
+    EmptyMessage,
     /// A bad line of the line protocol.
     Line(LineError),
 }
@@ -197,6 +209,7 @@ impl ProtocolError {
             ProtocolError::TopicNameTooLong(_) => "topic name too long",
             ProtocolError::MessageTooLarge { .. } => "message too large",
             ProtocolError::TopicDataTooLarge { .. } => "topic data too large",
+            ProtocolError::EmptyMessage => "empty message",
             ProtocolError::Line(error) => error.reason(),
         }
     }
@@ -286,6 +299,9 @@ pub struct Decoder {
     state: State,
     limits: Limits,
     last_topic: LastTopic,
+    /// Whether this publisher asked for a confirmation of every message
+    /// (its first action was `PUBLISH_CONFIRMED`).
+    confirm: bool,
 }
 
 /// The topic a connection last published to.
@@ -332,6 +348,7 @@ impl Decoder {
             state: State::FirstAction,
             limits,
             last_topic: LastTopic::default(),
+            confirm: false,
         }
     }
 
@@ -400,6 +417,10 @@ impl Decoder {
         match state {
             State::FirstAction => match BigEndian::read_u16(field) {
                 action::PUBLISH => (State::TopicLength, Step::Continue),
+                action::PUBLISH_CONFIRMED => {
+                    self.confirm = true;
+                    (State::TopicLength, Step::Continue)
+                }
                 a @ (action::SUBSCRIBE | action::UNSUBSCRIBE) => {
                     (State::TopicListLength { action: a }, Step::Continue)
                 }
@@ -482,6 +503,9 @@ impl Decoder {
                         limit,
                     };
                     (State::Closed, emit_err(error))
+                } else if len == 0 && self.confirm && topic.is_some() {
+                    // Every message of a confirmed publisher gets an answer.
+                    (State::TopicLength, emit_err(ProtocolError::EmptyMessage))
                 } else if len == 0 {
                     // The reference drops an empty payload without delivery.
                     (State::TopicLength, Step::Continue)
@@ -497,7 +521,7 @@ impl Decoder {
                         Step::Emit(Ok(Request::Publish {
                             topic,
                             payload,
-                            confirm: false,
+                            confirm: self.confirm,
                         })),
                     )
                 }
@@ -551,9 +575,12 @@ pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
         Reply::Subscribed => encode_status(out, status::SUBSCRIBED, None),
         Reply::Unsubscribed => encode_status(out, status::UNSUBSCRIBED, None),
         Reply::Error(reason) => encode_status(out, status::ERROR, Some(reason)),
+        Reply::Published { offset } => {
+            push_u16(out, status::PUBLISHED);
+            out.extend_from_slice(&offset.to_be_bytes());
+        }
         // Answers to requests only the line protocol can make.
-        Reply::Published { .. }
-        | Reply::PullDone { .. }
+        Reply::PullDone { .. }
         | Reply::Pong
         | Reply::Bye
         | Reply::Help

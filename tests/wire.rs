@@ -1,11 +1,12 @@
 //! The binary protocol byte for byte, over raw sockets: every row of the
 //! protocol table, the exact byte sequences the Go reference client writes,
 //! frames dribbled one byte per write or packed many to a write, and topic
-//! names in the JSON string syntax Go's `encoding/json` produces.
+//! names in the JSON string syntax Go's `encoding/json` produces, and
+//! brook's extension for publishers that want each message confirmed.
 
 mod common;
 
-use brook::client::Publisher;
+use brook::client::{ClientError, Publisher};
 use brook::protocol::{self, StartAt};
 use common::*;
 
@@ -294,4 +295,56 @@ fn a_null_topic_list_subscribes_to_nothing() {
     client.expect(&UNSUBSCRIBED);
     publish_all(broker.local_addr(), &[("t", b"m0")]);
     client.expect_silence(QUIET);
+}
+
+/// brook's extension: a publisher whose first action is 6 gets, for every
+/// message in order, status 4 and the message's `u64` offset once it is
+/// stored, or an Error status; a refused message does not stop the next.
+#[test]
+fn a_confirmed_publisher_gets_each_offset_or_an_error() {
+    let broker = start_broker(&config());
+    let mut publisher = Raw::connect(broker.local_addr());
+    let missing_prefix = [&3u16.to_be_bytes()[..], b"abc", &2u32.to_be_bytes(), b"hi"].concat();
+    publisher.send(
+        &[
+            &[0, 6][..],
+            &publish_frame("t", b"first"),
+            &publish_frame("t", b"second"),
+            &missing_prefix,
+            &publish_frame("t", b""),
+            &publish_frame("t", b"third"),
+        ]
+        .concat(),
+    );
+    let published = |offset: u64| [&[0, 4][..], &offset.to_be_bytes()].concat();
+    publisher.expect(&published(0));
+    publisher.expect(&published(1));
+    publisher.expect_error("topic data does not contain 'topic:' prefix");
+    publisher.expect_error("empty message");
+    publisher.expect(&published(2));
+    publisher.expect_silence(QUIET);
+
+    let mut subscriber = subscriber(broker.local_addr(), &["t"], StartAt::Beginning);
+    for payload in [&b"first"[..], b"second", b"third"] {
+        expect_next_ack(&mut subscriber, "t", payload);
+    }
+}
+
+#[test]
+fn the_rust_client_reads_confirmations_in_order() {
+    let broker = start_broker(&config());
+    let mut publisher = Publisher::connect_confirmed(broker.local_addr()).unwrap();
+    for i in 0..100 {
+        publisher
+            .publish("confirmed", format!("m{i}").as_bytes())
+            .unwrap();
+    }
+    publisher.publish("confirmed", b"").unwrap();
+    for offset in 0..100 {
+        assert_eq!(publisher.confirmation().unwrap(), offset);
+    }
+    match publisher.confirmation() {
+        Err(ClientError::Refused(reason)) => assert_eq!(reason, "empty message"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }
