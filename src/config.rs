@@ -30,6 +30,9 @@ pub struct Config {
     /// Per topic, the most payload bytes kept; older messages are dropped.
     /// `None` keeps every message.
     pub retention_bytes: Option<usize>,
+    /// With the disk store, segments whose newest message is older than
+    /// this are deleted. `None` keeps every message.
+    pub retention_age: Option<Duration>,
     /// The longest JSON topic list a subscribe or unsubscribe may carry.
     pub max_topic_list_bytes: usize,
     /// The longest line the line protocol reads; a longer one is refused
@@ -64,6 +67,7 @@ impl Default for Config {
             max_message_bytes: 8 << 20,
             max_connections: None,
             retention_bytes: None,
+            retention_age: None,
             max_topic_list_bytes: 1 << 20,
             max_line_bytes: 1 << 20,
             storage: Storage::Disk(PathBuf::from("data")),
@@ -255,6 +259,17 @@ const FLAGS: &[Flag] = &[
         },
     },
     Flag {
+        name: "--retention-age",
+        value: "DURATION",
+        help: "on disk, delete segments whose newest message is older [default: keep all]",
+        expected: "a duration above zero, such as 7d or 12h",
+        set: |config, value| {
+            let age = parse_duration(value).filter(|d| !d.is_zero())?;
+            config.retention_age = Some(age);
+            Some(())
+        },
+    },
+    Flag {
         name: "--max-topic-list-bytes",
         value: "BYTES",
         help: "largest JSON topic list in a (un)subscribe [default: 1MiB]",
@@ -324,7 +339,7 @@ pub fn help() -> String {
     }
     text.push_str(&format!("  {:<30}print this help\n", "-h, --help"));
     text.push_str(
-        "\nDurations: 250ms, 2s, 1m, 1h. Sizes: 512, 64KiB, 8MiB, 1GiB (or KB, MB, GB).\n\
+        "\nDurations: 250ms, 2s, 1m, 1h, 7d. Sizes: 512, 64KiB, 8MiB, 1GiB (or KB, MB, GB).\n\
          Logging follows RUST_LOG (default: info).\n",
     );
     text
@@ -393,6 +408,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         "s" => Some(Duration::from_secs(n)),
         "m" => n.checked_mul(60).map(Duration::from_secs),
         "h" => n.checked_mul(3600).map(Duration::from_secs),
+        "d" => n.checked_mul(86_400).map(Duration::from_secs),
         _ => None,
     }
 }
@@ -451,6 +467,7 @@ mod tests {
             "/var/lib/brook",
             "--fsync=always",
             "--segment-bytes=1MiB",
+            "--retention-age=7d",
         ])
         .unwrap() else {
             panic!("expected a config")
@@ -467,6 +484,7 @@ mod tests {
         assert_eq!(config.storage, Storage::Disk("/var/lib/brook".into()));
         assert_eq!(config.fsync, Fsync::Always);
         assert_eq!(config.segment_bytes, 1 << 20);
+        assert_eq!(config.retention_age, Some(Duration::from_secs(7 * 86_400)));
 
         let Invocation::Run(config) = parse(&["--in-memory", "--fsync", "never"]).unwrap() else {
             panic!("expected a config")

@@ -107,6 +107,8 @@ const MAX_SHARED_DIRECTORY_NAMES: u32 = 1000;
 pub struct LogSettings {
     pub segment_bytes: u64,
     pub retention_bytes: Option<u64>,
+    /// Segments whose newest record is older than this are deleted.
+    pub retention_age: Option<Duration>,
     pub fsync: Fsync,
 }
 
@@ -243,6 +245,10 @@ impl Store for DiskStore {
         let dir = self.directory_for(name)?;
         Ok(Box::new(DiskLog::recover(name, dir, self.settings)?))
     }
+
+    fn ages_out(&self) -> bool {
+        self.settings.retention_age.is_some()
+    }
 }
 
 /// A directory without a name file can only be a topic whose creation a
@@ -334,6 +340,9 @@ struct Segment {
     file: File,
     /// Its length in bytes, counting records not yet written to it.
     len: u64,
+    /// The timestamp of its newest record, ms since 1970: age retention
+    /// deletes the segment once this is old enough.
+    newest: u64,
     /// `(offset, position)` of the first record in every run of
     /// [`INDEX_EVERY_BYTES`], in order.
     index: Vec<(Offset, u64)>,
@@ -348,12 +357,15 @@ impl Segment {
             path,
             file,
             len: 0,
+            newest: 0,
             index: Vec::new(),
         })
     }
 
-    /// Notes a record of `record_len` bytes at the end of the segment.
-    fn add(&mut self, offset: Offset, record_len: u64) {
+    /// Notes a record of `record_len` bytes, written at `timestamp`, at the
+    /// end of the segment.
+    fn add(&mut self, offset: Offset, record_len: u64, timestamp: u64) {
+        self.newest = self.newest.max(timestamp);
         let starts_a_run = self
             .index
             .last()
@@ -478,10 +490,7 @@ impl Header {
     }
 
     /// Appends the record, header and payload, to `out`.
-    fn encode_record(offset: Offset, payload: &[u8], out: &mut Vec<u8>) {
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis() as u64);
+    fn encode_record(offset: Offset, timestamp: u64, payload: &[u8], out: &mut Vec<u8>) {
         let mut header = Header {
             offset,
             timestamp,
@@ -651,14 +660,26 @@ impl DiskLog {
     fn bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.len).sum()
     }
+
+    /// Whether the oldest segment (never the active one) holds only
+    /// records older than `--retention-age`.
+    fn oldest_expired(&self) -> bool {
+        match (self.settings.retention_age, self.segments.first()) {
+            (Some(age), Some(oldest)) if self.segments.len() > 1 => {
+                oldest.newest.saturating_add(age.as_millis() as u64) < now_ms()
+            }
+            _ => false,
+        }
+    }
 }
 
 impl TopicLog for DiskLog {
     fn append(&mut self, payload: Payload) -> Result<Offset, StoreError> {
         let offset = self.next;
-        Header::encode_record(offset, &payload, &mut self.buffer);
+        let timestamp = now_ms();
+        Header::encode_record(offset, timestamp, &payload, &mut self.buffer);
         let record_len = (HEADER_BYTES + payload.len()) as u64;
-        self.active().add(offset, record_len);
+        self.active().add(offset, record_len, timestamp);
         self.next += 1;
         self.cache_bytes += payload.len();
         self.cache.push_back(payload);
@@ -718,9 +739,11 @@ impl TopicLog for DiskLog {
     }
 
     fn over_retention(&self) -> bool {
-        self.settings
+        let over_size = self
+            .settings
             .retention_bytes
-            .is_some_and(|limit| self.bytes() > limit)
+            .is_some_and(|limit| self.bytes() > limit);
+        over_size || self.oldest_expired()
     }
 
     /// Deletes whole segments, oldest first, never the active one, and
@@ -784,6 +807,13 @@ impl DiskLog {
     }
 }
 
+/// The time, in ms since 1970, as records carry it.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
 /// The pull position saved in `dir`, or 0 if none was ever saved.
 fn read_pull_position(dir: &Path) -> Result<Offset, StoreError> {
     let path = dir.join(PULLED_FILE);
@@ -842,7 +872,8 @@ fn scan_segment(
         }
         match read_record(&mut reader, file_len - position, &mut payload) {
             Ok(header) if header.offset == segment.end => {
-                segment.add(header.offset, (HEADER_BYTES + payload.len()) as u64);
+                let record_len = (HEADER_BYTES + payload.len()) as u64;
+                segment.add(header.offset, record_len, header.timestamp);
                 position += (HEADER_BYTES + payload.len()) as u64;
             }
             Ok(_) => break Some("a record out of order"),
@@ -951,6 +982,7 @@ mod tests {
         LogSettings {
             segment_bytes,
             retention_bytes,
+            retention_age: None,
             fsync: Fsync::Never,
         }
     }
@@ -1004,6 +1036,37 @@ mod tests {
         }
         let segments = segment_paths(&store.directory_for("t").unwrap()).unwrap();
         assert!(segments.len() > 4, "{} segments", segments.len());
+    }
+
+    #[test]
+    fn segments_older_than_the_retention_age_are_deleted() {
+        let temp = TempDir::new("age");
+        let dir = DiskStore::new(&temp.0, settings(1 << 20, None))
+            .directory_for("t")
+            .unwrap();
+        // Two segments written by hand: offsets 0..3 two hours old, 3..5 new.
+        let hour = 3_600_000;
+        for (base, offsets, written) in [(0, 0..3, now_ms() - 2 * hour), (3, 3..5, now_ms())] {
+            let mut records = Vec::new();
+            for offset in offsets {
+                Header::encode_record(offset, written, &message(offset), &mut records);
+            }
+            fs::write(dir.join(segment_file_name(base)), records).unwrap();
+        }
+        let aged = LogSettings {
+            retention_age: Some(Duration::from_secs(3600)),
+            ..settings(1 << 20, None)
+        };
+        let mut store = DiskStore::new(&temp.0, aged);
+        assert!(store.ages_out());
+        let (_, mut log) = store.recover().unwrap().pop().unwrap();
+        assert!(log.over_retention());
+        log.apply_retention(1); // a reader at offset 1 keeps the old segment
+        assert_eq!(log.start(), 0);
+        log.apply_retention(log.end());
+        assert_eq!((log.start(), log.end()), (3, 5));
+        assert!(!log.over_retention()); // the active segment never goes
+        assert_eq!(log.read(3), Some(message(3)));
     }
 
     #[test]

@@ -87,6 +87,10 @@ impl Hasher for IdHasher {
     }
 }
 
+/// How often the dispatcher looks for topics that aged past their
+/// retention (`--retention-age`).
+const AGE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How many commands one round takes before it flushes.
 pub const MAX_COMMANDS_PER_ROUND: usize = 1024;
 
@@ -148,6 +152,9 @@ pub struct Dispatcher {
     last_published: Option<(Arc<str>, TopicId)>,
     sessions: IdMap<ConnId, Session>,
     chores: Chores,
+    /// When to look next for topics that aged past their retention, if the
+    /// store's logs can (see [`Store::ages_out`]).
+    next_age_check: Option<Instant>,
     /// For `STATS`: when the broker started, and how many connections are
     /// open (kept by the acceptor and the readers).
     started: Instant,
@@ -213,6 +220,7 @@ impl Dispatcher {
         connections: Arc<AtomicUsize>,
     ) -> Result<Dispatcher, StoreError> {
         let recovered = store.recover()?;
+        let next_age_check = store.ages_out().then(Instant::now);
         let mut dispatcher = Dispatcher {
             policy,
             store,
@@ -221,6 +229,7 @@ impl Dispatcher {
             last_published: None,
             sessions: IdMap::default(),
             chores: Chores::default(),
+            next_age_check,
             started: Instant::now(),
             connections,
         };
@@ -276,6 +285,7 @@ impl Dispatcher {
             }
             self.fire_wakeups(now);
             self.close_lingering(now);
+            self.check_ages(now);
             self.apply_retention();
             self.sync()?;
             self.flush();
@@ -562,7 +572,28 @@ impl Dispatcher {
     fn next_deadline(&self) -> Option<Instant> {
         let wakeup = self.chores.wakeups.peek().map(|Reverse((when, _))| *when);
         let linger = self.chores.lingering.front().map(|(deadline, _)| *deadline);
-        wakeup.into_iter().chain(linger).min()
+        [wakeup, linger, self.next_age_check]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Once a second, when logs can age out, marks those that did for the
+    /// round's retention step: an idle topic ages without any publish to
+    /// notice it.
+    fn check_ages(&mut self, now: Instant) {
+        let Some(when) = self.next_age_check else {
+            return;
+        };
+        if now < when {
+            return;
+        }
+        for (id, topic) in self.topics.iter().enumerate() {
+            if topic.log.over_retention() {
+                self.chores.trim_later(id);
+            }
+        }
+        self.next_age_check = Some(now + AGE_CHECK_INTERVAL);
     }
 
     /// Wakes every session whose wake-up is due. The due ones are taken

@@ -130,14 +130,20 @@ pub fn start(config: &Config) -> io::Result<Broker> {
 /// The store `config` asks for.
 fn store(config: &Config) -> Box<dyn Store> {
     match &config.storage {
-        Storage::Memory => Box::new(MemoryStore {
-            retention_bytes: config.retention_bytes,
-        }),
+        Storage::Memory => {
+            if config.retention_age.is_some() {
+                log::warn!("--retention-age applies to the disk store only; ignored");
+            }
+            Box::new(MemoryStore {
+                retention_bytes: config.retention_bytes,
+            })
+        }
         Storage::Disk(dir) => Box::new(DiskStore::new(
             dir,
             LogSettings {
                 segment_bytes: config.segment_bytes,
                 retention_bytes: config.retention_bytes.map(|bytes| bytes as u64),
+                retention_age: config.retention_age,
                 fsync: config.fsync,
             },
         )),

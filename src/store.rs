@@ -36,6 +36,13 @@ pub trait Store: Send {
 
     /// Opens (or creates) the log of the topic called `name`.
     fn open(&mut self, name: &str) -> Result<Box<dyn TopicLog>, StoreError>;
+
+    /// Whether its logs can outgrow their retention by time alone (an age
+    /// limit), so the dispatcher must look at them now and then, not only
+    /// when they grow.
+    fn ages_out(&self) -> bool {
+        false
+    }
 }
 
 /// One topic's log.
