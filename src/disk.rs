@@ -661,6 +661,25 @@ impl DiskLog {
         self.segments.iter().map(|s| s.len).sum()
     }
 
+    /// Writes the pull position to a scratch file and renames it into
+    /// place, so a crash leaves the old position or the new, whole.
+    fn save_pull_position(&mut self) -> Result<(), StoreError> {
+        let scratch = self.dir.join(PULLED_SCRATCH_FILE);
+        let mut file = File::create(&scratch).map_err(StoreError::io(&scratch))?;
+        file.write_all(&self.pulled.to_be_bytes())
+            .map_err(StoreError::io(&scratch))?;
+        if self.settings.fsync != Fsync::Never {
+            file.sync_all().map_err(StoreError::io(&scratch))?;
+        }
+        let path = self.dir.join(PULLED_FILE);
+        fs::rename(&scratch, &path).map_err(StoreError::io(&path))?;
+        if self.settings.fsync != Fsync::Never {
+            sync_directory(&self.dir)?;
+        }
+        self.pulled_moved = false;
+        Ok(())
+    }
+
     /// Whether the oldest segment (never the active one) holds only
     /// records older than `--retention-age`.
     fn oldest_expired(&self) -> bool {
@@ -782,27 +801,6 @@ impl TopicLog for DiskLog {
         if self.pulled_moved {
             self.save_pull_position()?;
         }
-        Ok(())
-    }
-}
-
-impl DiskLog {
-    /// Writes the pull position to a scratch file and renames it into
-    /// place, so a crash leaves the old position or the new, whole.
-    fn save_pull_position(&mut self) -> Result<(), StoreError> {
-        let scratch = self.dir.join(PULLED_SCRATCH_FILE);
-        let mut file = File::create(&scratch).map_err(StoreError::io(&scratch))?;
-        file.write_all(&self.pulled.to_be_bytes())
-            .map_err(StoreError::io(&scratch))?;
-        if self.settings.fsync != Fsync::Never {
-            file.sync_all().map_err(StoreError::io(&scratch))?;
-        }
-        let path = self.dir.join(PULLED_FILE);
-        fs::rename(&scratch, &path).map_err(StoreError::io(&path))?;
-        if self.settings.fsync != Fsync::Never {
-            sync_directory(&self.dir)?;
-        }
-        self.pulled_moved = false;
         Ok(())
     }
 }
