@@ -35,7 +35,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use brook::client::Publisher;
 use brook::config::{Config, Fsync, Storage};
+use brook::protocol::StartAt;
 use brook::server::Broker;
 use common::*;
 
@@ -1089,6 +1091,52 @@ fn pulled_messages_stay_pulled_across_a_restart() {
     // And the messages themselves are still in the log for subscribers.
     expect_log(broker.local_addr(), "jobs", 0, 0, &messages);
     broker.shutdown();
+}
+
+/// A message of the replay test: its index, then dots up to 4 KiB.
+fn replay_payload(i: u32) -> Vec<u8> {
+    let mut payload = format!("{i:08}").into_bytes();
+    payload.resize(4096, b'.');
+    payload
+}
+
+/// Replaying a large topic from its segments to a new subscriber holds up
+/// nobody else: a publisher and a subscriber of another topic go on
+/// exchanging messages meanwhile, and the replay gets everything, in order.
+#[test]
+fn a_replay_from_the_segments_keeps_other_clients_flowing() {
+    const MESSAGES: u32 = 3_000;
+    let root = TempDir::new("replay");
+    let data = root.path().join("data");
+    let config = disk_config(&data);
+    let broker = start_broker(&config);
+    let mut publisher = Publisher::connect_confirmed(broker.local_addr()).unwrap();
+    for batch in (0..MESSAGES).collect::<Vec<_>>().chunks(1000) {
+        for &i in batch {
+            publisher.publish("big", &replay_payload(i)).unwrap();
+        }
+        for &i in batch {
+            assert_eq!(publisher.confirmation().unwrap(), u64::from(i));
+        }
+    }
+    drop(publisher);
+    // After a restart nothing is cached: all 12 MB come from the segments.
+    let broker = restart(broker, &config);
+    let addr = broker.local_addr();
+    let mut bystander = Bystander::new(addr);
+    let replay = thread::spawn(move || {
+        let mut replayer = subscriber(addr, &["big"], StartAt::Beginning);
+        for i in 0..MESSAGES {
+            expect_next_ack(&mut replayer, "big", &replay_payload(i));
+        }
+    });
+    for _ in 0..50 {
+        bystander.check();
+    }
+    replay
+        .join()
+        .expect("the replay got every message in order");
+    bystander.check();
 }
 
 // ---- The brook binary: killed, and short of disk. ----
