@@ -6,6 +6,7 @@
 //! cargo run --release --example bench -- --scenario 1to1,latency --csv
 //! cargo run --release --example bench -- --scenario storage     # memory vs disk
 //! cargo run --release --example bench -- --scenario recovery    # restart on 1 GiB
+//! cargo run --release --example bench -- --scenario replay      # read 1 GiB back
 //! cargo run --release --example bench -- --scenario 1to1,fanin --store memory,disk-batch
 //! cargo build --release && cargo run --release --example bench -- \
 //!     --scenario connections --connections 10000 --broker-bin target/release/brook
@@ -30,6 +31,7 @@
 //! | `connections` | C idle subscribers, then one message: how long until all have it |
 //! | `storage` | `1to1` on each store: memory, disk-never, disk-batch, disk-always |
 //! | `recovery` | fill a data dir with 1 GiB, restart on it: how long until it listens |
+//! | `replay` | restart on 1 GiB, replay it from Beginning while a paced pair runs |
 //!
 //! Every payload carries its publisher, a sequence number and its send time
 //! (as text in `line`, whose payloads must be text). Subscribers check that
@@ -76,8 +78,25 @@
 //! cache: it is a warm start. It takes 15 to 20 s (most of it the fill) and
 //! needs the dir's size on disk, so it is not part of the default run.
 //!
+//! `replay` asks whether reading old messages holds up anyone else. It fills
+//! a data dir as `recovery` does and restarts a brook (`--fsync batch`) on
+//! it, which then holds none of the topic in memory (a broker keeps only the
+//! newest part of each topic there; a restarted one, nothing), so every
+//! message must be read back from the segment files. On that broker it runs
+//! the `latency` pair (1 → 1, `--rate` messages a second of 128 B, on a
+//! topic of its own) for `--seconds` on its own, then again while one
+//! subscriber replays the whole filled topic from Beginning, acking every
+//! message, to its end: that pair is open-ended, and its publisher stops
+//! when the replay has its last message (the bench looks every 100 ms). Three
+//! rows and the fill's: the replay (messages and bytes a second, and in a
+//! note the time for the whole topic) and the pair's latency alone and
+//! during the replay. The filled files are in the page cache, as in
+//! `recovery`. It takes some 25 s and needs the dir's size on disk, so it
+//! is not part of the default run either.
+//!
 //! With `--addr`, the bench starts no broker: `--store` does not apply, and
-//! `storage` and `recovery`, which start brokers of their own, cannot run.
+//! `storage`, `recovery` and `replay`, which start brokers of their own,
+//! cannot run.
 //!
 //! # Retention
 //!
@@ -123,10 +142,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use brook::config::{Fsync, Storage};
+use brook::protocol::StartAt;
 
 use connections::{ConnectionsPlan, Counters};
+use histogram::Histogram;
 use load::{
-    Epoch, Framing, Pacing, Protocol, PublisherPlan, SubscriberPlan, SubscriberReport, Tally,
+    Epoch, Finish, Framing, Pacing, Protocol, PublisherPlan, SubscriberPlan, SubscriberReport,
+    Tally,
 };
 use report::{Check, Row, Throughput};
 use target::{BrokerChoice, BrokerSettings, DataDir, StoreKind, Target, TargetKind};
@@ -176,9 +198,10 @@ enum Scenario {
     Connections,
     Storage,
     Recovery,
+    Replay,
 }
 
-const ALL_SCENARIOS: [Scenario; 10] = [
+const ALL_SCENARIOS: [Scenario; 11] = [
     Scenario::OneToOne,
     Scenario::Line,
     Scenario::OneToOneLarge,
@@ -189,16 +212,22 @@ const ALL_SCENARIOS: [Scenario; 10] = [
     Scenario::Connections,
     Scenario::Storage,
     Scenario::Recovery,
+    Scenario::Replay,
 ];
 
 /// What runs with no `--scenario`, or `--scenario all`: every scenario but
-/// `recovery` (see the module docs).
+/// `recovery` and `replay`, which take half a minute each and a gigabyte of
+/// disk (see the module docs).
 fn default_scenarios() -> Vec<Scenario> {
     ALL_SCENARIOS
         .into_iter()
-        .filter(|&scenario| scenario != Scenario::Recovery)
+        .filter(|scenario| !FILLING_SCENARIOS.contains(scenario))
         .collect()
 }
+
+/// The scenarios that fill a data dir with `--recovery-size` and restart a
+/// brook on it.
+const FILLING_SCENARIOS: [Scenario; 2] = [Scenario::Recovery, Scenario::Replay];
 
 /// The payload size of `1to1-64k`.
 const LARGE_PAYLOAD: usize = 64 << 10;
@@ -220,6 +249,9 @@ const RECOVERY_RESTART_STORE: StoreKind = StoreKind::Disk(Fsync::Batch);
 const BATCH_TARGET: f64 = 0.5;
 /// The issue's target for recovering a 1 GiB data dir.
 const RECOVERY_TARGET: Duration = Duration::from_secs(2);
+/// The longest the open-ended pair of `replay` runs: it ends with the
+/// replay, or after this long if the replay has not ended by then.
+const REPLAY_PAIR_MAX_SECONDS: u64 = 600;
 
 impl Scenario {
     fn name(self) -> &'static str {
@@ -234,6 +266,7 @@ impl Scenario {
             Scenario::Connections => "connections",
             Scenario::Storage => "storage",
             Scenario::Recovery => "recovery",
+            Scenario::Replay => "replay",
         }
     }
 
@@ -261,7 +294,9 @@ impl Scenario {
             Scenario::Connections => {
                 format!("{name} {}", report::thousands(options.connections as u64))
             }
-            Scenario::Recovery => format!("{name} {}", report::bytes(options.recovery_bytes)),
+            Scenario::Recovery | Scenario::Replay => {
+                format!("{name} {}", report::bytes(options.recovery_bytes))
+            }
         }
     }
 
@@ -318,7 +353,7 @@ impl Topology {
         let mut notes = Vec::new();
         let count = match scenario {
             Scenario::Latency => options.rate * options.seconds,
-            Scenario::Recovery => {
+            Scenario::Recovery | Scenario::Replay => {
                 let record_bytes = RECORD_HEADER_BYTES + payload_bytes as u64;
                 let count = options.recovery_bytes.div_ceil(record_bytes);
                 notes.push(format!(
@@ -366,14 +401,17 @@ impl Topology {
                 payload_bytes,
                 pacing,
                 protocol,
+                finish: None,
             })
             .collect();
         let subscriber_plans = (0..subscribers)
             .map(|index| SubscriberPlan {
                 topic: topic(index),
+                start: StartAt::Current,
                 expected: (0..publishers)
                     .map(|id| if paired && id != index { 0 } else { count })
                     .collect(),
+                finish: None,
             })
             .collect();
         Topology {
@@ -386,6 +424,21 @@ impl Topology {
             subscribers: subscriber_plans,
             notes,
         }
+    }
+
+    /// Makes the publishers open-ended: each sends until `finish` is asked,
+    /// or `most` messages, and its subscribers expect as many as it sent.
+    /// [`Finish`] counts for one publisher: for a topology of one pair.
+    fn open_ended(mut self, finish: &Arc<Finish>, most: u64) -> Topology {
+        for publisher in &mut self.publishers {
+            publisher.count = most;
+            publisher.finish = Some(finish.clone());
+        }
+        for subscriber in &mut self.subscribers {
+            subscriber.expected = vec![most; self.publishers.len()];
+            subscriber.finish = Some(finish.clone());
+        }
+        self
     }
 
     fn expected_messages(&self) -> u64 {
@@ -422,6 +475,7 @@ fn run_scenario(scenario: Scenario, options: &Options, epoch: Epoch) -> Vec<Row>
                 .collect()
         }
         Scenario::Recovery => return run_recovery(options, epoch),
+        Scenario::Replay => return run_replay(options, epoch),
         _ => {}
     }
     let mut rows: Vec<Row> = stores
@@ -521,37 +575,61 @@ fn run_flow(
             return row;
         }
     };
-    let framing = match (kind, topology.protocol) {
-        (TargetKind::Brook, Protocol::Binary) => Framing::Delivery,
-        (TargetKind::Relay, Protocol::Binary) => Framing::Publish,
-        (TargetKind::Brook, Protocol::Line) => Framing::Line,
-        (TargetKind::Relay, Protocol::Line) => unreachable!("the relay has no line protocol"),
-    };
     let progress = Progress::new(&topology.label, kind);
-    let outcome = drive(topology, &target, framing, epoch, &progress);
+    let outcome = drive(
+        topology,
+        &target,
+        framing(kind, topology),
+        epoch,
+        Some(&progress),
+    );
     row.start_time = target.start_time;
     let stopped = target.stop();
     progress.clear();
     row.resources = stopped.resources;
     row.errors.extend(stopped.crash);
-
-    for subscriber in &outcome.subscribers {
-        row.latency.merge(&subscriber.latency);
-    }
-    row.tally = outcome.tally();
-    row.throughput = outcome.throughput();
-    row.errors.extend(outcome.errors);
+    outcome.record_in(&mut row);
     row
+}
+
+/// What the subscribers of `topology` receive from a target of `kind`.
+fn framing(kind: TargetKind, topology: &Topology) -> Framing {
+    match (kind, topology.protocol) {
+        (TargetKind::Brook, Protocol::Binary) => Framing::Delivery,
+        (TargetKind::Relay, Protocol::Binary) => Framing::Publish,
+        (TargetKind::Brook, Protocol::Line) => Framing::Line,
+        (TargetKind::Relay, Protocol::Line) => unreachable!("the relay has no line protocol"),
+    }
 }
 
 /// What the publishers and subscribers of one run report.
 struct FlowOutcome {
+    /// When the first message was sent: the first publish, or, in a run
+    /// without publishers (a replay of stored messages), when every
+    /// subscriber had subscribed.
     first_send_ns: Option<u64>,
     subscribers: Vec<SubscriberReport>,
     errors: Vec<String>,
 }
 
 impl FlowOutcome {
+    /// Puts the run's latencies, tally, throughput and errors in `row`.
+    fn record_in(self, row: &mut Row) {
+        for subscriber in &self.subscribers {
+            row.latency.merge(&subscriber.latency);
+        }
+        row.tally = self.tally();
+        row.throughput = self.throughput();
+        row.errors.extend(self.errors);
+    }
+
+    /// From the first message sent to the last one `subscriber` received.
+    fn elapsed_ns(&self, subscriber: &SubscriberReport) -> Option<u64> {
+        let first_send_ns = self.first_send_ns?;
+        let last_ns = subscriber.last_arrival_ns.unwrap_or(first_send_ns);
+        Some(last_ns.saturating_sub(first_send_ns))
+    }
+
     fn tally(&self) -> Tally {
         let mut tally = Tally::default();
         for subscriber in &self.subscribers {
@@ -563,18 +641,17 @@ impl FlowOutcome {
     /// Each subscriber's messages over the time from the first publish to
     /// its last message.
     fn throughput(&self) -> Option<Throughput> {
-        let first_send_ns = self.first_send_ns?;
+        self.first_send_ns?;
         if self.subscribers.iter().all(|s| s.last_arrival_ns.is_none()) {
             return None;
         }
         let rates: Vec<f64> = self
             .subscribers
             .iter()
-            .map(|subscriber| {
-                let last_ns = subscriber.last_arrival_ns.unwrap_or(first_send_ns);
-                match last_ns.saturating_sub(first_send_ns) {
-                    0 => 0.0,
-                    elapsed_ns => subscriber.check.tally.distinct as f64 * 1e9 / elapsed_ns as f64,
+            .map(|subscriber| match self.elapsed_ns(subscriber) {
+                Some(0) | None => 0.0,
+                Some(elapsed_ns) => {
+                    subscriber.check.tally.distinct as f64 * 1e9 / elapsed_ns as f64
                 }
             })
             .collect();
@@ -587,13 +664,14 @@ impl FlowOutcome {
 }
 
 /// Subscribes every subscriber, then starts the publishers, then waits for
-/// every subscriber to have all its messages (or to give up).
+/// every subscriber to have all its messages (or to give up), showing how
+/// many have arrived on `progress`, if given.
 fn drive(
     topology: &Topology,
     target: &Target,
     framing: Framing,
     epoch: Epoch,
-    progress: &Progress,
+    progress: Option<&Progress>,
 ) -> FlowOutcome {
     let addr = target.addr;
     let received = Arc::new(AtomicU64::new(0));
@@ -605,7 +683,7 @@ fn drive(
         .map(|(index, plan)| {
             let (plan, ready, received) = (plan.clone(), ready_tx.clone(), received.clone());
             spawn(format!("bench-sub-{index}"), move || {
-                match load::subscribe(addr, &plan.topic, framing.protocol()) {
+                match load::subscribe(addr, &plan.topic, plan.start, framing.protocol()) {
                     Ok(stream) => {
                         let _ = ready.send(Ok(()));
                         load::receive(stream, &plan, framing, epoch, &received)
@@ -627,6 +705,7 @@ fn drive(
             Err(_) => Some("a subscriber thread died".to_owned()),
         })
         .collect();
+    let subscribed_ns = epoch.nanos_at(Instant::now());
     let publishers: Vec<_> = match errors.is_empty() {
         true => topology
             .publishers
@@ -651,11 +730,13 @@ fn drive(
     target.sample_now();
     let expected = topology.expected_messages();
     while !finished() {
-        progress.show(&format!(
-            "{} / {} messages",
-            report::thousands(received.load(Ordering::Relaxed)),
-            report::thousands(expected)
-        ));
+        if let Some(progress) = progress {
+            progress.show(&format!(
+                "{} / {} messages",
+                report::thousands(received.load(Ordering::Relaxed)),
+                report::thousands(expected)
+            ));
+        }
         thread::sleep(Duration::from_millis(100));
     }
     let subscribers: Vec<SubscriberReport> = subscribers
@@ -675,6 +756,9 @@ fn drive(
         if let Some(error) = &subscriber.error {
             errors.push(format!("subscriber {index}: {error}"));
         }
+    }
+    if topology.publishers.is_empty() {
+        first_send_ns = Some(subscribed_ns);
     }
     errors.dedup();
     FlowOutcome {
@@ -771,38 +855,38 @@ fn run_connections(store: Option<StoreKind>, options: &Options, epoch: Epoch) ->
 
 // ---- Running the recovery scenario ----
 
-/// Fills a fresh data dir through a brook with `--fsync never`, stops it,
-/// and times a fresh brook's start on the dir, then checks the recovered
-/// topic's offsets with `TOPICS`: a fill row and a restart row (see the
-/// module docs).
-fn run_recovery(options: &Options, epoch: Epoch) -> Vec<Row> {
-    let scenario = Scenario::Recovery;
-    let mut fill = Topology::of(scenario, Some(RECOVERY_FILL_STORE), options);
-    let label = scenario.label(options);
-    fill.label = format!("{label} fill {}", RECOVERY_FILL_STORE.name());
-    let published = fill.expected_messages();
-    let mut restart = Row {
-        store: Some(RECOVERY_RESTART_STORE),
-        payload_bytes: fill.payload_bytes,
-        check: Check::Recovered,
-        ..Row::new(
-            scenario.name(),
-            format!("{label} restart {}", RECOVERY_RESTART_STORE.name()),
-            TargetKind::Brook,
-            published,
-        )
-    };
+/// A data dir that `recovery` or `replay` filled, and what filled it.
+struct Filled {
+    /// The fill's one publisher and one subscriber, on one topic.
+    topology: Topology,
+    data_dir: DataDir,
+    /// The flags of a brook restarted on the dir: no retention, and the
+    /// restart's `--fsync`.
+    restart_settings: BrokerSettings,
+}
+
+/// Fills a fresh data dir with `--recovery-size` through a brook with
+/// `--fsync never` and no retention, and stops it. Returns the fill's row,
+/// if it ran, and the dir, or why there is none to restart on.
+fn fill_data_dir(
+    scenario: Scenario,
+    options: &Options,
+    epoch: Epoch,
+) -> (Option<Row>, Result<Filled, String>) {
+    let mut topology = Topology::of(scenario, Some(RECOVERY_FILL_STORE), options);
+    topology.label = format!(
+        "{} fill {}",
+        scenario.label(options),
+        RECOVERY_FILL_STORE.name()
+    );
     let data_dir = match DataDir::create() {
         Ok(data_dir) => data_dir,
-        Err(error) => {
-            restart.errors.push(error);
-            return vec![restart];
-        }
+        Err(error) => return (None, Err(error)),
     };
     let (StoreKind::Disk(fill_fsync), StoreKind::Disk(restart_fsync)) =
         (RECOVERY_FILL_STORE, RECOVERY_RESTART_STORE)
     else {
-        unreachable!("recovery runs on disk stores")
+        unreachable!("the fill and the restart are on disk stores")
     };
     let settings = BrokerSettings {
         retention_bytes: None,
@@ -810,16 +894,60 @@ fn run_recovery(options: &Options, epoch: Epoch) -> Vec<Row> {
         fsync: fill_fsync,
         ..options.settings()
     };
-    let filled = run_flow(&fill, TargetKind::Brook, &settings, options, epoch);
+    let row = run_flow(&topology, TargetKind::Brook, &settings, options, epoch);
     // Every message delivered at least once was stored: enough to restart
     // on, whatever else the fill row reports.
-    if filled.tally.missing() > 0 {
-        let missing = report::thousands(filled.tally.missing());
-        restart.errors.push(format!(
-            "not run: {missing} messages of the fill never arrived"
-        ));
-        return vec![filled, restart];
+    if row.tally.missing() > 0 {
+        let missing = report::thousands(row.tally.missing());
+        let error = format!("not run: {missing} messages of the fill never arrived");
+        return (Some(row), Err(error));
     }
+    let filled = Filled {
+        topology,
+        data_dir,
+        restart_settings: BrokerSettings {
+            fsync: restart_fsync,
+            ..settings
+        },
+    };
+    (Some(row), Ok(filled))
+}
+
+/// Fills a fresh data dir through a brook with `--fsync never`, stops it,
+/// and times a fresh brook's start on the dir, then checks the recovered
+/// topic's offsets with `TOPICS`: a fill row and a restart row (see the
+/// module docs).
+fn run_recovery(options: &Options, epoch: Epoch) -> Vec<Row> {
+    let scenario = Scenario::Recovery;
+    let mut restart = Row {
+        store: Some(RECOVERY_RESTART_STORE),
+        check: Check::Recovered,
+        ..Row::new(
+            scenario.name(),
+            format!(
+                "{} restart {}",
+                scenario.label(options),
+                RECOVERY_RESTART_STORE.name()
+            ),
+            TargetKind::Brook,
+            0,
+        )
+    };
+    let (filled, fill) = fill_data_dir(scenario, options, epoch);
+    let Filled {
+        topology: fill,
+        data_dir,
+        restart_settings: settings,
+    } = match fill {
+        Ok(fill) => fill,
+        Err(error) => {
+            restart.errors.push(error);
+            return filled.into_iter().chain([restart]).collect();
+        }
+    };
+    let published = fill.expected_messages();
+    restart.payload_bytes = fill.payload_bytes;
+    restart.tally.expected = published;
     let (dir_bytes, files) = match data_dir.usage() {
         Ok(usage) => usage,
         Err(error) => {
@@ -827,23 +955,19 @@ fn run_recovery(options: &Options, epoch: Epoch) -> Vec<Row> {
             restart
                 .errors
                 .push(format!("cannot measure {path}: {error}"));
-            return vec![filled, restart];
+            return filled.into_iter().chain([restart]).collect();
         }
     };
 
     let progress = Progress::new(&restart.label, TargetKind::Brook);
     progress.show(&format!("recovering {}", report::bytes(dir_bytes)));
-    let settings = BrokerSettings {
-        fsync: restart_fsync,
-        ..settings
-    };
     let started = Target::start(TargetKind::Brook, &options.broker, &settings);
     progress.clear();
     let target = match started {
         Ok(target) => target,
         Err(error) => {
             restart.errors.push(error);
-            return vec![filled, restart];
+            return filled.into_iter().chain([restart]).collect();
         }
     };
     let offsets = load::topic_offsets(target.addr, &fill.publishers[0].topic);
@@ -892,7 +1016,119 @@ fn run_recovery(options: &Options, epoch: Epoch) -> Vec<Row> {
     restart
         .notes
         .push("the files were just written, so the page cache held them: a warm start".to_owned());
-    vec![filled, restart]
+    filled.into_iter().chain([restart]).collect()
+}
+
+// ---- Running the replay scenario ----
+
+/// Fills a data dir as `recovery` does and restarts a brook on it, then runs
+/// the `latency` pair on that broker on its own, and again while one
+/// subscriber replays the filled topic from Beginning: the fill's row, the
+/// replay's, and the pair's alone and during the replay (see the module
+/// docs).
+fn run_replay(options: &Options, epoch: Epoch) -> Vec<Row> {
+    let scenario = Scenario::Replay;
+    let store = Some(RECOVERY_RESTART_STORE);
+    let label = format!("{} from beginning", scenario.label(options));
+    let (fill_row, filled) = fill_data_dir(scenario, options, epoch);
+    let filled = match filled {
+        Ok(filled) => filled,
+        Err(error) => {
+            let mut replay = Row::new(scenario.name(), label, TargetKind::Brook, 0);
+            replay.errors.push(error);
+            return fill_row.into_iter().chain([replay]).collect();
+        }
+    };
+    let replay = Topology {
+        scenario,
+        store,
+        label,
+        payload_bytes: filled.topology.payload_bytes,
+        protocol: Protocol::Binary,
+        publishers: Vec::new(),
+        subscribers: vec![SubscriberPlan {
+            start: StartAt::Beginning,
+            ..filled.topology.subscribers[0].clone()
+        }],
+        notes: Vec::new(),
+    };
+    let alone = replay_pair(options, "alone");
+    let finish = Arc::new(Finish::default());
+    let most = options.rate * REPLAY_PAIR_MAX_SECONDS;
+    let during = replay_pair(options, "during replay").open_ended(&finish, most);
+    let mut rows = [
+        replay.row(TargetKind::Brook),
+        alone.row(TargetKind::Brook),
+        during.row(TargetKind::Brook),
+    ];
+
+    let target = match Target::start(TargetKind::Brook, &options.broker, &filled.restart_settings) {
+        Ok(target) => target,
+        Err(error) => {
+            let [mut replay_row, ..] = rows;
+            replay_row.errors.push(error);
+            return fill_row.into_iter().chain([replay_row]).collect();
+        }
+    };
+    let progress = Progress::new(&alone.label, TargetKind::Brook);
+    let paced_alone = drive(&alone, &target, Framing::Delivery, epoch, Some(&progress));
+    progress.clear();
+    let progress = Progress::new(&replay.label, TargetKind::Brook);
+    let (replayed, paced_during) = thread::scope(|scope| {
+        let paced = scope.spawn(|| drive(&during, &target, Framing::Delivery, epoch, None));
+        let replayed = drive(&replay, &target, Framing::Delivery, epoch, Some(&progress));
+        finish.ask();
+        (
+            replayed,
+            paced.join().expect("the paced pair's thread panicked"),
+        )
+    });
+    let restart_time = target.start_time;
+    let stopped = target.stop();
+    progress.clear();
+
+    let [replay_row, alone_row, during_row] = &mut rows;
+    replay_row.start_time = restart_time;
+    replay_row.resources = stopped.resources;
+    replay_row.errors.extend(stopped.crash);
+    let took_ns = replayed.elapsed_ns(&replayed.subscribers[0]);
+    replayed.record_in(replay_row);
+    // Each message's time since the fill published it: no latency.
+    replay_row.latency = Histogram::default();
+    replay_row.notes.push(format!(
+        "{} messages, {} of payload, replayed in {} by one subscriber from Beginning, \
+         on a broker restarted in {} with none of the topic in memory \
+         (its segment files were in the page cache)",
+        report::thousands(replay_row.tally.distinct),
+        report::bytes(replay_row.tally.distinct * replay.payload_bytes as u64),
+        report::nanoseconds(took_ns.unwrap_or_default()),
+        report::nanoseconds(restart_time.unwrap_or_default().as_nanos() as u64),
+    ));
+    paced_alone.record_in(alone_row);
+    paced_during.record_in(during_row);
+    during_row.notes.push(match finish.sent() {
+        Some(sent) => format!(
+            "{} messages, sent while the replay ran and up to 100 ms after",
+            report::thousands(sent)
+        ),
+        None => format!(
+            "the pair sent its most, {} messages, and ended before the replay",
+            report::thousands(most)
+        ),
+    });
+    fill_row.into_iter().chain(rows).collect()
+}
+
+/// The `latency` pair of `replay`, on a topic of its own.
+fn replay_pair(options: &Options, when: &str) -> Topology {
+    let mut pair = Topology::of(Scenario::Latency, Some(RECOVERY_RESTART_STORE), options);
+    pair.scenario = Scenario::Replay;
+    pair.label = format!(
+        "{} pair {}/s {when}",
+        Scenario::Replay.label(options),
+        report::thousands(options.rate)
+    );
+    pair
 }
 
 // ---- Progress ----
@@ -1019,7 +1255,7 @@ impl Options {
         match (scenario, &self.broker) {
             (_, BrokerChoice::External { .. }) => vec![None],
             (Scenario::Storage, _) => StoreKind::ALL.map(Some).to_vec(),
-            (Scenario::Recovery, _) => vec![Some(RECOVERY_FILL_STORE)],
+            (Scenario::Recovery | Scenario::Replay, _) => vec![Some(RECOVERY_FILL_STORE)],
             _ => self.stores.iter().copied().map(Some).collect(),
         }
     }
@@ -1053,14 +1289,14 @@ const FLAGS: &[(&str, &str, &str, &str)] = &[
     ("--store", "LIST", "comma-separated stores each scenario runs on (below)", "memory"),
     ("--size", "BYTES", "payload of the throughput scenarios, at least 24", "128"),
     ("--count", "N", "messages per publisher (at most 1 GiB per scenario)", "1000000"),
-    ("--recovery-size", "BYTES", "data dir the recovery scenario fills, then recovers", "1GiB"),
+    ("--recovery-size", "BYTES", "data dir recovery and replay fill, then restart on", "1GiB"),
     ("--window", "N", "in-flight window: brook's --max-inflight", "1024"),
     ("--retention", "BYTES", "brook's --retention-bytes (see the module docs)", "256MiB"),
     ("--subscribers", "N", "subscribers in fanout", "10"),
     ("--publishers", "N", "publishers in fanin", "4"),
     ("--pairs", "N", "publisher/subscriber pairs in nton", "4"),
-    ("--rate", "N", "messages per second in latency (128 B payloads)", "10000"),
-    ("--seconds", "N", "length of the latency run", "5"),
+    ("--rate", "N", "messages per second in latency and replay's pair (128 B)", "10000"),
+    ("--seconds", "N", "length of the latency run, and of replay's pair alone", "5"),
     ("--connections", "C", "idle subscribers in connections", "1000"),
     ("--addr", "HOST:PORT", "use a running broker instead of starting one", ""),
     ("--broker-pid", "PID", "with --addr: measure that process", ""),
@@ -1100,8 +1336,12 @@ fn help() -> String {
          \x20 storage      1to1 on each store, memory as the yardstick; no relay run\n\
          \x20 recovery     fill a data dir with --recovery-size through a broker with\n\
          \x20              --fsync never, then time a fresh broker's start on it\n\
+         \x20 replay       fill a data dir as recovery does, restart on it, run the latency\n\
+         \x20              pair for --seconds, then again while one subscriber replays the\n\
+         \x20              whole topic from Beginning (some 25 s for 1 GiB)\n\
          \x20 group        not yet: needs consumer groups\n\
-         \x20 all          every scenario but recovery\n\
+         \x20 all          every scenario but recovery and replay (each over 15 s and\n\
+         \x20              --recovery-size of disk)\n\
          \nStores:\n\
          \x20 memory       --in-memory\n\
          \x20 disk-never   a fresh temp data dir, --fsync never\n\
@@ -1112,8 +1352,8 @@ fn help() -> String {
          \nWith 10,000 connections, use --broker-bin: in one process the broker's\n\
          sockets and the bench's would not fit the file-descriptor limit.\n\
          With --addr, --store does not apply (the broker has its own store), and\n\
-         storage and recovery, which start brokers of their own, cannot run:\n\
-         'all' leaves storage out.\n",
+         storage, recovery and replay, which start brokers of their own, cannot\n\
+         run: 'all' leaves storage out.\n",
     );
     text
 }
@@ -1226,7 +1466,7 @@ impl Options {
             if stores_named {
                 return Err("--store does not apply with --addr: the broker has its own".into());
             }
-            let own_brokers = [Scenario::Storage, Scenario::Recovery];
+            let own_brokers = [Scenario::Storage, Scenario::Recovery, Scenario::Replay];
             if let Some(scenario) = own_brokers
                 .iter()
                 .find(|scenario| options.scenarios.contains(scenario))

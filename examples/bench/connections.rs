@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use brook::protocol::status;
+use brook::protocol::{status, StartAt};
 
 use crate::histogram::Histogram;
 use crate::load::{self, Epoch, Framing, Pacing, Protocol, PublisherPlan, SequenceCheck, Tally};
@@ -124,6 +124,7 @@ fn publish_one(addr: SocketAddr, plan: &ConnectionsPlan, epoch: Epoch) -> Result
         payload_bytes: plan.payload_bytes,
         pacing: Pacing::FlatOut,
         protocol: Protocol::Binary,
+        finish: None,
     };
     load::publish(addr, &publisher, epoch)
         .map(drop)
@@ -191,7 +192,7 @@ fn poll_subscribers(
     };
     poller.open_and_subscribe(
         addr,
-        &load::subscribe_request(topic, Protocol::Binary),
+        &load::subscribe_request(topic, StartAt::Current, Protocol::Binary),
         count,
     );
     poller.await_messages();

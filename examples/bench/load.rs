@@ -18,7 +18,8 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -158,6 +159,45 @@ pub struct PublisherPlan {
     pub payload_bytes: usize,
     pub pacing: Pacing,
     pub protocol: Protocol,
+    /// `Some` for an open-ended publisher: it sends until asked to finish,
+    /// or until it has sent `count`.
+    pub finish: Option<Arc<Finish>>,
+}
+
+/// Ends an open-ended run, one that lasts as long as something else does:
+/// its publisher sends until [`ask`](Finish::ask)ed to stop, and its
+/// subscribers then expect as many messages as it sent.
+#[derive(Debug, Default)]
+pub struct Finish {
+    asked: AtomicBool,
+    /// How many messages the publisher sent, once it has finished; 0 until
+    /// then (it sends at least one).
+    sent: AtomicU64,
+}
+
+impl Finish {
+    pub fn ask(&self) {
+        self.asked.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether message `sequence`, about to be sent, is the publisher's
+    /// last. If it is, the count is stored before the message is written,
+    /// so a subscriber that has the message also knows the count.
+    fn is_last(&self, sequence: u64) -> bool {
+        let last = self.asked.load(Ordering::SeqCst);
+        if last {
+            self.sent.store(sequence + 1, Ordering::SeqCst);
+        }
+        last
+    }
+
+    /// How many the publisher sent, once it has finished.
+    pub fn sent(&self) -> Option<u64> {
+        match self.sent.load(Ordering::SeqCst) {
+            0 => None,
+            sent => Some(sent),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -307,6 +347,7 @@ fn send(stream: &TcpStream, plan: &PublisherPlan, epoch: Epoch) -> io::Result<Pu
         if let Pacing::Rate(rate) = plan.pacing {
             sleep_until(started + Duration::from_secs_f64(sequence as f64 / rate as f64));
         }
+        let last = plan.finish.as_ref().is_some_and(|f| f.is_last(sequence));
         if !encoder.has_room() {
             encoder.write_to(stream)?;
         }
@@ -324,6 +365,9 @@ fn send(stream: &TcpStream, plan: &PublisherPlan, epoch: Epoch) -> io::Result<Pu
         });
         if paced || now_ns - batch_started_ns >= MAX_BATCH_AGE_NS {
             encoder.write_to(stream)?;
+        }
+        if last {
+            break;
         }
     }
     encoder.write_to(stream)?;
@@ -421,16 +465,22 @@ fn sleep_until(deadline: Instant) {
 
 // ---- Subscribing ----
 
-/// Connects and subscribes to `topic` from Current, waiting for the
-/// Subscribed status (`+OK` in the line protocol). Nothing can be published
-/// to the topic before it returns, so the status is the only thing read.
-pub fn subscribe(addr: SocketAddr, topic: &str, protocol: Protocol) -> Result<TcpStream, String> {
+/// Connects and subscribes to `topic` from `start`, waiting for the
+/// Subscribed status (`+OK` in the line protocol). The status is the only
+/// thing read: deliveries, of stored messages or new ones, are left for
+/// [`receive`].
+pub fn subscribe(
+    addr: SocketAddr,
+    topic: &str,
+    start: StartAt,
+    protocol: Protocol,
+) -> Result<TcpStream, String> {
     let mut stream = TcpStream::connect(addr).map_err(|e| format!("cannot connect: {e}"))?;
     let subscribed = (|| {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
-        stream.write_all(&subscribe_request(topic, protocol))?;
+        stream.write_all(&subscribe_request(topic, start, protocol))?;
         match protocol {
             Protocol::Binary => read_status(&mut stream),
             Protocol::Line => read_subscribe_reply(&mut stream),
@@ -443,14 +493,20 @@ pub fn subscribe(addr: SocketAddr, topic: &str, protocol: Protocol) -> Result<Tc
     }
 }
 
-pub fn subscribe_request(topic: &str, protocol: Protocol) -> Vec<u8> {
+pub fn subscribe_request(topic: &str, start: StartAt, protocol: Protocol) -> Vec<u8> {
     let mut request = Vec::new();
     match protocol {
-        Protocol::Binary => protocol::encode_subscribe(&mut request, &[topic], StartAt::Current),
+        Protocol::Binary => protocol::encode_subscribe(&mut request, &[topic], start),
         Protocol::Line => {
             request.extend_from_slice(b"SUB ");
             line::encode_topic(&mut request, topic);
-            request.extend_from_slice(b" current\n");
+            let start = match start {
+                StartAt::Beginning => " beginning".to_owned(),
+                StartAt::Current => " current".to_owned(),
+                StartAt::From(offset) => format!(" from {offset}"),
+            };
+            request.extend_from_slice(start.as_bytes());
+            request.push(b'\n');
         }
     }
     request
@@ -689,6 +745,15 @@ impl SequenceCheck {
         self.tally.distinct == self.tally.expected
     }
 
+    /// Expects at most `count` messages from each publisher: the number an
+    /// open-ended publisher turned out to send.
+    pub fn cap(&mut self, count: u64) {
+        for track in &mut self.publishers {
+            track.expected = track.expected.min(count);
+        }
+        self.tally.expected = self.publishers.iter().map(|track| track.expected).sum();
+    }
+
     pub fn record(&mut self, publisher: u32, sequence: u64) {
         let Some(track) = self.publishers.get_mut(publisher as usize) else {
             self.tally.unexpected += 1;
@@ -787,8 +852,14 @@ impl ReadBuffer {
 #[derive(Debug, Clone)]
 pub struct SubscriberPlan {
     pub topic: String,
-    /// Messages expected from each publisher id.
+    /// Where in the topic it starts: Current, or Beginning to replay what
+    /// the topic holds.
+    pub start: StartAt,
+    /// Messages expected from each publisher id; with `finish`, the most.
     pub expected: Vec<u64>,
+    /// `Some` if its one publisher is open-ended (see [`Finish`]): it then
+    /// expects as many as that publisher sent.
+    pub finish: Option<Arc<Finish>>,
 }
 
 #[derive(Debug)]
@@ -832,7 +903,13 @@ pub fn receive(
         acks: Vec::with_capacity(READ_BUFFER / 16),
         report: SubscriberReport::nothing_received(plan),
     };
-    while !receiver.report.check.is_complete() {
+    loop {
+        if let Some(sent) = plan.finish.as_ref().and_then(|f| f.sent()) {
+            receiver.report.check.cap(sent);
+        }
+        if receiver.report.check.is_complete() {
+            break;
+        }
         if let Err(error) = receiver.read_and_ack() {
             let received = receiver.report.check.tally.distinct;
             receiver.report.error = Some(format!("{error}, after {received} messages"));

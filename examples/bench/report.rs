@@ -239,6 +239,10 @@ of memory: a disk store's msgs/s total divided by the memory store's in the same
 recovery: the fill row publishes the data dir's messages; in the restart row, msgs/s and MB/s
   are how fast the restarted broker read the log back (messages and payload bytes over its
   start-up time), and the notes give the start-up time and the directory's size.
+replay: the fill row as in recovery; the replay row is one subscriber reading the whole topic
+  from Beginning on the restarted broker (msgs/s and MB/s from subscribing to its last message,
+  no latency: the messages are as old as the fill); the pair rows are latency's paced 1 -> 1 on
+  another topic of that broker, alone and while the replay ran.
 ";
 
 // ---- CSV ----
