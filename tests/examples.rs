@@ -5,6 +5,8 @@
 //! Every child process is waited for with a deadline and killed if it runs
 //! past it, so a hung example fails its test instead of hanging the suite.
 
+mod common;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -12,9 +14,6 @@ use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
-
-use brook::config::{Config, Storage};
-use brook::server::{self, Broker};
 
 /// How long one run of an example may take.
 const EXAMPLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -25,7 +24,7 @@ const EXAMPLES: [&str; 4] = ["publisher", "subscriber", "producer", "consumer"];
 
 #[test]
 fn producer_then_consumer_shows_the_message() {
-    let broker = start_broker();
+    let broker = common::start_broker(&common::config());
     let port = broker.local_addr().port().to_string();
 
     let produced = run_example(
@@ -54,7 +53,7 @@ fn producer_then_consumer_shows_the_message() {
 
 #[test]
 fn publisher_then_subscriber_replays_from_an_offset() {
-    let broker = start_broker();
+    let broker = common::start_broker(&common::config());
     let port = broker.local_addr().port().to_string();
 
     let published = run_example("publisher", &["--count", "2", "--port", &port]);
@@ -119,15 +118,6 @@ fn assert_usage_error(name: &str, args: &[&str], message: &str) {
         "{name} {args:?}"
     );
     assert_eq!(stdout(&output), "", "{name} {args:?}");
-}
-
-fn start_broker() -> Broker {
-    let config = Config {
-        addr: "127.0.0.1:0".into(),
-        storage: Storage::Memory,
-        ..Config::default()
-    };
-    server::start(&config).expect("start a broker")
 }
 
 fn run_example(name: &str, args: &[&str]) -> Output {

@@ -11,6 +11,8 @@
 //! group of its own, so that a failed test can kill the script and all its
 //! children at once.
 
+mod common;
+
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -22,8 +24,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use brook::config::{Config, Storage};
-use brook::server::{self, Broker};
+use brook::server::Broker;
 
 /// How long one run of a script may take.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,10 +35,9 @@ const LINE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[test]
 fn publish_sh_prints_an_offset_per_message() {
-    if !nc_ready() {
+    let Some(broker) = broker_for_scripts() else {
         return;
-    }
-    let broker = start_broker();
+    };
     let addr = broker.local_addr();
 
     let published = run(
@@ -53,10 +53,9 @@ fn publish_sh_prints_an_offset_per_message() {
 
 #[test]
 fn publish_sh_passes_on_an_error_and_exits_1() {
-    if !nc_ready() {
+    let Some(broker) = broker_for_scripts() else {
         return;
-    }
-    let broker = start_broker();
+    };
     let addr = broker.local_addr();
 
     // The broker answers each PUB in order; the empty one is refused.
@@ -71,10 +70,9 @@ fn publish_sh_passes_on_an_error_and_exits_1() {
 
 #[test]
 fn binary_publish_sh_then_pull_sh_shows_the_message() {
-    if !nc_ready() {
+    let Some(broker) = broker_for_scripts() else {
         return;
-    }
-    let broker = start_broker();
+    };
     let addr = broker.local_addr();
 
     // Non-ASCII topic and payload: the length prefixes must count bytes.
@@ -93,10 +91,9 @@ fn binary_publish_sh_then_pull_sh_shows_the_message() {
 
 #[test]
 fn binary_publish_sh_shows_the_brokers_error() {
-    if !nc_ready() {
+    let Some(broker) = broker_for_scripts() else {
         return;
-    }
-    let broker = start_broker();
+    };
     let addr = broker.local_addr();
 
     // A topic name that is not UTF-8 gets an Error status back.
@@ -114,10 +111,9 @@ fn binary_publish_sh_shows_the_brokers_error() {
 
 #[test]
 fn pull_sh_takes_at_most_max_and_each_message_once() {
-    if !nc_ready() {
+    let Some(broker) = broker_for_scripts() else {
         return;
-    }
-    let broker = start_broker();
+    };
     let addr = broker.local_addr();
     let published = run(addr, "publish.sh", &["jobs", "m0", "m1", "m2"]);
     assert_output(&published, Some(0), "+OK 0\n+OK 1\n+OK 2\n", "");
@@ -132,10 +128,9 @@ fn pull_sh_takes_at_most_max_and_each_message_once() {
 
 #[test]
 fn quoted_topics_and_multi_line_messages_round_trip() {
-    if !nc_ready() {
+    let Some(broker) = broker_for_scripts() else {
         return;
-    }
-    let broker = start_broker();
+    };
     let addr = broker.local_addr();
 
     // A topic with a space is sent quoted, and so is one with `"` and `\`.
@@ -167,10 +162,9 @@ fn quoted_topics_and_multi_line_messages_round_trip() {
 
 #[test]
 fn subscribe_sh_beginning_shows_earlier_messages_then_new_ones() {
-    if !nc_ready() {
+    let Some(broker) = broker_for_scripts() else {
         return;
-    }
-    let broker = start_broker();
+    };
     let addr = broker.local_addr();
     let published = run(addr, "publish.sh", &["feed", "early 0", "early 1"]);
     assert_output(&published, Some(0), "+OK 0\n+OK 1\n", "");
@@ -195,10 +189,9 @@ fn subscribe_sh_beginning_shows_earlier_messages_then_new_ones() {
 
 #[test]
 fn subscribe_sh_current_and_from_start_where_they_are_told() {
-    if !nc_ready() {
+    let Some(broker) = broker_for_scripts() else {
         return;
-    }
-    let broker = start_broker();
+    };
     let addr = broker.local_addr();
     let published = run(addr, "publish.sh", &["feed", "m0", "m1"]);
     assert_output(&published, Some(0), "+OK 0\n+OK 1\n", "");
@@ -226,10 +219,9 @@ fn subscribe_sh_current_and_from_start_where_they_are_told() {
 
 #[test]
 fn subscribe_sh_passes_on_a_refused_subscription_and_exits_1() {
-    if !nc_ready() {
+    let Some(broker) = broker_for_scripts() else {
         return;
-    }
-    let broker = start_broker();
+    };
     let addr = broker.local_addr();
 
     // An offset beyond u64: the broker says `-ERR bad offset`, and the
@@ -327,13 +319,11 @@ fn smoke_sh_passes() {
 
 // ---- Helpers. ----
 
-fn start_broker() -> Broker {
-    let config = Config {
-        addr: "127.0.0.1:0".into(),
-        storage: Storage::Memory,
-        ..Config::default()
-    };
-    server::start(&config).expect("start a broker")
+/// A broker for the scripts to talk to, or `None` (the test then passes
+/// without running) if this machine has no suitable `nc`: see
+/// [`nc_ready`].
+fn broker_for_scripts() -> Option<Broker> {
+    nc_ready().then(|| common::start_broker(&common::config()))
 }
 
 fn script_path(name: &str) -> PathBuf {
