@@ -1,4 +1,5 @@
-//! The `brook` binary: parse the flags, start the broker, serve until killed.
+//! The `brook` binary: parse the flags, start the broker, and serve until
+//! killed, or until the store fails (then exit non-zero; a restart recovers).
 
 use std::process::ExitCode;
 

@@ -1,8 +1,10 @@
 //! Starting and stopping a broker: the listener, the acceptor thread, and the
 //! dispatcher thread.
 //!
-//! [`start`] binds the listening socket, starts the dispatcher thread with an
-//! empty topic table, and starts the acceptor thread. The acceptor gives every
+//! [`start`] binds the listening socket, opens the store the configuration
+//! asks for (the disk store recovers every topic it holds, and a damaged
+//! log stops the start here), starts the dispatcher thread with those
+//! topics, and starts the acceptor thread. The acceptor gives every
 //! accepted socket its own reader thread (`connection.rs`), named
 //! `conn-<id>-read`, and remembers the socket so that [`Broker::shutdown`]
 //! can close it. That is all the threads there are: one acceptor, one
