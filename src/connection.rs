@@ -33,17 +33,16 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::thread;
 
-use crossbeam_channel::Sender;
-
 use crate::dispatcher::{Command, ConnId};
 use crate::line;
 use crate::protocol::{self, Decoded, Limits, ProtocolError, Request};
+use crate::queue::CommandSender;
 use crate::writer::{self, Link, Listeners, Wire};
 
 /// What every reader thread shares.
 #[derive(Debug)]
 pub struct ReaderContext {
-    pub commands: Sender<Command>,
+    pub commands: CommandSender,
     pub limits: Limits,
     pub thread_stack_bytes: usize,
     /// How many frames may wait to be written to a client before its reader
@@ -197,10 +196,7 @@ impl Reader {
         if self.writer.is_none() && requests.iter().any(is_answered) {
             self.attach()?;
         }
-        let command = Command::Requests {
-            conn: self.id,
-            requests,
-        };
+        let command = Command::requests(self.id, requests);
         self.context
             .commands
             .send(command)

@@ -28,12 +28,14 @@
 //!
 //! The dispatcher thread owns every log, as it does in memory. An append
 //! encodes the record into a buffer and keeps the payload in a cache of the
-//! newest messages; [`TopicLog::sync`], at the end of the dispatcher's
-//! round, writes the buffer to the segment file and, as `--fsync` asks,
-//! forces it to disk. Subscribers that keep up read from the cache (the
-//! newest 64 MiB of payloads of each topic); an older
-//! message is read from its segment, found through a sparse in-memory index
-//! (one entry per 4 KiB of records) and a short scan of headers.
+//! newest messages; [`TopicLog::write`], at the end of the dispatcher's
+//! round, writes the buffer to the segment file and, with `--fsync batch`,
+//! returns the job that forces it to disk, which the syncer thread runs
+//! (`syncer.rs`). With `--fsync always` each append forces its record at
+//! once. Subscribers that keep up read from the cache (the newest 64 MiB
+//! of payloads of each topic); an older message is read from its segment,
+//! found through a sparse in-memory index (one entry per 4 KiB of records)
+//! and a short scan of headers.
 //!
 //! # Recovery
 //!
@@ -58,7 +60,7 @@ use byteorder::{BigEndian, ByteOrder};
 use crate::config::Fsync;
 use crate::crc32c::Crc32c;
 use crate::protocol::Payload;
-use crate::store::{NamedLog, Offset, Store, StoreError, TopicLog};
+use crate::store::{NamedLog, Offset, Store, StoreError, SyncJob, TopicLog};
 
 /// The bytes of a record before its payload.
 const HEADER_BYTES: usize = 24;
@@ -512,8 +514,9 @@ pub struct DiskLog {
     settings: LogSettings,
     /// Oldest first; the last one is the active segment, appended to.
     segments: Vec<Segment>,
-    /// The active segment, opened for appending.
-    writer: File,
+    /// The active segment, opened for appending. Shared with the syncer
+    /// thread's jobs, which force it to disk.
+    writer: Arc<File>,
     /// Encoded records not yet written to `writer`.
     buffer: Vec<u8>,
     /// Whether `writer` has been written to since it was last forced to
@@ -579,7 +582,7 @@ impl DiskLog {
             segments.push(Segment::open(path, 0)?);
         }
         let active = segments.last().map_or(0, |s| s.end);
-        let writer = open_for_append(&segments[segments.len() - 1].path)?;
+        let writer = Arc::new(open_for_append(&segments[segments.len() - 1].path)?);
         let pulled = read_pull_position(&dir)?.min(active);
         Ok(DiskLog {
             topic: topic.to_owned(),
@@ -611,7 +614,7 @@ impl DiskLog {
             return Ok(());
         }
         let path = &self.segments[self.segments.len() - 1].path;
-        self.writer
+        (&*self.writer)
             .write_all(&self.buffer)
             .map_err(StoreError::io(path))?;
         self.buffer.clear();
@@ -636,7 +639,7 @@ impl DiskLog {
         self.force()?;
         let path = self.dir.join(segment_file_name(self.next));
         create_segment_file(&path, &self.dir, self.settings.fsync)?;
-        self.writer = open_for_append(&path)?;
+        self.writer = Arc::new(open_for_append(&path)?);
         self.segments.push(Segment::open(path, self.next)?);
         Ok(())
     }
@@ -659,25 +662,6 @@ impl DiskLog {
 
     fn bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.len).sum()
-    }
-
-    /// Writes the pull position to a scratch file and renames it into
-    /// place, so a crash leaves the old position or the new, whole.
-    fn save_pull_position(&mut self) -> Result<(), StoreError> {
-        let scratch = self.dir.join(PULLED_SCRATCH_FILE);
-        let mut file = File::create(&scratch).map_err(StoreError::io(&scratch))?;
-        file.write_all(&self.pulled.to_be_bytes())
-            .map_err(StoreError::io(&scratch))?;
-        if self.settings.fsync != Fsync::Never {
-            file.sync_all().map_err(StoreError::io(&scratch))?;
-        }
-        let path = self.dir.join(PULLED_FILE);
-        fs::rename(&scratch, &path).map_err(StoreError::io(&path))?;
-        if self.settings.fsync != Fsync::Never {
-            sync_directory(&self.dir)?;
-        }
-        self.pulled_moved = false;
-        Ok(())
     }
 
     /// Whether the oldest segment (never the active one) holds only
@@ -703,7 +687,8 @@ impl TopicLog for DiskLog {
         self.cache_bytes += payload.len();
         self.cache.push_back(payload);
         if self.settings.fsync == Fsync::Always {
-            self.sync()?;
+            self.write_buffer()?;
+            self.force()?;
         } else if self.buffer.len() >= WRITE_BUFFER_BYTES {
             self.write_buffer()?;
         }
@@ -794,15 +779,52 @@ impl TopicLog for DiskLog {
         self.pulled_moved = true;
     }
 
-    fn sync(&mut self) -> Result<(), StoreError> {
+    /// Writes the buffered records. With `--fsync batch` the job forces
+    /// them to disk (`always` did as it appended, `never` leaves it to the
+    /// operating system); the pull position, if it moved, is saved by the
+    /// job too, so that neither costs the dispatcher a wait for the disk.
+    fn write(&mut self) -> Result<Option<SyncJob>, StoreError> {
         self.write_buffer()?;
-        self.force()?;
         self.trim_cache();
-        if self.pulled_moved {
-            self.save_pull_position()?;
+        let force = (self.unsynced && self.settings.fsync == Fsync::Batch).then(|| {
+            let path = self.segments[self.segments.len() - 1].path.clone();
+            (self.writer.clone(), path)
+        });
+        self.unsynced = false;
+        let pulled = self.pulled_moved.then(|| (self.dir.clone(), self.pulled));
+        self.pulled_moved = false;
+        if force.is_none() && pulled.is_none() {
+            return Ok(None);
         }
-        Ok(())
+        let fsync = self.settings.fsync;
+        Ok(Some(Box::new(move || {
+            if let Some((file, path)) = force {
+                file.sync_data().map_err(StoreError::io(path))?;
+            }
+            match pulled {
+                Some((dir, offset)) => save_pull_position(&dir, offset, fsync),
+                None => Ok(()),
+            }
+        })))
     }
+}
+
+/// Writes a topic's pull position to a scratch file and renames it into
+/// place, so a crash leaves the old position or the new, whole.
+fn save_pull_position(dir: &Path, offset: Offset, fsync: Fsync) -> Result<(), StoreError> {
+    let scratch = dir.join(PULLED_SCRATCH_FILE);
+    let mut file = File::create(&scratch).map_err(StoreError::io(&scratch))?;
+    file.write_all(&offset.to_be_bytes())
+        .map_err(StoreError::io(&scratch))?;
+    if fsync != Fsync::Never {
+        file.sync_all().map_err(StoreError::io(&scratch))?;
+    }
+    let path = dir.join(PULLED_FILE);
+    fs::rename(&scratch, &path).map_err(StoreError::io(&path))?;
+    if fsync != Fsync::Never {
+        sync_directory(dir)?;
+    }
+    Ok(())
 }
 
 /// The time, in ms since 1970, as records carry it.
@@ -985,6 +1007,13 @@ mod tests {
         }
     }
 
+    /// What the dispatcher and the syncer do at the end of a round.
+    fn write_durably(log: &mut dyn TopicLog) {
+        if let Some(job) = log.write().unwrap() {
+            job().unwrap();
+        }
+    }
+
     fn message(i: u64) -> Payload {
         Payload::from(format!("message {i:04}").repeat(5).into_bytes())
     }
@@ -1019,7 +1048,7 @@ mod tests {
         for i in 0..1000 {
             assert_eq!(log.append(message(i)).unwrap(), i);
         }
-        log.sync().unwrap();
+        write_durably(log.as_mut());
         drop(log);
 
         let mut store = DiskStore::new(&temp.0, settings(16 << 10, None));
@@ -1087,7 +1116,7 @@ mod tests {
         for i in 0..1000 {
             log.append(message(i)).unwrap();
         }
-        log.sync().unwrap();
+        write_durably(log.as_mut());
         assert!(log.over_retention());
         log.apply_retention(100); // a reader is at offset 100
         assert!(log.start() <= 100 && log.start() > 0);

@@ -12,8 +12,10 @@
 //! A round is: wait for one command (or the next timer), then take every
 //! command already queued, up to [`MAX_COMMANDS_PER_ROUND`] or 5 ms of work,
 //! then fire the timers that are due, then trim the topics that grew past
-//! their retention, then make the round's messages durable (the store's
-//! sync), then flush the outboxes. Under load a round carries
+//! their retention, then write the round's messages out of the logs that
+//! changed, then pack the outboxes and post them, once what they tell of
+//! is durable: at once in memory, after the syncer thread's fsync with
+//! `--fsync batch` (see `syncer.rs`). Under load a round carries
 //! many messages, so channel sends and wake-ups are paid per batch, not per
 //! message.
 //!
@@ -39,13 +41,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::RecvTimeoutError;
 
 use crate::protocol::{AckMode, Decoded, Payload, Request, StartAt};
+use crate::queue::CommandReceiver;
 use crate::session::{DeliveryPolicy, Session};
 use crate::stats::{BrokerReport, TopicReport, Traffic};
-use crate::store::{Offset, Store, StoreError, TopicLog};
-use crate::writer::{Link, Reply, Writer};
+use crate::store::{Offset, Store, StoreError, SyncJob, TopicLog};
+use crate::syncer::Syncer;
+use crate::writer::{Link, Parcel, Reply, Writer};
 
 /// Identifies a connection for the lifetime of the broker.
 pub type ConnId = u64;
@@ -106,10 +110,13 @@ pub enum Command {
     /// The connection will be written to: here is its writer. Sent before
     /// the first request that needs a reply.
     Attach { conn: ConnId, writer: Writer },
-    /// Requests (and refusals) decoded from the connection, in order.
+    /// Requests (and refusals) decoded from the connection, in order, and
+    /// the bytes of message payload among them (see [`queue`](crate::queue)).
+    /// Made by [`Command::requests`].
     Requests {
         conn: ConnId,
         requests: Vec<Decoded>,
+        payload_bytes: usize,
     },
     /// The connection's writer has written, as the session asked: sent by
     /// the writer thread, for deliveries that wait for room to be written.
@@ -120,6 +127,32 @@ pub enum Command {
     Shutdown,
 }
 
+impl Command {
+    /// The command that carries `requests` from connection `conn`.
+    pub fn requests(conn: ConnId, requests: Vec<Decoded>) -> Command {
+        let payload_bytes = requests
+            .iter()
+            .map(|request| match request {
+                Ok(Request::Publish { payload, .. }) => payload.len(),
+                _ => 0,
+            })
+            .sum();
+        Command::Requests {
+            conn,
+            requests,
+            payload_bytes,
+        }
+    }
+
+    /// How many bytes of message payload the command carries.
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            Command::Requests { payload_bytes, .. } => *payload_bytes,
+            _ => 0,
+        }
+    }
+}
+
 /// A topic: its log, the connections subscribed to it, and its counters.
 pub struct Topic {
     pub name: Arc<str>,
@@ -127,8 +160,8 @@ pub struct Topic {
     subscribers: Vec<ConnId>,
     pub traffic: Traffic,
     /// Whether the log was appended to or pulled from this round, so it
-    /// must be synced before the round's frames go out.
-    unsynced: bool,
+    /// must be written (and made durable) before the round's frames go out.
+    unwritten: bool,
 }
 
 impl std::fmt::Debug for Topic {
@@ -152,6 +185,8 @@ pub struct Dispatcher {
     last_published: Option<(Arc<str>, TopicId)>,
     sessions: IdMap<ConnId, Session>,
     chores: Chores,
+    /// Forces each round's writes to disk and then posts its frames.
+    syncer: Syncer,
     /// When to look next for topics that aged past their retention, if the
     /// store's logs can (see [`Store::ages_out`]).
     next_age_check: Option<Instant>,
@@ -171,7 +206,11 @@ struct Chores {
     /// Topics that grew past their retention this round.
     to_trim: Vec<TopicId>,
     /// Topics appended to or pulled from this round.
-    to_sync: Vec<TopicId>,
+    to_write: Vec<TopicId>,
+    /// What makes this round's writes durable, and the frames that must
+    /// wait for it.
+    sync_jobs: Vec<SyncJob>,
+    parcels: Vec<Parcel>,
     /// Writers of closed connections that still had frames to write, with
     /// the time by which they must be done. In deadline order, since every
     /// writer gets the same linger.
@@ -180,10 +219,10 @@ struct Chores {
 
 impl Chores {
     /// Notes that `topic` (whose id is `id`) changed this round.
-    fn sync_later(&mut self, id: TopicId, topic: &mut Topic) {
-        if !topic.unsynced {
-            topic.unsynced = true;
-            self.to_sync.push(id);
+    fn write_later(&mut self, id: TopicId, topic: &mut Topic) {
+        if !topic.unwritten {
+            topic.unwritten = true;
+            self.to_write.push(id);
         }
     }
 
@@ -213,10 +252,12 @@ impl Chores {
 }
 
 impl Dispatcher {
-    /// A dispatcher with the topics `store` already holds.
+    /// A dispatcher with the topics `store` already holds, whose rounds go
+    /// out through `syncer`.
     pub fn new(
         policy: DeliveryPolicy,
         mut store: Box<dyn Store>,
+        syncer: Syncer,
         connections: Arc<AtomicUsize>,
     ) -> Result<Dispatcher, StoreError> {
         let recovered = store.recover()?;
@@ -229,6 +270,7 @@ impl Dispatcher {
             last_published: None,
             sessions: IdMap::default(),
             chores: Chores::default(),
+            syncer,
             next_age_check,
             started: Instant::now(),
             connections,
@@ -247,8 +289,10 @@ impl Dispatcher {
     /// delivered, and the log on disk is left as a crash would leave it,
     /// which recovery knows how to read. Carrying on instead would mean
     /// guessing what of the log the disk really holds.
-    pub fn run(mut self, commands: Receiver<Command>) -> Result<(), StoreError> {
-        let result = self.run_rounds(&commands);
+    pub fn run(mut self, commands: CommandReceiver) -> Result<(), StoreError> {
+        let rounds = self.run_rounds(&commands);
+        // Rounds already handed to the syncer still go out, once durable.
+        let result = rounds.and(self.syncer.stop());
         if let Err(error) = &result {
             log::error!(
                 "cannot store messages ({error}); stopping. Nothing unstored was \
@@ -258,12 +302,9 @@ impl Dispatcher {
         result
     }
 
-    fn run_rounds(&mut self, commands: &Receiver<Command>) -> Result<(), StoreError> {
+    fn run_rounds(&mut self, commands: &CommandReceiver) -> Result<(), StoreError> {
         loop {
-            let first = match self.next_deadline() {
-                Some(when) => commands.recv_deadline(when),
-                None => commands.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            };
+            let first = commands.recv_until(self.next_deadline());
             let now = Instant::now();
             match first {
                 Ok(command) => {
@@ -287,8 +328,8 @@ impl Dispatcher {
             self.close_lingering(now);
             self.check_ages(now);
             self.apply_retention();
-            self.sync()?;
-            self.flush();
+            self.write_logs()?;
+            self.flush()?;
         }
     }
 
@@ -300,7 +341,7 @@ impl Dispatcher {
                 let session = Session::new(conn, writer, self.policy, now);
                 self.sessions.insert(conn, session);
             }
-            Command::Requests { conn, requests } => {
+            Command::Requests { conn, requests, .. } => {
                 for request in requests {
                     self.request(conn, request, now)?;
                 }
@@ -386,7 +427,7 @@ impl Dispatcher {
         let bytes = payload.len();
         let offset = topic.log.append(payload)?;
         topic.traffic.received(bytes);
-        self.chores.sync_later(id, topic);
+        self.chores.write_later(id, topic);
         if topic.log.over_retention() {
             self.chores.trim_later(id);
         }
@@ -483,7 +524,7 @@ impl Dispatcher {
     fn serve(&mut self, conn: ConnId, now: Instant) {
         if let Some(session) = self.sessions.get_mut(&conn) {
             for id in session.serve_pulls(&mut self.topics, now) {
-                self.chores.sync_later(id, &mut self.topics[id]);
+                self.chores.write_later(id, &mut self.topics[id]);
             }
             session.pump(&self.topics, now);
             self.settle_or_finish(conn, now);
@@ -540,7 +581,9 @@ impl Dispatcher {
         let Some(mut session) = self.sessions.remove(&conn) else {
             return;
         };
-        session.flush();
+        if let Some(parcel) = session.pack() {
+            self.chores.parcels.push(parcel);
+        }
         let stalled = session.is_pulling();
         let link = session.finish();
         if stalled {
@@ -638,13 +681,18 @@ impl Dispatcher {
         }
     }
 
-    fn flush(&mut self) {
+    /// Packs every outbox filled this round and posts them, after the
+    /// round's writes are durable (see `syncer.rs`).
+    fn flush(&mut self) -> Result<(), StoreError> {
         for conn in self.chores.to_flush.drain(..) {
             if let Some(session) = self.sessions.get_mut(&conn) {
                 session.flush_registered = false;
-                session.flush();
+                self.chores.parcels.extend(session.pack());
             }
         }
+        let jobs = std::mem::take(&mut self.chores.sync_jobs);
+        let parcels = std::mem::take(&mut self.chores.parcels);
+        self.syncer.post_after(jobs, parcels)
     }
 
     /// The id of the topic called `name`, creating the topic if it is new.
@@ -663,20 +711,22 @@ impl Dispatcher {
             log,
             subscribers: Vec::new(),
             traffic: Traffic::default(),
-            unsynced: false,
+            unwritten: false,
         });
         self.topic_ids.insert(name, id);
         id
     }
 
-    /// Makes this round's messages durable before anything about them goes
-    /// out. With `--fsync batch` this is the group commit: one fsync per
-    /// topic per round, however many publishers the round carried.
-    fn sync(&mut self) -> Result<(), StoreError> {
-        for id in self.chores.to_sync.drain(..) {
+    /// Writes this round's messages (and pull positions) out of each log
+    /// that changed, and collects the jobs that make them durable. With
+    /// `--fsync batch` this is the group commit: one fsync per topic per
+    /// round at most, however many publishers the round carried, and it
+    /// runs on the syncer thread.
+    fn write_logs(&mut self) -> Result<(), StoreError> {
+        for id in self.chores.to_write.drain(..) {
             let topic = &mut self.topics[id];
-            topic.unsynced = false;
-            topic.log.sync()?;
+            topic.unwritten = false;
+            self.chores.sync_jobs.extend(topic.log.write()?);
         }
         Ok(())
     }

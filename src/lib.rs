@@ -19,6 +19,8 @@
 //!   that turns a byte stream into requests.
 //! - [`line`](mod@line): the line protocol's decoder and encoders, producing the same
 //!   requests.
+//! - [`queue`]: the bounded queue of commands from the readers to the
+//!   dispatcher, which holds publishers back when the dispatcher is behind.
 //! - [`dispatcher`]: the one thread that owns the topic table.
 //! - [`store`]: each topic's append-only log of messages, in memory or, with
 //!   [`disk`] (and [`crc32c`]), in checksummed segment files that survive a
@@ -26,6 +28,8 @@
 //! - [`session`]: one connection's subscriptions, in-flight deliveries,
 //!   redeliveries and pulls.
 //! - [`stats`]: the counters behind `TOPICS` and `STATS`.
+//! - [`syncer`]: the thread that forces each round's writes to disk, then
+//!   posts the round's frames to the writers.
 //! - [`writer`]: the writer thread, the only code that writes to a socket.
 //! - [`client`]: a blocking Rust client, used by the examples and tests.
 
@@ -38,8 +42,10 @@ pub mod dispatcher;
 pub mod json;
 pub mod line;
 pub mod protocol;
+pub mod queue;
 pub mod server;
 pub mod session;
 pub mod stats;
 pub mod store;
+pub mod syncer;
 pub mod writer;

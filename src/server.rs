@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
-use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
 use crate::config::{Config, Storage};
@@ -32,7 +31,9 @@ use crate::connection::{self, ReaderContext};
 use crate::disk::{DiskStore, LogSettings};
 use crate::dispatcher::{Command, ConnId, Dispatcher};
 use crate::protocol::{self, status};
+use crate::queue::{self, CommandSender};
 use crate::store::{MemoryStore, Store, StoreError};
+use crate::syncer::Syncer;
 
 /// How many commands may wait for the dispatcher before readers block.
 const COMMAND_QUEUE: usize = 4096;
@@ -75,7 +76,7 @@ pub struct Broker {
     local_addr: SocketAddr,
     max_connections: usize,
     stopping: Arc<AtomicBool>,
-    commands: Sender<Command>,
+    commands: CommandSender,
     connections: OpenConnections,
     acceptor: Option<JoinHandle<()>>,
     dispatcher: Option<JoinHandle<Result<(), StoreError>>>,
@@ -86,12 +87,13 @@ pub fn start(config: &Config) -> io::Result<Broker> {
     let listener = TcpListener::bind(&config.addr)?;
     let local_addr = listener.local_addr()?;
 
-    let (commands, queue) = crossbeam_channel::bounded(COMMAND_QUEUE);
+    let (commands, queue) = queue::bounded(COMMAND_QUEUE, queue::MAX_QUEUED_PAYLOAD_BYTES);
     let connections = OpenConnections::default();
     // Recovers every stored topic first: a damaged log stops the start.
     let dispatcher = Dispatcher::new(
         config.delivery_policy(),
         store(config),
+        Syncer::spawn()?,
         connections.count.clone(),
     )
     .map_err(io::Error::other)?;

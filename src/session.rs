@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use crate::dispatcher::{ConnId, IdMap, Topic, TopicId};
 use crate::protocol::{AckMode, Payload, StartAt};
 use crate::store::Offset;
-use crate::writer::{Batch, Link, Outgoing, Reply, Writer};
+use crate::writer::{Batch, Link, Outgoing, Parcel, Reply, Writer};
 
 /// The delivery rules every session follows, from the broker's flags.
 #[derive(Debug, Clone, Copy)]
@@ -342,18 +342,18 @@ impl Session {
         !self.pulls.is_empty()
     }
 
-    /// Hands the queued frames to the writer thread. Closes the connection
-    /// if replies pile up behind a pull: the client keeps sending requests
-    /// while it does not read the pull.
-    pub fn flush(&mut self) {
-        if !self.outbox.is_empty() {
-            self.writer.send(std::mem::take(&mut self.outbox));
-        }
+    /// Packs the queued frames for the writer thread, for the dispatcher to
+    /// post at the end of its round. Closes the connection if replies pile
+    /// up behind a pull: the client keeps sending requests while it does
+    /// not read the pull.
+    pub fn pack(&mut self) -> Option<Parcel> {
         let held: usize = self.pulls.iter().map(|p| p.replies_after.len()).sum();
         if held > MAX_HELD_REPLIES {
             log::warn!("conn {}: not reading its replies; closing it", self.id);
             self.writer.link().close();
         }
+        let has_frames = !self.outbox.is_empty();
+        has_frames.then(|| self.writer.pack(std::mem::take(&mut self.outbox)))
     }
 
     /// Gives up the session: the connection has closed. Its writer's

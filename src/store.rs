@@ -72,17 +72,23 @@ pub trait TopicLog: Send {
     /// log, so that pulled messages stay pulled across a restart.
     fn pull_position(&self) -> Offset;
 
-    /// Moves the pull position; the next [`TopicLog::sync`] makes it
-    /// durable.
+    /// Moves the pull position; the next [`TopicLog::write`] saves it.
     fn set_pull_position(&mut self, offset: Offset);
 
-    /// Makes every message appended so far as durable as the store
-    /// promises, and saves the pull position. The dispatcher calls it at
-    /// the end of each round in which the log grew or was pulled from,
-    /// before it sends anything about those messages: a confirmation, a
-    /// delivery, a pulled message.
-    fn sync(&mut self) -> Result<(), StoreError>;
+    /// Hands every message appended so far, and the pull position, to the
+    /// operating system, and returns what must still be done to make them
+    /// as durable as the store promises, if anything: for the disk store
+    /// with `--fsync batch`, an fsync. The dispatcher calls it at the end of
+    /// each round in which the log grew or was pulled from, has the job run
+    /// on the syncer thread (`syncer.rs`), and sends nothing about those
+    /// messages (a confirmation, a delivery, a pulled message) before the
+    /// job is done.
+    fn write(&mut self) -> Result<Option<SyncJob>, StoreError>;
 }
+
+/// Work that makes a log's writes durable, such as an fsync. It runs on the
+/// syncer thread, so the dispatcher goes on with its next round meanwhile.
+pub type SyncJob = Box<dyn FnOnce() -> Result<(), StoreError> + Send>;
 
 /// Why a store could not do what was asked.
 #[derive(Debug)]
@@ -206,8 +212,8 @@ impl TopicLog for MemoryLog {
         self.pulled = offset;
     }
 
-    fn sync(&mut self) -> Result<(), StoreError> {
-        Ok(())
+    fn write(&mut self) -> Result<Option<SyncJob>, StoreError> {
+        Ok(None)
     }
 
     fn apply_retention(&mut self, keep_from: Offset) {

@@ -46,6 +46,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::dispatcher::{Command, ConnId};
 use crate::line;
 use crate::protocol::{self, Payload};
+use crate::queue::CommandSender;
 use crate::stats::{BrokerReport, TopicReport};
 use crate::store::Offset;
 
@@ -123,14 +124,42 @@ struct LinkState {
     ended: AtomicBool,
 }
 
+/// Frames packed for a writer thread and not yet on its channel. The
+/// dispatcher packs a session's frames at the end of a round; they are
+/// posted once everything they tell of is durable, which with the disk
+/// store is after the syncer thread has forced the round's writes to disk
+/// (see `syncer.rs`). They count as unwritten from the moment they are
+/// packed, so the windows the dispatcher keeps include them.
+#[derive(Debug)]
+pub struct Parcel {
+    frames: Sender<Batch>,
+    batch: Batch,
+}
+
+impl Parcel {
+    /// A parcel for a channel of the test's own, with no writer thread.
+    #[cfg(test)]
+    pub(crate) fn for_test(frames: Sender<Batch>, batch: Batch) -> Parcel {
+        Parcel { frames, batch }
+    }
+
+    /// Puts the frames on the writer's channel. If the writer has gone (the
+    /// socket failed), they are dropped: the connection's reader notices
+    /// the failure too and reports the disconnect.
+    pub fn post(self) {
+        let _ = self.frames.send(self.batch);
+    }
+}
+
 impl Writer {
-    /// Queues `batch` for the socket. If the writer has gone (the socket
-    /// failed), the frames are dropped: the connection's reader notices the
-    /// failure too and reports the disconnect.
-    pub fn send(&self, batch: Batch) {
+    /// Packs `batch` for the socket, to be posted when it may go out.
+    pub fn pack(&self, batch: Batch) -> Parcel {
         let state = &self.link.state;
         state.unwritten.fetch_add(batch.len(), Ordering::SeqCst);
-        let _ = self.frames.send(batch);
+        Parcel {
+            frames: self.frames.clone(),
+            batch,
+        }
     }
 
     pub fn link(&self) -> &Link {
@@ -138,7 +167,8 @@ impl Writer {
     }
 
     /// Closes the channel, so the thread ends once it has written what it
-    /// has, and keeps the link to watch it do so.
+    /// has (parcels still to be posted included), and keeps the link to
+    /// watch it do so.
     pub fn finish(self) -> Link {
         self.link
     }
@@ -193,7 +223,7 @@ const MAX_BYTES_PER_WRITE: usize = 1 << 20;
 /// is waiting ([`Link::wait_until_unwritten_at_most`]).
 #[derive(Debug)]
 pub struct Listeners {
-    pub dispatcher: Sender<Command>,
+    pub dispatcher: CommandSender,
     pub reader: Thread,
 }
 

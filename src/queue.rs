@@ -1,0 +1,238 @@
+//! The dispatcher's queue: how commands travel from the reader and writer
+//! threads to the dispatcher, and how publishers are held back when the
+//! dispatcher falls behind.
+//!
+//! A command is a batch: one `read()`'s worth of requests, which for a busy
+//! publisher is a thousand messages or more. A channel bounded only by its
+//! number of commands would let a fast publisher queue millions of messages
+//! in front of the dispatcher. That costs memory, and it costs time: an ack
+//! queued behind them waits its turn, long enough for its delivery to time
+//! out, and a subscriber falls so far behind that it reads from disk instead
+//! of the store's cache.
+//!
+//! So the queue has two bounds. The channel holds at most so many commands,
+//! and the payloads of the messages in it add up to at most
+//! [`MAX_QUEUED_PAYLOAD_BYTES`]. A reader with messages to send waits until
+//! they fit; meanwhile it reads nothing from its socket, so TCP slows its
+//! publisher down. Commands without payload (subscribes, acks, a writer's
+//! notice) never wait for payload room, so consumers keep being heard
+//! however hard publishers push.
+//!
+//! ```text
+//!   reader ──send──▶ [ command | command | … ] ──recv──▶ dispatcher
+//!      │              payload bytes ≤ the limit               │
+//!      └── waits for room ◀──────── gives room back ──────────┘
+//! ```
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::{Condvar, Mutex};
+
+use crate::dispatcher::Command;
+
+/// How many bytes of message payloads may wait in the queue before readers
+/// wait. About ten milliseconds of work for the dispatcher at full speed:
+/// enough to keep it busy while readers refill the queue, small enough that
+/// an ack behind a full queue is answered long before it could time out.
+pub const MAX_QUEUED_PAYLOAD_BYTES: usize = 4 << 20;
+
+/// The queue's dispatcher is gone: it stopped, or the broker is shutting
+/// down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disconnected;
+
+/// A queue holding at most `max_commands` commands and
+/// `max_payload_bytes` bytes of payload (but always one command, however
+/// large, when it is empty).
+pub fn bounded(max_commands: usize, max_payload_bytes: usize) -> (CommandSender, CommandReceiver) {
+    let (commands, queue) = crossbeam_channel::bounded(max_commands);
+    let room = Arc::new(PayloadRoom {
+        limit: max_payload_bytes,
+        state: Mutex::new(RoomState::default()),
+        freed: Condvar::new(),
+    });
+    let sender = CommandSender {
+        commands,
+        room: room.clone(),
+    };
+    let receiver = CommandReceiver { queue, room };
+    (sender, receiver)
+}
+
+/// The sending end, cloned into every reader and writer thread.
+#[derive(Debug, Clone)]
+pub struct CommandSender {
+    commands: Sender<Command>,
+    room: Arc<PayloadRoom>,
+}
+
+impl CommandSender {
+    /// Queues `command`, first waiting for room for its payload, if it
+    /// carries any.
+    pub fn send(&self, command: Command) -> Result<(), Disconnected> {
+        let bytes = command.payload_bytes();
+        if bytes > 0 {
+            self.room.take(bytes)?;
+        }
+        self.commands.send(command).map_err(|_| Disconnected)
+    }
+}
+
+/// The dispatcher's end. Dropping it (the dispatcher stopped) wakes every
+/// reader waiting for room, which then stops too.
+#[derive(Debug)]
+pub struct CommandReceiver {
+    queue: Receiver<Command>,
+    room: Arc<PayloadRoom>,
+}
+
+impl CommandReceiver {
+    /// Waits for the next command, until `deadline` if there is one.
+    pub fn recv_until(&self, deadline: Option<Instant>) -> Result<Command, RecvTimeoutError> {
+        let received = match deadline {
+            Some(when) => self.queue.recv_deadline(when),
+            None => self
+                .queue
+                .recv()
+                .map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        received.inspect(|command| self.room.give_back(command.payload_bytes()))
+    }
+
+    /// The commands queued now, without waiting.
+    pub fn try_iter(&self) -> impl Iterator<Item = Command> + '_ {
+        self.queue
+            .try_iter()
+            .inspect(|command| self.room.give_back(command.payload_bytes()))
+    }
+}
+
+impl Drop for CommandReceiver {
+    fn drop(&mut self) {
+        self.room.close();
+    }
+}
+
+/// The payload budget shared by both ends.
+#[derive(Debug)]
+struct PayloadRoom {
+    limit: usize,
+    state: Mutex<RoomState>,
+    /// Signalled when room is given back, or the queue closes.
+    freed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct RoomState {
+    /// Payload bytes of the commands in the queue.
+    queued: usize,
+    /// Readers waiting in [`PayloadRoom::take`]: the dispatcher only pays
+    /// for a wake-up when someone waits.
+    waiting: usize,
+    closed: bool,
+}
+
+impl PayloadRoom {
+    /// Waits until `bytes` fit under the limit, or the queue is empty (so
+    /// one command larger than the limit still goes through), then counts
+    /// them as queued.
+    fn take(&self, bytes: usize) -> Result<(), Disconnected> {
+        let mut state = self.state.lock();
+        while !state.closed && state.queued > 0 && state.queued + bytes > self.limit {
+            state.waiting += 1;
+            self.freed.wait(&mut state);
+            state.waiting -= 1;
+        }
+        if state.closed {
+            return Err(Disconnected);
+        }
+        state.queued += bytes;
+        Ok(())
+    }
+
+    fn give_back(&self, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        let mut state = self.state.lock();
+        state.queued -= bytes;
+        if state.waiting > 0 {
+            self.freed.notify_all();
+        }
+    }
+
+    fn close(&self) {
+        self.state.lock().closed = true;
+        self.freed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Request;
+    use std::thread;
+    use std::time::Duration;
+
+    fn publish(bytes: usize) -> Command {
+        let request = Request::Publish {
+            topic: Arc::from("t"),
+            payload: vec![0; bytes].into(),
+            confirm: false,
+        };
+        Command::requests(1, vec![Ok(request)])
+    }
+
+    /// Sends `command` on another thread, and reports when it is queued.
+    fn send_elsewhere(sender: &CommandSender, command: Command) -> crossbeam_channel::Receiver<()> {
+        let (sent, done) = crossbeam_channel::bounded(1);
+        let sender = sender.clone();
+        thread::spawn(move || {
+            if sender.send(command).is_ok() {
+                let _ = sent.send(());
+            }
+        });
+        done
+    }
+
+    #[test]
+    fn a_sender_waits_for_payload_room_but_not_a_command_without_payload() {
+        let (sender, receiver) = bounded(16, 100);
+        sender.send(publish(60)).unwrap();
+        let second = send_elsewhere(&sender, publish(60));
+        // An ack carries no payload: it goes straight in, past the full room.
+        sender
+            .send(Command::requests(2, vec![Ok(Request::Ack)]))
+            .unwrap();
+        assert!(second.recv_timeout(Duration::from_millis(50)).is_err());
+        assert_eq!(receiver.recv_until(None).unwrap().payload_bytes(), 60);
+        second
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the second publish goes in once the first is taken");
+        let rest: Vec<usize> = receiver.try_iter().map(|c| c.payload_bytes()).collect();
+        assert_eq!(rest, [0, 60]);
+    }
+
+    #[test]
+    fn a_command_larger_than_the_limit_goes_through_an_empty_queue() {
+        let (sender, receiver) = bounded(16, 100);
+        sender.send(publish(1000)).unwrap();
+        assert_eq!(receiver.recv_until(None).unwrap().payload_bytes(), 1000);
+    }
+
+    #[test]
+    fn a_waiting_sender_stops_when_the_dispatcher_is_gone() {
+        let (sender, receiver) = bounded(16, 100);
+        sender.send(publish(100)).unwrap();
+        let (result, outcome) = crossbeam_channel::bounded(1);
+        let waiting = sender.clone();
+        thread::spawn(move || {
+            let _ = result.send(waiting.send(publish(100)));
+        });
+        drop(receiver);
+        let outcome = outcome.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(outcome, Err(Disconnected));
+    }
+}
