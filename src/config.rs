@@ -22,7 +22,11 @@ pub struct Config {
     pub ack_delay: Duration,
     pub ack_timeout: Duration,
     pub max_deliveries: u32,
+    /// How many deliveries a subscriber connection may have unanswered (or,
+    /// if they need no answer, unwritten) at once.
     pub max_inflight: usize,
+    /// How many bytes of payload those deliveries may add up to.
+    pub subscriber_buffer: usize,
     pub max_message_bytes: usize,
     /// The most connections served at once; more are refused. `None`: as
     /// many as the machine's limits allow (see `server::connection_capacity`).
@@ -63,7 +67,8 @@ impl Default for Config {
             ack_delay: Duration::from_secs(1),
             ack_timeout: Duration::from_secs(2),
             max_deliveries: 5,
-            max_inflight: 1024,
+            max_inflight: 16384,
+            subscriber_buffer: 16 << 20,
             max_message_bytes: 8 << 20,
             max_connections: None,
             retention_bytes: None,
@@ -86,6 +91,7 @@ impl Config {
             ack_timeout: self.ack_timeout,
             max_deliveries: self.max_deliveries,
             max_inflight: self.max_inflight,
+            subscriber_buffer: self.subscriber_buffer,
             linger: self.linger,
         }
     }
@@ -137,7 +143,7 @@ impl fmt::Display for Fsync {
 /// What the command line asked for.
 #[derive(Debug)]
 pub enum Invocation {
-    Run(Config),
+    Run(Box<Config>),
     Help,
 }
 
@@ -229,9 +235,16 @@ const FLAGS: &[Flag] = &[
     Flag {
         name: "--max-inflight",
         value: "N",
-        help: "deliveries a subscriber may leave unanswered [default: 1024]",
+        help: "deliveries a subscriber may leave unanswered [default: 16384]",
         expected: COUNT,
         set: |config, value| parse_count(value).map(|v| config.max_inflight = v),
+    },
+    Flag {
+        name: "--subscriber-buffer",
+        value: "BYTES",
+        help: "payload bytes those deliveries may add up to [default: 16MiB]",
+        expected: LIMIT,
+        set: |config, value| parse_length_limit(value).map(|v| config.subscriber_buffer = v),
     },
     Flag {
         name: "--max-connections",
@@ -384,7 +397,7 @@ where
             });
         }
     }
-    Ok(Invocation::Run(config))
+    Ok(Invocation::Run(Box::new(config)))
 }
 
 /// Parses a limit for a `u32` length prefix: 1 byte to 4 GiB.

@@ -7,7 +7,7 @@ use brook::config::{self, Invocation, Storage};
 
 fn main() -> ExitCode {
     let config = match config::parse_args(std::env::args().skip(1)) {
-        Ok(Invocation::Run(config)) => config,
+        Ok(Invocation::Run(config)) => *config,
         Ok(Invocation::Help) => {
             print!("{}", config::help());
             return ExitCode::SUCCESS;

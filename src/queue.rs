@@ -33,10 +33,12 @@ use parking_lot::{Condvar, Mutex};
 use crate::dispatcher::Command;
 
 /// How many bytes of message payloads may wait in the queue before readers
-/// wait. About ten milliseconds of work for the dispatcher at full speed:
-/// enough to keep it busy while readers refill the queue, small enough that
-/// an ack behind a full queue is answered long before it could time out.
-pub const MAX_QUEUED_PAYLOAD_BYTES: usize = 4 << 20;
+/// wait: four full reads of a busy publisher, a few milliseconds of work
+/// for the dispatcher. Enough to keep it busy while a reader wakes up and
+/// decodes more, and short, because every ack waits its turn behind it:
+/// the time an ack takes to come back is what a subscriber's in-flight
+/// window must cover to run at full speed.
+pub const MAX_QUEUED_PAYLOAD_BYTES: usize = 1 << 20;
 
 /// The queue's dispatcher is gone: it stopped, or the broker is shutting
 /// down.

@@ -25,6 +25,15 @@
 //! A message is delivered at most `max_deliveries` times; after that it is
 //! given up and logged with its topic and offset.
 //!
+//! The window has two bounds: at most `max_inflight` deliveries, and at
+//! most `subscriber_buffer` bytes of their payloads, may be unanswered at
+//! once. A subscriber that stops reading fills its window and then gets
+//! nothing more; nothing queues up for it beyond that, so it costs the
+//! broker a bounded amount of memory and nobody else any time. Its cursor
+//! waits in the log, and once it reads and answers again it catches up
+//! from there at its own pace, in order, and is back on the live stream
+//! when its cursor reaches the end of the log.
+//!
 //! A line-protocol subscription that is not `manual` ([`AckMode::OnWrite`])
 //! skips all of that: its deliveries count as done once written, so they
 //! never join `in_flight`. Its window is the writer's instead: deliveries
@@ -56,8 +65,11 @@ pub struct DeliveryPolicy {
     pub ack_timeout: Duration,
     /// How many times one message is delivered before it is given up.
     pub max_deliveries: u32,
-    /// How many deliveries may await an answer at once.
+    /// How many deliveries may await an answer at once (or, for those that
+    /// need none, wait to be written).
     pub max_inflight: usize,
+    /// How many bytes of payload those deliveries may add up to.
+    pub subscriber_buffer: usize,
     /// How long the writer of a closed connection may take to write the
     /// frames still queued for it before its socket is shut down, and how
     /// long its unfinished pulls may go without progress.
@@ -147,13 +159,16 @@ pub struct Session {
     policy: DeliveryPolicy,
     writer: Writer,
     /// Frames for the writer, sent as one batch at the end of the
-    /// dispatcher's current round.
+    /// dispatcher's current round, and the payload bytes among them.
     outbox: Batch,
+    outbox_payload_bytes: usize,
     subscriptions: IdMap<TopicId, Subscription>,
     /// Subscribed topics whose logs hold messages not yet sent, in the order
     /// they get a turn: round-robin, one message per turn.
     ready: VecDeque<TopicId>,
     in_flight: VecDeque<Delivery>,
+    /// The payload bytes of the deliveries in `in_flight`.
+    in_flight_bytes: usize,
     /// How many entries at the front of `in_flight` already timed out.
     timed_out: usize,
     /// When the ack clock of the oldest live entry started.
@@ -179,9 +194,11 @@ impl Session {
             policy,
             writer,
             outbox: Vec::new(),
+            outbox_payload_bytes: 0,
             subscriptions: IdMap::default(),
             ready: VecDeque::new(),
             in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
             timed_out: 0,
             clock_start: now,
             redeliveries: BinaryHeap::new(),
@@ -269,6 +286,7 @@ impl Session {
         now: Instant,
     ) -> Result<(), NothingToAnswer> {
         let delivery = self.in_flight.pop_front().ok_or(NothingToAnswer)?;
+        self.in_flight_bytes -= delivery.payload.len();
         if self.timed_out > 0 {
             // A late answer to a delivery that was already sent again.
             self.timed_out -= 1;
@@ -325,6 +343,7 @@ impl Session {
         self.subscriptions.clear();
         self.ready.clear();
         self.in_flight.clear();
+        self.in_flight_bytes = 0;
         self.timed_out = 0;
         self.redeliveries.clear();
         self.closing = Some(now + self.policy.linger);
@@ -352,6 +371,7 @@ impl Session {
             log::warn!("conn {}: not reading its replies; closing it", self.id);
             self.writer.link().close();
         }
+        self.outbox_payload_bytes = 0;
         let has_frames = !self.outbox.is_empty();
         has_frames.then(|| self.writer.pack(std::mem::take(&mut self.outbox)))
     }
@@ -432,21 +452,30 @@ impl Session {
         }
     }
 
+    /// Whether a delivery that awaits an answer may be sent: fewer than the
+    /// window's deliveries, and of its bytes, are unanswered. (One message
+    /// larger than the whole buffer still goes, alone.)
     fn has_room(&self) -> bool {
         self.in_flight.len() < self.policy.max_inflight
+            && self.in_flight_bytes < self.policy.subscriber_buffer
     }
 
     /// Whether deliveries that need no ack may be sent: fewer frames than
-    /// the window wait to be written. If not, asks the writer for a notice
-    /// after its next write, and looks once more, since the writer may have
-    /// written just before it was asked.
+    /// the window, and fewer payload bytes than the buffer, wait to be
+    /// written. If not, asks the writer for a notice after its next write,
+    /// and looks once more, since the writer may have written just before
+    /// it was asked.
     fn make_write_room(&self) -> bool {
-        let has_room =
-            || self.outbox.len() + self.writer.link().unwritten() < self.policy.max_inflight;
+        let link = self.writer.link();
+        let has_room = || {
+            self.outbox.len() + link.unwritten() < self.policy.max_inflight
+                && self.outbox_payload_bytes + link.unwritten_payload_bytes()
+                    < self.policy.subscriber_buffer
+        };
         if has_room() {
             return true;
         }
-        self.writer.link().notify_when_written();
+        link.notify_when_written();
         has_room()
     }
 
@@ -534,12 +563,14 @@ impl Session {
             self.clock_start = now; // it is the oldest live delivery
         }
         self.deliver(topic, delivery.offset, delivery.payload.clone());
+        self.in_flight_bytes += delivery.payload.len();
         self.in_flight.push_back(delivery);
     }
 
     /// Queues a message for the writer, and counts it.
     fn deliver(&mut self, topic: &Topic, offset: Offset, payload: Payload) {
         topic.traffic.sent(payload.len());
+        self.outbox_payload_bytes += payload.len();
         self.outbox.push(Outgoing::Delivery {
             topic: topic.name.clone(),
             offset,

@@ -69,6 +69,16 @@ pub enum Outgoing {
     Reply(Reply),
 }
 
+impl Outgoing {
+    /// The bytes of message payload the frame carries.
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Outgoing::Delivery { payload, .. } => payload.len(),
+            Outgoing::Reply(_) => 0,
+        }
+    }
+}
+
 /// An answer to a request. The binary protocol has the first three; the
 /// rest answer requests only the line protocol can make.
 #[derive(Debug, Clone)]
@@ -113,8 +123,10 @@ pub struct Link {
 
 #[derive(Debug, Default)]
 struct LinkState {
-    /// Frames sent to the thread and not yet written to the socket.
+    /// Frames packed for the thread and not yet written to the socket,
+    /// and the bytes of message payload among them.
     unwritten: AtomicUsize,
+    unwritten_payload_bytes: AtomicUsize,
     /// Set by the dispatcher to get a [`Command::Written`] after the next
     /// write; cleared by the writer when it sends one.
     dispatcher_waits: AtomicBool,
@@ -155,6 +167,10 @@ impl Writer {
     /// Packs `batch` for the socket, to be posted when it may go out.
     pub fn pack(&self, batch: Batch) -> Parcel {
         let state = &self.link.state;
+        let payload_bytes = batch.iter().map(Outgoing::payload_len).sum();
+        state
+            .unwritten_payload_bytes
+            .fetch_add(payload_bytes, Ordering::SeqCst);
         state.unwritten.fetch_add(batch.len(), Ordering::SeqCst);
         Parcel {
             frames: self.frames.clone(),
@@ -178,6 +194,11 @@ impl Link {
     /// How many frames are waiting to be written.
     pub fn unwritten(&self) -> usize {
         self.state.unwritten.load(Ordering::SeqCst)
+    }
+
+    /// How many bytes of message payload are waiting to be written.
+    pub fn unwritten_payload_bytes(&self) -> usize {
+        self.state.unwritten_payload_bytes.load(Ordering::SeqCst)
     }
 
     /// Asks the writer to send [`Command::Written`] after its next write.
@@ -275,12 +296,15 @@ impl WriterThread {
                     Err(_) => break,
                 }
             }
-            let frames = self.encoder.frames();
+            let (frames, payload_bytes) = (self.encoder.frames, self.encoder.payload_bytes);
             if let Err(error) = self.encoder.write_to(&mut &*self.link.stream) {
                 log::debug!("conn {}: write failed: {error}", self.id);
                 break;
             }
             let state = &self.link.state;
+            state
+                .unwritten_payload_bytes
+                .fetch_sub(payload_bytes, Ordering::SeqCst);
             state.unwritten.fetch_sub(frames, Ordering::SeqCst);
             if state.dispatcher_waits.swap(false, Ordering::SeqCst) {
                 let _ = (self.listeners.dispatcher).send(Command::Written { conn: self.id });
@@ -310,7 +334,9 @@ struct Encoder {
     /// Where the scratch bytes not yet covered by a [`Part`] begin.
     open_from: usize,
     len: usize,
+    /// Frames encoded and not yet written, and the payload bytes among them.
     frames: usize,
+    payload_bytes: usize,
 }
 
 impl Encoder {
@@ -322,17 +348,13 @@ impl Encoder {
             open_from: 0,
             len: 0,
             frames: 0,
+            payload_bytes: 0,
         }
     }
 
     /// Bytes encoded and not yet written.
     fn len(&self) -> usize {
         self.len
-    }
-
-    /// Frames encoded and not yet written.
-    fn frames(&self) -> usize {
-        self.frames
     }
 
     fn push_batch(&mut self, batch: Batch) {
@@ -343,6 +365,7 @@ impl Encoder {
 
     fn push(&mut self, frame: Outgoing) {
         self.frames += 1;
+        self.payload_bytes += frame.payload_len();
         let before = self.scratch.len();
         match (frame, self.wire) {
             (Outgoing::Reply(reply), Wire::Binary) => {
@@ -408,6 +431,7 @@ impl Encoder {
         self.open_from = 0;
         self.len = 0;
         self.frames = 0;
+        self.payload_bytes = 0;
         result
     }
 }

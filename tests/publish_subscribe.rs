@@ -200,6 +200,52 @@ fn a_subscriber_that_disconnects_with_a_full_window_disturbs_nobody() {
     expect_next_ack(&mut stayer, "t", b"live");
 }
 
+/// The window is bounded in bytes too: with room for 1,000 bytes of
+/// payload, 300-byte messages go four at a time (the fourth starts below the
+/// bound), and each answer makes room for one more.
+#[test]
+fn the_window_is_bounded_by_the_subscriber_buffer_in_bytes() {
+    let config = brook::config::Config {
+        subscriber_buffer: 1000,
+        ..config()
+    };
+    let broker = start_broker(&config);
+    let addr = broker.local_addr();
+    let mut slow = subscriber(addr, &["t"], StartAt::Current);
+    let payloads: Vec<Vec<u8>> = (0..10u8).map(|i| vec![b'a' + i; 300]).collect();
+    let messages: Vec<(&str, &[u8])> = payloads.iter().map(|p| ("t", p.as_slice())).collect();
+    publish_all(addr, &messages);
+    for payload in &payloads[..4] {
+        expect_next(&mut slow, "t", payload);
+    }
+    expect_nothing(&mut slow, QUIET / 3); // 1,200 bytes unanswered
+    for (answered, payload) in payloads[4..].iter().enumerate() {
+        slow.ack().unwrap();
+        expect_next(&mut slow, "t", payload);
+        if answered < 2 {
+            expect_nothing(&mut slow, QUIET / 3);
+        }
+    }
+}
+
+/// A message larger than the whole subscriber buffer still goes, alone.
+#[test]
+fn a_message_larger_than_the_subscriber_buffer_goes_alone() {
+    let config = brook::config::Config {
+        subscriber_buffer: 100,
+        ..config()
+    };
+    let broker = start_broker(&config);
+    let addr = broker.local_addr();
+    let mut slow = subscriber(addr, &["t"], StartAt::Current);
+    let big = [vec![b'x'; 500], vec![b'y'; 500]];
+    publish_all(addr, &[("t", &big[0]), ("t", &big[1])]);
+    expect_next(&mut slow, "t", &big[0]);
+    expect_nothing(&mut slow, QUIET / 3);
+    slow.ack().unwrap();
+    expect_next_ack(&mut slow, "t", &big[1]);
+}
+
 #[test]
 fn shutting_the_broker_down_closes_every_connection() {
     let broker = start_broker(&config());
