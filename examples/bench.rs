@@ -902,6 +902,11 @@ fn fill_data_dir(
         let error = format!("not run: {missing} messages of the fill never arrived");
         return (Some(row), Err(error));
     }
+    if options.cold {
+        if let Err(error) = drop_page_cache() {
+            return (Some(row), Err(error));
+        }
+    }
     let filled = Filled {
         topology,
         data_dir,
@@ -911,6 +916,27 @@ fn fill_data_dir(
         },
     };
     (Some(row), Ok(filled))
+}
+
+/// Writes everything out and drops the page cache, so that a restart reads
+/// the data dir from the disk (`--cold`). Linux only, and only as root.
+fn drop_page_cache() -> Result<(), String> {
+    let synced = std::process::Command::new("sync")
+        .status()
+        .map_err(|e| format!("--cold: cannot run sync: {e}"))?;
+    if !synced.success() {
+        return Err(format!("--cold: sync failed: {synced}"));
+    }
+    std::fs::write("/proc/sys/vm/drop_caches", "1")
+        .map_err(|e| format!("--cold: cannot drop the page cache ({e}); it takes root"))
+}
+
+/// What the restart found in the page cache, for the notes.
+fn page_cache_note(options: &Options) -> &'static str {
+    match options.cold {
+        true => "the page cache was dropped before the restart (--cold): a cold start",
+        false => "the files were just written, so the page cache held them: a warm start",
+    }
 }
 
 /// Fills a fresh data dir through a brook with `--fsync never`, stops it,
@@ -1013,9 +1039,7 @@ fn run_recovery(options: &Options, epoch: Epoch) -> Vec<Row> {
         dir_bytes as f64 / seconds / 1e6,
         RECOVERY_TARGET.as_secs()
     ));
-    restart
-        .notes
-        .push("the files were just written, so the page cache held them: a warm start".to_owned());
+    restart.notes.push(page_cache_note(options).to_owned());
     filled.into_iter().chain([restart]).collect()
 }
 
@@ -1097,12 +1121,12 @@ fn run_replay(options: &Options, epoch: Epoch) -> Vec<Row> {
     replay_row.latency = Histogram::default();
     replay_row.notes.push(format!(
         "{} messages, {} of payload, replayed in {} by one subscriber from Beginning, \
-         on a broker restarted in {} with none of the topic in memory \
-         (its segment files were in the page cache)",
+         on a broker restarted in {} with none of the topic in its memory; {}",
         report::thousands(replay_row.tally.distinct),
         report::bytes(replay_row.tally.distinct * replay.payload_bytes as u64),
         report::nanoseconds(took_ns.unwrap_or_default()),
         report::nanoseconds(restart_time.unwrap_or_default().as_nanos() as u64),
+        page_cache_note(options),
     ));
     paced_alone.record_in(alone_row);
     paced_during.record_in(during_row);
@@ -1277,6 +1301,8 @@ struct Options {
     recovery_bytes: u64,
     broker: BrokerChoice,
     relay: bool,
+    /// Drop the page cache before recovery's and replay's restart.
+    cold: bool,
     csv: bool,
     svg: Option<PathBuf>,
 }
@@ -1302,6 +1328,7 @@ const FLAGS: &[(&str, &str, &str, &str)] = &[
     ("--broker-pid", "PID", "with --addr: measure that process", ""),
     ("--broker-bin", "PATH", "start this brook binary for each scenario", ""),
     ("--no-relay", "", "skip the relay runs", ""),
+    ("--cold", "", "recovery, replay: drop the page cache before the restart (root)", ""),
     ("--csv", "", "print CSV rows instead of the table", ""),
     ("--svg", "FILE", "also draw latency and throughput in an SVG file", ""),
 ];
@@ -1377,6 +1404,7 @@ impl Options {
             recovery_bytes: 1 << 30,
             broker: BrokerChoice::InProcess,
             relay: true,
+            cold: false,
             csv: false,
             svg: None,
         };
@@ -1400,6 +1428,7 @@ impl Options {
                 }
                 match flag {
                     "--no-relay" => options.relay = false,
+                    "--cold" => options.cold = true,
                     _ => options.csv = true,
                 }
                 continue;

@@ -6,17 +6,13 @@
 //! data/topics/orders-1c8f3e0e5a1b2c3d/      one directory per topic
 //!     name                                   the topic's real name
 //!     00000000000000000000.log               a segment: records 0 .. 52,427
+//!     00000000000000000000.index             its index, saved when it was closed
 //!     00000000000000052428.log               the next one, named by its first offset
 //! ```
 //!
-//! A record is a 24-byte header and the payload, all integers big-endian:
-//!
-//! ```text
-//! u64 offset | u64 timestamp (ms since 1970) | u32 payload length | u32 CRC-32C | payload
-//! ```
-//!
-//! The checksum covers the 20 header bytes before it and the payload, so
-//! recovery can tell a whole record from one that a crash cut short.
+//! Each segment file holds records (offset, timestamp, length, CRC-32C,
+//! payload): their bytes, and the scan that checks them, are in
+//! `segment.rs`.
 //!
 //! Topic names are arbitrary UTF-8 (slashes, `..`, NUL, 65,535 bytes), so a
 //! name is never used as a path: a topic's directory is a short readable
@@ -39,45 +35,41 @@
 //!
 //! # Recovery
 //!
-//! At start-up every segment of every topic is read and every record's
-//! checksum and offset checked. A damaged end of a topic's last segment (a
-//! record cut short by a crash, or bytes that never reached the disk) is
-//! cut back to the last whole record, with a warning that says how much was
-//! dropped. Damage followed by whole records is not a torn end: the broker
-//! refuses to start rather than lose the records around it silently.
+//! At start-up the last segment of every topic is read and every record's
+//! checksum and offset checked. A damaged end (a record cut short by a
+//! crash, or bytes that never reached the disk) is cut back to the last
+//! whole record, with a warning that says how much was dropped. Damage
+//! followed by whole records is not a torn end: the broker refuses to start
+//! rather than lose the records around it silently.
+//!
+//! A segment that was closed (the log moved on to a new one) had its
+//! sparse index saved next to it, `<base>.index`. A start takes such a
+//! segment's shape from its index and reads only the records of its last
+//! run, which must end exactly where the file ends, so a start reads a few
+//! kilobytes per closed segment rather than all of it. A closed segment
+//! with no matching index is read in full, like the last one, and any
+//! damage in it stops the start. Damage that appears later inside a closed
+//! segment (the disk's own decay) is found when the record is read: the
+//! checksum fails, and the read with it, which is logged.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use byteorder::{BigEndian, ByteOrder};
-
 use crate::config::Fsync;
-use crate::crc32c::Crc32c;
 use crate::protocol::Payload;
+use crate::segment::{scan_segment, segment_file_name, Header, Segment, HEADER_BYTES};
 use crate::store::{NamedLog, Offset, Store, StoreError, SyncJob, TopicLog};
-
-/// The bytes of a record before its payload.
-const HEADER_BYTES: usize = 24;
-
-/// The sparse index has an entry for the first record in every run of this
-/// many bytes, so finding an old offset reads at most this much of headers.
-const INDEX_EVERY_BYTES: u64 = 4 << 10;
 
 /// How many bytes of the newest payloads each topic keeps in memory, so
 /// that subscribers that keep up, or lag by less than this, never wait for
 /// the disk. (16 MiB made a subscriber one second behind a fast publisher
 /// read from the segments, and halved its speed.)
 const CACHE_BYTES: usize = 64 << 20;
-
-/// How much of a segment one read takes when a subscriber reads messages
-/// older than the cache.
-const READ_AHEAD_BYTES: usize = 256 << 10;
 
 /// Encoded records are written to the file once this many are waiting,
 /// even before the end of the round.
@@ -286,11 +278,6 @@ fn directory_name(name: &str) -> String {
     format!("{readable}-{hash:016x}")
 }
 
-/// The file name of the segment whose first offset is `base`.
-fn segment_file_name(base: Offset) -> String {
-    format!("{base:020}.log")
-}
-
 /// The entries of `dir`, sorted by name.
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     let mut paths = fs::read_dir(dir)
@@ -328,182 +315,6 @@ fn sync_directory(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(StoreError::io(dir))
-}
-
-/// One segment file.
-#[derive(Debug)]
-struct Segment {
-    /// The offset of its first record.
-    base: Offset,
-    /// One past the offset of its last record.
-    end: Offset,
-    path: PathBuf,
-    /// Opened for reading.
-    file: File,
-    /// Its length in bytes, counting records not yet written to it.
-    len: u64,
-    /// The timestamp of its newest record, ms since 1970: age retention
-    /// deletes the segment once this is old enough.
-    newest: u64,
-    /// `(offset, position)` of the first record in every run of
-    /// [`INDEX_EVERY_BYTES`], in order.
-    index: Vec<(Offset, u64)>,
-}
-
-impl Segment {
-    fn open(path: PathBuf, base: Offset) -> Result<Segment, StoreError> {
-        let file = File::open(&path).map_err(StoreError::io(&path))?;
-        Ok(Segment {
-            base,
-            end: base,
-            path,
-            file,
-            len: 0,
-            newest: 0,
-            index: Vec::new(),
-        })
-    }
-
-    /// Notes a record of `record_len` bytes, written at `timestamp`, at the
-    /// end of the segment.
-    fn add(&mut self, offset: Offset, record_len: u64, timestamp: u64) {
-        self.newest = self.newest.max(timestamp);
-        let starts_a_run = self
-            .index
-            .last()
-            .is_none_or(|&(_, at)| self.len - at >= INDEX_EVERY_BYTES);
-        if starts_a_run {
-            self.index.push((offset, self.len));
-        }
-        self.len += record_len;
-        self.end = offset + 1;
-    }
-
-    /// Reads the record at `offset` and those after it, as many as one
-    /// read of [`READ_AHEAD_BYTES`] from the file holds (a larger record is
-    /// read whole), checking every checksum. A subscriber reading an old
-    /// part of the log then costs one read per run of records, not one per
-    /// record.
-    fn read_run(&self, offset: Offset) -> io::Result<Vec<Payload>> {
-        let entry = self.index.partition_point(|&(o, _)| o <= offset);
-        let mut position = match entry {
-            0 => 0,
-            n => self.index[n - 1].1,
-        };
-        let mut chunk = vec![0u8; READ_AHEAD_BYTES];
-        loop {
-            let filled = read_up_to(&self.file, &mut chunk, position)?;
-            let mut run = Vec::new();
-            let mut at = 0;
-            while let Some(header) = whole_record(&chunk[at..filled]) {
-                let payload = &chunk[at + HEADER_BYTES..at + HEADER_BYTES + header.len as usize];
-                if header.offset >= offset {
-                    if header.checksum(payload) != header.crc {
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad checksum"));
-                    }
-                    run.push(Payload::from(payload));
-                }
-                at += HEADER_BYTES + header.len as usize;
-            }
-            if !run.is_empty() {
-                return Ok(run);
-            }
-            if at == 0 {
-                // Not one whole record: either the next one is larger than
-                // the chunk, which then grows to hold it, or the file ends.
-                match record_len(&chunk[..filled]) {
-                    Some(len) if filled == chunk.len() && len > filled => chunk.resize(len, 0),
-                    _ => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "offset missing",
-                        ))
-                    }
-                }
-            }
-            position += at as u64;
-        }
-    }
-}
-
-/// The length, header included, of the record at the start of `bytes`, if
-/// its header is there.
-fn record_len(bytes: &[u8]) -> Option<usize> {
-    let header = Header::parse(bytes.get(..HEADER_BYTES)?.try_into().ok()?);
-    Some(HEADER_BYTES + header.len as usize)
-}
-
-/// The header of the record at the start of `bytes`, if all of the record
-/// is there.
-fn whole_record(bytes: &[u8]) -> Option<Header> {
-    let header = Header::parse(bytes.get(..HEADER_BYTES)?.try_into().ok()?);
-    (bytes.len() >= HEADER_BYTES + header.len as usize).then_some(header)
-}
-
-/// Reads from `position` until `buffer` is full or the file ends; returns
-/// how many bytes it read.
-fn read_up_to(file: &File, buffer: &mut [u8], position: u64) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        match file.read_at(&mut buffer[filled..], position + filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(filled)
-}
-
-/// A record header.
-#[derive(Debug, Clone, Copy)]
-struct Header {
-    offset: Offset,
-    timestamp: u64,
-    len: u32,
-    crc: u32,
-}
-
-impl Header {
-    fn parse(bytes: &[u8; HEADER_BYTES]) -> Header {
-        Header {
-            offset: BigEndian::read_u64(&bytes[0..8]),
-            timestamp: BigEndian::read_u64(&bytes[8..16]),
-            len: BigEndian::read_u32(&bytes[16..20]),
-            crc: BigEndian::read_u32(&bytes[20..24]),
-        }
-    }
-
-    /// The first 20 bytes: everything the checksum covers besides the
-    /// payload.
-    fn fields(&self) -> [u8; 20] {
-        let mut bytes = [0u8; 20];
-        BigEndian::write_u64(&mut bytes[0..8], self.offset);
-        BigEndian::write_u64(&mut bytes[8..16], self.timestamp);
-        BigEndian::write_u32(&mut bytes[16..20], self.len);
-        bytes
-    }
-
-    fn checksum(&self, payload: &[u8]) -> u32 {
-        Crc32c::new()
-            .update(&self.fields())
-            .update(payload)
-            .finish()
-    }
-
-    /// Appends the record, header and payload, to `out`.
-    fn encode_record(offset: Offset, timestamp: u64, payload: &[u8], out: &mut Vec<u8>) {
-        let mut header = Header {
-            offset,
-            timestamp,
-            len: payload.len() as u32,
-            crc: 0,
-        };
-        header.crc = header.checksum(payload);
-        out.extend_from_slice(&header.fields());
-        out.extend_from_slice(&header.crc.to_be_bytes());
-        out.extend_from_slice(payload);
-    }
 }
 
 /// One topic's log on disk. See the module docs.
@@ -633,10 +444,12 @@ impl DiskLog {
         Ok(())
     }
 
-    /// Closes the active segment and starts a new one at `next`.
+    /// Closes the active segment, saving its index for the next start, and
+    /// starts a new one at `next`.
     fn roll(&mut self) -> Result<(), StoreError> {
         self.write_buffer()?;
         self.force()?;
+        self.active().save_index();
         let path = self.dir.join(segment_file_name(self.next));
         create_segment_file(&path, &self.dir, self.settings.fsync)?;
         self.writer = Arc::new(open_for_append(&path)?);
@@ -756,7 +569,7 @@ impl TopicLog for DiskLog {
         while self.over_retention() && self.segments.len() > 1 && self.segments[0].end <= keep_from
         {
             let oldest = self.segments.remove(0);
-            if let Err(error) = fs::remove_file(&oldest.path) {
+            if let Err(error) = oldest.delete() {
                 log::error!("cannot delete {}: {error}", oldest.path.display());
             }
             while self.cache_first < oldest.end {
@@ -867,112 +680,6 @@ fn create_segment_file(path: &Path, dir: &Path, fsync: Fsync) -> Result<(), Stor
     Ok(())
 }
 
-/// Reads a segment file record by record, checking each one, and returns
-/// it with its index built. A damaged end of the `last` segment is cut off;
-/// any other damage is an error.
-fn scan_segment(
-    topic: &str,
-    path: PathBuf,
-    base: Offset,
-    last: bool,
-) -> Result<Segment, StoreError> {
-    let mut segment = Segment::open(path, base)?;
-    let file_len = segment
-        .file
-        .metadata()
-        .map_err(StoreError::io(&segment.path))?
-        .len();
-    let file = File::open(&segment.path).map_err(StoreError::io(&segment.path))?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut payload = Vec::new();
-    let mut position = 0u64;
-    let damage = loop {
-        if position == file_len {
-            break None;
-        }
-        match read_record(&mut reader, file_len - position, &mut payload) {
-            Ok(header) if header.offset == segment.end => {
-                let record_len = (HEADER_BYTES + payload.len()) as u64;
-                segment.add(header.offset, record_len, header.timestamp);
-                position += (HEADER_BYTES + payload.len()) as u64;
-            }
-            Ok(_) => break Some("a record out of order"),
-            Err(reason) => break Some(reason),
-        }
-    };
-    let Some(reason) = damage else {
-        return Ok(segment);
-    };
-    if !last || whole_record_follows(&segment.file, position, segment.end, file_len) {
-        return Err(StoreError::Corrupt {
-            topic: topic.to_owned(),
-            path: segment.path,
-            position,
-            reason,
-        });
-    }
-    log::warn!(
-        "topic {topic:?}: cut {} bytes of a torn end off {} ({reason} at byte {position}); \
-         the log ends at offset {}",
-        file_len - position,
-        segment.path.display(),
-        segment.end
-    );
-    let file = OpenOptions::new()
-        .write(true)
-        .open(&segment.path)
-        .and_then(|file| file.set_len(position).and_then(|()| file.sync_all()));
-    file.map_err(StoreError::io(&segment.path))?;
-    Ok(segment)
-}
-
-/// Reads one record into `payload` and checks it. `left` is how many bytes
-/// the file has from here, so a damaged length can never make us allocate
-/// more than the file holds.
-fn read_record(
-    reader: &mut impl Read,
-    left: u64,
-    payload: &mut Vec<u8>,
-) -> Result<Header, &'static str> {
-    let mut bytes = [0u8; HEADER_BYTES];
-    if left < HEADER_BYTES as u64 || reader.read_exact(&mut bytes).is_err() {
-        return Err("a header cut short");
-    }
-    let header = Header::parse(&bytes);
-    if u64::from(header.len) > left - HEADER_BYTES as u64 {
-        return Err("a record longer than the file");
-    }
-    payload.resize(header.len as usize, 0);
-    if reader.read_exact(payload).is_err() {
-        return Err("a payload cut short");
-    }
-    if header.checksum(payload) != header.crc {
-        return Err("a bad checksum");
-    }
-    Ok(header)
-}
-
-/// Whether any whole record with a later offset than `offset` (the one
-/// expected at the damage) lies beyond the damage at `position`: then the
-/// damage is in the middle of the log, not at a torn end, whichever field
-/// it hit. A crash tears only the end, so nothing whole can follow it. The
-/// search tries every byte position, since a damaged length field says
-/// nothing reliable about where the next record starts; it runs only when
-/// recovery has found damage.
-fn whole_record_follows(file: &File, position: u64, offset: Offset, file_len: u64) -> bool {
-    let mut rest = vec![0u8; (file_len - position) as usize];
-    if file.read_exact_at(&mut rest, position).is_err() {
-        return false;
-    }
-    (1..rest.len()).any(|at| match whole_record(&rest[at..]) {
-        Some(header) if header.offset > offset => {
-            let payload = &rest[at + HEADER_BYTES..at + HEADER_BYTES + header.len as usize];
-            header.checksum(payload) == header.crc
-        }
-        _ => false,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1063,6 +770,96 @@ mod tests {
         }
         let segments = segment_paths(&store.directory_for("t").unwrap()).unwrap();
         assert!(segments.len() > 4, "{} segments", segments.len());
+    }
+
+    /// Fills topic "t" with 1,000 messages in segments of 16 KiB, and
+    /// returns the topic's directory and its segment files.
+    fn fill_segments(temp: &TempDir) -> (PathBuf, Vec<(Offset, PathBuf)>) {
+        let mut store = DiskStore::new(&temp.0, settings(16 << 10, None));
+        let mut log = store.open("t").unwrap();
+        for i in 0..1000 {
+            log.append(message(i)).unwrap();
+        }
+        write_durably(log.as_mut());
+        let dir = store.directory_for("t").unwrap();
+        let segments = segment_paths(&dir).unwrap();
+        (dir, segments)
+    }
+
+    /// Reopens the data dir in `temp` and checks that topic "t" holds its
+    /// 1,000 messages.
+    fn reopen_and_check(temp: &TempDir) -> Result<(), StoreError> {
+        let mut store = DiskStore::new(&temp.0, settings(16 << 10, None));
+        let (_, log) = store.recover()?.pop().unwrap();
+        assert_eq!((log.start(), log.end()), (0, 1000));
+        for i in 0..1000 {
+            assert_eq!(log.read(i), Some(message(i)), "offset {i}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn closed_segments_are_reopened_through_their_index_files() {
+        let temp = TempDir::new("indexed");
+        let (_, segments) = fill_segments(&temp);
+        let (closed, _active) = segments.split_at(segments.len() - 1);
+        assert!(closed.len() > 4, "{} closed segments", closed.len());
+        let index_of = |path: &PathBuf| fs::read(path.with_extension("index"));
+        let saved: Vec<Vec<u8>> = closed.iter().map(|(_, p)| index_of(p).unwrap()).collect();
+        assert!(
+            index_of(&segments[segments.len() - 1].1).is_err(),
+            "the active one has none"
+        );
+        reopen_and_check(&temp).unwrap();
+
+        // A garbled index and a missing one: those segments are read in
+        // full, and get their index files back.
+        let mut garbled = saved[1].clone();
+        garbled[20] ^= 0x40;
+        fs::write(closed[1].1.with_extension("index"), garbled).unwrap();
+        fs::remove_file(closed[2].1.with_extension("index")).unwrap();
+        reopen_and_check(&temp).unwrap();
+        for ((_, path), saved) in closed.iter().zip(&saved) {
+            assert_eq!(&index_of(path).unwrap(), saved, "{}", path.display());
+        }
+    }
+
+    /// The price of a fast start: a start reads only the last run of a
+    /// closed segment with a matching index, so damage inside the segment is
+    /// found when the damaged record is read, which then fails.
+    #[test]
+    fn damage_inside_an_indexed_segment_is_found_when_it_is_read() {
+        let temp = TempDir::new("indexed-flip");
+        let (_, segments) = fill_segments(&temp);
+        let (base, path) = &segments[1];
+        let mut bytes = fs::read(path).unwrap();
+        bytes[HEADER_BYTES + 3] ^= 0x01; // the first record's payload
+        fs::write(path, bytes).unwrap();
+        let mut store = DiskStore::new(&temp.0, settings(16 << 10, None));
+        let (_, log) = store.recover().unwrap().pop().unwrap();
+        assert_eq!((log.start(), log.end()), (0, 1000));
+        assert_eq!(log.read(*base), None);
+        assert_eq!(log.read(*base - 1), Some(message(*base - 1)));
+    }
+
+    #[test]
+    fn a_closed_segment_that_does_not_match_its_index_stops_the_start() {
+        let temp = TempDir::new("indexed-cut");
+        let (_, segments) = fill_segments(&temp);
+        // Cut the last record of a closed segment short: the index says the
+        // file is longer, so the segment is read, and it is damaged.
+        let path = &segments[1].1;
+        let len = fs::metadata(path).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(len - 5)
+            .unwrap();
+        match reopen_and_check(&temp) {
+            Err(StoreError::Corrupt { path: damaged, .. }) => assert_eq!(&damaged, path),
+            other => panic!("expected a damaged segment, got {other:?}"),
+        }
     }
 
     #[test]

@@ -23,8 +23,8 @@
 //!   dispatcher, which holds publishers back when the dispatcher is behind.
 //! - [`dispatcher`]: the one thread that owns the topic table.
 //! - [`store`]: each topic's append-only log of messages, in memory or, with
-//!   [`disk`] (and [`crc32c`]), in checksummed segment files that survive a
-//!   restart.
+//!   [`disk`], in segment files that survive a restart: [`segment`] (with
+//!   [`crc32c`]) holds the bytes of their checksummed records.
 //! - [`session`]: one connection's subscriptions, in-flight deliveries,
 //!   redeliveries and pulls.
 //! - [`stats`]: the counters behind `TOPICS` and `STATS`.
@@ -43,6 +43,7 @@ pub mod json;
 pub mod line;
 pub mod protocol;
 pub mod queue;
+pub mod segment;
 pub mod server;
 pub mod session;
 pub mod stats;
