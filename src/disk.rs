@@ -29,9 +29,10 @@
 //! returns the job that forces it to disk, which the syncer thread runs
 //! (`syncer.rs`). With `--fsync always` each append forces its record at
 //! once. Subscribers that keep up read from the cache (the newest 64 MiB
-//! of payloads of each topic); an older message is read from its segment,
-//! found through a sparse in-memory index (one entry per 4 KiB of records)
-//! and a short scan of headers.
+//! of payloads of each topic). Older messages are read from their segment
+//! by the fetcher thread (`fetcher.rs`), a run of 256 KiB at a time, found
+//! through a sparse in-memory index (one entry per 4 KiB of records): the
+//! dispatcher never waits for the disk to read.
 //!
 //! # Recovery
 //!
@@ -52,7 +53,7 @@
 //! segment (the disk's own decay) is found when the record is read: the
 //! checksum fails, and the read with it, which is logged.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -61,9 +62,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Fsync;
+use crate::fetcher::{FetchRequest, Fetched, Fetcher};
 use crate::protocol::Payload;
 use crate::segment::{scan_segment, segment_file_name, Header, Segment, HEADER_BYTES};
-use crate::store::{NamedLog, Offset, Store, StoreError, SyncJob, TopicLog};
+use crate::store::{NamedLog, Offset, Read, Store, StoreError, SyncJob, TopicLog};
 
 /// How many bytes of the newest payloads each topic keeps in memory, so
 /// that subscribers that keep up, or lag by less than this, never wait for
@@ -112,17 +114,20 @@ pub struct DiskStore {
     data_dir: PathBuf,
     topics_dir: PathBuf,
     settings: LogSettings,
+    /// Reads old records for every log, off the dispatcher thread.
+    fetcher: Fetcher,
     /// The locked `<data dir>/lock`, held for as long as the store lives:
     /// two brokers appending to one log would interleave their records.
     lock: Option<File>,
 }
 
 impl DiskStore {
-    pub fn new(data_dir: &Path, settings: LogSettings) -> DiskStore {
+    pub fn new(data_dir: &Path, settings: LogSettings, fetcher: Fetcher) -> DiskStore {
         DiskStore {
             data_dir: data_dir.to_owned(),
             topics_dir: data_dir.join("topics"),
             settings,
+            fetcher,
             lock: None,
         }
     }
@@ -229,7 +234,7 @@ impl Store for DiskStore {
                     })
                 }
             };
-            let log = DiskLog::recover(&name, topic_dir, self.settings)?;
+            let log = DiskLog::recover(&name, topic_dir, self.settings, self.fetcher.clone())?;
             topics.push((Arc::from(name), Box::new(log) as Box<dyn TopicLog>));
         }
         Ok(topics)
@@ -237,7 +242,13 @@ impl Store for DiskStore {
 
     fn open(&mut self, name: &str) -> Result<Box<dyn TopicLog>, StoreError> {
         let dir = self.directory_for(name)?;
-        Ok(Box::new(DiskLog::recover(name, dir, self.settings)?))
+        let fetcher = self.fetcher.clone();
+        Ok(Box::new(DiskLog::recover(
+            name,
+            dir,
+            self.settings,
+            fetcher,
+        )?))
     }
 
     fn ages_out(&self) -> bool {
@@ -320,7 +331,7 @@ fn sync_directory(dir: &Path) -> Result<(), StoreError> {
 /// One topic's log on disk. See the module docs.
 #[derive(Debug)]
 pub struct DiskLog {
-    topic: String,
+    topic: Arc<str>,
     dir: PathBuf,
     settings: LogSettings,
     /// Oldest first; the last one is the active segment, appended to.
@@ -347,11 +358,18 @@ pub struct DiskLog {
     /// last saved.
     pulled: Offset,
     pulled_moved: bool,
-    /// The last run of older records read from a segment, for the reads
-    /// that follow it. `read` takes `&self` (the dispatcher lends logs out
-    /// shared), and only the dispatcher thread touches a log, so a
-    /// `RefCell` is enough.
+    /// The last run of older records the fetcher read from a segment, for
+    /// the reads that follow it.
     read_ahead: RefCell<ReadAhead>,
+    /// Reads older records (`fetcher.rs`); `fetching` is set while it reads
+    /// a run for this log. `read` takes `&self` (the dispatcher lends logs
+    /// out shared), and only the dispatcher thread touches a log, so a
+    /// `Cell` is enough.
+    fetcher: Fetcher,
+    fetching: Cell<bool>,
+    /// An offset whose record the fetcher found damaged: reads of it find
+    /// nothing, rather than ask for it again and again.
+    unreadable: Option<Offset>,
 }
 
 /// Records read from a segment ahead of need: offsets `first..`.
@@ -369,9 +387,14 @@ impl ReadAhead {
 }
 
 impl DiskLog {
-    /// Opens the log in `dir`, checking every record, and cutting a torn
-    /// end off the last segment. An empty directory is a new, empty log.
-    fn recover(topic: &str, dir: PathBuf, settings: LogSettings) -> Result<DiskLog, StoreError> {
+    /// Opens the log in `dir`, checking it, and cutting a torn end off the
+    /// last segment. An empty directory is a new, empty log.
+    fn recover(
+        topic: &str,
+        dir: PathBuf,
+        settings: LogSettings,
+        fetcher: Fetcher,
+    ) -> Result<DiskLog, StoreError> {
         let mut segments = Vec::new();
         let paths = segment_paths(&dir)?;
         let last = paths.len().saturating_sub(1);
@@ -396,7 +419,7 @@ impl DiskLog {
         let writer = Arc::new(open_for_append(&segments[segments.len() - 1].path)?);
         let pulled = read_pull_position(&dir)?.min(active);
         Ok(DiskLog {
-            topic: topic.to_owned(),
+            topic: Arc::from(topic),
             dir,
             settings,
             segments,
@@ -411,6 +434,9 @@ impl DiskLog {
             pulled,
             pulled_moved: false,
             read_ahead: RefCell::default(),
+            fetcher,
+            fetching: Cell::new(false),
+            unreadable: None,
         })
     }
 
@@ -512,37 +538,46 @@ impl TopicLog for DiskLog {
         Ok(offset)
     }
 
-    fn read(&self, offset: Offset) -> Option<Payload> {
-        if offset >= self.next || offset < self.start() {
-            return None;
+    fn read(&self, offset: Offset) -> Read {
+        if offset >= self.next || offset < self.start() || self.unreadable == Some(offset) {
+            return Read::Nothing;
         }
         if offset >= self.cache_first {
-            return self
-                .cache
-                .get((offset - self.cache_first) as usize)
-                .cloned();
+            return match self.cache.get((offset - self.cache_first) as usize) {
+                Some(payload) => Read::Message(payload.clone()),
+                None => Read::Nothing,
+            };
         }
         if let Some(payload) = self.read_ahead.borrow().get(offset) {
-            return Some(payload);
+            return Read::Message(payload);
         }
-        let index = self.segments.partition_point(|s| s.end <= offset);
-        let segment = self.segments.get(index)?;
-        match segment.read_run(offset) {
+        if !self.fetching.replace(true) {
+            let index = self.segments.partition_point(|s| s.end <= offset);
+            let run = self.segments[index].run_start(offset, self.written);
+            self.fetcher.fetch(FetchRequest {
+                topic: self.topic.clone(),
+                run,
+            });
+        }
+        Read::Later
+    }
+
+    fn take_fetched(&mut self, fetched: Fetched) {
+        self.fetching.set(false);
+        match fetched.payloads {
             Ok(payloads) => {
-                let payload = payloads.first().cloned();
-                *self.read_ahead.borrow_mut() = ReadAhead {
-                    first: offset,
+                *self.read_ahead.get_mut() = ReadAhead {
+                    first: fetched.first,
                     payloads,
                 };
-                payload
             }
             Err(error) => {
                 log::error!(
-                    "topic {:?}: cannot read offset {offset} from {}: {error}",
+                    "topic {:?}: cannot read offset {} from its segment: {error}",
                     self.topic,
-                    segment.path.display()
+                    fetched.first
                 );
-                None
+                self.unreadable = Some(fetched.first);
             }
         }
     }
@@ -683,6 +718,8 @@ fn create_segment_file(path: &Path, dir: &Path, fsync: Fsync) -> Result<(), Stor
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dispatcher::Command;
+    use crate::queue::{self, CommandReceiver};
 
     /// A directory under the system's temp dir, removed when dropped.
     struct TempDir(PathBuf);
@@ -712,6 +749,36 @@ mod tests {
             retention_age: None,
             fsync: Fsync::Never,
         }
+    }
+
+    /// A disk store on `temp`, with a fetcher thread whose runs arrive on
+    /// the returned queue, as they would at the dispatcher.
+    fn open_store(temp: &TempDir, settings: LogSettings) -> (DiskStore, CommandReceiver) {
+        let (commands, fetched) = queue::bounded(16, 1 << 20);
+        let fetcher = Fetcher::spawn(commands).unwrap();
+        (DiskStore::new(&temp.0, settings, fetcher), fetched)
+    }
+
+    /// Reads `offset` as the dispatcher does: a read that must wait for the
+    /// fetcher gets the fetched run and asks again.
+    fn read_now(
+        log: &mut dyn TopicLog,
+        fetched: &CommandReceiver,
+        offset: Offset,
+    ) -> Option<Payload> {
+        for _ in 0..2 {
+            match log.read(offset) {
+                Read::Message(payload) => return Some(payload),
+                Read::Nothing => return None,
+                Read::Later => {}
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            match fetched.recv_until(Some(deadline)) {
+                Ok(Command::Fetched(run)) => log.take_fetched(run),
+                other => panic!("expected a fetched run, got {other:?}"),
+            }
+        }
+        panic!("offset {offset} is still not there after its fetch");
     }
 
     /// What the dispatcher and the syncer do at the end of a round.
@@ -750,7 +817,7 @@ mod tests {
     #[test]
     fn messages_survive_a_reopen_across_segments_and_index_runs() {
         let temp = TempDir::new("reopen");
-        let mut store = DiskStore::new(&temp.0, settings(16 << 10, None));
+        let (mut store, _) = open_store(&temp, settings(16 << 10, None));
         let mut log = store.open("t").unwrap();
         for i in 0..1000 {
             assert_eq!(log.append(message(i)).unwrap(), i);
@@ -758,15 +825,16 @@ mod tests {
         write_durably(log.as_mut());
         drop(log);
 
-        let mut store = DiskStore::new(&temp.0, settings(16 << 10, None));
+        let (mut store, fetched) = open_store(&temp, settings(16 << 10, None));
         let mut topics = store.recover().unwrap();
         assert_eq!(topics.len(), 1);
-        let (name, log) = topics.pop().unwrap();
+        let (name, mut log) = topics.pop().unwrap();
         assert_eq!(&*name, "t");
         assert_eq!((log.start(), log.end()), (0, 1000));
         // Nothing is cached after a reopen: every read goes to a segment.
         for i in (0..1000).rev() {
-            assert_eq!(log.read(i), Some(message(i)), "offset {i}");
+            let read = read_now(log.as_mut(), &fetched, i);
+            assert_eq!(read, Some(message(i)), "offset {i}");
         }
         let segments = segment_paths(&store.directory_for("t").unwrap()).unwrap();
         assert!(segments.len() > 4, "{} segments", segments.len());
@@ -775,7 +843,7 @@ mod tests {
     /// Fills topic "t" with 1,000 messages in segments of 16 KiB, and
     /// returns the topic's directory and its segment files.
     fn fill_segments(temp: &TempDir) -> (PathBuf, Vec<(Offset, PathBuf)>) {
-        let mut store = DiskStore::new(&temp.0, settings(16 << 10, None));
+        let (mut store, _) = open_store(temp, settings(16 << 10, None));
         let mut log = store.open("t").unwrap();
         for i in 0..1000 {
             log.append(message(i)).unwrap();
@@ -789,11 +857,12 @@ mod tests {
     /// Reopens the data dir in `temp` and checks that topic "t" holds its
     /// 1,000 messages.
     fn reopen_and_check(temp: &TempDir) -> Result<(), StoreError> {
-        let mut store = DiskStore::new(&temp.0, settings(16 << 10, None));
-        let (_, log) = store.recover()?.pop().unwrap();
+        let (mut store, fetched) = open_store(temp, settings(16 << 10, None));
+        let (_, mut log) = store.recover()?.pop().unwrap();
         assert_eq!((log.start(), log.end()), (0, 1000));
         for i in 0..1000 {
-            assert_eq!(log.read(i), Some(message(i)), "offset {i}");
+            let read = read_now(log.as_mut(), &fetched, i);
+            assert_eq!(read, Some(message(i)), "offset {i}");
         }
         Ok(())
     }
@@ -835,11 +904,15 @@ mod tests {
         let mut bytes = fs::read(path).unwrap();
         bytes[HEADER_BYTES + 3] ^= 0x01; // the first record's payload
         fs::write(path, bytes).unwrap();
-        let mut store = DiskStore::new(&temp.0, settings(16 << 10, None));
-        let (_, log) = store.recover().unwrap().pop().unwrap();
+        let (mut store, fetched) = open_store(&temp, settings(16 << 10, None));
+        let (_, mut log) = store.recover().unwrap().pop().unwrap();
         assert_eq!((log.start(), log.end()), (0, 1000));
-        assert_eq!(log.read(*base), None);
-        assert_eq!(log.read(*base - 1), Some(message(*base - 1)));
+        assert_eq!(read_now(log.as_mut(), &fetched, *base), None);
+        let before = *base - 1;
+        assert_eq!(
+            read_now(log.as_mut(), &fetched, before),
+            Some(message(before))
+        );
     }
 
     #[test]
@@ -865,7 +938,8 @@ mod tests {
     #[test]
     fn segments_older_than_the_retention_age_are_deleted() {
         let temp = TempDir::new("age");
-        let dir = DiskStore::new(&temp.0, settings(1 << 20, None))
+        let dir = open_store(&temp, settings(1 << 20, None))
+            .0
             .directory_for("t")
             .unwrap();
         // Two segments written by hand: offsets 0..3 two hours old, 3..5 new.
@@ -881,7 +955,7 @@ mod tests {
             retention_age: Some(Duration::from_secs(3600)),
             ..settings(1 << 20, None)
         };
-        let mut store = DiskStore::new(&temp.0, aged);
+        let (mut store, fetched) = open_store(&temp, aged);
         assert!(store.ages_out());
         let (_, mut log) = store.recover().unwrap().pop().unwrap();
         assert!(log.over_retention());
@@ -890,15 +964,15 @@ mod tests {
         log.apply_retention(log.end());
         assert_eq!((log.start(), log.end()), (3, 5));
         assert!(!log.over_retention()); // the active segment never goes
-        assert_eq!(log.read(3), Some(message(3)));
+        assert_eq!(read_now(log.as_mut(), &fetched, 3), Some(message(3)));
     }
 
     #[test]
     fn one_data_directory_serves_one_store_at_a_time() {
         let temp = TempDir::new("lock");
-        let mut first = DiskStore::new(&temp.0, settings(1 << 20, None));
+        let (mut first, _) = open_store(&temp, settings(1 << 20, None));
         first.recover().unwrap();
-        let mut second = DiskStore::new(&temp.0, settings(1 << 20, None));
+        let (mut second, _) = open_store(&temp, settings(1 << 20, None));
         let refused = second.recover().map(|_| ()).unwrap_err().to_string();
         assert!(refused.contains("another broker"), "{refused}");
         drop(first);
@@ -908,7 +982,7 @@ mod tests {
     #[test]
     fn retention_deletes_whole_segments_no_reader_needs() {
         let temp = TempDir::new("retention");
-        let mut store = DiskStore::new(&temp.0, settings(4 << 10, Some(16 << 10)));
+        let (mut store, fetched) = open_store(&temp, settings(4 << 10, Some(16 << 10)));
         let mut log = store.open("t").unwrap();
         for i in 0..1000 {
             log.append(message(i)).unwrap();
@@ -917,15 +991,16 @@ mod tests {
         assert!(log.over_retention());
         log.apply_retention(100); // a reader is at offset 100
         assert!(log.start() <= 100 && log.start() > 0);
-        assert_eq!(log.read(100), Some(message(100)));
+        assert_eq!(read_now(log.as_mut(), &fetched, 100), Some(message(100)));
         log.apply_retention(log.end());
         assert!(!log.over_retention());
         // 84-byte records: 16 KiB keeps about 195, less what is left of
         // the oldest kept segment.
         let kept = log.end() - log.start();
         assert!((140..=195).contains(&kept), "{kept} kept");
-        assert_eq!(log.read(log.start() - 1), None);
-        assert_eq!(log.read(999), Some(message(999)));
+        let dropped = log.start() - 1;
+        assert_eq!(read_now(log.as_mut(), &fetched, dropped), None);
+        assert_eq!(read_now(log.as_mut(), &fetched, 999), Some(message(999)));
         assert_eq!(log.append(message(1000)).unwrap(), 1000);
     }
 }

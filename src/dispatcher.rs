@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
+use crate::fetcher::Fetched;
 use crate::protocol::{AckMode, Decoded, Payload, Request, StartAt};
 use crate::queue::CommandReceiver;
 use crate::session::{DeliveryPolicy, Session};
@@ -123,6 +124,9 @@ pub enum Command {
     Written { conn: ConnId },
     /// The connection has closed: forget its subscriptions and deliveries.
     Detach { conn: ConnId },
+    /// Old records the fetcher thread read from a segment, which a log
+    /// answered [`Read::Later`] for (see `fetcher.rs`).
+    Fetched(Fetched),
     /// Stop the dispatcher (used when the broker shuts down).
     Shutdown,
 }
@@ -347,6 +351,7 @@ impl Dispatcher {
                 }
             }
             Command::Written { conn } => self.serve(conn, now),
+            Command::Fetched(fetched) => self.fetched(fetched, now),
             Command::Detach { conn } => self.detach(conn, now),
             Command::Shutdown => return Ok(false),
         }
@@ -431,14 +436,38 @@ impl Dispatcher {
         if topic.log.over_retention() {
             self.chores.trim_later(id);
         }
-        let topic = &self.topics[id];
-        for &conn in &topic.subscribers {
+        self.offer(id, now);
+        Ok(Some(offset))
+    }
+
+    /// Offers the topic's new messages (or those just fetched) to its
+    /// subscribers.
+    fn offer(&mut self, id: TopicId, now: Instant) {
+        for &conn in &self.topics[id].subscribers {
             if let Some(session) = self.sessions.get_mut(&conn) {
                 session.offer(id, &self.topics, now);
                 self.chores.settle(conn, session);
             }
         }
-        Ok(Some(offset))
+    }
+
+    /// Hands a fetched run to its log, and lets the subscribers and pullers
+    /// that were waiting for it read on.
+    fn fetched(&mut self, fetched: Fetched, now: Instant) {
+        let Some(&id) = self.topic_ids.get(&fetched.topic) else {
+            return;
+        };
+        self.topics[id].log.take_fetched(fetched);
+        self.offer(id, now);
+        let pullers: Vec<ConnId> = self
+            .sessions
+            .iter()
+            .filter(|(_, session)| session.is_pulling_from(id))
+            .map(|(&conn, _)| conn)
+            .collect();
+        for conn in pullers {
+            self.serve(conn, now);
+        }
     }
 
     fn subscribe(

@@ -24,7 +24,8 @@
 //! - [`dispatcher`]: the one thread that owns the topic table.
 //! - [`store`]: each topic's append-only log of messages, in memory or, with
 //!   [`disk`], in segment files that survive a restart: [`segment`] (with
-//!   [`crc32c`]) holds the bytes of their checksummed records.
+//!   [`crc32c`]) holds the bytes of their checksummed records, and
+//!   [`fetcher`] is the thread that reads old records back.
 //! - [`session`]: one connection's subscriptions, in-flight deliveries,
 //!   redeliveries and pulls.
 //! - [`stats`]: the counters behind `TOPICS` and `STATS`.
@@ -39,6 +40,7 @@ pub mod connection;
 pub mod crc32c;
 pub mod disk;
 pub mod dispatcher;
+pub mod fetcher;
 pub mod json;
 pub mod line;
 pub mod protocol;

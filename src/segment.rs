@@ -20,6 +20,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use byteorder::{BigEndian, ByteOrder};
 
@@ -51,8 +52,8 @@ pub struct Segment {
     /// One past the offset of its last record.
     pub end: Offset,
     pub path: PathBuf,
-    /// Opened for reading.
-    file: File,
+    /// Opened for reading; shared with the fetcher thread.
+    file: Arc<File>,
     /// Its length in bytes, counting records not yet written to it.
     pub len: u64,
     /// The timestamp of its newest record, ms since 1970: age retention
@@ -65,7 +66,7 @@ pub struct Segment {
 
 impl Segment {
     pub fn open(path: PathBuf, base: Offset) -> Result<Segment, StoreError> {
-        let file = File::open(&path).map_err(StoreError::io(&path))?;
+        let file = Arc::new(File::open(&path).map_err(StoreError::io(&path))?);
         Ok(Segment {
             base,
             end: base,
@@ -178,25 +179,61 @@ impl Segment {
         fs::remove_file(&self.path)
     }
 
-    /// Reads the record at `offset` and those after it, as many as one
-    /// read of [`READ_AHEAD_BYTES`] from the file holds (a larger record is
-    /// read whole), checking every checksum. A subscriber reading an old
-    /// part of the log then costs one read per run of records, not one per
-    /// record.
-    pub fn read_run(&self, offset: Offset) -> io::Result<Vec<Payload>> {
+    /// Where the run of records that starts at `offset` begins, for a
+    /// fetcher to read. Records from `until` on may still be on their way
+    /// into the file, and are left out.
+    pub fn run_start(&self, offset: Offset, until: Offset) -> RunStart {
         let entry = self.index.partition_point(|&(o, _)| o <= offset);
-        let mut position = match entry {
+        let position = match entry {
             0 => 0,
             n => self.index[n - 1].1,
         };
+        RunStart {
+            file: self.file.clone(),
+            position,
+            offset,
+            until,
+        }
+    }
+}
+
+/// Where to read a run of records in a segment file, and which: all that
+/// the fetcher thread needs to read it (see `fetcher.rs`).
+#[derive(Debug)]
+pub struct RunStart {
+    file: Arc<File>,
+    /// Where in the file to start: at or before the record at `offset`.
+    position: u64,
+    offset: Offset,
+    /// Records from this offset on may still be on their way into the
+    /// file: they are not read (the log's cache has them).
+    until: Offset,
+}
+
+impl RunStart {
+    /// The first offset of the run.
+    pub fn offset(&self) -> Offset {
+        self.offset
+    }
+
+    /// Reads the record at `offset` and those after it, as many as one
+    /// read of [`READ_AHEAD_BYTES`] from the file holds (a larger record is
+    /// read whole), up to `until`, checking every checksum. A subscriber
+    /// reading an old part of the log then costs one read per run of
+    /// records, not one per record.
+    pub fn read(&self) -> io::Result<Vec<Payload>> {
+        let mut position = self.position;
         let mut chunk = vec![0u8; READ_AHEAD_BYTES];
         loop {
             let filled = read_up_to(&self.file, &mut chunk, position)?;
             let mut run = Vec::new();
             let mut at = 0;
             while let Some(header) = whole_record(&chunk[at..filled]) {
+                if header.offset >= self.until {
+                    break;
+                }
                 let payload = &chunk[at + HEADER_BYTES..at + HEADER_BYTES + header.len as usize];
-                if header.offset >= offset {
+                if header.offset >= self.offset {
                     if header.checksum(payload) != header.crc {
                         return Err(io::Error::new(io::ErrorKind::InvalidData, "bad checksum"));
                     }

@@ -30,6 +30,7 @@ use crate::config::{Config, Storage};
 use crate::connection::{self, ReaderContext};
 use crate::disk::{DiskStore, LogSettings};
 use crate::dispatcher::{Command, ConnId, Dispatcher};
+use crate::fetcher::Fetcher;
 use crate::protocol::{self, status};
 use crate::queue::{self, CommandSender};
 use crate::store::{MemoryStore, Store, StoreError};
@@ -92,7 +93,7 @@ pub fn start(config: &Config) -> io::Result<Broker> {
     // Recovers every stored topic first: a damaged log stops the start.
     let dispatcher = Dispatcher::new(
         config.delivery_policy(),
-        store(config),
+        store(config, &commands)?,
         Syncer::spawn()?,
         connections.count.clone(),
     )
@@ -131,9 +132,10 @@ pub fn start(config: &Config) -> io::Result<Broker> {
     })
 }
 
-/// The store `config` asks for.
-fn store(config: &Config) -> Box<dyn Store> {
-    match &config.storage {
+/// The store `config` asks for. The disk store's fetcher thread sends
+/// what it reads to the dispatcher through `commands`.
+fn store(config: &Config, commands: &CommandSender) -> io::Result<Box<dyn Store>> {
+    Ok(match &config.storage {
         Storage::Memory => {
             if config.retention_age.is_some() {
                 log::warn!("--retention-age applies to the disk store only; ignored");
@@ -150,8 +152,9 @@ fn store(config: &Config) -> Box<dyn Store> {
                 retention_age: config.retention_age,
                 fsync: config.fsync,
             },
+            Fetcher::spawn(commands.clone())?,
         )),
-    }
+    })
 }
 
 /// `--max-connections`, or what this process can hold if that is less (or

@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use crate::dispatcher::{ConnId, IdMap, Topic, TopicId};
 use crate::protocol::{AckMode, Payload, StartAt};
-use crate::store::Offset;
+use crate::store::{Offset, Read};
 use crate::writer::{Batch, Link, Outgoing, Parcel, Reply, Writer};
 
 /// The delivery rules every session follows, from the broker's flags.
@@ -361,6 +361,13 @@ impl Session {
         !self.pulls.is_empty()
     }
 
+    /// Whether the pull streaming now takes from `topic`.
+    pub fn is_pulling_from(&self, topic: TopicId) -> bool {
+        self.pulls
+            .front()
+            .is_some_and(|pull| pull.topic == Some(topic))
+    }
+
     /// Packs the queued frames for the writer thread, for the dispatcher to
     /// post at the end of its round. Closes the connection if replies pile
     /// up behind a pull: the client keeps sending requests while it does
@@ -428,9 +435,12 @@ impl Session {
             return;
         };
         let offset = subscription.next;
-        let Some(payload) = topic.log.read(offset) else {
+        let Read::Message(payload) = topic.log.read(offset) else {
+            // Caught up (or waiting for a From offset), or the message is
+            // on its way from the disk: the topic is offered again once
+            // there is something to send.
             subscription.queued = false;
-            return; // caught up (or waiting for a From offset)
+            return;
         };
         subscription.next = offset + 1;
         if subscription.next < topic.log.end() {
@@ -505,13 +515,17 @@ impl Session {
             };
             let topic = &mut topics[id];
             let next = topic.log.pull_position().max(topic.log.start());
-            let payload = match pull.left > 0 && next < pull.until {
+            let read = match pull.left > 0 && next < pull.until {
                 true => topic.log.read(next),
-                false => None,
+                false => Read::Nothing,
             };
-            let Some(payload) = payload else {
-                self.finish_pull();
-                continue;
+            let payload = match read {
+                Read::Message(payload) => payload,
+                Read::Nothing => {
+                    self.finish_pull();
+                    continue;
+                }
+                Read::Later => return moved, // served again once fetched
             };
             if !self.make_write_room() {
                 return moved; // the writer will say when it has written

@@ -20,6 +20,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::fetcher::Fetched;
 use crate::protocol::Payload;
 
 /// The position of a message in its topic's log.
@@ -50,8 +51,12 @@ pub trait TopicLog: Send {
     /// Appends a message and returns its offset.
     fn append(&mut self, payload: Payload) -> Result<Offset, StoreError>;
 
-    /// The message at `offset`, if the log still holds it.
-    fn read(&self, offset: Offset) -> Option<Payload>;
+    /// The message at `offset`, if the log holds it and has it at hand.
+    fn read(&self, offset: Offset) -> Read;
+
+    /// Takes a run of old records the fetcher thread read for a
+    /// [`Read::Later`], so that reads of them find them.
+    fn take_fetched(&mut self, _fetched: Fetched) {}
 
     /// The offset of the oldest message still held (equal to
     /// [`TopicLog::end`] when the log is empty).
@@ -84,6 +89,20 @@ pub trait TopicLog: Send {
     /// messages (a confirmation, a delivery, a pulled message) before the
     /// job is done.
     fn write(&mut self) -> Result<Option<SyncJob>, StoreError>;
+}
+
+/// What [`TopicLog::read`] found at an offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Read {
+    Message(Payload),
+    /// No message: the offset is past the end of the log, or before its
+    /// start, or its record cannot be read.
+    Nothing,
+    /// The message is on disk only, and the fetcher thread is reading it
+    /// (`fetcher.rs`). The dispatcher hears when it has
+    /// ([`Command::Fetched`](crate::dispatcher::Command)), and offers the
+    /// topic again to whoever was reading it.
+    Later,
 }
 
 /// Work that makes a log's writes durable, such as an fsync. It runs on the
@@ -187,9 +206,14 @@ impl TopicLog for MemoryLog {
         Ok(self.end() - 1)
     }
 
-    fn read(&self, offset: Offset) -> Option<Payload> {
-        let index = usize::try_from(offset.checked_sub(self.first)?).ok()?;
-        self.messages.get(index).cloned()
+    fn read(&self, offset: Offset) -> Read {
+        let index = offset
+            .checked_sub(self.first)
+            .and_then(|i| usize::try_from(i).ok());
+        match index.and_then(|i| self.messages.get(i)) {
+            Some(payload) => Read::Message(payload.clone()),
+            None => Read::Nothing,
+        }
     }
 
     fn start(&self) -> Offset {
@@ -239,8 +263,8 @@ mod tests {
         assert_eq!((log.start(), log.end()), (0, 0));
         assert_eq!(log.append(Payload::from(&b"a"[..])).unwrap(), 0);
         assert_eq!(log.append(Payload::from(&b"b"[..])).unwrap(), 1);
-        assert_eq!(log.read(1).as_deref(), Some(&b"b"[..]));
-        assert_eq!(log.read(2), None);
+        assert_eq!(log.read(1), Read::Message(Payload::from(&b"b"[..])));
+        assert_eq!(log.read(2), Read::Nothing);
         assert_eq!(log.end(), 2);
     }
 
@@ -261,8 +285,8 @@ mod tests {
         log.apply_retention(log.end());
         assert_eq!((log.start(), log.end()), (3, 5));
         assert!(!log.over_retention());
-        assert_eq!(log.read(2), None);
-        assert_eq!(log.read(3).as_deref(), Some(&[3u8; 4][..]));
+        assert_eq!(log.read(2), Read::Nothing);
+        assert_eq!(log.read(3), Read::Message(Payload::from(vec![3u8; 4])));
         // A message larger than the limit goes too once nobody needs it.
         assert_eq!(log.append(Payload::from(vec![9; 50])).unwrap(), 5);
         log.apply_retention(log.end());
