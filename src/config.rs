@@ -49,6 +49,9 @@ pub struct Config {
     pub segment_bytes: u64,
     /// With the disk store, when appended messages are forced to disk.
     pub fsync: Fsync,
+    /// With `--fsync batch`, how long the syncer gathers rounds' writes
+    /// before one fsync covers them all. Zero: as soon as the disk is free.
+    pub fsync_interval: Duration,
     /// How long a closed connection's writer may take to write its last
     /// frames (such as the error that explains a close) before its socket is
     /// shut down, and how long the unfinished `PULL` of a closed connection
@@ -78,6 +81,7 @@ impl Default for Config {
             storage: Storage::Disk(PathBuf::from("data")),
             segment_bytes: 64 << 20,
             fsync: Fsync::Batch,
+            fsync_interval: Duration::ZERO,
             linger: Duration::from_secs(5),
             thread_stack_bytes: 128 << 10,
         }
@@ -311,7 +315,7 @@ const FLAGS: &[Flag] = &[
     Flag {
         name: "--fsync",
         value: "POLICY",
-        help: "always | batch (one fsync per dispatcher round) | never [default: batch]",
+        help: "always | batch (group commit, see --fsync-interval) | never [default: batch]",
         expected: "always, batch or never",
         set: |config, value| {
             config.fsync = match value {
@@ -322,6 +326,13 @@ const FLAGS: &[Flag] = &[
             };
             Some(())
         },
+    },
+    Flag {
+        name: "--fsync-interval",
+        value: "DURATION",
+        help: "with batch, gather writes this long into one fsync [default: 0s, when the disk is free]",
+        expected: DURATION,
+        set: |config, value| parse_duration(value).map(|v| config.fsync_interval = v),
     },
     Flag {
         name: "--segment-bytes",
@@ -481,6 +492,8 @@ mod tests {
             "--fsync=always",
             "--segment-bytes=1MiB",
             "--retention-age=7d",
+            "--fsync-interval=5ms",
+            "--subscriber-buffer=1MiB",
         ])
         .unwrap() else {
             panic!("expected a config")
@@ -498,6 +511,8 @@ mod tests {
         assert_eq!(config.fsync, Fsync::Always);
         assert_eq!(config.segment_bytes, 1 << 20);
         assert_eq!(config.retention_age, Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(config.fsync_interval, Duration::from_millis(5));
+        assert_eq!(config.subscriber_buffer, 1 << 20);
 
         let Invocation::Run(config) = parse(&["--in-memory", "--fsync", "never"]).unwrap() else {
             panic!("expected a config")

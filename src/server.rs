@@ -94,7 +94,7 @@ pub fn start(config: &Config) -> io::Result<Broker> {
     let dispatcher = Dispatcher::new(
         config.delivery_policy(),
         store(config, &commands)?,
-        Syncer::spawn()?,
+        Syncer::spawn(config.fsync_interval)?,
         connections.count.clone(),
     )
     .map_err(io::Error::other)?;

@@ -21,14 +21,17 @@
 //! rounds queue up, and the syncer takes all of them at once: the first
 //! fsync covers every record the dispatcher has written by then, and the
 //! others find nothing left to force. That is the group commit, across
-//! publishers and across rounds. The queue is short, so a disk that falls
-//! further behind makes the dispatcher wait, and that in turn holds the
-//! publishers back.
+//! publishers and across rounds. `--fsync-interval` makes it wait that long
+//! after a round with jobs arrives, gathering the rounds that follow, so
+//! that one fsync covers more writes at the price of that much latency.
+//! The queue is short, so a disk that falls further behind makes the
+//! dispatcher wait, and that in turn holds the publishers back.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -54,14 +57,15 @@ pub struct Syncer {
 }
 
 impl Syncer {
-    /// Starts the `syncer` thread.
-    pub fn spawn() -> io::Result<Syncer> {
+    /// Starts the `syncer` thread, which gathers rounds for `interval`
+    /// before it forces their writes to disk.
+    pub fn spawn(interval: Duration) -> io::Result<Syncer> {
         let (rounds, queue) = crossbeam_channel::bounded(MAX_WAITING_ROUNDS);
         let unposted = Arc::new(AtomicUsize::new(0));
         let counter = unposted.clone();
         let thread = thread::Builder::new()
             .name("syncer".to_owned())
-            .spawn(move || run(&queue, &counter))?;
+            .spawn(move || run(&queue, &counter, interval))?;
         Ok(Syncer {
             rounds,
             unposted,
@@ -111,12 +115,24 @@ fn join(thread: &mut Option<JoinHandle<Result<(), StoreError>>>) -> Result<(), S
     }
 }
 
-/// The syncer thread: takes every round waiting, runs their jobs, then posts
-/// their parcels, oldest round first. A job that fails stops the thread
-/// with its error, and the frames that waited for it are never posted.
-fn run(queue: &Receiver<Round>, unposted: &AtomicUsize) -> Result<(), StoreError> {
+/// The syncer thread: takes every round waiting (and, if the first has jobs,
+/// those that arrive within `interval`), runs their jobs, then posts their
+/// parcels, oldest round first. A job that fails stops the thread with its
+/// error, and the frames that waited for it are never posted.
+fn run(
+    queue: &Receiver<Round>,
+    unposted: &AtomicUsize,
+    interval: Duration,
+) -> Result<(), StoreError> {
     while let Ok(first) = queue.recv() {
+        let gather_until = match first.jobs.is_empty() {
+            true => Instant::now(),
+            false => Instant::now() + interval,
+        };
         let mut rounds = vec![first];
+        while let Ok(round) = queue.recv_deadline(gather_until) {
+            rounds.push(round);
+        }
         rounds.extend(queue.try_iter());
         for round in &mut rounds {
             for job in round.jobs.drain(..) {
@@ -135,9 +151,17 @@ fn run(queue: &Receiver<Round>, unposted: &AtomicUsize) -> Result<(), StoreError
 mod tests {
     use super::*;
     use crate::writer::{Batch, Outgoing, Reply};
-    use std::time::Duration;
 
     const PATIENCE: Duration = Duration::from_secs(10);
+
+    /// A job that notes in `ran` that it ran.
+    fn noting_job(ran: &Arc<AtomicUsize>) -> SyncJob {
+        let ran = ran.clone();
+        Box::new(move || {
+            ran.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+    }
 
     fn parcel(frames: &Sender<Batch>, offset: u64) -> Parcel {
         let batch = vec![Outgoing::Reply(Reply::Published { offset })];
@@ -163,7 +187,7 @@ mod tests {
 
     #[test]
     fn frames_wait_for_their_rounds_jobs_and_never_overtake_an_earlier_round() {
-        let mut syncer = Syncer::spawn().unwrap();
+        let mut syncer = Syncer::spawn(Duration::ZERO).unwrap();
         let (frames, written) = crossbeam_channel::unbounded();
         let (job, release) = held_job();
         syncer
@@ -187,7 +211,7 @@ mod tests {
 
     #[test]
     fn a_failed_job_stops_the_syncer_and_its_frames_never_go_out() {
-        let mut syncer = Syncer::spawn().unwrap();
+        let mut syncer = Syncer::spawn(Duration::ZERO).unwrap();
         let (frames, written) = crossbeam_channel::unbounded();
         let failing: SyncJob = Box::new(|| {
             Err(StoreError::Io {
@@ -205,5 +229,23 @@ mod tests {
             written.recv_timeout(PATIENCE).is_err(),
             "nothing was posted"
         );
+    }
+
+    #[test]
+    fn with_an_interval_the_rounds_that_follow_share_the_wait() {
+        let mut syncer = Syncer::spawn(Duration::from_secs(2)).unwrap();
+        let (frames, written) = crossbeam_channel::unbounded();
+        let ran = Arc::new(AtomicUsize::new(0));
+        syncer
+            .post_after(vec![noting_job(&ran)], vec![parcel(&frames, 1)])
+            .unwrap();
+        assert!(written.recv_timeout(Duration::from_millis(100)).is_err());
+        syncer
+            .post_after(vec![noting_job(&ran)], vec![parcel(&frames, 2)])
+            .unwrap();
+        assert_eq!(offset_in(written.recv_timeout(PATIENCE).unwrap()), 1);
+        assert_eq!(ran.load(Ordering::SeqCst), 2, "both jobs ran first");
+        assert_eq!(offset_in(written.recv_timeout(PATIENCE).unwrap()), 2);
+        syncer.stop().unwrap();
     }
 }
