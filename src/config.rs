@@ -52,6 +52,10 @@ pub struct Config {
     /// With `--fsync batch`, how long the syncer gathers rounds' writes
     /// before one fsync covers them all. Zero: as soon as the disk is free.
     pub fsync_interval: Duration,
+    /// How long a new connection may stay silent before it is closed: a
+    /// client that connects and says nothing holds a thread for nothing.
+    /// Once it has spoken, it may be idle as long as it likes.
+    pub handshake_timeout: Duration,
     /// How long a closed connection's writer may take to write its last
     /// frames (such as the error that explains a close) before its socket is
     /// shut down, and how long the unfinished `PULL` of a closed connection
@@ -82,6 +86,7 @@ impl Default for Config {
             segment_bytes: 64 << 20,
             fsync: Fsync::Batch,
             fsync_interval: Duration::ZERO,
+            handshake_timeout: Duration::from_secs(30),
             linger: Duration::from_secs(5),
             thread_stack_bytes: 128 << 10,
         }
@@ -256,6 +261,17 @@ const FLAGS: &[Flag] = &[
         help: "connections served at once; more are refused [default: what the system allows]",
         expected: COUNT,
         set: |config, value| parse_count(value).map(|n| config.max_connections = Some(n)),
+    },
+    Flag {
+        name: "--handshake-timeout",
+        value: "DURATION",
+        help: "close a new connection that sends nothing for this long [default: 30s]",
+        expected: "a duration above zero, such as 30s",
+        set: |config, value| {
+            parse_duration(value)
+                .filter(|d| !d.is_zero())
+                .map(|v| config.handshake_timeout = v)
+        },
     },
     Flag {
         name: "--max-message-bytes",
@@ -494,6 +510,7 @@ mod tests {
             "--retention-age=7d",
             "--fsync-interval=5ms",
             "--subscriber-buffer=1MiB",
+            "--handshake-timeout=3s",
         ])
         .unwrap() else {
             panic!("expected a config")
@@ -513,6 +530,7 @@ mod tests {
         assert_eq!(config.retention_age, Some(Duration::from_secs(7 * 86_400)));
         assert_eq!(config.fsync_interval, Duration::from_millis(5));
         assert_eq!(config.subscriber_buffer, 1 << 20);
+        assert_eq!(config.handshake_timeout, Duration::from_secs(3));
 
         let Invocation::Run(config) = parse(&["--in-memory", "--fsync", "never"]).unwrap() else {
             panic!("expected a config")

@@ -22,6 +22,11 @@
 //! be written to the client, so TCP slows the client down rather than the
 //! broker buffering answers for it without bound.
 //!
+//! A client must say something within `--handshake-timeout` of connecting,
+//! or its reader stops: a connection that never speaks would hold a thread
+//! for ever. Only the first read has the timeout; after it a client may be
+//! idle as long as it likes.
+//!
 //! When the client closes the socket or says `QUIT`, a read fails, or the
 //! stream cannot be parsed any more, the reader tells the dispatcher
 //! ([`Command::Detach`]) and ends. The dispatcher drops the writer, which
@@ -32,6 +37,7 @@ use std::io::{self, Read};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use crate::dispatcher::{Command, ConnId};
 use crate::line;
@@ -48,6 +54,8 @@ pub struct ReaderContext {
     /// How many frames may wait to be written to a client before its reader
     /// stops reading its requests (see [`MAX_UNREAD_REPLIES`]).
     pub max_unwritten: usize,
+    /// How long a new connection may take to send its first bytes.
+    pub handshake_timeout: Duration,
 }
 
 /// How many answers a client may leave unread, on top of a full window of
@@ -76,7 +84,10 @@ pub fn run(id: ConnId, stream: Arc<TcpStream>, context: Arc<ReaderContext>) {
         writer: None,
         context,
     };
-    match reader.serve() {
+    let listening = reader
+        .stream
+        .set_read_timeout(Some(reader.context.handshake_timeout));
+    match listening.map_err(Stop::Io).and_then(|()| reader.serve()) {
         Ok(()) => log::debug!("conn {id}: closed"),
         Err(error) => log::debug!("conn {id}: ended: {error}"),
     }
@@ -97,10 +108,12 @@ struct Reader {
     context: Arc<ReaderContext>,
 }
 
-/// Why a reader stops: the socket failed, the dispatcher has gone, or the
-/// client sent something the stream cannot recover from.
+/// Why a reader stops: the client said nothing in time, the socket failed,
+/// the dispatcher has gone, or the client sent something the stream cannot
+/// recover from.
 #[derive(Debug)]
 enum Stop {
+    Silent,
     Io(io::Error),
     DispatcherGone,
     Fatal(ProtocolError),
@@ -109,6 +122,7 @@ enum Stop {
 impl std::fmt::Display for Stop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Stop::Silent => write!(f, "said nothing within the handshake timeout"),
             Stop::Io(error) => write!(f, "{error}"),
             Stop::DispatcherGone => write!(f, "broker shutting down"),
             Stop::Fatal(error) => write!(f, "closed after {error}"),
@@ -144,13 +158,25 @@ impl Reader {
                 Some(Ok(_)) => return Ok(()),
                 Some(Err(error)) => return Err(Stop::Fatal(error)),
             }
-            if taken.drained {
-                let read = self.buffer.fill_from(&mut &*self.stream);
-                if read.map_err(Stop::Io)? == 0 {
-                    return Ok(());
-                }
+            if taken.drained && self.read()? == 0 {
+                return Ok(());
             }
         }
+    }
+
+    /// Reads what the client has sent. The first read is the handshake: it
+    /// times out if the client stays silent too long. After it the client
+    /// may be idle for ever (a subscriber waiting for messages is).
+    fn read(&mut self) -> Result<usize, Stop> {
+        let spoken = self.decoder.is_some();
+        let read = match self.buffer.fill_from(&mut &*self.stream) {
+            Err(error) if !spoken && is_timeout(&error) => return Err(Stop::Silent),
+            read => read.map_err(Stop::Io)?,
+        };
+        if !spoken && read > 0 {
+            self.stream.set_read_timeout(None).map_err(Stop::Io)?;
+        }
+        Ok(read)
     }
 
     /// Takes complete requests out of the buffer, up to
@@ -224,6 +250,15 @@ impl Reader {
             })
             .map_err(|_| Stop::DispatcherGone)
     }
+}
+
+/// Whether a read failed because its timeout passed (which Linux reports
+/// as `WouldBlock`).
+fn is_timeout(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// Whether the broker answers `request` (every refusal is answered).

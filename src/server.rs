@@ -107,6 +107,7 @@ pub fn start(config: &Config) -> io::Result<Broker> {
         limits: config.limits(),
         thread_stack_bytes: config.thread_stack_bytes,
         max_unwritten: config.max_inflight + connection::MAX_UNREAD_REPLIES,
+        handshake_timeout: config.handshake_timeout,
     });
     let stopping = Arc::new(AtomicBool::new(false));
     let max_connections = max_connections(config);

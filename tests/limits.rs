@@ -1,12 +1,14 @@
 //! Limits: a connection over `--max-connections` is refused with an Error
 //! status and closed while the connections already served carry on, and a
-//! place freed by a disconnect can be taken again; `--retention-bytes` keeps
-//! a topic's newest messages at their offsets.
+//! place freed by a disconnect can be taken again; a connection that says
+//! nothing for `--handshake-timeout` is closed, and one that has spoken may
+//! idle for ever; `--retention-bytes` keeps a topic's newest messages at
+//! their offsets.
 
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use brook::client::Publisher;
 use brook::config::Config;
@@ -65,6 +67,44 @@ fn connect_when_a_place_is_free(addr: SocketAddr) -> Raw {
 /// With `--retention-bytes`, a topic keeps only its newest messages; offsets
 /// go on counting, and a subscriber asking for a dropped offset starts at the
 /// oldest one kept.
+/// A client that connects and says nothing is closed once the handshake
+/// timeout passes; hundreds of others that connected with it and spoke
+/// (subscribers, then idle) are left alone, and still get what is published
+/// after it.
+#[test]
+fn a_silent_connection_is_closed_after_the_handshake_timeout_and_others_stay() {
+    let config = Config {
+        handshake_timeout: Duration::from_millis(300),
+        ..config()
+    };
+    let broker = start_broker(&config);
+    let addr = broker.local_addr();
+    let mut first_silent = Raw::connect(addr);
+    let mut idle: Vec<Raw> = (0..200)
+        .map(|_| {
+            let mut raw = Raw::connect(addr);
+            raw.send(&subscribe_request(r#"["t"]"#, &CURRENT));
+            raw.expect(&SUBSCRIBED);
+            raw
+        })
+        .collect();
+    // A line client that has typed half a command has spoken too.
+    let mut typing = Line::connect(addr);
+    typing.send("PI");
+    // Connected after all the others: once it is closed, the timeout has
+    // passed for every one of them.
+    let mut last_silent = Raw::connect(addr);
+
+    first_silent.expect_eof();
+    last_silent.expect_eof();
+    publish_all(addr, &[("t", b"after the timeout")]);
+    for raw in &mut idle {
+        raw.expect_delivery("t", b"after the timeout");
+    }
+    typing.send("NG\n");
+    typing.expect_line("+PONG");
+}
+
 #[test]
 fn retention_keeps_the_newest_messages_and_their_offsets() {
     let config = Config {

@@ -297,6 +297,21 @@ fn a_null_topic_list_subscribes_to_nothing() {
     client.expect_silence(QUIET);
 }
 
+/// How a binary subscriber can tell that the broker is still there (see
+/// docs/PROTOCOL.md, "Idle connections"): a Subscribe to no topics is
+/// answered with the Subscribed status and changes nothing.
+#[test]
+fn an_empty_subscribe_is_a_ping_that_changes_nothing() {
+    let broker = start_broker(&config());
+    let mut client = Raw::connect(broker.local_addr());
+    client.send(&subscribe_request(r#"["t"]"#, &CURRENT));
+    client.expect(&SUBSCRIBED);
+    client.send(&subscribe_request("[]", &CURRENT));
+    client.expect(&SUBSCRIBED);
+    publish_all(broker.local_addr(), &[("t", b"still subscribed")]);
+    client.expect_delivery("t", b"still subscribed");
+}
+
 /// brook's extension: a publisher whose first action is 6 gets, for every
 /// message in order, status 4 and the message's `u64` offset once it is
 /// stored, or an Error status; a refused message does not stop the next.
