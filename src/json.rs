@@ -237,6 +237,7 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::testing;
 
     fn parse(s: &str) -> Result<Vec<String>, JsonError> {
         parse_string_array(s.as_bytes())
@@ -293,5 +294,193 @@ mod tests {
         ];
         let encoded = encode_string_array(&names);
         assert_eq!(parse(&encoded).unwrap(), names);
+    }
+
+    // ---- Fuzzing: random valid lists, their prefixes, mutations, noise. ----
+
+    /// A random number below `n`.
+    fn below(next: &mut impl FnMut() -> u64, n: usize) -> usize {
+        (next() % n as u64) as usize
+    }
+
+    /// Plain characters: they stand for themselves inside a string.
+    const PLAIN: &[char] = &[
+        'a', 'Z', '0', ' ', ':', '/', '[', ']', ',', '{', 'é', '中', '😀',
+    ];
+
+    /// Every two-character escape of RFC 8259, and what it stands for.
+    const SHORT_ESCAPES: &[(&str, char)] = &[
+        ("\\\"", '"'),
+        ("\\\\", '\\'),
+        ("\\/", '/'),
+        ("\\b", '\u{8}'),
+        ("\\f", '\u{c}'),
+        ("\\n", '\n'),
+        ("\\r", '\r'),
+        ("\\t", '\t'),
+    ];
+
+    /// The escapes Go's `json.Marshal` writes for HTML safety, and a
+    /// surrogate pair.
+    const GO_ESCAPES: &[(&str, char)] = &[
+        ("\\u003c", '<'),
+        ("\\u003e", '>'),
+        ("\\u0026", '&'),
+        ("\\ud83d\\ude00", '😀'),
+    ];
+
+    /// JSON whitespace between tokens: none half the time, else one or two
+    /// characters.
+    fn whitespace(next: &mut impl FnMut() -> u64) -> String {
+        (0..below(next, 4).saturating_sub(1))
+            .map(|_| [' ', '\t', '\n', '\r'][below(next, 4)])
+            .collect()
+    }
+
+    /// `\uXXXX` for one UTF-16 code unit, in either case of hex digits.
+    fn unicode_escape(unit: u32, upper: bool) -> String {
+        match upper {
+            true => format!("\\u{unit:04X}"),
+            false => format!("\\u{unit:04x}"),
+        }
+    }
+
+    /// A random JSON string, quotes included, and the text it stands for.
+    fn random_string(next: &mut impl FnMut() -> u64) -> (String, String) {
+        let mut json = String::from('"');
+        let mut text = String::new();
+        for _ in 0..below(next, 8) {
+            let upper = next().is_multiple_of(2);
+            let (escape, c) = match below(next, 6) {
+                0 => {
+                    let c = PLAIN[below(next, PLAIN.len())];
+                    (c.to_string(), c)
+                }
+                1 => {
+                    let (escape, c) = SHORT_ESCAPES[below(next, SHORT_ESCAPES.len())];
+                    (escape.to_owned(), c)
+                }
+                2 => {
+                    let (escape, c) = GO_ESCAPES[below(next, GO_ESCAPES.len())];
+                    (escape.to_owned(), c)
+                }
+                3 => {
+                    // Any character of the Basic Multilingual Plane; the
+                    // surrogates are not characters.
+                    let Some(c) = char::from_u32(below(next, 0x1_0000) as u32) else {
+                        continue;
+                    };
+                    (unicode_escape(c as u32, upper), c)
+                }
+                4 => {
+                    // Beyond it, as a surrogate pair.
+                    let code = 0x1_0000 + below(next, 0x10_0000) as u32;
+                    let high = 0xD800 + ((code - 0x1_0000) >> 10);
+                    let low = 0xDC00 + ((code - 0x1_0000) & 0x3FF);
+                    let pair = unicode_escape(high, upper) + &unicode_escape(low, upper);
+                    (pair, char::from_u32(code).unwrap())
+                }
+                _ => {
+                    // Any character that needs no escape, as raw UTF-8.
+                    match char::from_u32(below(next, 0x11_0000) as u32) {
+                        Some(c) if c >= ' ' && c != '"' && c != '\\' => (c.to_string(), c),
+                        _ => continue,
+                    }
+                }
+            };
+            json.push_str(&escape);
+            text.push(c);
+        }
+        json.push('"');
+        (json, text)
+    }
+
+    /// A random valid topic list and the names it stands for.
+    fn random_list(next: &mut impl FnMut() -> u64) -> (Vec<u8>, Vec<String>) {
+        let mut json = whitespace(next);
+        let mut names = Vec::new();
+        if below(next, 16) == 0 {
+            json.push_str("null");
+        } else {
+            json.push('[');
+            for i in 0..below(next, 5) {
+                if i > 0 {
+                    json.push(',');
+                }
+                let (string, name) = random_string(next);
+                json.push_str(&whitespace(next));
+                json.push_str(&string);
+                json.push_str(&whitespace(next));
+                names.push(name);
+            }
+            json.push_str(&whitespace(next));
+            json.push(']');
+        }
+        json.push_str(&whitespace(next));
+        (json.into_bytes(), names)
+    }
+
+    /// Changes a few bytes of `input`: overwrites, inserts, deletes, or
+    /// repeats a piece of it.
+    fn mutate(next: &mut impl FnMut() -> u64, input: &mut Vec<u8>) {
+        for _ in 0..1 + below(next, 3) {
+            let at = below(next, input.len() + 1);
+            match below(next, 4) {
+                0 if at < input.len() => input[at] = next() as u8,
+                1 => input.insert(at, JSONISH[below(next, JSONISH.len())]),
+                2 if at < input.len() => {
+                    input.remove(at);
+                }
+                _ => {
+                    let end = (at + below(next, 8)).min(input.len());
+                    let piece = input[at..end].to_vec();
+                    input.splice(at..at, piece);
+                }
+            }
+        }
+    }
+
+    /// The bytes that matter to the parser, for noise that gets somewhere.
+    const JSONISH: &[u8] = b"[]\",\\/ubfnrtdDcC0123456789aAeEfF \t\r\nnull\x00\x1f\x7f\xc3\xa9\xff";
+
+    /// Parses `input`; a panic fails the test with the input that caused it.
+    fn parse_unless_panic(input: &[u8]) -> Result<Vec<String>, JsonError> {
+        std::panic::catch_unwind(|| parse_string_array(input))
+            .unwrap_or_else(|_| panic!("parse_string_array panicked on {input:?}"))
+    }
+
+    /// Whatever the parser accepts means what it says: encoded again and
+    /// parsed again, it gives the same names.
+    fn assert_consistent(input: &[u8]) {
+        if let Ok(names) = parse_unless_panic(input) {
+            let again = encode_string_array(&names);
+            assert_eq!(parse(&again), Ok(names), "round trip of {input:?}");
+        }
+    }
+
+    /// Tens of thousands of topic lists: each valid one must parse to its
+    /// names, each of its prefixes that stops before the closing `]` (or
+    /// the end of `null`) must be refused, and mutations of it and random
+    /// noise must never panic, and parse consistently if they parse at all.
+    #[test]
+    fn random_and_mutated_lists_never_panic() {
+        let mut next = testing::xorshift(0x5DEE_CE66_D1CE_4E5B);
+        for _ in 0..25_000 {
+            let (json, names) = random_list(&mut next);
+            assert_eq!(parse_unless_panic(&json), Ok(names), "{json:?}");
+
+            let last_token = json.iter().rposition(|b| !b" \t\r\n".contains(b)).unwrap();
+            let cut = &json[..below(&mut next, last_token + 1)];
+            assert!(parse_unless_panic(cut).is_err(), "prefix {cut:?} accepted");
+
+            let mut mutated = json;
+            mutate(&mut next, &mut mutated);
+            assert_consistent(&mutated);
+
+            let noise: Vec<u8> = (0..below(&mut next, 24))
+                .map(|_| JSONISH[below(&mut next, JSONISH.len())])
+                .collect();
+            assert_consistent(&noise);
+        }
     }
 }

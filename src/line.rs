@@ -744,6 +744,8 @@ mod tests {
         }
     }
 
+    /// Random bytes from the alphabet of commands, fed in random chunks:
+    /// no panic, and the same requests however the bytes are split.
     #[test]
     fn arbitrary_bytes_never_panic() {
         let mut next = testing::xorshift(0x2545_F491_4F6C_DD1D);
@@ -757,7 +759,91 @@ mod tests {
                 })
                 .collect();
             let chunk = 1 + (next() % 8) as usize;
-            decode_all(&bytes, chunk);
+            assert_eq!(
+                decode_all(&bytes, chunk),
+                decode_all(&bytes, usize::MAX),
+                "{:?} in chunks of {chunk}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+    }
+
+    /// Lines of every command, right and wrong, and `PUBN` byte counts that
+    /// are right, short, long, zero, over the limit or over `u64::MAX`.
+    const COMMANDS: &[&[u8]] = &[
+        b"PUB a hello there\n",
+        b"pub \"q \\\"t\\\"\" \t text \r\n",
+        b"PUBN b 3\nx\ny\n",
+        b"PUBN b 3\nxy\n",
+        b"PUBN b 3\nxyzw\n",
+        b"PUBN b 0\n\n",
+        b"PUBN b 65\n",
+        b"PUBN b 18446744073709551615\n",
+        b"PUBN b 18446744073709551616\nabc\n",
+        b"SUB a\n",
+        b"sub \"a b\" from 7 manual\n",
+        b"SUB a beginning manual x\n",
+        b"UNSUB a\n",
+        b"ACK\n",
+        b"nack\n",
+        b"PULL a 2\n",
+        b"PULL a -1\n",
+        b"TOPICS\nSTATS\nPING\nHELP\n",
+        b"\n   \t\r\n",
+        b"0123456789012345678901234567890123456789\n",
+        b"QUIT\n",
+    ];
+
+    /// Scripts of random commands, with a few bytes overwritten, inserted or
+    /// cut, fed in random chunks: no panic, and the same requests however
+    /// the bytes are split.
+    #[test]
+    fn mutated_commands_never_panic() {
+        let mut next = testing::xorshift(0x9FB2_1C65_1E98_DF25);
+        for _ in 0..20_000 {
+            let mut bytes: Vec<u8> = (0..1 + next() % 6)
+                .flat_map(|_| COMMANDS[(next() % COMMANDS.len() as u64) as usize].to_vec())
+                .collect();
+            for _ in 0..next() % 4 {
+                let at = (next() % bytes.len() as u64) as usize;
+                match next() % 3 {
+                    0 => bytes[at] = next() as u8,
+                    1 => bytes.insert(at, b"\n\r \"\\09"[(next() % 7) as usize]),
+                    _ => bytes.truncate(at.max(1)),
+                }
+            }
+            let chunk = 1 + (next() % 8) as usize;
+            assert_eq!(
+                decode_all(&bytes, chunk),
+                decode_all(&bytes, usize::MAX),
+                "{:?} in chunks of {chunk}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+    }
+
+    /// A line over the limit is refused as soon as the limit is passed and
+    /// its bytes are dropped as they come, and a `PUBN` count over the
+    /// limit is refused before a byte of the payload: neither is buffered.
+    #[test]
+    fn oversized_lines_and_counts_are_refused_before_their_bytes() {
+        let mut next = testing::xorshift(0x4F1B_BCDC_BFA5_3E0B);
+        for _ in 0..2_000 {
+            let long = vec![b'x'; LIMITS.max_line_bytes + 1 + (next() % 4096) as usize];
+            let mut decoder = Decoder::new(LIMITS);
+            let (used, event) = decoder.decode(&long);
+            assert_eq!(used, long.len());
+            assert_eq!(event, Some(refused(LineError::LineTooLong)));
+            assert_eq!(decoder.decode(&long), (long.len(), None));
+
+            let count = LIMITS.max_message_bytes as u64 + 1 + next() % (u64::MAX - 64);
+            let header = format!("PUBN t {count}\n");
+            let mut decoder = Decoder::new(LIMITS);
+            let (used, event) = decoder.decode(header.as_bytes());
+            assert_eq!(used, header.len());
+            assert_eq!(event, Some(refused(LineError::MessageTooLarge)));
+            // The payload the client sends anyway is skipped as it comes.
+            assert_eq!(decoder.decode(&long), (long.len(), None));
         }
     }
 }

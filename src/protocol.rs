@@ -796,32 +796,106 @@ mod tests {
     }
 
     /// Random and mutated byte streams, fed in random chunks: the decoder
-    /// must never panic, never consume more than it was given, and always
-    /// make progress or ask for more.
+    /// must never panic, never consume more than it was given, always make
+    /// progress or ask for more, and decode the same requests however the
+    /// bytes are split.
     #[test]
     fn arbitrary_bytes_never_panic() {
         let mut random = testing::xorshift(0x9E37_79B9_7F4A_7C15);
         let mut valid = publish_stream();
         encode_subscribe(&mut valid, &["a\"b", "c"], StartAt::From(3));
+        encode_subscribe(&mut valid, &["d"], StartAt::From(1 << 40));
+        push_u16(&mut valid, action::ACK);
+        encode_unsubscribe(&mut valid, &["c"]);
         for _ in 0..20_000 {
             let mut bytes = valid.clone();
             for _ in 0..random() % 6 {
                 let at = random() as usize % bytes.len();
-                bytes[at] = random() as u8;
+                match random() % 3 {
+                    0 => bytes[at] = random() as u8,
+                    1 => bytes.insert(at, random() as u8),
+                    _ => bytes.truncate(at.max(1)),
+                }
             }
             if random().is_multiple_of(3) {
                 bytes = (0..random() % 64).map(|_| random() as u8).collect();
             }
-            let first = if random().is_multiple_of(2) {
-                action::SUBSCRIBE
-            } else {
-                action::PUBLISH
-            };
+            let first = [
+                action::SUBSCRIBE,
+                action::UNSUBSCRIBE,
+                action::PUBLISH,
+                action::PUBLISH_CONFIRMED,
+            ][random() as usize % 4];
             let mut stream = first.to_be_bytes().to_vec();
             stream.extend_from_slice(&bytes);
             let chunk = 1 + random() as usize % 16;
-            decode_all(&stream, chunk);
+            assert_eq!(
+                decode_all(&stream, chunk),
+                decode_all(&stream, usize::MAX),
+                "{stream:?} in chunks of {chunk}"
+            );
         }
+    }
+
+    /// A length above `limit`: just above, `u32::MAX`, or in between.
+    fn oversized(random: &mut impl FnMut() -> u64, i: usize, limit: usize) -> u32 {
+        let limit = limit as u32;
+        match i {
+            0 => limit + 1,
+            1 => u32::MAX,
+            _ => limit + 1 + (random() % u64::from(u32::MAX - limit)) as u32,
+        }
+    }
+
+    /// Decodes `header` on a new decoder, which must take all of it at once.
+    fn decode_header(header: &[u8]) -> Option<Decoded> {
+        let (used, event) = Decoder::new(LIMITS).decode(header);
+        assert_eq!(used, header.len(), "{header:?}");
+        event
+    }
+
+    /// Every length prefix above its limit, up to `u32::MAX`, is refused as
+    /// soon as the prefix itself has arrived, so nothing is ever allocated
+    /// or waited for on its account; a length at the limit is accepted.
+    #[test]
+    fn oversized_length_prefixes_are_refused_before_their_bytes() {
+        let mut random = testing::xorshift(0xD1B5_4A32_D192_ED03);
+        let publish_header = |first: u16, len: u32| {
+            let mut header = first.to_be_bytes().to_vec();
+            encode_publish(&mut header, "t", b"");
+            header.truncate(header.len() - 4);
+            [header, len.to_be_bytes().to_vec()].concat()
+        };
+        let list_header =
+            |first: u16, len: u32| [&first.to_be_bytes()[..], &len.to_be_bytes()].concat();
+        for i in 0..2_000 {
+            let len = oversized(&mut random, i, LIMITS.max_message_bytes);
+            for first in [action::PUBLISH, action::PUBLISH_CONFIRMED] {
+                let event = decode_header(&publish_header(first, len));
+                assert!(matches!(
+                    event,
+                    Some(Err(ProtocolError::MessageTooLarge { .. }))
+                ));
+            }
+            let len = oversized(&mut random, i, LIMITS.max_topic_list_bytes);
+            for first in [action::SUBSCRIBE, action::UNSUBSCRIBE] {
+                let event = decode_header(&list_header(first, len));
+                assert!(matches!(
+                    event,
+                    Some(Err(ProtocolError::TopicDataTooLarge { .. }))
+                ));
+            }
+        }
+        let message_limit = LIMITS.max_message_bytes as u32;
+        assert_eq!(
+            decode_header(&publish_header(action::PUBLISH, message_limit)),
+            None
+        );
+        let list_limit = LIMITS.max_topic_list_bytes as u32;
+        assert_eq!(
+            decode_header(&list_header(action::SUBSCRIBE, list_limit)),
+            None
+        );
     }
 
     #[test]

@@ -363,6 +363,9 @@ impl Bystander {
             .unwrap();
         self.publisher.flush().unwrap();
         expect_next_ack(&mut self.subscriber, BYSTANDER_TOPIC, payload.as_bytes());
+        // Sent now, not with the next check: a bystander held longer than
+        // the ack timeout would otherwise get its message again.
+        self.subscriber.flush().unwrap();
     }
 }
 
