@@ -11,7 +11,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::protocol::Limits;
+use crate::protocol::{Limits, MAX_TOPIC_NAME_BYTES};
 use crate::session::DeliveryPolicy;
 
 /// Everything `brook` can be told on its command line.
@@ -39,6 +39,10 @@ pub struct Config {
     pub retention_age: Option<Duration>,
     /// The longest JSON topic list a subscribe or unsubscribe may carry.
     pub max_topic_list_bytes: usize,
+    /// The longest topic name, in bytes.
+    pub max_topic_name_bytes: usize,
+    /// The most topics one subscribe or unsubscribe may name.
+    pub max_subscribe_topics: usize,
     /// The longest line the line protocol reads; a longer one is refused
     /// without being buffered.
     pub max_line_bytes: usize,
@@ -81,6 +85,8 @@ impl Default for Config {
             retention_bytes: None,
             retention_age: None,
             max_topic_list_bytes: 1 << 20,
+            max_topic_name_bytes: MAX_TOPIC_NAME_BYTES,
+            max_subscribe_topics: 1024,
             max_line_bytes: 1 << 20,
             storage: Storage::Disk(PathBuf::from("data")),
             segment_bytes: 64 << 20,
@@ -109,6 +115,8 @@ impl Config {
         Limits {
             max_message_bytes: self.max_message_bytes,
             max_topic_list_bytes: self.max_topic_list_bytes,
+            max_topic_name_bytes: self.max_topic_name_bytes,
+            max_topics_per_request: self.max_subscribe_topics,
             max_line_bytes: self.max_line_bytes,
         }
     }
@@ -308,6 +316,24 @@ const FLAGS: &[Flag] = &[
         help: "largest JSON topic list in a (un)subscribe [default: 1MiB]",
         expected: LIMIT,
         set: |config, value| parse_length_limit(value).map(|v| config.max_topic_list_bytes = v),
+    },
+    Flag {
+        name: "--max-topic-name-bytes",
+        value: "BYTES",
+        help: "longest topic name [default: 64KiB - 1, the most the protocols can carry]",
+        expected: "a size from 1 byte to 65535 bytes",
+        set: |config, value| {
+            let bytes = parse_size(value).filter(|&n| (1..=MAX_TOPIC_NAME_BYTES).contains(&n))?;
+            config.max_topic_name_bytes = bytes;
+            Some(())
+        },
+    },
+    Flag {
+        name: "--max-subscribe-topics",
+        value: "N",
+        help: "most topics one subscribe or unsubscribe may name [default: 1024]",
+        expected: COUNT,
+        set: |config, value| parse_count(value).map(|v| config.max_subscribe_topics = v),
     },
     Flag {
         name: "--data-dir",
@@ -511,6 +537,8 @@ mod tests {
             "--fsync-interval=5ms",
             "--subscriber-buffer=1MiB",
             "--handshake-timeout=3s",
+            "--max-topic-name-bytes=200",
+            "--max-subscribe-topics=5",
         ])
         .unwrap() else {
             panic!("expected a config")
@@ -531,6 +559,9 @@ mod tests {
         assert_eq!(config.fsync_interval, Duration::from_millis(5));
         assert_eq!(config.subscriber_buffer, 1 << 20);
         assert_eq!(config.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(config.max_topic_name_bytes, 200);
+        assert_eq!(config.max_subscribe_topics, 5);
+        assert!(parse(&["--max-topic-name-bytes=64KiB"]).is_err());
 
         let Invocation::Run(config) = parse(&["--in-memory", "--fsync", "never"]).unwrap() else {
             panic!("expected a config")

@@ -45,7 +45,6 @@ use std::sync::Arc;
 
 use crate::protocol::{
     AckMode, Decoded, LastTopic, Limits, Payload, ProtocolError, Request, StartAt,
-    MAX_TOPIC_NAME_BYTES,
 };
 use crate::stats::{BrokerReport, TopicReport};
 use crate::store::Offset;
@@ -257,7 +256,11 @@ impl Decoder {
                 return refuse(LineError::BinaryData);
             }
         };
-        match self.parse_command(&mut Words { rest: text }) {
+        let mut words = Words {
+            rest: text,
+            max_topic_bytes: self.limits.max_topic_name_bytes,
+        };
+        match self.parse_command(&mut words) {
             Ok(Some(request)) => Step::Emit(Ok(request)),
             Ok(None) => Step::Continue,
             Err(error) => refuse(error),
@@ -355,7 +358,7 @@ impl Decoder {
         words: &mut Words<'_>,
     ) -> Result<(), LineError> {
         words.end()?;
-        if topic.len() > MAX_TOPIC_NAME_BYTES {
+        if topic.len() > self.limits.max_topic_name_bytes {
             return Err(LineError::TopicNameTooLong);
         }
         if len > self.limits.max_message_bytes as u64 {
@@ -409,6 +412,8 @@ fn find_newline(bytes: &[u8]) -> Option<usize> {
 /// The words of one line, taken from the front.
 struct Words<'a> {
     rest: &'a str,
+    /// The longest topic name [`Words::topic`] accepts.
+    max_topic_bytes: usize,
 }
 
 impl<'a> Words<'a> {
@@ -459,7 +464,7 @@ impl<'a> Words<'a> {
     /// The next word as a topic name.
     fn topic(&mut self) -> Result<Cow<'a, str>, LineError> {
         let topic = self.next()?.ok_or(LineError::MissingTopic)?;
-        if topic.len() > MAX_TOPIC_NAME_BYTES {
+        if topic.len() > self.max_topic_bytes {
             return Err(LineError::TopicNameTooLong);
         }
         Ok(topic)
@@ -619,6 +624,8 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_message_bytes: 64,
         max_topic_list_bytes: 64,
+        max_topic_name_bytes: 16,
+        max_topics_per_request: 4,
         max_line_bytes: 32,
     };
 

@@ -185,6 +185,8 @@ pub enum ProtocolError {
     InvalidStartAt(u16),
     /// A subscribe naming a topic longer than a delivery frame can carry.
     TopicNameTooLong(usize),
+    /// A subscribe or unsubscribe naming more topics than the limit.
+    TooManyTopics(usize),
     /// A payload longer than `--max-message-bytes`.
     MessageTooLarge { len: u64, limit: usize },
     /// A topic list longer than its limit.
@@ -207,6 +209,7 @@ impl ProtocolError {
             ProtocolError::EmptyTopicData => "data length of topics is 0",
             ProtocolError::InvalidStartAt(_) => "invalid start up type provided",
             ProtocolError::TopicNameTooLong(_) => "topic name too long",
+            ProtocolError::TooManyTopics(_) => "too many topics",
             ProtocolError::MessageTooLarge { .. } => "message too large",
             ProtocolError::TopicDataTooLarge { .. } => "topic data too large",
             ProtocolError::EmptyMessage => "empty message",
@@ -235,6 +238,7 @@ impl std::fmt::Display for ProtocolError {
             ProtocolError::InvalidTopicData(e) => write!(f, "invalid topic data: {e}"),
             ProtocolError::InvalidStartAt(t) => write!(f, "invalid start-at type {t}"),
             ProtocolError::TopicNameTooLong(n) => write!(f, "topic name of {n} bytes"),
+            ProtocolError::TooManyTopics(n) => write!(f, "{n} topics in one request"),
             ProtocolError::MessageTooLarge { len, limit } => {
                 write!(f, "message of {len} bytes, limit {limit}")
             }
@@ -253,6 +257,10 @@ impl std::error::Error for ProtocolError {}
 pub struct Limits {
     pub max_message_bytes: usize,
     pub max_topic_list_bytes: usize,
+    /// The longest topic name, in bytes (at most [`MAX_TOPIC_NAME_BYTES`]).
+    pub max_topic_name_bytes: usize,
+    /// The most topics one subscribe or unsubscribe may name.
+    pub max_topics_per_request: usize,
     /// The longest line the line protocol accepts.
     pub max_line_bytes: usize,
 }
@@ -406,6 +414,9 @@ impl Decoder {
         let name = frame
             .strip_prefix(TOPIC_PREFIX)
             .ok_or(ProtocolError::MissingTopicPrefix)?;
+        if name.len() > self.limits.max_topic_name_bytes {
+            return Err(ProtocolError::TopicNameTooLong(name.len()));
+        }
         self.last_topic
             .shared_utf8(name)
             .map_err(|_| ProtocolError::TopicNotUtf8)
@@ -454,7 +465,7 @@ impl Decoder {
                 }
             }
             State::TopicList { action, .. } => {
-                let topics = parse_topic_list(field);
+                let topics = parse_topic_list(field, &self.limits);
                 if action == action::SUBSCRIBE {
                     (State::StartAtType { topics }, Step::Continue)
                 } else {
@@ -544,9 +555,15 @@ fn subscribe(topics: Result<Vec<String>, ProtocolError>, start: StartAt) -> Step
     }))
 }
 
-fn parse_topic_list(json: &[u8]) -> Result<Vec<String>, ProtocolError> {
+fn parse_topic_list(json: &[u8], limits: &Limits) -> Result<Vec<String>, ProtocolError> {
     let topics = json::parse_string_array(json).map_err(ProtocolError::InvalidTopicData)?;
-    match topics.iter().find(|t| t.len() > MAX_TOPIC_NAME_BYTES) {
+    if topics.len() > limits.max_topics_per_request {
+        return Err(ProtocolError::TooManyTopics(topics.len()));
+    }
+    match topics
+        .iter()
+        .find(|t| t.len() > limits.max_topic_name_bytes)
+    {
         Some(long) => Err(ProtocolError::TopicNameTooLong(long.len())),
         None => Ok(topics),
     }
@@ -691,6 +708,8 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_message_bytes: 1024,
         max_topic_list_bytes: 1024,
+        max_topic_name_bytes: 64,
+        max_topics_per_request: 8,
         max_line_bytes: 1024,
     };
 

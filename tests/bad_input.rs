@@ -319,6 +319,45 @@ fn topic_name_too_long_for_a_delivery_is_refused() {
     bystander.check();
 }
 
+/// `--max-topic-name-bytes` and `--max-subscribe-topics`, in both
+/// protocols: the request is refused with its reason, the connection goes
+/// on, and exactly the limit is accepted.
+#[test]
+fn topic_name_and_topic_count_limits_are_refused_and_the_connection_goes_on() {
+    let config = Config {
+        max_topic_name_bytes: 10, // "bystander" and "test-fence" fit
+        max_subscribe_topics: 2,
+        ..config()
+    };
+    let broker = start_broker(&config);
+    let addr = broker.local_addr();
+    let mut bystander = Bystander::new(addr);
+
+    let mut client = Raw::connect(addr);
+    client.send(&subscribe_request(r#"["a","b","c"]"#, &CURRENT));
+    client.expect_error("too many topics");
+    client.send(&subscribe_request(r#"["12345678901"]"#, &CURRENT));
+    client.expect_error("topic name too long");
+    client.send(&subscribe_request(r#"["1234567890","b"]"#, &CURRENT));
+    client.expect(&SUBSCRIBED);
+
+    let mut publisher = Raw::connect(addr);
+    publisher.send(&[&PUBLISH[..], &publish_frame("12345678901", b"long")].concat());
+    publisher.expect_error("topic name too long");
+    publisher.send(&publish_frame("1234567890", b"fits"));
+    client.expect_delivery("1234567890", b"fits");
+
+    let mut line = Line::connect(addr);
+    line.send("SUB 12345678901\nPUB 12345678901 x\nPUBN 12345678901 1\ny\n");
+    for _ in 0..3 {
+        line.expect_line("-ERR topic name too long");
+    }
+    line.send("PUB 1234567890 by line\n");
+    line.expect_line("+OK 1");
+    client.expect_delivery("1234567890", b"by line");
+    bystander.check();
+}
+
 #[test]
 fn frames_cut_off_by_a_disconnect_end_quietly() {
     let broker = start_broker(&config());
