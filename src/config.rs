@@ -22,6 +22,9 @@ pub struct Config {
     pub ack_delay: Duration,
     pub ack_timeout: Duration,
     pub max_deliveries: u32,
+    /// Whether a message given up after `max_deliveries` goes to its
+    /// topic's dead-letter topic (`<topic>.dlq`).
+    pub dead_letters: bool,
     /// How many deliveries a subscriber connection may have unanswered (or,
     /// if they need no answer, unwritten) at once.
     pub max_inflight: usize,
@@ -78,6 +81,7 @@ impl Default for Config {
             ack_delay: Duration::from_secs(1),
             ack_timeout: Duration::from_secs(2),
             max_deliveries: 5,
+            dead_letters: true,
             max_inflight: 16384,
             subscriber_buffer: 16 << 20,
             max_message_bytes: 8 << 20,
@@ -105,6 +109,7 @@ impl Config {
             ack_delay: self.ack_delay,
             ack_timeout: self.ack_timeout,
             max_deliveries: self.max_deliveries,
+            dead_letters: self.dead_letters,
             max_inflight: self.max_inflight,
             subscriber_buffer: self.subscriber_buffer,
             linger: self.linger,
@@ -248,6 +253,20 @@ const FLAGS: &[Flag] = &[
         help: "give a message up after this many deliveries [default: 5]",
         expected: COUNT,
         set: |config, value| parse_count(value).map(|v| config.max_deliveries = v),
+    },
+    Flag {
+        name: "--dead-letter",
+        value: "on|off",
+        help: "append messages given up to <topic>.dlq [default: on]",
+        expected: "on or off",
+        set: |config, value| {
+            config.dead_letters = match value {
+                "on" => true,
+                "off" => false,
+                _ => return None,
+            };
+            Some(())
+        },
     },
     Flag {
         name: "--max-inflight",
@@ -539,6 +558,7 @@ mod tests {
             "--handshake-timeout=3s",
             "--max-topic-name-bytes=200",
             "--max-subscribe-topics=5",
+            "--dead-letter=off",
         ])
         .unwrap() else {
             panic!("expected a config")
@@ -561,6 +581,7 @@ mod tests {
         assert_eq!(config.handshake_timeout, Duration::from_secs(3));
         assert_eq!(config.max_topic_name_bytes, 200);
         assert_eq!(config.max_subscribe_topics, 5);
+        assert!(!config.dead_letters);
         assert!(parse(&["--max-topic-name-bytes=64KiB"]).is_err());
 
         let Invocation::Run(config) = parse(&["--in-memory", "--fsync", "never"]).unwrap() else {

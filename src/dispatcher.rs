@@ -44,9 +44,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 
 use crate::fetcher::Fetched;
+use crate::line;
 use crate::protocol::{AckMode, Decoded, Payload, Request, StartAt};
 use crate::queue::CommandReceiver;
-use crate::session::{DeliveryPolicy, Session};
+use crate::session::{DeliveryPolicy, GivenUp, Session};
 use crate::stats::{BrokerReport, TopicReport, Traffic};
 use crate::store::{Offset, Store, StoreError, SyncJob, TopicLog};
 use crate::syncer::Syncer;
@@ -328,7 +329,7 @@ impl Dispatcher {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
-            self.fire_wakeups(now);
+            self.fire_wakeups(now)?;
             self.close_lingering(now);
             self.check_ages(now);
             self.apply_retention();
@@ -375,8 +376,8 @@ impl Dispatcher {
                 self.subscribe(conn, &topics, start, ack, now)
             }
             Ok(Request::Unsubscribe { topics }) => self.unsubscribe(conn, &topics),
-            Ok(Request::Ack) => self.answer(conn, true, now),
-            Ok(Request::Nack) => self.answer(conn, false, now),
+            Ok(Request::Ack) => self.answer(conn, true, now)?,
+            Ok(Request::Nack) => self.answer(conn, false, now)?,
             Ok(Request::Pull { topic, max }) => self.pull(conn, &topic, max, now),
             Ok(Request::Topics) => self.reply(conn, Reply::Topics(self.topic_reports())),
             Ok(Request::Stats) => {
@@ -428,6 +429,16 @@ impl Dispatcher {
                 }
             },
         };
+        self.append(id, payload, now).map(Some)
+    }
+
+    /// Appends a message to the topic `id` and offers it to the subscribers.
+    fn append(
+        &mut self,
+        id: TopicId,
+        payload: Payload,
+        now: Instant,
+    ) -> Result<Offset, StoreError> {
         let topic = &mut self.topics[id];
         let bytes = payload.len();
         let offset = topic.log.append(payload)?;
@@ -437,7 +448,35 @@ impl Dispatcher {
             self.chores.trim_later(id);
         }
         self.offer(id, now);
-        Ok(Some(offset))
+        Ok(offset)
+    }
+
+    /// Appends what `conn`'s session gave up to the dead-letter topics: for
+    /// topic `t`, the topic `t.dlq`, created as it is needed. Each message
+    /// there is one line that says where it came from, then the payload as
+    /// it was (see [`dead_letter`]).
+    fn dead_letter_given_up(&mut self, conn: ConnId, now: Instant) -> Result<(), StoreError> {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return Ok(());
+        };
+        for given_up in session.take_given_up() {
+            let origin = self.topics[given_up.topic].name.clone();
+            let name = format!("{origin}{DEAD_LETTER_SUFFIX}");
+            let id = match self.topic_id(&name) {
+                Ok(id) => id,
+                Err(error) => {
+                    log::error!("cannot create dead-letter topic {name:?}: {error}");
+                    continue;
+                }
+            };
+            let offset = self.append(id, dead_letter(&origin, &given_up), now)?;
+            log::info!(
+                "{origin:?}@{} went to {name:?}@{offset} after {} deliveries",
+                given_up.offset,
+                given_up.deliveries
+            );
+        }
+        Ok(())
     }
 
     /// Offers the topic's new messages (or those just fetched) to its
@@ -517,15 +556,17 @@ impl Dispatcher {
         self.chores.settle(conn, session);
     }
 
-    fn answer(&mut self, conn: ConnId, acked: bool, now: Instant) {
+    /// An Ack or Nack. A Nack may give its message up, for good.
+    fn answer(&mut self, conn: ConnId, acked: bool, now: Instant) -> Result<(), StoreError> {
         let Some(session) = self.sessions.get_mut(&conn) else {
-            return;
+            return Ok(());
         };
         if session.answer(acked, &self.topics, now).is_err() {
             log::debug!("conn {conn}: answered a delivery that was never sent");
             session.reply(Reply::Error("no delivery to acknowledge"));
         }
         self.chores.settle(conn, session);
+        self.dead_letter_given_up(conn, now)
     }
 
     fn reply(&mut self, conn: ConnId, reply: Reply) {
@@ -670,8 +711,9 @@ impl Dispatcher {
 
     /// Wakes every session whose wake-up is due. The due ones are taken
     /// off the heap first, so a session that asks to be woken again at once
-    /// waits for the next round instead of keeping this loop going.
-    fn fire_wakeups(&mut self, now: Instant) {
+    /// waits for the next round instead of keeping this loop going. An ack
+    /// timeout may give a message up, for good.
+    fn fire_wakeups(&mut self, now: Instant) -> Result<(), StoreError> {
         let mut due = Vec::new();
         while let Some(&Reverse((when, conn))) = self.chores.wakeups.peek() {
             if when > now {
@@ -690,7 +732,9 @@ impl Dispatcher {
             session.wake_registered = None;
             session.wake(&self.topics, now);
             self.settle_or_finish(conn, now);
+            self.dead_letter_given_up(conn, now)?;
         }
+        Ok(())
     }
 
     /// Trims the topics that grew past their retention, keeping every
@@ -759,6 +803,30 @@ impl Dispatcher {
         }
         Ok(())
     }
+}
+
+/// What a dead-letter topic's name adds to the name of the topic whose
+/// messages it takes.
+pub const DEAD_LETTER_SUFFIX: &str = ".dlq";
+
+/// A dead letter: one line that names the original topic (as the line
+/// protocol writes a topic, quoted if need be), offset and number of
+/// deliveries, then the original payload, byte for byte.
+///
+/// ```text
+/// dead-letter topic=orders offset=42 deliveries=5
+/// <the payload>
+/// ```
+pub fn dead_letter(origin: &str, given_up: &GivenUp) -> Payload {
+    let mut letter = b"dead-letter topic=".to_vec();
+    line::encode_topic(&mut letter, origin);
+    let fields = format!(
+        " offset={} deliveries={}\n",
+        given_up.offset, given_up.deliveries
+    );
+    letter.extend_from_slice(fields.as_bytes());
+    letter.extend_from_slice(&given_up.payload);
+    Payload::from(letter)
 }
 
 fn remove_subscriber(topic: &mut Topic, conn: ConnId) {

@@ -23,7 +23,9 @@
 //! prefix of the queue, so a count (`timed_out`) marks them.
 //!
 //! A message is delivered at most `max_deliveries` times; after that it is
-//! given up and logged with its topic and offset.
+//! given up, logged with its topic and offset, and (unless `--dead-letter
+//! off`) handed to the dispatcher, which appends it to the topic's
+//! dead-letter topic ([`GivenUp`]).
 //!
 //! The window has two bounds: at most `max_inflight` deliveries, and at
 //! most `subscriber_buffer` bytes of their payloads, may be unanswered at
@@ -65,6 +67,8 @@ pub struct DeliveryPolicy {
     pub ack_timeout: Duration,
     /// How many times one message is delivered before it is given up.
     pub max_deliveries: u32,
+    /// Whether a message given up goes to its topic's dead-letter topic.
+    pub dead_letters: bool,
     /// How many deliveries may await an answer at once (or, for those that
     /// need none, wait to be written).
     pub max_inflight: usize,
@@ -80,6 +84,16 @@ pub struct DeliveryPolicy {
 /// client is not reading. (Replies that are not held back are bounded by
 /// the reader, which stops reading while the client has too many unread.)
 const MAX_HELD_REPLIES: usize = 4096;
+
+/// A message a session gave up after `max_deliveries`, for the dead-letter
+/// topic.
+#[derive(Debug)]
+pub struct GivenUp {
+    pub topic: TopicId,
+    pub offset: Offset,
+    pub deliveries: u32,
+    pub payload: Payload,
+}
 
 /// The client answered a delivery that was never sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +189,8 @@ pub struct Session {
     clock_start: Instant,
     redeliveries: BinaryHeap<Reverse<Redelivery>>,
     sequence: u64,
+    /// Messages given up since the dispatcher last took them.
+    given_up: Vec<GivenUp>,
     /// Pulls in the order they were asked for; the first one streams.
     pulls: VecDeque<Pull>,
     /// Set once the client has closed its side (or quit) while pulls were
@@ -203,6 +219,7 @@ impl Session {
             clock_start: now,
             redeliveries: BinaryHeap::new(),
             sequence: 0,
+            given_up: Vec::new(),
             pulls: VecDeque::new(),
             closing: None,
             wake_registered: None,
@@ -354,6 +371,12 @@ impl Session {
     pub fn is_finished(&self, now: Instant) -> bool {
         self.closing
             .is_some_and(|deadline| self.pulls.is_empty() || now >= deadline)
+    }
+
+    /// The messages given up since the last call, for the dead-letter
+    /// topics.
+    pub fn take_given_up(&mut self) -> Vec<GivenUp> {
+        std::mem::take(&mut self.given_up)
     }
 
     /// Whether a pull is still unfinished.
@@ -619,6 +642,14 @@ impl Session {
                 delivery.offset,
                 delivery.count
             );
+            if self.policy.dead_letters {
+                self.given_up.push(GivenUp {
+                    topic: delivery.topic,
+                    offset: delivery.offset,
+                    deliveries: delivery.count,
+                    payload: delivery.payload,
+                });
+            }
             return;
         }
         if !self.subscriptions.contains_key(&delivery.topic) {

@@ -255,10 +255,13 @@ pub fn expect_next(subscriber: &mut Subscriber, topic: &str, payload: &[u8]) {
     );
 }
 
-/// Receives the next delivery, asserts it, and acks it.
+/// Receives the next delivery, asserts it, and acks it at once (the
+/// client would otherwise send the ack with its next read, which a test
+/// that then waits elsewhere may leave for longer than the ack timeout).
 pub fn expect_next_ack(subscriber: &mut Subscriber, topic: &str, payload: &[u8]) {
     expect_next(subscriber, topic, payload);
     subscriber.ack().unwrap();
+    subscriber.flush().unwrap();
 }
 
 /// Asserts that no delivery arrives for `window` (queued acks are sent first).
@@ -363,9 +366,6 @@ impl Bystander {
             .unwrap();
         self.publisher.flush().unwrap();
         expect_next_ack(&mut self.subscriber, BYSTANDER_TOPIC, payload.as_bytes());
-        // Sent now, not with the next check: a bystander held longer than
-        // the ack timeout would otherwise get its message again.
-        self.subscriber.flush().unwrap();
     }
 }
 

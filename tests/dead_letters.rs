@@ -1,0 +1,103 @@
+//! Dead letters: a message given up after `--max-deliveries` (nacked every
+//! time, or never answered) is appended to its topic's dead-letter topic,
+//! `<topic>.dlq`, as one line that says where it came from and how often it
+//! was delivered, then the payload as it was. Other subscribers of the topic
+//! are not affected, and `--dead-letter off` drops the message as before.
+
+mod common;
+
+use std::time::Duration;
+
+use brook::config::Config;
+use brook::protocol::StartAt;
+use common::*;
+
+/// The dead letter brook writes for `payload`, given up at `offset` of
+/// `topic` (as the line protocol spells the name) after `deliveries`.
+fn letter(topic: &str, offset: u64, deliveries: u32, payload: &[u8]) -> Vec<u8> {
+    let line = format!("dead-letter topic={topic} offset={offset} deliveries={deliveries}\n");
+    [line.as_bytes(), payload].concat()
+}
+
+#[test]
+fn a_message_nacked_max_deliveries_times_lands_in_the_dead_letter_topic() {
+    let config = timer_config();
+    assert_eq!(config.max_deliveries, 5, "the default");
+    let broker = start_broker(&config);
+    let addr = broker.local_addr();
+    let mut nacker = subscriber(addr, &["orders"], StartAt::Current);
+    let mut fan_out = subscriber(addr, &["orders"], StartAt::Current);
+    let mut operator = subscriber(addr, &["orders.dlq"], StartAt::Beginning);
+    publish_all(addr, &[("orders", b"first"), ("orders", b"poison")]);
+    // The other subscriber of the topic acks each message once, and is
+    // done with it whatever the first one does.
+    expect_next_ack(&mut fan_out, "orders", b"first");
+    expect_next_ack(&mut fan_out, "orders", b"poison");
+
+    expect_next_ack(&mut nacker, "orders", b"first");
+    for _ in 0..5 {
+        expect_next(&mut nacker, "orders", b"poison");
+        nacker.nack().unwrap();
+    }
+    let expected = letter("orders", 1, 5, b"poison");
+    expect_next_ack(&mut operator, "orders.dlq", &expected);
+    expect_nothing(&mut fan_out, QUIET);
+    expect_nothing(&mut nacker, QUIET);
+    expect_nothing(&mut operator, QUIET);
+}
+
+/// A consumer that never answers gives the message up through ack
+/// timeouts; a topic name with a space is quoted in the letter, and an
+/// operator can re-publish the payload after the first line.
+#[test]
+fn a_message_never_answered_lands_there_too_with_its_topic_quoted() {
+    let config = Config {
+        ack_timeout: Duration::from_millis(200),
+        max_deliveries: 2,
+        ..timer_config()
+    };
+    let broker = start_broker(&config);
+    let addr = broker.local_addr();
+    let mut silent = subscriber(addr, &["new orders"], StartAt::Current);
+    let mut operator = subscriber(addr, &["new orders.dlq"], StartAt::Beginning);
+    publish_all(addr, &[("new orders", b"never answered")]);
+    for _ in 0..2 {
+        expect_next(&mut silent, "new orders", b"never answered");
+    }
+    let expected = letter("\"new orders\"", 0, 2, b"never answered");
+    let delivery = next(&mut operator);
+    assert_eq!(delivery.payload, expected);
+    operator.ack().unwrap();
+
+    let payload = delivery.payload.splitn(2, |&b| b == b'\n').nth(1).unwrap();
+    publish_all(addr, &[("new orders", payload)]);
+    let mut again = subscriber(addr, &["new orders"], StartAt::From(1));
+    expect_next_ack(&mut again, "new orders", b"never answered");
+}
+
+#[test]
+fn with_dead_letters_off_a_message_given_up_is_only_logged() {
+    let config = Config {
+        max_deliveries: 1,
+        dead_letters: false,
+        ..timer_config()
+    };
+    let broker = start_broker(&config);
+    let addr = broker.local_addr();
+    let mut nacker = subscriber(addr, &["t"], StartAt::Current);
+    publish_all(addr, &[("t", b"dropped")]);
+    expect_next(&mut nacker, "t", b"dropped");
+    nacker.nack().unwrap();
+    // The nack is applied before anything this later subscriber asks.
+    let mut operator = subscriber(addr, &["t.dlq"], StartAt::Beginning);
+    expect_nothing(&mut operator, QUIET);
+    let mut line = Line::connect(addr);
+    line.send("TOPICS\n");
+    let topics = line.read_until_end();
+    assert!(
+        topics
+            .iter()
+            .any(|line| line.starts_with("+TOPIC t.dlq messages=0 ")),
+        "{topics:?}"
+    );
+}
