@@ -44,11 +44,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 
 use crate::fetcher::Fetched;
+use crate::group::Group;
 use crate::line;
 use crate::protocol::{AckMode, Decoded, Payload, Request, StartAt};
 use crate::queue::CommandReceiver;
-use crate::session::{DeliveryPolicy, GivenUp, Session};
+use crate::session::{start_offset, DeliveryPolicy, GivenUp, Session};
 use crate::stats::{BrokerReport, TopicReport, Traffic};
+use crate::store::Read;
 use crate::store::{Offset, Store, StoreError, SyncJob, TopicLog};
 use crate::syncer::Syncer;
 use crate::writer::{Link, Parcel, Reply, Writer};
@@ -163,6 +165,8 @@ pub struct Topic {
     pub name: Arc<str>,
     pub log: Box<dyn TopicLog>,
     subscribers: Vec<ConnId>,
+    /// Its consumer groups (`group.rs`); a group's index never changes.
+    groups: Vec<Group>,
     pub traffic: Traffic,
     /// Whether the log was appended to or pulled from this round, so it
     /// must be written (and made durable) before the round's frames go out.
@@ -353,7 +357,7 @@ impl Dispatcher {
             }
             Command::Written { conn } => self.serve(conn, now),
             Command::Fetched(fetched) => self.fetched(fetched, now),
-            Command::Detach { conn } => self.detach(conn, now),
+            Command::Detach { conn } => self.detach(conn, now)?,
             Command::Shutdown => return Ok(false),
         }
         Ok(true)
@@ -372,10 +376,19 @@ impl Dispatcher {
                     self.reply(conn, Reply::Published { offset });
                 }
             }
-            Ok(Request::Subscribe { topics, start, ack }) => {
-                self.subscribe(conn, &topics, start, ack, now)
-            }
-            Ok(Request::Unsubscribe { topics }) => self.unsubscribe(conn, &topics),
+            Ok(Request::Subscribe {
+                topics,
+                start,
+                ack,
+                group: None,
+            }) => self.subscribe(conn, &topics, start, ack, now),
+            Ok(Request::Subscribe {
+                topics,
+                start,
+                ack,
+                group: Some(group),
+            }) => self.join_groups(conn, &topics, &group, start, ack, now),
+            Ok(Request::Unsubscribe { topics }) => self.unsubscribe(conn, &topics, now)?,
             Ok(Request::Ack) => self.answer(conn, true, now)?,
             Ok(Request::Nack) => self.answer(conn, false, now)?,
             Ok(Request::Pull { topic, max }) => self.pull(conn, &topic, max, now),
@@ -394,7 +407,7 @@ impl Dispatcher {
                 // Closed at once, so that nothing published from now on is
                 // delivered after the goodbye.
                 self.reply(conn, Reply::Bye);
-                self.detach(conn, now);
+                self.detach(conn, now)?;
             }
             Err(error) => {
                 // Debug, not info: a client could otherwise flood the log.
@@ -460,33 +473,181 @@ impl Dispatcher {
             return Ok(());
         };
         for given_up in session.take_given_up() {
-            let origin = self.topics[given_up.topic].name.clone();
-            let name = format!("{origin}{DEAD_LETTER_SUFFIX}");
-            let id = match self.topic_id(&name) {
-                Ok(id) => id,
-                Err(error) => {
-                    log::error!("cannot create dead-letter topic {name:?}: {error}");
-                    continue;
+            self.send_to_dead_letters(&given_up, now)?;
+        }
+        Ok(())
+    }
+
+    fn send_to_dead_letters(&mut self, given_up: &GivenUp, now: Instant) -> Result<(), StoreError> {
+        let origin = self.topics[given_up.topic].name.clone();
+        let name = format!("{origin}{DEAD_LETTER_SUFFIX}");
+        let id = match self.topic_id(&name) {
+            Ok(id) => id,
+            Err(error) => {
+                log::error!("cannot create dead-letter topic {name:?}: {error}");
+                return Ok(());
+            }
+        };
+        let offset = self.append(id, dead_letter(&origin, given_up), now)?;
+        log::info!(
+            "{origin:?}@{} went to {name:?}@{offset} after {} deliveries",
+            given_up.offset,
+            given_up.deliveries
+        );
+        Ok(())
+    }
+
+    /// Joins `conn` to the group `group` of each topic, creating the group
+    /// where it is new, starting at `start` (see `group.rs`).
+    fn join_groups(
+        &mut self,
+        conn: ConnId,
+        names: &[String],
+        group: &str,
+        start: StartAt,
+        ack: AckMode,
+        now: Instant,
+    ) {
+        let ids: Result<Vec<TopicId>, StoreError> =
+            names.iter().map(|name| self.topic_id(name)).collect();
+        let ids = match ids {
+            Ok(ids) => ids,
+            Err(error) => {
+                log::error!("conn {conn}: cannot subscribe: {error}");
+                return self.reply(conn, Reply::Error("topic not available"));
+            }
+        };
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let mut joined = Vec::new();
+        for id in ids {
+            let topic = &mut self.topics[id];
+            let index = match topic.groups.iter().position(|g| *g.name == *group) {
+                Some(index) => index,
+                None => {
+                    let next = start_offset(start, topic, conn);
+                    topic.groups.push(Group::new(Arc::from(group), next));
+                    topic.groups.len() - 1
                 }
             };
-            let offset = self.append(id, dead_letter(&origin, &given_up), now)?;
-            log::info!(
-                "{origin:?}@{} went to {name:?}@{offset} after {} deliveries",
-                given_up.offset,
-                given_up.deliveries
-            );
+            topic.groups[index].join(conn);
+            session.join_group(id, index, ack);
+            joined.push((id, index));
+        }
+        log::debug!("conn {conn}: joined group {group:?} of {names:?}, {ack:?}");
+        session.reply(Reply::Subscribed);
+        self.chores.settle(conn, session);
+        for (id, index) in joined {
+            self.pump_group(id, index, now);
+        }
+    }
+
+    /// Gives the group's messages to its members, one at a time, taking the
+    /// members in turn and skipping those with no room, until the group or
+    /// the room runs out.
+    fn pump_group(&mut self, id: TopicId, index: usize, now: Instant) {
+        loop {
+            let sessions = &self.sessions;
+            let topic = &mut self.topics[id];
+            let end = topic.log.end();
+            let group = &mut topic.groups[index];
+            if !group.has_work(end) {
+                return;
+            }
+            let has_room = |conn| {
+                sessions
+                    .get(&conn)
+                    .is_some_and(|s| s.has_group_room(id, index))
+            };
+            let Some(conn) = group.next_member(has_room) else {
+                return;
+            };
+            let Some((offset, deliveries)) = group.take(end) else {
+                return;
+            };
+            let payload = match topic.log.read(offset) {
+                Read::Message(payload) => payload,
+                // Unreadable: nothing to deliver, and nothing to wait for.
+                Read::Nothing => {
+                    topic.groups[index].done(offset);
+                    continue;
+                }
+                // Offered again once it is fetched.
+                Read::Later => return topic.groups[index].put_back(offset, deliveries),
+            };
+            let Some(session) = self.sessions.get_mut(&conn) else {
+                return;
+            };
+            let topic = (id, &self.topics[id]);
+            if session.deliver_for_group(index, offset, deliveries, payload, topic, now) {
+                self.topics[id].groups[index].done(offset);
+            }
+            self.chores.settle(conn, session);
+        }
+    }
+
+    /// Tells the groups what became of the messages they gave `conn`, and
+    /// gives out what is owed: what came back, and what the room the
+    /// answers freed allows. A message delivered `--max-deliveries` times
+    /// goes to the dead-letter topic.
+    fn settle_groups(&mut self, conn: ConnId, now: Instant) -> Result<(), StoreError> {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return Ok(());
+        };
+        let answers = session.take_group_answers();
+        let mut to_pump: Vec<(TopicId, usize)> = session
+            .memberships()
+            .iter()
+            .map(|m| (m.topic, m.group))
+            .collect();
+        for answer in answers {
+            let group = &mut self.topics[answer.topic].groups[answer.group];
+            if answer.acked {
+                group.done(answer.offset);
+            } else if answer.deliveries < self.policy.max_deliveries {
+                group.again(answer.offset, answer.deliveries);
+            } else {
+                group.done(answer.offset);
+                let given_up = GivenUp {
+                    topic: answer.topic,
+                    offset: answer.offset,
+                    deliveries: answer.deliveries,
+                    payload: answer.payload,
+                };
+                let topic = &self.topics[answer.topic];
+                log::warn!(
+                    "group {:?}: giving up on message {}@{} after {} deliveries",
+                    topic.groups[answer.group].name,
+                    topic.name,
+                    answer.offset,
+                    answer.deliveries
+                );
+                if self.policy.dead_letters {
+                    self.send_to_dead_letters(&given_up, now)?;
+                }
+            }
+            if !to_pump.contains(&(answer.topic, answer.group)) {
+                to_pump.push((answer.topic, answer.group));
+            }
+        }
+        for (id, index) in to_pump {
+            self.pump_group(id, index, now);
         }
         Ok(())
     }
 
     /// Offers the topic's new messages (or those just fetched) to its
-    /// subscribers.
+    /// subscribers and its groups.
     fn offer(&mut self, id: TopicId, now: Instant) {
         for &conn in &self.topics[id].subscribers {
             if let Some(session) = self.sessions.get_mut(&conn) {
                 session.offer(id, &self.topics, now);
                 self.chores.settle(conn, session);
             }
+        }
+        for index in 0..self.topics[id].groups.len() {
+            self.pump_group(id, index, now);
         }
     }
 
@@ -540,20 +701,31 @@ impl Dispatcher {
         self.chores.settle(conn, session);
     }
 
-    fn unsubscribe(&mut self, conn: ConnId, names: &[String]) {
+    /// Ends the connection's subscriptions to the topics, and its place in
+    /// their groups.
+    fn unsubscribe(
+        &mut self,
+        conn: ConnId,
+        names: &[String],
+        now: Instant,
+    ) -> Result<(), StoreError> {
         let Some(session) = self.sessions.get_mut(&conn) else {
-            return;
+            return Ok(());
         };
         for name in names {
             if let Some(&id) = self.topic_ids.get(name.as_str()) {
                 if session.unsubscribe(id) {
                     remove_subscriber(&mut self.topics[id], conn);
                 }
+                for index in session.leave_groups_of(id) {
+                    self.topics[id].groups[index].leave(conn);
+                }
             }
         }
         log::debug!("conn {conn}: unsubscribed from {names:?}");
         session.reply(Reply::Unsubscribed);
         self.chores.settle(conn, session);
+        self.settle_groups(conn, now)
     }
 
     /// An Ack or Nack. A Nack may give its message up, for good.
@@ -566,7 +738,8 @@ impl Dispatcher {
             session.reply(Reply::Error("no delivery to acknowledge"));
         }
         self.chores.settle(conn, session);
-        self.dead_letter_given_up(conn, now)
+        self.dead_letter_given_up(conn, now)?;
+        self.settle_groups(conn, now)
     }
 
     fn reply(&mut self, conn: ConnId, reply: Reply) {
@@ -597,7 +770,15 @@ impl Dispatcher {
                 self.chores.write_later(id, &mut self.topics[id]);
             }
             session.pump(&self.topics, now);
+            let groups: Vec<(TopicId, usize)> = session
+                .memberships()
+                .iter()
+                .map(|m| (m.topic, m.group))
+                .collect();
             self.settle_or_finish(conn, now);
+            for (id, index) in groups {
+                self.pump_group(id, index, now);
+            }
         }
     }
 
@@ -626,20 +807,31 @@ impl Dispatcher {
                 bytes_in: topic.traffic.bytes_in.get(),
                 messages_out: topic.traffic.messages_out.get(),
                 bytes_out: topic.traffic.bytes_out.get(),
+                groups: topic
+                    .groups
+                    .iter()
+                    .map(|group| group.report(topic.log.end()))
+                    .collect(),
             })
             .collect()
     }
 
     /// The connection has closed: its subscriptions end at once. The
     /// session itself ends now, or once the pulls it asked for are done.
-    fn detach(&mut self, conn: ConnId, now: Instant) {
+    fn detach(&mut self, conn: ConnId, now: Instant) -> Result<(), StoreError> {
         if let Some(session) = self.sessions.get_mut(&conn) {
             for id in session.topics() {
                 remove_subscriber(&mut self.topics[id], conn);
             }
+            for membership in session.memberships() {
+                self.topics[membership.topic].groups[membership.group].leave(conn);
+            }
             session.close(now);
+            // What it had of its groups' messages goes to the others.
+            self.settle_groups(conn, now)?;
             self.serve(conn, now);
         }
+        Ok(())
     }
 
     /// Forgets a closed session. Whatever is still queued (such as an
@@ -733,6 +925,7 @@ impl Dispatcher {
             session.wake(&self.topics, now);
             self.settle_or_finish(conn, now);
             self.dead_letter_given_up(conn, now)?;
+            self.settle_groups(conn, now)?;
         }
         Ok(())
     }
@@ -745,11 +938,12 @@ impl Dispatcher {
         for id in self.chores.to_trim.drain(..) {
             let topic = &mut self.topics[id];
             let sessions = &self.sessions;
-            let keep_from = topic
+            let cursors = topic
                 .subscribers
                 .iter()
-                .filter_map(|conn| sessions.get(conn)?.cursor(id))
-                .fold(topic.log.end(), Offset::min);
+                .filter_map(|conn| sessions.get(conn)?.cursor(id));
+            let groups = topic.groups.iter().map(Group::position);
+            let keep_from = cursors.chain(groups).fold(topic.log.end(), Offset::min);
             topic.log.apply_retention(keep_from);
         }
     }
@@ -783,6 +977,7 @@ impl Dispatcher {
             name: name.clone(),
             log,
             subscribers: Vec::new(),
+            groups: Vec::new(),
             traffic: Traffic::default(),
             unwritten: false,
         });

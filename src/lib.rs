@@ -28,6 +28,7 @@
 //!   [`fetcher`] is the thread that reads old records back.
 //! - [`session`]: one connection's subscriptions, in-flight deliveries,
 //!   redeliveries and pulls.
+//! - [`group`]: consumer groups, whose members share a topic's messages.
 //! - [`stats`]: the counters behind `TOPICS` and `STATS`.
 //! - [`syncer`]: the thread that forces each round's writes to disk, then
 //!   posts the round's frames to the writers.
@@ -41,6 +42,7 @@ pub mod crc32c;
 pub mod disk;
 pub mod dispatcher;
 pub mod fetcher;
+pub mod group;
 pub mod json;
 pub mod line;
 pub mod protocol;

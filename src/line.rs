@@ -58,6 +58,7 @@ pub enum LineError {
     MissingMessage,
     MissingByteCount,
     MissingOffset,
+    MissingGroup,
     BadOffset,
     BadByteCount,
     BadCount,
@@ -92,6 +93,7 @@ impl LineError {
             LineError::MissingMessage => "missing message",
             LineError::MissingByteCount => "missing byte count",
             LineError::MissingOffset => "missing offset",
+            LineError::MissingGroup => "missing group name",
             LineError::BadOffset => "bad offset",
             LineError::BadByteCount => "bad byte count",
             LineError::BadCount => "bad count",
@@ -294,11 +296,12 @@ impl Decoder {
             return Ok(None);
         } else if is("SUB") {
             let topic = words.topic()?;
-            let (start, ack) = subscription_options(words)?;
+            let (start, ack, group) = subscription_options(words)?;
             Request::Subscribe {
                 topics: vec![topic.into_owned()],
                 start,
                 ack,
+                group,
             }
         } else if is("UNSUB") {
             let topic = words.topic()?;
@@ -372,7 +375,11 @@ impl Decoder {
 }
 
 /// `SUB`'s optional words after the topic: a start position, then `manual`.
-fn subscription_options(words: &mut Words<'_>) -> Result<(StartAt, AckMode), LineError> {
+/// What follows `SUB <topic>`: `[beginning | current | from N] [manual]
+/// [group NAME]`, each optional, in that order.
+fn subscription_options(
+    words: &mut Words<'_>,
+) -> Result<(StartAt, AckMode, Option<String>), LineError> {
     let mut start = StartAt::Current;
     let mut word = words.next()?;
     if let Some(keyword) = &word {
@@ -392,13 +399,25 @@ fn subscription_options(words: &mut Words<'_>) -> Result<(StartAt, AckMode), Lin
             word = words.next()?;
         }
     }
-    let ack = match word {
-        None => return Ok((start, AckMode::OnWrite)),
-        Some(word) if word.eq_ignore_ascii_case("manual") => AckMode::Manual,
-        Some(_) => return Err(LineError::BadStart),
+    let is = |word: &Option<Cow<'_, str>>, name: &str| {
+        word.as_ref().is_some_and(|w| w.eq_ignore_ascii_case(name))
     };
+    let mut ack = AckMode::OnWrite;
+    if is(&word, "manual") {
+        ack = AckMode::Manual;
+        word = words.next()?;
+    } else if word.is_some() && !is(&word, "group") {
+        return Err(LineError::BadStart);
+    }
+    let mut group = None;
+    if is(&word, "group") {
+        let name = words.next()?.ok_or(LineError::MissingGroup)?;
+        group = Some(name.into_owned());
+    } else if word.is_some() {
+        return Err(LineError::UnexpectedArgument);
+    }
     words.end()?;
-    Ok((start, ack))
+    Ok((start, ack, group))
 }
 
 fn refuse(error: LineError) -> Step {
@@ -557,7 +576,8 @@ fn encode_topics(out: &mut Vec<u8>, topics: &[TopicReport]) {
 }
 
 /// `+STAT <name> <value>` per broker-wide figure, then one `+STAT topic`
-/// line per topic, then `+END`.
+/// line per topic, each followed by a `+STAT group <topic> <group>` line
+/// per consumer group of the topic, then `+END`.
 fn encode_stats(out: &mut Vec<u8>, report: &BrokerReport) {
     for (name, value) in report.totals() {
         write_line(out, format_args!("+STAT {name} {value}"));
@@ -576,6 +596,19 @@ fn encode_stats(out: &mut Vec<u8>, report: &BrokerReport) {
                 topic.subscribers
             ),
         );
+        for group in &topic.groups {
+            out.extend_from_slice(b"+STAT group ");
+            encode_topic(out, &topic.name);
+            out.push(b' ');
+            encode_topic(out, &group.name);
+            write_line(
+                out,
+                format_args!(
+                    " members={} position={} lag={}",
+                    group.members, group.position, group.lag
+                ),
+            );
+        }
     }
     out.extend_from_slice(b"+END\n");
 }
@@ -602,10 +635,11 @@ const HELP: &str = "\
 +HELP brook line protocol. Commands are case-insensitive; a topic is a word or a \"quoted string\".
 +  PUB <topic> <text>                 publish the rest of the line; replies +OK <offset>
 +  PUBN <topic> <nbytes>              publish the next nbytes raw bytes (then a newline); +OK <offset>
-+  SUB <topic> [beginning|current|from <offset>] [manual]
++  SUB <topic> [beginning|current|from <offset>] [manual] [group <name>]
 +                                     subscribe (default: current); messages come as
-+                                     MSG <topic> <offset> <nbytes>, the payload, a newline
-+  UNSUB <topic>                      stop a subscription
++                                     MSG <topic> <offset> <nbytes>, the payload, a newline;
++                                     with group, share them with the group's other members
++  UNSUB <topic>                      stop a subscription, and leave the topic's groups
 +  ACK / NACK                         answer the oldest delivery of a manual subscription
 +  PULL <topic> [max]                 take the messages no earlier PULL took; ends with +END <count>
 +  TOPICS                             list the topics with their offsets
@@ -647,6 +681,31 @@ mod tests {
     }
 
     #[test]
+    fn sub_takes_a_group_after_its_start_and_ack_mode() {
+        let subscribe = |start, ack, group: Option<&str>| {
+            Ok(Request::Subscribe {
+                topics: vec!["t".into()],
+                start,
+                ack,
+                group: group.map(str::to_owned),
+            })
+        };
+        let input = b"SUB t from 3 manual group g\nSUB t group \"a b\"\nSUB t manual\n\
+                      SUB t group\nSUB t manual x\nSUB t x\n";
+        assert_eq!(
+            decode_all(input, usize::MAX),
+            vec![
+                subscribe(StartAt::From(3), AckMode::Manual, Some("g")),
+                subscribe(StartAt::Current, AckMode::OnWrite, Some("a b")),
+                subscribe(StartAt::Current, AckMode::Manual, None),
+                Err(ProtocolError::Line(LineError::MissingGroup)),
+                Err(ProtocolError::Line(LineError::UnexpectedArgument)),
+                Err(ProtocolError::Line(LineError::BadStart)),
+            ]
+        );
+    }
+
+    #[test]
     fn commands_decode_in_any_chunking() {
         let input =
             b"pub a hello there\r\n\nPUBN b 3\nx\ny\nSUB \"my \\\"topic\\\"\" from 7 manual\n\
@@ -664,6 +723,7 @@ mod tests {
                     topics: vec!["my \"topic\"".into()],
                     start: StartAt::From(7),
                     ack: AckMode::Manual,
+                    group: None,
                 }),
                 Ok(Request::Ack),
                 Ok(Request::Pull {
@@ -745,6 +805,7 @@ mod tests {
                     topics: vec![name.to_owned()],
                     start: StartAt::Current,
                     ack: AckMode::OnWrite,
+                    group: None,
                 })],
                 "{name:?}"
             );

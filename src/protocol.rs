@@ -118,10 +118,14 @@ pub enum AckMode {
 /// every one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
+    /// `group`: join the consumer group of that name on each topic, which
+    /// shares the topic's messages among its members (`group.rs`); `start`
+    /// then only says where a new group starts.
     Subscribe {
         topics: Vec<String>,
         start: StartAt,
         ack: AckMode,
+        group: Option<String>,
     },
     Unsubscribe {
         topics: Vec<String>,
@@ -552,6 +556,7 @@ fn subscribe(topics: Result<Vec<String>, ProtocolError>, start: StartAt) -> Step
         topics,
         start,
         ack: AckMode::Manual,
+        group: None,
     }))
 }
 
@@ -760,6 +765,7 @@ mod tests {
                     topics: vec!["x".into(), "y".into()],
                     start: StartAt::From(70_000),
                     ack: AckMode::Manual,
+                    group: None,
                 }),
                 Ok(Request::Ack),
                 Ok(Request::Nack),

@@ -95,6 +95,35 @@ pub struct GivenUp {
     pub payload: Payload,
 }
 
+/// The offset a subscription (or a new group) starting at `start` of
+/// `topic` starts at, for connection `conn`.
+pub fn start_offset(start: StartAt, topic: &Topic, conn: ConnId) -> Offset {
+    match start {
+        StartAt::Beginning => topic.log.start(),
+        StartAt::Current => topic.log.end(),
+        StartAt::From(offset) if offset < topic.log.start() => {
+            log::warn!(
+                "conn {conn}: {}@{offset} was dropped by retention; starting at {}",
+                topic.name,
+                topic.log.start()
+            );
+            topic.log.start()
+        }
+        StartAt::From(offset) => offset,
+    }
+}
+
+fn group_answer(delivery: &Delivery, acked: bool) -> GroupAnswer {
+    GroupAnswer {
+        topic: delivery.topic,
+        group: delivery.group.unwrap_or_default(),
+        offset: delivery.offset,
+        payload: delivery.payload.clone(),
+        deliveries: delivery.count,
+        acked,
+    }
+}
+
 /// The client answered a delivery that was never sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NothingToAnswer;
@@ -119,6 +148,33 @@ struct Delivery {
     /// How many times it has been sent, counting the time it is about to be.
     count: u32,
     payload: Payload,
+    /// The consumer group of the topic it was sent for, by index, if any:
+    /// its answer goes back to the group, which decides what comes next.
+    group: Option<usize>,
+}
+
+/// The session's place in a consumer group of one of its topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Membership {
+    pub topic: TopicId,
+    /// The group's index among the topic's groups.
+    pub group: usize,
+    ack: AckMode,
+}
+
+/// What became of a message a group gave this session: for the dispatcher
+/// to tell the group ([`Session::take_group_answers`]).
+#[derive(Debug, Clone)]
+pub struct GroupAnswer {
+    pub topic: TopicId,
+    pub group: usize,
+    pub offset: Offset,
+    pub payload: Payload,
+    /// How many times the group has delivered it, this time included.
+    pub deliveries: u32,
+    /// Acked (or written, for a group joined without manual acks), or else
+    /// to be given out again: nacked, timed out, or its member gone.
+    pub acked: bool,
 }
 
 /// A `PULL` that is waiting for its turn or streaming.
@@ -191,6 +247,10 @@ pub struct Session {
     sequence: u64,
     /// Messages given up since the dispatcher last took them.
     given_up: Vec<GivenUp>,
+    /// The consumer groups the session is a member of, and the answers to
+    /// their messages that the dispatcher has yet to take.
+    memberships: Vec<Membership>,
+    group_answers: Vec<GroupAnswer>,
     /// Pulls in the order they were asked for; the first one streams.
     pulls: VecDeque<Pull>,
     /// Set once the client has closed its side (or quit) while pulls were
@@ -220,6 +280,8 @@ impl Session {
             redeliveries: BinaryHeap::new(),
             sequence: 0,
             given_up: Vec::new(),
+            memberships: Vec::new(),
+            group_answers: Vec::new(),
             pulls: VecDeque::new(),
             closing: None,
             wake_registered: None,
@@ -242,20 +304,7 @@ impl Session {
     /// Nothing is sent yet: the caller replies Subscribed first and then
     /// calls [`Session::pump`], so the status comes before any replay.
     pub fn subscribe(&mut self, id: TopicId, topic: &Topic, start: StartAt, ack: AckMode) -> bool {
-        let next = match start {
-            StartAt::Beginning => topic.log.start(),
-            StartAt::Current => topic.log.end(),
-            StartAt::From(offset) if offset < topic.log.start() => {
-                log::warn!(
-                    "conn {}: {}@{offset} was dropped by retention; starting at {}",
-                    self.id,
-                    topic.name,
-                    topic.log.start()
-                );
-                topic.log.start()
-            }
-            StartAt::From(offset) => offset,
-        };
+        let next = start_offset(start, topic, self.id);
         let is_new = !self.subscriptions.contains_key(&id);
         let subscription = self.subscriptions.entry(id).or_insert(Subscription {
             next,
@@ -305,12 +354,15 @@ impl Session {
         let delivery = self.in_flight.pop_front().ok_or(NothingToAnswer)?;
         self.in_flight_bytes -= delivery.payload.len();
         if self.timed_out > 0 {
-            // A late answer to a delivery that was already sent again.
+            // A late answer to a delivery that was already sent again (or
+            // given back to its group).
             self.timed_out -= 1;
         } else {
             // The next delivery is now the oldest: its clock starts.
             self.clock_start = now;
-            if !acked {
+            if delivery.group.is_some() {
+                self.answer_group(&delivery, acked);
+            } else if !acked {
                 self.schedule_again(delivery, now + self.policy.ack_delay, topics);
             }
         }
@@ -333,7 +385,10 @@ impl Session {
                     topics[delivery.topic].name,
                     delivery.offset
                 );
-                self.schedule_again(delivery, now, topics);
+                match delivery.group {
+                    Some(_) => self.answer_group(&delivery, false),
+                    None => self.schedule_again(delivery, now, topics),
+                }
             }
         }
         self.pump(topics, now);
@@ -359,7 +414,12 @@ impl Session {
     pub fn close(&mut self, now: Instant) {
         self.subscriptions.clear();
         self.ready.clear();
+        let unanswered: Vec<Delivery> = self.in_flight.drain(self.timed_out..).collect();
+        for delivery in unanswered.iter().filter(|d| d.group.is_some()) {
+            self.answer_group(delivery, false); // back to the other members
+        }
         self.in_flight.clear();
+        self.memberships.clear();
         self.in_flight_bytes = 0;
         self.timed_out = 0;
         self.redeliveries.clear();
@@ -371,6 +431,92 @@ impl Session {
     pub fn is_finished(&self, now: Instant) -> bool {
         self.closing
             .is_some_and(|deadline| self.pulls.is_empty() || now >= deadline)
+    }
+
+    /// Joins the consumer group `group` of `topic` (see `group.rs`).
+    pub fn join_group(&mut self, topic: TopicId, group: usize, ack: AckMode) {
+        self.memberships
+            .retain(|m| !(m.topic == topic && m.group == group));
+        self.memberships.push(Membership { topic, group, ack });
+    }
+
+    /// Leaves every group of `topic`; returns the groups left. Messages
+    /// of theirs that the session has yet to answer go back to them.
+    pub fn leave_groups_of(&mut self, topic: TopicId) -> Vec<usize> {
+        for delivery in self.in_flight.iter().skip(self.timed_out) {
+            if delivery.topic == topic && delivery.group.is_some() {
+                self.group_answers.push(group_answer(delivery, false));
+            }
+        }
+        for delivery in self.in_flight.iter_mut().skip(self.timed_out) {
+            if delivery.topic == topic {
+                delivery.group = None; // its answer no longer matters
+            }
+        }
+        let left = self.memberships.iter().filter(|m| m.topic == topic);
+        let left: Vec<usize> = left.map(|m| m.group).collect();
+        self.memberships.retain(|m| m.topic != topic);
+        left
+    }
+
+    pub fn memberships(&self) -> &[Membership] {
+        &self.memberships
+    }
+
+    /// Whether the session has room for one more message of the group
+    /// `group` of `topic`: the same windows as its own subscriptions.
+    pub fn has_group_room(&self, topic: TopicId, group: usize) -> bool {
+        let membership = self
+            .memberships
+            .iter()
+            .find(|m| m.topic == topic && m.group == group);
+        match membership.map(|m| m.ack) {
+            Some(AckMode::Manual) => self.has_room(),
+            Some(AckMode::OnWrite) => self.make_write_room(),
+            None => false,
+        }
+    }
+
+    /// Sends a message that the group `group` of `topic` gave this session,
+    /// its `deliveries`th delivery. Returns whether the group is done with it
+    /// already: when the session joined without manual acks, writing it is
+    /// all it takes.
+    pub fn deliver_for_group(
+        &mut self,
+        group: usize,
+        offset: Offset,
+        deliveries: u32,
+        payload: Payload,
+        topic: (TopicId, &Topic),
+        now: Instant,
+    ) -> bool {
+        let (id, topic) = topic;
+        let manual = self
+            .memberships
+            .iter()
+            .any(|m| m.topic == id && m.group == group && m.ack == AckMode::Manual);
+        if !manual {
+            self.deliver(topic, offset, payload);
+            return true;
+        }
+        let delivery = Delivery {
+            topic: id,
+            offset,
+            count: deliveries,
+            payload,
+            group: Some(group),
+        };
+        self.send(delivery, topic, now);
+        false
+    }
+
+    /// The answers to group messages since the last call.
+    pub fn take_group_answers(&mut self) -> Vec<GroupAnswer> {
+        std::mem::take(&mut self.group_answers)
+    }
+
+    fn answer_group(&mut self, delivery: &Delivery, acked: bool) {
+        self.group_answers.push(group_answer(delivery, acked));
     }
 
     /// The messages given up since the last call, for the dead-letter
@@ -478,6 +624,7 @@ impl Session {
                     offset,
                     count: 1,
                     payload,
+                    group: None,
                 };
                 self.send(delivery, topic, now);
             }

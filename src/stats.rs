@@ -67,6 +67,19 @@ pub struct TopicReport {
     pub bytes_in: u64,
     pub messages_out: u64,
     pub bytes_out: u64,
+    pub groups: Vec<GroupReport>,
+}
+
+/// A snapshot of one consumer group of a topic, for `STATS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupReport {
+    pub name: Arc<str>,
+    pub members: usize,
+    /// The oldest offset the group is not done with.
+    pub position: Offset,
+    /// How many of the topic's messages the group has yet to finish with:
+    /// not given out yet, or given out and not acked.
+    pub lag: u64,
 }
 
 impl TopicReport {

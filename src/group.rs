@@ -1,0 +1,188 @@
+//! Consumer groups: members that share a topic's messages, each message
+//! going to one member at a time.
+//!
+//! A fan-out subscriber is a cursor of its own into the topic's log (see
+//! `session.rs`). The members of a group share one cursor instead, and the
+//! group keeps what its members owe it:
+//!
+//! ```text
+//!   log:      … 40 41 42 43 44 45 46 47 48 …
+//!                   │  ╰──┬──╯     │
+//!                   │   out: given to a member, not yet answered
+//!             again: 41, nacked (or timed out, or left by a member that
+//!                    went away), to give out before anything new
+//!                                  next: the first offset never given out
+//! ```
+//!
+//! The dispatcher hands the group's messages out one at a time, taking the
+//! members in turn and skipping those whose window is full, so work is
+//! spread fairly across members with room. An ack takes a message off
+//! `out`; a nack, an ack timeout or a member's disconnect puts it on
+//! `again`, and the next member in turn (usually another one) gets it. The
+//! group counts a message's deliveries across members, so
+//! `--max-deliveries` holds for the group as a whole, and a message given
+//! up goes to the dead-letter topic as for any subscriber.
+//!
+//! The group's position, the oldest offset it has not finished with, is
+//! what retention must keep for it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use crate::dispatcher::ConnId;
+use crate::stats::GroupReport;
+use crate::store::Offset;
+
+/// A group of one topic, known by its name.
+#[derive(Debug)]
+pub struct Group {
+    pub name: Arc<str>,
+    /// The first offset never given to a member.
+    next: Offset,
+    /// Offsets to give out again, in order, with how many times each has
+    /// been delivered.
+    again: VecDeque<(Offset, u32)>,
+    /// Offsets given to a member and not yet answered, with how many times
+    /// each has been delivered.
+    out: BTreeMap<Offset, u32>,
+    members: Vec<ConnId>,
+    /// Where the next turn starts in `members`.
+    turn: usize,
+}
+
+impl Group {
+    /// A new group that starts reading the log at `next`.
+    pub fn new(name: Arc<str>, next: Offset) -> Group {
+        Group {
+            name,
+            next,
+            again: VecDeque::new(),
+            out: BTreeMap::new(),
+            members: Vec::new(),
+            turn: 0,
+        }
+    }
+
+    pub fn join(&mut self, conn: ConnId) {
+        if !self.members.contains(&conn) {
+            self.members.push(conn);
+        }
+    }
+
+    pub fn leave(&mut self, conn: ConnId) {
+        self.members.retain(|&member| member != conn);
+    }
+
+    pub fn members(&self) -> &[ConnId] {
+        &self.members
+    }
+
+    /// The next member, in turn, for which `has_room` holds.
+    pub fn next_member(&mut self, has_room: impl Fn(ConnId) -> bool) -> Option<ConnId> {
+        let count = self.members.len();
+        let found = (0..count)
+            .map(|i| (self.turn + i) % count)
+            .find(|&i| has_room(self.members[i]))?;
+        self.turn = (found + 1) % count;
+        Some(self.members[found])
+    }
+
+    /// Whether the group has a message to give out, of a log that ends at
+    /// `end`.
+    pub fn has_work(&self, end: Offset) -> bool {
+        !self.again.is_empty() || self.next < end
+    }
+
+    /// The next message to give out, redeliveries first, if the log (which
+    /// ends at `end`) has one: its offset and how many times it will have
+    /// been delivered.
+    pub fn take(&mut self, end: Offset) -> Option<(Offset, u32)> {
+        let (offset, delivered) = match self.again.pop_front() {
+            Some(again) => again,
+            None if self.next < end => {
+                self.next += 1;
+                (self.next - 1, 0)
+            }
+            None => return None,
+        };
+        self.out.insert(offset, delivered + 1);
+        Some((offset, delivered + 1))
+    }
+
+    /// Undoes [`Group::take`]: the message could not be read yet.
+    pub fn put_back(&mut self, offset: Offset, deliveries: u32) {
+        self.out.remove(&offset);
+        self.again.push_front((offset, deliveries - 1));
+    }
+
+    /// The group is done with `offset`: acked, or given up.
+    pub fn done(&mut self, offset: Offset) {
+        self.out.remove(&offset);
+    }
+
+    /// `offset`, delivered `deliveries` times, must be given out again.
+    pub fn again(&mut self, offset: Offset, deliveries: u32) {
+        if self.out.remove(&offset).is_some() {
+            self.again.push_back((offset, deliveries));
+        }
+    }
+
+    /// What `STATS` shows of the group, on a log that ends at `end`.
+    pub fn report(&self, end: Offset) -> GroupReport {
+        let unfinished = self.out.len() + self.again.len();
+        GroupReport {
+            name: self.name.clone(),
+            members: self.members.len(),
+            position: self.position(),
+            lag: end.saturating_sub(self.next) + unfinished as u64,
+        }
+    }
+
+    /// The oldest offset the group is not done with.
+    pub fn position(&self) -> Offset {
+        let out = self.out.keys().next().copied();
+        let again = self.again.iter().map(|&(offset, _)| offset).min();
+        [out, again]
+            .into_iter()
+            .flatten()
+            .fold(self.next, Offset::min)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_go_out_once_and_come_back_when_returned() {
+        let mut group = Group::new(Arc::from("g"), 5);
+        assert_eq!(group.take(7), Some((5, 1)));
+        assert_eq!(group.take(7), Some((6, 1)));
+        assert_eq!(group.take(7), None, "the log ends at 7");
+        group.again(5, 1);
+        assert_eq!(group.position(), 5);
+        group.done(6);
+        assert_eq!(group.take(8), Some((5, 2)), "again before new");
+        assert_eq!(group.take(8), Some((7, 1)));
+        group.put_back(7, 1);
+        assert_eq!(group.take(8), Some((7, 1)));
+        group.done(5);
+        assert_eq!(group.position(), 7);
+        group.done(7);
+        assert_eq!(group.position(), 8);
+    }
+
+    #[test]
+    fn members_take_turns_and_those_without_room_are_skipped() {
+        let mut group = Group::new(Arc::from("g"), 0);
+        for conn in [1, 2, 3] {
+            group.join(conn);
+        }
+        let turns: Vec<_> = (0..4).filter_map(|_| group.next_member(|_| true)).collect();
+        assert_eq!(turns, [1, 2, 3, 1]);
+        assert_eq!(group.next_member(|conn| conn == 3), Some(3));
+        group.leave(3);
+        assert_eq!(group.next_member(|conn| conn == 3), None);
+        assert_eq!(group.next_member(|_| true), Some(1));
+    }
+}

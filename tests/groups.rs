@@ -1,0 +1,293 @@
+//! Consumer groups: the members of a group share a topic's messages, each
+//! message going to one member at a time; what a member nacks, lets time
+//! out or leaves behind when it goes goes to the others; two groups each
+//! get everything; fan-out subscribers of the topic are not affected; a
+//! message a group gives up goes to the dead-letter topic; and `STATS`
+//! shows each group's members, position and lag.
+//!
+//! Members speak the line protocol (`SUB <topic> beginning manual group
+//! <name>`), each on a thread of its own that reports every delivery on a
+//! channel and answers it as the test says. Nothing sleeps: the test waits
+//! on that channel, with a deadline.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread::{self, JoinHandle};
+
+use brook::client::Publisher;
+use brook::config::Config;
+use brook::protocol::StartAt;
+use common::*;
+
+/// What a member does with a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Ack,
+    /// Nack the message whose payload is this; ack the others.
+    NackPayload(&'static [u8]),
+    /// Answer nothing.
+    Nothing,
+}
+
+/// A delivery a member received: the member, the offset, the payload.
+type Received = (usize, u64, Vec<u8>);
+
+/// A group member on its own thread.
+struct Member {
+    /// For shutting the member's socket down from the test.
+    socket: TcpStream,
+    thread: JoinHandle<()>,
+}
+
+impl Member {
+    /// Joins `group` of `topic` from the beginning, with manual acks, and
+    /// reports every delivery on `received`, tagged `id`.
+    fn join(
+        addr: SocketAddr,
+        topic: &str,
+        group: &str,
+        id: usize,
+        answer: Answer,
+        received: Sender<Received>,
+    ) -> Member {
+        let mut socket = TcpStream::connect(addr).unwrap();
+        socket.set_read_timeout(Some(WAIT)).unwrap();
+        let command = format!("SUB {topic} beginning manual group \"{group}\"\n");
+        socket.write_all(command.as_bytes()).unwrap();
+        let mut reader = BufReader::new(socket.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line, "+OK\n");
+        socket.set_read_timeout(None).unwrap();
+        let writer = socket.try_clone().unwrap();
+        let thread = thread::spawn(move || serve(reader, writer, id, answer, &received));
+        Member { socket, thread }
+    }
+
+    /// Closes the member's connection and waits for its thread.
+    fn leave(self) {
+        let _ = self.socket.shutdown(Shutdown::Both);
+        self.thread.join().unwrap();
+    }
+}
+
+/// Reads `MSG <topic> <offset> <n>` blocks until the connection ends,
+/// reporting and answering each.
+fn serve(
+    mut reader: BufReader<TcpStream>,
+    mut writer: TcpStream,
+    id: usize,
+    answer: Answer,
+    received: &Sender<Received>,
+) {
+    let mut header = String::new();
+    while matches!(reader.read_line(&mut header), Ok(n) if n > 0) {
+        let fields: Vec<&str> = header.split_whitespace().collect();
+        let [_, _, offset, len] = fields[..] else {
+            panic!("not a delivery: {header:?}");
+        };
+        let mut payload = vec![0; len.parse::<usize>().unwrap() + 1];
+        if reader.read_exact(&mut payload).is_err() {
+            return;
+        }
+        payload.pop(); // the `\n` after the payload
+        let reply: &[u8] = match answer {
+            Answer::Ack => b"ACK\n",
+            Answer::NackPayload(nacked) if payload == nacked => b"NACK\n",
+            Answer::NackPayload(_) => b"ACK\n",
+            Answer::Nothing => b"",
+        };
+        if writer.write_all(reply).is_err() {
+            return;
+        }
+        let _ = received.send((id, offset.parse().unwrap(), payload));
+        header.clear();
+    }
+}
+
+/// Publishes `m0`, `m1`, ... `m{count - 1}` to `topic`.
+fn publish_many(addr: SocketAddr, topic: &str, count: u64) {
+    let mut publisher = Publisher::connect(addr).unwrap();
+    for i in 0..count {
+        publisher
+            .publish(topic, format!("m{i}").as_bytes())
+            .unwrap();
+    }
+    publisher.flush().unwrap();
+}
+
+/// Receives deliveries until every offset in `0..count` has arrived at
+/// least once; returns each member's offsets, in arrival order, and how
+/// many deliveries there were.
+fn collect(received: &Receiver<Received>, count: u64) -> (BTreeMap<usize, Vec<u64>>, usize) {
+    let mut by_member: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    let mut deliveries = 0;
+    while (seen.len() as u64) < count {
+        let (member, offset, payload) = received
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("only {} of {count} offsets arrived", seen.len()));
+        assert_eq!(payload, format!("m{offset}").into_bytes());
+        by_member.entry(member).or_default().push(offset);
+        seen.insert(offset);
+        deliveries += 1;
+    }
+    (by_member, deliveries)
+}
+
+#[test]
+fn three_members_split_thirty_thousand_messages_once_each() {
+    let broker = start_broker(&config());
+    let addr = broker.local_addr();
+    let (sender, received) = mpsc::channel();
+    let members: Vec<Member> = (0..3)
+        .map(|id| Member::join(addr, "jobs", "workers", id, Answer::Ack, sender.clone()))
+        .collect();
+    publish_many(addr, "jobs", 30_000);
+
+    let (by_member, deliveries) = collect(&received, 30_000);
+    assert_eq!(deliveries, 30_000, "a message was delivered twice");
+    for (member, offsets) in &by_member {
+        assert!(
+            offsets.len() >= 5_000,
+            "member {member} got only {} of 30,000",
+            offsets.len()
+        );
+        assert!(offsets.windows(2).all(|w| w[0] < w[1]), "in order");
+    }
+    assert_eq!(by_member.len(), 3);
+    members.into_iter().for_each(Member::leave);
+    assert!(received.try_recv().is_err(), "nothing more");
+}
+
+/// A member that takes messages and then goes away without answering:
+/// everything it had goes to the other member.
+#[test]
+fn what_a_member_leaves_unanswered_goes_to_the_others() {
+    let broker = start_broker(&config());
+    let addr = broker.local_addr();
+    let (sender, received) = mpsc::channel();
+    let silent = Member::join(addr, "jobs", "workers", 0, Answer::Nothing, sender.clone());
+    let worker = Member::join(addr, "jobs", "workers", 1, Answer::Ack, sender);
+    publish_many(addr, "jobs", 200);
+
+    let (by_member, _) = collect(&received, 200);
+    let taken = by_member[&0].len();
+    assert!(taken > 0, "the silent member got nothing");
+    silent.leave();
+    // Each of the silent member's messages now reaches the worker.
+    let mut redelivered = BTreeSet::new();
+    while redelivered.len() < taken {
+        let (member, offset, _) = received.recv_timeout(WAIT).expect("a redelivery");
+        assert_eq!(member, 1);
+        assert!(by_member[&0].contains(&offset), "offset {offset} again");
+        redelivered.insert(offset);
+    }
+    worker.leave();
+}
+
+#[test]
+fn two_groups_each_get_everything_and_fan_out_is_unaffected() {
+    let broker = start_broker(&config());
+    let addr = broker.local_addr();
+    let (first_sender, first) = mpsc::channel();
+    let (second_sender, second) = mpsc::channel();
+    let members = [
+        Member::join(addr, "jobs", "billing", 0, Answer::Ack, first_sender),
+        Member::join(addr, "jobs", "audit", 1, Answer::Ack, second_sender.clone()),
+        Member::join(addr, "jobs", "audit", 2, Answer::Ack, second_sender),
+    ];
+    let mut watcher = subscriber(addr, &["jobs"], StartAt::Beginning);
+    publish_many(addr, "jobs", 2_000);
+
+    let (billing, deliveries) = collect(&first, 2_000);
+    assert_eq!((billing.len(), deliveries), (1, 2_000));
+    let (audit, deliveries) = collect(&second, 2_000);
+    assert_eq!((audit.len(), deliveries), (2, 2_000));
+    for i in 0..2_000 {
+        expect_next_ack(&mut watcher, "jobs", format!("m{i}").as_bytes());
+    }
+    members.into_iter().for_each(Member::leave);
+}
+
+/// A message nacked by whichever member gets it is delivered at most
+/// `--max-deliveries` times by the group as a whole, then lands in the
+/// dead-letter topic.
+#[test]
+fn a_message_the_group_nacks_five_times_lands_in_the_dead_letter_topic() {
+    let config = Config {
+        ack_timeout: std::time::Duration::from_secs(30),
+        ..config()
+    };
+    assert_eq!(config.max_deliveries, 5, "the default");
+    let broker = start_broker(&config);
+    let addr = broker.local_addr();
+    let mut operator = subscriber(addr, &["jobs.dlq"], StartAt::Beginning);
+    let (sender, received) = mpsc::channel();
+    let members = [
+        Member::join(
+            addr,
+            "jobs",
+            "workers",
+            0,
+            Answer::NackPayload(b"m1"),
+            sender.clone(),
+        ),
+        Member::join(
+            addr,
+            "jobs",
+            "workers",
+            1,
+            Answer::NackPayload(b"m1"),
+            sender,
+        ),
+    ];
+    publish_many(addr, "jobs", 3);
+
+    let letter = b"dead-letter topic=jobs offset=1 deliveries=5\nm1";
+    expect_next_ack(&mut operator, "jobs.dlq", letter);
+    members.into_iter().for_each(Member::leave);
+    let deliveries: Vec<u64> = received.try_iter().map(|(_, offset, _)| offset).collect();
+    assert_eq!(deliveries.iter().filter(|&&o| o == 1).count(), 5);
+    assert_eq!(deliveries.iter().filter(|&&o| o != 1).count(), 2);
+}
+
+/// `+STAT group <topic> <group> members=<n> position=<offset> lag=<n>`:
+/// a group whose one member answers nothing holds its position at the
+/// first message, and lags by everything.
+#[test]
+fn stats_show_each_group_with_its_members_position_and_lag() {
+    let broker = start_broker(&config());
+    let addr = broker.local_addr();
+    let (silent_sender, silent_received) = mpsc::channel();
+    let (worker_sender, worker_received) = mpsc::channel();
+    let silent = Member::join(addr, "jobs", "slow team", 0, Answer::Nothing, silent_sender);
+    let worker = Member::join(addr, "jobs", "fast", 1, Answer::Ack, worker_sender);
+    publish_many(addr, "jobs", 10);
+    collect(&silent_received, 10);
+    collect(&worker_received, 10);
+    let mut line = Line::connect(addr);
+    line.send("STATS\n");
+    let stats = line.read_until_end();
+    let groups: Vec<&String> = stats
+        .iter()
+        .filter(|l| l.starts_with("+STAT group"))
+        .collect();
+    assert!(
+        groups.contains(&&"+STAT group jobs \"slow team\" members=1 position=0 lag=10".to_owned()),
+        "{stats:#?}"
+    );
+    // Its acks may or may not have been applied yet: only its members.
+    assert!(
+        groups
+            .iter()
+            .any(|l| l.starts_with("+STAT group jobs fast members=1 ")),
+        "{stats:#?}"
+    );
+    silent.leave();
+    worker.leave();
+}
