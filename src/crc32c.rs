@@ -21,7 +21,12 @@ const POLYNOMIAL: u32 = 0x82F6_3B78;
 /// `TABLES[0][b]` is the remainder of the byte `b` (as the high-order
 /// coefficients) divided by the polynomial; `TABLES[k][b]` is the same byte
 /// followed by `k` zero bytes.
-const TABLES: [[u32; 256]; 8] = {
+///
+/// Computed at compile time, and a `static`, not a `const`: a `const` is
+/// pasted in wherever it is used, and an unoptimised build then copies all
+/// 8 KiB onto the stack for every lookup, which made the debug broker (the
+/// one the tests run) spend most of its time in `memcpy`.
+static TABLES: [[u32; 256]; 8] = {
     let mut tables = [[0u32; 256]; 8];
     let mut byte = 0;
     while byte < 256 {

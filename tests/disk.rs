@@ -30,7 +30,6 @@ use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -40,38 +39,6 @@ use brook::config::{Config, Fsync, Storage};
 use brook::protocol::StartAt;
 use brook::server::Broker;
 use common::*;
-
-// ---- A temporary directory. ----
-
-/// A directory of its own under the system's temporary directory, named
-/// from the process id and a counter, and removed (with everything in it)
-/// when dropped.
-struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("brook-disk-test-{}-{n}-{tag}", std::process::id()));
-        // A leftover of an earlier run whose process had the same id.
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
-        TempDir { path }
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
-    }
-}
 
 // ---- Brokers on disk. ----
 
