@@ -5,6 +5,7 @@
 //! ```text
 //! data/topics/orders-1c8f3e0e5a1b2c3d/      one directory per topic
 //!     name                                   the topic's real name
+//!     pulled, groups                         where PULL and each consumer group are
 //!     00000000000000000000.log               a segment: records 0 .. 52,427
 //!     00000000000000000000.index             its index, saved when it was closed
 //!     00000000000000052428.log               the next one, named by its first offset
@@ -54,18 +55,20 @@
 //! checksum fails, and the read with it, which is logged.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use byteorder::{BigEndian, ByteOrder};
+
 use crate::config::Fsync;
 use crate::fetcher::{FetchRequest, Fetched, Fetcher};
 use crate::protocol::Payload;
 use crate::segment::{scan_segment, segment_file_name, Header, Segment, HEADER_BYTES};
-use crate::store::{NamedLog, Offset, Read, Store, StoreError, SyncJob, TopicLog};
+use crate::store::{GroupPosition, NamedLog, Offset, Read, Store, StoreError, SyncJob, TopicLog};
 
 /// How many bytes of the newest payloads each topic keeps in memory, so
 /// that subscribers that keep up, or lag by less than this, never wait for
@@ -87,9 +90,9 @@ const NAME_SCRATCH_FILE: &str = "name.new";
 /// offset the next `PULL` takes, a `u64`, big-endian.
 const PULLED_FILE: &str = "pulled";
 
-/// Where the pull position is written before it is renamed to
-/// [`PULLED_FILE`].
-const PULLED_SCRATCH_FILE: &str = "pulled.new";
+/// The file in a topic's directory that holds the positions of its
+/// consumer groups (see [`encode_groups`]).
+const GROUPS_FILE: &str = "groups";
 
 /// How long a broker starting on a data directory waits for its lock.
 const LOCK_PATIENCE: Duration = Duration::from_secs(2);
@@ -358,6 +361,10 @@ pub struct DiskLog {
     /// last saved.
     pulled: Offset,
     pulled_moved: bool,
+    /// Where each consumer group of the topic is, and whether that changed
+    /// since it was last saved.
+    groups: BTreeMap<String, GroupPosition>,
+    groups_moved: bool,
     /// The last run of older records the fetcher read from a segment, for
     /// the reads that follow it.
     read_ahead: RefCell<ReadAhead>,
@@ -418,6 +425,7 @@ impl DiskLog {
         let active = segments.last().map_or(0, |s| s.end);
         let writer = Arc::new(open_for_append(&segments[segments.len() - 1].path)?);
         let pulled = read_pull_position(&dir)?.min(active);
+        let groups = read_groups(&dir)?;
         Ok(DiskLog {
             topic: Arc::from(topic),
             dir,
@@ -433,6 +441,8 @@ impl DiskLog {
             cache_bytes: 0,
             pulled,
             pulled_moved: false,
+            groups,
+            groups_moved: false,
             read_ahead: RefCell::default(),
             fetcher,
             fetching: Cell::new(false),
@@ -639,40 +649,108 @@ impl TopicLog for DiskLog {
             (self.writer.clone(), path)
         });
         self.unsynced = false;
-        let pulled = self.pulled_moved.then(|| (self.dir.clone(), self.pulled));
-        self.pulled_moved = false;
-        if force.is_none() && pulled.is_none() {
+        let mut files = Vec::new();
+        if std::mem::take(&mut self.pulled_moved) {
+            files.push((PULLED_FILE, self.pulled.to_be_bytes().to_vec()));
+        }
+        if std::mem::take(&mut self.groups_moved) {
+            files.push((GROUPS_FILE, encode_groups(&self.groups)));
+        }
+        if force.is_none() && files.is_empty() {
             return Ok(None);
         }
-        let fsync = self.settings.fsync;
+        let (dir, fsync) = (self.dir.clone(), self.settings.fsync);
         Ok(Some(Box::new(move || {
             if let Some((file, path)) = force {
                 file.sync_data().map_err(StoreError::io(path))?;
             }
-            match pulled {
-                Some((dir, offset)) => save_pull_position(&dir, offset, fsync),
-                None => Ok(()),
+            for (name, bytes) in files {
+                replace_file(&dir, name, &bytes, fsync)?;
             }
+            Ok(())
         })))
+    }
+
+    fn saved_groups(&self) -> Vec<(String, GroupPosition)> {
+        self.groups.clone().into_iter().collect()
+    }
+
+    fn set_group_position(&mut self, name: &str, position: GroupPosition) {
+        self.groups.insert(name.to_owned(), position);
+        self.groups_moved = true;
     }
 }
 
-/// Writes a topic's pull position to a scratch file and renames it into
-/// place, so a crash leaves the old position or the new, whole.
-fn save_pull_position(dir: &Path, offset: Offset, fsync: Fsync) -> Result<(), StoreError> {
-    let scratch = dir.join(PULLED_SCRATCH_FILE);
+/// Replaces the file `name` in `dir` with `bytes`: written to a scratch
+/// file (`name.new`) and renamed into place, so a crash leaves the old
+/// contents or the new, whole. Forced to disk unless `--fsync never`.
+fn replace_file(dir: &Path, name: &str, bytes: &[u8], fsync: Fsync) -> Result<(), StoreError> {
+    let scratch = dir.join(format!("{name}.new"));
     let mut file = File::create(&scratch).map_err(StoreError::io(&scratch))?;
-    file.write_all(&offset.to_be_bytes())
-        .map_err(StoreError::io(&scratch))?;
+    file.write_all(bytes).map_err(StoreError::io(&scratch))?;
     if fsync != Fsync::Never {
         file.sync_all().map_err(StoreError::io(&scratch))?;
     }
-    let path = dir.join(PULLED_FILE);
+    let path = dir.join(name);
     fs::rename(&scratch, &path).map_err(StoreError::io(&path))?;
     if fsync != Fsync::Never {
         sync_directory(dir)?;
     }
     Ok(())
+}
+
+/// The groups file: a `u32` count of groups, then for each its name (`u32`
+/// length and UTF-8 bytes), its next offset (`u64`), and the offsets below
+/// it that it has not finished with (a `u32` count, then each a `u64`);
+/// all big-endian.
+fn encode_groups(groups: &BTreeMap<String, GroupPosition>) -> Vec<u8> {
+    let mut bytes = (groups.len() as u32).to_be_bytes().to_vec();
+    for (name, position) in groups {
+        bytes.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.extend_from_slice(&position.next.to_be_bytes());
+        bytes.extend_from_slice(&(position.unfinished.len() as u32).to_be_bytes());
+        for offset in &position.unfinished {
+            bytes.extend_from_slice(&offset.to_be_bytes());
+        }
+    }
+    bytes
+}
+
+/// The groups file of [`encode_groups`], if `bytes` hold a whole one.
+fn decode_groups(mut bytes: &[u8]) -> Option<BTreeMap<String, GroupPosition>> {
+    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = bytes.split_at_checked(n)?;
+        *bytes = rest;
+        Some(head)
+    }
+    let u32_at = |bytes: &mut &[u8]| Some(BigEndian::read_u32(take(bytes, 4)?) as usize);
+    let u64_at = |bytes: &mut &[u8]| Some(BigEndian::read_u64(take(bytes, 8)?));
+    let mut groups = BTreeMap::new();
+    for _ in 0..u32_at(&mut bytes)? {
+        let len = u32_at(&mut bytes)?;
+        let name = String::from_utf8(take(&mut bytes, len)?.to_vec()).ok()?;
+        let next = u64_at(&mut bytes)?;
+        let count = u32_at(&mut bytes)?;
+        let unfinished = (0..count)
+            .map(|_| u64_at(&mut bytes))
+            .collect::<Option<_>>()?;
+        groups.insert(name, GroupPosition { next, unfinished });
+    }
+    bytes.is_empty().then_some(groups)
+}
+
+/// The groups saved in `dir`, or none if no group was ever saved.
+fn read_groups(dir: &Path) -> Result<BTreeMap<String, GroupPosition>, StoreError> {
+    let path = dir.join(GROUPS_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => decode_groups(&bytes).ok_or(StoreError::Unrecognised {
+            path,
+            reason: "a groups file that cannot be read",
+        }),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(error) => Err(StoreError::Io { path, error }),
+    }
 }
 
 /// The time, in ms since 1970, as records carry it.

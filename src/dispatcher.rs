@@ -167,6 +167,9 @@ pub struct Topic {
     subscribers: Vec<ConnId>,
     /// Its consumer groups (`group.rs`); a group's index never changes.
     groups: Vec<Group>,
+    /// Whether a group finished a message (or was created) this round, so
+    /// the log must save where the groups are.
+    groups_moved: bool,
     pub traffic: Traffic,
     /// Whether the log was appended to or pulled from this round, so it
     /// must be written (and made durable) before the round's frames go out.
@@ -528,6 +531,8 @@ impl Dispatcher {
                 None => {
                     let next = start_offset(start, topic, conn);
                     topic.groups.push(Group::new(Arc::from(group), next));
+                    topic.groups_moved = true;
+                    self.chores.write_later(id, topic);
                     topic.groups.len() - 1
                 }
             };
@@ -570,7 +575,7 @@ impl Dispatcher {
                 Read::Message(payload) => payload,
                 // Unreadable: nothing to deliver, and nothing to wait for.
                 Read::Nothing => {
-                    topic.groups[index].done(offset);
+                    self.group_done(id, index, offset);
                     continue;
                 }
                 // Offered again once it is fetched.
@@ -580,11 +585,21 @@ impl Dispatcher {
                 return;
             };
             let topic = (id, &self.topics[id]);
-            if session.deliver_for_group(index, offset, deliveries, payload, topic, now) {
-                self.topics[id].groups[index].done(offset);
-            }
+            let done = session.deliver_for_group(index, offset, deliveries, payload, topic, now);
             self.chores.settle(conn, session);
+            if done {
+                self.group_done(id, index, offset);
+            }
         }
+    }
+
+    /// A group has finished with a message: acked, written, or given up. Its
+    /// position is saved with the round.
+    fn group_done(&mut self, id: TopicId, index: usize, offset: Offset) {
+        let topic = &mut self.topics[id];
+        topic.groups[index].done(offset);
+        topic.groups_moved = true;
+        self.chores.write_later(id, topic);
     }
 
     /// Tells the groups what became of the messages they gave `conn`, and
@@ -604,11 +619,11 @@ impl Dispatcher {
         for answer in answers {
             let group = &mut self.topics[answer.topic].groups[answer.group];
             if answer.acked {
-                group.done(answer.offset);
+                self.group_done(answer.topic, answer.group, answer.offset);
             } else if answer.deliveries < self.policy.max_deliveries {
                 group.again(answer.offset, answer.deliveries);
             } else {
-                group.done(answer.offset);
+                self.group_done(answer.topic, answer.group, answer.offset);
                 let given_up = GivenUp {
                     topic: answer.topic,
                     offset: answer.offset,
@@ -973,11 +988,16 @@ impl Dispatcher {
 
     fn add_topic(&mut self, name: Arc<str>, log: Box<dyn TopicLog>) -> TopicId {
         let id = self.topics.len();
+        let saved = log.saved_groups().into_iter();
+        let groups = saved
+            .map(|(name, at)| Group::restored(Arc::from(name), &at))
+            .collect();
         self.topics.push(Topic {
             name: name.clone(),
             log,
             subscribers: Vec::new(),
-            groups: Vec::new(),
+            groups,
+            groups_moved: false,
             traffic: Traffic::default(),
             unwritten: false,
         });
@@ -994,6 +1014,11 @@ impl Dispatcher {
         for id in self.chores.to_write.drain(..) {
             let topic = &mut self.topics[id];
             topic.unwritten = false;
+            if std::mem::take(&mut topic.groups_moved) {
+                for group in &topic.groups {
+                    topic.log.set_group_position(&group.name, group.saved());
+                }
+            }
             self.chores.sync_jobs.extend(topic.log.write()?);
         }
         Ok(())

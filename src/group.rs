@@ -24,14 +24,17 @@
 //! up goes to the dead-letter topic as for any subscriber.
 //!
 //! The group's position, the oldest offset it has not finished with, is
-//! what retention must keep for it.
+//! what retention must keep for it. With the disk store, the group is saved
+//! with its topic's log whenever it finishes a message ([`Group::saved`]),
+//! so a group that comes back after a restart gives out again what it had
+//! not finished, and goes on where it was.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use crate::dispatcher::ConnId;
 use crate::stats::GroupReport;
-use crate::store::Offset;
+use crate::store::{GroupPosition, Offset};
 
 /// A group of one topic, known by its name.
 #[derive(Debug)]
@@ -51,6 +54,25 @@ pub struct Group {
 }
 
 impl Group {
+    /// A group as the store saved it: what it had not finished goes out
+    /// again first (its delivery counts start over), then it goes on.
+    pub fn restored(name: Arc<str>, saved: &GroupPosition) -> Group {
+        let mut group = Group::new(name, saved.next);
+        group.again = saved.unfinished.iter().map(|&offset| (offset, 0)).collect();
+        group
+    }
+
+    /// Where the group is, for the store to save.
+    pub fn saved(&self) -> GroupPosition {
+        let out = self.out.keys().copied();
+        let mut unfinished: Vec<Offset> = out.chain(self.again.iter().map(|a| a.0)).collect();
+        unfinished.sort_unstable();
+        GroupPosition {
+            next: self.next,
+            unfinished,
+        }
+    }
+
     /// A new group that starts reading the log at `next`.
     pub fn new(name: Arc<str>, next: Offset) -> Group {
         Group {
@@ -170,6 +192,23 @@ mod tests {
         assert_eq!(group.position(), 7);
         group.done(7);
         assert_eq!(group.position(), 8);
+    }
+
+    #[test]
+    fn a_restored_group_gives_out_what_it_had_not_finished_first() {
+        let mut group = Group::new(Arc::from("g"), 0);
+        for _ in 0..4 {
+            group.take(10);
+        }
+        group.done(0);
+        group.done(2);
+        group.again(3, 1);
+        let saved = group.saved();
+        assert_eq!((saved.next, saved.unfinished.as_slice()), (4, &[1, 3][..]));
+        let mut restored = Group::restored(Arc::from("g"), &saved);
+        assert_eq!(restored.position(), 1);
+        let taken: Vec<_> = (0..3).filter_map(|_| restored.take(10)).collect();
+        assert_eq!(taken, [(1, 1), (3, 1), (4, 1)]);
     }
 
     #[test]

@@ -58,6 +58,16 @@ pub trait TopicLog: Send {
     /// [`Read::Later`], so that reads of them find them.
     fn take_fetched(&mut self, _fetched: Fetched) {}
 
+    /// The positions of the topic's consumer groups that the log was
+    /// opened with: none in memory, those saved on disk.
+    fn saved_groups(&self) -> Vec<(String, GroupPosition)> {
+        Vec::new()
+    }
+
+    /// Records where a consumer group is; the next [`TopicLog::write`]
+    /// saves it, where the store keeps anything.
+    fn set_group_position(&mut self, _name: &str, _position: GroupPosition) {}
+
     /// The offset of the oldest message still held (equal to
     /// [`TopicLog::end`] when the log is empty).
     fn start(&self) -> Offset;
@@ -89,6 +99,17 @@ pub trait TopicLog: Send {
     /// messages (a confirmation, a delivery, a pulled message) before the
     /// job is done.
     fn write(&mut self) -> Result<Option<SyncJob>, StoreError>;
+}
+
+/// Where a consumer group is in its topic's log (`group.rs`): the first
+/// offset it never gave out, and those below it that it has not finished
+/// with. Everything else below `next` is done: acked, or given up. So a
+/// group that comes back after a restart gives out `unfinished` again, then
+/// goes on from `next`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupPosition {
+    pub next: Offset,
+    pub unfinished: Vec<Offset>,
 }
 
 /// What [`TopicLog::read`] found at an offset.

@@ -1060,6 +1060,40 @@ fn pulled_messages_stay_pulled_across_a_restart() {
     broker.shutdown();
 }
 
+/// A consumer group keeps its place across a restart: what it acked stays
+/// done, what it had not finished comes again, and a member that comes back
+/// joins the group where it is, whatever start it asks for.
+#[test]
+fn a_consumer_group_resumes_where_it_was_after_a_restart() {
+    let root = TempDir::new("group");
+    let data = root.path().join("data");
+    let config = disk_config(&data);
+    let messages = payloads("jobs", 10);
+    let broker = start_broker(&config);
+    publish_at(broker.local_addr(), "jobs", 0, &messages);
+    let mut member = Line::connect(broker.local_addr());
+    member.send("SUB jobs beginning manual group workers\n");
+    member.expect_line("+OK");
+    for (offset, payload) in messages.iter().enumerate() {
+        member.expect_msg("jobs", offset as u64, payload);
+    }
+    // Acks 0 to 3, then one NACK: offset 4 goes back to the group. The
+    // PONG comes once the group's position is on disk.
+    member.send("ACK\nACK\nACK\nACK\nNACK\nPING\n");
+    member.expect_msg("jobs", 4, &messages[4]);
+    member.expect_line("+PONG");
+
+    let broker = restart(broker, &config);
+    let mut member = Line::connect(broker.local_addr());
+    member.send("SUB jobs current manual group workers\n");
+    member.expect_line("+OK");
+    for (offset, payload) in messages.iter().enumerate().skip(4) {
+        member.expect_msg("jobs", offset as u64, payload);
+    }
+    member.expect_silence(QUIET);
+    broker.shutdown();
+}
+
 /// A message of the replay test: its index, then dots up to 4 KiB.
 fn replay_payload(i: u32) -> Vec<u8> {
     let mut payload = format!("{i:08}").into_bytes();
