@@ -195,6 +195,24 @@ impl Subscriber {
         self.request(&request, status::SUBSCRIBED)
     }
 
+    /// Joins the consumer group `group` of each of `topics` (brook's
+    /// extension; a new group starts at `start`) and waits for the broker to
+    /// confirm. The group's members share the topics' messages.
+    pub fn subscribe_group<S: AsRef<str>>(
+        &mut self,
+        topics: &[S],
+        group: &str,
+        start: StartAt,
+    ) -> Result<()> {
+        check_topic_names(topics)?;
+        if group.len() > MAX_TOPIC_NAME_BYTES {
+            return Err(ClientError::TooLong("group name"));
+        }
+        let mut request = Vec::new();
+        protocol::encode_subscribe_group(&mut request, topics, group, start);
+        self.request(&request, status::SUBSCRIBED)
+    }
+
     /// Unsubscribes from `topics` and waits for the broker to confirm.
     pub fn unsubscribe<S: AsRef<str>>(&mut self, topics: &[S]) -> Result<()> {
         check_topic_names(topics)?;

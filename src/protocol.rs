@@ -60,6 +60,9 @@ pub mod action {
     /// with `PUBLISHED` and its offset once it is stored (or with an
     /// Error). An old client never sends it.
     pub const PUBLISH_CONFIRMED: u16 = 6;
+    /// brook's extension: a subscribe that joins a consumer group, its
+    /// name (`u16` length and UTF-8) before the fields of a subscribe.
+    pub const SUBSCRIBE_GROUP: u16 = 7;
 }
 
 /// The `u16` the broker sends back to a (un)subscribe or a bad request.
@@ -191,6 +194,8 @@ pub enum ProtocolError {
     TopicNameTooLong(usize),
     /// A subscribe or unsubscribe naming more topics than the limit.
     TooManyTopics(usize),
+    /// A group name that is empty, not UTF-8, or too long.
+    InvalidGroup,
     /// A payload longer than `--max-message-bytes`.
     MessageTooLarge { len: u64, limit: usize },
     /// A topic list longer than its limit.
@@ -214,6 +219,7 @@ impl ProtocolError {
             ProtocolError::InvalidStartAt(_) => "invalid start up type provided",
             ProtocolError::TopicNameTooLong(_) => "topic name too long",
             ProtocolError::TooManyTopics(_) => "too many topics",
+            ProtocolError::InvalidGroup => "invalid group name",
             ProtocolError::MessageTooLarge { .. } => "message too large",
             ProtocolError::TopicDataTooLarge { .. } => "topic data too large",
             ProtocolError::EmptyMessage => "empty message",
@@ -243,6 +249,7 @@ impl std::fmt::Display for ProtocolError {
             ProtocolError::InvalidStartAt(t) => write!(f, "invalid start-at type {t}"),
             ProtocolError::TopicNameTooLong(n) => write!(f, "topic name of {n} bytes"),
             ProtocolError::TooManyTopics(n) => write!(f, "{n} topics in one request"),
+            ProtocolError::InvalidGroup => write!(f, "invalid group name"),
             ProtocolError::MessageTooLarge { len, limit } => {
                 write!(f, "message of {len} bytes, limit {limit}")
             }
@@ -276,19 +283,31 @@ enum State {
     FirstAction,
     /// The next `u16` action of a subscriber connection.
     SubscriberAction,
-    /// The `u32` length of a topic list, after action `action`.
-    TopicListLength { action: u16 },
+    /// The `u16` length of the group name of a `SUBSCRIBE_GROUP`.
+    GroupLength,
+    /// The group name.
+    Group { len: usize },
+    /// The `u32` length of a topic list, after action `action` (and, for a
+    /// subscribe that joins a group, the group's name, or why it was
+    /// refused).
+    TopicListLength { action: u16, group: GroupName },
     /// The JSON topic list itself.
-    TopicList { action: u16, len: usize },
+    TopicList {
+        action: u16,
+        len: usize,
+        group: GroupName,
+    },
     /// The `u16` start-at type that ends a subscribe. `topics` holds the
-    /// parsed list, or why it could not be parsed; either way the start-at
-    /// is consumed so the stream stays aligned.
+    /// parsed list, or why it (or the group name) could not be parsed;
+    /// either way the start-at is consumed so the stream stays aligned.
     StartAtType {
         topics: Result<Vec<String>, ProtocolError>,
+        group: Option<String>,
     },
     /// The offset after a From start-at: 2 or 8 bytes.
     StartOffset {
         topics: Result<Vec<String>, ProtocolError>,
+        group: Option<String>,
         width: usize,
     },
     /// The `u16` length of a publisher's next topic frame.
@@ -304,6 +323,9 @@ enum State {
     /// After a fatal error: nothing more is parsed.
     Closed,
 }
+
+/// The group a subscribe joins: none, a name, or why the name was refused.
+type GroupName = Option<Result<String, ProtocolError>>;
 
 /// Turns the bytes of one connection into requests. See the module docs.
 #[derive(Debug)]
@@ -399,7 +421,8 @@ impl Decoder {
     /// How many bytes the current state's field needs.
     fn field_width(&self) -> usize {
         match &self.state {
-            State::FirstAction | State::SubscriberAction => 2,
+            State::FirstAction | State::SubscriberAction | State::GroupLength => 2,
+            State::Group { len } => *len,
             State::TopicListLength { .. } => 4,
             State::TopicList { len, .. } => *len,
             State::StartAtType { .. } => 2,
@@ -436,20 +459,37 @@ impl Decoder {
                     self.confirm = true;
                     (State::TopicLength, Step::Continue)
                 }
-                a @ (action::SUBSCRIBE | action::UNSUBSCRIBE) => {
-                    (State::TopicListLength { action: a }, Step::Continue)
+                a @ (action::SUBSCRIBE | action::UNSUBSCRIBE | action::SUBSCRIBE_GROUP) => {
+                    (topic_list_or_group(a), Step::Continue)
                 }
                 other => (State::Closed, emit_err(ProtocolError::UnknownAction(other))),
             },
             State::SubscriberAction => match BigEndian::read_u16(field) {
                 action::ACK => (State::SubscriberAction, Step::Emit(Ok(Request::Ack))),
                 action::NACK => (State::SubscriberAction, Step::Emit(Ok(Request::Nack))),
-                a @ (action::SUBSCRIBE | action::UNSUBSCRIBE) => {
-                    (State::TopicListLength { action: a }, Step::Continue)
+                a @ (action::SUBSCRIBE | action::UNSUBSCRIBE | action::SUBSCRIBE_GROUP) => {
+                    (topic_list_or_group(a), Step::Continue)
                 }
                 other => (State::Closed, emit_err(ProtocolError::UnknownAction(other))),
             },
-            State::TopicListLength { action } => {
+            State::GroupLength => {
+                let len = BigEndian::read_u16(field) as usize;
+                (State::Group { len }, Step::Continue)
+            }
+            State::Group { .. } => {
+                let group = match std::str::from_utf8(field) {
+                    Ok("") => Err(ProtocolError::InvalidGroup),
+                    Ok(name) if name.len() > self.limits.max_topic_name_bytes => {
+                        Err(ProtocolError::InvalidGroup)
+                    }
+                    Ok(name) => Ok(name.to_owned()),
+                    Err(_) => Err(ProtocolError::InvalidGroup),
+                };
+                let action = action::SUBSCRIBE;
+                let group = Some(group);
+                (State::TopicListLength { action, group }, Step::Continue)
+            }
+            State::TopicListLength { action, group } => {
                 let len = BigEndian::read_u32(field) as usize;
                 if len == 0 {
                     // As the reference does: answer at once, read nothing more.
@@ -465,26 +505,54 @@ impl Decoder {
                     };
                     (State::Closed, emit_err(error))
                 } else {
-                    (State::TopicList { action, len }, Step::Continue)
+                    (State::TopicList { action, len, group }, Step::Continue)
                 }
             }
-            State::TopicList { action, .. } => {
+            State::TopicList { action, group, .. } => {
                 let topics = parse_topic_list(field, &self.limits);
                 if action == action::SUBSCRIBE {
-                    (State::StartAtType { topics }, Step::Continue)
+                    let (topics, group) = match group {
+                        Some(Err(refused)) => (topics.and(Err(refused)), None),
+                        Some(Ok(name)) => (topics, Some(name)),
+                        None => (topics, None),
+                    };
+                    (State::StartAtType { topics, group }, Step::Continue)
                 } else {
                     let request = topics.map(|topics| Request::Unsubscribe { topics });
                     (State::SubscriberAction, Step::Emit(request))
                 }
             }
-            State::StartAtType { topics } => match BigEndian::read_u16(field) {
+            State::StartAtType { topics, group } => match BigEndian::read_u16(field) {
                 start_at::BEGINNING => (
                     State::SubscriberAction,
-                    subscribe(topics, StartAt::Beginning),
+                    subscribe(topics, StartAt::Beginning, group),
                 ),
-                start_at::CURRENT => (State::SubscriberAction, subscribe(topics, StartAt::Current)),
-                start_at::FROM => (State::StartOffset { topics, width: 2 }, Step::Continue),
-                start_at::FROM_U64 => (State::StartOffset { topics, width: 8 }, Step::Continue),
+                start_at::CURRENT => (
+                    State::SubscriberAction,
+                    subscribe(topics, StartAt::Current, group),
+                ),
+                start_at::FROM => {
+                    let width = 2;
+                    (
+                        State::StartOffset {
+                            topics,
+                            group,
+                            width,
+                        },
+                        Step::Continue,
+                    )
+                }
+                start_at::FROM_U64 => {
+                    let width = 8;
+                    (
+                        State::StartOffset {
+                            topics,
+                            group,
+                            width,
+                        },
+                        Step::Continue,
+                    )
+                }
                 other => {
                     // We cannot know whether an offset follows; like the
                     // reference, assume it does not and read on.
@@ -492,11 +560,11 @@ impl Decoder {
                     (State::SubscriberAction, emit_err(error))
                 }
             },
-            State::StartOffset { topics, .. } => {
+            State::StartOffset { topics, group, .. } => {
                 let offset = BigEndian::read_uint(field, field.len());
                 (
                     State::SubscriberAction,
-                    subscribe(topics, StartAt::From(offset)),
+                    subscribe(topics, StartAt::From(offset), group),
                 )
             }
             State::TopicLength => match BigEndian::read_u16(field) as usize {
@@ -551,13 +619,29 @@ fn emit_err(error: ProtocolError) -> Step {
     Step::Emit(Err(error))
 }
 
-fn subscribe(topics: Result<Vec<String>, ProtocolError>, start: StartAt) -> Step {
+fn subscribe(
+    topics: Result<Vec<String>, ProtocolError>,
+    start: StartAt,
+    group: Option<String>,
+) -> Step {
     Step::Emit(topics.map(|topics| Request::Subscribe {
         topics,
         start,
         ack: AckMode::Manual,
-        group: None,
+        group,
     }))
+}
+
+/// What comes after a subscribe or unsubscribe action: the topic list, or
+/// first the group name for `SUBSCRIBE_GROUP`.
+fn topic_list_or_group(action: u16) -> State {
+    match action {
+        action::SUBSCRIBE_GROUP => State::GroupLength,
+        action => State::TopicListLength {
+            action,
+            group: None,
+        },
+    }
 }
 
 fn parse_topic_list(json: &[u8], limits: &Limits) -> Result<Vec<String>, ProtocolError> {
@@ -623,7 +707,28 @@ pub fn encode_delivery_header(out: &mut Vec<u8>, topic: &str, payload_len: usize
 /// Appends a subscribe request. `From` offsets that fit in a `u16` use the
 /// reference's layout, larger ones brook's `u64` extension.
 pub fn encode_subscribe<S: AsRef<str>>(out: &mut Vec<u8>, topics: &[S], start: StartAt) {
-    encode_topic_list(out, action::SUBSCRIBE, topics);
+    push_u16(out, action::SUBSCRIBE);
+    encode_subscription(out, topics, start);
+}
+
+/// Appends a subscribe that joins the consumer group `group` of each topic
+/// (brook's extension, action 7): the group's name, then a subscribe's
+/// fields. `start` says where the group starts if it is new.
+pub fn encode_subscribe_group<S: AsRef<str>>(
+    out: &mut Vec<u8>,
+    topics: &[S],
+    group: &str,
+    start: StartAt,
+) {
+    push_u16(out, action::SUBSCRIBE_GROUP);
+    push_u16(out, group.len() as u16);
+    out.extend_from_slice(group.as_bytes());
+    encode_subscription(out, topics, start);
+}
+
+/// A subscribe's fields after its action: the topic list, the start-at.
+fn encode_subscription<S: AsRef<str>>(out: &mut Vec<u8>, topics: &[S], start: StartAt) {
+    encode_topic_list(out, topics);
     match start {
         StartAt::Beginning => push_u16(out, start_at::BEGINNING),
         StartAt::Current => push_u16(out, start_at::CURRENT),
@@ -642,12 +747,12 @@ pub fn encode_subscribe<S: AsRef<str>>(out: &mut Vec<u8>, topics: &[S], start: S
 
 /// Appends an unsubscribe request.
 pub fn encode_unsubscribe<S: AsRef<str>>(out: &mut Vec<u8>, topics: &[S]) {
-    encode_topic_list(out, action::UNSUBSCRIBE, topics);
+    push_u16(out, action::UNSUBSCRIBE);
+    encode_topic_list(out, topics);
 }
 
-fn encode_topic_list<S: AsRef<str>>(out: &mut Vec<u8>, action: u16, topics: &[S]) {
+fn encode_topic_list<S: AsRef<str>>(out: &mut Vec<u8>, topics: &[S]) {
     let json = json::encode_string_array(topics);
-    push_u16(out, action);
     out.extend_from_slice(&(json.len() as u32).to_be_bytes());
     out.extend_from_slice(json.as_bytes());
 }
@@ -812,6 +917,37 @@ mod tests {
         let events = decode_all(&bytes, usize::MAX);
         assert!(matches!(events[0], Err(ProtocolError::InvalidTopicData(_))));
         assert_eq!(events[1], Ok(Request::Ack));
+    }
+
+    /// Action 7 names a group, then carries a subscribe's fields; a bad
+    /// group name is refused once the frame is read, and the next frame
+    /// decodes as usual.
+    #[test]
+    fn subscribe_group_names_its_group_before_a_subscribe() {
+        let mut bytes = Vec::new();
+        encode_subscribe_group(&mut bytes, &["jobs"], "workers", StartAt::From(70_000));
+        encode_subscribe_group(&mut bytes, &["jobs"], "", StartAt::Current);
+        bytes.extend_from_slice(&[0, 7, 0, 1, 0xFF]); // a group name that is not UTF-8
+        encode_topic_list(&mut bytes, &["jobs"]);
+        push_u16(&mut bytes, start_at::BEGINNING);
+        encode_subscribe(&mut bytes, &["solo"], StartAt::Beginning);
+        let subscribe = |topic: &str, start, group: Option<&str>| {
+            Ok(Request::Subscribe {
+                topics: vec![topic.to_owned()],
+                start,
+                ack: AckMode::Manual,
+                group: group.map(str::to_owned),
+            })
+        };
+        let expected = vec![
+            subscribe("jobs", StartAt::From(70_000), Some("workers")),
+            Err(ProtocolError::InvalidGroup),
+            Err(ProtocolError::InvalidGroup),
+            subscribe("solo", StartAt::Beginning, None),
+        ];
+        for chunk in [1, 3, usize::MAX] {
+            assert_eq!(decode_all(&bytes, chunk), expected, "in chunks of {chunk}");
+        }
     }
 
     #[test]

@@ -7,16 +7,20 @@
 //!
 //! Members speak the line protocol (`SUB <topic> beginning manual group
 //! <name>`), each on a thread of its own that reports every delivery on a
-//! channel and answers it as the test says. Nothing sleeps: the test waits
-//! on that channel, with a deadline.
+//! channel and answers it as the test says; one test adds a binary member
+//! (action 7, brook's extension). Nothing sleeps: the test waits on that
+//! channel, with a deadline.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use brook::client::Publisher;
 use brook::config::Config;
@@ -220,7 +224,7 @@ fn two_groups_each_get_everything_and_fan_out_is_unaffected() {
 #[test]
 fn a_message_the_group_nacks_five_times_lands_in_the_dead_letter_topic() {
     let config = Config {
-        ack_timeout: std::time::Duration::from_secs(30),
+        ack_timeout: Duration::from_secs(30),
         ..config()
     };
     assert_eq!(config.max_deliveries, 5, "the default");
@@ -290,4 +294,39 @@ fn stats_show_each_group_with_its_members_position_and_lag() {
     );
     silent.leave();
     worker.leave();
+}
+
+/// A binary client joins a group with action 7, and shares the group's
+/// messages with a line-protocol member.
+#[test]
+fn binary_and_line_members_share_one_group() {
+    let broker = start_broker(&config());
+    let addr = broker.local_addr();
+    let (sender, received) = mpsc::channel();
+    let mut binary = brook::client::Subscriber::connect(addr).unwrap();
+    binary
+        .subscribe_group(&["jobs"], "mixed", StartAt::Beginning)
+        .unwrap();
+    let line = Member::join(addr, "jobs", "mixed", 0, Answer::Ack, sender.clone());
+    let done = Arc::new(AtomicBool::new(false));
+    let stop = done.clone();
+    let binary = thread::spawn(move || {
+        // Polls with a short timeout only to notice the end of the test.
+        while !stop.load(Ordering::SeqCst) {
+            let Some(delivery) = binary.recv_timeout(Duration::from_millis(50)).unwrap() else {
+                continue;
+            };
+            let offset = String::from_utf8(delivery.payload.clone()).unwrap()[1..].parse();
+            binary.ack().unwrap();
+            let _ = sender.send((1, offset.unwrap(), delivery.payload));
+        }
+    });
+    publish_many(addr, "jobs", 1_000);
+
+    let (by_member, deliveries) = collect(&received, 1_000);
+    assert_eq!(deliveries, 1_000, "a message was delivered twice");
+    assert_eq!(by_member.len(), 2, "both members got messages");
+    done.store(true, Ordering::SeqCst);
+    binary.join().unwrap();
+    line.leave();
 }
