@@ -5,7 +5,7 @@
 //! ```text
 //! data/topics/orders-1c8f3e0e5a1b2c3d/      one directory per topic
 //!     name                                   the topic's real name
-//!     pulled, groups                         where PULL and each consumer group are
+//!     groups                                 where each consumer group is (PULL's too)
 //!     00000000000000000000.log               a segment: records 0 .. 52,427
 //!     00000000000000000000.index             its index, saved when it was closed
 //!     00000000000000052428.log               the next one, named by its first offset
@@ -85,10 +85,6 @@ const NAME_FILE: &str = "name";
 
 /// Where the name is written before it is renamed to [`NAME_FILE`].
 const NAME_SCRATCH_FILE: &str = "name.new";
-
-/// The file in a topic's directory that holds its pull position: the
-/// offset the next `PULL` takes, a `u64`, big-endian.
-const PULLED_FILE: &str = "pulled";
 
 /// The file in a topic's directory that holds the positions of its
 /// consumer groups (see [`encode_groups`]).
@@ -357,10 +353,6 @@ pub struct DiskLog {
     cache: VecDeque<Payload>,
     cache_first: Offset,
     cache_bytes: usize,
-    /// The offset the next `PULL` takes, and whether it moved since it was
-    /// last saved.
-    pulled: Offset,
-    pulled_moved: bool,
     /// Where each consumer group of the topic is, and whether that changed
     /// since it was last saved.
     groups: BTreeMap<String, GroupPosition>,
@@ -424,7 +416,6 @@ impl DiskLog {
         }
         let active = segments.last().map_or(0, |s| s.end);
         let writer = Arc::new(open_for_append(&segments[segments.len() - 1].path)?);
-        let pulled = read_pull_position(&dir)?.min(active);
         let groups = read_groups(&dir)?;
         Ok(DiskLog {
             topic: Arc::from(topic),
@@ -439,8 +430,6 @@ impl DiskLog {
             cache: VecDeque::new(),
             cache_first: active,
             cache_bytes: 0,
-            pulled,
-            pulled_moved: false,
             groups,
             groups_moved: false,
             read_ahead: RefCell::default(),
@@ -628,19 +617,11 @@ impl TopicLog for DiskLog {
         self.cache_first = self.cache_first.max(self.start());
     }
 
-    fn pull_position(&self) -> Offset {
-        self.pulled
-    }
-
-    fn set_pull_position(&mut self, offset: Offset) {
-        self.pulled = offset;
-        self.pulled_moved = true;
-    }
-
     /// Writes the buffered records. With `--fsync batch` the job forces
     /// them to disk (`always` did as it appended, `never` leaves it to the
-    /// operating system); the pull position, if it moved, is saved by the
-    /// job too, so that neither costs the dispatcher a wait for the disk.
+    /// operating system); the consumer groups' positions, if they moved,
+    /// are saved by the job too, so that neither costs the dispatcher a
+    /// wait for the disk.
     fn write(&mut self) -> Result<Option<SyncJob>, StoreError> {
         self.write_buffer()?;
         self.trim_cache();
@@ -650,9 +631,6 @@ impl TopicLog for DiskLog {
         });
         self.unsynced = false;
         let mut files = Vec::new();
-        if std::mem::take(&mut self.pulled_moved) {
-            files.push((PULLED_FILE, self.pulled.to_be_bytes().to_vec()));
-        }
         if std::mem::take(&mut self.groups_moved) {
             files.push((GROUPS_FILE, encode_groups(&self.groups)));
         }
@@ -758,22 +736,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as u64)
-}
-
-/// The pull position saved in `dir`, or 0 if none was ever saved.
-fn read_pull_position(dir: &Path) -> Result<Offset, StoreError> {
-    let path = dir.join(PULLED_FILE);
-    match fs::read(&path) {
-        Ok(bytes) => match <[u8; 8]>::try_from(bytes.as_slice()) {
-            Ok(bytes) => Ok(Offset::from_be_bytes(bytes)),
-            Err(_) => Err(StoreError::Unrecognised {
-                path,
-                reason: "a pull position that is not 8 bytes",
-            }),
-        },
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(0),
-        Err(error) => Err(StoreError::Io { path, error }),
-    }
 }
 
 fn open_for_append(path: &Path) -> Result<File, StoreError> {

@@ -166,7 +166,7 @@ pub struct Topic {
     pub log: Box<dyn TopicLog>,
     subscribers: Vec<ConnId>,
     /// Its consumer groups (`group.rs`); a group's index never changes.
-    groups: Vec<Group>,
+    pub groups: Vec<Group>,
     /// Whether a group finished a message (or was created) this round, so
     /// the log must save where the groups are.
     groups_moved: bool,
@@ -394,7 +394,10 @@ impl Dispatcher {
             Ok(Request::Unsubscribe { topics }) => self.unsubscribe(conn, &topics, now)?,
             Ok(Request::Ack) => self.answer(conn, true, now)?,
             Ok(Request::Nack) => self.answer(conn, false, now)?,
-            Ok(Request::Pull { topic, max }) => self.pull(conn, &topic, max, now),
+            Ok(Request::Pull { topic, max, group }) => {
+                let group = group.as_deref().unwrap_or(DEFAULT_PULL_GROUP);
+                self.pull(conn, &topic, max, group, now)
+            }
             Ok(Request::Topics) => self.reply(conn, Reply::Topics(self.topic_reports())),
             Ok(Request::Stats) => {
                 let report = BrokerReport {
@@ -520,25 +523,20 @@ impl Dispatcher {
                 return self.reply(conn, Reply::Error("topic not available"));
             }
         };
+        if !self.sessions.contains_key(&conn) {
+            return;
+        }
+        let mut joined = Vec::new();
+        for id in ids {
+            let index = self.group_index(id, group, start, conn);
+            self.topics[id].groups[index].join(conn);
+            joined.push((id, index));
+        }
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
-        let mut joined = Vec::new();
-        for id in ids {
-            let topic = &mut self.topics[id];
-            let index = match topic.groups.iter().position(|g| *g.name == *group) {
-                Some(index) => index,
-                None => {
-                    let next = start_offset(start, topic, conn);
-                    topic.groups.push(Group::new(Arc::from(group), next));
-                    topic.groups_moved = true;
-                    self.chores.write_later(id, topic);
-                    topic.groups.len() - 1
-                }
-            };
-            topic.groups[index].join(conn);
+        for &(id, index) in &joined {
             session.join_group(id, index, ack);
-            joined.push((id, index));
         }
         log::debug!("conn {conn}: joined group {group:?} of {names:?}, {ack:?}");
         session.reply(Reply::Subscribed);
@@ -557,6 +555,7 @@ impl Dispatcher {
             let topic = &mut self.topics[id];
             let end = topic.log.end();
             let group = &mut topic.groups[index];
+            group.forget_before(topic.log.start());
             if !group.has_work(end) {
                 return;
             }
@@ -766,14 +765,31 @@ impl Dispatcher {
 
     /// Queues a `PULL` on the session and serves it. A topic nobody has
     /// published to is not created for it: the pull just ends empty.
-    fn pull(&mut self, conn: ConnId, name: &str, max: Option<u64>, now: Instant) {
+    fn pull(&mut self, conn: ConnId, name: &str, max: Option<u64>, group: &str, now: Instant) {
+        let from = self.topic_ids.get(name).copied().map(|id| {
+            let index = self.group_index(id, group, StartAt::Beginning, conn);
+            (id, index)
+        });
+        let until = from.map_or(0, |(id, _)| self.topics[id].log.end());
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
-        let topic = self.topic_ids.get(name).copied();
-        let until = topic.map_or(0, |id| self.topics[id].log.end());
-        session.add_pull(topic, until, max);
+        session.add_pull(from, until, max);
         self.serve(conn, now);
+    }
+
+    /// The index of the group `name` of the topic `id`, created (starting
+    /// at `start`) if it is new.
+    fn group_index(&mut self, id: TopicId, name: &str, start: StartAt, conn: ConnId) -> usize {
+        let topic = &mut self.topics[id];
+        if let Some(index) = topic.groups.iter().position(|g| *g.name == *name) {
+            return index;
+        }
+        let next = start_offset(start, topic, conn);
+        topic.groups.push(Group::new(Arc::from(name), next));
+        topic.groups_moved = true;
+        self.chores.write_later(id, topic);
+        topic.groups.len() - 1
     }
 
     /// Sends what a session can send now: its pulls, then its
@@ -781,8 +797,10 @@ impl Dispatcher {
     /// reports it has written (which makes room for both).
     fn serve(&mut self, conn: ConnId, now: Instant) {
         if let Some(session) = self.sessions.get_mut(&conn) {
-            for id in session.serve_pulls(&mut self.topics, now) {
-                self.chores.write_later(id, &mut self.topics[id]);
+            for (id, _) in session.serve_pulls(&mut self.topics, now) {
+                let topic = &mut self.topics[id];
+                topic.groups_moved = true;
+                self.chores.write_later(id, topic);
             }
             session.pump(&self.topics, now);
             let groups: Vec<(TopicId, usize)> = session
@@ -957,7 +975,8 @@ impl Dispatcher {
                 .subscribers
                 .iter()
                 .filter_map(|conn| sessions.get(conn)?.cursor(id));
-            let groups = topic.groups.iter().map(Group::position);
+            let groups = topic.groups.iter().filter(|g| !g.members().is_empty());
+            let groups = groups.map(Group::position);
             let keep_from = cursors.chain(groups).fold(topic.log.end(), Offset::min);
             topic.log.apply_retention(keep_from);
         }
@@ -1005,7 +1024,7 @@ impl Dispatcher {
         id
     }
 
-    /// Writes this round's messages (and pull positions) out of each log
+    /// Writes this round's messages (and groups' positions) out of each log
     /// that changed, and collects the jobs that make them durable. With
     /// `--fsync batch` this is the group commit: one fsync per topic per
     /// round at most, however many publishers the round carried, and it
@@ -1024,6 +1043,10 @@ impl Dispatcher {
         Ok(())
     }
 }
+
+/// The group a `PULL` that names none takes from. A subscriber that joins
+/// it shares the work with such pulls.
+pub const DEFAULT_PULL_GROUP: &str = "default";
 
 /// What a dead-letter topic's name adds to the name of the topic whose
 /// messages it takes.

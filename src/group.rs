@@ -24,7 +24,8 @@
 //! up goes to the dead-letter topic as for any subscriber.
 //!
 //! The group's position, the oldest offset it has not finished with, is
-//! what retention must keep for it. With the disk store, the group is saved
+//! what retention must keep for it while it has members. A group without
+//! members does not hold retention back; it skips what was dropped. With the disk store, the group is saved
 //! with its topic's log whenever it finishes a message ([`Group::saved`]),
 //! so a group that comes back after a restart gives out again what it had
 //! not finished, and goes on where it was.
@@ -51,6 +52,8 @@ pub struct Group {
     members: Vec<ConnId>,
     /// Where the next turn starts in `members`.
     turn: usize,
+    /// The log's start when the group last forgot what retention dropped.
+    forgotten_before: Offset,
 }
 
 impl Group {
@@ -82,6 +85,7 @@ impl Group {
             out: BTreeMap::new(),
             members: Vec::new(),
             turn: 0,
+            forgotten_before: 0,
         }
     }
 
@@ -107,6 +111,20 @@ impl Group {
             .find(|&i| has_room(self.members[i]))?;
         self.turn = (found + 1) % count;
         Some(self.members[found])
+    }
+
+    /// Forgets the offsets below `start`, which retention dropped from the
+    /// log while the group had no member to keep them for. Called before
+    /// every message given out, so it costs nothing unless the log's start
+    /// moved.
+    pub fn forget_before(&mut self, start: Offset) {
+        if start <= self.forgotten_before {
+            return;
+        }
+        self.forgotten_before = start;
+        self.next = self.next.max(start);
+        self.again.retain(|&(offset, _)| offset >= start);
+        self.out.retain(|&offset, _| offset >= start);
     }
 
     /// Whether the group has a message to give out, of a log that ends at

@@ -10,7 +10,7 @@
 //! SUB <topic> [beginning|current|from <offset>] [manual]  → +OK, then deliveries
 //! UNSUB <topic>                            → +OK
 //! ACK / NACK                               (manual subscriptions; no reply)
-//! PULL <topic> [max]                       → deliveries, then +END <count>
+//! PULL <topic> [max] [group <name>]      → deliveries, then +END <count>
 //! TOPICS / STATS / HELP                    → lines, then +END
 //! PING → +PONG        QUIT → +BYE, and the broker closes the connection
 //! ```
@@ -311,12 +311,21 @@ impl Decoder {
             }
         } else if is("PULL") {
             let topic = words.topic()?.into_owned();
-            let max = match words.next()? {
-                Some(word) => Some(word.parse().map_err(|_| LineError::BadCount)?),
+            let mut word = words.next()?;
+            let mut max = None;
+            if let Some(count) = word.as_ref().filter(|w| !w.eq_ignore_ascii_case("group")) {
+                max = Some(count.parse().map_err(|_| LineError::BadCount)?);
+                word = words.next()?;
+            }
+            let group = match word {
+                Some(word) if word.eq_ignore_ascii_case("group") => {
+                    Some(words.next()?.ok_or(LineError::MissingGroup)?.into_owned())
+                }
+                Some(_) => return Err(LineError::UnexpectedArgument),
                 None => None,
             };
             words.end()?;
-            Request::Pull { topic, max }
+            Request::Pull { topic, max, group }
         } else {
             let request = match command.to_ascii_uppercase().as_str() {
                 "ACK" => Request::Ack,
@@ -641,7 +650,7 @@ const HELP: &str = "\
 +                                     with group, share them with the group's other members
 +  UNSUB <topic>                      stop a subscription, and leave the topic's groups
 +  ACK / NACK                         answer the oldest delivery of a manual subscription
-+  PULL <topic> [max]                 take the messages no earlier PULL took; ends with +END <count>
++  PULL <topic> [max] [group <name>]  take what the group (default: default) has not given out; +END <count>
 +  TOPICS                             list the topics with their offsets
 +  STATS                              counters for the broker and each topic
 +  PING                               replies +PONG
@@ -729,6 +738,7 @@ mod tests {
                 Ok(Request::Pull {
                     topic: "a".into(),
                     max: Some(10),
+                    group: None,
                 }),
                 Ok(Request::Quit),
             ]

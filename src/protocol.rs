@@ -145,10 +145,13 @@ pub enum Request {
     Ack,
     /// Like [`Request::Ack`], but asks for that message to be delivered again.
     Nack,
-    /// Takes up to `max` messages of `topic` that no earlier pull took.
+    /// Takes up to `max` messages of `topic` that the consumer group
+    /// `group` (the default group if `None`) has not given out, each done
+    /// once written.
     Pull {
         topic: String,
         max: Option<u64>,
+        group: Option<String>,
     },
     /// Lists the topics.
     Topics,

@@ -43,8 +43,10 @@
 //! session asks the writer to report its next write (see `writer.rs`).
 //!
 //! A `PULL` streams through the same writer window. Its messages come from
-//! the topic's shared pull position, which the dispatcher owns; the session
-//! only queues the pulls and keeps their replies in order: while a pull is
+//! a consumer group of the topic (`group.rs`; the group `default` unless
+//! the pull names one), each done once written, so pulls and the group's
+//! subscribed members share the work. The session queues the pulls and
+//! keeps their replies in order: while a pull is
 //! streaming, the replies to later requests wait behind it, and so do the
 //! session's subscriptions, so that its `+END` comes before anything asked
 //! for after it.
@@ -180,8 +182,9 @@ pub struct GroupAnswer {
 /// A `PULL` that is waiting for its turn or streaming.
 #[derive(Debug)]
 struct Pull {
-    /// `None` for a topic that does not exist: the pull ends empty.
-    topic: Option<TopicId>,
+    /// The topic and the index of the consumer group it takes from; `None`
+    /// for a topic that does not exist: the pull ends empty.
+    topic: Option<(TopicId, usize)>,
     /// The end of the topic's log when the pull was asked for: it takes
     /// nothing published after it.
     until: Offset,
@@ -532,9 +535,8 @@ impl Session {
 
     /// Whether the pull streaming now takes from `topic`.
     pub fn is_pulling_from(&self, topic: TopicId) -> bool {
-        self.pulls
-            .front()
-            .is_some_and(|pull| pull.topic == Some(topic))
+        let pull = self.pulls.front().and_then(|pull| pull.topic);
+        pull.is_some_and(|(id, _)| id == topic)
     }
 
     /// Packs the queued frames for the writer thread, for the dispatcher to
@@ -659,9 +661,9 @@ impl Session {
         has_room()
     }
 
-    /// Queues a pull of up to `max` messages of `topic`, taking nothing
-    /// published from `until` on.
-    pub fn add_pull(&mut self, topic: Option<TopicId>, until: Offset, max: Option<u64>) {
+    /// Queues a pull of up to `max` messages from a group of a topic,
+    /// taking nothing published from `until` on.
+    pub fn add_pull(&mut self, topic: Option<(TopicId, usize)>, until: Offset, max: Option<u64>) {
         self.pulls.push_back(Pull {
             topic,
             until,
@@ -672,37 +674,44 @@ impl Session {
     }
 
     /// Streams the pulls, in order, while the writer has room. Each message
-    /// is taken from its topic's pull position as it is sent, so two
-    /// connections pulling one topic never get the same message, and a
+    /// is taken from its group as it is sent, and is done once written, so
+    /// two connections pulling one group never get the same message, and a
     /// puller that disconnects takes nothing it was not sent. Returns the
-    /// topics whose pull position moved: their logs must save it.
-    pub fn serve_pulls(&mut self, topics: &mut [Topic], now: Instant) -> Vec<TopicId> {
+    /// groups that moved: their logs must save where they are.
+    pub fn serve_pulls(&mut self, topics: &mut [Topic], now: Instant) -> Vec<(TopicId, usize)> {
         let mut moved = Vec::new();
         while let Some(pull) = self.pulls.front() {
-            let Some(id) = pull.topic else {
+            let Some((id, index)) = pull.topic else {
                 self.finish_pull();
                 continue;
             };
             let topic = &mut topics[id];
-            let next = topic.log.pull_position().max(topic.log.start());
-            let read = match pull.left > 0 && next < pull.until {
-                true => topic.log.read(next),
-                false => Read::Nothing,
-            };
-            let payload = match read {
-                Read::Message(payload) => payload,
-                Read::Nothing => {
-                    self.finish_pull();
-                    continue;
-                }
-                Read::Later => return moved, // served again once fetched
-            };
+            topic.groups[index].forget_before(topic.log.start());
+            if pull.left == 0 || !topic.groups[index].has_work(pull.until) {
+                self.finish_pull();
+                continue;
+            }
             if !self.make_write_room() {
                 return moved; // the writer will say when it has written
             }
-            topic.log.set_pull_position(next + 1);
-            if moved.last() != Some(&id) {
-                moved.push(id);
+            let Some((offset, deliveries)) = topic.groups[index].take(pull.until) else {
+                self.finish_pull();
+                continue;
+            };
+            let payload = match topic.log.read(offset) {
+                Read::Message(payload) => payload,
+                Read::Nothing => {
+                    topic.groups[index].done(offset); // unreadable: skipped
+                    continue;
+                }
+                Read::Later => {
+                    topic.groups[index].put_back(offset, deliveries);
+                    return moved; // served again once fetched
+                }
+            };
+            topic.groups[index].done(offset);
+            if moved.last() != Some(&(id, index)) {
+                moved.push((id, index));
             }
             if let Some(pull) = self.pulls.front_mut() {
                 pull.left -= 1;
@@ -711,7 +720,7 @@ impl Session {
             if self.closing.is_some() {
                 self.closing = Some(now + self.policy.linger);
             }
-            self.deliver(topic, next, payload);
+            self.deliver(topic, offset, payload);
         }
         moved
     }

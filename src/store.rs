@@ -83,14 +83,7 @@ pub trait TopicLog: Send {
     /// read. Offsets are never reused.
     fn apply_retention(&mut self, keep_from: Offset);
 
-    /// The offset the next `PULL` of this topic takes. It is kept with the
-    /// log, so that pulled messages stay pulled across a restart.
-    fn pull_position(&self) -> Offset;
-
-    /// Moves the pull position; the next [`TopicLog::write`] saves it.
-    fn set_pull_position(&mut self, offset: Offset);
-
-    /// Hands every message appended so far, and the pull position, to the
+    /// Hands every message appended so far, and the groups' positions, to the
     /// operating system, and returns what must still be done to make them
     /// as durable as the store promises, if anything: for the disk store
     /// with `--fsync batch`, an fsync. The dispatcher calls it at the end of
@@ -217,7 +210,6 @@ pub struct MemoryLog {
     /// The payload bytes held.
     bytes: usize,
     retention_bytes: Option<usize>,
-    pulled: Offset,
 }
 
 impl TopicLog for MemoryLog {
@@ -247,14 +239,6 @@ impl TopicLog for MemoryLog {
 
     fn over_retention(&self) -> bool {
         self.retention_bytes.is_some_and(|limit| self.bytes > limit)
-    }
-
-    fn pull_position(&self) -> Offset {
-        self.pulled
-    }
-
-    fn set_pull_position(&mut self, offset: Offset) {
-        self.pulled = offset;
     }
 
     fn write(&mut self) -> Result<Option<SyncJob>, StoreError> {

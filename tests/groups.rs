@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use brook::client::Publisher;
 use brook::config::Config;
 use brook::protocol::StartAt;
 use common::*;
@@ -115,19 +114,30 @@ fn serve(
 
 /// Publishes `m0`, `m1`, ... `m{count - 1}` to `topic`.
 fn publish_many(addr: SocketAddr, topic: &str, count: u64) {
-    let mut publisher = Publisher::connect(addr).unwrap();
-    for i in 0..count {
-        publisher
-            .publish(topic, format!("m{i}").as_bytes())
-            .unwrap();
-    }
-    publisher.flush().unwrap();
+    publish_many_from(addr, topic, 0..count);
+}
+
+/// Publishes `m{i}` to `topic` for each `i` in `range`, and returns once
+/// the broker has stored them all.
+fn publish_many_from(addr: SocketAddr, topic: &str, range: std::ops::Range<u64>) {
+    let payloads: Vec<String> = range.map(|i| format!("m{i}")).collect();
+    let messages: Vec<(&str, &[u8])> = payloads.iter().map(|p| (topic, p.as_bytes())).collect();
+    publish_all(addr, &messages);
 }
 
 /// Receives deliveries until every offset in `0..count` has arrived at
 /// least once; returns each member's offsets, in arrival order, and how
 /// many deliveries there were.
 fn collect(received: &Receiver<Received>, count: u64) -> (BTreeMap<usize, Vec<u64>>, usize) {
+    collect_from(received, 0..count)
+}
+
+/// [`collect`] for the offsets in `range`.
+fn collect_from(
+    received: &Receiver<Received>,
+    range: std::ops::Range<u64>,
+) -> (BTreeMap<usize, Vec<u64>>, usize) {
+    let count = range.end - range.start;
     let mut by_member: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
     let mut seen = BTreeSet::new();
     let mut deliveries = 0;
@@ -136,6 +146,10 @@ fn collect(received: &Receiver<Received>, count: u64) -> (BTreeMap<usize, Vec<u6
             .recv_timeout(WAIT)
             .unwrap_or_else(|_| panic!("only {} of {count} offsets arrived", seen.len()));
         assert_eq!(payload, format!("m{offset}").into_bytes());
+        assert!(
+            range.contains(&offset),
+            "offset {offset} is not in {range:?}"
+        );
         by_member.entry(member).or_default().push(offset);
         seen.insert(offset);
         deliveries += 1;
@@ -329,4 +343,63 @@ fn binary_and_line_members_share_one_group() {
     done.store(true, Ordering::SeqCst);
     binary.join().unwrap();
     line.leave();
+}
+
+/// A `PULL` takes from a group too: the group `default` unless it names
+/// one. Pulled messages are done once written, so a pull and a member of
+/// the same group never get the same message.
+#[test]
+fn pulls_take_from_a_group_shared_with_its_members() {
+    let broker = start_broker(&config());
+    let addr = broker.local_addr();
+    publish_many(addr, "jobs", 10);
+    let mut puller = Line::connect(addr);
+    puller.send("PULL jobs 4\n");
+    let (pulled, count) = puller.read_pull();
+    let offsets: Vec<u64> = pulled.iter().map(|m| m.offset).collect();
+    assert_eq!((offsets, count), (vec![0, 1, 2, 3], 4));
+
+    let (sender, received) = mpsc::channel();
+    let member = Member::join(addr, "jobs", "default", 0, Answer::Ack, sender);
+    let (by_member, deliveries) = collect_from(&received, 4..10);
+    assert_eq!((by_member[&0].len(), deliveries), (6, 6));
+    publish_many_from(addr, "jobs", 10..11);
+    assert_eq!(
+        received.recv_timeout(WAIT).expect("the member gets it").1,
+        10
+    );
+    puller.send("PULL jobs\n");
+    assert_eq!(puller.read_pull().1, 0, "the member took everything");
+
+    puller.send("PULL jobs 3 group other\n");
+    let (pulled, _) = puller.read_pull();
+    let offsets: Vec<u64> = pulled.iter().map(|m| m.offset).collect();
+    assert_eq!(offsets, [0, 1, 2], "a new group starts at the beginning");
+    member.leave();
+}
+
+/// A group that only pulls has no members, and does not hold retention
+/// back: what retention dropped is skipped, and the next pull starts at
+/// the oldest message kept.
+#[test]
+fn a_group_without_members_does_not_hold_retention_back() {
+    let config = Config {
+        retention_bytes: Some(40),
+        ..config()
+    };
+    let broker = start_broker(&config);
+    let addr = broker.local_addr();
+    publish_many(addr, "jobs", 10);
+    let mut puller = Line::connect(addr);
+    puller.send("PULL jobs 1\n");
+    assert_eq!(puller.read_pull().0[0].offset, 0);
+    publish_many_from(addr, "jobs", 10..100);
+    puller.send("PULL jobs 1\n");
+    let (pulled, _) = puller.read_pull();
+    let first_kept = 100 - 40 / 3; // "m10".."m99" are 3 bytes each
+    assert!(
+        pulled[0].offset >= first_kept,
+        "pulled offset {}",
+        pulled[0].offset
+    );
 }
