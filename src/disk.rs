@@ -678,9 +678,9 @@ fn replace_file(dir: &Path, name: &str, bytes: &[u8], fsync: Fsync) -> Result<()
 }
 
 /// The groups file: a `u32` count of groups, then for each its name (`u32`
-/// length and UTF-8 bytes), its next offset (`u64`), and the offsets below
-/// it that it has not finished with (a `u32` count, then each a `u64`);
-/// all big-endian.
+/// length and UTF-8 bytes), its next offset (`u64`), and the ranges of
+/// offsets below it that it has not finished with (a `u32` count, then each
+/// range's start and end, `u64`s); all big-endian.
 fn encode_groups(groups: &BTreeMap<String, GroupPosition>) -> Vec<u8> {
     let mut bytes = (groups.len() as u32).to_be_bytes().to_vec();
     for (name, position) in groups {
@@ -688,8 +688,9 @@ fn encode_groups(groups: &BTreeMap<String, GroupPosition>) -> Vec<u8> {
         bytes.extend_from_slice(name.as_bytes());
         bytes.extend_from_slice(&position.next.to_be_bytes());
         bytes.extend_from_slice(&(position.unfinished.len() as u32).to_be_bytes());
-        for offset in &position.unfinished {
-            bytes.extend_from_slice(&offset.to_be_bytes());
+        for (start, end) in &position.unfinished {
+            bytes.extend_from_slice(&start.to_be_bytes());
+            bytes.extend_from_slice(&end.to_be_bytes());
         }
     }
     bytes
@@ -711,7 +712,7 @@ fn decode_groups(mut bytes: &[u8]) -> Option<BTreeMap<String, GroupPosition>> {
         let next = u64_at(&mut bytes)?;
         let count = u32_at(&mut bytes)?;
         let unfinished = (0..count)
-            .map(|_| u64_at(&mut bytes))
+            .map(|_| Some((u64_at(&mut bytes)?, u64_at(&mut bytes)?)))
             .collect::<Option<_>>()?;
         groups.insert(name, GroupPosition { next, unfinished });
     }

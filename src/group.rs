@@ -61,15 +61,24 @@ impl Group {
     /// again first (its delivery counts start over), then it goes on.
     pub fn restored(name: Arc<str>, saved: &GroupPosition) -> Group {
         let mut group = Group::new(name, saved.next);
-        group.again = saved.unfinished.iter().map(|&offset| (offset, 0)).collect();
+        let offsets = saved.unfinished.iter().flat_map(|&(start, end)| start..end);
+        group.again = offsets.map(|offset| (offset, 0)).collect();
         group
     }
 
-    /// Where the group is, for the store to save.
+    /// Where the group is, for the store to save: its unfinished offsets
+    /// (those out, in order already, and those to go out again, few) as
+    /// ranges.
     pub fn saved(&self) -> GroupPosition {
-        let out = self.out.keys().copied();
-        let mut unfinished: Vec<Offset> = out.chain(self.again.iter().map(|a| a.0)).collect();
-        unfinished.sort_unstable();
+        let mut again: Vec<Offset> = self.again.iter().map(|&(offset, _)| offset).collect();
+        again.sort_unstable();
+        let mut unfinished: Vec<(Offset, Offset)> = Vec::new();
+        for offset in merge_sorted(self.out.keys().copied(), again) {
+            match unfinished.last_mut() {
+                Some((_, end)) if *end == offset => *end += 1,
+                _ => unfinished.push((offset, offset + 1)),
+            }
+        }
         GroupPosition {
             next: self.next,
             unfinished,
@@ -189,6 +198,20 @@ impl Group {
     }
 }
 
+/// The offsets of two sorted sequences, in order.
+fn merge_sorted(
+    first: impl Iterator<Item = Offset>,
+    second: Vec<Offset>,
+) -> impl Iterator<Item = Offset> {
+    let mut first = first.peekable();
+    let mut second = second.into_iter().peekable();
+    std::iter::from_fn(move || match (first.peek(), second.peek()) {
+        (Some(a), Some(b)) if b < a => second.next(),
+        (Some(_), _) => first.next(),
+        (None, _) => second.next(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,11 +245,29 @@ mod tests {
         group.done(2);
         group.again(3, 1);
         let saved = group.saved();
-        assert_eq!((saved.next, saved.unfinished.as_slice()), (4, &[1, 3][..]));
+        assert_eq!(
+            (saved.next, saved.unfinished.as_slice()),
+            (4, &[(1, 2), (3, 4)][..])
+        );
         let mut restored = Group::restored(Arc::from("g"), &saved);
         assert_eq!(restored.position(), 1);
         let taken: Vec<_> = (0..3).filter_map(|_| restored.take(10)).collect();
         assert_eq!(taken, [(1, 1), (3, 1), (4, 1)]);
+    }
+
+    /// What is out and what goes out again merge into runs.
+    #[test]
+    fn a_saved_group_is_a_few_ranges() {
+        let mut group = Group::new(Arc::from("g"), 0);
+        for _ in 0..10 {
+            group.take(10);
+        }
+        group.done(2);
+        group.again(5, 1);
+        let saved = group.saved();
+        assert_eq!(saved.unfinished, [(0, 2), (3, 10)]);
+        let restored = Group::restored(Arc::from("g"), &saved);
+        assert_eq!(restored.saved(), saved);
     }
 
     #[test]

@@ -95,14 +95,18 @@ pub trait TopicLog: Send {
 }
 
 /// Where a consumer group is in its topic's log (`group.rs`): the first
-/// offset it never gave out, and those below it that it has not finished
-/// with. Everything else below `next` is done: acked, or given up. So a
-/// group that comes back after a restart gives out `unfinished` again, then
-/// goes on from `next`.
+/// offset it never gave out, and the offsets below it that it has not
+/// finished with, as ranges `start..end` in order. Everything else below
+/// `next` is done: acked, or given up. So a group that comes back after a
+/// restart gives out `unfinished` again, then goes on from `next`.
+///
+/// Ranges, because a group's unfinished offsets are mostly runs (its
+/// members' windows): saved every round that a group finishes a message,
+/// they stay a few numbers however many messages the members hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GroupPosition {
     pub next: Offset,
-    pub unfinished: Vec<Offset>,
+    pub unfinished: Vec<(Offset, Offset)>,
 }
 
 /// What [`TopicLog::read`] found at an offset.
