@@ -25,6 +25,7 @@
 //! | `line` | 1 → 1 over the line protocol: `PUB` lines, `MSG` deliveries |
 //! | `1to1-64k` | the same as `1to1` with 64 KiB payloads |
 //! | `fanout` | 1 publisher → N subscribers of one topic |
+//! | `group` | 1 publisher → a consumer group of N members on one topic: each message to one member |
 //! | `fanin` | N publishers → 1 subscriber, one topic |
 //! | `nton` | N pairs: publisher i → subscriber i on topic i |
 //! | `latency` | 1 → 1 at a fixed rate, each message written on its own |
@@ -36,7 +37,10 @@
 //! Every payload carries its publisher, a sequence number and its send time
 //! (as text in `line`, whose payloads must be text). Subscribers check that
 //! each publisher's messages arrive exactly once and in order, and record the
-//! latency of each in a histogram.
+//! latency of each in a histogram. In `group` the members share the
+//! messages, the broker giving each to one member in turn, so the check is
+//! across them: every message arrived once, at one member, and each member's
+//! share arrived in ascending order (a subset, not a run without gaps).
 //!
 //! Each binary throughput scenario, and the latency run, also runs against
 //! the *relay* (`bench/relay.rs`): a null broker that copies publishers' bytes
@@ -46,7 +50,11 @@
 //! one that forwarded `PUB` lines untouched would still have to find their
 //! ends and answer each with `+OK <offset>`, the line protocol's work, while
 //! its subscriber parsed `PUB` lines, not `MSG` deliveries. The `1to1` row is
-//! its yardstick: the same messages over the binary protocol.
+//! its yardstick: the same messages over the binary protocol. `group` has
+//! no relay run either, as the relay has no consumer groups: to forward each
+//! message to one subscriber in turn it would have to find where each
+//! publish ends and count acks, a broker's work. Its yardstick is `1to1`,
+//! the same messages each delivered once, to one subscriber.
 //!
 //! # Stores
 //!
@@ -147,8 +155,8 @@ use brook::protocol::StartAt;
 use connections::{ConnectionsPlan, Counters};
 use histogram::Histogram;
 use load::{
-    Epoch, Finish, Framing, Pacing, Protocol, PublisherPlan, SubscriberPlan, SubscriberReport,
-    Tally,
+    ConsumerGroup, Epoch, Finish, Framing, Pacing, Protocol, PublisherPlan, SubscriberPlan,
+    SubscriberReport, Tally,
 };
 use report::{Check, Row, Throughput};
 use target::{BrokerChoice, BrokerSettings, DataDir, StoreKind, Target, TargetKind};
@@ -192,6 +200,7 @@ enum Scenario {
     Line,
     OneToOneLarge,
     FanOut,
+    Group,
     FanIn,
     Pairs,
     Latency,
@@ -201,11 +210,12 @@ enum Scenario {
     Replay,
 }
 
-const ALL_SCENARIOS: [Scenario; 11] = [
+const ALL_SCENARIOS: [Scenario; 12] = [
     Scenario::OneToOne,
     Scenario::Line,
     Scenario::OneToOneLarge,
     Scenario::FanOut,
+    Scenario::Group,
     Scenario::FanIn,
     Scenario::Pairs,
     Scenario::Latency,
@@ -260,6 +270,7 @@ impl Scenario {
             Scenario::Line => "line",
             Scenario::OneToOneLarge => "1to1-64k",
             Scenario::FanOut => "fanout",
+            Scenario::Group => "group",
             Scenario::FanIn => "fanin",
             Scenario::Pairs => "nton",
             Scenario::Latency => "latency",
@@ -271,9 +282,6 @@ impl Scenario {
     }
 
     fn from_name(name: &str) -> Result<Scenario, String> {
-        if name == "group" {
-            return Err("scenario 'group' is not available yet: it needs consumer groups".into());
-        }
         ALL_SCENARIOS
             .into_iter()
             .find(|scenario| scenario.name() == name)
@@ -288,6 +296,7 @@ impl Scenario {
                 name.to_owned()
             }
             Scenario::FanOut => format!("{name} 1→{}", options.subscribers),
+            Scenario::Group => format!("{name} 1→{}", options.members),
             Scenario::FanIn => format!("{name} {}→1", options.publishers),
             Scenario::Pairs => format!("{name} {}×1→1", options.pairs),
             Scenario::Latency => format!("{name} {}/s", report::thousands(options.rate)),
@@ -312,10 +321,11 @@ impl Scenario {
     }
 
     /// Whether the scenario also runs against the relay: not over the line
-    /// protocol, which the relay does not speak (see the module docs), and
-    /// not `storage`, whose yardstick is the memory store.
+    /// protocol, which the relay does not speak, nor in a consumer group,
+    /// which it does not have (see the module docs), and not `storage`,
+    /// whose yardstick is the memory store.
     fn has_relay_run(self) -> bool {
-        !matches!(self, Scenario::Line | Scenario::Storage)
+        !matches!(self, Scenario::Line | Scenario::Group | Scenario::Storage)
     }
 }
 
@@ -337,6 +347,7 @@ impl Topology {
     fn of(scenario: Scenario, store: Option<StoreKind>, options: &Options) -> Topology {
         let (publishers, subscribers, paired) = match scenario {
             Scenario::FanOut => (1, options.subscribers, false),
+            Scenario::Group => (1, options.members, false),
             Scenario::FanIn => (options.publishers, 1, false),
             Scenario::Pairs => (options.pairs, options.pairs, true),
             _ => (1, 1, false),
@@ -404,6 +415,7 @@ impl Topology {
                 finish: None,
             })
             .collect();
+        let group = consumer_group(scenario, count * publishers as u64);
         let subscriber_plans = (0..subscribers)
             .map(|index| SubscriberPlan {
                 topic: topic(index),
@@ -412,6 +424,7 @@ impl Topology {
                     .map(|id| if paired && id != index { 0 } else { count })
                     .collect(),
                 finish: None,
+                group: group.clone(),
             })
             .collect();
         Topology {
@@ -441,8 +454,18 @@ impl Topology {
         self
     }
 
+    /// How many messages the subscribers should receive between them: the
+    /// members of a consumer group share its messages, which count once.
     fn expected_messages(&self) -> u64 {
-        self.subscribers.iter().flat_map(|s| &s.expected).sum()
+        match self.group() {
+            Some(group) => group.expected,
+            None => self.subscribers.iter().flat_map(|s| &s.expected).sum(),
+        }
+    }
+
+    /// The consumer group the subscribers are the members of, if they are.
+    fn group(&self) -> Option<&ConsumerGroup> {
+        self.subscribers.first()?.group.as_deref()
     }
 
     /// An empty row for this topology, to be filled in by a run.
@@ -452,6 +475,10 @@ impl Topology {
             publishers: self.publishers.len(),
             subscribers: self.subscribers.len(),
             payload_bytes: self.payload_bytes,
+            check: match self.group() {
+                Some(_) => Check::Group,
+                None => Check::Deliveries,
+            },
             notes: self.notes.clone(),
             ..Row::new(
                 self.scenario.name(),
@@ -461,6 +488,15 @@ impl Topology {
             )
         }
     }
+}
+
+/// The consumer group whose members are the subscribers of `scenario`, if
+/// it has one, to receive `expected` messages between them. Its name is the
+/// bench process's own, so that against a running broker (`--addr`) it
+/// never joins a group an earlier run left with messages it never acked.
+fn consumer_group(scenario: Scenario, expected: u64) -> Option<Arc<ConsumerGroup>> {
+    let name = format!("bench-{}", std::process::id());
+    (scenario == Scenario::Group).then(|| Arc::new(ConsumerGroup::new(name, expected)))
 }
 
 /// Runs one scenario against brook on each of its stores and, where it
@@ -613,12 +649,19 @@ struct FlowOutcome {
 }
 
 impl FlowOutcome {
-    /// Puts the run's latencies, tally, throughput and errors in `row`.
+    /// Puts the run's latencies, tally, throughput and errors in `row`,
+    /// and for a consumer group, how the members shared its messages.
     fn record_in(self, row: &mut Row) {
         for subscriber in &self.subscribers {
             row.latency.merge(&subscriber.latency);
         }
-        row.tally = self.tally();
+        row.tally = match row.check {
+            Check::Deliveries | Check::Recovered => self.tally(),
+            Check::Group => {
+                row.notes.push(self.shares_note());
+                self.group_tally()
+            }
+        };
         row.throughput = self.throughput();
         row.errors.extend(self.errors);
     }
@@ -636,6 +679,43 @@ impl FlowOutcome {
             tally.add(&subscriber.check.tally);
         }
         tally
+    }
+
+    /// The tally of subscribers that are one consumer group's members: each
+    /// message should have reached one of them, once.
+    fn group_tally(&self) -> Tally {
+        let Some((first, others)) = self.subscribers.split_first() else {
+            return Tally::default();
+        };
+        let mut group = first.check.clone();
+        for member in others {
+            group.absorb(&member.check);
+        }
+        group.tally
+    }
+
+    /// How many messages each member of a consumer group had, at the least
+    /// and the most, next to an even split.
+    fn shares_note(&self) -> String {
+        let shares = self.subscribers.iter().map(|s| s.check.tally.distinct);
+        let least = shares.clone().min().unwrap_or_default();
+        let most = shares.clone().max().unwrap_or_default();
+        let members = self.subscribers.len().max(1) as u64;
+        let even = shares.sum::<u64>() / members;
+        let (members, least, most, even) = (
+            report::counted(members, "member"),
+            report::thousands(least),
+            report::thousands(most),
+            report::thousands(even),
+        );
+        match least == most {
+            true => format!("{members} had {most} messages each: an even split"),
+            false => {
+                format!(
+                    "{members} had from {least} to {most} messages each (an even split is {even})"
+                )
+            }
+        }
     }
 
     /// Each subscriber's messages over the time from the first publish to
@@ -683,7 +763,7 @@ fn drive(
         .map(|(index, plan)| {
             let (plan, ready, received) = (plan.clone(), ready_tx.clone(), received.clone());
             spawn(format!("bench-sub-{index}"), move || {
-                match load::subscribe(addr, &plan.topic, plan.start, framing.protocol()) {
+                match load::subscribe(addr, &plan, framing.protocol()) {
                     Ok(stream) => {
                         let _ = ready.send(Ok(()));
                         load::receive(stream, &plan, framing, epoch, &received)
@@ -1292,6 +1372,7 @@ struct Options {
     window: usize,
     retention: usize,
     subscribers: usize,
+    members: usize,
     publishers: usize,
     pairs: usize,
     rate: u64,
@@ -1319,6 +1400,7 @@ const FLAGS: &[(&str, &str, &str, &str)] = &[
     ("--window", "N", "in-flight window: brook's --max-inflight", "16384"),
     ("--retention", "BYTES", "brook's --retention-bytes (see the module docs)", "256MiB"),
     ("--subscribers", "N", "subscribers in fanout", "10"),
+    ("--members", "N", "members of the consumer group in group", "4"),
     ("--publishers", "N", "publishers in fanin", "4"),
     ("--pairs", "N", "publisher/subscriber pairs in nton", "4"),
     ("--rate", "N", "messages per second in latency and replay's pair (128 B)", "10000"),
@@ -1356,6 +1438,8 @@ fn help() -> String {
          \x20              as they come, MSG deliveries acked once written; no relay run\n\
          \x20 1to1-64k     1to1 with 65,536-byte payloads\n\
          \x20 fanout       1 publisher -> --subscribers subscribers, one topic\n\
+         \x20 group        1 publisher -> a consumer group of --members members, one\n\
+         \x20              topic: each message to one member; no relay run\n\
          \x20 fanin        --publishers publishers -> 1 subscriber, one topic\n\
          \x20 nton         --pairs pairs, publisher i -> subscriber i on topic i\n\
          \x20 latency      1 -> 1 at --rate messages/s for --seconds\n\
@@ -1366,7 +1450,6 @@ fn help() -> String {
          \x20 replay       fill a data dir as recovery does, restart on it, run the latency\n\
          \x20              pair for --seconds, then again while one subscriber replays the\n\
          \x20              whole topic from Beginning (some 25 s for 1 GiB)\n\
-         \x20 group        not yet: needs consumer groups\n\
          \x20 all          every scenario but recovery and replay (each over 15 s and\n\
          \x20              --recovery-size of disk)\n\
          \nStores:\n\
@@ -1395,6 +1478,7 @@ impl Options {
             window: 16384,
             retention: 256 << 20,
             subscribers: 10,
+            members: 4,
             publishers: 4,
             pairs: 4,
             rate: 10_000,
@@ -1460,6 +1544,7 @@ impl Options {
                             .ok_or_else(|| invalid("a size above zero, such as 256MiB"))?
                 }
                 "--subscribers" => options.subscribers = whole(flag, &value)?,
+                "--members" => options.members = whole(flag, &value)?,
                 "--publishers" => options.publishers = whole(flag, &value)?,
                 "--pairs" => options.pairs = whole(flag, &value)?,
                 "--rate" => options.rate = whole(flag, &value)?,

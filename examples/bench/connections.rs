@@ -192,7 +192,7 @@ fn poll_subscribers(
     };
     poller.open_and_subscribe(
         addr,
-        &load::subscribe_request(topic, StartAt::Current, Protocol::Binary),
+        &load::subscribe_request(topic, StartAt::Current, None, Protocol::Binary),
         count,
     );
     poller.await_messages();

@@ -465,22 +465,23 @@ fn sleep_until(deadline: Instant) {
 
 // ---- Subscribing ----
 
-/// Connects and subscribes to `topic` from `start`, waiting for the
-/// Subscribed status (`+OK` in the line protocol). The status is the only
-/// thing read: deliveries, of stored messages or new ones, are left for
-/// [`receive`].
+/// Connects and subscribes as `plan` says, on its own or in its consumer
+/// group, waiting for the Subscribed status (`+OK` in the line protocol).
+/// The status is the only thing read: deliveries, of stored messages or new
+/// ones, are left for [`receive`].
 pub fn subscribe(
     addr: SocketAddr,
-    topic: &str,
-    start: StartAt,
+    plan: &SubscriberPlan,
     protocol: Protocol,
 ) -> Result<TcpStream, String> {
     let mut stream = TcpStream::connect(addr).map_err(|e| format!("cannot connect: {e}"))?;
+    let group = plan.group.as_ref().map(|group| group.name.as_str());
+    let request = subscribe_request(&plan.topic, plan.start, group, protocol);
     let subscribed = (|| {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
-        stream.write_all(&subscribe_request(topic, start, protocol))?;
+        stream.write_all(&request)?;
         match protocol {
             Protocol::Binary => read_status(&mut stream),
             Protocol::Line => read_subscribe_reply(&mut stream),
@@ -493,11 +494,22 @@ pub fn subscribe(
     }
 }
 
-pub fn subscribe_request(topic: &str, start: StartAt, protocol: Protocol) -> Vec<u8> {
+/// A subscribe to `topic` from `start`, or, with a `group`, a join of that
+/// consumer group of the topic (binary action 7, `SUB … group <name>`),
+/// where `start` applies only if the join creates the group.
+pub fn subscribe_request(
+    topic: &str,
+    start: StartAt,
+    group: Option<&str>,
+    protocol: Protocol,
+) -> Vec<u8> {
     let mut request = Vec::new();
-    match protocol {
-        Protocol::Binary => protocol::encode_subscribe(&mut request, &[topic], start),
-        Protocol::Line => {
+    match (protocol, group) {
+        (Protocol::Binary, None) => protocol::encode_subscribe(&mut request, &[topic], start),
+        (Protocol::Binary, Some(group)) => {
+            protocol::encode_subscribe_group(&mut request, &[topic], group, start)
+        }
+        (Protocol::Line, _) => {
             request.extend_from_slice(b"SUB ");
             line::encode_topic(&mut request, topic);
             let start = match start {
@@ -506,6 +518,10 @@ pub fn subscribe_request(topic: &str, start: StartAt, protocol: Protocol) -> Vec
                 StartAt::From(offset) => format!(" from {offset}"),
             };
             request.extend_from_slice(start.as_bytes());
+            if let Some(group) = group {
+                request.extend_from_slice(b" group ");
+                line::encode_topic(&mut request, group);
+            }
             request.push(b'\n');
         }
     }
@@ -775,6 +791,25 @@ impl SequenceCheck {
         }
         track.next = track.next.max(sequence + 1);
     }
+
+    /// Adds what another member of the same consumer group received, whose
+    /// check expected the same: the two then count as one subscriber that
+    /// should have had each message once. A message both had is a
+    /// duplicate; each one's order stays its own.
+    pub fn absorb(&mut self, member: &SequenceCheck) {
+        let mut both = 0;
+        for (track, theirs) in self.publishers.iter_mut().zip(&member.publishers) {
+            for (word, their_word) in track.seen.iter_mut().zip(&theirs.seen) {
+                both += u64::from((*word & their_word).count_ones());
+                *word |= their_word;
+            }
+        }
+        let tally = &mut self.tally;
+        tally.distinct += member.tally.distinct - both;
+        tally.duplicates += member.tally.duplicates + both;
+        tally.out_of_order += member.tally.out_of_order;
+        tally.unexpected += member.tally.unexpected;
+    }
 }
 
 // ---- Subscriber ----
@@ -799,9 +834,18 @@ impl ReadBuffer {
         }
     }
 
-    /// One `read()`, appended to what is held; an interrupted read adds
-    /// nothing.
-    fn read_from(&mut self, mut stream: &TcpStream) -> Result<(), String> {
+    /// One `read()` on a stream whose read timeout is [`IO_TIMEOUT`],
+    /// appended to what is held; an interrupted read adds nothing.
+    fn read_from(&mut self, stream: &TcpStream) -> Result<(), String> {
+        match self.read_or_time_out(stream)? {
+            true => Ok(()),
+            false => Err(silence(IO_TIMEOUT)),
+        }
+    }
+
+    /// One `read()`, appended to what is held: `Ok(false)` if the stream's
+    /// read timeout passed first. An interrupted read adds nothing.
+    fn read_or_time_out(&mut self, mut stream: &TcpStream) -> Result<bool, String> {
         if self.filled == self.bytes.len() {
             // One frame larger than the buffer: make room for it.
             self.bytes.resize(self.bytes.len() * 2, 0);
@@ -810,12 +854,10 @@ impl ReadBuffer {
             Ok(0) => Err("the broker closed the connection".to_owned()),
             Ok(read) => {
                 self.filled += read;
-                Ok(())
+                Ok(true)
             }
-            Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                Err(format!("no byte arrived for {} s", IO_TIMEOUT.as_secs()))
-            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => Ok(true),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(false),
             Err(e) => Err(format!("read failed: {e}")),
         }
     }
@@ -849,17 +891,64 @@ impl ReadBuffer {
     }
 }
 
+/// Why a subscriber that has heard nothing for `waited` gives up.
+fn silence(waited: Duration) -> String {
+    format!("no byte arrived for {} s", waited.as_secs())
+}
+
 #[derive(Debug, Clone)]
 pub struct SubscriberPlan {
     pub topic: String,
     /// Where in the topic it starts: Current, or Beginning to replay what
-    /// the topic holds.
+    /// the topic holds. A group member's start applies only if its join
+    /// creates the group.
     pub start: StartAt,
-    /// Messages expected from each publisher id; with `finish`, the most.
+    /// Messages expected from each publisher id; with `finish`, or in a
+    /// group, the most.
     pub expected: Vec<u64>,
     /// `Some` if its one publisher is open-ended (see [`Finish`]): it then
     /// expects as many as that publisher sent.
     pub finish: Option<Arc<Finish>>,
+    /// `Some` for a member of a consumer group, which gets whichever of the
+    /// topic's messages the broker gives it and stops when the group as a
+    /// whole has all of them.
+    pub group: Option<Arc<ConsumerGroup>>,
+}
+
+/// How long a group member's `read()` waits before it looks again whether
+/// the group has every message: the one that completes it may go to
+/// another member, and nothing more will come to this one.
+const GROUP_POLL: Duration = Duration::from_millis(20);
+
+/// A consumer group whose members are subscribers of one run: its name, and
+/// how many of its messages they have had between them. No member can know
+/// its own share in advance, so each one counts what it gets here, and they
+/// all stop when the count reaches the group's expected total.
+#[derive(Debug)]
+pub struct ConsumerGroup {
+    pub name: String,
+    /// Messages the group should receive, each by one member.
+    pub expected: u64,
+    /// Messages its members have received, each counted once by each
+    /// member that had it. A message two members had makes it reach
+    /// `expected` early: the members may then stop before the last
+    /// message came, and the check counts that one missing besides the
+    /// duplicate (the run has failed either way).
+    received: AtomicU64,
+}
+
+impl ConsumerGroup {
+    pub fn new(name: String, expected: u64) -> ConsumerGroup {
+        ConsumerGroup {
+            name,
+            expected,
+            received: AtomicU64::new(0),
+        }
+    }
+
+    fn has_all(&self) -> bool {
+        self.received.load(Ordering::Relaxed) >= self.expected
+    }
 }
 
 #[derive(Debug)]
@@ -899,15 +988,23 @@ pub fn receive(
         framing,
         epoch,
         progress,
+        group: plan.group.as_deref(),
         buffer: ReadBuffer::new(READ_BUFFER),
         acks: Vec::with_capacity(READ_BUFFER / 16),
+        last_read: Instant::now(),
         report: SubscriberReport::nothing_received(plan),
     };
+    if receiver.group.is_some() {
+        if let Err(error) = receiver.stream.set_read_timeout(Some(GROUP_POLL)) {
+            receiver.report.error = Some(format!("cannot set a read timeout: {error}"));
+            return receiver.report;
+        }
+    }
     loop {
         if let Some(sent) = plan.finish.as_ref().and_then(|f| f.sent()) {
             receiver.report.check.cap(sent);
         }
-        if receiver.report.check.is_complete() {
+        if receiver.has_all() {
             break;
         }
         if let Err(error) = receiver.read_and_ack() {
@@ -925,19 +1022,39 @@ struct Receiver<'a> {
     framing: Framing,
     epoch: Epoch,
     progress: &'a AtomicU64,
+    group: Option<&'a ConsumerGroup>,
     buffer: ReadBuffer,
     acks: Vec<u8>,
+    /// When the last `read()` that did not time out returned.
+    last_read: Instant,
     report: SubscriberReport,
 }
 
 impl Receiver<'_> {
+    /// Whether every message it waits for has arrived: its own, or its
+    /// group's.
+    fn has_all(&self) -> bool {
+        match self.group {
+            Some(group) => group.has_all(),
+            None => self.report.check.is_complete(),
+        }
+    }
+
     /// One `read()`: parse every complete frame it completes, in place, then
-    /// ack them all in one write (if the framing takes acks).
+    /// ack them all in one write (if the framing takes acks). A read that
+    /// times out is an error once nothing has come for [`IO_TIMEOUT`].
     fn read_and_ack(&mut self) -> Result<(), String> {
-        self.buffer.read_from(&self.stream)?;
-        let arrival_ns = self.epoch.nanos_at(Instant::now());
+        if !self.buffer.read_or_time_out(&self.stream)? {
+            return match self.last_read.elapsed() < IO_TIMEOUT {
+                true => Ok(()),
+                false => Err(silence(self.last_read.elapsed())),
+            };
+        }
+        self.last_read = Instant::now();
+        let arrival_ns = self.epoch.nanos_at(self.last_read);
 
         let report = &mut self.report;
+        let distinct_before = report.check.tally.distinct;
         let (consumed, messages) = take_frames(
             self.buffer.unparsed(),
             self.framing,
@@ -953,6 +1070,10 @@ impl Receiver<'_> {
         if messages > 0 {
             report.last_arrival_ns = Some(arrival_ns);
             self.progress.fetch_add(messages, Ordering::Relaxed);
+            if let Some(group) = self.group {
+                let new = report.check.tally.distinct - distinct_before;
+                group.received.fetch_add(new, Ordering::Relaxed);
+            }
         }
         if !self.acks.is_empty() {
             self.stream
@@ -1068,5 +1189,24 @@ mod tests {
             (tally.duplicates, tally.out_of_order, tally.unexpected),
             (1, 1, 2)
         );
+    }
+
+    #[test]
+    fn group_members_absorbed_count_shared_messages_as_duplicates() {
+        let member = |sequences: &[u64]| {
+            let mut check = SequenceCheck::new(&[5]);
+            for &sequence in sequences {
+                check.record(0, sequence);
+            }
+            check
+        };
+        // Interleaved shares, each in order but one: 3 went to both, and
+        // the first member had 2 after 4. Nobody had 1.
+        let mut group = member(&[0, 4, 2]);
+        group.absorb(&member(&[3]));
+        group.absorb(&member(&[3]));
+        let tally = group.tally;
+        assert_eq!((tally.expected, tally.distinct, tally.missing()), (5, 4, 1));
+        assert_eq!((tally.duplicates, tally.out_of_order), (1, 1));
     }
 }

@@ -45,6 +45,9 @@ pub struct Row {
 pub enum Check {
     /// Messages that reached subscribers: once each and in order?
     Deliveries,
+    /// Messages a consumer group's members shared: each once, at one of
+    /// them, and each member's share in order?
+    Group,
     /// Messages a restarted broker recovered, by its topic's offsets.
     Recovered,
 }
@@ -178,17 +181,20 @@ pub fn verdicts(rows: &[Row]) -> String {
         let tally = row.tally;
         if row.is_ok() {
             let expected = thousands(tally.expected);
-            let each = match row.subscribers {
-                0 | 1 => String::new(),
-                n => {
-                    let n = n as u64;
+            let outcome = match (row.check, row.subscribers as u64) {
+                (Check::Deliveries, 0 | 1) => "arrived once and in order".to_owned(),
+                (Check::Deliveries, n) => {
                     let share = thousands(tally.expected / n);
-                    format!(" ({share} to each of {} subscribers)", thousands(n))
+                    let each = counted(n, "subscriber");
+                    format!("arrived once and in order ({share} to each of {each})")
                 }
-            };
-            let outcome = match row.check {
-                Check::Deliveries => format!("arrived once and in order{each}"),
-                Check::Recovered => "recovered: the topic's offsets are as published".to_owned(),
+                (Check::Group, n) => {
+                    let across = counted(n, "member");
+                    format!("arrived once across {across}, each in order")
+                }
+                (Check::Recovered, _) => {
+                    "recovered: the topic's offsets are as published".to_owned()
+                }
             };
             text.push_str(&format!("{name}: all {expected} messages {outcome}\n"));
             continue;
@@ -232,10 +238,15 @@ of relay: brook's msgs/s total divided by the relay's in the same scenario (the 
   holds for MB/s); the relay is a null broker in the bench that forwards bytes untouched.
   '-' for line: the relay speaks only the binary protocol, and forwarding PUB lines untouched
   is not a line broker's work (finding line ends, a +OK per PUB, MSG deliveries); compare
-  line with 1to1, the same messages over the binary protocol.
+  line with 1to1, the same messages over the binary protocol. '-' for group too: the relay
+  has no consumer groups; compare group's total with 1to1's, each message delivered once.
 of memory: a disk store's msgs/s total divided by the memory store's in the same scenario.
   A row's store follows its scenario: memory, or disk-never, disk-batch, disk-always (a temp
   data dir with that --fsync policy); no store is named when every row is in memory.
+group: the subscribers are the members of one consumer group, which share its messages, each
+  going to one member: msgs/s/sub is per member, msgs/s total the group's. The check is
+  across the members (each message once, at one of them), and a member's share must arrive
+  in ascending order; the notes say how evenly the members shared.
 recovery: the fill row publishes the data dir's messages; in the restart row, msgs/s and MB/s
   are how fast the restarted broker read the log back (messages and payload bytes over its
   start-up time), and the notes give the start-up time and the directory's size.
@@ -336,6 +347,14 @@ fn percent(fraction: f64) -> String {
     format!("{:.1}%", fraction * 100.0)
 }
 
+/// `count` of `noun`: `1 member`, `1,000 members`.
+pub fn counted(count: u64, noun: &str) -> String {
+    match count {
+        1 => format!("1 {noun}"),
+        count => format!("{} {noun}s", thousands(count)),
+    }
+}
+
 /// `1234567` as `1,234,567`.
 pub fn thousands(value: u64) -> String {
     let digits = value.to_string();
@@ -362,5 +381,7 @@ mod tests {
         assert_eq!(bytes(312 << 20), "312MiB");
         assert_eq!(thousands(1_000_000), "1,000,000");
         assert_eq!(thousands(999), "999");
+        assert_eq!(counted(1, "member"), "1 member");
+        assert_eq!(counted(1000, "member"), "1,000 members");
     }
 }
