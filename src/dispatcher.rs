@@ -503,6 +503,21 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// The ids of the topics a subscribe names, creating those that are
+    /// new; if one cannot be created, `conn` is told so and gets `None`.
+    fn topics_to_subscribe(&mut self, conn: ConnId, names: &[String]) -> Option<Vec<TopicId>> {
+        let ids: Result<Vec<TopicId>, StoreError> =
+            names.iter().map(|name| self.topic_id(name)).collect();
+        match ids {
+            Ok(ids) => Some(ids),
+            Err(error) => {
+                log::error!("conn {conn}: cannot subscribe: {error}");
+                self.reply(conn, Reply::Error("topic not available"));
+                None
+            }
+        }
+    }
+
     /// Joins `conn` to the group `group` of each topic, creating the group
     /// where it is new, starting at `start` (see `group.rs`).
     fn join_groups(
@@ -514,14 +529,8 @@ impl Dispatcher {
         ack: AckMode,
         now: Instant,
     ) {
-        let ids: Result<Vec<TopicId>, StoreError> =
-            names.iter().map(|name| self.topic_id(name)).collect();
-        let ids = match ids {
-            Ok(ids) => ids,
-            Err(error) => {
-                log::error!("conn {conn}: cannot subscribe: {error}");
-                return self.reply(conn, Reply::Error("topic not available"));
-            }
+        let Some(ids) = self.topics_to_subscribe(conn, names) else {
+            return;
         };
         if !self.sessions.contains_key(&conn) {
             return;
@@ -692,14 +701,8 @@ impl Dispatcher {
         ack: AckMode,
         now: Instant,
     ) {
-        let ids: Result<Vec<TopicId>, StoreError> =
-            names.iter().map(|name| self.topic_id(name)).collect();
-        let ids = match ids {
-            Ok(ids) => ids,
-            Err(error) => {
-                log::error!("conn {conn}: cannot subscribe: {error}");
-                return self.reply(conn, Reply::Error("topic not available"));
-            }
+        let Some(ids) = self.topics_to_subscribe(conn, names) else {
+            return;
         };
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
