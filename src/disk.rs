@@ -649,6 +649,10 @@ impl TopicLog for DiskLog {
         })))
     }
 
+    fn saves_groups(&self) -> bool {
+        true
+    }
+
     fn saved_groups(&self) -> Vec<(String, GroupPosition)> {
         self.groups.clone().into_iter().collect()
     }

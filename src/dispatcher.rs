@@ -11,8 +11,9 @@
 //!
 //! A round is: wait for one command (or the next timer), then take every
 //! command already queued, up to [`MAX_COMMANDS_PER_ROUND`] or 5 ms of work,
-//! then fire the timers that are due, then trim the topics that grew past
-//! their retention, then write the round's messages out of the logs that
+//! then fire the timers that are due, then settle the round's answers with
+//! the consumer groups and dead-letter topics, then trim the topics that
+//! grew past their retention, then write the round's messages out of the logs that
 //! changed, then pack the outboxes and post them, once what they tell of
 //! is durable: at once in memory, after the syncer thread's fsync with
 //! `--fsync batch` (see `syncer.rs`). Under load a round carries
@@ -219,6 +220,9 @@ struct Chores {
     to_trim: Vec<TopicId>,
     /// Topics appended to or pulled from this round.
     to_write: Vec<TopicId>,
+    /// Connections that answered deliveries (or let them time out) this
+    /// round: their answers still have to reach groups and dead letters.
+    answered: Vec<ConnId>,
     /// What makes this round's writes durable, and the frames that must
     /// wait for it.
     sync_jobs: Vec<SyncJob>,
@@ -336,7 +340,8 @@ impl Dispatcher {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
-            self.fire_wakeups(now)?;
+            self.fire_wakeups(now);
+            self.settle_answers(now)?;
             self.close_lingering(now);
             self.check_ages(now);
             self.apply_retention();
@@ -392,8 +397,8 @@ impl Dispatcher {
                 group: Some(group),
             }) => self.join_groups(conn, &topics, &group, start, ack, now),
             Ok(Request::Unsubscribe { topics }) => self.unsubscribe(conn, &topics, now)?,
-            Ok(Request::Ack) => self.answer(conn, true, now)?,
-            Ok(Request::Nack) => self.answer(conn, false, now)?,
+            Ok(Request::Ack) => self.answer(conn, true, now),
+            Ok(Request::Nack) => self.answer(conn, false, now),
             Ok(Request::Pull { topic, max, group }) => {
                 let group = group.as_deref().unwrap_or(DEFAULT_PULL_GROUP);
                 self.pull(conn, &topic, max, group, now)
@@ -745,18 +750,35 @@ impl Dispatcher {
         self.settle_groups(conn, now)
     }
 
-    /// An Ack or Nack. A Nack may give its message up, for good.
-    fn answer(&mut self, conn: ConnId, acked: bool, now: Instant) -> Result<(), StoreError> {
+    /// An Ack or Nack. What it means for a group, or for the dead-letter
+    /// topic, is settled once for all of the round's answers
+    /// ([`Dispatcher::settle_answers`]).
+    fn answer(&mut self, conn: ConnId, acked: bool, now: Instant) {
         let Some(session) = self.sessions.get_mut(&conn) else {
-            return Ok(());
+            return;
         };
         if session.answer(acked, &self.topics, now).is_err() {
             log::debug!("conn {conn}: answered a delivery that was never sent");
             session.reply(Reply::Error("no delivery to acknowledge"));
         }
         self.chores.settle(conn, session);
-        self.dead_letter_given_up(conn, now)?;
-        self.settle_groups(conn, now)
+        self.chores.answered.push(conn);
+    }
+
+    /// Settles what the round's answers and timeouts did: gives the groups
+    /// their answers (and out what is owed), and sends what was given up to
+    /// the dead-letter topics. Once per round and connection, not per
+    /// answer: a consumer acks in batches, and a group then refills its
+    /// members' windows in one go.
+    fn settle_answers(&mut self, now: Instant) -> Result<(), StoreError> {
+        let mut answered = std::mem::take(&mut self.chores.answered);
+        answered.sort_unstable();
+        answered.dedup();
+        for conn in answered {
+            self.dead_letter_given_up(conn, now)?;
+            self.settle_groups(conn, now)?;
+        }
+        Ok(())
     }
 
     fn reply(&mut self, conn: ConnId, reply: Reply) {
@@ -939,9 +961,9 @@ impl Dispatcher {
 
     /// Wakes every session whose wake-up is due. The due ones are taken
     /// off the heap first, so a session that asks to be woken again at once
-    /// waits for the next round instead of keeping this loop going. An ack
-    /// timeout may give a message up, for good.
-    fn fire_wakeups(&mut self, now: Instant) -> Result<(), StoreError> {
+    /// waits for the next round instead of keeping this loop going. Ack
+    /// timeouts are settled with the round's answers.
+    fn fire_wakeups(&mut self, now: Instant) {
         let mut due = Vec::new();
         while let Some(&Reverse((when, conn))) = self.chores.wakeups.peek() {
             if when > now {
@@ -960,10 +982,8 @@ impl Dispatcher {
             session.wake_registered = None;
             session.wake(&self.topics, now);
             self.settle_or_finish(conn, now);
-            self.dead_letter_given_up(conn, now)?;
-            self.settle_groups(conn, now)?;
+            self.chores.answered.push(conn);
         }
-        Ok(())
     }
 
     /// Trims the topics that grew past their retention, keeping every
@@ -1036,7 +1056,7 @@ impl Dispatcher {
         for id in self.chores.to_write.drain(..) {
             let topic = &mut self.topics[id];
             topic.unwritten = false;
-            if std::mem::take(&mut topic.groups_moved) {
+            if std::mem::take(&mut topic.groups_moved) && topic.log.saves_groups() {
                 for group in &topic.groups {
                     topic.log.set_group_position(&group.name, group.saved());
                 }

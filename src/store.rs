@@ -64,8 +64,14 @@ pub trait TopicLog: Send {
         Vec::new()
     }
 
+    /// Whether the store keeps where consumer groups are (the disk store
+    /// does). If not, the dispatcher spares itself working it out.
+    fn saves_groups(&self) -> bool {
+        false
+    }
+
     /// Records where a consumer group is; the next [`TopicLog::write`]
-    /// saves it, where the store keeps anything.
+    /// saves it.
     fn set_group_position(&mut self, _name: &str, _position: GroupPosition) {}
 
     /// The offset of the oldest message still held (equal to

@@ -486,8 +486,9 @@ impl Line {
         }
     }
 
+    /// Reads the rest of the `MSG` whose header line `header` was read.
     #[track_caller]
-    fn msg_after(&mut self, header: &str) -> Msg {
+    pub fn msg_after(&mut self, header: &str) -> Msg {
         let fields = header.strip_prefix("MSG ").map(|rest| {
             let mut fields = rest.rsplitn(3, ' ');
             let n = fields.next().and_then(|n| n.parse::<usize>().ok());
