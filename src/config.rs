@@ -241,11 +241,7 @@ const FLAGS: &[Flag] = &[
         value: "DURATION",
         help: "redeliver a delivery with no answer after this [default: 2s]",
         expected: "a duration above zero, such as 2s",
-        set: |config, value| {
-            parse_duration(value)
-                .filter(|d| !d.is_zero())
-                .map(|v| config.ack_timeout = v)
-        },
+        set: |config, value| parse_positive_duration(value).map(|v| config.ack_timeout = v),
     },
     Flag {
         name: "--max-deliveries",
@@ -294,11 +290,7 @@ const FLAGS: &[Flag] = &[
         value: "DURATION",
         help: "close a new connection that sends nothing for this long [default: 30s]",
         expected: "a duration above zero, such as 30s",
-        set: |config, value| {
-            parse_duration(value)
-                .filter(|d| !d.is_zero())
-                .map(|v| config.handshake_timeout = v)
-        },
+        set: |config, value| parse_positive_duration(value).map(|v| config.handshake_timeout = v),
     },
     Flag {
         name: "--max-message-bytes",
@@ -480,6 +472,11 @@ fn parse_length_limit(text: &str) -> Option<usize> {
 /// Parses a whole number of at least 1.
 fn parse_count<N: std::str::FromStr + Default + PartialOrd>(text: &str) -> Option<N> {
     text.parse().ok().filter(|n| *n > N::default())
+}
+
+/// A duration above zero: a timeout of zero would fire at once.
+fn parse_positive_duration(text: &str) -> Option<Duration> {
+    parse_duration(text).filter(|d| !d.is_zero())
 }
 
 /// Parses `250ms`, `2s`, `1m`, `1h` (also `us`).

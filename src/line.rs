@@ -836,14 +836,19 @@ mod tests {
                     _ => alphabet[(next() % alphabet.len() as u64) as usize],
                 })
                 .collect();
-            let chunk = 1 + (next() % 8) as usize;
-            assert_eq!(
-                decode_all(&bytes, chunk),
-                decode_all(&bytes, usize::MAX),
-                "{:?} in chunks of {chunk}",
-                String::from_utf8_lossy(&bytes)
-            );
+            assert_split_makes_no_difference(&bytes, 1 + (next() % 8) as usize);
         }
+    }
+
+    /// Asserts that `bytes` decode to the same requests in chunks of
+    /// `chunk` bytes as in one piece.
+    fn assert_split_makes_no_difference(bytes: &[u8], chunk: usize) {
+        assert_eq!(
+            decode_all(bytes, chunk),
+            decode_all(bytes, usize::MAX),
+            "{:?} in chunks of {chunk}",
+            String::from_utf8_lossy(bytes)
+        );
     }
 
     /// Lines of every command, right and wrong, and `PUBN` byte counts that
@@ -893,13 +898,7 @@ mod tests {
                     _ => bytes.truncate(at.max(1)),
                 }
             }
-            let chunk = 1 + (next() % 8) as usize;
-            assert_eq!(
-                decode_all(&bytes, chunk),
-                decode_all(&bytes, usize::MAX),
-                "{:?} in chunks of {chunk}",
-                String::from_utf8_lossy(&bytes)
-            );
+            assert_split_makes_no_difference(&bytes, 1 + (next() % 8) as usize);
         }
     }
 

@@ -28,8 +28,8 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use brook::client::{Delivery, Publisher, Subscriber};
 use brook::protocol::StartAt;
-use common::{subscriber, TempDir};
+use common::{subscriber, Line, TempDir};
 
 /// The size of every message.
 const MESSAGE_BYTES: usize = 1024;
@@ -287,89 +287,30 @@ fn receive_in_order(subscriber: &mut Subscriber, topic: &str, range: Range<u64>)
 
 // ---- The line protocol. ----
 
-/// A line-protocol connection; each read waits at most [`PATIENCE`].
-struct LineClient {
-    reader: BufReader<TcpStream>,
-}
-
-impl LineClient {
-    fn connect(addr: SocketAddr) -> LineClient {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(PATIENCE)).unwrap();
-        LineClient {
-            reader: BufReader::with_capacity(64 << 10, stream),
-        }
-    }
-
-    /// Sends `command` and its newline.
-    fn send(&mut self, command: &str) {
-        let line = format!("{command}\n");
-        self.reader.get_mut().write_all(line.as_bytes()).unwrap();
-    }
-
-    /// The next line, without its newline.
-    #[track_caller]
-    fn read_line(&mut self) -> String {
-        let mut line = String::new();
-        if let Err(error) = self.reader.read_line(&mut line) {
-            panic!("no line within {PATIENCE:?}: {error}; got {line:?}");
-        }
-        match line.strip_suffix('\n') {
-            Some(line) => line.to_owned(),
-            None => panic!("the broker closed the connection after {line:?}"),
-        }
-    }
-
-    /// The next `MSG <topic> <offset> <nbytes>` block: its topic, offset
-    /// and payload.
-    #[track_caller]
-    fn read_msg(&mut self) -> (String, u64, Vec<u8>) {
-        let header = self.read_line();
-        let fields: Vec<&str> = header.split(' ').collect();
-        let ["MSG", topic, offset, len] = fields[..] else {
-            panic!("expected a MSG line, got {header:?}");
-        };
-        let (Ok(offset), Ok(len)) = (offset.parse(), len.parse::<usize>()) else {
-            panic!("a malformed MSG line: {header:?}");
-        };
-        let mut payload = vec![0; len + 1];
-        if let Err(error) = self.reader.read_exact(&mut payload) {
-            panic!("no payload after {header:?} within {PATIENCE:?}: {error}");
-        }
-        assert_eq!(payload.pop(), Some(b'\n'), "no newline after the payload");
-        (topic.to_owned(), offset, payload)
-    }
-}
-
 /// Receives messages `range` of `topic` as `MSG` blocks, each exactly
 /// once, in order, and at its offset.
 #[track_caller]
-fn receive_lines_in_order(subscriber: &mut LineClient, topic: &str, range: Range<u64>) {
+fn receive_lines_in_order(subscriber: &mut Line, topic: &str, range: Range<u64>) {
     for i in range {
-        let (got_topic, offset, payload) = subscriber.read_msg();
-        assert_eq!((got_topic.as_str(), offset), (topic, i));
-        expect_message(i, &payload);
+        let msg = subscriber.read_msg();
+        assert_eq!((msg.topic.as_str(), msg.offset), (topic, i));
+        expect_message(i, &msg.payload);
     }
 }
 
 /// How many messages `topic` holds, from `TOPICS`. The dispatcher answers
 /// it after every request already in its queue.
 #[track_caller]
-fn stored(asker: &mut LineClient, topic: &str) -> u64 {
-    asker.send("TOPICS");
+fn stored(asker: &mut Line, topic: &str) -> u64 {
+    asker.send("TOPICS\n");
     let prefix = format!("+TOPIC {topic} ");
-    let mut next = None;
-    loop {
-        let line = asker.read_line();
-        if line == "+END" {
-            break;
-        }
-        if let Some(fields) = line.strip_prefix(&prefix) {
-            next = fields
-                .split(' ')
-                .find_map(|field| field.strip_prefix("next=")?.parse().ok());
-        }
-    }
+    let lines = asker.read_until_end();
+    let fields = lines.iter().find_map(|line| line.strip_prefix(&prefix));
+    let next = fields.and_then(|fields| {
+        fields
+            .split(' ')
+            .find_map(|field| field.strip_prefix("next=")?.parse().ok())
+    });
     next.unwrap_or_else(|| panic!("TOPICS shows no next= for {topic:?}"))
 }
 
@@ -429,9 +370,9 @@ fn a_line_subscriber_that_stops_reading_costs_bounded_memory_and_loses_nothing()
     let brook = Brook::start("slow-line");
     let mut memory = brook.memory_log();
     memory.sample("started");
-    let mut slow = LineClient::connect(brook.addr);
-    slow.send(&format!("SUB {TOPIC} current"));
-    assert_eq!(slow.read_line(), "+OK");
+    let mut slow = Line::connect_with_patience(brook.addr, PATIENCE);
+    slow.send(format!("SUB {TOPIC} current\n"));
+    slow.expect_line("+OK");
     let mut fence = subscriber(brook.addr, &[FENCE], StartAt::Current);
 
     let mut publisher = Publisher::connect(brook.addr).unwrap();
@@ -498,7 +439,7 @@ fn a_publisher_faster_than_every_consumer_is_held_back_and_memory_stays_bounded(
     });
 
     let most_ahead = most_messages_in_between();
-    let mut asker = LineClient::connect(brook.addr);
+    let mut asker = Line::connect_with_patience(brook.addr, PATIENCE);
     let mut publisher = Publisher::connect(brook.addr).unwrap();
     publish_with_checkpoints(&mut publisher, TOPIC, 0..FLOOD_MESSAGES, |n| {
         let ahead = n - stored(&mut asker, TOPIC);

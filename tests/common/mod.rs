@@ -376,12 +376,15 @@ impl Bystander {
 
 /// A connection speaking the line protocol (its first byte is not `0x00`).
 /// It sends text or raw bytes, and reads the broker's replies one line or
-/// one `MSG` block at a time. Each read waits at most [`WAIT`] in all; a
-/// timeout, a close or a malformed reply fails the test.
+/// one `MSG` block at a time. Each read waits at most [`WAIT`] in all
+/// (or the patience it was connected with); a timeout, a close or a
+/// malformed reply fails the test.
 pub struct Line {
     stream: TcpStream,
     /// Bytes received and not consumed yet.
     buffer: Vec<u8>,
+    /// The longest one read waits.
+    patience: Duration,
 }
 
 /// One `MSG` block: the topic as the broker wrote it (quoted if it had to
@@ -395,11 +398,19 @@ pub struct Msg {
 
 impl Line {
     pub fn connect(addr: SocketAddr) -> Line {
+        Line::connect_with_patience(addr, WAIT)
+    }
+
+    /// A connection whose reads wait up to `patience`, for tests that make
+    /// the broker work hard enough for one reply to take longer than
+    /// [`WAIT`].
+    pub fn connect_with_patience(addr: SocketAddr, patience: Duration) -> Line {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_nodelay(true).unwrap();
         Line {
             stream,
             buffer: Vec::new(),
+            patience,
         }
     }
 
@@ -416,7 +427,7 @@ impl Line {
     /// Reads one line and returns it without its `\n`.
     #[track_caller]
     pub fn read_line(&mut self) -> String {
-        let deadline = std::time::Instant::now() + WAIT;
+        let deadline = std::time::Instant::now() + self.patience;
         loop {
             if let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.buffer.drain(..=end).take(end).collect();
@@ -499,7 +510,7 @@ impl Line {
             panic!("expected a MSG line, got {header:?}");
         };
         assert!(n <= 16 << 20, "MSG of {n} bytes");
-        let deadline = std::time::Instant::now() + WAIT;
+        let deadline = std::time::Instant::now() + self.patience;
         while self.buffer.len() < n + 1 {
             self.fill(deadline);
         }
@@ -517,7 +528,10 @@ impl Line {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let pending = String::from_utf8_lossy(&self.buffer).into_owned();
         if left.is_zero() {
-            panic!("nothing more within {WAIT:?}; pending {pending:?}");
+            panic!(
+                "nothing more within {:?}; pending {pending:?}",
+                self.patience
+            );
         }
         self.stream.set_read_timeout(Some(left)).unwrap();
         let mut chunk = [0u8; 64 << 10];
@@ -525,7 +539,10 @@ impl Line {
             Ok(0) => panic!("the broker closed the connection; pending {pending:?}"),
             Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                panic!("nothing more within {WAIT:?}; pending {pending:?}")
+                panic!(
+                    "nothing more within {:?}; pending {pending:?}",
+                    self.patience
+                )
             }
             Err(e) => panic!("read failed: {e}; pending {pending:?}"),
         }
