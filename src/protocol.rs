@@ -280,6 +280,12 @@ pub struct Limits {
 }
 
 /// What the decoder expects next: one field of one frame.
+///
+/// A publisher moves its `State` four times per message (topic length,
+/// topic, payload length, payload), so the enum is kept to a few words:
+/// what only a subscribe carries across its fields (a group name, a parsed
+/// topic list) lives behind a `Box`, allocated per subscribe, never per
+/// published message.
 #[derive(Debug)]
 enum State {
     /// The first `u16` of a connection: it decides the connection's role.
@@ -300,17 +306,11 @@ enum State {
         len: usize,
         group: GroupName,
     },
-    /// The `u16` start-at type that ends a subscribe. `topics` holds the
-    /// parsed list, or why it (or the group name) could not be parsed;
-    /// either way the start-at is consumed so the stream stays aligned.
-    StartAtType {
-        topics: Result<Vec<String>, ProtocolError>,
-        group: Option<String>,
-    },
+    /// The `u16` start-at type that ends a subscribe.
+    StartAtType(Box<PendingSubscribe>),
     /// The offset after a From start-at: 2 or 8 bytes.
     StartOffset {
-        topics: Result<Vec<String>, ProtocolError>,
-        group: Option<String>,
+        subscribe: Box<PendingSubscribe>,
         width: usize,
     },
     /// The `u16` length of a publisher's next topic frame.
@@ -328,7 +328,19 @@ enum State {
 }
 
 /// The group a subscribe joins: none, a name, or why the name was refused.
-type GroupName = Option<Result<String, ProtocolError>>;
+/// Boxed to keep [`State`] small; only a subscribe that names a group
+/// allocates it.
+type GroupName = Option<Box<Result<String, ProtocolError>>>;
+
+/// A subscribe whose topic list has been read, waiting for its start-at.
+/// Boxed in [`State`] for the same reason as [`GroupName`].
+#[derive(Debug)]
+struct PendingSubscribe {
+    /// The parsed list, or why it (or the group name) could not be parsed;
+    /// either way the start-at is consumed so the stream stays aligned.
+    topics: Result<Vec<String>, ProtocolError>,
+    group: Option<String>,
+}
 
 /// Turns the bytes of one connection into requests. See the module docs.
 #[derive(Debug)]
@@ -428,7 +440,7 @@ impl Decoder {
             State::Group { len } => *len,
             State::TopicListLength { .. } => 4,
             State::TopicList { len, .. } => *len,
-            State::StartAtType { .. } => 2,
+            State::StartAtType(_) => 2,
             State::StartOffset { width, .. } => *width,
             State::TopicLength => 2,
             State::Topic { len } => *len,
@@ -489,7 +501,7 @@ impl Decoder {
                     Err(_) => Err(ProtocolError::InvalidGroup),
                 };
                 let action = action::SUBSCRIBE;
-                let group = Some(group);
+                let group = Some(Box::new(group));
                 (State::TopicListLength { action, group }, Step::Continue)
             }
             State::TopicListLength { action, group } => {
@@ -514,60 +526,50 @@ impl Decoder {
             State::TopicList { action, group, .. } => {
                 let topics = parse_topic_list(field, &self.limits);
                 if action == action::SUBSCRIBE {
-                    let (topics, group) = match group {
+                    let (topics, group) = match group.map(|group| *group) {
                         Some(Err(refused)) => (topics.and(Err(refused)), None),
                         Some(Ok(name)) => (topics, Some(name)),
                         None => (topics, None),
                     };
-                    (State::StartAtType { topics, group }, Step::Continue)
+                    let subscribe = Box::new(PendingSubscribe { topics, group });
+                    (State::StartAtType(subscribe), Step::Continue)
                 } else {
                     let request = topics.map(|topics| Request::Unsubscribe { topics });
                     (State::SubscriberAction, Step::Emit(request))
                 }
             }
-            State::StartAtType { topics, group } => match BigEndian::read_u16(field) {
+            State::StartAtType(subscribe) => match BigEndian::read_u16(field) {
                 start_at::BEGINNING => (
                     State::SubscriberAction,
-                    subscribe(topics, StartAt::Beginning, group),
+                    finish_subscribe(*subscribe, StartAt::Beginning),
                 ),
                 start_at::CURRENT => (
                     State::SubscriberAction,
-                    subscribe(topics, StartAt::Current, group),
+                    finish_subscribe(*subscribe, StartAt::Current),
                 ),
                 start_at::FROM => {
                     let width = 2;
-                    (
-                        State::StartOffset {
-                            topics,
-                            group,
-                            width,
-                        },
-                        Step::Continue,
-                    )
+                    (State::StartOffset { subscribe, width }, Step::Continue)
                 }
                 start_at::FROM_U64 => {
                     let width = 8;
-                    (
-                        State::StartOffset {
-                            topics,
-                            group,
-                            width,
-                        },
-                        Step::Continue,
-                    )
+                    (State::StartOffset { subscribe, width }, Step::Continue)
                 }
                 other => {
                     // We cannot know whether an offset follows; like the
                     // reference, assume it does not and read on.
-                    let error = topics.err().unwrap_or(ProtocolError::InvalidStartAt(other));
+                    let error = subscribe
+                        .topics
+                        .err()
+                        .unwrap_or(ProtocolError::InvalidStartAt(other));
                     (State::SubscriberAction, emit_err(error))
                 }
             },
-            State::StartOffset { topics, group, .. } => {
+            State::StartOffset { subscribe, .. } => {
                 let offset = BigEndian::read_uint(field, field.len());
                 (
                     State::SubscriberAction,
-                    subscribe(topics, StartAt::From(offset), group),
+                    finish_subscribe(*subscribe, StartAt::From(offset)),
                 )
             }
             State::TopicLength => match BigEndian::read_u16(field) as usize {
@@ -622,11 +624,9 @@ fn emit_err(error: ProtocolError) -> Step {
     Step::Emit(Err(error))
 }
 
-fn subscribe(
-    topics: Result<Vec<String>, ProtocolError>,
-    start: StartAt,
-    group: Option<String>,
-) -> Step {
+/// The subscribe request a start-at completes, or why it was refused.
+fn finish_subscribe(subscribe: PendingSubscribe, start: StartAt) -> Step {
+    let PendingSubscribe { topics, group } = subscribe;
     Step::Emit(topics.map(|topics| Request::Subscribe {
         topics,
         start,
@@ -1060,6 +1060,16 @@ mod tests {
             decode_header(&list_header(action::SUBSCRIBE, list_limit)),
             None
         );
+    }
+
+    /// `Decoder::step` moves the `State` out and a new one in for every
+    /// field, four times per published message. Data a new variant needs
+    /// only for a rare request belongs behind a `Box`, as `PendingSubscribe`
+    /// is; this catches one carried inline, which would make every publish
+    /// pay to move it.
+    #[test]
+    fn state_is_small_so_transitions_are_cheap() {
+        assert!(std::mem::size_of::<State>() <= 4 * std::mem::size_of::<usize>());
     }
 
     #[test]
