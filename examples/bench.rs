@@ -42,10 +42,12 @@
 //! across them: every message arrived once, at one member, and each member's
 //! share arrived in ascending order (a subset, not a run without gaps).
 //!
-//! Each binary throughput scenario, and the latency run, also runs against
-//! the *relay* (`bench/relay.rs`): a null broker that copies publishers' bytes
-//! straight to subscribers. It is the ceiling set by loopback TCP and system
-//! calls on this machine, and brook's rows say what fraction of it they reach.
+//! Each binary throughput scenario, the latency run and the connections run
+//! also run against the *relay* (`bench/relay.rs`): a null broker that copies
+//! publishers' bytes straight to subscribers. It is the ceiling set by
+//! loopback TCP and system calls on this machine, and brook's rows say what
+//! fraction of it they reach. In connections the fraction is of times: the
+//! relay's time to reach every subscriber divided by brook's.
 //! `line` has no relay run: the relay speaks only the binary protocol, and
 //! one that forwarded `PUB` lines untouched would still have to find their
 //! ends and answer each with `+OK <offset>`, the line protocol's work, while
@@ -162,6 +164,15 @@ use report::{Check, Row, Throughput};
 use target::{BrokerChoice, BrokerSettings, DataDir, StoreKind, Target, TargetKind};
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some(relay::SERVE_FLAG) {
+        return match relay::serve_until_stdin_closes() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("relay: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let options = match Options::parse(std::env::args().skip(1)) {
         Ok(Some(options)) => options,
         Ok(None) => {
@@ -504,12 +515,7 @@ fn consumer_group(scenario: Scenario, expected: u64) -> Option<Arc<ConsumerGroup
 fn run_scenario(scenario: Scenario, options: &Options, epoch: Epoch) -> Vec<Row> {
     let stores = options.stores(scenario);
     match scenario {
-        Scenario::Connections => {
-            return stores
-                .into_iter()
-                .map(|store| run_connections(store, options, epoch))
-                .collect()
-        }
+        Scenario::Connections => return run_connections_everywhere(stores, options, epoch),
         Scenario::Recovery => return run_recovery(options, epoch),
         Scenario::Replay => return run_replay(options, epoch),
         _ => {}
@@ -860,12 +866,52 @@ fn spawn<T: Send + 'static>(
 
 // ---- Running the connections scenario ----
 
-fn run_connections(store: Option<StoreKind>, options: &Options, epoch: Epoch) -> Row {
+/// Runs the connections scenario on brook with each store, then on the
+/// relay. A brook row's "of relay" compares the times to reach every
+/// subscriber: the relay's divided by brook's, so that, as in the other
+/// scenarios, 100 % would be as fast as the relay.
+fn run_connections_everywhere(
+    stores: Vec<Option<StoreKind>>,
+    options: &Options,
+    epoch: Epoch,
+) -> Vec<Row> {
+    let mut rows: Vec<Row> = stores
+        .into_iter()
+        .map(|store| run_connections(TargetKind::Brook, store, options, epoch))
+        .collect();
+    if !options.relay {
+        return rows;
+    }
+    let mut relay = run_connections(TargetKind::Relay, None, options, epoch);
+    let time_to_all =
+        |row: &Row| (row.is_ok() && !row.latency.is_empty()).then(|| row.latency.max());
+    if let Some(relays) = time_to_all(&relay) {
+        for brook in &mut rows {
+            if let Some(brooks) = time_to_all(brook) {
+                brook.of_relay = Some(relays as f64 / brooks.max(1) as f64);
+                relay.of_relay = Some(1.0);
+            }
+        }
+    }
+    rows.push(relay);
+    rows
+}
+
+fn run_connections(
+    kind: TargetKind,
+    store: Option<StoreKind>,
+    options: &Options,
+    epoch: Epoch,
+) -> Row {
     let scenario = Scenario::Connections;
     let plan = ConnectionsPlan {
         connections: options.connections,
         topic: "bench-connections".to_owned(),
         payload_bytes: options.size,
+        framing: match kind {
+            TargetKind::Brook => Framing::Delivery,
+            TargetKind::Relay => Framing::Publish,
+        },
     };
     let expected = plan.connections as u64;
     let mut row = Row {
@@ -876,12 +922,12 @@ fn run_connections(store: Option<StoreKind>, options: &Options, epoch: Epoch) ->
         ..Row::new(
             scenario.name(),
             scenario.label_on(store, options),
-            TargetKind::Brook,
+            kind,
             expected,
         )
     };
     let started = options.settings_on(store).and_then(|(settings, data_dir)| {
-        Target::start(TargetKind::Brook, &options.broker, &settings).map(|t| (t, data_dir))
+        Target::start(kind, &options.broker, &settings).map(|t| (t, data_dir))
     });
     let (target, _data_dir) = match started {
         Ok(started) => started,
@@ -891,7 +937,7 @@ fn run_connections(store: Option<StoreKind>, options: &Options, epoch: Epoch) ->
         }
     };
     row.start_time = target.start_time;
-    let progress = Progress::new(&row.label, TargetKind::Brook);
+    let progress = Progress::new(&row.label, kind);
     let counters = Arc::new(Counters::default());
     let show_progress = || {
         progress.show(&format!(
@@ -1460,7 +1506,8 @@ fn help() -> String {
          \x20              at most 20,000 messages per scenario\n\
          Data dirs are made under $TMPDIR (or /tmp) and removed after each run.\n\
          \nWith 10,000 connections, use --broker-bin: in one process the broker's\n\
-         sockets and the bench's would not fit the file-descriptor limit.\n\
+         sockets and the bench's would not fit the file-descriptor limit. The\n\
+         relay then runs as a child process too (this binary, --serve-relay).\n\
          With --addr, --store does not apply (the broker has its own store), and\n\
          storage, recovery and replay, which start brokers of their own, cannot\n\
          run: 'all' leaves storage out.\n",

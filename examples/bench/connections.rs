@@ -34,6 +34,9 @@ pub struct ConnectionsPlan {
     pub connections: usize,
     pub topic: String,
     pub payload_bytes: usize,
+    /// How the message arrives: a delivery from brook, the publisher's own
+    /// frame from the relay.
+    pub framing: Framing,
 }
 
 #[derive(Debug, Default)]
@@ -70,10 +73,10 @@ pub fn run(
     let pollers: Vec<_> = shares(plan.connections, POLLER_THREADS)
         .enumerate()
         .map(|(index, share)| {
-            let (counters, topic) = (counters.clone(), plan.topic.clone());
+            let (counters, topic, framing) = (counters.clone(), plan.topic.clone(), plan.framing);
             thread::Builder::new()
                 .name(format!("bench-poll-{index}"))
-                .spawn(move || poll_subscribers(addr, &topic, share, epoch, &counters))
+                .spawn(move || poll_subscribers(addr, &topic, share, framing, epoch, &counters))
                 .expect("cannot start a poller thread")
         })
         .collect();
@@ -157,6 +160,7 @@ struct Subscription {
     /// Bytes read and not yet understood.
     bytes: Vec<u8>,
     state: State,
+    framing: Framing,
     check: SequenceCheck,
 }
 
@@ -179,6 +183,7 @@ fn poll_subscribers(
     addr: SocketAddr,
     topic: &str,
     count: usize,
+    framing: Framing,
     epoch: Epoch,
     counters: &Counters,
 ) -> PollerReport {
@@ -193,6 +198,7 @@ fn poll_subscribers(
     poller.open_and_subscribe(
         addr,
         &load::subscribe_request(topic, StartAt::Current, None, Protocol::Binary),
+        framing,
         count,
     );
     poller.await_messages();
@@ -233,11 +239,17 @@ impl Poller<'_> {
 
     /// Opens `count` subscriptions, a few at a time, until each has its
     /// Subscribed status. Only those still waiting are swept.
-    fn open_and_subscribe(&mut self, addr: SocketAddr, request: &[u8], count: usize) {
+    fn open_and_subscribe(
+        &mut self,
+        addr: SocketAddr,
+        request: &[u8],
+        framing: Framing,
+        count: usize,
+    ) {
         let mut awaiting_status: Vec<usize> = Vec::with_capacity(MAX_AWAITING_STATUS);
         while (self.subscriptions.len() < count || !awaiting_status.is_empty()) && !self.aborted() {
             while self.subscriptions.len() < count && awaiting_status.len() < MAX_AWAITING_STATUS {
-                match open_subscription(addr, request) {
+                match open_subscription(addr, request, framing) {
                     Ok(subscription) => {
                         awaiting_status.push(self.subscriptions.len());
                         self.subscriptions.push(subscription);
@@ -313,7 +325,11 @@ impl Poller<'_> {
     }
 }
 
-fn open_subscription(addr: SocketAddr, request: &[u8]) -> io::Result<Subscription> {
+fn open_subscription(
+    addr: SocketAddr,
+    request: &[u8],
+    framing: Framing,
+) -> io::Result<Subscription> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;
     stream.write_all(request)?;
@@ -322,6 +338,7 @@ fn open_subscription(addr: SocketAddr, request: &[u8]) -> io::Result<Subscriptio
         stream,
         bytes: Vec::with_capacity(256),
         state: State::AwaitingStatus,
+        framing,
         check: SequenceCheck::new(&[1]),
     })
 }
@@ -402,7 +419,7 @@ impl Subscription {
             let mut ack = Vec::new();
             let check = &mut self.check;
             let (consumed, messages) =
-                load::take_frames(&self.bytes, Framing::Delivery, &mut ack, |header| {
+                load::take_frames(&self.bytes, self.framing, &mut ack, |header| {
                     latency.record(arrival_ns.saturating_sub(header.sent_ns));
                     check.record(header.publisher, header.sequence);
                 })?;

@@ -16,6 +16,12 @@
 //! the length prefixes, without looking inside) is what lets several
 //! publishers share one subscriber socket, as in fan-in. Each subscriber
 //! connection has a thread that reads and discards its acks.
+//!
+//! The relay runs where brook runs: in the bench's process, or, when brook
+//! is a child process (`--broker-bin`), in a child process of its own, this
+//! binary started with [`SERVE_FLAG`]. The connections scenario needs that:
+//! 10,000 subscribers' sockets and the broker's would not fit one process's
+//! file-descriptor limit.
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
@@ -32,10 +38,16 @@ use crate::load::Framing;
 /// Thread names start with this, so the sampler can count the relay's threads.
 pub const THREAD_PREFIX: &str = "relay";
 const READ_CHUNK: usize = 64 << 10;
+/// The stack of a connection's thread, as small as brook's (its
+/// `thread_stack_bytes`), so that thousands of idle subscribers cost the
+/// relay no more address space than they cost brook.
+const THREAD_STACK_BYTES: usize = 128 << 10;
 const MAX_TOPIC_LIST_BYTES: usize = 1 << 20;
 
 /// One subscriber's socket, locked while a publisher thread writes a chunk.
-type SubscriberSocket = Arc<Mutex<TcpStream>>;
+/// Every handle on a connection shares its one file descriptor (`&TcpStream`
+/// reads and writes): 10,000 subscribers must fit the descriptor limit.
+type SubscriberSocket = Arc<Mutex<Arc<TcpStream>>>;
 
 pub struct Relay {
     addr: SocketAddr,
@@ -50,8 +62,23 @@ struct Shared {
     /// Subscribers by topic.
     routes: Mutex<HashMap<String, Vec<SubscriberSocket>>>,
     /// A handle on every accepted socket, to close them at shutdown.
-    sockets: Mutex<Vec<TcpStream>>,
+    sockets: Mutex<Vec<Arc<TcpStream>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The flag that makes the bench binary a relay and nothing else.
+pub const SERVE_FLAG: &str = "--serve-relay";
+
+/// Runs a relay until this process's stdin closes, which it does when the
+/// bench that started it stops it, or dies. Says where it listens the way
+/// brook does, `listening on HOST:PORT` on stderr, which is how the bench
+/// learns the address of either kind of child.
+pub fn serve_until_stdin_closes() -> io::Result<()> {
+    let relay = Relay::start()?;
+    eprintln!("relay listening on {}", relay.addr());
+    io::copy(&mut io::stdin(), &mut io::sink())?;
+    relay.shutdown();
+    Ok(())
 }
 
 impl Relay {
@@ -99,13 +126,12 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             break;
         }
         let Ok(stream) = stream else { continue };
-        let Ok(handle) = stream.try_clone() else {
-            continue;
-        };
-        shared.sockets.lock().push(handle);
+        let stream = Arc::new(stream);
+        shared.sockets.lock().push(stream.clone());
         let connection_shared = shared.clone();
         let spawned = thread::Builder::new()
             .name(format!("{THREAD_PREFIX}-conn"))
+            .stack_size(THREAD_STACK_BYTES)
             .spawn(move || {
                 // An error just ends the connection, as a peer closing does.
                 let _ = serve(stream, &connection_shared);
@@ -118,9 +144,9 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 
 /// Serves one connection: its first action says whether it publishes or
 /// subscribes.
-fn serve(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
+fn serve(stream: Arc<TcpStream>, shared: &Shared) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    match read_u16(&mut stream)? {
+    match read_u16(&mut stream.as_ref())? {
         action::SUBSCRIBE => serve_subscriber(stream, shared),
         action::PUBLISH => serve_publisher(stream, shared),
         other => Err(io::Error::new(
@@ -132,9 +158,9 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
 
 // ---- Subscribers ----
 
-fn serve_subscriber(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
-    let topics = read_subscribe_request(&mut stream)?;
-    let socket = Arc::new(Mutex::new(stream.try_clone()?));
+fn serve_subscriber(stream: Arc<TcpStream>, shared: &Shared) -> io::Result<()> {
+    let topics = read_subscribe_request(&mut stream.as_ref())?;
+    let socket = Arc::new(Mutex::new(stream.clone()));
     // Registered before the status goes out: a publisher that starts after
     // the subscriber has its status is sure to find it.
     let mut routes = shared.routes.lock();
@@ -142,14 +168,17 @@ fn serve_subscriber(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
         routes.entry(topic).or_default().push(socket.clone());
     }
     drop(routes);
-    socket.lock().write_all(&status::SUBSCRIBED.to_be_bytes())?;
-    discard_until_closed(&mut stream)
+    socket
+        .lock()
+        .as_ref()
+        .write_all(&status::SUBSCRIBED.to_be_bytes())?;
+    discard_until_closed(&mut stream.as_ref())
 }
 
 /// Reads the rest of a subscribe request (its action already read): `u32`
 /// length, JSON topic list, `u16` start-at and the offset some start-ats
 /// carry. The start-at is ignored: the relay keeps nothing to replay.
-fn read_subscribe_request(stream: &mut TcpStream) -> io::Result<Vec<String>> {
+fn read_subscribe_request(stream: &mut impl Read) -> io::Result<Vec<String>> {
     let mut length = [0; 4];
     stream.read_exact(&mut length)?;
     let length = u32::from_be_bytes(length) as usize;
@@ -173,7 +202,7 @@ fn read_subscribe_request(stream: &mut TcpStream) -> io::Result<Vec<String>> {
 }
 
 /// Reads acks, or whatever else a subscriber sends, and drops them.
-fn discard_until_closed(stream: &mut TcpStream) -> io::Result<()> {
+fn discard_until_closed(stream: &mut impl Read) -> io::Result<()> {
     let mut sink = [0; 4096];
     while stream.read(&mut sink)? > 0 {}
     Ok(())
@@ -181,7 +210,7 @@ fn discard_until_closed(stream: &mut TcpStream) -> io::Result<()> {
 
 // ---- Publishers ----
 
-fn serve_publisher(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
+fn serve_publisher(stream: Arc<TcpStream>, shared: &Shared) -> io::Result<()> {
     let mut buffer = vec![0; READ_CHUNK];
     let mut filled = 0;
     let mut subscribers: Option<Vec<SubscriberSocket>> = None;
@@ -190,7 +219,7 @@ fn serve_publisher(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
             // One frame larger than the buffer: make room for it.
             buffer.resize(buffer.len() * 2, 0);
         }
-        let read = stream.read(&mut buffer[filled..])?;
+        let read = stream.as_ref().read(&mut buffer[filled..])?;
         if read == 0 {
             return Ok(());
         }
@@ -210,7 +239,7 @@ fn serve_publisher(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
         });
         for subscriber in subscribers.iter() {
             // A subscriber that has left just misses the rest.
-            let _ = subscriber.lock().write_all(&buffer[..whole]);
+            let _ = subscriber.lock().as_ref().write_all(&buffer[..whole]);
         }
         buffer.copy_within(whole..filled, 0);
         filled -= whole;
@@ -236,7 +265,7 @@ fn first_topic(bytes: &[u8]) -> Option<String> {
     String::from_utf8(name.to_vec()).ok()
 }
 
-fn read_u16(stream: &mut TcpStream) -> io::Result<u16> {
+fn read_u16(stream: &mut impl Read) -> io::Result<u16> {
     let mut word = [0; 2];
     stream.read_exact(&mut word)?;
     Ok(u16::from_be_bytes(word))

@@ -240,6 +240,7 @@ of relay: brook's msgs/s total divided by the relay's in the same scenario (the 
   is not a line broker's work (finding line ends, a +OK per PUB, MSG deliveries); compare
   line with 1to1, the same messages over the binary protocol. '-' for group too: the relay
   has no consumer groups; compare group's total with 1to1's, each message delivered once.
+  For connections: the relay's time to reach every subscriber (max) divided by brook's.
 of memory: a disk store's msgs/s total divided by the memory store's in the same scenario.
   A row's store follows its scenario: memory, or disk-never, disk-batch, disk-always (a temp
   data dir with that --fsync policy); no store is named when every row is in memory.

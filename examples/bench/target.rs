@@ -1,8 +1,9 @@
 //! What a scenario runs against, and how its memory and threads are measured.
 //!
 //! A [`Target`] is brook (in this process, as a child process, or already
-//! running elsewhere) or the relay. Each scenario starts a fresh one and stops
-//! it afterwards, so no scenario inherits another's stored messages.
+//! running elsewhere) or the relay (in this process, or as a child process
+//! when brook is one). Each scenario starts a fresh one and stops it
+//! afterwards, so no scenario inherits another's stored messages.
 //!
 //! Measuring uses `/proc`: the peak resident set (`VmHWM`) and the thread
 //! count. For a broker in this process the peak is reset at the start of the
@@ -161,11 +162,21 @@ impl Target {
         // The peak counts from here, so it covers the broker's start (a disk
         // store's recovery). Only a target in this process needs this: a
         // child is fresh, an external broker is left alone.
-        if kind == TargetKind::Relay || matches!(choice, BrokerChoice::InProcess) {
+        let in_this_process = match choice {
+            BrokerChoice::InProcess => true,
+            BrokerChoice::External { .. } => kind == TargetKind::Relay,
+            BrokerChoice::Binary(_) => false,
+        };
+        if in_this_process {
             reset_own_peak();
         }
         let started = Instant::now();
         let (addr, running, probe) = match (kind, choice) {
+            (TargetKind::Relay, BrokerChoice::Binary(_)) => {
+                let (child, addr) = ChildBroker::spawn_relay()?;
+                let pid = child.process.id();
+                (addr, Running::Child(child), Probe::OtherProcess(pid))
+            }
             (TargetKind::Relay, _) => {
                 let relay = Relay::start().map_err(|e| format!("relay: {e}"))?;
                 (
@@ -197,14 +208,16 @@ impl Target {
                 pid.map_or(Probe::Nothing, Probe::OtherProcess),
             ),
             (TargetKind::Brook, BrokerChoice::Binary(path)) => {
-                let (child, addr) = ChildBroker::spawn(path, settings)?;
+                let (child, addr) = ChildBroker::spawn_brook(path, settings)?;
                 let pid = child.process.id();
                 (addr, Running::Child(child), Probe::OtherProcess(pid))
             }
         };
-        let start_time = match running {
-            Running::InProcess(_) | Running::Child(_) => Some(started.elapsed()),
-            Running::External | Running::Relay(_) => None,
+        let start_time = match (kind, &running) {
+            (TargetKind::Brook, Running::InProcess(_) | Running::Child(_)) => {
+                Some(started.elapsed())
+            }
+            _ => None,
         };
         Ok(Target {
             addr,
@@ -364,7 +377,7 @@ fn sample_periodically(probe: Probe, shared: &SamplerShared) {
     }
 }
 
-// ---- brook as a child process ----
+// ---- brook, or the relay, as a child process ----
 
 struct ChildBroker {
     process: Child,
@@ -380,9 +393,9 @@ const CHILD_LOG_LINES: usize = 10;
 
 impl ChildBroker {
     /// Starts `binary --addr 127.0.0.1:0` with the settings' flags and
-    /// `RUST_LOG=info`, and reads its address from its "listening on" line.
-    fn spawn(
-        binary: &PathBuf,
+    /// `RUST_LOG=info`.
+    fn spawn_brook(
+        binary: &Path,
         settings: &BrokerSettings,
     ) -> Result<(ChildBroker, SocketAddr), String> {
         let mut flags = vec![
@@ -403,10 +416,26 @@ impl ChildBroker {
                 settings.fsync.to_string(),
             ]),
         }
-        let mut process = Command::new(binary)
+        let mut brook = Command::new(binary);
+        brook
             .args(&flags)
             .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        ChildBroker::spawn(brook, binary)
+    }
+
+    /// Starts this binary as a relay (see `relay.rs`). Its stdin is a pipe
+    /// that only `kill`, or the bench's own end, closes.
+    fn spawn_relay() -> Result<(ChildBroker, SocketAddr), String> {
+        let bench = std::env::current_exe().map_err(|e| format!("relay: {e}"))?;
+        let mut relay = Command::new(&bench);
+        relay.arg(relay::SERVE_FLAG).stdin(Stdio::piped());
+        ChildBroker::spawn(relay, &bench)
+    }
+
+    /// Starts `command` and reads its address from its "listening on" line.
+    fn spawn(mut command: Command, binary: &Path) -> Result<(ChildBroker, SocketAddr), String> {
+        let mut process = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
