@@ -221,7 +221,8 @@ struct Chores {
     /// Topics appended to or pulled from this round.
     to_write: Vec<TopicId>,
     /// Connections that answered deliveries (or let them time out) this
-    /// round: their answers still have to reach groups and dead letters.
+    /// round: their windows still have to be refilled, and their answers
+    /// have to reach groups and dead letters.
     answered: Vec<ConnId>,
     /// What makes this round's writes durable, and the frames that must
     /// wait for it.
@@ -761,24 +762,35 @@ impl Dispatcher {
             log::debug!("conn {conn}: answered a delivery that was never sent");
             session.reply(Reply::Error("no delivery to acknowledge"));
         }
-        self.chores.settle(conn, session);
-        self.chores.answered.push(conn);
+        // Answers come in batches, one connection's after another's.
+        if self.chores.answered.last() != Some(&conn) {
+            self.chores.answered.push(conn);
+        }
     }
 
-    /// Settles what the round's answers and timeouts did: gives the groups
-    /// their answers (and out what is owed), and sends what was given up to
-    /// the dead-letter topics. Once per round and connection, not per
-    /// answer: a consumer acks in batches, and a group then refills its
-    /// members' windows in one go.
+    /// Settles what the round's answers and timeouts did: fills the room
+    /// they freed in each window, gives the groups their answers (and out
+    /// what is owed), and sends what was given up to the dead-letter
+    /// topics. Once per round and connection, not per answer: a consumer
+    /// acks in batches, and its window is then refilled in one go.
     fn settle_answers(&mut self, now: Instant) -> Result<(), StoreError> {
         let mut answered = std::mem::take(&mut self.chores.answered);
         answered.sort_unstable();
         answered.dedup();
         for conn in answered {
+            self.refill(conn, now);
             self.dead_letter_given_up(conn, now)?;
             self.settle_groups(conn, now)?;
         }
         Ok(())
+    }
+
+    /// Sends a connection what fits the room its answers freed.
+    fn refill(&mut self, conn: ConnId, now: Instant) {
+        if let Some(session) = self.sessions.get_mut(&conn) {
+            session.pump(&self.topics, now);
+            self.chores.settle(conn, session);
+        }
     }
 
     fn reply(&mut self, conn: ConnId, reply: Reply) {

@@ -346,8 +346,10 @@ impl Session {
         self.pump(topics, now);
     }
 
-    /// Handles an Ack (`acked`) or Nack for the oldest unanswered delivery,
-    /// then fills the room it freed.
+    /// Handles an Ack (`acked`) or Nack for the oldest unanswered delivery.
+    /// The room it frees is filled by the caller's next [`Session::pump`]:
+    /// a consumer acks in batches, and one pump after the batch sends as
+    /// much as one pump after each ack would, for far less work.
     pub fn answer(
         &mut self,
         acked: bool,
@@ -369,7 +371,6 @@ impl Session {
                 self.schedule_again(delivery, now + self.policy.ack_delay, topics);
             }
         }
-        self.pump(topics, now);
         Ok(())
     }
 
