@@ -29,8 +29,8 @@ use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -1151,98 +1151,37 @@ fn a_replay_from_the_segments_keeps_other_clients_flowing() {
 
 // ---- The brook binary: killed, and short of disk. ----
 
-/// The `brook` binary, run on `data`, killed when dropped.
-struct Process {
-    child: Option<Child>,
-    addr: SocketAddr,
-    /// Everything it wrote to stderr so far.
-    log: Arc<Mutex<String>>,
+/// Starts `brook --fsync <fsync>` on `data`; with `file_blocks`, files it
+/// writes may not grow beyond that many 512-byte blocks (`ulimit -f`), and a
+/// write that would make them is refused with `EFBIG`, as a full disk
+/// refuses one with `ENOSPC`.
+fn start_brook(data: &Path, fsync: &str, file_blocks: Option<u32>) -> BrookProcess {
+    try_start_brook(data, fsync, file_blocks).unwrap_or_else(|error| panic!("{error}"))
 }
 
-impl Process {
-    /// Starts `brook --fsync <fsync>` on `data`; with `file_blocks`, files
-    /// it writes may not grow beyond that many 512-byte blocks (`ulimit
-    /// -f`), and a write that would make them is refused with `EFBIG`, as a
-    /// full disk refuses one with `ENOSPC`.
-    fn start(data: &Path, fsync: &str, file_blocks: Option<u32>) -> Process {
-        Process::try_start(data, fsync, file_blocks).unwrap_or_else(|error| panic!("{error}"))
-    }
-
-    /// Like [`Process::start`], but a broker that does not start is an
-    /// error that says why.
-    fn try_start(data: &Path, fsync: &str, file_blocks: Option<u32>) -> Result<Process, String> {
-        let brook = env!("CARGO_BIN_EXE_brook");
-        let mut command = match file_blocks {
-            None => Command::new(brook),
-            Some(blocks) => {
-                // SIGXFSZ ignored, so that the write fails instead.
-                let mut sh = Command::new("sh");
-                sh.args(["-c", "trap '' XFSZ; ulimit -S -f \"$0\" && exec \"$@\""])
-                    .arg(blocks.to_string())
-                    .arg(brook);
-                sh
-            }
-        };
-        command
-            .args(["--addr", "127.0.0.1:0", "--fsync", fsync, "--data-dir"])
-            .arg(data)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("start brook");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (found, listening) = mpsc::channel();
-        let kept = log.clone();
-        // Reads stderr to its end, so that logging never blocks the broker.
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                {
-                    let mut log = kept.lock().unwrap();
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-                if let Some((_, rest)) = line.split_once("listening on ") {
-                    let addr = rest.split_whitespace().next().unwrap_or("");
-                    let _ = found.send(addr.parse::<SocketAddr>());
-                }
-            }
-        });
-        let mut process = Process {
-            child: Some(child),
-            addr: "0.0.0.0:0".parse().unwrap(),
-            log,
-        };
-        match listening.recv_timeout(WAIT) {
-            Ok(Ok(addr)) => process.addr = addr,
-            other => {
-                return Err(format!(
-                    "brook did not start: no 'listening on' line ({other:?}); stderr:\n{}",
-                    process.stderr()
-                ))
-            }
+/// Like [`start_brook`], but a broker that does not start is an error that
+/// says why.
+fn try_start_brook(
+    data: &Path,
+    fsync: &str,
+    file_blocks: Option<u32>,
+) -> Result<BrookProcess, String> {
+    let brook = env!("CARGO_BIN_EXE_brook");
+    let mut command = match file_blocks {
+        None => Command::new(brook),
+        Some(blocks) => {
+            // SIGXFSZ ignored, so that the write fails instead.
+            let mut sh = Command::new("sh");
+            sh.args(["-c", "trap '' XFSZ; ulimit -S -f \"$0\" && exec \"$@\""])
+                .arg(blocks.to_string())
+                .arg(brook);
+            sh
         }
-        Ok(process)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    fn stderr(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+    };
+    command
+        .args(["--addr", "127.0.0.1:0", "--fsync", fsync, "--data-dir"])
+        .arg(data);
+    BrookProcess::start(command, WAIT)
 }
 
 /// Runs the `brook` binary on `data`, which must refuse to start: returns
@@ -1285,7 +1224,7 @@ fn the_binary_warns_of_a_cut_tail_and_refuses_a_corrupt_middle() {
     let file_name = segment.file_name().unwrap().to_string_lossy().into_owned();
     truncate(&segment, records[9].end() - 3);
 
-    let broker = Process::start(&data, "batch", None);
+    let broker = start_brook(&data, "batch", None);
     let log = broker.stderr();
     let warning = log
         .lines()
@@ -1335,7 +1274,7 @@ fn crash_payload(offset: u64) -> String {
 fn killed_while_publishing(fsync: &str) {
     let root = TempDir::new(&format!("crash-{fsync}"));
     let data = root.path().join("data");
-    let mut broker = Process::start(&data, fsync, None);
+    let mut broker = start_brook(&data, fsync, None);
     let kill_after = 500 + u64::from(std::process::id() % 500);
 
     let stream = TcpStream::connect(broker.addr).unwrap();
@@ -1359,7 +1298,7 @@ fn killed_while_publishing(fsync: &str) {
         sent
     });
     // Kills the broker once told to, while the publisher goes on.
-    let mut child = broker.child.take().unwrap();
+    let mut child = broker.take_child();
     let (kill, killed) = mpsc::channel::<()>();
     let killer = thread::spawn(move || {
         let _ = killed.recv_timeout(2 * WAIT);
@@ -1393,7 +1332,7 @@ fn killed_while_publishing(fsync: &str) {
         broker.stderr()
     );
 
-    let broker = Process::start(&data, fsync, None);
+    let broker = start_brook(&data, fsync, None);
     let msgs = read_log(broker.addr, "crash");
     let stored = msgs.len() as u64;
     assert!(
@@ -1472,7 +1411,7 @@ fn short_of_disk(fsync: &str) {
     let root = TempDir::new(&format!("full-{fsync}"));
     let data = root.path().join("data");
     // 4 blocks: 2,048 bytes, two records of 724 bytes and most of a third.
-    let broker = Process::start(&data, fsync, Some(4));
+    let broker = start_brook(&data, fsync, Some(4));
     let payload = |i: u64| format!("{i:03}{}", "f".repeat(697));
     let mut client = Asker::connect(broker.addr);
     let mut confirmed = BTreeMap::new();
@@ -1525,7 +1464,7 @@ fn short_of_disk(fsync: &str) {
     drop(client);
     drop(broker);
 
-    let broker = Process::start(&data, fsync, None);
+    let broker = start_brook(&data, fsync, None);
     let stored: BTreeMap<u64, String> = read_log(broker.addr, "full")
         .into_iter()
         .map(|m| (m.offset, String::from_utf8_lossy(&m.payload).into_owned()))
@@ -1580,7 +1519,7 @@ fn a_topic_whose_creation_failed_comes_back_under_no_other_name() {
     for (blocks, name) in cases {
         let root = TempDir::new("no-room-for-a-name");
         let data = root.path().join("data");
-        let broker = Process::start(&data, "batch", Some(blocks));
+        let broker = start_brook(&data, "batch", Some(blocks));
         let mut client = Asker::connect(broker.addr);
         let reply = client.ask(&format!("PUB {} first", quote(&name)));
         assert!(
@@ -1591,7 +1530,7 @@ fn a_topic_whose_creation_failed_comes_back_under_no_other_name() {
         drop(broker);
 
         let case = format!("{} bytes of room, a {}-byte name", blocks * 512, name.len());
-        let broker = match Process::try_start(&data, "batch", None) {
+        let broker = match try_start_brook(&data, "batch", None) {
             Ok(broker) => broker,
             Err(error) => {
                 failures.push(format!("{case}: {error}"));

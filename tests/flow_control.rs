@@ -28,17 +28,16 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::Command;
+use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
 use brook::client::{Delivery, Publisher, Subscriber};
 use brook::protocol::StartAt;
-use common::{subscriber, Line, TempDir};
+use common::{subscriber, BrookProcess, Line, TempDir};
 
 /// The size of every message.
 const MESSAGE_BYTES: usize = 1024;
@@ -89,14 +88,13 @@ const MEMORY_BOUND_MIB: u64 = 128;
 /// The `brook` binary, storing its topics in a temporary directory of its
 /// own. Dropping it kills the process, then removes the directory.
 struct Brook {
-    child: Child,
+    process: BrookProcess,
     addr: SocketAddr,
     _data: TempDir,
 }
 
 impl Brook {
-    /// Starts `brook` on a free port of 127.0.0.1, on a new data directory,
-    /// and waits for its "listening on" line.
+    /// Starts `brook` on a free port of 127.0.0.1, on a new data directory.
     ///
     /// `--fsync never`: these tests are about memory, not crashes. An ack
     /// timeout of an hour: the subscribers here leave deliveries unanswered
@@ -105,62 +103,26 @@ impl Brook {
     /// business, not flow control's.
     fn start(tag: &str) -> Brook {
         let data = TempDir::new(tag);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_brook"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_brook"));
+        command
             .args(["--addr", "127.0.0.1:0", "--fsync", "never"])
             .args(["--ack-timeout", "1h", "--data-dir"])
-            .arg(data.path())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start brook");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (found, listening) = mpsc::channel();
-        let kept = log.clone();
-        // Reads stderr to its end, so that logging never blocks the broker.
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some((_, rest)) = line.split_once("listening on ") {
-                    let addr = rest.split_whitespace().next().unwrap_or("");
-                    let _ = found.send(addr.parse::<SocketAddr>());
-                }
-                let mut log = kept.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let mut brook = Brook {
-            child,
-            addr: "0.0.0.0:0".parse().unwrap(),
+            .arg(data.path());
+        let process = BrookProcess::start(command, PATIENCE).unwrap_or_else(|e| panic!("{e}"));
+        Brook {
+            addr: process.addr,
+            process,
             _data: data,
-        };
-        match listening.recv_timeout(PATIENCE) {
-            Ok(Ok(addr)) => brook.addr = addr,
-            other => panic!(
-                "brook did not start ({other:?}); stderr:\n{}",
-                log.lock().unwrap()
-            ),
         }
-        brook
     }
 
     /// A log of this broker's memory, which fails the test as soon as a
     /// sample shows it has held [`MEMORY_BOUND_MIB`].
     fn memory_log(&self) -> MemoryLog {
         MemoryLog {
-            pid: self.child.id(),
+            pid: self.process.pid(),
             samples: Vec::new(),
         }
-    }
-}
-
-impl Drop for Brook {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

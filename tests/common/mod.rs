@@ -2,7 +2,8 @@
 //! ephemeral port, a raw-socket client that reads exact byte counts under a
 //! timeout, builders for the wire frames (written out by hand, independently
 //! of `brook::protocol`, the way the Go reference client lays them out), and
-//! small wrappers around the Rust client.
+//! small wrappers around the Rust client, and the `brook` binary run as a
+//! child process.
 //!
 //! Nothing here sleeps: every wait is a blocking read with a deadline.
 
@@ -10,10 +11,13 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
 use std::time::Duration;
 
 use brook::client::{Delivery, Publisher, Subscriber};
@@ -616,5 +620,87 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// The `brook` binary as a child process, for the tests that need the real
+/// process: to kill it, to limit its files, or to read its memory. Its
+/// stderr is read to the end (so logging never blocks it) and kept for the
+/// test's messages. Dropping it kills the process.
+pub struct BrookProcess {
+    /// `None` once a test has taken the child to kill it itself.
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    /// Everything it wrote to stderr so far.
+    log: Arc<Mutex<String>>,
+}
+
+impl BrookProcess {
+    /// Runs `command`, which must start brook with `--addr 127.0.0.1:0`,
+    /// with `RUST_LOG=info`, and waits up to `patience` for its "listening
+    /// on" line. A broker that does not start is an error with its stderr.
+    pub fn start(mut command: Command, patience: Duration) -> Result<BrookProcess, String> {
+        let mut child = command
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start brook: {e}"))?;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (found, listening) = mpsc::channel();
+        let kept = log.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                {
+                    let mut log = kept.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+                if let Some((_, rest)) = line.split_once("listening on ") {
+                    let addr = rest.split_whitespace().next().unwrap_or("");
+                    let _ = found.send(addr.parse::<SocketAddr>());
+                }
+            }
+        });
+        let mut process = BrookProcess {
+            child: Some(child),
+            addr: "0.0.0.0:0".parse().unwrap(),
+            log,
+        };
+        match listening.recv_timeout(patience) {
+            Ok(Ok(addr)) => process.addr = addr,
+            other => {
+                return Err(format!(
+                    "brook did not start: no 'listening on' line ({other:?}); stderr:\n{}",
+                    process.stderr()
+                ))
+            }
+        }
+        Ok(process)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the child was taken").id()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Hands the process to the test, which then kills it when it chooses.
+    pub fn take_child(&mut self) -> Child {
+        self.child.take().expect("the child was taken")
+    }
+}
+
+impl Drop for BrookProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
