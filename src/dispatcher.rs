@@ -740,7 +740,7 @@ impl Dispatcher {
                 if session.unsubscribe(id) {
                     remove_subscriber(&mut self.topics[id], conn);
                 }
-                for index in session.leave_groups_of(id) {
+                for index in session.leave_groups_of(id, &self.topics) {
                     self.topics[id].groups[index].leave(conn);
                 }
             }
@@ -896,9 +896,12 @@ impl Dispatcher {
             for membership in session.memberships() {
                 self.topics[membership.topic].groups[membership.group].leave(conn);
             }
-            session.close(now);
-            // What it had of its groups' messages goes to the others.
+            session.close(&self.topics, now);
+            // What it had of its groups' messages goes to the others, and
+            // what it gave up to the dead-letter topics, before the session
+            // is forgotten.
             self.settle_groups(conn, now)?;
+            self.dead_letter_given_up(conn, now)?;
             self.serve(conn, now);
         }
         Ok(())

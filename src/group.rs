@@ -164,12 +164,18 @@ impl Group {
         self.again.push_front((offset, deliveries - 1));
     }
 
-    /// The group is done with `offset`: acked, or given up.
+    /// The group is done with `offset`: acked, or given up. A late ack can
+    /// come for a message that is already waiting to go out again, or out
+    /// with another member: it is done all the same, and the other member's
+    /// answer to it will find nothing left to do.
     pub fn done(&mut self, offset: Offset) {
-        self.out.remove(&offset);
+        if self.out.remove(&offset).is_none() {
+            self.again.retain(|&(again, _)| again != offset);
+        }
     }
 
-    /// `offset`, delivered `deliveries` times, must be given out again.
+    /// `offset`, delivered `deliveries` times, must be given out again,
+    /// unless the group is done with it already (a late ack settled it).
     pub fn again(&mut self, offset: Offset, deliveries: u32) {
         if self.out.remove(&offset).is_some() {
             self.again.push_back((offset, deliveries));
@@ -233,6 +239,24 @@ mod tests {
         assert_eq!(group.position(), 7);
         group.done(7);
         assert_eq!(group.position(), 8);
+    }
+
+    /// A late ack settles a message wherever it is: waiting to go out
+    /// again, or out with another member, whose answer then changes nothing.
+    #[test]
+    fn a_late_ack_finishes_a_message_wherever_it_is() {
+        let mut group = Group::new(Arc::from("g"), 0);
+        assert_eq!(group.take(2), Some((0, 1)));
+        assert_eq!(group.take(2), Some((1, 1)));
+        group.again(0, 1); // timed out
+        group.done(0); // ... and then acked, late
+        assert_eq!(group.take(2), None, "0 is not given out again");
+        group.again(1, 1); // timed out
+        assert_eq!(group.take(2), Some((1, 2)), "given to another member");
+        group.done(1); // the late ack of the first delivery
+        group.again(1, 2); // the other member's nack
+        assert_eq!(group.take(2), None);
+        assert_eq!(group.position(), 2);
     }
 
     #[test]

@@ -22,10 +22,25 @@
 //! matched to it and not to the next delivery. Timed-out entries are always a
 //! prefix of the queue, so a count (`timed_out`) marks them.
 //!
+//! An Ack means done, whichever delivery of a message it answers. A late
+//! Ack therefore settles the message: its redelivery is taken off the
+//! schedule, or, if it was already sent, marked `settled`, so
+//! that its own answer and its own timeout change nothing. A late Nack
+//! changes nothing: the timeout already sent the message again, and one
+//! refusal must not send it twice.
+//!
+//! ```text
+//!   in_flight:  [ 7 (timed out) | 9 | 10 | 7 again ]      redeliveries: —
+//!   late Ack ──▶ settles 7:      9 | 10 | 7 again (settled: answer ignored)
+//! ```
+//!
 //! A message is delivered at most `max_deliveries` times; after that it is
 //! given up, logged with its topic and offset, and (unless `--dead-letter
 //! off`) handed to the dispatcher, which appends it to the topic's
-//! dead-letter topic ([`GivenUp`]).
+//! dead-letter topic ([`GivenUp`]). When the last allowed delivery times
+//! out, the message is not given up yet: the client may still Ack it. Its
+//! answer decides, however late: an Ack settles it, a Nack gives it up, and
+//! so does the connection's end if no answer ever came.
 //!
 //! The window has two bounds: at most `max_inflight` deliveries, and at
 //! most `subscriber_buffer` bytes of their payloads, may be unanswered at
@@ -153,6 +168,11 @@ struct Delivery {
     /// The consumer group of the topic it was sent for, by index, if any:
     /// its answer goes back to the group, which decides what comes next.
     group: Option<usize>,
+    /// Whether its answer no longer matters: the message was acked through
+    /// another of its deliveries, or given back to its group when the
+    /// session left it. Its answer is still expected (it keeps later answers
+    /// matched), but neither the answer nor a timeout does anything.
+    settled: bool,
 }
 
 /// The session's place in a consumer group of one of its topics.
@@ -346,10 +366,12 @@ impl Session {
         self.pump(topics, now);
     }
 
-    /// Handles an Ack (`acked`) or Nack for the oldest unanswered delivery.
-    /// The room it frees is filled by the caller's next [`Session::pump`]:
-    /// a consumer acks in batches, and one pump after the batch sends as
-    /// much as one pump after each ack would, for far less work.
+    /// Handles an Ack (`acked`) or Nack for the oldest unanswered delivery,
+    /// timed out or not: answers match deliveries in the order they were
+    /// written. The room it frees is filled by the caller's next
+    /// [`Session::pump`]: a consumer acks in batches, and one pump after the
+    /// batch sends as much as one pump after each ack would, for far less
+    /// work.
     pub fn answer(
         &mut self,
         acked: bool,
@@ -358,20 +380,59 @@ impl Session {
     ) -> Result<(), NothingToAnswer> {
         let delivery = self.in_flight.pop_front().ok_or(NothingToAnswer)?;
         self.in_flight_bytes -= delivery.payload.len();
-        if self.timed_out > 0 {
-            // A late answer to a delivery that was already sent again (or
-            // given back to its group).
+        let late = self.timed_out > 0;
+        if late {
             self.timed_out -= 1;
         } else {
-            // The next delivery is now the oldest: its clock starts.
-            self.clock_start = now;
-            if delivery.group.is_some() {
-                self.answer_group(&delivery, acked);
-            } else if !acked {
-                self.schedule_again(delivery, now + self.policy.ack_delay, topics);
-            }
+            self.clock_start = now; // the next delivery is now the oldest
+        }
+        if delivery.settled {
+            return Ok(());
+        }
+        let last = delivery.count >= self.policy.max_deliveries;
+        match (acked, late) {
+            (true, _) => self.settle(&delivery, late),
+            (false, false) => self.retry(delivery, now + self.policy.ack_delay, topics),
+            // The last delivery allowed, timed out and now refused: the
+            // give-up its timeout left to this answer.
+            (false, true) if last => self.retry(delivery, now, topics),
+            // Its timeout has already sent the message again.
+            (false, true) => {}
         }
         Ok(())
+    }
+
+    /// The client acked `delivery`: its message is done. A group hears so,
+    /// whoever holds the message now. A late ack also settles the
+    /// redelivery its timeout caused.
+    fn settle(&mut self, delivery: &Delivery, late: bool) {
+        if delivery.group.is_some() {
+            self.answer_group(delivery, true);
+        } else if late {
+            self.settle_other_deliveries(delivery.topic, delivery.offset);
+        }
+    }
+
+    /// Takes the redelivery of a message off the schedule, and marks its
+    /// deliveries still awaiting answers settled. Only a late ack calls
+    /// this, and at most one delivery times out per ack timeout, so the
+    /// scans are rare.
+    fn settle_other_deliveries(&mut self, topic: TopicId, offset: Offset) {
+        let same = |d: &Delivery| d.group.is_none() && d.topic == topic && d.offset == offset;
+        for delivery in self.in_flight.iter_mut().filter(|d| same(d)) {
+            delivery.settled = true;
+        }
+        self.redeliveries.retain(|again| !same(&again.0.delivery));
+    }
+
+    /// `delivery` was nacked, or went unanswered for the ack timeout: its
+    /// message goes out again at `due` (or is given up). A group's message
+    /// goes back to the group, which decides.
+    fn retry(&mut self, delivery: Delivery, due: Instant, topics: &[Topic]) {
+        match delivery.group {
+            Some(_) => self.answer_group(&delivery, false),
+            None => self.schedule_again(delivery, due, topics),
+        }
     }
 
     /// Called by the dispatcher at (or after) [`Session::next_wake`]: times
@@ -380,22 +441,29 @@ impl Session {
     pub fn wake(&mut self, topics: &[Topic], now: Instant) {
         if let Some(deadline) = self.ack_deadline() {
             if now >= deadline {
-                let delivery = self.in_flight[self.timed_out].clone();
-                self.timed_out += 1;
-                self.clock_start = now;
-                log::debug!(
-                    "conn {}: no answer for {}@{} within the ack timeout",
-                    self.id,
-                    topics[delivery.topic].name,
-                    delivery.offset
-                );
-                match delivery.group {
-                    Some(_) => self.answer_group(&delivery, false),
-                    None => self.schedule_again(delivery, now, topics),
-                }
+                self.time_out_oldest(topics, now);
             }
         }
         self.pump(topics, now);
+    }
+
+    /// The oldest live delivery went unanswered for the ack timeout: its
+    /// message is sent again at once, unless it is settled already, or this
+    /// was its last delivery allowed (then its answer, however late, will
+    /// say whether it is done or given up).
+    fn time_out_oldest(&mut self, topics: &[Topic], now: Instant) {
+        let delivery = self.in_flight[self.timed_out].clone();
+        self.timed_out += 1;
+        self.clock_start = now;
+        log::debug!(
+            "conn {}: no answer for {}@{} within the ack timeout",
+            self.id,
+            topics[delivery.topic].name,
+            delivery.offset
+        );
+        if !delivery.settled && delivery.count < self.policy.max_deliveries {
+            self.retry(delivery, now, topics);
+        }
     }
 
     /// When this session next needs [`Session::wake`]: the ack deadline of
@@ -413,21 +481,38 @@ impl Session {
 
     /// The client has closed its side of the connection, or quit. Its
     /// subscriptions end, and deliveries it has not answered are dropped:
-    /// they were owed to it alone. Pulls it asked for still stream, as long
-    /// as it keeps reading: a script may send `PULL` and close at once.
-    pub fn close(&mut self, now: Instant) {
+    /// they were owed to it alone, except what [`Session::let_go`] keeps.
+    /// Pulls it asked for still stream, as long as it keeps reading: a
+    /// script may send `PULL` and close at once.
+    pub fn close(&mut self, topics: &[Topic], now: Instant) {
         self.subscriptions.clear();
         self.ready.clear();
-        let unanswered: Vec<Delivery> = self.in_flight.drain(self.timed_out..).collect();
-        for delivery in unanswered.iter().filter(|d| d.group.is_some()) {
-            self.answer_group(delivery, false); // back to the other members
+        let unanswered: Vec<Delivery> = self.in_flight.drain(..).collect();
+        for (i, delivery) in unanswered.iter().enumerate() {
+            self.let_go(delivery, i < self.timed_out, topics);
         }
-        self.in_flight.clear();
         self.memberships.clear();
         self.in_flight_bytes = 0;
         self.timed_out = 0;
         self.redeliveries.clear();
         self.closing = Some(now + self.policy.linger);
+    }
+
+    /// What an unanswered delivery (`late` if it timed out) leaves behind
+    /// when the session stops waiting for its answer: a group gets its
+    /// message back, and the last delivery allowed of a message, timed out,
+    /// gives the message up. A settled delivery, or one whose timeout has
+    /// already sent the message again, leaves nothing.
+    fn let_go(&mut self, delivery: &Delivery, late: bool, topics: &[Topic]) {
+        let last = delivery.count >= self.policy.max_deliveries;
+        if delivery.settled || (late && !last) {
+            return;
+        }
+        match delivery.group {
+            Some(_) => self.answer_group(delivery, false),
+            None if late => self.give_up(delivery, topics),
+            None => {}
+        }
     }
 
     /// Whether a closed session is done: its pulls have ended, or made no
@@ -446,16 +531,17 @@ impl Session {
 
     /// Leaves every group of `topic`; returns the groups left. Messages
     /// of theirs that the session has yet to answer go back to them.
-    pub fn leave_groups_of(&mut self, topic: TopicId) -> Vec<usize> {
-        for delivery in self.in_flight.iter().skip(self.timed_out) {
-            if delivery.topic == topic && delivery.group.is_some() {
-                self.group_answers.push(group_answer(delivery, false));
+    pub fn leave_groups_of(&mut self, topic: TopicId, topics: &[Topic]) -> Vec<usize> {
+        let timed_out = self.timed_out;
+        let mut letting_go = Vec::new();
+        for (i, delivery) in self.in_flight.iter_mut().enumerate() {
+            if delivery.topic == topic && delivery.group.is_some() && !delivery.settled {
+                letting_go.push((delivery.clone(), i < timed_out));
+                delivery.settled = true; // its answer no longer matters
             }
         }
-        for delivery in self.in_flight.iter_mut().skip(self.timed_out) {
-            if delivery.topic == topic {
-                delivery.group = None; // its answer no longer matters
-            }
+        for (delivery, late) in letting_go {
+            self.let_go(&delivery, late, topics);
         }
         let left = self.memberships.iter().filter(|m| m.topic == topic);
         let left: Vec<usize> = left.map(|m| m.group).collect();
@@ -509,6 +595,7 @@ impl Session {
             count: deliveries,
             payload,
             group: Some(group),
+            settled: false,
         };
         self.send(delivery, topic, now);
         false
@@ -628,6 +715,7 @@ impl Session {
                     count: 1,
                     payload,
                     group: None,
+                    settled: false,
                 };
                 self.send(delivery, topic, now);
             }
@@ -788,25 +876,11 @@ impl Session {
     }
 
     /// Schedules `delivery` to be sent again at `due`, unless it has been
-    /// delivered the maximum number of times or its topic was unsubscribed.
+    /// delivered the maximum number of times (then it is given up) or its
+    /// topic was unsubscribed.
     fn schedule_again(&mut self, delivery: Delivery, due: Instant, topics: &[Topic]) {
-        let name = &topics[delivery.topic].name;
         if delivery.count >= self.policy.max_deliveries {
-            log::warn!(
-                "conn {}: giving up on message {}@{} after {} deliveries",
-                self.id,
-                name,
-                delivery.offset,
-                delivery.count
-            );
-            if self.policy.dead_letters {
-                self.given_up.push(GivenUp {
-                    topic: delivery.topic,
-                    offset: delivery.offset,
-                    deliveries: delivery.count,
-                    payload: delivery.payload,
-                });
-            }
+            self.give_up(&delivery, topics);
             return;
         }
         if !self.subscriptions.contains_key(&delivery.topic) {
@@ -821,5 +895,26 @@ impl Session {
                 ..delivery
             },
         }));
+    }
+
+    /// Gives up a message of a fan-out subscription after its last delivery
+    /// allowed: logged, and handed to the dispatcher for the dead-letter
+    /// topic. (A group gives up its messages itself.)
+    fn give_up(&mut self, delivery: &Delivery, topics: &[Topic]) {
+        log::warn!(
+            "conn {}: giving up on message {}@{} after {} deliveries",
+            self.id,
+            topics[delivery.topic].name,
+            delivery.offset,
+            delivery.count
+        );
+        if self.policy.dead_letters {
+            self.given_up.push(GivenUp {
+                topic: delivery.topic,
+                offset: delivery.offset,
+                deliveries: delivery.count,
+                payload: delivery.payload.clone(),
+            });
+        }
     }
 }

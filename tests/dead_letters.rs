@@ -1,5 +1,5 @@
 //! Dead letters: a message given up after `--max-deliveries` (nacked every
-//! time, or never answered) is appended to its topic's dead-letter topic,
+//! time, or never answered by a consumer that went away) is appended to its topic's dead-letter topic,
 //! `<topic>.dlq`, as one line that says where it came from and how often it
 //! was delivered, then the payload as it was. Other subscribers of the topic
 //! are not affected, and `--dead-letter off` drops the message as before.
@@ -39,6 +39,7 @@ fn a_message_nacked_max_deliveries_times_lands_in_the_dead_letter_topic() {
         expect_next(&mut nacker, "orders", b"poison");
         nacker.nack().unwrap();
     }
+    nacker.flush().unwrap(); // the last nack goes with no read after it
     let expected = letter("orders", 1, 5, b"poison");
     expect_next_ack(&mut operator, "orders.dlq", &expected);
     expect_nothing(&mut fan_out, QUIET);
@@ -46,9 +47,11 @@ fn a_message_nacked_max_deliveries_times_lands_in_the_dead_letter_topic() {
     expect_nothing(&mut operator, QUIET);
 }
 
-/// A consumer that never answers gives the message up through ack
-/// timeouts; a topic name with a space is quoted in the letter, and an
-/// operator can re-publish the payload after the first line.
+/// A consumer that never answers: its last delivery times out, and the
+/// message is given up when the consumer goes away without answering (its
+/// answer, however late, could still have been an Ack). A topic name with
+/// a space is quoted in the letter, and an operator can re-publish the
+/// payload after the first line.
 #[test]
 fn a_message_never_answered_lands_there_too_with_its_topic_quoted() {
     let config = Config {
@@ -64,6 +67,9 @@ fn a_message_never_answered_lands_there_too_with_its_topic_quoted() {
     for _ in 0..2 {
         expect_next(&mut silent, "new orders", b"never answered");
     }
+    expect_nothing(&mut silent, 2 * config.ack_timeout); // the last one times out
+    expect_nothing(&mut operator, QUIET);
+    drop(silent);
     let expected = letter("\"new orders\"", 0, 2, b"never answered");
     let delivery = next(&mut operator);
     assert_eq!(delivery.payload, expected);
@@ -73,6 +79,34 @@ fn a_message_never_answered_lands_there_too_with_its_topic_quoted() {
     publish_all(addr, &[("new orders", payload)]);
     let mut again = subscriber(addr, &["new orders"], StartAt::From(1));
     expect_next_ack(&mut again, "new orders", b"never answered");
+}
+
+/// The last Nack and the end of the connection in one write: the session
+/// is gone before the round settles its answers, and the dead letter must
+/// not go with it.
+#[test]
+fn a_give_up_reaches_the_dead_letters_when_the_client_leaves_at_once() {
+    let config = Config {
+        max_deliveries: 1,
+        ..timer_config()
+    };
+    let broker = start_broker(&config);
+    let addr = broker.local_addr();
+    let mut operator = subscriber(addr, &["t.dlq"], StartAt::Beginning);
+    for (i, goodbye) in ["NACK\nQUIT\n", "NACK\n"].into_iter().enumerate() {
+        let mut client = Line::connect(addr);
+        assert_eq!(client.ask("SUB t current manual"), "+OK");
+        let payload = format!("goodbye {i}");
+        assert_eq!(
+            Line::connect(addr).ask(&format!("PUB t {payload}")),
+            format!("+OK {i}")
+        );
+        client.expect_msg("t", i as u64, payload.as_bytes());
+        client.send(goodbye);
+        drop(client); // with QUIT, or closed at once
+        let expected = letter("t", i as u64, 1, payload.as_bytes());
+        expect_next_ack(&mut operator, "t.dlq", &expected);
+    }
 }
 
 #[test]
