@@ -44,7 +44,8 @@ use std::io::Write;
 use std::sync::Arc;
 
 use crate::protocol::{
-    AckMode, Decoded, LastTopic, Limits, Payload, ProtocolError, Request, StartAt,
+    is_valid_group_name, AckMode, Decoded, LastTopic, Limits, Payload, ProtocolError, Request,
+    StartAt,
 };
 use crate::stats::{BrokerReport, TopicReport};
 use crate::store::Offset;
@@ -59,6 +60,8 @@ pub enum LineError {
     MissingByteCount,
     MissingOffset,
     MissingGroup,
+    /// A group name that is empty or longer than `--max-topic-name-bytes`.
+    InvalidGroup,
     BadOffset,
     BadByteCount,
     BadCount,
@@ -94,6 +97,7 @@ impl LineError {
             LineError::MissingByteCount => "missing byte count",
             LineError::MissingOffset => "missing offset",
             LineError::MissingGroup => "missing group name",
+            LineError::InvalidGroup => "invalid group name",
             LineError::BadOffset => "bad offset",
             LineError::BadByteCount => "bad byte count",
             LineError::BadCount => "bad count",
@@ -318,9 +322,7 @@ impl Decoder {
                 word = words.next()?;
             }
             let group = match word {
-                Some(word) if word.eq_ignore_ascii_case("group") => {
-                    Some(words.next()?.ok_or(LineError::MissingGroup)?.into_owned())
-                }
+                Some(word) if word.eq_ignore_ascii_case("group") => Some(words.group()?),
                 Some(_) => return Err(LineError::UnexpectedArgument),
                 None => None,
             };
@@ -420,8 +422,7 @@ fn subscription_options(
     }
     let mut group = None;
     if is(&word, "group") {
-        let name = words.next()?.ok_or(LineError::MissingGroup)?;
-        group = Some(name.into_owned());
+        group = Some(words.group()?);
     } else if word.is_some() {
         return Err(LineError::UnexpectedArgument);
     }
@@ -496,6 +497,16 @@ impl<'a> Words<'a> {
             return Err(LineError::TopicNameTooLong);
         }
         Ok(topic)
+    }
+
+    /// The next word as a consumer group's name, under the rule both
+    /// protocols share ([`is_valid_group_name`]).
+    fn group(&mut self) -> Result<String, LineError> {
+        let name = self.next()?.ok_or(LineError::MissingGroup)?;
+        if !is_valid_group_name(&name, self.max_topic_bytes) {
+            return Err(LineError::InvalidGroup);
+        }
+        Ok(name.into_owned())
     }
 
     /// Everything after the next run of separators, as it is.
@@ -700,7 +711,8 @@ mod tests {
             })
         };
         let input = b"SUB t from 3 manual group g\nSUB t group \"a b\"\nSUB t manual\n\
-                      SUB t group\nSUB t manual x\nSUB t x\n";
+                      SUB t group\nSUB t manual x\nSUB t x\n\
+                      SUB t group \"\"\nSUB t group seventeen-bytes-x\nPULL t group \"\"\n";
         assert_eq!(
             decode_all(input, usize::MAX),
             vec![
@@ -710,6 +722,10 @@ mod tests {
                 Err(ProtocolError::Line(LineError::MissingGroup)),
                 Err(ProtocolError::Line(LineError::UnexpectedArgument)),
                 Err(ProtocolError::Line(LineError::BadStart)),
+                // The group name rule of binary action 7 (16 bytes here).
+                Err(ProtocolError::Line(LineError::InvalidGroup)),
+                Err(ProtocolError::Line(LineError::InvalidGroup)),
+                Err(ProtocolError::Line(LineError::InvalidGroup)),
             ]
         );
     }

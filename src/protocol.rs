@@ -167,6 +167,14 @@ pub enum Request {
 /// broker refuses it.
 pub type Decoded = Result<Request, ProtocolError>;
 
+/// Whether `name` may name a consumer group: not empty, and no longer than
+/// a topic name may be (`--max-topic-name-bytes`). One rule for both
+/// protocols, so that a line client cannot make a group that a binary
+/// client cannot join.
+pub fn is_valid_group_name(name: &str, max_bytes: usize) -> bool {
+    !name.is_empty() && name.len() <= max_bytes
+}
+
 impl Request {
     /// Whether the broker answers this request. A connection that never
     /// sends one (a binary publisher) never needs a writer thread.
@@ -493,12 +501,10 @@ impl Decoder {
             }
             State::Group { .. } => {
                 let group = match std::str::from_utf8(field) {
-                    Ok("") => Err(ProtocolError::InvalidGroup),
-                    Ok(name) if name.len() > self.limits.max_topic_name_bytes => {
-                        Err(ProtocolError::InvalidGroup)
+                    Ok(name) if is_valid_group_name(name, self.limits.max_topic_name_bytes) => {
+                        Ok(name.to_owned())
                     }
-                    Ok(name) => Ok(name.to_owned()),
-                    Err(_) => Err(ProtocolError::InvalidGroup),
+                    _ => Err(ProtocolError::InvalidGroup),
                 };
                 let action = action::SUBSCRIBE;
                 let group = Some(Box::new(group));

@@ -341,9 +341,15 @@ impl Session {
     }
 
     /// Forgets the subscription to `topic`. Deliveries already in flight must
-    /// still be answered, but none of them is sent again.
+    /// still be answered, but none of them is sent again. The topic leaves
+    /// the `ready` line too, or a client that unsubscribes and subscribes
+    /// again while its window is full would add it once more each time.
     pub fn unsubscribe(&mut self, topic: TopicId) -> bool {
-        self.subscriptions.remove(&topic).is_some()
+        let subscribed = self.subscriptions.remove(&topic).is_some();
+        if subscribed {
+            self.ready.retain(|&id| id != topic);
+        }
+        subscribed
     }
 
     /// The offset of the next message this session will read from `topic`,
@@ -672,7 +678,7 @@ impl Session {
                 break;
             };
             let Some(ack) = self.subscriptions.get(&id).map(|s| s.ack) else {
-                self.ready.pop_front(); // unsubscribed while waiting for its turn
+                self.ready.pop_front(); // not subscribed (cannot happen: see unsubscribe)
                 continue;
             };
             let room = match ack {

@@ -140,6 +140,34 @@ fn unsub_replies_ok_and_stops_deliveries() {
 
 // ---- Manual subscriptions: ACK, NACK, redelivery ----
 
+/// The subscriptions of one connection take turns, one message each, however
+/// often one of them was dropped and taken again while the window was full.
+#[test]
+fn unsub_and_sub_again_while_the_window_is_full_keep_the_turns_fair() {
+    let config = Config {
+        max_inflight: 1,
+        ..config()
+    };
+    let broker = start_broker(&config);
+    let addr = broker.local_addr();
+    let mut publisher = Line::connect(addr);
+    for i in 0..4 {
+        pub_ok(&mut publisher, "a", &format!("a{i}"), i);
+        pub_ok(&mut publisher, "b", &format!("b{i}"), i);
+    }
+    let mut client = text_subscriber(addr, "a beginning manual");
+    client.expect_msg("a", 0, b"a0"); // the window is full now
+    assert_eq!(client.ask("SUB b beginning manual"), "+OK");
+    for _ in 0..3 {
+        assert_eq!(client.ask("UNSUB b"), "+OK");
+        assert_eq!(client.ask("SUB b beginning manual"), "+OK");
+    }
+    for (topic, offset) in [("a", 1), ("b", 0), ("a", 2), ("b", 1), ("a", 3), ("b", 2)] {
+        client.send("ACK\n");
+        client.expect_msg(topic, offset, format!("{topic}{offset}").as_bytes());
+    }
+}
+
 #[test]
 fn manual_nack_brings_the_message_again_after_the_ack_delay() {
     let config = timer_config();
@@ -780,6 +808,9 @@ fn bad_commands_get_an_error_and_the_connection_keeps_working() {
         ("SUB t from 18446744073709551616", "bad offset"),
         ("SUB t sideways", "bad start position"),
         ("SUB t current manual x", "unexpected argument"),
+        ("SUB t group", "missing group name"),
+        ("SUB t manual group \"\"", "invalid group name"),
+        ("PULL t 5 group \"\"", "invalid group name"),
         ("UNSUB", "missing topic"),
         ("UNSUB t x", "unexpected argument"),
         ("PULL", "missing topic"),
@@ -800,6 +831,7 @@ fn bad_commands_get_an_error_and_the_connection_keeps_working() {
     .chain([
         (format!("SUB {long_topic}"), "topic name too long"),
         (format!("PUB {long_topic} x"), "topic name too long"),
+        (format!("SUB t group {long_topic}"), "invalid group name"),
     ])
     .collect();
     for (line, error) in &cases {
