@@ -560,8 +560,13 @@ impl Session {
     }
 
     /// Whether the session has room for one more message of the group
-    /// `group` of `topic`: the same windows as its own subscriptions.
+    /// `group` of `topic`: the same windows as its own subscriptions, and,
+    /// as for them, none while a pull streams, since its `+END` and the
+    /// replies behind it (a group's `+OK` among them) come first.
     pub fn has_group_room(&self, topic: TopicId, group: usize) -> bool {
+        if !self.pulls.is_empty() {
+            return false;
+        }
         let membership = self
             .memberships
             .iter()

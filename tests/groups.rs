@@ -403,3 +403,35 @@ fn a_group_without_members_does_not_hold_retention_back() {
         pulled[0].offset
     );
 }
+
+/// A group's deliveries keep the order a connection's replies promise:
+/// they wait behind a pull that is still streaming (its `+END` first), and
+/// behind the `+OK` of the `SUB` that joined the group. A small window
+/// makes the pull stream in several rounds.
+#[test]
+fn group_deliveries_wait_behind_a_streaming_pull_and_their_own_ok() {
+    let config = Config {
+        max_inflight: 4,
+        ..config()
+    };
+    let broker = start_broker(&config);
+    let addr = broker.local_addr();
+    publish_many(addr, "p", 10);
+    publish_many(addr, "g", 3);
+    let mut client = Line::connect(addr);
+    client.send("PULL p\nSUB g beginning manual group x\n");
+    let (pulled, count) = client.read_pull();
+    let offsets: Vec<u64> = pulled.iter().map(|msg| msg.offset).collect();
+    assert_eq!(
+        (offsets.as_slice(), count),
+        (&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9][..], 10)
+    );
+    assert!(pulled.iter().all(|msg| msg.topic == "p"), "{pulled:?}");
+    client.expect_line("+OK");
+    for offset in 0..3 {
+        let msg = client.read_msg();
+        assert_eq!((msg.topic.as_str(), msg.offset), ("g", offset));
+        client.send("ACK\n");
+    }
+    client.expect_silence(QUIET);
+}
