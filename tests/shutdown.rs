@@ -25,10 +25,10 @@ const MESSAGES: u64 = 100_000;
 /// How many replies the publisher reads before the broker is stopped.
 const REPLIES_BEFORE_STOP: u64 = 1_000;
 
-/// Messages for the subscriber, and their size: 32 MiB, far more than the
-/// socket buffers hold, so most of it waits in the broker's writer when
-/// the stop comes.
-const DELIVERIES: u64 = 512;
+/// Messages for the subscriber, and their size: 16 MiB, several times what
+/// the socket buffers of a client that does not read hold, so most of it
+/// waits in the broker's writer when the stop comes.
+const DELIVERIES: u64 = 256;
 const DELIVERY_BYTES: usize = 64 << 10;
 
 /// `brook` on `data`, on a port of its own, with `args`.
