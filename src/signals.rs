@@ -23,7 +23,7 @@
 //! SIGTERM 15 on every architecture.
 
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::IntoRawFd;
 use std::os::raw::{c_int, c_void};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -53,8 +53,6 @@ static PIPE: AtomicI32 = AtomicI32::new(-1);
 #[derive(Debug)]
 pub struct Signals {
     receiver: UnixStream,
-    /// Kept open for the handler, which writes to its descriptor.
-    _sender: UnixStream,
 }
 
 impl Signals {
@@ -66,7 +64,9 @@ impl Signals {
         // A handler must never block: if the socket is somehow full, the
         // signal is dropped, and the ones already queued still tell.
         sender.set_nonblocking(true)?;
-        PIPE.store(sender.as_raw_fd(), Ordering::SeqCst);
+        // The handler may run until the process exits, so the sending end
+        // is never closed: its descriptor number must not be reused.
+        PIPE.store(sender.into_raw_fd(), Ordering::SeqCst);
         for signum in [SIGTERM, SIGINT] {
             let handler = on_signal as extern "C" fn(c_int) as usize;
             // SAFETY: `on_signal` is an `extern "C" fn(c_int)`, the type a
@@ -76,10 +76,7 @@ impl Signals {
                 return Err(io::Error::last_os_error());
             }
         }
-        Ok(Signals {
-            receiver,
-            _sender: sender,
-        })
+        Ok(Signals { receiver })
     }
 
     /// Blocks until the next SIGTERM or SIGINT arrives, and returns its
