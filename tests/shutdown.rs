@@ -61,18 +61,21 @@ fn stop_a_pipelining_publisher(fsync: &str) {
     let mut broker = brook(data.path(), &["--fsync", fsync]);
     let stream = TcpStream::connect(broker.addr).unwrap();
     let sending = stream.try_clone().unwrap();
-    let writer = thread::spawn(move || send_publishes(sending));
+    let (signalled, go_on) = mpsc::channel();
+    let writer = thread::spawn(move || send_publishes(sending, &go_on));
     let (midway, reached) = mpsc::channel();
     let reader = thread::spawn(move || read_confirmations(stream, midway));
 
     reached.recv_timeout(WAIT).expect("the first replies come");
     broker.signal("TERM");
+    signalled.send(()).unwrap();
     let confirmed = reader.join().unwrap();
     let status = broker.wait_for_exit(WAIT);
     writer.join().unwrap();
     let log = broker.stderr();
     assert_eq!(status.code(), Some(0), "exit status; stderr:\n{log}");
     assert!(log.contains("brook stopped cleanly"), "stderr:\n{log}");
+    assert!(confirmed < MESSAGES, "the stop came mid-stream");
     drop(broker);
 
     let broker = brook(data.path(), &["--fsync", fsync]);
@@ -89,16 +92,22 @@ fn stop_a_pipelining_publisher(fsync: &str) {
     }
 }
 
-/// Writes `PUB t m<i>` for every message at once, then closes the sending
-/// side. The broker stops taking them part-way: what it no longer takes it
-/// reads and throws away, and once it has gone the writes fail, which is
-/// fine.
-fn send_publishes(mut stream: TcpStream) {
-    let mut lines = Vec::new();
-    for i in 0..MESSAGES {
-        writeln!(lines, "PUB t m{i}").unwrap();
-    }
-    let _ = stream.write_all(&lines);
+/// Writes `PUB t m<i>` for every message, the second half once `go_on`
+/// says the broker has been signalled (so some always come after the
+/// stop), then closes the sending side. What the broker no longer takes
+/// it reads and throws away, and once it has gone the writes fail, which
+/// is fine.
+fn send_publishes(mut stream: TcpStream, go_on: &mpsc::Receiver<()>) {
+    let publishes = |range: std::ops::Range<u64>| {
+        let mut lines = Vec::new();
+        for i in range {
+            writeln!(lines, "PUB t m{i}").unwrap();
+        }
+        lines
+    };
+    let _ = stream.write_all(&publishes(0..MESSAGES / 2));
+    go_on.recv_timeout(WAIT).expect("the broker is signalled");
+    let _ = stream.write_all(&publishes(MESSAGES / 2..MESSAGES));
     let _ = stream.shutdown(Shutdown::Write);
 }
 
