@@ -356,7 +356,8 @@ impl Dispatcher {
     }
 
     /// Runs rounds until told to shut down or every sender has gone, then
-    /// stops cleanly (see [`Dispatcher::end_sessions`]).
+    /// stops cleanly: every session ends, every log is forced to disk, and
+    /// every writer gets the linger to write what it holds.
     ///
     /// A store that fails to write stops the dispatcher at once, before the
     /// round's frames go out: nothing that was not stored is confirmed or
