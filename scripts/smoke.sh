@@ -250,10 +250,13 @@ kill "$beginning_pid"
 exit_status "$beginning_pid"
 check "subscribe.sh exits 130 on TERM" 130 "$code"
 
-# When the broker goes, the other subscribers end by themselves.
+# A TERM stops the broker cleanly, with status 0, and the other
+# subscribers end by themselves.
 kill "$broker_pid"
-wait "$broker_pid" 2>/dev/null || :
+code=0
+wait "$broker_pid" 2>/dev/null || code=$?
 broker_pid=
+check "brook exits 0 on TERM" 0 "$code"
 exit_status "$from_pid"
 check "subscribe.sh from 1 exits when the broker closes" 0 "$code"
 exit_status "$current_pid"

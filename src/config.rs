@@ -417,7 +417,8 @@ pub fn help() -> String {
     text.push_str(&format!("  {:<30}print this help\n", "-h, --help"));
     text.push_str(
         "\nDurations: 250ms, 2s, 1m, 1h, 7d. Sizes: 512, 64KiB, 8MiB, 1GiB (or KB, MB, GB).\n\
-         Logging follows RUST_LOG (default: info).\n",
+         Logging follows RUST_LOG (default: info).\n\
+         SIGTERM or Ctrl-C stops cleanly (exit 0); a second one exits at once (128 + signal).\n",
     );
     text
 }

@@ -32,12 +32,22 @@
 //! ([`Command::Detach`]) and ends. The dispatcher drops the writer, which
 //! writes anything still queued (such as the error that explains a close)
 //! and shuts the socket down.
+//!
+//! When the broker stops, it closes the [`Gate`] every reader passes to
+//! hand requests to the dispatcher. What a reader handed in before is
+//! carried out and answered in the dispatcher's last round; what it reads
+//! after is thrown away, until the client closes its side or the broker
+//! shuts the socket. Reading on keeps a client that is busy writing able
+//! to finish and read its last replies, and leaves no unread bytes behind,
+//! which would make the kernel answer the close with a reset.
 
 use std::io::{self, Read};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
+
+use parking_lot::{RwLock, RwLockReadGuard};
 
 use crate::dispatcher::{Command, ConnId};
 use crate::line;
@@ -56,6 +66,36 @@ pub struct ReaderContext {
     pub max_unwritten: usize,
     /// How long a new connection may take to send its first bytes.
     pub handshake_timeout: Duration,
+    /// Closed when the broker stops: no request passes it after that.
+    pub gate: Gate,
+}
+
+/// What stands between the readers and the dispatcher's queue: open while
+/// the broker runs, closed once for good when it stops.
+///
+/// A reader holds it open while it hands requests over ([`Gate::pass`]),
+/// and [`Gate::close`] waits for those readers. So every request is either
+/// queued before the close returns, and the broker stops only after the
+/// dispatcher has carried it out, or never queued at all: none is left
+/// half-way, in the queue behind the dispatcher's last round.
+#[derive(Debug, Default)]
+pub struct Gate {
+    closed: RwLock<bool>,
+}
+
+impl Gate {
+    /// Keeps the gate open for as long as the guard lives, or `None` if it
+    /// is closed.
+    pub fn pass(&self) -> Option<RwLockReadGuard<'_, bool>> {
+        let closed = self.closed.read();
+        (!*closed).then_some(closed)
+    }
+
+    /// Closes the gate, once every reader passing it has queued its
+    /// requests (the dispatcher keeps taking them meanwhile).
+    pub fn close(&self) {
+        *self.closed.write() = true;
+    }
 }
 
 /// How many answers a client may leave unread, on top of a full window of
@@ -89,6 +129,11 @@ pub fn run(id: ConnId, stream: Arc<TcpStream>, context: Arc<ReaderContext>) {
         .set_read_timeout(Some(reader.context.handshake_timeout));
     match listening.map_err(Stop::Io).and_then(|()| reader.serve()) {
         Ok(()) => log::debug!("conn {id}: closed"),
+        Err(Stop::BrokerStopping) => {
+            // The dispatcher ends every session itself as it stops.
+            reader.drain();
+            return;
+        }
         Err(error) => log::debug!("conn {id}: ended: {error}"),
     }
     if reader.writer.is_some() {
@@ -109,12 +154,13 @@ struct Reader {
 }
 
 /// Why a reader stops: the client said nothing in time, the socket failed,
-/// the dispatcher has gone, or the client sent something the stream cannot
-/// recover from.
+/// the broker is stopping, the dispatcher has gone, or the client sent
+/// something the stream cannot recover from.
 #[derive(Debug)]
 enum Stop {
     Silent,
     Io(io::Error),
+    BrokerStopping,
     DispatcherGone,
     Fatal(ProtocolError),
 }
@@ -124,6 +170,7 @@ impl std::fmt::Display for Stop {
         match self {
             Stop::Silent => write!(f, "said nothing within the handshake timeout"),
             Stop::Io(error) => write!(f, "{error}"),
+            Stop::BrokerStopping => write!(f, "the broker is stopping"),
             Stop::DispatcherGone => write!(f, "broker shutting down"),
             Stop::Fatal(error) => write!(f, "closed after {error}"),
         }
@@ -217,8 +264,10 @@ impl Reader {
     }
 
     /// Sends requests to the dispatcher, attaching a writer first if any of
-    /// them will be answered.
+    /// them will be answered, unless the broker is stopping.
     fn forward(&mut self, requests: Vec<Decoded>) -> Result<(), Stop> {
+        let context = Arc::clone(&self.context);
+        let _open = context.gate.pass().ok_or(Stop::BrokerStopping)?;
         if self.writer.is_none() && requests.iter().any(is_answered) {
             self.attach()?;
         }
@@ -227,6 +276,19 @@ impl Reader {
             .commands
             .send(command)
             .map_err(|_| Stop::DispatcherGone)
+    }
+
+    /// Reads and throws away what the client sends, until it closes its
+    /// side or the socket is shut: the broker is stopping, and takes no
+    /// more requests.
+    fn drain(&mut self) {
+        loop {
+            let unread = self.buffer.unread().len();
+            self.buffer.consume(unread);
+            if !matches!(self.buffer.fill_from(&mut &*self.stream), Ok(read) if read > 0) {
+                return;
+            }
+        }
     }
 
     fn attach(&mut self) -> Result<(), Stop> {

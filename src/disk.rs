@@ -320,6 +320,19 @@ fn segment_paths(dir: &Path) -> Result<Vec<(Offset, PathBuf)>, StoreError> {
     Ok(segments)
 }
 
+/// Forces the file at `path` to disk, if it is still there (retention may
+/// have deleted it).
+fn force_file(path: &Path) -> Result<(), StoreError> {
+    match File::open(path) {
+        Ok(file) => file.sync_all().map_err(StoreError::io(path)),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(StoreError::Io {
+            path: path.to_owned(),
+            error,
+        }),
+    }
+}
+
 /// Forces the entries of `dir` (a file just created, or removed) to disk.
 fn sync_directory(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
@@ -343,6 +356,9 @@ pub struct DiskLog {
     /// Whether `writer` has been written to since it was last forced to
     /// disk.
     unsynced: bool,
+    /// With `--fsync never`: the files written to and never forced to disk
+    /// (segments, the groups file), which a clean stop forces.
+    unforced: Vec<PathBuf>,
     /// The offset the next message gets.
     next: Offset,
     /// Records below this offset are in the file; the others are still in
@@ -425,6 +441,7 @@ impl DiskLog {
             writer,
             buffer: Vec::new(),
             unsynced: false,
+            unforced: Vec::new(),
             next: active,
             written: active,
             cache: VecDeque::new(),
@@ -459,14 +476,24 @@ impl DiskLog {
         Ok(())
     }
 
-    /// Forces the active segment to disk, unless `--fsync never`.
+    /// Forces the active segment to disk; with `--fsync never`, only notes
+    /// it for a clean stop to force.
     fn force(&mut self) -> Result<(), StoreError> {
-        if self.unsynced && self.settings.fsync != Fsync::Never {
-            let path = &self.segments[self.segments.len() - 1].path;
-            self.writer.sync_data().map_err(StoreError::io(path))?;
+        if self.unsynced {
+            let path = self.segments[self.segments.len() - 1].path.clone();
+            match self.settings.fsync {
+                Fsync::Never => self.note_unforced(path),
+                _ => self.writer.sync_data().map_err(StoreError::io(path))?,
+            }
         }
         self.unsynced = false;
         Ok(())
+    }
+
+    fn note_unforced(&mut self, path: PathBuf) {
+        if !self.unforced.contains(&path) {
+            self.unforced.push(path);
+        }
     }
 
     /// Closes the active segment, saving its index for the next start, and
@@ -603,6 +630,7 @@ impl TopicLog for DiskLog {
         while self.over_retention() && self.segments.len() > 1 && self.segments[0].end <= keep_from
         {
             let oldest = self.segments.remove(0);
+            self.unforced.retain(|path| *path != oldest.path);
             if let Err(error) = oldest.delete() {
                 log::error!("cannot delete {}: {error}", oldest.path.display());
             }
@@ -629,10 +657,16 @@ impl TopicLog for DiskLog {
             let path = self.segments[self.segments.len() - 1].path.clone();
             (self.writer.clone(), path)
         });
+        if self.settings.fsync == Fsync::Never {
+            self.force()?;
+        }
         self.unsynced = false;
         let mut files = Vec::new();
         if std::mem::take(&mut self.groups_moved) {
             files.push((GROUPS_FILE, encode_groups(&self.groups)));
+            if self.settings.fsync == Fsync::Never {
+                self.note_unforced(self.dir.join(GROUPS_FILE));
+            }
         }
         if force.is_none() && files.is_empty() {
             return Ok(None);
@@ -646,6 +680,25 @@ impl TopicLog for DiskLog {
                 replace_file(&dir, name, &bytes, fsync)?;
             }
             Ok(())
+        })))
+    }
+
+    /// With `--fsync never`, writes as usual, then forces every file the
+    /// log wrote without forcing, and their directory.
+    fn write_and_force(&mut self) -> Result<Option<SyncJob>, StoreError> {
+        let written = self.write()?;
+        if self.unforced.is_empty() {
+            return Ok(written);
+        }
+        let (unforced, dir) = (std::mem::take(&mut self.unforced), self.dir.clone());
+        Ok(Some(Box::new(move || {
+            if let Some(job) = written {
+                job()?;
+            }
+            for path in unforced {
+                force_file(&path)?;
+            }
+            sync_directory(&dir)
         })))
     }
 
@@ -835,6 +888,26 @@ mod tests {
 
     fn message(i: u64) -> Payload {
         Payload::from(format!("message {i:04}").repeat(5).into_bytes())
+    }
+
+    #[test]
+    fn with_fsync_never_a_clean_stop_still_forces_what_was_written() {
+        let temp = TempDir::new("force-at-stop");
+        let (mut store, _fetched) = open_store(&temp, settings(64, None));
+        store.recover().unwrap();
+        let mut log = store.open("t").unwrap();
+        assert!(log.write_and_force().unwrap().is_none(), "nothing written");
+        for i in 0..4u8 {
+            log.append(Payload::from(vec![i; 40])).unwrap(); // a segment each
+        }
+        log.set_group_position("g", GroupPosition::default());
+        assert!(log.write().unwrap().is_some(), "the groups file is saved");
+        let force = log.write_and_force().unwrap();
+        force.expect("a job that forces the segments")().unwrap();
+        assert!(
+            log.write_and_force().unwrap().is_none(),
+            "forced once, nothing is left to force"
+        );
     }
 
     #[test]

@@ -29,6 +29,12 @@
 //! wait, which stops them reading, which lets TCP push back on publishers:
 //! memory stays bounded without any explicit flow-control message.
 //!
+//! A stop ([`Command::Shutdown`], sent once no reader hands in requests any
+//! more) finishes the round it arrives in, then ends every session: every
+//! log is written and forced to disk, whatever `--fsync` says, the last
+//! frames are posted after that, and each writer gets the linger to write
+//! them and close its connection (see [`Dispatcher::run`]).
+//!
 //! Requests arrive already decoded, the same whichever protocol the client
 //! speaks; the dispatcher answers with [`Reply`] values, and each writer
 //! encodes them for its own client. Writers send one command of their own,
@@ -131,7 +137,9 @@ pub enum Command {
     /// Old records the fetcher thread read from a segment, which a log
     /// answered [`Read::Later`] for (see `fetcher.rs`).
     Fetched(Fetched),
-    /// Stop the dispatcher (used when the broker shuts down).
+    /// Stop the dispatcher: the broker is shutting down, and no reader
+    /// sends requests any more. The round it arrives in is finished, then
+    /// the dispatcher stops cleanly ([`Dispatcher::run`]).
     Shutdown,
 }
 
@@ -268,6 +276,54 @@ impl Chores {
     }
 }
 
+/// What a clean stop did, for the line the broker logs as it exits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stopped {
+    /// Logs written and forced to disk at the stop (none in memory).
+    pub logs_forced: usize,
+    /// Connections that were open, each closed after its last frame.
+    pub connections: usize,
+    /// Frames still on their way to the clients when the stop began.
+    pub frames: usize,
+    /// Writers that did not finish within the linger, because their
+    /// clients stopped reading: their sockets were shut with frames unsent.
+    pub cut_off: usize,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "logs forced to disk: {}, connections closed: {}, frames still to write at the \
+             stop: {}, clients cut off for not reading them: {}",
+            self.logs_forced, self.connections, self.frames, self.cut_off
+        )
+    }
+}
+
+/// The writers a stopping dispatcher waits for, once their last frames
+/// are posted.
+struct Ending {
+    stopped: Stopped,
+    links: Vec<Link>,
+    linger: Duration,
+}
+
+impl Ending {
+    /// Gives every writer until the linger has passed to write what it holds
+    /// and shut its socket; a writer still going then is cut off.
+    fn wait_for_writers(mut self) -> Stopped {
+        let deadline = Instant::now() + self.linger;
+        for link in &self.links {
+            if !link.wait_until_ended(deadline) {
+                link.close();
+                self.stopped.cut_off += 1;
+            }
+        }
+        self.stopped
+    }
+}
+
 impl Dispatcher {
     /// A dispatcher with the topics `store` already holds, whose rounds go
     /// out through `syncer`.
@@ -299,17 +355,25 @@ impl Dispatcher {
         Ok(dispatcher)
     }
 
-    /// Runs rounds until told to shut down or every sender has gone.
+    /// Runs rounds until told to shut down or every sender has gone, then
+    /// stops cleanly: every session ends, every log is forced to disk, and
+    /// every writer gets the linger to write what it holds.
     ///
     /// A store that fails to write stops the dispatcher at once, before the
     /// round's frames go out: nothing that was not stored is confirmed or
     /// delivered, and the log on disk is left as a crash would leave it,
     /// which recovery knows how to read. Carrying on instead would mean
     /// guessing what of the log the disk really holds.
-    pub fn run(mut self, commands: CommandReceiver) -> Result<(), StoreError> {
-        let rounds = self.run_rounds(&commands);
+    pub fn run(mut self, commands: CommandReceiver) -> Result<Stopped, StoreError> {
+        let ending = self
+            .run_rounds(&commands)
+            .and_then(|()| self.end_sessions());
+        // Nothing is taken from the queue any more: whoever sends now is
+        // told so at once, rather than waiting for room.
+        drop(commands);
         // Rounds already handed to the syncer still go out, once durable.
-        let result = rounds.and(self.syncer.stop());
+        let synced = self.syncer.stop();
+        let result = ending.and_then(|ending| synced.map(|()| ending.wait_for_writers()));
         if let Err(error) = &result {
             log::error!(
                 "cannot store messages ({error}); stopping. Nothing unstored was \
@@ -319,27 +383,25 @@ impl Dispatcher {
         result
     }
 
+    /// Runs rounds until one takes [`Command::Shutdown`] (or every sender
+    /// has gone). That last round is finished like any other.
     fn run_rounds(&mut self, commands: &CommandReceiver) -> Result<(), StoreError> {
-        loop {
+        let mut stopping = false;
+        while !stopping {
             let first = commands.recv_until(self.next_deadline());
             let now = Instant::now();
             match first {
                 Ok(command) => {
-                    if !self.handle(command, now)? {
-                        return Ok(());
-                    }
+                    stopping = !self.handle(command, now)?;
                     let deadline = now + MAX_ROUND_TIME;
-                    for command in commands.try_iter().take(MAX_COMMANDS_PER_ROUND - 1) {
-                        if !self.handle(command, now)? {
-                            return Ok(());
-                        }
-                        if Instant::now() >= deadline {
-                            break;
-                        }
+                    let mut queued = commands.try_iter().take(MAX_COMMANDS_PER_ROUND - 1);
+                    while !stopping && Instant::now() < deadline {
+                        let Some(command) = queued.next() else { break };
+                        stopping = !self.handle(command, now)?;
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                Err(RecvTimeoutError::Disconnected) => stopping = true,
             }
             self.fire_wakeups(now);
             self.settle_answers(now)?;
@@ -349,6 +411,39 @@ impl Dispatcher {
             self.write_logs()?;
             self.flush()?;
         }
+        Ok(())
+    }
+
+    /// The broker is stopping, and the last round is done: every session
+    /// ends, every log is written and forced to disk whatever `--fsync`
+    /// says, and what the sessions still had to send is handed to the
+    /// syncer, to go out once that is done. Writers of connections that
+    /// closed earlier and are still writing are waited for too.
+    fn end_sessions(&mut self) -> Result<Ending, StoreError> {
+        let mut jobs = Vec::new();
+        for topic in &mut self.topics {
+            jobs.extend(topic.log.write_and_force()?);
+        }
+        let mut parcels = Vec::new();
+        let mut links = Vec::new();
+        for (_, mut session) in self.sessions.drain() {
+            parcels.extend(session.pack());
+            links.push(session.finish());
+        }
+        let connections = links.len();
+        links.extend(self.chores.lingering.drain(..).map(|(_, link)| link));
+        let ending = Ending {
+            stopped: Stopped {
+                logs_forced: jobs.len(),
+                connections,
+                frames: links.iter().map(Link::unwritten).sum(),
+                cut_off: 0,
+            },
+            links,
+            linger: self.policy.linger,
+        };
+        self.syncer.post_after(jobs, parcels)?;
+        Ok(ending)
     }
 
     /// Applies one command. Returns false when the dispatcher should stop,

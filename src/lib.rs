@@ -34,6 +34,9 @@
 //!   posts the round's frames to the writers.
 //! - [`writer`]: the writer thread, the only code that writes to a socket.
 //! - [`client`]: a blocking Rust client, used by the examples and tests.
+//!
+//! And one module off the message's path: [`signals`], which lets the
+//! `brook` binary hear SIGTERM and Ctrl-C and stop cleanly.
 
 pub mod client;
 pub mod config;
@@ -50,6 +53,7 @@ pub mod queue;
 pub mod segment;
 pub mod server;
 pub mod session;
+pub mod signals;
 pub mod stats;
 pub mod store;
 pub mod syncer;

@@ -1,9 +1,13 @@
 //! The `brook` binary: parse the flags, start the broker, and serve until
-//! killed, or until the store fails (then exit non-zero; a restart recovers).
+//! SIGTERM or Ctrl-C (then stop cleanly and exit 0; a second signal exits at
+//! once), or until the store fails (then exit non-zero; a restart recovers).
 
 use std::process::ExitCode;
+use std::thread;
 
 use brook::config::{self, Invocation, Storage};
+use brook::server::Stopper;
+use brook::signals::{self, Signals};
 
 fn main() -> ExitCode {
     let config = match config::parse_args(std::env::args().skip(1)) {
@@ -19,6 +23,15 @@ fn main() -> ExitCode {
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
+    // Before the broker starts: a signal that comes during a long recovery
+    // is kept, and stops the broker as soon as it is up.
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(error) => {
+            log::error!("cannot handle SIGTERM and SIGINT: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let broker = match brook::server::start(&config) {
         Ok(broker) => broker,
         Err(error) => {
@@ -39,11 +52,44 @@ fn main() -> ExitCode {
         config.ack_timeout,
         config.max_deliveries
     );
+    let stopper = broker.stopper();
+    let spawned = thread::Builder::new()
+        .name("signals".to_owned())
+        .spawn(move || stop_on_signals(signals, stopper));
+    if let Err(error) = spawned {
+        log::error!("cannot start the signal thread: {error}");
+        return ExitCode::FAILURE;
+    }
     match broker.wait() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(stopped) => {
+            log::info!("brook stopped cleanly: {stopped}");
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             log::error!("brook stopped: {error}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The signal thread: the first SIGTERM or SIGINT starts a clean stop, on a
+/// thread of its own, so that a second one is heard however long the stop
+/// takes; the second exits at once, with the shell's status for death by
+/// that signal (128 + its number: 143 for SIGTERM, 130 for Ctrl-C).
+fn stop_on_signals(mut signals: Signals, stopper: Stopper) {
+    let Ok(first) = signals.wait() else { return };
+    log::info!(
+        "{}: stopping cleanly (a second signal exits at once)",
+        signals::name(first)
+    );
+    let stopping = stopper.clone();
+    let spawned = thread::Builder::new()
+        .name("stopper".to_owned())
+        .spawn(move || stopping.stop());
+    if spawned.is_err() {
+        stopper.stop(); // then a second signal waits for it
+    }
+    let Ok(second) = signals.wait() else { return };
+    log::warn!("{}: exiting at once", signals::name(second));
+    std::process::exit(128 + second);
 }

@@ -11,6 +11,14 @@
 //! dispatcher, one reader per connection, and one writer per connection that
 //! is written to.
 //!
+//! A stop ([`Broker::shutdown`], or a [`Stopper`] from another thread, as
+//! the binary's signal thread does) loses nothing the broker accepted. In
+//! order: the acceptor stops accepting; the readers' [`Gate`] closes, so
+//! no request reaches the dispatcher after those already queued; the
+//! dispatcher carries those out in a last round, forces every log to disk,
+//! and lets each writer send what it holds, for up to the linger; then every
+//! socket is shut.
+//!
 //! ```text
 //!  client ──► conn-N-read ──Command──► dispatcher ──Batch──► conn-N-write ──► client
 //!             (connection.rs)          (dispatcher.rs,        (writer.rs)
@@ -27,9 +35,9 @@ use std::thread::{self, JoinHandle};
 use parking_lot::Mutex;
 
 use crate::config::{Config, Storage};
-use crate::connection::{self, ReaderContext};
+use crate::connection::{self, Gate, ReaderContext};
 use crate::disk::{DiskStore, LogSettings};
-use crate::dispatcher::{Command, ConnId, Dispatcher};
+use crate::dispatcher::{Command, ConnId, Dispatcher, Stopped};
 use crate::fetcher::Fetcher;
 use crate::protocol::{self, status};
 use crate::queue::{self, CommandSender};
@@ -76,11 +84,34 @@ impl OpenConnections {
 pub struct Broker {
     local_addr: SocketAddr,
     max_connections: usize,
-    stopping: Arc<AtomicBool>,
-    commands: CommandSender,
+    stopper: Stopper,
     connections: OpenConnections,
     acceptor: Option<JoinHandle<()>>,
-    dispatcher: Option<JoinHandle<Result<(), StoreError>>>,
+    dispatcher: Option<JoinHandle<Result<Stopped, StoreError>>>,
+}
+
+/// Starts a broker's clean stop from any thread; [`Broker::wait`] returns
+/// once it is done.
+#[derive(Debug, Clone)]
+pub struct Stopper {
+    /// Tells the acceptor to stop.
+    stopping: Arc<AtomicBool>,
+    /// Where the acceptor listens, to wake it.
+    wake_addr: SocketAddr,
+    context: Arc<ReaderContext>,
+}
+
+impl Stopper {
+    /// Stops accepting, closes the readers' gate (waiting for the readers
+    /// handing requests over), and tells the dispatcher to finish. Returns
+    /// without waiting for the dispatcher. Stopping twice does no harm.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // `accept()` has no timeout: wake it with a connection of our own.
+        let _ = TcpStream::connect(self.wake_addr);
+        self.context.gate.close();
+        let _ = self.context.commands.send(Command::Shutdown);
+    }
 }
 
 /// Binds `config.addr` and starts serving on background threads.
@@ -103,19 +134,25 @@ pub fn start(config: &Config) -> io::Result<Broker> {
         .spawn(move || dispatcher.run(queue))?;
 
     let context = Arc::new(ReaderContext {
-        commands: commands.clone(),
+        commands,
         limits: config.limits(),
         thread_stack_bytes: config.thread_stack_bytes,
         max_unwritten: config.max_inflight + connection::MAX_UNREAD_REPLIES,
         handshake_timeout: config.handshake_timeout,
+        gate: Gate::default(),
     });
     let stopping = Arc::new(AtomicBool::new(false));
     let max_connections = max_connections(config);
+    let stopper = Stopper {
+        stopping: stopping.clone(),
+        wake_addr: wake_addr(local_addr),
+        context: context.clone(),
+    };
     let acceptor = Acceptor {
         listener,
         context,
         connections: connections.clone(),
-        stopping: stopping.clone(),
+        stopping,
         max_connections,
     };
     let acceptor = thread::Builder::new()
@@ -125,8 +162,7 @@ pub fn start(config: &Config) -> io::Result<Broker> {
     Ok(Broker {
         local_addr,
         max_connections,
-        stopping,
-        commands,
+        stopper,
         connections,
         acceptor: Some(acceptor),
         dispatcher: Some(dispatcher),
@@ -187,52 +223,56 @@ impl Broker {
         self.max_connections
     }
 
-    /// Blocks for as long as the broker runs. It runs until the dispatcher
-    /// stops, which it does on its own only when the store fails: then the
-    /// broker closes every connection and the error is returned.
-    pub fn wait(mut self) -> io::Result<()> {
-        let Some(dispatcher) = self.dispatcher.take() else {
-            return Ok(());
-        };
-        let result = match dispatcher.join() {
-            Ok(result) => result.map_err(io::Error::other),
-            Err(_) => Err(io::Error::other("the dispatcher thread panicked")),
-        };
+    /// What stops this broker from another thread.
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
+    /// Blocks for as long as the broker runs: until a [`Stopper`] stops
+    /// it, and it has stopped cleanly (then it says what it flushed), or
+    /// until the store fails (then the broker closes every connection and
+    /// the error is returned).
+    pub fn wait(mut self) -> io::Result<Stopped> {
+        let result = self.join_dispatcher();
         self.stop();
         result
     }
 
-    /// Stops accepting, closes every connection and stops the dispatcher.
+    /// Stops cleanly (see the module docs) and waits until it has.
     pub fn shutdown(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
-        let Some(acceptor) = self.acceptor.take() else {
-            return;
-        };
-        self.stopping.store(true, Ordering::SeqCst);
-        // `accept()` has no timeout: wake it with a connection of our own.
-        let _ = TcpStream::connect(self.wake_addr());
-        let _ = acceptor.join();
-        self.connections.shutdown_all();
-        let _ = self.commands.send(Command::Shutdown);
-        if let Some(dispatcher) = self.dispatcher.take() {
-            let _ = dispatcher.join();
+        self.stopper.stop();
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
         }
+        let _ = self.join_dispatcher();
+        // Readers still reading (throwing away what their clients send
+        // since the stop, or waiting for them to speak) end here.
+        self.connections.shutdown_all();
     }
 
-    /// An address that reaches the listener even if it is bound to 0.0.0.0.
-    fn wake_addr(&self) -> SocketAddr {
-        let mut addr = self.local_addr;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(match addr {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
+    fn join_dispatcher(&mut self) -> io::Result<Stopped> {
+        match self.dispatcher.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result.map_err(io::Error::other),
+            Some(Err(_)) => Err(io::Error::other("the dispatcher thread panicked")),
+            None => Ok(Stopped::default()),
         }
-        addr
     }
+}
+
+/// An address that reaches the listener at `addr` even if it is bound to
+/// 0.0.0.0.
+fn wake_addr(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
 }
 
 impl Drop for Broker {

@@ -98,6 +98,14 @@ pub trait TopicLog: Send {
     /// messages (a confirmation, a delivery, a pulled message) before the
     /// job is done.
     fn write(&mut self) -> Result<Option<SyncJob>, StoreError>;
+
+    /// Like [`TopicLog::write`], but the job forces everything this log
+    /// ever wrote to disk, whatever `--fsync` says: the broker is stopping
+    /// cleanly, and what it leaves behind must survive the machine going
+    /// down next. A log that keeps nothing on disk just writes.
+    fn write_and_force(&mut self) -> Result<Option<SyncJob>, StoreError> {
+        self.write()
+    }
 }
 
 /// Where a consumer group is in its topic's log (`group.rs`): the first

@@ -18,8 +18,10 @@
 //!   since for a few dozen bytes a copy is cheaper than an extra `iovec`.
 //!
 //! The writer exits when its channel closes (the dispatcher dropped the
-//! connection) or a write fails, and shuts the socket down on its way out so
-//! the client sees the end of the stream after the last frame.
+//! connection) or a write fails. After its last frame it shuts down the
+//! sending side of the socket, so the client sees the end of the stream
+//! (a FIN, not a reset) once it has read everything; after a failed write
+//! it shuts both sides, which also ends the connection's reader.
 //!
 //! The [`Link`] between the writer and the others counts the frames handed
 //! over and not yet written, and that count is how the broker keeps a
@@ -40,8 +42,10 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, Thread};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
 
 use crate::dispatcher::{Command, ConnId};
 use crate::line;
@@ -133,7 +137,9 @@ struct LinkState {
     /// Set by the reader before it parks until the writer has written.
     reader_waits: AtomicBool,
     /// Set when the writer thread has ended: nothing will be written again.
-    ended: AtomicBool,
+    ended: Mutex<bool>,
+    /// Wakes whoever waits for `ended` ([`Link::wait_until_ended`]).
+    ended_signal: Condvar,
 }
 
 /// Frames packed for a writer thread and not yet on its channel. The
@@ -212,15 +218,36 @@ impl Link {
     /// Blocks the calling thread (the connection's reader) until at most
     /// `limit` frames wait to be written, or the writer has ended.
     pub fn wait_until_unwritten_at_most(&self, limit: usize) {
-        let state = &self.state;
-        while self.unwritten() > limit && !state.ended.load(Ordering::SeqCst) {
-            state.reader_waits.store(true, Ordering::SeqCst);
+        while self.unwritten() > limit && !self.has_ended() {
+            self.state.reader_waits.store(true, Ordering::SeqCst);
             // Look again: the writer may have written (or ended) just
             // before the flag was set, and would not unpark us for it.
-            if self.unwritten() > limit && !state.ended.load(Ordering::SeqCst) {
+            if self.unwritten() > limit && !self.has_ended() {
                 thread::park();
             }
         }
+    }
+
+    fn has_ended(&self) -> bool {
+        *self.state.ended.lock()
+    }
+
+    /// Blocks until the writer thread has ended (it has written everything
+    /// and shut the socket, or a write failed), or until `deadline`.
+    /// Returns whether it has ended.
+    pub fn wait_until_ended(&self, deadline: Instant) -> bool {
+        let mut ended = self.state.ended.lock();
+        while !*ended {
+            if self
+                .state
+                .ended_signal
+                .wait_until(&mut ended, deadline)
+                .timed_out()
+            {
+                break;
+            }
+        }
+        *ended
     }
 
     /// Shuts the socket down in both directions: the writer's next write
@@ -288,6 +315,7 @@ struct WriterThread {
 
 impl WriterThread {
     fn run(mut self) {
+        let mut last_write = Ok(());
         while let Ok(batch) = self.queue.recv() {
             self.encoder.push_batch(batch);
             while self.encoder.len() < MAX_BYTES_PER_WRITE {
@@ -297,7 +325,8 @@ impl WriterThread {
                 }
             }
             let (frames, payload_bytes) = (self.encoder.frames, self.encoder.payload_bytes);
-            if let Err(error) = self.encoder.write_to(&mut &*self.link.stream) {
+            last_write = self.encoder.write_to(&mut &*self.link.stream);
+            if let Err(error) = &last_write {
                 log::debug!("conn {}: write failed: {error}", self.id);
                 break;
             }
@@ -313,9 +342,15 @@ impl WriterThread {
                 self.listeners.reader.unpark();
             }
         }
-        self.link.state.ended.store(true, Ordering::SeqCst);
+        match last_write {
+            Ok(()) => {
+                let _ = self.link.stream.shutdown(Shutdown::Write);
+            }
+            Err(_) => self.link.close(),
+        }
+        *self.link.state.ended.lock() = true;
+        self.link.state.ended_signal.notify_all();
         self.listeners.reader.unpark();
-        self.link.close();
     }
 }
 

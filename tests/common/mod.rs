@@ -14,11 +14,11 @@ use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use brook::client::{Delivery, Publisher, Subscriber};
 use brook::config::{Config, Storage};
@@ -633,6 +633,8 @@ pub struct BrookProcess {
     pub addr: SocketAddr,
     /// Everything it wrote to stderr so far.
     log: Arc<Mutex<String>>,
+    /// Notified each time `log` grows.
+    log_grew: Arc<Condvar>,
 }
 
 impl BrookProcess {
@@ -649,8 +651,9 @@ impl BrookProcess {
             .map_err(|e| format!("cannot start brook: {e}"))?;
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = Arc::new(Mutex::new(String::new()));
+        let log_grew = Arc::new(Condvar::new());
         let (found, listening) = mpsc::channel();
-        let kept = log.clone();
+        let (kept, grew) = (log.clone(), log_grew.clone());
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
@@ -659,6 +662,7 @@ impl BrookProcess {
                     log.push_str(&line);
                     log.push('\n');
                 }
+                grew.notify_all();
                 if let Some((_, rest)) = line.split_once("listening on ") {
                     let addr = rest.split_whitespace().next().unwrap_or("");
                     let _ = found.send(addr.parse::<SocketAddr>());
@@ -669,6 +673,7 @@ impl BrookProcess {
             child: Some(child),
             addr: "0.0.0.0:0".parse().unwrap(),
             log,
+            log_grew,
         };
         match listening.recv_timeout(patience) {
             Ok(Ok(addr)) => process.addr = addr,
@@ -693,6 +698,54 @@ impl BrookProcess {
     /// Hands the process to the test, which then kills it when it chooses.
     pub fn take_child(&mut self) -> Child {
         self.child.take().expect("the child was taken")
+    }
+
+    /// Sends the process `signal` (a name `kill -s` knows, such as `TERM`).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {signal} failed: {status}");
+    }
+
+    /// Waits up to `patience` for a line of stderr containing `needle`;
+    /// fails the test with the stderr if none comes.
+    #[track_caller]
+    pub fn wait_for_log(&self, needle: &str, patience: Duration) {
+        let deadline = Instant::now() + patience;
+        let mut log = self.log.lock().unwrap();
+        while !log.contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no {needle:?} in brook's stderr within {patience:?}:\n{log}"
+            );
+            log = self.log_grew.wait_timeout(log, left).unwrap().0;
+        }
+    }
+
+    /// Waits up to `patience` for the process to exit and returns its
+    /// status. One that is still running then is killed, and the test fails.
+    #[track_caller]
+    pub fn wait_for_exit(&mut self, patience: Duration) -> ExitStatus {
+        let mut child = self.take_child();
+        let pid = child.id();
+        let (exited, exit) = mpsc::channel();
+        let waiter = thread::spawn(move || exited.send(child.wait().expect("wait for brook")));
+        let status = exit.recv_timeout(patience);
+        if status.is_err() {
+            let _ = Command::new("kill")
+                .args(["-s", "KILL", &pid.to_string()])
+                .status();
+        }
+        let _ = waiter.join();
+        status.unwrap_or_else(|_| {
+            panic!(
+                "brook did not exit within {patience:?}; stderr:\n{}",
+                self.stderr()
+            )
+        })
     }
 }
 
