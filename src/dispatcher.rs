@@ -237,8 +237,10 @@ struct Chores {
     sync_jobs: Vec<SyncJob>,
     parcels: Vec<Parcel>,
     /// Writers of closed connections that still had frames to write, with
-    /// the time by which they must be done. In deadline order, since every
-    /// writer gets the same linger.
+    /// the time by which they must be done. Nearly in deadline order, since
+    /// every writer gets the same linger: one put back because its frames
+    /// reached it late may wait behind a later deadline, and is then cut
+    /// off a little late, never early.
     lingering: VecDeque<(Instant, Link)>,
 }
 
@@ -1025,18 +1027,30 @@ impl Dispatcher {
         }
     }
 
-    /// Shuts the socket of every lingering writer whose deadline has passed
-    /// and that is still not done: its client has stopped reading, and the
-    /// thread would otherwise wait in `write` for ever.
+    /// Shuts the socket of every lingering writer that is still not done a
+    /// linger after its last frames reached it: its client has stopped
+    /// reading, and the thread would otherwise wait in `write` for ever.
+    /// The linger runs from when the frames reached the writer, not from
+    /// the close: a confirmation the syncer holds until its fsync (slow
+    /// disk, `--fsync-interval`) must not be cut off before it is sent.
     fn close_lingering(&mut self, now: Instant) {
         while let Some((deadline, _)) = self.chores.lingering.front() {
             if *deadline > now {
                 break;
             }
-            if let Some((_, link)) = self.chores.lingering.pop_front() {
-                if link.unwritten() > 0 {
-                    link.close();
+            let Some((_, link)) = self.chores.lingering.pop_front() else {
+                break;
+            };
+            if link.unwritten() == 0 {
+                continue;
+            }
+            let linger = self.policy.linger;
+            match link.all_posted_at() {
+                None => self.chores.lingering.push_back((now + linger, link)),
+                Some(posted) if posted + linger > now => {
+                    self.chores.lingering.push_back((posted + linger, link));
                 }
+                Some(_) => link.close(),
             }
         }
     }

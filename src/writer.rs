@@ -136,6 +136,12 @@ struct LinkState {
     dispatcher_waits: AtomicBool,
     /// Set by the reader before it parks until the writer has written.
     reader_waits: AtomicBool,
+    /// Parcels packed and not yet posted (the syncer may hold them until
+    /// the disk has what they tell of), and when the last one was posted:
+    /// a closing connection's linger only starts once its frames have
+    /// reached the writer.
+    unposted: AtomicUsize,
+    last_posted: Mutex<Option<Instant>>,
     /// Set when the writer thread has ended: nothing will be written again.
     ended: Mutex<bool>,
     /// Wakes whoever waits for `ended` ([`Link::wait_until_ended`]).
@@ -152,13 +158,20 @@ struct LinkState {
 pub struct Parcel {
     frames: Sender<Batch>,
     batch: Batch,
+    state: Arc<LinkState>,
 }
 
 impl Parcel {
     /// A parcel for a channel of the test's own, with no writer thread.
     #[cfg(test)]
     pub(crate) fn for_test(frames: Sender<Batch>, batch: Batch) -> Parcel {
-        Parcel { frames, batch }
+        let state = Arc::new(LinkState::default());
+        state.unposted.fetch_add(1, Ordering::SeqCst);
+        Parcel {
+            frames,
+            batch,
+            state,
+        }
     }
 
     /// Puts the frames on the writer's channel. If the writer has gone (the
@@ -166,6 +179,8 @@ impl Parcel {
     /// the failure too and reports the disconnect.
     pub fn post(self) {
         let _ = self.frames.send(self.batch);
+        *self.state.last_posted.lock() = Some(Instant::now());
+        self.state.unposted.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -178,9 +193,11 @@ impl Writer {
             .unwritten_payload_bytes
             .fetch_add(payload_bytes, Ordering::SeqCst);
         state.unwritten.fetch_add(batch.len(), Ordering::SeqCst);
+        state.unposted.fetch_add(1, Ordering::SeqCst);
         Parcel {
             frames: self.frames.clone(),
             batch,
+            state: self.link.state.clone(),
         }
     }
 
@@ -225,6 +242,17 @@ impl Link {
             if self.unwritten() > limit && !self.has_ended() {
                 thread::park();
             }
+        }
+    }
+
+    /// When the last of the frames packed for the writer reached its
+    /// channel; `None` while some are still on their way (held by the
+    /// syncer until the disk has what they tell of).
+    pub fn all_posted_at(&self) -> Option<Instant> {
+        let last_posted = *self.state.last_posted.lock();
+        match self.state.unposted.load(Ordering::SeqCst) {
+            0 => last_posted,
+            _ => None,
         }
     }
 

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use brook::client::Publisher;
-use brook::config::Config;
+use brook::config::{Config, Fsync, Storage};
 use common::*;
 
 /// Held by each test, so that no two count threads at once.
@@ -102,4 +102,27 @@ fn writer_thread_exists(name: &str) -> bool {
         .filter_map(Result::ok)
         .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
         .any(|comm| comm.trim_end() == name)
+}
+
+/// The linger runs from when a closed connection's last frames reach its
+/// writer, not from the close: a confirmation that waits for its fsync
+/// (here `--fsync-interval`, longer than the linger) is still sent, and the
+/// client does not publish again a message that was stored.
+#[test]
+fn a_confirmation_waiting_for_its_fsync_outlasts_the_linger() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let data = TempDir::new("linger-fsync");
+    let config = Config {
+        storage: Storage::Disk(data.path().to_owned()),
+        fsync: Fsync::Batch,
+        fsync_interval: Duration::from_millis(600),
+        linger: Duration::from_millis(100),
+        ..config()
+    };
+    let broker = start_broker(&config);
+    let mut client = Line::connect(broker.local_addr());
+    client.send("PUB t stored\n");
+    client.close_write();
+    client.expect_line("+OK 0");
+    client.expect_eof();
 }
