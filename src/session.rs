@@ -53,11 +53,12 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::dispatcher::{ConnId, IdMap, Topic, TopicId};
 use crate::protocol::{AckMode, Payload, StartAt};
-use crate::store::{Offset, Read};
+use crate::store::{DiskFull, Offset, Read};
 use crate::writer::{Batch, Link, Outgoing, Parcel, Reply, Writer};
 
 /// The delivery rules every session follows, from the broker's flags.
@@ -297,6 +298,27 @@ impl Session {
         match self.pulls.back_mut() {
             Some(pull) => pull.replies_after.push(reply),
             None => self.outbox.push(Outgoing::Reply(reply)),
+        }
+    }
+
+    /// Turns the confirmations still queued for messages of `topic` from
+    /// offset `from` on into refusals: the disk had no room for those
+    /// messages after all (see `Dispatcher::refuse_unwritten`). Nothing
+    /// has left the broker yet, so the client only ever sees the refusal.
+    pub fn refuse_confirmations(&mut self, topic: TopicId, from: Offset, cause: &Arc<DiskFull>) {
+        let queued = self.outbox.iter_mut().filter_map(|frame| match frame {
+            Outgoing::Reply(reply) => Some(reply),
+            Outgoing::Delivery { .. } => None,
+        });
+        let held = self
+            .pulls
+            .iter_mut()
+            .flat_map(|p| p.replies_after.iter_mut());
+        for reply in queued.chain(held) {
+            if matches!(reply, Reply::Published { topic: t, offset } if *t == topic && *offset >= from)
+            {
+                *reply = Reply::DiskFull(cause.clone());
+            }
         }
     }
 

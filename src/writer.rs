@@ -43,12 +43,12 @@ use std::thread::{self, Thread};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::dispatcher::{Command, ConnId};
+use crate::dispatcher::{Command, ConnId, TopicId};
 use crate::line;
 use crate::protocol::{self, Payload};
 use crate::queue::CommandSender;
 use crate::stats::{BrokerReport, TopicReport};
-use crate::store::Offset;
+use crate::store::{DiskFull, Offset};
 
 /// Which protocol a connection speaks, and so how its frames are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,8 +87,14 @@ pub enum Reply {
     Unsubscribed,
     /// A refused request, with the reason.
     Error(&'static str),
-    /// A confirmed publish.
+    /// A publish refused because the disk is full, with what to do.
+    DiskFull(Arc<DiskFull>),
+    /// A confirmed publish. The topic is the dispatcher's, not sent: a
+    /// confirmation the disk turns out to have no room for becomes a
+    /// [`Reply::DiskFull`] before it goes out, and which ones is known by
+    /// topic and offset.
     Published {
+        topic: TopicId,
         offset: Offset,
     },
     /// The end of a pull, with how many messages it sent.
