@@ -1,0 +1,334 @@
+//! A full disk, for real: the `brook` binary keeps its data directory on a
+//! 2 MiB tmpfs that the test mounts, and publishes fill it.
+//!
+//! What must hold: a publish the disk has no room for is refused
+//! (`-ERR disk full: ...`, and a binary publisher that gets no replies is
+//! hung up on), the broker goes on serving its subscribers and pullers,
+//! nothing refused is ever delivered, publishes are taken again once room
+//! is made, and after a restart every confirmed message is at its offset
+//! and no refused one is anywhere.
+//!
+//! Mounting needs root (CI runs as root). Where it is not allowed the test
+//! says why and passes, unless `BROOK_REQUIRE_TMPFS=1` (set by `.ci/run`)
+//! makes that a failure.
+
+mod common;
+
+use std::fs;
+use std::ops::Range;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{error_reply, publish_frame, BrookProcess, Line, Msg, Raw, TempDir, PUBLISH, QUIET};
+
+/// How long a broker may take to start, and a test to see room come back.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The size of every message: a 2 MiB disk holds about a thousand.
+const PAYLOAD_BYTES: usize = 1000;
+
+/// What the test puts on the disk first, to delete when it makes room.
+const BALLAST_BYTES: usize = 512 << 10;
+
+/// How many publishes the test pipelines in one write while it fills the
+/// disk.
+const BATCH: usize = 50;
+
+/// A tmpfs mounted on a temporary directory, unmounted (and the directory
+/// removed) when dropped.
+struct Tmpfs {
+    dir: TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as `mount -o size=` takes it), or says why
+    /// it cannot.
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = TempDir::new("tmpfs");
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs { dir })
+    }
+
+    /// The tmpfs for a test, or `None` if the test must be skipped.
+    fn for_test(size: &str) -> Option<Tmpfs> {
+        match Tmpfs::mount(size) {
+            Ok(tmpfs) => Some(tmpfs),
+            Err(reason) if std::env::var_os("BROOK_REQUIRE_TMPFS").is_some() => {
+                panic!("BROOK_REQUIRE_TMPFS is set, and {reason}")
+            }
+            Err(reason) => {
+                eprintln!("skipped: {reason} (mounting needs root)");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// Starts `brook` on `data` with `--fsync` `fsync`, and segments of 64 KiB
+/// so that the disk fills across several of them.
+fn start_brook(data: &Path, fsync: &str) -> BrookProcess {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_brook"));
+    command
+        .args(["--addr", "127.0.0.1:0", "--segment-bytes", "64KiB"])
+        .args(["--fsync", fsync, "--data-dir"])
+        .arg(data);
+    BrookProcess::start(command, PATIENCE).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The payload of message `i`: its number, padded to [`PAYLOAD_BYTES`].
+fn payload(i: usize) -> String {
+    format!("m{i:06} {}", "x".repeat(PAYLOAD_BYTES - 8))
+}
+
+/// What a publish got: its offset, or the refusal.
+fn publish(publisher: &mut Line, i: usize) -> Result<u64, String> {
+    publish_batch(publisher, i..i + 1).remove(0)
+}
+
+/// Publishes messages `numbers`, all in one write, and returns what each
+/// got.
+fn publish_batch(publisher: &mut Line, numbers: Range<usize>) -> Vec<Result<u64, String>> {
+    let lines: String = numbers
+        .clone()
+        .map(|i| format!("PUB t {}\n", payload(i)))
+        .collect();
+    publisher.send(lines);
+    numbers
+        .map(|_| {
+            let reply = publisher.read_line();
+            match reply.strip_prefix("+OK ") {
+                Some(offset) => Ok(offset.parse().expect("+OK offset")),
+                None => Err(reply),
+            }
+        })
+        .collect()
+}
+
+/// Asserts that `msg` is message `i` at `offset` of topic `t`.
+#[track_caller]
+fn assert_msg(msg: &Msg, offset: u64, i: usize) {
+    assert_eq!(
+        (msg.topic.as_str(), msg.offset),
+        ("t", offset),
+        "{:?}",
+        String::from_utf8_lossy(&msg.payload[..8.min(msg.payload.len())])
+    );
+    assert_eq!(msg.payload, payload(i).as_bytes(), "offset {offset}");
+}
+
+/// The value of `name` in a `STATS` reply.
+fn stat(client: &mut Line, name: &str) -> u64 {
+    client.send("STATS\n");
+    let lines = client.read_until_end();
+    let prefix = format!("+STAT {name} ");
+    let line = lines.iter().find_map(|line| line.strip_prefix(&prefix));
+    line.unwrap_or_else(|| panic!("no {name} in {lines:?}"))
+        .parse()
+        .expect("a number")
+}
+
+/// Waits until the broker's log holds `needle`.
+#[track_caller]
+fn wait_for_log(brook: &BrookProcess, needle: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    while !brook.stderr().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in:\n{}",
+            brook.stderr()
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_publishes_and_loses_nothing_confirmed_with_fsync_batch() {
+    fill_refuse_and_recover("batch");
+}
+
+/// With `--fsync always` every publish writes its record at once, and a
+/// full disk refuses just that one.
+#[test]
+fn a_full_disk_refuses_publishes_and_loses_nothing_confirmed_with_fsync_always() {
+    fill_refuse_and_recover("always");
+}
+
+fn fill_refuse_and_recover(fsync: &str) {
+    let Some(tmpfs) = Tmpfs::for_test("2m") else {
+        return;
+    };
+    let ballast = tmpfs.path().join("ballast");
+    fs::write(&ballast, vec![0u8; BALLAST_BYTES]).unwrap();
+    let data = tmpfs.path().join("data");
+    let brook = start_brook(&data, fsync);
+    let mut subscriber = Line::connect(brook.addr);
+    assert_eq!(subscriber.ask("SUB t beginning"), "+OK");
+
+    // Publish until the disk is full, a batch of pipelined publishes at a
+    // time, so that a write can fail with confirmations of its round
+    // already queued. `confirmed[offset]` is the number of the message
+    // stored there. Confirmations come first in a batch, refusals after.
+    let mut publisher = Line::connect(brook.addr);
+    let mut confirmed: Vec<usize> = Vec::new();
+    let mut refused: Vec<usize> = Vec::new();
+    let mut i = 1;
+    let mut refusal = None;
+    while refusal.is_none() {
+        for (number, reply) in (i..).zip(publish_batch(&mut publisher, i..i + BATCH)) {
+            match reply {
+                Ok(offset) if refusal.is_none() => {
+                    assert_eq!(offset, confirmed.len() as u64, "offsets follow on");
+                    confirmed.push(number);
+                }
+                Ok(offset) => panic!("{offset} confirmed after {refusal:?}"),
+                Err(reply) => {
+                    refused.push(number);
+                    refusal.get_or_insert(reply);
+                }
+            }
+        }
+        i += BATCH;
+        assert!(i < 10_000, "a 2 MiB disk never filled");
+    }
+    let refusal = refusal.unwrap_or_default();
+    assert!(
+        refusal.starts_with("-ERR disk full: ") && refusal.contains(&*data.to_string_lossy()),
+        "{refusal}"
+    );
+    assert!(refusal.contains("free space"), "{refusal}");
+    assert!(confirmed.len() > 100, "only {} stored", confirmed.len());
+    for _ in 0..3 {
+        i += 1;
+        let reply = publish(&mut publisher, i);
+        assert!(
+            reply
+                .as_ref()
+                .is_err_and(|r| r.starts_with("-ERR disk full")),
+            "{reply:?}"
+        );
+        refused.push(i);
+    }
+    wait_for_log(&brook, "refusing publishes");
+
+    // The subscriber has every confirmed message, in order, and nothing
+    // else; a puller and STATS are served too.
+    for (offset, &number) in confirmed.iter().enumerate() {
+        assert_msg(&subscriber.read_msg(), offset as u64, number);
+    }
+    subscriber.expect_silence(QUIET);
+    let mut puller = Line::connect(brook.addr);
+    puller.send("PULL t 3\n");
+    let (pulled, count) = puller.read_pull();
+    assert_eq!(count, 3);
+    for (offset, msg) in pulled.iter().enumerate() {
+        assert_msg(msg, offset as u64, confirmed[offset]);
+    }
+    assert!(stat(&mut puller, "publishes_refused_disk_full") >= refused.len() as u64);
+
+    // A binary publisher, which gets no replies, is hung up on.
+    let mut binary = Raw::connect(brook.addr);
+    binary.send(&[&PUBLISH[..], &publish_frame("t", payload(0).as_bytes())].concat());
+    binary.expect_eof();
+    wait_for_log(&brook, "closing a binary publisher");
+
+    // Room again: the next publish that tries the disk is stored, at the
+    // offset after the last confirmed one.
+    fs::remove_file(&ballast).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let offset = loop {
+        i += 1;
+        match publish(&mut publisher, i) {
+            Ok(offset) => break offset,
+            Err(refusal) => {
+                assert!(refusal.starts_with("-ERR disk full"), "{refusal}");
+                assert!(Instant::now() < deadline, "no room after {PATIENCE:?}");
+                refused.push(i);
+            }
+        }
+    };
+    assert_eq!(offset, confirmed.len() as u64);
+    confirmed.push(i);
+    for _ in 0..5 {
+        i += 1;
+        assert_eq!(publish(&mut publisher, i), Ok(confirmed.len() as u64));
+        confirmed.push(i);
+    }
+    wait_for_log(&brook, "disk has room again");
+    let stored_before = confirmed.len() - 6;
+    for (offset, &number) in confirmed.iter().enumerate().skip(stored_before) {
+        assert_msg(&subscriber.read_msg(), offset as u64, number);
+    }
+    subscriber.expect_silence(QUIET);
+
+    // After a restart, every confirmed message is at its offset, and no
+    // refused one is anywhere.
+    drop(brook);
+    let brook = start_brook(&data, fsync);
+    let mut reader = Line::connect(brook.addr);
+    assert_eq!(reader.ask("SUB t beginning"), "+OK");
+    for (offset, &number) in confirmed.iter().enumerate() {
+        assert_msg(&reader.read_msg(), offset as u64, number);
+    }
+    reader.expect_silence(QUIET);
+    assert!(refused.iter().all(|number| !confirmed.contains(number)));
+    drop(brook);
+    drop(tmpfs);
+}
+
+/// A confirmed binary publisher (action 6) gets an Error status for a
+/// message the disk has no room for, and its connection stays open.
+#[test]
+fn a_confirmed_binary_publisher_gets_an_error_status() {
+    let Some(tmpfs) = Tmpfs::for_test("1m") else {
+        return;
+    };
+    let data = tmpfs.path().join("data");
+    let brook = start_brook(&data, "batch");
+    let mut publisher = Raw::connect(brook.addr);
+    publisher.send(&[0, 6]);
+    let frame = publish_frame("t", payload(0).as_bytes());
+    let mut offset = 0u64;
+    let reason = loop {
+        publisher.send(&frame);
+        match publisher.read_n(2).as_slice() {
+            [0, 4] => {
+                let stored = u64::from_be_bytes(publisher.read_n(8).try_into().unwrap());
+                assert_eq!(stored, offset);
+                offset += 1;
+            }
+            [0, 3] => {
+                let len = u16::from_be_bytes(publisher.read_n(2).try_into().unwrap());
+                break String::from_utf8(publisher.read_n(len as usize)).unwrap();
+            }
+            other => panic!("unexpected status {other:?}"),
+        }
+        assert!(offset < 10_000, "a 1 MiB disk never filled");
+    };
+    assert!(reason.starts_with("disk full: "), "{reason}");
+    publisher.send(&frame);
+    publisher.expect(&error_reply(&reason));
+    drop(brook);
+    drop(tmpfs);
+}
