@@ -753,6 +753,10 @@ impl Dispatcher {
                 }
                 Ok(Some(ids))
             }
+            Err(StoreError::Full(cause)) => {
+                self.reply(conn, Reply::DiskFull(cause));
+                Ok(None)
+            }
             Err(error) => {
                 log::error!("conn {conn}: cannot subscribe: {error}");
                 self.reply(conn, Reply::Error("topic not available"));
