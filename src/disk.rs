@@ -565,7 +565,9 @@ impl DiskLog {
         self.force()?;
         match self.start_segment() {
             Err(StoreError::Full(cause)) => {
-                log::warn!(
+                // The dispatcher logs the episode, whose cause names the
+                // new segment's file.
+                log::debug!(
                     "topic {:?}: cannot start a new segment: {cause}",
                     self.topic
                 );
@@ -586,12 +588,14 @@ impl DiskLog {
         Ok(())
     }
 
-    /// Closes the active segment, whose records are all written, saving
-    /// its index for the next start, and starts a new one at `next`.
+    /// Starts a new segment at `next`, and closes the active one, whose
+    /// records are all written, saving its index for the next start. (The
+    /// index waits for the new file: a disk with no room for that tries
+    /// again later, and would fail to save the index each time.)
     fn start_segment(&mut self) -> Result<(), StoreError> {
-        self.active().save_index();
         let path = self.dir.join(segment_file_name(self.next));
         create_segment_file(&path, &self.dir, self.settings.fsync)?;
+        self.active().save_index();
         self.writer = Arc::new(open_for_append(&path)?);
         self.segments.push(Segment::open(path, self.next)?);
         Ok(())
@@ -746,7 +750,7 @@ impl TopicLog for DiskLog {
     fn write(&mut self) -> Result<Option<SyncJob>, StoreError> {
         self.write_buffer()?;
         self.trim_cache();
-        if self.groups_unsaved.swap(false, Ordering::Relaxed) {
+        if self.groups_unsaved.load(Ordering::Relaxed) {
             self.groups_moved = true;
         }
         let force = (self.unsynced && self.settings.fsync == Fsync::Batch).then(|| {
@@ -770,10 +774,15 @@ impl TopicLog for DiskLog {
             for (name, bytes) in files {
                 match replace_file(&dir, name, &bytes, fsync) {
                     Err(StoreError::Full(cause)) => {
-                        log::warn!("topic {topic:?}: cannot save its consumer groups: {cause}");
-                        unsaved.store(true, Ordering::Relaxed);
+                        // Logged once, not at every try while the disk is full.
+                        if !unsaved.swap(true, Ordering::Relaxed) {
+                            log::warn!("topic {topic:?}: cannot save its consumer groups: {cause}");
+                        }
                     }
-                    saved => saved?,
+                    saved => {
+                        saved?;
+                        unsaved.store(false, Ordering::Relaxed);
+                    }
                 }
             }
             Ok(())

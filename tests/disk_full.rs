@@ -279,7 +279,9 @@ fn fill_refuse_and_recover(fsync: &str, kind: Ballast) {
     }
     wait_for_log(&brook, "refusing publishes");
     if kind == Ballast::Files {
-        wait_for_log(&brook, "cannot start a new segment");
+        // The file that could not be created: the next segment.
+        let next_segment = format!("{:020}.log", confirmed.len());
+        assert!(refusal.contains(&next_segment), "{refusal}");
     }
 
     // The subscriber has every confirmed message, in order, and nothing
