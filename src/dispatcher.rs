@@ -631,10 +631,13 @@ impl Dispatcher {
     /// Refuses the messages of topic `id` that its log took back because
     /// the disk had no room for them: those from its end on, all published
     /// this round and none readable yet, so none was delivered. Their
-    /// confirmations, still in the outboxes, become errors, and their
-    /// publishers that are never answered are hung up on.
+    /// confirmations, still in the outboxes (or packed by a session that
+    /// ended this round), become errors, and their publishers that are
+    /// never answered are hung up on.
     fn refuse_unwritten(&mut self, id: TopicId, cause: &Arc<DiskFull>, now: Instant) {
         let from = self.topics[id].log.end();
+        let packed = self.chores.parcels.iter_mut().flat_map(Parcel::replies_mut);
+        packed.for_each(|reply| reply.refuse_if_taken_back(id, from, cause));
         let sessions = &mut self.sessions;
         let mut refused = 0;
         self.chores.unwritten.retain_mut(|run| {

@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 use crate::dispatcher::{ConnId, IdMap, Topic, TopicId};
 use crate::protocol::{AckMode, Payload, StartAt};
 use crate::store::{DiskFull, Offset, Read};
-use crate::writer::{Batch, Link, Outgoing, Parcel, Reply, Writer};
+use crate::writer::{self, Batch, Link, Outgoing, Parcel, Reply, Writer};
 
 /// The delivery rules every session follows, from the broker's flags.
 #[derive(Debug, Clone, Copy)]
@@ -306,19 +306,12 @@ impl Session {
     /// messages after all (see `Dispatcher::refuse_unwritten`). Nothing
     /// has left the broker yet, so the client only ever sees the refusal.
     pub fn refuse_confirmations(&mut self, topic: TopicId, from: Offset, cause: &Arc<DiskFull>) {
-        let queued = self.outbox.iter_mut().filter_map(|frame| match frame {
-            Outgoing::Reply(reply) => Some(reply),
-            Outgoing::Delivery { .. } => None,
-        });
         let held = self
             .pulls
             .iter_mut()
             .flat_map(|p| p.replies_after.iter_mut());
-        for reply in queued.chain(held) {
-            if matches!(reply, Reply::Published { topic: t, offset } if *t == topic && *offset >= from)
-            {
-                *reply = Reply::DiskFull(cause.clone());
-            }
+        for reply in writer::replies_mut(&mut self.outbox).chain(held) {
+            reply.refuse_if_taken_back(topic, from, cause);
         }
     }
 

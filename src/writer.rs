@@ -108,8 +108,27 @@ pub enum Reply {
     Stats(Box<BrokerReport>),
 }
 
+impl Reply {
+    /// Turns a confirmation of a message of `topic` at or after `from`
+    /// into a refusal: the disk had no room for those messages after all
+    /// (see `Dispatcher::refuse_unwritten`).
+    pub fn refuse_if_taken_back(&mut self, topic: TopicId, from: Offset, cause: &Arc<DiskFull>) {
+        if matches!(self, Reply::Published { topic: t, offset } if *t == topic && *offset >= from) {
+            *self = Reply::DiskFull(cause.clone());
+        }
+    }
+}
+
 /// Frames handed over in one channel send.
 pub type Batch = Vec<Outgoing>;
+
+/// The replies among `frames`.
+pub fn replies_mut(frames: &mut [Outgoing]) -> impl Iterator<Item = &mut Reply> {
+    frames.iter_mut().filter_map(|frame| match frame {
+        Outgoing::Reply(reply) => Some(reply),
+        Outgoing::Delivery { .. } => None,
+    })
+}
 
 /// The dispatcher's end of a writer thread.
 #[derive(Debug)]
@@ -159,6 +178,12 @@ impl Parcel {
     #[cfg(test)]
     pub(crate) fn for_test(frames: Sender<Batch>, batch: Batch) -> Parcel {
         Parcel { frames, batch }
+    }
+
+    /// The replies in the parcel, for a confirmation that must become a
+    /// refusal before it is posted.
+    pub fn replies_mut(&mut self) -> impl Iterator<Item = &mut Reply> {
+        replies_mut(&mut self.batch)
     }
 
     /// Puts the frames on the writer's channel. If the writer has gone (the

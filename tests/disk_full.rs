@@ -15,6 +15,7 @@
 mod common;
 
 use std::fs;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -104,26 +105,31 @@ fn payload(i: usize) -> String {
 
 /// What a publish got: its offset, or the refusal.
 fn publish(publisher: &mut Line, i: usize) -> Result<u64, String> {
-    publish_batch(publisher, i..i + 1).remove(0)
+    publisher.send(format!("PUB t {}\n", payload(i)));
+    publish_reply(publisher)
 }
 
-/// Publishes messages `numbers`, all in one write, and returns what each
-/// got.
-fn publish_batch(publisher: &mut Line, numbers: Range<usize>) -> Vec<Result<u64, String>> {
+fn publish_reply(publisher: &mut Line) -> Result<u64, String> {
+    let reply = publisher.read_line();
+    match reply.strip_prefix("+OK ") {
+        Some(offset) => Ok(offset.parse().expect("+OK offset")),
+        None => Err(reply),
+    }
+}
+
+/// Publishes messages `numbers` on a new connection, all in one write
+/// followed by `QUIT`, and returns what each got. The connection usually
+/// ends in the round that stores them, before the write that can fail.
+fn publish_batch_and_quit(addr: SocketAddr, numbers: Range<usize>) -> Vec<Result<u64, String>> {
+    let mut publisher = Line::connect(addr);
     let lines: String = numbers
         .clone()
         .map(|i| format!("PUB t {}\n", payload(i)))
         .collect();
-    publisher.send(lines);
-    numbers
-        .map(|_| {
-            let reply = publisher.read_line();
-            match reply.strip_prefix("+OK ") {
-                Some(offset) => Ok(offset.parse().expect("+OK offset")),
-                None => Err(reply),
-            }
-        })
-        .collect()
+    publisher.send(lines + "QUIT\n");
+    let replies = numbers.map(|_| publish_reply(&mut publisher)).collect();
+    publisher.expect_line("+BYE");
+    replies
 }
 
 /// Asserts that `msg` is message `i` at `offset` of topic `t`.
@@ -235,15 +241,15 @@ fn fill_refuse_and_recover(fsync: &str, kind: Ballast) {
 
     // Publish until the disk is full, a batch of pipelined publishes at a
     // time, so that a write can fail with confirmations of its round
-    // already queued. `confirmed[offset]` is the number of the message
-    // stored there. Confirmations come first in a batch, refusals after.
-    let mut publisher = Line::connect(brook.addr);
+    // already queued, or packed for a connection that quit.
+    // `confirmed[offset]` is the number of the message stored there.
+    // Confirmations come first in a batch, refusals after.
     let mut confirmed: Vec<usize> = Vec::new();
     let mut refused: Vec<usize> = Vec::new();
     let mut i = 1;
     let mut refusal = None;
     while refusal.is_none() {
-        for (number, reply) in (i..).zip(publish_batch(&mut publisher, i..i + BATCH)) {
+        for (number, reply) in (i..).zip(publish_batch_and_quit(brook.addr, i..i + BATCH)) {
             match reply {
                 Ok(offset) if refusal.is_none() => {
                     assert_eq!(offset, confirmed.len() as u64, "offsets follow on");
@@ -266,6 +272,7 @@ fn fill_refuse_and_recover(fsync: &str, kind: Ballast) {
     );
     assert!(refusal.contains("free space"), "{refusal}");
     assert!(confirmed.len() > 50, "only {} stored", confirmed.len());
+    let mut publisher = Line::connect(brook.addr);
     for _ in 0..3 {
         i += 1;
         let reply = publish(&mut publisher, i);
