@@ -551,11 +551,8 @@ impl Dispatcher {
                 }
             },
         };
-        match self.append(id, payload, now) {
+        match self.append(id, payload, Some(publisher), now) {
             Ok(offset) => {
-                if self.topics[id].log.end() <= offset {
-                    self.chores.note_unwritten(id, offset, publisher);
-                }
                 if publisher.confirm {
                     self.reply(conn, Reply::Published { topic: id, offset });
                 }
@@ -571,12 +568,15 @@ impl Dispatcher {
 
     /// Appends a message to the topic `id`, and offers it to the
     /// subscribers once it is readable: at once in memory, once written on
-    /// disk (see [`TopicLog::end`]). A disk with no room refuses it, and
-    /// takes back what the topic was sent this round and has not written.
+    /// disk (see [`TopicLog::end`]); until then its publisher, if it has
+    /// one, is noted, to be refused if the write fails. A disk with no room
+    /// refuses it, and takes back what the topic was sent this round and
+    /// has not written.
     fn append(
         &mut self,
         id: TopicId,
         payload: Payload,
+        publisher: Option<&Publisher>,
         now: Instant,
     ) -> Result<Offset, StoreError> {
         let topic = &mut self.topics[id];
@@ -596,6 +596,8 @@ impl Dispatcher {
         }
         if topic.log.end() > offset {
             self.became_readable(id, now);
+        } else if let Some(publisher) = publisher {
+            self.chores.note_unwritten(id, offset, publisher);
         }
         Ok(offset)
     }
@@ -718,7 +720,7 @@ impl Dispatcher {
                 return Ok(());
             }
         };
-        let offset = match self.append(id, dead_letter(&origin, given_up), now) {
+        let offset = match self.append(id, dead_letter(&origin, given_up), None, now) {
             Ok(offset) => offset,
             Err(StoreError::Full(cause)) => {
                 log::error!(
