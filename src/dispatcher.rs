@@ -20,6 +20,18 @@
 //! many messages, so channel sends and wake-ups are paid per batch, not per
 //! message.
 //!
+//! A message is offered to subscribers and groups once its log says it is
+//! readable ([`TopicLog::end`]): in memory as it is appended, on disk once
+//! the round's write put it in its file (the end of the round, or sooner
+//! when a buffer fills). So when a write finds the disk full, the messages
+//! it takes back were never delivered, and their confirmations are still
+//! in the outboxes: they are turned into refusals
+//! ([`Reply::DiskFull`]) before anything goes out, and a publisher that
+//! gets no replies is hung up on. That is how Kafka's high watermark
+//! works, and it is simpler than the other way, taking deliveries back out
+//! of outboxes, windows and groups. A `PULL` or subscribe writes its topic
+//! first, so that it sees what its client published just before it.
+//!
 //! Timers (ack timeouts, redeliveries after a Nack, the deadline of a
 //! closed connection's unfinished pull) live in one min-heap of
 //! `(when, connection)` wake-ups. Each session keeps at most one wake-up that
