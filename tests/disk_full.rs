@@ -8,6 +8,10 @@
 //! is made, and after a restart every confirmed message is at its offset
 //! and no refused one is anywhere.
 //!
+//! Since on disk a message is readable only once written (so that a full
+//! disk can take it back), the last test checks that a client still reads
+//! what it published just before.
+//!
 //! Mounting needs root (CI runs as root). Where it is not allowed the test
 //! says why and passes, unless `BROOK_REQUIRE_TMPFS=1` (set by `.ci/run`)
 //! makes that a failure.
@@ -21,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use brook::config::{Config, Storage};
 use common::{error_reply, publish_frame, BrookProcess, Line, Msg, Raw, TempDir, PUBLISH, QUIET};
 
 /// How long a broker may take to start, and a test to see room come back.
@@ -392,4 +397,30 @@ fn a_confirmed_binary_publisher_gets_an_error_status() {
     publisher.expect(&error_reply(&reason));
     drop(brook);
     drop(tmpfs);
+}
+
+/// On disk a message becomes readable once it is written, at the end of
+/// the dispatcher's round. A `PULL` or `SUB ... current` that comes in the
+/// same round as publishes before it still sees them as a client expects:
+/// the pull takes them, the subscription starts after them.
+#[test]
+fn a_pull_or_subscribe_right_after_publishes_sees_them() {
+    let data = TempDir::new("read-own-writes");
+    let config = Config {
+        storage: Storage::Disk(data.path().to_path_buf()),
+        ..common::config()
+    };
+    let broker = common::start_broker(&config);
+    let mut client = Line::connect(broker.local_addr());
+    client.send("PUB t a\nPUB t b\nPULL t\nSUB t current\nPUB t c\n");
+    client.expect_line("+OK 0");
+    client.expect_line("+OK 1");
+    let (pulled, count) = client.read_pull();
+    assert_eq!(count, 2);
+    let pulled: Vec<&[u8]> = pulled.iter().map(|msg| &msg.payload[..]).collect();
+    assert_eq!(pulled, [b"a", b"b"]);
+    client.expect_line("+OK");
+    client.expect_line("+OK 2");
+    client.expect_msg("t", 2, b"c");
+    client.expect_silence(QUIET);
 }
