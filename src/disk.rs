@@ -542,16 +542,20 @@ impl DiskLog {
 
     /// Whether an append may go ahead: refused while the disk is full,
     /// until the next try is due. The next try starts the segment that a
-    /// full disk kept the log from starting, if it owes one.
+    /// full disk kept the log from starting, if it owes one, and is refused
+    /// if that fails again.
     fn check_room(&mut self) -> Result<(), StoreError> {
         let Some(refusing) = &self.refusing else {
             return Ok(());
         };
-        if Instant::now() < refusing.retry_at {
-            return Err(StoreError::Full(refusing.cause.clone()));
+        if Instant::now() >= refusing.retry_at {
+            self.refusing = None;
+            self.roll_if_full()?;
         }
-        self.refusing = None;
-        self.roll_if_full()
+        match &self.refusing {
+            Some(refusing) => Err(StoreError::Full(refusing.cause.clone())),
+            None => Ok(()),
+        }
     }
 
     /// Starts a new segment if the active one has reached its size. A disk

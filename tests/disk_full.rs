@@ -41,6 +41,10 @@ const BALLAST_BYTES: usize = 512 << 10;
 /// disk.
 const BATCH: usize = 50;
 
+/// How long the test goes on publishing to a full disk: past the second
+/// after which the broker tries the disk again.
+const RETRY_AND_MORE: Duration = Duration::from_millis(1500);
+
 /// A tmpfs mounted on a temporary directory, unmounted (and the directory
 /// removed) when dropped.
 struct Tmpfs {
@@ -212,6 +216,17 @@ impl Ballast {
         }
     }
 
+    /// How many messages may still fit once a write has failed: on a disk
+    /// full of bytes, those of the room that the failed write of a batch
+    /// left, fewer than a batch; on a disk with no room for a file, none
+    /// until the next segment can be created.
+    fn room_left_by_a_failed_write(self) -> usize {
+        match self {
+            Ballast::Bytes => BATCH - 1,
+            Ballast::Files => 0,
+        }
+    }
+
     /// Takes the room, and returns the files that hold it.
     fn load(self, dir: &Path) -> Vec<PathBuf> {
         let mut files = Vec::new();
@@ -277,24 +292,37 @@ fn fill_refuse_and_recover(fsync: &str, kind: Ballast) {
     );
     assert!(refusal.contains("free space"), "{refusal}");
     assert!(confirmed.len() > 50, "only {} stored", confirmed.len());
-    let mut publisher = Line::connect(brook.addr);
-    for _ in 0..3 {
-        i += 1;
-        let reply = publish(&mut publisher, i);
-        assert!(
-            reply
-                .as_ref()
-                .is_err_and(|r| r.starts_with("-ERR disk full")),
-            "{reply:?}"
-        );
-        refused.push(i);
-    }
-    wait_for_log(&brook, "refusing publishes");
     if kind == Ballast::Files {
         // The file that could not be created: the next segment.
         let next_segment = format!("{:020}.log", confirmed.len());
         assert!(refusal.contains(&next_segment), "{refusal}");
     }
+
+    // Still full: refused, at once and then when the broker tries the
+    // disk again, a second after the failed write (which may store a few
+    // in the room a failed write left: see `room_left_by_a_failed_write`).
+    let mut publisher = Line::connect(brook.addr);
+    let full_until = Instant::now() + RETRY_AND_MORE;
+    let mut stored_while_full = 0;
+    while Instant::now() < full_until {
+        i += 1;
+        match publish(&mut publisher, i) {
+            Ok(offset) => {
+                assert_eq!(offset, confirmed.len() as u64, "offsets follow on");
+                confirmed.push(i);
+                stored_while_full += 1;
+            }
+            Err(reply) => {
+                assert!(reply.starts_with("-ERR disk full"), "{reply}");
+                refused.push(i);
+            }
+        }
+    }
+    assert!(
+        stored_while_full <= kind.room_left_by_a_failed_write(),
+        "{stored_while_full} stored on a full disk"
+    );
+    wait_for_log(&brook, "refusing publishes");
 
     // The subscriber has every confirmed message, in order, and nothing
     // else; a puller and STATS are served too.
