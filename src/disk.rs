@@ -526,9 +526,10 @@ impl DiskLog {
             .map_err(StoreError::io(path))?;
         self.buffer.clear();
         while self.cache_first + self.cache.len() as Offset > written {
-            if let Some(payload) = self.cache.pop_back() {
-                self.cache_bytes -= payload.len();
-            }
+            let Some(payload) = self.cache.pop_back() else {
+                break;
+            };
+            self.cache_bytes -= payload.len();
         }
         self.next = written;
         Ok(())
