@@ -40,9 +40,15 @@
 //! shuts the socket. Reading on keeps a client that is busy writing able
 //! to finish and read its last replies, and leaves no unread bytes behind,
 //! which would make the kernel answer the close with a reset.
+//!
+//! A binary publisher that is never answered has no writer to carry an
+//! error, so the commands that carry its messages carry a [`Hangup`] too:
+//! the dispatcher's way to close the connection when it cannot store them
+//! (the disk is full).
 
 use std::io::{self, Read};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -114,10 +120,39 @@ const ANSWERED_PER_COMMAND: usize = 256;
 const INITIAL_BUFFER: usize = 4 << 10;
 const BUSY_BUFFER: usize = 256 << 10;
 
+/// What the dispatcher can do to a connection that has no writer thread (a
+/// binary publisher, which is never answered) when it refuses one of its
+/// messages: hang up. Shutting the socket down ends the reader; the
+/// connection's requests still on their way to the dispatcher are dropped.
+#[derive(Debug)]
+pub struct Hangup {
+    stream: Arc<TcpStream>,
+    done: AtomicBool,
+}
+
+impl Hangup {
+    /// Closes the connection, once.
+    pub fn hang_up(&self) {
+        if !self.done.swap(true, Ordering::SeqCst) {
+            let _ = self.stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Whether the connection was hung up on: its requests are ignored.
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::SeqCst)
+    }
+}
+
 /// Serves one connection until it closes. Runs on its own thread.
 pub fn run(id: ConnId, stream: Arc<TcpStream>, context: Arc<ReaderContext>) {
+    let hangup = Arc::new(Hangup {
+        stream: stream.clone(),
+        done: AtomicBool::new(false),
+    });
     let mut reader = Reader {
         id,
+        hangup,
         stream,
         decoder: None,
         buffer: ReadBuffer::new(),
@@ -143,6 +178,8 @@ pub fn run(id: ConnId, stream: Arc<TcpStream>, context: Arc<ReaderContext>) {
 
 struct Reader {
     id: ConnId,
+    /// Handed to the dispatcher with the client's unanswered publishes.
+    hangup: Arc<Hangup>,
     /// Shared with the writer thread: one socket, one file descriptor.
     stream: Arc<TcpStream>,
     /// Chosen by the first byte the client sends.
@@ -271,7 +308,7 @@ impl Reader {
         if self.writer.is_none() && requests.iter().any(is_answered) {
             self.attach()?;
         }
-        let command = Command::requests(self.id, requests);
+        let command = Command::requests(self.id, requests, Some(&self.hangup));
         self.context
             .commands
             .send(command)

@@ -35,6 +35,27 @@
 //! through a sparse in-memory index (one entry per 4 KiB of records): the
 //! dispatcher never waits for the disk to read.
 //!
+//! A message becomes readable (by subscribers, groups and pulls: see
+//! [`TopicLog::end`]) once its record is written to the file, not when it
+//! is appended: so a write that fails can still take it back, before
+//! anything about it has left the broker.
+//!
+//! # A full disk
+//!
+//! A write the disk has no room for (ENOSPC, EDQUOT, EFBIG) takes back the
+//! records it could not write: the file is cut back to the last record
+//! written whole, and the records leave the buffer, the segment's index
+//! and the cache; their offsets go to the next messages. The dispatcher
+//! refuses their publishers (`dispatcher.rs`). The log then refuses
+//! appends for a second (`FULL_RETRY_AFTER`) without touching the disk,
+//! and lets the first one after that try it again. A new segment file, a
+//! groups file or an index that does not fit is logged and tried again
+//! later, and the broker goes on. A failed fsync is different: the
+//! operating system may have dropped the pages it could not write, and a
+//! later fsync would not say so. The broker stops ([`StoreError::Sync`]),
+//! as PostgreSQL does; recovery then keeps every whole record the disk
+//! holds.
+//!
 //! # Recovery
 //!
 //! At start-up the last segment of every topic is read and every record's
@@ -59,6 +80,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -68,7 +90,9 @@ use crate::config::Fsync;
 use crate::fetcher::{FetchRequest, Fetched, Fetcher};
 use crate::protocol::Payload;
 use crate::segment::{scan_segment, segment_file_name, Header, Segment, HEADER_BYTES};
-use crate::store::{GroupPosition, NamedLog, Offset, Read, Store, StoreError, SyncJob, TopicLog};
+use crate::store::{
+    DiskFull, GroupPosition, NamedLog, Offset, Read, Store, StoreError, SyncJob, TopicLog,
+};
 
 /// How many bytes of the newest payloads each topic keeps in memory, so
 /// that subscribers that keep up, or lag by less than this, never wait for
@@ -79,6 +103,11 @@ const CACHE_BYTES: usize = 64 << 20;
 /// Encoded records are written to the file once this many are waiting,
 /// even before the end of the round.
 const WRITE_BUFFER_BYTES: usize = 1 << 20;
+
+/// How long a log that found the disk full refuses appends before it tries
+/// the disk again: often enough to notice soon that room was made, seldom
+/// enough that a full disk costs no more than one failed write a second.
+const FULL_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// The file in a topic's directory that holds its name.
 const NAME_FILE: &str = "name";
@@ -194,8 +223,8 @@ impl DiskStore {
         let scratch = dir.join(NAME_SCRATCH_FILE);
         let mut file = File::create(&scratch).map_err(StoreError::io(&scratch))?;
         file.write_all(name.as_bytes())
-            .and_then(|()| file.sync_all())
             .map_err(StoreError::io(&scratch))?;
+        file.sync_all().map_err(StoreError::sync(&scratch))?;
         let name_path = dir.join(NAME_FILE);
         fs::rename(&scratch, &name_path).map_err(StoreError::io(&name_path))?;
         sync_directory(dir)?;
@@ -335,9 +364,8 @@ fn force_file(path: &Path) -> Result<(), StoreError> {
 
 /// Forces the entries of `dir` (a file just created, or removed) to disk.
 fn sync_directory(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(StoreError::io(dir))
+    let dir_file = File::open(dir).map_err(StoreError::io(dir))?;
+    dir_file.sync_all().map_err(StoreError::sync(dir))
 }
 
 /// One topic's log on disk. See the module docs.
@@ -385,6 +413,18 @@ pub struct DiskLog {
     /// An offset whose record the fetcher found damaged: reads of it find
     /// nothing, rather than ask for it again and again.
     unreadable: Option<Offset>,
+    /// Set while the disk is full: appends are refused until `retry_at`.
+    refusing: Option<Refusing>,
+    /// Set by a sync job that could not save the groups file for lack of
+    /// room: the next write saves it again.
+    groups_unsaved: Arc<AtomicBool>,
+}
+
+/// A log that found the disk full: why, and when it may try again.
+#[derive(Debug)]
+struct Refusing {
+    cause: Arc<DiskFull>,
+    retry_at: Instant,
 }
 
 /// Records read from a segment ahead of need: offsets `first..`.
@@ -453,6 +493,8 @@ impl DiskLog {
             fetcher,
             fetching: Cell::new(false),
             unreadable: None,
+            refusing: None,
+            groups_unsaved: Arc::default(),
         })
     }
 
@@ -461,19 +503,101 @@ impl DiskLog {
         &mut self.segments[last]
     }
 
-    /// Writes the buffered records to the active segment file.
+    /// Writes the buffered records to the active segment file. If the
+    /// disk has no room for them, they are taken back, and the log refuses
+    /// appends for [`FULL_RETRY_AFTER`].
     fn write_buffer(&mut self) -> Result<(), StoreError> {
         if self.buffer.is_empty() {
             return Ok(());
         }
         let path = &self.segments[self.segments.len() - 1].path;
-        (&*self.writer)
+        let written = (&*self.writer)
             .write_all(&self.buffer)
-            .map_err(StoreError::io(path))?;
+            .map_err(StoreError::io(path));
+        if let Err(StoreError::Full(cause)) = &written {
+            let cause = cause.clone();
+            self.take_back_unwritten()?;
+            self.refuse_for_a_while(cause);
+        }
+        written?;
         self.buffer.clear();
         self.written = self.next;
         self.unsynced = true;
         Ok(())
+    }
+
+    /// Forgets the records not written yet (`written..next`), which the
+    /// disk had no room for: cuts the file back to the last record written
+    /// whole (a write that failed may have left part of one), and drops
+    /// them from the segment's index and the cache. Their offsets will be
+    /// given to the next messages.
+    fn take_back_unwritten(&mut self) -> Result<(), StoreError> {
+        let written = self.written;
+        let unwritten_bytes = self.buffer.len() as u64;
+        let active = self.active();
+        let kept_len = active.len - unwritten_bytes;
+        let path = active.path.clone();
+        active.truncate(written, kept_len);
+        self.writer
+            .set_len(kept_len)
+            .map_err(StoreError::io(path))?;
+        self.buffer.clear();
+        while self.cache_first + self.cache.len() as Offset > written {
+            let Some(payload) = self.cache.pop_back() else {
+                break;
+            };
+            self.cache_bytes -= payload.len();
+        }
+        self.next = written;
+        Ok(())
+    }
+
+    /// Enters (or stays in) the state of a log that found the disk full.
+    fn refuse_for_a_while(&mut self, cause: Arc<DiskFull>) {
+        let retry_at = Instant::now() + FULL_RETRY_AFTER;
+        self.refusing = Some(Refusing { cause, retry_at });
+    }
+
+    /// Whether an append may go ahead: refused while the disk is full,
+    /// until the next try is due. The next try starts the segment that a
+    /// full disk kept the log from starting, if it owes one, and is refused
+    /// if that fails again.
+    fn check_room(&mut self) -> Result<(), StoreError> {
+        let Some(refusing) = &self.refusing else {
+            return Ok(());
+        };
+        if Instant::now() >= refusing.retry_at {
+            self.refusing = None;
+            self.roll_if_full()?;
+        }
+        match &self.refusing {
+            Some(refusing) => Err(StoreError::Full(refusing.cause.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts a new segment if the active one has reached its size. A disk
+    /// with no room for the new file leaves the records where they are,
+    /// whole, and the log refuses appends until its next try.
+    fn roll_if_full(&mut self) -> Result<(), StoreError> {
+        if self.active().len < self.settings.segment_bytes {
+            return Ok(());
+        }
+        self.write_buffer()?;
+        self.force()?;
+        match self.start_segment() {
+            Err(StoreError::Full(cause)) => {
+                // The dispatcher logs the episode, whose cause names the
+                // new segment's file.
+                log::debug!(
+                    "topic {:?}: cannot start a new segment: {cause}",
+                    self.topic
+                );
+                self.refuse_for_a_while(cause);
+                Ok(())
+            }
+            started => started,
+        }
     }
 
     /// Forces the active segment to disk; with `--fsync never`, only notes
@@ -483,7 +607,7 @@ impl DiskLog {
             let path = self.segments[self.segments.len() - 1].path.clone();
             match self.settings.fsync {
                 Fsync::Never => self.note_unforced(path),
-                _ => self.writer.sync_data().map_err(StoreError::io(path))?,
+                _ => self.writer.sync_data().map_err(StoreError::sync(path))?,
             }
         }
         self.unsynced = false;
@@ -496,14 +620,14 @@ impl DiskLog {
         }
     }
 
-    /// Closes the active segment, saving its index for the next start, and
-    /// starts a new one at `next`.
-    fn roll(&mut self) -> Result<(), StoreError> {
-        self.write_buffer()?;
-        self.force()?;
-        self.active().save_index();
+    /// Starts a new segment at `next`, and closes the active one, whose
+    /// records are all written, saving its index for the next start. (The
+    /// index waits for the new file: a disk with no room for that tries
+    /// again later, and would fail to save the index each time.)
+    fn start_segment(&mut self) -> Result<(), StoreError> {
         let path = self.dir.join(segment_file_name(self.next));
         create_segment_file(&path, &self.dir, self.settings.fsync)?;
+        self.active().save_index();
         self.writer = Arc::new(open_for_append(&path)?);
         self.segments.push(Segment::open(path, self.next)?);
         Ok(())
@@ -543,6 +667,7 @@ impl DiskLog {
 
 impl TopicLog for DiskLog {
     fn append(&mut self, payload: Payload) -> Result<Offset, StoreError> {
+        self.check_room()?;
         let offset = self.next;
         let timestamp = now_ms();
         Header::encode_record(offset, timestamp, &payload, &mut self.buffer);
@@ -558,14 +683,12 @@ impl TopicLog for DiskLog {
             self.write_buffer()?;
         }
         self.trim_cache();
-        if self.segments[self.segments.len() - 1].len >= self.settings.segment_bytes {
-            self.roll()?;
-        }
+        self.roll_if_full()?;
         Ok(offset)
     }
 
     fn read(&self, offset: Offset) -> Read {
-        if offset >= self.next || offset < self.start() || self.unreadable == Some(offset) {
+        if offset >= self.written || offset < self.start() || self.unreadable == Some(offset) {
             return Read::Nothing;
         }
         if offset >= self.cache_first {
@@ -609,11 +732,15 @@ impl TopicLog for DiskLog {
     }
 
     fn start(&self) -> Offset {
-        self.segments.first().map_or(self.next, |s| s.base)
+        self.segments.first().map_or(self.written, |s| s.base)
     }
 
     fn end(&self) -> Offset {
-        self.next
+        self.written
+    }
+
+    fn has_unwritten(&self) -> bool {
+        self.next > self.written
     }
 
     fn over_retention(&self) -> bool {
@@ -649,10 +776,16 @@ impl TopicLog for DiskLog {
     /// them to disk (`always` did as it appended, `never` leaves it to the
     /// operating system); the consumer groups' positions, if they moved,
     /// are saved by the job too, so that neither costs the dispatcher a
-    /// wait for the disk.
+    /// wait for the disk. A groups file the disk has no room for is logged
+    /// and saved again by the next write: the broker goes on, and a
+    /// restart before that gives out again what the groups finished since
+    /// they were last saved.
     fn write(&mut self) -> Result<Option<SyncJob>, StoreError> {
         self.write_buffer()?;
         self.trim_cache();
+        if self.groups_unsaved.load(Ordering::Relaxed) {
+            self.groups_moved = true;
+        }
         let force = (self.unsynced && self.settings.fsync == Fsync::Batch).then(|| {
             let path = self.segments[self.segments.len() - 1].path.clone();
             (self.writer.clone(), path)
@@ -672,12 +805,24 @@ impl TopicLog for DiskLog {
             return Ok(None);
         }
         let (dir, fsync) = (self.dir.clone(), self.settings.fsync);
+        let (topic, unsaved) = (self.topic.clone(), self.groups_unsaved.clone());
         Ok(Some(Box::new(move || {
             if let Some((file, path)) = force {
-                file.sync_data().map_err(StoreError::io(path))?;
+                file.sync_data().map_err(StoreError::sync(path))?;
             }
             for (name, bytes) in files {
-                replace_file(&dir, name, &bytes, fsync)?;
+                match replace_file(&dir, name, &bytes, fsync) {
+                    Err(StoreError::Full(cause)) => {
+                        // Logged once, not at every try while the disk is full.
+                        if !unsaved.swap(true, Ordering::Relaxed) {
+                            log::warn!("topic {topic:?}: cannot save its consumer groups: {cause}");
+                        }
+                    }
+                    saved => {
+                        saved?;
+                        unsaved.store(false, Ordering::Relaxed);
+                    }
+                }
             }
             Ok(())
         })))
@@ -721,10 +866,15 @@ impl TopicLog for DiskLog {
 /// contents or the new, whole. Forced to disk unless `--fsync never`.
 fn replace_file(dir: &Path, name: &str, bytes: &[u8], fsync: Fsync) -> Result<(), StoreError> {
     let scratch = dir.join(format!("{name}.new"));
-    let mut file = File::create(&scratch).map_err(StoreError::io(&scratch))?;
-    file.write_all(bytes).map_err(StoreError::io(&scratch))?;
+    let written = File::create(&scratch)
+        .and_then(|mut file| file.write_all(bytes).map(|()| file))
+        .map_err(StoreError::io(&scratch));
+    let file = written.inspect_err(|_| {
+        // A full disk, say: the scratch file would only take up room.
+        let _ = fs::remove_file(&scratch);
+    })?;
     if fsync != Fsync::Never {
-        file.sync_all().map_err(StoreError::io(&scratch))?;
+        file.sync_all().map_err(StoreError::sync(&scratch))?;
     }
     let path = dir.join(name);
     fs::rename(&scratch, &path).map_err(StoreError::io(&path))?;

@@ -20,6 +20,18 @@
 //! many messages, so channel sends and wake-ups are paid per batch, not per
 //! message.
 //!
+//! A message is offered to subscribers and groups once its log says it is
+//! readable ([`TopicLog::end`]): in memory as it is appended, on disk once
+//! the round's write put it in its file (the end of the round, or sooner
+//! when a buffer fills). So when a write finds the disk full, the messages
+//! it takes back were never delivered, and their confirmations are still
+//! in the outboxes: they are turned into refusals
+//! ([`Reply::DiskFull`]) before anything goes out, and a publisher that
+//! gets no replies is hung up on. That is how Kafka's high watermark
+//! works, and it is simpler than the other way, taking deliveries back out
+//! of outboxes, windows and groups. A `PULL` or subscribe writes its topic
+//! first, so that it sees what its client published just before it.
+//!
 //! Timers (ack timeouts, redeliveries after a Nack, the deadline of a
 //! closed connection's unfinished pull) live in one min-heap of
 //! `(when, connection)` wake-ups. Each session keeps at most one wake-up that
@@ -50,6 +62,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
+use crate::connection::Hangup;
 use crate::fetcher::Fetched;
 use crate::group::Group;
 use crate::line;
@@ -58,7 +71,7 @@ use crate::queue::CommandReceiver;
 use crate::session::{start_offset, DeliveryPolicy, GivenUp, Session};
 use crate::stats::{BrokerReport, TopicReport, Traffic};
 use crate::store::Read;
-use crate::store::{Offset, Store, StoreError, SyncJob, TopicLog};
+use crate::store::{DiskFull, Offset, Store, StoreError, SyncJob, TopicLog};
 use crate::syncer::Syncer;
 use crate::writer::{Link, Parcel, Reply, Writer};
 
@@ -128,6 +141,9 @@ pub enum Command {
         conn: ConnId,
         requests: Vec<Decoded>,
         payload_bytes: usize,
+        /// How to close the connection, if the requests hold publishes
+        /// that are never answered (see [`Hangup`]).
+        hangup: Option<Arc<Hangup>>,
     },
     /// The connection's writer has written, as the session asked: sent by
     /// the writer thread, for deliveries that wait for room to be written.
@@ -144,19 +160,25 @@ pub enum Command {
 }
 
 impl Command {
-    /// The command that carries `requests` from connection `conn`.
-    pub fn requests(conn: ConnId, requests: Vec<Decoded>) -> Command {
-        let payload_bytes = requests
-            .iter()
-            .map(|request| match request {
-                Ok(Request::Publish { payload, .. }) => payload.len(),
-                _ => 0,
-            })
-            .sum();
+    /// The command that carries `requests` from connection `conn`, with
+    /// `hangup` if they hold a publish that is never answered.
+    pub fn requests(conn: ConnId, requests: Vec<Decoded>, hangup: Option<&Arc<Hangup>>) -> Command {
+        let mut payload_bytes = 0;
+        let mut unanswered = false;
+        for request in &requests {
+            if let Ok(Request::Publish {
+                payload, confirm, ..
+            }) = request
+            {
+                payload_bytes += payload.len();
+                unanswered |= !confirm;
+            }
+        }
         Command::Requests {
             conn,
             requests,
             payload_bytes,
+            hangup: hangup.filter(|_| unanswered).cloned(),
         }
     }
 
@@ -183,6 +205,9 @@ pub struct Topic {
     /// Whether the log was appended to or pulled from this round, so it
     /// must be written (and made durable) before the round's frames go out.
     unwritten: bool,
+    /// Whether the topic refused a publish for a full disk, and has not
+    /// stored one since.
+    refusing: bool,
 }
 
 impl std::fmt::Debug for Topic {
@@ -215,6 +240,42 @@ pub struct Dispatcher {
     /// open (kept by the acceptor and the readers).
     started: Instant,
     connections: Arc<AtomicUsize>,
+    full_disk: FullDisk,
+}
+
+/// What the dispatcher knows of a full disk: how many publishes it refused
+/// for one (for `STATS`), and the episode under way, if one is. One log
+/// line starts an episode and one ends it, however many messages it
+/// refuses.
+#[derive(Debug, Default)]
+struct FullDisk {
+    refused: u64,
+    /// When the episode under way started.
+    since: Option<Instant>,
+    /// How many topics refused a publish and have not stored one since:
+    /// the episode ends when none is left.
+    topics: usize,
+}
+
+/// Who sent a publish: the connection, whether it is answered, and if it
+/// is not, how to close it when its message cannot be stored.
+struct Publisher<'a> {
+    conn: ConnId,
+    confirm: bool,
+    hangup: Option<&'a Arc<Hangup>>,
+}
+
+/// A run of messages one connection published to one topic this round,
+/// offsets `first..=last`, that are not written to the log's file yet. If
+/// the disk has no room for them, their publisher must hear of it.
+#[derive(Debug)]
+struct UnwrittenRun {
+    topic: TopicId,
+    conn: ConnId,
+    first: Offset,
+    last: Offset,
+    /// Set for a publisher that is never answered.
+    hangup: Option<Arc<Hangup>>,
 }
 
 /// What must happen to sessions after this round's commands: the wake-ups to
@@ -228,6 +289,9 @@ struct Chores {
     to_trim: Vec<TopicId>,
     /// Topics appended to or pulled from this round.
     to_write: Vec<TopicId>,
+    /// This round's publishes that are not readable yet (on disk: not
+    /// written to their files yet), by run.
+    unwritten: Vec<UnwrittenRun>,
     /// Connections that answered deliveries (or let them time out) this
     /// round: their windows still have to be refilled, and their answers
     /// have to reach groups and dead letters.
@@ -245,6 +309,24 @@ struct Chores {
 }
 
 impl Chores {
+    /// Notes the publish of `offset` to `topic`, not readable yet, so that
+    /// its publisher can be told if the write fails.
+    fn note_unwritten(&mut self, topic: TopicId, offset: Offset, publisher: &Publisher) {
+        if let Some(run) = self.unwritten.last_mut() {
+            if run.topic == topic && run.conn == publisher.conn {
+                run.last = offset;
+                return;
+            }
+        }
+        self.unwritten.push(UnwrittenRun {
+            topic,
+            conn: publisher.conn,
+            first: offset,
+            last: offset,
+            hangup: publisher.hangup.cloned(),
+        });
+    }
+
     /// Notes that `topic` (whose id is `id`) changed this round.
     fn write_later(&mut self, id: TopicId, topic: &mut Topic) {
         if !topic.unwritten {
@@ -349,6 +431,7 @@ impl Dispatcher {
             next_age_check,
             started: Instant::now(),
             connections,
+            full_disk: FullDisk::default(),
         };
         for (name, log) in recovered {
             log::info!("topic {name:?}: offsets {} to {}", log.start(), log.end());
@@ -361,7 +444,9 @@ impl Dispatcher {
     /// stops cleanly: every session ends, every log is forced to disk, and
     /// every writer gets the linger to write what it holds.
     ///
-    /// A store that fails to write stops the dispatcher at once, before the
+    /// A disk with no room refuses publishes and nothing more (see
+    /// `Dispatcher::refuse_unwritten`). Any other failure of the store,
+    /// such as a failed fsync, stops the dispatcher at once, before the
     /// round's frames go out: nothing that was not stored is confirmed or
     /// delivered, and the log on disk is left as a crash would leave it,
     /// which recovery knows how to read. Carrying on instead would mean
@@ -410,7 +495,7 @@ impl Dispatcher {
             self.close_lingering(now);
             self.check_ages(now);
             self.apply_retention();
-            self.write_logs()?;
+            self.write_logs(now)?;
             self.flush()?;
         }
         Ok(())
@@ -456,9 +541,17 @@ impl Dispatcher {
                 let session = Session::new(conn, writer, self.policy, now);
                 self.sessions.insert(conn, session);
             }
-            Command::Requests { conn, requests, .. } => {
+            Command::Requests {
+                conn,
+                requests,
+                hangup,
+                ..
+            } => {
                 for request in requests {
-                    self.request(conn, request, now)?;
+                    if hangup.as_ref().is_some_and(|hangup| hangup.is_done()) {
+                        break; // hung up on: the rest is dropped
+                    }
+                    self.request(conn, request, hangup.as_ref(), now)?;
                 }
             }
             Command::Written { conn } => self.serve(conn, now),
@@ -470,36 +563,44 @@ impl Dispatcher {
     }
 
     /// Carries out one request. Fails only if the store failed.
-    fn request(&mut self, conn: ConnId, request: Decoded, now: Instant) -> Result<(), StoreError> {
+    fn request(
+        &mut self,
+        conn: ConnId,
+        request: Decoded,
+        hangup: Option<&Arc<Hangup>>,
+        now: Instant,
+    ) -> Result<(), StoreError> {
         match request {
             Ok(Request::Publish {
                 topic,
                 payload,
                 confirm,
             }) => {
-                let offset = self.publish(conn, topic, payload, now)?;
-                if let (Some(offset), true) = (offset, confirm) {
-                    self.reply(conn, Reply::Published { offset });
-                }
+                let publisher = Publisher {
+                    conn,
+                    confirm,
+                    hangup,
+                };
+                self.publish(&publisher, topic, payload, now)?;
             }
             Ok(Request::Subscribe {
                 topics,
                 start,
                 ack,
                 group: None,
-            }) => self.subscribe(conn, &topics, start, ack, now),
+            }) => self.subscribe(conn, &topics, start, ack, now)?,
             Ok(Request::Subscribe {
                 topics,
                 start,
                 ack,
                 group: Some(group),
-            }) => self.join_groups(conn, &topics, &group, start, ack, now),
+            }) => self.join_groups(conn, &topics, &group, start, ack, now)?,
             Ok(Request::Unsubscribe { topics }) => self.unsubscribe(conn, &topics, now)?,
             Ok(Request::Ack) => self.answer(conn, true, now),
             Ok(Request::Nack) => self.answer(conn, false, now),
             Ok(Request::Pull { topic, max, group }) => {
                 let group = group.as_deref().unwrap_or(DEFAULT_PULL_GROUP);
-                self.pull(conn, &topic, max, group, now)
+                self.pull(conn, &topic, max, group, now)?
             }
             Ok(Request::Topics) => self.reply(conn, Reply::Topics(self.topic_reports())),
             Ok(Request::Stats) => {
@@ -507,6 +608,7 @@ impl Dispatcher {
                     uptime: now.duration_since(self.started),
                     connections: self.connections.load(Ordering::Relaxed),
                     topics: self.topic_reports(),
+                    refused_disk_full: self.full_disk.refused,
                 };
                 self.reply(conn, Reply::Stats(Box::new(report)));
             }
@@ -527,16 +629,19 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Appends a message to its topic and offers it to the subscribers.
-    /// Returns its offset, or `None` if the topic could not be created (the
-    /// publisher is told so). Fails if the store failed to append.
+    /// Appends a message to its topic and offers it to the subscribers,
+    /// and confirms it if its publisher asked for that. A message that
+    /// cannot be stored is refused: the topic could not be created (the
+    /// publisher is told so), or the disk is full. Fails if the store
+    /// failed otherwise.
     fn publish(
         &mut self,
-        conn: ConnId,
+        publisher: &Publisher,
         name: Arc<str>,
         payload: Payload,
         now: Instant,
-    ) -> Result<Option<Offset>, StoreError> {
+    ) -> Result<(), StoreError> {
+        let conn = publisher.conn;
         let id = match &self.last_published {
             Some((last, id)) if Arc::ptr_eq(last, &name) => *id,
             _ => match self.topic_id(&name) {
@@ -544,33 +649,160 @@ impl Dispatcher {
                     self.last_published = Some((name, id));
                     id
                 }
+                Err(StoreError::Full(cause)) => {
+                    self.refuse_publish(publisher, None, &cause, now);
+                    return Ok(());
+                }
                 Err(error) => {
                     log::error!("conn {conn}: cannot create topic {name:?}: {error}");
                     self.reply(conn, Reply::Error("topic not available"));
-                    return Ok(None);
+                    return Ok(());
                 }
             },
         };
-        self.append(id, payload, now).map(Some)
+        match self.append(id, payload, Some(publisher), now) {
+            Ok(offset) => {
+                if publisher.confirm {
+                    self.reply(conn, Reply::Published { topic: id, offset });
+                }
+                Ok(())
+            }
+            Err(StoreError::Full(cause)) => {
+                self.refuse_publish(publisher, Some(id), &cause, now);
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
     }
 
-    /// Appends a message to the topic `id` and offers it to the subscribers.
+    /// Appends a message to the topic `id`, and offers it to the
+    /// subscribers once it is readable: at once in memory, once written on
+    /// disk (see [`TopicLog::end`]); until then its publisher, if it has
+    /// one, is noted, to be refused if the write fails. A disk with no room
+    /// refuses it, and takes back what the topic was sent this round and
+    /// has not written.
     fn append(
         &mut self,
         id: TopicId,
         payload: Payload,
+        publisher: Option<&Publisher>,
         now: Instant,
     ) -> Result<Offset, StoreError> {
         let topic = &mut self.topics[id];
         let bytes = payload.len();
-        let offset = topic.log.append(payload)?;
+        let offset = match topic.log.append(payload) {
+            Ok(offset) => offset,
+            Err(StoreError::Full(cause)) => {
+                self.refuse_unwritten(id, &cause, now);
+                return Err(StoreError::Full(cause));
+            }
+            Err(error) => return Err(error),
+        };
         topic.traffic.received(bytes);
         self.chores.write_later(id, topic);
         if topic.log.over_retention() {
             self.chores.trim_later(id);
         }
-        self.offer(id, now);
+        if topic.log.end() > offset {
+            self.became_readable(id, now);
+        } else if let Some(publisher) = publisher {
+            self.chores.note_unwritten(id, offset, publisher);
+        }
         Ok(offset)
+    }
+
+    /// Offers the topic's messages that just became readable, and ends the
+    /// full-disk episode if the topic was one that refused a publish.
+    fn became_readable(&mut self, id: TopicId, now: Instant) {
+        if self.full_disk.since.is_some() {
+            self.stored_again(id, now);
+        }
+        self.offer(id, now);
+    }
+
+    /// Refuses a message the disk had no room for: a publisher that is
+    /// answered gets `-ERR disk full: ...` (or an Error status), one that
+    /// is not is hung up on.
+    fn refuse_publish(
+        &mut self,
+        publisher: &Publisher,
+        topic: Option<TopicId>,
+        cause: &Arc<DiskFull>,
+        now: Instant,
+    ) {
+        self.full_disk.refused += 1;
+        self.disk_is_full(topic, cause, now);
+        if publisher.confirm {
+            self.reply(publisher.conn, Reply::DiskFull(cause.clone()));
+        } else if let Some(hangup) = publisher.hangup {
+            hang_up(publisher.conn, hangup, cause);
+        }
+    }
+
+    /// Refuses the messages of topic `id` that its log took back because
+    /// the disk had no room for them: those from its end on, all published
+    /// this round and none readable yet, so none was delivered. Their
+    /// confirmations, still in the outboxes (or packed by a session that
+    /// ended this round), become errors, and their publishers that are
+    /// never answered are hung up on.
+    fn refuse_unwritten(&mut self, id: TopicId, cause: &Arc<DiskFull>, now: Instant) {
+        let from = self.topics[id].log.end();
+        let packed = self.chores.parcels.iter_mut().flat_map(Parcel::replies_mut);
+        packed.for_each(|reply| reply.refuse_if_taken_back(id, from, cause));
+        let sessions = &mut self.sessions;
+        let mut refused = 0;
+        self.chores.unwritten.retain_mut(|run| {
+            if run.topic != id || run.last < from {
+                return true;
+            }
+            refused += run.last + 1 - run.first.max(from);
+            match &run.hangup {
+                Some(hangup) => hang_up(run.conn, hangup, cause),
+                None => {
+                    if let Some(session) = sessions.get_mut(&run.conn) {
+                        session.refuse_confirmations(id, from, cause);
+                    }
+                }
+            }
+            run.last = from.saturating_sub(1);
+            run.first < from
+        });
+        self.full_disk.refused += refused;
+        self.disk_is_full(Some(id), cause, now);
+    }
+
+    /// Notes that topic `id` (if the refusal was for a topic) found the
+    /// disk full, and starts the episode with a log line if it is the
+    /// first.
+    fn disk_is_full(&mut self, topic: Option<TopicId>, cause: &DiskFull, now: Instant) {
+        if let Some(topic) = topic.map(|id| &mut self.topics[id]) {
+            if !std::mem::replace(&mut topic.refusing, true) {
+                self.full_disk.topics += 1;
+            }
+        }
+        if self.full_disk.since.is_none() {
+            self.full_disk.since = Some(now);
+            log::warn!("{cause}; refusing publishes until a write fits");
+        }
+    }
+
+    /// Topic `id` stored a message during a full-disk episode: the episode
+    /// ends once every topic that refused one has.
+    fn stored_again(&mut self, id: TopicId, now: Instant) {
+        if std::mem::take(&mut self.topics[id].refusing) {
+            self.full_disk.topics -= 1;
+        }
+        if self.full_disk.topics > 0 {
+            return;
+        }
+        if let Some(since) = self.full_disk.since.take() {
+            log::info!(
+                "disk has room again after {:.1?}: accepting publishes \
+                 ({} refused for a full disk since the broker started)",
+                now.saturating_duration_since(since),
+                self.full_disk.refused
+            );
+        }
     }
 
     /// Appends what `conn`'s session gave up to the dead-letter topics: for
@@ -597,7 +829,17 @@ impl Dispatcher {
                 return Ok(());
             }
         };
-        let offset = self.append(id, dead_letter(&origin, given_up), now)?;
+        let offset = match self.append(id, dead_letter(&origin, given_up), None, now) {
+            Ok(offset) => offset,
+            Err(StoreError::Full(cause)) => {
+                log::error!(
+                    "{origin:?}@{}: given up, and its dead letter cannot be stored: {cause}",
+                    given_up.offset
+                );
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        };
         log::info!(
             "{origin:?}@{} went to {name:?}@{offset} after {} deliveries",
             given_up.offset,
@@ -608,15 +850,31 @@ impl Dispatcher {
 
     /// The ids of the topics a subscribe names, creating those that are
     /// new; if one cannot be created, `conn` is told so and gets `None`.
-    fn topics_to_subscribe(&mut self, conn: ConnId, names: &[String]) -> Option<Vec<TopicId>> {
+    /// What the topics were sent this round is made readable first, so
+    /// that a subscription that starts at the end starts after it.
+    fn topics_to_subscribe(
+        &mut self,
+        conn: ConnId,
+        names: &[String],
+        now: Instant,
+    ) -> Result<Option<Vec<TopicId>>, StoreError> {
         let ids: Result<Vec<TopicId>, StoreError> =
             names.iter().map(|name| self.topic_id(name)).collect();
         match ids {
-            Ok(ids) => Some(ids),
+            Ok(ids) => {
+                for &id in &ids {
+                    self.write_now(id, now)?;
+                }
+                Ok(Some(ids))
+            }
+            Err(StoreError::Full(cause)) => {
+                self.reply(conn, Reply::DiskFull(cause));
+                Ok(None)
+            }
             Err(error) => {
                 log::error!("conn {conn}: cannot subscribe: {error}");
                 self.reply(conn, Reply::Error("topic not available"));
-                None
+                Ok(None)
             }
         }
     }
@@ -631,12 +889,12 @@ impl Dispatcher {
         start: StartAt,
         ack: AckMode,
         now: Instant,
-    ) {
-        let Some(ids) = self.topics_to_subscribe(conn, names) else {
-            return;
+    ) -> Result<(), StoreError> {
+        let Some(ids) = self.topics_to_subscribe(conn, names, now)? else {
+            return Ok(());
         };
         if !self.sessions.contains_key(&conn) {
-            return;
+            return Ok(());
         }
         let mut joined = Vec::new();
         for id in ids {
@@ -645,7 +903,7 @@ impl Dispatcher {
             joined.push((id, index));
         }
         let Some(session) = self.sessions.get_mut(&conn) else {
-            return;
+            return Ok(());
         };
         for &(id, index) in &joined {
             session.join_group(id, index, ack);
@@ -656,6 +914,7 @@ impl Dispatcher {
         for (id, index) in joined {
             self.pump_group(id, index, now);
         }
+        Ok(())
     }
 
     /// Gives the group's messages to its members, one at a time, taking the
@@ -803,12 +1062,12 @@ impl Dispatcher {
         start: StartAt,
         ack: AckMode,
         now: Instant,
-    ) {
-        let Some(ids) = self.topics_to_subscribe(conn, names) else {
-            return;
+    ) -> Result<(), StoreError> {
+        let Some(ids) = self.topics_to_subscribe(conn, names, now)? else {
+            return Ok(());
         };
         let Some(session) = self.sessions.get_mut(&conn) else {
-            return;
+            return Ok(());
         };
         for id in ids {
             if session.subscribe(id, &self.topics[id], start, ack) {
@@ -819,6 +1078,7 @@ impl Dispatcher {
         session.reply(Reply::Subscribed);
         session.pump(&self.topics, now);
         self.chores.settle(conn, session);
+        Ok(())
     }
 
     /// Ends the connection's subscriptions to the topics, and its place in
@@ -898,18 +1158,28 @@ impl Dispatcher {
     }
 
     /// Queues a `PULL` on the session and serves it. A topic nobody has
-    /// published to is not created for it: the pull just ends empty.
-    fn pull(&mut self, conn: ConnId, name: &str, max: Option<u64>, group: &str, now: Instant) {
-        let from = self.topic_ids.get(name).copied().map(|id| {
-            let index = self.group_index(id, group, StartAt::Beginning, conn);
-            (id, index)
-        });
+    /// published to is not created for it: the pull just ends empty. What
+    /// the topic was sent this round is made readable first, so that the
+    /// pull takes what its client published before it.
+    fn pull(
+        &mut self,
+        conn: ConnId,
+        name: &str,
+        max: Option<u64>,
+        group: &str,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        let id = self.topic_ids.get(name).copied();
+        if let Some(id) = id {
+            self.write_now(id, now)?;
+        }
+        let from = id.map(|id| (id, self.group_index(id, group, StartAt::Beginning, conn)));
         let until = from.map_or(0, |(id, _)| self.topics[id].log.end());
-        let Some(session) = self.sessions.get_mut(&conn) else {
-            return;
-        };
-        session.add_pull(from, until, max);
-        self.serve(conn, now);
+        if let Some(session) = self.sessions.get_mut(&conn) {
+            session.add_pull(from, until, max);
+            self.serve(conn, now);
+        }
+        Ok(())
     }
 
     /// The index of the group `name` of the topic `id`, created (starting
@@ -1166,6 +1436,7 @@ impl Dispatcher {
             groups_moved: false,
             traffic: Traffic::default(),
             unwritten: false,
+            refusing: false,
         });
         self.topic_ids.insert(name, id);
         id
@@ -1176,16 +1447,53 @@ impl Dispatcher {
     /// `--fsync batch` this is the group commit: one fsync per topic per
     /// round at most, however many publishers the round carried, and it
     /// runs on the syncer thread.
-    fn write_logs(&mut self) -> Result<(), StoreError> {
-        for id in self.chores.to_write.drain(..) {
-            let topic = &mut self.topics[id];
-            topic.unwritten = false;
-            if std::mem::take(&mut topic.groups_moved) && topic.log.saves_groups() {
-                for group in &topic.groups {
-                    topic.log.set_group_position(&group.name, group.saved());
-                }
+    ///
+    /// The messages written are offered to the subscribers and groups now
+    /// (the disk store's become readable only here); a group that moves
+    /// for that is written in a second pass, so its place is saved with
+    /// the round.
+    fn write_logs(&mut self, now: Instant) -> Result<(), StoreError> {
+        while !self.chores.to_write.is_empty() {
+            for id in std::mem::take(&mut self.chores.to_write) {
+                self.topics[id].unwritten = false;
+                self.write_log(id, now)?;
             }
-            self.chores.sync_jobs.extend(topic.log.write()?);
+        }
+        self.chores.unwritten.clear();
+        Ok(())
+    }
+
+    /// Writes the log of topic `id` if it holds messages that are not
+    /// readable yet.
+    fn write_now(&mut self, id: TopicId, now: Instant) -> Result<(), StoreError> {
+        match self.topics[id].log.has_unwritten() {
+            true => self.write_log(id, now),
+            false => Ok(()),
+        }
+    }
+
+    /// Writes one log, and offers what became readable. If the disk has no
+    /// room, the log took back what it could not write, whose publishers
+    /// are refused, and a second write makes durable what the round wrote
+    /// before.
+    fn write_log(&mut self, id: TopicId, now: Instant) -> Result<(), StoreError> {
+        let topic = &mut self.topics[id];
+        if std::mem::take(&mut topic.groups_moved) && topic.log.saves_groups() {
+            for group in &topic.groups {
+                topic.log.set_group_position(&group.name, group.saved());
+            }
+        }
+        let readable = topic.log.end();
+        let job = match topic.log.write() {
+            Err(StoreError::Full(cause)) => {
+                self.refuse_unwritten(id, &cause, now);
+                self.topics[id].log.write()?
+            }
+            written => written?,
+        };
+        self.chores.sync_jobs.extend(job);
+        if self.topics[id].log.end() > readable {
+            self.became_readable(id, now);
         }
         Ok(())
     }
@@ -1217,6 +1525,17 @@ pub fn dead_letter(origin: &str, given_up: &GivenUp) -> Payload {
     letter.extend_from_slice(fields.as_bytes());
     letter.extend_from_slice(&given_up.payload);
     Payload::from(letter)
+}
+
+/// Closes the connection of a publisher that is never answered, whose
+/// message the disk had no room for.
+fn hang_up(conn: ConnId, hangup: &Hangup, cause: &DiskFull) {
+    if !hangup.is_done() {
+        log::warn!(
+            "conn {conn}: closing a binary publisher, whose messages cannot be stored: {cause}"
+        );
+        hangup.hang_up();
+    }
 }
 
 fn remove_subscriber(topic: &mut Topic, conn: ConnId) {

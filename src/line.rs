@@ -565,7 +565,8 @@ pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
     match reply {
         Reply::Subscribed | Reply::Unsubscribed => out.extend_from_slice(b"+OK\n"),
         Reply::Error(reason) => write_line(out, format_args!("-ERR {reason}")),
-        Reply::Published { offset } => write_line(out, format_args!("+OK {offset}")),
+        Reply::DiskFull(full) => write_line(out, format_args!("-ERR {full}")),
+        Reply::Published { offset, .. } => write_line(out, format_args!("+OK {offset}")),
         Reply::PullDone { count } => write_line(out, format_args!("+END {count}")),
         Reply::Pong => out.extend_from_slice(b"+PONG\n"),
         Reply::Bye => out.extend_from_slice(b"+BYE\n"),

@@ -184,7 +184,7 @@ mod tests {
             payload: vec![0; bytes].into(),
             confirm: false,
         };
-        Command::requests(1, vec![Ok(request)])
+        Command::requests(1, vec![Ok(request)], None)
     }
 
     /// Sends `command` on another thread, and reports when it is queued.
@@ -206,7 +206,7 @@ mod tests {
         let second = send_elsewhere(&sender, publish(60));
         // An ack carries no payload: it goes straight in, past the full room.
         sender
-            .send(Command::requests(2, vec![Ok(Request::Ack)]))
+            .send(Command::requests(2, vec![Ok(Request::Ack)], None))
             .unwrap();
         assert!(second.recv_timeout(Duration::from_millis(50)).is_err());
         assert_eq!(receiver.recv_until(None).unwrap().payload_bytes(), 60);

@@ -93,6 +93,17 @@ impl Segment {
         self.end = offset + 1;
     }
 
+    /// Forgets the records from offset `end` on, which start at byte
+    /// `len`: records taken back after a write that did not fit on the
+    /// disk. (`newest` keeps their timestamp: it only ever makes age
+    /// retention wait a little longer for this segment.)
+    pub fn truncate(&mut self, end: Offset, len: u64) {
+        let kept = self.index.partition_point(|&(offset, _)| offset < end);
+        self.index.truncate(kept);
+        self.end = end;
+        self.len = len;
+    }
+
     /// Reads the records from where the segment's known records end
     /// (`len`) to `file_len`, checking each one and adding it. Stops at the
     /// first damaged record and says what is wrong with it.
@@ -136,6 +147,8 @@ impl Segment {
         bytes.extend_from_slice(&crc.to_be_bytes());
         let saved = fs::write(&scratch, &bytes).and_then(|()| fs::rename(&scratch, &path));
         if let Err(error) = saved {
+            // A full disk, say: the segment is read at the next start.
+            let _ = fs::remove_file(&scratch);
             log::warn!("cannot save the index {}: {error}", path.display());
         }
     }

@@ -68,12 +68,13 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::dispatcher::{ConnId, IdMap, Topic, TopicId};
 use crate::protocol::{AckMode, Payload, StartAt};
-use crate::store::{Offset, Read};
-use crate::writer::{Batch, Link, Outgoing, Parcel, Reply, Writer};
+use crate::store::{DiskFull, Offset, Read};
+use crate::writer::{self, Batch, Link, Outgoing, Parcel, Reply, Writer};
 
 /// The delivery rules every session follows, from the broker's flags.
 #[derive(Debug, Clone, Copy)]
@@ -317,6 +318,20 @@ impl Session {
         match self.pulls.back_mut() {
             Some(pull) => pull.replies_after.push(reply),
             None => self.outbox.push(Outgoing::Reply(reply)),
+        }
+    }
+
+    /// Turns the confirmations still queued for messages of `topic` from
+    /// offset `from` on into refusals: the disk had no room for those
+    /// messages after all (see `Dispatcher::refuse_unwritten`). Nothing
+    /// has left the broker yet, so the client only ever sees the refusal.
+    pub fn refuse_confirmations(&mut self, topic: TopicId, from: Offset, cause: &Arc<DiskFull>) {
+        let held = self
+            .pulls
+            .iter_mut()
+            .flat_map(|p| p.replies_after.iter_mut());
+        for reply in writer::replies_mut(&mut self.outbox).chain(held) {
+            reply.refuse_if_taken_back(topic, from, cause);
         }
     }
 

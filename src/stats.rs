@@ -95,12 +95,14 @@ pub struct BrokerReport {
     pub uptime: Duration,
     pub connections: usize,
     pub topics: Vec<TopicReport>,
+    /// Publishes refused because the disk was full.
+    pub refused_disk_full: u64,
 }
 
 impl BrokerReport {
     /// The broker-wide figures, as `(name, value)` pairs in the order
     /// `STATS` prints them.
-    pub fn totals(&self) -> [(&'static str, u64); 8] {
+    pub fn totals(&self) -> [(&'static str, u64); 9] {
         let sum = |field: fn(&TopicReport) -> u64| self.topics.iter().map(field).sum::<u64>();
         [
             ("uptime_seconds", self.uptime.as_secs()),
@@ -111,6 +113,7 @@ impl BrokerReport {
             ("messages_out", sum(|t| t.messages_out)),
             ("bytes_in", sum(|t| t.bytes_in)),
             ("bytes_out", sum(|t| t.bytes_out)),
+            ("publishes_refused_disk_full", self.refused_disk_full),
         ]
     }
 }

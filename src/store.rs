@@ -48,7 +48,10 @@ pub trait Store: Send {
 
 /// One topic's log.
 pub trait TopicLog: Send {
-    /// Appends a message and returns its offset.
+    /// Appends a message and returns its offset. A log that finds the disk
+    /// full ([`StoreError::Full`]) refuses the message, and takes back
+    /// every message appended since its last successful write: their
+    /// offsets, from [`TopicLog::end`] on, will be given again.
     fn append(&mut self, payload: Payload) -> Result<Offset, StoreError>;
 
     /// The message at `offset`, if the log holds it and has it at hand.
@@ -78,8 +81,18 @@ pub trait TopicLog: Send {
     /// [`TopicLog::end`] when the log is empty).
     fn start(&self) -> Offset;
 
-    /// The offset the next appended message will get.
+    /// The end of what can be read: one past the newest message that is
+    /// stored. In memory a message is stored as it is appended; on disk,
+    /// once it is written to its file, so subscribers, groups and pulls
+    /// never see a message that a full disk may yet take back. It never
+    /// goes back.
     fn end(&self) -> Offset;
+
+    /// Whether messages were appended that are not readable yet (see
+    /// [`TopicLog::end`]): [`TopicLog::write`] makes them so.
+    fn has_unwritten(&self) -> bool {
+        false
+    }
 
     /// Whether the log holds more than its retention allows.
     fn over_retention(&self) -> bool;
@@ -96,7 +109,8 @@ pub trait TopicLog: Send {
     /// each round in which the log grew or was pulled from, has the job run
     /// on the syncer thread (`syncer.rs`), and sends nothing about those
     /// messages (a confirmation, a delivery, a pulled message) before the
-    /// job is done.
+    /// job is done. A write that finds the disk full takes back what it
+    /// could not write, as [`TopicLog::append`] does.
     fn write(&mut self) -> Result<Option<SyncJob>, StoreError>;
 
     /// Like [`TopicLog::write`], but the job forces everything this log
@@ -146,6 +160,14 @@ pub type SyncJob = Box<dyn FnOnce() -> Result<(), StoreError> + Send>;
 pub enum StoreError {
     /// Reading or writing `path` failed.
     Io { path: PathBuf, error: io::Error },
+    /// The disk had no room for a write. The broker goes on: the log took
+    /// back what it could not write, and refuses appends for a while.
+    Full(Arc<DiskFull>),
+    /// Forcing `path` to disk failed. What was written may be lost without
+    /// a trace (after a failed fsync the operating system may drop the
+    /// pages it could not write, and a later fsync succeeds), so the broker
+    /// stops rather than confirm anything more.
+    Sync { path: PathBuf, error: io::Error },
     /// A record of `topic` that is not at the end of its log is damaged.
     /// Recovery does not guess what was there: the broker will not start.
     Corrupt {
@@ -159,9 +181,53 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The error of a failed read or write of `path`: [`StoreError::Full`]
+    /// if the disk had no room, [`StoreError::Io`] otherwise.
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {
         let path = path.into();
-        move |error| StoreError::Io { path, error }
+        move |error| match is_out_of_space(&error) {
+            true => StoreError::Full(Arc::new(DiskFull { path, error })),
+            false => StoreError::Io { path, error },
+        }
+    }
+
+    /// The error of a failed fsync of `path`, whatever its cause.
+    pub fn sync(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {
+        let path = path.into();
+        move |error| StoreError::Sync { path, error }
+    }
+}
+
+/// Whether `error` says the disk has no room: ENOSPC (no space left),
+/// EDQUOT (over the user's quota) or EFBIG (over the largest file size).
+fn is_out_of_space(error: &io::Error) -> bool {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    const EFBIG: i32 = 27;
+    matches!(
+        error.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge
+    ) || matches!(error.raw_os_error(), Some(ENOSPC | EDQUOT | EFBIG))
+}
+
+/// A write the disk had no room for: which file, and the error. Publishes
+/// refused for it are answered with its text (`-ERR disk full: ...`), so
+/// it says what to do.
+#[derive(Debug)]
+pub struct DiskFull {
+    pub path: PathBuf,
+    pub error: io::Error,
+}
+
+impl fmt::Display for DiskFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "disk full: cannot write {} ({}); free space on that disk \
+             (brook tries it again a second after a failed write)",
+            self.path.display(),
+            self.error
+        )
     }
 }
 
@@ -169,6 +235,15 @@ impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            StoreError::Full(full) => write!(f, "{full}"),
+            StoreError::Sync { path, error } => write!(
+                f,
+                "cannot force {} to disk: {error}. What was written may be lost \
+                 (the operating system may drop what it could not write), so \
+                 brook stops rather than confirm more; check the disk, then \
+                 restart: recovery keeps every whole record that reached it",
+                path.display()
+            ),
             StoreError::Corrupt {
                 topic,
                 path,

@@ -164,13 +164,13 @@ mod tests {
     }
 
     fn parcel(frames: &Sender<Batch>, offset: u64) -> Parcel {
-        let batch = vec![Outgoing::Reply(Reply::Published { offset })];
+        let batch = vec![Outgoing::Reply(Reply::Published { topic: 0, offset })];
         Parcel::for_test(frames.clone(), batch)
     }
 
     fn offset_in(batch: Batch) -> u64 {
         match batch.as_slice() {
-            [Outgoing::Reply(Reply::Published { offset })] => *offset,
+            [Outgoing::Reply(Reply::Published { offset, .. })] => *offset,
             other => panic!("unexpected frames {other:?}"),
         }
     }

@@ -47,12 +47,12 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
-use crate::dispatcher::{Command, ConnId};
+use crate::dispatcher::{Command, ConnId, TopicId};
 use crate::line;
 use crate::protocol::{self, Payload};
 use crate::queue::CommandSender;
 use crate::stats::{BrokerReport, TopicReport};
-use crate::store::Offset;
+use crate::store::{DiskFull, Offset};
 
 /// Which protocol a connection speaks, and so how its frames are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,8 +91,14 @@ pub enum Reply {
     Unsubscribed,
     /// A refused request, with the reason.
     Error(&'static str),
-    /// A confirmed publish.
+    /// A publish refused because the disk is full, with what to do.
+    DiskFull(Arc<DiskFull>),
+    /// A confirmed publish. The topic is the dispatcher's, not sent: a
+    /// confirmation the disk turns out to have no room for becomes a
+    /// [`Reply::DiskFull`] before it goes out, and which ones is known by
+    /// topic and offset.
     Published {
+        topic: TopicId,
         offset: Offset,
     },
     /// The end of a pull, with how many messages it sent.
@@ -106,8 +112,27 @@ pub enum Reply {
     Stats(Box<BrokerReport>),
 }
 
+impl Reply {
+    /// Turns a confirmation of a message of `topic` at or after `from`
+    /// into a refusal: the disk had no room for those messages after all
+    /// (see `Dispatcher::refuse_unwritten`).
+    pub fn refuse_if_taken_back(&mut self, topic: TopicId, from: Offset, cause: &Arc<DiskFull>) {
+        if matches!(self, Reply::Published { topic: t, offset } if *t == topic && *offset >= from) {
+            *self = Reply::DiskFull(cause.clone());
+        }
+    }
+}
+
 /// Frames handed over in one channel send.
 pub type Batch = Vec<Outgoing>;
+
+/// The replies among `frames`.
+pub fn replies_mut(frames: &mut [Outgoing]) -> impl Iterator<Item = &mut Reply> {
+    frames.iter_mut().filter_map(|frame| match frame {
+        Outgoing::Reply(reply) => Some(reply),
+        Outgoing::Delivery { .. } => None,
+    })
+}
 
 /// The dispatcher's end of a writer thread.
 #[derive(Debug)]
@@ -172,6 +197,12 @@ impl Parcel {
             batch,
             state,
         }
+    }
+
+    /// The replies in the parcel, for a confirmation that must become a
+    /// refusal before it is posted.
+    pub fn replies_mut(&mut self) -> impl Iterator<Item = &mut Reply> {
+        replies_mut(&mut self.batch)
     }
 
     /// Puts the frames on the writer's channel. If the writer has gone (the

@@ -519,6 +519,7 @@ fn stats_counts_connections_topics_messages_and_bytes() {
         "messages_out",
         "bytes_in",
         "bytes_out",
+        "publishes_refused_disk_full",
     ]
     .into();
     assert_eq!(names, expected);

@@ -1,0 +1,454 @@
+//! A full disk, for real: the `brook` binary keeps its data directory on a
+//! 2 MiB tmpfs that the test mounts, and publishes fill it.
+//!
+//! What must hold: a publish the disk has no room for is refused
+//! (`-ERR disk full: ...`, and a binary publisher that gets no replies is
+//! hung up on), the broker goes on serving its subscribers and pullers,
+//! nothing refused is ever delivered, publishes are taken again once room
+//! is made, and after a restart every confirmed message is at its offset
+//! and no refused one is anywhere.
+//!
+//! Since on disk a message is readable only once written (so that a full
+//! disk can take it back), the last test checks that a client still reads
+//! what it published just before.
+//!
+//! Mounting needs root (CI runs as root). Where it is not allowed the test
+//! says why and passes, unless `BROOK_REQUIRE_TMPFS=1` (set by `.ci/run`)
+//! makes that a failure.
+
+mod common;
+
+use std::fs;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use brook::config::{Config, Storage};
+use common::{error_reply, publish_frame, BrookProcess, Line, Msg, Raw, TempDir, PUBLISH, QUIET};
+
+/// How long a broker may take to start, and a test to see room come back.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The size of every message: a 2 MiB disk holds about a thousand.
+const PAYLOAD_BYTES: usize = 1000;
+
+/// What the test puts on the disk first, to delete when it makes room.
+const BALLAST_BYTES: usize = 512 << 10;
+
+/// How many publishes the test pipelines in one write while it fills the
+/// disk.
+const BATCH: usize = 50;
+
+/// How long the test goes on publishing to a full disk: past the second
+/// after which the broker tries the disk again.
+const RETRY_AND_MORE: Duration = Duration::from_millis(1500);
+
+/// A tmpfs mounted on a temporary directory, unmounted (and the directory
+/// removed) when dropped.
+struct Tmpfs {
+    dir: TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as `mount -o size=` takes it), or says why
+    /// it cannot.
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = TempDir::new("tmpfs");
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs { dir })
+    }
+
+    /// The tmpfs for a test, or `None` if the test must be skipped.
+    fn for_test(size: &str) -> Option<Tmpfs> {
+        match Tmpfs::mount(size) {
+            Ok(tmpfs) => Some(tmpfs),
+            Err(reason) if std::env::var_os("BROOK_REQUIRE_TMPFS").is_some() => {
+                panic!("BROOK_REQUIRE_TMPFS is set, and {reason}")
+            }
+            Err(reason) => {
+                eprintln!("skipped: {reason} (mounting needs root)");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// Starts `brook` on `data` with `--fsync` `fsync`, and segments of 64 KiB
+/// so that the disk fills across several of them.
+fn start_brook(data: &Path, fsync: &str) -> BrookProcess {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_brook"));
+    command
+        .args(["--addr", "127.0.0.1:0", "--segment-bytes", "64KiB"])
+        .args(["--fsync", fsync, "--data-dir"])
+        .arg(data);
+    BrookProcess::start(command, PATIENCE).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The payload of message `i`: its number, padded to [`PAYLOAD_BYTES`].
+fn payload(i: usize) -> String {
+    format!("m{i:06} {}", "x".repeat(PAYLOAD_BYTES - 8))
+}
+
+/// What a publish got: its offset, or the refusal.
+fn publish(publisher: &mut Line, i: usize) -> Result<u64, String> {
+    publisher.send(format!("PUB t {}\n", payload(i)));
+    publish_reply(publisher)
+}
+
+fn publish_reply(publisher: &mut Line) -> Result<u64, String> {
+    let reply = publisher.read_line();
+    match reply.strip_prefix("+OK ") {
+        Some(offset) => Ok(offset.parse().expect("+OK offset")),
+        None => Err(reply),
+    }
+}
+
+/// Publishes messages `numbers` on a new connection, all in one write
+/// followed by `QUIT`, and returns what each got. The connection usually
+/// ends in the round that stores them, before the write that can fail.
+fn publish_batch_and_quit(addr: SocketAddr, numbers: Range<usize>) -> Vec<Result<u64, String>> {
+    let mut publisher = Line::connect(addr);
+    let lines: String = numbers
+        .clone()
+        .map(|i| format!("PUB t {}\n", payload(i)))
+        .collect();
+    publisher.send(lines + "QUIT\n");
+    let replies = numbers.map(|_| publish_reply(&mut publisher)).collect();
+    publisher.expect_line("+BYE");
+    replies
+}
+
+/// Asserts that `msg` is message `i` at `offset` of topic `t`.
+#[track_caller]
+fn assert_msg(msg: &Msg, offset: u64, i: usize) {
+    assert_eq!(
+        (msg.topic.as_str(), msg.offset),
+        ("t", offset),
+        "{:?}",
+        String::from_utf8_lossy(&msg.payload[..8.min(msg.payload.len())])
+    );
+    assert_eq!(msg.payload, payload(i).as_bytes(), "offset {offset}");
+}
+
+/// The value of `name` in a `STATS` reply.
+fn stat(client: &mut Line, name: &str) -> u64 {
+    client.send("STATS\n");
+    let lines = client.read_until_end();
+    let prefix = format!("+STAT {name} ");
+    let line = lines.iter().find_map(|line| line.strip_prefix(&prefix));
+    line.unwrap_or_else(|| panic!("no {name} in {lines:?}"))
+        .parse()
+        .expect("a number")
+}
+
+/// Waits until the broker's log holds `needle`.
+#[track_caller]
+fn wait_for_log(brook: &BrookProcess, needle: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    while !brook.stderr().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in:\n{}",
+            brook.stderr()
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_publishes_and_loses_nothing_confirmed_with_fsync_batch() {
+    fill_refuse_and_recover("batch", Ballast::Bytes);
+}
+
+/// With `--fsync always` every publish writes its record at once, and a
+/// full disk refuses just that one.
+#[test]
+fn a_full_disk_refuses_publishes_and_loses_nothing_confirmed_with_fsync_always() {
+    fill_refuse_and_recover("always", Ballast::Bytes);
+}
+
+/// A disk with no room for one more file: the segment that is full keeps
+/// its messages, and publishes are refused until the next one can be
+/// created.
+#[test]
+fn a_disk_with_no_room_for_a_new_segment_refuses_publishes_until_it_has() {
+    fill_refuse_and_recover("batch", Ballast::Files);
+}
+
+/// What the test takes the disk's room with, to give it back later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ballast {
+    /// One file of [`BALLAST_BYTES`], on a disk of 2 MiB.
+    Bytes,
+    /// As many empty files as the disk has room for, once the broker has
+    /// started, on a disk of 64 files: the next segment cannot be created.
+    Files,
+}
+
+impl Ballast {
+    fn mount_options(self) -> &'static str {
+        match self {
+            Ballast::Bytes => "2m",
+            Ballast::Files => "2m,nr_inodes=64",
+        }
+    }
+
+    /// How many messages may still fit once a write has failed: on a disk
+    /// full of bytes, those of the room that the failed write of a batch
+    /// left, fewer than a batch; on a disk with no room for a file, none
+    /// until the next segment can be created.
+    fn room_left_by_a_failed_write(self) -> usize {
+        match self {
+            Ballast::Bytes => BATCH - 1,
+            Ballast::Files => 0,
+        }
+    }
+
+    /// Takes the room, and returns the files that hold it.
+    fn load(self, dir: &Path) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        loop {
+            let file = dir.join(format!("ballast-{}", files.len()));
+            let stored = match self {
+                Ballast::Bytes => fs::write(&file, vec![0u8; BALLAST_BYTES]),
+                Ballast::Files => fs::write(&file, b""),
+            };
+            match stored {
+                Ok(()) => files.push(file),
+                Err(_) if self == Ballast::Files && !files.is_empty() => return files,
+                Err(error) => panic!("cannot write {}: {error}", file.display()),
+            }
+            if self == Ballast::Bytes {
+                return files;
+            }
+            assert!(files.len() < 1000, "the disk takes any number of files");
+        }
+    }
+}
+
+fn fill_refuse_and_recover(fsync: &str, kind: Ballast) {
+    let Some(tmpfs) = Tmpfs::for_test(kind.mount_options()) else {
+        return;
+    };
+    let data = tmpfs.path().join("data");
+    let brook = start_brook(&data, fsync);
+    let mut subscriber = Line::connect(brook.addr);
+    assert_eq!(subscriber.ask("SUB t beginning"), "+OK");
+    let ballast = kind.load(tmpfs.path());
+
+    // Publish until the disk is full, a batch of pipelined publishes at a
+    // time, so that a write can fail with confirmations of its round
+    // already queued, or packed for a connection that quit.
+    // `confirmed[offset]` is the number of the message stored there.
+    // Confirmations come first in a batch, refusals after.
+    let mut confirmed: Vec<usize> = Vec::new();
+    let mut refused: Vec<usize> = Vec::new();
+    let mut i = 1;
+    let mut refusal = None;
+    while refusal.is_none() {
+        for (number, reply) in (i..).zip(publish_batch_and_quit(brook.addr, i..i + BATCH)) {
+            match reply {
+                Ok(offset) if refusal.is_none() => {
+                    assert_eq!(offset, confirmed.len() as u64, "offsets follow on");
+                    confirmed.push(number);
+                }
+                Ok(offset) => panic!("{offset} confirmed after {refusal:?}"),
+                Err(reply) => {
+                    refused.push(number);
+                    refusal.get_or_insert(reply);
+                }
+            }
+        }
+        i += BATCH;
+        assert!(i < 10_000, "a 2 MiB disk never filled");
+    }
+    let refusal = refusal.unwrap_or_default();
+    assert!(
+        refusal.starts_with("-ERR disk full: ") && refusal.contains(&*data.to_string_lossy()),
+        "{refusal}"
+    );
+    assert!(refusal.contains("free space"), "{refusal}");
+    assert!(confirmed.len() > 50, "only {} stored", confirmed.len());
+    if kind == Ballast::Files {
+        // The file that could not be created: the next segment.
+        let next_segment = format!("{:020}.log", confirmed.len());
+        assert!(refusal.contains(&next_segment), "{refusal}");
+    }
+
+    // Still full: refused, at once and then when the broker tries the
+    // disk again, a second after the failed write (which may store a few
+    // in the room a failed write left: see `room_left_by_a_failed_write`).
+    let mut publisher = Line::connect(brook.addr);
+    let full_until = Instant::now() + RETRY_AND_MORE;
+    let mut stored_while_full = 0;
+    while Instant::now() < full_until {
+        i += 1;
+        match publish(&mut publisher, i) {
+            Ok(offset) => {
+                assert_eq!(offset, confirmed.len() as u64, "offsets follow on");
+                confirmed.push(i);
+                stored_while_full += 1;
+            }
+            Err(reply) => {
+                assert!(reply.starts_with("-ERR disk full"), "{reply}");
+                refused.push(i);
+            }
+        }
+    }
+    assert!(
+        stored_while_full <= kind.room_left_by_a_failed_write(),
+        "{stored_while_full} stored on a full disk"
+    );
+    wait_for_log(&brook, "refusing publishes");
+
+    // The subscriber has every confirmed message, in order, and nothing
+    // else; a puller and STATS are served too.
+    for (offset, &number) in confirmed.iter().enumerate() {
+        assert_msg(&subscriber.read_msg(), offset as u64, number);
+    }
+    subscriber.expect_silence(QUIET);
+    let mut puller = Line::connect(brook.addr);
+    puller.send("PULL t 3\n");
+    let (pulled, count) = puller.read_pull();
+    assert_eq!(count, 3);
+    for (offset, msg) in pulled.iter().enumerate() {
+        assert_msg(msg, offset as u64, confirmed[offset]);
+    }
+    assert!(stat(&mut puller, "publishes_refused_disk_full") >= refused.len() as u64);
+
+    // A binary publisher, which gets no replies, is hung up on.
+    let mut binary = Raw::connect(brook.addr);
+    binary.send(&[&PUBLISH[..], &publish_frame("t", payload(0).as_bytes())].concat());
+    binary.expect_eof();
+    wait_for_log(&brook, "closing a binary publisher");
+
+    // Room again: the next publish that tries the disk is stored, at the
+    // offset after the last confirmed one.
+    for file in &ballast {
+        fs::remove_file(file).unwrap();
+    }
+    let deadline = Instant::now() + PATIENCE;
+    let offset = loop {
+        i += 1;
+        match publish(&mut publisher, i) {
+            Ok(offset) => break offset,
+            Err(refusal) => {
+                assert!(refusal.starts_with("-ERR disk full"), "{refusal}");
+                assert!(Instant::now() < deadline, "no room after {PATIENCE:?}");
+                refused.push(i);
+            }
+        }
+    };
+    assert_eq!(offset, confirmed.len() as u64);
+    confirmed.push(i);
+    for _ in 0..5 {
+        i += 1;
+        assert_eq!(publish(&mut publisher, i), Ok(confirmed.len() as u64));
+        confirmed.push(i);
+    }
+    wait_for_log(&brook, "disk has room again");
+    let stored_before = confirmed.len() - 6;
+    for (offset, &number) in confirmed.iter().enumerate().skip(stored_before) {
+        assert_msg(&subscriber.read_msg(), offset as u64, number);
+    }
+    subscriber.expect_silence(QUIET);
+
+    // After a restart, every confirmed message is at its offset, and no
+    // refused one is anywhere.
+    drop(brook);
+    let brook = start_brook(&data, fsync);
+    let mut reader = Line::connect(brook.addr);
+    assert_eq!(reader.ask("SUB t beginning"), "+OK");
+    for (offset, &number) in confirmed.iter().enumerate() {
+        assert_msg(&reader.read_msg(), offset as u64, number);
+    }
+    reader.expect_silence(QUIET);
+    assert!(refused.iter().all(|number| !confirmed.contains(number)));
+    drop(brook);
+    drop(tmpfs);
+}
+
+/// A confirmed binary publisher (action 6) gets an Error status for a
+/// message the disk has no room for, and its connection stays open.
+#[test]
+fn a_confirmed_binary_publisher_gets_an_error_status() {
+    let Some(tmpfs) = Tmpfs::for_test("1m") else {
+        return;
+    };
+    let data = tmpfs.path().join("data");
+    let brook = start_brook(&data, "batch");
+    let mut publisher = Raw::connect(brook.addr);
+    publisher.send(&[0, 6]);
+    let frame = publish_frame("t", payload(0).as_bytes());
+    let mut offset = 0u64;
+    let reason = loop {
+        publisher.send(&frame);
+        match publisher.read_n(2).as_slice() {
+            [0, 4] => {
+                let stored = u64::from_be_bytes(publisher.read_n(8).try_into().unwrap());
+                assert_eq!(stored, offset);
+                offset += 1;
+            }
+            [0, 3] => {
+                let len = u16::from_be_bytes(publisher.read_n(2).try_into().unwrap());
+                break String::from_utf8(publisher.read_n(len as usize)).unwrap();
+            }
+            other => panic!("unexpected status {other:?}"),
+        }
+        assert!(offset < 10_000, "a 1 MiB disk never filled");
+    };
+    assert!(reason.starts_with("disk full: "), "{reason}");
+    publisher.send(&frame);
+    publisher.expect(&error_reply(&reason));
+    drop(brook);
+    drop(tmpfs);
+}
+
+/// On disk a message becomes readable once it is written, at the end of
+/// the dispatcher's round. A `PULL` or `SUB ... current` that comes in the
+/// same round as publishes before it still sees them as a client expects:
+/// the pull takes them, the subscription starts after them.
+#[test]
+fn a_pull_or_subscribe_right_after_publishes_sees_them() {
+    let data = TempDir::new("read-own-writes");
+    let config = Config {
+        storage: Storage::Disk(data.path().to_path_buf()),
+        ..common::config()
+    };
+    let broker = common::start_broker(&config);
+    let mut client = Line::connect(broker.local_addr());
+    client.send("PUB t a\nPUB t b\nPULL t\nSUB t current\nPUB t c\n");
+    client.expect_line("+OK 0");
+    client.expect_line("+OK 1");
+    let (pulled, count) = client.read_pull();
+    assert_eq!(count, 2);
+    let pulled: Vec<&[u8]> = pulled.iter().map(|msg| &msg.payload[..]).collect();
+    assert_eq!(pulled, [b"a", b"b"]);
+    client.expect_line("+OK");
+    client.expect_line("+OK 2");
+    client.expect_msg("t", 2, b"c");
+    client.expect_silence(QUIET);
+}
