@@ -25,7 +25,8 @@
 //! - [`store`]: each topic's append-only log of messages, in memory or, with
 //!   [`disk`], in segment files that survive a restart: [`segment`] (with
 //!   [`crc32c`]) holds the bytes of their checksummed records, and
-//!   [`fetcher`] is the thread that reads old records back.
+//!   [`fetcher`] is the thread that reads old records back. [`budget`]
+//!   keeps what all the logs hold in memory within one limit.
 //! - [`session`]: one connection's subscriptions, in-flight deliveries,
 //!   redeliveries and pulls.
 //! - [`group`]: consumer groups, whose members share a topic's messages.
@@ -35,6 +36,7 @@
 //! - [`writer`]: the writer thread, the only code that writes to a socket.
 //! - [`client`]: a blocking Rust client, used by the examples and tests.
 
+pub mod budget;
 pub mod client;
 pub mod config;
 pub mod connection;

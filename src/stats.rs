@@ -94,13 +94,19 @@ impl TopicReport {
 pub struct BrokerReport {
     pub uptime: Duration,
     pub connections: usize,
+    /// What the store holds in memory against its budget, `--cache-bytes`
+    /// or `--memory-bytes` (see `budget.rs`), and how many publishers wait
+    /// because it is full.
+    pub memory_used: usize,
+    pub memory_budget: usize,
+    pub publishers_waiting: usize,
     pub topics: Vec<TopicReport>,
 }
 
 impl BrokerReport {
     /// The broker-wide figures, as `(name, value)` pairs in the order
     /// `STATS` prints them.
-    pub fn totals(&self) -> [(&'static str, u64); 8] {
+    pub fn totals(&self) -> [(&'static str, u64); 11] {
         let sum = |field: fn(&TopicReport) -> u64| self.topics.iter().map(field).sum::<u64>();
         [
             ("uptime_seconds", self.uptime.as_secs()),
@@ -111,6 +117,9 @@ impl BrokerReport {
             ("messages_out", sum(|t| t.messages_out)),
             ("bytes_in", sum(|t| t.bytes_in)),
             ("bytes_out", sum(|t| t.bytes_out)),
+            ("memory_used", self.memory_used as u64),
+            ("memory_budget", self.memory_budget as u64),
+            ("publishers_waiting", self.publishers_waiting as u64),
         ]
     }
 }

@@ -704,3 +704,32 @@ impl Drop for BrookProcess {
         }
     }
 }
+
+/// A process's resident memory, from `/proc/<pid>/status`, in KiB: for
+/// the tests that hold a child broker to a memory bound.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    /// `VmRSS`: resident now.
+    pub now: u64,
+    /// `VmHWM`: the most it has ever had resident.
+    pub peak: u64,
+}
+
+impl Memory {
+    pub fn of(pid: u32) -> Memory {
+        let path = format!("/proc/{pid}/status");
+        let status = fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+        // A line such as "VmHWM:\t   96312 kB".
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_suffix(" kB"))
+                .and_then(|kib| kib.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {path}:\n{status}"))
+        };
+        Memory {
+            now: field("VmRSS:"),
+            peak: field("VmHWM:"),
+        }
+    }
+}
