@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use brook::client::{Delivery, Publisher, Subscriber};
 use brook::protocol::StartAt;
-use common::{subscriber, BrookProcess, Line, Memory, TempDir};
+use common::{subscriber, BrookProcess, Line, MemoryLog, TempDir};
 
 /// The size of every message.
 const MESSAGE_BYTES: usize = 1024;
@@ -122,43 +122,7 @@ impl Brook {
     /// A log of this broker's memory, which fails the test as soon as a
     /// sample shows it has held [`MEMORY_BOUND_MIB`].
     fn memory_log(&self) -> MemoryLog {
-        MemoryLog {
-            pid: self.process.pid(),
-            samples: Vec::new(),
-        }
-    }
-}
-
-// ---- Memory. ----
-
-/// The broker's memory, sampled as a test goes.
-struct MemoryLog {
-    pid: u32,
-    samples: Vec<(String, Memory)>,
-}
-
-impl MemoryLog {
-    /// Samples the broker's memory, noting `when`, and fails the test if
-    /// its peak has reached [`MEMORY_BOUND_MIB`]. The peak is the
-    /// kernel's, so nothing between two samples escapes it.
-    #[track_caller]
-    fn sample(&mut self, when: impl Into<String>) {
-        let memory = Memory::of(self.pid);
-        self.samples.push((when.into(), memory));
-        assert!(
-            memory.peak < MEMORY_BOUND_MIB << 10,
-            "the broker's memory reached {MEMORY_BOUND_MIB} MiB:\n{self}"
-        );
-    }
-}
-
-impl std::fmt::Display for MemoryLog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (when, memory) in &self.samples {
-            let (now, peak) = (memory.now >> 10, memory.peak >> 10);
-            writeln!(f, "  {when}: VmRSS {now} MiB, VmHWM {peak} MiB")?;
-        }
-        Ok(())
+        MemoryLog::new(self.process.pid(), MEMORY_BOUND_MIB)
     }
 }
 

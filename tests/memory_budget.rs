@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use brook::client::Publisher;
 use brook::protocol::StartAt;
-use common::{subscriber, BrookProcess, Fence, Line, Memory, TempDir, QUIET};
+use common::{subscriber, BrookProcess, Fence, Line, Memory, MemoryLog, TempDir, QUIET};
 
 const MIB: u64 = 1 << 20;
 
@@ -51,46 +51,13 @@ fn start_brook(flags: &[&str]) -> BrookProcess {
     BrookProcess::start(command, PATIENCE).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The broker's memory, sampled as a test goes, for the failure message.
-struct Samples {
-    pid: u32,
-    samples: Vec<(&'static str, Memory)>,
-}
-
-impl Samples {
-    fn new(brook: &BrookProcess) -> Samples {
-        Samples {
-            pid: brook.pid(),
-            samples: Vec::new(),
-        }
-    }
-
-    /// Samples the broker's memory and returns its peak so far, in MiB.
-    fn sample(&mut self, when: &'static str) -> u64 {
-        let memory = Memory::of(self.pid);
-        self.samples.push((when, memory));
-        memory.peak >> 10
-    }
-
-    /// Asserts the broker's peak so far is under `bound` MiB.
-    #[track_caller]
-    fn assert_peak_under(&mut self, bound: u64) {
-        let peak = self.sample("checked");
-        assert!(
-            peak < bound,
-            "VmHWM reached {peak} MiB, the bound is {bound} MiB:\n{self}"
-        );
-    }
-}
-
-impl std::fmt::Display for Samples {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (when, memory) in &self.samples {
-            let (now, peak) = (memory.now >> 10, memory.peak >> 10);
-            writeln!(f, "  {when}: VmRSS {now} MiB, VmHWM {peak} MiB")?;
-        }
-        Ok(())
-    }
+/// A log of `brook`'s memory, bounded by its memory at start (its peak so
+/// far, in MiB) plus `allowed` MiB.
+fn memory_log(brook: &BrookProcess, allowed: u64) -> MemoryLog {
+    let at_start = Memory::of(brook.pid()).peak >> 10;
+    let mut memory = MemoryLog::new(brook.pid(), at_start + allowed);
+    memory.sample("started");
+    memory
 }
 
 /// The payload of message `i` of `size` bytes: its number in ten digits,
@@ -145,9 +112,7 @@ fn many_topics_on_disk_share_one_cache_and_every_message_replays() {
         "--subscriber-buffer",
         "1MiB",
     ]);
-    let mut memory = Samples::new(&brook);
-    let at_start = memory.sample("started");
-    let bound = at_start + 2 * CACHE_MIB + 1 + 1 + SLACK_MIB;
+    let mut memory = memory_log(&brook, 2 * CACHE_MIB + 1 + 1 + SLACK_MIB);
     let topics: Vec<String> = (0..TOPICS).map(|t| format!("topic-{t}")).collect();
 
     let mut fence = Fence::new(brook.addr);
@@ -161,7 +126,6 @@ fn many_topics_on_disk_share_one_cache_and_every_message_replays() {
     }
     fence.publish_marker(&mut publisher);
     memory.sample("all published");
-    memory.assert_peak_under(bound);
 
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     let mut replay = subscriber(brook.addr, &names, StartAt::Beginning);
@@ -185,8 +149,7 @@ fn many_topics_on_disk_share_one_cache_and_every_message_replays() {
     }
     assert!(next.iter().all(|&n| n == MESSAGES_PER_TOPIC), "{next:?}");
     memory.sample("all replayed");
-    memory.assert_peak_under(bound);
-    eprintln!("bound {bound} MiB:\n{memory}");
+    eprintln!("{memory}");
 }
 
 // ---- The in-memory store's budget. ----
@@ -286,9 +249,7 @@ fn a_full_in_memory_broker_holds_its_publisher_until_the_subscriber_reads() {
         "--ack-timeout",
         "1h",
     ]);
-    let mut memory = Samples::new(&brook);
-    let at_start = memory.sample("started");
-    let bound = at_start + BUDGET_MIB + 1 + 1 + 1 + SLACK_MIB;
+    let mut memory = memory_log(&brook, BUDGET_MIB + 1 + 1 + 1 + SLACK_MIB);
     let mut subscriber = Line::connect_with_patience(brook.addr, PATIENCE);
     subscriber.send(format!("SUB {TOPIC} beginning manual\n"));
     subscriber.expect_line("+OK");
@@ -317,7 +278,6 @@ fn a_full_in_memory_broker_holds_its_publisher_until_the_subscriber_reads() {
         "the publisher was not held"
     );
     memory.sample("publisher held");
-    memory.assert_peak_under(bound);
     assert!(
         brook
             .stderr()
@@ -344,6 +304,5 @@ fn a_full_in_memory_broker_holds_its_publisher_until_the_subscriber_reads() {
     subscriber.expect_silence(QUIET);
     assert_eq!(stat(&mut watcher, "publishers_waiting"), 0);
     memory.sample("all delivered");
-    memory.assert_peak_under(bound);
-    eprintln!("bound {bound} MiB:\n{memory}");
+    eprintln!("{memory}");
 }

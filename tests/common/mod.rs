@@ -733,3 +733,46 @@ impl Memory {
         }
     }
 }
+
+/// A child broker's memory, sampled as a test goes, which fails the test
+/// as soon as a sample shows the broker has held `bound_mib` MiB. The peak
+/// is the kernel's, so nothing between two samples escapes it. It prints
+/// as the samples, one a line.
+pub struct MemoryLog {
+    pid: u32,
+    bound_mib: u64,
+    samples: Vec<(String, Memory)>,
+}
+
+impl MemoryLog {
+    pub fn new(pid: u32, bound_mib: u64) -> MemoryLog {
+        MemoryLog {
+            pid,
+            bound_mib,
+            samples: Vec::new(),
+        }
+    }
+
+    /// Samples the broker's memory, noting `when`, and fails the test if
+    /// its peak has reached the bound.
+    #[track_caller]
+    pub fn sample(&mut self, when: impl Into<String>) {
+        let memory = Memory::of(self.pid);
+        self.samples.push((when.into(), memory));
+        assert!(
+            memory.peak < self.bound_mib << 10,
+            "the broker's memory reached {} MiB:\n{self}",
+            self.bound_mib
+        );
+    }
+}
+
+impl std::fmt::Display for MemoryLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (when, memory) in &self.samples {
+            let (now, peak) = (memory.now >> 10, memory.peak >> 10);
+            writeln!(f, "  {when}: VmRSS {now} MiB, VmHWM {peak} MiB")?;
+        }
+        Ok(())
+    }
+}
