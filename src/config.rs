@@ -388,8 +388,7 @@ const FLAGS: &[Flag] = &[
     Flag {
         name: "--memory-bytes",
         value: "BYTES",
-        help: "in memory, what all topics together may hold; then publishers wait \
-               [default: a quarter of the machine's memory]",
+        help: "in memory, what all topics may hold; then publishers wait [default: RAM / 4]",
         expected: "a size above zero, such as 4GiB",
         set: |config, value| {
             config.memory_bytes = Some(parse_positive_size(value)?);

@@ -137,6 +137,9 @@ pub fn start(config: &Config) -> io::Result<Broker> {
 /// fetcher thread sends what it reads to the dispatcher through `commands`.
 fn store(config: &Config, commands: &CommandSender) -> io::Result<Box<dyn Store>> {
     let (_, memory_budget) = config.memory_budget();
+    if config.memory_bytes.is_some() && config.storage != Storage::Memory {
+        log::warn!("--memory-bytes applies to --in-memory only; ignored (see --cache-bytes)");
+    }
     Ok(match &config.storage {
         Storage::Memory => {
             if config.retention_age.is_some() {
