@@ -4,7 +4,8 @@
 //! Every topic carries its own [`Traffic`]: messages and bytes in (appended
 //! by the dispatcher) and out (written for subscribers and pulls). Broker-wide
 //! figures are sums over the topics, made when someone asks, so nothing on
-//! the path of a message does more than bump two numbers.
+//! the path of a message does more than bump two numbers; beside them,
+//! `STATS` reads the store's memory budget (`budget.rs`) as it is.
 
 use std::cell::Cell;
 use std::sync::Arc;
