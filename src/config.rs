@@ -11,6 +11,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::budget::default_memory_bytes;
 use crate::protocol::{Limits, MAX_TOPIC_NAME_BYTES};
 use crate::session::DeliveryPolicy;
 
@@ -56,6 +57,12 @@ pub struct Config {
     pub segment_bytes: u64,
     /// With the disk store, when appended messages are forced to disk.
     pub fsync: Fsync,
+    /// With the disk store, the most payload bytes all topics together
+    /// keep in memory (see `budget.rs`).
+    pub cache_bytes: usize,
+    /// In memory, the most bytes all topics together may hold. `None`: a
+    /// quarter of the machine's memory.
+    pub memory_bytes: Option<usize>,
     /// With `--fsync batch`, how long the syncer gathers rounds' writes
     /// before one fsync covers them all. Zero: as soon as the disk is free.
     pub fsync_interval: Duration,
@@ -95,6 +102,8 @@ impl Default for Config {
             storage: Storage::Disk(PathBuf::from("data")),
             segment_bytes: 64 << 20,
             fsync: Fsync::Batch,
+            cache_bytes: 256 << 20,
+            memory_bytes: None,
             fsync_interval: Duration::ZERO,
             handshake_timeout: Duration::from_secs(30),
             linger: Duration::from_secs(5),
@@ -113,6 +122,18 @@ impl Config {
             max_inflight: self.max_inflight,
             subscriber_buffer: self.subscriber_buffer,
             linger: self.linger,
+        }
+    }
+
+    /// The flag that sets the store's memory budget, and the budget in
+    /// bytes (see `budget.rs`).
+    pub fn memory_budget(&self) -> (&'static str, usize) {
+        match self.storage {
+            Storage::Memory => (
+                "--memory-bytes",
+                self.memory_bytes.unwrap_or_else(default_memory_bytes),
+            ),
+            Storage::Disk(_) => ("--cache-bytes", self.cache_bytes),
         }
     }
 
@@ -305,8 +326,7 @@ const FLAGS: &[Flag] = &[
         help: "per topic, drop the oldest messages beyond this [default: keep all]",
         expected: "a size above zero, such as 1GiB",
         set: |config, value| {
-            let bytes = parse_size(value).filter(|&n| n > 0)?;
-            config.retention_bytes = Some(bytes);
+            config.retention_bytes = Some(parse_positive_size(value)?);
             Some(())
         },
     },
@@ -364,6 +384,23 @@ const FLAGS: &[Flag] = &[
             config.storage = Storage::Memory;
             Some(())
         },
+    },
+    Flag {
+        name: "--memory-bytes",
+        value: "BYTES",
+        help: "in memory, what all topics may hold; then publishers wait [default: RAM / 4]",
+        expected: "a size above zero, such as 4GiB",
+        set: |config, value| {
+            config.memory_bytes = Some(parse_positive_size(value)?);
+            Some(())
+        },
+    },
+    Flag {
+        name: "--cache-bytes",
+        value: "BYTES",
+        help: "on disk, payloads all topics together keep in memory [default: 256MiB]",
+        expected: "a size above zero, such as 256MiB",
+        set: |config, value| parse_positive_size(value).map(|v| config.cache_bytes = v),
     },
     Flag {
         name: "--fsync",
@@ -475,6 +512,11 @@ fn parse_count<N: std::str::FromStr + Default + PartialOrd>(text: &str) -> Optio
     text.parse().ok().filter(|n| *n > N::default())
 }
 
+/// A size above zero: a budget of nothing could hold nothing.
+fn parse_positive_size(text: &str) -> Option<usize> {
+    parse_size(text).filter(|&n| n > 0)
+}
+
 /// A duration above zero: a timeout of zero would fire at once.
 fn parse_positive_duration(text: &str) -> Option<Duration> {
     parse_duration(text).filter(|d| !d.is_zero())
@@ -557,6 +599,9 @@ mod tests {
             "--max-topic-name-bytes=200",
             "--max-subscribe-topics=5",
             "--dead-letter=off",
+            "--cache-bytes=16MiB",
+            "--memory-bytes",
+            "2GiB",
         ])
         .unwrap() else {
             panic!("expected a config")
@@ -580,6 +625,9 @@ mod tests {
         assert_eq!(config.max_topic_name_bytes, 200);
         assert_eq!(config.max_subscribe_topics, 5);
         assert!(!config.dead_letters);
+        assert_eq!(config.cache_bytes, 16 << 20);
+        assert_eq!(config.memory_bytes, Some(2 << 30));
+        assert_eq!(config.memory_budget(), ("--cache-bytes", 16 << 20));
         assert!(parse(&["--max-topic-name-bytes=64KiB"]).is_err());
 
         let Invocation::Run(config) = parse(&["--in-memory", "--fsync", "never"]).unwrap() else {
@@ -606,6 +654,8 @@ mod tests {
             &["--max-deliveries", "0"],
             &["--max-message-bytes", "8XB"],
             &["--addr", "nowhere"],
+            &["--cache-bytes", "0"],
+            &["--memory-bytes", "lots"],
         ] {
             let error = parse(bad).unwrap_err();
             assert!(matches!(error, ConfigError::InvalidValue { .. }), "{bad:?}");

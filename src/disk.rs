@@ -29,10 +29,14 @@
 //! round, writes the buffer to the segment file and, with `--fsync batch`,
 //! returns the job that forces it to disk, which the syncer thread runs
 //! (`syncer.rs`). With `--fsync always` each append forces its record at
-//! once. Subscribers that keep up read from the cache (the newest 64 MiB
-//! of payloads of each topic). Older messages are read from their segment
-//! by the fetcher thread (`fetcher.rs`), a run of 256 KiB at a time, found
-//! through a sparse in-memory index (one entry per 4 KiB of records): the
+//! once. Subscribers that keep up read from the cache of the newest
+//! payloads. Every topic's cache, and the last run each read back from its
+//! segments, count against one budget, `--cache-bytes` (`budget.rs`): when
+//! the topics together hold more, the least recently used topics' oldest
+//! payloads leave the cache (never one still waiting in the buffer to be
+//! written). Messages no longer cached are read from their segment by the
+//! fetcher thread (`fetcher.rs`), a run of 256 KiB at a time, found through
+//! a sparse in-memory index (one entry per 4 KiB of records): the
 //! dispatcher never waits for the disk to read.
 //!
 //! A message becomes readable (by subscribers, groups and pulls: see
@@ -86,6 +90,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use byteorder::{BigEndian, ByteOrder};
 
+use crate::budget::{cost, MemoryBudget};
 use crate::config::Fsync;
 use crate::fetcher::{FetchRequest, Fetched, Fetcher};
 use crate::protocol::Payload;
@@ -93,12 +98,6 @@ use crate::segment::{scan_segment, segment_file_name, Header, Segment, HEADER_BY
 use crate::store::{
     DiskFull, GroupPosition, NamedLog, Offset, Read, Store, StoreError, SyncJob, TopicLog,
 };
-
-/// How many bytes of the newest payloads each topic keeps in memory, so
-/// that subscribers that keep up, or lag by less than this, never wait for
-/// the disk. (16 MiB made a subscriber one second behind a fast publisher
-/// read from the segments, and halved its speed.)
-const CACHE_BYTES: usize = 64 << 20;
 
 /// Encoded records are written to the file once this many are waiting,
 /// even before the end of the round.
@@ -144,20 +143,36 @@ pub struct DiskStore {
     settings: LogSettings,
     /// Reads old records for every log, off the dispatcher thread.
     fetcher: Fetcher,
+    /// `--cache-bytes`, shared by every log.
+    budget: Arc<MemoryBudget>,
     /// The locked `<data dir>/lock`, held for as long as the store lives:
     /// two brokers appending to one log would interleave their records.
     lock: Option<File>,
 }
 
 impl DiskStore {
-    pub fn new(data_dir: &Path, settings: LogSettings, fetcher: Fetcher) -> DiskStore {
+    /// A store on `data_dir` whose logs cache at most `cache_bytes` of
+    /// payloads between them.
+    pub fn new(
+        data_dir: &Path,
+        settings: LogSettings,
+        cache_bytes: usize,
+        fetcher: Fetcher,
+    ) -> DiskStore {
         DiskStore {
             data_dir: data_dir.to_owned(),
             topics_dir: data_dir.join("topics"),
             settings,
             fetcher,
+            budget: Arc::new(MemoryBudget::new("--cache-bytes", cache_bytes)),
             lock: None,
         }
+    }
+
+    /// Opens the log of `topic` in `dir`.
+    fn open_log(&self, topic: &str, dir: PathBuf) -> Result<DiskLog, StoreError> {
+        let (fetcher, budget) = (self.fetcher.clone(), self.budget.clone());
+        DiskLog::recover(topic, dir, self.settings, fetcher, budget)
     }
 
     /// Takes the data directory's lock, or fails if another broker keeps
@@ -262,7 +277,7 @@ impl Store for DiskStore {
                     })
                 }
             };
-            let log = DiskLog::recover(&name, topic_dir, self.settings, self.fetcher.clone())?;
+            let log = self.open_log(&name, topic_dir)?;
             topics.push((Arc::from(name), Box::new(log) as Box<dyn TopicLog>));
         }
         Ok(topics)
@@ -270,17 +285,15 @@ impl Store for DiskStore {
 
     fn open(&mut self, name: &str) -> Result<Box<dyn TopicLog>, StoreError> {
         let dir = self.directory_for(name)?;
-        let fetcher = self.fetcher.clone();
-        Ok(Box::new(DiskLog::recover(
-            name,
-            dir,
-            self.settings,
-            fetcher,
-        )?))
+        Ok(Box::new(self.open_log(name, dir)?))
     }
 
     fn ages_out(&self) -> bool {
         self.settings.retention_age.is_some()
+    }
+
+    fn budget(&self) -> &MemoryBudget {
+        &self.budget
     }
 }
 
@@ -379,8 +392,11 @@ pub struct DiskLog {
     /// The active segment, opened for appending. Shared with the syncer
     /// thread's jobs, which force it to disk.
     writer: Arc<File>,
-    /// Encoded records not yet written to `writer`.
+    /// Encoded records not yet written to `writer`. It keeps its capacity
+    /// once written, so that a busy topic does not grow it again every
+    /// round; `buffer_counted` is the capacity counted in `held`.
     buffer: Vec<u8>,
+    buffer_counted: usize,
     /// Whether `writer` has been written to since it was last forced to
     /// disk.
     unsynced: bool,
@@ -396,7 +412,12 @@ pub struct DiskLog {
     /// every record still in `buffer`, which the file does not have yet.
     cache: VecDeque<Payload>,
     cache_first: Offset,
-    cache_bytes: usize,
+    /// `--cache-bytes`, and how much of it the cache, `read_ahead` and
+    /// `buffer` hold.
+    budget: Arc<MemoryBudget>,
+    held: usize,
+    /// See [`TopicLog::last_used`]. A `Cell`, since reads take `&self`.
+    last_used: Cell<u64>,
     /// Where each consumer group of the topic is, and whether that changed
     /// since it was last saved.
     groups: BTreeMap<String, GroupPosition>,
@@ -435,6 +456,11 @@ struct ReadAhead {
 }
 
 impl ReadAhead {
+    /// What its payloads cost the budget.
+    fn cost(&self) -> usize {
+        self.payloads.iter().map(cost).sum()
+    }
+
     fn get(&self, offset: Offset) -> Option<Payload> {
         let index = usize::try_from(offset.checked_sub(self.first)?).ok()?;
         self.payloads.get(index).cloned()
@@ -449,6 +475,7 @@ impl DiskLog {
         dir: PathBuf,
         settings: LogSettings,
         fetcher: Fetcher,
+        budget: Arc<MemoryBudget>,
     ) -> Result<DiskLog, StoreError> {
         let mut segments = Vec::new();
         let paths = segment_paths(&dir)?;
@@ -480,13 +507,16 @@ impl DiskLog {
             segments,
             writer,
             buffer: Vec::new(),
+            buffer_counted: 0,
             unsynced: false,
             unforced: Vec::new(),
             next: active,
             written: active,
             cache: VecDeque::new(),
             cache_first: active,
-            cache_bytes: 0,
+            budget,
+            held: 0,
+            last_used: Cell::new(0),
             groups,
             groups_moved: false,
             read_ahead: RefCell::default(),
@@ -546,7 +576,7 @@ impl DiskLog {
             let Some(payload) = self.cache.pop_back() else {
                 break;
             };
-            self.cache_bytes -= payload.len();
+            self.let_go(cost(&payload));
         }
         self.next = written;
         Ok(())
@@ -633,20 +663,47 @@ impl DiskLog {
         Ok(())
     }
 
-    /// Drops cached payloads beyond the cache's size, oldest first, but
-    /// none whose record is still only in the write buffer, and never the
-    /// newest.
-    fn trim_cache(&mut self) {
-        while self.cache_bytes > CACHE_BYTES
-            && self.cache_first < self.written
-            && self.cache.len() > 1
-        {
-            let Some(oldest) = self.cache.pop_front() else {
-                break;
-            };
-            self.cache_bytes -= oldest.len();
-            self.cache_first += 1;
+    /// Counts `bytes` more held against the budget, and notes the use.
+    fn hold(&mut self, bytes: usize) {
+        self.held += bytes;
+        self.last_used.set(self.budget.take(bytes));
+    }
+
+    /// Counts `bytes` no longer held.
+    fn let_go(&mut self, bytes: usize) {
+        self.held -= bytes;
+        self.budget.give_back(bytes);
+    }
+
+    /// Counts a change in the buffer's capacity.
+    fn count_buffer(&mut self) {
+        let capacity = self.buffer.capacity();
+        match capacity.cmp(&self.buffer_counted) {
+            std::cmp::Ordering::Greater => self.hold(capacity - self.buffer_counted),
+            std::cmp::Ordering::Less => self.let_go(self.buffer_counted - capacity),
+            std::cmp::Ordering::Equal => {}
         }
+        self.buffer_counted = capacity;
+    }
+
+    /// Drops the oldest cached payload, if there is one.
+    fn uncache_oldest(&mut self) -> Option<()> {
+        let oldest = self.cache.pop_front()?;
+        self.let_go(cost(&oldest));
+        self.cache_first += 1;
+        Some(())
+    }
+
+    /// Keeps `run` for the reads that follow, instead of the last one.
+    fn keep_read_ahead(&mut self, run: ReadAhead) {
+        self.drop_read_ahead();
+        self.hold(run.cost());
+        *self.read_ahead.get_mut() = run;
+    }
+
+    fn drop_read_ahead(&mut self) {
+        let run = std::mem::take(self.read_ahead.get_mut());
+        self.let_go(run.cost());
     }
 
     fn bytes(&self) -> u64 {
@@ -671,10 +728,11 @@ impl TopicLog for DiskLog {
         let offset = self.next;
         let timestamp = now_ms();
         Header::encode_record(offset, timestamp, &payload, &mut self.buffer);
+        self.count_buffer();
         let record_len = (HEADER_BYTES + payload.len()) as u64;
         self.active().add(offset, record_len, timestamp);
         self.next += 1;
-        self.cache_bytes += payload.len();
+        self.hold(cost(&payload));
         self.cache.push_back(payload);
         if self.settings.fsync == Fsync::Always {
             self.write_buffer()?;
@@ -682,7 +740,6 @@ impl TopicLog for DiskLog {
         } else if self.buffer.len() >= WRITE_BUFFER_BYTES {
             self.write_buffer()?;
         }
-        self.trim_cache();
         self.roll_if_full()?;
         Ok(offset)
     }
@@ -693,11 +750,15 @@ impl TopicLog for DiskLog {
         }
         if offset >= self.cache_first {
             return match self.cache.get((offset - self.cache_first) as usize) {
-                Some(payload) => Read::Message(payload.clone()),
+                Some(payload) => {
+                    self.last_used.set(self.budget.now());
+                    Read::Message(payload.clone())
+                }
                 None => Read::Nothing,
             };
         }
         if let Some(payload) = self.read_ahead.borrow().get(offset) {
+            self.last_used.set(self.budget.now());
             return Read::Message(payload);
         }
         if !self.fetching.replace(true) {
@@ -714,12 +775,10 @@ impl TopicLog for DiskLog {
     fn take_fetched(&mut self, fetched: Fetched) {
         self.fetching.set(false);
         match fetched.payloads {
-            Ok(payloads) => {
-                *self.read_ahead.get_mut() = ReadAhead {
-                    first: fetched.first,
-                    payloads,
-                };
-            }
+            Ok(payloads) => self.keep_read_ahead(ReadAhead {
+                first: fetched.first,
+                payloads,
+            }),
             Err(error) => {
                 log::error!(
                     "topic {:?}: cannot read offset {} from its segment: {error}",
@@ -761,15 +820,38 @@ impl TopicLog for DiskLog {
             if let Err(error) = oldest.delete() {
                 log::error!("cannot delete {}: {error}", oldest.path.display());
             }
-            while self.cache_first < oldest.end {
-                match self.cache.pop_front() {
-                    Some(payload) => self.cache_bytes -= payload.len(),
-                    None => break,
-                }
-                self.cache_first += 1;
-            }
+            while self.cache_first < oldest.end && self.uncache_oldest().is_some() {}
         }
         self.cache_first = self.cache_first.max(self.start());
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.held
+    }
+
+    fn last_used(&self) -> u64 {
+        self.last_used.get()
+    }
+
+    /// Every payload held is in a segment file, or will be once the
+    /// buffer is written, so none is needed in memory: the empty buffer's
+    /// capacity goes first, then the read-ahead run (its records are older
+    /// than the cache's), then the cache's oldest payloads, but none still
+    /// only in the buffer.
+    fn release_memory(&mut self, bytes: usize, _keep_from: Offset) {
+        let goal = self.held.saturating_sub(bytes);
+        if self.held > goal && self.buffer.is_empty() {
+            self.buffer = Vec::new();
+            self.count_buffer();
+        }
+        if self.held > goal {
+            self.drop_read_ahead();
+        }
+        while self.held > goal && self.cache_first < self.written {
+            if self.uncache_oldest().is_none() {
+                break;
+            }
+        }
     }
 
     /// Writes the buffered records. With `--fsync batch` the job forces
@@ -782,7 +864,6 @@ impl TopicLog for DiskLog {
     /// they were last saved.
     fn write(&mut self) -> Result<Option<SyncJob>, StoreError> {
         self.write_buffer()?;
-        self.trim_cache();
         if self.groups_unsaved.load(Ordering::Relaxed) {
             self.groups_moved = true;
         }
@@ -1004,7 +1085,10 @@ mod tests {
     fn open_store(temp: &TempDir, settings: LogSettings) -> (DiskStore, CommandReceiver) {
         let (commands, fetched) = queue::bounded(16, 1 << 20);
         let fetcher = Fetcher::spawn(commands).unwrap();
-        (DiskStore::new(&temp.0, settings, fetcher), fetched)
+        (
+            DiskStore::new(&temp.0, settings, 64 << 20, fetcher),
+            fetched,
+        )
     }
 
     /// Reads `offset` as the dispatcher does: a read that must wait for the
@@ -1233,6 +1317,41 @@ mod tests {
         assert_eq!((log.start(), log.end()), (3, 5));
         assert!(!log.over_retention()); // the active segment never goes
         assert_eq!(read_now(log.as_mut(), &fetched, 3), Some(message(3)));
+    }
+
+    #[test]
+    fn released_payloads_are_read_back_and_unwritten_ones_stay() {
+        let temp = TempDir::new("release");
+        let (mut store, fetched) = open_store(&temp, settings(1 << 20, None));
+        let mut log = store.open("t").unwrap();
+        for i in 0..100 {
+            log.append(message(i)).unwrap();
+        }
+        let all = (0..100).map(|i| cost(&message(i))).sum::<usize>();
+        // The payloads, and the write buffer that holds their records.
+        let held = log.held_bytes();
+        assert!(held > all && held == store.budget().used(), "{held}");
+        // Still in the write buffer: nothing can go.
+        log.release_memory(usize::MAX, 0);
+        assert_eq!(log.held_bytes(), held);
+        write_durably(log.as_mut());
+        // The written buffer goes first, then the oldest payloads.
+        log.release_memory(1, 0);
+        assert_eq!(log.held_bytes(), all);
+        log.release_memory(cost(&message(0)) * 10, 0);
+        assert_eq!(log.held_bytes(), all - cost(&message(0)) * 10);
+        log.release_memory(usize::MAX, 0);
+        assert_eq!((log.held_bytes(), store.budget().used()), (0, 0));
+        // Every message is read back from the segment, and the run read
+        // counts against the budget until it is released too.
+        for i in 0..100 {
+            assert_eq!(read_now(log.as_mut(), &fetched, i), Some(message(i)));
+        }
+        assert!(store.budget().used() > 0);
+        assert_eq!(log.held_bytes(), store.budget().used());
+        log.release_memory(usize::MAX, 0);
+        assert_eq!(store.budget().used(), 0);
+        assert_eq!(read_now(log.as_mut(), &fetched, 99), Some(message(99)));
     }
 
     #[test]

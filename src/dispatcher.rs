@@ -14,8 +14,10 @@
 //! then fire the timers that are due, then settle the round's answers with
 //! the consumer groups and dead-letter topics, then trim the topics that
 //! grew past their retention, then write the round's messages out of the logs that
-//! changed, then pack the outboxes and post them, once what they tell of
-//! is durable: at once in memory, after the syncer thread's fsync with
+//! changed, then bring the logs back within their memory budget (see
+//! `budget.rs`; an in-memory store with nothing it may drop holds
+//! publishers back), then pack the outboxes and post them, once what they
+//! tell of is durable: at once in memory, after the syncer thread's fsync with
 //! `--fsync batch` (see `syncer.rs`). Under load a round carries
 //! many messages, so channel sends and wake-ups are paid per batch, not per
 //! message.
@@ -186,6 +188,7 @@ impl Command {
     pub fn payload_bytes(&self) -> usize {
         match self {
             Command::Requests { payload_bytes, .. } => *payload_bytes,
+            Command::Fetched(fetched) => fetched.payload_bytes,
             _ => 0,
         }
     }
@@ -241,6 +244,8 @@ pub struct Dispatcher {
     started: Instant,
     connections: Arc<AtomicUsize>,
     full_disk: FullDisk,
+    /// Publishers held because the in-memory store is full.
+    full_memory: FullStore,
 }
 
 /// What the dispatcher knows of a full disk: how many publishes it refused
@@ -277,6 +282,21 @@ struct UnwrittenRun {
     /// Set for a publisher that is never answered.
     hangup: Option<Arc<Hangup>>,
 }
+
+/// Whether publishers are held because the store is full (see
+/// [`Dispatcher::keep_within_budget`]), how many were waiting at the end of
+/// the last round (for `STATS`), and when the log last said so.
+#[derive(Debug, Default)]
+struct FullStore {
+    publishers_held: bool,
+    publishers_waiting: usize,
+    warned: Option<Instant>,
+}
+
+/// How often, at most, the log says that publishers wait for memory. A
+/// consumer that reads just slower than its publisher fills the store
+/// again after every few acks; once a minute tells the story.
+const FULL_STORE_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What must happen to sessions after this round's commands: the wake-ups to
 /// fire later, and the outboxes to flush at the end of the round. Kept apart
@@ -432,6 +452,7 @@ impl Dispatcher {
             started: Instant::now(),
             connections,
             full_disk: FullDisk::default(),
+            full_memory: FullStore::default(),
         };
         for (name, log) in recovered {
             log::info!("topic {name:?}: offsets {} to {}", log.start(), log.end());
@@ -496,6 +517,7 @@ impl Dispatcher {
             self.check_ages(now);
             self.apply_retention();
             self.write_logs(now)?;
+            self.keep_within_budget(commands, now);
             self.flush()?;
         }
         Ok(())
@@ -604,9 +626,13 @@ impl Dispatcher {
             }
             Ok(Request::Topics) => self.reply(conn, Reply::Topics(self.topic_reports())),
             Ok(Request::Stats) => {
+                let budget = self.store.budget();
                 let report = BrokerReport {
                     uptime: now.duration_since(self.started),
                     connections: self.connections.load(Ordering::Relaxed),
+                    memory_used: budget.used(),
+                    memory_budget: budget.limit(),
+                    publishers_waiting: self.full_memory.publishers_waiting,
                     topics: self.topic_reports(),
                     refused_disk_full: self.full_disk.refused,
                 };
@@ -1385,18 +1411,75 @@ impl Dispatcher {
     /// from under a connected subscriber, however slow. (A message already
     /// delivered and not yet answered is safe too: its session holds it.)
     fn apply_retention(&mut self) {
-        for id in self.chores.to_trim.drain(..) {
-            let topic = &mut self.topics[id];
-            let sessions = &self.sessions;
-            let cursors = topic
-                .subscribers
-                .iter()
-                .filter_map(|conn| sessions.get(conn)?.cursor(id));
-            let groups = topic.groups.iter().filter(|g| !g.members().is_empty());
-            let groups = groups.map(Group::position);
-            let keep_from = cursors.chain(groups).fold(topic.log.end(), Offset::min);
-            topic.log.apply_retention(keep_from);
+        for id in std::mem::take(&mut self.chores.to_trim) {
+            let keep_from = self.keep_from(id);
+            self.topics[id].log.apply_retention(keep_from);
         }
+    }
+
+    /// The oldest offset of the topic `id` that a connected subscriber or
+    /// group still needs: its log's end if none does.
+    fn keep_from(&self, id: TopicId) -> Offset {
+        let topic = &self.topics[id];
+        let cursors = topic
+            .subscribers
+            .iter()
+            .filter_map(|conn| self.sessions.get(conn)?.cursor(id));
+        let groups = topic.groups.iter().filter(|g| !g.members().is_empty());
+        let groups = groups.map(Group::position);
+        cursors.chain(groups).fold(topic.log.end(), Offset::min)
+    }
+
+    /// If the logs hold more than their memory budget (`budget.rs`), has
+    /// them let go of memory, the least recently used topics first, with
+    /// the same care for subscribers as retention. If that is not enough
+    /// (an in-memory store whose oldest messages are all still needed),
+    /// publishers are held (`queue.rs`) until a later round finds room:
+    /// subscribers go on being served meanwhile, and their acks are what
+    /// frees it. Runs after the round's writes, when every cached record is
+    /// in its file and can go.
+    ///
+    /// The budget can be passed by what one round appends before this
+    /// runs; and once publishers are held, by what the dispatcher's queue
+    /// already holds (at most its 1 MiB of payloads, or one larger command).
+    fn keep_within_budget(&mut self, commands: &CommandReceiver, now: Instant) {
+        let budget = self.store.budget();
+        if budget.is_over() {
+            let mut least_recent: Vec<(u64, TopicId)> = (self.topics.iter().enumerate())
+                .filter(|(_, topic)| topic.log.held_bytes() > 0)
+                .map(|(id, topic)| (topic.log.last_used(), id))
+                .collect();
+            least_recent.sort_unstable();
+            for (_, id) in least_recent {
+                let excess = budget.used().saturating_sub(budget.target());
+                if excess == 0 {
+                    break;
+                }
+                let keep_from = self.keep_from(id);
+                self.topics[id].log.release_memory(excess, keep_from);
+            }
+        }
+        let full = budget.is_over();
+        if full != self.full_memory.publishers_held {
+            self.full_memory.publishers_held = full;
+            commands.hold_publishers(full);
+            let warned_lately = (self.full_memory.warned)
+                .is_some_and(|when| now.duration_since(when) < FULL_STORE_WARNING_INTERVAL);
+            if full && !warned_lately {
+                self.full_memory.warned = Some(now);
+                log::warn!(
+                    "topics hold {} bytes, over {} ({} bytes), and subscribers still need \
+                     all of it: publishers wait until they catch up (said at most once a minute)",
+                    budget.used(),
+                    budget.flag(),
+                    budget.limit()
+                );
+            }
+        }
+        self.full_memory.publishers_waiting = match full {
+            true => commands.publishers_waiting(),
+            false => 0,
+        };
     }
 
     /// Packs every outbox filled this round and posts them, after the

@@ -21,8 +21,12 @@
 //!     subscribers and pullers, which now read it from memory
 //! ```
 //!
-//! Each log has at most one fetch under way, so the fetcher's work, and the
-//! memory it fills, are bounded by the number of topics being replayed.
+//! Each log has at most one fetch under way, so the fetcher's work is
+//! bounded by the number of topics being replayed. The memory it fills is
+//! bounded whatever that number: a fetched run's payloads count in the
+//! dispatcher's queue as a publish's do, so the fetcher waits for room
+//! there (`queue.rs`) like a reader, and once the log has the run it counts
+//! against the store's cache budget (`budget.rs`).
 
 use std::io;
 use std::sync::Arc;
@@ -44,12 +48,13 @@ pub struct FetchRequest {
 }
 
 /// A run of records read for a log: the payloads from offset `first` on,
-/// or why they could not be read.
+/// or why they could not be read, and how many bytes the payloads hold.
 #[derive(Debug)]
 pub struct Fetched {
     pub topic: Arc<str>,
     pub first: Offset,
     pub payloads: io::Result<Vec<Payload>>,
+    pub payload_bytes: usize,
 }
 
 /// The logs' end of the fetcher thread. The thread ends once every handle
@@ -80,10 +85,15 @@ impl Fetcher {
 impl FetchRequest {
     /// Reads the run (on the fetcher thread).
     pub fn read(self) -> Fetched {
+        let payloads = self.run.read();
+        let payload_bytes = payloads
+            .as_ref()
+            .map_or(0, |p| p.iter().map(|p| p.len()).sum());
         Fetched {
             topic: self.topic,
             first: self.run.offset(),
-            payloads: self.run.read(),
+            payloads,
+            payload_bytes,
         }
     }
 }

@@ -25,7 +25,8 @@
 //! - [`store`]: each topic's append-only log of messages, in memory or, with
 //!   [`disk`], in segment files that survive a restart: [`segment`] (with
 //!   [`crc32c`]) holds the bytes of their checksummed records, and
-//!   [`fetcher`] is the thread that reads old records back.
+//!   [`fetcher`] is the thread that reads old records back. [`budget`]
+//!   keeps what all the logs hold in memory within one limit.
 //! - [`session`]: one connection's subscriptions, in-flight deliveries,
 //!   redeliveries and pulls.
 //! - [`group`]: consumer groups, whose members share a topic's messages.
@@ -38,6 +39,7 @@
 //! And one module off the message's path: [`signals`], which lets the
 //! `brook` binary hear SIGTERM and Ctrl-C and stop cleanly.
 
+pub mod budget;
 pub mod client;
 pub mod config;
 pub mod connection;

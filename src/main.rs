@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 use std::thread;
 
+use brook::budget;
 use brook::config::{self, Invocation, Storage};
 use brook::server::Stopper;
 use brook::signals::{self, Signals};
@@ -39,10 +40,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let (budget_flag, budget) = config.memory_budget();
     let storage = match &config.storage {
         Storage::Memory => "in-memory topics".to_owned(),
         Storage::Disk(dir) => format!("topics in {}, --fsync {}", dir.display(), config.fsync),
     };
+    let storage = format!("{storage}, {budget_flag} {}", budget::describe(budget));
     log::info!(
         "brook listening on {} ({storage}; up to {} connections; ack delay {:?}, \
          ack timeout {:?}, max deliveries {})",

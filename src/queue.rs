@@ -14,9 +14,21 @@
 //! and the payloads of the messages in it add up to at most
 //! [`MAX_QUEUED_PAYLOAD_BYTES`]. A reader with messages to send waits until
 //! they fit; meanwhile it reads nothing from its socket, so TCP slows its
-//! publisher down. Commands without payload (subscribes, acks, a writer's
-//! notice) never wait for payload room, so consumers keep being heard
-//! however hard publishers push.
+//! publisher down. (The fetcher thread's runs of records read back from
+//! disk count as payload too, so however many topics are replayed, what
+//! waits for the dispatcher stays within the bound.) Commands without
+//! payload (subscribes, acks, a writer's notice) never wait for payload
+//! room, so consumers keep being heard however hard publishers push.
+//!
+//! The same wait holds publishers back when the store is full: an
+//! in-memory store that reached `--memory-bytes` with nothing it may drop
+//! (`budget.rs`). Then the dispatcher
+//! [holds publishers](CommandReceiver::hold_publishers), and every reader
+//! with messages to send waits, however much room the queue has, until a
+//! later round finds memory again (the fetcher does not: the disk store,
+//! whose cache can always let go, never holds publishers). What a reader waits
+//! to send stays in order behind it, and what the dispatcher already took
+//! (at most the queue's payload bytes) it stores: nothing is refused.
 //!
 //! ```text
 //!   reader ──send──▶ [ command | command | … ] ──recv──▶ dispatcher
@@ -76,7 +88,8 @@ impl CommandSender {
     pub fn send(&self, command: Command) -> Result<(), Disconnected> {
         let bytes = command.payload_bytes();
         if bytes > 0 {
-            self.room.take(bytes)?;
+            let publishes = matches!(command, Command::Requests { .. });
+            self.room.take(bytes, publishes)?;
         }
         self.commands.send(command).map_err(|_| Disconnected)
     }
@@ -101,6 +114,21 @@ impl CommandReceiver {
                 .map_err(|_| RecvTimeoutError::Disconnected),
         };
         received.inspect(|command| self.room.give_back(command.payload_bytes()))
+    }
+
+    /// Makes every reader with payload to send wait (`true`), until called
+    /// with `false`.
+    pub fn hold_publishers(&self, hold: bool) {
+        let mut state = self.room.state.lock();
+        state.publishers_held = hold;
+        if !hold && state.waiting > 0 {
+            self.room.freed.notify_all();
+        }
+    }
+
+    /// How many readers wait because publishers are held.
+    pub fn publishers_waiting(&self) -> usize {
+        self.room.state.lock().held_waiting
     }
 
     /// The commands queued now, without waiting.
@@ -133,18 +161,30 @@ struct RoomState {
     /// Readers waiting in [`PayloadRoom::take`]: the dispatcher only pays
     /// for a wake-up when someone waits.
     waiting: usize,
+    /// Whether publishers are held ([`CommandReceiver::hold_publishers`]),
+    /// and how many of the waiting readers wait for that.
+    publishers_held: bool,
+    held_waiting: usize,
     closed: bool,
 }
 
 impl PayloadRoom {
     /// Waits until `bytes` fit under the limit, or the queue is empty (so
-    /// one command larger than the limit still goes through), then counts
+    /// one command larger than the limit still goes through), and, if they
+    /// are messages published, until publishers are not held; then counts
     /// them as queued.
-    fn take(&self, bytes: usize) -> Result<(), Disconnected> {
+    fn take(&self, bytes: usize, publishes: bool) -> Result<(), Disconnected> {
         let mut state = self.state.lock();
-        while !state.closed && state.queued > 0 && state.queued + bytes > self.limit {
+        loop {
+            let held = publishes && state.publishers_held;
+            let full = state.queued > 0 && state.queued + bytes > self.limit;
+            if state.closed || !(held || full) {
+                break;
+            }
             state.waiting += 1;
+            state.held_waiting += usize::from(held);
             self.freed.wait(&mut state);
+            state.held_waiting -= usize::from(held);
             state.waiting -= 1;
         }
         if state.closed {
@@ -215,6 +255,28 @@ mod tests {
             .expect("the second publish goes in once the first is taken");
         let rest: Vec<usize> = receiver.try_iter().map(|c| c.payload_bytes()).collect();
         assert_eq!(rest, [0, 60]);
+    }
+
+    #[test]
+    fn held_publishers_wait_until_let_go_but_a_command_without_payload_does_not() {
+        let (sender, receiver) = bounded(16, 100);
+        receiver.hold_publishers(true);
+        let held = send_elsewhere(&sender, publish(10));
+        sender
+            .send(Command::requests(2, vec![Ok(Request::Ack)], None))
+            .unwrap();
+        assert_eq!(receiver.recv_until(None).unwrap().payload_bytes(), 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while receiver.publishers_waiting() == 0 {
+            assert!(Instant::now() < deadline, "the publisher never waited");
+            thread::yield_now();
+        }
+        assert!(held.try_recv().is_err());
+        receiver.hold_publishers(false);
+        held.recv_timeout(Duration::from_secs(10))
+            .expect("the publish goes in once publishers are let go");
+        assert_eq!(receiver.recv_until(None).unwrap().payload_bytes(), 10);
+        assert_eq!(receiver.publishers_waiting(), 0);
     }
 
     #[test]

@@ -169,17 +169,19 @@ pub fn start(config: &Config) -> io::Result<Broker> {
     })
 }
 
-/// The store `config` asks for. The disk store's fetcher thread sends
-/// what it reads to the dispatcher through `commands`.
+/// The store `config` asks for, with its memory budget. The disk store's
+/// fetcher thread sends what it reads to the dispatcher through `commands`.
 fn store(config: &Config, commands: &CommandSender) -> io::Result<Box<dyn Store>> {
+    let (_, memory_budget) = config.memory_budget();
+    if config.memory_bytes.is_some() && config.storage != Storage::Memory {
+        log::warn!("--memory-bytes applies to --in-memory only; ignored (see --cache-bytes)");
+    }
     Ok(match &config.storage {
         Storage::Memory => {
             if config.retention_age.is_some() {
                 log::warn!("--retention-age applies to the disk store only; ignored");
             }
-            Box::new(MemoryStore {
-                retention_bytes: config.retention_bytes,
-            })
+            Box::new(MemoryStore::new(config.retention_bytes, memory_budget))
         }
         Storage::Disk(dir) => Box::new(DiskStore::new(
             dir,
@@ -189,6 +191,7 @@ fn store(config: &Config, commands: &CommandSender) -> io::Result<Box<dyn Store>
                 retention_age: config.retention_age,
                 fsync: config.fsync,
             },
+            memory_budget,
             Fetcher::spawn(commands.clone())?,
         )),
     })

@@ -4,7 +4,8 @@
 //! Every topic carries its own [`Traffic`]: messages and bytes in (appended
 //! by the dispatcher) and out (written for subscribers and pulls). Broker-wide
 //! figures are sums over the topics, made when someone asks, so nothing on
-//! the path of a message does more than bump two numbers.
+//! the path of a message does more than bump two numbers; beside them,
+//! `STATS` reads the store's memory budget (`budget.rs`) as it is.
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -94,6 +95,12 @@ impl TopicReport {
 pub struct BrokerReport {
     pub uptime: Duration,
     pub connections: usize,
+    /// What the store holds in memory against its budget, `--cache-bytes`
+    /// or `--memory-bytes` (see `budget.rs`), and how many publishers wait
+    /// because it is full.
+    pub memory_used: usize,
+    pub memory_budget: usize,
+    pub publishers_waiting: usize,
     pub topics: Vec<TopicReport>,
     /// Publishes refused because the disk was full.
     pub refused_disk_full: u64,
@@ -102,7 +109,7 @@ pub struct BrokerReport {
 impl BrokerReport {
     /// The broker-wide figures, as `(name, value)` pairs in the order
     /// `STATS` prints them.
-    pub fn totals(&self) -> [(&'static str, u64); 9] {
+    pub fn totals(&self) -> [(&'static str, u64); 12] {
         let sum = |field: fn(&TopicReport) -> u64| self.topics.iter().map(field).sum::<u64>();
         [
             ("uptime_seconds", self.uptime.as_secs()),
@@ -114,6 +121,9 @@ impl BrokerReport {
             ("bytes_in", sum(|t| t.bytes_in)),
             ("bytes_out", sum(|t| t.bytes_out)),
             ("publishes_refused_disk_full", self.refused_disk_full),
+            ("memory_used", self.memory_used as u64),
+            ("memory_budget", self.memory_budget as u64),
+            ("publishers_waiting", self.publishers_waiting as u64),
         ]
     }
 }

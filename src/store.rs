@@ -6,20 +6,23 @@
 //! very little: append a message and learn its offset, read the message at an
 //! offset, know the range of offsets the log holds, and drop its oldest
 //! messages when it outgrows its retention, sparing those a subscriber has
-//! yet to read (the dispatcher says which). Subscribers are just cursors into
-//! this log (see `session.rs`), so replay from the beginning and live
-//! delivery are the same operation.
+//! yet to read (the dispatcher says which), and let go of memory when the
+//! store's logs together outgrow their memory budget (`budget.rs`).
+//! Subscribers are just cursors into this log (see `session.rs`), so
+//! replay from the beginning and live delivery are the same operation.
 //!
 //! [`MemoryStore`] keeps messages in RAM. [`DiskStore`](crate::disk::DiskStore)
 //! keeps them in segment files (`disk.rs`), behind the same two traits,
 //! without the protocol or dispatcher code changing.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::budget::{cost, MemoryBudget, MESSAGE_OVERHEAD_BYTES};
 use crate::fetcher::Fetched;
 use crate::protocol::Payload;
 
@@ -44,6 +47,9 @@ pub trait Store: Send {
     fn ages_out(&self) -> bool {
         false
     }
+
+    /// The memory budget its logs share (see `budget.rs`).
+    fn budget(&self) -> &MemoryBudget;
 }
 
 /// One topic's log.
@@ -101,6 +107,21 @@ pub trait TopicLog: Send {
     /// none at or after `keep_from`: those a connected subscriber has yet to
     /// read. Offsets are never reused.
     fn apply_retention(&mut self, keep_from: Offset);
+
+    /// How much of the store's memory budget the log holds.
+    fn held_bytes(&self) -> usize;
+
+    /// When the log was last appended to or read from, on its budget's
+    /// clock ([`MemoryBudget::take`]): the least recently used let go of
+    /// memory first.
+    fn last_used(&self) -> u64;
+
+    /// Lets go of about `bytes` of the memory it holds (whole messages, so
+    /// a little more, or less if it has no more to give), oldest first.
+    /// `keep_from` is as for [`TopicLog::apply_retention`]: a log that
+    /// can read its messages back (from disk) lets go of any it holds, one
+    /// that cannot drops only those before it.
+    fn release_memory(&mut self, bytes: usize, keep_from: Offset);
 
     /// Hands every message appended so far, and the groups' positions, to the
     /// operating system, and returns what must still be done to make them
@@ -267,12 +288,23 @@ impl std::error::Error for StoreError {}
 
 /// Keeps every topic in memory, for as long as the broker runs, up to an
 /// optional size per topic beyond which the oldest messages nobody still
-/// needs are dropped.
-#[derive(Debug, Default)]
+/// needs are dropped, and within one budget for all topics together.
+#[derive(Debug)]
 pub struct MemoryStore {
     /// `--retention-bytes`: when a topic's payloads exceed this, its oldest
     /// messages are dropped. `None` keeps everything.
-    pub retention_bytes: Option<usize>,
+    retention_bytes: Option<usize>,
+    /// `--memory-bytes`, shared by every log.
+    budget: Arc<MemoryBudget>,
+}
+
+impl MemoryStore {
+    pub fn new(retention_bytes: Option<usize>, memory_bytes: usize) -> MemoryStore {
+        MemoryStore {
+            retention_bytes,
+            budget: Arc::new(MemoryBudget::new("--memory-bytes", memory_bytes)),
+        }
+    }
 }
 
 impl Store for MemoryStore {
@@ -282,9 +314,17 @@ impl Store for MemoryStore {
 
     fn open(&mut self, _name: &str) -> Result<Box<dyn TopicLog>, StoreError> {
         Ok(Box::new(MemoryLog {
+            messages: VecDeque::new(),
+            first: 0,
+            bytes: 0,
             retention_bytes: self.retention_bytes,
-            ..MemoryLog::default()
+            budget: self.budget.clone(),
+            last_used: Cell::new(0),
         }))
+    }
+
+    fn budget(&self) -> &MemoryBudget {
+        &self.budget
     }
 }
 
@@ -295,7 +335,7 @@ impl Store for MemoryStore {
 /// virtual machine each first touch of a page is a costly fault. A log that
 /// drops its oldest messages hands their memory back to the allocator, which
 /// gives it to the next payloads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryLog {
     messages: VecDeque<Payload>,
     /// The offset of `messages[0]`.
@@ -303,11 +343,26 @@ pub struct MemoryLog {
     /// The payload bytes held.
     bytes: usize,
     retention_bytes: Option<usize>,
+    budget: Arc<MemoryBudget>,
+    /// See [`TopicLog::last_used`]. A `Cell`, since reads take `&self`.
+    last_used: Cell<u64>,
+}
+
+impl MemoryLog {
+    /// Drops the oldest message, if there is one.
+    fn drop_oldest(&mut self) -> Option<()> {
+        let oldest = self.messages.pop_front()?;
+        self.bytes -= oldest.len();
+        self.budget.give_back(cost(&oldest));
+        self.first += 1;
+        Some(())
+    }
 }
 
 impl TopicLog for MemoryLog {
     fn append(&mut self, payload: Payload) -> Result<Offset, StoreError> {
         self.bytes += payload.len();
+        self.last_used.set(self.budget.take(cost(&payload)));
         self.messages.push_back(payload);
         Ok(self.end() - 1)
     }
@@ -317,7 +372,10 @@ impl TopicLog for MemoryLog {
             .checked_sub(self.first)
             .and_then(|i| usize::try_from(i).ok());
         match index.and_then(|i| self.messages.get(i)) {
-            Some(payload) => Read::Message(payload.clone()),
+            Some(payload) => {
+                self.last_used.set(self.budget.now());
+                Read::Message(payload.clone())
+            }
             None => Read::Nothing,
         }
     }
@@ -339,14 +397,23 @@ impl TopicLog for MemoryLog {
     }
 
     fn apply_retention(&mut self, keep_from: Offset) {
-        while self.over_retention() && self.first < keep_from {
-            match self.messages.pop_front() {
-                Some(oldest) => {
-                    self.bytes -= oldest.len();
-                    self.first += 1;
-                }
-                None => break,
-            }
+        while self.over_retention() && self.first < keep_from && self.drop_oldest().is_some() {}
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.bytes + self.messages.len() * MESSAGE_OVERHEAD_BYTES
+    }
+
+    fn last_used(&self) -> u64 {
+        self.last_used.get()
+    }
+
+    fn release_memory(&mut self, bytes: usize, keep_from: Offset) {
+        let goal = self.held_bytes().saturating_sub(bytes);
+        let before = self.first;
+        while self.held_bytes() > goal && self.first < keep_from && self.drop_oldest().is_some() {}
+        if self.first > before {
+            self.budget.note_dropped();
         }
     }
 }
@@ -357,7 +424,7 @@ mod tests {
 
     #[test]
     fn offsets_count_from_zero() {
-        let mut log = MemoryStore::default().open("t").unwrap();
+        let mut log = MemoryStore::new(None, 1 << 20).open("t").unwrap();
         assert_eq!((log.start(), log.end()), (0, 0));
         assert_eq!(log.append(Payload::from(&b"a"[..])).unwrap(), 0);
         assert_eq!(log.append(Payload::from(&b"b"[..])).unwrap(), 1);
@@ -368,9 +435,7 @@ mod tests {
 
     #[test]
     fn retention_drops_the_oldest_and_keeps_offsets() {
-        let mut store = MemoryStore {
-            retention_bytes: Some(10),
-        };
+        let mut store = MemoryStore::new(Some(10), 1 << 20);
         let mut log = store.open("t").unwrap();
         for i in 0..5u8 {
             log.append(Payload::from(vec![i; 4])).unwrap();
@@ -389,5 +454,29 @@ mod tests {
         assert_eq!(log.append(Payload::from(vec![9; 50])).unwrap(), 5);
         log.apply_retention(log.end());
         assert_eq!((log.start(), log.end()), (6, 6));
+    }
+
+    #[test]
+    fn the_budget_counts_every_log_and_release_spares_what_readers_need() {
+        let mut store = MemoryStore::new(None, 1 << 20);
+        let (mut a, mut b) = (store.open("a").unwrap(), store.open("b").unwrap());
+        for i in 0..10u8 {
+            a.append(Payload::from(vec![i; 100])).unwrap();
+        }
+        b.append(Payload::from(vec![0; 100])).unwrap();
+        let each = 100 + MESSAGE_OVERHEAD_BYTES;
+        assert_eq!(store.budget().used(), 11 * each);
+        assert_eq!(a.held_bytes(), 10 * each);
+        // `b` was used last; reading `a` makes it the more recent.
+        assert!(a.last_used() < b.last_used());
+        assert!(matches!(a.read(3), Read::Message(_)));
+        assert!(a.last_used() >= b.last_used());
+
+        // Asked for 3 messages' worth, but a reader needs offset 2 on.
+        a.release_memory(3 * each, 2);
+        assert_eq!((a.start(), store.budget().used()), (2, 9 * each));
+        a.release_memory(3 * each, a.end());
+        assert_eq!((a.start(), a.end()), (5, 10));
+        assert_eq!(store.budget().used(), 6 * each);
     }
 }

@@ -15,8 +15,9 @@
 //! a subscription is a cursor into its topic's log, and the broker sends a
 //! subscriber at most `--subscriber-buffer` bytes (16 MiB) of deliveries it
 //! has not answered (or, without acks, not yet written). The disk store
-//! keeps each topic's newest 64 MiB of payloads in memory and reads older
-//! ones back from its segment files. The dispatcher's queue holds at most
+//! keeps the newest payloads in memory, up to `--cache-bytes` (64 MiB
+//! here) for all topics together, and reads older ones back from its
+//! segment files. The dispatcher's queue holds at most
 //! 1 MiB of payloads; a reader whose messages do not fit stops reading its
 //! socket, and TCP slows its publisher down.
 //!
@@ -37,7 +38,7 @@ use std::time::Duration;
 
 use brook::client::{Delivery, Publisher, Subscriber};
 use brook::protocol::StartAt;
-use common::{subscriber, BrookProcess, Line, TempDir};
+use common::{subscriber, BrookProcess, Line, MemoryLog, TempDir};
 
 /// The size of every message.
 const MESSAGE_BYTES: usize = 1024;
@@ -59,7 +60,8 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// What it is built to hold, with one topic and one subscriber that is
 /// behind, is 81 MiB:
 ///
-/// - 64 MiB, the disk store's cache of the topic's newest payloads;
+/// - 64 MiB, the disk store's cache of the topic's newest payloads
+///   (`--cache-bytes 64MiB`);
 /// - 16 MiB, `--subscriber-buffer`: the deliveries sent to the subscriber
 ///   that is behind and not yet answered (or, without acks, not yet
 ///   written). Their payloads are older than the cache's, so they are not
@@ -106,6 +108,7 @@ impl Brook {
         let mut command = Command::new(env!("CARGO_BIN_EXE_brook"));
         command
             .args(["--addr", "127.0.0.1:0", "--fsync", "never"])
+            .args(["--cache-bytes", "64MiB"])
             .args(["--ack-timeout", "1h", "--data-dir"])
             .arg(data.path());
         let process = BrookProcess::start(command, PATIENCE).unwrap_or_else(|e| panic!("{e}"));
@@ -119,71 +122,7 @@ impl Brook {
     /// A log of this broker's memory, which fails the test as soon as a
     /// sample shows it has held [`MEMORY_BOUND_MIB`].
     fn memory_log(&self) -> MemoryLog {
-        MemoryLog {
-            pid: self.process.pid(),
-            samples: Vec::new(),
-        }
-    }
-}
-
-// ---- Memory. ----
-
-/// A process's resident memory, from `/proc/<pid>/status`, in KiB.
-#[derive(Debug, Clone, Copy)]
-struct Memory {
-    /// `VmRSS`: resident now.
-    now: u64,
-    /// `VmHWM`: the most it has ever had resident.
-    peak: u64,
-}
-
-impl Memory {
-    fn of(pid: u32) -> Memory {
-        let path = format!("/proc/{pid}/status");
-        let status = fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
-        // A line such as "VmHWM:\t   96312 kB".
-        let field = |name: &str| -> u64 {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(name)?.strip_suffix(" kB"))
-                .and_then(|kib| kib.trim().parse().ok())
-                .unwrap_or_else(|| panic!("no {name} in {path}:\n{status}"))
-        };
-        Memory {
-            now: field("VmRSS:"),
-            peak: field("VmHWM:"),
-        }
-    }
-}
-
-/// The broker's memory, sampled as a test goes.
-struct MemoryLog {
-    pid: u32,
-    samples: Vec<(String, Memory)>,
-}
-
-impl MemoryLog {
-    /// Samples the broker's memory, noting `when`, and fails the test if
-    /// its peak has reached [`MEMORY_BOUND_MIB`]. The peak is the
-    /// kernel's, so nothing between two samples escapes it.
-    #[track_caller]
-    fn sample(&mut self, when: impl Into<String>) {
-        let memory = Memory::of(self.pid);
-        self.samples.push((when.into(), memory));
-        assert!(
-            memory.peak < MEMORY_BOUND_MIB << 10,
-            "the broker's memory reached {MEMORY_BOUND_MIB} MiB:\n{self}"
-        );
-    }
-}
-
-impl std::fmt::Display for MemoryLog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (when, memory) in &self.samples {
-            let (now, peak) = (memory.now >> 10, memory.peak >> 10);
-            writeln!(f, "  {when}: VmRSS {now} MiB, VmHWM {peak} MiB")?;
-        }
-        Ok(())
+        MemoryLog::new(self.process.pid(), MEMORY_BOUND_MIB)
     }
 }
 

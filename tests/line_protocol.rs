@@ -520,6 +520,9 @@ fn stats_counts_connections_topics_messages_and_bytes() {
         "bytes_in",
         "bytes_out",
         "publishes_refused_disk_full",
+        "memory_used",
+        "memory_budget",
+        "publishers_waiting",
     ]
     .into();
     assert_eq!(names, expected);
@@ -542,6 +545,11 @@ fn stats_counts_connections_topics_messages_and_bytes() {
     assert_eq!(after.get("messages_in"), 3);
     assert_eq!(after.get("messages_out"), 3);
     assert!(after.get("bytes_in") >= 9 && after.get("bytes_out") >= 9);
+    // The in-memory store holds the three messages within its budget, a
+    // quarter of the machine's memory, and nobody waits for room.
+    assert!(after.get("memory_used") >= 9);
+    assert!(after.get("memory_budget") > after.get("memory_used"));
+    assert_eq!(after.get("publishers_waiting"), 0);
     let t = |name| after.topic("t", name);
     assert_eq!(
         [
