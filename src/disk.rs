@@ -856,17 +856,10 @@ impl TopicLog for DiskLog {
 
     /// Writes the buffered records. With `--fsync batch` the job forces
     /// them to disk (`always` did as it appended, `never` leaves it to the
-    /// operating system); the consumer groups' positions, if they moved,
-    /// are saved by the job too, so that neither costs the dispatcher a
-    /// wait for the disk. A groups file the disk has no room for is logged
-    /// and saved again by the next write: the broker goes on, and a
-    /// restart before that gives out again what the groups finished since
-    /// they were last saved.
+    /// operating system), on the syncer thread, so that it costs the
+    /// dispatcher no wait for the disk.
     fn write(&mut self) -> Result<Option<SyncJob>, StoreError> {
         self.write_buffer()?;
-        if self.groups_unsaved.load(Ordering::Relaxed) {
-            self.groups_moved = true;
-        }
         let force = (self.unsynced && self.settings.fsync == Fsync::Batch).then(|| {
             let path = self.segments[self.segments.len() - 1].path.clone();
             (self.writer.clone(), path)
@@ -875,51 +868,60 @@ impl TopicLog for DiskLog {
             self.force()?;
         }
         self.unsynced = false;
-        let mut files = Vec::new();
-        if std::mem::take(&mut self.groups_moved) {
-            files.push((GROUPS_FILE, encode_groups(&self.groups)));
-            if self.settings.fsync == Fsync::Never {
-                self.note_unforced(self.dir.join(GROUPS_FILE));
-            }
+        Ok(force.map(|(file, path)| {
+            Box::new(move || file.sync_data().map_err(StoreError::sync(path))) as SyncJob
+        }))
+    }
+
+    /// Saves the consumer groups' positions, if they moved (or a full disk
+    /// kept the last ones from being saved). A groups file the disk has no
+    /// room for is logged and saved again next time: the broker goes on,
+    /// and a restart before that gives out again what the groups finished
+    /// since they were last saved.
+    fn save_groups(&mut self) -> Option<SyncJob> {
+        let unsaved = self.groups_unsaved.load(Ordering::Relaxed);
+        if !std::mem::take(&mut self.groups_moved) && !unsaved {
+            return None;
         }
-        if force.is_none() && files.is_empty() {
-            return Ok(None);
+        let bytes = encode_groups(&self.groups);
+        if self.settings.fsync == Fsync::Never {
+            self.note_unforced(self.dir.join(GROUPS_FILE));
         }
         let (dir, fsync) = (self.dir.clone(), self.settings.fsync);
         let (topic, unsaved) = (self.topic.clone(), self.groups_unsaved.clone());
-        Ok(Some(Box::new(move || {
-            if let Some((file, path)) = force {
-                file.sync_data().map_err(StoreError::sync(path))?;
-            }
-            for (name, bytes) in files {
-                match replace_file(&dir, name, &bytes, fsync) {
-                    Err(StoreError::Full(cause)) => {
-                        // Logged once, not at every try while the disk is full.
-                        if !unsaved.swap(true, Ordering::Relaxed) {
-                            log::warn!("topic {topic:?}: cannot save its consumer groups: {cause}");
-                        }
+        Some(Box::new(move || {
+            match replace_file(&dir, GROUPS_FILE, &bytes, fsync) {
+                Err(StoreError::Full(cause)) => {
+                    // Logged once, not at every try while the disk is full.
+                    if !unsaved.swap(true, Ordering::Relaxed) {
+                        log::warn!("topic {topic:?}: cannot save its consumer groups: {cause}");
                     }
-                    saved => {
-                        saved?;
-                        unsaved.store(false, Ordering::Relaxed);
-                    }
+                }
+                saved => {
+                    saved?;
+                    unsaved.store(false, Ordering::Relaxed);
                 }
             }
             Ok(())
-        })))
+        }))
     }
 
-    /// With `--fsync never`, writes as usual, then forces every file the
-    /// log wrote without forcing, and their directory.
+    /// With `--fsync never`, writes and saves as usual, then forces every
+    /// file the log wrote without forcing, and their directory.
     fn write_and_force(&mut self) -> Result<Option<SyncJob>, StoreError> {
         let written = self.write()?;
-        if self.unforced.is_empty() {
-            return Ok(written);
+        let saved = self.save_groups();
+        let unforced = std::mem::take(&mut self.unforced);
+        if written.is_none() && saved.is_none() && unforced.is_empty() {
+            return Ok(None);
         }
-        let (unforced, dir) = (std::mem::take(&mut self.unforced), self.dir.clone());
+        let dir = self.dir.clone();
         Ok(Some(Box::new(move || {
-            if let Some(job) = written {
+            for job in [written, saved].into_iter().flatten() {
                 job()?;
+            }
+            if unforced.is_empty() {
+                return Ok(());
             }
             for path in unforced {
                 force_file(&path)?;
@@ -1135,13 +1137,41 @@ mod tests {
             log.append(Payload::from(vec![i; 40])).unwrap(); // a segment each
         }
         log.set_group_position("g", GroupPosition::default());
-        assert!(log.write().unwrap().is_some(), "the groups file is saved");
+        assert!(log.save_groups().is_some(), "the groups file is saved");
         let force = log.write_and_force().unwrap();
         force.expect("a job that forces the segments")().unwrap();
         assert!(
             log.write_and_force().unwrap().is_none(),
             "forced once, nothing is left to force"
         );
+    }
+
+    /// A round's records and its groups' places are made durable by
+    /// separate jobs, so that the dispatcher can save every place after
+    /// every record: the groups file is not touched by the records' job.
+    #[test]
+    fn records_are_made_durable_apart_from_the_groups_places() {
+        let temp = TempDir::new("groups-last");
+        let batch = LogSettings {
+            fsync: Fsync::Batch,
+            ..settings(1 << 20, None)
+        };
+        let (mut store, _fetched) = open_store(&temp, batch);
+        store.recover().unwrap();
+        let mut log = store.open("t").unwrap();
+        log.append(message(0)).unwrap();
+        let position = GroupPosition {
+            next: 1,
+            unfinished: Vec::new(),
+        };
+        log.set_group_position("g", position.clone());
+        let fsync = log.write().unwrap().expect("an fsync of the record");
+        fsync().unwrap();
+        let dir = store.directory_for("t").unwrap();
+        assert!(!dir.join(GROUPS_FILE).exists(), "saved with the records");
+        log.save_groups().expect("a save of the groups")().unwrap();
+        assert_eq!(read_groups(&dir).unwrap().get("g"), Some(&position));
+        assert!(log.save_groups().is_none(), "nothing moved since");
     }
 
     #[test]

@@ -317,8 +317,9 @@ struct Chores {
     /// have to reach groups and dead letters.
     answered: Vec<ConnId>,
     /// What makes this round's writes durable, and the frames that must
-    /// wait for it.
+    /// wait for it; and the saves of the groups' places, which go last.
     sync_jobs: Vec<SyncJob>,
+    group_saves: Vec<SyncJob>,
     parcels: Vec<Parcel>,
     /// Writers of closed connections that still had frames to write, with
     /// the time by which they must be done. Nearly in deadline order, since
@@ -1535,6 +1536,10 @@ impl Dispatcher {
     /// (the disk store's become readable only here); a group that moves
     /// for that is written in a second pass, so its place is saved with
     /// the round.
+    ///
+    /// The groups' places are saved last, after every record of the round
+    /// (see [`TopicLog::save_groups`]): a message a group gave up is done
+    /// only once its dead letter, written to another topic, is durable.
     fn write_logs(&mut self, now: Instant) -> Result<(), StoreError> {
         while !self.chores.to_write.is_empty() {
             for id in std::mem::take(&mut self.chores.to_write) {
@@ -1543,6 +1548,8 @@ impl Dispatcher {
             }
         }
         self.chores.unwritten.clear();
+        let saves = std::mem::take(&mut self.chores.group_saves);
+        self.chores.sync_jobs.extend(saves);
         Ok(())
     }
 
@@ -1575,6 +1582,8 @@ impl Dispatcher {
             written => written?,
         };
         self.chores.sync_jobs.extend(job);
+        let saves = self.topics[id].log.save_groups();
+        self.chores.group_saves.extend(saves);
         if self.topics[id].log.end() > readable {
             self.became_readable(id, now);
         }

@@ -123,9 +123,9 @@ pub trait TopicLog: Send {
     /// that cannot drops only those before it.
     fn release_memory(&mut self, bytes: usize, keep_from: Offset);
 
-    /// Hands every message appended so far, and the groups' positions, to the
-    /// operating system, and returns what must still be done to make them
-    /// as durable as the store promises, if anything: for the disk store
+    /// Hands every message appended so far to the operating system, and
+    /// returns what must still be done to make them as durable as the
+    /// store promises, if anything: for the disk store
     /// with `--fsync batch`, an fsync. The dispatcher calls it at the end of
     /// each round in which the log grew or was pulled from, has the job run
     /// on the syncer thread (`syncer.rs`), and sends nothing about those
@@ -133,6 +133,17 @@ pub trait TopicLog: Send {
     /// job is done. A write that finds the disk full takes back what it
     /// could not write, as [`TopicLog::append`] does.
     fn write(&mut self) -> Result<Option<SyncJob>, StoreError>;
+
+    /// Saves the positions [`TopicLog::set_group_position`] recorded, if
+    /// any moved, and returns the job that does it (on the syncer thread,
+    /// like the job of [`TopicLog::write`]). The dispatcher runs every
+    /// round's saves after every record the round wrote is durable: a
+    /// group marks a message done (acked, or given up to a dead-letter
+    /// topic) only once what it depends on, such as the dead letter, is on
+    /// disk.
+    fn save_groups(&mut self) -> Option<SyncJob> {
+        None
+    }
 
     /// Like [`TopicLog::write`], but the job forces everything this log
     /// ever wrote to disk, whatever `--fsync` says: the broker is stopping
