@@ -65,24 +65,6 @@ fn silence_gives_a_redelivery_after_the_ack_timeout() {
 }
 
 #[test]
-fn a_late_answer_is_matched_to_the_original_delivery() {
-    let config = timer_config();
-    let broker = start_broker(&config);
-    let mut subscriber = Raw::connect(broker.local_addr());
-    subscriber.send(&subscribe_request(r#"["t"]"#, &CURRENT));
-    subscriber.expect(&SUBSCRIBED);
-    publish_all(broker.local_addr(), &[("t", b"slow")]);
-
-    subscriber.expect_delivery("t", b"slow");
-    subscriber.expect_delivery("t", b"slow"); // the ack timeout passed
-                                              // The ack answers the first (timed-out) delivery, and settles the
-                                              // message: the nack that answers the second changes nothing, and no
-                                              // error is sent (see tests/late_answers.rs).
-    subscriber.send(&[ACK, NACK].concat());
-    subscriber.expect_silence(quiet_window(&config));
-}
-
-#[test]
 fn never_acking_gives_exactly_max_deliveries() {
     let config = Config {
         ack_timeout: Duration::from_millis(200),

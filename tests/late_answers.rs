@@ -39,6 +39,16 @@ fn assert_no_dead_letters(addr: SocketAddr, topic: &str) {
     );
 }
 
+/// A binary subscriber to `t` that was sent `payload` twice: its first
+/// delivery went unanswered for the ack timeout.
+fn timed_out_once(addr: SocketAddr, payload: &[u8]) -> Raw {
+    let mut subscriber = raw_subscriber(addr, r#"["t"]"#);
+    publish_all(addr, &[("t", payload)]);
+    subscriber.expect_delivery("t", payload);
+    subscriber.expect_delivery("t", payload); // the ack timeout passed
+    subscriber
+}
+
 /// willdot's `TestSendsDataToTopicSubscriberDoesntAckMessage`: the first
 /// delivery goes unanswered, the redelivery is acked, then silence. The
 /// one Ack is credited to the first delivery (answers go in write order),
@@ -47,17 +57,33 @@ fn assert_no_dead_letters(addr: SocketAddr, topic: &str) {
 fn an_acked_redelivery_after_a_timeout_is_the_last_one() {
     let config = timer_config();
     let broker = start_broker(&config);
-    let addr = broker.local_addr();
-    let mut subscriber = Raw::connect(addr);
-    subscriber.send(&subscribe_request(r#"["t"]"#, &CURRENT));
-    subscriber.expect(&SUBSCRIBED);
-    publish_all(addr, &[("t", b"once acked")]);
-
-    subscriber.expect_delivery("t", b"once acked");
-    subscriber.expect_delivery("t", b"once acked"); // the ack timeout passed
+    let mut subscriber = timed_out_once(broker.local_addr(), b"once acked");
     subscriber.send(&ACK);
     subscriber.expect_silence(quiet_window(&config));
-    assert_no_dead_letters(addr, "t");
+    assert_no_dead_letters(broker.local_addr(), "t");
+}
+
+/// The late Ack settles the message; the Nack that answers the
+/// redelivery then changes nothing, and gets no error.
+#[test]
+fn a_late_ack_settles_the_message_whatever_the_redelivery_gets() {
+    let config = timer_config();
+    let broker = start_broker(&config);
+    let mut subscriber = timed_out_once(broker.local_addr(), b"slow");
+    subscriber.send(&[ACK, NACK].concat());
+    subscriber.expect_silence(quiet_window(&config));
+}
+
+/// A Nack credited to a delivery that already timed out does not send the
+/// message again: the timeout did. So one refusal, one redelivery.
+#[test]
+fn a_late_nack_does_not_send_the_message_twice() {
+    let config = timer_config();
+    let broker = start_broker(&config);
+    let mut subscriber = timed_out_once(broker.local_addr(), b"slow");
+    subscriber.send(&NACK); // late: answers the first delivery
+    subscriber.send(&ACK); // answers the second
+    subscriber.expect_silence(quiet_window(&config));
 }
 
 /// The same in the line protocol's manual mode.
@@ -77,24 +103,6 @@ fn a_manual_line_subscriber_acking_the_redelivery_is_done() {
     assert_no_dead_letters(addr, "t");
 }
 
-/// A Nack credited to a delivery that already timed out does not send the
-/// message again: the timeout did. So one refusal, one redelivery.
-#[test]
-fn a_late_nack_does_not_send_the_message_twice() {
-    let config = timer_config();
-    let broker = start_broker(&config);
-    let mut subscriber = Raw::connect(broker.local_addr());
-    subscriber.send(&subscribe_request(r#"["t"]"#, &CURRENT));
-    subscriber.expect(&SUBSCRIBED);
-    publish_all(broker.local_addr(), &[("t", b"slow")]);
-
-    subscriber.expect_delivery("t", b"slow");
-    subscriber.expect_delivery("t", b"slow"); // the ack timeout passed
-    subscriber.send(&NACK); // late: answers the first delivery
-    subscriber.send(&ACK); // answers the second
-    subscriber.expect_silence(quiet_window(&config));
-}
-
 /// The last delivery allowed timed out: the message is not given up while
 /// its answer may still come, and a late Ack settles it.
 #[test]
@@ -105,14 +113,8 @@ fn a_late_ack_of_the_last_delivery_keeps_it_out_of_the_dead_letters() {
     };
     let broker = start_broker(&config);
     let addr = broker.local_addr();
-    let mut subscriber = Raw::connect(addr);
-    subscriber.send(&subscribe_request(r#"["t"]"#, &CURRENT));
-    subscriber.expect(&SUBSCRIBED);
-    publish_all(addr, &[("t", b"late")]);
-
-    subscriber.expect_delivery("t", b"late");
-    subscriber.expect_delivery("t", b"late");
-    // Both deliveries time out; no third comes.
+    let mut subscriber = timed_out_once(addr, b"late");
+    // The second, the last allowed, times out too; no third comes.
     subscriber.expect_silence(quiet_window(&config));
     subscriber.send(&[ACK, ACK].concat());
     subscriber.expect_silence(quiet_window(&config));
@@ -129,9 +131,7 @@ fn a_skipped_answer_shifts_later_answers_onto_earlier_deliveries() {
     let config = timer_config();
     let broker = start_broker(&config);
     let addr = broker.local_addr();
-    let mut subscriber = Raw::connect(addr);
-    subscriber.send(&subscribe_request(r#"["t"]"#, &CURRENT));
-    subscriber.expect(&SUBSCRIBED);
+    let mut subscriber = raw_subscriber(addr, r#"["t"]"#);
     publish_all(addr, &[("t", b"a"), ("t", b"b"), ("t", b"c")]);
     for payload in [b"a", b"b", b"c"] {
         subscriber.expect_delivery("t", payload);

@@ -232,6 +232,15 @@ impl Raw {
     }
 }
 
+/// A raw connection subscribed to the topics of `json` (a JSON list) from
+/// Current, its Subscribed status read.
+pub fn raw_subscriber(addr: SocketAddr, json: &str) -> Raw {
+    let mut subscriber = Raw::connect(addr);
+    subscriber.send(&subscribe_request(json, &CURRENT));
+    subscriber.expect(&SUBSCRIBED);
+    subscriber
+}
+
 // ---- The Rust client. ----
 
 /// A subscriber to `topics`, confirmed by the broker.
