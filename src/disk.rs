@@ -468,7 +468,7 @@ impl DiskLog {
         if segments.is_empty() {
             let path = dir.join(segment_file_name(0));
             create_segment_file(&path, &dir, settings.fsync)?;
-            segments.push(Segment::open(path, 0)?);
+            segments.push(Segment::new(path, 0));
         }
         let active = segments.last().map_or(0, |s| s.end);
         let writer = Arc::new(open_for_append(&segments[segments.len() - 1].path)?);
@@ -629,7 +629,7 @@ impl DiskLog {
         create_segment_file(&path, &self.dir, self.settings.fsync)?;
         self.active().save_index();
         self.writer = Arc::new(open_for_append(&path)?);
-        self.segments.push(Segment::open(path, self.next)?);
+        self.segments.push(Segment::new(path, self.next));
         Ok(())
     }
 
