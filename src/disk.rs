@@ -88,10 +88,11 @@ use byteorder::{BigEndian, ByteOrder};
 
 use crate::config::Fsync;
 use crate::fetcher::{FetchRequest, Fetched, Fetcher};
+use crate::files::FileBudget;
 use crate::protocol::Payload;
 use crate::segment::{scan_segment, segment_file_name, Header, Segment, HEADER_BYTES};
 use crate::store::{
-    DiskFull, GroupPosition, NamedLog, Offset, Read, Store, StoreError, SyncJob, TopicLog,
+    DiskFull, GroupPosition, Lack, NamedLog, Offset, Read, Store, StoreError, SyncJob, TopicLog,
 };
 
 /// How many bytes of the newest payloads each topic keeps in memory, so
@@ -147,6 +148,9 @@ pub struct DiskStore {
     /// The locked `<data dir>/lock`, held for as long as the store lives:
     /// two brokers appending to one log would interleave their records.
     lock: Option<File>,
+    /// Where each log's file descriptor (its active segment) is counted,
+    /// and a new topic refused when none is left (`files.rs`).
+    files: Arc<FileBudget>,
 }
 
 impl DiskStore {
@@ -157,7 +161,30 @@ impl DiskStore {
             settings,
             fetcher,
             lock: None,
+            files: Arc::default(),
         }
+    }
+
+    /// Counts the file each log keeps open in `files`, and refuses a new
+    /// topic when the budget has no room for it.
+    pub fn counting_files(self, files: Arc<FileBudget>) -> DiskStore {
+        DiskStore { files, ..self }
+    }
+
+    /// Refuses a new topic if its file would take a descriptor the
+    /// budget has not got: [`StoreError::Full`], like an open that failed
+    /// with EMFILE, before anything is created.
+    fn check_files(&self) -> Result<(), StoreError> {
+        if self.files.has_room() {
+            return Ok(());
+        }
+        Err(StoreError::Full(Arc::new(DiskFull {
+            path: self.topics_dir.clone(),
+            error: io::Error::other("every file descriptor left for topics is taken"),
+            lack: Lack::Files {
+                limit: self.files.limit(),
+            },
+        })))
     }
 
     /// Takes the data directory's lock, or fails if another broker keeps
@@ -263,20 +290,19 @@ impl Store for DiskStore {
                 }
             };
             let log = DiskLog::recover(&name, topic_dir, self.settings, self.fetcher.clone())?;
+            self.files.log_opened();
             topics.push((Arc::from(name), Box::new(log) as Box<dyn TopicLog>));
         }
         Ok(topics)
     }
 
     fn open(&mut self, name: &str) -> Result<Box<dyn TopicLog>, StoreError> {
+        self.check_files()?;
         let dir = self.directory_for(name)?;
         let fetcher = self.fetcher.clone();
-        Ok(Box::new(DiskLog::recover(
-            name,
-            dir,
-            self.settings,
-            fetcher,
-        )?))
+        let log = DiskLog::recover(name, dir, self.settings, fetcher)?;
+        self.files.log_opened();
+        Ok(Box::new(log))
     }
 
     fn ages_out(&self) -> bool {
