@@ -130,6 +130,7 @@ pub fn start(config: &Config) -> io::Result<Broker> {
     // Recovers every stored topic first: a damaged log stops the start.
     let dispatcher = Dispatcher::new(
         config.delivery_policy(),
+        config.topic_limits(),
         store(config, &commands, &files)?,
         Syncer::spawn(config.fsync_interval)?,
         connections.count.clone(),
@@ -324,7 +325,7 @@ impl Acceptor {
                 Err(error) => {
                     // Such as running out of file descriptors: keep serving
                     // the connections we have, and wait for one to close.
-                    failures.failed(&error);
+                    thread::sleep(failures.failed(&error));
                     continue;
                 }
             };
@@ -381,16 +382,16 @@ struct AcceptFailures {
 }
 
 impl AcceptFailures {
-    /// Logs a failed accept (at most once a second) and waits before the
-    /// next try.
-    fn failed(&mut self, error: &io::Error) {
+    /// Logs a failed accept (at most once a second), and returns how long
+    /// to wait before the next try.
+    fn failed(&mut self, error: &io::Error) -> Duration {
         self.log
             .log(|suppressed| log::warn!("accept failed: {error}{suppressed}"));
         let backoff = self.backoff.map_or(ACCEPT_BACKOFF_FIRST, |last| {
             (last * 2).min(ACCEPT_BACKOFF_MOST)
         });
         self.backoff = Some(backoff);
-        thread::sleep(backoff);
+        backoff
     }
 
     /// An accept succeeded: the next failure waits the shortest time again.
@@ -486,4 +487,37 @@ fn start_reader(
         return Err(error);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_accepts_wait_longer_and_longer_up_to_a_second() {
+        let mut failures = AcceptFailures::default();
+        let error = io::Error::from_raw_os_error(24); // EMFILE
+        let waits: Vec<u128> = (0..9)
+            .map(|_| failures.failed(&error).as_millis())
+            .collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        failures.ended();
+        assert_eq!(failures.failed(&error), ACCEPT_BACKOFF_FIRST);
+    }
+
+    #[test]
+    fn a_throttled_line_is_written_once_a_second_at_most() {
+        let mut throttled = Throttled::default();
+        let mut lines = Vec::new();
+        for _ in 0..1000 {
+            throttled.log(|note| lines.push(note.to_owned()));
+        }
+        assert_eq!(lines, [""]);
+        assert_eq!(throttled.suppressed, 999);
+        // A second later, the next line says how many were left out.
+        throttled.last = throttled.last.map(|last| last - Duration::from_secs(1));
+        throttled.log(|note| lines.push(note.to_owned()));
+        assert_eq!(lines[1], " (and 999 more like it since the last such line)");
+        assert_eq!(throttled.suppressed, 0);
+    }
 }

@@ -47,7 +47,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
-use crate::dispatcher::{Command, ConnId, TopicId};
+use crate::dispatcher::{Command, ConnId, OverLimit, TopicId};
 use crate::line;
 use crate::protocol::{self, Payload};
 use crate::queue::CommandSender;
@@ -93,6 +93,9 @@ pub enum Reply {
     Error(&'static str),
     /// A publish refused because the disk is full, with what to do.
     DiskFull(Arc<DiskFull>),
+    /// A request refused because it would create a topic or a group past
+    /// the broker's limit.
+    OverLimit(OverLimit),
     /// A confirmed publish. The topic is the dispatcher's, not sent: a
     /// confirmation the disk turns out to have no room for becomes a
     /// [`Reply::DiskFull`] before it goes out, and which ones is known by
