@@ -56,6 +56,16 @@
 //! as PostgreSQL does; recovery then keeps every whole record the disk
 //! holds.
 //!
+//! # File descriptors
+//!
+//! A log holds one open file, its active segment. Closed segments hold
+//! none: the fetcher opens the few it reads (`fetcher.rs`). So the broker
+//! can count its descriptors (`files.rs`), and [`DiskStore`] refuses a new
+//! topic when none is left for it. An open that fails all the same for
+//! want of a descriptor (EMFILE, ENFILE), such as a new segment's, is
+//! treated as a full disk: the log refuses appends for a second, with an
+//! error that says to raise the open-files limit, and tries again.
+//!
 //! # Recovery
 //!
 //! At start-up the last segment of every topic is read and every record's

@@ -885,7 +885,11 @@ impl Dispatcher {
         let id = match self.topic_id(&name) {
             Ok(id) => id,
             Err(error) => {
-                log::error!("cannot create dead-letter topic {name:?}: {error}");
+                log::error!(
+                    "{origin:?}@{}: given up, and its dead-letter topic {name:?} \
+                     cannot be created: {error}",
+                    given_up.offset
+                );
                 return Ok(());
             }
         };
