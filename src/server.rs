@@ -347,23 +347,57 @@ impl Acceptor {
     }
 
     /// Why one more connection is refused, if it is.
-    fn over_limit(&self) -> Option<String> {
+    fn over_limit(&self) -> Option<Refusal> {
         let open = self.connections.len();
         if open >= self.max_connections {
-            return Some(format!(
-                "already {open} connections (--max-connections {})",
-                self.max_connections
-            ));
+            return Some(Refusal::MaxConnections {
+                open,
+                limit: self.max_connections,
+            });
         }
         if !self.files.has_room() {
-            let limit = self.files.limit().unwrap_or_default();
-            return Some(format!(
-                "no file descriptor left for it: {open} connections and {} topics on disk \
-                 hold what the open-files limit ({limit}, ulimit -n) leaves; raise that limit",
-                self.files.logs()
-            ));
+            return Some(Refusal::NoFiles {
+                open,
+                topics: self.files.logs(),
+                limit: self.files.limit(),
+            });
         }
         None
+    }
+}
+
+/// Why the acceptor turned a connection away, for the log.
+#[derive(Debug)]
+enum Refusal {
+    /// `--max-connections` (or the machine's limits) are reached.
+    MaxConnections { open: usize, limit: usize },
+    /// Connections and topics on disk hold every file descriptor the
+    /// open-files limit leaves them (`files.rs`).
+    NoFiles {
+        open: usize,
+        topics: usize,
+        limit: Option<usize>,
+    },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::MaxConnections { open, limit } => {
+                write!(f, "already {open} connections (--max-connections {limit})")
+            }
+            Refusal::NoFiles {
+                open,
+                topics,
+                limit,
+            } => write!(
+                f,
+                "no file descriptor left for it: {open} connections and {topics} topics \
+                 on disk hold what the open-files limit ({}, ulimit -n) leaves; raise that \
+                 limit, or lower --max-topics",
+                limit.unwrap_or_default()
+            ),
+        }
     }
 }
 
