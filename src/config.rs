@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::budget::default_memory_bytes;
+use crate::dispatcher::TopicLimits;
 use crate::protocol::{Limits, MAX_TOPIC_NAME_BYTES};
 use crate::session::DeliveryPolicy;
 
@@ -47,6 +48,11 @@ pub struct Config {
     pub max_topic_name_bytes: usize,
     /// The most topics one subscribe or unsubscribe may name.
     pub max_subscribe_topics: usize,
+    /// The most topics the broker holds; a request that would create one
+    /// more is refused.
+    pub max_topics: usize,
+    /// The most consumer groups one topic holds (`PULL`'s count too).
+    pub max_groups_per_topic: usize,
     /// The longest line the line protocol reads; a longer one is refused
     /// without being buffered.
     pub max_line_bytes: usize,
@@ -98,6 +104,8 @@ impl Default for Config {
             max_topic_list_bytes: 1 << 20,
             max_topic_name_bytes: MAX_TOPIC_NAME_BYTES,
             max_subscribe_topics: 1024,
+            max_topics: 10_000,
+            max_groups_per_topic: 64,
             max_line_bytes: 1 << 20,
             storage: Storage::Disk(PathBuf::from("data")),
             segment_bytes: 64 << 20,
@@ -134,6 +142,14 @@ impl Config {
                 self.memory_bytes.unwrap_or_else(default_memory_bytes),
             ),
             Storage::Disk(_) => ("--cache-bytes", self.cache_bytes),
+        }
+    }
+
+    /// The limits on topics and groups (see `dispatcher.rs`).
+    pub fn topic_limits(&self) -> TopicLimits {
+        TopicLimits {
+            max_topics: self.max_topics,
+            max_groups_per_topic: self.max_groups_per_topic,
         }
     }
 
@@ -367,6 +383,20 @@ const FLAGS: &[Flag] = &[
         set: |config, value| parse_count(value).map(|v| config.max_subscribe_topics = v),
     },
     Flag {
+        name: "--max-topics",
+        value: "N",
+        help: "most topics the broker holds; more are refused [default: 10000]",
+        expected: COUNT,
+        set: |config, value| parse_count(value).map(|v| config.max_topics = v),
+    },
+    Flag {
+        name: "--max-groups-per-topic",
+        value: "N",
+        help: "most consumer groups one topic holds; more are refused [default: 64]",
+        expected: COUNT,
+        set: |config, value| parse_count(value).map(|v| config.max_groups_per_topic = v),
+    },
+    Flag {
         name: "--data-dir",
         value: "PATH",
         help: "keep topics on disk under PATH [default: data]",
@@ -598,6 +628,9 @@ mod tests {
             "--handshake-timeout=3s",
             "--max-topic-name-bytes=200",
             "--max-subscribe-topics=5",
+            "--max-topics=9",
+            "--max-groups-per-topic",
+            "3",
             "--dead-letter=off",
             "--cache-bytes=16MiB",
             "--memory-bytes",
@@ -624,6 +657,8 @@ mod tests {
         assert_eq!(config.handshake_timeout, Duration::from_secs(3));
         assert_eq!(config.max_topic_name_bytes, 200);
         assert_eq!(config.max_subscribe_topics, 5);
+        assert_eq!(config.max_topics, 9);
+        assert_eq!(config.max_groups_per_topic, 3);
         assert!(!config.dead_letters);
         assert_eq!(config.cache_bytes, 16 << 20);
         assert_eq!(config.memory_bytes, Some(2 << 30));

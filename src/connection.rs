@@ -51,7 +51,7 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{RwLock, RwLockReadGuard};
 
@@ -117,6 +117,11 @@ const ANSWERED_PER_COMMAND: usize = 256;
 /// Reads a buffer's worth at a time. Small, so that thousands of idle
 /// connections cost little; it grows while a client sends faster than that,
 /// or to hold one large frame, and shrinks back once it is empty.
+/// How long a reader that has ended waits for its writer to end. The
+/// dispatcher ends every writer, a linger after its last frames at most;
+/// this bound only makes sure a reader thread is never kept for ever.
+const WRITER_END_PATIENCE: Duration = Duration::from_secs(3600);
+
 const INITIAL_BUFFER: usize = 4 << 10;
 const BUSY_BUFFER: usize = 256 << 10;
 
@@ -171,8 +176,13 @@ pub fn run(id: ConnId, stream: Arc<TcpStream>, context: Arc<ReaderContext>) {
         }
         Err(error) => log::debug!("conn {id}: ended: {error}"),
     }
-    if reader.writer.is_some() {
+    if let Some(writer) = reader.writer.take() {
         let _ = reader.context.commands.send(Command::Detach { conn: id });
+        // The socket stays open while the writer writes what it still
+        // holds: the connection is counted until then (`files.rs`), so
+        // clients that close without reading cannot make the broker hold
+        // more sockets than it counts.
+        writer.wait_until_ended(Instant::now() + WRITER_END_PATIENCE);
     }
 }
 

@@ -60,6 +60,16 @@
 //! as PostgreSQL does; recovery then keeps every whole record the disk
 //! holds.
 //!
+//! # File descriptors
+//!
+//! A log holds one open file, its active segment. Closed segments hold
+//! none: the fetcher opens the few it reads (`fetcher.rs`). So the broker
+//! can count its descriptors (`files.rs`), and [`DiskStore`] refuses a new
+//! topic when none is left for it. An open that fails all the same for
+//! want of a descriptor (EMFILE, ENFILE), such as a new segment's, is
+//! treated as a full disk: the log refuses appends for a second, with an
+//! error that says to raise the open-files limit, and tries again.
+//!
 //! # Recovery
 //!
 //! At start-up the last segment of every topic is read and every record's
@@ -93,10 +103,11 @@ use byteorder::{BigEndian, ByteOrder};
 use crate::budget::{cost, MemoryBudget};
 use crate::config::Fsync;
 use crate::fetcher::{FetchRequest, Fetched, Fetcher};
+use crate::files::FileBudget;
 use crate::protocol::Payload;
 use crate::segment::{scan_segment, segment_file_name, Header, Segment, HEADER_BYTES};
 use crate::store::{
-    DiskFull, GroupPosition, NamedLog, Offset, Read, Store, StoreError, SyncJob, TopicLog,
+    DiskFull, GroupPosition, Lack, NamedLog, Offset, Read, Store, StoreError, SyncJob, TopicLog,
 };
 
 /// Encoded records are written to the file once this many are waiting,
@@ -148,6 +159,9 @@ pub struct DiskStore {
     /// The locked `<data dir>/lock`, held for as long as the store lives:
     /// two brokers appending to one log would interleave their records.
     lock: Option<File>,
+    /// Where each log's file descriptor (its active segment) is counted,
+    /// and a new topic refused when none is left (`files.rs`).
+    files: Arc<FileBudget>,
 }
 
 impl DiskStore {
@@ -166,6 +180,7 @@ impl DiskStore {
             fetcher,
             budget: Arc::new(MemoryBudget::new("--cache-bytes", cache_bytes)),
             lock: None,
+            files: Arc::default(),
         }
     }
 
@@ -173,6 +188,28 @@ impl DiskStore {
     fn open_log(&self, topic: &str, dir: PathBuf) -> Result<DiskLog, StoreError> {
         let (fetcher, budget) = (self.fetcher.clone(), self.budget.clone());
         DiskLog::recover(topic, dir, self.settings, fetcher, budget)
+    }
+
+    /// Counts the file each log keeps open in `files`, and refuses a new
+    /// topic when the budget has no room for it.
+    pub fn counting_files(self, files: Arc<FileBudget>) -> DiskStore {
+        DiskStore { files, ..self }
+    }
+
+    /// Refuses a new topic if its file would take a descriptor the
+    /// budget has not got: [`StoreError::Full`], like an open that failed
+    /// with EMFILE, before anything is created.
+    fn check_files(&self) -> Result<(), StoreError> {
+        if self.files.has_room() {
+            return Ok(());
+        }
+        Err(StoreError::Full(Arc::new(DiskFull {
+            path: self.topics_dir.clone(),
+            error: io::Error::other("every file descriptor left for topics is taken"),
+            lack: Lack::Files {
+                limit: self.files.limit(),
+            },
+        })))
     }
 
     /// Takes the data directory's lock, or fails if another broker keeps
@@ -278,14 +315,18 @@ impl Store for DiskStore {
                 }
             };
             let log = self.open_log(&name, topic_dir)?;
+            self.files.log_opened();
             topics.push((Arc::from(name), Box::new(log) as Box<dyn TopicLog>));
         }
         Ok(topics)
     }
 
     fn open(&mut self, name: &str) -> Result<Box<dyn TopicLog>, StoreError> {
+        self.check_files()?;
         let dir = self.directory_for(name)?;
-        Ok(Box::new(self.open_log(name, dir)?))
+        let log = self.open_log(name, dir)?;
+        self.files.log_opened();
+        Ok(Box::new(log))
     }
 
     fn ages_out(&self) -> bool {
@@ -495,7 +536,7 @@ impl DiskLog {
         if segments.is_empty() {
             let path = dir.join(segment_file_name(0));
             create_segment_file(&path, &dir, settings.fsync)?;
-            segments.push(Segment::open(path, 0)?);
+            segments.push(Segment::new(path, 0));
         }
         let active = segments.last().map_or(0, |s| s.end);
         let writer = Arc::new(open_for_append(&segments[segments.len() - 1].path)?);
@@ -659,7 +700,7 @@ impl DiskLog {
         create_segment_file(&path, &self.dir, self.settings.fsync)?;
         self.active().save_index();
         self.writer = Arc::new(open_for_append(&path)?);
-        self.segments.push(Segment::open(path, self.next)?);
+        self.segments.push(Segment::new(path, self.next));
         Ok(())
     }
 

@@ -223,8 +223,63 @@ impl std::fmt::Debug for Topic {
     }
 }
 
+/// How many topics the broker holds, and how many consumer groups each
+/// topic (`--max-topics`, `--max-groups-per-topic`): any client can create
+/// both, by naming them, and neither is ever removed, so without a limit a
+/// client could make the broker hold as many as it likes.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicLimits {
+    pub max_topics: usize,
+    pub max_groups_per_topic: usize,
+}
+
+/// A request refused because it would create a topic or a group past the
+/// broker's [`TopicLimits`]. Its text is the error the client gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverLimit {
+    Topics(usize),
+    GroupsPerTopic(usize),
+}
+
+impl std::fmt::Display for OverLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OverLimit::Topics(limit) => {
+                write!(f, "too many topics: the broker holds --max-topics {limit}")
+            }
+            OverLimit::GroupsPerTopic(limit) => write!(
+                f,
+                "too many groups: a topic holds --max-groups-per-topic {limit}"
+            ),
+        }
+    }
+}
+
+/// Why the dispatcher could not find or create a topic.
+#[derive(Debug)]
+enum Unavailable {
+    OverLimit(OverLimit),
+    Store(StoreError),
+}
+
+impl From<StoreError> for Unavailable {
+    fn from(error: StoreError) -> Unavailable {
+        Unavailable::Store(error)
+    }
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unavailable::OverLimit(limit) => write!(f, "{limit}"),
+            Unavailable::Store(error) => write!(f, "{error}"),
+        }
+    }
+}
+
 pub struct Dispatcher {
     policy: DeliveryPolicy,
+    limits: TopicLimits,
     store: Box<dyn Store>,
     topics: Vec<Topic>,
     topic_ids: HashMap<Arc<str>, TopicId>,
@@ -434,6 +489,7 @@ impl Dispatcher {
     /// out through `syncer`.
     pub fn new(
         policy: DeliveryPolicy,
+        limits: TopicLimits,
         mut store: Box<dyn Store>,
         syncer: Syncer,
         connections: Arc<AtomicUsize>,
@@ -442,6 +498,7 @@ impl Dispatcher {
         let next_age_check = store.ages_out().then(Instant::now);
         let mut dispatcher = Dispatcher {
             policy,
+            limits,
             store,
             topics: Vec::new(),
             topic_ids: HashMap::new(),
@@ -658,9 +715,10 @@ impl Dispatcher {
 
     /// Appends a message to its topic and offers it to the subscribers,
     /// and confirms it if its publisher asked for that. A message that
-    /// cannot be stored is refused: the topic could not be created (the
-    /// publisher is told so), or the disk is full. Fails if the store
-    /// failed otherwise.
+    /// cannot be stored is refused: the topic could not be created (past
+    /// `--max-topics`, or the store failed), or the disk is full. The
+    /// publisher is told so, or hung up on if it is never answered. Fails
+    /// if the store failed otherwise.
     fn publish(
         &mut self,
         publisher: &Publisher,
@@ -676,13 +734,15 @@ impl Dispatcher {
                     self.last_published = Some((name, id));
                     id
                 }
-                Err(StoreError::Full(cause)) => {
+                Err(Unavailable::Store(StoreError::Full(cause))) => {
                     self.refuse_publish(publisher, None, &cause, now);
                     return Ok(());
                 }
-                Err(error) => {
-                    log::error!("conn {conn}: cannot create topic {name:?}: {error}");
-                    self.reply(conn, Reply::Error("topic not available"));
+                Err(unavailable) => {
+                    match publisher.hangup.filter(|_| !publisher.confirm) {
+                        Some(hangup) => hang_up(conn, hangup, &unavailable),
+                        None => self.topic_unavailable(conn, &name, unavailable),
+                    }
                     return Ok(());
                 }
             },
@@ -852,7 +912,11 @@ impl Dispatcher {
         let id = match self.topic_id(&name) {
             Ok(id) => id,
             Err(error) => {
-                log::error!("cannot create dead-letter topic {name:?}: {error}");
+                log::error!(
+                    "{origin:?}@{}: given up, and its dead-letter topic {name:?} \
+                     cannot be created: {error}",
+                    given_up.offset
+                );
                 return Ok(());
             }
         };
@@ -885,23 +949,39 @@ impl Dispatcher {
         names: &[String],
         now: Instant,
     ) -> Result<Option<Vec<TopicId>>, StoreError> {
-        let ids: Result<Vec<TopicId>, StoreError> =
-            names.iter().map(|name| self.topic_id(name)).collect();
-        match ids {
-            Ok(ids) => {
-                for &id in &ids {
-                    self.write_now(id, now)?;
+        let mut ids = Vec::with_capacity(names.len());
+        for name in names {
+            match self.topic_id(name) {
+                Ok(id) => ids.push(id),
+                Err(Unavailable::Store(StoreError::Full(cause))) => {
+                    self.disk_is_full(None, &cause, now);
+                    self.reply(conn, Reply::DiskFull(cause));
+                    return Ok(None);
                 }
-                Ok(Some(ids))
+                Err(unavailable) => {
+                    self.topic_unavailable(conn, name, unavailable);
+                    return Ok(None);
+                }
             }
-            Err(StoreError::Full(cause)) => {
-                self.reply(conn, Reply::DiskFull(cause));
-                Ok(None)
+        }
+        for &id in &ids {
+            self.write_now(id, now)?;
+        }
+        Ok(Some(ids))
+    }
+
+    /// Tells `conn` that the topic `name` could not be created: over
+    /// `--max-topics` (a client's doing, so only a debug line), or the
+    /// store failed.
+    fn topic_unavailable(&mut self, conn: ConnId, name: &str, unavailable: Unavailable) {
+        match unavailable {
+            Unavailable::OverLimit(limit) => {
+                log::debug!("conn {conn}: cannot create topic {name:?}: {limit}");
+                self.reply(conn, Reply::OverLimit(limit));
             }
-            Err(error) => {
-                log::error!("conn {conn}: cannot subscribe: {error}");
+            Unavailable::Store(error) => {
+                log::error!("conn {conn}: cannot create topic {name:?}: {error}");
                 self.reply(conn, Reply::Error("topic not available"));
-                Ok(None)
             }
         }
     }
@@ -921,6 +1001,10 @@ impl Dispatcher {
             return Ok(());
         };
         if !self.sessions.contains_key(&conn) {
+            return Ok(());
+        }
+        if let Err(limit) = self.check_group_room(&ids, group) {
+            self.reply(conn, Reply::OverLimit(limit));
             return Ok(());
         }
         let mut joined = Vec::new();
@@ -1198,6 +1282,10 @@ impl Dispatcher {
     ) -> Result<(), StoreError> {
         let id = self.topic_ids.get(name).copied();
         if let Some(id) = id {
+            if let Err(limit) = self.check_group_room(&[id], group) {
+                self.reply(conn, Reply::OverLimit(limit));
+                return Ok(());
+            }
             self.write_now(id, now)?;
         }
         let from = id.map(|id| (id, self.group_index(id, group, StartAt::Beginning, conn)));
@@ -1209,8 +1297,23 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Whether each topic of `ids` has the group `name`, or room for it
+    /// under `--max-groups-per-topic`.
+    fn check_group_room(&self, ids: &[TopicId], name: &str) -> Result<(), OverLimit> {
+        let limit = self.limits.max_groups_per_topic;
+        let fits = |id: &TopicId| {
+            let groups = &self.topics[*id].groups;
+            groups.len() < limit || groups.iter().any(|g| *g.name == *name)
+        };
+        match ids.iter().all(fits) {
+            true => Ok(()),
+            false => Err(OverLimit::GroupsPerTopic(limit)),
+        }
+    }
+
     /// The index of the group `name` of the topic `id`, created (starting
-    /// at `start`) if it is new.
+    /// at `start`) if it is new. (Its caller checked that it fits:
+    /// [`Dispatcher::check_group_room`].)
     fn group_index(&mut self, id: TopicId, name: &str, start: StartAt, conn: ConnId) -> usize {
         let topic = &mut self.topics[id];
         if let Some(index) = topic.groups.iter().position(|g| *g.name == *name) {
@@ -1497,10 +1600,16 @@ impl Dispatcher {
         self.syncer.post_after(jobs, parcels)
     }
 
-    /// The id of the topic called `name`, creating the topic if it is new.
-    fn topic_id(&mut self, name: &str) -> Result<TopicId, StoreError> {
+    /// The id of the topic called `name`, creating the topic if it is new
+    /// and `--max-topics` allows.
+    fn topic_id(&mut self, name: &str) -> Result<TopicId, Unavailable> {
         if let Some(&id) = self.topic_ids.get(name) {
             return Ok(id);
+        }
+        if self.topics.len() >= self.limits.max_topics {
+            return Err(Unavailable::OverLimit(OverLimit::Topics(
+                self.limits.max_topics,
+            )));
         }
         let log = self.store.open(name)?;
         Ok(self.add_topic(Arc::from(name), log))
@@ -1620,8 +1729,9 @@ pub fn dead_letter(origin: &str, given_up: &GivenUp) -> Payload {
 }
 
 /// Closes the connection of a publisher that is never answered, whose
-/// message the disk had no room for.
-fn hang_up(conn: ConnId, hangup: &Hangup, cause: &DiskFull) {
+/// message cannot be stored: the disk had no room for it, or its topic
+/// could not be created.
+fn hang_up(conn: ConnId, hangup: &Hangup, cause: &dyn std::fmt::Display) {
     if !hangup.is_done() {
         log::warn!(
             "conn {conn}: closing a binary publisher, whose messages cannot be stored: {cause}"

@@ -27,12 +27,22 @@
 //! dispatcher's queue as a publish's do, so the fetcher waits for room
 //! there (`queue.rs`) like a reader, and once the log has the run it counts
 //! against the store's cache budget (`budget.rs`).
+//!
+//! Segment files are opened here, and only here, to be read: the fetcher
+//! keeps the [`READ_HANDLES`] it used last open ([`ReadHandles`]), so a
+//! replay reads on without opening its segment again for every run, while
+//! a topic's closed segments hold no file descriptor. That is what lets the
+//! broker count its descriptors (`files.rs`): one per topic (its active
+//! segment, which the dispatcher appends to) and these few.
 
+use std::fs::File;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::dispatcher::Command;
 use crate::protocol::Payload;
@@ -83,9 +93,11 @@ impl Fetcher {
 }
 
 impl FetchRequest {
-    /// Reads the run (on the fetcher thread).
-    pub fn read(self) -> Fetched {
-        let payloads = self.run.read();
+    /// Reads the run (on the fetcher thread), from a file in `handles`.
+    fn read(self, handles: &mut ReadHandles) -> Fetched {
+        let payloads = handles
+            .open(self.run.path())
+            .and_then(|file| self.run.read(file));
         let payload_bytes = payloads
             .as_ref()
             .map_or(0, |p| p.iter().map(|p| p.len()).sum());
@@ -98,10 +110,94 @@ impl FetchRequest {
     }
 }
 
+/// How many segment files the fetcher keeps open: enough for a few
+/// replays at once, and few enough to count as a fixed part of the
+/// broker's file descriptors ([`FILES_RESERVED`](crate::files::FILES_RESERVED)).
+pub const READ_HANDLES: usize = 4;
+
+/// How long the fetcher keeps its files open with nothing to read. Closing
+/// them lets the disk have back a segment that retention deleted meanwhile
+/// (an open file keeps its blocks).
+const IDLE_CLOSE: Duration = Duration::from_secs(1);
+
+/// The segment files the fetcher read last, open, the most recent last:
+/// at most [`READ_HANDLES`].
+#[derive(Debug, Default)]
+struct ReadHandles {
+    open: Vec<(PathBuf, File)>,
+}
+
+impl ReadHandles {
+    /// The file at `path`, opened if it is not open yet, which closes the
+    /// one used longest ago if all are taken.
+    fn open(&mut self, path: &Path) -> io::Result<&File> {
+        match self.open.iter().position(|(open, _)| open == path) {
+            Some(index) => {
+                let used = self.open.remove(index);
+                self.open.push(used);
+            }
+            None => {
+                if self.open.len() >= READ_HANDLES {
+                    self.open.remove(0);
+                }
+                self.open.push((path.to_owned(), File::open(path)?));
+            }
+        }
+        Ok(&self.open[self.open.len() - 1].1)
+    }
+
+    fn close_all(&mut self) {
+        self.open.clear();
+    }
+}
+
 fn run(queue: &Receiver<FetchRequest>, dispatcher: &CommandSender) {
-    while let Ok(request) = queue.recv() {
-        if dispatcher.send(Command::Fetched(request.read())).is_err() {
+    let mut handles = ReadHandles::default();
+    loop {
+        let request = match queue.recv_timeout(IDLE_CLOSE) {
+            Ok(request) => request,
+            Err(RecvTimeoutError::Timeout) => {
+                handles.close_all();
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        if dispatcher
+            .send(Command::Fetched(request.read(&mut handles)))
+            .is_err()
+        {
             return; // the dispatcher has stopped
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_handles_keep_the_files_used_last_and_no_more() {
+        let dir = std::env::temp_dir().join(format!("brook-handles-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let paths: Vec<PathBuf> = (0..READ_HANDLES + 2)
+            .map(|i| dir.join(format!("{i}.log")))
+            .collect();
+        for path in &paths {
+            std::fs::write(path, b"x").unwrap();
+        }
+        let mut handles = ReadHandles::default();
+        for path in &paths {
+            handles.open(path).unwrap();
+            handles.open(&paths[0]).unwrap(); // kept open: used last
+        }
+        let open: Vec<&PathBuf> = handles.open.iter().map(|(path, _)| path).collect();
+        assert_eq!(open.len(), READ_HANDLES);
+        assert_eq!(open[READ_HANDLES - 1], &paths[0]);
+        assert!(open.contains(&&paths[paths.len() - 1]));
+        assert!(
+            !open.contains(&&paths[1]),
+            "the one used longest ago is closed"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -36,8 +36,10 @@
 //! - [`writer`]: the writer thread, the only code that writes to a socket.
 //! - [`client`]: a blocking Rust client, used by the examples and tests.
 //!
-//! And one module off the message's path: [`signals`], which lets the
-//! `brook` binary hear SIGTERM and Ctrl-C and stop cleanly.
+//! And two modules off the message's path: [`signals`], which lets the
+//! `brook` binary hear SIGTERM and Ctrl-C and stop cleanly, and [`files`],
+//! which shares the process's file descriptors between connections and
+//! topics.
 
 pub mod budget;
 pub mod client;
@@ -47,6 +49,7 @@ pub mod crc32c;
 pub mod disk;
 pub mod dispatcher;
 pub mod fetcher;
+pub mod files;
 pub mod group;
 pub mod json;
 pub mod line;

@@ -15,12 +15,16 @@
 //! record in every 4 KiB, so that reading an old offset costs one read of a
 //! run of records. The index is built by scanning the file when the broker
 //! starts, checking every record on the way ([`scan_segment`]).
+//!
+//! A segment holds no open file: a broker with thousands of closed
+//! segments would otherwise hold thousands of file descriptors, and run out
+//! of them. Its file is opened while it is scanned, and by the fetcher
+//! thread, which keeps a few of them open while it reads (`fetcher.rs`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 
 use byteorder::{BigEndian, ByteOrder};
 
@@ -52,8 +56,6 @@ pub struct Segment {
     /// One past the offset of its last record.
     pub end: Offset,
     pub path: PathBuf,
-    /// Opened for reading; shared with the fetcher thread.
-    file: Arc<File>,
     /// Its length in bytes, counting records not yet written to it.
     pub len: u64,
     /// The timestamp of its newest record, ms since 1970: age retention
@@ -65,17 +67,17 @@ pub struct Segment {
 }
 
 impl Segment {
-    pub fn open(path: PathBuf, base: Offset) -> Result<Segment, StoreError> {
-        let file = Arc::new(File::open(&path).map_err(StoreError::io(&path))?);
-        Ok(Segment {
+    /// The segment in the file at `path`, which starts at offset `base`,
+    /// with no record known yet.
+    pub fn new(path: PathBuf, base: Offset) -> Segment {
+        Segment {
             base,
             end: base,
             path,
-            file,
             len: 0,
             newest: 0,
             index: Vec::new(),
-        })
+        }
     }
 
     /// Notes a record of `record_len` bytes, written at `timestamp`, at the
@@ -202,7 +204,7 @@ impl Segment {
             n => self.index[n - 1].1,
         };
         RunStart {
-            file: self.file.clone(),
+            path: self.path.clone(),
             position,
             offset,
             until,
@@ -214,7 +216,7 @@ impl Segment {
 /// the fetcher thread needs to read it (see `fetcher.rs`).
 #[derive(Debug)]
 pub struct RunStart {
-    file: Arc<File>,
+    path: PathBuf,
     /// Where in the file to start: at or before the record at `offset`.
     position: u64,
     offset: Offset,
@@ -229,16 +231,21 @@ impl RunStart {
         self.offset
     }
 
-    /// Reads the record at `offset` and those after it, as many as one
-    /// read of [`READ_AHEAD_BYTES`] from the file holds (a larger record is
-    /// read whole), up to `until`, checking every checksum. A subscriber
-    /// reading an old part of the log then costs one read per run of
-    /// records, not one per record.
-    pub fn read(&self) -> io::Result<Vec<Payload>> {
+    /// The segment file the run is in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the record at `offset` and those after it from `file`, the
+    /// segment's file, as many as one read of [`READ_AHEAD_BYTES`] holds
+    /// (a larger record is read whole), up to `until`, checking every
+    /// checksum. A subscriber reading an old part of the log then costs one
+    /// read per run of records, not one per record.
+    pub fn read(&self, file: &File) -> io::Result<Vec<Payload>> {
         let mut position = self.position;
         let mut chunk = vec![0u8; READ_AHEAD_BYTES];
         loop {
-            let filled = read_up_to(&self.file, &mut chunk, position)?;
+            let filled = read_up_to(file, &mut chunk, position)?;
             let mut run = Vec::new();
             let mut at = 0;
             while let Some(header) = whole_record(&chunk[at..filled]) {
@@ -413,12 +420,9 @@ pub fn scan_segment(
     base: Offset,
     last: bool,
 ) -> Result<Segment, StoreError> {
-    let mut segment = Segment::open(path, base)?;
-    let file_len = segment
-        .file
-        .metadata()
-        .map_err(StoreError::io(&segment.path))?
-        .len();
+    let file = File::open(&path).map_err(StoreError::io(&path))?;
+    let file_len = file.metadata().map_err(StoreError::io(&path))?.len();
+    let mut segment = Segment::new(path, base);
     if !last {
         if let Some(indexed) = segment.take_saved_index(file_len) {
             let end = indexed.end;
@@ -430,7 +434,7 @@ pub fn scan_segment(
                 "{}: does not match its index file; reading all of it",
                 segment.path.display()
             );
-            segment = Segment::open(segment.path, base)?;
+            segment = Segment::new(segment.path, base);
         }
     }
     let Some(reason) = segment.scan_rest(file_len)? else {
@@ -440,7 +444,7 @@ pub fn scan_segment(
         return Ok(segment);
     };
     let position = segment.len;
-    if !last || whole_record_follows(&segment.file, position, segment.end, file_len) {
+    if !last || whole_record_follows(&file, position, segment.end, file_len) {
         return Err(StoreError::Corrupt {
             topic: topic.to_owned(),
             path: segment.path,

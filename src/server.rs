@@ -31,6 +31,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -39,6 +40,7 @@ use crate::connection::{self, Gate, ReaderContext};
 use crate::disk::{DiskStore, LogSettings};
 use crate::dispatcher::{Command, ConnId, Dispatcher, Stopped};
 use crate::fetcher::Fetcher;
+use crate::files::{self, FileBudget, FILES_RESERVED};
 use crate::protocol::{self, status};
 use crate::queue::{self, CommandSender};
 use crate::store::{MemoryStore, Store, StoreError};
@@ -121,10 +123,15 @@ pub fn start(config: &Config) -> io::Result<Broker> {
 
     let (commands, queue) = queue::bounded(COMMAND_QUEUE, queue::MAX_QUEUED_PAYLOAD_BYTES);
     let connections = OpenConnections::default();
+    let files = Arc::new(FileBudget::new(
+        files::open_files_limit(),
+        connections.count.clone(),
+    ));
     // Recovers every stored topic first: a damaged log stops the start.
     let dispatcher = Dispatcher::new(
         config.delivery_policy(),
-        store(config, &commands)?,
+        config.topic_limits(),
+        store(config, &commands, &files)?,
         Syncer::spawn(config.fsync_interval)?,
         connections.count.clone(),
     )
@@ -152,6 +159,7 @@ pub fn start(config: &Config) -> io::Result<Broker> {
         listener,
         context,
         connections: connections.clone(),
+        files,
         stopping,
         max_connections,
     };
@@ -170,8 +178,13 @@ pub fn start(config: &Config) -> io::Result<Broker> {
 }
 
 /// The store `config` asks for, with its memory budget. The disk store's
-/// fetcher thread sends what it reads to the dispatcher through `commands`.
-fn store(config: &Config, commands: &CommandSender) -> io::Result<Box<dyn Store>> {
+/// fetcher thread sends what it reads to the dispatcher through `commands`,
+/// and its topics' files are counted in `files`.
+fn store(
+    config: &Config,
+    commands: &CommandSender,
+    files: &Arc<FileBudget>,
+) -> io::Result<Box<dyn Store>> {
     let (_, memory_budget) = config.memory_budget();
     if config.memory_bytes.is_some() && config.storage != Storage::Memory {
         log::warn!("--memory-bytes applies to --in-memory only; ignored (see --cache-bytes)");
@@ -183,17 +196,20 @@ fn store(config: &Config, commands: &CommandSender) -> io::Result<Box<dyn Store>
             }
             Box::new(MemoryStore::new(config.retention_bytes, memory_budget))
         }
-        Storage::Disk(dir) => Box::new(DiskStore::new(
-            dir,
-            LogSettings {
-                segment_bytes: config.segment_bytes,
-                retention_bytes: config.retention_bytes.map(|bytes| bytes as u64),
-                retention_age: config.retention_age,
-                fsync: config.fsync,
-            },
-            memory_budget,
-            Fetcher::spawn(commands.clone())?,
-        )),
+        Storage::Disk(dir) => Box::new(
+            DiskStore::new(
+                dir,
+                LogSettings {
+                    segment_bytes: config.segment_bytes,
+                    retention_bytes: config.retention_bytes.map(|bytes| bytes as u64),
+                    retention_age: config.retention_age,
+                    fsync: config.fsync,
+                },
+                memory_budget,
+                Fetcher::spawn(commands.clone())?,
+            )
+            .counting_files(files.clone()),
+        ),
     })
 }
 
@@ -289,6 +305,8 @@ struct Acceptor {
     listener: TcpListener,
     context: Arc<ReaderContext>,
     connections: OpenConnections,
+    /// The file descriptors connections share with the disk store's topics.
+    files: Arc<FileBudget>,
     stopping: Arc<AtomicBool>,
     max_connections: usize,
 }
@@ -296,16 +314,21 @@ struct Acceptor {
 impl Acceptor {
     fn run(self) {
         let mut next_id: ConnId = 0;
+        let mut failures = AcceptFailures::default();
+        let mut refusals = Throttled::default();
         for stream in self.listener.incoming() {
             if self.stopping.load(Ordering::SeqCst) {
                 break;
             }
             let stream = match stream {
-                Ok(stream) => stream,
+                Ok(stream) => {
+                    failures.ended();
+                    stream
+                }
                 Err(error) => {
                     // Such as running out of file descriptors: keep serving
-                    // the connections we have.
-                    log::warn!("accept failed: {error}");
+                    // the connections we have, and wait for one to close.
+                    thread::sleep(failures.failed(&error));
                     continue;
                 }
             };
@@ -313,8 +336,11 @@ impl Acceptor {
             if let Ok(peer) = stream.peer_addr() {
                 log::debug!("conn {next_id}: accepted from {peer}");
             }
-            if self.connections.len() >= self.max_connections {
-                refuse(next_id, stream, self.max_connections);
+            if let Some(reason) = self.over_limit() {
+                refusals.log(|suppressed| {
+                    log::warn!("conn {next_id}: refused, {reason}{suppressed}");
+                });
+                refuse(stream);
             } else if let Err(error) =
                 start_reader(next_id, stream, &self.context, &self.connections)
             {
@@ -322,14 +348,131 @@ impl Acceptor {
             }
         }
     }
+
+    /// Why one more connection is refused, if it is.
+    fn over_limit(&self) -> Option<Refusal> {
+        let open = self.connections.len();
+        if open >= self.max_connections {
+            return Some(Refusal::MaxConnections {
+                open,
+                limit: self.max_connections,
+            });
+        }
+        if !self.files.has_room() {
+            return Some(Refusal::NoFiles {
+                open,
+                topics: self.files.logs(),
+                limit: self.files.limit(),
+            });
+        }
+        None
+    }
+}
+
+/// Why the acceptor turned a connection away, for the log.
+#[derive(Debug)]
+enum Refusal {
+    /// `--max-connections` (or the machine's limits) are reached.
+    MaxConnections { open: usize, limit: usize },
+    /// Connections and topics on disk hold every file descriptor the
+    /// open-files limit leaves them (`files.rs`).
+    NoFiles {
+        open: usize,
+        topics: usize,
+        limit: Option<usize>,
+    },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::MaxConnections { open, limit } => {
+                write!(f, "already {open} connections (--max-connections {limit})")
+            }
+            Refusal::NoFiles {
+                open,
+                topics,
+                limit,
+            } => write!(
+                f,
+                "no file descriptor left for it: {open} connections and {topics} topics \
+                 on disk hold what the open-files limit ({}, ulimit -n) leaves; raise that \
+                 limit, or lower --max-topics",
+                limit.unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// How long the acceptor waits after an accept fails, at first and at
+/// most: a failure such as EMFILE lasts until a connection closes, and
+/// retrying at once would spin a core and fill the log.
+const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MOST: Duration = Duration::from_secs(1);
+
+/// Failed accepts in a row: the wait before the next try, which doubles
+/// while they go on, and their log lines.
+#[derive(Debug, Default)]
+struct AcceptFailures {
+    backoff: Option<Duration>,
+    log: Throttled,
+}
+
+impl AcceptFailures {
+    /// Logs a failed accept (at most once a second), and returns how long
+    /// to wait before the next try.
+    fn failed(&mut self, error: &io::Error) -> Duration {
+        self.log
+            .log(|suppressed| log::warn!("accept failed: {error}{suppressed}"));
+        let backoff = self.backoff.map_or(ACCEPT_BACKOFF_FIRST, |last| {
+            (last * 2).min(ACCEPT_BACKOFF_MOST)
+        });
+        self.backoff = Some(backoff);
+        backoff
+    }
+
+    /// An accept succeeded: the next failure waits the shortest time again.
+    fn ended(&mut self) {
+        self.backoff = None;
+    }
+}
+
+/// A log line that may be written at most once a second, however often
+/// its event happens: the lines left out are counted, and the next line
+/// says how many there were.
+#[derive(Debug, Default)]
+struct Throttled {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttled {
+    /// Calls `log` with the note to append (empty, or "(and N more like it
+    /// in the last second)") if a second has passed since the last line;
+    /// otherwise counts the event.
+    fn log(&mut self, log: impl FnOnce(&str)) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        let note = match std::mem::take(&mut self.suppressed) {
+            0 => String::new(),
+            n => format!(" (and {n} more like it since the last such line)"),
+        };
+        log(&note);
+        self.last = Some(now);
+    }
 }
 
 /// Turns away a connection over the limit with an Error status. This is the
 /// one write not made by a writer thread: the point is to spend no thread on
 /// the connection. The frame is a few bytes on a fresh socket, so a
 /// non-blocking write always fits in its buffer.
-fn refuse(id: ConnId, stream: TcpStream, limit: usize) {
-    log::warn!("conn {id}: refused, already {limit} connections (--max-connections)");
+fn refuse(stream: TcpStream) {
     let mut frame = Vec::new();
     protocol::encode_status(&mut frame, status::ERROR, Some(TOO_MANY_CONNECTIONS));
     let _ = stream.set_nonblocking(true);
@@ -339,7 +482,9 @@ fn refuse(id: ConnId, stream: TcpStream, limit: usize) {
 /// The reason sent to a connection over `--max-connections`.
 pub const TOO_MANY_CONNECTIONS: &str = "too many connections";
 
-/// How many connections this process can hold, if the system says.
+/// How many connections this process can hold, if the system says: at
+/// most, with no topic on disk (each such topic takes one of these
+/// connections' file descriptors; see `files.rs`).
 ///
 /// Each connection takes a file descriptor and up to two threads, and each
 /// thread takes four memory mappings (its stack and guard page, its signal
@@ -347,21 +492,13 @@ pub const TOO_MANY_CONNECTIONS: &str = "too many connections";
 /// the whole process, so the broker must stay clear of `vm.max_map_count`
 /// rather than find it. Some room is left for everything else.
 pub fn connection_capacity() -> Option<usize> {
-    let by_mappings =
-        read_number("/proc/sys/vm/max_map_count", "").map(|maps| maps.saturating_sub(2048) / 8);
-    let by_files =
-        read_number("/proc/self/limits", "Max open files").map(|files| files.saturating_sub(64));
+    let by_mappings = files::read_number("/proc/sys/vm/max_map_count", "")
+        .map(|maps| maps.saturating_sub(2048) / 8);
+    let by_files = files::open_files_limit().map(|files| files.saturating_sub(FILES_RESERVED));
     match (by_mappings, by_files) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
-}
-
-/// The first number in `path` on the line starting with `label`.
-fn read_number(path: &str, label: &str) -> Option<usize> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let line = text.lines().find(|line| line.starts_with(label))?;
-    line[label.len()..].split_whitespace().next()?.parse().ok()
 }
 
 fn start_reader(
@@ -387,4 +524,37 @@ fn start_reader(
         return Err(error);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_accepts_wait_longer_and_longer_up_to_a_second() {
+        let mut failures = AcceptFailures::default();
+        let error = io::Error::from_raw_os_error(24); // EMFILE
+        let waits: Vec<u128> = (0..9)
+            .map(|_| failures.failed(&error).as_millis())
+            .collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        failures.ended();
+        assert_eq!(failures.failed(&error), ACCEPT_BACKOFF_FIRST);
+    }
+
+    #[test]
+    fn a_throttled_line_is_written_once_a_second_at_most() {
+        let mut throttled = Throttled::default();
+        let mut lines = Vec::new();
+        for _ in 0..1000 {
+            throttled.log(|note| lines.push(note.to_owned()));
+        }
+        assert_eq!(lines, [""]);
+        assert_eq!(throttled.suppressed, 999);
+        // A second later, the next line says how many were left out.
+        throttled.last = throttled.last.map(|last| last - Duration::from_secs(1));
+        throttled.log(|note| lines.push(note.to_owned()));
+        assert_eq!(lines[1], " (and 999 more like it since the last such line)");
+        assert_eq!(throttled.suppressed, 0);
+    }
 }

@@ -192,8 +192,9 @@ pub type SyncJob = Box<dyn FnOnce() -> Result<(), StoreError> + Send>;
 pub enum StoreError {
     /// Reading or writing `path` failed.
     Io { path: PathBuf, error: io::Error },
-    /// The disk had no room for a write. The broker goes on: the log took
-    /// back what it could not write, and refuses appends for a while.
+    /// The disk had no room for a write, or the process no file descriptor
+    /// for a new file. The broker goes on: the log took back what it could
+    /// not write, and refuses appends for a while.
     Full(Arc<DiskFull>),
     /// Forcing `path` to disk failed. What was written may be lost without
     /// a trace (after a failed fsync the operating system may drop the
@@ -214,12 +215,21 @@ pub enum StoreError {
 
 impl StoreError {
     /// The error of a failed read or write of `path`: [`StoreError::Full`]
-    /// if the disk had no room, [`StoreError::Io`] otherwise.
+    /// if the disk had no room, or the process no file descriptor left,
+    /// [`StoreError::Io`] otherwise.
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {
         let path = path.into();
-        move |error| match is_out_of_space(&error) {
-            true => StoreError::Full(Arc::new(DiskFull { path, error })),
-            false => StoreError::Io { path, error },
+        move |error| {
+            let lack = if is_out_of_space(&error) {
+                Lack::Space
+            } else if is_out_of_files(&error) {
+                Lack::Files {
+                    limit: crate::files::open_files_limit(),
+                }
+            } else {
+                return StoreError::Io { path, error };
+            };
+            StoreError::Full(Arc::new(DiskFull { path, error, lack }))
         }
     }
 
@@ -242,24 +252,59 @@ fn is_out_of_space(error: &io::Error) -> bool {
     ) || matches!(error.raw_os_error(), Some(ENOSPC | EDQUOT | EFBIG))
 }
 
-/// A write the disk had no room for: which file, and the error. Publishes
-/// refused for it are answered with its text (`-ERR disk full: ...`), so
-/// it says what to do.
+/// Whether `error` says the process may open no more files: EMFILE (its
+/// open-files limit) or ENFILE (the system's).
+fn is_out_of_files(error: &io::Error) -> bool {
+    const EMFILE: i32 = 24;
+    const ENFILE: i32 = 23;
+    matches!(error.raw_os_error(), Some(EMFILE | ENFILE))
+}
+
+/// A write the disk had no room for, or a file that could not be opened
+/// for want of a file descriptor: which file, the error, and what was
+/// lacking. Publishes refused for it are answered with its text
+/// (`-ERR disk full: ...`, `-ERR out of file descriptors: ...`), so it says
+/// what to do.
 #[derive(Debug)]
 pub struct DiskFull {
     pub path: PathBuf,
     pub error: io::Error,
+    pub lack: Lack,
+}
+
+/// What a [`DiskFull`] lacked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lack {
+    /// Room on the disk.
+    Space,
+    /// A file descriptor: the process holds as many as its open-files
+    /// limit (`limit`, if the system says) allows, or as many as it leaves
+    /// for connections and topics (`files.rs`).
+    Files { limit: Option<usize> },
 }
 
 impl fmt::Display for DiskFull {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "disk full: cannot write {} ({}); free space on that disk \
-             (brook tries it again a second after a failed write)",
-            self.path.display(),
-            self.error
-        )
+        let path = self.path.display();
+        let error = &self.error;
+        match self.lack {
+            Lack::Space => write!(
+                f,
+                "disk full: cannot write {path} ({error}); free space on that disk \
+                 (brook tries it again a second after a failed write)"
+            ),
+            Lack::Files { limit } => {
+                write!(f, "out of file descriptors: cannot open {path} ({error}); ")?;
+                if let Some(limit) = limit {
+                    write!(f, "brook may open {limit} files, ")?;
+                }
+                write!(
+                    f,
+                    "one per connection and one per topic on disk: raise the open-files \
+                     limit (ulimit -n), or lower --max-connections or --max-topics"
+                )
+            }
+        }
     }
 }
 

@@ -40,14 +40,14 @@
 use std::io::{self, IoSlice, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::{self, Thread};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
-use crate::dispatcher::{Command, ConnId, TopicId};
+use crate::dispatcher::{Command, ConnId, OverLimit, TopicId};
 use crate::line;
 use crate::protocol::{self, Payload};
 use crate::queue::CommandSender;
@@ -93,6 +93,9 @@ pub enum Reply {
     Error(&'static str),
     /// A publish refused because the disk is full, with what to do.
     DiskFull(Arc<DiskFull>),
+    /// A request refused because it would create a topic or a group past
+    /// the broker's limit.
+    OverLimit(OverLimit),
     /// A confirmed publish. The topic is the dispatcher's, not sent: a
     /// confirmation the disk turns out to have no room for becomes a
     /// [`Reply::DiskFull`] before it goes out, and which ones is known by
@@ -147,7 +150,9 @@ pub struct Writer {
 #[derive(Debug, Clone)]
 pub struct Link {
     state: Arc<LinkState>,
-    stream: Arc<TcpStream>,
+    /// Only to shut the socket: a link kept after the writer ended (by a
+    /// lingering dispatcher, say) must not keep its file descriptor open.
+    stream: Weak<TcpStream>,
 }
 
 #[derive(Debug, Default)]
@@ -313,7 +318,9 @@ impl Link {
     /// fails, the reader's next read ends, and the connection is detached.
     /// For a client that does not read what it is sent.
     pub fn close(&self) {
-        let _ = self.stream.shutdown(Shutdown::Both);
+        if let Some(stream) = self.stream.upgrade() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
     }
 }
 
@@ -347,10 +354,11 @@ pub fn spawn(
     let (frames, queue) = crossbeam_channel::unbounded();
     let link = Link {
         state: Arc::default(),
-        stream,
+        stream: Arc::downgrade(&stream),
     };
     let thread = WriterThread {
         id,
+        stream,
         queue,
         listeners,
         link: link.clone(),
@@ -366,6 +374,7 @@ pub fn spawn(
 /// The writer thread's state.
 struct WriterThread {
     id: ConnId,
+    stream: Arc<TcpStream>,
     queue: Receiver<Batch>,
     listeners: Listeners,
     link: Link,
@@ -384,7 +393,7 @@ impl WriterThread {
                 }
             }
             let (frames, payload_bytes) = (self.encoder.frames, self.encoder.payload_bytes);
-            last_write = self.encoder.write_to(&mut &*self.link.stream);
+            last_write = self.encoder.write_to(&mut &*self.stream);
             if let Err(error) = &last_write {
                 log::debug!("conn {}: write failed: {error}", self.id);
                 break;
@@ -401,12 +410,10 @@ impl WriterThread {
                 self.listeners.reader.unpark();
             }
         }
-        match last_write {
-            Ok(()) => {
-                let _ = self.link.stream.shutdown(Shutdown::Write);
-            }
-            Err(_) => self.link.close(),
-        }
+        let _ = match last_write {
+            Ok(()) => self.stream.shutdown(Shutdown::Write),
+            Err(_) => self.stream.shutdown(Shutdown::Both),
+        };
         *self.link.state.ended.lock() = true;
         self.link.state.ended_signal.notify_all();
         self.listeners.reader.unpark();

@@ -3,7 +3,8 @@
 //! place freed by a disconnect can be taken again; a connection that says
 //! nothing for `--handshake-timeout` is closed, and one that has spoken may
 //! idle for ever; `--retention-bytes` keeps a topic's newest messages at
-//! their offsets.
+//! their offsets; `--max-topics` and `--max-groups-per-topic` refuse a
+//! topic or group more, in both protocols, and the connection goes on.
 
 mod common;
 
@@ -163,4 +164,77 @@ fn retention_keeps_what_a_connected_subscriber_has_not_read() {
         expect_next_ack(&mut slow, "t", message);
     }
     expect_nothing(&mut slow, QUIET);
+}
+
+#[test]
+fn a_topic_past_max_topics_is_refused_in_both_protocols_and_the_connection_goes_on() {
+    let config = Config {
+        max_topics: 2,
+        ..config()
+    };
+    let broker = start_broker(&config);
+    let addr = broker.local_addr();
+    let refusal = "too many topics: the broker holds --max-topics 2";
+    let mut line = Line::connect(addr);
+    assert_eq!(line.ask("SUB a"), "+OK");
+    assert_eq!(line.ask("PUB b x"), "+OK 0");
+    assert_eq!(line.ask("SUB c"), format!("-ERR {refusal}"));
+    assert_eq!(line.ask("PUB c x"), format!("-ERR {refusal}"));
+    assert_eq!(line.ask("PUB b y"), "+OK 1");
+
+    let mut subscriber = Raw::connect(addr);
+    subscriber.send(&subscribe_request(r#"["c"]"#, &BEGINNING));
+    subscriber.expect_error(refusal);
+    subscriber.send(&subscribe_request(r#"["b"]"#, &BEGINNING));
+    subscriber.expect(&SUBSCRIBED);
+    subscriber.expect_delivery("b", b"x");
+    subscriber.expect_delivery("b", b"y");
+
+    // A confirmed publisher is told; one that is never answered has its
+    // connection closed, as for a full disk: it would not know otherwise.
+    let mut confirmed = Raw::connect(addr);
+    confirmed.send(&[&[0, 6][..], &publish_frame("c", b"z")].concat());
+    confirmed.expect_error(refusal);
+    confirmed.send(&publish_frame("b", b"z"));
+    confirmed.expect(&[&[0, 4][..], &2u64.to_be_bytes()].concat());
+    subscriber.expect_delivery("b", b"z");
+    let mut unanswered = Raw::connect(addr);
+    unanswered.send(&[&PUBLISH[..], &publish_frame("c", b"z")].concat());
+    unanswered.expect_eof();
+}
+
+#[test]
+fn a_group_past_max_groups_per_topic_is_refused_in_both_protocols_and_the_connection_goes_on() {
+    let config = Config {
+        max_groups_per_topic: 2,
+        ..config()
+    };
+    let broker = start_broker(&config);
+    let addr = broker.local_addr();
+    let refusal = "too many groups: a topic holds --max-groups-per-topic 2";
+    let mut line = Line::connect(addr);
+    assert_eq!(line.ask("PUB t x"), "+OK 0");
+    line.send("PULL t group g1\n");
+    assert_eq!(line.read_pull().1, 1);
+    assert_eq!(line.ask("SUB t current group g2"), "+OK");
+    assert_eq!(line.ask("PULL t group g3"), format!("-ERR {refusal}"));
+    assert_eq!(
+        line.ask("PULL t"),
+        format!("-ERR {refusal}"),
+        "the default group"
+    );
+    assert_eq!(line.ask("SUB t group g3"), format!("-ERR {refusal}"));
+    assert_eq!(line.ask("PULL t group g1"), "+END 0");
+
+    let mut binary = Raw::connect(addr);
+    let mut join = Vec::new();
+    brook::protocol::encode_subscribe_group(&mut join, &["t"], "g3", StartAt::Beginning);
+    binary.send(&join);
+    binary.expect_error(refusal);
+    join.clear();
+    brook::protocol::encode_subscribe_group(&mut join, &["t"], "g1", StartAt::Beginning);
+    binary.send(&join);
+    binary.expect(&SUBSCRIBED);
+    publish_all(addr, &[("t", b"y")]);
+    binary.expect_delivery("t", b"y");
 }
