@@ -14,7 +14,8 @@
 //! ```text
 //!   dispatcher: log.read(offset) misses the cache ──▶ FetchRequest ──▶ fetcher
 //!                                                                         │
-//!     pread a run (256 KiB) of the segment, check every record's CRC      │
+//!     pread a run (256 KiB) of the segment, check every record's CRC,     │
+//!     length and offset; stop at damage, and say which offsets it cost    │
 //!                                                                         ▼
 //!   dispatcher ◀── Command::Fetched ◀── the dispatcher's queue ◀──── Fetched
 //!     the log keeps the run; the topic is offered again to its
@@ -31,9 +32,8 @@ use std::thread;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::dispatcher::Command;
-use crate::protocol::Payload;
 use crate::queue::CommandSender;
-use crate::segment::RunStart;
+use crate::segment::{Run, RunStart};
 use crate::store::Offset;
 
 /// A run of records a log wants read.
@@ -43,13 +43,14 @@ pub struct FetchRequest {
     pub run: RunStart,
 }
 
-/// A run of records read for a log: the payloads from offset `first` on,
-/// or why they could not be read.
+/// A run of records read for a log: the sound records from offset `first`
+/// on and the damage that cut them short, if any, or why the file could
+/// not be read.
 #[derive(Debug)]
 pub struct Fetched {
     pub topic: Arc<str>,
     pub first: Offset,
-    pub payloads: io::Result<Vec<Payload>>,
+    pub run: io::Result<Run>,
 }
 
 /// The logs' end of the fetcher thread. The thread ends once every handle
@@ -83,7 +84,7 @@ impl FetchRequest {
         Fetched {
             topic: self.topic,
             first: self.run.offset(),
-            payloads: self.run.read(),
+            run: self.run.read(),
         }
     }
 }

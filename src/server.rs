@@ -188,6 +188,8 @@ fn store(config: &Config, commands: &CommandSender) -> io::Result<Box<dyn Store>
                 retention_bytes: config.retention_bytes.map(|bytes| bytes as u64),
                 retention_age: config.retention_age,
                 fsync: config.fsync,
+                max_message_bytes: config.max_message_bytes as u64,
+                on_damage: config.on_damage,
             },
             Fetcher::spawn(commands.clone())?,
         )),

@@ -67,6 +67,8 @@ pub struct TopicReport {
     pub bytes_in: u64,
     pub messages_out: u64,
     pub bytes_out: u64,
+    /// How many of its offsets were found damaged on disk, and skipped.
+    pub unreadable: u64,
     pub groups: Vec<GroupReport>,
 }
 
@@ -102,7 +104,7 @@ pub struct BrokerReport {
 impl BrokerReport {
     /// The broker-wide figures, as `(name, value)` pairs in the order
     /// `STATS` prints them.
-    pub fn totals(&self) -> [(&'static str, u64); 9] {
+    pub fn totals(&self) -> [(&'static str, u64); 10] {
         let sum = |field: fn(&TopicReport) -> u64| self.topics.iter().map(field).sum::<u64>();
         [
             ("uptime_seconds", self.uptime.as_secs()),
@@ -114,6 +116,7 @@ impl BrokerReport {
             ("bytes_in", sum(|t| t.bytes_in)),
             ("bytes_out", sum(|t| t.bytes_out)),
             ("publishes_refused_disk_full", self.refused_disk_full),
+            ("records_unreadable", sum(|t| t.unreadable)),
         ]
     }
 }

@@ -520,6 +520,7 @@ fn stats_counts_connections_topics_messages_and_bytes() {
         "bytes_in",
         "bytes_out",
         "publishes_refused_disk_full",
+        "records_unreadable",
     ]
     .into();
     assert_eq!(names, expected);
