@@ -80,6 +80,14 @@
 //! at it and names the offsets it cost (`segment.rs`), which are then
 //! unreadable too.
 //!
+//! A power loss under `--fsync never` can leave more than a torn end of
+//! the last segment, since nothing is forced: a torn end of a closed
+//! segment (skipped, whatever `--on-damage` says), a groups file that is
+//! empty or cut short (logged; its groups start again where their members
+//! ask, giving out again what they had finished), and group positions
+//! past the recovered end of the log (brought back to it, so that the
+//! groups do not skip the offsets the next messages get).
+//!
 //! An unreadable offset answers [`Read::Unreadable`], and every reader
 //! (subscribers, groups, pulls) skips it: one damaged record never stalls
 //! a reader, nor holds back retention through a cursor stuck before it.
@@ -492,7 +500,8 @@ impl DiskLog {
         }
         let active = segments.last().map_or(0, |s| s.end);
         let writer = Arc::new(open_for_append(&segments[segments.len() - 1].path)?);
-        let groups = read_groups(&dir)?;
+        let mut groups = read_groups(topic, &dir)?;
+        bring_groups_within(topic, &mut groups, active);
         let damaged: Vec<Damage> = segments
             .iter_mut()
             .flat_map(|s| std::mem::take(&mut s.damaged))
@@ -984,16 +993,47 @@ fn decode_groups(mut bytes: &[u8]) -> Option<BTreeMap<String, GroupPosition>> {
     bytes.is_empty().then_some(groups)
 }
 
-/// The groups saved in `dir`, or none if no group was ever saved.
-fn read_groups(dir: &Path) -> Result<BTreeMap<String, GroupPosition>, StoreError> {
+/// The groups saved in `dir`, or none if no group was ever saved. A
+/// groups file that cannot be read (empty, or cut short: with `--fsync
+/// never` a power loss can leave it so) is logged, and its groups start
+/// again: each from where its next member asks, giving out again what it
+/// had finished, which is better than losing what it had not.
+fn read_groups(topic: &str, dir: &Path) -> Result<BTreeMap<String, GroupPosition>, StoreError> {
     let path = dir.join(GROUPS_FILE);
     match fs::read(&path) {
-        Ok(bytes) => decode_groups(&bytes).ok_or(StoreError::Unrecognised {
-            path,
-            reason: "a groups file that cannot be read",
-        }),
+        Ok(bytes) => Ok(decode_groups(&bytes).unwrap_or_else(|| {
+            log::error!(
+                "topic {topic:?}: cannot read its consumer groups from {} ({} bytes); \
+                 they start again where their members ask",
+                path.display(),
+                bytes.len()
+            );
+            BTreeMap::new()
+        })),
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
         Err(error) => Err(StoreError::Io { path, error }),
+    }
+}
+
+/// Brings saved group positions back within a log that ends at `end`.
+/// With `--fsync never` a power loss can keep a groups file newer than
+/// the records it speaks of; the offsets from `end` on go to new
+/// messages, which the groups must not skip.
+fn bring_groups_within(topic: &str, groups: &mut BTreeMap<String, GroupPosition>, end: Offset) {
+    for (name, position) in groups.iter_mut() {
+        if position.next <= end {
+            continue;
+        }
+        log::warn!(
+            "topic {topic:?}: group {name:?} was at offset {}, past the log's end, {end} \
+             (records lost in a crash); it goes on from {end}",
+            position.next
+        );
+        position.next = end;
+        position.unfinished.retain_mut(|(start, stop)| {
+            *stop = (*stop).min(end);
+            start < stop
+        });
     }
 }
 
@@ -1180,9 +1220,14 @@ mod tests {
     /// Reopens the data dir in `temp` with `--on-damage` set to
     /// `on_damage`, and reads topic "t" in order: every offset must hold
     /// its message, or be unreadable. Returns the unreadable offsets.
-    fn reopen_and_read(temp: &TempDir, on_damage: OnDamage) -> Result<Vec<Offset>, StoreError> {
+    fn reopen_and_read(
+        temp: &TempDir,
+        on_damage: OnDamage,
+        fsync: Fsync,
+    ) -> Result<Vec<Offset>, StoreError> {
         let settings = LogSettings {
             on_damage,
+            fsync,
             ..settings(16 << 10, None)
         };
         let (mut store, fetched) = open_store(temp, settings);
@@ -1203,7 +1248,7 @@ mod tests {
     /// Reopens the data dir in `temp` and checks that topic "t" holds its
     /// 1,000 messages.
     fn reopen_and_check(temp: &TempDir) -> Result<(), StoreError> {
-        assert_eq!(reopen_and_read(temp, OnDamage::Skip)?, []);
+        assert_eq!(reopen_and_read(temp, OnDamage::Skip, Fsync::Batch)?, []);
         Ok(())
     }
 
@@ -1269,15 +1314,58 @@ mod tests {
             .unwrap()
             .set_len(len - 5)
             .unwrap();
-        match reopen_and_read(&temp, OnDamage::Stop) {
+        match reopen_and_read(&temp, OnDamage::Stop, Fsync::Batch) {
             Err(StoreError::Corrupt { path: damaged, .. }) => assert_eq!(&damaged, path),
             other => panic!("expected a damaged segment, got {other:?}"),
         }
         let last_of_segment = segments[2].0 - 1;
         assert_eq!(
-            reopen_and_read(&temp, OnDamage::Skip).unwrap(),
+            reopen_and_read(&temp, OnDamage::Skip, Fsync::Batch).unwrap(),
             [last_of_segment]
         );
+        // With --fsync never, a power loss can leave that: it is skipped
+        // even by a broker that stops on damage.
+        assert_eq!(
+            reopen_and_read(&temp, OnDamage::Stop, Fsync::Never).unwrap(),
+            [last_of_segment]
+        );
+    }
+
+    /// Opens topic "t" of the data dir in `temp` anew, with `fsync never`.
+    fn reopen(temp: &TempDir) -> Box<dyn TopicLog> {
+        let (mut store, _) = open_store(temp, settings(16 << 10, None));
+        store.recover().unwrap().pop().unwrap().1
+    }
+
+    #[test]
+    fn an_empty_groups_file_starts_the_groups_again() {
+        let temp = TempDir::new("groups-empty");
+        let (dir, _) = fill_segments(&temp);
+        fs::write(dir.join(GROUPS_FILE), b"").unwrap();
+        assert_eq!(reopen(&temp).saved_groups(), []);
+    }
+
+    #[test]
+    fn a_group_saved_past_the_recovered_end_goes_on_from_the_end() {
+        let temp = TempDir::new("groups-past");
+        let (dir, _) = fill_segments(&temp);
+        let saved = |next, unfinished| GroupPosition { next, unfinished };
+        let groups = BTreeMap::from([
+            (
+                "ahead".to_owned(),
+                saved(1500, vec![(980, 990), (995, 1200)]),
+            ),
+            ("behind".to_owned(), saved(700, vec![(600, 610)])),
+        ]);
+        fs::write(dir.join(GROUPS_FILE), encode_groups(&groups)).unwrap();
+        let expected = [
+            (
+                "ahead".to_owned(),
+                saved(1000, vec![(980, 990), (995, 1000)]),
+            ),
+            ("behind".to_owned(), saved(700, vec![(600, 610)])),
+        ];
+        assert_eq!(reopen(&temp).saved_groups(), expected);
     }
 
     /// The ways one record can be damaged, as byte changes at the start
@@ -1314,7 +1402,7 @@ mod tests {
                 };
                 let damaged = base + 5;
                 damage_record(path, *base, damaged, (at, mask));
-                let unreadable = reopen_and_read(&temp, OnDamage::Skip)
+                let unreadable = reopen_and_read(&temp, OnDamage::Skip, Fsync::Batch)
                     .unwrap_or_else(|e| panic!("{field} in the {which} segment: {e}"));
                 assert_eq!(unreadable, [damaged], "{field} in the {which} segment");
             }
@@ -1327,11 +1415,14 @@ mod tests {
         let (_, segments) = fill_segments(&temp);
         let (base, path) = &segments[segments.len() - 1];
         damage_record(path, *base, base + 1, (HEADER_BYTES, 0x01));
-        match reopen_and_read(&temp, OnDamage::Stop) {
+        match reopen_and_read(&temp, OnDamage::Stop, Fsync::Batch) {
             Err(StoreError::Corrupt { path: damaged, .. }) => assert_eq!(&damaged, path),
             other => panic!("expected a damaged segment, got {other:?}"),
         }
-        assert_eq!(reopen_and_read(&temp, OnDamage::Skip).unwrap(), [base + 1]);
+        assert_eq!(
+            reopen_and_read(&temp, OnDamage::Skip, Fsync::Batch).unwrap(),
+            [base + 1]
+        );
     }
 
     #[test]

@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use byteorder::{BigEndian, ByteOrder};
 
-use crate::config::OnDamage;
+use crate::config::{Fsync, OnDamage};
 use crate::crc32c::Crc32c;
 use crate::disk::LogSettings;
 use crate::protocol::Payload;
@@ -618,7 +618,8 @@ impl Header {
 /// torn end, which a crash leaves: it is cut off. Other damage is skipped
 /// with `--on-damage skip` (the segment's `damaged` lists it, and the
 /// scan goes on at the next sound record), and stops the start with
-/// `--on-damage stop`.
+/// `--on-damage stop`, except a torn end of a closed segment under
+/// `--fsync never`, which a power loss can leave: it is always skipped.
 pub fn scan_segment(
     topic: &str,
     path: PathBuf,
@@ -652,26 +653,30 @@ pub fn scan_segment(
         let until = next_base.unwrap_or(Offset::MAX);
         let next = find_next_record(&segment.file, position, segment.end, until, max_payload)
             .map_err(StoreError::io(&segment.path))?;
-        let resume = match (next, next_base) {
-            (None, None) => return cut_torn_end(topic, segment, file_len, reason),
-            _ if settings.on_damage == OnDamage::Stop => {
-                return Err(StoreError::Corrupt {
-                    topic: topic.to_owned(),
-                    path: segment.path,
-                    position,
-                    reason,
-                })
-            }
-            (Some(next), _) => next,
-            (None, Some(next_base)) => (file_len, next_base), // damaged to its end
+        // Damage to the end of a closed segment costs the offsets up to
+        // the next one.
+        let to_the_end = next_base.map(|next_base| (file_len, next_base));
+        let Some((resume_at, resume_offset)) = next.or(to_the_end) else {
+            return cut_torn_end(topic, segment, file_len, reason);
         };
+        // With --fsync never a segment is not forced when the log moves
+        // on, so a power loss can tear the end of a closed one too.
+        let torn_closed = next.is_none() && settings.fsync == Fsync::Never;
+        if settings.on_damage == OnDamage::Stop && !torn_closed {
+            return Err(StoreError::Corrupt {
+                topic: topic.to_owned(),
+                path: segment.path,
+                position,
+                reason,
+            });
+        }
         let damage = Damage {
-            offsets: segment.end..resume.1,
+            offsets: segment.end..resume_offset,
             path: segment.path.clone(),
             position,
             reason,
         };
-        segment.skip_damage(damage, resume.0);
+        segment.skip_damage(damage, resume_at);
     }
     if next_base.is_some() && segment.damaged.is_empty() {
         segment.save_index();
