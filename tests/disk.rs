@@ -1003,6 +1003,39 @@ fn retention_keeps_segments_a_connected_subscriber_has_yet_to_read() {
     broker.shutdown();
 }
 
+/// A subscriber skips a damaged record like any reader, so its cursor
+/// does not stop there and hold back retention for good.
+#[test]
+fn a_damaged_record_does_not_hold_back_retention() {
+    let root = TempDir::new("retention-damage");
+    let topic = "damaged-and-retained";
+    let (config, messages, segments) = segmented(&root, topic, 512, 40);
+    let first = &segments[0].1;
+    let records = sound_records(first);
+    flip_byte(first, records[2].at + HEADER);
+    let config = Config {
+        retention_bytes: Some(1024),
+        ..config
+    };
+    let broker = start_broker(&config);
+    let addr = broker.local_addr();
+    let mut reader = Line::connect(addr);
+    assert_eq!(reader.ask(&format!("SUB {topic} beginning")), "+OK");
+    for (offset, message) in messages.iter().enumerate() {
+        if offset as u64 != records[2].offset {
+            reader.expect_msg(topic, offset as u64, message);
+        }
+    }
+    assert_eq!(reader.ask("PING"), "+PONG");
+    // Everything read: the next message lets retention delete the
+    // damaged segment.
+    publish_at(addr, topic, 40, &[b"after".to_vec()]);
+    reader.expect_msg(topic, 40, b"after");
+    let (start, _) = topic_range(addr, topic);
+    assert!(start > records[2].offset, "the log still starts at {start}");
+    broker.shutdown();
+}
+
 // ---- 7. Segments. ----
 
 #[test]
