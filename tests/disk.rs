@@ -1,8 +1,10 @@
 //! The disk store: topics survive a restart with their messages, offsets
 //! and names (however strange the names), hostile names stay inside the data
 //! directory, a torn or corrupt tail of a topic's last segment is cut back
-//! to the last whole record while corruption in the middle of a log stops
-//! the broker from starting, retention deletes whole old segments, segments
+//! to the last whole record while a damaged record in the middle of a log
+//! is skipped by every reader, and nothing else lost (or, with
+//! `--on-damage stop`, stops the broker from starting), retention deletes
+//! whole old segments, segments
 //! roll and are named by their first offset, every fsync policy recovers
 //! what it stored, a broker killed with SIGKILL while publishing keeps
 //! every message it confirmed, and so does one whose disk is full for a
