@@ -72,6 +72,9 @@ pub struct Config {
     /// With `--fsync batch`, how long the syncer gathers rounds' writes
     /// before one fsync covers them all. Zero: as soon as the disk is free.
     pub fsync_interval: Duration,
+    /// With the disk store, what start-up does about a damaged record in
+    /// the middle of a log.
+    pub on_damage: OnDamage,
     /// How long a new connection may stay silent before it is closed: a
     /// client that connects and says nothing holds a thread for nothing.
     /// Once it has spoken, it may be idle as long as it likes.
@@ -113,6 +116,7 @@ impl Default for Config {
             cache_bytes: 256 << 20,
             memory_bytes: None,
             fsync_interval: Duration::ZERO,
+            on_damage: OnDamage::Skip,
             handshake_timeout: Duration::from_secs(30),
             linger: Duration::from_secs(5),
             thread_stack_bytes: 128 << 10,
@@ -196,6 +200,29 @@ impl fmt::Display for Fsync {
             Fsync::Batch => "batch",
             Fsync::Never => "never",
         })
+    }
+}
+
+/// What a start on a data directory does about a record that is damaged
+/// with whole records after it: not a torn end that a crash left, but a
+/// disk's decay, or a person's mistake (`--on-damage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDamage {
+    /// Start, and serve every whole record; the damaged offsets are logged,
+    /// counted in `STATS`, and skipped by every reader.
+    Skip,
+    /// Refuse to start, naming the file and the byte, so that a person
+    /// can look at the damage before anything else happens to it.
+    Stop,
+}
+
+impl OnDamage {
+    fn parse(value: &str) -> Option<OnDamage> {
+        match value {
+            "skip" => Some(OnDamage::Skip),
+            "stop" => Some(OnDamage::Stop),
+            _ => None,
+        }
     }
 }
 
@@ -455,6 +482,13 @@ const FLAGS: &[Flag] = &[
         set: |config, value| parse_duration(value).map(|v| config.fsync_interval = v),
     },
     Flag {
+        name: "--on-damage",
+        value: "ACTION",
+        help: "a damaged record inside a log at start-up: skip (start, log and skip it) | stop (refuse to start) [default: skip]",
+        expected: "skip or stop",
+        set: |config, value| OnDamage::parse(value).map(|v| config.on_damage = v),
+    },
+    Flag {
         name: "--segment-bytes",
         value: "BYTES",
         help: "start a new segment file at this size [default: 64MiB]",
@@ -603,6 +637,7 @@ mod tests {
         };
         assert_eq!(config.addr, "127.0.0.1:3000");
         assert_eq!(config.max_message_bytes, 8 << 20);
+        assert_eq!(config.on_damage, OnDamage::Skip);
 
         let Invocation::Run(config) = parse(&[
             "--addr=0.0.0.0:4000",
@@ -635,6 +670,7 @@ mod tests {
             "--cache-bytes=16MiB",
             "--memory-bytes",
             "2GiB",
+            "--on-damage=stop",
         ])
         .unwrap() else {
             panic!("expected a config")
@@ -663,7 +699,9 @@ mod tests {
         assert_eq!(config.cache_bytes, 16 << 20);
         assert_eq!(config.memory_bytes, Some(2 << 30));
         assert_eq!(config.memory_budget(), ("--cache-bytes", 16 << 20));
+        assert_eq!(config.on_damage, OnDamage::Stop);
         assert!(parse(&["--max-topic-name-bytes=64KiB"]).is_err());
+        assert!(parse(&["--on-damage=ignore"]).is_err());
 
         let Invocation::Run(config) = parse(&["--in-memory", "--fsync", "never"]).unwrap() else {
             panic!("expected a config")

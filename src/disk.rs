@@ -73,26 +73,45 @@
 //! # Recovery
 //!
 //! At start-up the last segment of every topic is read and every record's
-//! checksum and offset checked. A damaged end (a record cut short by a
-//! crash, or bytes that never reached the disk) is cut back to the last
-//! whole record, with a warning that says how much was dropped. Damage
-//! followed by whole records is not a torn end: the broker refuses to start
-//! rather than lose the records around it silently.
+//! checksum, length and offset checked. A damaged end (a record cut short
+//! by a crash, or bytes that never reached the disk) is cut back to the
+//! last whole record, with a warning that says how much was dropped.
+//! Damage followed by whole records is not a torn end. With `--on-damage
+//! skip` (the default) the scan steps over it to the next sound record,
+//! and the offsets it cost are remembered as unreadable (logged once each,
+//! with the file and the byte, and counted in `STATS`); with `--on-damage
+//! stop` the broker refuses to start.
 //!
 //! A segment that was closed (the log moved on to a new one) had its
 //! sparse index saved next to it, `<base>.index`. A start takes such a
 //! segment's shape from its index and reads only the records of its last
 //! run, which must end exactly where the file ends, so a start reads a few
 //! kilobytes per closed segment rather than all of it. A closed segment
-//! with no matching index is read in full, like the last one, and any
-//! damage in it stops the start. Damage that appears later inside a closed
-//! segment (the disk's own decay) is found when the record is read: the
-//! checksum fails, and the read with it, which is logged.
+//! with no matching index is read in full, like the last one, and treated
+//! in the same way, except that damage at its end costs the offsets up to
+//! the next segment. Damage that appears later inside a closed segment
+//! (the disk's own decay) is found when the record is read: the run stops
+//! at it and names the offsets it cost (`segment.rs`), which are then
+//! unreadable too.
+//!
+//! A power loss under `--fsync never` can leave more than a torn end of
+//! the last segment, since nothing is forced: a torn end of a closed
+//! segment (skipped, whatever `--on-damage` says), a groups file that is
+//! empty or cut short (logged; its groups start again where their members
+//! ask, giving out again what they had finished), and group positions
+//! past the recovered end of the log (brought back to it, so that the
+//! groups do not skip the offsets the next messages get).
+//!
+//! An unreadable offset answers [`Read::Unreadable`], and every reader
+//! (subscribers, groups, pulls) skips it: one damaged record never stalls
+//! a reader, nor holds back retention through a cursor stuck before it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -101,11 +120,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use byteorder::{BigEndian, ByteOrder};
 
 use crate::budget::{cost, MemoryBudget};
-use crate::config::Fsync;
+use crate::config::{Fsync, OnDamage};
 use crate::fetcher::{FetchRequest, Fetched, Fetcher};
 use crate::files::FileBudget;
 use crate::protocol::Payload;
-use crate::segment::{scan_segment, segment_file_name, Header, Segment, HEADER_BYTES};
+use crate::segment::{scan_segment, segment_file_name, Damage, Header, Segment, HEADER_BYTES};
 use crate::store::{
     DiskFull, GroupPosition, Lack, NamedLog, Offset, Read, Store, StoreError, SyncJob, TopicLog,
 };
@@ -144,6 +163,11 @@ pub struct LogSettings {
     /// Segments whose newest record is older than this are deleted.
     pub retention_age: Option<Duration>,
     pub fsync: Fsync,
+    /// `--max-message-bytes`: a record with a longer payload is damage,
+    /// and nothing is allocated for it.
+    pub max_message_bytes: u64,
+    /// `--on-damage`: whether a start skips damage inside a log or stops.
+    pub on_damage: OnDamage,
 }
 
 /// Keeps every topic in segment files under `<data dir>/topics`.
@@ -472,9 +496,12 @@ pub struct DiskLog {
     /// `Cell` is enough.
     fetcher: Fetcher,
     fetching: Cell<bool>,
-    /// An offset whose record the fetcher found damaged: reads of it find
-    /// nothing, rather than ask for it again and again.
-    unreadable: Option<Offset>,
+    /// The offsets whose records are damaged, as ranges `start => end`:
+    /// found at start-up, or by the fetcher. Reads of them answer
+    /// [`Read::Unreadable`], rather than ask the disk again and again.
+    unreadable: BTreeMap<Offset, Offset>,
+    /// How many offsets `unreadable` has held, for `STATS`.
+    unreadable_count: u64,
     /// Set while the disk is full: appends are refused until `retry_at`.
     refusing: Option<Refusing>,
     /// Set by a sync job that could not save the groups file for lack of
@@ -520,9 +547,10 @@ impl DiskLog {
     ) -> Result<DiskLog, StoreError> {
         let mut segments = Vec::new();
         let paths = segment_paths(&dir)?;
-        let last = paths.len().saturating_sub(1);
-        for (i, (base, path)) in paths.into_iter().enumerate() {
-            let segment = scan_segment(topic, path, base, i == last)?;
+        let next_bases: Vec<Option<Offset>> = paths.iter().skip(1).map(|p| Some(p.0)).collect();
+        let next_bases = next_bases.into_iter().chain([None]);
+        for ((base, path), next_base) in paths.into_iter().zip(next_bases) {
+            let segment = scan_segment(topic, path, base, next_base, &settings)?;
             if let Some(previous) = segments.last().map(|s: &Segment| s.end) {
                 if segment.base != previous {
                     return Err(StoreError::Unrecognised {
@@ -540,8 +568,13 @@ impl DiskLog {
         }
         let active = segments.last().map_or(0, |s| s.end);
         let writer = Arc::new(open_for_append(&segments[segments.len() - 1].path)?);
-        let groups = read_groups(&dir)?;
-        Ok(DiskLog {
+        let mut groups = read_groups(topic, &dir)?;
+        bring_groups_within(topic, &mut groups, active);
+        let damaged: Vec<Damage> = segments
+            .iter_mut()
+            .flat_map(|s| std::mem::take(&mut s.damaged))
+            .collect();
+        let mut log = DiskLog {
             topic: Arc::from(topic),
             dir,
             settings,
@@ -563,10 +596,32 @@ impl DiskLog {
             read_ahead: RefCell::default(),
             fetcher,
             fetching: Cell::new(false),
-            unreadable: None,
+            unreadable: BTreeMap::new(),
+            unreadable_count: 0,
             refusing: None,
             groups_unsaved: Arc::default(),
-        })
+        };
+        for damage in damaged {
+            log.note_unreadable(damage.offsets.clone(), &damage);
+        }
+        Ok(log)
+    }
+
+    /// Notes damaged records, whose offsets readers will skip, and logs
+    /// them: once, however often a read runs into them again.
+    fn note_unreadable(&mut self, offsets: Range<Offset>, why: impl fmt::Display) {
+        if offsets.is_empty() || self.unreadable_at(offsets.start) {
+            return;
+        }
+        log::error!("topic {:?}: {why}; readers skip it", self.topic);
+        self.unreadable_count += offsets.end - offsets.start;
+        self.unreadable.insert(offsets.start, offsets.end);
+    }
+
+    /// Whether the record of `offset` is known to be damaged.
+    fn unreadable_at(&self, offset: Offset) -> bool {
+        let before = self.unreadable.range(..=offset).next_back();
+        before.is_some_and(|(_, &end)| offset < end)
     }
 
     fn active(&mut self) -> &mut Segment {
@@ -786,8 +841,11 @@ impl TopicLog for DiskLog {
     }
 
     fn read(&self, offset: Offset) -> Read {
-        if offset >= self.written || offset < self.start() || self.unreadable == Some(offset) {
+        if offset >= self.written || offset < self.start() {
             return Read::Nothing;
+        }
+        if self.unreadable_at(offset) {
+            return Read::Unreadable;
         }
         if offset >= self.cache_first {
             return match self.cache.get((offset - self.cache_first) as usize) {
@@ -804,7 +862,8 @@ impl TopicLog for DiskLog {
         }
         if !self.fetching.replace(true) {
             let index = self.segments.partition_point(|s| s.end <= offset);
-            let run = self.segments[index].run_start(offset, self.written);
+            let max_payload = self.settings.max_message_bytes;
+            let run = self.segments[index].run_start(offset, self.written, max_payload);
             self.fetcher.fetch(FetchRequest {
                 topic: self.topic.clone(),
                 run,
@@ -815,20 +874,28 @@ impl TopicLog for DiskLog {
 
     fn take_fetched(&mut self, fetched: Fetched) {
         self.fetching.set(false);
-        match fetched.payloads {
-            Ok(payloads) => self.keep_read_ahead(ReadAhead {
-                first: fetched.first,
-                payloads,
-            }),
+        match fetched.run {
+            Ok(run) => {
+                self.keep_read_ahead(ReadAhead {
+                    first: fetched.first,
+                    payloads: run.payloads,
+                });
+                if let Some(damage) = run.damage {
+                    self.note_unreadable(damage.offsets.clone(), &damage);
+                }
+            }
             Err(error) => {
-                log::error!(
-                    "topic {:?}: cannot read offset {} from its segment: {error}",
-                    self.topic,
-                    fetched.first
-                );
-                self.unreadable = Some(fetched.first);
+                // A failed read (EIO, say) costs the offset asked for, so
+                // that readers go on; the next offset is read anew.
+                let offset = fetched.first;
+                let why = format_args!("offset {offset} cannot be read from its segment: {error}");
+                self.note_unreadable(offset..offset + 1, why);
             }
         }
+    }
+
+    fn unreadable_records(&self) -> u64 {
+        self.unreadable_count
     }
 
     fn start(&self) -> Offset {
@@ -864,6 +931,8 @@ impl TopicLog for DiskLog {
             while self.cache_first < oldest.end && self.uncache_oldest().is_some() {}
         }
         self.cache_first = self.cache_first.max(self.start());
+        let start = self.start();
+        self.unreadable.retain(|_, end| *end > start);
     }
 
     fn held_bytes(&self) -> usize {
@@ -1050,16 +1119,47 @@ fn decode_groups(mut bytes: &[u8]) -> Option<BTreeMap<String, GroupPosition>> {
     bytes.is_empty().then_some(groups)
 }
 
-/// The groups saved in `dir`, or none if no group was ever saved.
-fn read_groups(dir: &Path) -> Result<BTreeMap<String, GroupPosition>, StoreError> {
+/// The groups saved in `dir`, or none if no group was ever saved. A
+/// groups file that cannot be read (empty, or cut short: with `--fsync
+/// never` a power loss can leave it so) is logged, and its groups start
+/// again: each from where its next member asks, giving out again what it
+/// had finished, which is better than losing what it had not.
+fn read_groups(topic: &str, dir: &Path) -> Result<BTreeMap<String, GroupPosition>, StoreError> {
     let path = dir.join(GROUPS_FILE);
     match fs::read(&path) {
-        Ok(bytes) => decode_groups(&bytes).ok_or(StoreError::Unrecognised {
-            path,
-            reason: "a groups file that cannot be read",
-        }),
+        Ok(bytes) => Ok(decode_groups(&bytes).unwrap_or_else(|| {
+            log::error!(
+                "topic {topic:?}: cannot read its consumer groups from {} ({} bytes); \
+                 they start again where their members ask",
+                path.display(),
+                bytes.len()
+            );
+            BTreeMap::new()
+        })),
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
         Err(error) => Err(StoreError::Io { path, error }),
+    }
+}
+
+/// Brings saved group positions back within a log that ends at `end`.
+/// With `--fsync never` a power loss can keep a groups file newer than
+/// the records it speaks of; the offsets from `end` on go to new
+/// messages, which the groups must not skip.
+fn bring_groups_within(topic: &str, groups: &mut BTreeMap<String, GroupPosition>, end: Offset) {
+    for (name, position) in groups.iter_mut() {
+        if position.next <= end {
+            continue;
+        }
+        log::warn!(
+            "topic {topic:?}: group {name:?} was at offset {}, past the log's end, {end} \
+             (records lost in a crash); it goes on from {end}",
+            position.next
+        );
+        position.next = end;
+        position.unfinished.retain_mut(|(start, stop)| {
+            *stop = (*stop).min(end);
+            start < stop
+        });
     }
 }
 
@@ -1120,6 +1220,8 @@ mod tests {
             retention_bytes,
             retention_age: None,
             fsync: Fsync::Never,
+            max_message_bytes: 1 << 20,
+            on_damage: OnDamage::Skip,
         }
     }
 
@@ -1136,16 +1238,11 @@ mod tests {
 
     /// Reads `offset` as the dispatcher does: a read that must wait for the
     /// fetcher gets the fetched run and asks again.
-    fn read_now(
-        log: &mut dyn TopicLog,
-        fetched: &CommandReceiver,
-        offset: Offset,
-    ) -> Option<Payload> {
+    fn read_now(log: &mut dyn TopicLog, fetched: &CommandReceiver, offset: Offset) -> Read {
         for _ in 0..2 {
             match log.read(offset) {
-                Read::Message(payload) => return Some(payload),
-                Read::Nothing => return None,
                 Read::Later => {}
+                read => return read,
             }
             let deadline = Instant::now() + Duration::from_secs(10);
             match fetched.recv_until(Some(deadline)) {
@@ -1211,7 +1308,7 @@ mod tests {
         let dir = store.directory_for("t").unwrap();
         assert!(!dir.join(GROUPS_FILE).exists(), "saved with the records");
         log.save_groups().expect("a save of the groups")().unwrap();
-        assert_eq!(read_groups(&dir).unwrap().get("g"), Some(&position));
+        assert_eq!(read_groups("t", &dir).unwrap().get("g"), Some(&position));
         assert!(log.save_groups().is_none(), "nothing moved since");
     }
 
@@ -1257,7 +1354,7 @@ mod tests {
         // Nothing is cached after a reopen: every read goes to a segment.
         for i in (0..1000).rev() {
             let read = read_now(log.as_mut(), &fetched, i);
-            assert_eq!(read, Some(message(i)), "offset {i}");
+            assert_eq!(read, Read::Message(message(i)), "offset {i}");
         }
         let segments = segment_paths(&store.directory_for("t").unwrap()).unwrap();
         assert!(segments.len() > 4, "{} segments", segments.len());
@@ -1277,16 +1374,38 @@ mod tests {
         (dir, segments)
     }
 
+    /// Reopens the data dir in `temp` with `--on-damage` set to
+    /// `on_damage`, and reads topic "t" in order: every offset must hold
+    /// its message, or be unreadable. Returns the unreadable offsets.
+    fn reopen_and_read(
+        temp: &TempDir,
+        on_damage: OnDamage,
+        fsync: Fsync,
+    ) -> Result<Vec<Offset>, StoreError> {
+        let settings = LogSettings {
+            on_damage,
+            fsync,
+            ..settings(16 << 10, None)
+        };
+        let (mut store, fetched) = open_store(temp, settings);
+        let (_, mut log) = store.recover()?.pop().unwrap();
+        assert_eq!((log.start(), log.end()), (0, 1000));
+        let mut unreadable = Vec::new();
+        for i in 0..1000 {
+            match read_now(log.as_mut(), &fetched, i) {
+                Read::Message(payload) => assert_eq!(payload, message(i), "offset {i}"),
+                Read::Unreadable => unreadable.push(i),
+                other => panic!("offset {i}: {other:?}"),
+            }
+        }
+        assert_eq!(log.unreadable_records(), unreadable.len() as u64);
+        Ok(unreadable)
+    }
+
     /// Reopens the data dir in `temp` and checks that topic "t" holds its
     /// 1,000 messages.
     fn reopen_and_check(temp: &TempDir) -> Result<(), StoreError> {
-        let (mut store, fetched) = open_store(temp, settings(16 << 10, None));
-        let (_, mut log) = store.recover()?.pop().unwrap();
-        assert_eq!((log.start(), log.end()), (0, 1000));
-        for i in 0..1000 {
-            let read = read_now(log.as_mut(), &fetched, i);
-            assert_eq!(read, Some(message(i)), "offset {i}");
-        }
+        assert_eq!(reopen_and_read(temp, OnDamage::Skip, Fsync::Batch)?, []);
         Ok(())
     }
 
@@ -1330,16 +1449,16 @@ mod tests {
         let (mut store, fetched) = open_store(&temp, settings(16 << 10, None));
         let (_, mut log) = store.recover().unwrap().pop().unwrap();
         assert_eq!((log.start(), log.end()), (0, 1000));
-        assert_eq!(read_now(log.as_mut(), &fetched, *base), None);
+        assert_eq!(read_now(log.as_mut(), &fetched, *base), Read::Unreadable);
         let before = *base - 1;
         assert_eq!(
             read_now(log.as_mut(), &fetched, before),
-            Some(message(before))
+            Read::Message(message(before))
         );
     }
 
     #[test]
-    fn a_closed_segment_that_does_not_match_its_index_stops_the_start() {
+    fn a_closed_segment_cut_short_costs_only_its_last_record() {
         let temp = TempDir::new("indexed-cut");
         let (_, segments) = fill_segments(&temp);
         // Cut the last record of a closed segment short: the index says the
@@ -1352,10 +1471,115 @@ mod tests {
             .unwrap()
             .set_len(len - 5)
             .unwrap();
-        match reopen_and_check(&temp) {
+        match reopen_and_read(&temp, OnDamage::Stop, Fsync::Batch) {
             Err(StoreError::Corrupt { path: damaged, .. }) => assert_eq!(&damaged, path),
             other => panic!("expected a damaged segment, got {other:?}"),
         }
+        let last_of_segment = segments[2].0 - 1;
+        assert_eq!(
+            reopen_and_read(&temp, OnDamage::Skip, Fsync::Batch).unwrap(),
+            [last_of_segment]
+        );
+        // With --fsync never, a power loss can leave that: it is skipped
+        // even by a broker that stops on damage.
+        assert_eq!(
+            reopen_and_read(&temp, OnDamage::Stop, Fsync::Never).unwrap(),
+            [last_of_segment]
+        );
+    }
+
+    /// Opens topic "t" of the data dir in `temp` anew, with `fsync never`.
+    fn reopen(temp: &TempDir) -> Box<dyn TopicLog> {
+        let (mut store, _) = open_store(temp, settings(16 << 10, None));
+        store.recover().unwrap().pop().unwrap().1
+    }
+
+    #[test]
+    fn an_empty_groups_file_starts_the_groups_again() {
+        let temp = TempDir::new("groups-empty");
+        let (dir, _) = fill_segments(&temp);
+        fs::write(dir.join(GROUPS_FILE), b"").unwrap();
+        assert_eq!(reopen(&temp).saved_groups(), []);
+    }
+
+    #[test]
+    fn a_group_saved_past_the_recovered_end_goes_on_from_the_end() {
+        let temp = TempDir::new("groups-past");
+        let (dir, _) = fill_segments(&temp);
+        let saved = |next, unfinished| GroupPosition { next, unfinished };
+        let groups = BTreeMap::from([
+            (
+                "ahead".to_owned(),
+                saved(1500, vec![(980, 990), (995, 1200)]),
+            ),
+            ("behind".to_owned(), saved(700, vec![(600, 610)])),
+        ]);
+        fs::write(dir.join(GROUPS_FILE), encode_groups(&groups)).unwrap();
+        let expected = [
+            (
+                "ahead".to_owned(),
+                saved(1000, vec![(980, 990), (995, 1000)]),
+            ),
+            ("behind".to_owned(), saved(700, vec![(600, 610)])),
+        ];
+        assert_eq!(reopen(&temp).saved_groups(), expected);
+    }
+
+    /// The ways one record can be damaged, as byte changes at the start
+    /// of the record: (where, xor mask).
+    const DAMAGE: [(&str, usize, u8); 6] = [
+        ("offset field", 7, 0x20),
+        ("timestamp", 12, 0x01),
+        ("length field, to 4 GiB", 16, 0xFF),
+        ("length field, one byte shorter", 19, 0x01),
+        ("checksum", 21, 0x10),
+        ("payload", HEADER_BYTES + 3, 0x01),
+    ];
+
+    /// Damages the record of `offset` in the segment at `path`, whose
+    /// first offset is `base` (every record of `fill_segments` has 84
+    /// bytes), by xoring `mask` into its byte `at`.
+    fn damage_record(path: &Path, base: Offset, offset: Offset, (at, mask): (usize, u8)) {
+        let mut bytes = fs::read(path).unwrap();
+        bytes[(offset - base) as usize * 84 + at] ^= mask;
+        fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn one_damaged_record_costs_that_record_only() {
+        for (field, at, mask) in DAMAGE {
+            // A closed segment, with its index (the damage is found when it
+            // is read), and the last one (found at start-up).
+            for which in ["closed", "last"] {
+                let temp = TempDir::new("one-damaged");
+                let (_, segments) = fill_segments(&temp);
+                let (base, path) = match which {
+                    "closed" => &segments[1],
+                    _ => &segments[segments.len() - 1],
+                };
+                let damaged = base + 5;
+                damage_record(path, *base, damaged, (at, mask));
+                let unreadable = reopen_and_read(&temp, OnDamage::Skip, Fsync::Batch)
+                    .unwrap_or_else(|e| panic!("{field} in the {which} segment: {e}"));
+                assert_eq!(unreadable, [damaged], "{field} in the {which} segment");
+            }
+        }
+    }
+
+    #[test]
+    fn damage_inside_the_last_segment_stops_the_start_only_if_asked() {
+        let temp = TempDir::new("stop");
+        let (_, segments) = fill_segments(&temp);
+        let (base, path) = &segments[segments.len() - 1];
+        damage_record(path, *base, base + 1, (HEADER_BYTES, 0x01));
+        match reopen_and_read(&temp, OnDamage::Stop, Fsync::Batch) {
+            Err(StoreError::Corrupt { path: damaged, .. }) => assert_eq!(&damaged, path),
+            other => panic!("expected a damaged segment, got {other:?}"),
+        }
+        assert_eq!(
+            reopen_and_read(&temp, OnDamage::Skip, Fsync::Batch).unwrap(),
+            [base + 1]
+        );
     }
 
     #[test]
@@ -1387,7 +1611,10 @@ mod tests {
         log.apply_retention(log.end());
         assert_eq!((log.start(), log.end()), (3, 5));
         assert!(!log.over_retention()); // the active segment never goes
-        assert_eq!(read_now(log.as_mut(), &fetched, 3), Some(message(3)));
+        assert_eq!(
+            read_now(log.as_mut(), &fetched, 3),
+            Read::Message(message(3))
+        );
     }
 
     #[test]
@@ -1416,13 +1643,19 @@ mod tests {
         // Every message is read back from the segment, and the run read
         // counts against the budget until it is released too.
         for i in 0..100 {
-            assert_eq!(read_now(log.as_mut(), &fetched, i), Some(message(i)));
+            assert_eq!(
+                read_now(log.as_mut(), &fetched, i),
+                Read::Message(message(i))
+            );
         }
         assert!(store.budget().used() > 0);
         assert_eq!(log.held_bytes(), store.budget().used());
         log.release_memory(usize::MAX, 0);
         assert_eq!(store.budget().used(), 0);
-        assert_eq!(read_now(log.as_mut(), &fetched, 99), Some(message(99)));
+        assert_eq!(
+            read_now(log.as_mut(), &fetched, 99),
+            Read::Message(message(99))
+        );
     }
 
     #[test]
@@ -1449,7 +1682,10 @@ mod tests {
         assert!(log.over_retention());
         log.apply_retention(100); // a reader is at offset 100
         assert!(log.start() <= 100 && log.start() > 0);
-        assert_eq!(read_now(log.as_mut(), &fetched, 100), Some(message(100)));
+        assert_eq!(
+            read_now(log.as_mut(), &fetched, 100),
+            Read::Message(message(100))
+        );
         log.apply_retention(log.end());
         assert!(!log.over_retention());
         // 84-byte records: 16 KiB keeps about 195, less what is left of
@@ -1457,8 +1693,11 @@ mod tests {
         let kept = log.end() - log.start();
         assert!((140..=195).contains(&kept), "{kept} kept");
         let dropped = log.start() - 1;
-        assert_eq!(read_now(log.as_mut(), &fetched, dropped), None);
-        assert_eq!(read_now(log.as_mut(), &fetched, 999), Some(message(999)));
+        assert_eq!(read_now(log.as_mut(), &fetched, dropped), Read::Nothing);
+        assert_eq!(
+            read_now(log.as_mut(), &fetched, 999),
+            Read::Message(message(999))
+        );
         assert_eq!(log.append(message(1000)).unwrap(), 1000);
     }
 }

@@ -1054,8 +1054,9 @@ impl Dispatcher {
             };
             let payload = match topic.log.read(offset) {
                 Read::Message(payload) => payload,
-                // Unreadable: nothing to deliver, and nothing to wait for.
-                Read::Nothing => {
+                // Damaged on disk (the log said so) or gone: nothing to
+                // deliver, and nothing to wait for.
+                Read::Unreadable | Read::Nothing => {
                     self.group_done(id, index, offset);
                     continue;
                 }
@@ -1374,6 +1375,7 @@ impl Dispatcher {
                 bytes_in: topic.traffic.bytes_in.get(),
                 messages_out: topic.traffic.messages_out.get(),
                 bytes_out: topic.traffic.bytes_out.get(),
+                unreadable: topic.log.unreadable_records(),
                 groups: topic
                     .groups
                     .iter()

@@ -14,7 +14,8 @@
 //! ```text
 //!   dispatcher: log.read(offset) misses the cache ──▶ FetchRequest ──▶ fetcher
 //!                                                                         │
-//!     pread a run (256 KiB) of the segment, check every record's CRC      │
+//!     pread a run (256 KiB) of the segment, check every record's CRC,     │
+//!     length and offset; stop at damage, and say which offsets it cost    │
 //!                                                                         ▼
 //!   dispatcher ◀── Command::Fetched ◀── the dispatcher's queue ◀──── Fetched
 //!     the log keeps the run; the topic is offered again to its
@@ -45,9 +46,8 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::dispatcher::Command;
-use crate::protocol::Payload;
 use crate::queue::CommandSender;
-use crate::segment::RunStart;
+use crate::segment::{Run, RunStart};
 use crate::store::Offset;
 
 /// A run of records a log wants read.
@@ -57,13 +57,14 @@ pub struct FetchRequest {
     pub run: RunStart,
 }
 
-/// A run of records read for a log: the payloads from offset `first` on,
-/// or why they could not be read, and how many bytes the payloads hold.
+/// A run of records read for a log: the sound records from offset `first`
+/// on and the damage that cut them short, if any, or why the file could
+/// not be read; and how many bytes the payloads hold.
 #[derive(Debug)]
 pub struct Fetched {
     pub topic: Arc<str>,
     pub first: Offset,
-    pub payloads: io::Result<Vec<Payload>>,
+    pub run: io::Result<Run>,
     pub payload_bytes: usize,
 }
 
@@ -95,16 +96,16 @@ impl Fetcher {
 impl FetchRequest {
     /// Reads the run (on the fetcher thread), from a file in `handles`.
     fn read(self, handles: &mut ReadHandles) -> Fetched {
-        let payloads = handles
+        let run = handles
             .open(self.run.path())
             .and_then(|file| self.run.read(file));
-        let payload_bytes = payloads
+        let payload_bytes = run
             .as_ref()
-            .map_or(0, |p| p.iter().map(|p| p.len()).sum());
+            .map_or(0, |run| run.payloads.iter().map(|p| p.len()).sum());
         Fetched {
             topic: self.topic,
             first: self.run.offset(),
-            payloads,
+            run,
             payload_bytes,
         }
     }

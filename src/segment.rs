@@ -11,6 +11,15 @@
 //! The checksum covers the 20 header bytes before it and the payload, so
 //! recovery can tell a whole record from one that a crash cut short.
 //!
+//! Every record read, at start-up or for a reader, is checked: its length
+//! against `--max-message-bytes` before anything is allocated for it, its
+//! checksum, and its offset, which must be the one after the record
+//! before. A record that fails is damage. Since a damaged length says
+//! nothing about where the next record starts, the next sound record is
+//! found by trying every byte position after the damage
+//! (`find_next_record`); the offsets between are the damage's cost
+//! ([`Damage`]), and nothing else is lost.
+//!
 //! In memory a segment keeps a sparse index, the position of the first
 //! record in every 4 KiB, so that reading an old offset costs one read of a
 //! run of records. The index is built by scanning the file when the broker
@@ -21,14 +30,18 @@
 //! of them. Its file is opened while it is scanned, and by the fetcher
 //! thread, which keeps a few of them open while it reads (`fetcher.rs`).
 
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use byteorder::{BigEndian, ByteOrder};
 
+use crate::config::{Fsync, OnDamage};
 use crate::crc32c::Crc32c;
+use crate::disk::LogSettings;
 use crate::protocol::Payload;
 use crate::store::{Offset, StoreError};
 
@@ -62,9 +75,47 @@ pub struct Segment {
     /// deletes the segment once this is old enough.
     pub newest: u64,
     /// `(offset, position)` of the first record in every run of
-    /// [`INDEX_EVERY_BYTES`], in order.
+    /// [`INDEX_EVERY_BYTES`], in order, and of the first sound record
+    /// after each damaged stretch.
     index: Vec<(Offset, u64)>,
+    /// The damage the start-up scan found and stepped over
+    /// (`--on-damage skip`), for the log to take.
+    pub damaged: Vec<Damage>,
 }
+
+/// Damaged bytes in a segment file, and the offsets whose records they
+/// held: a stretch of the file that holds no sound record, from the byte
+/// where the record expected at `offsets.start` should have been to the
+/// next sound record (offset `offsets.end`), or to the end of the segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    pub offsets: Range<Offset>,
+    pub path: PathBuf,
+    pub position: u64,
+    pub reason: &'static str,
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Range { start, end } = self.offsets;
+        match end - start {
+            1 => write!(f, "offset {start}")?,
+            _ => write!(f, "offsets {start} to {}", end - 1)?,
+        }
+        write!(
+            f,
+            " cannot be read: {} at byte {} of {}",
+            self.reason,
+            self.position,
+            self.path.display()
+        )
+    }
+}
+
+/// The reason given for a record whose length field is above
+/// `--max-message-bytes`: a damaged length, or a limit lowered since.
+const TOO_LONG: &str = "a length above --max-message-bytes (if messages that large were \
+                        stored, restart with a larger limit)";
 
 impl Segment {
     /// The segment in the file at `path`, which starts at offset `base`,
@@ -77,6 +128,7 @@ impl Segment {
             len: 0,
             newest: 0,
             index: Vec::new(),
+            damaged: Vec::new(),
         }
     }
 
@@ -109,23 +161,38 @@ impl Segment {
     /// Reads the records from where the segment's known records end
     /// (`len`) to `file_len`, checking each one and adding it. Stops at the
     /// first damaged record and says what is wrong with it.
-    fn scan_rest(&mut self, file_len: u64) -> Result<Option<&'static str>, StoreError> {
+    fn scan_rest(
+        &mut self,
+        file_len: u64,
+        max_payload: u64,
+    ) -> Result<Option<&'static str>, StoreError> {
         let mut file = File::open(&self.path).map_err(StoreError::io(&self.path))?;
         file.seek(SeekFrom::Start(self.len))
             .map_err(StoreError::io(&self.path))?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let mut payload = Vec::new();
         while self.len < file_len {
-            match read_record(&mut reader, file_len - self.len, &mut payload) {
-                Ok(header) if header.offset == self.end => {
+            let left = file_len - self.len;
+            match read_record(&mut reader, left, max_payload, self.end, &mut payload) {
+                Ok(header) => {
                     let record_len = (HEADER_BYTES + payload.len()) as u64;
                     self.add(header.offset, record_len, header.timestamp);
                 }
-                Ok(_) => return Ok(Some("a record out of order")),
                 Err(reason) => return Ok(Some(reason)),
             }
         }
         Ok(None)
+    }
+
+    /// Steps over damage the start-up scan found: its offsets are not in
+    /// the segment, and the scan goes on at `resume_at`, the next sound
+    /// record (offset `damage.offsets.end`), which starts an index run so
+    /// that reads never start before the damage to reach it.
+    fn skip_damage(&mut self, damage: Damage, resume_at: u64) {
+        self.end = damage.offsets.end;
+        self.len = resume_at;
+        self.index.push((self.end, resume_at));
+        self.damaged.push(damage);
     }
 
     /// Writes the index of this segment, now closed for good, to its index
@@ -196,18 +263,20 @@ impl Segment {
 
     /// Where the run of records that starts at `offset` begins, for a
     /// fetcher to read. Records from `until` on may still be on their way
-    /// into the file, and are left out.
-    pub fn run_start(&self, offset: Offset, until: Offset) -> RunStart {
+    /// into the file, and are left out. A record with a payload above
+    /// `max_payload` bytes is damage.
+    pub fn run_start(&self, offset: Offset, until: Offset, max_payload: u64) -> RunStart {
         let entry = self.index.partition_point(|&(o, _)| o <= offset);
-        let position = match entry {
-            0 => 0,
-            n => self.index[n - 1].1,
+        let from = match entry {
+            0 => (self.base, 0),
+            n => self.index[n - 1],
         };
         RunStart {
             path: self.path.clone(),
-            position,
+            from,
             offset,
-            until,
+            until: until.min(self.end),
+            max_payload,
         }
     }
 }
@@ -217,12 +286,25 @@ impl Segment {
 #[derive(Debug)]
 pub struct RunStart {
     path: PathBuf,
-    /// Where in the file to start: at or before the record at `offset`.
-    position: u64,
+    /// Where in the file to start, `(offset, position)`: the record there
+    /// and every one after it is checked, up to the record at `offset`.
+    from: (Offset, u64),
     offset: Offset,
-    /// Records from this offset on may still be on their way into the
-    /// file: they are not read (the log's cache has them).
+    /// Where the run must end: the segment's end, or the first record
+    /// that may still be on its way into the file (the log's cache has
+    /// those).
     until: Offset,
+    max_payload: u64,
+}
+
+/// What a read of a run found: the sound records from the offset asked
+/// for, in order, and the damage that cut the run short, if any. The
+/// damage's offsets follow the last payload (or hold the offset asked for,
+/// if there is none).
+#[derive(Debug)]
+pub struct Run {
+    pub payloads: Vec<Payload>,
+    pub damage: Option<Damage>,
 }
 
 impl RunStart {
@@ -238,47 +320,86 @@ impl RunStart {
 
     /// Reads the record at `offset` and those after it from `file`, the
     /// segment's file, as many as one read of [`READ_AHEAD_BYTES`] holds
-    /// (a larger record is read whole), up to `until`, checking every
-    /// checksum. A subscriber reading an old part of the log then costs one
-    /// read per run of records, not one per record.
-    pub fn read(&self, file: &File) -> io::Result<Vec<Payload>> {
-        let mut position = self.position;
+    /// (a larger record is read whole), up to `until`. A subscriber reading an old part of the
+    /// log then costs one read per run of records, not one per record.
+    ///
+    /// Every record from the start of the index run on is checked, those
+    /// before `offset` too: its checksum, its length against
+    /// `--max-message-bytes` before anything is allocated for it, and its
+    /// offset, which must follow the one before. Damage before `offset`
+    /// is stepped over to the next sound record; damage after it ends the
+    /// run, which returns the sound records before it and the damage.
+    pub fn read(&self, file: &File) -> io::Result<Run> {
+        let (mut expected, mut position) = self.from;
         let mut chunk = vec![0u8; READ_AHEAD_BYTES];
-        loop {
+        let mut payloads = Vec::new();
+        'chunks: loop {
             let filled = read_up_to(file, &mut chunk, position)?;
-            let mut run = Vec::new();
             let mut at = 0;
-            while let Some(header) = whole_record(&chunk[at..filled]) {
-                if header.offset >= self.until {
-                    break;
-                }
-                let payload = &chunk[at + HEADER_BYTES..at + HEADER_BYTES + header.len as usize];
-                if header.offset >= self.offset {
-                    if header.checksum(payload) != header.crc {
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad checksum"));
+            while expected < self.until {
+                let len = match examine(&chunk[at..filled], expected, self.max_payload) {
+                    Examined::Sound(len) => len,
+                    Examined::Short(len) if at == 0 && filled == chunk.len() => {
+                        chunk.resize(len, 0); // a record larger than the chunk
+                        continue 'chunks;
                     }
-                    run.push(Payload::from(payload));
-                }
-                at += HEADER_BYTES + header.len as usize;
-            }
-            if !run.is_empty() {
-                return Ok(run);
-            }
-            if at == 0 {
-                // Not one whole record: either the next one is larger than
-                // the chunk, which then grows to hold it, or the file ends.
-                match record_len(&chunk[..filled]) {
-                    Some(len) if filled == chunk.len() && len > filled => chunk.resize(len, 0),
-                    _ => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "offset missing",
-                        ))
+                    Examined::Short(_) if at == 0 => {
+                        let reason = "the file ends before it";
+                        let damage = self.damage(expected..self.until, position, reason);
+                        return Ok(Run { payloads, damage });
                     }
+                    Examined::Short(_) => break,
+                    Examined::Damaged(reason) => {
+                        let damaged_at = position + at as u64;
+                        let next = find_next_record(
+                            file,
+                            damaged_at,
+                            expected,
+                            self.until,
+                            self.max_payload,
+                        )?;
+                        match next {
+                            Some((resume_at, next)) if next <= self.offset => {
+                                // Only offsets before the one asked for.
+                                (expected, position) = (next, resume_at);
+                                continue 'chunks;
+                            }
+                            next => {
+                                let end = next.map_or(self.until, |(_, offset)| offset);
+                                let damage = self.damage(expected..end, damaged_at, reason);
+                                return Ok(Run { payloads, damage });
+                            }
+                        }
+                    }
+                };
+                if expected >= self.offset {
+                    payloads.push(Payload::from(&chunk[at + HEADER_BYTES..at + len]));
                 }
+                at += len;
+                expected += 1;
+            }
+            if !payloads.is_empty() || expected >= self.until {
+                return Ok(Run {
+                    payloads,
+                    damage: None,
+                });
             }
             position += at as u64;
         }
+    }
+
+    fn damage(
+        &self,
+        offsets: Range<Offset>,
+        position: u64,
+        reason: &'static str,
+    ) -> Option<Damage> {
+        Some(Damage {
+            offsets,
+            path: self.path.clone(),
+            position,
+            reason,
+        })
     }
 }
 
@@ -327,18 +448,84 @@ impl SavedIndex {
     }
 }
 
-/// The length, header included, of the record at the start of `bytes`, if
-/// its header is there.
-fn record_len(bytes: &[u8]) -> Option<usize> {
-    let header = Header::parse(bytes.get(..HEADER_BYTES)?.try_into().ok()?);
-    Some(HEADER_BYTES + header.len as usize)
+/// What the bytes at the start of a chunk of a segment hold, for the
+/// record expected at an offset.
+enum Examined {
+    /// That record, whole and sound, `len` bytes long with its header.
+    Sound(usize),
+    /// Not all of a record that needs this many bytes: the chunk ends
+    /// first.
+    Short(usize),
+    /// Damage: not the record expected, or not a sound one.
+    Damaged(&'static str),
 }
 
-/// The header of the record at the start of `bytes`, if all of the record
-/// is there.
-fn whole_record(bytes: &[u8]) -> Option<Header> {
-    let header = Header::parse(bytes.get(..HEADER_BYTES)?.try_into().ok()?);
-    (bytes.len() >= HEADER_BYTES + header.len as usize).then_some(header)
+/// Examines the record at the start of `bytes`, which should be the
+/// record of offset `expected`. Its length is checked against
+/// `max_payload` before anything else.
+fn examine(bytes: &[u8], expected: Offset, max_payload: u64) -> Examined {
+    let Some(header) = Header::parse_from(bytes) else {
+        return Examined::Short(HEADER_BYTES);
+    };
+    if u64::from(header.len) > max_payload {
+        return Examined::Damaged(TOO_LONG);
+    }
+    let len = HEADER_BYTES + header.len as usize;
+    let Some(payload) = bytes.get(HEADER_BYTES..len) else {
+        return Examined::Short(len);
+    };
+    match header.check(payload, expected) {
+        Ok(()) => Examined::Sound(len),
+        Err(reason) => Examined::Damaged(reason),
+    }
+}
+
+/// Where the first sound record after damage at byte `damaged_at` starts,
+/// and its offset: the first position after the damage that holds a whole
+/// record with a good checksum, an offset after `after` (the one the
+/// damage cost) and before `until`, and a length within `max_payload`.
+/// It tries every byte position, since a damaged length field says
+/// nothing reliable about where the next record starts, reading
+/// [`READ_AHEAD_BYTES`] at a time (more, to hold a larger record whole).
+/// It runs only where damage was found.
+fn find_next_record(
+    file: &File,
+    damaged_at: u64,
+    after: Offset,
+    until: Offset,
+    max_payload: u64,
+) -> io::Result<Option<(u64, Offset)>> {
+    let mut window = vec![0u8; READ_AHEAD_BYTES];
+    let mut start = damaged_at + 1;
+    loop {
+        let filled = read_up_to(file, &mut window, start)?;
+        let bytes = &window[..filled];
+        let mut at = 0;
+        while let Some(header) = Header::parse_from(&bytes[at..]) {
+            let plausible = header.offset > after
+                && header.offset < until
+                && u64::from(header.len) <= max_payload;
+            let len = HEADER_BYTES + header.len as usize;
+            match bytes.get(at + HEADER_BYTES..at + len) {
+                Some(payload) if plausible && header.checksum(payload) == header.crc => {
+                    return Ok(Some((start + at as u64, header.offset)));
+                }
+                // Perhaps a record the window cuts short: read the window
+                // again from it, larger if the record is larger.
+                None if plausible && filled == window.len() => {
+                    if at == 0 {
+                        window.resize(len, 0);
+                    }
+                    break;
+                }
+                _ => at += 1,
+            }
+        }
+        if at == 0 && filled < window.len() {
+            return Ok(None); // the file ends
+        }
+        start += at as u64;
+    }
 }
 
 /// Reads from `position` until `buffer` is full or the file ends; returns
@@ -366,6 +553,11 @@ pub struct Header {
 }
 
 impl Header {
+    /// The header at the start of `bytes`, if they are that long.
+    fn parse_from(bytes: &[u8]) -> Option<Header> {
+        Some(Header::parse(bytes.get(..HEADER_BYTES)?.try_into().ok()?))
+    }
+
     fn parse(bytes: &[u8; HEADER_BYTES]) -> Header {
         Header {
             offset: BigEndian::read_u64(&bytes[0..8]),
@@ -383,6 +575,18 @@ impl Header {
         BigEndian::write_u64(&mut bytes[8..16], self.timestamp);
         BigEndian::write_u32(&mut bytes[16..20], self.len);
         bytes
+    }
+
+    /// What is wrong with this record, with this `payload`, where the
+    /// record of offset `expected` should be, if anything.
+    fn check(&self, payload: &[u8], expected: Offset) -> Result<(), &'static str> {
+        if self.checksum(payload) != self.crc {
+            return Err("a bad checksum");
+        }
+        if self.offset != expected {
+            return Err("a record out of order");
+        }
+        Ok(())
     }
 
     fn checksum(&self, payload: &[u8]) -> u32 {
@@ -408,25 +612,34 @@ impl Header {
 }
 
 /// Opens a segment file at start-up, checking it, and returns it with its
-/// index built. A closed segment (any but the `last`) whose index file
-/// matches it is taken from the index, and only the records of its last
-/// run are read: they must end exactly where the file ends. Any other
-/// segment is read record by record, checking each one, and, if closed,
-/// gets its index file for the next start. A damaged end of the `last`
-/// segment is cut off; any other damage is an error.
+/// index built. `next_base` is where the next segment starts; `None` for
+/// the last one. A closed segment whose index file matches it is taken
+/// from the index, and only the records of its last run are read: they
+/// must end exactly where the file ends. Any other segment is read record
+/// by record, checking each one, and, if closed and sound, gets its index
+/// file for the next start.
+///
+/// Damage that nothing sound follows at the end of the last segment is a
+/// torn end, which a crash leaves: it is cut off. Other damage is skipped
+/// with `--on-damage skip` (the segment's `damaged` lists it, and the
+/// scan goes on at the next sound record), and stops the start with
+/// `--on-damage stop`, except a torn end of a closed segment under
+/// `--fsync never`, which a power loss can leave: it is always skipped.
 pub fn scan_segment(
     topic: &str,
     path: PathBuf,
     base: Offset,
-    last: bool,
+    next_base: Option<Offset>,
+    settings: &LogSettings,
 ) -> Result<Segment, StoreError> {
+    let max_payload = settings.max_message_bytes;
     let file = File::open(&path).map_err(StoreError::io(&path))?;
     let file_len = file.metadata().map_err(StoreError::io(&path))?.len();
     let mut segment = Segment::new(path, base);
-    if !last {
+    if next_base.is_some() {
         if let Some(indexed) = segment.take_saved_index(file_len) {
             let end = indexed.end;
-            let damage = segment.scan_rest(file_len)?;
+            let damage = segment.scan_rest(file_len, max_payload)?;
             if damage.is_none() && segment.end == end {
                 return Ok(segment);
             }
@@ -437,21 +650,51 @@ pub fn scan_segment(
             segment = Segment::new(segment.path, base);
         }
     }
-    let Some(reason) = segment.scan_rest(file_len)? else {
-        if !last {
-            segment.save_index();
+    while let Some(reason) = segment.scan_rest(file_len, max_payload)? {
+        let position = segment.len;
+        let until = next_base.unwrap_or(Offset::MAX);
+        let next = find_next_record(&file, position, segment.end, until, max_payload)
+            .map_err(StoreError::io(&segment.path))?;
+        // Damage to the end of a closed segment costs the offsets up to
+        // the next one.
+        let to_the_end = next_base.map(|next_base| (file_len, next_base));
+        let Some((resume_at, resume_offset)) = next.or(to_the_end) else {
+            return cut_torn_end(topic, segment, file_len, reason);
+        };
+        // With --fsync never a segment is not forced when the log moves
+        // on, so a power loss can tear the end of a closed one too.
+        let torn_closed = next.is_none() && settings.fsync == Fsync::Never;
+        if settings.on_damage == OnDamage::Stop && !torn_closed {
+            return Err(StoreError::Corrupt {
+                topic: topic.to_owned(),
+                path: segment.path,
+                position,
+                reason,
+            });
         }
-        return Ok(segment);
-    };
-    let position = segment.len;
-    if !last || whole_record_follows(&file, position, segment.end, file_len) {
-        return Err(StoreError::Corrupt {
-            topic: topic.to_owned(),
-            path: segment.path,
+        let damage = Damage {
+            offsets: segment.end..resume_offset,
+            path: segment.path.clone(),
             position,
             reason,
-        });
+        };
+        segment.skip_damage(damage, resume_at);
     }
+    if next_base.is_some() && segment.damaged.is_empty() {
+        segment.save_index();
+    }
+    Ok(segment)
+}
+
+/// Cuts the torn end off the last segment at `segment.len`, where `reason`
+/// was found, and says so.
+fn cut_torn_end(
+    topic: &str,
+    segment: Segment,
+    file_len: u64,
+    reason: &str,
+) -> Result<Segment, StoreError> {
+    let position = segment.len;
     log::warn!(
         "topic {topic:?}: cut {} bytes of a torn end off {} ({reason} at byte {position}); \
          the log ends at offset {}",
@@ -467,12 +710,15 @@ pub fn scan_segment(
     Ok(segment)
 }
 
-/// Reads one record into `payload` and checks it. `left` is how many bytes
-/// the file has from here, so a damaged length can never make us allocate
-/// more than the file holds.
+/// Reads one record into `payload` and checks it: the record of offset
+/// `expected`. `left` is how many bytes the file has from here; a length
+/// above that, or above `max_payload`, is damage, and nothing is
+/// allocated for it.
 fn read_record(
     reader: &mut impl Read,
     left: u64,
+    max_payload: u64,
+    expected: Offset,
     payload: &mut Vec<u8>,
 ) -> Result<Header, &'static str> {
     let mut bytes = [0u8; HEADER_BYTES];
@@ -480,6 +726,9 @@ fn read_record(
         return Err("a header cut short");
     }
     let header = Header::parse(&bytes);
+    if u64::from(header.len) > max_payload {
+        return Err(TOO_LONG);
+    }
     if u64::from(header.len) > left - HEADER_BYTES as u64 {
         return Err("a record longer than the file");
     }
@@ -487,29 +736,6 @@ fn read_record(
     if reader.read_exact(payload).is_err() {
         return Err("a payload cut short");
     }
-    if header.checksum(payload) != header.crc {
-        return Err("a bad checksum");
-    }
+    header.check(payload, expected)?;
     Ok(header)
-}
-
-/// Whether any whole record with a later offset than `offset` (the one
-/// expected at the damage) lies beyond the damage at `position`: then the
-/// damage is in the middle of the log, not at a torn end, whichever field
-/// it hit. A crash tears only the end, so nothing whole can follow it. The
-/// search tries every byte position, since a damaged length field says
-/// nothing reliable about where the next record starts; it runs only when
-/// recovery has found damage.
-fn whole_record_follows(file: &File, position: u64, offset: Offset, file_len: u64) -> bool {
-    let mut rest = vec![0u8; (file_len - position) as usize];
-    if file.read_exact_at(&mut rest, position).is_err() {
-        return false;
-    }
-    (1..rest.len()).any(|at| match whole_record(&rest[at..]) {
-        Some(header) if header.offset > offset => {
-            let payload = &rest[at + HEADER_BYTES..at + HEADER_BYTES + header.len as usize];
-            header.checksum(payload) == header.crc
-        }
-        _ => false,
-    })
 }

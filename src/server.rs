@@ -204,6 +204,8 @@ fn store(
                     retention_bytes: config.retention_bytes.map(|bytes| bytes as u64),
                     retention_age: config.retention_age,
                     fsync: config.fsync,
+                    max_message_bytes: config.max_message_bytes as u64,
+                    on_damage: config.on_damage,
                 },
                 memory_budget,
                 Fetcher::spawn(commands.clone())?,

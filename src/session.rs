@@ -720,12 +720,18 @@ impl Session {
             return;
         };
         let offset = subscription.next;
-        let Read::Message(payload) = topic.log.read(offset) else {
+        let payload = match topic.log.read(offset) {
+            Read::Message(payload) => Some(payload),
+            // Damaged on disk (the log has said so): skipped, so that the
+            // cursor neither stops there nor holds back retention.
+            Read::Unreadable => None,
             // Caught up (or waiting for a From offset), or the message is
             // on its way from the disk: the topic is offered again once
             // there is something to send.
-            subscription.queued = false;
-            return;
+            Read::Nothing | Read::Later => {
+                subscription.queued = false;
+                return;
+            }
         };
         subscription.next = offset + 1;
         if subscription.next < topic.log.end() {
@@ -733,6 +739,9 @@ impl Session {
         } else {
             subscription.queued = false;
         }
+        let Some(payload) = payload else {
+            return;
+        };
         match subscription.ack {
             AckMode::Manual => {
                 let delivery = Delivery {
@@ -815,8 +824,8 @@ impl Session {
             };
             let payload = match topic.log.read(offset) {
                 Read::Message(payload) => payload,
-                Read::Nothing => {
-                    topic.groups[index].done(offset); // unreadable: skipped
+                Read::Unreadable | Read::Nothing => {
+                    topic.groups[index].done(offset); // damaged, or gone: skipped
                     continue;
                 }
                 Read::Later => {

@@ -68,6 +68,8 @@ pub struct TopicReport {
     pub bytes_in: u64,
     pub messages_out: u64,
     pub bytes_out: u64,
+    /// How many of its offsets were found damaged on disk, and skipped.
+    pub unreadable: u64,
     pub groups: Vec<GroupReport>,
 }
 
@@ -109,7 +111,7 @@ pub struct BrokerReport {
 impl BrokerReport {
     /// The broker-wide figures, as `(name, value)` pairs in the order
     /// `STATS` prints them.
-    pub fn totals(&self) -> [(&'static str, u64); 12] {
+    pub fn totals(&self) -> [(&'static str, u64); 13] {
         let sum = |field: fn(&TopicReport) -> u64| self.topics.iter().map(field).sum::<u64>();
         [
             ("uptime_seconds", self.uptime.as_secs()),
@@ -124,6 +126,7 @@ impl BrokerReport {
             ("memory_used", self.memory_used as u64),
             ("memory_budget", self.memory_budget as u64),
             ("publishers_waiting", self.publishers_waiting as u64),
+            ("records_unreadable", sum(|t| t.unreadable)),
         ]
     }
 }

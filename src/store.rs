@@ -94,6 +94,12 @@ pub trait TopicLog: Send {
     /// goes back.
     fn end(&self) -> Offset;
 
+    /// How many of the log's offsets were found damaged on disk, and are
+    /// skipped ([`Read::Unreadable`]), since the broker started.
+    fn unreadable_records(&self) -> u64 {
+        0
+    }
+
     /// Whether messages were appended that are not readable yet (see
     /// [`TopicLog::end`]): [`TopicLog::write`] makes them so.
     fn has_unwritten(&self) -> bool {
@@ -174,8 +180,13 @@ pub struct GroupPosition {
 pub enum Read {
     Message(Payload),
     /// No message: the offset is past the end of the log, or before its
-    /// start, or its record cannot be read.
+    /// start.
     Nothing,
+    /// The offset is in the log, but its record is damaged on disk (the
+    /// store has logged it, once). Readers skip it: a subscriber, a pull
+    /// or a group that stopped there would stop for good, and pin the log
+    /// against retention.
+    Unreadable,
     /// The message is on disk only, and the fetcher thread is reading it
     /// (`fetcher.rs`). The dispatcher hears when it has
     /// ([`Command::Fetched`](crate::dispatcher::Command)), and offers the
@@ -201,8 +212,8 @@ pub enum StoreError {
     /// pages it could not write, and a later fsync succeeds), so the broker
     /// stops rather than confirm anything more.
     Sync { path: PathBuf, error: io::Error },
-    /// A record of `topic` that is not at the end of its log is damaged.
-    /// Recovery does not guess what was there: the broker will not start.
+    /// A record of `topic` that is not at the end of its log is damaged,
+    /// and `--on-damage stop` asked the broker not to start then.
     Corrupt {
         topic: String,
         path: PathBuf,
@@ -329,8 +340,8 @@ impl fmt::Display for StoreError {
             } => write!(
                 f,
                 "topic {topic:?}: {} is damaged at byte {position} ({reason}), \
-                 and whole records follow, so it is not a torn end; \
-                 move the file away to start without it",
+                 and whole records follow, so it is not a torn end; start with \
+                 --on-damage skip to serve every record but the damaged ones",
                 path.display()
             ),
             StoreError::Unrecognised { path, reason } => {

@@ -1,8 +1,10 @@
 //! The disk store: topics survive a restart with their messages, offsets
 //! and names (however strange the names), hostile names stay inside the data
 //! directory, a torn or corrupt tail of a topic's last segment is cut back
-//! to the last whole record while corruption in the middle of a log stops
-//! the broker from starting, retention deletes whole old segments, segments
+//! to the last whole record while a damaged record in the middle of a log
+//! is skipped by every reader, and nothing else lost (or, with
+//! `--on-damage stop`, stops the broker from starting), retention deletes
+//! whole old segments, segments
 //! roll and are named by their first offset, every fsync policy recovers
 //! what it stored, a broker killed with SIGKILL while publishing keeps
 //! every message it confirmed, and so does one whose disk is full for a
@@ -35,7 +37,7 @@ use std::thread;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use brook::client::Publisher;
-use brook::config::{Config, Fsync, Storage};
+use brook::config::{Config, Fsync, OnDamage, Storage};
 use brook::protocol::StartAt;
 use brook::server::Broker;
 use common::*;
@@ -681,6 +683,66 @@ fn refused(config: &Config, topic: &str, file: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// `config`, but refusing to start on damage inside a log.
+fn stopping_on_damage(config: &Config) -> Config {
+    Config {
+        on_damage: OnDamage::Stop,
+        ..config.clone()
+    }
+}
+
+/// Starts a broker over `config`, whose `topic` holds `messages` at
+/// offsets 0, 1, ... except that the records of the `damaged` offsets are
+/// damaged on disk, and checks that every kind of reader gets every other
+/// message, in order, exactly once, and nothing more: a subscriber from
+/// the beginning, one from just before the first damage, a member of a
+/// group, and a `PULL`. `STATS` counts the damaged offsets.
+#[track_caller]
+fn expect_served_around(
+    config: &Config,
+    topic: &str,
+    messages: &[Vec<u8>],
+    damaged: &[u64],
+    what: &str,
+) {
+    let broker = start_broker(config);
+    let addr = broker.local_addr();
+    let sound_from = |from: u64| -> Vec<Msg> {
+        (from..messages.len() as u64)
+            .filter(|offset| !damaged.contains(offset))
+            .map(|offset| Msg {
+                topic: wire(topic),
+                offset,
+                payload: messages[offset as usize].clone(),
+            })
+            .collect()
+    };
+    let from = damaged[0].saturating_sub(2);
+    let readers = [
+        ("beginning".to_owned(), 0),
+        (format!("from {from}"), from),
+        ("beginning group g".to_owned(), 0),
+    ];
+    for (start, first) in readers {
+        let mut client = Line::connect(addr);
+        let subscribe = format!("SUB {} {start}", quote(topic));
+        assert_eq!(client.ask(&subscribe), "+OK", "{what}: {subscribe}");
+        let expected = sound_from(first);
+        let got: Vec<Msg> = expected.iter().map(|_| client.read_msg()).collect();
+        assert!(got == expected, "{what}: {subscribe} got {got:?}");
+        assert_eq!(client.ask("PING"), "+PONG", "{what}: {subscribe} got more");
+    }
+    let mut puller = Line::connect(addr);
+    puller.send(format!("PULL {}\n", quote(topic)));
+    let (got, count) = puller.read_pull();
+    let expected = sound_from(0);
+    assert!(got == expected, "{what}: PULL got {got:?}");
+    assert_eq!(count, expected.len() as u64, "{what}: PULL");
+    let unreadable = puller.stat("records_unreadable");
+    assert_eq!(unreadable, damaged.len() as u64, "{what}: STATS");
+    broker.shutdown();
+}
+
 /// Sets the payload length of `record` in the segment at `path`.
 fn set_length(path: &Path, record: &Record, len: u32) {
     let mut bytes = fs::read(path).unwrap();
@@ -691,55 +753,111 @@ fn set_length(path: &Path, record: &Record, len: u32) {
 /// Damage to record 3 of 10 (or more) is followed by whole records, so it
 /// is corruption in the middle of the log, whatever field it hit: cutting
 /// the log back to record 2 would drop the intact records 4 to 9 (or 5 to
-/// 9) with only a warning.
+/// 9) with only a warning. `--on-damage stop` refuses to start; the
+/// default skips the damaged records, and serves all the others.
 #[test]
-fn a_corrupt_record_in_the_middle_stops_the_broker_from_starting() {
-    let damages: [(&str, Damage); 6] = [
-        ("a flipped byte in its payload", |path, records| {
+fn a_corrupt_record_in_the_middle_is_skipped_or_stops_the_start() {
+    let mut failures = Vec::new();
+    for (what, damaged, damage) in damages_to_record_3() {
+        let root = TempDir::new("middle");
+        let data = root.path().join("data");
+        let config = disk_config(&data);
+        let topic = "corrupt-middle";
+        let (messages, records) = ten_messages(&config, &data, topic);
+        let segment = last_segment(&data, topic);
+        damage(&segment, &records);
+        if let Err(failure) = refused(&stopping_on_damage(&config), topic, &segment) {
+            failures.push(format!("record 3 of 10, {what}: {failure}"));
+        }
+        let what = format!("record 3 of 10, {what}");
+        expect_served_around(&config, topic, &messages, &damaged, &what);
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// Each way to damage record 3 of the records given (and 4, in the last),
+/// and the offsets it costs, counted from that first record.
+fn damages_to_record_3() -> [(&'static str, Vec<u64>, Damage); 6] {
+    [
+        ("a flipped byte in its payload", vec![3], |path, records| {
             let r = &records[3];
             flip_byte(path, r.at + HEADER + r.payload.len() / 2)
         }),
-        ("a flipped byte in its checksum", |path, records| {
-            flip_byte(path, records[3].at + 21)
-        }),
-        ("a flipped byte in its offset", |path, records| {
+        (
+            "a flipped byte in its checksum",
+            vec![3],
+            |path, records| flip_byte(path, records[3].at + 21),
+        ),
+        ("a flipped byte in its offset", vec![3], |path, records| {
             flip_byte(path, records[3].at + 7)
         }),
-        ("its length one byte short", |path, records| {
+        ("its length one byte short", vec![3], |path, records| {
             let r = &records[3];
             set_length(path, r, r.payload.len() as u32 - 1)
         }),
-        ("its length's top byte flipped", |path, records| {
+        ("its length's top byte flipped", vec![3], |path, records| {
             flip_byte(path, records[3].at + 16)
         }),
         (
             "and record 4 each a flipped payload byte",
+            vec![3, 4],
             |path, records| {
                 flip_byte(path, records[3].at + HEADER);
                 flip_byte(path, records[4].at + HEADER);
             },
         ),
-    ];
-    let mut failures = Vec::new();
-    for (what, damage) in damages {
-        let root = TempDir::new("middle");
-        let data = root.path().join("data");
-        let config = disk_config(&data);
-        let topic = "corrupt-middle";
-        let (_, records) = ten_messages(&config, &data, topic);
-        let segment = last_segment(&data, topic);
-        damage(&segment, &records);
-        if let Err(failure) = refused(&config, topic, &segment) {
-            failures.push(format!("record 3 of 10, {what}: {failure}"));
-        }
+    ]
+}
+
+/// Publishes `count` messages to `topic` on a broker over `root/data`
+/// whose segments roll at `segment_bytes`, and shuts it down. Returns its
+/// configuration, the messages, and the topic's segments: three or more.
+fn segmented(
+    root: &TempDir,
+    topic: &str,
+    segment_bytes: u64,
+    count: usize,
+) -> (Config, Vec<Vec<u8>>, Vec<(u64, PathBuf)>) {
+    let data = root.path().join("data");
+    let config = Config {
+        segment_bytes,
+        ..disk_config(&data)
+    };
+    let messages = payloads(topic, count);
+    let broker = start_broker(&config);
+    publish_at(broker.local_addr(), topic, 0, &messages);
+    broker.shutdown();
+    let segments = segments(&topic_dir(&data, topic));
+    assert!(segments.len() >= 3, "{} segments", segments.len());
+    (config, messages, segments)
+}
+
+/// A start reads only the last run of records of a closed segment that
+/// has its index file, so damage before that run is found when the record
+/// is read: record 50 of 1,000, in the first of several segments. The run
+/// that holds it brings the records before it, the damaged offsets are
+/// skipped, and the reads go on with the record after it, at its own
+/// offset.
+#[test]
+fn damage_found_when_an_old_segment_is_read_costs_only_the_damaged_records() {
+    for (what, damaged, damage) in damages_to_record_3() {
+        let root = TempDir::new("read-damage");
+        let topic = "read-damage";
+        let (config, messages, segments) = segmented(&root, topic, 16 << 10, 1000);
+        let first = &segments[0].1;
+        assert!(first.with_extension("index").exists(), "no index file");
+        let records = sound_records(first);
+        damage(first, &records[47..]);
+        let damaged: Vec<u64> = damaged.iter().map(|offset| offset + 47).collect();
+        let what = format!("record 50 of 1,000, {what}");
+        expect_served_around(&config, topic, &messages, &damaged, &what);
     }
-    assert!(failures.is_empty(), "{failures:#?}");
 }
 
 /// Damage at the end of a segment that is not the last one is followed by
 /// the valid records of the next segments: corruption in the middle.
 #[test]
-fn a_damaged_segment_before_the_last_stops_the_broker_from_starting() {
+fn a_damaged_segment_before_the_last_is_skipped_or_stops_the_start() {
     let damages: [(&str, SegmentDamage); 2] = [
         ("a flipped byte in its last record", |path, last| {
             flip_byte(path, last.at + HEADER)
@@ -751,26 +869,20 @@ fn a_damaged_segment_before_the_last_stops_the_broker_from_starting() {
     let mut failures = Vec::new();
     for (what, damage) in damages {
         let root = TempDir::new("earlier");
-        let data = root.path().join("data");
-        let config = Config {
-            segment_bytes: 512,
-            ..disk_config(&data)
-        };
         let topic = "earlier-segment";
-        let broker = start_broker(&config);
-        publish_at(broker.local_addr(), topic, 0, &payloads(topic, 40));
-        broker.shutdown();
-        let segments = segments(&topic_dir(&data, topic));
-        assert!(segments.len() >= 3, "{} segments", segments.len());
+        let (config, messages, segments) = segmented(&root, topic, 512, 40);
         let first = &segments[0].1;
         let records = sound_records(first);
-        damage(first, records.last().unwrap());
-        if let Err(failure) = refused(&config, topic, first) {
+        let last = records.last().unwrap();
+        damage(first, last);
+        if let Err(failure) = refused(&stopping_on_damage(&config), topic, first) {
             failures.push(format!(
                 "first of {} segments, {what}: {failure}",
                 segments.len()
             ));
         }
+        let what = format!("the first segment's last record, {what}");
+        expect_served_around(&config, topic, &messages, &[last.offset], &what);
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
@@ -890,6 +1002,39 @@ fn retention_keeps_segments_a_connected_subscriber_has_yet_to_read() {
     publish_at(addr, topic, 100, &[b"catch up".to_vec()]);
     let kept = segments(&dir);
     assert!(kept[0].0 > 0 && kept.len() < 12, "{} segments", kept.len());
+    broker.shutdown();
+}
+
+/// A subscriber skips a damaged record like any reader, so its cursor
+/// does not stop there and hold back retention for good.
+#[test]
+fn a_damaged_record_does_not_hold_back_retention() {
+    let root = TempDir::new("retention-damage");
+    let topic = "damaged-and-retained";
+    let (config, messages, segments) = segmented(&root, topic, 512, 40);
+    let first = &segments[0].1;
+    let records = sound_records(first);
+    flip_byte(first, records[2].at + HEADER);
+    let config = Config {
+        retention_bytes: Some(1024),
+        ..config
+    };
+    let broker = start_broker(&config);
+    let addr = broker.local_addr();
+    let mut reader = Line::connect(addr);
+    assert_eq!(reader.ask(&format!("SUB {topic} beginning")), "+OK");
+    for (offset, message) in messages.iter().enumerate() {
+        if offset as u64 != records[2].offset {
+            reader.expect_msg(topic, offset as u64, message);
+        }
+    }
+    assert_eq!(reader.ask("PING"), "+PONG");
+    // Everything read: the next message lets retention delete the
+    // damaged segment.
+    publish_at(addr, topic, 40, &[b"after".to_vec()]);
+    reader.expect_msg(topic, 40, b"after");
+    let (start, _) = topic_range(addr, topic);
+    assert!(start > records[2].offset, "the log still starts at {start}");
     broker.shutdown();
 }
 
@@ -1184,11 +1329,11 @@ fn try_start_brook(
     BrookProcess::start(command, WAIT)
 }
 
-/// Runs the `brook` binary on `data`, which must refuse to start: returns
-/// whether it exited with success, and its stderr.
+/// Runs the `brook` binary on `data` with `--on-damage stop`, which must
+/// refuse to start: returns whether it exited with success, and its stderr.
 fn refused_binary(data: &Path) -> (bool, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_brook"))
-        .args(["--addr", "127.0.0.1:0", "--data-dir"])
+        .args(["--addr", "127.0.0.1:0", "--on-damage", "stop", "--data-dir"])
         .arg(data)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -1214,7 +1359,7 @@ fn refused_binary(data: &Path) -> (bool, String) {
 }
 
 #[test]
-fn the_binary_warns_of_a_cut_tail_and_refuses_a_corrupt_middle() {
+fn the_binary_warns_of_a_cut_tail_and_of_a_corrupt_middle_which_it_skips_or_refuses() {
     let root = TempDir::new("binary");
     let data = root.path().join("data");
     let config = disk_config(&data);
@@ -1244,6 +1389,19 @@ fn the_binary_warns_of_a_cut_tail_and_refuses_a_corrupt_middle() {
         "no error naming {topic:?} and {file_name:?}:\n{log}"
     );
     assert!(!log.contains("listening on"), "{log}");
+
+    // By default it starts, and says which offset it skips, and where.
+    let broker = start_brook(&data, "batch", None);
+    let log = broker.stderr();
+    let error = log.lines().find(|line| line.contains("ERROR"));
+    let position = format!("at byte {} of", records[3].at);
+    assert!(
+        error.is_some_and(|line| line.contains(topic)
+            && line.contains("offset 3 ")
+            && line.contains(&position)
+            && line.contains(&file_name)),
+        "no error naming {topic:?}, offset 3, {position:?} and {file_name:?}:\n{log}"
+    );
 }
 
 /// Every message of `topic`, as `TOPICS` counts them, read from the

@@ -153,17 +153,6 @@ fn assert_msg(msg: &Msg, offset: u64, i: usize) {
     assert_eq!(msg.payload, payload(i).as_bytes(), "offset {offset}");
 }
 
-/// The value of `name` in a `STATS` reply.
-fn stat(client: &mut Line, name: &str) -> u64 {
-    client.send("STATS\n");
-    let lines = client.read_until_end();
-    let prefix = format!("+STAT {name} ");
-    let line = lines.iter().find_map(|line| line.strip_prefix(&prefix));
-    line.unwrap_or_else(|| panic!("no {name} in {lines:?}"))
-        .parse()
-        .expect("a number")
-}
-
 /// Waits until the broker's log holds `needle`.
 #[track_caller]
 fn wait_for_log(brook: &BrookProcess, needle: &str) {
@@ -337,7 +326,7 @@ fn fill_refuse_and_recover(fsync: &str, kind: Ballast) {
     for (offset, msg) in pulled.iter().enumerate() {
         assert_msg(msg, offset as u64, confirmed[offset]);
     }
-    assert!(stat(&mut puller, "publishes_refused_disk_full") >= refused.len() as u64);
+    assert!(puller.stat("publishes_refused_disk_full") >= refused.len() as u64);
 
     // A binary publisher, which gets no replies, is hung up on.
     let mut binary = Raw::connect(brook.addr);

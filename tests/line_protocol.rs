@@ -523,6 +523,7 @@ fn stats_counts_connections_topics_messages_and_bytes() {
         "memory_used",
         "memory_budget",
         "publishers_waiting",
+        "records_unreadable",
     ]
     .into();
     assert_eq!(names, expected);

@@ -497,6 +497,18 @@ impl Line {
         assert_eq!(msg.payload, payload);
     }
 
+    /// The figure `name` of a `STATS` reply.
+    #[track_caller]
+    pub fn stat(&mut self, name: &str) -> u64 {
+        self.send("STATS\n");
+        let lines = self.read_until_end();
+        let prefix = format!("+STAT {name} ");
+        let line = lines.iter().find_map(|line| line.strip_prefix(&prefix));
+        line.unwrap_or_else(|| panic!("no {name} in {lines:?}"))
+            .parse()
+            .expect("a number")
+    }
+
     /// Reads the reply to a `PULL`: its `MSG` blocks and the `+END` count.
     #[track_caller]
     pub fn read_pull(&mut self) -> (Vec<Msg>, u64) {
