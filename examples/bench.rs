@@ -273,7 +273,8 @@ fn default_scenarios() -> Vec<Scenario> {
         .collect()
 }
 
-/// The scenarios that store more than a gigabyte.
+/// The scenarios left out of the default run: each takes half a minute, or
+/// holds more than a gigabyte.
 const LONG_SCENARIOS: [Scenario; 3] = [Scenario::Recovery, Scenario::Replay, Scenario::Topics];
 
 /// The payload size of `1to1-64k`.
