@@ -7,6 +7,8 @@
 //! cargo run --release --example bench -- --scenario storage     # memory vs disk
 //! cargo run --release --example bench -- --scenario recovery    # restart on 1 GiB
 //! cargo run --release --example bench -- --scenario replay      # read 1 GiB back
+//! cargo build --release && cargo run --release --example bench -- \
+//!     --scenario topics --store disk-never --broker-bin target/release/brook
 //! cargo run --release --example bench -- --scenario 1to1,fanin --store memory,disk-batch
 //! cargo build --release && cargo run --release --example bench -- \
 //!     --scenario connections --connections 10000 --broker-bin target/release/brook
@@ -33,6 +35,7 @@
 //! | `storage` | `1to1` on each store: memory, disk-never, disk-batch, disk-always |
 //! | `recovery` | fill a data dir with 1 GiB, restart on it: how long until it listens |
 //! | `replay` | restart on 1 GiB, replay it from Beginning while a paced pair runs |
+//! | `topics` | publish 80 MiB to each of 16 topics: the broker's memory; replay each |
 //!
 //! Every payload carries its publisher, a sequence number and its send time
 //! (as text in `line`, whose payloads must be text). Subscribers check that
@@ -104,9 +107,31 @@
 //! `recovery`. It takes some 25 s and needs the dir's size on disk, so it
 //! is not part of the default run either.
 //!
+//! `topics` asks how much memory many topics cost the broker. Every store
+//! keeps the payloads of all topics within one budget, `--cache-bytes` on
+//! disk and `--memory-bytes` in memory (`src/budget.rs`), which the bench
+//! passes on when given, and only then: a brook from before the budget
+//! refuses them. On a fresh broker it publishes `--topic-bytes` of `--size`
+//! payloads to each of `--topics` topics, one flat-out publisher a topic
+//! and no subscriber, and asks `STATS` every 10 ms until its `messages_in`
+//! counts them all. That row's messages a second run from the first publish
+//! to then; its peak RSS is the broker's until then, and a note gives
+//! `memory_used` against `memory_budget` from `STATS` (a broker from before
+//! the budget has neither). Its check is `TOPICS`: every topic's next
+//! offset is the count published. Then one subscriber per topic replays it
+//! from Beginning and checks every message arrived once and in order, the
+//! disk store reading back from the segment files what its cache let go;
+//! but not if the store let go of messages itself (the memory store over
+//! its budget, or `--retention`): the note says how many. Run it with
+//! `--broker-bin` to measure the broker alone: in this process the bench's
+//! own memory counts too, and so does what an earlier row's broker freed
+//! and the allocator kept. By default (16 × 80 MiB of 128 B, 10.5 M
+//! messages) it takes some 10 s per store, and 2 GiB of memory or 1.5 GiB
+//! of disk, so it is not part of the default run either.
+//!
 //! With `--addr`, the bench starts no broker: `--store` does not apply, and
-//! `storage`, `recovery` and `replay`, which start brokers of their own,
-//! cannot run.
+//! `storage`, `recovery`, `replay` and `topics`, which need brokers of their
+//! own, cannot run.
 //!
 //! # Retention
 //!
@@ -143,7 +168,7 @@ mod svg;
 mod target;
 
 use std::io::Write;
-use std::net::ToSocketAddrs;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -158,7 +183,7 @@ use connections::{ConnectionsPlan, Counters};
 use histogram::Histogram;
 use load::{
     ConsumerGroup, Epoch, Finish, Framing, Pacing, Protocol, PublisherPlan, SubscriberPlan,
-    SubscriberReport, Tally,
+    SubscriberReport, Tally, TopicOffsets,
 };
 use report::{Check, Row, Throughput};
 use target::{BrokerChoice, BrokerSettings, DataDir, StoreKind, Target, TargetKind};
@@ -219,9 +244,10 @@ enum Scenario {
     Storage,
     Recovery,
     Replay,
+    Topics,
 }
 
-const ALL_SCENARIOS: [Scenario; 12] = [
+const ALL_SCENARIOS: [Scenario; 13] = [
     Scenario::OneToOne,
     Scenario::Line,
     Scenario::OneToOneLarge,
@@ -234,21 +260,22 @@ const ALL_SCENARIOS: [Scenario; 12] = [
     Scenario::Storage,
     Scenario::Recovery,
     Scenario::Replay,
+    Scenario::Topics,
 ];
 
 /// What runs with no `--scenario`, or `--scenario all`: every scenario but
-/// `recovery` and `replay`, which take half a minute each and a gigabyte of
-/// disk (see the module docs).
+/// `recovery`, `replay` and `topics`, which take half a minute, or more than
+/// a gigabyte of memory or disk (see the module docs).
 fn default_scenarios() -> Vec<Scenario> {
     ALL_SCENARIOS
         .into_iter()
-        .filter(|scenario| !FILLING_SCENARIOS.contains(scenario))
+        .filter(|scenario| !LONG_SCENARIOS.contains(scenario))
         .collect()
 }
 
-/// The scenarios that fill a data dir with `--recovery-size` and restart a
-/// brook on it.
-const FILLING_SCENARIOS: [Scenario; 2] = [Scenario::Recovery, Scenario::Replay];
+/// The scenarios left out of the default run: each takes half a minute, or
+/// holds more than a gigabyte.
+const LONG_SCENARIOS: [Scenario; 3] = [Scenario::Recovery, Scenario::Replay, Scenario::Topics];
 
 /// The payload size of `1to1-64k`.
 const LARGE_PAYLOAD: usize = 64 << 10;
@@ -273,6 +300,8 @@ const RECOVERY_TARGET: Duration = Duration::from_secs(2);
 /// The longest the open-ended pair of `replay` runs: it ends with the
 /// replay, or after this long if the replay has not ended by then.
 const REPLAY_PAIR_MAX_SECONDS: u64 = 600;
+/// How often `topics` asks the broker how many messages it has stored.
+const STORED_POLL: Duration = Duration::from_millis(10);
 
 impl Scenario {
     fn name(self) -> &'static str {
@@ -289,6 +318,7 @@ impl Scenario {
             Scenario::Storage => "storage",
             Scenario::Recovery => "recovery",
             Scenario::Replay => "replay",
+            Scenario::Topics => "topics",
         }
     }
 
@@ -316,6 +346,13 @@ impl Scenario {
             }
             Scenario::Recovery | Scenario::Replay => {
                 format!("{name} {}", report::bytes(options.recovery_bytes))
+            }
+            Scenario::Topics => {
+                format!(
+                    "{name} {}×{}",
+                    options.topics,
+                    report::bytes(options.topic_bytes)
+                )
             }
         }
     }
@@ -361,6 +398,7 @@ impl Topology {
             Scenario::Group => (1, options.members, false),
             Scenario::FanIn => (options.publishers, 1, false),
             Scenario::Pairs => (options.pairs, options.pairs, true),
+            Scenario::Topics => (options.topics, options.topics, true),
             _ => (1, 1, false),
         };
         let (payload_bytes, pacing) = match scenario {
@@ -383,6 +421,15 @@ impl Topology {
                      published with --fsync never and no retention",
                     report::thousands(count),
                     report::bytes(count * record_bytes)
+                ));
+                count
+            }
+            Scenario::Topics => {
+                let count = (options.topic_bytes / payload_bytes as u64).max(1);
+                notes.push(format!(
+                    "{} of {payload_bytes} B to each of {}, one publisher each",
+                    report::counted(count, "message"),
+                    report::counted(publishers as u64, "topic")
                 ));
                 count
             }
@@ -430,7 +477,11 @@ impl Topology {
         let subscriber_plans = (0..subscribers)
             .map(|index| SubscriberPlan {
                 topic: topic(index),
-                start: StartAt::Current,
+                // Those of `topics` replay what was published before them.
+                start: match scenario {
+                    Scenario::Topics => StartAt::Beginning,
+                    _ => StartAt::Current,
+                },
                 expected: (0..publishers)
                     .map(|id| if paired && id != index { 0 } else { count })
                     .collect(),
@@ -518,6 +569,12 @@ fn run_scenario(scenario: Scenario, options: &Options, epoch: Epoch) -> Vec<Row>
         Scenario::Connections => return run_connections_everywhere(stores, options, epoch),
         Scenario::Recovery => return run_recovery(options, epoch),
         Scenario::Replay => return run_replay(options, epoch),
+        Scenario::Topics => {
+            return stores
+                .into_iter()
+                .flat_map(|store| run_topics(store, options, epoch))
+                .collect()
+        }
         _ => {}
     }
     let mut rows: Vec<Row> = stores
@@ -647,8 +704,9 @@ fn framing(kind: TargetKind, topology: &Topology) -> Framing {
 /// What the publishers and subscribers of one run report.
 struct FlowOutcome {
     /// When the first message was sent: the first publish, or, in a run
-    /// without publishers (a replay of stored messages), when every
-    /// subscriber had subscribed.
+    /// without publishers (a replay of stored messages), when the
+    /// subscribers began to subscribe: the first may have had all its
+    /// messages before the last has subscribed.
     first_send_ns: Option<u64>,
     subscribers: Vec<SubscriberReport>,
     errors: Vec<String>,
@@ -662,7 +720,7 @@ impl FlowOutcome {
             row.latency.merge(&subscriber.latency);
         }
         row.tally = match row.check {
-            Check::Deliveries | Check::Recovered => self.tally(),
+            Check::Deliveries | Check::Recovered | Check::Stored => self.tally(),
             Check::Group => {
                 row.notes.push(self.shares_note());
                 self.group_tally()
@@ -760,6 +818,7 @@ fn drive(
     progress: Option<&Progress>,
 ) -> FlowOutcome {
     let addr = target.addr;
+    let subscribing_ns = epoch.nanos_at(Instant::now());
     let received = Arc::new(AtomicU64::new(0));
     let (ready_tx, ready_rx) = mpsc::channel();
     let subscribers: Vec<_> = topology
@@ -791,7 +850,6 @@ fn drive(
             Err(_) => Some("a subscriber thread died".to_owned()),
         })
         .collect();
-    let subscribed_ns = epoch.nanos_at(Instant::now());
     let publishers: Vec<_> = match errors.is_empty() {
         true => topology
             .publishers
@@ -844,7 +902,7 @@ fn drive(
         }
     }
     if topology.publishers.is_empty() {
-        first_send_ns = Some(subscribed_ns);
+        first_send_ns = Some(subscribing_ns);
     }
     errors.dedup();
     FlowOutcome {
@@ -926,10 +984,7 @@ fn run_connections(
             expected,
         )
     };
-    let started = options.settings_on(store).and_then(|(settings, data_dir)| {
-        Target::start(kind, &options.broker, &settings).map(|t| (t, data_dir))
-    });
-    let (target, _data_dir) = match started {
+    let (target, _data_dir) = match start_on(kind, store, options) {
         Ok(started) => started,
         Err(error) => {
             row.errors.push(error);
@@ -977,6 +1032,17 @@ fn run_connections(
     row.tally = report.tally;
     row.errors.extend(report.errors);
     row
+}
+
+/// Starts a fresh target of `kind` with `store`, and the data dir it runs
+/// on, to keep until it has stopped.
+fn start_on(
+    kind: TargetKind,
+    store: Option<StoreKind>,
+    options: &Options,
+) -> Result<(Target, Option<DataDir>), String> {
+    let (settings, data_dir) = options.settings_on(store)?;
+    Target::start(kind, &options.broker, &settings).map(|target| (target, data_dir))
 }
 
 // ---- Running the recovery scenario ----
@@ -1042,6 +1108,42 @@ fn fill_data_dir(
         },
     };
     (Some(row), Ok(filled))
+}
+
+/// Counts in `row` the messages the broker at `addr` holds of each
+/// publisher's topic, by the topic's offsets in `TOPICS`: as many as the
+/// publisher sent, none missing and none more. Returns the offsets, `None`
+/// for a topic the broker does not list.
+fn tally_stored(
+    row: &mut Row,
+    addr: SocketAddr,
+    publishers: &[PublisherPlan],
+) -> Vec<Option<TopicOffsets>> {
+    let topics: Vec<String> = publishers.iter().map(|p| p.topic.clone()).collect();
+    let offsets = match load::topic_offsets(addr, &topics) {
+        Ok(offsets) => offsets,
+        Err(error) => {
+            row.errors.push(format!("TOPICS: {error}"));
+            return Vec::new();
+        }
+    };
+    for (publisher, offsets) in publishers.iter().zip(&offsets) {
+        let (topic, published) = (&publisher.topic, publisher.count);
+        let Some(offsets) = offsets else {
+            row.errors
+                .push(format!("the broker lists no topic {topic}"));
+            continue;
+        };
+        row.tally.distinct += offsets.next.min(published);
+        row.tally.unexpected += offsets.next.saturating_sub(published);
+        if offsets.next != published {
+            row.errors.push(format!(
+                "topic {topic}'s next offset is {}, after {published} published",
+                offsets.next
+            ));
+        }
+    }
+    offsets
 }
 
 /// Writes everything out and drops the page cache, so that a restart reads
@@ -1122,33 +1224,16 @@ fn run_recovery(options: &Options, epoch: Epoch) -> Vec<Row> {
             return filled.into_iter().chain([restart]).collect();
         }
     };
-    let offsets = load::topic_offsets(target.addr, &fill.publishers[0].topic);
+    let offsets = tally_stored(&mut restart, target.addr, &fill.publishers);
     restart.start_time = target.start_time;
     let stopped = target.stop();
     restart.resources = stopped.resources;
     restart.errors.extend(stopped.crash);
-
-    match offsets {
-        Ok(Some(offsets)) => {
-            restart.tally.distinct = offsets.next.min(published);
-            restart.tally.unexpected = offsets.next.saturating_sub(published);
-            if offsets.first != 0 {
-                restart.errors.push(format!(
-                    "the recovered topic starts at offset {}, not 0",
-                    offsets.first
-                ));
-            }
-            if offsets.next != published {
-                restart.errors.push(format!(
-                    "the recovered topic's next offset is {}, after {published} published",
-                    offsets.next
-                ));
-            }
-        }
-        Ok(None) => restart
-            .errors
-            .push("the restarted broker lists no such topic".to_owned()),
-        Err(error) => restart.errors.push(format!("TOPICS: {error}")),
+    if let Some(offsets) = offsets.iter().flatten().find(|offsets| offsets.first != 0) {
+        restart.errors.push(format!(
+            "the recovered topic starts at offset {}, not 0",
+            offsets.first
+        ));
     }
     let took = restart.start_time.unwrap_or_default();
     let seconds = took.as_secs_f64().max(1e-9);
@@ -1281,6 +1366,176 @@ fn replay_pair(options: &Options, when: &str) -> Topology {
     pair
 }
 
+// ---- Running the topics scenario ----
+
+/// Publishes `--topic-bytes` to each of `--topics` topics of a fresh brook
+/// on `store`, one publisher a topic and no subscriber, until the broker has
+/// stored every message; then, if it still holds them all, replays each
+/// topic from Beginning to a subscriber of its own. A publish row, with the
+/// broker's peak memory and its budget, and a replay row (see the module
+/// docs).
+fn run_topics(store: Option<StoreKind>, options: &Options, epoch: Epoch) -> Vec<Row> {
+    let Topology {
+        scenario,
+        label,
+        payload_bytes,
+        protocol,
+        publishers,
+        subscribers,
+        notes,
+        ..
+    } = Topology::of(Scenario::Topics, store, options);
+    let publish = Topology {
+        scenario,
+        store,
+        label: format!("{label} publish"),
+        payload_bytes,
+        protocol,
+        publishers,
+        subscribers: Vec::new(),
+        notes,
+    };
+    let replay = Topology {
+        scenario,
+        store,
+        label: format!("{label} replay"),
+        payload_bytes,
+        protocol,
+        publishers: Vec::new(),
+        subscribers,
+        notes: Vec::new(),
+    };
+    let published: u64 = publish.publishers.iter().map(|p| p.count).sum();
+    let mut publish_row = Row {
+        check: Check::Stored,
+        ..publish.row(TargetKind::Brook)
+    };
+    publish_row.tally.expected = published;
+    let (target, _data_dir) = match start_on(TargetKind::Brook, store, options) {
+        Ok(started) => started,
+        Err(error) => {
+            publish_row.errors.push(error);
+            return vec![publish_row];
+        }
+    };
+    publish_row.start_time = target.start_time;
+
+    let progress = Progress::new(&publish.label, TargetKind::Brook);
+    progress.show("publishing");
+    let sent = drive(&publish, &target, Framing::Delivery, epoch, None);
+    let stored_ns = wait_until_stored(target.addr, published, epoch, &progress);
+    progress.clear();
+    publish_row.resources = target.peak_so_far();
+    publish_row.errors.extend(sent.errors);
+    let offsets = tally_stored(&mut publish_row, target.addr, &publish.publishers);
+    match (sent.first_send_ns, stored_ns) {
+        (Some(first_send_ns), Ok(stored_ns)) => {
+            let seconds = (stored_ns.saturating_sub(first_send_ns) as f64 / 1e9).max(1e-9);
+            let rate = publish_row.tally.distinct as f64 / seconds;
+            publish_row.throughput = Some(Throughput {
+                per_subscriber: rate / publish.publishers.len() as f64,
+                total: rate,
+            });
+        }
+        (_, Err(error)) => publish_row.errors.push(error),
+        (None, Ok(_)) => {}
+    }
+    publish_row
+        .notes
+        .push(memory_note(target.addr, store, "once all was stored"));
+
+    // A store over its budget or `--retention` lets go of its oldest
+    // messages, and a replay from Beginning cannot have them all.
+    let let_go: u64 = offsets.iter().flatten().map(|offsets| offsets.first).sum();
+    if let_go > 0 || !publish_row.is_ok() {
+        let stopped = target.stop();
+        publish_row.errors.extend(stopped.crash);
+        if let_go > 0 {
+            publish_row.notes.push(format!(
+                "no replay: the store let go of its oldest {} messages, to stay within its \
+                 budget or --retention",
+                report::thousands(let_go)
+            ));
+        }
+        return vec![publish_row];
+    }
+    let mut replay_row = replay.row(TargetKind::Brook);
+    let progress = Progress::new(&replay.label, TargetKind::Brook);
+    let replayed = drive(&replay, &target, Framing::Delivery, epoch, Some(&progress));
+    progress.clear();
+    replay_row
+        .notes
+        .push(memory_note(target.addr, store, "after the replay"));
+    let stopped = target.stop();
+    replay_row.resources = stopped.resources;
+    replay_row.errors.extend(stopped.crash);
+    replayed.record_in(&mut replay_row);
+    // Each message's time since it was published: no latency.
+    replay_row.latency = Histogram::default();
+    vec![publish_row, replay_row]
+}
+
+/// Asks the broker's `STATS` until its `messages_in` reaches `published`,
+/// showing the count on `progress`, and returns when it did, in nanoseconds
+/// since the epoch. Gives up if the count stays the same for as long as a
+/// subscriber waits for a byte.
+fn wait_until_stored(
+    addr: SocketAddr,
+    published: u64,
+    epoch: Epoch,
+    progress: &Progress,
+) -> Result<u64, String> {
+    let (mut stored, mut changed) = (0, Instant::now());
+    loop {
+        let counted = load::broker_stats(addr)
+            .map_err(|e| format!("STATS: {e}"))?
+            .get("messages_in")
+            .copied()
+            .ok_or("STATS has no messages_in")?;
+        if counted >= published {
+            return Ok(epoch.nanos_at(Instant::now()));
+        }
+        if counted != stored {
+            (stored, changed) = (counted, Instant::now());
+        } else if changed.elapsed() > load::IO_TIMEOUT {
+            return Err(format!(
+                "the broker stored {} of {} messages, then no more for {} s",
+                report::thousands(stored),
+                report::thousands(published),
+                load::IO_TIMEOUT.as_secs()
+            ));
+        }
+        progress.show(&format!(
+            "{} / {} messages stored",
+            report::thousands(counted),
+            report::thousands(published)
+        ));
+        thread::sleep(STORED_POLL);
+    }
+}
+
+/// What the broker's `STATS` says it holds in memory against its budget,
+/// `when`, for the notes.
+fn memory_note(addr: SocketAddr, store: Option<StoreKind>, when: &str) -> String {
+    let stats = match load::broker_stats(addr) {
+        Ok(stats) => stats,
+        Err(error) => return format!("STATS {when}: {error}"),
+    };
+    let budget_flag = match store {
+        Some(StoreKind::Disk(_)) => "--cache-bytes",
+        _ => "--memory-bytes",
+    };
+    let figure = |name| stats.get(name).copied();
+    match (figure("memory_used"), figure("memory_budget")) {
+        (Some(used), Some(budget)) => format!(
+            "memory_used {} of memory_budget {} ({budget_flag}) {when}",
+            report::bytes(used),
+            report::bytes(budget)
+        ),
+        _ => "STATS has no memory_used: this broker is older than the memory budget".to_owned(),
+    }
+}
+
 // ---- Progress ----
 
 /// The one line on stderr that says what is running, redrawn in place.
@@ -1339,9 +1594,16 @@ fn setting(options: &Options) -> String {
         ),
         false => String::new(),
     };
+    let budgets: String = [
+        ("--cache-bytes", options.cache_bytes),
+        ("--memory-bytes", options.memory_bytes),
+    ]
+    .into_iter()
+    .filter_map(|(flag, bytes)| Some(format!(", {flag} {}", report::bytes(bytes? as u64))))
+    .collect();
     format!(
-        "{cores} cores ({}): {broker}, {stores}{data_dirs}, window {}, retention {} per topic, \
-         payload {} B",
+        "{cores} cores ({}): {broker}, {stores}{data_dirs}, window {}, retention {} per topic\
+         {budgets}, payload {} B",
         std::env::consts::OS,
         options.window,
         report::bytes(options.retention as u64),
@@ -1377,6 +1639,8 @@ impl Options {
             retention_bytes: Some(self.retention),
             storage: Storage::Memory,
             fsync: Fsync::Batch,
+            cache_bytes: self.cache_bytes,
+            memory_bytes: self.memory_bytes,
         }
     }
 
@@ -1426,6 +1690,11 @@ struct Options {
     connections: usize,
     stores: Vec<StoreKind>,
     recovery_bytes: u64,
+    topics: usize,
+    topic_bytes: u64,
+    /// brook's `--cache-bytes` and `--memory-bytes`, if given.
+    cache_bytes: Option<usize>,
+    memory_bytes: Option<usize>,
     broker: BrokerChoice,
     relay: bool,
     /// Drop the page cache before recovery's and replay's restart.
@@ -1443,8 +1712,12 @@ const FLAGS: &[(&str, &str, &str, &str)] = &[
     ("--size", "BYTES", "payload of the throughput scenarios, at least 24", "128"),
     ("--count", "N", "messages per publisher (at most 1 GiB per scenario)", "1000000"),
     ("--recovery-size", "BYTES", "data dir recovery and replay fill, then restart on", "1GiB"),
+    ("--topics", "N", "topics in the topics scenario, one publisher each", "16"),
+    ("--topic-bytes", "BYTES", "payload bytes published to each of them", "80MiB"),
     ("--window", "N", "in-flight window: brook's --max-inflight", "16384"),
     ("--retention", "BYTES", "brook's --retention-bytes (see the module docs)", "256MiB"),
+    ("--cache-bytes", "BYTES", "brook's --cache-bytes, the disk stores' memory budget", "brook's"),
+    ("--memory-bytes", "BYTES", "brook's --memory-bytes, the memory store's budget", "brook's"),
     ("--subscribers", "N", "subscribers in fanout", "10"),
     ("--members", "N", "members of the consumer group in group", "4"),
     ("--publishers", "N", "publishers in fanin", "4"),
@@ -1496,8 +1769,12 @@ fn help() -> String {
          \x20 replay       fill a data dir as recovery does, restart on it, run the latency\n\
          \x20              pair for --seconds, then again while one subscriber replays the\n\
          \x20              whole topic from Beginning (some 25 s for 1 GiB)\n\
-         \x20 all          every scenario but recovery and replay (each over 15 s and\n\
-         \x20              --recovery-size of disk)\n\
+         \x20 topics       publish --topic-bytes to each of --topics topics, one publisher\n\
+         \x20              each and no subscriber, then replay each topic from Beginning:\n\
+         \x20              the broker's peak RSS, and STATS' memory_used (2 GiB of memory,\n\
+         \x20              or 1.5 GiB of disk, by default); no relay run\n\
+         \x20 all          every scenario but recovery, replay and topics (each over 15 s,\n\
+         \x20              or over a gigabyte of memory or disk)\n\
          \nStores:\n\
          \x20 memory       --in-memory\n\
          \x20 disk-never   a fresh temp data dir, --fsync never\n\
@@ -1509,8 +1786,10 @@ fn help() -> String {
          sockets and the bench's would not fit the file-descriptor limit. The\n\
          relay then runs as a child process too (this binary, --serve-relay).\n\
          With --addr, --store does not apply (the broker has its own store), and\n\
-         storage, recovery and replay, which start brokers of their own, cannot\n\
-         run: 'all' leaves storage out.\n",
+         storage, recovery, replay and topics, which need brokers of their own,\n\
+         cannot run: 'all' leaves storage out.\n\
+         --cache-bytes and --memory-bytes are passed to brook only when given, so\n\
+         that --broker-bin can start a brook from before they existed.\n",
     );
     text
 }
@@ -1533,6 +1812,10 @@ impl Options {
             connections: 1000,
             stores: vec![StoreKind::Memory],
             recovery_bytes: 1 << 30,
+            topics: 16,
+            topic_bytes: 80 << 20,
+            cache_bytes: None,
+            memory_bytes: None,
             broker: BrokerChoice::InProcess,
             relay: true,
             cold: false,
@@ -1568,6 +1851,11 @@ impl Options {
                 .or_else(|| args.next())
                 .ok_or_else(|| format!("{flag} needs a value ({value_name})"))?;
             let invalid = |expected: &str| format!("{flag} '{value}': expected {expected}");
+            let size_above_zero = |example: &str| {
+                brook::config::parse_size(&value)
+                    .filter(|&size| size > 0)
+                    .ok_or_else(|| invalid(&format!("a size above zero, such as {example}")))
+            };
             match flag {
                 "--scenario" => {
                     options.scenarios = parse_scenarios(&value)?;
@@ -1584,12 +1872,7 @@ impl Options {
                 }
                 "--count" => options.count = whole(flag, &value)?,
                 "--window" => options.window = whole(flag, &value)?,
-                "--retention" => {
-                    options.retention =
-                        brook::config::parse_size(&value)
-                            .filter(|&size| size > 0)
-                            .ok_or_else(|| invalid("a size above zero, such as 256MiB"))?
-                }
+                "--retention" => options.retention = size_above_zero("256MiB")?,
                 "--subscribers" => options.subscribers = whole(flag, &value)?,
                 "--members" => options.members = whole(flag, &value)?,
                 "--publishers" => options.publishers = whole(flag, &value)?,
@@ -1597,12 +1880,11 @@ impl Options {
                 "--rate" => options.rate = whole(flag, &value)?,
                 "--seconds" => options.seconds = whole(flag, &value)?,
                 "--connections" => options.connections = whole(flag, &value)?,
-                "--recovery-size" => {
-                    options.recovery_bytes = brook::config::parse_size(&value)
-                        .filter(|&size| size > 0)
-                        .ok_or_else(|| invalid("a size above zero, such as 1GiB"))?
-                        as u64
-                }
+                "--recovery-size" => options.recovery_bytes = size_above_zero("1GiB")? as u64,
+                "--topics" => options.topics = whole(flag, &value)?,
+                "--topic-bytes" => options.topic_bytes = size_above_zero("80MiB")? as u64,
+                "--cache-bytes" => options.cache_bytes = Some(size_above_zero("256MiB")?),
+                "--memory-bytes" => options.memory_bytes = Some(size_above_zero("512MiB")?),
                 "--broker-pid" => pid = Some(whole::<u32>(flag, &value)?),
                 "--addr" => {
                     let resolved = value.to_socket_addrs().ok().and_then(|mut a| a.next());
@@ -1627,7 +1909,12 @@ impl Options {
             if stores_named {
                 return Err("--store does not apply with --addr: the broker has its own".into());
             }
-            let own_brokers = [Scenario::Storage, Scenario::Recovery, Scenario::Replay];
+            let own_brokers = [
+                Scenario::Storage,
+                Scenario::Recovery,
+                Scenario::Replay,
+                Scenario::Topics,
+            ];
             if let Some(scenario) = own_brokers
                 .iter()
                 .find(|scenario| options.scenarios.contains(scenario))

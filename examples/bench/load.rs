@@ -16,6 +16,7 @@
 //! replies while the lines go out. Its subscriber parses `MSG` deliveries and
 //! sends no acks, since the broker counts a delivery as acked once written.
 
+use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -141,6 +142,11 @@ const FRAMES_PER_CLOCK_READ: u64 = 8;
 const PUBLISH_BUFFER: usize = 64 << 10;
 /// How long a write may block before the broker is declared stuck.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the reply to a `TOPICS` or `STATS` may take. It comes after
+/// the broker has handled what it had read before it: a minute's work of
+/// publishes with `--fsync always`, which fsyncs each one, is still a
+/// broker at work.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy)]
 pub enum Pacing {
@@ -410,45 +416,93 @@ pub struct TopicOffsets {
 }
 
 /// Asks the broker at `addr` for its topics with the line protocol's
-/// `TOPICS` (docs/PROTOCOL.md, section 8), and returns the offsets of
-/// `topic`, or `None` if the broker has no such topic.
-pub fn topic_offsets(addr: SocketAddr, topic: &str) -> Result<Option<TopicOffsets>, String> {
-    let stream = TcpStream::connect(addr).map_err(|e| format!("cannot connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(IO_TIMEOUT))
-        .and_then(|()| (&stream).write_all(b"TOPICS\n"))
-        .map_err(|e| format!("TOPICS failed: {e}"))?;
+/// `TOPICS` (docs/PROTOCOL.md, section 8), and returns the offsets of each
+/// of `topics`, in order: `None` for a topic the broker does not have.
+pub fn topic_offsets(
+    addr: SocketAddr,
+    topics: &[String],
+) -> Result<Vec<Option<TopicOffsets>>, String> {
     // `+TOPIC <topic> messages=<n> first=<offset> next=<offset> subscribers=<k>`,
     // with the name as the broker writes it.
-    let mut prefix = b"+TOPIC ".to_vec();
-    line::encode_topic(&mut prefix, topic);
-    prefix.push(b' ');
+    let prefixes: Vec<Vec<u8>> = topics
+        .iter()
+        .map(|topic| {
+            let mut prefix = b"+TOPIC ".to_vec();
+            line::encode_topic(&mut prefix, topic);
+            prefix.push(b' ');
+            prefix
+        })
+        .collect();
     let field = |fields: &[u8], name: &str| {
         fields
             .split(|&byte| byte == b' ')
             .find_map(|word| word.strip_prefix(name.as_bytes()))
             .and_then(parse_decimal)
     };
-    let (mut buffer, mut ended, mut offsets) = (ReadBuffer::new(REPLY_BUFFER), false, None);
+    let mut offsets = vec![None; topics.len()];
+    query(addr, "TOPICS", |line| {
+        let found = prefixes
+            .iter()
+            .enumerate()
+            .find_map(|(index, prefix)| Some((index, line.strip_prefix(prefix.as_slice())?)));
+        let Some((index, fields)) = found else {
+            return Ok(());
+        };
+        let (Some(first), Some(next)) = (field(fields, "first="), field(fields, "next=")) else {
+            return Err(format!("cannot read '{}'", lossy(line)));
+        };
+        offsets[index] = Some(TopicOffsets { first, next });
+        Ok(())
+    })?;
+    Ok(offsets)
+}
+
+/// The broker-wide figures of the line protocol's `STATS`, by name: the
+/// `+STAT <name> <value>` lines (docs/PROTOCOL.md, section 8). A broker
+/// older than a figure does not report it.
+pub fn broker_stats(addr: SocketAddr) -> Result<HashMap<String, u64>, String> {
+    let mut stats = HashMap::new();
+    query(addr, "STATS", |line| {
+        let words: Vec<&[u8]> = line.split(|&byte| byte == b' ').collect();
+        // A topic's or a group's line has more words, and no single value.
+        if let [b"+STAT", name, value] = words.as_slice() {
+            if let Some(value) = parse_decimal(value) {
+                stats.insert(lossy(name), value);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(stats)
+}
+
+/// Sends the line protocol's `command`, whose reply is lines that start
+/// with `+` and end with `+END`, on a connection of its own, and hands
+/// each line before the `+END` to `on_line`.
+fn query(
+    addr: SocketAddr,
+    command: &str,
+    mut on_line: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<(), String> {
+    let stream = TcpStream::connect(addr).map_err(|e| format!("cannot connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(QUERY_TIMEOUT))
+        .and_then(|()| (&stream).write_all(format!("{command}\n").as_bytes()))
+        .map_err(|e| format!("{command} failed: {e}"))?;
+    let (mut buffer, mut ended) = (ReadBuffer::new(REPLY_BUFFER), false);
     while !ended {
         buffer.read_from(&stream)?;
         buffer.take_lines(|line| {
             if ended || !line.starts_with(b"+") {
-                return Err(format!("unexpected reply to TOPICS: '{}'", lossy(line)));
+                return Err(format!("unexpected reply to {command}: '{}'", lossy(line)));
             }
             ended = line == b"+END";
-            if let Some(fields) = line.strip_prefix(prefix.as_slice()) {
-                let first = field(fields, "first=");
-                let next = field(fields, "next=");
-                let (Some(first), Some(next)) = (first, next) else {
-                    return Err(format!("cannot read '{}'", lossy(line)));
-                };
-                offsets = Some(TopicOffsets { first, next });
+            match ended {
+                true => Ok(()),
+                false => on_line(line),
             }
-            Ok(())
         })?;
     }
-    Ok(offsets)
+    Ok(())
 }
 
 /// At most the first 100 characters of `bytes`, for an error message.
@@ -834,12 +888,15 @@ impl ReadBuffer {
         }
     }
 
-    /// One `read()` on a stream whose read timeout is [`IO_TIMEOUT`],
-    /// appended to what is held; an interrupted read adds nothing.
+    /// One `read()`, appended to what is held; an interrupted read adds
+    /// nothing. Nothing for the stream's read timeout is an error.
     fn read_from(&mut self, stream: &TcpStream) -> Result<(), String> {
         match self.read_or_time_out(stream)? {
             true => Ok(()),
-            false => Err(silence(IO_TIMEOUT)),
+            false => {
+                let waited = stream.read_timeout().ok().flatten();
+                Err(silence(waited.unwrap_or_default()))
+            }
         }
     }
 

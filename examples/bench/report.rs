@@ -50,6 +50,8 @@ pub enum Check {
     Group,
     /// Messages a restarted broker recovered, by its topic's offsets.
     Recovered,
+    /// Messages a broker stored, by its topics' offsets.
+    Stored,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -195,6 +197,7 @@ pub fn verdicts(rows: &[Row]) -> String {
                 (Check::Recovered, _) => {
                     "recovered: the topic's offsets are as published".to_owned()
                 }
+                (Check::Stored, _) => "stored: the topics' offsets are as published".to_owned(),
             };
             text.push_str(&format!("{name}: all {expected} messages {outcome}\n"));
             continue;
@@ -255,6 +258,13 @@ replay: the fill row as in recovery; the replay row is one subscriber reading th
   from Beginning on the restarted broker (msgs/s and MB/s from subscribing to its last message,
   no latency: the messages are as old as the fill); the pair rows are latency's paced 1 -> 1 on
   another topic of that broker, alone and while the replay ran.
+topics: the publish row's msgs/s are messages stored per second, from the first publish until
+  STATS counts them all (msgs/s/sub: per topic); its peak RSS is the broker's until then, and
+  the notes give STATS' memory_used against memory_budget (--cache-bytes on disk,
+  --memory-bytes in memory). In-process that RSS is the whole bench, with what an earlier
+  row's broker freed and the allocator kept: use --broker-bin for the broker's own. The
+  replay row is one subscriber per topic reading it from Beginning; its peak RSS is of the
+  whole run.
 ";
 
 // ---- CSV ----

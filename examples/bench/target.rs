@@ -150,6 +150,12 @@ pub struct BrokerSettings {
     pub storage: Storage,
     /// `--fsync`, for a disk store.
     pub fsync: Fsync,
+    /// `--cache-bytes` and `--memory-bytes`, the disk and the memory
+    /// store's budgets, each passed to the store it applies to. `None`
+    /// leaves brook's default and passes no flag, which a brook binary from
+    /// before the budget would refuse.
+    pub cache_bytes: Option<usize>,
+    pub memory_bytes: Option<usize>,
 }
 
 impl Target {
@@ -186,13 +192,16 @@ impl Target {
                 )
             }
             (TargetKind::Brook, BrokerChoice::InProcess) => {
+                let defaults = Config::default();
                 let config = Config {
                     addr: "127.0.0.1:0".into(),
                     max_inflight: settings.window,
                     retention_bytes: settings.retention_bytes,
                     storage: settings.storage.clone(),
                     fsync: settings.fsync,
-                    ..Config::default()
+                    cache_bytes: settings.cache_bytes.unwrap_or(defaults.cache_bytes),
+                    memory_bytes: settings.memory_bytes,
+                    ..defaults
                 };
                 let broker = brook::server::start(&config).map_err(|e| format!("brook: {e}"))?;
                 let addr = broker.local_addr();
@@ -231,6 +240,14 @@ impl Target {
     /// may be over in a few milliseconds has every connection open.
     pub fn sample_now(&self) {
         self.sampler.shared.record(self.sampler.probe);
+    }
+
+    /// The largest figures seen so far, a sample taken now among them: the
+    /// peak of a run's first part, before a second part on the same target.
+    pub fn peak_so_far(&self) -> Resources {
+        self.sample_now();
+        let peak = *self.sampler.shared.peak.lock();
+        peak
     }
 
     /// Stops the periodic samples (until the end), so that reading `/proc`
@@ -404,8 +421,14 @@ impl ChildBroker {
             "--max-inflight".to_owned(),
             settings.window.to_string(),
         ];
-        if let Some(bytes) = settings.retention_bytes {
-            flags.extend(["--retention-bytes".to_owned(), bytes.to_string()]);
+        let budget = match &settings.storage {
+            Storage::Memory => ("--memory-bytes", settings.memory_bytes),
+            Storage::Disk(_) => ("--cache-bytes", settings.cache_bytes),
+        };
+        for (flag, bytes) in [("--retention-bytes", settings.retention_bytes), budget] {
+            if let Some(bytes) = bytes {
+                flags.extend([flag.to_owned(), bytes.to_string()]);
+            }
         }
         match &settings.storage {
             Storage::Memory => flags.push("--in-memory".to_owned()),
