@@ -41,7 +41,7 @@
 use std::fs;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use crate::protocol::Payload;
+use crate::ids::Payload;
 
 /// What a message costs beyond its payload, by estimate: the reference
 /// counts in front of the payload (16 bytes), the allocator's header and

@@ -55,7 +55,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{RwLock, RwLockReadGuard};
 
-use crate::dispatcher::{Command, ConnId};
+use crate::dispatcher::Command;
+use crate::ids::ConnId;
 use crate::line;
 use crate::protocol::{self, Decoded, Limits, ProtocolError, Request};
 use crate::queue::CommandSender;

@@ -123,10 +123,11 @@ use crate::budget::{cost, MemoryBudget};
 use crate::config::{Fsync, OnDamage};
 use crate::fetcher::{FetchRequest, Fetched, Fetcher};
 use crate::files::FileBudget;
-use crate::protocol::Payload;
+use crate::ids::{Offset, Payload};
+
 use crate::segment::{scan_segment, segment_file_name, Damage, Header, Segment, HEADER_BYTES};
 use crate::store::{
-    DiskFull, GroupPosition, Lack, NamedLog, Offset, Read, Store, StoreError, SyncJob, TopicLog,
+    DiskFull, GroupPosition, Lack, NamedLog, Read, Store, StoreError, SyncJob, TopicLog,
 };
 
 /// Encoded records are written to the file once this many are waiting,

@@ -57,7 +57,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,55 +66,16 @@ use crossbeam_channel::RecvTimeoutError;
 use crate::connection::Hangup;
 use crate::fetcher::Fetched;
 use crate::group::Group;
+use crate::ids::{ConnId, IdMap, Offset, Payload, TopicId};
 use crate::line;
-use crate::protocol::{AckMode, Decoded, Payload, Request, StartAt};
+use crate::protocol::{AckMode, Decoded, Request, StartAt};
 use crate::queue::CommandReceiver;
 use crate::session::{start_offset, DeliveryPolicy, GivenUp, Session};
 use crate::stats::{BrokerReport, TopicReport, Traffic};
 use crate::store::Read;
-use crate::store::{DiskFull, Offset, Store, StoreError, SyncJob, TopicLog};
+use crate::store::{DiskFull, Store, StoreError, SyncJob, TopicLog};
 use crate::syncer::Syncer;
 use crate::writer::{Link, Parcel, Reply, Writer};
-
-/// Identifies a connection for the lifetime of the broker.
-pub type ConnId = u64;
-
-/// Index of a topic in the dispatcher's table. Topics are never removed, so an
-/// index stays valid, and sessions can refer to topics without hashing names.
-pub type TopicId = usize;
-
-/// A map keyed by a [`ConnId`] or [`TopicId`].
-///
-/// The standard `HashMap` hashes with SipHash, which resists keys chosen by
-/// an attacker to collide. These keys are numbers the broker assigns itself,
-/// never chosen by a client, so a multiply (Fibonacci hashing) is enough, and
-/// the dispatcher looks sessions and subscriptions up several times per
-/// message.
-pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
-
-/// The hasher of [`IdMap`]: one multiplication by 2^64 / φ.
-#[derive(Debug, Default)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.write_u64(u64::from(byte));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
 
 /// How often the dispatcher looks for topics that aged past their
 /// retention (`--retention-age`).

@@ -30,7 +30,7 @@
 //! against the store's cache budget (`budget.rs`).
 //!
 //! Segment files are opened here, and only here, to be read: the fetcher
-//! keeps the [`READ_HANDLES`] it used last open ([`ReadHandles`]), so a
+//! keeps the [`READ_HANDLES`] it used last open (`ReadHandles`), so a
 //! replay reads on without opening its segment again for every run, while
 //! a topic's closed segments hold no file descriptor. That is what lets the
 //! broker count its descriptors (`files.rs`): one per topic (its active
@@ -46,9 +46,9 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::dispatcher::Command;
+use crate::ids::Offset;
 use crate::queue::CommandSender;
 use crate::segment::{Run, RunStart};
-use crate::store::Offset;
 
 /// A run of records a log wants read.
 #[derive(Debug)]

@@ -33,9 +33,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use crate::dispatcher::ConnId;
+use crate::ids::{ConnId, Offset};
 use crate::stats::GroupReport;
-use crate::store::{GroupPosition, Offset};
+use crate::store::GroupPosition;
 
 /// A group of one topic, known by its name.
 #[derive(Debug)]

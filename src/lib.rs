@@ -11,6 +11,8 @@
 //! The modules are listed in the order one message travels through them, and
 //! reading them in that order is the intended way to learn the code:
 //!
+//! - [`ids`]: the words every other file shares: a message's [`Payload`](ids::Payload)
+//!   and [`Offset`](ids::Offset), and the numbers of connections and topics.
 //! - [`config`]: the flags `brook` is started with.
 //! - [`server`]: the listener and acceptor; one reader thread per socket.
 //! - [`connection`]: the reader thread, which reads bytes and forwards
@@ -51,6 +53,7 @@ pub mod dispatcher;
 pub mod fetcher;
 pub mod files;
 pub mod group;
+pub mod ids;
 pub mod json;
 pub mod line;
 pub mod protocol;

@@ -43,12 +43,12 @@ use std::fmt;
 use std::io::Write;
 use std::sync::Arc;
 
+use crate::ids::{Offset, Payload};
 use crate::protocol::{
-    is_valid_group_name, AckMode, Decoded, LastTopic, Limits, Payload, ProtocolError, Request,
-    StartAt,
+    is_valid_group_name, AckMode, Decoded, LastTopic, Limits, ProtocolError, Request, StartAt,
 };
 use crate::stats::{BrokerReport, TopicReport};
-use crate::store::Offset;
+
 use crate::writer::Reply;
 
 /// A line the broker refuses. Each has the short reason sent after `-ERR `.

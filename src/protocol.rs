@@ -40,14 +40,10 @@ use std::sync::Arc;
 
 use byteorder::{BigEndian, ByteOrder};
 
+use crate::ids::Payload;
 use crate::json;
 use crate::line::LineError;
 use crate::writer::Reply;
-
-/// A message body, shared by reference count between the topic log and every
-/// delivery of it: fanning a message out to ten subscribers clones a pointer
-/// ten times, never the bytes.
-pub type Payload = Arc<[u8]>;
 
 /// The `u16` a client sends to say what it wants.
 pub mod action {

@@ -42,8 +42,9 @@ use byteorder::{BigEndian, ByteOrder};
 use crate::config::{Fsync, OnDamage};
 use crate::crc32c::Crc32c;
 use crate::disk::LogSettings;
-use crate::protocol::Payload;
-use crate::store::{Offset, StoreError};
+use crate::ids::{Offset, Payload};
+
+use crate::store::StoreError;
 
 /// The bytes of a record before its payload.
 pub const HEADER_BYTES: usize = 24;
@@ -319,7 +320,7 @@ impl RunStart {
     }
 
     /// Reads the record at `offset` and those after it from `file`, the
-    /// segment's file, as many as one read of [`READ_AHEAD_BYTES`] holds
+    /// segment's file, as many as one read of `READ_AHEAD_BYTES` holds
     /// (a larger record is read whole), up to `until`. A subscriber reading an old part of the
     /// log then costs one read per run of records, not one per record.
     ///
@@ -486,7 +487,7 @@ fn examine(bytes: &[u8], expected: Offset, max_payload: u64) -> Examined {
 /// damage cost) and before `until`, and a length within `max_payload`.
 /// It tries every byte position, since a damaged length field says
 /// nothing reliable about where the next record starts, reading
-/// [`READ_AHEAD_BYTES`] at a time (more, to hold a larger record whole).
+/// `READ_AHEAD_BYTES` at a time (more, to hold a larger record whole).
 /// It runs only where damage was found.
 fn find_next_record(
     file: &File,

@@ -71,9 +71,10 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::dispatcher::{ConnId, IdMap, Topic, TopicId};
-use crate::protocol::{AckMode, Payload, StartAt};
-use crate::store::{DiskFull, Offset, Read};
+use crate::dispatcher::Topic;
+use crate::ids::{ConnId, IdMap, Offset, Payload, TopicId};
+use crate::protocol::{AckMode, StartAt};
+use crate::store::{DiskFull, Read};
 use crate::writer::{self, Batch, Link, Outgoing, Parcel, Reply, Writer};
 
 /// The delivery rules every session follows, from the broker's flags.
@@ -502,7 +503,7 @@ impl Session {
 
     /// The client has closed its side of the connection, or quit. Its
     /// subscriptions end, and deliveries it has not answered are dropped:
-    /// they were owed to it alone, except what [`Session::let_go`] keeps.
+    /// they were owed to it alone, except what `let_go` keeps.
     /// Pulls it asked for still stream, as long as it keeps reading: a
     /// script may send `PULL` and close at once.
     pub fn close(&mut self, topics: &[Topic], now: Instant) {

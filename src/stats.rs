@@ -11,8 +11,6 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::store::Offset;
-
 /// A count that can be bumped through a shared reference.
 ///
 /// Sessions see topics as `&Topic` while they deliver (the dispatcher lends
@@ -130,3 +128,4 @@ impl BrokerReport {
         ]
     }
 }
+use crate::ids::Offset;

@@ -24,10 +24,7 @@ use std::sync::Arc;
 
 use crate::budget::{cost, MemoryBudget, MESSAGE_OVERHEAD_BYTES};
 use crate::fetcher::Fetched;
-use crate::protocol::Payload;
-
-/// The position of a message in its topic's log.
-pub type Offset = u64;
+use crate::ids::{Offset, Payload};
 
 /// A topic's name and its log.
 pub type NamedLog = (Arc<str>, Box<dyn TopicLog>);

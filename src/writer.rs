@@ -47,12 +47,13 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
-use crate::dispatcher::{Command, ConnId, OverLimit, TopicId};
+use crate::dispatcher::{Command, OverLimit};
+use crate::ids::{ConnId, Offset, Payload, TopicId};
 use crate::line;
-use crate::protocol::{self, Payload};
+use crate::protocol::{self};
 use crate::queue::CommandSender;
 use crate::stats::{BrokerReport, TopicReport};
-use crate::store::{DiskFull, Offset};
+use crate::store::DiskFull;
 
 /// Which protocol a connection speaks, and so how its frames are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
