@@ -14,7 +14,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -163,6 +163,8 @@ enum Wire {
 struct LateConsumer {
     stream: TcpStream,
     deliveries: mpsc::Receiver<u64>,
+    /// Dropped with the consumer: the handler stops at once.
+    _stop: mpsc::Sender<()>,
 }
 
 impl LateConsumer {
@@ -205,11 +207,14 @@ impl LateConsumer {
             }
         });
         let mut answerer = stream.try_clone().unwrap();
+        let (stop, stopped) = mpsc::channel::<()>();
         thread::spawn(move || {
             for number in answers {
-                // The handler's slowness is what is under test; nothing
-                // here waits for the broker.
-                thread::sleep(lateness);
+                // The handler's slowness is what is under test: it works
+                // on each delivery for `lateness`, unless the test ends.
+                if stopped.recv_timeout(lateness) != Err(RecvTimeoutError::Timeout) {
+                    break;
+                }
                 let answer: &[u8] = match (wire, number % 2 == 1) {
                     (Wire::Binary, true) => &ACK,
                     (Wire::Binary, false) => &NACK,
@@ -221,7 +226,11 @@ impl LateConsumer {
                 }
             }
         });
-        LateConsumer { stream, deliveries }
+        LateConsumer {
+            stream,
+            deliveries,
+            _stop: stop,
+        }
     }
 }
 
