@@ -1062,6 +1062,9 @@ impl Dispatcher {
             let group = &mut self.topics[answer.topic].groups[answer.group];
             if answer.acked {
                 self.group_done(answer.topic, answer.group, answer.offset);
+            } else if !group.is_out(answer.offset) {
+                // Done already: a late ack (of another member's delivery,
+                // say) settled it, and it must not be given up.
             } else if answer.deliveries < self.policy.max_deliveries {
                 group.again(answer.offset, answer.deliveries);
             } else {

@@ -174,6 +174,13 @@ impl Group {
         }
     }
 
+    /// Whether `offset` is out with a member, awaiting its answer: an
+    /// answer to a message that is not (a late ack settled it) changes
+    /// nothing.
+    pub fn is_out(&self, offset: Offset) -> bool {
+        self.out.contains_key(&offset)
+    }
+
     /// `offset`, delivered `deliveries` times, must be given out again,
     /// unless the group is done with it already (a late ack settled it).
     pub fn again(&mut self, offset: Offset, deliveries: u32) {
@@ -254,6 +261,10 @@ mod tests {
         group.again(1, 1); // timed out
         assert_eq!(group.take(2), Some((1, 2)), "given to another member");
         group.done(1); // the late ack of the first delivery
+        assert!(
+            !group.is_out(1),
+            "the other member's answer changes nothing"
+        );
         group.again(1, 2); // the other member's nack
         assert_eq!(group.take(2), None);
         assert_eq!(group.position(), 2);

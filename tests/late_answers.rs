@@ -142,6 +142,33 @@ fn a_skipped_answer_shifts_later_answers_onto_earlier_deliveries() {
     subscriber.expect_silence(quiet_window(&config));
 }
 
+/// In a group: member a's delivery times out and the message goes to
+/// member b, its last delivery allowed. a's late Ack settles it for the
+/// group, so b's Nack that follows neither sends it again nor gives it up.
+#[test]
+fn a_late_ack_in_a_group_outweighs_the_next_members_nack() {
+    let config = Config {
+        max_deliveries: 2,
+        ..timer_config()
+    };
+    let broker = start_broker(&config);
+    let addr = broker.local_addr();
+    let mut a = Line::connect(addr);
+    assert_eq!(a.ask("SUB t beginning manual group g"), "+OK");
+    let mut b = Line::connect(addr);
+    assert_eq!(b.ask("SUB t beginning manual group g"), "+OK");
+    assert_eq!(Line::connect(addr).ask("PUB t job"), "+OK 0");
+
+    a.expect_msg("t", 0, b"job");
+    b.expect_msg("t", 0, b"job"); // a's ack timeout passed
+    a.send("ACK\n");
+    assert_eq!(a.ask("PING"), "+PONG"); // the late ack is taken before b's nack
+    b.send("NACK\n");
+    b.expect_silence(quiet_window(&config));
+    a.expect_silence(QUIET);
+    assert_no_dead_letters(addr, "t");
+}
+
 // ---- A consumer that answers every delivery, in order, but late. ----
 
 /// How a late consumer speaks to the broker.
