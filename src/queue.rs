@@ -93,6 +93,16 @@ impl CommandSender {
         }
         self.commands.send(command).map_err(|_| Disconnected)
     }
+
+    /// The broker is stopping: publishers are never held again. A reader
+    /// waiting for memory then hands its requests over, which the stop
+    /// waits for (see `connection.rs`'s `Gate`); otherwise it would wait
+    /// for acks that the stop keeps from coming. What it carries may take
+    /// the store past its budget by the queue's payload room at most.
+    pub fn stop_holding_publishers(&self) {
+        self.room.state.lock().stopping = true;
+        self.room.freed.notify_all();
+    }
 }
 
 /// The dispatcher's end. Dropping it (the dispatcher stopped) wakes every
@@ -165,6 +175,8 @@ struct RoomState {
     /// and how many of the waiting readers wait for that.
     publishers_held: bool,
     held_waiting: usize,
+    /// Set once the broker is stopping: publishers are held no more.
+    stopping: bool,
     closed: bool,
 }
 
@@ -176,7 +188,7 @@ impl PayloadRoom {
     fn take(&self, bytes: usize, publishes: bool) -> Result<(), Disconnected> {
         let mut state = self.state.lock();
         loop {
-            let held = publishes && state.publishers_held;
+            let held = publishes && state.publishers_held && !state.stopping;
             let full = state.queued > 0 && state.queued + bytes > self.limit;
             if state.closed || !(held || full) {
                 break;
@@ -277,6 +289,27 @@ mod tests {
             .expect("the publish goes in once publishers are let go");
         assert_eq!(receiver.recv_until(None).unwrap().payload_bytes(), 10);
         assert_eq!(receiver.publishers_waiting(), 0);
+    }
+
+    /// A stop lets held publishers go, and holds none again: the stop
+    /// waits for every reader to hand its requests over.
+    #[test]
+    fn a_stop_lets_held_publishers_go_for_good() {
+        let (sender, receiver) = bounded(16, 100);
+        receiver.hold_publishers(true);
+        let held = send_elsewhere(&sender, publish(10));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while receiver.publishers_waiting() == 0 {
+            assert!(Instant::now() < deadline, "the publisher never waited");
+            thread::yield_now();
+        }
+        sender.stop_holding_publishers();
+        held.recv_timeout(Duration::from_secs(10))
+            .expect("the publish goes in once the broker stops");
+        receiver.hold_publishers(true);
+        sender.send(publish(10)).unwrap();
+        let sizes: Vec<usize> = receiver.try_iter().map(|c| c.payload_bytes()).collect();
+        assert_eq!(sizes, [10, 10]);
     }
 
     #[test]

@@ -112,6 +112,7 @@ impl Stopper {
         self.stopping.store(true, Ordering::SeqCst);
         // `accept()` has no timeout: wake it with a connection of our own.
         let _ = TcpStream::connect(self.wake_addr);
+        self.context.commands.stop_holding_publishers();
         self.context.gate.close();
         let _ = self.context.commands.send(Command::Shutdown);
     }
