@@ -44,7 +44,7 @@
 //! A binary publisher that is never answered has no writer to carry an
 //! error, so the commands that carry its messages carry a [`Hangup`] too:
 //! the dispatcher's way to close the connection when it cannot store them
-//! (the disk is full).
+//! (the disk is full, or a limit such as `--max-topics` refuses them).
 
 use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream};
@@ -115,14 +115,14 @@ pub const MAX_UNREAD_REPLIES: usize = 4096;
 /// the reader checks between them that the client is reading.
 const ANSWERED_PER_COMMAND: usize = 256;
 
-/// Reads a buffer's worth at a time. Small, so that thousands of idle
-/// connections cost little; it grows while a client sends faster than that,
-/// or to hold one large frame, and shrinks back once it is empty.
 /// How long a reader that has ended waits for its writer to end. The
 /// dispatcher ends every writer, a linger after its last frames at most;
 /// this bound only makes sure a reader thread is never kept for ever.
 const WRITER_END_PATIENCE: Duration = Duration::from_secs(3600);
 
+/// Reads a buffer's worth at a time. Small, so that thousands of idle
+/// connections cost little; it grows while a client sends faster than that,
+/// or to hold one large frame, and shrinks back once it is empty.
 const INITIAL_BUFFER: usize = 4 << 10;
 const BUSY_BUFFER: usize = 256 << 10;
 

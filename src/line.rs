@@ -48,7 +48,6 @@ use crate::protocol::{
     is_valid_group_name, AckMode, Decoded, LastTopic, Limits, ProtocolError, Request, StartAt,
 };
 use crate::stats::{BrokerReport, TopicReport};
-
 use crate::writer::Reply;
 
 /// A line the broker refuses. Each has the short reason sent after `-ERR `.

@@ -11,6 +11,8 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::ids::Offset;
+
 /// A count that can be bumped through a shared reference.
 ///
 /// Sessions see topics as `&Topic` while they deliver (the dispatcher lends
@@ -128,4 +130,3 @@ impl BrokerReport {
         ]
     }
 }
-use crate::ids::Offset;

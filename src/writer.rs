@@ -50,7 +50,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::dispatcher::{Command, OverLimit};
 use crate::ids::{ConnId, Offset, Payload, TopicId};
 use crate::line;
-use crate::protocol::{self};
+use crate::protocol;
 use crate::queue::CommandSender;
 use crate::stats::{BrokerReport, TopicReport};
 use crate::store::DiskFull;
