@@ -332,9 +332,11 @@ struct Chores {
     /// have to reach groups and dead letters.
     answered: Vec<ConnId>,
     /// What makes this round's writes durable, and the frames that must
-    /// wait for it; and the saves of the groups' places, which go last.
+    /// wait for it.
     sync_jobs: Vec<SyncJob>,
-    group_saves: Vec<SyncJob>,
+    /// Topics written this round, whose groups' places are saved once, at
+    /// the end of the round's writes (see [`TopicLog::save_groups`]).
+    groups_to_save: Vec<TopicId>,
     parcels: Vec<Parcel>,
     /// Writers of closed connections that still had frames to write, with
     /// the time by which they must be done. Nearly in deadline order, since
@@ -1622,8 +1624,13 @@ impl Dispatcher {
             }
         }
         self.chores.unwritten.clear();
-        let saves = std::mem::take(&mut self.chores.group_saves);
-        self.chores.sync_jobs.extend(saves);
+        let mut written = std::mem::take(&mut self.chores.groups_to_save);
+        written.sort_unstable();
+        written.dedup();
+        for id in written {
+            let saves = self.topics[id].log.save_groups();
+            self.chores.sync_jobs.extend(saves);
+        }
         Ok(())
     }
 
@@ -1656,8 +1663,7 @@ impl Dispatcher {
             written => written?,
         };
         self.chores.sync_jobs.extend(job);
-        let saves = self.topics[id].log.save_groups();
-        self.chores.group_saves.extend(saves);
+        self.chores.groups_to_save.push(id);
         if self.topics[id].log.end() > readable {
             self.became_readable(id, now);
         }

@@ -76,8 +76,8 @@ pub trait TopicLog: Send {
         false
     }
 
-    /// Records where a consumer group is; the next [`TopicLog::write`]
-    /// saves it.
+    /// Records where a consumer group is; the next
+    /// [`TopicLog::save_groups`] saves it.
     fn set_group_position(&mut self, _name: &str, _position: GroupPosition) {}
 
     /// The offset of the oldest message still held (equal to

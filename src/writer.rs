@@ -214,8 +214,15 @@ impl Parcel {
     /// Puts the frames on the writer's channel. If the writer has gone (the
     /// socket failed), they are dropped: the connection's reader notices
     /// the failure too and reports the disconnect.
-    pub fn post(self) {
-        let _ = self.frames.send(self.batch);
+    pub fn post(mut self) {
+        let _ = self.frames.send(std::mem::take(&mut self.batch));
+    }
+}
+
+/// A parcel posted, or dropped unposted (a broker stopping on a failed
+/// store), is on its way no more: a closing connection's linger may start.
+impl Drop for Parcel {
+    fn drop(&mut self) {
         *self.state.last_posted.lock() = Some(Instant::now());
         self.state.unposted.fetch_sub(1, Ordering::SeqCst);
     }
