@@ -26,12 +26,15 @@
 //! The dispatcher thread owns every log, as it does in memory. An append
 //! encodes the record into a buffer and keeps the payload in a cache of the
 //! newest messages; [`TopicLog::write`], at the end of the dispatcher's
-//! round, writes the buffer to the segment file and, with `--fsync batch`,
+//! round (or sooner: once 1 MiB waits, when a segment fills, or when a
+//! `PULL` or `SUB` must see what was just published), writes the buffer
+//! to the segment file and, with `--fsync batch`,
 //! returns the job that forces it to disk, which the syncer thread runs
 //! (`syncer.rs`). With `--fsync always` each append forces its record at
 //! once. Subscribers that keep up read from the cache of the newest
 //! payloads. Every topic's cache, and the last run each read back from its
-//! segments, count against one budget, `--cache-bytes` (`budget.rs`): when
+//! segments, and its write buffer, count against one budget,
+//! `--cache-bytes` (`budget.rs`): when
 //! the topics together hold more, the least recently used topics' oldest
 //! payloads leave the cache (never one still waiting in the buffer to be
 //! written). Messages no longer cached are read from their segment by the

@@ -23,7 +23,9 @@
 //! In memory a segment keeps a sparse index, the position of the first
 //! record in every 4 KiB, so that reading an old offset costs one read of a
 //! run of records. The index is built by scanning the file when the broker
-//! starts, checking every record on the way ([`scan_segment`]).
+//! starts, checking every record on the way ([`scan_segment`]); a closed
+//! segment's is saved beside it (`<base>.index`), so that the next start
+//! reads only its last run.
 //!
 //! A segment holds no open file: a broker with thousands of closed
 //! segments would otherwise hold thousands of file descriptors, and run out
