@@ -65,7 +65,7 @@ use crossbeam_channel::RecvTimeoutError;
 
 use crate::connection::Hangup;
 use crate::fetcher::Fetched;
-use crate::group::Group;
+use crate::group::{Group, Refused};
 use crate::ids::{ConnId, IdMap, Offset, Payload, TopicId};
 use crate::line;
 use crate::protocol::{AckMode, Decoded, Request, StartAt};
@@ -1040,8 +1040,14 @@ impl Dispatcher {
     /// A group has finished with a message: acked, written, or given up. Its
     /// position is saved with the round.
     fn group_done(&mut self, id: TopicId, index: usize, offset: Offset) {
+        self.topics[id].groups[index].done(offset);
+        self.groups_moved(id);
+    }
+
+    /// A group of topic `id` changed what it is done with: its place is
+    /// saved with the round.
+    fn groups_moved(&mut self, id: TopicId) {
         let topic = &mut self.topics[id];
-        topic.groups[index].done(offset);
         topic.groups_moved = true;
         self.chores.write_later(id, topic);
     }
@@ -1062,15 +1068,11 @@ impl Dispatcher {
             .collect();
         for answer in answers {
             let group = &mut self.topics[answer.topic].groups[answer.group];
+            let max = self.policy.max_deliveries;
             if answer.acked {
                 self.group_done(answer.topic, answer.group, answer.offset);
-            } else if !group.is_out(answer.offset) {
-                // Done already: a late ack (of another member's delivery,
-                // say) settled it, and it must not be given up.
-            } else if answer.deliveries < self.policy.max_deliveries {
-                group.again(answer.offset, answer.deliveries);
-            } else {
-                self.group_done(answer.topic, answer.group, answer.offset);
+            } else if group.refused(answer.offset, answer.deliveries, max) == Refused::GivenUp {
+                self.groups_moved(answer.topic);
                 let given_up = GivenUp {
                     topic: answer.topic,
                     offset: answer.offset,

@@ -37,6 +37,18 @@ use crate::ids::{ConnId, Offset};
 use crate::stats::GroupReport;
 use crate::store::GroupPosition;
 
+/// What became of a message a member refused ([`Group::refused`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// It goes out again, to the next member in turn.
+    Again,
+    /// It was delivered `--max-deliveries` times: the group is done with
+    /// it, and it goes to the dead-letter topic.
+    GivenUp,
+    /// The group was done with it already (a late ack): nothing changes.
+    Settled,
+}
+
 /// A group of one topic, known by its name.
 #[derive(Debug)]
 pub struct Group {
@@ -174,19 +186,21 @@ impl Group {
         }
     }
 
-    /// Whether `offset` is out with a member, awaiting its answer: an
-    /// answer to a message that is not (a late ack settled it) changes
-    /// nothing.
-    pub fn is_out(&self, offset: Offset) -> bool {
-        self.out.contains_key(&offset)
-    }
-
-    /// `offset`, delivered `deliveries` times, must be given out again,
-    /// unless the group is done with it already (a late ack settled it).
-    pub fn again(&mut self, offset: Offset, deliveries: u32) {
-        if self.out.remove(&offset).is_some() {
-            self.again.push_back((offset, deliveries));
+    /// A member refused `offset`, its `deliveries`th delivery: nacked it,
+    /// let it time out, or left with it. It goes out again, or, after
+    /// `max_deliveries`, the group gives it up (the caller dead-letters
+    /// it). A message the group is done with already, because a late ack
+    /// of an earlier delivery settled it, stays done: it is never given
+    /// up.
+    pub fn refused(&mut self, offset: Offset, deliveries: u32, max_deliveries: u32) -> Refused {
+        if self.out.remove(&offset).is_none() {
+            return Refused::Settled;
         }
+        if deliveries >= max_deliveries {
+            return Refused::GivenUp;
+        }
+        self.again.push_back((offset, deliveries));
+        Refused::Again
     }
 
     /// What `STATS` shows of the group, on a log that ends at `end`.
@@ -229,13 +243,16 @@ fn merge_sorted(
 mod tests {
     use super::*;
 
+    /// `--max-deliveries`, where a test does not reach it.
+    const MAX: u32 = 5;
+
     #[test]
     fn messages_go_out_once_and_come_back_when_returned() {
         let mut group = Group::new(Arc::from("g"), 5);
         assert_eq!(group.take(7), Some((5, 1)));
         assert_eq!(group.take(7), Some((6, 1)));
         assert_eq!(group.take(7), None, "the log ends at 7");
-        group.again(5, 1);
+        assert_eq!(group.refused(5, 1, MAX), Refused::Again);
         assert_eq!(group.position(), 5);
         group.done(6);
         assert_eq!(group.take(8), Some((5, 2)), "again before new");
@@ -255,17 +272,17 @@ mod tests {
         let mut group = Group::new(Arc::from("g"), 0);
         assert_eq!(group.take(2), Some((0, 1)));
         assert_eq!(group.take(2), Some((1, 1)));
-        group.again(0, 1); // timed out
+        group.refused(0, 1, MAX); // timed out
         group.done(0); // ... and then acked, late
         assert_eq!(group.take(2), None, "0 is not given out again");
-        group.again(1, 1); // timed out
+        group.refused(1, 1, 2); // timed out
         assert_eq!(group.take(2), Some((1, 2)), "given to another member");
         group.done(1); // the late ack of the first delivery
-        assert!(
-            !group.is_out(1),
-            "the other member's answer changes nothing"
+        assert_eq!(
+            group.refused(1, 2, 2), // the other member's last nack
+            Refused::Settled,
+            "the other member's answer changes nothing: not given up"
         );
-        group.again(1, 2); // the other member's nack
         assert_eq!(group.take(2), None);
         assert_eq!(group.position(), 2);
     }
@@ -278,7 +295,7 @@ mod tests {
         }
         group.done(0);
         group.done(2);
-        group.again(3, 1);
+        group.refused(3, 1, MAX);
         let saved = group.saved();
         assert_eq!(
             (saved.next, saved.unfinished.as_slice()),
@@ -298,7 +315,7 @@ mod tests {
             group.take(10);
         }
         group.done(2);
-        group.again(5, 1);
+        group.refused(5, 1, MAX);
         let saved = group.saved();
         assert_eq!(saved.unfinished, [(0, 2), (3, 10)]);
         let restored = Group::restored(Arc::from("g"), &saved);
