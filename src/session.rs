@@ -411,15 +411,13 @@ impl Session {
         if delivery.settled {
             return Ok(());
         }
-        let last = delivery.count >= self.policy.max_deliveries;
         match (acked, late) {
             (true, _) => self.settle(&delivery, late),
             (false, false) => self.retry(delivery, now + self.policy.ack_delay, topics),
-            // The last delivery allowed, timed out and now refused: the
-            // give-up its timeout left to this answer.
-            (false, true) if last => self.retry(delivery, now, topics),
-            // Its timeout has already sent the message again.
-            (false, true) => {}
+            // A late Nack does what its timeout left undone: nothing, as
+            // the timeout sent the message again, unless this was the last
+            // delivery allowed, whose give-up waited for this answer.
+            (false, true) => self.let_go(&delivery, true, topics),
         }
         Ok(())
     }
@@ -521,7 +519,8 @@ impl Session {
     }
 
     /// What an unanswered delivery (`late` if it timed out) leaves behind
-    /// when the session stops waiting for its answer: a group gets its
+    /// when the session stops waiting for its answer, or gets a late Nack
+    /// (the same thing, as far as the message goes): a group gets its
     /// message back, and the last delivery allowed of a message, timed out,
     /// gives the message up. A settled delivery, or one whose timeout has
     /// already sent the message again, leaves nothing.
