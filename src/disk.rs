@@ -6,6 +6,7 @@
 //! data/topics/orders-1c8f3e0e5a1b2c3d/      one directory per topic
 //!     name                                   the topic's real name
 //!     groups                                 where each consumer group is (PULL's too)
+//!     horizon                                how far it confirmed (batch, on-damage stop)
 //!     00000000000000000000.log               a segment: records 0 .. 52,427
 //!     00000000000000000000.index             its index, saved when it was closed
 //!     00000000000000052428.log               the next one, named by its first offset
@@ -97,6 +98,18 @@
 //! at it and names the offsets it cost (`segment.rs`), which are then
 //! unreadable too.
 //!
+//! With `--fsync batch`, the writes of rounds whose fsync had not run yet
+//! may reach the disk out of order when the power fails: one round's
+//! records lost, the next round's whole. None of that was confirmed, but
+//! it looks like damage with whole records after it. `--on-damage skip`
+//! (the default) treats it so: the lost offsets are skipped and the whole
+//! records after them kept, which loses nothing confirmed. For
+//! `--on-damage stop`, which would refuse to start, each sync job also
+//! forces the point it forced the segment to into a `horizon` file (a
+//! `Horizon`), before anything up to there is confirmed; damage in the
+//! last segment past the horizon is then a torn end, cut off with
+//! whatever follows it.
+//!
 //! A power loss under `--fsync never` can leave more than a torn end of
 //! the last segment, since nothing is forced: a torn end of a closed
 //! segment (skipped, whatever `--on-damage` says), a groups file that is
@@ -115,15 +128,18 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use byteorder::{BigEndian, ByteOrder};
+use parking_lot::Mutex;
 
 use crate::budget::{cost, MemoryBudget};
 use crate::config::{Fsync, OnDamage};
+use crate::crc32c::Crc32c;
 use crate::fetcher::{FetchRequest, Fetched, Fetcher};
 use crate::files::FileBudget;
 use crate::ids::{Offset, Payload};
@@ -152,6 +168,10 @@ const NAME_SCRATCH_FILE: &str = "name.new";
 /// consumer groups (see [`encode_groups`]).
 const GROUPS_FILE: &str = "groups";
 
+/// The file in a topic's directory that holds its [`Horizon`], with
+/// `--fsync batch`.
+const HORIZON_FILE: &str = "horizon";
+
 /// How long a broker starting on a data directory waits for its lock.
 const LOCK_PATIENCE: Duration = Duration::from_secs(2);
 
@@ -172,6 +192,18 @@ pub struct LogSettings {
     pub max_message_bytes: u64,
     /// `--on-damage`: whether a start skips damage inside a log or stops.
     pub on_damage: OnDamage,
+}
+
+impl LogSettings {
+    /// Whether each log keeps a [`Horizon`]: only with `--fsync batch`
+    /// and `--on-damage stop`. It is what lets a start that stops at
+    /// damage tell a power loss's torn end from damage, and it costs a
+    /// second fdatasync per batch (p50 latency about doubled), so the
+    /// default `--on-damage skip`, which starts either way and loses
+    /// nothing confirmed, does without it.
+    fn keeps_horizon(&self) -> bool {
+        self.fsync == Fsync::Batch && self.on_damage == OnDamage::Stop
+    }
 }
 
 /// Keeps every topic in segment files under `<data dir>/topics`.
@@ -511,6 +543,107 @@ pub struct DiskLog {
     /// Set by a sync job that could not save the groups file for lack of
     /// room: the next write saves it again.
     groups_unsaved: Arc<AtomicBool>,
+    /// With `--fsync batch`, the horizon the horizon file holds, which the
+    /// sync jobs move on; `None` if there is no such file.
+    horizon: Arc<Mutex<Option<Horizon>>>,
+}
+
+/// With `--fsync batch`: a point of the log, byte `position` of the
+/// segment whose first offset is `base`, from which on nothing was
+/// confirmed. Each sync job forces the point it forced the segment to
+/// into the horizon file, before anything past the old one is confirmed. The writes of rounds not yet
+/// confirmed may reach the disk out of order when the power fails, which
+/// leaves damage with whole records after it; past the horizon, that is
+/// a torn end, and recovery cuts it off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Horizon {
+    base: Offset,
+    position: u64,
+}
+
+impl Horizon {
+    /// `base`, `position` (`u64`s) and a CRC-32C of them, big-endian.
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = [self.base, self.position].map(u64::to_be_bytes).concat();
+        let crc = Crc32c::new().update(&bytes).finish();
+        bytes.extend_from_slice(&crc.to_be_bytes());
+        bytes
+    }
+
+    /// The horizon saved in `dir`, if there is a whole one.
+    fn read(dir: &Path) -> Option<Horizon> {
+        let bytes = fs::read(dir.join(HORIZON_FILE)).ok()?;
+        let (fields, crc) = bytes.split_at_checked(16)?;
+        let sound =
+            crc.len() == 4 && Crc32c::new().update(fields).finish() == BigEndian::read_u32(crc);
+        sound.then(|| Horizon {
+            base: BigEndian::read_u64(&fields[..8]),
+            position: BigEndian::read_u64(&fields[8..]),
+        })
+    }
+
+    /// Where, in the segment whose first offset is `base`, nothing could
+    /// have been confirmed from, by this horizon.
+    fn unconfirmed_from(&self, base: Offset) -> u64 {
+        match self.base.cmp(&base) {
+            std::cmp::Ordering::Less => 0,
+            std::cmp::Ordering::Equal => self.position,
+            std::cmp::Ordering::Greater => u64::MAX,
+        }
+    }
+
+    /// Makes sure the saved horizon lies at or past byte `written` of
+    /// segment `base`, which is about to be confirmed: if not, forces that
+    /// point to disk as the new horizon. The file is overwritten in place
+    /// (one fdatasync; a write torn by a crash fails its checksum, and is
+    /// no horizon). A disk with no room for it gets no horizon file at
+    /// all, which recovery reads as "anything may have been confirmed",
+    /// as it did before horizons.
+    fn cover(
+        saved: &Mutex<Option<Horizon>>,
+        dir: &Path,
+        base: Offset,
+        written: u64,
+    ) -> Result<(), StoreError> {
+        let mut saved = saved.lock();
+        let needed = Horizon {
+            base,
+            position: written,
+        };
+        if saved.is_some_and(|horizon| horizon >= needed) {
+            return Ok(());
+        }
+        let path = dir.join(HORIZON_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.write_all_at(&needed.encode(), 0).map(|()| file))
+            .map_err(StoreError::io(&path));
+        match file {
+            Err(StoreError::Full(_)) => {
+                *saved = None;
+                Horizon::forget(dir)
+            }
+            file => {
+                file?.sync_data().map_err(StoreError::sync(&path))?;
+                *saved = Some(needed);
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes the horizon file from `dir`, if there is one, for good: a
+    /// log that is not forced in batches does not keep it up to date.
+    fn forget(dir: &Path) -> Result<(), StoreError> {
+        let path = dir.join(HORIZON_FILE);
+        match fs::remove_file(&path) {
+            Ok(()) => sync_directory(dir),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(StoreError::Io { path, error }),
+        }
+    }
 }
 
 /// A log that found the disk full: why, and when it may try again.
@@ -551,10 +684,20 @@ impl DiskLog {
     ) -> Result<DiskLog, StoreError> {
         let mut segments = Vec::new();
         let paths = segment_paths(&dir)?;
+        let horizon = if settings.keeps_horizon() {
+            Horizon::read(&dir)
+        } else {
+            Horizon::forget(&dir)?;
+            None
+        };
         let next_bases: Vec<Option<Offset>> = paths.iter().skip(1).map(|p| Some(p.0)).collect();
         let next_bases = next_bases.into_iter().chain([None]);
         for ((base, path), next_base) in paths.into_iter().zip(next_bases) {
-            let segment = scan_segment(topic, path, base, next_base, &settings)?;
+            let unconfirmed_from = horizon
+                .filter(|_| next_base.is_none())
+                .map(|horizon| horizon.unconfirmed_from(base));
+            let segment =
+                scan_segment(topic, path, (base, next_base), unconfirmed_from, &settings)?;
             if let Some(previous) = segments.last().map(|s: &Segment| s.end) {
                 if segment.base != previous {
                     return Err(StoreError::Unrecognised {
@@ -604,6 +747,7 @@ impl DiskLog {
             unreadable_count: 0,
             refusing: None,
             groups_unsaved: Arc::default(),
+            horizon: Arc::new(Mutex::new(horizon)),
         };
         for damage in damaged {
             log.note_unreadable(damage.offsets.clone(), &damage);
@@ -978,15 +1122,24 @@ impl TopicLog for DiskLog {
     fn write(&mut self) -> Result<Option<SyncJob>, StoreError> {
         self.write_buffer()?;
         let force = (self.unsynced && self.settings.fsync == Fsync::Batch).then(|| {
-            let path = self.segments[self.segments.len() - 1].path.clone();
-            (self.writer.clone(), path)
+            let active = &self.segments[self.segments.len() - 1];
+            let written = (active.base, active.len);
+            (self.writer.clone(), active.path.clone(), written)
         });
         if self.settings.fsync == Fsync::Never {
             self.force()?;
         }
         self.unsynced = false;
-        Ok(force.map(|(file, path)| {
-            Box::new(move || file.sync_data().map_err(StoreError::sync(path))) as SyncJob
+        let horizon =
+            (self.settings.keeps_horizon()).then(|| (self.horizon.clone(), self.dir.clone()));
+        Ok(force.map(|(file, path, (base, written))| {
+            Box::new(move || {
+                file.sync_data().map_err(StoreError::sync(path))?;
+                match horizon {
+                    Some((saved, dir)) => Horizon::cover(&saved, &dir, base, written),
+                    None => Ok(()),
+                }
+            }) as SyncJob
         }))
     }
 
@@ -1519,6 +1672,91 @@ mod tests {
     fn reopen(temp: &TempDir) -> Box<dyn TopicLog> {
         let (mut store, _) = open_store(temp, settings(16 << 10, None));
         store.recover().unwrap().pop().unwrap().1
+    }
+
+    /// Writes records 0 to 99 durably and 100 to 109 without the fsync
+    /// that would have confirmed them, then does to the segment file what
+    /// a power loss can: the disk kept records 101 to 109 and not 100
+    /// (84 bytes a record). Returns the segment file's path.
+    fn lose_power_between_batches(temp: &TempDir, settings: LogSettings) -> PathBuf {
+        let (mut store, _) = open_store(temp, settings);
+        let mut log = store.open("t").unwrap();
+        for i in 0..100 {
+            log.append(message(i)).unwrap();
+        }
+        write_durably(log.as_mut()); // 0 to 99 may be confirmed
+        for i in 100..110 {
+            log.append(message(i)).unwrap();
+        }
+        let _never_run = log.write().unwrap();
+        let path = store.directory_for("t").unwrap().join(segment_file_name(0));
+        drop((log, store));
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[100 * 84..101 * 84].fill(0);
+        fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// Starts a store on `temp` and returns topic "t"'s first and next
+    /// offsets, and how many of its records are unreadable.
+    fn start_again(
+        temp: &TempDir,
+        settings: LogSettings,
+    ) -> Result<(Offset, Offset, u64), StoreError> {
+        let (mut store, _) = open_store(temp, settings);
+        let (_, log) = store.recover()?.pop().unwrap();
+        Ok((log.start(), log.end(), log.unreadable_records()))
+    }
+
+    #[test]
+    fn with_on_damage_stop_damage_past_what_was_confirmed_is_a_torn_end() {
+        let temp = TempDir::new("horizon");
+        let batch = LogSettings {
+            fsync: Fsync::Batch,
+            on_damage: OnDamage::Stop,
+            ..settings(1 << 20, None)
+        };
+        let path = lose_power_between_batches(&temp, batch);
+        assert_eq!(
+            start_again(&temp, batch).unwrap(),
+            (0, 100, 0),
+            "a torn end, cut off"
+        );
+        assert_eq!(fs::metadata(&path).unwrap().len(), 100 * 84);
+        // Damage before that point may hide a confirmed record: damage in
+        // the middle, which --on-damage stop refuses.
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[50 * 84 + HEADER_BYTES] ^= 0x01;
+        fs::write(&path, bytes).unwrap();
+        match start_again(&temp, batch) {
+            Err(StoreError::Corrupt { position, .. }) => assert_eq!(position, 50 * 84),
+            other => panic!("expected damage in the middle, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn with_on_damage_skip_a_power_loss_between_batches_costs_only_the_lost_offsets() {
+        let temp = TempDir::new("no-horizon");
+        let batch = LogSettings {
+            fsync: Fsync::Batch,
+            on_damage: OnDamage::Skip,
+            ..settings(1 << 20, None)
+        };
+        lose_power_between_batches(&temp, batch);
+        let dir = temp.0.join("topics");
+        let horizons = fs::read_dir(&dir)
+            .unwrap()
+            .filter(|topic| topic.as_ref().unwrap().path().join(HORIZON_FILE).exists())
+            .count();
+        assert_eq!(
+            horizons, 0,
+            "skip keeps no horizon, and pays no second fsync"
+        );
+        assert_eq!(
+            start_again(&temp, batch).unwrap(),
+            (0, 110, 1),
+            "offset 100 skipped"
+        );
     }
 
     #[test]

@@ -616,8 +616,10 @@ impl Header {
 }
 
 /// Opens a segment file at start-up, checking it, and returns it with its
-/// index built. `next_base` is where the next segment starts; `None` for
-/// the last one. A closed segment whose index file matches it is taken
+/// index built. It starts at offset `base`, and `next_base` is where the
+/// next segment starts; `None` for the last one. With `--fsync batch`,
+/// nothing from byte `unconfirmed_from` of the last segment on was
+/// confirmed. A closed segment whose index file matches it is taken
 /// from the index, and only the records of its last run are read: they
 /// must end exactly where the file ends. Any other segment is read record
 /// by record, checking each one, and, if closed and sound, gets its index
@@ -629,11 +631,13 @@ impl Header {
 /// scan goes on at the next sound record), and stops the start with
 /// `--on-damage stop`, except a torn end of a closed segment under
 /// `--fsync never`, which a power loss can leave: it is always skipped.
+/// Damage in the last segment from `unconfirmed_from` on is a torn end,
+/// whatever follows it.
 pub fn scan_segment(
     topic: &str,
     path: PathBuf,
-    base: Offset,
-    next_base: Option<Offset>,
+    (base, next_base): (Offset, Option<Offset>),
+    unconfirmed_from: Option<u64>,
     settings: &LogSettings,
 ) -> Result<Segment, StoreError> {
     let max_payload = settings.max_message_bytes;
@@ -665,6 +669,11 @@ pub fn scan_segment(
         let Some((resume_at, resume_offset)) = next.or(to_the_end) else {
             return cut_torn_end(topic, segment, file_len, reason);
         };
+        // Past what could have been confirmed, the rest is a torn end,
+        // whatever follows the damage (see `disk.rs`, `Horizon`).
+        if unconfirmed_from.is_some_and(|from| position >= from) {
+            return cut_torn_end(topic, segment, file_len, reason);
+        }
         // With --fsync never a segment is not forced when the log moves
         // on, so a power loss can tear the end of a closed one too.
         let torn_closed = next.is_none() && settings.fsync == Fsync::Never;
