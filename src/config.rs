@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use crate::budget::default_memory_bytes;
 use crate::dispatcher::TopicLimits;
-use crate::protocol::{Limits, MAX_TOPIC_NAME_BYTES};
 use crate::session::DeliveryPolicy;
+use crate::wire::request::{Limits, MAX_TOPIC_NAME_BYTES};
+
+pub use crate::store::{Fsync, OnDamage};
 
 /// Everything `brook` can be told on its command line.
 #[derive(Debug, Clone)]
@@ -175,55 +177,6 @@ pub enum Storage {
     Memory,
     /// In segment files under this directory (`--data-dir`).
     Disk(PathBuf),
-}
-
-/// When the disk store forces appended messages to disk (`--fsync`). A
-/// message is confirmed to its publisher only once its policy is met.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fsync {
-    /// After every message: nothing confirmed is ever lost, and every
-    /// message waits for the disk.
-    Always,
-    /// Once per round of the dispatcher, for every message of the round (a
-    /// group commit): nothing confirmed is lost, and many publishers share
-    /// one wait for the disk.
-    Batch,
-    /// Never: the operating system writes when it chooses. A crash of the
-    /// broker loses nothing, a crash of the machine may.
-    Never,
-}
-
-impl fmt::Display for Fsync {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Fsync::Always => "always",
-            Fsync::Batch => "batch",
-            Fsync::Never => "never",
-        })
-    }
-}
-
-/// What a start on a data directory does about a record that is damaged
-/// with whole records after it: not a torn end that a crash left, but a
-/// disk's decay, or a person's mistake (`--on-damage`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnDamage {
-    /// Start, and serve every whole record; the damaged offsets are logged,
-    /// counted in `STATS`, and skipped by every reader.
-    Skip,
-    /// Refuse to start, naming the file and the byte, so that a person
-    /// can look at the damage before anything else happens to it.
-    Stop,
-}
-
-impl OnDamage {
-    fn parse(value: &str) -> Option<OnDamage> {
-        match value {
-            "skip" => Some(OnDamage::Skip),
-            "stop" => Some(OnDamage::Stop),
-            _ => None,
-        }
-    }
 }
 
 /// What the command line asked for.

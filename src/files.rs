@@ -15,7 +15,7 @@
 //!     - 1 per connection its socket, which its reader and writer threads
 //!                        share (one `Arc<TcpStream>`)
 //!     - 1 per disk topic its active segment, open for appending (closed
-//!                        segments hold none: see `segment.rs`)
+//!                        segments hold none: see `store/segment.rs`)
 //! ```
 //!
 //! Connections and topics share what is left, first come first served: the

@@ -237,7 +237,7 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::testing;
+    use crate::wire::request::testing;
 
     fn parse(s: &str) -> Result<Vec<String>, JsonError> {
         parse_string_array(s.as_bytes())
