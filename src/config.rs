@@ -127,7 +127,7 @@ impl Default for Config {
 }
 
 impl Config {
-    pub fn delivery_policy(&self) -> DeliveryPolicy {
+    pub(crate) fn delivery_policy(&self) -> DeliveryPolicy {
         DeliveryPolicy {
             ack_delay: self.ack_delay,
             ack_timeout: self.ack_timeout,
@@ -152,14 +152,14 @@ impl Config {
     }
 
     /// The limits on topics and groups (see `dispatcher.rs`).
-    pub fn topic_limits(&self) -> TopicLimits {
+    pub(crate) fn topic_limits(&self) -> TopicLimits {
         TopicLimits {
             max_topics: self.max_topics,
             max_groups_per_topic: self.max_groups_per_topic,
         }
     }
 
-    pub fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> Limits {
         Limits {
             max_message_bytes: self.max_message_bytes,
             max_topic_list_bytes: self.max_topic_list_bytes,
@@ -540,7 +540,7 @@ fn parse_positive_duration(text: &str) -> Option<Duration> {
 }
 
 /// Parses `250ms`, `2s`, `1m`, `1h` (also `us`).
-pub fn parse_duration(text: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     let split = text.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = text.split_at(split);
     let n: u64 = number.parse().ok()?;

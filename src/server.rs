@@ -510,7 +510,7 @@ fn refuse(stream: TcpStream) {
 }
 
 /// The reason sent to a connection over `--max-connections`.
-pub const TOO_MANY_CONNECTIONS: &str = "too many connections";
+pub(crate) const TOO_MANY_CONNECTIONS: &str = "too many connections";
 
 /// How many connections this process can hold, if the system says: at
 /// most, with no topic on disk (each such topic takes one of these
@@ -521,7 +521,7 @@ pub const TOO_MANY_CONNECTIONS: &str = "too many connections";
 /// stack and guard page). A thread that cannot map its signal stack aborts
 /// the whole process, so the broker must stay clear of `vm.max_map_count`
 /// rather than find it. Some room is left for everything else.
-pub fn connection_capacity() -> Option<usize> {
+pub(crate) fn connection_capacity() -> Option<usize> {
     let by_mappings = files::read_number("/proc/sys/vm/max_map_count", "")
         .map(|maps| maps.saturating_sub(2048) / 8);
     let by_files = files::open_files_limit().map(|files| files.saturating_sub(FILES_RESERVED));

@@ -541,7 +541,7 @@ fn parse_topic_list(json: &[u8], limits: &Limits) -> Result<Vec<String>, BinaryE
 
 /// Appends a status frame: `u16` status, plus `u16` length and reason for an
 /// error. A reason longer than a `u16` can count is cut at a UTF-8 boundary.
-pub fn encode_status(out: &mut Vec<u8>, status: u16, reason: Option<&str>) {
+pub(crate) fn encode_status(out: &mut Vec<u8>, status: u16, reason: Option<&str>) {
     push_u16(out, status);
     if let Some(reason) = reason {
         let mut end = reason.len().min(u16::MAX as usize);

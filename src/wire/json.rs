@@ -74,7 +74,7 @@ pub fn parse_string_array(input: &[u8]) -> Result<Vec<String>, JsonError> {
 
 /// Writes `strings` as a compact JSON array. Quotes, backslashes and control
 /// characters are escaped; everything else is written as UTF-8.
-pub fn encode_string_array<S: AsRef<str>>(strings: &[S]) -> String {
+pub(crate) fn encode_string_array<S: AsRef<str>>(strings: &[S]) -> String {
     let mut out = String::from("[");
     for (i, s) in strings.iter().enumerate() {
         if i > 0 {

@@ -150,7 +150,7 @@ impl fmt::Display for Refusal {
 
 /// The size limits a decoder enforces before it waits for a frame's bytes.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub max_message_bytes: usize,
     pub max_topic_list_bytes: usize,
     /// The longest topic name, in bytes (at most [`MAX_TOPIC_NAME_BYTES`]).
