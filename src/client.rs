@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! use brook::client::{Publisher, Subscriber};
-//! use brook::binary::StartAt;
+//! use brook::wire::request::StartAt;
 //!
 //! let mut subscriber = Subscriber::connect("127.0.0.1:3000")?;
 //! subscriber.subscribe(&["orders"], StartAt::Beginning)?;
