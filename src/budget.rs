@@ -2,7 +2,7 @@
 //! many topics share it.
 //!
 //! Each log counts the payloads it keeps in memory against its store's
-//! [`MemoryBudget`]: the disk store its cache of recent payloads and the
+//! `MemoryBudget`: the disk store its cache of recent payloads and the
 //! last run it read back from a segment, the memory store every message it
 //! holds. At the end of each round the dispatcher looks at the total, and
 //! if it is over the limit asks the logs to let go, the least recently used

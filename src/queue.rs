@@ -1,6 +1,10 @@
-//! The dispatcher's queue: how commands travel from the reader and writer
-//! threads to the dispatcher, and how publishers are held back when the
-//! dispatcher falls behind.
+//! The dispatcher's queue: the [`Command`]s it carries, how they travel
+//! from the reader threads (and, through callbacks the broker gives them,
+//! the writer and fetcher threads) to the dispatcher, and how publishers
+//! are held back when the dispatcher falls behind. The helper threads never
+//! name a `Command` themselves: the writer calls back "written", the
+//! fetcher hands back what it read, and the callback (`reader.rs`,
+//! `server.rs`) wraps it.
 //!
 //! A command is a batch: one `read()`'s worth of requests, which for a busy
 //! publisher is a thousand messages or more. A channel bounded only by its
@@ -49,7 +53,8 @@ use crate::store::Fetched;
 use crate::wire::request::{Decoded, Request};
 use crate::writer::Writer;
 
-/// What a reader thread asks of the dispatcher.
+/// What the dispatcher is asked to do: by a reader thread, or (wrapped by
+/// the callbacks they were given) by a writer or the fetcher.
 #[derive(Debug)]
 pub enum Command {
     /// The connection will be written to: here is its writer. Sent before

@@ -33,7 +33,7 @@
 //! Nothing here does I/O, so the same code serves the broker, the tests and
 //! the fuzzers.
 //!
-//! Every length prefix is checked against [`Limits`] before the bytes it
+//! Every length prefix is checked against `Limits` before the bytes it
 //! announces are waited for, so a hostile `0xFFFFFFFF` never makes the reader
 //! allocate four gigabytes.
 

@@ -10,7 +10,7 @@
 //! already collected the whole length-prefixed frame), never recurses, and
 //! returns an error value instead of panicking on any input.
 //!
-//! [`encode_string_array`] is the inverse, used by the Rust client.
+//! `encode_string_array` is the inverse, used by the Rust client.
 
 use std::fmt;
 

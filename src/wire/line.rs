@@ -28,7 +28,7 @@
 //! is a state machine over whatever bytes have arrived: it never assumes one
 //! `read()` holds one line. While it waits for the end of a line it remembers
 //! how far it has already looked, so a long line arriving in pieces is
-//! scanned once. A line longer than [`Limits::max_line_bytes`] is refused as
+//! scanned once. A line longer than `Limits::max_line_bytes` is refused as
 //! soon as the limit is passed, and the rest of it is dropped as it arrives,
 //! never buffered. `PUBN` switches to counting bytes, like the binary
 //! protocol's payload frames, so a payload may hold newlines or any byte.

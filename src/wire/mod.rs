@@ -10,7 +10,8 @@
 //! writer thread encodes them with its client's protocol.
 //!
 //! Read `request.rs` and `reply.rs` first: the two decoders and encoders
-//! use them, and nothing else in this folder.
+//! use them, and apart from them only `json.rs`, which `binary.rs` uses
+//! for its topic lists.
 
 pub mod binary;
 pub mod json;

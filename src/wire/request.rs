@@ -1,7 +1,7 @@
 //! What a client can ask, in words both protocols share: the decoders
 //! (`binary.rs`, `line.rs`) turn bytes into a `Request`, or a
 //! `Refusal` that says why not, and everything after the reader thread
-//! works with these alone. [`Limits`] are the sizes a decoder checks
+//! works with these alone. `Limits` are the sizes a decoder checks
 //! before it waits for a frame's bytes.
 
 use std::borrow::Cow;
