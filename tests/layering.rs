@@ -7,7 +7,10 @@
 //! finds the paths each one names that start with `crate::` (in `use` lines
 //! and in code, brace groups included) or `super::` (a sibling in the same
 //! folder), maps each path to the file that holds it, and looks for a
-//! circle in that map with a depth-first search.
+//! circle in that map with a depth-first search. Test modules count too: a
+//! test that needs a file above its own is a sign the shared part belongs
+//! lower down. `main.rs` is left out: it is the binary, which uses the
+//! library only through `brook::`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -36,13 +39,13 @@ fn read_folder(folder: &Path, module: &mut Module, sources: &mut BTreeMap<Module
             module.push(name);
             read_folder(&path, module, sources);
             module.pop();
-        } else if path.extension().is_some_and(|ext| ext == "rs") {
+        } else if path.extension().is_some_and(|ext| ext == "rs") && name != "main" {
             let mut file_module = module.clone();
-            if !matches!(name.as_str(), "mod" | "lib" | "main") {
+            if !matches!(name.as_str(), "mod" | "lib") {
                 file_module.push(name);
             }
             let text = fs::read_to_string(&path).expect("a source file can be read");
-            sources.entry(file_module).or_insert(text);
+            sources.insert(file_module, text);
         }
     }
 }
@@ -61,7 +64,8 @@ fn file_name(module: &Module, sources: &BTreeMap<Module, String>) -> String {
 
 /// `text` without its comments (from `//` to the end of the line), so that
 /// a doc link such as ``[`Command`](crate::queue::Command)`` is not taken
-/// for a use.
+/// for a use. A string holding `//` loses the rest of its line too, which
+/// can only hide a use, never invent one.
 fn code_of(text: &str) -> String {
     text.lines()
         .map(|line| line.split("//").next().unwrap())
@@ -205,6 +209,20 @@ fn no_file_in_src_uses_a_file_that_uses_it() {
         found.len(),
         shown.join("\n")
     );
+}
+
+#[test]
+fn the_search_names_every_file_of_a_circle() {
+    let module = |name: &str| vec![name.to_owned()];
+    let graph = BTreeMap::from([
+        (module("a"), vec![module("b")]),
+        (module("b"), vec![module("c")]),
+        (module("c"), vec![module("a")]),
+        (module("d"), vec![module("a")]),
+    ]);
+    assert_eq!(circles(&graph), [[module("a"), module("b"), module("c")]]);
+    let layered = BTreeMap::from([(module("a"), vec![module("b")]), (module("b"), vec![])]);
+    assert!(circles(&layered).is_empty());
 }
 
 #[test]
