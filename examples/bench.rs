@@ -177,7 +177,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use brook::config::{Fsync, Storage};
-use brook::protocol::StartAt;
+use brook::wire::request::StartAt;
 
 use connections::{ConnectionsPlan, Counters};
 use histogram::Histogram;

@@ -16,7 +16,7 @@ mod common;
 use std::error::Error;
 use std::process::ExitCode;
 
-use brook::protocol::StartAt;
+use brook::wire::request::StartAt;
 use common::{Args, Flag, COUNT, HOST, PORT};
 
 const PROGRAM: &str = "subscriber";

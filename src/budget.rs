@@ -2,7 +2,7 @@
 //! many topics share it.
 //!
 //! Each log counts the payloads it keeps in memory against its store's
-//! [`MemoryBudget`]: the disk store its cache of recent payloads and the
+//! `MemoryBudget`: the disk store its cache of recent payloads and the
 //! last run it read back from a segment, the memory store every message it
 //! holds. At the end of each round the dispatcher looks at the total, and
 //! if it is over the limit asks the logs to let go, the least recently used
@@ -49,20 +49,20 @@ use crate::ids::Payload;
 /// again while the queue has grown and not filled). With 128-byte payloads
 /// this is a third of what the messages take, so leaving it out would put
 /// the budget a third short.
-pub const MESSAGE_OVERHEAD_BYTES: usize = 64;
+pub(crate) const MESSAGE_OVERHEAD_BYTES: usize = 64;
 
 /// How much of the budget `payload` takes while a log holds it.
-pub fn cost(payload: &Payload) -> usize {
+pub(crate) fn cost(payload: &Payload) -> usize {
     payload.len() + MESSAGE_OVERHEAD_BYTES
 }
 
 /// `--memory-bytes` when this process cannot learn the machine's memory.
-pub const FALLBACK_MEMORY_BYTES: usize = 1 << 30;
+pub(crate) const FALLBACK_MEMORY_BYTES: usize = 1 << 30;
 
 /// The memory budget of a store's logs: how much they hold now, against
 /// the limit a flag set.
 #[derive(Debug)]
-pub struct MemoryBudget {
+pub(crate) struct MemoryBudget {
     /// The flag that set the limit, for messages: `--cache-bytes` or
     /// `--memory-bytes`.
     flag: &'static str,
@@ -142,7 +142,7 @@ impl MemoryBudget {
 
 /// The default `--memory-bytes`: a quarter of the machine's memory, or
 /// [`FALLBACK_MEMORY_BYTES`] if `/proc/meminfo` cannot say how much that is.
-pub fn default_memory_bytes() -> usize {
+pub(crate) fn default_memory_bytes() -> usize {
     physical_memory().map_or(FALLBACK_MEMORY_BYTES, |bytes| bytes / 4)
 }
 

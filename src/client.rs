@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! use brook::client::{Publisher, Subscriber};
-//! use brook::protocol::StartAt;
+//! use brook::wire::request::StartAt;
 //!
 //! let mut subscriber = Subscriber::connect("127.0.0.1:3000")?;
 //! subscriber.subscribe(&["orders"], StartAt::Beginning)?;
@@ -38,7 +38,8 @@ use std::time::{Duration, Instant};
 
 use byteorder::{BigEndian, ByteOrder};
 
-use crate::protocol::{self, action, status, StartAt, MAX_TOPIC_NAME_BYTES, TOPIC_PREFIX};
+use crate::wire::binary::{self, action, status, TOPIC_PREFIX};
+use crate::wire::request::{StartAt, MAX_TOPIC_NAME_BYTES};
 
 /// Deliveries larger than any publish frame can carry are refused by the
 /// client rather than allocated: a guard against a broken or hostile peer.
@@ -140,7 +141,7 @@ impl Publisher {
             return Err(ClientError::TooLong("payload"));
         }
         let mut frame = Vec::with_capacity(12 + topic.len() + payload.len());
-        protocol::encode_publish(&mut frame, topic, payload);
+        binary::encode_publish(&mut frame, topic, payload);
         self.stream.write_all(&frame)?;
         Ok(())
     }
@@ -191,7 +192,7 @@ impl Subscriber {
     pub fn subscribe<S: AsRef<str>>(&mut self, topics: &[S], start: StartAt) -> Result<()> {
         check_topic_names(topics)?;
         let mut request = Vec::new();
-        protocol::encode_subscribe(&mut request, topics, start);
+        binary::encode_subscribe(&mut request, topics, start);
         self.request(&request, status::SUBSCRIBED)
     }
 
@@ -209,7 +210,7 @@ impl Subscriber {
             return Err(ClientError::TooLong("group name"));
         }
         let mut request = Vec::new();
-        protocol::encode_subscribe_group(&mut request, topics, group, start);
+        binary::encode_subscribe_group(&mut request, topics, group, start);
         self.request(&request, status::SUBSCRIBED)
     }
 
@@ -217,7 +218,7 @@ impl Subscriber {
     pub fn unsubscribe<S: AsRef<str>>(&mut self, topics: &[S]) -> Result<()> {
         check_topic_names(topics)?;
         let mut request = Vec::new();
-        protocol::encode_unsubscribe(&mut request, topics);
+        binary::encode_unsubscribe(&mut request, topics);
         self.request(&request, status::UNSUBSCRIBED)
     }
 

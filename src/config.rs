@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use crate::budget::default_memory_bytes;
 use crate::dispatcher::TopicLimits;
-use crate::protocol::{Limits, MAX_TOPIC_NAME_BYTES};
 use crate::session::DeliveryPolicy;
+use crate::wire::request::{Limits, MAX_TOPIC_NAME_BYTES};
+
+pub use crate::store::{Fsync, OnDamage};
 
 /// Everything `brook` can be told on its command line.
 #[derive(Debug, Clone)]
@@ -125,7 +127,7 @@ impl Default for Config {
 }
 
 impl Config {
-    pub fn delivery_policy(&self) -> DeliveryPolicy {
+    pub(crate) fn delivery_policy(&self) -> DeliveryPolicy {
         DeliveryPolicy {
             ack_delay: self.ack_delay,
             ack_timeout: self.ack_timeout,
@@ -150,14 +152,14 @@ impl Config {
     }
 
     /// The limits on topics and groups (see `dispatcher.rs`).
-    pub fn topic_limits(&self) -> TopicLimits {
+    pub(crate) fn topic_limits(&self) -> TopicLimits {
         TopicLimits {
             max_topics: self.max_topics,
             max_groups_per_topic: self.max_groups_per_topic,
         }
     }
 
-    pub fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> Limits {
         Limits {
             max_message_bytes: self.max_message_bytes,
             max_topic_list_bytes: self.max_topic_list_bytes,
@@ -175,55 +177,6 @@ pub enum Storage {
     Memory,
     /// In segment files under this directory (`--data-dir`).
     Disk(PathBuf),
-}
-
-/// When the disk store forces appended messages to disk (`--fsync`). A
-/// message is confirmed to its publisher only once its policy is met.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fsync {
-    /// After every message: nothing confirmed is ever lost, and every
-    /// message waits for the disk.
-    Always,
-    /// Once per round of the dispatcher, for every message of the round (a
-    /// group commit): nothing confirmed is lost, and many publishers share
-    /// one wait for the disk.
-    Batch,
-    /// Never: the operating system writes when it chooses. A crash of the
-    /// broker loses nothing, a crash of the machine may.
-    Never,
-}
-
-impl fmt::Display for Fsync {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Fsync::Always => "always",
-            Fsync::Batch => "batch",
-            Fsync::Never => "never",
-        })
-    }
-}
-
-/// What a start on a data directory does about a record that is damaged
-/// with whole records after it: not a torn end that a crash left, but a
-/// disk's decay, or a person's mistake (`--on-damage`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnDamage {
-    /// Start, and serve every whole record; the damaged offsets are logged,
-    /// counted in `STATS`, and skipped by every reader.
-    Skip,
-    /// Refuse to start, naming the file and the byte, so that a person
-    /// can look at the damage before anything else happens to it.
-    Stop,
-}
-
-impl OnDamage {
-    fn parse(value: &str) -> Option<OnDamage> {
-        match value {
-            "skip" => Some(OnDamage::Skip),
-            "stop" => Some(OnDamage::Stop),
-            _ => None,
-        }
-    }
 }
 
 /// What the command line asked for.
@@ -587,7 +540,7 @@ fn parse_positive_duration(text: &str) -> Option<Duration> {
 }
 
 /// Parses `250ms`, `2s`, `1m`, `1h` (also `us`).
-pub fn parse_duration(text: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     let split = text.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = text.split_at(split);
     let n: u64 = number.parse().ok()?;

@@ -53,7 +53,9 @@
 //! speaks; the dispatcher answers with [`Reply`] values, and each writer
 //! encodes them for its own client. Writers send one command of their own,
 //! [`Command::Written`], when a session waits for room to send deliveries
-//! that need no ack.
+//! that need no ack, and the fetcher thread one, [`Command::Fetched`]; both
+//! through callbacks (see `queue.rs`, which holds [`Command`]), so neither
+//! names this file.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -63,19 +65,18 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
-use crate::connection::Hangup;
-use crate::fetcher::Fetched;
 use crate::group::{Group, Refused};
 use crate::ids::{ConnId, IdMap, Offset, Payload, TopicId};
-use crate::line;
-use crate::protocol::{AckMode, Decoded, Request, StartAt};
-use crate::queue::CommandReceiver;
+use crate::queue::{Command, CommandReceiver, Hangup};
 use crate::session::{start_offset, DeliveryPolicy, GivenUp, Session};
-use crate::stats::{BrokerReport, TopicReport, Traffic};
-use crate::store::Read;
-use crate::store::{DiskFull, Store, StoreError, SyncJob, TopicLog};
+use crate::stats::Traffic;
+use crate::store::{DiskFull, Fetched, Read, Store, StoreError, SyncJob, TopicLog};
 use crate::syncer::Syncer;
-use crate::writer::{Link, Parcel, Reply, Writer};
+use crate::topic::Topic;
+use crate::wire::line;
+use crate::wire::reply::{BrokerReport, OverLimit, Reply, TopicReport};
+use crate::wire::request::{AckMode, Decoded, Request, StartAt};
+use crate::writer::{Link, Parcel};
 
 /// How often the dispatcher looks for topics that aged past their
 /// retention (`--retention-age`).
@@ -90,99 +91,6 @@ pub const MAX_COMMANDS_PER_ROUND: usize = 1024;
 /// as with `--fsync always`, where each message waits for the disk.
 const MAX_ROUND_TIME: Duration = Duration::from_millis(5);
 
-/// What a reader thread asks of the dispatcher.
-#[derive(Debug)]
-pub enum Command {
-    /// The connection will be written to: here is its writer. Sent before
-    /// the first request that needs a reply.
-    Attach { conn: ConnId, writer: Writer },
-    /// Requests (and refusals) decoded from the connection, in order, and
-    /// the bytes of message payload among them (see [`queue`](crate::queue)).
-    /// Made by [`Command::requests`].
-    Requests {
-        conn: ConnId,
-        requests: Vec<Decoded>,
-        payload_bytes: usize,
-        /// How to close the connection, if the requests hold publishes
-        /// that are never answered (see [`Hangup`]).
-        hangup: Option<Arc<Hangup>>,
-    },
-    /// The connection's writer has written, as the session asked: sent by
-    /// the writer thread, for deliveries that wait for room to be written.
-    Written { conn: ConnId },
-    /// The connection has closed: forget its subscriptions and deliveries.
-    Detach { conn: ConnId },
-    /// Old records the fetcher thread read from a segment, which a log
-    /// answered [`Read::Later`] for (see `fetcher.rs`).
-    Fetched(Fetched),
-    /// Stop the dispatcher: the broker is shutting down, and no reader
-    /// sends requests any more. The round it arrives in is finished, then
-    /// the dispatcher stops cleanly ([`Dispatcher::run`]).
-    Shutdown,
-}
-
-impl Command {
-    /// The command that carries `requests` from connection `conn`, with
-    /// `hangup` if they hold a publish that is never answered.
-    pub fn requests(conn: ConnId, requests: Vec<Decoded>, hangup: Option<&Arc<Hangup>>) -> Command {
-        let mut payload_bytes = 0;
-        let mut unanswered = false;
-        for request in &requests {
-            if let Ok(Request::Publish {
-                payload, confirm, ..
-            }) = request
-            {
-                payload_bytes += payload.len();
-                unanswered |= !confirm;
-            }
-        }
-        Command::Requests {
-            conn,
-            requests,
-            payload_bytes,
-            hangup: hangup.filter(|_| unanswered).cloned(),
-        }
-    }
-
-    /// How many bytes of message payload the command carries.
-    pub fn payload_bytes(&self) -> usize {
-        match self {
-            Command::Requests { payload_bytes, .. } => *payload_bytes,
-            Command::Fetched(fetched) => fetched.payload_bytes,
-            _ => 0,
-        }
-    }
-}
-
-/// A topic: its log, the connections subscribed to it, and its counters.
-pub struct Topic {
-    pub name: Arc<str>,
-    pub log: Box<dyn TopicLog>,
-    subscribers: Vec<ConnId>,
-    /// Its consumer groups (`group.rs`); a group's index never changes.
-    pub groups: Vec<Group>,
-    /// Whether a group finished a message (or was created) this round, so
-    /// the log must save where the groups are.
-    groups_moved: bool,
-    pub traffic: Traffic,
-    /// Whether the log was appended to or pulled from this round, so it
-    /// must be written (and made durable) before the round's frames go out.
-    unwritten: bool,
-    /// Whether the topic refused a publish for a full disk, and has not
-    /// stored one since.
-    refusing: bool,
-}
-
-impl std::fmt::Debug for Topic {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Topic")
-            .field("name", &self.name)
-            .field("end", &self.log.end())
-            .field("subscribers", &self.subscribers.len())
-            .finish()
-    }
-}
-
 /// How many topics the broker holds, and how many consumer groups each
 /// topic (`--max-topics`, `--max-groups-per-topic`): any client can create
 /// both, by naming them, and neither is ever removed, so without a limit a
@@ -191,28 +99,6 @@ impl std::fmt::Debug for Topic {
 pub struct TopicLimits {
     pub max_topics: usize,
     pub max_groups_per_topic: usize,
-}
-
-/// A request refused because it would create a topic or a group past the
-/// broker's [`TopicLimits`]. Its text is the error the client gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OverLimit {
-    Topics(usize),
-    GroupsPerTopic(usize),
-}
-
-impl std::fmt::Display for OverLimit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            OverLimit::Topics(limit) => {
-                write!(f, "too many topics: the broker holds --max-topics {limit}")
-            }
-            OverLimit::GroupsPerTopic(limit) => write!(
-                f,
-                "too many groups: a topic holds --max-groups-per-topic {limit}"
-            ),
-        }
-    }
 }
 
 /// Why the dispatcher could not find or create a topic.

@@ -15,7 +15,7 @@
 //!     - 1 per connection its socket, which its reader and writer threads
 //!                        share (one `Arc<TcpStream>`)
 //!     - 1 per disk topic its active segment, open for appending (closed
-//!                        segments hold none: see `segment.rs`)
+//!                        segments hold none: see `store/segment.rs`)
 //! ```
 //!
 //! Connections and topics share what is left, first come first served: the
@@ -36,7 +36,7 @@ pub const FILES_RESERVED: usize = 64;
 /// each holds. Shared by the acceptor, the readers (which count
 /// connections) and the disk store (which counts topics).
 #[derive(Debug, Default)]
-pub struct FileBudget {
+pub(crate) struct FileBudget {
     /// The open-files limit less [`FILES_RESERVED`]; `None` if the system
     /// does not say, and nothing is counted against it.
     available: Option<usize>,
@@ -84,12 +84,12 @@ impl FileBudget {
 
 /// The process's open-files limit (its soft RLIMIT_NOFILE), if the system
 /// says.
-pub fn open_files_limit() -> Option<usize> {
+pub(crate) fn open_files_limit() -> Option<usize> {
     read_number("/proc/self/limits", "Max open files")
 }
 
 /// The first number in `path` on the line starting with `label`.
-pub fn read_number(path: &str, label: &str) -> Option<usize> {
+pub(crate) fn read_number(path: &str, label: &str) -> Option<usize> {
     let text = std::fs::read_to_string(path).ok()?;
     let line = text.lines().find(|line| line.starts_with(label))?;
     line[label.len()..].split_whitespace().next()?.parse().ok()

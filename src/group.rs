@@ -34,8 +34,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use crate::ids::{ConnId, Offset};
-use crate::stats::GroupReport;
 use crate::store::GroupPosition;
+use crate::wire::reply::GroupReport;
 
 /// What became of a message a member refused ([`Group::refused`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,58 +11,67 @@
 //! The modules are listed in the order one message travels through them, and
 //! reading them in that order is the intended way to learn the code:
 //!
-//! - [`ids`]: the words every other file shares: a message's [`Payload`](ids::Payload)
-//!   and [`Offset`](ids::Offset), and the numbers of connections and topics.
+//! - `ids.rs`: the words every other file shares: a message's `Payload`
+//!   and `Offset`, and the numbers of connections and topics.
 //! - [`config`]: the flags `brook` is started with.
 //! - [`server`]: the listener and acceptor; one reader thread per socket.
-//! - [`connection`]: the reader thread, which reads bytes and forwards
+//! - `reader.rs`: the reader thread, which reads bytes and forwards
 //!   requests; the first byte picks the protocol.
-//! - [`protocol`] (with [`json`]): the binary byte layouts, and the decoder
-//!   that turns a byte stream into requests.
-//! - [`line`](mod@line): the line protocol's decoder and encoders, producing the same
-//!   requests.
-//! - [`queue`]: the bounded queue of commands from the readers to the
-//!   dispatcher, which holds publishers back when the dispatcher is behind.
-//! - [`dispatcher`]: the one thread that owns the topic table.
-//! - [`store`]: each topic's append-only log of messages, in memory or, with
-//!   [`disk`], in segment files that survive a restart: [`segment`] (with
-//!   [`crc32c`]) holds the bytes of their checksummed records, and
-//!   [`fetcher`] is the thread that reads old records back. [`budget`]
-//!   keeps what all the logs hold in memory within one limit.
-//! - [`session`]: one connection's subscriptions, in-flight deliveries,
+//! - [`wire`]: the two protocols. `request.rs` holds what a client can ask
+//!   (`Request`, or a `Refusal`) and `reply.rs` what the broker sends
+//!   back, in words both protocols share; [`binary`](wire::binary) (with
+//!   [`json`](wire::json)) has the byte layouts of the Go broker and the
+//!   decoder that turns a byte stream into requests, and
+//!   [`line`](wire::line) the line protocol's decoder and encoders.
+//! - `queue.rs`: the `Command`s the readers (and the writer and fetcher
+//!   threads, through callbacks the broker gives them) send the
+//!   dispatcher, and the bounded queue that carries them, which holds
+//!   publishers back when the dispatcher is behind.
+//! - `dispatcher.rs`: the one thread that owns the topic table, with
+//!   `topic.rs`, what it holds of each topic.
+//! - `store/`: each topic's append-only log of messages, in memory
+//!   (`memory.rs`) or in segment files that survive a restart (`disk.rs`,
+//!   `segment.rs`, checksummed by [`crc32c`]), and the fetcher thread that
+//!   reads old records back (`fetcher.rs`); `store/mod.rs` lists its files
+//!   bottom-up. [`budget`] keeps what all the logs hold in memory within
+//!   one limit.
+//! - `session.rs`: one connection's subscriptions, in-flight deliveries,
 //!   redeliveries and pulls.
-//! - [`group`]: consumer groups, whose members share a topic's messages.
-//! - [`stats`]: the counters behind `TOPICS` and `STATS`.
-//! - [`syncer`]: the thread that forces each round's writes to disk, then
+//! - `group.rs`: consumer groups, whose members share a topic's messages.
+//! - `stats.rs`: the counters behind `TOPICS` and `STATS`.
+//! - `syncer.rs`: the thread that forces each round's writes to disk, then
 //!   posts the round's frames to the writers.
-//! - [`writer`]: the writer thread, the only code that writes to a socket.
+//! - `writer.rs`: the writer thread, the only code that writes to a socket.
 //! - [`client`]: a blocking Rust client, used by the examples and tests.
 //!
 //! And two modules off the message's path: [`signals`], which lets the
 //! `brook` binary hear SIGTERM and Ctrl-C and stop cleanly, and [`files`],
 //! which shares the process's file descriptors between connections and
 //! topics.
+//!
+//! No file uses a file that uses it (`tests/layering.rs` checks), so each
+//! can be read knowing only the ones it names. What the client, the
+//! examples, the tests and `main.rs` use is public; the rest is
+//! `pub(crate)`, and its docs are read with
+//! `cargo doc --document-private-items`.
 
 pub mod budget;
 pub mod client;
 pub mod config;
-pub mod connection;
-pub mod crc32c;
-pub mod disk;
-pub mod dispatcher;
-pub mod fetcher;
+pub(crate) mod dispatcher;
 pub mod files;
-pub mod group;
-pub mod ids;
-pub mod json;
-pub mod line;
-pub mod protocol;
-pub mod queue;
-pub mod segment;
+pub(crate) mod group;
+pub(crate) mod ids;
+pub(crate) mod queue;
+pub(crate) mod reader;
 pub mod server;
-pub mod session;
+pub(crate) mod session;
 pub mod signals;
-pub mod stats;
-pub mod store;
-pub mod syncer;
-pub mod writer;
+pub(crate) mod stats;
+pub(crate) mod store;
+pub(crate) mod syncer;
+pub(crate) mod topic;
+pub mod wire;
+pub(crate) mod writer;
+
+pub use store::crc32c;

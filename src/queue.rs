@@ -1,6 +1,10 @@
-//! The dispatcher's queue: how commands travel from the reader and writer
-//! threads to the dispatcher, and how publishers are held back when the
-//! dispatcher falls behind.
+//! The dispatcher's queue: the [`Command`]s it carries, how they travel
+//! from the reader threads (and, through callbacks the broker gives them,
+//! the writer and fetcher threads) to the dispatcher, and how publishers
+//! are held back when the dispatcher falls behind. The helper threads never
+//! name a `Command` themselves: the writer calls back "written", the
+//! fetcher hands back what it read, and the callback (`reader.rs`,
+//! `server.rs`) wraps it.
 //!
 //! A command is a batch: one `read()`'s worth of requests, which for a busy
 //! publisher is a thousand messages or more. A channel bounded only by its
@@ -36,13 +40,114 @@
 //!      └── waits for room ◀──────── gives room back ──────────┘
 //! ```
 
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::{Condvar, Mutex};
 
-use crate::dispatcher::Command;
+use crate::ids::ConnId;
+use crate::store::Fetched;
+use crate::wire::request::{Decoded, Request};
+use crate::writer::Writer;
+
+/// What the dispatcher is asked to do: by a reader thread, or (wrapped by
+/// the callbacks they were given) by a writer or the fetcher.
+#[derive(Debug)]
+pub enum Command {
+    /// The connection will be written to: here is its writer. Sent before
+    /// the first request that needs a reply.
+    Attach { conn: ConnId, writer: Writer },
+    /// Requests (and refusals) decoded from the connection, in order, and
+    /// the bytes of message payload among them (see the module doc).
+    /// Made by [`Command::requests`].
+    Requests {
+        conn: ConnId,
+        requests: Vec<Decoded>,
+        payload_bytes: usize,
+        /// How to close the connection, if the requests hold publishes
+        /// that are never answered (see [`Hangup`]).
+        hangup: Option<Arc<Hangup>>,
+    },
+    /// The connection's writer has written, as the session asked: sent by
+    /// the writer thread, for deliveries that wait for room to be written.
+    Written { conn: ConnId },
+    /// The connection has closed: forget its subscriptions and deliveries.
+    Detach { conn: ConnId },
+    /// Old records the fetcher thread read from a segment, which a log
+    /// answered [`Read::Later`](crate::store::Read) for (see `store/fetcher.rs`).
+    Fetched(Fetched),
+    /// Stop the dispatcher: the broker is shutting down, and no reader
+    /// sends requests any more. The round it arrives in is finished, then
+    /// the dispatcher stops cleanly (`Dispatcher::run`).
+    Shutdown,
+}
+
+impl Command {
+    /// The command that carries `requests` from connection `conn`, with
+    /// `hangup` if they hold a publish that is never answered.
+    pub fn requests(conn: ConnId, requests: Vec<Decoded>, hangup: Option<&Arc<Hangup>>) -> Command {
+        let mut payload_bytes = 0;
+        let mut unanswered = false;
+        for request in &requests {
+            if let Ok(Request::Publish {
+                payload, confirm, ..
+            }) = request
+            {
+                payload_bytes += payload.len();
+                unanswered |= !confirm;
+            }
+        }
+        Command::Requests {
+            conn,
+            requests,
+            payload_bytes,
+            hangup: hangup.filter(|_| unanswered).cloned(),
+        }
+    }
+
+    /// How many bytes of message payload the command carries.
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            Command::Requests { payload_bytes, .. } => *payload_bytes,
+            Command::Fetched(fetched) => fetched.payload_bytes,
+            _ => 0,
+        }
+    }
+}
+
+/// What the dispatcher can do to a connection that has no writer thread (a
+/// binary publisher, which is never answered) when it refuses one of its
+/// messages: hang up. Shutting the socket down ends the reader; the
+/// connection's requests still on their way to the dispatcher are dropped.
+#[derive(Debug)]
+pub struct Hangup {
+    stream: Arc<TcpStream>,
+    done: AtomicBool,
+}
+
+impl Hangup {
+    pub fn new(stream: Arc<TcpStream>) -> Hangup {
+        Hangup {
+            stream,
+            done: AtomicBool::new(false),
+        }
+    }
+
+    /// Closes the connection, once.
+    pub fn hang_up(&self) {
+        if !self.done.swap(true, Ordering::SeqCst) {
+            let _ = self.stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Whether the connection was hung up on: its requests are ignored.
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::SeqCst)
+    }
+}
 
 /// How many bytes of message payloads may wait in the queue before readers
 /// wait: four full reads of a busy publisher, a few milliseconds of work
@@ -96,7 +201,7 @@ impl CommandSender {
 
     /// The broker is stopping: publishers are never held again. A reader
     /// waiting for memory then hands its requests over, which the stop
-    /// waits for (see `connection.rs`'s `Gate`); otherwise it would wait
+    /// waits for (see `reader.rs`'s `Gate`); otherwise it would wait
     /// for acks that the stop keeps from coming. What it carries may take
     /// the store past its budget by the queue's payload room at most.
     pub fn stop_holding_publishers(&self) {
@@ -226,7 +331,7 @@ impl PayloadRoom {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Request;
+    use crate::wire::request::Request;
     use std::thread;
     use std::time::Duration;
 

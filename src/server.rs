@@ -3,17 +3,30 @@
 //!
 //! [`start`] binds the listening socket, opens the store the configuration
 //! asks for (the disk store recovers every topic it holds, and a damaged
-//! log stops the start here), starts the dispatcher thread with those
-//! topics, and starts the acceptor thread. The acceptor gives every
-//! accepted socket its own reader thread (`connection.rs`), named
-//! `conn-<id>-read`, and remembers the socket so that [`Broker::shutdown`]
-//! can close it. That is all the threads there are: one acceptor, one
-//! dispatcher, one reader per connection, and one writer per connection that
-//! is written to.
+//! log stops the start here, and starts the fetcher thread), starts the
+//! syncer and dispatcher threads with those topics, and starts the acceptor
+//! thread. The acceptor gives every accepted socket its own reader thread
+//! (`reader.rs`), named `conn-<id>-read`, and remembers the socket so that
+//! [`Broker::shutdown`] can close it. Those are all the threads there are:
+//!
+//! - one acceptor (`acceptor`, here);
+//! - one reader per connection (`conn-<id>-read`, `reader.rs`);
+//! - one dispatcher (`dispatcher`, `dispatcher.rs`), which owns every
+//!   topic and session;
+//! - one syncer (`syncer`, `syncer.rs`), which forces each round's writes
+//!   to disk and then posts the round's frames to the writers;
+//! - one fetcher with the disk store (`fetcher`, `store/fetcher.rs`), which
+//!   reads old records back off the dispatcher thread;
+//! - one writer per connection that is written to (`conn-<id>-write`,
+//!   `writer.rs`).
+//!
+//! The helper threads never name the dispatcher's `Command`: what the
+//! writer and the fetcher hand back goes through a callback this file and
+//! `reader.rs` give them, which puts it on the dispatcher's queue.
 //!
 //! A stop ([`Broker::shutdown`], or a [`Stopper`] from another thread, as
 //! the binary's signal thread does) loses nothing the broker accepted. In
-//! order: the acceptor stops accepting; the readers' [`Gate`] closes, so
+//! order: the acceptor stops accepting; the readers' `Gate` closes, so
 //! no request reaches the dispatcher after those already queued; the
 //! dispatcher carries those out in a last round, forces every log to disk,
 //! and lets each writer send what it holds, for up to the linger; then every
@@ -21,8 +34,13 @@
 //!
 //! ```text
 //!  client ──► conn-N-read ──Command──► dispatcher ──Batch──► conn-N-write ──► client
-//!             (connection.rs)          (dispatcher.rs,        (writer.rs)
-//!                                       session.rs, store.rs)
+//!             (reader.rs)  (queue.rs)  (dispatcher.rs,        (writer.rs)
+//!                                       session.rs, store/)       ▲
+//!                                       │  ▲          │           │ the round's frames,
+//!                          FetchRequest │  │ Fetched  │ SyncJob   │ once they are durable
+//!                                       ▼  │          ▼           │ (--fsync batch)
+//!                                      fetcher       syncer ──────┘
+//!                             (store/fetcher.rs)    (syncer.rs)
 //! ```
 
 use std::collections::HashMap;
@@ -36,16 +54,17 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::config::{Config, Storage};
-use crate::connection::{self, Gate, ReaderContext};
-use crate::disk::{DiskStore, LogSettings};
-use crate::dispatcher::{Command, Dispatcher, Stopped};
-use crate::fetcher::Fetcher;
+use crate::dispatcher::{Dispatcher, Stopped};
 use crate::files::{self, FileBudget, FILES_RESERVED};
 use crate::ids::ConnId;
-use crate::protocol::{self, status};
-use crate::queue::{self, CommandSender};
-use crate::store::{MemoryStore, Store, StoreError};
+use crate::queue::{self, Command, CommandSender};
+use crate::reader::{self, Gate, ReaderContext};
+use crate::store::disk::DiskStore;
+use crate::store::fetcher::Fetcher;
+use crate::store::memory::MemoryStore;
+use crate::store::{LogSettings, Store, StoreError};
 use crate::syncer::Syncer;
+use crate::wire::binary::{self, status};
 
 /// How many commands may wait for the dispatcher before readers block.
 const COMMAND_QUEUE: usize = 4096;
@@ -146,7 +165,7 @@ pub fn start(config: &Config) -> io::Result<Broker> {
         commands,
         limits: config.limits(),
         thread_stack_bytes: config.thread_stack_bytes,
-        max_unwritten: config.max_inflight + connection::MAX_UNREAD_REPLIES,
+        max_unwritten: config.max_inflight + reader::MAX_UNREAD_REPLIES,
         handshake_timeout: config.handshake_timeout,
         gate: Gate::default(),
     });
@@ -210,11 +229,18 @@ fn store(
                     on_damage: config.on_damage,
                 },
                 memory_budget,
-                Fetcher::spawn(commands.clone())?,
+                spawn_fetcher(commands.clone())?,
             )
             .counting_files(files.clone()),
         ),
     })
+}
+
+/// Starts the fetcher thread, which hands the runs it reads back to the
+/// dispatcher on its queue, where they wait for room like a publisher's
+/// messages.
+fn spawn_fetcher(commands: CommandSender) -> io::Result<Fetcher> {
+    Fetcher::spawn(move |fetched| commands.send(Command::Fetched(fetched)).is_ok())
 }
 
 /// `--max-connections`, or what this process can hold if that is less (or
@@ -478,13 +504,13 @@ impl Throttled {
 /// non-blocking write always fits in its buffer.
 fn refuse(stream: TcpStream) {
     let mut frame = Vec::new();
-    protocol::encode_status(&mut frame, status::ERROR, Some(TOO_MANY_CONNECTIONS));
+    binary::encode_status(&mut frame, status::ERROR, Some(TOO_MANY_CONNECTIONS));
     let _ = stream.set_nonblocking(true);
     let _ = (&stream).write(&frame);
 }
 
 /// The reason sent to a connection over `--max-connections`.
-pub const TOO_MANY_CONNECTIONS: &str = "too many connections";
+pub(crate) const TOO_MANY_CONNECTIONS: &str = "too many connections";
 
 /// How many connections this process can hold, if the system says: at
 /// most, with no topic on disk (each such topic takes one of these
@@ -495,7 +521,7 @@ pub const TOO_MANY_CONNECTIONS: &str = "too many connections";
 /// stack and guard page). A thread that cannot map its signal stack aborts
 /// the whole process, so the broker must stay clear of `vm.max_map_count`
 /// rather than find it. Some room is left for everything else.
-pub fn connection_capacity() -> Option<usize> {
+pub(crate) fn connection_capacity() -> Option<usize> {
     let by_mappings = files::read_number("/proc/sys/vm/max_map_count", "")
         .map(|maps| maps.saturating_sub(2048) / 8);
     let by_files = files::open_files_limit().map(|files| files.saturating_sub(FILES_RESERVED));
@@ -520,7 +546,7 @@ fn start_reader(
         .name(format!("conn-{id}-read"))
         .stack_size(context.thread_stack_bytes)
         .spawn(move || {
-            connection::run(id, stream, context);
+            reader::run(id, stream, context);
             registry.remove(id);
         });
     if let Err(error) = spawned {

@@ -71,11 +71,12 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::dispatcher::Topic;
 use crate::ids::{ConnId, IdMap, Offset, Payload, TopicId};
-use crate::protocol::{AckMode, StartAt};
 use crate::store::{DiskFull, Read};
-use crate::writer::{self, Batch, Link, Outgoing, Parcel, Reply, Writer};
+use crate::topic::Topic;
+use crate::wire::reply::{Outgoing, Reply};
+use crate::wire::request::{AckMode, StartAt};
+use crate::writer::{self, Batch, Link, Parcel, Writer};
 
 /// The delivery rules every session follows, from the broker's flags.
 #[derive(Debug, Clone, Copy)]

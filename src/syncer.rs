@@ -150,7 +150,8 @@ fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::writer::{Batch, Outgoing, Reply};
+    use crate::wire::reply::{Outgoing, Reply};
+    use crate::writer::Batch;
 
     const PATIENCE: Duration = Duration::from_secs(10);
 

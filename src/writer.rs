@@ -35,7 +35,7 @@
 //!   `manual`, or a `PULL`) count as done once written, so the dispatcher
 //!   sends more only while few frames are unwritten. When it stops for that
 //!   reason it asks to be told when the writer next writes, and the writer
-//!   sends it a [`Command::Written`].
+//!   tells it (a `Command::Written` on its queue, see `queue.rs`).
 
 use std::io::{self, IoSlice, Write};
 use std::net::{Shutdown, TcpStream};
@@ -47,84 +47,15 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
-use crate::dispatcher::{Command, OverLimit};
-use crate::ids::{ConnId, Offset, Payload, TopicId};
-use crate::line;
-use crate::protocol;
-use crate::queue::CommandSender;
-use crate::stats::{BrokerReport, TopicReport};
-use crate::store::DiskFull;
+use crate::ids::{ConnId, Payload};
+use crate::wire::reply::{Outgoing, Reply};
+use crate::wire::{binary, line};
 
 /// Which protocol a connection speaks, and so how its frames are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wire {
     Binary,
     Line,
-}
-
-/// One frame for the client.
-#[derive(Debug, Clone)]
-pub enum Outgoing {
-    /// A message for a subscriber (or a puller).
-    Delivery {
-        topic: Arc<str>,
-        offset: Offset,
-        payload: Payload,
-    },
-    Reply(Reply),
-}
-
-impl Outgoing {
-    /// The bytes of message payload the frame carries.
-    pub fn payload_len(&self) -> usize {
-        match self {
-            Outgoing::Delivery { payload, .. } => payload.len(),
-            Outgoing::Reply(_) => 0,
-        }
-    }
-}
-
-/// An answer to a request. The binary protocol has the first three; the
-/// rest answer requests only the line protocol can make.
-#[derive(Debug, Clone)]
-pub enum Reply {
-    Subscribed,
-    Unsubscribed,
-    /// A refused request, with the reason.
-    Error(&'static str),
-    /// A publish refused because the disk is full, with what to do.
-    DiskFull(Arc<DiskFull>),
-    /// A request refused because it would create a topic or a group past
-    /// the broker's limit.
-    OverLimit(OverLimit),
-    /// A confirmed publish. The topic is the dispatcher's, not sent: a
-    /// confirmation the disk turns out to have no room for becomes a
-    /// [`Reply::DiskFull`] before it goes out, and which ones is known by
-    /// topic and offset.
-    Published {
-        topic: TopicId,
-        offset: Offset,
-    },
-    /// The end of a pull, with how many messages it sent.
-    PullDone {
-        count: u64,
-    },
-    Pong,
-    Bye,
-    Help,
-    Topics(Vec<TopicReport>),
-    Stats(Box<BrokerReport>),
-}
-
-impl Reply {
-    /// Turns a confirmation of a message of `topic` at or after `from`
-    /// into a refusal: the disk had no room for those messages after all
-    /// (see `Dispatcher::refuse_unwritten`).
-    pub fn refuse_if_taken_back(&mut self, topic: TopicId, from: Offset, cause: &Arc<DiskFull>) {
-        if matches!(self, Reply::Published { topic: t, offset } if *t == topic && *offset >= from) {
-            *self = Reply::DiskFull(cause.clone());
-        }
-    }
 }
 
 /// Frames handed over in one channel send.
@@ -162,8 +93,8 @@ struct LinkState {
     /// and the bytes of message payload among them.
     unwritten: AtomicUsize,
     unwritten_payload_bytes: AtomicUsize,
-    /// Set by the dispatcher to get a [`Command::Written`] after the next
-    /// write; cleared by the writer when it sends one.
+    /// Set by the dispatcher to be told (`Command::Written`) after the next
+    /// write; cleared by the writer when it tells.
     dispatcher_waits: AtomicBool,
     /// Set by the reader before it parks until the writer has written.
     reader_waits: AtomicBool,
@@ -268,7 +199,8 @@ impl Link {
         self.state.unwritten_payload_bytes.load(Ordering::SeqCst)
     }
 
-    /// Asks the writer to send [`Command::Written`] after its next write.
+    /// Asks the writer to tell the dispatcher (`Command::Written`) after
+    /// its next write.
     /// The caller must look at [`Link::unwritten`] again afterwards: the
     /// writer may have written just before the request, and then no notice
     /// comes for that write.
@@ -343,9 +275,11 @@ const MAX_BYTES_PER_WRITE: usize = 1 << 20;
 /// Who a writer thread tells when it has written: the dispatcher, if it
 /// asked ([`Link::notify_when_written`]), and the connection's reader, if it
 /// is waiting ([`Link::wait_until_unwritten_at_most`]).
-#[derive(Debug)]
 pub struct Listeners {
-    pub dispatcher: CommandSender,
+    /// Tells the dispatcher: in the broker, a `Command::Written` on its
+    /// queue (`reader.rs` makes it), so this file needs no word of the
+    /// dispatcher's.
+    pub dispatcher: Box<dyn Fn() + Send>,
     pub reader: Thread,
 }
 
@@ -412,7 +346,7 @@ impl WriterThread {
                 .fetch_sub(payload_bytes, Ordering::SeqCst);
             state.unwritten.fetch_sub(frames, Ordering::SeqCst);
             if state.dispatcher_waits.swap(false, Ordering::SeqCst) {
-                let _ = (self.listeners.dispatcher).send(Command::Written { conn: self.id });
+                (self.listeners.dispatcher)();
             }
             if state.reader_waits.swap(false, Ordering::SeqCst) {
                 self.listeners.reader.unpark();
@@ -478,11 +412,11 @@ impl Encoder {
         let before = self.scratch.len();
         match (frame, self.wire) {
             (Outgoing::Reply(reply), Wire::Binary) => {
-                protocol::encode_reply(&mut self.scratch, &reply)
+                binary::encode_reply(&mut self.scratch, &reply)
             }
             (Outgoing::Reply(reply), Wire::Line) => line::encode_reply(&mut self.scratch, &reply),
             (Outgoing::Delivery { topic, payload, .. }, Wire::Binary) => {
-                protocol::encode_delivery_header(&mut self.scratch, &topic, payload.len());
+                binary::encode_delivery_header(&mut self.scratch, &topic, payload.len());
                 self.push_payload(payload);
             }
             (
@@ -608,16 +542,12 @@ mod tests {
     fn binary_frames_are_written_whole_and_in_order_despite_short_writes() {
         let big = Payload::from(vec![7u8; 2000]);
         let mut expected = Vec::new();
-        protocol::encode_status(&mut expected, protocol::status::SUBSCRIBED, None);
-        protocol::encode_delivery_header(&mut expected, "t", 2);
+        binary::encode_status(&mut expected, binary::status::SUBSCRIBED, None);
+        binary::encode_delivery_header(&mut expected, "t", 2);
         expected.extend_from_slice(b"hi");
-        protocol::encode_delivery_header(&mut expected, "t", 2000);
+        binary::encode_delivery_header(&mut expected, "t", 2000);
         expected.extend_from_slice(&big);
-        protocol::encode_status(
-            &mut expected,
-            protocol::status::ERROR,
-            Some("unknown action"),
-        );
+        binary::encode_status(&mut expected, binary::status::ERROR, Some("unknown action"));
         assert_written(Wire::Binary, frames(&big), &expected);
     }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use brook::client::Publisher;
 use brook::config::Config;
-use brook::protocol::StartAt;
+use brook::wire::request::StartAt;
 use common::*;
 
 /// Long enough for any redelivery a bug would cause to show up.

@@ -11,7 +11,7 @@ use std::net::TcpStream;
 
 use brook::client::Publisher;
 use brook::config::Config;
-use brook::protocol::StartAt;
+use brook::wire::request::StartAt;
 use common::*;
 
 #[test]

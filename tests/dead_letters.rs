@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use brook::config::Config;
-use brook::protocol::StartAt;
+use brook::wire::request::StartAt;
 use common::*;
 
 /// The dead letter brook writes for `payload`, given up at `offset` of

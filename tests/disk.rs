@@ -38,8 +38,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use brook::client::Publisher;
 use brook::config::{Config, Fsync, OnDamage, Storage};
-use brook::protocol::StartAt;
 use brook::server::Broker;
+use brook::wire::request::StartAt;
 use common::*;
 
 // ---- Brokers on disk. ----

@@ -37,7 +37,7 @@ use std::thread;
 use std::time::Duration;
 
 use brook::client::{Delivery, Publisher, Subscriber};
-use brook::protocol::StartAt;
+use brook::wire::request::StartAt;
 use common::{subscriber, BrookProcess, Line, MemoryLog, TempDir};
 
 /// The size of every message.

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use brook::client::Publisher;
 use brook::config::Config;
-use brook::protocol::StartAt;
+use brook::wire::request::StartAt;
 use common::*;
 
 /// One seed per hostile thread: the threads run side by side, each opening

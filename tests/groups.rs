@@ -23,7 +23,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use brook::config::Config;
-use brook::protocol::StartAt;
+use brook::wire::request::StartAt;
 use common::*;
 
 /// What a member does with a delivery.

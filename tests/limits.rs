@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use brook::client::Publisher;
 use brook::config::Config;
-use brook::protocol::StartAt;
+use brook::wire::request::StartAt;
 use common::*;
 
 #[test]
@@ -228,11 +228,11 @@ fn a_group_past_max_groups_per_topic_is_refused_in_both_protocols_and_the_connec
 
     let mut binary = Raw::connect(addr);
     let mut join = Vec::new();
-    brook::protocol::encode_subscribe_group(&mut join, &["t"], "g3", StartAt::Beginning);
+    brook::wire::binary::encode_subscribe_group(&mut join, &["t"], "g3", StartAt::Beginning);
     binary.send(&join);
     binary.expect_error(refusal);
     join.clear();
-    brook::protocol::encode_subscribe_group(&mut join, &["t"], "g1", StartAt::Beginning);
+    brook::wire::binary::encode_subscribe_group(&mut join, &["t"], "g1", StartAt::Beginning);
     binary.send(&join);
     binary.expect(&SUBSCRIBED);
     publish_all(addr, &[("t", b"y")]);

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use brook::client::Publisher;
 use brook::config::Config;
-use brook::protocol::StartAt;
+use brook::wire::request::StartAt;
 use common::*;
 
 /// Sends `PUB <topic> <text>` and expects `+OK <offset>`.

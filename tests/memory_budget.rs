@@ -26,7 +26,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use brook::client::Publisher;
-use brook::protocol::StartAt;
+use brook::wire::request::StartAt;
 use common::{subscriber, BrookProcess, Fence, Line, Memory, MemoryLog, TempDir, QUIET};
 
 const MIB: u64 = 1 << 20;

@@ -5,7 +5,7 @@
 mod common;
 
 use brook::client::{Publisher, Subscriber};
-use brook::protocol::StartAt;
+use brook::wire::request::StartAt;
 use common::*;
 
 #[test]

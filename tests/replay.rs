@@ -6,7 +6,7 @@
 mod common;
 
 use brook::client::Publisher;
-use brook::protocol::StartAt;
+use brook::wire::request::StartAt;
 use common::*;
 
 #[test]

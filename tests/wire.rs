@@ -7,7 +7,8 @@
 mod common;
 
 use brook::client::{ClientError, Publisher};
-use brook::protocol::{self, StartAt};
+use brook::wire::binary;
+use brook::wire::request::StartAt;
 use common::*;
 
 #[test]
@@ -248,23 +249,23 @@ fn topic_list_with_whitespace_and_surrogate_pair_escapes() {
 #[test]
 fn library_encoders_produce_the_go_client_bytes() {
     let mut bytes = Vec::new();
-    protocol::encode_subscribe(&mut bytes, &["a"], StartAt::From(7));
+    binary::encode_subscribe(&mut bytes, &["a"], StartAt::From(7));
     assert_eq!(bytes, subscribe_request(r#"["a"]"#, &from_u16(7)));
 
     bytes.clear();
-    protocol::encode_subscribe(&mut bytes, &["a"], StartAt::From(70_000));
+    binary::encode_subscribe(&mut bytes, &["a"], StartAt::From(70_000));
     assert_eq!(bytes, subscribe_request(r#"["a"]"#, &from_u64(70_000)));
 
     bytes.clear();
-    protocol::encode_unsubscribe(&mut bytes, &["a", "b"]);
+    binary::encode_unsubscribe(&mut bytes, &["a", "b"]);
     assert_eq!(bytes, unsubscribe_request(r#"["a","b"]"#));
 
     bytes.clear();
-    protocol::encode_publish(&mut bytes, "t", b"xyz");
+    binary::encode_publish(&mut bytes, "t", b"xyz");
     assert_eq!(bytes, publish_frame("t", b"xyz"));
 
     bytes.clear();
-    protocol::encode_delivery_header(&mut bytes, "t", 3);
+    binary::encode_delivery_header(&mut bytes, "t", 3);
     bytes.extend_from_slice(b"xyz");
     assert_eq!(bytes, delivery_frame("t", b"xyz"));
 }

@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use brook::protocol::{status, StartAt};
+use brook::wire::binary::status;
+use brook::wire::request::StartAt;
 
 use crate::histogram::Histogram;
 use crate::load::{self, Epoch, Framing, Pacing, Protocol, PublisherPlan, SequenceCheck, Tally};

@@ -24,8 +24,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use brook::line;
-use brook::protocol::{self, action, status, StartAt, TOPIC_PREFIX};
+use brook::wire::binary::{self, action, status, TOPIC_PREFIX};
+use brook::wire::line;
+use brook::wire::request::StartAt;
 
 use crate::histogram::Histogram;
 
@@ -234,7 +235,7 @@ impl FrameEncoder {
         let mut padding = vec![b'.'; payload_bytes];
         let suffix: &[u8] = match protocol {
             Protocol::Binary => {
-                protocol::push_u16(&mut prefix, (TOPIC_PREFIX.len() + topic.len()) as u16);
+                binary::push_u16(&mut prefix, (TOPIC_PREFIX.len() + topic.len()) as u16);
                 prefix.extend_from_slice(TOPIC_PREFIX);
                 prefix.extend_from_slice(topic.as_bytes());
                 prefix.extend_from_slice(&(payload_bytes as u32).to_be_bytes());
@@ -559,9 +560,9 @@ pub fn subscribe_request(
 ) -> Vec<u8> {
     let mut request = Vec::new();
     match (protocol, group) {
-        (Protocol::Binary, None) => protocol::encode_subscribe(&mut request, &[topic], start),
+        (Protocol::Binary, None) => binary::encode_subscribe(&mut request, &[topic], start),
         (Protocol::Binary, Some(group)) => {
-            protocol::encode_subscribe_group(&mut request, &[topic], group, start)
+            binary::encode_subscribe_group(&mut request, &[topic], group, start)
         }
         (Protocol::Line, _) => {
             request.extend_from_slice(b"SUB ");

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
-use brook::protocol::{action, start_at, status, TOPIC_PREFIX};
+use brook::wire::binary::{action, start_at, status, TOPIC_PREFIX};
 use parking_lot::Mutex;
 
 use crate::load::Framing;
@@ -190,7 +190,7 @@ fn read_subscribe_request(stream: &mut impl Read) -> io::Result<Vec<String>> {
     }
     let mut list = vec![0; length];
     stream.read_exact(&mut list)?;
-    let topics = brook::json::parse_string_array(&list)
+    let topics = brook::wire::json::parse_string_array(&list)
         .map_err(|e| io::Error::new(ErrorKind::InvalidData, format!("{e:?}")))?;
     let offset_bytes = match read_u16(stream)? {
         start_at::FROM => 2,

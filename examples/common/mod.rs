@@ -18,7 +18,7 @@ use std::process::{self, ExitCode};
 use std::str::FromStr;
 
 use brook::client::Subscriber;
-use brook::protocol::StartAt;
+use brook::wire::request::StartAt;
 
 /// One flag an example accepts. Every flag takes a value.
 pub struct Flag {

@@ -1,7 +1,7 @@
 //! Shared helpers for the integration tests: starting a broker on an
 //! ephemeral port, a raw-socket client that reads exact byte counts under a
 //! timeout, builders for the wire frames (written out by hand, independently
-//! of `brook::protocol`, the way the Go reference client lays them out), and
+//! of `brook::wire::binary`, the way the Go reference client lays them out), and
 //! small wrappers around the Rust client, and the `brook` binary run as a
 //! child process.
 //!
@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use brook::client::{Delivery, Publisher, Subscriber};
 use brook::config::{Config, Storage};
-use brook::protocol::StartAt;
 use brook::server::Broker;
+use brook::wire::request::StartAt;
 
 /// The longest a test waits for something that should arrive.
 pub const WAIT: Duration = Duration::from_secs(5);

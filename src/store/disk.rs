@@ -137,17 +137,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use byteorder::{BigEndian, ByteOrder};
 use parking_lot::Mutex;
 
+use super::crc32c::Crc32c;
+use super::fetcher::{FetchRequest, Fetcher};
+use super::segment::{scan_segment, segment_file_name, Damage, Header, Segment, HEADER_BYTES};
+use super::{
+    DiskFull, Fetched, Fsync, GroupPosition, Lack, LogSettings, NamedLog, Read, Store, StoreError,
+    SyncJob, TopicLog,
+};
 use crate::budget::{cost, MemoryBudget};
-use crate::config::{Fsync, OnDamage};
-use crate::crc32c::Crc32c;
-use crate::fetcher::{FetchRequest, Fetched, Fetcher};
 use crate::files::FileBudget;
 use crate::ids::{Offset, Payload};
-
-use crate::segment::{scan_segment, segment_file_name, Damage, Header, Segment, HEADER_BYTES};
-use crate::store::{
-    DiskFull, GroupPosition, Lack, NamedLog, Read, Store, StoreError, SyncJob, TopicLog,
-};
 
 /// Encoded records are written to the file once this many are waiting,
 /// even before the end of the round.
@@ -178,33 +177,6 @@ const LOCK_PATIENCE: Duration = Duration::from_secs(2);
 /// How many topics may share one directory name (told apart by a suffix).
 /// With a 64-bit hash in the name, two is already a coincidence.
 const MAX_SHARED_DIRECTORY_NAMES: u32 = 1000;
-
-/// How a disk store treats every log.
-#[derive(Debug, Clone, Copy)]
-pub struct LogSettings {
-    pub segment_bytes: u64,
-    pub retention_bytes: Option<u64>,
-    /// Segments whose newest record is older than this are deleted.
-    pub retention_age: Option<Duration>,
-    pub fsync: Fsync,
-    /// `--max-message-bytes`: a record with a longer payload is damage,
-    /// and nothing is allocated for it.
-    pub max_message_bytes: u64,
-    /// `--on-damage`: whether a start skips damage inside a log or stops.
-    pub on_damage: OnDamage,
-}
-
-impl LogSettings {
-    /// Whether each log keeps a [`Horizon`]: only with `--fsync batch`
-    /// and `--on-damage stop`. It is what lets a start that stops at
-    /// damage tell a power loss's torn end from damage, and it costs a
-    /// second fdatasync per batch (p50 latency about doubled), so the
-    /// default `--on-damage skip`, which starts either way and loses
-    /// nothing confirmed, does without it.
-    fn keeps_horizon(&self) -> bool {
-        self.fsync == Fsync::Batch && self.on_damage == OnDamage::Stop
-    }
-}
 
 /// Keeps every topic in segment files under `<data dir>/topics`.
 #[derive(Debug)]
@@ -1350,8 +1322,8 @@ fn create_segment_file(path: &Path, dir: &Path, fsync: Fsync) -> Result<(), Stor
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dispatcher::Command;
-    use crate::queue::{self, CommandReceiver};
+    use crate::store::OnDamage;
+    use crossbeam_channel::Receiver;
 
     /// A directory under the system's temp dir, removed when dropped.
     struct TempDir(PathBuf);
@@ -1387,9 +1359,9 @@ mod tests {
 
     /// A disk store on `temp`, with a fetcher thread whose runs arrive on
     /// the returned queue, as they would at the dispatcher.
-    fn open_store(temp: &TempDir, settings: LogSettings) -> (DiskStore, CommandReceiver) {
-        let (commands, fetched) = queue::bounded(16, 1 << 20);
-        let fetcher = Fetcher::spawn(commands).unwrap();
+    fn open_store(temp: &TempDir, settings: LogSettings) -> (DiskStore, Receiver<Fetched>) {
+        let (runs, fetched) = crossbeam_channel::unbounded();
+        let fetcher = Fetcher::spawn(move |run| runs.send(run).is_ok()).unwrap();
         (
             DiskStore::new(&temp.0, settings, 64 << 20, fetcher),
             fetched,
@@ -1398,15 +1370,14 @@ mod tests {
 
     /// Reads `offset` as the dispatcher does: a read that must wait for the
     /// fetcher gets the fetched run and asks again.
-    fn read_now(log: &mut dyn TopicLog, fetched: &CommandReceiver, offset: Offset) -> Read {
+    fn read_now(log: &mut dyn TopicLog, fetched: &Receiver<Fetched>, offset: Offset) -> Read {
         for _ in 0..2 {
             match log.read(offset) {
                 Read::Later => {}
                 read => return read,
             }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            match fetched.recv_until(Some(deadline)) {
-                Ok(Command::Fetched(run)) => log.take_fetched(run),
+            match fetched.recv_timeout(Duration::from_secs(10)) {
+                Ok(run) => log.take_fetched(run),
                 other => panic!("expected a fetched run, got {other:?}"),
             }
         }

@@ -8,8 +8,9 @@
 //! that dribbles one byte at a time works just the same.
 //!
 //! The first byte a client sends picks the decoder: `0x00` (the high byte of
-//! every binary action) starts the binary protocol (`protocol.rs`), anything
-//! else the line protocol (`line.rs`). Both decode into the same requests.
+//! every binary action) starts the binary protocol (`wire/binary.rs`),
+//! anything else the line protocol (`wire/line.rs`). Both decode into the
+//! same requests (`wire/request.rs`).
 //!
 //! A connection that is only ever a binary publisher never gets a writer
 //! thread: the broker has nothing to say to it. The first time a client needs
@@ -47,19 +48,17 @@
 //! (the disk is full, or a limit such as `--max-topics` refuses them).
 
 use std::io::{self, Read};
-use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use parking_lot::{RwLock, RwLockReadGuard};
 
-use crate::dispatcher::Command;
 use crate::ids::ConnId;
-use crate::line;
-use crate::protocol::{self, Decoded, Limits, ProtocolError, Request};
-use crate::queue::CommandSender;
+use crate::queue::{Command, CommandSender, Hangup};
+use crate::wire::request::{Decoded, Limits, Refusal, Request};
+use crate::wire::{binary, line};
 use crate::writer::{self, Link, Listeners, Wire};
 
 /// What every reader thread shares.
@@ -126,36 +125,9 @@ const WRITER_END_PATIENCE: Duration = Duration::from_secs(3600);
 const INITIAL_BUFFER: usize = 4 << 10;
 const BUSY_BUFFER: usize = 256 << 10;
 
-/// What the dispatcher can do to a connection that has no writer thread (a
-/// binary publisher, which is never answered) when it refuses one of its
-/// messages: hang up. Shutting the socket down ends the reader; the
-/// connection's requests still on their way to the dispatcher are dropped.
-#[derive(Debug)]
-pub struct Hangup {
-    stream: Arc<TcpStream>,
-    done: AtomicBool,
-}
-
-impl Hangup {
-    /// Closes the connection, once.
-    pub fn hang_up(&self) {
-        if !self.done.swap(true, Ordering::SeqCst) {
-            let _ = self.stream.shutdown(Shutdown::Both);
-        }
-    }
-
-    /// Whether the connection was hung up on: its requests are ignored.
-    pub fn is_done(&self) -> bool {
-        self.done.load(Ordering::SeqCst)
-    }
-}
-
 /// Serves one connection until it closes. Runs on its own thread.
 pub fn run(id: ConnId, stream: Arc<TcpStream>, context: Arc<ReaderContext>) {
-    let hangup = Arc::new(Hangup {
-        stream: stream.clone(),
-        done: AtomicBool::new(false),
-    });
+    let hangup = Arc::new(Hangup::new(stream.clone()));
     let mut reader = Reader {
         id,
         hangup,
@@ -210,7 +182,7 @@ enum Stop {
     Io(io::Error),
     BrokerStopping,
     DispatcherGone,
-    Fatal(ProtocolError),
+    Fatal(Refusal),
 }
 
 impl std::fmt::Display for Stop {
@@ -344,8 +316,11 @@ impl Reader {
             Some(Decoder::Line(_)) => Wire::Line,
             _ => Wire::Binary,
         };
+        let (commands, conn) = (self.context.commands.clone(), self.id);
         let listeners = Listeners {
-            dispatcher: self.context.commands.clone(),
+            dispatcher: Box::new(move || {
+                let _ = commands.send(Command::Written { conn });
+            }),
             reader: thread::current(),
         };
         let stack = self.context.thread_stack_bytes;
@@ -387,7 +362,7 @@ fn ends_connection(request: &Decoded) -> bool {
 /// The decoder of whichever protocol the client speaks.
 #[derive(Debug)]
 enum Decoder {
-    Binary(protocol::Decoder),
+    Binary(binary::Decoder),
     Line(line::Decoder),
 }
 
@@ -396,7 +371,7 @@ impl Decoder {
     /// first action; anything else is taken for the line protocol.
     fn for_first_byte(first: u8, limits: Limits) -> Decoder {
         match first {
-            0 => Decoder::Binary(protocol::Decoder::new(limits)),
+            0 => Decoder::Binary(binary::Decoder::new(limits)),
             _ => Decoder::Line(line::Decoder::new(limits)),
         }
     }

@@ -41,12 +41,10 @@ use std::path::{Path, PathBuf};
 
 use byteorder::{BigEndian, ByteOrder};
 
-use crate::config::{Fsync, OnDamage};
-use crate::crc32c::Crc32c;
-use crate::disk::LogSettings;
+use super::crc32c::Crc32c;
+use super::error::StoreError;
+use super::settings::{Fsync, LogSettings, OnDamage};
 use crate::ids::{Offset, Payload};
-
-use crate::store::StoreError;
 
 /// The bytes of a record before its payload.
 pub const HEADER_BYTES: usize = 24;

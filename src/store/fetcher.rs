@@ -7,9 +7,11 @@
 //! and a read from a cold disk takes milliseconds. Done on the dispatcher
 //! thread, that would hold up every other topic and subscriber meanwhile.
 //! So the disk log only asks for the run of records it lacks and answers
-//! "later" ([`Read::Later`](crate::store::Read)); the fetcher reads the run
-//! and checks its checksums on its own thread, and sends it back through
-//! the dispatcher's queue, where it joins the other commands:
+//! "later" ([`Read::Later`](super::Read::Later)); the fetcher reads the run and
+//! checks its checksums on its own thread, and hands it back as a
+//! [`Fetched`] to whoever started the thread. In the broker
+//! that is the dispatcher's queue (`server.rs` says so), where it joins the
+//! other commands; this file knows nothing of them:
 //!
 //! ```text
 //!   dispatcher: log.read(offset) misses the cache ──▶ FetchRequest ──▶ fetcher
@@ -18,6 +20,7 @@
 //!     length and offset; stop at damage, and say which offsets it cost    │
 //!                                                                         ▼
 //!   dispatcher ◀── Command::Fetched ◀── the dispatcher's queue ◀──── Fetched
+//!                                        (the callback the fetcher was given)
 //!     the log keeps the run; the topic is offered again to its
 //!     subscribers and pullers, which now read it from memory
 //! ```
@@ -45,10 +48,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::dispatcher::Command;
-use crate::ids::Offset;
-use crate::queue::CommandSender;
-use crate::segment::{Run, RunStart};
+use super::segment::RunStart;
+use super::Fetched;
 
 /// A run of records a log wants read.
 #[derive(Debug)]
@@ -57,32 +58,22 @@ pub struct FetchRequest {
     pub run: RunStart,
 }
 
-/// A run of records read for a log: the sound records from offset `first`
-/// on and the damage that cut them short, if any, or why the file could
-/// not be read; and how many bytes the payloads hold.
-#[derive(Debug)]
-pub struct Fetched {
-    pub topic: Arc<str>,
-    pub first: Offset,
-    pub run: io::Result<Run>,
-    pub payload_bytes: usize,
-}
-
 /// The logs' end of the fetcher thread. The thread ends once every handle
-/// has been dropped, or the dispatcher has gone.
+/// has been dropped, or nobody takes what it reads any more.
 #[derive(Debug, Clone)]
 pub struct Fetcher {
     requests: Sender<FetchRequest>,
 }
 
 impl Fetcher {
-    /// Starts the `fetcher` thread, which sends what it reads to
-    /// `dispatcher`.
-    pub fn spawn(dispatcher: CommandSender) -> io::Result<Fetcher> {
+    /// Starts the `fetcher` thread, which hands each run it reads to
+    /// `hand_back`. That answers `false` once nobody takes runs any more
+    /// (the dispatcher has stopped), and the thread then ends.
+    pub fn spawn(hand_back: impl FnMut(Fetched) -> bool + Send + 'static) -> io::Result<Fetcher> {
         let (requests, queue) = crossbeam_channel::unbounded();
         thread::Builder::new()
             .name("fetcher".to_owned())
-            .spawn(move || run(&queue, &dispatcher))?;
+            .spawn(move || run(&queue, hand_back))?;
         Ok(Fetcher { requests })
     }
 
@@ -152,7 +143,7 @@ impl ReadHandles {
     }
 }
 
-fn run(queue: &Receiver<FetchRequest>, dispatcher: &CommandSender) {
+fn run(queue: &Receiver<FetchRequest>, mut hand_back: impl FnMut(Fetched) -> bool) {
     let mut handles = ReadHandles::default();
     loop {
         let request = match queue.recv_timeout(IDLE_CLOSE) {
@@ -163,10 +154,7 @@ fn run(queue: &Receiver<FetchRequest>, dispatcher: &CommandSender) {
             }
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        if dispatcher
-            .send(Command::Fetched(request.read(&mut handles)))
-            .is_err()
-        {
+        if !hand_back(request.read(&mut handles)) {
             return; // the dispatcher has stopped
         }
     }

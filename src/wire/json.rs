@@ -10,7 +10,7 @@
 //! already collected the whole length-prefixed frame), never recurses, and
 //! returns an error value instead of panicking on any input.
 //!
-//! [`encode_string_array`] is the inverse, used by the Rust client.
+//! `encode_string_array` is the inverse, used by the Rust client.
 
 use std::fmt;
 
@@ -74,7 +74,7 @@ pub fn parse_string_array(input: &[u8]) -> Result<Vec<String>, JsonError> {
 
 /// Writes `strings` as a compact JSON array. Quotes, backslashes and control
 /// characters are escaped; everything else is written as UTF-8.
-pub fn encode_string_array<S: AsRef<str>>(strings: &[S]) -> String {
+pub(crate) fn encode_string_array<S: AsRef<str>>(strings: &[S]) -> String {
     let mut out = String::from("[");
     for (i, s) in strings.iter().enumerate() {
         if i > 0 {
@@ -237,7 +237,7 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::testing;
+    use crate::wire::request::testing;
 
     fn parse(s: &str) -> Result<Vec<String>, JsonError> {
         parse_string_array(s.as_bytes())

@@ -24,35 +24,34 @@
 //!
 //! # The decoder
 //!
-//! Like the binary [`protocol::Decoder`](crate::protocol::Decoder), [`Decoder`]
+//! Like the binary `Decoder` (`binary.rs`), this file's `Decoder`
 //! is a state machine over whatever bytes have arrived: it never assumes one
 //! `read()` holds one line. While it waits for the end of a line it remembers
 //! how far it has already looked, so a long line arriving in pieces is
-//! scanned once. A line longer than [`Limits::max_line_bytes`] is refused as
+//! scanned once. A line longer than `Limits::max_line_bytes` is refused as
 //! soon as the limit is passed, and the rest of it is dropped as it arrives,
 //! never buffered. `PUBN` switches to counting bytes, like the binary
 //! protocol's payload frames, so a payload may hold newlines or any byte.
 //!
-//! Both decoders produce the same [`Request`]s, so from here on the
+//! Both decoders produce the same `Request`s, so from here on the
 //! dispatcher does not know or care which protocol a client speaks; only the
-//! writer thread encodes its replies with [`encode_delivery_header`] and
-//! [`encode_reply`] instead of the binary encoders.
+//! writer thread encodes its replies with `encode_delivery_header` and
+//! `encode_reply` instead of the binary encoders.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::io::Write;
 use std::sync::Arc;
 
-use crate::ids::{Offset, Payload};
-use crate::protocol::{
-    is_valid_group_name, AckMode, Decoded, LastTopic, Limits, ProtocolError, Request, StartAt,
+use super::reply::{BrokerReport, Reply, TopicReport};
+use super::request::{
+    is_valid_group_name, AckMode, Decoded, LastTopic, Limits, Refusal, Request, StartAt,
 };
-use crate::stats::{BrokerReport, TopicReport};
-use crate::writer::Reply;
+use crate::ids::{Offset, Payload};
 
 /// A line the broker refuses. Each has the short reason sent after `-ERR `.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LineError {
+pub(crate) enum LineError {
     UnknownCommand,
     MissingTopic,
     MissingMessage,
@@ -121,6 +120,15 @@ impl fmt::Display for LineError {
     }
 }
 
+impl From<LineError> for Refusal {
+    /// Only binary data ends a line connection: a bad line ends at its
+    /// newline, and the next one is read.
+    fn from(error: LineError) -> Refusal {
+        let fatal = error == LineError::BinaryData;
+        Refusal::new(error.reason(), fatal, error.reason().into())
+    }
+}
+
 /// What the decoder expects next.
 #[derive(Debug)]
 enum State {
@@ -140,7 +148,7 @@ enum State {
 
 /// Turns the bytes of a line-protocol connection into requests.
 #[derive(Debug)]
-pub struct Decoder {
+pub(crate) struct Decoder {
     state: State,
     limits: Limits,
     last_topic: LastTopic,
@@ -163,7 +171,7 @@ impl Decoder {
     }
 
     /// Decodes the next request from `input`, exactly like
-    /// [`protocol::Decoder::decode`](crate::protocol::Decoder::decode):
+    /// [`binary::Decoder::decode`](super::binary::Decoder::decode):
     /// returns the bytes consumed and the request, if one was completed.
     pub fn decode(&mut self, input: &[u8]) -> (usize, Option<Decoded>) {
         let mut consumed = 0;
@@ -430,7 +438,7 @@ fn subscription_options(
 }
 
 fn refuse(error: LineError) -> Step {
-    Step::Emit(Err(ProtocolError::Line(error)))
+    Step::Emit(Err(error.into()))
 }
 
 fn find_newline(bytes: &[u8]) -> Option<usize> {
@@ -555,12 +563,17 @@ pub fn encode_topic(out: &mut Vec<u8>, name: &str) {
 
 /// Appends `MSG <topic> <offset> <nbytes>\n`. The payload and a newline
 /// follow; the writer sends the payload from its shared buffer.
-pub fn encode_delivery_header(out: &mut Vec<u8>, topic: &str, offset: Offset, payload_len: usize) {
+pub(crate) fn encode_delivery_header(
+    out: &mut Vec<u8>,
+    topic: &str,
+    offset: Offset,
+    payload_len: usize,
+) {
     write_topic_line(out, "MSG", topic, format_args!("{offset} {payload_len}"));
 }
 
 /// Appends a reply.
-pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
+pub(crate) fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
     match reply {
         Reply::Subscribed | Reply::Unsubscribed => out.extend_from_slice(b"+OK\n"),
         Reply::Error(reason) => write_line(out, format_args!("-ERR {reason}")),
@@ -674,7 +687,7 @@ const HELP: &str = "\
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::testing;
+    use crate::wire::request::testing;
 
     const LIMITS: Limits = Limits {
         max_message_bytes: 64,
@@ -698,7 +711,7 @@ mod tests {
     }
 
     fn refused(error: LineError) -> Decoded {
-        Err(ProtocolError::Line(error))
+        Err(error.into())
     }
 
     #[test]
@@ -720,13 +733,13 @@ mod tests {
                 subscribe(StartAt::From(3), AckMode::Manual, Some("g")),
                 subscribe(StartAt::Current, AckMode::OnWrite, Some("a b")),
                 subscribe(StartAt::Current, AckMode::Manual, None),
-                Err(ProtocolError::Line(LineError::MissingGroup)),
-                Err(ProtocolError::Line(LineError::UnexpectedArgument)),
-                Err(ProtocolError::Line(LineError::BadStart)),
+                refused(LineError::MissingGroup),
+                refused(LineError::UnexpectedArgument),
+                refused(LineError::BadStart),
                 // The group name rule of binary action 7 (16 bytes here).
-                Err(ProtocolError::Line(LineError::InvalidGroup)),
-                Err(ProtocolError::Line(LineError::InvalidGroup)),
-                Err(ProtocolError::Line(LineError::InvalidGroup)),
+                refused(LineError::InvalidGroup),
+                refused(LineError::InvalidGroup),
+                refused(LineError::InvalidGroup),
             ]
         );
     }
@@ -809,7 +822,7 @@ mod tests {
             events,
             vec![Ok(Request::Ping), refused(LineError::BinaryData)]
         );
-        assert!(ProtocolError::Line(LineError::BinaryData).is_fatal());
+        assert!(Refusal::from(LineError::BinaryData).is_fatal());
     }
 
     #[test]
