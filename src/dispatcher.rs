@@ -183,6 +183,24 @@ impl std::fmt::Debug for Topic {
     }
 }
 
+#[cfg(test)]
+impl Topic {
+    /// A topic outside any dispatcher, for a test that drives sessions and
+    /// groups by hand.
+    pub(crate) fn for_test(name: &str, log: Box<dyn TopicLog>) -> Topic {
+        Topic {
+            name: Arc::from(name),
+            log,
+            subscribers: Vec::new(),
+            groups: Vec::new(),
+            groups_moved: false,
+            traffic: Traffic::default(),
+            unwritten: false,
+            refusing: false,
+        }
+    }
+}
+
 /// How many topics the broker holds, and how many consumer groups each
 /// topic (`--max-topics`, `--max-groups-per-topic`): any client can create
 /// both, by naming them, and neither is ever removed, so without a limit a
