@@ -40,7 +40,12 @@ use brook::client::Publisher;
 use brook::config::{Config, Fsync, OnDamage, Storage};
 use brook::protocol::StartAt;
 use brook::server::Broker;
-use common::*;
+use common::broker::{config, start_broker};
+use common::client::{expect_next_ack, subscriber, Bystander};
+use common::line::{Line, Msg};
+use common::process::BrookProcess;
+use common::temp::TempDir;
+use common::{QUIET, WAIT};
 
 // ---- Brokers on disk. ----
 

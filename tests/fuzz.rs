@@ -32,7 +32,14 @@ use std::time::Duration;
 use brook::client::Publisher;
 use brook::config::Config;
 use brook::protocol::StartAt;
-use common::*;
+use common::broker::{config, start_broker};
+use common::client::{expect_next_ack, expect_nothing, subscriber, Bystander};
+use common::frames::{
+    from_u16, from_u64, publish_frame, subscribe_request, unsubscribe_request, ACK, BEGINNING,
+    CURRENT, NACK, PUBLISH, SUBSCRIBE, UNSUBSCRIBE,
+};
+use common::line::Line;
+use common::QUIET;
 
 /// One seed per hostile thread: the threads run side by side, each opening
 /// connection after connection.
