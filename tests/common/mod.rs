@@ -9,6 +9,7 @@
 //! - `client`: wrappers around the Rust client; `Fence` and `Bystander`.
 //! - `line`: a line-protocol client.
 //! - `memory`: a child broker's resident memory.
+//! - `rng`: a deterministic random generator.
 //! - `temp`: a temporary directory.
 //!
 //! Nothing here sleeps: every wait is a blocking read with a deadline.
@@ -25,6 +26,7 @@ pub mod line;
 pub mod memory;
 pub mod process;
 pub mod raw;
+pub mod rng;
 pub mod temp;
 
 /// The longest a test waits for something that should arrive.
