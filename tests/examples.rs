@@ -93,7 +93,7 @@ fn every_example_has_help_and_names_its_mistakes() {
             assert!(text.contains(expected), "{name} --help:\n{text}");
         }
 
-        assert_usage_error(name, &["--bogus"], "unknown argument '--bogus'");
+        assert_usage_error(name, &["--bogus"], "unknown flag '--bogus'");
     }
     assert_usage_error("consumer", &["--port", "1"], "--topic is required");
     assert_usage_error(

@@ -10,7 +10,8 @@
 //! - `line`: a line-protocol client.
 //! - `memory`: a child broker's resident memory.
 //! - `rng`: a deterministic random generator.
-//! - `temp`: a temporary directory.
+//! - `temp`: a temporary directory, the one the bench uses too
+//!   (`examples/common/temp.rs`).
 //!
 //! Nothing here sleeps: every wait is a blocking read with a deadline.
 
@@ -27,6 +28,7 @@ pub mod memory;
 pub mod process;
 pub mod raw;
 pub mod rng;
+#[path = "../../examples/common/temp.rs"]
 pub mod temp;
 
 /// The longest a test waits for something that should arrive.
