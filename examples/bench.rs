@@ -181,7 +181,7 @@ use brook::config::{Fsync, Storage};
 use brook::protocol::StartAt;
 
 use common::temp::TempDir;
-use common::{read_flags, Flag};
+use common::{flags_help, read_flags, Flag};
 use connections::{ConnectionsPlan, Counters};
 use histogram::Histogram;
 use load::{
@@ -1742,15 +1742,7 @@ fn help() -> String {
         "bench: brook's benchmark, with a relay (a null broker) as the yardstick\n\n\
          Usage: cargo run --release --example bench -- [FLAGS]\n\nFlags:\n",
     );
-    for flag in FLAGS {
-        let default = match flag.default {
-            Some(default) => format!(" [default: {default}]"),
-            None => String::new(),
-        };
-        let name = format!("{} {}", flag.name, flag.value);
-        text.push_str(&format!("  {name:<24}{}{default}\n", flag.help));
-    }
-    text.push_str(&format!("  {:<24}print this help\n", "-h, --help"));
+    text.push_str(&flags_help(FLAGS));
     text.push_str(
         "\nScenarios:\n\
          \x20 1to1         1 publisher -> 1 subscriber, one topic\n\

@@ -213,7 +213,13 @@ impl Args {
 
 /// The text `--help` prints.
 fn help(program: &str, about: &str, usage: &str, flags: &[Flag]) -> String {
-    let mut text = format!("{program}: {about}\n\nUsage: {program} {usage}\n\nFlags:\n");
+    let text = format!("{program}: {about}\n\nUsage: {program} {usage}\n\nFlags:\n");
+    text + &flags_help(flags)
+}
+
+/// One line of `--help` per flag, with its default, then `-h, --help`.
+pub fn flags_help(flags: &[Flag]) -> String {
+    let mut text = String::new();
     for flag in flags {
         let default = match flag.default {
             Some(default) => format!(" [default: {default}]"),
