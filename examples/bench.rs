@@ -152,6 +152,7 @@
 //! columns. The exit status is 1 if any message was lost, duplicated or
 //! reordered, or a run failed; 2 for a bad command line.
 
+mod common;
 #[path = "bench/connections.rs"]
 mod connections;
 #[path = "bench/histogram.rs"]
@@ -179,6 +180,8 @@ use std::time::{Duration, Instant};
 use brook::config::{Fsync, Storage};
 use brook::wire::request::StartAt;
 
+use common::temp::TempDir;
+use common::{flags_help, read_flags, Flag};
 use connections::{ConnectionsPlan, Counters};
 use histogram::Histogram;
 use load::{
@@ -186,7 +189,7 @@ use load::{
     SubscriberReport, Tally, TopicOffsets,
 };
 use report::{Check, Row, Throughput};
-use target::{BrokerChoice, BrokerSettings, DataDir, StoreKind, Target, TargetKind};
+use target::{BrokerChoice, BrokerSettings, StoreKind, Target, TargetKind};
 
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some(relay::SERVE_FLAG) {
@@ -1040,7 +1043,7 @@ fn start_on(
     kind: TargetKind,
     store: Option<StoreKind>,
     options: &Options,
-) -> Result<(Target, Option<DataDir>), String> {
+) -> Result<(Target, Option<TempDir>), String> {
     let (settings, data_dir) = options.settings_on(store)?;
     Target::start(kind, &options.broker, &settings).map(|target| (target, data_dir))
 }
@@ -1051,7 +1054,7 @@ fn start_on(
 struct Filled {
     /// The fill's one publisher and one subscriber, on one topic.
     topology: Topology,
-    data_dir: DataDir,
+    data_dir: TempDir,
     /// The flags of a brook restarted on the dir: no retention, and the
     /// restart's `--fsync`.
     restart_settings: BrokerSettings,
@@ -1071,7 +1074,7 @@ fn fill_data_dir(
         scenario.label(options),
         RECOVERY_FILL_STORE.name()
     );
-    let data_dir = match DataDir::create() {
+    let data_dir = match target::data_dir() {
         Ok(data_dir) => data_dir,
         Err(error) => return (None, Err(error)),
     };
@@ -1202,7 +1205,7 @@ fn run_recovery(options: &Options, epoch: Epoch) -> Vec<Row> {
     let published = fill.expected_messages();
     restart.payload_bytes = fill.payload_bytes;
     restart.tally.expected = published;
-    let (dir_bytes, files) = match data_dir.usage() {
+    let (dir_bytes, files) = match target::usage(data_dir.path()) {
         Ok(usage) => usage,
         Err(error) => {
             let path = data_dir.path().display();
@@ -1650,11 +1653,11 @@ impl Options {
     fn settings_on(
         &self,
         store: Option<StoreKind>,
-    ) -> Result<(BrokerSettings, Option<DataDir>), String> {
+    ) -> Result<(BrokerSettings, Option<TempDir>), String> {
         let Some(StoreKind::Disk(fsync)) = store else {
             return Ok((self.settings(), None));
         };
-        let data_dir = DataDir::create()?;
+        let data_dir = target::data_dir()?;
         let settings = BrokerSettings {
             storage: Storage::Disk(data_dir.path().to_owned()),
             fsync,
@@ -1706,32 +1709,32 @@ struct Options {
 /// Each flag: its name, the name of its value (empty for a switch), what it
 /// does, and its default (empty for none).
 #[rustfmt::skip]
-const FLAGS: &[(&str, &str, &str, &str)] = &[
-    ("--scenario", "LIST", "comma-separated scenarios, from the list below", "all"),
-    ("--store", "LIST", "comma-separated stores each scenario runs on (below)", "memory"),
-    ("--size", "BYTES", "payload of the throughput scenarios, at least 24", "128"),
-    ("--count", "N", "messages per publisher (at most 1 GiB per scenario)", "1000000"),
-    ("--recovery-size", "BYTES", "data dir recovery and replay fill, then restart on", "1GiB"),
-    ("--topics", "N", "topics in the topics scenario, one publisher each", "16"),
-    ("--topic-bytes", "BYTES", "payload bytes published to each of them", "80MiB"),
-    ("--window", "N", "in-flight window: brook's --max-inflight", "16384"),
-    ("--retention", "BYTES", "brook's --retention-bytes (see the module docs)", "256MiB"),
-    ("--cache-bytes", "BYTES", "brook's --cache-bytes, the disk stores' memory budget", "brook's"),
-    ("--memory-bytes", "BYTES", "brook's --memory-bytes, the memory store's budget", "brook's"),
-    ("--subscribers", "N", "subscribers in fanout", "10"),
-    ("--members", "N", "members of the consumer group in group", "4"),
-    ("--publishers", "N", "publishers in fanin", "4"),
-    ("--pairs", "N", "publisher/subscriber pairs in nton", "4"),
-    ("--rate", "N", "messages per second in latency and replay's pair (128 B)", "10000"),
-    ("--seconds", "N", "length of the latency run, and of replay's pair alone", "5"),
-    ("--connections", "C", "idle subscribers in connections", "1000"),
-    ("--addr", "HOST:PORT", "use a running broker instead of starting one", ""),
-    ("--broker-pid", "PID", "with --addr: measure that process", ""),
-    ("--broker-bin", "PATH", "start this brook binary for each scenario", ""),
-    ("--no-relay", "", "skip the relay runs", ""),
-    ("--cold", "", "recovery, replay: drop the page cache before the restart (root)", ""),
-    ("--csv", "", "print CSV rows instead of the table", ""),
-    ("--svg", "FILE", "also draw latency and throughput in an SVG file", ""),
+const FLAGS: &[Flag] = &[
+    Flag::new("--scenario", "LIST", "comma-separated scenarios, from the list below", "all"),
+    Flag::new("--store", "LIST", "comma-separated stores each scenario runs on (below)", "memory"),
+    Flag::new("--size", "BYTES", "payload of the throughput scenarios, at least 24", "128"),
+    Flag::new("--count", "N", "messages per publisher (at most 1 GiB per scenario)", "1000000"),
+    Flag::new("--recovery-size", "BYTES", "data dir recovery and replay fill, then restart on", "1GiB"),
+    Flag::new("--topics", "N", "topics in the topics scenario, one publisher each", "16"),
+    Flag::new("--topic-bytes", "BYTES", "payload bytes published to each of them", "80MiB"),
+    Flag::new("--window", "N", "in-flight window: brook's --max-inflight", "16384"),
+    Flag::new("--retention", "BYTES", "brook's --retention-bytes (see the module docs)", "256MiB"),
+    Flag::new("--cache-bytes", "BYTES", "brook's --cache-bytes, the disk stores' memory budget", "brook's"),
+    Flag::new("--memory-bytes", "BYTES", "brook's --memory-bytes, the memory store's budget", "brook's"),
+    Flag::new("--subscribers", "N", "subscribers in fanout", "10"),
+    Flag::new("--members", "N", "members of the consumer group in group", "4"),
+    Flag::new("--publishers", "N", "publishers in fanin", "4"),
+    Flag::new("--pairs", "N", "publisher/subscriber pairs in nton", "4"),
+    Flag::new("--rate", "N", "messages per second in latency and replay's pair (128 B)", "10000"),
+    Flag::new("--seconds", "N", "length of the latency run, and of replay's pair alone", "5"),
+    Flag::new("--connections", "C", "idle subscribers in connections", "1000"),
+    Flag::new("--addr", "HOST:PORT", "use a running broker instead of starting one", ""),
+    Flag::new("--broker-pid", "PID", "with --addr: measure that process", ""),
+    Flag::new("--broker-bin", "PATH", "start this brook binary for each scenario", ""),
+    Flag::new("--no-relay", "", "skip the relay runs", ""),
+    Flag::new("--cold", "", "recovery, replay: drop the page cache before the restart (root)", ""),
+    Flag::new("--csv", "", "print CSV rows instead of the table", ""),
+    Flag::new("--svg", "FILE", "also draw latency and throughput in an SVG file", ""),
 ];
 
 fn help() -> String {
@@ -1739,17 +1742,7 @@ fn help() -> String {
         "bench: brook's benchmark, with a relay (a null broker) as the yardstick\n\n\
          Usage: cargo run --release --example bench -- [FLAGS]\n\nFlags:\n",
     );
-    for (flag, value, about, default) in FLAGS {
-        let default = match *default {
-            "" => String::new(),
-            default => format!(" [default: {default}]"),
-        };
-        text.push_str(&format!(
-            "  {:<24}{about}{default}\n",
-            format!("{flag} {value}")
-        ));
-    }
-    text.push_str(&format!("  {:<24}print this help\n", "-h, --help"));
+    text.push_str(&flags_help(FLAGS));
     text.push_str(
         "\nScenarios:\n\
          \x20 1to1         1 publisher -> 1 subscriber, one topic\n\
@@ -1824,32 +1817,19 @@ impl Options {
         };
         let (mut addr, mut pid, mut binary) = (None, None, None);
         let (mut scenarios_named, mut stores_named) = (false, false);
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            if arg == "-h" || arg == "--help" {
-                return Ok(None);
-            }
-            let (name, inline) = match arg.split_once('=') {
-                Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
-                None => (arg, None),
-            };
-            let Some(&(flag, value_name, _, _)) = FLAGS.iter().find(|f| f.0 == name) else {
-                return Err(format!("unknown flag '{name}'"));
-            };
-            if value_name.is_empty() {
-                if inline.is_some() {
-                    return Err(format!("{flag} takes no value"));
-                }
-                match flag {
+        let Some(given) = read_flags(args, FLAGS)? else {
+            return Ok(None);
+        };
+        for (flag, value) in given {
+            if flag.is_switch() {
+                match flag.name {
                     "--no-relay" => options.relay = false,
                     "--cold" => options.cold = true,
                     _ => options.csv = true,
                 }
                 continue;
             }
-            let value = inline
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{flag} needs a value ({value_name})"))?;
+            let flag = flag.name;
             let invalid = |expected: &str| format!("{flag} '{value}': expected {expected}");
             let size_above_zero = |example: &str| {
                 brook::config::parse_size(&value)

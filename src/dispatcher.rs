@@ -69,7 +69,6 @@ use crate::group::{Group, Refused};
 use crate::ids::{ConnId, IdMap, Offset, Payload, TopicId};
 use crate::queue::{Command, CommandReceiver, Hangup};
 use crate::session::{start_offset, DeliveryPolicy, GivenUp, Session};
-use crate::stats::Traffic;
 use crate::store::{DiskFull, Fetched, Read, Store, StoreError, SyncJob, TopicLog};
 use crate::syncer::Syncer;
 use crate::topic::Topic;
@@ -1476,16 +1475,7 @@ impl Dispatcher {
         let groups = saved
             .map(|(name, at)| Group::restored(Arc::from(name), &at))
             .collect();
-        self.topics.push(Topic {
-            name: name.clone(),
-            log,
-            subscribers: Vec::new(),
-            groups,
-            groups_moved: false,
-            traffic: Traffic::default(),
-            unwritten: false,
-            refusing: false,
-        });
+        self.topics.push(Topic::new(name.clone(), log, groups));
         self.topic_ids.insert(name, id);
         id
     }

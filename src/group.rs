@@ -335,4 +335,32 @@ mod tests {
         assert_eq!(group.next_member(|conn| conn == 3), None);
         assert_eq!(group.next_member(|_| true), Some(1));
     }
+
+    #[test]
+    fn a_message_refused_by_its_last_delivery_allowed_is_given_up_once() {
+        let mut group = Group::new(Arc::from("g"), 0);
+        assert_eq!(group.take(1), Some((0, 1)));
+        assert_eq!(group.refused(0, 1, 2), Refused::Again);
+        assert_eq!(group.take(1), Some((0, 2)));
+        assert_eq!(group.refused(0, 2, 2), Refused::GivenUp);
+        assert_eq!(group.take(1), None, "given up: never out again");
+        assert_eq!(group.position(), 1, "the group is done with it");
+        assert_eq!(group.refused(0, 2, 2), Refused::Settled, "a second answer");
+    }
+
+    /// Retention may drop messages while a group has no member to keep
+    /// them for: the group skips them, whether they were new, out, or
+    /// waiting to go out again.
+    #[test]
+    fn a_group_forgets_what_retention_dropped() {
+        let mut group = Group::new(Arc::from("g"), 0);
+        assert_eq!(group.take(10), Some((0, 1)));
+        assert_eq!(group.take(10), Some((1, 1)));
+        group.refused(1, 1, MAX);
+        group.forget_before(5);
+        assert_eq!(group.position(), 5);
+        assert!(group.has_work(10));
+        assert_eq!(group.take(10), Some((5, 1)));
+        assert_eq!(group.report(10).lag, 5, "5 out, 6 to 9 new");
+    }
 }

@@ -954,3 +954,639 @@ impl Session {
         }
     }
 }
+
+/// The session's rules driven by hand, the way the dispatcher drives them,
+/// at made-up instants: no socket, no writer thread, no waiting. A test
+/// reads what a session queued for its writer straight from its outbox.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::{Group, Refused};
+    use crate::store::memory::MemoryStore;
+    use crate::store::Store;
+
+    const ACK_DELAY: Duration = Duration::from_secs(1);
+    const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+    const MAX_DELIVERIES: u32 = 3;
+
+    /// The one topic of every test.
+    const TOPIC: TopicId = 0;
+    /// Its consumer group, in the tests with one.
+    const GROUP: usize = 0;
+
+    fn policy(max_inflight: usize) -> DeliveryPolicy {
+        DeliveryPolicy {
+            ack_delay: ACK_DELAY,
+            ack_timeout: ACK_TIMEOUT,
+            max_deliveries: MAX_DELIVERIES,
+            dead_letters: true,
+            max_inflight,
+            subscriber_buffer: 1 << 20,
+            linger: Duration::from_secs(5),
+        }
+    }
+
+    /// One topic in memory and a few sessions (connection `n` is
+    /// `sessions[n]`), with a clock of their own.
+    struct Broker {
+        topics: Vec<Topic>,
+        sessions: Vec<Session>,
+        t0: Instant,
+    }
+
+    impl Broker {
+        /// `connections` sessions, each with a window of `max_inflight`.
+        fn new(connections: usize, max_inflight: usize) -> Broker {
+            let log = MemoryStore::new(None, 1 << 30).open("t").unwrap();
+            let t0 = Instant::now();
+            let policy = policy(max_inflight);
+            let sessions = (0..connections)
+                .map(|conn| Session::new(conn as ConnId, Writer::for_test(), policy, t0))
+                .collect();
+            Broker {
+                topics: vec![Topic::new(Arc::from("t"), log, Vec::new())],
+                sessions,
+                t0,
+            }
+        }
+
+        /// The instant `ms` milliseconds into the test.
+        fn at(&self, ms: u64) -> Instant {
+            self.t0 + Duration::from_millis(ms)
+        }
+
+        /// Subscribes connection `conn` to the topic, from the beginning,
+        /// with manual acks.
+        fn subscribe(&mut self, conn: usize) {
+            let session = &mut self.sessions[conn];
+            session.subscribe(
+                TOPIC,
+                &self.topics[TOPIC],
+                StartAt::Beginning,
+                AckMode::Manual,
+            );
+            session.pump(&self.topics, self.t0);
+        }
+
+        /// Appends `count` messages to the topic (`m<offset>`) and offers
+        /// them to every session, as a publish does.
+        fn publish(&mut self, count: usize, ms: u64) {
+            for _ in 0..count {
+                let end = self.topics[TOPIC].log.end();
+                let payload = Payload::from(format!("m{end}").into_bytes());
+                self.topics[TOPIC].log.append(payload).unwrap();
+            }
+            self.offer(ms);
+        }
+
+        /// Offers the topic's new messages to its subscribers.
+        fn offer(&mut self, ms: u64) {
+            let now = self.at(ms);
+            for session in &mut self.sessions {
+                if session.subscriptions.contains_key(&TOPIC) {
+                    session.offer(TOPIC, &self.topics, now);
+                }
+            }
+        }
+
+        /// Appends one message of `payload` and offers it.
+        fn publish_payload(&mut self, payload: Vec<u8>, ms: u64) {
+            self.topics[TOPIC]
+                .log
+                .append(Payload::from(payload))
+                .unwrap();
+            self.offer(ms);
+        }
+
+        /// The offsets delivered to `conn` since the last call, as if its
+        /// writer had written them at once.
+        fn sent(&mut self, conn: usize) -> Vec<Offset> {
+            let session = &mut self.sessions[conn];
+            session.outbox_payload_bytes = 0;
+            let frames = std::mem::take(&mut session.outbox);
+            let delivered = frames.into_iter().filter_map(|frame| match frame {
+                Outgoing::Delivery { offset, .. } => Some(offset),
+                Outgoing::Reply(_) => None,
+            });
+            delivered.collect()
+        }
+
+        /// An Ack (or Nack) from `conn`, then the refill the dispatcher
+        /// does after the round's answers.
+        fn answer(&mut self, conn: usize, acked: bool, ms: u64) {
+            let now = self.at(ms);
+            let session = &mut self.sessions[conn];
+            session.answer(acked, &self.topics, now).unwrap();
+            session.pump(&self.topics, now);
+        }
+
+        fn ack(&mut self, conn: usize, ms: u64) {
+            self.answer(conn, true, ms);
+        }
+
+        fn nack(&mut self, conn: usize, ms: u64) {
+            self.answer(conn, false, ms);
+        }
+
+        /// The dispatcher's wake-up of `conn`, at `ms`.
+        fn wake(&mut self, conn: usize, ms: u64) {
+            let now = self.at(ms);
+            self.sessions[conn].wake(&self.topics, now);
+        }
+
+        /// The client of `conn` closed its side of the connection.
+        fn close(&mut self, conn: usize, ms: u64) {
+            let now = self.at(ms);
+            self.sessions[conn].close(&self.topics, now);
+        }
+
+        /// The offsets `conn` gave up since the last call, with their
+        /// delivery counts.
+        fn given_up(&mut self, conn: usize) -> Vec<(Offset, u32)> {
+            let given_up = self.sessions[conn].take_given_up();
+            given_up.iter().map(|g| (g.offset, g.deliveries)).collect()
+        }
+
+        /// Makes connection `conn` a member of the topic's group, with
+        /// manual acks.
+        fn join_group(&mut self, conn: usize) {
+            let topic = &mut self.topics[TOPIC];
+            if topic.groups.is_empty() {
+                topic.groups.push(Group::new(Arc::from("g"), 0));
+            }
+            topic.groups[GROUP].join(conn as ConnId);
+            self.sessions[conn].join_group(TOPIC, GROUP, AckMode::Manual);
+        }
+
+        /// Gives out the group's messages as `Dispatcher::pump_group` does:
+        /// to the members in turn, skipping those with no room.
+        fn hand_out(&mut self, ms: u64) {
+            let now = self.at(ms);
+            loop {
+                let sessions = &self.sessions;
+                let topic = &mut self.topics[TOPIC];
+                let end = topic.log.end();
+                let group = &mut topic.groups[GROUP];
+                if !group.has_work(end) {
+                    return;
+                }
+                let has_room = |conn| sessions[conn as usize].has_group_room(TOPIC, GROUP);
+                let Some(conn) = group.next_member(has_room) else {
+                    return;
+                };
+                let (offset, deliveries) = group.take(end).unwrap();
+                let Read::Message(payload) = topic.log.read(offset) else {
+                    panic!("{offset} is in the log");
+                };
+                let session = &mut self.sessions[conn as usize];
+                let topic = (TOPIC, &self.topics[TOPIC]);
+                if session.deliver_for_group(GROUP, offset, deliveries, payload, topic, now) {
+                    self.topics[TOPIC].groups[GROUP].done(offset);
+                }
+            }
+        }
+
+        /// Tells the group what `conn` did with its messages, as
+        /// `Dispatcher::settle_groups` does, then gives out what is owed.
+        /// Returns the offsets the group gave up.
+        fn settle_group(&mut self, conn: usize, ms: u64) -> Vec<Offset> {
+            let mut given_up = Vec::new();
+            for answer in self.sessions[conn].take_group_answers() {
+                let group = &mut self.topics[answer.topic].groups[answer.group];
+                if answer.acked {
+                    group.done(answer.offset);
+                } else if group.refused(answer.offset, answer.deliveries, MAX_DELIVERIES)
+                    == Refused::GivenUp
+                {
+                    given_up.push(answer.offset);
+                }
+            }
+            self.hand_out(ms);
+            given_up
+        }
+    }
+
+    #[test]
+    fn a_full_window_sends_nothing_more_until_an_answer_frees_room() {
+        let mut broker = Broker::new(1, 2);
+        broker.subscribe(0);
+        broker.publish(5, 0);
+        assert_eq!(broker.sent(0), [0, 1]);
+        broker.publish(1, 10);
+        assert_eq!(broker.sent(0), [], "the window holds two");
+        broker.ack(0, 20);
+        assert_eq!(broker.sent(0), [2], "one answer, one more message");
+        broker.ack(0, 30);
+        broker.ack(0, 30);
+        assert_eq!(broker.sent(0), [3, 4]);
+    }
+
+    /// The window also bounds the payload bytes in flight; one message
+    /// larger than all of it still goes, alone.
+    #[test]
+    fn the_byte_window_holds_back_what_the_buffer_cannot_take() {
+        let mut broker = Broker::new(1, 100);
+        broker.sessions[0].policy.subscriber_buffer = 5; // "m0" is 2 bytes
+        broker.subscribe(0);
+        broker.publish(4, 0);
+        assert_eq!(
+            broker.sent(0),
+            [0, 1, 2],
+            "2 + 2 + 2 bytes: the third fills it"
+        );
+        broker.ack(0, 10);
+        assert_eq!(broker.sent(0), [3]);
+        broker.ack(0, 20);
+        broker.ack(0, 20);
+        broker.ack(0, 20);
+        broker.publish_payload(vec![0; 64], 30);
+        assert_eq!(broker.sent(0), [4], "a message larger than the buffer goes");
+    }
+
+    #[test]
+    fn an_unanswered_delivery_is_sent_again_after_the_ack_timeout() {
+        let mut broker = Broker::new(1, 16);
+        broker.subscribe(0);
+        broker.publish(1, 0);
+        assert_eq!(broker.sent(0), [0]);
+        assert_eq!(broker.sessions[0].next_wake(), Some(broker.at(2000)));
+        broker.wake(0, 1999);
+        assert_eq!(broker.sent(0), [], "not yet");
+        broker.wake(0, 2000);
+        assert_eq!(broker.sent(0), [0], "sent again at once");
+        assert_eq!(broker.given_up(0), []);
+    }
+
+    /// A consumer working through its window is not punished for messages
+    /// it has not reached: each delivery's clock starts when it becomes
+    /// the oldest unanswered one.
+    #[test]
+    fn the_ack_clock_starts_when_a_delivery_becomes_the_oldest() {
+        let mut broker = Broker::new(1, 16);
+        broker.subscribe(0);
+        broker.publish(2, 0);
+        assert_eq!(broker.sent(0), [0, 1]);
+        broker.ack(0, 1500);
+        assert_eq!(broker.sessions[0].next_wake(), Some(broker.at(3500)));
+        broker.wake(0, 3000);
+        assert_eq!(
+            broker.sent(0),
+            [],
+            "1 was written at 0, but oldest only at 1500"
+        );
+        broker.wake(0, 3500);
+        assert_eq!(broker.sent(0), [1]);
+    }
+
+    /// A delivery that timed out still expects its answer, so it keeps its
+    /// place in the window; a late Ack then takes the redelivery it caused,
+    /// not yet sent for want of room, off the schedule.
+    #[test]
+    fn a_late_ack_takes_an_unsent_redelivery_off_the_schedule() {
+        let mut broker = Broker::new(1, 1);
+        broker.subscribe(0);
+        broker.publish(2, 0);
+        assert_eq!(broker.sent(0), [0]);
+        broker.wake(0, 2000);
+        assert_eq!(
+            broker.sent(0),
+            [],
+            "the timed-out delivery fills the window"
+        );
+        broker.ack(0, 2500);
+        assert_eq!(broker.sent(0), [1], "0 is done: not sent again");
+        broker.ack(0, 2600);
+        broker.wake(0, 60_000);
+        assert_eq!(broker.sent(0), []);
+        assert_eq!(broker.given_up(0), []);
+    }
+
+    #[test]
+    fn a_nacked_message_is_sent_again_after_the_ack_delay() {
+        let mut broker = Broker::new(1, 2);
+        broker.subscribe(0);
+        broker.publish(1, 0);
+        assert_eq!(broker.sent(0), [0]);
+        broker.nack(0, 500);
+        assert_eq!(broker.sessions[0].next_wake(), Some(broker.at(1500)));
+        broker.wake(0, 1499);
+        assert_eq!(broker.sent(0), [], "not before the ack delay");
+        broker.publish(1, 1499);
+        assert_eq!(broker.sent(0), [1], "new messages need not wait");
+        broker.wake(0, 1500);
+        assert_eq!(broker.sent(0), [0]);
+    }
+
+    #[test]
+    fn a_due_redelivery_goes_before_new_messages() {
+        let mut broker = Broker::new(1, 1);
+        broker.subscribe(0);
+        broker.publish(2, 0);
+        assert_eq!(broker.sent(0), [0]);
+        broker.nack(0, 500);
+        assert_eq!(broker.sent(0), [1]);
+        broker.publish(1, 1000);
+        broker.wake(0, 1500);
+        assert_eq!(broker.sent(0), [], "0 is due, but the window is full");
+        broker.ack(0, 1600);
+        assert_eq!(broker.sent(0), [0], "0 before 2");
+        broker.ack(0, 1700);
+        assert_eq!(broker.sent(0), [2]);
+    }
+
+    /// Answers carry no delivery id: each one is credited to the oldest
+    /// delivery still awaiting one, timed out or not.
+    #[test]
+    fn answers_are_credited_in_write_order_timed_out_deliveries_included() {
+        let mut broker = Broker::new(1, 16);
+        broker.subscribe(0);
+        broker.publish(2, 0);
+        assert_eq!(broker.sent(0), [0, 1]);
+        broker.wake(0, 2000); // 0 timed out: in flight 0 (late), 1, 0 again
+        assert_eq!(broker.sent(0), [0]);
+        broker.ack(0, 2100); // credited to the first 0
+        broker.nack(0, 2200); // credited to 1
+        broker.ack(0, 2300); // credited to the second 0: changes nothing
+        broker.wake(0, 3200);
+        assert_eq!(broker.sent(0), [1], "the Nack was 1's");
+        broker.ack(0, 3300);
+        broker.wake(0, 60_000);
+        assert_eq!(broker.sent(0), [], "everything answered, nothing owed");
+        assert!(broker.sessions[0].in_flight.is_empty());
+    }
+
+    /// willdot's scenario: the first delivery goes unanswered, the
+    /// redelivery is acked. The Ack is credited to the first delivery and
+    /// settles the message; the answer to the redelivery changes nothing.
+    #[test]
+    fn a_late_ack_settles_the_message_whatever_its_redelivery_gets() {
+        let mut broker = Broker::new(1, 16);
+        broker.subscribe(0);
+        broker.publish(1, 0);
+        assert_eq!(broker.sent(0), [0]);
+        broker.wake(0, 2000);
+        assert_eq!(broker.sent(0), [0]);
+        broker.ack(0, 2100);
+        broker.nack(0, 2200);
+        for ms in [3200, 4200, 60_000] {
+            broker.wake(0, ms);
+        }
+        assert_eq!(broker.sent(0), [], "exactly two deliveries");
+        assert_eq!(broker.given_up(0), []);
+        assert_eq!(broker.sessions[0].next_wake(), None);
+    }
+
+    /// The timeout already sent the message again: one refusal, one
+    /// redelivery.
+    #[test]
+    fn a_late_nack_does_not_send_the_message_twice() {
+        let mut broker = Broker::new(1, 16);
+        broker.subscribe(0);
+        broker.publish(1, 0);
+        assert_eq!(broker.sent(0), [0]);
+        broker.wake(0, 2000);
+        assert_eq!(broker.sent(0), [0]);
+        broker.nack(0, 2500);
+        assert!(broker.sessions[0].redeliveries.is_empty());
+        broker.wake(0, 3500);
+        assert_eq!(
+            broker.sent(0),
+            [],
+            "no second redelivery after the ack delay"
+        );
+        assert_eq!(broker.given_up(0), []);
+    }
+
+    /// Nacked, or timed out, until the third delivery of three: when that
+    /// one is nacked, the message is given up and sent no more.
+    #[test]
+    fn the_last_delivery_allowed_nacked_gives_the_message_up() {
+        let mut broker = Broker::new(1, 16);
+        broker.subscribe(0);
+        broker.publish(1, 0);
+        assert_eq!(broker.sent(0), [0]);
+        broker.nack(0, 100);
+        broker.wake(0, 1100);
+        assert_eq!(broker.sent(0), [0], "second delivery");
+        broker.wake(0, 3100); // its timeout: the third, at once
+        assert_eq!(broker.sent(0), [0], "third delivery");
+        broker.ack(0, 3200); // late, for the second: settles it
+        assert_eq!(broker.given_up(0), []);
+        broker.nack(0, 3300); // the third's answer: changes nothing
+        broker.wake(0, 60_000);
+        assert_eq!(broker.sent(0), []);
+        assert_eq!(broker.given_up(0), [], "acked once means never given up");
+
+        broker.publish(1, 60_000);
+        assert_eq!(broker.sent(0), [1]);
+        broker.nack(0, 60_100);
+        broker.wake(0, 61_100);
+        broker.nack(0, 61_200);
+        broker.wake(0, 62_200);
+        assert_eq!(broker.sent(0), [1, 1]);
+        assert_eq!(broker.given_up(0), []);
+        broker.nack(0, 62_300);
+        assert_eq!(broker.given_up(0), [(1, MAX_DELIVERIES)]);
+        broker.wake(0, 120_000);
+        assert_eq!(broker.sent(0), []);
+    }
+
+    /// Drives message 0 to its last delivery allowed, and lets that one
+    /// time out.
+    fn last_delivery_timed_out() -> Broker {
+        let mut broker = Broker::new(1, 16);
+        broker.subscribe(0);
+        broker.publish(1, 0);
+        broker.nack(0, 100);
+        broker.wake(0, 1100);
+        broker.nack(0, 1200);
+        broker.wake(0, 2200);
+        assert_eq!(broker.sent(0), [0, 0, 0]);
+        broker.wake(0, 4200);
+        assert_eq!(broker.sent(0), [], "no fourth delivery");
+        assert_eq!(broker.given_up(0), [], "not given up while an Ack may come");
+        broker
+    }
+
+    #[test]
+    fn the_last_delivery_timed_out_then_acked_is_never_given_up() {
+        let mut broker = last_delivery_timed_out();
+        broker.ack(0, 10_000);
+        broker.close(0, 10_000);
+        assert_eq!(broker.given_up(0), []);
+    }
+
+    #[test]
+    fn the_last_delivery_timed_out_then_nacked_is_given_up() {
+        let mut broker = last_delivery_timed_out();
+        broker.nack(0, 10_000);
+        assert_eq!(broker.given_up(0), [(0, MAX_DELIVERIES)]);
+        broker.wake(0, 60_000);
+        assert_eq!(broker.sent(0), []);
+    }
+
+    #[test]
+    fn the_last_delivery_timed_out_is_given_up_when_the_connection_ends() {
+        let mut broker = last_delivery_timed_out();
+        broker.close(0, 10_000);
+        assert_eq!(broker.given_up(0), [(0, MAX_DELIVERIES)]);
+    }
+
+    /// A client that unsubscribes and subscribes again while its window is
+    /// full must not add the topic to the `ready` line once more each time.
+    #[test]
+    fn resubscribing_with_a_full_window_keeps_the_topic_in_line_once() {
+        let mut broker = Broker::new(1, 1);
+        broker.subscribe(0);
+        broker.publish(3, 0);
+        assert_eq!(broker.sent(0), [0]);
+        for _ in 0..3 {
+            assert!(broker.sessions[0].unsubscribe(TOPIC));
+            assert!(broker.sessions[0].ready.is_empty(), "out of line");
+            broker.subscribe(0);
+        }
+        assert_eq!(broker.sessions[0].ready, [TOPIC]);
+        broker.ack(0, 100);
+        broker.ack(0, 100);
+        broker.ack(0, 100);
+        assert_eq!(broker.sent(0), [0, 1, 2], "from the beginning, each once");
+    }
+
+    /// After an unsubscribe, what is in flight must still be answered, but
+    /// nothing of the topic is sent again.
+    #[test]
+    fn an_unsubscribed_topics_nacked_message_is_not_sent_again() {
+        let mut broker = Broker::new(1, 16);
+        broker.subscribe(0);
+        broker.publish(1, 0);
+        assert_eq!(broker.sent(0), [0]);
+        broker.sessions[0].unsubscribe(TOPIC);
+        broker.nack(0, 100);
+        broker.wake(0, 60_000);
+        assert_eq!(broker.sent(0), []);
+        assert_eq!(broker.given_up(0), []);
+    }
+
+    #[test]
+    fn a_groups_messages_go_to_its_members_in_turn() {
+        let mut broker = Broker::new(2, 1);
+        broker.join_group(0);
+        broker.join_group(1);
+        broker.publish(3, 0);
+        broker.hand_out(0);
+        assert_eq!((broker.sent(0), broker.sent(1)), (vec![0], vec![1]));
+        broker.ack(0, 100);
+        assert_eq!(broker.settle_group(0, 100), []);
+        assert_eq!(broker.sent(0), [2], "0 acked, and its turn");
+        broker.ack(1, 200);
+        broker.settle_group(1, 200);
+        assert_eq!(broker.sent(1), [], "nothing left");
+        assert_eq!(broker.topics[TOPIC].groups[GROUP].position(), 2);
+    }
+
+    #[test]
+    fn a_members_nack_gives_the_message_to_the_next_member_in_turn() {
+        let mut broker = Broker::new(2, 2);
+        broker.join_group(0);
+        broker.join_group(1);
+        broker.publish(1, 0);
+        broker.hand_out(0);
+        assert_eq!((broker.sent(0), broker.sent(1)), (vec![0], vec![]));
+        broker.nack(0, 100);
+        broker.settle_group(0, 100);
+        assert_eq!(broker.sent(1), [0], "at once, to the other member");
+        broker.wake(0, 60_000);
+        assert_eq!(broker.sent(0), [], "the member that nacked owes nothing");
+    }
+
+    #[test]
+    fn a_member_that_leaves_gives_its_unanswered_messages_back() {
+        let mut broker = Broker::new(2, 1);
+        broker.join_group(0);
+        broker.join_group(1);
+        broker.publish(2, 0);
+        broker.hand_out(0);
+        assert_eq!((broker.sent(0), broker.sent(1)), (vec![0], vec![1]));
+        let left = broker.sessions[0].leave_groups_of(TOPIC, &broker.topics);
+        assert_eq!(left, [GROUP]);
+        broker.topics[TOPIC].groups[GROUP].leave(0);
+        broker.ack(1, 100);
+        broker.settle_group(0, 100);
+        broker.settle_group(1, 100);
+        assert_eq!(broker.sent(1), [0], "what 0 held goes to 1");
+    }
+
+    /// Member 0's delivery times out and goes to member 1, its last
+    /// delivery allowed; 0's late Ack settles it for the group, so 1's Nack
+    /// neither sends it again nor gives it up.
+    #[test]
+    fn a_late_ack_in_a_group_outweighs_the_next_members_nack() {
+        let mut broker = Broker::new(2, 1);
+        broker.sessions[1].policy.max_deliveries = 2;
+        broker.join_group(0);
+        broker.join_group(1);
+        broker.publish(1, 0);
+        broker.hand_out(0);
+        assert_eq!(broker.sent(0), [0]);
+        broker.wake(0, 2000);
+        broker.settle_group(0, 2000);
+        assert_eq!(
+            broker.sent(1),
+            [0],
+            "the timeout gave it to the next member"
+        );
+        broker.ack(0, 2100);
+        broker.settle_group(0, 2100);
+        broker.nack(1, 2200);
+        assert_eq!(broker.settle_group(1, 2200), [], "not given up");
+        broker.wake(1, 60_000);
+        assert_eq!((broker.sent(0), broker.sent(1)), (vec![], vec![]));
+        assert_eq!(broker.topics[TOPIC].groups[GROUP].position(), 1);
+    }
+
+    #[test]
+    fn a_group_message_refused_by_its_last_delivery_allowed_is_given_up() {
+        let mut broker = Broker::new(1, 1);
+        broker.join_group(0);
+        broker.publish(1, 0);
+        broker.hand_out(0);
+        let mut deliveries = broker.sent(0);
+        for ms in [100, 200] {
+            broker.nack(0, ms);
+            assert_eq!(broker.settle_group(0, ms), []);
+            deliveries.extend(broker.sent(0));
+        }
+        assert_eq!(deliveries, [0, 0, 0]);
+        broker.nack(0, 300);
+        assert_eq!(broker.settle_group(0, 300), [0]);
+        assert_eq!(broker.sent(0), []);
+        assert_eq!(broker.topics[TOPIC].groups[GROUP].position(), 1);
+    }
+
+    /// A pull takes from the same group as the members: what a member
+    /// holds is not pulled, and what is pulled is not given to a member.
+    #[test]
+    fn a_pull_and_a_member_share_the_groups_messages() {
+        let mut broker = Broker::new(2, 16);
+        broker.sessions[0].policy.max_inflight = 1;
+        broker.join_group(0);
+        broker.publish(3, 0);
+        broker.hand_out(0);
+        assert_eq!(broker.sent(0), [0]);
+        let until = broker.topics[TOPIC].log.end();
+        broker.sessions[1].add_pull(Some((TOPIC, GROUP)), until, None);
+        let now = broker.at(10);
+        let moved = broker.sessions[1].serve_pulls(&mut broker.topics, now);
+        assert_eq!(moved, [(TOPIC, GROUP)]);
+        let end = broker.sessions[1].outbox.last();
+        assert!(matches!(
+            end,
+            Some(Outgoing::Reply(Reply::PullDone { count: 2 }))
+        ));
+        assert_eq!(broker.sent(1), [1, 2], "what the member does not hold");
+        broker.ack(0, 100);
+        broker.settle_group(0, 100);
+        assert_eq!(broker.sent(0), [], "the pull took the rest");
+        assert_eq!(broker.topics[TOPIC].groups[GROUP].position(), 3);
+    }
+}

@@ -29,6 +29,22 @@ pub struct Topic {
     pub refusing: bool,
 }
 
+impl Topic {
+    /// A topic with `log`, the groups its log saved, and no subscribers.
+    pub fn new(name: Arc<str>, log: Box<dyn TopicLog>, groups: Vec<Group>) -> Topic {
+        Topic {
+            name,
+            log,
+            subscribers: Vec::new(),
+            groups,
+            groups_moved: false,
+            traffic: Traffic::default(),
+            unwritten: false,
+            refusing: false,
+        }
+    }
+}
+
 impl std::fmt::Debug for Topic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Topic")

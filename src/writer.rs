@@ -160,6 +160,18 @@ impl Drop for Parcel {
 }
 
 impl Writer {
+    /// A writer with no thread and no socket behind it, for a test that
+    /// reads what a session queues for it: frames packed for it go nowhere.
+    #[cfg(test)]
+    pub(crate) fn for_test() -> Writer {
+        let (frames, _) = crossbeam_channel::unbounded();
+        let link = Link {
+            state: Arc::default(),
+            stream: Weak::new(),
+        };
+        Writer { frames, link }
+    }
+
     /// Packs `batch` for the socket, to be posted when it may go out.
     pub fn pack(&self, batch: Batch) -> Parcel {
         let state = &self.link.state;

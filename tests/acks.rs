@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 use brook::client::Publisher;
 use brook::config::Config;
 use brook::wire::request::StartAt;
-use common::*;
+use common::broker::{config, start_broker, timer_config};
+use common::client::{expect_next, expect_next_ack, expect_nothing, publish_all, subscriber};
+use common::frames::{subscribe_request, ACK, CURRENT, SUBSCRIBED};
+use common::raw::Raw;
 
 /// Long enough for any redelivery a bug would cause to show up.
 fn quiet_window(config: &Config) -> Duration {

@@ -12,7 +12,15 @@ use std::net::TcpStream;
 use brook::client::Publisher;
 use brook::config::Config;
 use brook::wire::request::StartAt;
-use common::*;
+use common::broker::{config, start_broker};
+use common::client::{expect_next_ack, expect_nothing, publish_all, subscriber, Bystander};
+use common::frames::{
+    error_reply, from_u16, publish_frame, subscribe_request, unsubscribe_request, ACK, BEGINNING,
+    CURRENT, NACK, PUBLISH, SUBSCRIBE, SUBSCRIBED, UNSUBSCRIBE, UNSUBSCRIBED,
+};
+use common::line::Line;
+use common::raw::Raw;
+use common::{QUIET, WAIT};
 
 #[test]
 fn unknown_first_action_gets_an_error_and_the_connection_closes() {
@@ -417,7 +425,7 @@ fn empty_topic_frame_is_skipped_and_empty_payload_dropped() {
     rust.publish("t", b"next").unwrap();
     rust.flush().unwrap();
     expect_next_ack(&mut subscriber, "t", b"next");
-    let mut replay = common::subscriber(addr, &["t"], StartAt::Beginning);
+    let mut replay = common::client::subscriber(addr, &["t"], StartAt::Beginning);
     expect_next_ack(&mut replay, "t", b"real");
     expect_next_ack(&mut replay, "t", b"next");
     expect_nothing(&mut replay, QUIET);

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use brook::config::Config;
 use brook::wire::request::StartAt;
-use common::*;
+use common::broker::{start_broker, timer_config};
+use common::client::{expect_next, expect_next_ack, expect_nothing, next, publish_all, subscriber};
+use common::line::Line;
+use common::QUIET;
 
 /// The dead letter brook writes for `payload`, given up at `offset` of
 /// `topic` (as the line protocol spells the name) after `deliveries`.

@@ -40,7 +40,12 @@ use brook::client::Publisher;
 use brook::config::{Config, Fsync, OnDamage, Storage};
 use brook::server::Broker;
 use brook::wire::request::StartAt;
-use common::*;
+use common::broker::{config, start_broker};
+use common::client::{expect_next_ack, subscriber, Bystander};
+use common::line::{Line, Msg};
+use common::process::BrookProcess;
+use common::temp::TempDir;
+use common::{QUIET, WAIT};
 
 // ---- Brokers on disk. ----
 
@@ -491,8 +496,7 @@ fn hostile_topic_names_stay_inside_the_data_directory() {
             );
         }
         // Each topic is one directory right under `topics`, holding its
-        // name, its segments and its horizon (`--fsync batch` keeps one),
-        // and nothing else.
+        // name and its segments and nothing else.
         let topics = data.join("topics");
         let inside = data.canonicalize().unwrap();
         for path in walk(&topics) {
@@ -509,7 +513,7 @@ fn hostile_topic_names_stay_inside_the_data_directory() {
             if depth == 2 {
                 let file = relative.file_name().unwrap().to_string_lossy();
                 assert!(
-                    file == "name" || file == "horizon" || file.ends_with(".log"),
+                    file == "name" || file.ends_with(".log"),
                     "{} under topics/",
                     relative.display()
                 );

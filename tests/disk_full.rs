@@ -26,7 +26,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use brook::config::{Config, Storage};
-use common::{error_reply, publish_frame, BrookProcess, Line, Msg, Raw, TempDir, PUBLISH, QUIET};
+use common::broker::{config, start_broker};
+use common::frames::{error_reply, publish_frame, PUBLISH};
+use common::line::{Line, Msg};
+use common::process::BrookProcess;
+use common::raw::Raw;
+use common::temp::TempDir;
+use common::QUIET;
 
 /// How long a broker may take to start, and a test to see room come back.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -425,9 +431,9 @@ fn a_pull_or_subscribe_right_after_publishes_sees_them() {
     let data = TempDir::new("read-own-writes");
     let config = Config {
         storage: Storage::Disk(data.path().to_path_buf()),
-        ..common::config()
+        ..config()
     };
-    let broker = common::start_broker(&config);
+    let broker = start_broker(&config);
     let mut client = Line::connect(broker.local_addr());
     client.send("PUB t a\nPUB t b\nPULL t\nSUB t current\nPUB t c\n");
     client.expect_line("+OK 0");

@@ -15,6 +15,8 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::broker::{config, start_broker};
+
 /// How long one run of an example may take.
 const EXAMPLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long building the examples may take (it may wait for another cargo).
@@ -24,7 +26,7 @@ const EXAMPLES: [&str; 4] = ["publisher", "subscriber", "producer", "consumer"];
 
 #[test]
 fn producer_then_consumer_shows_the_message() {
-    let broker = common::start_broker(&common::config());
+    let broker = start_broker(&config());
     let port = broker.local_addr().port().to_string();
 
     let produced = run_example(
@@ -53,7 +55,7 @@ fn producer_then_consumer_shows_the_message() {
 
 #[test]
 fn publisher_then_subscriber_replays_from_an_offset() {
-    let broker = common::start_broker(&common::config());
+    let broker = start_broker(&config());
     let port = broker.local_addr().port().to_string();
 
     let published = run_example("publisher", &["--count", "2", "--port", &port]);
@@ -91,7 +93,7 @@ fn every_example_has_help_and_names_its_mistakes() {
             assert!(text.contains(expected), "{name} --help:\n{text}");
         }
 
-        assert_usage_error(name, &["--bogus"], "unknown argument '--bogus'");
+        assert_usage_error(name, &["--bogus"], "unknown flag '--bogus'");
     }
     assert_usage_error("consumer", &["--port", "1"], "--topic is required");
     assert_usage_error(

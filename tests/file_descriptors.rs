@@ -17,7 +17,11 @@ use std::process::Command;
 use std::time::Instant;
 
 use brook::files::FILES_RESERVED;
-use common::*;
+use common::line::Line;
+use common::process::BrookProcess;
+use common::raw::Raw;
+use common::temp::TempDir;
+use common::WAIT;
 
 /// The open-files limit the broker runs under.
 const OPEN_FILES: usize = 128;

@@ -38,7 +38,11 @@ use std::time::Duration;
 
 use brook::client::{Delivery, Publisher, Subscriber};
 use brook::wire::request::StartAt;
-use common::{subscriber, BrookProcess, Line, MemoryLog, TempDir};
+use common::client::subscriber;
+use common::line::Line;
+use common::memory::MemoryLog;
+use common::process::BrookProcess;
+use common::temp::TempDir;
 
 /// The size of every message.
 const MESSAGE_BYTES: usize = 1024;

@@ -32,7 +32,15 @@ use std::time::Duration;
 use brook::client::Publisher;
 use brook::config::Config;
 use brook::wire::request::StartAt;
-use common::*;
+use common::broker::{config, start_broker};
+use common::client::{expect_next_ack, expect_nothing, subscriber, Bystander};
+use common::frames::{
+    from_u16, from_u64, publish_frame, subscribe_request, unsubscribe_request, ACK, BEGINNING,
+    CURRENT, NACK, PUBLISH, SUBSCRIBE, UNSUBSCRIBE,
+};
+use common::line::Line;
+use common::rng::Random;
+use common::QUIET;
 
 /// One seed per hostile thread: the threads run side by side, each opening
 /// connection after connection.
@@ -147,54 +155,18 @@ const GOOD_MARK: &str = "well-behaved";
 const GOOD_BINARY_TOPIC: &str = "well-behaved-binary-2b7e15";
 const GOOD_LINE_TOPIC: &str = "well-behaved-line-9f4c31";
 
-// ---- The generator. ----
+/// A topic the fuzzer's connections use, drawn at random.
+fn hostile_topic(random: &mut Random) -> &'static HostileTopic {
+    random.pick_ref(HOSTILE_TOPICS)
+}
 
-/// xorshift64: tiny, deterministic, and good enough to pick bytes.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// A number below `n`.
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// True about once in `n` times.
-    fn one_in(&mut self, n: usize) -> bool {
-        self.below(n) == 0
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-
-    fn topic(&mut self) -> &'static HostileTopic {
-        &HOSTILE_TOPICS[self.below(HOSTILE_TOPICS.len())]
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-
-    /// `len` bytes drawn from `alphabet`.
-    fn text(&mut self, alphabet: &[u8], len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.pick(alphabet)).collect()
-    }
-
-    /// A length prefix above `limit`: just above, the largest, or between.
-    fn oversized(&mut self, limit: usize) -> u32 {
-        let limit = limit as u32;
-        match self.below(4) {
-            0 => limit + 1,
-            1 => u32::MAX,
-            _ => limit + 1 + self.below((u32::MAX - limit - 1) as usize) as u32,
-        }
+/// A length prefix above `limit`: just above, the largest, or between.
+fn oversized(random: &mut Random, limit: usize) -> u32 {
+    let limit = limit as u32;
+    match random.below(4) {
+        0 => limit + 1,
+        1 => u32::MAX,
+        _ => limit + 1 + random.below((u32::MAX - limit - 1) as usize) as u32,
     }
 }
 
@@ -341,7 +313,7 @@ fn raw_publish(topic_frame: &[u8], payload: &[u8]) -> Vec<u8> {
 /// A publish, mostly a good one, sometimes one of those the broker skips,
 /// drops or refuses without closing the connection.
 fn publish(random: &mut Random) -> Vec<u8> {
-    let name = random.topic().name;
+    let name = hostile_topic(random).name;
     let len = 1 + random.below(100);
     let payload = random.bytes(len);
     match random.below(20) {
@@ -361,10 +333,10 @@ fn publisher_last_frame(random: &mut Random) -> Vec<u8> {
     if random.one_in(2) {
         return cut(random, frame);
     }
-    let topic_frame = format!("topic:{}", random.topic().name);
+    let topic_frame = format!("topic:{}", hostile_topic(random).name);
     let mut frame = raw_publish(topic_frame.as_bytes(), b"");
     frame.truncate(frame.len() - 4);
-    frame.extend_from_slice(&random.oversized(MESSAGE_LIMIT).to_be_bytes());
+    frame.extend_from_slice(&oversized(random, MESSAGE_LIMIT).to_be_bytes());
     frame
 }
 
@@ -374,7 +346,9 @@ fn topic_list(random: &mut Random) -> Vec<u8> {
     if random.one_in(20) {
         return b" null ".to_vec();
     }
-    let names: Vec<&str> = (0..random.below(4)).map(|_| random.topic().json).collect();
+    let names: Vec<&str> = (0..random.below(4))
+        .map(|_| hostile_topic(random).json)
+        .collect();
     let mut list = format!("[{}]", names.join(random.pick(&[",", " , ", ",\n\t"]))).into_bytes();
     if random.one_in(50) {
         list.resize(TOPIC_LIST_LIMIT, b' ');
@@ -424,7 +398,7 @@ fn subscriber_last_frame(random: &mut Random) -> Vec<u8> {
             let action = random.pick(&[SUBSCRIBE, UNSUBSCRIBE]);
             [
                 &action[..],
-                &random.oversized(TOPIC_LIST_LIMIT).to_be_bytes(),
+                &oversized(random, TOPIC_LIST_LIMIT).to_be_bytes(),
             ]
             .concat()
         }
@@ -472,7 +446,7 @@ const BAD_LINES: &[&str] = &[
 /// A line-protocol request: every command, right and wrong, long lines,
 /// and `PUBN` with right and wrong byte counts.
 fn line(random: &mut Random) -> Vec<u8> {
-    let topic = random.topic().word;
+    let topic = hostile_topic(random).word;
     let text = match random.below(100) {
         0..=19 => {
             let len = 1 + random.below(60);
@@ -554,7 +528,7 @@ fn pubn(random: &mut Random, topic: &str) -> Vec<u8> {
 /// `PUBN` count over the limit, whose payload the broker skips to the end
 /// of the connection; or a request cut short.
 fn line_last_frame(random: &mut Random) -> Vec<u8> {
-    let topic = random.topic().word;
+    let topic = hostile_topic(random).word;
     match random.below(6) {
         0 => b"QUIT\n".to_vec(),
         1 => b"PING\0\n".to_vec(),
@@ -606,7 +580,7 @@ impl Tally {
 
 /// Opens connection after connection, each with its own script.
 fn hostile_thread(addr: SocketAddr, seed: u64) -> Tally {
-    let mut random = Random(seed);
+    let mut random = Random::new(seed);
     let mut tally = Tally::default();
     for _ in 0..CONNECTIONS_PER_THREAD {
         let script = hostile_script(&mut random);

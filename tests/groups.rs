@@ -24,7 +24,10 @@ use std::time::Duration;
 
 use brook::config::Config;
 use brook::wire::request::StartAt;
-use common::*;
+use common::broker::{config, start_broker};
+use common::client::{expect_next_ack, publish_all, subscriber};
+use common::line::Line;
+use common::{QUIET, WAIT};
 
 /// What a member does with a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use brook::config::Config;
-use common::*;
+use common::broker::{start_broker, timer_config};
+use common::client::publish_all;
+use common::frames::{subscribe_request, ACK, BEGINNING, NACK, SUBSCRIBED};
+use common::line::Line;
+use common::raw::{raw_subscriber, Raw};
+use common::{QUIET, WAIT};
 
 /// Long enough for any redelivery a bug would cause to show up.
 fn quiet_window(config: &Config) -> Duration {

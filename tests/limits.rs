@@ -14,7 +14,12 @@ use std::time::{Duration, Instant};
 use brook::client::Publisher;
 use brook::config::Config;
 use brook::wire::request::StartAt;
-use common::*;
+use common::broker::{config, start_broker};
+use common::client::{expect_next_ack, expect_nothing, publish_all, subscriber, Fence};
+use common::frames::{publish_frame, subscribe_request, BEGINNING, CURRENT, PUBLISH, SUBSCRIBED};
+use common::line::Line;
+use common::raw::Raw;
+use common::{QUIET, WAIT};
 
 #[test]
 fn a_connection_over_the_limit_is_refused_and_others_carry_on() {

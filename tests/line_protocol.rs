@@ -16,7 +16,12 @@ use std::time::Instant;
 use brook::client::Publisher;
 use brook::config::Config;
 use brook::wire::request::StartAt;
-use common::*;
+use common::broker::{config, start_broker, timer_config};
+use common::client::{
+    expect_next_ack, expect_nothing, publish_all, publish_numbered, subscriber, Bystander,
+};
+use common::line::{Line, Msg};
+use common::{QUIET, WAIT};
 
 /// Sends `PUB <topic> <text>` and expects `+OK <offset>`.
 fn pub_ok(client: &mut Line, topic: &str, text: &str, offset: u64) {

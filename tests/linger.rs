@@ -16,7 +16,12 @@ use std::time::{Duration, Instant};
 
 use brook::client::Publisher;
 use brook::config::{Config, Fsync, Storage};
-use common::*;
+use common::broker::{config, start_broker};
+use common::client::Fence;
+use common::frames::{subscribe_request, CURRENT};
+use common::line::Line;
+use common::temp::TempDir;
+use common::WAIT;
 
 /// Held by each test, so that no two count threads at once.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());

@@ -27,7 +27,12 @@ use std::time::{Duration, Instant};
 
 use brook::client::Publisher;
 use brook::wire::request::StartAt;
-use common::{subscriber, BrookProcess, Fence, Line, Memory, MemoryLog, TempDir, QUIET};
+use common::client::{subscriber, Fence};
+use common::line::Line;
+use common::memory::{Memory, MemoryLog};
+use common::process::BrookProcess;
+use common::temp::TempDir;
+use common::QUIET;
 
 const MIB: u64 = 1 << 20;
 

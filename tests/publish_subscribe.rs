@@ -6,7 +6,14 @@ mod common;
 
 use brook::client::{Publisher, Subscriber};
 use brook::wire::request::StartAt;
-use common::*;
+use common::broker::{config, start_broker};
+use common::client::{
+    expect_next, expect_next_ack, expect_nothing, next, publish_all, publish_numbered, subscriber,
+    Bystander,
+};
+use common::frames::{subscribe_request, BEGINNING, CURRENT, PUBLISH, SUBSCRIBED};
+use common::raw::Raw;
+use common::{QUIET, WAIT};
 
 #[test]
 fn ten_subscribers_of_one_topic_each_get_a_message_exactly_once() {

@@ -7,7 +7,15 @@ mod common;
 
 use brook::client::Publisher;
 use brook::wire::request::StartAt;
-use common::*;
+use common::broker::{config, start_broker};
+use common::client::{
+    expect_next_ack, expect_nothing, next, publish_all, publish_numbered, subscriber, Fence,
+};
+use common::frames::{
+    from_u16, from_u64, publish_frame, subscribe_request, ACK, PUBLISH, SUBSCRIBED,
+};
+use common::raw::Raw;
+use common::QUIET;
 
 #[test]
 fn replay_from_beginning_gets_messages_published_before_anyone_subscribed() {

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 use brook::server::Broker;
 
+use common::broker::{config, start_broker};
+
 /// How long one run of a script may take.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long smoke.sh may take: it starts a broker and runs every script.
@@ -323,7 +325,7 @@ fn smoke_sh_passes() {
 /// without running) if this machine has no suitable `nc`: see
 /// [`nc_ready`].
 fn broker_for_scripts() -> Option<Broker> {
-    nc_ready().then(|| common::start_broker(&common::config()))
+    nc_ready().then(|| start_broker(&config()))
 }
 
 fn script_path(name: &str) -> PathBuf {

@@ -16,7 +16,10 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::thread;
 
-use common::*;
+use common::line::Line;
+use common::process::BrookProcess;
+use common::temp::TempDir;
+use common::WAIT;
 
 /// How many `PUB`s the publisher pipelines: far more than the broker takes
 /// before it is stopped.

@@ -9,7 +9,14 @@ mod common;
 use brook::client::{ClientError, Publisher};
 use brook::wire::binary;
 use brook::wire::request::StartAt;
-use common::*;
+use common::broker::{config, start_broker};
+use common::client::{expect_next_ack, publish_all, publish_numbered, subscriber};
+use common::frames::{
+    delivery_frame, from_u16, from_u64, publish_frame, subscribe_request, unsubscribe_request, ACK,
+    BEGINNING, CURRENT, NACK, PUBLISH, SUBSCRIBED, UNSUBSCRIBED,
+};
+use common::raw::Raw;
+use common::QUIET;
 
 #[test]
 fn subscribe_publish_deliver_and_ack_byte_for_byte() {

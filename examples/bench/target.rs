@@ -14,7 +14,7 @@
 //! at the moment it knows to be the peak.
 //!
 //! A brook the bench starts keeps its topics in memory or, with a disk
-//! store, in a [`DataDir`]: a fresh directory under the system's temp dir
+//! store, in a [`data_dir`]: a fresh directory under the system's temp dir
 //! that is removed when dropped, so every run starts from an empty store.
 
 use std::fs;
@@ -22,7 +22,7 @@ use std::io::{self, BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -31,6 +31,7 @@ use brook::config::{Config, Fsync, Storage};
 use brook::server::Broker;
 use parking_lot::Mutex;
 
+use crate::common::temp::TempDir;
 use crate::relay::{self, Relay};
 
 /// Where brook is, from the command line.
@@ -65,7 +66,7 @@ impl TargetKind {
 pub enum StoreKind {
     /// `--in-memory`.
     Memory,
-    /// `--data-dir` on a fresh [`DataDir`], with this `--fsync` policy.
+    /// `--data-dir` on a fresh [`data_dir`], with this `--fsync` policy.
     Disk(Fsync),
 }
 
@@ -529,65 +530,31 @@ fn listening_address(line: &str) -> Option<SocketAddr> {
 
 // ---- Data directories ----
 
-/// A fresh, empty directory under the system's temp dir for one broker's
-/// disk store, removed with everything in it when dropped. Its name holds
-/// the bench's process id and a counter, so runs never share one; a bench
-/// killed midway leaves its `brook-bench-*` directories behind.
-#[derive(Debug)]
-pub struct DataDir {
-    path: PathBuf,
+/// A fresh data dir for one broker's disk store (see [`TempDir`]): its
+/// name starts `brook-bench-`, so a bench killed midway leaves
+/// `brook-bench-*` directories behind.
+pub fn data_dir() -> Result<TempDir, String> {
+    TempDir::create("bench")
 }
 
-impl DataDir {
-    pub fn create() -> Result<DataDir, String> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        loop {
-            let name = format!(
-                "brook-bench-{}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            );
-            let path = std::env::temp_dir().join(name);
-            match fs::create_dir(&path) {
-                Ok(()) => return Ok(DataDir { path }),
-                // Left by an earlier bench that had the same process id.
-                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(error) => return Err(format!("cannot create {}: {error}", path.display())),
+/// The bytes in the files under `dir`, and how many files.
+pub fn usage(dir: &Path) -> io::Result<(u64, u64)> {
+    fn add(dir: &Path, usage: &mut (u64, u64)) -> io::Result<()> {
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let metadata = entry.metadata()?;
+            if metadata.is_dir() {
+                add(&entry.path(), usage)?;
+            } else {
+                usage.0 += metadata.len();
+                usage.1 += 1;
             }
         }
+        Ok(())
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The bytes in the files under the directory, and how many files.
-    pub fn usage(&self) -> io::Result<(u64, u64)> {
-        fn add(dir: &Path, usage: &mut (u64, u64)) -> io::Result<()> {
-            for entry in fs::read_dir(dir)? {
-                let entry = entry?;
-                let metadata = entry.metadata()?;
-                if metadata.is_dir() {
-                    add(&entry.path(), usage)?;
-                } else {
-                    usage.0 += metadata.len();
-                    usage.1 += 1;
-                }
-            }
-            Ok(())
-        }
-        let mut usage = (0, 0);
-        add(&self.path, &mut usage)?;
-        Ok(usage)
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        if let Err(error) = fs::remove_dir_all(&self.path) {
-            eprintln!("\rbench: cannot remove {}: {error}", self.path.display());
-        }
-    }
+    let mut usage = (0, 0);
+    add(dir, &mut usage)?;
+    Ok(usage)
 }
 
 /// The file system that holds the system's temp dir, such as `ext4`, from

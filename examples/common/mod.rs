@@ -1,15 +1,19 @@
-//! What the four examples share: hand-written flag parsing (the design allows
-//! no argument-parsing crate), `--help`, and error reporting.
+//! What the example programs share: hand-written flag parsing (the design
+//! allows no argument-parsing crate), `--help`, error reporting, and a
+//! temporary directory (`temp.rs`, which the tests use too).
 //!
-//! Each example lists its flags as [`Flag`]s and calls [`Args::parse`]. Flags
-//! are written `--flag value` or `--flag=value`. A mistake prints one line
-//! naming the flag, and a hint to try `--help`, then exits with status 2.
+//! Each program lists its flags as [`Flag`]s and reads its command line
+//! with [`read_flags`]; the four small examples do so through
+//! [`Args::parse`], the bench with rules of its own. Flags are written
+//! `--flag value` or `--flag=value`, a switch alone. A mistake prints one
+//! line naming the flag, and a hint to try `--help`, then exits with
+//! status 2.
 //!
-//! This file is not an example of its own: cargo only discovers
+//! This directory is not an example of its own: cargo only discovers
 //! `examples/*.rs` and `examples/*/main.rs`. Each example includes it with
 //! `mod common;`.
 
-// Not every example uses every helper.
+// Not every program uses every helper.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -20,15 +24,77 @@ use std::str::FromStr;
 use brook::client::Subscriber;
 use brook::wire::request::StartAt;
 
-/// One flag an example accepts. Every flag takes a value.
+pub mod temp;
+
+/// One flag a program accepts.
 pub struct Flag {
     /// Such as `--port`.
     pub name: &'static str,
-    /// What the value is called in `--help`, such as `PORT`.
+    /// What the value is called in `--help`, such as `PORT`; empty for a
+    /// switch, which takes none.
     pub value: &'static str,
     pub help: &'static str,
     /// The value used when the flag is not given, shown in `--help`.
     pub default: Option<&'static str>,
+}
+
+impl Flag {
+    /// A flag as one row of a table: `default` is empty for none.
+    pub const fn new(
+        name: &'static str,
+        value: &'static str,
+        help: &'static str,
+        default: &'static str,
+    ) -> Flag {
+        let default = match default.is_empty() {
+            true => None,
+            false => Some(default),
+        };
+        Flag {
+            name,
+            value,
+            help,
+            default,
+        }
+    }
+
+    pub fn is_switch(&self) -> bool {
+        self.value.is_empty()
+    }
+}
+
+/// Reads the words of a command line against `flags`: each flag `--flag
+/// value` or `--flag=value`, a switch alone. Returns the flags given, in
+/// order, with their values (empty for a switch); `None` for `-h` or
+/// `--help`; or the mistake, in one line that names the flag.
+pub fn read_flags(
+    words: impl IntoIterator<Item = String>,
+    flags: &[Flag],
+) -> Result<Option<Vec<(&Flag, String)>>, String> {
+    let mut given = Vec::new();
+    let mut words = words.into_iter();
+    while let Some(word) = words.next() {
+        if word == "-h" || word == "--help" {
+            return Ok(None);
+        }
+        let (name, inline) = match word.split_once('=') {
+            Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+            None => (word, None),
+        };
+        let Some(flag) = flags.iter().find(|flag| flag.name == name) else {
+            return Err(format!("unknown flag '{name}'"));
+        };
+        let value = match (inline, flag.is_switch()) {
+            (None, true) => String::new(),
+            (Some(value), false) => value,
+            (None, false) => words
+                .next()
+                .ok_or_else(|| format!("{} needs a value", flag.name))?,
+            (Some(_), true) => return Err(format!("{} takes no value", flag.name)),
+        };
+        given.push((flag, value));
+    }
+    Ok(Some(given))
 }
 
 pub const HOST: Flag = Flag {
@@ -67,23 +133,15 @@ impl Args {
             program,
             values: HashMap::new(),
         };
-        let mut words = std::env::args().skip(1);
-        while let Some(word) = words.next() {
-            if word == "-h" || word == "--help" {
+        let given = match read_flags(std::env::args().skip(1), flags) {
+            Ok(Some(given)) => given,
+            Ok(None) => {
                 print!("{}", help(program, about, usage, flags));
                 process::exit(0);
             }
-            let (name, inline) = match word.split_once('=') {
-                Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
-                None => (word, None),
-            };
-            let Some(flag) = flags.iter().find(|flag| flag.name == name) else {
-                args.fail(&format!("unknown argument '{name}'"));
-            };
-            let value = match inline.or_else(|| words.next()) {
-                Some(value) => value,
-                None => args.fail(&format!("{} needs a value", flag.name)),
-            };
+            Err(mistake) => args.fail(&mistake),
+        };
+        for (flag, value) in given {
             args.values.insert(flag.name, value);
         }
         for flag in flags {
@@ -155,7 +213,13 @@ impl Args {
 
 /// The text `--help` prints.
 fn help(program: &str, about: &str, usage: &str, flags: &[Flag]) -> String {
-    let mut text = format!("{program}: {about}\n\nUsage: {program} {usage}\n\nFlags:\n");
+    let text = format!("{program}: {about}\n\nUsage: {program} {usage}\n\nFlags:\n");
+    text + &flags_help(flags)
+}
+
+/// One line of `--help` per flag, with its default, then `-h, --help`.
+pub fn flags_help(flags: &[Flag]) -> String {
+    let mut text = String::new();
     for flag in flags {
         let default = match flag.default {
             Some(default) => format!(" [default: {default}]"),
