@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use brook::protocol::{status, StartAt};
 
 use crate::histogram::Histogram;
-use crate::load::{self, Epoch, Framing, Pacing, Protocol, PublisherPlan, SequenceCheck, Tally};
+use crate::load::{
+    self, ClientWrites, Epoch, Framing, Pacing, Protocol, PublisherPlan, SequenceCheck, Tally,
+};
 use crate::report::thousands;
 
 const POLLER_THREADS: usize = 2;
@@ -127,6 +129,7 @@ fn publish_one(addr: SocketAddr, plan: &ConnectionsPlan, epoch: Epoch) -> Result
         payload_bytes: plan.payload_bytes,
         pacing: Pacing::FlatOut,
         protocol: Protocol::Binary,
+        writes: ClientWrites::Batched,
         finish: None,
     };
     load::publish(addr, &publisher, epoch)

@@ -15,6 +15,15 @@
 //! so the header is written as text; a second thread reads the `+OK <offset>`
 //! replies while the lines go out. Its subscriber parses `MSG` deliveries and
 //! sends no acks, since the broker counts a delivery as acked once written.
+//!
+//! The same clients also speak NATS core ([`Protocol::Nats`]), for the
+//! `--peer nats` rows: `CONNECT`, `SUB`, `PUB`, `PING`/`PONG`, and `MSG`
+//! deliveries parsed as they arrive in whatever pieces the reads return.
+//! NATS core has no acks, so its subscribers answer nothing but `PING`.
+//!
+//! How clients hand their bytes to the kernel is [`ClientWrites`]: batched,
+//! or one frame per `write()` the way willdot's Go client publishes and
+//! acks.
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
@@ -115,6 +124,35 @@ pub enum Protocol {
     /// `PUB` lines answered by `+OK <offset>`; `MSG` deliveries, acked once
     /// written (docs/PROTOCOL.md 8).
     Line,
+    /// NATS core's text protocol: `PUB <subject> <bytes>` and the payload;
+    /// `MSG` deliveries, which take no acks. Spoken only to nats-server.
+    Nats,
+}
+
+/// How publishers and subscribers write (`--client-writes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientWrites {
+    /// Publishers coalesce frames into writes of up to 64 KiB; subscribers
+    /// answer all the deliveries one read brought in one write.
+    Batched,
+    /// One frame per `write()`, and one `write()` per ack: how willdot's Go
+    /// client does it, and most clients written in a hurry.
+    Frame,
+}
+
+impl ClientWrites {
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientWrites::Batched => "batched",
+            ClientWrites::Frame => "frame",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ClientWrites> {
+        [ClientWrites::Batched, ClientWrites::Frame]
+            .into_iter()
+            .find(|writes| writes.name() == name)
+    }
 }
 
 /// The instant all send and arrival times are measured from, shared by every
@@ -165,6 +203,7 @@ pub struct PublisherPlan {
     pub payload_bytes: usize,
     pub pacing: Pacing,
     pub protocol: Protocol,
+    pub writes: ClientWrites,
     /// `Some` for an open-ended publisher: it sends until asked to finish,
     /// or until it has sent `count`.
     pub finish: Option<Arc<Finish>>,
@@ -213,7 +252,7 @@ pub struct PublisherReport {
 }
 
 /// Encodes publish requests into one buffer that is reused for the whole run:
-/// binary publish frames, or `PUB <topic> <text>` lines.
+/// binary publish frames, `PUB <topic> <text>` lines, or NATS `PUB`s.
 struct FrameEncoder {
     protocol: Protocol,
     buffer: Vec<u8>,
@@ -247,6 +286,11 @@ impl FrameEncoder {
                 padding[0] = b' ';
                 b"\n"
             }
+            Protocol::Nats => {
+                let operation = format!("PUB {topic} {}\r\n", payload_bytes.max(HEADER_BYTES));
+                prefix.extend_from_slice(operation.as_bytes());
+                b"\r\n"
+            }
         };
         let mut encoder = FrameEncoder {
             protocol,
@@ -266,7 +310,7 @@ impl FrameEncoder {
     /// its header alone is longer.
     fn frame_bytes(&self) -> usize {
         let header_bytes = match self.protocol {
-            Protocol::Binary => HEADER_BYTES,
+            Protocol::Binary | Protocol::Nats => HEADER_BYTES,
             Protocol::Line => MAX_TEXT_HEADER_BYTES,
         };
         self.prefix.len() + self.payload_bytes.max(header_bytes) + self.suffix.len()
@@ -280,7 +324,7 @@ impl FrameEncoder {
         self.buffer.extend_from_slice(&self.prefix);
         let payload_start = self.buffer.len();
         match self.protocol {
-            Protocol::Binary => header.append_to(&mut self.buffer),
+            Protocol::Binary | Protocol::Nats => header.append_to(&mut self.buffer),
             Protocol::Line => header.append_text_to(&mut self.buffer),
         }
         let header_bytes = self.buffer.len() - payload_start;
@@ -311,8 +355,22 @@ pub fn publish(
             send(&stream, plan, epoch)
         }
         Protocol::Line => publish_lines(&stream, plan, epoch),
+        Protocol::Nats => {
+            stream.set_read_timeout(Some(IO_TIMEOUT))?;
+            (&stream).write_all(NATS_CONNECT)?;
+            let report = send(&stream, plan, epoch)?;
+            // NATS answers a publish with nothing: its PONG to a PING sent
+            // after the last one says every one before it was taken.
+            (&stream).write_all(b"PING\r\n")?;
+            read_nats_until_pong(&mut &stream)?.map_err(io::Error::other)?;
+            Ok(report)
+        }
     }
 }
+
+/// A NATS client's first words: no `+OK` after every command (`verbose`),
+/// no extra checks of subjects (`pedantic`).
+const NATS_CONNECT: &[u8] = b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n";
 
 /// Sends `PUB` lines while a second thread reads their replies: the broker
 /// stops reading from a client that lets its replies pile up.
@@ -346,7 +404,9 @@ fn publish_lines(
 fn send(stream: &TcpStream, plan: &PublisherPlan, epoch: Epoch) -> io::Result<PublisherReport> {
     let mut encoder = FrameEncoder::new(plan.protocol, &plan.topic, plan.payload_bytes);
     let started = Instant::now();
-    let paced = matches!(plan.pacing, Pacing::Rate(_));
+    // A paced publisher, or one that writes each frame on its own, reads
+    // the clock for every frame and writes it at once.
+    let paced = matches!(plan.pacing, Pacing::Rate(_)) || plan.writes == ClientWrites::Frame;
     let (mut now_ns, mut batch_started_ns) = (0, 0);
     let mut first_send_ns = None;
     for sequence in 0..plan.count {
@@ -539,6 +599,7 @@ pub fn subscribe(
         match protocol {
             Protocol::Binary => read_status(&mut stream),
             Protocol::Line => read_subscribe_reply(&mut stream),
+            Protocol::Nats => read_nats_until_pong(&mut stream),
         }
     })();
     match subscribed {
@@ -550,7 +611,9 @@ pub fn subscribe(
 
 /// A subscribe to `topic` from `start`, or, with a `group`, a join of that
 /// consumer group of the topic (binary action 7, `SUB … group <name>`),
-/// where `start` applies only if the join creates the group.
+/// where `start` applies only if the join creates the group. A NATS
+/// subscribe is `CONNECT`, `SUB` and a `PING`, whose `PONG` says the
+/// subscription is in place; it has neither a start nor groups.
 pub fn subscribe_request(
     topic: &str,
     start: StartAt,
@@ -577,6 +640,10 @@ pub fn subscribe_request(
                 line::encode_topic(&mut request, group);
             }
             request.push(b'\n');
+        }
+        (Protocol::Nats, _) => {
+            request.extend_from_slice(NATS_CONNECT);
+            request.extend_from_slice(format!("SUB {topic} 1\r\nPING\r\n").as_bytes());
         }
     }
     request
@@ -618,6 +685,37 @@ fn read_subscribe_reply(stream: &mut TcpStream) -> io::Result<Result<(), String>
     })
 }
 
+/// Reads NATS control lines, a byte at a time so as to take nothing after
+/// them, up to the `PONG` that answers the client's `PING`: `Ok(Ok(()))`,
+/// or `Ok(Err(line))` for a `-ERR` or anything unexpected. The server's
+/// `INFO` and `+OK`s come first, and are passed over.
+fn read_nats_until_pong(stream: &mut impl Read) -> io::Result<Result<(), String>> {
+    loop {
+        let mut line = Vec::new();
+        let mut byte = [0];
+        while line.len() < REPLY_BUFFER {
+            stream.read_exact(&mut byte)?;
+            match byte[0] {
+                b'\n' => break,
+                other => line.push(other),
+            }
+        }
+        let line = line.strip_suffix(b"\r").unwrap_or(&line);
+        match nats_operation(line).as_str() {
+            "PONG" => return Ok(Ok(())),
+            "INFO" | "+OK" => {}
+            _ => return Ok(Err(lossy(line))),
+        }
+    }
+}
+
+/// The first word of a NATS control line, in capitals (NATS accepts any
+/// case).
+fn nats_operation(line: &[u8]) -> String {
+    let word = line.split(|&byte| byte == b' ' || byte == b'\t').next();
+    String::from_utf8_lossy(word.unwrap_or_default()).to_ascii_uppercase()
+}
+
 // ---- Frame parsing ----
 
 /// The shapes a message reaches a subscriber in: a broker's delivery in
@@ -632,6 +730,9 @@ pub enum Framing {
     /// `MSG <topic> <offset> <nbytes>`, a line feed, the payload (with a text
     /// header), a line feed.
     Line,
+    /// NATS: `MSG <subject> <sid> [reply-to] <nbytes>`, CR LF, the payload,
+    /// CR LF; and control lines (`PING`, `PONG`, `INFO`, `+OK`, `-ERR`).
+    Nats,
 }
 
 /// The largest frame a subscriber accepts before calling the stream garbage.
@@ -646,6 +747,18 @@ pub struct FrameSpan {
     pub payload_start: usize,
     pub payload_end: usize,
     pub end: usize,
+    pub kind: FrameKind,
+}
+
+/// What a complete frame is: a message, or one of NATS's control lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    Message,
+    /// The server asks whether the client is alive: answer `PONG`, or be
+    /// disconnected.
+    Ping,
+    /// A line that needs nothing: `PONG`, `INFO`, `+OK`.
+    Control,
 }
 
 impl Framing {
@@ -654,6 +767,7 @@ impl Framing {
         match self {
             Framing::Delivery | Framing::Publish => Protocol::Binary,
             Framing::Line => Protocol::Line,
+            Framing::Nats => Protocol::Nats,
         }
     }
 
@@ -664,12 +778,13 @@ impl Framing {
             Framing::Delivery => binary_frame_at(bytes, 8),
             Framing::Publish => binary_frame_at(bytes, 4),
             Framing::Line => line_frame_at(bytes),
+            Framing::Nats => nats_frame_at(bytes),
         }
     }
 
     fn header_of(self, payload: &[u8]) -> Option<PayloadHeader> {
         match self {
-            Framing::Delivery | Framing::Publish => PayloadHeader::parse(payload),
+            Framing::Delivery | Framing::Publish | Framing::Nats => PayloadHeader::parse(payload),
             Framing::Line => PayloadHeader::parse_text(payload),
         }
     }
@@ -679,7 +794,7 @@ impl Framing {
     fn ack(self) -> &'static [u8] {
         match self {
             Framing::Delivery | Framing::Publish => &ACK,
-            Framing::Line => b"",
+            Framing::Line | Framing::Nats => b"",
         }
     }
 }
@@ -703,6 +818,7 @@ fn binary_frame_at(bytes: &[u8], length_bytes: usize) -> Result<Option<FrameSpan
         payload_start,
         payload_end: end,
         end,
+        kind: FrameKind::Message,
     }))
 }
 
@@ -731,9 +847,64 @@ fn line_frame_at(bytes: &[u8]) -> Result<Option<FrameSpan>, String> {
             payload_start,
             payload_end,
             end: payload_end + 1,
+            kind: FrameKind::Message,
         })),
         Some(_) => Err(format!(
             "no line feed after the {payload_len} bytes of '{}'",
+            lossy(line)
+        )),
+    }
+}
+
+/// The longest NATS control line taken: a `MSG` line with a subject, a
+/// reply subject and two numbers, or the server's `INFO`.
+const MAX_NATS_LINE_BYTES: usize = 64 << 10;
+
+/// The NATS frame at the start of `bytes`, in two steps: its control line
+/// must be whole (up to CR LF), and for a `MSG`, so must the byte count the
+/// line announces and the CR LF after it. Until then it is `Ok(None)`, and
+/// the subscriber reads more: a read may end anywhere in a frame.
+fn nats_frame_at(bytes: &[u8]) -> Result<Option<FrameSpan>, String> {
+    let Some(line_end) = bytes.iter().position(|&byte| byte == b'\n') else {
+        return match bytes.len() > MAX_NATS_LINE_BYTES {
+            true => Err(format!("no line feed in {} bytes", bytes.len())),
+            false => Ok(None),
+        };
+    };
+    let line = &bytes[..line_end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let control = |kind| {
+        Ok(Some(FrameSpan {
+            payload_start: line_end + 1,
+            payload_end: line_end + 1,
+            end: line_end + 1,
+            kind,
+        }))
+    };
+    match nats_operation(line).as_str() {
+        "MSG" => {}
+        "PING" => return control(FrameKind::Ping),
+        "PONG" | "INFO" | "+OK" => return control(FrameKind::Control),
+        _ => return Err(format!("nats-server says '{}'", lossy(line))),
+    }
+    let payload_len = line
+        .rsplit(|&byte| byte == b' ')
+        .next()
+        .and_then(parse_decimal)
+        .filter(|&length| length <= MAX_FRAME_BYTES)
+        .ok_or_else(|| format!("cannot read the size in '{}'", lossy(line)))?;
+    let payload_start = line_end + 1;
+    let payload_end = payload_start + payload_len as usize;
+    match bytes.get(payload_end..payload_end + 2) {
+        None => Ok(None),
+        Some(b"\r\n") => Ok(Some(FrameSpan {
+            payload_start,
+            payload_end,
+            end: payload_end + 2,
+            kind: FrameKind::Message,
+        })),
+        Some(_) => Err(format!(
+            "no CR LF after the {payload_len} bytes of '{}'",
             lossy(line)
         )),
     }
@@ -970,6 +1141,8 @@ pub struct SubscriberPlan {
     /// topic's messages the broker gives it and stops when the group as a
     /// whole has all of them.
     pub group: Option<Arc<ConsumerGroup>>,
+    /// One write per ack, or one for all a read brought.
+    pub writes: ClientWrites,
 }
 
 /// How long a group member's `read()` waits before it looks again whether
@@ -1043,6 +1216,7 @@ pub fn receive(
     let mut receiver = Receiver {
         stream,
         framing,
+        writes: plan.writes,
         epoch,
         progress,
         group: plan.group.as_deref(),
@@ -1077,6 +1251,7 @@ pub fn receive(
 struct Receiver<'a> {
     stream: TcpStream,
     framing: Framing,
+    writes: ClientWrites,
     epoch: Epoch,
     progress: &'a AtomicU64,
     group: Option<&'a ConsumerGroup>,
@@ -1098,8 +1273,9 @@ impl Receiver<'_> {
     }
 
     /// One `read()`: parse every complete frame it completes, in place, then
-    /// ack them all in one write (if the framing takes acks). A read that
-    /// times out is an error once nothing has come for [`IO_TIMEOUT`].
+    /// ack them (if the framing takes acks): all in one write, or each in
+    /// its own with [`ClientWrites::Frame`]. A read that times out is an
+    /// error once nothing has come for [`IO_TIMEOUT`].
     fn read_and_ack(&mut self) -> Result<(), String> {
         if !self.buffer.read_or_time_out(&self.stream)? {
             return match self.last_read.elapsed() < IO_TIMEOUT {
@@ -1133,9 +1309,16 @@ impl Receiver<'_> {
             }
         }
         if !self.acks.is_empty() {
-            self.stream
-                .write_all(&self.acks)
-                .map_err(|e| format!("ack failed: {e}"))?;
+            let ack_bytes = self.framing.ack().len();
+            let piece = match self.writes {
+                ClientWrites::Frame if ack_bytes > 0 => ack_bytes,
+                _ => self.acks.len(),
+            };
+            for answer in self.acks.chunks(piece) {
+                self.stream
+                    .write_all(answer)
+                    .map_err(|e| format!("ack failed: {e}"))?;
+            }
             self.acks.clear();
         }
         Ok(())
@@ -1153,6 +1336,13 @@ pub fn take_frames(
 ) -> Result<(usize, u64), String> {
     let (mut consumed, mut messages) = (0, 0);
     while let Some(frame) = framing.frame_at(&bytes[consumed..])? {
+        if frame.kind != FrameKind::Message {
+            if frame.kind == FrameKind::Ping {
+                acks.extend_from_slice(b"PONG\r\n");
+            }
+            consumed += frame.end;
+            continue;
+        }
         let payload = &bytes[consumed + frame.payload_start..consumed + frame.payload_end];
         let header = framing
             .header_of(payload)
