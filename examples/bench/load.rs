@@ -1425,6 +1425,44 @@ mod tests {
     }
 
     #[test]
+    fn nats_frames_parse_wherever_a_read_ends() {
+        let mut encoder = FrameEncoder::new(Protocol::Nats, "t", 32);
+        let header = |sequence| PayloadHeader {
+            publisher: 0,
+            sequence,
+            sent_ns: 5,
+        };
+        encoder.push(header(0));
+        assert!(encoder.buffer.starts_with(b"PUB t 32\r\n"));
+        // What nats-server sends: its INFO, the message (whose payload may
+        // hold a CR LF), a PING, the next with a reply subject.
+        let payload = |sequence| {
+            let mut payload = Vec::new();
+            header(sequence).append_to(&mut payload);
+            payload.extend_from_slice(b"..\r\n..");
+            payload
+        };
+        let mut stream = b"INFO {\"server_id\":\"x\"}\r\n".to_vec();
+        stream.extend_from_slice(b"MSG t 1 26\r\n");
+        stream.extend_from_slice(&payload(0));
+        stream.extend_from_slice(b"\r\nPING\r\nmsg t 1 inbox.7 26\r\n");
+        stream.extend_from_slice(&payload(1));
+        stream.extend_from_slice(b"\r\n");
+        for cut in 0..=stream.len() {
+            let (mut acks, mut seen) = (Vec::new(), Vec::new());
+            let mut take = |bytes: &[u8]| {
+                take_frames(bytes, Framing::Nats, &mut acks, |h| seen.push(h.sequence)).unwrap()
+            };
+            let (consumed, _) = take(&stream[..cut]);
+            let (rest, _) = take(&stream[consumed..]);
+            assert_eq!(consumed + rest, stream.len(), "cut at {cut}");
+            assert_eq!((seen, acks), (vec![0, 1], b"PONG\r\n".to_vec()));
+        }
+        let refused = b"-ERR 'Maximum Payload Violation'\r\n";
+        assert!(take_frames(refused, Framing::Nats, &mut Vec::new(), |_| {}).is_err());
+    }
+
+    #[test]
     fn sequence_check_counts_each_fault() {
         let mut check = SequenceCheck::new(&[4, 0]);
         for (publisher, sequence) in [(0, 0), (0, 2), (0, 1), (0, 1), (1, 0), (0, 9)] {
