@@ -362,7 +362,7 @@ pub fn publish(
             // NATS answers a publish with nothing: its PONG to a PING sent
             // after the last one says every one before it was taken.
             (&stream).write_all(b"PING\r\n")?;
-            read_nats_until_pong(&mut &stream)?.map_err(io::Error::other)?;
+            read_nats_until_pong(&stream)?.map_err(io::Error::other)?;
             Ok(report)
         }
     }
@@ -599,7 +599,7 @@ pub fn subscribe(
         match protocol {
             Protocol::Binary => read_status(&mut stream),
             Protocol::Line => read_subscribe_reply(&mut stream),
-            Protocol::Nats => read_nats_until_pong(&mut stream),
+            Protocol::Nats => read_nats_until_pong(&stream),
         }
     })();
     match subscribed {
@@ -688,8 +688,9 @@ fn read_subscribe_reply(stream: &mut TcpStream) -> io::Result<Result<(), String>
 /// Reads NATS control lines, a byte at a time so as to take nothing after
 /// them, up to the `PONG` that answers the client's `PING`: `Ok(Ok(()))`,
 /// or `Ok(Err(line))` for a `-ERR` or anything unexpected. The server's
-/// `INFO` and `+OK`s come first, and are passed over.
-fn read_nats_until_pong(stream: &mut impl Read) -> io::Result<Result<(), String>> {
+/// `INFO` and `+OK`s are passed over, and its `PING`s answered: it sends
+/// one a second or two after a client connects, to time the round trip.
+fn read_nats_until_pong(mut stream: &TcpStream) -> io::Result<Result<(), String>> {
     loop {
         let mut line = Vec::new();
         let mut byte = [0];
@@ -703,6 +704,7 @@ fn read_nats_until_pong(stream: &mut impl Read) -> io::Result<Result<(), String>
         let line = line.strip_suffix(b"\r").unwrap_or(&line);
         match nats_operation(line).as_str() {
             "PONG" => return Ok(Ok(())),
+            "PING" => stream.write_all(b"PONG\r\n")?,
             "INFO" | "+OK" => {}
             _ => return Ok(Err(lossy(line))),
         }
