@@ -173,9 +173,11 @@
 //!
 //! # Reading the output
 //!
-//! A table with one row per scenario and target, then one line per row saying
-//! whether every message arrived once and in order, then a legend of the
-//! columns. The exit status is 1 if any message was lost, duplicated or
+//! A table with one row per scenario and target (without the columns no row
+//! has a figure in), then one line per row saying whether every message
+//! arrived once and in order, then a legend of what the table shows. The
+//! chart (`bench/svg.rs`) goes to `target/bench.svg`, or where `--svg` says.
+//! The progress line on stderr is drawn only on a terminal. The exit status is 1 if any message was lost, duplicated or
 //! reordered, or a run failed; 2 for a bad command line.
 
 #[path = "bench/connections.rs"]

@@ -670,6 +670,15 @@ fn read_status(stream: &mut TcpStream) -> io::Result<Result<(), String>> {
 /// nothing after it: `Ok(Ok(()))` for `+OK`, `Ok(Err(line))` for anything
 /// else.
 fn read_subscribe_reply(stream: &mut TcpStream) -> io::Result<Result<(), String>> {
+    Ok(match read_line_bytewise(stream)?.as_slice() {
+        b"+OK" => Ok(()),
+        other => Err(lossy(other)),
+    })
+}
+
+/// Reads a line, a byte at a time so as to take nothing after it, without
+/// its line feed (at most [`REPLY_BUFFER`] bytes of it).
+fn read_line_bytewise(stream: &mut impl Read) -> io::Result<Vec<u8>> {
     let mut line = Vec::new();
     let mut byte = [0];
     while line.len() < REPLY_BUFFER {
@@ -679,10 +688,7 @@ fn read_subscribe_reply(stream: &mut TcpStream) -> io::Result<Result<(), String>
             other => line.push(other),
         }
     }
-    Ok(match line.as_slice() {
-        b"+OK" => Ok(()),
-        other => Err(lossy(other)),
-    })
+    Ok(line)
 }
 
 /// Reads NATS control lines, a byte at a time so as to take nothing after
@@ -692,15 +698,7 @@ fn read_subscribe_reply(stream: &mut TcpStream) -> io::Result<Result<(), String>
 /// one a second or two after a client connects, to time the round trip.
 fn read_nats_until_pong(mut stream: &TcpStream) -> io::Result<Result<(), String>> {
     loop {
-        let mut line = Vec::new();
-        let mut byte = [0];
-        while line.len() < REPLY_BUFFER {
-            stream.read_exact(&mut byte)?;
-            match byte[0] {
-                b'\n' => break,
-                other => line.push(other),
-            }
-        }
+        let line = read_line_bytewise(&mut stream)?;
         let line = line.strip_suffix(b"\r").unwrap_or(&line);
         match nats_operation(line).as_str() {
             "PONG" => return Ok(Ok(())),
@@ -826,11 +824,8 @@ fn binary_frame_at(bytes: &[u8], length_bytes: usize) -> Result<Option<FrameSpan
 
 /// A `MSG` delivery: its byte count is the last word of its first line.
 fn line_frame_at(bytes: &[u8]) -> Result<Option<FrameSpan>, String> {
-    let Some(line_end) = bytes.iter().position(|&byte| byte == b'\n') else {
-        return match bytes.len() > MAX_DELIVERY_LINE_BYTES {
-            true => Err(format!("no line feed in {} bytes", bytes.len())),
-            false => Ok(None),
-        };
+    let Some(line_end) = line_end(bytes, MAX_DELIVERY_LINE_BYTES)? else {
+        return Ok(None);
     };
     let line = &bytes[..line_end];
     let payload_len = line
@@ -841,19 +836,42 @@ fn line_frame_at(bytes: &[u8]) -> Result<Option<FrameSpan>, String> {
     if payload_len > MAX_FRAME_BYTES {
         return Err(format!("a delivery announces {payload_len} bytes"));
     }
+    payload_after_line(bytes, line_end, payload_len, b"\n")
+}
+
+/// Where the first line of `bytes` ends (its line feed), if it is all
+/// there; an error if there is no line feed in more than `most` bytes.
+fn line_end(bytes: &[u8], most: usize) -> Result<Option<usize>, String> {
+    match bytes.iter().position(|&byte| byte == b'\n') {
+        None if bytes.len() > most => Err(format!("no line feed in {} bytes", bytes.len())),
+        end => Ok(end),
+    }
+}
+
+/// The message whose line ends at `line_end` and announces `payload_len`
+/// bytes of payload, which `terminator` must follow: `Ok(None)` until all
+/// of it is in `bytes`.
+fn payload_after_line(
+    bytes: &[u8],
+    line_end: usize,
+    payload_len: u64,
+    terminator: &[u8],
+) -> Result<Option<FrameSpan>, String> {
     let payload_start = line_end + 1;
     let payload_end = payload_start + payload_len as usize;
-    match bytes.get(payload_end) {
+    let end = payload_end + terminator.len();
+    match bytes.get(payload_end..end) {
         None => Ok(None),
-        Some(b'\n') => Ok(Some(FrameSpan {
+        Some(found) if found == terminator => Ok(Some(FrameSpan {
             payload_start,
             payload_end,
-            end: payload_end + 1,
+            end,
             kind: FrameKind::Message,
         })),
         Some(_) => Err(format!(
-            "no line feed after the {payload_len} bytes of '{}'",
-            lossy(line)
+            "no '{}' after the {payload_len} bytes of '{}'",
+            String::from_utf8_lossy(terminator).escape_debug(),
+            lossy(&bytes[..line_end])
         )),
     }
 }
@@ -867,11 +885,8 @@ const MAX_NATS_LINE_BYTES: usize = 64 << 10;
 /// line announces and the CR LF after it. Until then it is `Ok(None)`, and
 /// the subscriber reads more: a read may end anywhere in a frame.
 fn nats_frame_at(bytes: &[u8]) -> Result<Option<FrameSpan>, String> {
-    let Some(line_end) = bytes.iter().position(|&byte| byte == b'\n') else {
-        return match bytes.len() > MAX_NATS_LINE_BYTES {
-            true => Err(format!("no line feed in {} bytes", bytes.len())),
-            false => Ok(None),
-        };
+    let Some(line_end) = line_end(bytes, MAX_NATS_LINE_BYTES)? else {
+        return Ok(None);
     };
     let line = &bytes[..line_end];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -895,21 +910,7 @@ fn nats_frame_at(bytes: &[u8]) -> Result<Option<FrameSpan>, String> {
         .and_then(parse_decimal)
         .filter(|&length| length <= MAX_FRAME_BYTES)
         .ok_or_else(|| format!("cannot read the size in '{}'", lossy(line)))?;
-    let payload_start = line_end + 1;
-    let payload_end = payload_start + payload_len as usize;
-    match bytes.get(payload_end..payload_end + 2) {
-        None => Ok(None),
-        Some(b"\r\n") => Ok(Some(FrameSpan {
-            payload_start,
-            payload_end,
-            end: payload_end + 2,
-            kind: FrameKind::Message,
-        })),
-        Some(_) => Err(format!(
-            "no CR LF after the {payload_len} bytes of '{}'",
-            lossy(line)
-        )),
-    }
+    payload_after_line(bytes, line_end, payload_len, b"\r\n")
 }
 
 // ---- Checking sequence numbers ----
