@@ -301,7 +301,9 @@ const LEGEND: &[(Topic, &str)] = &[
     (
         Topic::Rows(|row| row.scenario.ends_with("-frame") || row.label.contains("frame-writes")),
         "-frame, frame-writes: the clients write one frame per write(): each publish, and each ack,
-  as willdot's Go client does; the other rows' clients batch them (--client-writes).
+  as willdot's Go client does; the other rows' clients batch them (--client-writes). The
+  relay forwards what each read brings at once, so it too then writes one frame per write(),
+  and can be slower than brook, whose writer gathers the deliveries waiting for it.
 ",
     ),
     (
