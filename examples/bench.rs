@@ -24,9 +24,11 @@
 //! | scenario | shape |
 //! | --- | --- |
 //! | `1to1` | 1 publisher → 1 subscriber, one topic |
+//! | `1to1-frame` | `1to1` with one frame per `write()`: each publish, and each ack |
 //! | `line` | 1 → 1 over the line protocol: `PUB` lines, `MSG` deliveries |
 //! | `1to1-64k` | the same as `1to1` with 64 KiB payloads |
 //! | `fanout` | 1 publisher → N subscribers of one topic |
+//! | `fanout-frame` | `fanout` with one frame per `write()` |
 //! | `group` | 1 publisher → a consumer group of N members on one topic: each message to one member |
 //! | `fanin` | N publishers → 1 subscriber, one topic |
 //! | `nton` | N pairs: publisher i → subscriber i on topic i |
@@ -60,6 +62,30 @@
 //! message to one subscriber in turn it would have to find where each
 //! publish ends and count acks, a broker's work. Its yardstick is `1to1`,
 //! the same messages each delivered once, to one subscriber.
+//!
+//! # Client writes
+//!
+//! The bench's clients batch: a publisher coalesces frames into writes of up
+//! to 64 KiB, a subscriber answers all the deliveries one read brought with
+//! one write of acks. Real clients often do not: willdot's Go client writes
+//! each publish, and each ack, with a `write()` of its own, so the broker
+//! reads one frame per `read()` and pays for every message's trip on its
+//! own. `1to1-frame` and `fanout-frame` are `1to1` and `fanout` with clients
+//! that write so, and `--client-writes frame` makes every other flat-out
+//! scenario's clients write so too (`batched` is the default).
+//!
+//! # A peer: NATS
+//!
+//! With `--peer nats`, each scenario with a relay run (but `connections`)
+//! also runs against `nats-server` (NATS core, from `PATH`; on Debian,
+//! `apt-get install nats-server`), started fresh on a port of its choosing
+//! for each run, with the same load spoken in NATS's protocol by the
+//! bench's own small client (`CONNECT`, `SUB`, `PUB`, `PING`/`PONG`, `MSG`
+//! parsed as its bytes arrive). NATS core keeps nothing and takes no acks,
+//! so brook does more per message; the brook rows' `÷ nats` is brook's
+//! messages a second over NATS's. Every message is counted as for brook.
+//! Without `nats-server` on `PATH` the bench says how to install it, and
+//! runs without those rows.
 //!
 //! # Stores
 //!
@@ -147,9 +173,11 @@
 //!
 //! # Reading the output
 //!
-//! A table with one row per scenario and target, then one line per row saying
-//! whether every message arrived once and in order, then a legend of the
-//! columns. The exit status is 1 if any message was lost, duplicated or
+//! A table with one row per scenario and target (without the columns no row
+//! has a figure in), then one line per row saying whether every message
+//! arrived once and in order, then a legend of what the table shows. The
+//! chart (`bench/svg.rs`) goes to `target/bench.svg`, or where `--svg` says.
+//! The progress line on stderr is drawn only on a terminal. The exit status is 1 if any message was lost, duplicated or
 //! reordered, or a run failed; 2 for a bad command line.
 
 mod common;
@@ -168,7 +196,7 @@ mod svg;
 #[path = "bench/target.rs"]
 mod target;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -185,8 +213,8 @@ use common::{flags_help, read_flags, Flag};
 use connections::{ConnectionsPlan, Counters};
 use histogram::Histogram;
 use load::{
-    ConsumerGroup, Epoch, Finish, Framing, Pacing, Protocol, PublisherPlan, SubscriberPlan,
-    SubscriberReport, Tally, TopicOffsets,
+    ClientWrites, ConsumerGroup, Epoch, Finish, Framing, Pacing, Protocol, PublisherPlan,
+    SubscriberPlan, SubscriberReport, Tally, TopicOffsets,
 };
 use report::{Check, Row, Throughput};
 use target::{BrokerChoice, BrokerSettings, StoreKind, Target, TargetKind};
@@ -217,12 +245,10 @@ fn main() -> ExitCode {
     for &scenario in &options.scenarios {
         rows.extend(run_scenario(scenario, &options, epoch));
     }
-    if let Some(path) = &options.svg {
-        let title = format!("brook bench on {}", setting(&options));
-        match std::fs::write(path, svg::chart(&rows, &title)) {
-            Ok(()) => eprintln!("wrote {}", path.display()),
-            Err(error) => eprintln!("bench: cannot write {}: {error}", path.display()),
-        }
+    let path = &options.svg;
+    match std::fs::write(path, svg::chart(&rows, "brook bench", &setting(&options))) {
+        Ok(()) => eprintln!("wrote the chart to {}", path.display()),
+        Err(error) => eprintln!("bench: cannot write {}: {error}", path.display()),
     }
     print_results(&options, &rows);
     match rows.iter().all(Row::is_ok) {
@@ -236,9 +262,11 @@ fn main() -> ExitCode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scenario {
     OneToOne,
+    OneToOneFrame,
     Line,
     OneToOneLarge,
     FanOut,
+    FanOutFrame,
     Group,
     FanIn,
     Pairs,
@@ -250,11 +278,13 @@ enum Scenario {
     Topics,
 }
 
-const ALL_SCENARIOS: [Scenario; 13] = [
+const ALL_SCENARIOS: [Scenario; 15] = [
     Scenario::OneToOne,
+    Scenario::OneToOneFrame,
     Scenario::Line,
     Scenario::OneToOneLarge,
     Scenario::FanOut,
+    Scenario::FanOutFrame,
     Scenario::Group,
     Scenario::FanIn,
     Scenario::Pairs,
@@ -310,9 +340,11 @@ impl Scenario {
     fn name(self) -> &'static str {
         match self {
             Scenario::OneToOne => "1to1",
+            Scenario::OneToOneFrame => "1to1-frame",
             Scenario::Line => "line",
             Scenario::OneToOneLarge => "1to1-64k",
             Scenario::FanOut => "fanout",
+            Scenario::FanOutFrame => "fanout-frame",
             Scenario::Group => "group",
             Scenario::FanIn => "fanin",
             Scenario::Pairs => "nton",
@@ -336,10 +368,14 @@ impl Scenario {
     fn label(self, options: &Options) -> String {
         let name = self.name();
         match self {
-            Scenario::OneToOne | Scenario::Line | Scenario::OneToOneLarge | Scenario::Storage => {
-                name.to_owned()
+            Scenario::OneToOne
+            | Scenario::OneToOneFrame
+            | Scenario::Line
+            | Scenario::OneToOneLarge
+            | Scenario::Storage => name.to_owned(),
+            Scenario::FanOut | Scenario::FanOutFrame => {
+                format!("{name} 1→{}", options.subscribers)
             }
-            Scenario::FanOut => format!("{name} 1→{}", options.subscribers),
             Scenario::Group => format!("{name} 1→{}", options.members),
             Scenario::FanIn => format!("{name} {}→1", options.publishers),
             Scenario::Pairs => format!("{name} {}×1→1", options.pairs),
@@ -361,13 +397,36 @@ impl Scenario {
     }
 
     /// The label of a row on `store`, which names the store unless every
-    /// row of the scenario is in memory.
+    /// row of the scenario is in memory, and says `frame-writes` where
+    /// `--client-writes frame` made a batched scenario's clients write one
+    /// frame at a time.
     fn label_on(self, store: Option<StoreKind>, options: &Options) -> String {
+        let mut label = self.label(options);
+        if self.client_writes(options) != self.own_client_writes() {
+            label.push_str(" frame-writes");
+        }
         match store {
             Some(store) if options.stores(self) != [Some(StoreKind::Memory)] => {
-                format!("{} {}", self.label(options), store.name())
+                format!("{label} {}", store.name())
             }
-            _ => self.label(options),
+            _ => label,
+        }
+    }
+
+    /// How the scenario's clients write when `--client-writes` says nothing.
+    fn own_client_writes(self) -> ClientWrites {
+        match self {
+            Scenario::OneToOneFrame | Scenario::FanOutFrame => ClientWrites::Frame,
+            _ => ClientWrites::Batched,
+        }
+    }
+
+    /// How the scenario's clients write: one frame at a time in the
+    /// `-frame` scenarios, and in the others if `--client-writes` says so.
+    fn client_writes(self, options: &Options) -> ClientWrites {
+        match options.client_writes {
+            ClientWrites::Frame => ClientWrites::Frame,
+            ClientWrites::Batched => self.own_client_writes(),
         }
     }
 
@@ -377,6 +436,13 @@ impl Scenario {
     /// whose yardstick is the memory store.
     fn has_relay_run(self) -> bool {
         !matches!(self, Scenario::Line | Scenario::Group | Scenario::Storage)
+    }
+
+    /// Whether `--peer nats` runs the scenario against nats-server too:
+    /// where the relay runs, but for `connections`, which has clients of
+    /// its own that speak only brook's protocol.
+    fn has_peer_run(self) -> bool {
+        self.has_relay_run() && self != Scenario::Connections
     }
 }
 
@@ -397,7 +463,7 @@ struct Topology {
 impl Topology {
     fn of(scenario: Scenario, store: Option<StoreKind>, options: &Options) -> Topology {
         let (publishers, subscribers, paired) = match scenario {
-            Scenario::FanOut => (1, options.subscribers, false),
+            Scenario::FanOut | Scenario::FanOutFrame => (1, options.subscribers, false),
             Scenario::Group => (1, options.members, false),
             Scenario::FanIn => (options.publishers, 1, false),
             Scenario::Pairs => (options.pairs, options.pairs, true),
@@ -465,6 +531,7 @@ impl Topology {
             true => format!("bench-{}-{index}", scenario.name()),
             false => format!("bench-{}", scenario.name()),
         };
+        let writes = scenario.client_writes(options);
         let publisher_plans = (0..publishers)
             .map(|id| PublisherPlan {
                 id: id as u32,
@@ -473,6 +540,7 @@ impl Topology {
                 payload_bytes,
                 pacing,
                 protocol,
+                writes,
                 finish: None,
             })
             .collect();
@@ -490,6 +558,7 @@ impl Topology {
                     .collect(),
                 finish: None,
                 group: group.clone(),
+                writes,
             })
             .collect();
         Topology {
@@ -502,6 +571,15 @@ impl Topology {
             subscribers: subscriber_plans,
             notes,
         }
+    }
+
+    /// The same load in NATS's protocol, for nats-server.
+    fn in_nats(mut self) -> Topology {
+        self.protocol = Protocol::Nats;
+        for publisher in &mut self.publishers {
+            publisher.protocol = Protocol::Nats;
+        }
+        self
     }
 
     /// Makes the publishers open-ended: each sends until `finish` is asked,
@@ -585,25 +663,49 @@ fn run_scenario(scenario: Scenario, options: &Options, epoch: Epoch) -> Vec<Row>
         .map(|store| run_brook(&Topology::of(scenario, store, options), options, epoch))
         .collect();
     compare_with_memory(&mut rows, scenario);
-    if !options.relay || !scenario.has_relay_run() {
-        return rows;
-    }
-    let topology = Topology::of(scenario, None, options);
-    let mut relay = run_flow(
-        &topology,
-        TargetKind::Relay,
-        &options.settings(),
-        options,
-        epoch,
-    );
-    for brook in &mut rows {
-        if let (Some(ours), Some(theirs)) = (brook.throughput, relay.throughput) {
-            brook.of_relay = Some(ours.total / theirs.total);
-            relay.of_relay = Some(1.0);
+    if options.relay && scenario.has_relay_run() {
+        let topology = Topology::of(scenario, None, options);
+        let mut relay = run_flow(
+            &topology,
+            TargetKind::Relay,
+            &options.settings(),
+            options,
+            epoch,
+        );
+        for brook in &mut rows {
+            if let Some(fraction) = rate_ratio(brook, &relay) {
+                brook.of_relay = Some(fraction);
+                relay.of_relay = Some(1.0);
+            }
         }
+        rows.push(relay);
     }
-    rows.push(relay);
+    if options.peer_nats && scenario.has_peer_run() {
+        let topology = Topology::of(scenario, None, options).in_nats();
+        let mut nats = run_flow(
+            &topology,
+            TargetKind::Nats,
+            &options.settings(),
+            options,
+            epoch,
+        );
+        for brook in rows
+            .iter_mut()
+            .filter(|row| row.target == TargetKind::Brook)
+        {
+            if let Some(ratio) = rate_ratio(brook, &nats) {
+                brook.of_nats = Some(ratio);
+                nats.of_nats = Some(1.0);
+            }
+        }
+        rows.push(nats);
+    }
     rows
+}
+
+/// `ours`'s messages a second in total over `theirs`'s, if both ran.
+fn rate_ratio(ours: &Row, theirs: &Row) -> Option<f64> {
+    Some(ours.throughput?.total / theirs.throughput?.total)
 }
 
 /// Gives each disk row its throughput as a fraction of the memory row's,
@@ -700,7 +802,11 @@ fn framing(kind: TargetKind, topology: &Topology) -> Framing {
         (TargetKind::Brook, Protocol::Binary) => Framing::Delivery,
         (TargetKind::Relay, Protocol::Binary) => Framing::Publish,
         (TargetKind::Brook, Protocol::Line) => Framing::Line,
-        (TargetKind::Relay, Protocol::Line) => unreachable!("the relay has no line protocol"),
+        (_, Protocol::Nats) => Framing::Nats,
+        (TargetKind::Relay | TargetKind::Nats, Protocol::Line) => {
+            unreachable!("only brook has the line protocol")
+        }
+        (TargetKind::Nats, Protocol::Binary) => unreachable!("nats-server speaks only NATS"),
     }
 }
 
@@ -972,6 +1078,7 @@ fn run_connections(
         framing: match kind {
             TargetKind::Brook => Framing::Delivery,
             TargetKind::Relay => Framing::Publish,
+            TargetKind::Nats => unreachable!("connections has no NATS run"),
         },
     };
     let expected = plan.connections as u64;
@@ -1541,10 +1648,12 @@ fn memory_note(addr: SocketAddr, store: Option<StoreKind>, when: &str) -> String
 
 // ---- Progress ----
 
-/// The one line on stderr that says what is running, redrawn in place.
+/// The one line on stderr that says what is running, redrawn in place with
+/// `\r`: only on a terminal, as in a file it would be hundreds of lines.
 struct Progress {
     prefix: String,
     started: Instant,
+    on_terminal: bool,
 }
 
 impl Progress {
@@ -1552,17 +1661,23 @@ impl Progress {
         Progress {
             prefix: format!("{label} · {}", target.name()),
             started: Instant::now(),
+            on_terminal: std::io::stderr().is_terminal(),
         }
     }
 
     fn show(&self, detail: &str) {
+        if !self.on_terminal {
+            return;
+        }
         let elapsed = self.started.elapsed().as_secs_f64();
         eprint!("\r{} · {detail} · {elapsed:.1} s   ", self.prefix);
         let _ = std::io::stderr().flush();
     }
 
     fn clear(&self) {
-        eprint!("\r{:100}\r", "");
+        if self.on_terminal {
+            eprint!("\r{:100}\r", "");
+        }
     }
 }
 
@@ -1629,7 +1744,7 @@ fn print_results(options: &Options, rows: &[Row]) {
     print!("{}", report::verdicts(rows));
     print!("{}", report::notes(rows));
     println!();
-    print!("{}", report::LEGEND);
+    print!("{}", report::legend(rows));
 }
 
 // ---- Flags ----
@@ -1700,10 +1815,14 @@ struct Options {
     memory_bytes: Option<usize>,
     broker: BrokerChoice,
     relay: bool,
+    client_writes: ClientWrites,
+    /// `--peer nats`, and nats-server is on `PATH`.
+    peer_nats: bool,
     /// Drop the page cache before recovery's and replay's restart.
     cold: bool,
     csv: bool,
-    svg: Option<PathBuf>,
+    /// Where the chart goes: `--svg`, or [`default_svg_path`].
+    svg: PathBuf,
 }
 
 /// Each flag: its name, the name of its value (empty for a switch), what it
@@ -1732,9 +1851,11 @@ const FLAGS: &[Flag] = &[
     Flag::new("--broker-pid", "PID", "with --addr: measure that process", ""),
     Flag::new("--broker-bin", "PATH", "start this brook binary for each scenario", ""),
     Flag::new("--no-relay", "", "skip the relay runs", ""),
+    Flag::new("--client-writes", "HOW", "frame: one write() per frame and per ack; or batched", "batched"),
+    Flag::new("--peer", "NAME", "also run against nats-server from PATH (NAME: nats)", ""),
     Flag::new("--cold", "", "recovery, replay: drop the page cache before the restart (root)", ""),
     Flag::new("--csv", "", "print CSV rows instead of the table", ""),
-    Flag::new("--svg", "FILE", "also draw latency and throughput in an SVG file", ""),
+    Flag::new("--svg", "FILE", "where to draw latency and throughput as SVG", "target/bench.svg"),
 ];
 
 fn help() -> String {
@@ -1746,10 +1867,13 @@ fn help() -> String {
     text.push_str(
         "\nScenarios:\n\
          \x20 1to1         1 publisher -> 1 subscriber, one topic\n\
+         \x20 1to1-frame   1to1 with one write() per publish and per ack, as\n\
+         \x20              willdot's Go client writes\n\
          \x20 line         1 -> 1 over the line protocol: PUB lines, +OK replies read\n\
          \x20              as they come, MSG deliveries acked once written; no relay run\n\
          \x20 1to1-64k     1to1 with 65,536-byte payloads\n\
          \x20 fanout       1 publisher -> --subscribers subscribers, one topic\n\
+         \x20 fanout-frame fanout with one write() per publish and per ack\n\
          \x20 group        1 publisher -> a consumer group of --members members, one\n\
          \x20              topic: each message to one member; no relay run\n\
          \x20 fanin        --publishers publishers -> 1 subscriber, one topic\n\
@@ -1782,7 +1906,9 @@ fn help() -> String {
          storage, recovery, replay and topics, which need brokers of their own,\n\
          cannot run: 'all' leaves storage out.\n\
          --cache-bytes and --memory-bytes are passed to brook only when given, so\n\
-         that --broker-bin can start a brook from before they existed.\n",
+         that --broker-bin can start a brook from before they existed.\n\
+         --peer nats runs each scenario that has a relay run (but connections)\n\
+         against a fresh nats-server too (Debian: apt-get install nats-server).\n",
     );
     text
 }
@@ -1811,9 +1937,11 @@ impl Options {
             memory_bytes: None,
             broker: BrokerChoice::InProcess,
             relay: true,
+            client_writes: ClientWrites::Batched,
+            peer_nats: false,
             cold: false,
             csv: false,
-            svg: None,
+            svg: default_svg_path(),
         };
         let (mut addr, mut pid, mut binary) = (None, None, None);
         let (mut scenarios_named, mut stores_named) = (false, false);
@@ -1872,7 +2000,15 @@ impl Options {
                         Some(resolved.ok_or_else(|| invalid("HOST:PORT of a listening broker"))?);
                 }
                 "--broker-bin" => binary = Some(PathBuf::from(value)),
-                "--svg" => options.svg = Some(PathBuf::from(value)),
+                "--svg" => options.svg = PathBuf::from(value),
+                "--client-writes" => {
+                    options.client_writes = ClientWrites::from_name(&value)
+                        .ok_or_else(|| invalid("frame or batched"))?
+                }
+                "--peer" => match value.as_str() {
+                    "nats" => options.peer_nats = nats_server_ready(),
+                    _ => return Err(invalid("nats, the one peer the bench knows")),
+                },
                 _ => unreachable!("every flag in FLAGS is handled"),
             }
         }
@@ -1912,6 +2048,35 @@ impl Options {
         }
         Ok(Some(options))
     }
+}
+
+/// Where the chart goes without `--svg`: `bench.svg` in the build's target
+/// directory (this binary is `target/<profile>/examples/bench`), which git
+/// ignores, so that a run leaves the tracked `docs/bench.svg` alone. The
+/// temp dir if the binary is elsewhere.
+fn default_svg_path() -> PathBuf {
+    let target_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.ancestors().nth(3)?.to_owned()))
+        .filter(|dir| dir.file_name().is_some_and(|name| name == "target"));
+    target_dir
+        .unwrap_or_else(std::env::temp_dir)
+        .join("bench.svg")
+}
+
+/// Whether `nats-server` is there for `--peer nats`; if not, says how to
+/// get it, and the bench runs without the NATS rows.
+fn nats_server_ready() -> bool {
+    let ready = target::nats_server_available();
+    if !ready {
+        eprintln!(
+            "bench: --peer nats: '{}' is not on PATH, so the NATS rows are skipped. \
+             Install it (Debian, Ubuntu: apt-get install nats-server; elsewhere: \
+             https://github.com/nats-io/nats-server/releases) and run again.",
+            target::NATS_SERVER
+        );
+    }
+    ready
 }
 
 /// A whole number above zero for `flag`; `1_000_000` is accepted.

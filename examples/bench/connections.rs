@@ -22,7 +22,9 @@ use brook::wire::binary::status;
 use brook::wire::request::StartAt;
 
 use crate::histogram::Histogram;
-use crate::load::{self, Epoch, Framing, Pacing, Protocol, PublisherPlan, SequenceCheck, Tally};
+use crate::load::{
+    self, ClientWrites, Epoch, Framing, Pacing, Protocol, PublisherPlan, SequenceCheck, Tally,
+};
 use crate::report::thousands;
 
 const POLLER_THREADS: usize = 2;
@@ -128,6 +130,7 @@ fn publish_one(addr: SocketAddr, plan: &ConnectionsPlan, epoch: Epoch) -> Result
         payload_bytes: plan.payload_bytes,
         pacing: Pacing::FlatOut,
         protocol: Protocol::Binary,
+        writes: ClientWrites::Batched,
         finish: None,
     };
     load::publish(addr, &publisher, epoch)

@@ -15,6 +15,15 @@
 //! so the header is written as text; a second thread reads the `+OK <offset>`
 //! replies while the lines go out. Its subscriber parses `MSG` deliveries and
 //! sends no acks, since the broker counts a delivery as acked once written.
+//!
+//! The same clients also speak NATS core ([`Protocol::Nats`]), for the
+//! `--peer nats` rows: `CONNECT`, `SUB`, `PUB`, `PING`/`PONG`, and `MSG`
+//! deliveries parsed as they arrive in whatever pieces the reads return.
+//! NATS core has no acks, so its subscribers answer nothing but `PING`.
+//!
+//! How clients hand their bytes to the kernel is [`ClientWrites`]: batched,
+//! or one frame per `write()` the way willdot's Go client publishes and
+//! acks.
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
@@ -116,6 +125,35 @@ pub enum Protocol {
     /// `PUB` lines answered by `+OK <offset>`; `MSG` deliveries, acked once
     /// written (docs/PROTOCOL.md 8).
     Line,
+    /// NATS core's text protocol: `PUB <subject> <bytes>` and the payload;
+    /// `MSG` deliveries, which take no acks. Spoken only to nats-server.
+    Nats,
+}
+
+/// How publishers and subscribers write (`--client-writes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientWrites {
+    /// Publishers coalesce frames into writes of up to 64 KiB; subscribers
+    /// answer all the deliveries one read brought in one write.
+    Batched,
+    /// One frame per `write()`, and one `write()` per ack: how willdot's Go
+    /// client does it, and most clients written in a hurry.
+    Frame,
+}
+
+impl ClientWrites {
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientWrites::Batched => "batched",
+            ClientWrites::Frame => "frame",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ClientWrites> {
+        [ClientWrites::Batched, ClientWrites::Frame]
+            .into_iter()
+            .find(|writes| writes.name() == name)
+    }
 }
 
 /// The instant all send and arrival times are measured from, shared by every
@@ -166,6 +204,7 @@ pub struct PublisherPlan {
     pub payload_bytes: usize,
     pub pacing: Pacing,
     pub protocol: Protocol,
+    pub writes: ClientWrites,
     /// `Some` for an open-ended publisher: it sends until asked to finish,
     /// or until it has sent `count`.
     pub finish: Option<Arc<Finish>>,
@@ -214,7 +253,7 @@ pub struct PublisherReport {
 }
 
 /// Encodes publish requests into one buffer that is reused for the whole run:
-/// binary publish frames, or `PUB <topic> <text>` lines.
+/// binary publish frames, `PUB <topic> <text>` lines, or NATS `PUB`s.
 struct FrameEncoder {
     protocol: Protocol,
     buffer: Vec<u8>,
@@ -248,6 +287,11 @@ impl FrameEncoder {
                 padding[0] = b' ';
                 b"\n"
             }
+            Protocol::Nats => {
+                let operation = format!("PUB {topic} {}\r\n", payload_bytes.max(HEADER_BYTES));
+                prefix.extend_from_slice(operation.as_bytes());
+                b"\r\n"
+            }
         };
         let mut encoder = FrameEncoder {
             protocol,
@@ -267,7 +311,7 @@ impl FrameEncoder {
     /// its header alone is longer.
     fn frame_bytes(&self) -> usize {
         let header_bytes = match self.protocol {
-            Protocol::Binary => HEADER_BYTES,
+            Protocol::Binary | Protocol::Nats => HEADER_BYTES,
             Protocol::Line => MAX_TEXT_HEADER_BYTES,
         };
         self.prefix.len() + self.payload_bytes.max(header_bytes) + self.suffix.len()
@@ -281,7 +325,7 @@ impl FrameEncoder {
         self.buffer.extend_from_slice(&self.prefix);
         let payload_start = self.buffer.len();
         match self.protocol {
-            Protocol::Binary => header.append_to(&mut self.buffer),
+            Protocol::Binary | Protocol::Nats => header.append_to(&mut self.buffer),
             Protocol::Line => header.append_text_to(&mut self.buffer),
         }
         let header_bytes = self.buffer.len() - payload_start;
@@ -312,8 +356,22 @@ pub fn publish(
             send(&stream, plan, epoch)
         }
         Protocol::Line => publish_lines(&stream, plan, epoch),
+        Protocol::Nats => {
+            stream.set_read_timeout(Some(IO_TIMEOUT))?;
+            (&stream).write_all(NATS_CONNECT)?;
+            let report = send(&stream, plan, epoch)?;
+            // NATS answers a publish with nothing: its PONG to a PING sent
+            // after the last one says every one before it was taken.
+            (&stream).write_all(b"PING\r\n")?;
+            read_nats_until_pong(&stream)?.map_err(io::Error::other)?;
+            Ok(report)
+        }
     }
 }
+
+/// A NATS client's first words: no `+OK` after every command (`verbose`),
+/// no extra checks of subjects (`pedantic`).
+const NATS_CONNECT: &[u8] = b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n";
 
 /// Sends `PUB` lines while a second thread reads their replies: the broker
 /// stops reading from a client that lets its replies pile up.
@@ -347,7 +405,9 @@ fn publish_lines(
 fn send(stream: &TcpStream, plan: &PublisherPlan, epoch: Epoch) -> io::Result<PublisherReport> {
     let mut encoder = FrameEncoder::new(plan.protocol, &plan.topic, plan.payload_bytes);
     let started = Instant::now();
-    let paced = matches!(plan.pacing, Pacing::Rate(_));
+    // A paced publisher, or one that writes each frame on its own, reads
+    // the clock for every frame and writes it at once.
+    let paced = matches!(plan.pacing, Pacing::Rate(_)) || plan.writes == ClientWrites::Frame;
     let (mut now_ns, mut batch_started_ns) = (0, 0);
     let mut first_send_ns = None;
     for sequence in 0..plan.count {
@@ -540,6 +600,7 @@ pub fn subscribe(
         match protocol {
             Protocol::Binary => read_status(&mut stream),
             Protocol::Line => read_subscribe_reply(&mut stream),
+            Protocol::Nats => read_nats_until_pong(&stream),
         }
     })();
     match subscribed {
@@ -551,7 +612,9 @@ pub fn subscribe(
 
 /// A subscribe to `topic` from `start`, or, with a `group`, a join of that
 /// consumer group of the topic (binary action 7, `SUB … group <name>`),
-/// where `start` applies only if the join creates the group.
+/// where `start` applies only if the join creates the group. A NATS
+/// subscribe is `CONNECT`, `SUB` and a `PING`, whose `PONG` says the
+/// subscription is in place; it has neither a start nor groups.
 pub fn subscribe_request(
     topic: &str,
     start: StartAt,
@@ -579,6 +642,10 @@ pub fn subscribe_request(
             }
             request.push(b'\n');
         }
+        (Protocol::Nats, _) => {
+            request.extend_from_slice(NATS_CONNECT);
+            request.extend_from_slice(format!("SUB {topic} 1\r\nPING\r\n").as_bytes());
+        }
     }
     request
 }
@@ -604,6 +671,15 @@ fn read_status(stream: &mut TcpStream) -> io::Result<Result<(), String>> {
 /// nothing after it: `Ok(Ok(()))` for `+OK`, `Ok(Err(line))` for anything
 /// else.
 fn read_subscribe_reply(stream: &mut TcpStream) -> io::Result<Result<(), String>> {
+    Ok(match read_line_bytewise(stream)?.as_slice() {
+        b"+OK" => Ok(()),
+        other => Err(lossy(other)),
+    })
+}
+
+/// Reads a line, a byte at a time so as to take nothing after it, without
+/// its line feed (at most [`REPLY_BUFFER`] bytes of it).
+fn read_line_bytewise(stream: &mut impl Read) -> io::Result<Vec<u8>> {
     let mut line = Vec::new();
     let mut byte = [0];
     while line.len() < REPLY_BUFFER {
@@ -613,10 +689,32 @@ fn read_subscribe_reply(stream: &mut TcpStream) -> io::Result<Result<(), String>
             other => line.push(other),
         }
     }
-    Ok(match line.as_slice() {
-        b"+OK" => Ok(()),
-        other => Err(lossy(other)),
-    })
+    Ok(line)
+}
+
+/// Reads NATS control lines, a byte at a time so as to take nothing after
+/// them, up to the `PONG` that answers the client's `PING`: `Ok(Ok(()))`,
+/// or `Ok(Err(line))` for a `-ERR` or anything unexpected. The server's
+/// `INFO` and `+OK`s are passed over, and its `PING`s answered: it sends
+/// one a second or two after a client connects, to time the round trip.
+fn read_nats_until_pong(mut stream: &TcpStream) -> io::Result<Result<(), String>> {
+    loop {
+        let line = read_line_bytewise(&mut stream)?;
+        let line = line.strip_suffix(b"\r").unwrap_or(&line);
+        match nats_operation(line).as_str() {
+            "PONG" => return Ok(Ok(())),
+            "PING" => stream.write_all(b"PONG\r\n")?,
+            "INFO" | "+OK" => {}
+            _ => return Ok(Err(lossy(line))),
+        }
+    }
+}
+
+/// The first word of a NATS control line, in capitals (NATS accepts any
+/// case).
+fn nats_operation(line: &[u8]) -> String {
+    let word = line.split(|&byte| byte == b' ' || byte == b'\t').next();
+    String::from_utf8_lossy(word.unwrap_or_default()).to_ascii_uppercase()
 }
 
 // ---- Frame parsing ----
@@ -633,6 +731,9 @@ pub enum Framing {
     /// `MSG <topic> <offset> <nbytes>`, a line feed, the payload (with a text
     /// header), a line feed.
     Line,
+    /// NATS: `MSG <subject> <sid> [reply-to] <nbytes>`, CR LF, the payload,
+    /// CR LF; and control lines (`PING`, `PONG`, `INFO`, `+OK`, `-ERR`).
+    Nats,
 }
 
 /// The largest frame a subscriber accepts before calling the stream garbage.
@@ -647,6 +748,18 @@ pub struct FrameSpan {
     pub payload_start: usize,
     pub payload_end: usize,
     pub end: usize,
+    pub kind: FrameKind,
+}
+
+/// What a complete frame is: a message, or one of NATS's control lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    Message,
+    /// The server asks whether the client is alive: answer `PONG`, or be
+    /// disconnected.
+    Ping,
+    /// A line that needs nothing: `PONG`, `INFO`, `+OK`.
+    Control,
 }
 
 impl Framing {
@@ -655,6 +768,7 @@ impl Framing {
         match self {
             Framing::Delivery | Framing::Publish => Protocol::Binary,
             Framing::Line => Protocol::Line,
+            Framing::Nats => Protocol::Nats,
         }
     }
 
@@ -665,12 +779,13 @@ impl Framing {
             Framing::Delivery => binary_frame_at(bytes, 8),
             Framing::Publish => binary_frame_at(bytes, 4),
             Framing::Line => line_frame_at(bytes),
+            Framing::Nats => nats_frame_at(bytes),
         }
     }
 
     fn header_of(self, payload: &[u8]) -> Option<PayloadHeader> {
         match self {
-            Framing::Delivery | Framing::Publish => PayloadHeader::parse(payload),
+            Framing::Delivery | Framing::Publish | Framing::Nats => PayloadHeader::parse(payload),
             Framing::Line => PayloadHeader::parse_text(payload),
         }
     }
@@ -680,7 +795,7 @@ impl Framing {
     fn ack(self) -> &'static [u8] {
         match self {
             Framing::Delivery | Framing::Publish => &ACK,
-            Framing::Line => b"",
+            Framing::Line | Framing::Nats => b"",
         }
     }
 }
@@ -704,16 +819,14 @@ fn binary_frame_at(bytes: &[u8], length_bytes: usize) -> Result<Option<FrameSpan
         payload_start,
         payload_end: end,
         end,
+        kind: FrameKind::Message,
     }))
 }
 
 /// A `MSG` delivery: its byte count is the last word of its first line.
 fn line_frame_at(bytes: &[u8]) -> Result<Option<FrameSpan>, String> {
-    let Some(line_end) = bytes.iter().position(|&byte| byte == b'\n') else {
-        return match bytes.len() > MAX_DELIVERY_LINE_BYTES {
-            true => Err(format!("no line feed in {} bytes", bytes.len())),
-            false => Ok(None),
-        };
+    let Some(line_end) = line_end(bytes, MAX_DELIVERY_LINE_BYTES)? else {
+        return Ok(None);
     };
     let line = &bytes[..line_end];
     let payload_len = line
@@ -724,20 +837,81 @@ fn line_frame_at(bytes: &[u8]) -> Result<Option<FrameSpan>, String> {
     if payload_len > MAX_FRAME_BYTES {
         return Err(format!("a delivery announces {payload_len} bytes"));
     }
+    payload_after_line(bytes, line_end, payload_len, b"\n")
+}
+
+/// Where the first line of `bytes` ends (its line feed), if it is all
+/// there; an error if there is no line feed in more than `most` bytes.
+fn line_end(bytes: &[u8], most: usize) -> Result<Option<usize>, String> {
+    match bytes.iter().position(|&byte| byte == b'\n') {
+        None if bytes.len() > most => Err(format!("no line feed in {} bytes", bytes.len())),
+        end => Ok(end),
+    }
+}
+
+/// The message whose line ends at `line_end` and announces `payload_len`
+/// bytes of payload, which `terminator` must follow: `Ok(None)` until all
+/// of it is in `bytes`.
+fn payload_after_line(
+    bytes: &[u8],
+    line_end: usize,
+    payload_len: u64,
+    terminator: &[u8],
+) -> Result<Option<FrameSpan>, String> {
     let payload_start = line_end + 1;
     let payload_end = payload_start + payload_len as usize;
-    match bytes.get(payload_end) {
+    let end = payload_end + terminator.len();
+    match bytes.get(payload_end..end) {
         None => Ok(None),
-        Some(b'\n') => Ok(Some(FrameSpan {
+        Some(found) if found == terminator => Ok(Some(FrameSpan {
             payload_start,
             payload_end,
-            end: payload_end + 1,
+            end,
+            kind: FrameKind::Message,
         })),
         Some(_) => Err(format!(
-            "no line feed after the {payload_len} bytes of '{}'",
-            lossy(line)
+            "no '{}' after the {payload_len} bytes of '{}'",
+            String::from_utf8_lossy(terminator).escape_debug(),
+            lossy(&bytes[..line_end])
         )),
     }
+}
+
+/// The longest NATS control line taken: a `MSG` line with a subject, a
+/// reply subject and two numbers, or the server's `INFO`.
+const MAX_NATS_LINE_BYTES: usize = 64 << 10;
+
+/// The NATS frame at the start of `bytes`, in two steps: its control line
+/// must be whole (up to CR LF), and for a `MSG`, so must the byte count the
+/// line announces and the CR LF after it. Until then it is `Ok(None)`, and
+/// the subscriber reads more: a read may end anywhere in a frame.
+fn nats_frame_at(bytes: &[u8]) -> Result<Option<FrameSpan>, String> {
+    let Some(line_end) = line_end(bytes, MAX_NATS_LINE_BYTES)? else {
+        return Ok(None);
+    };
+    let line = &bytes[..line_end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let control = |kind| {
+        Ok(Some(FrameSpan {
+            payload_start: line_end + 1,
+            payload_end: line_end + 1,
+            end: line_end + 1,
+            kind,
+        }))
+    };
+    match nats_operation(line).as_str() {
+        "MSG" => {}
+        "PING" => return control(FrameKind::Ping),
+        "PONG" | "INFO" | "+OK" => return control(FrameKind::Control),
+        _ => return Err(format!("nats-server says '{}'", lossy(line))),
+    }
+    let payload_len = line
+        .rsplit(|&byte| byte == b' ')
+        .next()
+        .and_then(parse_decimal)
+        .filter(|&length| length <= MAX_FRAME_BYTES)
+        .ok_or_else(|| format!("cannot read the size in '{}'", lossy(line)))?;
+    payload_after_line(bytes, line_end, payload_len, b"\r\n")
 }
 
 // ---- Checking sequence numbers ----
@@ -971,6 +1145,8 @@ pub struct SubscriberPlan {
     /// topic's messages the broker gives it and stops when the group as a
     /// whole has all of them.
     pub group: Option<Arc<ConsumerGroup>>,
+    /// One write per ack, or one for all a read brought.
+    pub writes: ClientWrites,
 }
 
 /// How long a group member's `read()` waits before it looks again whether
@@ -1044,6 +1220,7 @@ pub fn receive(
     let mut receiver = Receiver {
         stream,
         framing,
+        writes: plan.writes,
         epoch,
         progress,
         group: plan.group.as_deref(),
@@ -1078,6 +1255,7 @@ pub fn receive(
 struct Receiver<'a> {
     stream: TcpStream,
     framing: Framing,
+    writes: ClientWrites,
     epoch: Epoch,
     progress: &'a AtomicU64,
     group: Option<&'a ConsumerGroup>,
@@ -1099,8 +1277,9 @@ impl Receiver<'_> {
     }
 
     /// One `read()`: parse every complete frame it completes, in place, then
-    /// ack them all in one write (if the framing takes acks). A read that
-    /// times out is an error once nothing has come for [`IO_TIMEOUT`].
+    /// ack them (if the framing takes acks): all in one write, or each in
+    /// its own with [`ClientWrites::Frame`]. A read that times out is an
+    /// error once nothing has come for [`IO_TIMEOUT`].
     fn read_and_ack(&mut self) -> Result<(), String> {
         if !self.buffer.read_or_time_out(&self.stream)? {
             return match self.last_read.elapsed() < IO_TIMEOUT {
@@ -1134,9 +1313,16 @@ impl Receiver<'_> {
             }
         }
         if !self.acks.is_empty() {
-            self.stream
-                .write_all(&self.acks)
-                .map_err(|e| format!("ack failed: {e}"))?;
+            let ack_bytes = self.framing.ack().len();
+            let piece = match self.writes {
+                ClientWrites::Frame if ack_bytes > 0 => ack_bytes,
+                _ => self.acks.len(),
+            };
+            for answer in self.acks.chunks(piece) {
+                self.stream
+                    .write_all(answer)
+                    .map_err(|e| format!("ack failed: {e}"))?;
+            }
             self.acks.clear();
         }
         Ok(())
@@ -1154,6 +1340,13 @@ pub fn take_frames(
 ) -> Result<(usize, u64), String> {
     let (mut consumed, mut messages) = (0, 0);
     while let Some(frame) = framing.frame_at(&bytes[consumed..])? {
+        if frame.kind != FrameKind::Message {
+            if frame.kind == FrameKind::Ping {
+                acks.extend_from_slice(b"PONG\r\n");
+            }
+            consumed += frame.end;
+            continue;
+        }
         let payload = &bytes[consumed + frame.payload_start..consumed + frame.payload_end];
         let header = framing
             .header_of(payload)
@@ -1233,6 +1426,44 @@ mod tests {
         assert_eq!(take(&deliveries[consumed..]).unwrap().1, 1);
         assert!(take(b"+OK 7\n").is_err());
         assert_eq!((seen.as_slice(), acks.len()), (&headers[..], 0));
+    }
+
+    #[test]
+    fn nats_frames_parse_wherever_a_read_ends() {
+        let mut encoder = FrameEncoder::new(Protocol::Nats, "t", 32);
+        let header = |sequence| PayloadHeader {
+            publisher: 0,
+            sequence,
+            sent_ns: 5,
+        };
+        encoder.push(header(0));
+        assert!(encoder.buffer.starts_with(b"PUB t 32\r\n"));
+        // What nats-server sends: its INFO, the message (whose payload may
+        // hold a CR LF), a PING, the next with a reply subject.
+        let payload = |sequence| {
+            let mut payload = Vec::new();
+            header(sequence).append_to(&mut payload);
+            payload.extend_from_slice(b"..\r\n..");
+            payload
+        };
+        let mut stream = b"INFO {\"server_id\":\"x\"}\r\n".to_vec();
+        stream.extend_from_slice(b"MSG t 1 26\r\n");
+        stream.extend_from_slice(&payload(0));
+        stream.extend_from_slice(b"\r\nPING\r\nmsg t 1 inbox.7 26\r\n");
+        stream.extend_from_slice(&payload(1));
+        stream.extend_from_slice(b"\r\n");
+        for cut in 0..=stream.len() {
+            let (mut acks, mut seen) = (Vec::new(), Vec::new());
+            let mut take = |bytes: &[u8]| {
+                take_frames(bytes, Framing::Nats, &mut acks, |h| seen.push(h.sequence)).unwrap()
+            };
+            let (consumed, _) = take(&stream[..cut]);
+            let (rest, _) = take(&stream[consumed..]);
+            assert_eq!(consumed + rest, stream.len(), "cut at {cut}");
+            assert_eq!((seen, acks), (vec![0, 1], b"PONG\r\n".to_vec()));
+        }
+        let refused = b"-ERR 'Maximum Payload Violation'\r\n";
+        assert!(take_frames(refused, Framing::Nats, &mut Vec::new(), |_| {}).is_err());
     }
 
     #[test]

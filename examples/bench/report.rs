@@ -26,6 +26,8 @@ pub struct Row {
     pub resources: Resources,
     /// brook's messages per second as a fraction of the relay's.
     pub of_relay: Option<f64>,
+    /// brook's messages per second over nats-server's (`--peer nats`).
+    pub of_nats: Option<f64>,
     /// A disk store's messages per second as a fraction of the memory
     /// store's in the same scenario.
     pub of_memory: Option<f64>,
@@ -77,6 +79,7 @@ impl Row {
             latency: Histogram::default(),
             resources: Resources::default(),
             of_relay: None,
+            of_nats: None,
             of_memory: None,
             start_time: None,
             check: Check::Deliveries,
@@ -108,7 +111,7 @@ const QUANTILES: [f64; 4] = [0.5, 0.99, 0.999, 1.0];
 
 // ---- The table ----
 
-const COLUMNS: [&str; 13] = [
+const COLUMNS: [&str; 14] = [
     "scenario",
     "target",
     "msgs/s/sub",
@@ -121,20 +124,30 @@ const COLUMNS: [&str; 13] = [
     "peak RSS",
     "threads",
     "of relay",
+    "÷ nats",
     "of memory",
 ];
 
+/// The table, without the columns that no row has a figure in.
 pub fn table(rows: &[Row]) -> String {
-    let cells: Vec<Vec<String>> = rows.iter().map(table_cells).collect();
+    let all_cells: Vec<Vec<String>> = rows.iter().map(table_cells).collect();
+    let shown: Vec<usize> = (0..COLUMNS.len())
+        .filter(|&column| column < 2 || all_cells.iter().any(|row| row[column] != "-"))
+        .collect();
+    let pick = |row: &[String]| -> Vec<String> {
+        shown.iter().map(|&column| row[column].clone()).collect()
+    };
+    let cells: Vec<Vec<String>> = all_cells.iter().map(|row| pick(row)).collect();
+    let names: Vec<&str> = shown.iter().map(|&column| COLUMNS[column]).collect();
     let width = |column: usize| {
         cells
             .iter()
             .map(|row| row[column].chars().count())
-            .chain([COLUMNS[column].chars().count()])
+            .chain([names[column].chars().count()])
             .max()
             .unwrap_or(0)
     };
-    let widths: Vec<usize> = (0..COLUMNS.len()).map(width).collect();
+    let widths: Vec<usize> = (0..names.len()).map(width).collect();
     let line = |row: &[String]| {
         let fields: Vec<String> = row
             .iter()
@@ -146,7 +159,7 @@ pub fn table(rows: &[Row]) -> String {
             .collect();
         fields.join("  ").trim_end().to_owned() + "\n"
     };
-    let header: Vec<String> = COLUMNS.iter().map(|c| c.to_string()).collect();
+    let header: Vec<String> = names.iter().map(|c| c.to_string()).collect();
     let mut text = line(&header);
     for row in &cells {
         text.push_str(&line(row));
@@ -171,6 +184,10 @@ fn table_cells(row: &Row) -> Vec<String> {
     cells.push(row.resources.peak_rss_bytes.map_or_else(dash, bytes));
     cells.push(row.resources.threads.map_or_else(dash, |t| t.to_string()));
     cells.push(row.of_relay.map_or_else(dash, percent));
+    cells.push(
+        row.of_nats
+            .map_or_else(dash, |ratio| format!("{ratio:.2}×")),
+    );
     cells.push(row.of_memory.map_or_else(dash, percent));
     cells
 }
@@ -227,45 +244,130 @@ pub fn notes(rows: &[Row]) -> String {
     text
 }
 
-pub const LEGEND: &str = "\
-msgs/s/sub: messages one subscriber received per second, from the first publish to its last
+/// What a legend entry explains, and so when it is printed.
+enum Topic {
+    /// A column or a kind of row: printed if some row has a figure in that
+    /// column, or is of that kind.
+    Rows(fn(&Row) -> bool),
+    /// A scenario: printed if it ran.
+    Scenario(&'static [&'static str]),
+}
+
+/// The legend's entries, in order. Each is printed only if what it
+/// explains is in the table: a run of two scenarios gets a few lines, not
+/// the whole book.
+const LEGEND: &[(Topic, &str)] = &[
+    (
+        Topic::Rows(|row| row.throughput.is_some()),
+        "msgs/s/sub: messages one subscriber received per second, from the first publish to its last
   message (mean over subscribers); msgs/s total: the sum over subscribers; MB/s: payload bytes
   per second in total (1 MB = 10^6 bytes).
-p50 .. max: latency from the publisher stamping a message to a subscriber reading it
-  (connections: from the one publish to each subscriber's arrival; max = all have it).
-peak RSS, threads: the broker's peak resident memory and thread count during the scenario.
+",
+    ),
+    (
+        Topic::Rows(|row| !row.latency.is_empty()),
+        "p50 .. max: latency from the publisher stamping a message to a subscriber reading it.
+",
+    ),
+    (
+        Topic::Rows(|row| row.resources.peak_rss_bytes.is_some() || row.resources.threads.is_some()),
+        "peak RSS, threads: the broker's peak resident memory and thread count during the scenario.
   In-process (the default), RSS is the whole bench process, its own buffers included: the
   relay row shows that baseline. Threads count brook's conn-*, dispatcher and acceptor
-  threads (relay rows: the relay's). With --addr they show '-' unless --broker-pid is given.
-of relay: brook's msgs/s total divided by the relay's in the same scenario (the same ratio
+  threads (relay rows: the relay's; nats rows: the nats-server process's). With --addr they
+  show '-' unless --broker-pid is given.
+",
+    ),
+    (
+        Topic::Rows(|row| row.of_relay.is_some()),
+        "of relay: brook's msgs/s total divided by the relay's in the same scenario (the same ratio
   holds for MB/s); the relay is a null broker in the bench that forwards bytes untouched.
-  '-' for line: the relay speaks only the binary protocol, and forwarding PUB lines untouched
-  is not a line broker's work (finding line ends, a +OK per PUB, MSG deliveries); compare
-  line with 1to1, the same messages over the binary protocol. '-' for group too: the relay
-  has no consumer groups; compare group's total with 1to1's, each message delivered once.
-  For connections: the relay's time to reach every subscriber (max) divided by brook's.
-of memory: a disk store's msgs/s total divided by the memory store's in the same scenario.
+",
+    ),
+    (
+        Topic::Rows(|row| row.of_nats.is_some()),
+        "÷ nats: brook's msgs/s total divided by nats-server's in the same scenario, with the same
+  load in NATS's protocol (--peer nats). NATS core takes no acks and keeps nothing; brook's
+  subscribers ack every message.
+",
+    ),
+    (
+        Topic::Rows(|row| row.of_memory.is_some()),
+        "of memory: a disk store's msgs/s total divided by the memory store's in the same scenario.
   A row's store follows its scenario: memory, or disk-never, disk-batch, disk-always (a temp
   data dir with that --fsync policy); no store is named when every row is in memory.
-group: the subscribers are the members of one consumer group, which share its messages, each
+",
+    ),
+    (
+        Topic::Rows(|row| row.scenario.ends_with("-frame") || row.label.contains("frame-writes")),
+        "-frame, frame-writes: the clients write one frame per write(): each publish, and each ack,
+  as willdot's Go client does; the other rows' clients batch them (--client-writes). The
+  relay forwards what each read brings at once, so it too then writes one frame per write(),
+  and can be slower than brook, whose writer gathers the deliveries waiting for it.
+",
+    ),
+    (
+        Topic::Scenario(&["line"]),
+        "line: no relay run: the relay speaks only the binary protocol, and forwarding PUB lines
+  untouched is not a line broker's work (finding line ends, a +OK per PUB, MSG deliveries);
+  compare line with 1to1, the same messages over the binary protocol.
+",
+    ),
+    (
+        Topic::Scenario(&["group"]),
+        "group: the subscribers are the members of one consumer group, which share its messages, each
   going to one member: msgs/s/sub is per member, msgs/s total the group's. The check is
   across the members (each message once, at one of them), and a member's share must arrive
-  in ascending order; the notes say how evenly the members shared.
-recovery: the fill row publishes the data dir's messages; in the restart row, msgs/s and MB/s
+  in ascending order; the notes say how evenly the members shared. No relay run: the relay
+  has no consumer groups; compare group's total with 1to1's, each message delivered once.
+",
+    ),
+    (
+        Topic::Scenario(&["connections"]),
+        "connections: latency is from the one publish to each subscriber's arrival (max = all have
+  it); of relay is the relay's time to reach every subscriber divided by brook's.
+",
+    ),
+    (
+        Topic::Scenario(&["recovery"]),
+        "recovery: the fill row publishes the data dir's messages; in the restart row, msgs/s and MB/s
   are how fast the restarted broker read the log back (messages and payload bytes over its
   start-up time), and the notes give the start-up time and the directory's size.
-replay: the fill row as in recovery; the replay row is one subscriber reading the whole topic
+",
+    ),
+    (
+        Topic::Scenario(&["replay"]),
+        "replay: the fill row as in recovery; the replay row is one subscriber reading the whole topic
   from Beginning on the restarted broker (msgs/s and MB/s from subscribing to its last message,
   no latency: the messages are as old as the fill); the pair rows are latency's paced 1 -> 1 on
   another topic of that broker, alone and while the replay ran.
-topics: the publish row's msgs/s are messages stored per second, from the first publish until
+",
+    ),
+    (
+        Topic::Scenario(&["topics"]),
+        "topics: the publish row's msgs/s are messages stored per second, from the first publish until
   STATS counts them all (msgs/s/sub: per topic); its peak RSS is the broker's until then, and
   the notes give STATS' memory_used against memory_budget (--cache-bytes on disk,
   --memory-bytes in memory). In-process that RSS is the whole bench, with what an earlier
   row's broker freed and the allocator kept: use --broker-bin for the broker's own. The
   replay row is one subscriber per topic reading it from Beginning; its peak RSS is of the
   whole run.
-";
+",
+    ),
+];
+
+/// The legend entries for what `rows` show: the columns with figures, and
+/// the scenarios that ran.
+pub fn legend(rows: &[Row]) -> String {
+    LEGEND
+        .iter()
+        .filter(|(topic, _)| match topic {
+            Topic::Rows(has_figure) => rows.iter().any(has_figure),
+            Topic::Scenario(names) => rows.iter().any(|row| names.contains(&row.scenario)),
+        })
+        .map(|(_, text)| *text)
+        .collect()
+}
 
 // ---- CSV ----
 
@@ -273,7 +375,7 @@ pub fn csv(rows: &[Row]) -> String {
     let mut text = String::from(
         "scenario,target,store,publishers,subscribers,payload_bytes,expected_messages,\
          msgs_per_s_per_sub,msgs_per_s_total,mb_per_s,p50_ns,p99_ns,p999_ns,max_ns,\
-         peak_rss_bytes,threads,of_relay,of_memory,startup_ns,missing,duplicates,\
+         peak_rss_bytes,threads,of_relay,of_nats,of_memory,startup_ns,missing,duplicates,\
          out_of_order,unexpected,ok\n",
     );
     let optional = |value: Option<String>| value.unwrap_or_default();
@@ -297,6 +399,7 @@ pub fn csv(rows: &[Row]) -> String {
             optional(row.resources.peak_rss_bytes.map(|b| b.to_string())),
             optional(row.resources.threads.map(|t| t.to_string())),
             optional(row.of_relay.map(|f| format!("{f:.4}"))),
+            optional(row.of_nats.map(|f| format!("{f:.4}"))),
             optional(row.of_memory.map(|f| format!("{f:.4}"))),
             optional(row.start_time.map(|t| t.as_nanos().to_string())),
             row.tally.missing().to_string(),

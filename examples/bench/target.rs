@@ -1,8 +1,8 @@
 //! What a scenario runs against, and how its memory and threads are measured.
 //!
 //! A [`Target`] is brook (in this process, as a child process, or already
-//! running elsewhere) or the relay (in this process, or as a child process
-//! when brook is one). Each scenario starts a fresh one and stops it
+//! running elsewhere), the relay (in this process, or as a child process
+//! when brook is one), or, with `--peer nats`, a nats-server child process. Each scenario starts a fresh one and stops it
 //! afterwards, so no scenario inherits another's stored messages.
 //!
 //! Measuring uses `/proc`: the peak resident set (`VmHWM`) and the thread
@@ -50,6 +50,8 @@ pub enum BrokerChoice {
 pub enum TargetKind {
     Brook,
     Relay,
+    /// nats-server, NATS core: no acks, nothing kept.
+    Nats,
 }
 
 impl TargetKind {
@@ -57,6 +59,7 @@ impl TargetKind {
         match self {
             TargetKind::Brook => "brook",
             TargetKind::Relay => "relay",
+            TargetKind::Nats => "nats",
         }
     }
 }
@@ -173,12 +176,17 @@ impl Target {
             BrokerChoice::InProcess => true,
             BrokerChoice::External { .. } => kind == TargetKind::Relay,
             BrokerChoice::Binary(_) => false,
-        };
+        } && kind != TargetKind::Nats;
         if in_this_process {
             reset_own_peak();
         }
         let started = Instant::now();
         let (addr, running, probe) = match (kind, choice) {
+            (TargetKind::Nats, _) => {
+                let (child, addr) = ChildBroker::spawn_nats()?;
+                let pid = child.process.id();
+                (addr, Running::Child(child), Probe::OtherProcess(pid))
+            }
             (TargetKind::Relay, BrokerChoice::Binary(_)) => {
                 let (child, addr) = ChildBroker::spawn_relay()?;
                 let pid = child.process.id();
@@ -457,6 +465,15 @@ impl ChildBroker {
         ChildBroker::spawn(relay, &bench)
     }
 
+    /// Starts `nats-server` from `PATH` on a port of its choosing (`-p -1`),
+    /// which it names in its log.
+    fn spawn_nats() -> Result<(ChildBroker, SocketAddr), String> {
+        let mut nats = Command::new(NATS_SERVER);
+        nats.args(["-a", "127.0.0.1", "-p", "-1"])
+            .stdin(Stdio::null());
+        ChildBroker::spawn(nats, Path::new(NATS_SERVER))
+    }
+
     /// Starts `command` and reads its address from its "listening on" line.
     fn spawn(mut command: Command, binary: &Path) -> Result<(ChildBroker, SocketAddr), String> {
         let mut process = command
@@ -509,7 +526,7 @@ fn read_child_log(log: impl BufRead, address: mpsc::Sender<SocketAddr>) {
             let _ = address.send(addr);
             continue;
         }
-        let worth_telling = ["WARN", "ERROR", "panicked", "abort"]
+        let worth_telling = ["WARN", "ERROR", "[WRN]", "[ERR]", "panicked", "abort"]
             .iter()
             .any(|word| line.contains(word));
         if worth_telling {
@@ -523,9 +540,26 @@ fn read_child_log(log: impl BufRead, address: mpsc::Sender<SocketAddr>) {
     }
 }
 
+/// The address in brook's or the relay's `listening on HOST:PORT`, or in
+/// nats-server's `Listening for client connections on HOST:PORT`.
 fn listening_address(line: &str) -> Option<SocketAddr> {
-    let (_, rest) = line.split_once("listening on ")?;
+    let (_, rest) = line
+        .split_once("listening on ")
+        .or_else(|| line.split_once("Listening for client connections on "))?;
     rest.split_whitespace().next()?.parse().ok()
+}
+
+/// The NATS server the `--peer nats` rows run against, found on `PATH`.
+pub const NATS_SERVER: &str = "nats-server";
+
+/// Whether `nats-server` is on `PATH` and runs.
+pub fn nats_server_available() -> bool {
+    Command::new(NATS_SERVER)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 // ---- Data directories ----
