@@ -21,6 +21,9 @@ use crate::session::DeliveryPolicy;
 pub struct Config {
     /// Where to listen, `HOST:PORT`. Port 0 picks a free port.
     pub addr: String,
+    /// Where to serve Prometheus metrics over HTTP (`metrics.rs`), if
+    /// anywhere.
+    pub metrics_addr: Option<String>,
     pub ack_delay: Duration,
     pub ack_timeout: Duration,
     pub max_deliveries: u32,
@@ -94,6 +97,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             addr: "127.0.0.1:3000".to_owned(),
+            metrics_addr: None,
             ack_delay: Duration::from_secs(1),
             ack_timeout: Duration::from_secs(2),
             max_deliveries: 5,
@@ -292,6 +296,17 @@ const FLAGS: &[Flag] = &[
         help: "address to listen on [default: 127.0.0.1:3000]",
         expected: "HOST:PORT, such as 127.0.0.1:3000",
         set: |config, value| value.contains(':').then(|| config.addr = value.to_owned()),
+    },
+    Flag {
+        name: "--metrics-addr",
+        value: "HOST:PORT",
+        help: "serve Prometheus metrics at http://HOST:PORT/metrics [default: off]",
+        expected: "HOST:PORT, such as 127.0.0.1:9100",
+        set: |config, value| {
+            value
+                .contains(':')
+                .then(|| config.metrics_addr = Some(value.to_owned()))
+        },
     },
     Flag {
         name: "--ack-delay",

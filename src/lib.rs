@@ -38,10 +38,11 @@
 //! - [`writer`]: the writer thread, the only code that writes to a socket.
 //! - [`client`]: a blocking Rust client, used by the examples and tests.
 //!
-//! And two modules off the message's path: [`signals`], which lets the
-//! `brook` binary hear SIGTERM and Ctrl-C and stop cleanly, and [`files`],
+//! And three modules off the message's path: [`signals`], which lets the
+//! `brook` binary hear SIGTERM and Ctrl-C and stop cleanly, [`files`],
 //! which shares the process's file descriptors between connections and
-//! topics.
+//! topics, and [`metrics`], which serves the broker's figures to a
+//! monitoring system (`--metrics-addr`).
 
 pub mod budget;
 pub mod client;
@@ -56,6 +57,7 @@ pub mod group;
 pub mod ids;
 pub mod json;
 pub mod line;
+pub mod metrics;
 pub mod protocol;
 pub mod queue;
 pub mod segment;

@@ -39,7 +39,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::{Condvar, Mutex};
 
 use crate::dispatcher::Command;
@@ -56,6 +56,15 @@ pub const MAX_QUEUED_PAYLOAD_BYTES: usize = 1 << 20;
 /// down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Disconnected;
+
+/// Why [`CommandSender::try_send`] did not queue its command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotQueued {
+    /// The queue is full: the dispatcher is behind.
+    Full,
+    /// The dispatcher is gone.
+    Disconnected,
+}
 
 /// A queue holding at most `max_commands` commands and
 /// `max_payload_bytes` bytes of payload (but always one command, however
@@ -92,6 +101,23 @@ impl CommandSender {
             self.room.take(bytes, publishes)?;
         }
         self.commands.send(command).map_err(|_| Disconnected)
+    }
+
+    /// Queues `command`, which carries no payload, if the queue has room
+    /// for it now, for a thread that must not wait: the metrics thread.
+    pub fn try_send(&self, command: Command) -> Result<(), NotQueued> {
+        debug_assert_eq!(command.payload_bytes(), 0, "only a command without payload");
+        self.commands
+            .try_send(command)
+            .map_err(|error| match error {
+                TrySendError::Full(_) => NotQueued::Full,
+                TrySendError::Disconnected(_) => NotQueued::Disconnected,
+            })
+    }
+
+    /// How many commands wait for the dispatcher now.
+    pub fn queued_commands(&self) -> usize {
+        self.commands.len()
     }
 
     /// The broker is stopping: publishers are never held again. A reader

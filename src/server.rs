@@ -9,7 +9,8 @@
 //! `conn-<id>-read`, and remembers the socket so that [`Broker::shutdown`]
 //! can close it. That is all the threads there are: one acceptor, one
 //! dispatcher, one reader per connection, and one writer per connection that
-//! is written to.
+//! is written to; with `--metrics-addr`, one more, serving the figures
+//! (`metrics.rs`).
 //!
 //! A stop ([`Broker::shutdown`], or a [`Stopper`] from another thread, as
 //! the binary's signal thread does) loses nothing the broker accepted. In
@@ -42,6 +43,7 @@ use crate::dispatcher::{Command, Dispatcher, Stopped};
 use crate::fetcher::Fetcher;
 use crate::files::{self, FileBudget, FILES_RESERVED};
 use crate::ids::ConnId;
+use crate::metrics;
 use crate::protocol::{self, status};
 use crate::queue::{self, CommandSender};
 use crate::store::{MemoryStore, Store, StoreError};
@@ -91,16 +93,20 @@ pub struct Broker {
     connections: OpenConnections,
     acceptor: Option<JoinHandle<()>>,
     dispatcher: Option<JoinHandle<Result<Stopped, StoreError>>>,
+    /// Where `--metrics-addr` is served, and the thread serving it.
+    metrics_addr: Option<SocketAddr>,
+    metrics: Option<JoinHandle<()>>,
 }
 
 /// Starts a broker's clean stop from any thread; [`Broker::wait`] returns
 /// once it is done.
 #[derive(Debug, Clone)]
 pub struct Stopper {
-    /// Tells the acceptor to stop.
+    /// Tells the acceptor (and the metrics thread) to stop.
     stopping: Arc<AtomicBool>,
-    /// Where the acceptor listens, to wake it.
+    /// Where the acceptor listens, to wake it; and the metrics thread.
     wake_addr: SocketAddr,
+    metrics_wake_addr: Option<SocketAddr>,
     context: Arc<ReaderContext>,
 }
 
@@ -112,6 +118,9 @@ impl Stopper {
         self.stopping.store(true, Ordering::SeqCst);
         // `accept()` has no timeout: wake it with a connection of our own.
         let _ = TcpStream::connect(self.wake_addr);
+        if let Some(addr) = self.metrics_wake_addr {
+            let _ = TcpStream::connect(addr);
+        }
         self.context.commands.stop_holding_publishers();
         self.context.gate.close();
         let _ = self.context.commands.send(Command::Shutdown);
@@ -122,6 +131,15 @@ impl Stopper {
 pub fn start(config: &Config) -> io::Result<Broker> {
     let listener = TcpListener::bind(&config.addr)?;
     let local_addr = listener.local_addr()?;
+    let metrics_listener = config
+        .metrics_addr
+        .as_deref()
+        .map(metrics::bind)
+        .transpose()?;
+    let metrics_addr = match &metrics_listener {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
 
     let (commands, queue) = queue::bounded(COMMAND_QUEUE, queue::MAX_QUEUED_PAYLOAD_BYTES);
     let connections = OpenConnections::default();
@@ -129,12 +147,14 @@ pub fn start(config: &Config) -> io::Result<Broker> {
         files::open_files_limit(),
         connections.count.clone(),
     ));
+    let syncer = Syncer::spawn(config.fsync_interval)?;
+    let fsync_times = syncer.fsync_times();
     // Recovers every stored topic first: a damaged log stops the start.
     let dispatcher = Dispatcher::new(
         config.delivery_policy(),
         config.topic_limits(),
         store(config, &commands, &files)?,
-        Syncer::spawn(config.fsync_interval)?,
+        syncer,
         connections.count.clone(),
     )
     .map_err(io::Error::other)?;
@@ -155,7 +175,17 @@ pub fn start(config: &Config) -> io::Result<Broker> {
     let stopper = Stopper {
         stopping: stopping.clone(),
         wake_addr: wake_addr(local_addr),
+        metrics_wake_addr: metrics_addr.map(wake_addr),
         context: context.clone(),
+    };
+    let metrics = match metrics_listener {
+        Some(listener) => Some(metrics::spawn(
+            listener,
+            context.commands.clone(),
+            fsync_times,
+            stopping.clone(),
+        )?),
+        None => None,
     };
     let acceptor = Acceptor {
         listener,
@@ -176,6 +206,8 @@ pub fn start(config: &Config) -> io::Result<Broker> {
         connections,
         acceptor: Some(acceptor),
         dispatcher: Some(dispatcher),
+        metrics_addr,
+        metrics,
     })
 }
 
@@ -241,6 +273,12 @@ impl Broker {
         self.local_addr
     }
 
+    /// Where `--metrics-addr` is served (with the real port if it asked
+    /// for port 0), if it was given.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// How many connections the broker serves at once.
     pub fn max_connections(&self) -> usize {
         self.max_connections
@@ -268,8 +306,11 @@ impl Broker {
 
     fn stop(&mut self) {
         self.stopper.stop();
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
+        for thread in [self.acceptor.take(), self.metrics.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = thread.join();
         }
         let _ = self.join_dispatcher();
         // Readers still reading (throwing away what their clients send
@@ -417,7 +458,7 @@ const ACCEPT_BACKOFF_MOST: Duration = Duration::from_secs(1);
 /// Failed accepts in a row: the wait before the next try, which doubles
 /// while they go on, and their log lines.
 #[derive(Debug, Default)]
-struct AcceptFailures {
+pub(crate) struct AcceptFailures {
     backoff: Option<Duration>,
     log: Throttled,
 }
@@ -425,7 +466,7 @@ struct AcceptFailures {
 impl AcceptFailures {
     /// Logs a failed accept (at most once a second), and returns how long
     /// to wait before the next try.
-    fn failed(&mut self, error: &io::Error) -> Duration {
+    pub(crate) fn failed(&mut self, error: &io::Error) -> Duration {
         self.log
             .log(|suppressed| log::warn!("accept failed: {error}{suppressed}"));
         let backoff = self.backoff.map_or(ACCEPT_BACKOFF_FIRST, |last| {
@@ -436,7 +477,7 @@ impl AcceptFailures {
     }
 
     /// An accept succeeded: the next failure waits the shortest time again.
-    fn ended(&mut self) {
+    pub(crate) fn ended(&mut self) {
         self.backoff = None;
     }
 }

@@ -1,8 +1,10 @@
 //! What the broker counts, and the reports the line protocol's `TOPICS` and
-//! `STATS` commands print.
+//! `STATS` commands print, and `--metrics-addr` serves (`metrics.rs`).
 //!
 //! Every topic carries its own [`Traffic`]: messages and bytes in (appended
-//! by the dispatcher) and out (written for subscribers and pulls). Broker-wide
+//! by the dispatcher) and out (written for subscribers and pulls), and of
+//! those, the redeliveries and the messages given up; each consumer group
+//! counts its own share of them the same way. Broker-wide
 //! figures are sums over the topics, made when someone asks, so nothing on
 //! the path of a message does more than bump two numbers; beside them,
 //! `STATS` reads the store's memory budget (`budget.rs`) as it is.
@@ -31,7 +33,8 @@ impl Counter {
     }
 }
 
-/// What went through one topic.
+/// What went through one topic, or one consumer group (which has no
+/// messages in of its own).
 #[derive(Debug, Default)]
 pub struct Traffic {
     pub messages_in: Counter,
@@ -39,6 +42,11 @@ pub struct Traffic {
     /// Deliveries, counting every redelivery.
     pub messages_out: Counter,
     pub bytes_out: Counter,
+    /// Deliveries of a message that had been delivered before.
+    pub redeliveries: Counter,
+    /// Messages given up after `--max-deliveries` (sent to the topic's
+    /// dead-letter topic, unless `--dead-letter off`).
+    pub given_up: Counter,
 }
 
 impl Traffic {
@@ -48,10 +56,14 @@ impl Traffic {
         self.bytes_in.add(bytes as u64);
     }
 
-    /// Counts a delivery of one of the topic's messages.
-    pub fn sent(&self, bytes: usize) {
+    /// Counts a delivery of one of the topic's messages, its
+    /// `deliveries`th.
+    pub fn sent(&self, bytes: usize, deliveries: u32) {
         self.messages_out.add(1);
         self.bytes_out.add(bytes as u64);
+        if deliveries > 1 {
+            self.redeliveries.add(1);
+        }
     }
 }
 
@@ -68,8 +80,12 @@ pub struct TopicReport {
     pub bytes_in: u64,
     pub messages_out: u64,
     pub bytes_out: u64,
+    pub redeliveries: u64,
+    pub given_up: u64,
     /// How many of its offsets were found damaged on disk, and skipped.
     pub unreadable: u64,
+    /// The bytes of its segment files (0 in memory).
+    pub disk_bytes: u64,
     pub groups: Vec<GroupReport>,
 }
 
@@ -83,6 +99,11 @@ pub struct GroupReport {
     /// How many of the topic's messages the group has yet to finish with:
     /// not given out yet, or given out and not acked.
     pub lag: u64,
+    /// The group's share of its topic's [`Traffic`] out.
+    pub messages_out: u64,
+    pub bytes_out: u64,
+    pub redeliveries: u64,
+    pub given_up: u64,
 }
 
 impl TopicReport {
