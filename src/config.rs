@@ -651,6 +651,7 @@ mod tests {
             panic!("expected a config")
         };
         assert_eq!(config.addr, "127.0.0.1:3000");
+        assert_eq!(config.metrics_addr, None);
         assert_eq!(config.max_message_bytes, 8 << 20);
         assert_eq!(config.on_damage, OnDamage::Skip);
 
@@ -686,6 +687,7 @@ mod tests {
             "--memory-bytes",
             "2GiB",
             "--on-damage=stop",
+            "--metrics-addr=127.0.0.1:9100",
         ])
         .unwrap() else {
             panic!("expected a config")
@@ -715,6 +717,8 @@ mod tests {
         assert_eq!(config.memory_bytes, Some(2 << 30));
         assert_eq!(config.memory_budget(), ("--cache-bytes", 16 << 20));
         assert_eq!(config.on_damage, OnDamage::Stop);
+        assert_eq!(config.metrics_addr.as_deref(), Some("127.0.0.1:9100"));
+        assert!(parse(&["--metrics-addr=9100"]).is_err());
         assert!(parse(&["--max-topic-name-bytes=64KiB"]).is_err());
         assert!(parse(&["--on-damage=ignore"]).is_err());
 
