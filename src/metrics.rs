@@ -199,7 +199,7 @@ impl MetricsServer {
         answer
             .recv_timeout(REPORT_PATIENCE)
             .map_err(|error| match error {
-                RecvTimeoutError::Timeout => Refusal::Busy,
+                RecvTimeoutError::Timeout => Refusal::Late,
                 RecvTimeoutError::Disconnected => Refusal::Stopping,
             })
     }
@@ -228,8 +228,10 @@ enum Refusal {
     BadRequest(&'static str),
     NotFound,
     MethodNotAllowed,
-    /// The dispatcher's queue is full, or it did not answer in time.
+    /// The dispatcher's queue is full.
     Busy,
+    /// The dispatcher did not answer within [`REPORT_PATIENCE`].
+    Late,
     /// The broker is stopping.
     Stopping,
 }
@@ -240,7 +242,7 @@ impl Refusal {
             Refusal::BadRequest(_) => "400 Bad Request",
             Refusal::NotFound => "404 Not Found",
             Refusal::MethodNotAllowed => "405 Method Not Allowed",
-            Refusal::Busy | Refusal::Stopping => "503 Service Unavailable",
+            Refusal::Busy | Refusal::Late | Refusal::Stopping => "503 Service Unavailable",
         }
     }
 }
@@ -253,7 +255,12 @@ impl Display for Refusal {
             Refusal::MethodNotAllowed => write!(f, "{METRICS_PATH} answers GET only"),
             Refusal::Busy => write!(
                 f,
-                "the dispatcher did not report within {REPORT_PATIENCE:?}; try again"
+                "the dispatcher's queue is full: it is behind; try again later"
+            ),
+            Refusal::Late => write!(
+                f,
+                "the dispatcher did not report within {REPORT_PATIENCE:?}: it is behind; \
+                 try again later"
             ),
             Refusal::Stopping => write!(f, "the broker is stopping"),
         }
@@ -369,18 +376,21 @@ struct Scrape {
     queued_commands: usize,
 }
 
+/// A metric's type, as its `# TYPE` line says it.
 #[derive(Debug, Clone, Copy)]
 enum Kind {
     Counter,
     Gauge,
+    Histogram,
 }
 
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
+impl Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
-        }
+            Kind::Histogram => "histogram",
+        })
     }
 }
 
@@ -571,12 +581,12 @@ const FSYNC_SECONDS: &str = "brook_fsync_seconds";
 fn render(scrape: &Scrape, fsync_times: &FsyncTimes) -> String {
     let mut out = Exposition::default();
     for metric in BROKER_METRICS {
-        out.family(metric.name, metric.kind.name(), metric.help);
+        out.family(metric.name, metric.kind, metric.help);
         out.sample(metric.name, &[], (metric.value)(scrape));
     }
     let topics = &scrape.report.topics;
     for metric in TOPIC_METRICS {
-        out.family(metric.name, metric.kind.name(), metric.help);
+        out.family(metric.name, metric.kind, metric.help);
         for topic in topics {
             out.sample(
                 metric.name,
@@ -586,7 +596,7 @@ fn render(scrape: &Scrape, fsync_times: &FsyncTimes) -> String {
         }
     }
     for metric in GROUP_METRICS {
-        out.family(metric.name, metric.kind.name(), metric.help);
+        out.family(metric.name, metric.kind, metric.help);
         for topic in topics {
             for group in &topic.groups {
                 let labels = [("topic", &*topic.name), ("group", &*group.name)];
@@ -606,7 +616,7 @@ struct Exposition {
 
 impl Exposition {
     /// Starts a family: its `# HELP` and `# TYPE` lines.
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
+    fn family(&mut self, name: &str, kind: Kind, help: &str) {
         let _ = writeln!(self.text, "# HELP {name} {help}");
         let _ = writeln!(self.text, "# TYPE {name} {kind}");
     }
@@ -632,7 +642,7 @@ impl Exposition {
     fn histogram(&mut self, times: &FsyncTimes) {
         self.family(
             FSYNC_SECONDS,
-            "histogram",
+            Kind::Histogram,
             "Time the syncer thread took to force one log's writes to disk (--fsync batch).",
         );
         let bucket = format!("{FSYNC_SECONDS}_bucket");
