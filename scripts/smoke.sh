@@ -1,8 +1,9 @@
 #!/bin/sh
 # smoke.sh: an end-to-end check of the other scripts against a real broker.
 # It starts a broker on a free port of 127.0.0.1, drives it only through
-# publish.sh, binary-publish.sh, pull.sh and subscribe.sh, prints a PASS or
-# FAIL line per check, and exits 1 if any failed. The broker, the background
+# publish.sh, binary-publish.sh, pull.sh and subscribe.sh (and, if curl is
+# there, fetches the broker's metrics), prints a PASS or FAIL line per
+# check, and exits 1 if any failed. The broker, the background
 # subscribers and the temporary files go away however it ends.
 #
 # The broker is $BROOK_BIN if set, else the release build (it runs
@@ -103,9 +104,11 @@ set -C # no clobbering: fail if a file of that name is already there
 : >"$tmp.log"
 set +C
 
-# Port 0: the system picks a free port, and the broker logs it at start-up:
+# Port 0: the system picks a free port, and the broker logs it at start-up
+# (the metrics' port too, on a line before):
+#   [... INFO  brook::metrics] metrics served at http://127.0.0.1:40117/metrics
 #   [... INFO  brook] brook listening on 127.0.0.1:41023 (in-memory topics; ...
-RUST_LOG=info "$bin" --addr 127.0.0.1:0 --in-memory >"$tmp.log" 2>&1 &
+RUST_LOG=info "$bin" --addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0 --in-memory >"$tmp.log" 2>&1 &
 broker_pid=$!
 
 port=
@@ -227,6 +230,32 @@ wait_for "$tmp.current.out" "[feed@1] late
 [feed@2] binary late"
 check "subscribe.sh current: only new messages" "[feed@1] late
 [feed@2] binary late" "$(slurp "$tmp.current.out")"
+
+# ---- Metrics, if curl is there. ----
+
+if command -v curl >/dev/null 2>&1; then
+    metrics_url=
+    while IFS= read -r line; do
+        case $line in
+        *'metrics served at '*) metrics_url=${line#*metrics served at } ;;
+        esac
+    done <"$tmp.log"
+    # Three messages were published to feed.
+    feed_in=
+    set -C
+    : >"$tmp.metrics"
+    set +C
+    if curl -sSf "$metrics_url" >"$tmp.metrics" 2>&1; then
+        while IFS= read -r line; do
+            case $line in
+            'brook_topic_messages_in_total{topic="feed"} '*) feed_in=${line##* } ;;
+            esac
+        done <"$tmp.metrics"
+    fi
+    check "curl GET /metrics: the feed's messages in" 3 "${feed_in:-$(slurp "$tmp.metrics")}"
+else
+    printf 'SKIP metrics: no curl\n'
+fi
 
 # exit_status PID: waits up to 10 s for background process PID to end, and
 # sets $code to its exit status, or to "running". (Not in $(...): a subshell

@@ -23,6 +23,9 @@ pub use crate::store::{Fsync, OnDamage};
 pub struct Config {
     /// Where to listen, `HOST:PORT`. Port 0 picks a free port.
     pub addr: String,
+    /// Where to serve Prometheus metrics over HTTP (`metrics.rs`), if
+    /// anywhere.
+    pub metrics_addr: Option<String>,
     pub ack_delay: Duration,
     pub ack_timeout: Duration,
     pub max_deliveries: u32,
@@ -96,6 +99,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             addr: "127.0.0.1:3000".to_owned(),
+            metrics_addr: None,
             ack_delay: Duration::from_secs(1),
             ack_timeout: Duration::from_secs(2),
             max_deliveries: 5,
@@ -245,6 +249,17 @@ const FLAGS: &[Flag] = &[
         help: "address to listen on [default: 127.0.0.1:3000]",
         expected: "HOST:PORT, such as 127.0.0.1:3000",
         set: |config, value| value.contains(':').then(|| config.addr = value.to_owned()),
+    },
+    Flag {
+        name: "--metrics-addr",
+        value: "HOST:PORT",
+        help: "serve Prometheus metrics at http://HOST:PORT/metrics [default: off]",
+        expected: "HOST:PORT, such as 127.0.0.1:9100",
+        set: |config, value| {
+            value
+                .contains(':')
+                .then(|| config.metrics_addr = Some(value.to_owned()))
+        },
     },
     Flag {
         name: "--ack-delay",
@@ -589,6 +604,7 @@ mod tests {
             panic!("expected a config")
         };
         assert_eq!(config.addr, "127.0.0.1:3000");
+        assert_eq!(config.metrics_addr, None);
         assert_eq!(config.max_message_bytes, 8 << 20);
         assert_eq!(config.on_damage, OnDamage::Skip);
 
@@ -624,6 +640,7 @@ mod tests {
             "--memory-bytes",
             "2GiB",
             "--on-damage=stop",
+            "--metrics-addr=127.0.0.1:9100",
         ])
         .unwrap() else {
             panic!("expected a config")
@@ -653,6 +670,8 @@ mod tests {
         assert_eq!(config.memory_bytes, Some(2 << 30));
         assert_eq!(config.memory_budget(), ("--cache-bytes", 16 << 20));
         assert_eq!(config.on_damage, OnDamage::Stop);
+        assert_eq!(config.metrics_addr.as_deref(), Some("127.0.0.1:9100"));
+        assert!(parse(&["--metrics-addr=9100"]).is_err());
         assert!(parse(&["--max-topic-name-bytes=64KiB"]).is_err());
         assert!(parse(&["--on-damage=ignore"]).is_err());
 

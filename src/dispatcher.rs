@@ -483,6 +483,9 @@ impl Dispatcher {
             }
             Command::Written { conn } => self.serve(conn, now),
             Command::Fetched(fetched) => self.fetched(fetched, now),
+            Command::Report { reply } => {
+                let _ = reply.try_send(self.broker_report(now));
+            }
             Command::Detach { conn } => self.detach(conn, now)?,
             Command::Shutdown => return Ok(false),
         }
@@ -531,16 +534,7 @@ impl Dispatcher {
             }
             Ok(Request::Topics) => self.reply(conn, Reply::Topics(self.topic_reports())),
             Ok(Request::Stats) => {
-                let budget = self.store.budget();
-                let report = BrokerReport {
-                    uptime: now.duration_since(self.started),
-                    connections: self.connections.load(Ordering::Relaxed),
-                    memory_used: budget.used(),
-                    memory_budget: budget.limit(),
-                    publishers_waiting: self.full_memory.publishers_waiting,
-                    topics: self.topic_reports(),
-                    refused_disk_full: self.full_disk.refused,
-                };
+                let report = self.broker_report(now);
                 self.reply(conn, Reply::Stats(Box::new(report)));
             }
             Ok(Request::Ping) => self.reply(conn, Reply::Pong),
@@ -965,6 +959,8 @@ impl Dispatcher {
                     payload: answer.payload,
                 };
                 let topic = &self.topics[answer.topic];
+                topic.traffic.given_up.add(1);
+                topic.groups[answer.group].traffic.given_up.add(1);
                 log::warn!(
                     "group {:?}: giving up on message {}@{} after {} deliveries",
                     topic.groups[answer.group].name,
@@ -1215,6 +1211,20 @@ impl Dispatcher {
         }
     }
 
+    /// The figures `STATS` prints and `--metrics-addr` serves.
+    fn broker_report(&self, now: Instant) -> BrokerReport {
+        let budget = self.store.budget();
+        BrokerReport {
+            uptime: now.duration_since(self.started),
+            connections: self.connections.load(Ordering::Relaxed),
+            memory_used: budget.used(),
+            memory_budget: budget.limit(),
+            publishers_waiting: self.full_memory.publishers_waiting,
+            topics: self.topic_reports(),
+            refused_disk_full: self.full_disk.refused,
+        }
+    }
+
     fn topic_reports(&self) -> Vec<TopicReport> {
         self.topics
             .iter()
@@ -1227,7 +1237,10 @@ impl Dispatcher {
                 bytes_in: topic.traffic.bytes_in.get(),
                 messages_out: topic.traffic.messages_out.get(),
                 bytes_out: topic.traffic.bytes_out.get(),
+                redeliveries: topic.traffic.redeliveries.get(),
+                given_up: topic.traffic.given_up.get(),
                 unreadable: topic.log.unreadable_records(),
+                disk_bytes: topic.log.disk_bytes(),
                 groups: topic
                     .groups
                     .iter()

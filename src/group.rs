@@ -34,6 +34,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use crate::ids::{ConnId, Offset};
+use crate::stats::Traffic;
 use crate::store::GroupPosition;
 use crate::wire::reply::GroupReport;
 
@@ -66,6 +67,8 @@ pub struct Group {
     turn: usize,
     /// The log's start when the group last forgot what retention dropped.
     forgotten_before: Offset,
+    /// What the group gave out and gave up (it has no messages in).
+    pub traffic: Traffic,
 }
 
 impl Group {
@@ -107,6 +110,7 @@ impl Group {
             members: Vec::new(),
             turn: 0,
             forgotten_before: 0,
+            traffic: Traffic::default(),
         }
     }
 
@@ -211,6 +215,10 @@ impl Group {
             members: self.members.len(),
             position: self.position(),
             lag: end.saturating_sub(self.next) + unfinished as u64,
+            messages_out: self.traffic.messages_out.get(),
+            bytes_out: self.traffic.bytes_out.get(),
+            redeliveries: self.traffic.redeliveries.get(),
+            given_up: self.traffic.given_up.get(),
         }
     }
 

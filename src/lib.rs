@@ -44,10 +44,11 @@
 //! - `writer.rs`: the writer thread, the only code that writes to a socket.
 //! - [`client`]: a blocking Rust client, used by the examples and tests.
 //!
-//! And two modules off the message's path: [`signals`], which lets the
-//! `brook` binary hear SIGTERM and Ctrl-C and stop cleanly, and [`files`],
+//! And three modules off the message's path: [`signals`], which lets the
+//! `brook` binary hear SIGTERM and Ctrl-C and stop cleanly, [`files`],
 //! which shares the process's file descriptors between connections and
-//! topics.
+//! topics, and `metrics.rs`, which serves the broker's figures to a
+//! monitoring system (`--metrics-addr`).
 //!
 //! No file uses a file that uses it (`tests/layering.rs` checks), so each
 //! can be read knowing only the ones it names. What the client, the
@@ -62,6 +63,7 @@ pub(crate) mod dispatcher;
 pub mod files;
 pub(crate) mod group;
 pub(crate) mod ids;
+pub(crate) mod metrics;
 pub(crate) mod queue;
 pub(crate) mod reader;
 pub mod server;

@@ -45,11 +45,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::{Condvar, Mutex};
 
 use crate::ids::ConnId;
 use crate::store::Fetched;
+use crate::wire::reply::BrokerReport;
 use crate::wire::request::{Decoded, Request};
 use crate::writer::Writer;
 
@@ -79,6 +80,9 @@ pub enum Command {
     /// Old records the fetcher thread read from a segment, which a log
     /// answered [`Read::Later`](crate::store::Read) for (see `store/fetcher.rs`).
     Fetched(Fetched),
+    /// The metrics thread asks for the figures `STATS` prints, to be sent
+    /// on `reply` (which has room for them: the dispatcher never waits).
+    Report { reply: Sender<BrokerReport> },
     /// Stop the dispatcher: the broker is shutting down, and no reader
     /// sends requests any more. The round it arrives in is finished, then
     /// the dispatcher stops cleanly (`Dispatcher::run`).
@@ -162,6 +166,15 @@ pub const MAX_QUEUED_PAYLOAD_BYTES: usize = 1 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Disconnected;
 
+/// Why [`CommandSender::try_send`] did not queue its command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotQueued {
+    /// The queue is full: the dispatcher is behind.
+    Full,
+    /// The dispatcher is gone.
+    Disconnected,
+}
+
 /// A queue holding at most `max_commands` commands and
 /// `max_payload_bytes` bytes of payload (but always one command, however
 /// large, when it is empty).
@@ -197,6 +210,23 @@ impl CommandSender {
             self.room.take(bytes, publishes)?;
         }
         self.commands.send(command).map_err(|_| Disconnected)
+    }
+
+    /// Queues `command`, which carries no payload, if the queue has room
+    /// for it now, for a thread that must not wait: the metrics thread.
+    pub fn try_send(&self, command: Command) -> Result<(), NotQueued> {
+        debug_assert_eq!(command.payload_bytes(), 0, "only a command without payload");
+        self.commands
+            .try_send(command)
+            .map_err(|error| match error {
+                TrySendError::Full(_) => NotQueued::Full,
+                TrySendError::Disconnected(_) => NotQueued::Disconnected,
+            })
+    }
+
+    /// How many commands wait for the dispatcher now.
+    pub fn queued_commands(&self) -> usize {
+        self.commands.len()
     }
 
     /// The broker is stopping: publishers are never held again. A reader

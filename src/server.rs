@@ -18,7 +18,9 @@
 //! - one fetcher with the disk store (`fetcher`, `store/fetcher.rs`), which
 //!   reads old records back off the dispatcher thread;
 //! - one writer per connection that is written to (`conn-<id>-write`,
-//!   `writer.rs`).
+//!   `writer.rs`);
+//! - with `--metrics-addr`, one more (`metrics`, `metrics.rs`), serving
+//!   the broker's figures over HTTP.
 //!
 //! The helper threads never name the dispatcher's `Command`: what the
 //! writer and the fetcher hand back goes through a callback this file and
@@ -49,14 +51,14 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use crate::config::{Config, Storage};
 use crate::dispatcher::{Dispatcher, Stopped};
-use crate::files::{self, FileBudget, FILES_RESERVED};
+use crate::files::{self, AcceptFailures, FileBudget, Throttled, FILES_RESERVED};
 use crate::ids::ConnId;
+use crate::metrics;
 use crate::queue::{self, Command, CommandSender};
 use crate::reader::{self, Gate, ReaderContext};
 use crate::store::disk::DiskStore;
@@ -110,16 +112,20 @@ pub struct Broker {
     connections: OpenConnections,
     acceptor: Option<JoinHandle<()>>,
     dispatcher: Option<JoinHandle<Result<Stopped, StoreError>>>,
+    /// Where `--metrics-addr` is served, and the thread serving it.
+    metrics_addr: Option<SocketAddr>,
+    metrics: Option<JoinHandle<()>>,
 }
 
 /// Starts a broker's clean stop from any thread; [`Broker::wait`] returns
 /// once it is done.
 #[derive(Debug, Clone)]
 pub struct Stopper {
-    /// Tells the acceptor to stop.
+    /// Tells the acceptor (and the metrics thread) to stop.
     stopping: Arc<AtomicBool>,
-    /// Where the acceptor listens, to wake it.
+    /// Where the acceptor listens, to wake it; and the metrics thread.
     wake_addr: SocketAddr,
+    metrics_wake_addr: Option<SocketAddr>,
     context: Arc<ReaderContext>,
 }
 
@@ -131,6 +137,9 @@ impl Stopper {
         self.stopping.store(true, Ordering::SeqCst);
         // `accept()` has no timeout: wake it with a connection of our own.
         let _ = TcpStream::connect(self.wake_addr);
+        if let Some(addr) = self.metrics_wake_addr {
+            let _ = TcpStream::connect(addr);
+        }
         self.context.commands.stop_holding_publishers();
         self.context.gate.close();
         let _ = self.context.commands.send(Command::Shutdown);
@@ -141,6 +150,15 @@ impl Stopper {
 pub fn start(config: &Config) -> io::Result<Broker> {
     let listener = TcpListener::bind(&config.addr)?;
     let local_addr = listener.local_addr()?;
+    let metrics_listener = config
+        .metrics_addr
+        .as_deref()
+        .map(metrics::bind)
+        .transpose()?;
+    let metrics_addr = match &metrics_listener {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
 
     let (commands, queue) = queue::bounded(COMMAND_QUEUE, queue::MAX_QUEUED_PAYLOAD_BYTES);
     let connections = OpenConnections::default();
@@ -148,12 +166,14 @@ pub fn start(config: &Config) -> io::Result<Broker> {
         files::open_files_limit(),
         connections.count.clone(),
     ));
+    let syncer = Syncer::spawn(config.fsync_interval)?;
+    let fsync_times = syncer.fsync_times();
     // Recovers every stored topic first: a damaged log stops the start.
     let dispatcher = Dispatcher::new(
         config.delivery_policy(),
         config.topic_limits(),
         store(config, &commands, &files)?,
-        Syncer::spawn(config.fsync_interval)?,
+        syncer,
         connections.count.clone(),
     )
     .map_err(io::Error::other)?;
@@ -174,7 +194,17 @@ pub fn start(config: &Config) -> io::Result<Broker> {
     let stopper = Stopper {
         stopping: stopping.clone(),
         wake_addr: wake_addr(local_addr),
+        metrics_wake_addr: metrics_addr.map(wake_addr),
         context: context.clone(),
+    };
+    let metrics = match metrics_listener {
+        Some(listener) => Some(metrics::spawn(
+            listener,
+            context.commands.clone(),
+            fsync_times,
+            stopping.clone(),
+        )?),
+        None => None,
     };
     let acceptor = Acceptor {
         listener,
@@ -195,6 +225,8 @@ pub fn start(config: &Config) -> io::Result<Broker> {
         connections,
         acceptor: Some(acceptor),
         dispatcher: Some(dispatcher),
+        metrics_addr,
+        metrics,
     })
 }
 
@@ -267,6 +299,12 @@ impl Broker {
         self.local_addr
     }
 
+    /// Where `--metrics-addr` is served (with the real port if it asked
+    /// for port 0), if it was given.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// How many connections the broker serves at once.
     pub fn max_connections(&self) -> usize {
         self.max_connections
@@ -294,8 +332,11 @@ impl Broker {
 
     fn stop(&mut self) {
         self.stopper.stop();
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
+        for thread in [self.acceptor.take(), self.metrics.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = thread.join();
         }
         let _ = self.join_dispatcher();
         // Readers still reading (throwing away what their clients send
@@ -434,70 +475,6 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// How long the acceptor waits after an accept fails, at first and at
-/// most: a failure such as EMFILE lasts until a connection closes, and
-/// retrying at once would spin a core and fill the log.
-const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
-const ACCEPT_BACKOFF_MOST: Duration = Duration::from_secs(1);
-
-/// Failed accepts in a row: the wait before the next try, which doubles
-/// while they go on, and their log lines.
-#[derive(Debug, Default)]
-struct AcceptFailures {
-    backoff: Option<Duration>,
-    log: Throttled,
-}
-
-impl AcceptFailures {
-    /// Logs a failed accept (at most once a second), and returns how long
-    /// to wait before the next try.
-    fn failed(&mut self, error: &io::Error) -> Duration {
-        self.log
-            .log(|suppressed| log::warn!("accept failed: {error}{suppressed}"));
-        let backoff = self.backoff.map_or(ACCEPT_BACKOFF_FIRST, |last| {
-            (last * 2).min(ACCEPT_BACKOFF_MOST)
-        });
-        self.backoff = Some(backoff);
-        backoff
-    }
-
-    /// An accept succeeded: the next failure waits the shortest time again.
-    fn ended(&mut self) {
-        self.backoff = None;
-    }
-}
-
-/// A log line that may be written at most once a second, however often
-/// its event happens: the lines left out are counted, and the next line
-/// says how many there were.
-#[derive(Debug, Default)]
-struct Throttled {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Throttled {
-    /// Calls `log` with the note to append (empty, or "(and N more like it
-    /// in the last second)") if a second has passed since the last line;
-    /// otherwise counts the event.
-    fn log(&mut self, log: impl FnOnce(&str)) {
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|last| now.duration_since(last) < Duration::from_secs(1))
-        {
-            self.suppressed += 1;
-            return;
-        }
-        let note = match std::mem::take(&mut self.suppressed) {
-            0 => String::new(),
-            n => format!(" (and {n} more like it since the last such line)"),
-        };
-        log(&note);
-        self.last = Some(now);
-    }
-}
-
 /// Turns away a connection over the limit with an Error status. This is the
 /// one write not made by a writer thread: the point is to spend no thread on
 /// the connection. The frame is a few bytes on a fresh socket, so a
@@ -554,37 +531,4 @@ fn start_reader(
         return Err(error);
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failed_accepts_wait_longer_and_longer_up_to_a_second() {
-        let mut failures = AcceptFailures::default();
-        let error = io::Error::from_raw_os_error(24); // EMFILE
-        let waits: Vec<u128> = (0..9)
-            .map(|_| failures.failed(&error).as_millis())
-            .collect();
-        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
-        failures.ended();
-        assert_eq!(failures.failed(&error), ACCEPT_BACKOFF_FIRST);
-    }
-
-    #[test]
-    fn a_throttled_line_is_written_once_a_second_at_most() {
-        let mut throttled = Throttled::default();
-        let mut lines = Vec::new();
-        for _ in 0..1000 {
-            throttled.log(|note| lines.push(note.to_owned()));
-        }
-        assert_eq!(lines, [""]);
-        assert_eq!(throttled.suppressed, 999);
-        // A second later, the next line says how many were left out.
-        throttled.last = throttled.last.map(|last| last - Duration::from_secs(1));
-        throttled.log(|note| lines.push(note.to_owned()));
-        assert_eq!(lines[1], " (and 999 more like it since the last such line)");
-        assert_eq!(throttled.suppressed, 0);
-    }
 }

@@ -613,7 +613,7 @@ impl Session {
             .iter()
             .any(|m| m.topic == id && m.group == group && m.ack == AckMode::Manual);
         if !manual {
-            self.deliver(topic, offset, payload);
+            self.deliver(topic, Some(group), offset, deliveries, payload);
             return true;
         }
         let delivery = Delivery {
@@ -755,7 +755,7 @@ impl Session {
                 };
                 self.send(delivery, topic, now);
             }
-            AckMode::OnWrite => self.deliver(topic, offset, payload),
+            AckMode::OnWrite => self.deliver(topic, None, offset, 1, payload),
         }
     }
 
@@ -845,7 +845,7 @@ impl Session {
             if self.closing.is_some() {
                 self.closing = Some(now + self.policy.linger);
             }
-            self.deliver(topic, offset, payload);
+            self.deliver(topic, Some(index), offset, deliveries, payload);
         }
         moved
     }
@@ -880,14 +880,33 @@ impl Session {
         if self.in_flight.len() == self.timed_out {
             self.clock_start = now; // it is the oldest live delivery
         }
-        self.deliver(topic, delivery.offset, delivery.payload.clone());
+        let payload = delivery.payload.clone();
+        self.deliver(
+            topic,
+            delivery.group,
+            delivery.offset,
+            delivery.count,
+            payload,
+        );
         self.in_flight_bytes += delivery.payload.len();
         self.in_flight.push_back(delivery);
     }
 
-    /// Queues a message for the writer, and counts it.
-    fn deliver(&mut self, topic: &Topic, offset: Offset, payload: Payload) {
-        topic.traffic.sent(payload.len());
+    /// Queues a message for the writer, and counts it, its `deliveries`th
+    /// delivery: for its topic, and for the group that gave it out, if one
+    /// did.
+    fn deliver(
+        &mut self,
+        topic: &Topic,
+        group: Option<usize>,
+        offset: Offset,
+        deliveries: u32,
+        payload: Payload,
+    ) {
+        topic.traffic.sent(payload.len(), deliveries);
+        if let Some(group) = group.and_then(|index| topic.groups.get(index)) {
+            group.traffic.sent(payload.len(), deliveries);
+        }
         self.outbox_payload_bytes += payload.len();
         self.outbox.push(Outgoing::Delivery {
             topic: topic.name.clone(),
@@ -937,6 +956,7 @@ impl Session {
     /// allowed: logged, and handed to the dispatcher for the dead-letter
     /// topic. (A group gives up its messages itself.)
     fn give_up(&mut self, delivery: &Delivery, topics: &[Topic]) {
+        topics[delivery.topic].traffic.given_up.add(1);
         log::warn!(
             "conn {}: giving up on message {}@{} after {} deliveries",
             self.id,

@@ -26,6 +26,9 @@
 //! that one fsync covers more writes at the price of that much latency.
 //! The queue is short, so a disk that falls further behind makes the
 //! dispatcher wait, and that in turn holds the publishers back.
+//!
+//! Each job's time is counted in [`FsyncTimes`], which the metrics thread
+//! (`metrics.rs`) reads as it is, without asking anyone.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::stats::FsyncTimes;
 use crate::store::{StoreError, SyncJob};
 use crate::writer::Parcel;
 
@@ -53,6 +57,8 @@ pub struct Syncer {
     rounds: Sender<Round>,
     /// Rounds handed over and not yet posted.
     unposted: Arc<AtomicUsize>,
+    /// How many jobs ran, and how long they took.
+    fsync_times: Arc<FsyncTimes>,
     thread: Option<JoinHandle<Result<(), StoreError>>>,
 }
 
@@ -63,12 +69,15 @@ impl Syncer {
         let (rounds, queue) = crossbeam_channel::bounded(MAX_WAITING_ROUNDS);
         let unposted = Arc::new(AtomicUsize::new(0));
         let counter = unposted.clone();
+        let fsync_times = Arc::new(FsyncTimes::default());
+        let times = fsync_times.clone();
         let thread = thread::Builder::new()
             .name("syncer".to_owned())
-            .spawn(move || run(&queue, &counter, interval))?;
+            .spawn(move || run(&queue, &counter, &times, interval))?;
         Ok(Syncer {
             rounds,
             unposted,
+            fsync_times,
             thread: Some(thread),
         })
     }
@@ -92,6 +101,11 @@ impl Syncer {
             // The thread ends early only when a job fails.
             Err(_) => join(&mut self.thread),
         }
+    }
+
+    /// How many jobs the syncer ran, and how long they took, as they go.
+    pub fn fsync_times(&self) -> Arc<FsyncTimes> {
+        self.fsync_times.clone()
     }
 
     /// Lets the syncer finish the rounds it has, waits for it, and returns
@@ -122,6 +136,7 @@ fn join(thread: &mut Option<JoinHandle<Result<(), StoreError>>>) -> Result<(), S
 fn run(
     queue: &Receiver<Round>,
     unposted: &AtomicUsize,
+    times: &FsyncTimes,
     interval: Duration,
 ) -> Result<(), StoreError> {
     while let Ok(first) = queue.recv() {
@@ -136,7 +151,9 @@ fn run(
         rounds.extend(queue.try_iter());
         for round in &mut rounds {
             for job in round.jobs.drain(..) {
+                let started = Instant::now();
                 job()?;
+                times.record(started.elapsed());
             }
         }
         for round in rounds {

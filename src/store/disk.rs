@@ -1021,6 +1021,10 @@ impl TopicLog for DiskLog {
         self.unreadable_count
     }
 
+    fn disk_bytes(&self) -> u64 {
+        self.segments.iter().map(|segment| segment.len).sum()
+    }
+
     fn start(&self) -> Offset {
         self.segments.first().map_or(self.written, |s| s.base)
     }

@@ -120,6 +120,12 @@ pub trait TopicLog: Send {
         0
     }
 
+    /// How many bytes its segment files hold (counting records about to
+    /// be written to them); 0 for a log kept in memory only.
+    fn disk_bytes(&self) -> u64 {
+        0
+    }
+
     /// Whether messages were appended that are not readable yet (see
     /// [`TopicLog::end`]): [`TopicLog::write`] makes them so.
     fn has_unwritten(&self) -> bool {

@@ -110,8 +110,12 @@ pub struct TopicReport {
     pub bytes_in: u64,
     pub messages_out: u64,
     pub bytes_out: u64,
+    pub redeliveries: u64,
+    pub given_up: u64,
     /// How many of its offsets were found damaged on disk, and skipped.
     pub unreadable: u64,
+    /// The bytes of its segment files (0 in memory).
+    pub disk_bytes: u64,
     pub groups: Vec<GroupReport>,
 }
 
@@ -125,6 +129,11 @@ pub struct GroupReport {
     /// How many of the topic's messages the group has yet to finish with:
     /// not given out yet, or given out and not acked.
     pub lag: u64,
+    /// The group's share of its topic's traffic out (`stats.rs`).
+    pub messages_out: u64,
+    pub bytes_out: u64,
+    pub redeliveries: u64,
+    pub given_up: u64,
 }
 
 impl TopicReport {

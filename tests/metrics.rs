@@ -1,0 +1,458 @@
+//! `--metrics-addr`: the Prometheus endpoint, scraped over real TCP with
+//! raw HTTP, as a monitoring system would.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+
+use brook::config::Config;
+use brook::server::Broker;
+use common::broker::{config, start_broker};
+use common::line::Line;
+use common::process::BrookProcess;
+use common::temp::TempDir;
+use common::WAIT;
+
+/// A broker serving metrics on a port of its own. Redeliveries come after
+/// 100 ms, and a message is given up at its second nack.
+fn broker() -> (Broker, SocketAddr) {
+    let config = Config {
+        metrics_addr: Some("127.0.0.1:0".into()),
+        max_deliveries: 2,
+        ..config()
+    };
+    let broker = start_broker(&config);
+    let metrics = broker.metrics_addr().expect("metrics are served");
+    (broker, metrics)
+}
+
+/// An HTTP response: its status line, headers (names in lower case) and
+/// body.
+struct Response {
+    status: String,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+/// Sends `request` as it is, and reads the response to the end (the server
+/// closes the connection after it).
+fn http(addr: SocketAddr, request: &[u8]) -> Response {
+    let mut stream = TcpStream::connect(addr).expect("connect to the metrics port");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.write_all(request).expect("send the request");
+    let mut bytes = Vec::new();
+    stream
+        .read_to_end(&mut bytes)
+        .expect("the response, then the end of the stream");
+    let text = String::from_utf8(bytes).expect("a UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or_default().to_owned();
+    let headers = lines
+        .filter_map(|line| line.split_once(": "))
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.to_owned()))
+        .collect();
+    Response {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// `GET /metrics`, which must succeed; returns the page.
+#[track_caller]
+fn scrape(addr: SocketAddr) -> String {
+    let response = http(addr, b"GET /metrics HTTP/1.1\r\nHost: brook\r\n\r\n");
+    assert_eq!(response.status, "HTTP/1.1 200 OK", "{}", response.body);
+    assert_eq!(
+        response.headers.get("content-type").map(String::as_str),
+        Some("text/plain; version=0.0.4")
+    );
+    assert_eq!(
+        response.headers.get("connection").map(String::as_str),
+        Some("close")
+    );
+    assert_eq!(
+        response.headers.get("content-length"),
+        Some(&response.body.len().to_string())
+    );
+    response.body
+}
+
+/// The values of the page's samples, by their line up to the value:
+/// `name{labels}`.
+fn samples(page: &str) -> HashMap<String, String> {
+    page.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .map(|(series, value)| (series.to_owned(), value.to_owned()))
+        .collect()
+}
+
+/// Asserts each `series value` pair of `expected` is on the page.
+#[track_caller]
+fn assert_samples(page: &str, expected: &[(&str, u64)]) {
+    let samples = samples(page);
+    for (series, value) in expected {
+        assert_eq!(
+            samples.get(*series),
+            Some(&value.to_string()),
+            "{series} on the page:\n{page}"
+        );
+    }
+}
+
+/// Waits until the broker has carried out everything `line` sent: its
+/// replies come in order.
+#[track_caller]
+fn fence(line: &mut Line) {
+    assert_eq!(line.ask("PING"), "+PONG");
+}
+
+#[test]
+fn counters_and_group_lag_are_exact_after_publishing_and_consuming() {
+    let (broker, metrics) = broker();
+    let addr = broker.local_addr();
+    let mut publisher = Line::connect(addr);
+    for i in 0..10 {
+        assert_eq!(
+            publisher.ask(&format!("PUB orders order-{i}")),
+            format!("+OK {i}")
+        );
+    }
+
+    // A fan-out subscriber reads all ten.
+    let mut fan_out = Line::connect(addr);
+    assert_eq!(fan_out.ask("SUB orders beginning"), "+OK");
+    for i in 0..10 {
+        fan_out.expect_msg("orders", i, format!("order-{i}").as_bytes());
+    }
+
+    // The group billing pulls four of them, and has six left.
+    let mut puller = Line::connect(addr);
+    puller.send("PULL orders 4 group billing\n");
+    assert_eq!(puller.read_pull().1, 4);
+
+    // The group workers gets all ten; its member nacks the first, which
+    // comes again, then acks all eleven deliveries.
+    let mut worker = Line::connect(addr);
+    assert_eq!(
+        worker.ask("SUB orders beginning manual group workers"),
+        "+OK"
+    );
+    for i in 0..10 {
+        worker.expect_msg("orders", i, format!("order-{i}").as_bytes());
+    }
+    worker.send("NACK\n");
+    worker.expect_msg("orders", 0, b"order-0");
+    worker.send("ACK\n".repeat(10));
+    fence(&mut worker);
+
+    // A fan-out subscriber of jobs nacks its one message twice: the second
+    // delivery was the last allowed, so it goes to jobs.dlq.
+    let mut jobs = Line::connect(addr);
+    assert_eq!(jobs.ask("SUB jobs manual"), "+OK");
+    assert_eq!(publisher.ask("PUB jobs job"), "+OK 0");
+    jobs.expect_msg("jobs", 0, b"job");
+    jobs.send("NACK\n");
+    jobs.expect_msg("jobs", 0, b"job");
+    jobs.send("NACK\n");
+    fence(&mut jobs);
+
+    let page = scrape(metrics);
+    assert_samples(
+        &page,
+        &[
+            ("brook_topics", 3),
+            ("brook_connections", 5),
+            ("brook_topic_messages_in_total{topic=\"orders\"}", 10),
+            ("brook_topic_bytes_in_total{topic=\"orders\"}", 70),
+            // 10 to the subscriber, 4 pulled, 11 to the worker.
+            ("brook_topic_messages_out_total{topic=\"orders\"}", 25),
+            ("brook_topic_bytes_out_total{topic=\"orders\"}", 175),
+            ("brook_topic_redeliveries_total{topic=\"orders\"}", 1),
+            ("brook_topic_given_up_total{topic=\"orders\"}", 0),
+            ("brook_topic_subscribers{topic=\"orders\"}", 1),
+            ("brook_topic_first_offset{topic=\"orders\"}", 0),
+            ("brook_topic_next_offset{topic=\"orders\"}", 10),
+            ("brook_topic_disk_bytes{topic=\"orders\"}", 0),
+            ("brook_group_members{topic=\"orders\",group=\"billing\"}", 0),
+            (
+                "brook_group_lag_messages{topic=\"orders\",group=\"billing\"}",
+                6,
+            ),
+            (
+                "brook_group_position_offset{topic=\"orders\",group=\"billing\"}",
+                4,
+            ),
+            (
+                "brook_group_messages_out_total{topic=\"orders\",group=\"billing\"}",
+                4,
+            ),
+            (
+                "brook_group_bytes_out_total{topic=\"orders\",group=\"billing\"}",
+                28,
+            ),
+            ("brook_group_members{topic=\"orders\",group=\"workers\"}", 1),
+            (
+                "brook_group_lag_messages{topic=\"orders\",group=\"workers\"}",
+                0,
+            ),
+            (
+                "brook_group_position_offset{topic=\"orders\",group=\"workers\"}",
+                10,
+            ),
+            (
+                "brook_group_messages_out_total{topic=\"orders\",group=\"workers\"}",
+                11,
+            ),
+            (
+                "brook_group_redeliveries_total{topic=\"orders\",group=\"workers\"}",
+                1,
+            ),
+            (
+                "brook_group_given_up_total{topic=\"orders\",group=\"workers\"}",
+                0,
+            ),
+            ("brook_topic_messages_in_total{topic=\"jobs\"}", 1),
+            ("brook_topic_messages_out_total{topic=\"jobs\"}", 2),
+            ("brook_topic_redeliveries_total{topic=\"jobs\"}", 1),
+            ("brook_topic_given_up_total{topic=\"jobs\"}", 1),
+            ("brook_topic_messages_in_total{topic=\"jobs.dlq\"}", 1),
+            ("brook_publishes_refused_disk_full_total", 0),
+            ("brook_publishers_waiting", 0),
+            ("brook_store_disk_bytes", 0),
+        ],
+    );
+}
+
+#[test]
+fn the_disk_store_reports_its_segment_bytes_and_fsync_times() {
+    let data = TempDir::new("metrics-disk");
+    let config = Config {
+        metrics_addr: Some("127.0.0.1:0".into()),
+        storage: brook::config::Storage::Disk(data.path().to_owned()),
+        ..config()
+    };
+    let broker = start_broker(&config);
+    let metrics = broker.metrics_addr().expect("metrics are served");
+    let mut publisher = Line::connect(broker.local_addr());
+    // Confirmed only once forced to disk (--fsync batch): by the syncer.
+    assert_eq!(publisher.ask("PUB orders first"), "+OK 0");
+
+    let page = scrape(metrics);
+    let samples = samples(&page);
+    let number = |series: &str| -> f64 {
+        let value = samples.get(series);
+        value
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{series} in:\n{page}"))
+    };
+    let segment = number("brook_topic_disk_bytes{topic=\"orders\"}");
+    assert!(segment > 5.0, "a record is its payload and more: {segment}");
+    assert_eq!(number("brook_store_disk_bytes"), segment);
+    assert!(number("brook_fsync_seconds_count") >= 1.0, "{page}");
+    assert_eq!(
+        number("brook_fsync_seconds_bucket{le=\"+Inf\"}"),
+        number("brook_fsync_seconds_count")
+    );
+}
+
+#[test]
+fn the_page_parses_and_every_metric_has_one_help_and_one_type() {
+    let (broker, metrics) = broker();
+    let mut publisher = Line::connect(broker.local_addr());
+    assert_eq!(publisher.ask("PUB orders one"), "+OK 0");
+    publisher.send("PULL orders 1 group billing\n");
+    assert_eq!(publisher.read_pull().1, 1);
+
+    let page = scrape(metrics);
+    let mut help: HashMap<&str, usize> = HashMap::new();
+    let mut kinds: HashMap<&str, &str> = HashMap::new();
+    for line in page.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, text) = rest.split_once(' ').expect("# HELP name text");
+            assert!(!text.is_empty(), "{line}");
+            *help.entry(name).or_default() += 1;
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            assert!(kinds.insert(name, kind).is_none(), "two TYPE lines: {line}");
+            assert_eq!(help.get(name), Some(&1), "HELP before TYPE: {line}");
+            continue;
+        }
+        let (name, value) = parse_sample(line);
+        let family = family_of(name, &kinds);
+        assert!(kinds.contains_key(family), "no TYPE before {line}");
+        let kind = kinds[family];
+        assert!(value.is_finite() || name.ends_with("_bucket"), "{line}");
+        if kind == "counter" {
+            assert!(
+                name.ends_with("_total"),
+                "a counter's name ends in _total: {line}"
+            );
+        }
+        assert!(name.starts_with("brook_"), "{line}");
+    }
+    assert!(help.values().all(|&n| n == 1), "{help:?}");
+    assert_eq!(help.len(), kinds.len());
+    assert!(kinds.contains_key("brook_group_lag_messages"));
+    assert_eq!(kinds.get("brook_fsync_seconds"), Some(&"histogram"));
+}
+
+/// Splits `name{label="value",...} number`, checking the syntax of every
+/// part; returns the name and the number.
+#[track_caller]
+fn parse_sample(line: &str) -> (&str, f64) {
+    let name_end = line
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .unwrap_or_else(|| panic!("no value: {line:?}"));
+    let (name, mut rest) = line.split_at(name_end);
+    assert!(
+        !name.is_empty() && !name.starts_with(|c: char| c.is_ascii_digit()),
+        "{line:?}"
+    );
+    if let Some(labels) = rest.strip_prefix('{') {
+        rest = parse_labels(labels, line);
+    }
+    let value = rest
+        .strip_prefix(' ')
+        .unwrap_or_else(|| panic!("no space: {line:?}"));
+    let number = match value {
+        "+Inf" => f64::INFINITY,
+        _ => value
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number: {line:?}")),
+    };
+    (name, number)
+}
+
+/// Reads `label="value",...}` and returns what follows the `}`.
+#[track_caller]
+fn parse_labels<'a>(mut rest: &'a str, line: &str) -> &'a str {
+    loop {
+        let (label, after) = rest.split_once("=\"").unwrap_or_else(|| panic!("{line:?}"));
+        assert!(
+            label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{line:?}"
+        );
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next() {
+                Some((_, '\\')) => {
+                    let escaped = chars.next().map(|(_, c)| c);
+                    assert!(matches!(escaped, Some('\\' | '"' | 'n')), "{line:?}");
+                }
+                Some((i, '"')) => break i,
+                Some((_, '\n')) | None => panic!("an unterminated label value: {line:?}"),
+                Some(_) => {}
+            }
+        };
+        rest = &after[end + 1..];
+        match rest.strip_prefix(',') {
+            Some(more) => rest = more,
+            None => return rest.strip_prefix('}').unwrap_or_else(|| panic!("{line:?}")),
+        }
+    }
+}
+
+/// The family a sample belongs to: a histogram's samples add a suffix.
+fn family_of<'a>(name: &'a str, kinds: &HashMap<&str, &str>) -> &'a str {
+    for suffix in ["_bucket", "_sum", "_count"] {
+        if let Some(family) = name.strip_suffix(suffix) {
+            if kinds.get(family) == Some(&"histogram") {
+                return family;
+            }
+        }
+    }
+    name
+}
+
+#[test]
+fn a_topic_name_with_a_quote_a_backslash_and_a_newline_is_escaped() {
+    let (broker, metrics) = broker();
+    let mut publisher = Line::connect(broker.local_addr());
+    assert_eq!(publisher.ask(r#"PUB "say \"hi\\there\"\nnow" x"#), "+OK 0");
+
+    let page = scrape(metrics);
+    assert_samples(
+        &page,
+        &[(
+            r#"brook_topic_messages_in_total{topic="say \"hi\\there\"\nnow"}"#,
+            1,
+        )],
+    );
+}
+
+#[test]
+fn bad_requests_unknown_paths_and_other_methods_are_refused() {
+    let (_broker, metrics) = broker();
+
+    let garbage = http(metrics, b"\x16\x03\x01 hello there\r\n\r\n");
+    assert_eq!(garbage.status, "HTTP/1.1 400 Bad Request");
+    assert!(
+        garbage.body.starts_with("bad request: "),
+        "{}",
+        garbage.body
+    );
+
+    let unknown = http(metrics, b"GET /other HTTP/1.1\r\n\r\n");
+    assert_eq!(unknown.status, "HTTP/1.1 404 Not Found");
+    assert_eq!(unknown.body, "not found: brook serves GET /metrics only\n");
+
+    let post = http(
+        metrics,
+        b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(post.status, "HTTP/1.1 405 Method Not Allowed");
+    assert_eq!(post.headers.get("allow").map(String::as_str), Some("GET"));
+
+    // None of that disturbed the endpoint.
+    assert!(scrape(metrics).contains("brook_topics 0\n"));
+}
+
+#[test]
+fn a_silent_client_holds_the_endpoint_only_for_the_request_timeout() {
+    let (_broker, metrics) = broker();
+    let silent = TcpStream::connect(metrics).expect("connect");
+    // Served once the silent client's time is up.
+    assert!(scrape(metrics).contains("brook_topics 0\n"));
+    drop(silent);
+}
+
+#[test]
+fn the_metrics_thread_ends_with_the_broker() {
+    let (broker, metrics) = broker();
+    broker.shutdown();
+    assert!(
+        TcpStream::connect(metrics).is_err(),
+        "nothing listens on {metrics} after the stop"
+    );
+}
+
+#[test]
+fn brook_logs_where_it_serves_metrics() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_brook"));
+    command.args([
+        "--addr",
+        "127.0.0.1:0",
+        "--in-memory",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    let brook = BrookProcess::start(command, WAIT).expect("brook starts");
+    brook.wait_for_log("metrics served at http://", WAIT);
+    let log = brook.stderr();
+    let addr = log
+        .split("metrics served at http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|addr| addr.parse::<SocketAddr>().ok())
+        .unwrap_or_else(|| panic!("an address in:\n{log}"));
+    assert!(scrape(addr).contains("# TYPE brook_connections gauge\n"));
+}
