@@ -137,6 +137,16 @@ impl Config {
         }
     }
 
+    /// With the disk store, its data directory as an absolute path, so
+    /// that the log and errors say where it is whatever the directory
+    /// brook was started in; `None` in memory.
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        match &self.storage {
+            Storage::Disk(dir) => Some(std::path::absolute(dir).unwrap_or_else(|_| dir.clone())),
+            Storage::Memory => None,
+        }
+    }
+
     /// The flag that sets the store's memory budget, and the budget in
     /// bytes (see `budget.rs`).
     pub fn memory_budget(&self) -> (&'static str, usize) {
@@ -292,6 +302,18 @@ const FLAGS: &[Flag] = &[
         help: "address to listen on [default: 127.0.0.1:3000]",
         expected: "HOST:PORT, such as 127.0.0.1:3000",
         set: |config, value| value.contains(':').then(|| config.addr = value.to_owned()),
+    },
+    Flag {
+        name: "--port",
+        value: "PORT",
+        help: "port to listen on, at --addr's host: --port 3001 is --addr 127.0.0.1:3001",
+        expected: "a port number from 0 to 65535 (0: any free port)",
+        set: |config, value| {
+            let port: u16 = value.parse().ok()?;
+            let (host, _) = config.addr.rsplit_once(':')?;
+            config.addr = format!("{host}:{port}");
+            Some(())
+        },
     },
     Flag {
         name: "--ack-delay",
@@ -709,6 +731,23 @@ mod tests {
         assert_eq!(config.storage, Storage::Memory);
         assert_eq!(config.fsync, Fsync::Never);
         assert!(parse(&["--in-memory=yes"]).is_err());
+    }
+
+    #[test]
+    fn port_changes_only_the_port_of_addr() {
+        let addr = |args: &[&str]| match parse(args).unwrap() {
+            Invocation::Run(config) => config.addr,
+            Invocation::Help => panic!("expected a config"),
+        };
+        assert_eq!(addr(&["--port", "3001"]), "127.0.0.1:3001");
+        assert_eq!(addr(&["--addr=0.0.0.0:4000", "--port=0"]), "0.0.0.0:0");
+        assert_eq!(addr(&["--addr", "[::1]:4000", "--port", "5"]), "[::1]:5");
+        // The last of the two wins, as for any flag given twice.
+        assert_eq!(addr(&["--port", "5", "--addr", "[::1]:4000"]), "[::1]:4000");
+        for bad in ["70000", "-1", "x", ""] {
+            let error = parse(&["--port", bad]).unwrap_err();
+            assert!(error.to_string().starts_with("--port"), "{error}");
+        }
     }
 
     #[test]

@@ -51,9 +51,11 @@ use crate::stats::{BrokerReport, TopicReport};
 use crate::writer::Reply;
 
 /// A line the broker refuses. Each has the short reason sent after `-ERR `.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LineError {
-    UnknownCommand,
+    /// The first word is not a command; it is echoed back (its start, if
+    /// it is long), with a pointer to `HELP`.
+    UnknownCommand(Box<str>),
     MissingTopic,
     MissingMessage,
     MissingByteCount,
@@ -90,7 +92,7 @@ impl LineError {
     /// The reason sent to the client after `-ERR `.
     pub fn reason(&self) -> &'static str {
         match self {
-            LineError::UnknownCommand => "unknown command",
+            LineError::UnknownCommand(_) => "unknown command",
             LineError::MissingTopic => "missing topic",
             LineError::MissingMessage => "missing message",
             LineError::MissingByteCount => "missing byte count",
@@ -115,9 +117,34 @@ impl LineError {
     }
 }
 
+impl LineError {
+    /// The longest part of an unknown command echoed back, in characters:
+    /// a line can be a megabyte long.
+    const ECHOED_CHARS: usize = 32;
+
+    fn unknown_command(word: &str) -> LineError {
+        let mut echoed: String = word.chars().take(Self::ECHOED_CHARS).collect();
+        if echoed.len() < word.len() {
+            echoed.push_str("...");
+        }
+        LineError::UnknownCommand(echoed.into())
+    }
+
+    /// The whole text sent after `-ERR `: the reason, and for an unknown
+    /// command the command and where to look.
+    pub fn reply(&self) -> Cow<'static, str> {
+        match self {
+            LineError::UnknownCommand(word) => {
+                format!("unknown command '{}' (try HELP)", word.escape_debug()).into()
+            }
+            other => other.reason().into(),
+        }
+    }
+}
+
 impl fmt::Display for LineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.reason())
+        f.write_str(&self.reply())
     }
 }
 
@@ -336,7 +363,7 @@ impl Decoder {
                 "PING" => Request::Ping,
                 "HELP" => Request::Help,
                 "QUIT" => Request::Quit,
-                _ => return Err(LineError::UnknownCommand),
+                _ => return Err(LineError::unknown_command(&command)),
             };
             words.end()?;
             request
@@ -772,7 +799,7 @@ mod tests {
         assert_eq!(
             events,
             vec![
-                refused(LineError::UnknownCommand),
+                refused(LineError::UnknownCommand("FLY".into())),
                 refused(LineError::MissingTopic),
                 refused(LineError::MissingMessage),
                 refused(LineError::BadOffset),
@@ -784,7 +811,7 @@ mod tests {
                 refused(LineError::EmptyMessage),
                 refused(LineError::UnexpectedArgument), // and FLY is skipped
                 refused(LineError::PayloadNotTerminated),
-                refused(LineError::UnknownCommand), // "c", the byte the count missed
+                refused(LineError::UnknownCommand("c".into())), // the byte the count missed
                 Ok(Request::Ping),
             ]
         );

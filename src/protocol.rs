@@ -36,6 +36,7 @@
 //! announces are waited for, so a hostile `0xFFFFFFFF` never makes the reader
 //! allocate four gigabytes.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use byteorder::{BigEndian, ByteOrder};
@@ -231,6 +232,15 @@ impl ProtocolError {
             ProtocolError::TopicDataTooLarge { .. } => "topic data too large",
             ProtocolError::EmptyMessage => "empty message",
             ProtocolError::Line(error) => error.reason(),
+        }
+    }
+
+    /// The whole text of the Error status or `-ERR` line: the reason, and
+    /// for an unknown line command, that command.
+    pub fn reply(&self) -> Cow<'static, str> {
+        match self {
+            ProtocolError::Line(error) => error.reply(),
+            other => other.reason().into(),
         }
     }
 

@@ -37,6 +37,7 @@
 //!   reason it asks to be told when the writer next writes, and the writer
 //!   sends it a [`Command::Written`].
 
+use std::borrow::Cow;
 use std::io::{self, IoSlice, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -91,7 +92,7 @@ pub enum Reply {
     Subscribed,
     Unsubscribed,
     /// A refused request, with the reason.
-    Error(&'static str),
+    Error(Cow<'static, str>),
     /// A publish refused because the disk is full, with what to do.
     DiskFull(Arc<DiskFull>),
     /// A request refused because it would create a topic or a group past
@@ -590,7 +591,7 @@ mod tests {
                 offset: 5,
                 payload: big.clone(),
             },
-            Outgoing::Reply(Reply::Error("unknown action")),
+            Outgoing::Reply(Reply::Error("unknown action".into())),
         ]
     }
 
