@@ -138,8 +138,7 @@ fn a_broker_that_is_not_there_is_named_with_a_hint() {
         assert_eq!(output.status.code(), Some(1), "{name}");
         let expected = format!(
             "{name}: cannot connect to 127.0.0.1:{port}: Connection refused (os error 111) \
-             (is brook running? Start it with cargo run --release, and give both the same \
-             --port)\n"
+             (is brook running? Start it with cargo run --release -- --port {port})\n"
         );
         assert_eq!(stderr(&output), expected);
     }

@@ -272,11 +272,15 @@ fn refusal(reply: &str) -> Box<dyn Error> {
 /// nothing listens there.
 pub fn cannot_connect(broker: &str, error: impl Into<ClientError>) -> Box<dyn Error> {
     let error = error.into();
-    let hint = match &error {
-        ClientError::Io(io) if io.kind() == io::ErrorKind::ConnectionRefused => {
-            " (is brook running? Start it with cargo run --release, and give both the same --port)"
+    let hint = match (&error, broker.rsplit_once(':')) {
+        (ClientError::Io(io), Some((_, port))) if io.kind() == io::ErrorKind::ConnectionRefused => {
+            let port = match port {
+                "3000" => String::new(),
+                other => format!(" -- --port {other}"),
+            };
+            format!(" (is brook running? Start it with cargo run --release{port})")
         }
-        _ => "",
+        _ => String::new(),
     };
     format!("cannot connect to {broker}: {error}{hint}").into()
 }
