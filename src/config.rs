@@ -294,7 +294,9 @@ const DURATION: &str = "a duration such as 250ms, 2s or 1m";
 const COUNT: &str = "a whole number of at least 1";
 const LIMIT: &str = "a size from 1 byte to 4GiB, such as 8MiB";
 
-/// The flags, in `--help` order.
+/// The flags, in `--help` order: where to listen, where and how topics
+/// are kept, delivery, then limits. README's table of the most used
+/// follows the same order.
 const FLAGS: &[Flag] = &[
     Flag {
         name: "--addr",
@@ -314,6 +316,99 @@ const FLAGS: &[Flag] = &[
             config.addr = format!("{host}:{port}");
             Some(())
         },
+    },
+    Flag {
+        name: "--data-dir",
+        value: "PATH",
+        help: "keep topics on disk under PATH [default: data]",
+        expected: "a directory path",
+        set: |config, value| {
+            (!value.is_empty()).then(|| config.storage = Storage::Disk(PathBuf::from(value)))
+        },
+    },
+    Flag {
+        name: "--in-memory",
+        value: "",
+        help: "keep topics in memory only, lost when the broker stops",
+        expected: "no value",
+        set: |config, _| {
+            config.storage = Storage::Memory;
+            Some(())
+        },
+    },
+    Flag {
+        name: "--fsync",
+        value: "POLICY",
+        help: "always | batch (group commit, see --fsync-interval) | never [default: batch]",
+        expected: "always, batch or never",
+        set: |config, value| {
+            config.fsync = match value {
+                "always" => Fsync::Always,
+                "batch" => Fsync::Batch,
+                "never" => Fsync::Never,
+                _ => return None,
+            };
+            Some(())
+        },
+    },
+    Flag {
+        name: "--fsync-interval",
+        value: "DURATION",
+        help: "with batch, gather writes this long into one fsync [default: 0s, when the disk is free]",
+        expected: DURATION,
+        set: |config, value| parse_duration(value).map(|v| config.fsync_interval = v),
+    },
+    Flag {
+        name: "--cache-bytes",
+        value: "BYTES",
+        help: "on disk, payloads all topics together keep in memory [default: 256MiB]",
+        expected: "a size above zero, such as 256MiB",
+        set: |config, value| parse_positive_size(value).map(|v| config.cache_bytes = v),
+    },
+    Flag {
+        name: "--memory-bytes",
+        value: "BYTES",
+        help: "in memory, what all topics may hold; then publishers wait [default: RAM / 4]",
+        expected: "a size above zero, such as 4GiB",
+        set: |config, value| {
+            config.memory_bytes = Some(parse_positive_size(value)?);
+            Some(())
+        },
+    },
+    Flag {
+        name: "--retention-bytes",
+        value: "BYTES",
+        help: "per topic, drop the oldest messages beyond this [default: keep all]",
+        expected: "a size above zero, such as 1GiB",
+        set: |config, value| {
+            config.retention_bytes = Some(parse_positive_size(value)?);
+            Some(())
+        },
+    },
+    Flag {
+        name: "--retention-age",
+        value: "DURATION",
+        help: "on disk, delete segments whose newest message is older [default: keep all]",
+        expected: "a duration above zero, such as 7d or 12h",
+        set: |config, value| {
+            let age = parse_duration(value).filter(|d| !d.is_zero())?;
+            config.retention_age = Some(age);
+            Some(())
+        },
+    },
+    Flag {
+        name: "--segment-bytes",
+        value: "BYTES",
+        help: "start a new segment file at this size [default: 64MiB]",
+        expected: LIMIT,
+        set: |config, value| parse_length_limit(value).map(|v| config.segment_bytes = v as u64),
+    },
+    Flag {
+        name: "--on-damage",
+        value: "ACTION",
+        help: "a damaged record inside a log at start-up: skip (start, log and skip it) | stop (refuse to start) [default: skip]",
+        expected: "skip or stop",
+        set: |config, value| OnDamage::parse(value).map(|v| config.on_damage = v),
     },
     Flag {
         name: "--ack-delay",
@@ -386,32 +481,11 @@ const FLAGS: &[Flag] = &[
         set: |config, value| parse_length_limit(value).map(|v| config.max_message_bytes = v),
     },
     Flag {
-        name: "--retention-bytes",
+        name: "--max-line-bytes",
         value: "BYTES",
-        help: "per topic, drop the oldest messages beyond this [default: keep all]",
-        expected: "a size above zero, such as 1GiB",
-        set: |config, value| {
-            config.retention_bytes = Some(parse_positive_size(value)?);
-            Some(())
-        },
-    },
-    Flag {
-        name: "--retention-age",
-        value: "DURATION",
-        help: "on disk, delete segments whose newest message is older [default: keep all]",
-        expected: "a duration above zero, such as 7d or 12h",
-        set: |config, value| {
-            let age = parse_duration(value).filter(|d| !d.is_zero())?;
-            config.retention_age = Some(age);
-            Some(())
-        },
-    },
-    Flag {
-        name: "--max-topic-list-bytes",
-        value: "BYTES",
-        help: "largest JSON topic list in a (un)subscribe [default: 1MiB]",
+        help: "longest line of the line protocol [default: 1MiB]",
         expected: LIMIT,
-        set: |config, value| parse_length_limit(value).map(|v| config.max_topic_list_bytes = v),
+        set: |config, value| parse_length_limit(value).map(|v| config.max_line_bytes = v),
     },
     Flag {
         name: "--max-topic-name-bytes",
@@ -423,6 +497,13 @@ const FLAGS: &[Flag] = &[
             config.max_topic_name_bytes = bytes;
             Some(())
         },
+    },
+    Flag {
+        name: "--max-topic-list-bytes",
+        value: "BYTES",
+        help: "largest JSON topic list in a (un)subscribe [default: 1MiB]",
+        expected: LIMIT,
+        set: |config, value| parse_length_limit(value).map(|v| config.max_topic_list_bytes = v),
     },
     Flag {
         name: "--max-subscribe-topics",
@@ -445,85 +526,6 @@ const FLAGS: &[Flag] = &[
         expected: COUNT,
         set: |config, value| parse_count(value).map(|v| config.max_groups_per_topic = v),
     },
-    Flag {
-        name: "--data-dir",
-        value: "PATH",
-        help: "keep topics on disk under PATH [default: data]",
-        expected: "a directory path",
-        set: |config, value| {
-            (!value.is_empty()).then(|| config.storage = Storage::Disk(PathBuf::from(value)))
-        },
-    },
-    Flag {
-        name: "--in-memory",
-        value: "",
-        help: "keep topics in memory only, lost when the broker stops",
-        expected: "no value",
-        set: |config, _| {
-            config.storage = Storage::Memory;
-            Some(())
-        },
-    },
-    Flag {
-        name: "--memory-bytes",
-        value: "BYTES",
-        help: "in memory, what all topics may hold; then publishers wait [default: RAM / 4]",
-        expected: "a size above zero, such as 4GiB",
-        set: |config, value| {
-            config.memory_bytes = Some(parse_positive_size(value)?);
-            Some(())
-        },
-    },
-    Flag {
-        name: "--cache-bytes",
-        value: "BYTES",
-        help: "on disk, payloads all topics together keep in memory [default: 256MiB]",
-        expected: "a size above zero, such as 256MiB",
-        set: |config, value| parse_positive_size(value).map(|v| config.cache_bytes = v),
-    },
-    Flag {
-        name: "--fsync",
-        value: "POLICY",
-        help: "always | batch (group commit, see --fsync-interval) | never [default: batch]",
-        expected: "always, batch or never",
-        set: |config, value| {
-            config.fsync = match value {
-                "always" => Fsync::Always,
-                "batch" => Fsync::Batch,
-                "never" => Fsync::Never,
-                _ => return None,
-            };
-            Some(())
-        },
-    },
-    Flag {
-        name: "--fsync-interval",
-        value: "DURATION",
-        help: "with batch, gather writes this long into one fsync [default: 0s, when the disk is free]",
-        expected: DURATION,
-        set: |config, value| parse_duration(value).map(|v| config.fsync_interval = v),
-    },
-    Flag {
-        name: "--on-damage",
-        value: "ACTION",
-        help: "a damaged record inside a log at start-up: skip (start, log and skip it) | stop (refuse to start) [default: skip]",
-        expected: "skip or stop",
-        set: |config, value| OnDamage::parse(value).map(|v| config.on_damage = v),
-    },
-    Flag {
-        name: "--segment-bytes",
-        value: "BYTES",
-        help: "start a new segment file at this size [default: 64MiB]",
-        expected: LIMIT,
-        set: |config, value| parse_length_limit(value).map(|v| config.segment_bytes = v as u64),
-    },
-    Flag {
-        name: "--max-line-bytes",
-        value: "BYTES",
-        help: "longest line of the line protocol [default: 1MiB]",
-        expected: LIMIT,
-        set: |config, value| parse_length_limit(value).map(|v| config.max_line_bytes = v),
-    },
 ];
 
 /// The text `brook --help` prints.
@@ -539,7 +541,8 @@ pub fn help() -> String {
     }
     text.push_str(&format!("  {:<30}print this help\n", "-h, --help"));
     text.push_str(
-        "\nDurations: 250ms, 2s, 1m, 1h, 7d. Sizes: 512, 64KiB, 8MiB, 1GiB (or KB, MB, GB).\n\
+        "\nDurations: 250us, 250ms, 2s, 1m, 1h, 7d. Sizes: bytes, or with a unit: KiB, MiB, GiB\n\
+         (1024, 1024², 1024³) or KB, MB, GB (1000, 1000², 1000³), as in 512, 64KiB, 8MiB, 1GB.\n\
          Logging follows RUST_LOG (default: info).\n\
          SIGTERM or Ctrl-C stops cleanly (exit 0); a second one exits at once (128 + signal).\n",
     );
