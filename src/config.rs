@@ -787,6 +787,40 @@ mod tests {
         }
     }
 
+    /// The flags named in the first column of a Markdown table's rows.
+    fn flags_in_tables(markdown: &str) -> Vec<&str> {
+        markdown
+            .lines()
+            .filter_map(|line| line.strip_prefix("| "))
+            .filter_map(|row| row.split(" | ").next())
+            .flat_map(|cell| cell.split('`').skip(1).step_by(2))
+            .filter_map(|code| code.split_whitespace().next())
+            .filter(|word| word.starts_with("--"))
+            .collect()
+    }
+
+    #[test]
+    fn the_docs_list_the_flags_in_help_order() {
+        let position = |name: &str| FLAGS.iter().position(|flag| flag.name == name);
+        for (doc, text) in [
+            ("README.md", include_str!("../README.md")),
+            ("docs/OPERATIONS.md", include_str!("../docs/OPERATIONS.md")),
+        ] {
+            let listed = flags_in_tables(text);
+            let positions: Vec<usize> = listed
+                .iter()
+                .map(|name| position(name).unwrap_or_else(|| panic!("{doc}: no flag {name}")))
+                .collect();
+            assert!(
+                positions.windows(2).all(|pair| pair[0] < pair[1]),
+                "{doc} lists {listed:?}, not in --help order"
+            );
+            if doc == "docs/OPERATIONS.md" {
+                assert_eq!(listed.len(), FLAGS.len(), "{doc} lists every flag");
+            }
+        }
+    }
+
     #[test]
     fn units() {
         assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
