@@ -18,7 +18,9 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(error) => {
-            eprintln!("brook: {error}\nTry 'brook --help'.");
+            eprintln!(
+                "brook: {error}\nTry 'brook --help' (with cargo: cargo run --release -- --help)."
+            );
             return ExitCode::from(2);
         }
     };

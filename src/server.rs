@@ -274,22 +274,29 @@ fn store(
             }
             Box::new(MemoryStore::new(config.retention_bytes, memory_budget))
         }
-        Some(data_dir) => Box::new(
-            DiskStore::new(
-                &data_dir,
-                LogSettings {
-                    segment_bytes: config.segment_bytes,
-                    retention_bytes: config.retention_bytes.map(|bytes| bytes as u64),
-                    retention_age: config.retention_age,
-                    fsync: config.fsync,
-                    max_message_bytes: config.max_message_bytes as u64,
-                    on_damage: config.on_damage,
-                },
-                memory_budget,
-                Fetcher::spawn(commands.clone())?,
+        Some(data_dir) => {
+            if !data_dir.exists() {
+                // Said, because a relative --data-dir lands wherever brook
+                // was started: in scripts/, say.
+                log::info!("creating the data directory {}", data_dir.display());
+            }
+            Box::new(
+                DiskStore::new(
+                    &data_dir,
+                    LogSettings {
+                        segment_bytes: config.segment_bytes,
+                        retention_bytes: config.retention_bytes.map(|bytes| bytes as u64),
+                        retention_age: config.retention_age,
+                        fsync: config.fsync,
+                        max_message_bytes: config.max_message_bytes as u64,
+                        on_damage: config.on_damage,
+                    },
+                    memory_budget,
+                    Fetcher::spawn(commands.clone())?,
+                )
+                .counting_files(files.clone()),
             )
-            .counting_files(files.clone()),
-        ),
+        }
     })
 }
 

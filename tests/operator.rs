@@ -106,6 +106,10 @@ fn the_start_up_lines_name_the_absolute_data_dir_and_what_each_topic_holds() {
     let data = dir.path().join("data");
     let mut brook_process = BrookProcess::start(brook(dir.path(), &["--port", "0"]), WAIT).unwrap();
     brook_process.wait_for_log(
+        &format!("creating the data directory {}", data.display()),
+        WAIT,
+    );
+    brook_process.wait_for_log(
         &format!("(topics in {}, --fsync batch", data.display()),
         WAIT,
     );
@@ -129,6 +133,22 @@ fn the_start_up_lines_name_the_absolute_data_dir_and_what_each_topic_holds() {
     let restarted = BrookProcess::start(brook(dir.path(), &["--port", "0"]), WAIT).unwrap();
     restarted.wait_for_log("topic \"notes\": 3 messages, next offset 3", WAIT);
     restarted.wait_for_log("topic \"single\": 1 message, next offset 1", WAIT);
+    assert!(
+        !restarted.stderr().contains("creating the data directory"),
+        "it exists now:\n{}",
+        restarted.stderr()
+    );
+}
+
+#[test]
+fn a_flag_mistake_names_the_flag_and_how_to_get_help_with_cargo() {
+    let dir = TempDir::new("bad-flag");
+    let stderr = refused_start(brook(dir.path(), &["--port", "0", "--bogus"]));
+    assert_contains(
+        &stderr,
+        &["brook: unknown flag '--bogus'\n\
+           Try 'brook --help' (with cargo: cargo run --release -- --help).\n"],
+    );
 }
 
 #[test]
