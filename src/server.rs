@@ -142,11 +142,15 @@ impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::Listen { addr, error } if error.kind() == io::ErrorKind::AddrInUse => {
+                let next_port = addr
+                    .rsplit_once(':')
+                    .and_then(|(_, port)| port.parse::<u16>().ok()?.checked_add(1))
+                    .unwrap_or(3001);
                 write!(
                     f,
                     "cannot listen on {addr}: {error}. Is another brook running? Start this \
-                     one on another port with --port 3001 (after -- with cargo run), or \
-                     --addr HOST:PORT"
+                     one on another port with --port {next_port} (after -- with cargo run), \
+                     or --addr HOST:PORT"
                 )
             }
             StartError::Listen { addr, error } => write!(

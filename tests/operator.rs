@@ -49,14 +49,20 @@ fn assert_contains(text: &str, expected: &[&str]) {
 fn a_port_in_use_suggests_another_brook_and_the_flags_for_another_port() {
     let dir = TempDir::new("port-in-use");
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port().to_string();
-    let stderr = refused_start(brook(dir.path(), &["--in-memory", "--port", &port]));
+    let port = taken.local_addr().unwrap().port();
+    let stderr = refused_start(brook(
+        dir.path(),
+        &["--in-memory", "--port", &port.to_string()],
+    ));
     assert_contains(
         &stderr,
         &[
             &format!("cannot listen on 127.0.0.1:{port}: Address already in use"),
-            "Is another brook running? Start this one on another port with --port 3001 \
-             (after -- with cargo run), or --addr HOST:PORT",
+            &format!(
+                "Is another brook running? Start this one on another port with --port {} \
+                 (after -- with cargo run), or --addr HOST:PORT",
+                port + 1
+            ),
         ],
     );
 }
