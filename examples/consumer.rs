@@ -1,16 +1,17 @@
-//! Prints every message of one topic as `[topic] message`, acking each: the
-//! consumer CLI of the DEV series on building a message broker, against
-//! brook.
+//! Prints every message of one topic as `[topic@offset] message`, acking
+//! each: the consumer CLI of the DEV series on building a message broker,
+//! against brook.
 //!
 //! ```sh
 //! cargo run --example consumer -- --topic orders
-//! # [orders] first order
+//! # [orders@0] first order
 //! ```
 //!
 //! It starts at the beginning of the topic, so it shows what was published
 //! before it started, then follows new messages until stopped (or until
 //! `--count` messages have arrived). Payloads are printed as UTF-8, with any
-//! invalid bytes replaced by `�`.
+//! invalid bytes replaced by `�`. It reads with the line protocol, whose
+//! deliveries carry their offsets (see `common::print_and_ack`).
 
 mod common;
 

@@ -5,9 +5,11 @@
 //! cargo run --example producer -- --topic orders --message "first order"
 //! ```
 //!
-//! The broker sends no reply to a publish, so a successful exit means the
-//! message was handed to the broker's socket, not that anyone has read it.
-//! Run `consumer --topic orders` to read it back.
+//! It publishes with confirmations (brook's extension to the binary
+//! protocol, action 6), so it prints the message with the offset the broker
+//! stored it at, `published [orders@0] first order`, and a successful exit
+//! means the message is stored (on disk, by default). Run
+//! `consumer --topic orders` to read it back.
 
 mod common;
 
@@ -51,11 +53,10 @@ fn run(args: &Args) -> Result<(), Box<dyn Error>> {
         args.fail("--message '': expected at least one byte");
     }
     let broker = args.broker();
-    let mut publisher =
-        Publisher::connect(&broker).map_err(|e| format!("cannot connect to {broker}: {e}"))?;
+    let mut publisher = Publisher::connect_confirmed(&broker)
+        .map_err(|error| common::cannot_connect(&broker, error))?;
     publisher.publish(topic, message.as_bytes())?;
-    // Published frames are buffered: send them before exiting.
-    publisher.flush()?;
-    println!("published to {topic}: {message}");
-    Ok(())
+    // Sends it, and waits for the broker to say where it stored it.
+    let offset = publisher.confirmation()?;
+    common::print(format_args!("published [{topic}@{offset}] {message}"))
 }

@@ -1,6 +1,6 @@
 //! Publishes `message 0`, `message 1`, ... to the topic `topic-a`, one every
-//! 500 ms, printing each: the example publisher of the Go broker
-//! willdot/messagebroker, against brook.
+//! 500 ms, printing each with the offset the broker stored it at: the
+//! example publisher of the Go broker willdot/messagebroker, against brook.
 //!
 //! ```sh
 //! cargo run --release                        # the broker, in one terminal
@@ -8,7 +8,13 @@
 //! cargo run --example publisher -- --count 5 # stop after five messages
 //! ```
 //!
-//! Run `subscriber` alongside it to see the messages arrive.
+//! Each run counts its messages from 0, and the topic's offsets go on from
+//! where the last run left them, so a second run prints
+//! `published [topic-a@5] message 0`: the offset, not the number, is what
+//! `subscriber --consume-from` takes. It publishes with confirmations
+//! (brook's extension to the binary protocol, action 6), which is how it
+//! knows the offsets. Run `subscriber` alongside it to see the messages
+//! arrive.
 
 mod common;
 
@@ -37,8 +43,8 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<(), Box<dyn Error>> {
     let broker = args.broker();
     let count = args.count();
-    let mut publisher =
-        Publisher::connect(&broker).map_err(|e| format!("cannot connect to {broker}: {e}"))?;
+    let mut publisher = Publisher::connect_confirmed(&broker)
+        .map_err(|error| common::cannot_connect(&broker, error))?;
     for n in 0.. {
         if count.is_some_and(|count| n >= count) {
             break;
@@ -48,9 +54,9 @@ fn run(args: &Args) -> Result<(), Box<dyn Error>> {
         }
         let message = format!("message {n}");
         publisher.publish(TOPIC, message.as_bytes())?;
-        // Send it now rather than when the buffer fills.
-        publisher.flush()?;
-        println!("published to {TOPIC}: {message}");
+        // Sends it, and waits for the broker to say where it stored it.
+        let offset = publisher.confirmation()?;
+        common::print(format_args!("published [{TOPIC}@{offset}] {message}"))?;
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
-//! Subscribes to the topic `topic-a` and prints every message, acking each:
-//! the example subscriber of the Go broker willdot/messagebroker, against
-//! brook.
+//! Subscribes to the topic `topic-a` and prints every message with its
+//! offset, `[topic-a@3] message 3`, acking each: the example subscriber of
+//! the Go broker willdot/messagebroker, against brook.
 //!
 //! ```sh
 //! cargo run --example subscriber                        # from the oldest message
@@ -9,7 +9,9 @@
 //!
 //! Without `--consume-from` it starts at the beginning of the topic, so it
 //! shows everything `publisher` has sent so far and then follows new
-//! messages. An offset the topic has not reached yet waits for it.
+//! messages. An offset the topic has not reached yet waits for it. It
+//! subscribes with the line protocol, as the Go broker's binary deliveries
+//! carry no offset (see `common::print_and_ack`).
 
 mod common;
 

@@ -66,7 +66,8 @@ frames() {
 # from what $(...) captures, so the status and length arrive as a few control
 # characters before the reason: strip everything before its first printable
 # character.
-reply=$(frames | brook_send) || die "cannot connect to $BROOK_HOST:$BROOK_PORT"
+reply=$(frames | brook_send) ||
+    die "cannot connect to $BROOK_HOST:$BROOK_PORT: $(brook_absent)"
 if [ -n "$reply" ]; then
     die "the broker refused the message: ${reply#"${reply%%[[:print:]]*}"}"
 fi

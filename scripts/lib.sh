@@ -111,8 +111,16 @@ brook_read_reply() {
 # a single reply, most likely nothing listens there: nc does not say so.
 brook_lost() {
     [ "$replies_read" -gt 0 ] ||
-        die "no reply from $BROOK_HOST:$BROOK_PORT: is brook running there?"
+        die "no reply from $BROOK_HOST:$BROOK_PORT: $(brook_absent)"
     die "the broker closed the connection before $1"
+}
+
+# brook_absent: the question to ask when nothing answers, with the command
+# that starts brook where the scripts look for it.
+brook_absent() {
+    start='cargo run --release'
+    [ "$BROOK_PORT" = 3000 ] || start="$start -- --port $BROOK_PORT"
+    printf 'is brook running there? Start it with %s' "$start"
 }
 
 # brook_print_msg LINE: LINE is a delivery header, `MSG <topic> <offset>

@@ -143,6 +143,16 @@ impl Config {
         }
     }
 
+    /// With the disk store, its data directory as an absolute path, so
+    /// that the log and errors say where it is whatever the directory
+    /// brook was started in; `None` in memory.
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        match &self.storage {
+            Storage::Disk(dir) => Some(std::path::absolute(dir).unwrap_or_else(|_| dir.clone())),
+            Storage::Memory => None,
+        }
+    }
+
     /// The flag that sets the store's memory budget, and the budget in
     /// bytes (see `budget.rs`).
     pub fn memory_budget(&self) -> (&'static str, usize) {
@@ -241,7 +251,9 @@ const DURATION: &str = "a duration such as 250ms, 2s or 1m";
 const COUNT: &str = "a whole number of at least 1";
 const LIMIT: &str = "a size from 1 byte to 4GiB, such as 8MiB";
 
-/// The flags, in `--help` order.
+/// The flags, in `--help` order: where to listen, where and how topics
+/// are kept, delivery, then limits. README's table of the most used
+/// follows the same order.
 const FLAGS: &[Flag] = &[
     Flag {
         name: "--addr",
@@ -249,6 +261,18 @@ const FLAGS: &[Flag] = &[
         help: "address to listen on [default: 127.0.0.1:3000]",
         expected: "HOST:PORT, such as 127.0.0.1:3000",
         set: |config, value| value.contains(':').then(|| config.addr = value.to_owned()),
+    },
+    Flag {
+        name: "--port",
+        value: "PORT",
+        help: "port to listen on, at --addr's host: --port 3001 is --addr 127.0.0.1:3001",
+        expected: "a port number from 0 to 65535 (0: any free port)",
+        set: |config, value| {
+            let port: u16 = value.parse().ok()?;
+            let (host, _) = config.addr.rsplit_once(':')?;
+            config.addr = format!("{host}:{port}");
+            Some(())
+        },
     },
     Flag {
         name: "--metrics-addr",
@@ -260,6 +284,99 @@ const FLAGS: &[Flag] = &[
                 .contains(':')
                 .then(|| config.metrics_addr = Some(value.to_owned()))
         },
+    },
+    Flag {
+        name: "--data-dir",
+        value: "PATH",
+        help: "keep topics on disk under PATH [default: data]",
+        expected: "a directory path",
+        set: |config, value| {
+            (!value.is_empty()).then(|| config.storage = Storage::Disk(PathBuf::from(value)))
+        },
+    },
+    Flag {
+        name: "--in-memory",
+        value: "",
+        help: "keep topics in memory only, lost when the broker stops",
+        expected: "no value",
+        set: |config, _| {
+            config.storage = Storage::Memory;
+            Some(())
+        },
+    },
+    Flag {
+        name: "--fsync",
+        value: "POLICY",
+        help: "always | batch (group commit, see --fsync-interval) | never [default: batch]",
+        expected: "always, batch or never",
+        set: |config, value| {
+            config.fsync = match value {
+                "always" => Fsync::Always,
+                "batch" => Fsync::Batch,
+                "never" => Fsync::Never,
+                _ => return None,
+            };
+            Some(())
+        },
+    },
+    Flag {
+        name: "--fsync-interval",
+        value: "DURATION",
+        help: "with batch, gather writes this long into one fsync [default: 0s, when the disk is free]",
+        expected: DURATION,
+        set: |config, value| parse_duration(value).map(|v| config.fsync_interval = v),
+    },
+    Flag {
+        name: "--cache-bytes",
+        value: "BYTES",
+        help: "on disk, payloads all topics together keep in memory [default: 256MiB]",
+        expected: "a size above zero, such as 256MiB",
+        set: |config, value| parse_positive_size(value).map(|v| config.cache_bytes = v),
+    },
+    Flag {
+        name: "--memory-bytes",
+        value: "BYTES",
+        help: "in memory, what all topics may hold; then publishers wait [default: RAM / 4]",
+        expected: "a size above zero, such as 4GiB",
+        set: |config, value| {
+            config.memory_bytes = Some(parse_positive_size(value)?);
+            Some(())
+        },
+    },
+    Flag {
+        name: "--retention-bytes",
+        value: "BYTES",
+        help: "per topic, drop the oldest messages beyond this [default: keep all]",
+        expected: "a size above zero, such as 1GiB",
+        set: |config, value| {
+            config.retention_bytes = Some(parse_positive_size(value)?);
+            Some(())
+        },
+    },
+    Flag {
+        name: "--retention-age",
+        value: "DURATION",
+        help: "on disk, delete segments whose newest message is older [default: keep all]",
+        expected: "a duration above zero, such as 7d or 12h",
+        set: |config, value| {
+            let age = parse_duration(value).filter(|d| !d.is_zero())?;
+            config.retention_age = Some(age);
+            Some(())
+        },
+    },
+    Flag {
+        name: "--segment-bytes",
+        value: "BYTES",
+        help: "start a new segment file at this size [default: 64MiB]",
+        expected: LIMIT,
+        set: |config, value| parse_length_limit(value).map(|v| config.segment_bytes = v as u64),
+    },
+    Flag {
+        name: "--on-damage",
+        value: "ACTION",
+        help: "a damaged record inside a log at start-up: skip (start, log and skip it) | stop (refuse to start) [default: skip]",
+        expected: "skip or stop",
+        set: |config, value| OnDamage::parse(value).map(|v| config.on_damage = v),
     },
     Flag {
         name: "--ack-delay",
@@ -332,32 +449,11 @@ const FLAGS: &[Flag] = &[
         set: |config, value| parse_length_limit(value).map(|v| config.max_message_bytes = v),
     },
     Flag {
-        name: "--retention-bytes",
+        name: "--max-line-bytes",
         value: "BYTES",
-        help: "per topic, drop the oldest messages beyond this [default: keep all]",
-        expected: "a size above zero, such as 1GiB",
-        set: |config, value| {
-            config.retention_bytes = Some(parse_positive_size(value)?);
-            Some(())
-        },
-    },
-    Flag {
-        name: "--retention-age",
-        value: "DURATION",
-        help: "on disk, delete segments whose newest message is older [default: keep all]",
-        expected: "a duration above zero, such as 7d or 12h",
-        set: |config, value| {
-            let age = parse_duration(value).filter(|d| !d.is_zero())?;
-            config.retention_age = Some(age);
-            Some(())
-        },
-    },
-    Flag {
-        name: "--max-topic-list-bytes",
-        value: "BYTES",
-        help: "largest JSON topic list in a (un)subscribe [default: 1MiB]",
+        help: "longest line of the line protocol [default: 1MiB]",
         expected: LIMIT,
-        set: |config, value| parse_length_limit(value).map(|v| config.max_topic_list_bytes = v),
+        set: |config, value| parse_length_limit(value).map(|v| config.max_line_bytes = v),
     },
     Flag {
         name: "--max-topic-name-bytes",
@@ -369,6 +465,13 @@ const FLAGS: &[Flag] = &[
             config.max_topic_name_bytes = bytes;
             Some(())
         },
+    },
+    Flag {
+        name: "--max-topic-list-bytes",
+        value: "BYTES",
+        help: "largest JSON topic list in a (un)subscribe [default: 1MiB]",
+        expected: LIMIT,
+        set: |config, value| parse_length_limit(value).map(|v| config.max_topic_list_bytes = v),
     },
     Flag {
         name: "--max-subscribe-topics",
@@ -391,85 +494,6 @@ const FLAGS: &[Flag] = &[
         expected: COUNT,
         set: |config, value| parse_count(value).map(|v| config.max_groups_per_topic = v),
     },
-    Flag {
-        name: "--data-dir",
-        value: "PATH",
-        help: "keep topics on disk under PATH [default: data]",
-        expected: "a directory path",
-        set: |config, value| {
-            (!value.is_empty()).then(|| config.storage = Storage::Disk(PathBuf::from(value)))
-        },
-    },
-    Flag {
-        name: "--in-memory",
-        value: "",
-        help: "keep topics in memory only, lost when the broker stops",
-        expected: "no value",
-        set: |config, _| {
-            config.storage = Storage::Memory;
-            Some(())
-        },
-    },
-    Flag {
-        name: "--memory-bytes",
-        value: "BYTES",
-        help: "in memory, what all topics may hold; then publishers wait [default: RAM / 4]",
-        expected: "a size above zero, such as 4GiB",
-        set: |config, value| {
-            config.memory_bytes = Some(parse_positive_size(value)?);
-            Some(())
-        },
-    },
-    Flag {
-        name: "--cache-bytes",
-        value: "BYTES",
-        help: "on disk, payloads all topics together keep in memory [default: 256MiB]",
-        expected: "a size above zero, such as 256MiB",
-        set: |config, value| parse_positive_size(value).map(|v| config.cache_bytes = v),
-    },
-    Flag {
-        name: "--fsync",
-        value: "POLICY",
-        help: "always | batch (group commit, see --fsync-interval) | never [default: batch]",
-        expected: "always, batch or never",
-        set: |config, value| {
-            config.fsync = match value {
-                "always" => Fsync::Always,
-                "batch" => Fsync::Batch,
-                "never" => Fsync::Never,
-                _ => return None,
-            };
-            Some(())
-        },
-    },
-    Flag {
-        name: "--fsync-interval",
-        value: "DURATION",
-        help: "with batch, gather writes this long into one fsync [default: 0s, when the disk is free]",
-        expected: DURATION,
-        set: |config, value| parse_duration(value).map(|v| config.fsync_interval = v),
-    },
-    Flag {
-        name: "--on-damage",
-        value: "ACTION",
-        help: "a damaged record inside a log at start-up: skip (start, log and skip it) | stop (refuse to start) [default: skip]",
-        expected: "skip or stop",
-        set: |config, value| OnDamage::parse(value).map(|v| config.on_damage = v),
-    },
-    Flag {
-        name: "--segment-bytes",
-        value: "BYTES",
-        help: "start a new segment file at this size [default: 64MiB]",
-        expected: LIMIT,
-        set: |config, value| parse_length_limit(value).map(|v| config.segment_bytes = v as u64),
-    },
-    Flag {
-        name: "--max-line-bytes",
-        value: "BYTES",
-        help: "longest line of the line protocol [default: 1MiB]",
-        expected: LIMIT,
-        set: |config, value| parse_length_limit(value).map(|v| config.max_line_bytes = v),
-    },
 ];
 
 /// The text `brook --help` prints.
@@ -485,7 +509,8 @@ pub fn help() -> String {
     }
     text.push_str(&format!("  {:<30}print this help\n", "-h, --help"));
     text.push_str(
-        "\nDurations: 250ms, 2s, 1m, 1h, 7d. Sizes: 512, 64KiB, 8MiB, 1GiB (or KB, MB, GB).\n\
+        "\nDurations: 250us, 250ms, 2s, 1m, 1h, 7d. Sizes: bytes, or with a unit: KiB, MiB, GiB\n\
+         (1024, 1024², 1024³) or KB, MB, GB (1000, 1000², 1000³), as in 512, 64KiB, 8MiB, 1GB.\n\
          Logging follows RUST_LOG (default: info).\n\
          SIGTERM or Ctrl-C stops cleanly (exit 0); a second one exits at once (128 + signal).\n",
     );
@@ -684,6 +709,23 @@ mod tests {
     }
 
     #[test]
+    fn port_changes_only_the_port_of_addr() {
+        let addr = |args: &[&str]| match parse(args).unwrap() {
+            Invocation::Run(config) => config.addr,
+            Invocation::Help => panic!("expected a config"),
+        };
+        assert_eq!(addr(&["--port", "3001"]), "127.0.0.1:3001");
+        assert_eq!(addr(&["--addr=0.0.0.0:4000", "--port=0"]), "0.0.0.0:0");
+        assert_eq!(addr(&["--addr", "[::1]:4000", "--port", "5"]), "[::1]:5");
+        // The last of the two wins, as for any flag given twice.
+        assert_eq!(addr(&["--port", "5", "--addr", "[::1]:4000"]), "[::1]:4000");
+        for bad in ["70000", "-1", "x", ""] {
+            let error = parse(&["--port", bad]).unwrap_err();
+            assert!(error.to_string().starts_with("--port"), "{error}");
+        }
+    }
+
+    #[test]
     fn mistakes_are_named() {
         assert_eq!(
             parse(&["--bogus"]).unwrap_err(),
@@ -714,6 +756,40 @@ mod tests {
         let text = help();
         for flag in FLAGS {
             assert!(text.contains(flag.name));
+        }
+    }
+
+    /// The flags named in the first column of a Markdown table's rows.
+    fn flags_in_tables(markdown: &str) -> Vec<&str> {
+        markdown
+            .lines()
+            .filter_map(|line| line.strip_prefix("| "))
+            .filter_map(|row| row.split(" | ").next())
+            .flat_map(|cell| cell.split('`').skip(1).step_by(2))
+            .filter_map(|code| code.split_whitespace().next())
+            .filter(|word| word.starts_with("--"))
+            .collect()
+    }
+
+    #[test]
+    fn the_docs_list_the_flags_in_help_order() {
+        let position = |name: &str| FLAGS.iter().position(|flag| flag.name == name);
+        for (doc, text) in [
+            ("README.md", include_str!("../README.md")),
+            ("docs/OPERATIONS.md", include_str!("../docs/OPERATIONS.md")),
+        ] {
+            let listed = flags_in_tables(text);
+            let positions: Vec<usize> = listed
+                .iter()
+                .map(|name| position(name).unwrap_or_else(|| panic!("{doc}: no flag {name}")))
+                .collect();
+            assert!(
+                positions.windows(2).all(|pair| pair[0] < pair[1]),
+                "{doc} lists {listed:?}, not in --help order"
+            );
+            if doc == "docs/OPERATIONS.md" {
+                assert_eq!(listed.len(), FLAGS.len(), "{doc} lists every flag");
+            }
         }
     }
 

@@ -360,7 +360,7 @@ impl Dispatcher {
             full_memory: FullStore::default(),
         };
         for (name, log) in recovered {
-            log::info!("topic {name:?}: offsets {} to {}", log.start(), log.end());
+            log::info!("topic {name:?}: {}", describe_log(log.start(), log.end()));
             dispatcher.add_topic(name, log);
         }
         Ok(dispatcher)
@@ -548,7 +548,7 @@ impl Dispatcher {
             Err(error) => {
                 // Debug, not info: a client could otherwise flood the log.
                 log::debug!("conn {conn}: refused: {error}");
-                self.reply(conn, Reply::Error(error.reason()));
+                self.reply(conn, Reply::Error(error.reason().to_owned().into()));
             }
         }
         Ok(())
@@ -588,8 +588,11 @@ impl Dispatcher {
                 }
             },
         };
+        let bytes = payload.len();
         match self.append(id, payload, Some(publisher), now) {
             Ok(offset) => {
+                let topic = &self.topics[id].name;
+                log::debug!("conn {conn}: published {bytes} bytes to {topic:?} at offset {offset}");
                 if publisher.confirm {
                     self.reply(conn, Reply::Published { topic: id, offset });
                 }
@@ -822,7 +825,7 @@ impl Dispatcher {
             }
             Unavailable::Store(error) => {
                 log::error!("conn {conn}: cannot create topic {name:?}: {error}");
-                self.reply(conn, Reply::Error("topic not available"));
+                self.reply(conn, Reply::Error("topic not available".into()));
             }
         }
     }
@@ -1077,7 +1080,7 @@ impl Dispatcher {
         };
         if session.answer(acked, &self.topics, now).is_err() {
             log::debug!("conn {conn}: answered a delivery that was never sent");
-            session.reply(Reply::Error("no delivery to acknowledge"));
+            session.reply(Reply::Error("no delivery to acknowledge".into()));
         }
         // Answers come in batches, one connection's after another's.
         if self.chores.answered.last() != Some(&conn) {
@@ -1605,5 +1608,17 @@ fn hang_up(conn: ConnId, hangup: &Hangup, cause: &dyn std::fmt::Display) {
 fn remove_subscriber(topic: &mut Topic, conn: ConnId) {
     if let Some(index) = topic.subscribers.iter().position(|&c| c == conn) {
         topic.subscribers.swap_remove(index);
+    }
+}
+
+/// What a recovered log holds, for the start-up line: `3 messages, next
+/// offset 3`, or `2 messages (from offset 5), next offset 7` once
+/// retention has dropped the oldest.
+fn describe_log(start: Offset, end: Offset) -> String {
+    let count = end - start;
+    let messages = if count == 1 { "message" } else { "messages" };
+    match start {
+        0 => format!("{count} {messages}, next offset {end}"),
+        _ => format!("{count} {messages} (from offset {start}), next offset {end}"),
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::thread;
 
 use brook::budget;
-use brook::config::{self, Invocation, Storage};
+use brook::config::{self, Invocation};
 use brook::server::Stopper;
 use brook::signals::{self, Signals};
 
@@ -18,7 +18,9 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(error) => {
-            eprintln!("brook: {error}\nTry 'brook --help'.");
+            eprintln!(
+                "brook: {error}\nTry 'brook --help' (with cargo: cargo run --release -- --help)."
+            );
             return ExitCode::from(2);
         }
     };
@@ -36,14 +38,14 @@ fn main() -> ExitCode {
     let broker = match brook::server::start(&config) {
         Ok(broker) => broker,
         Err(error) => {
-            log::error!("cannot start on {}: {error}", config.addr);
+            log::error!("{error}");
             return ExitCode::FAILURE;
         }
     };
     let (budget_flag, budget) = config.memory_budget();
-    let storage = match &config.storage {
-        Storage::Memory => "in-memory topics".to_owned(),
-        Storage::Disk(dir) => format!("topics in {}, --fsync {}", dir.display(), config.fsync),
+    let storage = match config.data_dir() {
+        None => "in-memory topics".to_owned(),
+        Some(dir) => format!("topics in {}, --fsync {}", dir.display(), config.fsync),
     };
     let storage = format!("{storage}, {budget_flag} {}", budget::describe(budget));
     log::info!(

@@ -142,6 +142,9 @@ pub fn run(id: ConnId, stream: Arc<TcpStream>, context: Arc<ReaderContext>) {
         .set_read_timeout(Some(reader.context.handshake_timeout));
     match listening.map_err(Stop::Io).and_then(|()| reader.serve()) {
         Ok(()) => log::debug!("conn {id}: closed"),
+        // Info, not debug: a person at `nc` who has not typed yet sees the
+        // connection end, and the log says why.
+        Err(error @ Stop::Silent(_)) => log::info!("conn {id}: closed: {error}"),
         Err(Stop::BrokerStopping) => {
             // The dispatcher ends every session itself as it stops.
             reader.drain();
@@ -178,7 +181,8 @@ struct Reader {
 /// something the stream cannot recover from.
 #[derive(Debug)]
 enum Stop {
-    Silent,
+    /// Nothing came within the handshake timeout, this long.
+    Silent(Duration),
     Io(io::Error),
     BrokerStopping,
     DispatcherGone,
@@ -188,7 +192,10 @@ enum Stop {
 impl std::fmt::Display for Stop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Stop::Silent => write!(f, "said nothing within the handshake timeout"),
+            Stop::Silent(timeout) => write!(
+                f,
+                "it sent nothing within --handshake-timeout ({timeout:?}) of connecting"
+            ),
             Stop::Io(error) => write!(f, "{error}"),
             Stop::BrokerStopping => write!(f, "the broker is stopping"),
             Stop::DispatcherGone => write!(f, "broker shutting down"),
@@ -237,7 +244,9 @@ impl Reader {
     fn read(&mut self) -> Result<usize, Stop> {
         let spoken = self.decoder.is_some();
         let read = match self.buffer.fill_from(&mut &*self.stream) {
-            Err(error) if !spoken && is_timeout(&error) => return Err(Stop::Silent),
+            Err(error) if !spoken && is_timeout(&error) => {
+                return Err(Stop::Silent(self.context.handshake_timeout))
+            }
             read => read.map_err(Stop::Io)?,
         };
         if !spoken && read > 0 {
@@ -254,9 +263,11 @@ impl Reader {
         let mut taken = Taken::default();
         let decoder = match (&mut self.decoder, self.buffer.unread().first()) {
             (Some(decoder), _) => decoder,
-            (None, Some(&first)) => self
-                .decoder
-                .insert(Decoder::for_first_byte(first, self.context.limits)),
+            (None, Some(&first)) => {
+                let decoder = Decoder::for_first_byte(first, self.context.limits);
+                log::debug!("conn {}: speaks the {} protocol", self.id, decoder.name());
+                self.decoder.insert(decoder)
+            }
             (None, None) => {
                 taken.drained = true;
                 return taken;
@@ -373,6 +384,14 @@ impl Decoder {
         match first {
             0 => Decoder::Binary(binary::Decoder::new(limits)),
             _ => Decoder::Line(line::Decoder::new(limits)),
+        }
+    }
+
+    /// The protocol's name, for the log.
+    fn name(&self) -> &'static str {
+        match self {
+            Decoder::Binary(_) => "binary",
+            Decoder::Line(_) => "line",
         }
     }
 

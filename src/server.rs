@@ -46,8 +46,10 @@
 //! ```
 
 use std::collections::HashMap;
+use std::fmt;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -146,15 +148,93 @@ impl Stopper {
     }
 }
 
+/// Why a broker could not start. Each says what was wrong and which flag
+/// changes it, since whoever reads it has just typed the command line.
+#[derive(Debug)]
+pub enum StartError {
+    /// `--addr` could not be listened on: the port is taken (by another
+    /// brook, most likely), or the address is not this machine's.
+    Listen { addr: String, error: io::Error },
+    /// The store could not be opened: the data directory (absolute, if it
+    /// is one) cannot be made or read, is another broker's, or holds
+    /// damage `--on-damage stop` refuses.
+    Store {
+        data_dir: Option<PathBuf>,
+        error: StoreError,
+    },
+    /// `--metrics-addr` could not be listened on (the error names it).
+    Metrics(io::Error),
+    /// One of the broker's threads could not be started.
+    Thread(io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Listen { addr, error } if error.kind() == io::ErrorKind::AddrInUse => {
+                let next_port = addr
+                    .rsplit_once(':')
+                    .and_then(|(_, port)| port.parse::<u16>().ok()?.checked_add(1))
+                    .unwrap_or(3001);
+                write!(
+                    f,
+                    "cannot listen on {addr}: {error}. Is another brook running? Start this \
+                     one on another port with --port {next_port} (after -- with cargo run), \
+                     or --addr HOST:PORT"
+                )
+            }
+            StartError::Listen { addr, error } => write!(
+                f,
+                "cannot listen on {addr}: {error}; choose an address of this machine with \
+                 --addr HOST:PORT"
+            ),
+            StartError::Store {
+                data_dir: Some(dir),
+                error: error @ StoreError::Corrupt { .. },
+            } => write!(f, "data directory {}: {error}", dir.display()),
+            StartError::Store {
+                data_dir: Some(dir),
+                error,
+            } => write!(
+                f,
+                "cannot use the data directory {}: {error}. Start with --data-dir PATH to \
+                 keep topics elsewhere, or --in-memory to keep them in memory only",
+                dir.display()
+            ),
+            StartError::Store {
+                data_dir: None,
+                error,
+            } => write!(f, "cannot start the in-memory store: {error}"),
+            StartError::Metrics(error) => write!(f, "{error}"),
+            StartError::Thread(error) => write!(f, "cannot start a thread: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<io::Error> for StartError {
+    fn from(error: io::Error) -> StartError {
+        StartError::Thread(error)
+    }
+}
+
 /// Binds `config.addr` and starts serving on background threads.
-pub fn start(config: &Config) -> io::Result<Broker> {
-    let listener = TcpListener::bind(&config.addr)?;
-    let local_addr = listener.local_addr()?;
+pub fn start(config: &Config) -> Result<Broker, StartError> {
+    let listening = TcpListener::bind(&config.addr).and_then(|listener| {
+        let local_addr = listener.local_addr()?;
+        Ok((listener, local_addr))
+    });
+    let (listener, local_addr) = listening.map_err(|error| StartError::Listen {
+        addr: config.addr.clone(),
+        error,
+    })?;
     let metrics_listener = config
         .metrics_addr
         .as_deref()
         .map(metrics::bind)
-        .transpose()?;
+        .transpose()
+        .map_err(StartError::Metrics)?;
     let metrics_addr = match &metrics_listener {
         Some(listener) => Some(listener.local_addr()?),
         None => None,
@@ -176,7 +256,10 @@ pub fn start(config: &Config) -> io::Result<Broker> {
         syncer,
         connections.count.clone(),
     )
-    .map_err(io::Error::other)?;
+    .map_err(|error| StartError::Store {
+        data_dir: config.data_dir(),
+        error,
+    })?;
     let dispatcher = thread::Builder::new()
         .name("dispatcher".to_owned())
         .spawn(move || dispatcher.run(queue))?;
@@ -230,9 +313,10 @@ pub fn start(config: &Config) -> io::Result<Broker> {
     })
 }
 
-/// The store `config` asks for, with its memory budget. The disk store's
-/// fetcher thread sends what it reads to the dispatcher through `commands`,
-/// and its topics' files are counted in `files`.
+/// The store `config` asks for, with its memory budget. The disk store
+/// gets its data directory as an absolute path, which its errors name. Its
+/// fetcher thread sends what it reads to the dispatcher through
+/// `commands`, and its topics' files are counted in `files`.
 fn store(
     config: &Config,
     commands: &CommandSender,
@@ -242,29 +326,36 @@ fn store(
     if config.memory_bytes.is_some() && config.storage != Storage::Memory {
         log::warn!("--memory-bytes applies to --in-memory only; ignored (see --cache-bytes)");
     }
-    Ok(match &config.storage {
-        Storage::Memory => {
+    Ok(match config.data_dir() {
+        None => {
             if config.retention_age.is_some() {
                 log::warn!("--retention-age applies to the disk store only; ignored");
             }
             Box::new(MemoryStore::new(config.retention_bytes, memory_budget))
         }
-        Storage::Disk(dir) => Box::new(
-            DiskStore::new(
-                dir,
-                LogSettings {
-                    segment_bytes: config.segment_bytes,
-                    retention_bytes: config.retention_bytes.map(|bytes| bytes as u64),
-                    retention_age: config.retention_age,
-                    fsync: config.fsync,
-                    max_message_bytes: config.max_message_bytes as u64,
-                    on_damage: config.on_damage,
-                },
-                memory_budget,
-                spawn_fetcher(commands.clone())?,
+        Some(data_dir) => {
+            if !data_dir.exists() {
+                // Said, because a relative --data-dir lands wherever brook
+                // was started: in scripts/, say.
+                log::info!("creating the data directory {}", data_dir.display());
+            }
+            Box::new(
+                DiskStore::new(
+                    &data_dir,
+                    LogSettings {
+                        segment_bytes: config.segment_bytes,
+                        retention_bytes: config.retention_bytes.map(|bytes| bytes as u64),
+                        retention_age: config.retention_age,
+                        fsync: config.fsync,
+                        max_message_bytes: config.max_message_bytes as u64,
+                        on_damage: config.on_damage,
+                    },
+                    memory_budget,
+                    spawn_fetcher(commands.clone())?,
+                )
+                .counting_files(files.clone()),
             )
-            .counting_files(files.clone()),
-        ),
+        }
     })
 }
 

@@ -536,7 +536,7 @@ mod tests {
                 offset: 5,
                 payload: big.clone(),
             },
-            Outgoing::Reply(Reply::Error("unknown action")),
+            Outgoing::Reply(Reply::Error("unknown action".into())),
         ]
     }
 

@@ -7,15 +7,17 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::broker::{config, start_broker};
+use common::client::publish_all;
 
 /// How long one run of an example may take.
 const EXAMPLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,7 +43,7 @@ fn producer_then_consumer_shows_the_message() {
         ],
     );
     assert_success(&produced);
-    assert_eq!(stdout(&produced), "published to orders: first order\n");
+    assert_eq!(stdout(&produced), "published [orders@0] first order\n");
 
     // The consumer starts at the beginning, so it shows the message whether
     // the broker stored it before or after the consumer subscribed.
@@ -50,7 +52,7 @@ fn producer_then_consumer_shows_the_message() {
         &["--topic", "orders", "--count", "1", "--port", &port],
     );
     assert_success(&consumed);
-    assert_eq!(stdout(&consumed), "[orders] first order\n");
+    assert_eq!(stdout(&consumed), "[orders@0] first order\n");
 }
 
 #[test]
@@ -62,25 +64,87 @@ fn publisher_then_subscriber_replays_from_an_offset() {
     assert_success(&published);
     assert_eq!(
         stdout(&published),
-        "published to topic-a: message 0\npublished to topic-a: message 1\n"
+        "published [topic-a@0] message 0\npublished [topic-a@1] message 1\n"
     );
+    // A second run counts from 0 again; the offsets go on.
+    let again = run_example("publisher", &["--count", "1", "--port", &port]);
+    assert_success(&again);
+    assert_eq!(stdout(&again), "published [topic-a@2] message 0\n");
 
-    // From offset 1: if the broker has not stored it yet, the subscriber
-    // waits for it, and never sees offset 0.
+    // From offset 1, printed with its offset: the publisher confirmed each
+    // message stored, so the broker has it.
     let from_one = run_example(
         "subscriber",
         &["--consume-from", "1", "--count", "1", "--port", &port],
     );
     assert_success(&from_one);
-    assert_eq!(stdout(&from_one), "[topic-a] message 1\n");
+    assert_eq!(stdout(&from_one), "[topic-a@1] message 1\n");
 
     // Without --consume-from: from the beginning, in order.
-    let from_start = run_example("subscriber", &["--count", "2", "--port", &port]);
+    let from_start = run_example("subscriber", &["--count", "3", "--port", &port]);
     assert_success(&from_start);
     assert_eq!(
         stdout(&from_start),
-        "[topic-a] message 0\n[topic-a] message 1\n"
+        "[topic-a@0] message 0\n[topic-a@1] message 1\n[topic-a@2] message 0\n"
     );
+}
+
+#[test]
+fn a_subscriber_whose_output_is_closed_exits_quietly() {
+    let broker = start_broker(&config());
+    let port = broker.local_addr().port().to_string();
+    publish_all(broker.local_addr(), &[("topic-a", b"message 0")]);
+
+    // `subscriber | head -1`: the reader takes one line and goes.
+    let mut child = Command::new(example_path("subscriber"))
+        .args(["--port", &port])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start subscriber");
+    let (line_read, first_line) = mpsc::channel();
+    let stdout = child.stdout.take().expect("piped stdout");
+    thread::spawn(move || {
+        let mut first = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut first);
+        // The pipe's read end is closed (dropped) before the test goes on.
+        let _ = line_read.send(first);
+    });
+    assert_eq!(
+        first_line.recv_timeout(EXAMPLE_TIMEOUT).unwrap(),
+        "[topic-a@0] message 0\n"
+    );
+    // The next message finds its standard output closed.
+    publish_all(broker.local_addr(), &[("topic-a", b"message 1")]);
+    let output = wait_with_deadline(child, EXAMPLE_TIMEOUT, "subscriber");
+    assert_success(&output);
+    assert_eq!(stderr(&output), "", "no panic, no error");
+}
+
+#[test]
+fn a_broker_that_is_not_there_is_named_with_a_hint() {
+    // A port nothing listens on: this test's, closed again.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .unwrap()
+        .port()
+        .to_string();
+    for (name, args) in [
+        ("subscriber", &["--port", &port][..]),
+        (
+            "producer",
+            &["--topic", "t", "--message", "m", "--port", &port],
+        ),
+    ] {
+        let output = run_example(name, args);
+        assert_eq!(output.status.code(), Some(1), "{name}");
+        let expected = format!(
+            "{name}: cannot connect to 127.0.0.1:{port}: Connection refused (os error 111) \
+             (is brook running? Start it with cargo run --release -- --port {port})\n"
+        );
+        assert_eq!(stderr(&output), expected);
+    }
 }
 
 #[test]
@@ -199,19 +263,34 @@ fn run(mut command: Command, timeout: Duration, what: &str) -> Output {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = command
+    let child = command
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    wait_with_deadline(child, timeout, what)
+}
 
+/// Waits for `child` to exit and returns what it printed on the pipes it
+/// still has (a pipe the test took reads as empty). If it has not
+/// finished within `timeout`, kills it and fails the test.
+fn wait_with_deadline(mut child: Child, timeout: Duration, what: &str) -> Output {
     // One thread per pipe reads it to the end, which comes when the child
     // exits (or is killed), and reports on the channel.
     let (done, pipes) = mpsc::channel();
-    let stdout = child.stdout.take().expect("piped stdout");
-    let stderr = child.stderr.take().expect("piped stderr");
-    for (index, mut pipe) in [
-        (0, Box::new(stdout) as Box<dyn Read + Send>),
-        (1, Box::new(stderr)),
-    ] {
+    let pipes_left: Vec<(usize, Box<dyn Read + Send>)> = [
+        child
+            .stdout
+            .take()
+            .map(|pipe| (0, Box::new(pipe) as Box<dyn Read + Send>)),
+        child
+            .stderr
+            .take()
+            .map(|pipe| (1, Box::new(pipe) as Box<dyn Read + Send>)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut open = pipes_left.len();
+    for (index, mut pipe) in pipes_left {
         let done = done.clone();
         thread::spawn(move || {
             let mut bytes = Vec::new();
@@ -223,7 +302,6 @@ fn run(mut command: Command, timeout: Duration, what: &str) -> Output {
 
     let deadline = Instant::now() + timeout;
     let mut captured = [Vec::new(), Vec::new()];
-    let mut open = 2;
     while open > 0 {
         let left = deadline.saturating_duration_since(Instant::now());
         match pipes.recv_timeout(left) {

@@ -245,10 +245,11 @@ fn scripts_say_when_nothing_listens() {
     let addr = TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("a free port");
-    let no_reply = format!(
-        "no reply from 127.0.0.1:{}: is brook running there?\n",
+    let absent = format!(
+        "is brook running there? Start it with cargo run --release -- --port {}",
         addr.port()
     );
+    let no_reply = format!("no reply from 127.0.0.1:{}: {absent}\n", addr.port());
 
     for (name, args) in [
         ("publish.sh", &["t", "m"][..]),
@@ -264,7 +265,7 @@ fn scripts_say_when_nothing_listens() {
         Some(1),
         "",
         &format!(
-            "binary-publish.sh: cannot connect to 127.0.0.1:{}\n",
+            "binary-publish.sh: cannot connect to 127.0.0.1:{}: {absent}\n",
             addr.port()
         ),
     );

@@ -1,6 +1,8 @@
 //! What the example programs share: hand-written flag parsing (the design
-//! allows no argument-parsing crate), `--help`, error reporting, and a
-//! temporary directory (`temp.rs`, which the tests use too).
+//! allows no argument-parsing crate), `--help`, error reporting, printing
+//! that ends quietly when standard output is closed, the line-protocol
+//! subscription that prints each message with its offset, and a temporary
+//! directory (`temp.rs`, which the tests use too).
 //!
 //! Each program lists its flags as [`Flag`]s and reads its command line
 //! with [`read_flags`]; the four small examples do so through
@@ -18,10 +20,13 @@
 
 use std::collections::HashMap;
 use std::error::Error;
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::{self, ExitCode};
 use std::str::FromStr;
 
-use brook::client::Subscriber;
+use brook::client::ClientError;
 use brook::wire::request::StartAt;
 
 pub mod temp;
@@ -232,33 +237,148 @@ pub fn flags_help(flags: &[Flag]) -> String {
     text
 }
 
-/// Subscribes to `topic` from `start`, then prints each message as
-/// `[topic] payload` (invalid UTF-8 shown as `�`) and acks it, until
-/// `--count` messages have arrived, or forever.
+/// Subscribes to `topic` from `start` and prints each message as
+/// `[topic@offset] payload` (invalid UTF-8 shown as `�`), acking each once
+/// it is printed, until `--count` messages have arrived, or forever.
+///
+/// It subscribes with the line protocol (`SUB <topic> <start> manual`),
+/// whose deliveries carry their offsets: the binary protocol's do not, so
+/// a binary subscriber cannot say where in the log a message was. Each
+/// delivery is `MSG <topic> <offset> <nbytes>`, the payload and a newline,
+/// and is answered with `ACK`.
 pub fn print_and_ack(args: &Args, topic: &str, start: StartAt) -> Result<(), Box<dyn Error>> {
     let broker = args.broker();
     let count = args.count();
-    let mut subscriber =
-        Subscriber::connect(&broker).map_err(|e| format!("cannot connect to {broker}: {e}"))?;
-    subscriber.subscribe(&[topic], start)?;
+    let stream = TcpStream::connect(&broker).map_err(|error| cannot_connect(&broker, error))?;
+    let mut replies = BufReader::new(stream.try_clone()?);
+    let mut requests = stream;
+    requests.write_all(&subscribe_line(topic, start))?;
+    match read_line(&mut replies)?.as_str() {
+        "+OK" => {}
+        other => return Err(refusal(other)),
+    }
     let mut received = 0;
     while count.is_none_or(|count| received < count) {
-        let delivery = subscriber.recv()?;
-        let payload = String::from_utf8_lossy(&delivery.payload);
-        println!("[{}] {payload}", delivery.topic);
-        subscriber.ack()?;
+        let (offset, payload) = read_message(&mut replies)?;
+        let payload = String::from_utf8_lossy(&payload);
+        print(format_args!("[{topic}@{offset}] {payload}"))?;
+        requests.write_all(b"ACK\n")?;
         received += 1;
     }
-    // Acks go out when the subscriber next waits; it will not wait again.
-    subscriber.flush()?;
     Ok(())
 }
 
+/// `SUB "<topic>" <start> manual\n`. The topic is always quoted, which
+/// the line protocol accepts for any name.
+fn subscribe_line(topic: &str, start: StartAt) -> Vec<u8> {
+    let mut line = String::from("SUB \"");
+    for c in topic.chars() {
+        match c {
+            '"' | '\\' => line.extend(['\\', c]),
+            '\n' => line.push_str("\\n"),
+            '\r' => line.push_str("\\r"),
+            '\t' => line.push_str("\\t"),
+            '\0' => line.push_str("\\0"),
+            c => line.push(c),
+        }
+    }
+    let start = match start {
+        StartAt::Beginning => "beginning".to_owned(),
+        StartAt::Current => "current".to_owned(),
+        StartAt::From(offset) => format!("from {offset}"),
+    };
+    format!("{line}\" {start} manual\n").into_bytes()
+}
+
+/// The longest reply line read: a `MSG` header with the longest topic
+/// name, quoted and escaped, and its numbers.
+const MAX_LINE_BYTES: u64 = 2 * 65_535 + 64;
+
+/// Reads one reply line, without its newline.
+fn read_line(replies: &mut impl BufRead) -> Result<String, Box<dyn Error>> {
+    let mut line = Vec::new();
+    replies.take(MAX_LINE_BYTES).read_until(b'\n', &mut line)?;
+    match line.pop() {
+        Some(b'\n') => Ok(String::from_utf8(line)?),
+        _ => Err("the broker closed the connection".into()),
+    }
+}
+
+/// Reads one delivery, `MSG <topic> <offset> <nbytes>`, its payload and
+/// its newline, and returns the offset and the payload. The topic is the
+/// one subscribed to, so only the two numbers at the end are read.
+fn read_message(replies: &mut impl BufRead) -> Result<(u64, Vec<u8>), Box<dyn Error>> {
+    let header = read_line(replies)?;
+    if !header.starts_with("MSG ") {
+        return Err(refusal(&header));
+    }
+    let mut numbers = header.rsplitn(3, ' ').map(str::parse::<u64>);
+    let (Some(Ok(bytes)), Some(Ok(offset))) = (numbers.next(), numbers.next()) else {
+        return Err(format!("the broker sent {header:?}").into());
+    };
+    let mut payload = Vec::new();
+    replies.take(bytes + 1).read_to_end(&mut payload)?;
+    match payload.pop() {
+        Some(b'\n') if payload.len() as u64 == bytes => Ok((offset, payload)),
+        _ => Err("the broker closed the connection".into()),
+    }
+}
+
+/// A reply that is not what was asked for: `-ERR <reason>`, most likely.
+fn refusal(reply: &str) -> Box<dyn Error> {
+    match reply.strip_prefix("-ERR ") {
+        Some(reason) => format!("refused by the broker: {reason}").into(),
+        None => format!("the broker sent {reply:?}").into(),
+    }
+}
+
+/// The error of a connection to `broker` that failed, with a hint when
+/// nothing listens there.
+pub fn cannot_connect(broker: &str, error: impl Into<ClientError>) -> Box<dyn Error> {
+    let error = error.into();
+    let hint = match (&error, broker.rsplit_once(':')) {
+        (ClientError::Io(io), Some((_, port))) if io.kind() == io::ErrorKind::ConnectionRefused => {
+            let port = match port {
+                "3000" => String::new(),
+                other => format!(" -- --port {other}"),
+            };
+            format!(" (is brook running? Start it with cargo run --release{port})")
+        }
+        _ => String::new(),
+    };
+    format!("cannot connect to {broker}: {error}{hint}").into()
+}
+
+/// Standard output has been closed by its reader, as `subscriber | head -3`
+/// does after three lines: the example ends quietly, and successfully.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("standard output closed")
+    }
+}
+
+impl Error for StdoutClosed {}
+
+/// Prints one line. Unlike `println!`, which panics when standard output
+/// has gone, this returns [`StdoutClosed`] then.
+pub fn print(line: fmt::Arguments<'_>) -> Result<(), Box<dyn Error>> {
+    let mut out = io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Err(Box::new(StdoutClosed)),
+        written => Ok(written?),
+    }
+}
+
 /// Turns the outcome of an example's work into its exit status, printing
-/// the error, if any, as one line.
+/// the error, if any, as one line. A closed standard output is no error:
+/// whoever read it has what they wanted.
 pub fn exit_status(program: &str, outcome: Result<(), Box<dyn Error>>) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.is::<StdoutClosed>() => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("{program}: {error}");
             ExitCode::FAILURE

@@ -259,12 +259,7 @@ impl DiskStore {
                 Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                Err(fs::TryLockError::WouldBlock) => {
-                    return Err(StoreError::Unrecognised {
-                        path,
-                        reason: "another broker is using this data directory",
-                    })
-                }
+                Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked { path }),
                 Err(fs::TryLockError::Error(error)) => return Err(StoreError::Io { path, error }),
             }
         }

@@ -32,6 +32,9 @@ pub enum StoreError {
     },
     /// The data directory holds something brook did not write.
     Unrecognised { path: PathBuf, reason: &'static str },
+    /// Another broker holds the data directory's lock, `path`: two brokers
+    /// appending to one log would interleave their records.
+    Locked { path: PathBuf },
 }
 
 impl StoreError {
@@ -157,6 +160,11 @@ impl fmt::Display for StoreError {
             StoreError::Unrecognised { path, reason } => {
                 write!(f, "{}: {reason}", path.display())
             }
+            StoreError::Locked { path } => write!(
+                f,
+                "another broker is using this data directory (it holds {})",
+                path.display()
+            ),
         }
     }
 }

@@ -177,7 +177,11 @@ impl std::error::Error for BinaryError {}
 
 impl From<BinaryError> for Refusal {
     fn from(error: BinaryError) -> Refusal {
-        Refusal::new(error.reason(), error.is_fatal(), error.to_string().into())
+        Refusal::new(
+            error.reason().into(),
+            error.is_fatal(),
+            error.to_string().into(),
+        )
     }
 }
 
@@ -670,7 +674,7 @@ mod tests {
     }
 
     /// The reason `event` was refused for, if it was.
-    fn refused_for(event: Option<&Decoded>) -> Option<&'static str> {
+    fn refused_for(event: Option<&Decoded>) -> Option<&str> {
         event?.as_ref().err().map(Refusal::reason)
     }
 

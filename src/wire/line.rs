@@ -50,9 +50,11 @@ use super::request::{
 use crate::ids::{Offset, Payload};
 
 /// A line the broker refuses. Each has the short reason sent after `-ERR `.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum LineError {
-    UnknownCommand,
+    /// The first word is not a command; it is echoed back (its start, if
+    /// it is long), with a pointer to `HELP`.
+    UnknownCommand(Box<str>),
     MissingTopic,
     MissingMessage,
     MissingByteCount,
@@ -89,7 +91,7 @@ impl LineError {
     /// The reason sent to the client after `-ERR `.
     pub fn reason(&self) -> &'static str {
         match self {
-            LineError::UnknownCommand => "unknown command",
+            LineError::UnknownCommand(_) => "unknown command",
             LineError::MissingTopic => "missing topic",
             LineError::MissingMessage => "missing message",
             LineError::MissingByteCount => "missing byte count",
@@ -114,9 +116,34 @@ impl LineError {
     }
 }
 
+impl LineError {
+    /// The longest part of an unknown command echoed back, in characters:
+    /// a line can be a megabyte long.
+    const ECHOED_CHARS: usize = 32;
+
+    fn unknown_command(word: &str) -> LineError {
+        let mut echoed: String = word.chars().take(Self::ECHOED_CHARS).collect();
+        if echoed.len() < word.len() {
+            echoed.push_str("...");
+        }
+        LineError::UnknownCommand(echoed.into())
+    }
+
+    /// The whole text sent after `-ERR `: the reason, and for an unknown
+    /// command the command and where to look.
+    pub fn reply(&self) -> Cow<'static, str> {
+        match self {
+            LineError::UnknownCommand(word) => {
+                format!("unknown command '{}' (try HELP)", word.escape_debug()).into()
+            }
+            other => other.reason().into(),
+        }
+    }
+}
+
 impl fmt::Display for LineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.reason())
+        f.write_str(&self.reply())
     }
 }
 
@@ -125,7 +152,7 @@ impl From<LineError> for Refusal {
     /// newline, and the next one is read.
     fn from(error: LineError) -> Refusal {
         let fatal = error == LineError::BinaryData;
-        Refusal::new(error.reason(), fatal, error.reason().into())
+        Refusal::new(error.reply(), fatal, error.reply())
     }
 }
 
@@ -344,7 +371,7 @@ impl Decoder {
                 "PING" => Request::Ping,
                 "HELP" => Request::Help,
                 "QUIT" => Request::Quit,
-                _ => return Err(LineError::UnknownCommand),
+                _ => return Err(LineError::unknown_command(&command)),
             };
             words.end()?;
             request
@@ -785,7 +812,7 @@ mod tests {
         assert_eq!(
             events,
             vec![
-                refused(LineError::UnknownCommand),
+                refused(LineError::UnknownCommand("FLY".into())),
                 refused(LineError::MissingTopic),
                 refused(LineError::MissingMessage),
                 refused(LineError::BadOffset),
@@ -797,7 +824,7 @@ mod tests {
                 refused(LineError::EmptyMessage),
                 refused(LineError::UnexpectedArgument), // and FLY is skipped
                 refused(LineError::PayloadNotTerminated),
-                refused(LineError::UnknownCommand), // "c", the byte the count missed
+                refused(LineError::UnknownCommand("c".into())), // the byte the count missed
                 Ok(Request::Ping),
             ]
         );

@@ -3,6 +3,7 @@
 //! request), each writer thread encodes them for its own client
 //! (`binary.rs` or `line.rs`), and the reports `TOPICS` and `STATS` print.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +39,7 @@ pub enum Reply {
     Subscribed,
     Unsubscribed,
     /// A refused request, with the reason.
-    Error(&'static str),
+    Error(Cow<'static, str>),
     /// A publish refused because the disk is full, with what to do.
     DiskFull(Arc<DiskFull>),
     /// A request refused because it would create a topic or a group past

@@ -113,7 +113,7 @@ impl Request {
 /// to know which protocol a client speaks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Refusal {
-    reason: &'static str,
+    reason: Cow<'static, str>,
     fatal: bool,
     detail: Cow<'static, str>,
 }
@@ -121,7 +121,7 @@ pub(crate) struct Refusal {
 impl Refusal {
     /// A refusal the client hears as `reason`, logged as `detail`; `fatal`
     /// if the decoder cannot find where the next request starts.
-    pub fn new(reason: &'static str, fatal: bool, detail: Cow<'static, str>) -> Refusal {
+    pub fn new(reason: Cow<'static, str>, fatal: bool, detail: Cow<'static, str>) -> Refusal {
         Refusal {
             reason,
             fatal,
@@ -130,8 +130,8 @@ impl Refusal {
     }
 
     /// The reason sent to the client (an Error status, or `-ERR`).
-    pub fn reason(&self) -> &'static str {
-        self.reason
+    pub fn reason(&self) -> &str {
+        &self.reason
     }
 
     /// Whether the stream can no longer be parsed after this refusal: we do

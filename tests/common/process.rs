@@ -23,11 +23,14 @@ pub struct BrookProcess {
 
 impl BrookProcess {
     /// Runs `command`, which must start brook with `--addr 127.0.0.1:0`,
-    /// with `RUST_LOG=info`, and waits up to `patience` for its "listening
-    /// on" line. A broker that does not start is an error with its stderr.
+    /// with `RUST_LOG=info` unless `command` sets it, and waits up to
+    /// `patience` for its "listening on" line. A broker that does not start
+    /// is an error with its stderr.
     pub fn start(mut command: Command, patience: Duration) -> Result<BrookProcess, String> {
+        if !command.get_envs().any(|(name, _)| name == "RUST_LOG") {
+            command.env("RUST_LOG", "info");
+        }
         let mut child = command
-            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
