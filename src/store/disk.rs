@@ -118,7 +118,7 @@
 //! past the recovered end of the log (brought back to it, so that the
 //! groups do not skip the offsets the next messages get).
 //!
-//! An unreadable offset answers [`Read::Unreadable`], and every reader
+//! An unreadable offset answers [`Lookup::Unreadable`], and every reader
 //! (subscribers, groups, pulls) skips it: one damaged record never stalls
 //! a reader, nor holds back retention through a cursor stuck before it.
 
@@ -141,8 +141,8 @@ use super::crc32c::Crc32c;
 use super::fetcher::{FetchRequest, Fetcher};
 use super::segment::{scan_segment, segment_file_name, Damage, Header, Segment, HEADER_BYTES};
 use super::{
-    DiskFull, Fetched, Fsync, GroupPosition, Lack, LogSettings, NamedLog, Read, Store, StoreError,
-    SyncJob, TopicLog,
+    DiskFull, Fetched, Fsync, GroupPosition, Lack, LogSettings, Lookup, NamedLog, Store,
+    StoreError, SyncJob, TopicLog,
 };
 use crate::budget::{cost, MemoryBudget};
 use crate::files::FileBudget;
@@ -506,7 +506,7 @@ pub struct DiskLog {
     fetching: Cell<bool>,
     /// The offsets whose records are damaged, as ranges `start => end`:
     /// found at start-up, or by the fetcher. Reads of them answer
-    /// [`Read::Unreadable`], rather than ask the disk again and again.
+    /// [`Lookup::Unreadable`], rather than ask the disk again and again.
     unreadable: BTreeMap<Offset, Offset>,
     /// How many offsets `unreadable` has held, for `STATS`.
     unreadable_count: u64,
@@ -960,25 +960,25 @@ impl TopicLog for DiskLog {
         Ok(offset)
     }
 
-    fn read(&self, offset: Offset) -> Read {
+    fn read(&self, offset: Offset) -> Lookup {
         if offset >= self.written || offset < self.start() {
-            return Read::Nothing;
+            return Lookup::Nothing;
         }
         if self.unreadable_at(offset) {
-            return Read::Unreadable;
+            return Lookup::Unreadable;
         }
         if offset >= self.cache_first {
             return match self.cache.get((offset - self.cache_first) as usize) {
                 Some(payload) => {
                     self.last_used.set(self.budget.now());
-                    Read::Message(payload.clone())
+                    Lookup::Message(payload.clone())
                 }
-                None => Read::Nothing,
+                None => Lookup::Nothing,
             };
         }
         if let Some(payload) = self.read_ahead.borrow().get(offset) {
             self.last_used.set(self.budget.now());
-            return Read::Message(payload);
+            return Lookup::Message(payload);
         }
         if !self.fetching.replace(true) {
             let index = self.segments.partition_point(|s| s.end <= offset);
@@ -989,7 +989,7 @@ impl TopicLog for DiskLog {
                 run,
             });
         }
-        Read::Later
+        Lookup::Later
     }
 
     fn take_fetched(&mut self, fetched: Fetched) {
@@ -1374,10 +1374,10 @@ mod tests {
 
     /// Reads `offset` as the dispatcher does: a read that must wait for the
     /// fetcher gets the fetched run and asks again.
-    fn read_now(log: &mut dyn TopicLog, fetched: &Receiver<Fetched>, offset: Offset) -> Read {
+    fn read_now(log: &mut dyn TopicLog, fetched: &Receiver<Fetched>, offset: Offset) -> Lookup {
         for _ in 0..2 {
             match log.read(offset) {
-                Read::Later => {}
+                Lookup::Later => {}
                 read => return read,
             }
             match fetched.recv_timeout(Duration::from_secs(10)) {
@@ -1489,7 +1489,7 @@ mod tests {
         // Nothing is cached after a reopen: every read goes to a segment.
         for i in (0..1000).rev() {
             let read = read_now(log.as_mut(), &fetched, i);
-            assert_eq!(read, Read::Message(message(i)), "offset {i}");
+            assert_eq!(read, Lookup::Message(message(i)), "offset {i}");
         }
         let segments = segment_paths(&store.directory_for("t").unwrap()).unwrap();
         assert!(segments.len() > 4, "{} segments", segments.len());
@@ -1528,8 +1528,8 @@ mod tests {
         let mut unreadable = Vec::new();
         for i in 0..1000 {
             match read_now(log.as_mut(), &fetched, i) {
-                Read::Message(payload) => assert_eq!(payload, message(i), "offset {i}"),
-                Read::Unreadable => unreadable.push(i),
+                Lookup::Message(payload) => assert_eq!(payload, message(i), "offset {i}"),
+                Lookup::Unreadable => unreadable.push(i),
                 other => panic!("offset {i}: {other:?}"),
             }
         }
@@ -1584,11 +1584,11 @@ mod tests {
         let (mut store, fetched) = open_store(&temp, settings(16 << 10, None));
         let (_, mut log) = store.recover().unwrap().pop().unwrap();
         assert_eq!((log.start(), log.end()), (0, 1000));
-        assert_eq!(read_now(log.as_mut(), &fetched, *base), Read::Unreadable);
+        assert_eq!(read_now(log.as_mut(), &fetched, *base), Lookup::Unreadable);
         let before = *base - 1;
         assert_eq!(
             read_now(log.as_mut(), &fetched, before),
-            Read::Message(message(before))
+            Lookup::Message(message(before))
         );
     }
 
@@ -1853,7 +1853,7 @@ mod tests {
         assert!(!log.over_retention()); // the active segment never goes
         assert_eq!(
             read_now(log.as_mut(), &fetched, 3),
-            Read::Message(message(3))
+            Lookup::Message(message(3))
         );
     }
 
@@ -1885,7 +1885,7 @@ mod tests {
         for i in 0..100 {
             assert_eq!(
                 read_now(log.as_mut(), &fetched, i),
-                Read::Message(message(i))
+                Lookup::Message(message(i))
             );
         }
         assert!(store.budget().used() > 0);
@@ -1894,7 +1894,7 @@ mod tests {
         assert_eq!(store.budget().used(), 0);
         assert_eq!(
             read_now(log.as_mut(), &fetched, 99),
-            Read::Message(message(99))
+            Lookup::Message(message(99))
         );
     }
 
@@ -1924,7 +1924,7 @@ mod tests {
         assert!(log.start() <= 100 && log.start() > 0);
         assert_eq!(
             read_now(log.as_mut(), &fetched, 100),
-            Read::Message(message(100))
+            Lookup::Message(message(100))
         );
         log.apply_retention(log.end());
         assert!(!log.over_retention());
@@ -1933,10 +1933,10 @@ mod tests {
         let kept = log.end() - log.start();
         assert!((140..=195).contains(&kept), "{kept} kept");
         let dropped = log.start() - 1;
-        assert_eq!(read_now(log.as_mut(), &fetched, dropped), Read::Nothing);
+        assert_eq!(read_now(log.as_mut(), &fetched, dropped), Lookup::Nothing);
         assert_eq!(
             read_now(log.as_mut(), &fetched, 999),
-            Read::Message(message(999))
+            Lookup::Message(message(999))
         );
         assert_eq!(log.append(message(1000)).unwrap(), 1000);
     }

@@ -81,10 +81,10 @@ pub trait TopicLog: Send {
     fn append(&mut self, payload: Payload) -> Result<Offset, StoreError>;
 
     /// The message at `offset`, if the log holds it and has it at hand.
-    fn read(&self, offset: Offset) -> Read;
+    fn read(&self, offset: Offset) -> Lookup;
 
     /// Takes a run of old records the fetcher thread read for a
-    /// [`Read::Later`], so that reads of them find them.
+    /// [`Lookup::Later`], so that reads of them find them.
     fn take_fetched(&mut self, _fetched: Fetched) {}
 
     /// The positions of the topic's consumer groups that the log was
@@ -115,7 +115,7 @@ pub trait TopicLog: Send {
     fn end(&self) -> Offset;
 
     /// How many of the log's offsets were found damaged on disk, and are
-    /// skipped ([`Read::Unreadable`]), since the broker started.
+    /// skipped ([`Lookup::Unreadable`]), since the broker started.
     fn unreadable_records(&self) -> u64 {
         0
     }
@@ -203,7 +203,7 @@ pub struct GroupPosition {
 
 /// What [`TopicLog::read`] found at an offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Read {
+pub enum Lookup {
     Message(Payload),
     /// No message: the offset is past the end of the log, or before its
     /// start.
