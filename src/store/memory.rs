@@ -1,6 +1,6 @@
 //! The in-memory store (`--in-memory`): every topic's log is a `VecDeque`
 //! of shared payloads, gone when the broker stops. It implements the same
-//! two traits as the disk store (`disk.rs`), so the dispatcher cannot tell
+//! two traits as the disk store (`disk/`), so the dispatcher cannot tell
 //! them apart; both share one memory budget per store (`budget.rs`).
 
 use std::cell::Cell;
