@@ -170,3 +170,48 @@ impl Cache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(byte: u8) -> Payload {
+        Payload::from(vec![byte; 10])
+    }
+
+    #[test]
+    fn the_first_cached_offset_follows_the_log_s_next_one() {
+        let budget = Arc::new(MemoryBudget::new("--cache-bytes", 1 << 20));
+        let mut cache = Cache::new(budget.clone());
+        assert_eq!(cache.first(7), 7, "nothing cached");
+        for byte in 7..10 {
+            cache.push(payload(byte));
+        }
+        // Offsets 7, 8 and 9 are cached: the log's next offset is 10.
+        assert_eq!(cache.first(10), 7);
+        assert_eq!(cache.newest(8, 10), Some(payload(8)));
+        assert_eq!(cache.newest(6, 10), None);
+        cache.drop_oldest();
+        cache.drop_newest(); // offset 9, taken back: the next is 9 again
+        assert_eq!(cache.first(9), 8);
+        assert_eq!(cache.newest(8, 9), Some(payload(8)));
+        assert_eq!(cache.held(), cost(&payload(8)));
+        assert_eq!(budget.used(), cache.held());
+    }
+
+    #[test]
+    fn the_read_ahead_run_and_the_buffer_count_against_the_budget() {
+        let budget = Arc::new(MemoryBudget::new("--cache-bytes", 1 << 20));
+        let mut cache = Cache::new(budget.clone());
+        cache.keep_read_ahead(3, vec![payload(3), payload(4)]);
+        assert_eq!(cache.read_ahead(4), Some(payload(4)));
+        assert_eq!(cache.read_ahead(5), None);
+        cache.count_buffer(100);
+        assert_eq!(budget.used(), 2 * cost(&payload(3)) + 100);
+        cache.keep_read_ahead(5, vec![payload(5)]); // replaces the last run
+        cache.count_buffer(0);
+        assert_eq!(budget.used(), cost(&payload(5)));
+        cache.drop_read_ahead();
+        assert_eq!((cache.held(), budget.used()), (0, 0));
+    }
+}

@@ -50,3 +50,23 @@ impl Unreadable {
         self.ranges.retain(|_, end| *end > start);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn damage_is_counted_once_and_forgotten_with_its_segment() {
+        let mut unreadable = Unreadable::default();
+        unreadable.note("t", 10..13, "damage");
+        unreadable.note("t", 11..12, "the same damage, read again");
+        unreadable.note("t", 20..20, "no offsets");
+        assert_eq!(unreadable.count(), 3);
+        assert!(!unreadable.contains(9));
+        assert!(unreadable.contains(10) && unreadable.contains(12));
+        assert!(!unreadable.contains(13));
+        unreadable.forget_before(13);
+        assert!(!unreadable.contains(12));
+        assert_eq!(unreadable.count(), 3, "the count is since the start");
+    }
+}
