@@ -69,7 +69,7 @@ use crate::group::{Group, Refused};
 use crate::ids::{ConnId, IdMap, Offset, Payload, TopicId};
 use crate::queue::{Command, CommandReceiver, Hangup};
 use crate::session::{start_offset, DeliveryPolicy, GivenUp, Session};
-use crate::store::{DiskFull, Fetched, Read, Store, StoreError, SyncJob, TopicLog};
+use crate::store::{DiskFull, Fetched, Lookup, Store, StoreError, SyncJob, TopicLog};
 use crate::syncer::Syncer;
 use crate::topic::Topic;
 use crate::wire::line;
@@ -897,15 +897,15 @@ impl Dispatcher {
                 return;
             };
             let payload = match topic.log.read(offset) {
-                Read::Message(payload) => payload,
+                Lookup::Message(payload) => payload,
                 // Damaged on disk (the log said so) or gone: nothing to
                 // deliver, and nothing to wait for.
-                Read::Unreadable | Read::Nothing => {
+                Lookup::Unreadable | Lookup::Nothing => {
                     self.group_done(id, index, offset);
                     continue;
                 }
                 // Offered again once it is fetched.
-                Read::Later => return topic.groups[index].put_back(offset, deliveries),
+                Lookup::Later => return topic.groups[index].put_back(offset, deliveries),
             };
             let Some(session) = self.sessions.get_mut(&conn) else {
                 return;

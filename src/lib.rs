@@ -30,11 +30,11 @@
 //! - `dispatcher.rs`: the one thread that owns the topic table, with
 //!   `topic.rs`, what it holds of each topic.
 //! - `store/`: each topic's append-only log of messages, in memory
-//!   (`memory.rs`) or in segment files that survive a restart (`disk.rs`,
-//!   `segment.rs`, checksummed by [`crc32c`]), and the fetcher thread that
-//!   reads old records back (`fetcher.rs`); `store/mod.rs` lists its files
-//!   bottom-up. [`budget`] keeps what all the logs hold in memory within
-//!   one limit.
+//!   (`memory.rs`) or in segment files that survive a restart (`disk/`,
+//!   `segment.rs`, `record.rs`, checksummed by [`crc32c`]), and the
+//!   fetcher thread that reads old records back (`fetcher.rs`);
+//!   `store/mod.rs` lists its files bottom-up. [`budget`] keeps what all
+//!   the logs hold in memory within one limit.
 //! - `session.rs`: one connection's subscriptions, in-flight deliveries,
 //!   redeliveries and pulls.
 //! - `group.rs`: consumer groups, whose members share a topic's messages.

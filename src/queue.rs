@@ -78,7 +78,7 @@ pub enum Command {
     /// The connection has closed: forget its subscriptions and deliveries.
     Detach { conn: ConnId },
     /// Old records the fetcher thread read from a segment, which a log
-    /// answered [`Read::Later`](crate::store::Read) for (see `store/fetcher.rs`).
+    /// answered [`Lookup::Later`](crate::store::Lookup) for (see `store/fetcher.rs`).
     Fetched(Fetched),
     /// The metrics thread asks for the figures `STATS` prints, to be sent
     /// on `reply` (which has room for them: the dispatcher never waits).

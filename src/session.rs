@@ -72,7 +72,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::ids::{ConnId, IdMap, Offset, Payload, TopicId};
-use crate::store::{DiskFull, Read};
+use crate::store::{DiskFull, Lookup};
 use crate::topic::Topic;
 use crate::wire::reply::{Outgoing, Reply};
 use crate::wire::request::{AckMode, StartAt};
@@ -722,14 +722,14 @@ impl Session {
         };
         let offset = subscription.next;
         let payload = match topic.log.read(offset) {
-            Read::Message(payload) => Some(payload),
+            Lookup::Message(payload) => Some(payload),
             // Damaged on disk (the log has said so): skipped, so that the
             // cursor neither stops there nor holds back retention.
-            Read::Unreadable => None,
+            Lookup::Unreadable => None,
             // Caught up (or waiting for a From offset), or the message is
             // on its way from the disk: the topic is offered again once
             // there is something to send.
-            Read::Nothing | Read::Later => {
+            Lookup::Nothing | Lookup::Later => {
                 subscription.queued = false;
                 return;
             }
@@ -824,12 +824,12 @@ impl Session {
                 continue;
             };
             let payload = match topic.log.read(offset) {
-                Read::Message(payload) => payload,
-                Read::Unreadable | Read::Nothing => {
+                Lookup::Message(payload) => payload,
+                Lookup::Unreadable | Lookup::Nothing => {
                     topic.groups[index].done(offset); // damaged, or gone: skipped
                     continue;
                 }
-                Read::Later => {
+                Lookup::Later => {
                     topic.groups[index].put_back(offset, deliveries);
                     return moved; // served again once fetched
                 }
@@ -1155,7 +1155,7 @@ mod tests {
                     return;
                 };
                 let (offset, deliveries) = group.take(end).unwrap();
-                let Read::Message(payload) = topic.log.read(offset) else {
+                let Lookup::Message(payload) = topic.log.read(offset) else {
                     panic!("{offset} is in the log");
                 };
                 let session = &mut self.sessions[conn as usize];

@@ -7,7 +7,7 @@
 //! and a read from a cold disk takes milliseconds. Done on the dispatcher
 //! thread, that would hold up every other topic and subscriber meanwhile.
 //! So the disk log only asks for the run of records it lacks and answers
-//! "later" ([`Read::Later`](super::Read::Later)); the fetcher reads the run and
+//! "later" ([`Lookup::Later`](super::Lookup::Later)); the fetcher reads the run and
 //! checks its checksums on its own thread, and hands it back as a
 //! [`Fetched`] to whoever started the thread. In the broker
 //! that is the dispatcher's queue (`server.rs` says so), where it joins the

@@ -1,13 +1,13 @@
 //! The in-memory store (`--in-memory`): every topic's log is a `VecDeque`
 //! of shared payloads, gone when the broker stops. It implements the same
-//! two traits as the disk store (`disk.rs`), so the dispatcher cannot tell
+//! two traits as the disk store (`disk/`), so the dispatcher cannot tell
 //! them apart; both share one memory budget per store (`budget.rs`).
 
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::{NamedLog, Read, Store, StoreError, SyncJob, TopicLog};
+use super::{Lookup, NamedLog, Store, StoreError, SyncJob, TopicLog};
 use crate::budget::{cost, MemoryBudget, MESSAGE_OVERHEAD_BYTES};
 use crate::ids::{Offset, Payload};
 
@@ -92,16 +92,16 @@ impl TopicLog for MemoryLog {
         Ok(self.end() - 1)
     }
 
-    fn read(&self, offset: Offset) -> Read {
+    fn read(&self, offset: Offset) -> Lookup {
         let index = offset
             .checked_sub(self.first)
             .and_then(|i| usize::try_from(i).ok());
         match index.and_then(|i| self.messages.get(i)) {
             Some(payload) => {
                 self.last_used.set(self.budget.now());
-                Read::Message(payload.clone())
+                Lookup::Message(payload.clone())
             }
-            None => Read::Nothing,
+            None => Lookup::Nothing,
         }
     }
 
@@ -153,8 +153,8 @@ mod tests {
         assert_eq!((log.start(), log.end()), (0, 0));
         assert_eq!(log.append(Payload::from(&b"a"[..])).unwrap(), 0);
         assert_eq!(log.append(Payload::from(&b"b"[..])).unwrap(), 1);
-        assert_eq!(log.read(1), Read::Message(Payload::from(&b"b"[..])));
-        assert_eq!(log.read(2), Read::Nothing);
+        assert_eq!(log.read(1), Lookup::Message(Payload::from(&b"b"[..])));
+        assert_eq!(log.read(2), Lookup::Nothing);
         assert_eq!(log.end(), 2);
     }
 
@@ -173,8 +173,8 @@ mod tests {
         log.apply_retention(log.end());
         assert_eq!((log.start(), log.end()), (3, 5));
         assert!(!log.over_retention());
-        assert_eq!(log.read(2), Read::Nothing);
-        assert_eq!(log.read(3), Read::Message(Payload::from(vec![3u8; 4])));
+        assert_eq!(log.read(2), Lookup::Nothing);
+        assert_eq!(log.read(3), Lookup::Message(Payload::from(vec![3u8; 4])));
         // A message larger than the limit goes too once nobody needs it.
         assert_eq!(log.append(Payload::from(vec![9; 50])).unwrap(), 5);
         log.apply_retention(log.end());
@@ -194,7 +194,7 @@ mod tests {
         assert_eq!(a.held_bytes(), 10 * each);
         // `b` was used last; reading `a` makes it the more recent.
         assert!(a.last_used() < b.last_used());
-        assert!(matches!(a.read(3), Read::Message(_)));
+        assert!(matches!(a.read(3), Lookup::Message(_)));
         assert!(a.last_used() >= b.last_used());
 
         // Asked for 3 messages' worth, but a reader needs offset 2 on.

@@ -12,7 +12,7 @@
 //! replay from the beginning and live delivery are the same operation.
 //!
 //! [`MemoryStore`](memory::MemoryStore) keeps messages in RAM (`memory.rs`).
-//! [`DiskStore`](disk::DiskStore) keeps them in segment files (`disk.rs`),
+//! [`DiskStore`](disk::DiskStore) keeps them in segment files (`disk/`),
 //! behind the same two traits, without the protocol or dispatcher code
 //! changing.
 //!
@@ -24,18 +24,22 @@
 //! - `settings.rs`: how the disk store treats every log ([`LogSettings`],
 //!   [`Fsync`], [`OnDamage`]).
 //! - `crc32c.rs`: the checksum of every record on disk.
-//! - `segment.rs`: the bytes of one segment file's records, and the scan
-//!   that recovers it.
-//! - this file: the two traits, what a read finds, and what the fetcher
-//!   hands back ([`Fetched`]).
+//! - `record.rs`: the bytes of one record, and the checks every record
+//!   read from disk goes through.
+//! - `segment.rs`: one segment file: where its records lie (its sparse
+//!   index, saved when it closes), and the reading of a run of them.
+//! - this file: the two traits, what a read finds ([`Lookup`]), and what
+//!   the fetcher hands back ([`Fetched`]).
 //! - `fetcher.rs`: the thread that reads old records back.
-//! - `memory.rs` and `disk.rs`: the two stores.
+//! - `memory.rs` and `disk/`: the two stores; `disk/mod.rs` lists its
+//!   own files.
 
 pub mod crc32c;
 pub(crate) mod disk;
 mod error;
 pub(crate) mod fetcher;
 pub(crate) mod memory;
+pub(crate) mod record;
 pub(crate) mod segment;
 mod settings;
 
@@ -81,10 +85,10 @@ pub trait TopicLog: Send {
     fn append(&mut self, payload: Payload) -> Result<Offset, StoreError>;
 
     /// The message at `offset`, if the log holds it and has it at hand.
-    fn read(&self, offset: Offset) -> Read;
+    fn read(&self, offset: Offset) -> Lookup;
 
     /// Takes a run of old records the fetcher thread read for a
-    /// [`Read::Later`], so that reads of them find them.
+    /// [`Lookup::Later`], so that reads of them find them.
     fn take_fetched(&mut self, _fetched: Fetched) {}
 
     /// The positions of the topic's consumer groups that the log was
@@ -115,7 +119,7 @@ pub trait TopicLog: Send {
     fn end(&self) -> Offset;
 
     /// How many of the log's offsets were found damaged on disk, and are
-    /// skipped ([`Read::Unreadable`]), since the broker started.
+    /// skipped ([`Lookup::Unreadable`]), since the broker started.
     fn unreadable_records(&self) -> u64 {
         0
     }
@@ -201,9 +205,10 @@ pub struct GroupPosition {
     pub unfinished: Vec<(Offset, Offset)>,
 }
 
-/// What [`TopicLog::read`] found at an offset.
+/// What [`TopicLog::read`] found at an offset. (Not `Read`, which would
+/// shadow `std::io::Read` in every file that reads a socket too.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Read {
+pub enum Lookup {
     Message(Payload),
     /// No message: the offset is past the end of the log, or before its
     /// start.

@@ -21,7 +21,7 @@ pub struct LogSettings {
 }
 
 impl LogSettings {
-    /// Whether each log keeps a horizon file (`disk.rs`, `Horizon`): only
+    /// Whether each log keeps a horizon file (`disk/horizon.rs`): only
     /// with `--fsync batch` and `--on-damage stop`. It is what lets a start
     /// that stops at damage tell a power loss's torn end from damage, and
     /// it costs a second fdatasync per batch (p50 latency about doubled),
