@@ -65,11 +65,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
-use crate::group::{Group, Refused};
+use crate::group::{Group, Next, Refused};
 use crate::ids::{ConnId, IdMap, Offset, Payload, TopicId};
 use crate::queue::{Command, CommandReceiver, Hangup};
 use crate::session::{start_offset, DeliveryPolicy, GivenUp, Session};
-use crate::store::{DiskFull, Fetched, Read, Store, StoreError, SyncJob, TopicLog};
+use crate::store::{DiskFull, Fetched, Store, StoreError, SyncJob, TopicLog};
 use crate::syncer::Syncer;
 use crate::topic::Topic;
 use crate::wire::line;
@@ -876,34 +876,27 @@ impl Dispatcher {
         loop {
             let sessions = &self.sessions;
             let topic = &mut self.topics[id];
-            let end = topic.log.end();
-            let group = &mut topic.groups[index];
-            group.forget_before(topic.log.start());
-            if !group.has_work(end) {
-                return;
-            }
             let has_room = |conn| {
                 sessions
                     .get(&conn)
                     .is_some_and(|s| s.has_group_room(id, index))
             };
-            let Some(conn) = group.next_member(has_room) else {
-                return;
-            };
-            let Some((offset, deliveries)) = group.take(end) else {
-                return;
-            };
-            let payload = match topic.log.read(offset) {
-                Read::Message(payload) => payload,
-                // Damaged on disk (the log said so) or gone: nothing to
-                // deliver, and nothing to wait for.
-                Read::Unreadable | Read::Nothing => {
-                    self.group_done(id, index, offset);
-                    continue;
-                }
-                // Offered again once it is fetched.
-                Read::Later => return topic.groups[index].put_back(offset, deliveries),
-            };
+            let pick = |group: &mut Group| group.next_member(has_room);
+            let (conn, offset, deliveries, payload) =
+                match topic.groups[index].next(&*topic.log, topic.log.end(), pick) {
+                    Next::Message {
+                        to,
+                        offset,
+                        deliveries,
+                        payload,
+                    } => (to, offset, deliveries, payload),
+                    Next::Skipped => {
+                        self.groups_moved(id);
+                        continue;
+                    }
+                    // Offered again once fetched, or once there is room.
+                    Next::Later | Next::NoRoom | Next::Empty => return,
+                };
             let Some(session) = self.sessions.get_mut(&conn) else {
                 return;
             };

@@ -71,6 +71,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::group::{Group, Next};
 use crate::ids::{ConnId, IdMap, Offset, Payload, TopicId};
 use crate::store::{DiskFull, Read};
 use crate::topic::Topic;
@@ -806,34 +807,29 @@ impl Session {
     pub fn serve_pulls(&mut self, topics: &mut [Topic], now: Instant) -> Vec<(TopicId, usize)> {
         let mut moved = Vec::new();
         while let Some(pull) = self.pulls.front() {
-            let Some((id, index)) = pull.topic else {
+            let (Some((id, index)), true) = (pull.topic, pull.left > 0) else {
                 self.finish_pull();
                 continue;
             };
             let topic = &mut topics[id];
-            topic.groups[index].forget_before(topic.log.start());
-            if pull.left == 0 || !topic.groups[index].has_work(pull.until) {
-                self.finish_pull();
-                continue;
-            }
-            if !self.make_write_room() {
-                return moved; // the writer will say when it has written
-            }
-            let Some((offset, deliveries)) = topic.groups[index].take(pull.until) else {
-                self.finish_pull();
-                continue;
-            };
-            let payload = match topic.log.read(offset) {
-                Read::Message(payload) => payload,
-                Read::Unreadable | Read::Nothing => {
-                    topic.groups[index].done(offset); // damaged, or gone: skipped
-                    continue;
-                }
-                Read::Later => {
-                    topic.groups[index].put_back(offset, deliveries);
-                    return moved; // served again once fetched
-                }
-            };
+            let pick = |_: &mut Group| self.make_write_room().then_some(());
+            let (offset, deliveries, payload) =
+                match topic.groups[index].next(&*topic.log, pull.until, pick) {
+                    Next::Message {
+                        offset,
+                        deliveries,
+                        payload,
+                        ..
+                    } => (offset, deliveries, payload),
+                    Next::Skipped => continue,
+                    Next::Empty => {
+                        self.finish_pull();
+                        continue;
+                    }
+                    // The writer will say when it has written; the fetcher
+                    // when the message is here.
+                    Next::NoRoom | Next::Later => return moved,
+                };
             topic.groups[index].done(offset);
             if moved.last() != Some(&(id, index)) {
                 moved.push((id, index));
@@ -981,7 +977,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::group::{Group, Refused};
+    use crate::group::Refused;
     use crate::store::memory::MemoryStore;
     use crate::store::Store;
 
@@ -1145,20 +1141,18 @@ mod tests {
             loop {
                 let sessions = &self.sessions;
                 let topic = &mut self.topics[TOPIC];
-                let end = topic.log.end();
-                let group = &mut topic.groups[GROUP];
-                if !group.has_work(end) {
-                    return;
-                }
                 let has_room = |conn| sessions[conn as usize].has_group_room(TOPIC, GROUP);
-                let Some(conn) = group.next_member(has_room) else {
+                let pick = |group: &mut Group| group.next_member(has_room);
+                let Next::Message {
+                    to,
+                    offset,
+                    deliveries,
+                    payload,
+                } = topic.groups[GROUP].next(&*topic.log, topic.log.end(), pick)
+                else {
                     return;
                 };
-                let (offset, deliveries) = group.take(end).unwrap();
-                let Read::Message(payload) = topic.log.read(offset) else {
-                    panic!("{offset} is in the log");
-                };
-                let session = &mut self.sessions[conn as usize];
+                let session = &mut self.sessions[to as usize];
                 let topic = (TOPIC, &self.topics[TOPIC]);
                 if session.deliver_for_group(GROUP, offset, deliveries, payload, topic, now) {
                     self.topics[TOPIC].groups[GROUP].done(offset);
