@@ -67,8 +67,9 @@ use crossbeam_channel::RecvTimeoutError;
 
 use crate::group::{Group, Next, Refused};
 use crate::ids::{ConnId, IdMap, Offset, Payload, TopicId};
+use crate::in_flight::{DeliveryPolicy, GivenUp};
 use crate::queue::{Command, CommandReceiver, Hangup};
-use crate::session::{start_offset, DeliveryPolicy, GivenUp, Session};
+use crate::session::{start_offset, Session};
 use crate::store::{DiskFull, Fetched, Store, StoreError, SyncJob, TopicLog};
 use crate::syncer::Syncer;
 use crate::topic::Topic;

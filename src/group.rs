@@ -17,7 +17,7 @@
 //! The dispatcher hands the group's messages out one at a time, taking the
 //! members in turn and skipping those whose window is full, so work is
 //! spread fairly across members with room. A `PULL` takes from a group too
-//! (`session.rs`), through the same [`Group::next`], so pulls and members
+//! (`pulls.rs`), through the same [`Group::next`], so pulls and members
 //! share the work. An ack takes a message off
 //! `out`; a nack, an ack timeout or a member's disconnect puts it on
 //! `again`, and the next member in turn (usually another one) gets it. The
