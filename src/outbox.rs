@@ -82,8 +82,8 @@ impl Outbox {
     pub fn has_write_room(&self) -> bool {
         let link = self.writer.link();
         let has_room = || {
-            self.frames.len() + link.unwritten() < self.max_frames
-                && self.payload_bytes + link.unwritten_payload_bytes() < self.max_payload_bytes
+            self.frames.len() + link.pending_frames() < self.max_frames
+                && self.payload_bytes + link.pending_payload_bytes() < self.max_payload_bytes
         };
         if has_room() {
             return true;
@@ -117,7 +117,7 @@ impl Outbox {
     /// Closes the writer's channel, so the thread ends once it has written
     /// what it has, and returns the link that tells when it has.
     pub fn into_link(self) -> Link {
-        self.writer.finish()
+        self.writer.into_link()
     }
 
     /// Takes the queued frames as if the writer had written them at once,

@@ -194,7 +194,7 @@ impl Session {
         self.subscriptions.keys().copied()
     }
 
-    /// Called after `topic` received a message: sends it if the window has
+    /// Called after `topic` received a message: queues it if the window has
     /// room and no other topic is waiting for its turn.
     pub fn offer(&mut self, topic: TopicId, topics: &[Topic], now: Instant) {
         self.mark_ready(topic);
@@ -227,7 +227,7 @@ impl Session {
     }
 
     /// Called by the dispatcher at (or after) [`Session::next_wake`]: times
-    /// out the oldest delivery if its clock has run out, and sends whatever
+    /// out the oldest delivery if its clock has run out, and queues whatever
     /// redeliveries have come due.
     pub fn wake(&mut self, topics: &[Topic], now: Instant) {
         let subscriptions = &self.subscriptions;
@@ -261,7 +261,7 @@ impl Session {
 
     /// Whether a closed session is done: its pulls have ended, or made no
     /// progress for the linger.
-    pub fn is_finished(&self, now: Instant) -> bool {
+    pub fn is_done(&self, now: Instant) -> bool {
         self.closing
             .is_some_and(|deadline| self.pulls.is_empty() || now >= deadline)
     }
@@ -306,11 +306,11 @@ impl Session {
         }
     }
 
-    /// Sends a message that the group `group` of `topic` gave this session,
+    /// Queues a message that the group `group` of `topic` gave this session,
     /// its `deliveries`th delivery. Returns whether the group is done with it
     /// already: when the session joined without manual acks, writing it is
     /// all it takes.
-    pub fn deliver_for_group(
+    pub fn queue_for_group(
         &mut self,
         group: usize,
         offset: Offset,
@@ -331,7 +331,7 @@ impl Session {
             return true;
         }
         let delivery = Delivery::new(id, offset, deliveries, payload, Some(group));
-        self.send(delivery, topic, now);
+        self.queue_awaiting_answer(delivery, topic, now);
         false
     }
 
@@ -356,7 +356,7 @@ impl Session {
     /// `pulls.rs`). Returns the groups that moved: their logs must save
     /// where they are. A closing session that makes progress gets the
     /// linger again.
-    pub fn serve_pulls(&mut self, topics: &mut [Topic], now: Instant) -> Vec<(TopicId, usize)> {
+    pub fn stream_pulls(&mut self, topics: &mut [Topic], now: Instant) -> Vec<(TopicId, usize)> {
         let streamed = self.pulls.stream(&mut self.outbox, topics);
         if streamed.progressed && self.closing.is_some() {
             self.closing = Some(now + self.policy.linger);
@@ -375,7 +375,7 @@ impl Session {
     }
 
     /// Packs the queued frames for the writer thread, for the dispatcher to
-    /// post at the end of its round. Closes the connection if replies pile
+    /// hand over at the end of its round. Closes the connection if replies pile
     /// up behind a pull: the client keeps sending requests while it does
     /// not read the pull.
     pub fn pack(&mut self) -> Option<Parcel> {
@@ -386,19 +386,20 @@ impl Session {
         self.outbox.pack()
     }
 
-    /// Gives up the session: the connection has closed. Its writer's
-    /// channel closes, and the link that is returned tells whether frames are
+    /// What is left of a session once the dispatcher forgets it: the link
+    /// to its writer, whose channel closes, which tells whether frames are
     /// still on their way to the socket.
-    pub fn finish(self) -> Link {
+    pub fn into_link(self) -> Link {
         self.outbox.into_link()
     }
 
-    pub fn has_output(&self) -> bool {
+    /// Whether frames wait in the outbox, to be packed at the round's end.
+    pub fn has_frames_queued(&self) -> bool {
         !self.outbox.is_empty()
     }
 
-    /// Sends due redeliveries, then new messages, round-robin across topics,
-    /// until the window is full or nothing is left to send. A subscription
+    /// Queues due redeliveries, then new messages, round-robin across
+    /// topics, until the window is full or nothing is left to queue. A subscription
     /// whose turn comes when its window is full holds up the ones behind it
     /// until there is room: the topics of one connection share its windows.
     pub fn pump(&mut self, topics: &[Topic], now: Instant) {
@@ -408,7 +409,7 @@ impl Session {
         loop {
             if self.in_flight.has_room() {
                 if let Some(again) = self.in_flight.pop_due(now) {
-                    self.send_again(again, topics, now);
+                    self.queue_redelivery(again, topics, now);
                     continue;
                 }
             }
@@ -427,13 +428,13 @@ impl Session {
                 break;
             }
             self.ready.pop_front();
-            self.send_next(id, &topics[id], now);
+            self.queue_next(id, &topics[id], now);
         }
     }
 
-    /// Sends the message at the cursor of the subscription to `topic`, and
+    /// Queues the message at the cursor of the subscription to `topic`, and
     /// puts the topic back in line if it has more.
-    fn send_next(&mut self, id: TopicId, topic: &Topic, now: Instant) {
+    fn queue_next(&mut self, id: TopicId, topic: &Topic, now: Instant) {
         let Some(subscription) = self.subscriptions.get_mut(&id) else {
             return;
         };
@@ -463,14 +464,14 @@ impl Session {
         match subscription.ack {
             AckMode::Manual => {
                 let delivery = Delivery::new(id, offset, 1, payload, None);
-                self.send(delivery, topic, now);
+                self.queue_awaiting_answer(delivery, topic, now);
             }
             AckMode::OnWrite => self.outbox.queue_delivery(topic, None, offset, 1, payload),
         }
     }
 
-    /// Sends a delivery that awaits an answer.
-    fn send(&mut self, delivery: Delivery, topic: &Topic, now: Instant) {
+    /// Queues a delivery, and waits for its answer.
+    fn queue_awaiting_answer(&mut self, delivery: Delivery, topic: &Topic, now: Instant) {
         let payload = delivery.payload.clone();
         let (group, offset, count) = (delivery.group, delivery.offset, delivery.count);
         self.outbox
@@ -478,12 +479,12 @@ impl Session {
         self.in_flight.track(delivery, now);
     }
 
-    /// Sends a redelivery that came due, unless its topic was unsubscribed
+    /// Queues a redelivery that came due, unless its topic was unsubscribed
     /// since it was scheduled.
-    fn send_again(&mut self, delivery: Delivery, topics: &[Topic], now: Instant) {
+    fn queue_redelivery(&mut self, delivery: Delivery, topics: &[Topic], now: Instant) {
         if self.subscriptions.contains_key(&delivery.topic) {
             let topic = &topics[delivery.topic];
-            self.send(delivery, topic, now);
+            self.queue_awaiting_answer(delivery, topic, now);
         }
     }
 }
@@ -685,7 +686,7 @@ mod tests {
                 };
                 let session = &mut self.sessions[to as usize];
                 let topic = (TOPIC, &self.topics[TOPIC]);
-                if session.deliver_for_group(GROUP, offset, deliveries, payload, topic, now) {
+                if session.queue_for_group(GROUP, offset, deliveries, payload, topic, now) {
                     self.topics[TOPIC].groups[GROUP].done(offset);
                 }
             }
@@ -1121,7 +1122,7 @@ mod tests {
         let until = broker.topics[TOPIC].log.end();
         broker.sessions[1].add_pull(Some((TOPIC, GROUP)), until, None);
         let now = broker.at(10);
-        let moved = broker.sessions[1].serve_pulls(&mut broker.topics, now);
+        let moved = broker.sessions[1].stream_pulls(&mut broker.topics, now);
         assert_eq!(moved, [(TOPIC, GROUP)]);
         let mut frames = broker.sessions[1].outbox.take_frames();
         let end = frames.pop();
