@@ -317,6 +317,8 @@ fn merge_sorted(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::store::Store;
 
     /// `--max-deliveries`, where a test does not reach it.
     const MAX: u32 = 5;
@@ -437,5 +439,28 @@ mod tests {
         assert!(group.has_work(10));
         assert_eq!(group.take(10), Some((5, 1)));
         assert_eq!(group.report(10).lag, 5, "5 out, 6 to 9 new");
+    }
+
+    /// `Group::next` asks who gets a message only when there is one, and
+    /// takes nothing when nobody has room: the message stays first in line.
+    #[test]
+    fn next_gives_out_a_message_only_to_someone_with_room() {
+        let mut log = MemoryStore::new(None, 1 << 20).open("t").unwrap();
+        let mut group = Group::new(Arc::from("g"), 0);
+        let never_asked = |_: &mut Group| -> Option<()> { panic!("nothing to give") };
+        assert_eq!(group.next(&*log, log.end(), never_asked), Next::Empty);
+        log.append(Payload::from(&b"m0"[..])).unwrap();
+        log.append(Payload::from(&b"m1"[..])).unwrap();
+        assert_eq!(group.next(&*log, 2, |_| None::<()>), Next::NoRoom);
+        assert_eq!(group.position(), 0, "nothing taken");
+        let first = group.next(&*log, 1, |_| Some("member"));
+        let expected = Next::Message {
+            to: "member",
+            offset: 0,
+            deliveries: 1,
+            payload: Payload::from(&b"m0"[..]),
+        };
+        assert_eq!(first, expected);
+        assert_eq!(group.next(&*log, 1, |_| Some(())), Next::Empty, "until 1");
     }
 }
