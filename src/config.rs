@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::budget::default_memory_bytes;
 use crate::dispatcher::TopicLimits;
-use crate::session::DeliveryPolicy;
+use crate::in_flight::DeliveryPolicy;
 use crate::wire::request::{Limits, MAX_TOPIC_NAME_BYTES};
 
 pub use crate::store::{Fsync, OnDamage};

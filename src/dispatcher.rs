@@ -65,11 +65,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
-use crate::group::{Group, Refused};
+use crate::group::{Group, Next, Refused};
 use crate::ids::{ConnId, IdMap, Offset, Payload, TopicId};
+use crate::in_flight::{DeliveryPolicy, GivenUp};
 use crate::queue::{Command, CommandReceiver, Hangup};
-use crate::session::{start_offset, DeliveryPolicy, GivenUp, Session};
-use crate::store::{DiskFull, Fetched, Lookup, Store, StoreError, SyncJob, TopicLog};
+use crate::session::{start_offset, Session};
+use crate::store::{DiskFull, Fetched, Store, StoreError, SyncJob, TopicLog};
 use crate::syncer::Syncer;
 use crate::topic::Topic;
 use crate::wire::line;
@@ -252,8 +253,8 @@ impl Chores {
 
     /// Notes that `topic` (whose id is `id`) changed this round.
     fn write_later(&mut self, id: TopicId, topic: &mut Topic) {
-        if !topic.unwritten {
-            topic.unwritten = true;
+        if !topic.needs_write {
+            topic.needs_write = true;
             self.to_write.push(id);
         }
     }
@@ -267,7 +268,7 @@ impl Chores {
     /// Registers what `session` needs after it changed: a flush if it has
     /// frames queued, and a wake-up if it needs one earlier than it has.
     fn settle(&mut self, conn: ConnId, session: &mut Session) {
-        if session.has_output() && !session.flush_registered {
+        if session.has_frames_queued() && !session.flush_registered {
             session.flush_registered = true;
             self.to_flush.push(conn);
         }
@@ -442,7 +443,7 @@ impl Dispatcher {
         let mut links = Vec::new();
         for (_, mut session) in self.sessions.drain() {
             parcels.extend(session.pack());
-            links.push(session.finish());
+            links.push(session.into_link());
         }
         let connections = links.len();
         links.extend(self.chores.lingering.drain(..).map(|(_, link)| link));
@@ -450,13 +451,13 @@ impl Dispatcher {
             stopped: Stopped {
                 logs_forced: jobs.len(),
                 connections,
-                frames: links.iter().map(Link::unwritten).sum(),
+                frames: links.iter().map(Link::pending_frames).sum(),
                 cut_off: 0,
             },
             links,
             linger: self.policy.linger,
         };
-        self.syncer.post_after(jobs, parcels)?;
+        self.syncer.hand_over(jobs, parcels)?;
         Ok(ending)
     }
 
@@ -879,39 +880,32 @@ impl Dispatcher {
         loop {
             let sessions = &self.sessions;
             let topic = &mut self.topics[id];
-            let end = topic.log.end();
-            let group = &mut topic.groups[index];
-            group.forget_before(topic.log.start());
-            if !group.has_work(end) {
-                return;
-            }
             let has_room = |conn| {
                 sessions
                     .get(&conn)
                     .is_some_and(|s| s.has_group_room(id, index))
             };
-            let Some(conn) = group.next_member(has_room) else {
-                return;
-            };
-            let Some((offset, deliveries)) = group.take(end) else {
-                return;
-            };
-            let payload = match topic.log.read(offset) {
-                Lookup::Message(payload) => payload,
-                // Damaged on disk (the log said so) or gone: nothing to
-                // deliver, and nothing to wait for.
-                Lookup::Unreadable | Lookup::Nothing => {
-                    self.group_done(id, index, offset);
-                    continue;
-                }
-                // Offered again once it is fetched.
-                Lookup::Later => return topic.groups[index].put_back(offset, deliveries),
-            };
+            let pick = |group: &mut Group| group.next_member(has_room);
+            let (conn, offset, deliveries, payload) =
+                match topic.groups[index].next(&*topic.log, topic.log.end(), pick) {
+                    Next::Message {
+                        to,
+                        offset,
+                        deliveries,
+                        payload,
+                    } => (to, offset, deliveries, payload),
+                    Next::Skipped => {
+                        self.groups_moved(id);
+                        continue;
+                    }
+                    // Offered again once fetched, or once there is room.
+                    Next::Later | Next::NoRoom | Next::Empty => return,
+                };
             let Some(session) = self.sessions.get_mut(&conn) else {
                 return;
             };
             let topic = (id, &self.topics[id]);
-            let done = session.deliver_for_group(index, offset, deliveries, payload, topic, now);
+            let done = session.queue_for_group(index, offset, deliveries, payload, topic, now);
             self.chores.settle(conn, session);
             if done {
                 self.group_done(id, index, offset);
@@ -1183,7 +1177,7 @@ impl Dispatcher {
     /// reports it has written (which makes room for both).
     fn serve(&mut self, conn: ConnId, now: Instant) {
         if let Some(session) = self.sessions.get_mut(&conn) {
-            for (id, _) in session.serve_pulls(&mut self.topics, now) {
+            for (id, _) in session.stream_pulls(&mut self.topics, now) {
                 let topic = &mut self.topics[id];
                 topic.groups_moved = true;
                 self.chores.write_later(id, topic);
@@ -1207,7 +1201,7 @@ impl Dispatcher {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
-        if session.is_finished(now) {
+        if session.is_done(now) {
             self.finish(conn, now);
         } else {
             self.chores.settle(conn, session);
@@ -1287,11 +1281,11 @@ impl Dispatcher {
             self.chores.parcels.push(parcel);
         }
         let stalled = session.is_pulling();
-        let link = session.finish();
+        let link = session.into_link();
         if stalled {
             log::debug!("conn {conn}: closed while its pull was not being read");
             link.close();
-        } else if link.unwritten() > 0 {
+        } else if link.pending_frames() > 0 {
             let deadline = now + self.policy.linger;
             self.chores.lingering.push_back((deadline, link));
         }
@@ -1311,7 +1305,7 @@ impl Dispatcher {
             let Some((_, link)) = self.chores.lingering.pop_front() else {
                 break;
             };
-            if link.unwritten() == 0 {
+            if link.pending_frames() == 0 {
                 continue;
             }
             let linger = self.policy.linger;
@@ -1467,7 +1461,7 @@ impl Dispatcher {
         }
         let jobs = std::mem::take(&mut self.chores.sync_jobs);
         let parcels = std::mem::take(&mut self.chores.parcels);
-        self.syncer.post_after(jobs, parcels)
+        self.syncer.hand_over(jobs, parcels)
     }
 
     /// The id of the topic called `name`, creating the topic if it is new
@@ -1513,7 +1507,7 @@ impl Dispatcher {
     fn write_logs(&mut self, now: Instant) -> Result<(), StoreError> {
         while !self.chores.to_write.is_empty() {
             for id in std::mem::take(&mut self.chores.to_write) {
-                self.topics[id].unwritten = false;
+                self.topics[id].needs_write = false;
                 self.write_log(id, now)?;
             }
         }

@@ -16,7 +16,9 @@
 //!
 //! The dispatcher hands the group's messages out one at a time, taking the
 //! members in turn and skipping those whose window is full, so work is
-//! spread fairly across members with room. An ack takes a message off
+//! spread fairly across members with room. A `PULL` takes from a group too
+//! (`pulls.rs`), through the same [`Group::next`], so pulls and members
+//! share the work. An ack takes a message off
 //! `out`; a nack, an ack timeout or a member's disconnect puts it on
 //! `again`, and the next member in turn (usually another one) gets it. The
 //! group counts a message's deliveries across members, so
@@ -33,9 +35,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use crate::ids::{ConnId, Offset};
+use crate::ids::{ConnId, Offset, Payload};
 use crate::stats::Traffic;
-use crate::store::GroupPosition;
+use crate::store::{GroupPosition, Lookup, TopicLog};
 use crate::wire::reply::GroupReport;
 
 /// What became of a message a member refused ([`Group::refused`]).
@@ -48,6 +50,31 @@ pub enum Refused {
     GivenUp,
     /// The group was done with it already (a late ack): nothing changes.
     Settled,
+}
+
+/// What a group gives out next ([`Group::next`]), to `T`: a member, or a
+/// pull.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next<T> {
+    /// The message at `offset`, its `deliveries`th delivery, is out with
+    /// `to` now: send it, and tell the group its answer.
+    Message {
+        to: T,
+        offset: Offset,
+        deliveries: u32,
+        payload: Payload,
+    },
+    /// The message it was to give out cannot be read (damaged on disk, as
+    /// the log has said, or dropped): the group is done with it, and its
+    /// position moved. Ask again.
+    Skipped,
+    /// The message is on its way from the disk: the group is offered it
+    /// again once it is fetched.
+    Later,
+    /// Nobody has room for it: ask again when someone has.
+    NoRoom,
+    /// Nothing to give out before `until`.
+    Empty,
 }
 
 /// A group of one topic, known by its name.
@@ -138,11 +165,51 @@ impl Group {
         Some(self.members[found])
     }
 
+    /// The one way a group's messages go out, to its members and to pulls
+    /// alike: the next message of `log` before `until` (redeliveries
+    /// first), to whoever `pick` chooses. `pick` is asked only when there
+    /// is a message to give, so a member's turn is not spent for nothing,
+    /// and before the message is read, so a message nobody has room for is
+    /// not fetched from the disk.
+    pub fn next<T>(
+        &mut self,
+        log: &dyn TopicLog,
+        until: Offset,
+        pick: impl FnOnce(&mut Group) -> Option<T>,
+    ) -> Next<T> {
+        self.forget_before(log.start());
+        if !self.has_work(until) {
+            return Next::Empty;
+        }
+        let Some(to) = pick(self) else {
+            return Next::NoRoom;
+        };
+        let Some((offset, deliveries)) = self.take(until) else {
+            return Next::Empty;
+        };
+        match log.read(offset) {
+            Lookup::Message(payload) => Next::Message {
+                to,
+                offset,
+                deliveries,
+                payload,
+            },
+            Lookup::Unreadable | Lookup::Nothing => {
+                self.done(offset);
+                Next::Skipped
+            }
+            Lookup::Later => {
+                self.put_back(offset, deliveries);
+                Next::Later
+            }
+        }
+    }
+
     /// Forgets the offsets below `start`, which retention dropped from the
     /// log while the group had no member to keep them for. Called before
     /// every message given out, so it costs nothing unless the log's start
     /// moved.
-    pub fn forget_before(&mut self, start: Offset) {
+    fn forget_before(&mut self, start: Offset) {
         if start <= self.forgotten_before {
             return;
         }
@@ -154,14 +221,14 @@ impl Group {
 
     /// Whether the group has a message to give out, of a log that ends at
     /// `end`.
-    pub fn has_work(&self, end: Offset) -> bool {
+    fn has_work(&self, end: Offset) -> bool {
         !self.again.is_empty() || self.next < end
     }
 
     /// The next message to give out, redeliveries first, if the log (which
     /// ends at `end`) has one: its offset and how many times it will have
     /// been delivered.
-    pub fn take(&mut self, end: Offset) -> Option<(Offset, u32)> {
+    fn take(&mut self, end: Offset) -> Option<(Offset, u32)> {
         let (offset, delivered) = match self.again.pop_front() {
             Some(again) => again,
             None if self.next < end => {
@@ -175,7 +242,7 @@ impl Group {
     }
 
     /// Undoes [`Group::take`]: the message could not be read yet.
-    pub fn put_back(&mut self, offset: Offset, deliveries: u32) {
+    fn put_back(&mut self, offset: Offset, deliveries: u32) {
         self.out.remove(&offset);
         self.again.push_front((offset, deliveries - 1));
     }
@@ -250,6 +317,8 @@ fn merge_sorted(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::store::Store;
 
     /// `--max-deliveries`, where a test does not reach it.
     const MAX: u32 = 5;
@@ -370,5 +439,28 @@ mod tests {
         assert!(group.has_work(10));
         assert_eq!(group.take(10), Some((5, 1)));
         assert_eq!(group.report(10).lag, 5, "5 out, 6 to 9 new");
+    }
+
+    /// `Group::next` asks who gets a message only when there is one, and
+    /// takes nothing when nobody has room: the message stays first in line.
+    #[test]
+    fn next_gives_out_a_message_only_to_someone_with_room() {
+        let mut log = MemoryStore::new(None, 1 << 20).open("t").unwrap();
+        let mut group = Group::new(Arc::from("g"), 0);
+        let never_asked = |_: &mut Group| -> Option<()> { panic!("nothing to give") };
+        assert_eq!(group.next(&*log, log.end(), never_asked), Next::Empty);
+        log.append(Payload::from(&b"m0"[..])).unwrap();
+        log.append(Payload::from(&b"m1"[..])).unwrap();
+        assert_eq!(group.next(&*log, 2, |_| None::<()>), Next::NoRoom);
+        assert_eq!(group.position(), 0, "nothing taken");
+        let first = group.next(&*log, 1, |_| Some("member"));
+        let expected = Next::Message {
+            to: "member",
+            offset: 0,
+            deliveries: 1,
+            payload: Payload::from(&b"m0"[..]),
+        };
+        assert_eq!(first, expected);
+        assert_eq!(group.next(&*log, 1, |_| Some(())), Next::Empty, "until 1");
     }
 }

@@ -69,7 +69,7 @@ pub struct ReaderContext {
     pub thread_stack_bytes: usize,
     /// How many frames may wait to be written to a client before its reader
     /// stops reading its requests (see [`MAX_UNREAD_REPLIES`]).
-    pub max_unwritten: usize,
+    pub max_pending_frames: usize,
     /// How long a new connection may take to send its first bytes.
     pub handshake_timeout: Duration,
     /// Closed when the broker stops: no request passes it after that.
@@ -169,7 +169,7 @@ struct Reader {
     /// Shared with the writer thread: one socket, one file descriptor.
     stream: Arc<TcpStream>,
     /// Chosen by the first byte the client sends.
-    decoder: Option<Decoder>,
+    decoder: Option<WireDecoder>,
     buffer: ReadBuffer,
     /// The link to this connection's writer, once the dispatcher has it.
     writer: Option<Link>,
@@ -221,7 +221,7 @@ impl Reader {
     fn serve(&mut self) -> Result<(), Stop> {
         loop {
             if let Some(writer) = &self.writer {
-                writer.wait_until_unwritten_at_most(self.context.max_unwritten);
+                writer.wait_until_pending_at_most(self.context.max_pending_frames);
             }
             let taken = self.take_requests();
             if !taken.requests.is_empty() {
@@ -264,7 +264,7 @@ impl Reader {
         let decoder = match (&mut self.decoder, self.buffer.unread().first()) {
             (Some(decoder), _) => decoder,
             (None, Some(&first)) => {
-                let decoder = Decoder::for_first_byte(first, self.context.limits);
+                let decoder = WireDecoder::for_first_byte(first, self.context.limits);
                 log::debug!("conn {}: speaks the {} protocol", self.id, decoder.name());
                 self.decoder.insert(decoder)
             }
@@ -324,7 +324,7 @@ impl Reader {
 
     fn attach(&mut self) -> Result<(), Stop> {
         let wire = match self.decoder {
-            Some(Decoder::Line(_)) => Wire::Line,
+            Some(WireDecoder::Line(_)) => Wire::Line,
             _ => Wire::Binary,
         };
         let (commands, conn) = (self.context.commands.clone(), self.id);
@@ -372,33 +372,33 @@ fn ends_connection(request: &Decoded) -> bool {
 
 /// The decoder of whichever protocol the client speaks.
 #[derive(Debug)]
-enum Decoder {
-    Binary(binary::Decoder),
-    Line(line::Decoder),
+enum WireDecoder {
+    Binary(binary::BinaryDecoder),
+    Line(line::LineDecoder),
 }
 
-impl Decoder {
+impl WireDecoder {
     /// A binary client always starts with `0x00`, the high byte of its
     /// first action; anything else is taken for the line protocol.
-    fn for_first_byte(first: u8, limits: Limits) -> Decoder {
+    fn for_first_byte(first: u8, limits: Limits) -> WireDecoder {
         match first {
-            0 => Decoder::Binary(binary::Decoder::new(limits)),
-            _ => Decoder::Line(line::Decoder::new(limits)),
+            0 => WireDecoder::Binary(binary::BinaryDecoder::new(limits)),
+            _ => WireDecoder::Line(line::LineDecoder::new(limits)),
         }
     }
 
     /// The protocol's name, for the log.
     fn name(&self) -> &'static str {
         match self {
-            Decoder::Binary(_) => "binary",
-            Decoder::Line(_) => "line",
+            WireDecoder::Binary(_) => "binary",
+            WireDecoder::Line(_) => "line",
         }
     }
 
     fn decode(&mut self, input: &[u8]) -> (usize, Option<Decoded>) {
         match self {
-            Decoder::Binary(decoder) => decoder.decode(input),
-            Decoder::Line(decoder) => decoder.decode(input),
+            WireDecoder::Binary(decoder) => decoder.decode(input),
+            WireDecoder::Line(decoder) => decoder.decode(input),
         }
     }
 }

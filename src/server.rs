@@ -268,7 +268,7 @@ pub fn start(config: &Config) -> Result<Broker, StartError> {
         commands,
         limits: config.limits(),
         thread_stack_bytes: config.thread_stack_bytes,
-        max_unwritten: config.max_inflight + reader::MAX_UNREAD_REPLIES,
+        max_pending_frames: config.max_inflight + reader::MAX_UNREAD_REPLIES,
         handshake_timeout: config.handshake_timeout,
         gate: Gate::default(),
     });

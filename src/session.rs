@@ -9,38 +9,16 @@
 //! simply has a cursor further back, and a From offset beyond the end of the
 //! log waits, delivering nothing, until the log reaches it.
 //!
-//! Every delivery joins the `in_flight` queue. The client answers deliveries
-//! in the order they were written, so an Ack or Nack always answers the front
-//! of the queue. A Nack schedules the message again after the ack delay.
+//! A session is made of parts, each in a file of its own:
 //!
-//! The ack timeout runs only for the oldest delivery that can still be
-//! answered in time, and its clock starts when that delivery becomes the
-//! oldest: a consumer working through a full window is not punished for
-//! messages it has not reached yet. When the clock runs out the message is
-//! scheduled again at once, but its entry stays in the queue, marked timed
-//! out, because the client may still answer it late; that late answer must be
-//! matched to it and not to the next delivery. Timed-out entries are always a
-//! prefix of the queue, so a count (`timed_out`) marks them.
-//!
-//! An Ack means done, whichever delivery of a message it answers. A late
-//! Ack therefore settles the message: its redelivery is taken off the
-//! schedule, or, if it was already sent, marked `settled`, so
-//! that its own answer and its own timeout change nothing. A late Nack
-//! changes nothing: the timeout already sent the message again, and one
-//! refusal must not send it twice.
-//!
-//! ```text
-//!   in_flight:  [ 7 (timed out) | 9 | 10 | 7 again ]      redeliveries: —
-//!   late Ack ──▶ settles 7:      9 | 10 | 7 again (settled: answer ignored)
-//! ```
-//!
-//! A message is delivered at most `max_deliveries` times; after that it is
-//! given up, logged with its topic and offset, and (unless `--dead-letter
-//! off`) handed to the dispatcher, which appends it to the topic's
-//! dead-letter topic ([`GivenUp`]). When the last allowed delivery times
-//! out, the message is not given up yet: the client may still Ack it. Its
-//! answer decides, however late: an Ack settles it, a Nack gives it up, and
-//! so does the connection's end if no answer ever came.
+//! - this file: the subscriptions and their cursors, the round-robin among
+//!   them ([`Session::pump`]), the consumer groups the session is a member
+//!   of, and the connection's end;
+//! - `in_flight.rs`: the deliveries awaiting an answer, the ack timeout,
+//!   redeliveries and give-ups;
+//! - `outbox.rs`: the frames waiting for the end of the round, and the
+//!   window of deliveries that need no answer;
+//! - `pulls.rs`: the `PULL`s, streaming one after the other.
 //!
 //! The window has two bounds: at most `max_inflight` deliveries, and at
 //! most `subscriber_buffer` bytes of their payloads, may be unanswered at
@@ -53,67 +31,24 @@
 //!
 //! A line-protocol subscription that is not `manual` ([`AckMode::OnWrite`])
 //! skips all of that: its deliveries count as done once written, so they
-//! never join `in_flight`. Its window is the writer's instead: deliveries
-//! are sent while few frames wait to be written, and when too many do, the
-//! session asks the writer to report its next write (see `writer.rs`).
-//!
-//! A `PULL` streams through the same writer window. Its messages come from
-//! a consumer group of the topic (`group.rs`; the group `default` unless
-//! the pull names one), each done once written, so pulls and the group's
-//! subscribed members share the work. The session queues the pulls and
-//! keeps their replies in order: while a pull is
-//! streaming, the replies to later requests wait behind it, and so do the
-//! session's subscriptions, so that its `+END` comes before anything asked
-//! for after it.
+//! never await an answer. Its window is the writer's instead: deliveries
+//! are queued while few frames wait to be written, and when too many do,
+//! the session asks the writer to report its next write (see `writer.rs`).
+//! While a pull streams, the subscriptions wait: its `+END` comes first.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::ids::{ConnId, IdMap, Offset, Payload, TopicId};
+use crate::in_flight::{Delivery, DeliveryPolicy, GivenUp, GroupAnswer, InFlight, NothingToAnswer};
+use crate::outbox::Outbox;
+use crate::pulls::Pulls;
 use crate::store::{DiskFull, Lookup};
 use crate::topic::Topic;
-use crate::wire::reply::{Outgoing, Reply};
+use crate::wire::reply::Reply;
 use crate::wire::request::{AckMode, StartAt};
-use crate::writer::{self, Batch, Link, Parcel, Writer};
-
-/// The delivery rules every session follows, from the broker's flags.
-#[derive(Debug, Clone, Copy)]
-pub struct DeliveryPolicy {
-    /// How long a nacked message waits before it is delivered again.
-    pub ack_delay: Duration,
-    /// How long the oldest unanswered delivery may go without an answer.
-    pub ack_timeout: Duration,
-    /// How many times one message is delivered before it is given up.
-    pub max_deliveries: u32,
-    /// Whether a message given up goes to its topic's dead-letter topic.
-    pub dead_letters: bool,
-    /// How many deliveries may await an answer at once (or, for those that
-    /// need none, wait to be written).
-    pub max_inflight: usize,
-    /// How many bytes of payload those deliveries may add up to.
-    pub subscriber_buffer: usize,
-    /// How long the writer of a closed connection may take to write the
-    /// frames still queued for it before its socket is shut down, and how
-    /// long its unfinished pulls may go without progress.
-    pub linger: Duration,
-}
-
-/// How many replies may wait behind a pull before the broker decides the
-/// client is not reading. (Replies that are not held back are bounded by
-/// the reader, which stops reading while the client has too many unread.)
-const MAX_HELD_REPLIES: usize = 4096;
-
-/// A message a session gave up after `max_deliveries`, for the dead-letter
-/// topic.
-#[derive(Debug)]
-pub struct GivenUp {
-    pub topic: TopicId,
-    pub offset: Offset,
-    pub deliveries: u32,
-    pub payload: Payload,
-}
+use crate::writer::{Link, Parcel, Writer};
 
 /// The offset a subscription (or a new group) starting at `start` of
 /// `topic` starts at, for connection `conn`.
@@ -133,21 +68,6 @@ pub fn start_offset(start: StartAt, topic: &Topic, conn: ConnId) -> Offset {
     }
 }
 
-fn group_answer(delivery: &Delivery, acked: bool) -> GroupAnswer {
-    GroupAnswer {
-        topic: delivery.topic,
-        group: delivery.group.unwrap_or_default(),
-        offset: delivery.offset,
-        payload: delivery.payload.clone(),
-        deliveries: delivery.count,
-        acked,
-    }
-}
-
-/// The client answered a delivery that was never sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NothingToAnswer;
-
 /// A cursor into one topic.
 #[derive(Debug)]
 struct Subscription {
@@ -156,26 +76,6 @@ struct Subscription {
     /// Whether the topic is in the session's `ready` queue.
     queued: bool,
     ack: AckMode,
-}
-
-/// A message sent and not yet answered, or owed again. It holds its
-/// payload, so a message that retention drops from the log while a delivery
-/// of it is unanswered is still there to send again.
-#[derive(Debug, Clone)]
-struct Delivery {
-    topic: TopicId,
-    offset: Offset,
-    /// How many times it has been sent, counting the time it is about to be.
-    count: u32,
-    payload: Payload,
-    /// The consumer group of the topic it was sent for, by index, if any:
-    /// its answer goes back to the group, which decides what comes next.
-    group: Option<usize>,
-    /// Whether its answer no longer matters: the message was acked through
-    /// another of its deliveries, or given back to its group when the
-    /// session left it. Its answer is still expected (it keeps later answers
-    /// matched), but neither the answer nor a timeout does anything.
-    settled: bool,
 }
 
 /// The session's place in a consumer group of one of its topics.
@@ -187,98 +87,25 @@ pub struct Membership {
     ack: AckMode,
 }
 
-/// What became of a message a group gave this session: for the dispatcher
-/// to tell the group ([`Session::take_group_answers`]).
-#[derive(Debug, Clone)]
-pub struct GroupAnswer {
-    pub topic: TopicId,
-    pub group: usize,
-    pub offset: Offset,
-    pub payload: Payload,
-    /// How many times the group has delivered it, this time included.
-    pub deliveries: u32,
-    /// Acked (or written, for a group joined without manual acks), or else
-    /// to be given out again: nacked, timed out, or its member gone.
-    pub acked: bool,
-}
-
-/// A `PULL` that is waiting for its turn or streaming.
-#[derive(Debug)]
-struct Pull {
-    /// The topic and the index of the consumer group it takes from; `None`
-    /// for a topic that does not exist: the pull ends empty.
-    topic: Option<(TopicId, usize)>,
-    /// The end of the topic's log when the pull was asked for: it takes
-    /// nothing published after it.
-    until: Offset,
-    /// How many more messages it may take.
-    left: u64,
-    /// How many it has sent.
-    sent: u64,
-    /// Replies to requests that came after this pull, sent after its end.
-    replies_after: Vec<Reply>,
-}
-
-/// A delivery to make again once `due` has passed.
-#[derive(Debug)]
-struct Redelivery {
-    due: Instant,
-    sequence: u64,
-    delivery: Delivery,
-}
-
-/// Redeliveries are ordered by `due`, then by the order they were scheduled
-/// in (`sequence` is unique, so no two are equal).
-impl Ord for Redelivery {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.due, self.sequence).cmp(&(other.due, other.sequence))
-    }
-}
-
-impl PartialOrd for Redelivery {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Redelivery {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other).is_eq()
-    }
-}
-
-impl Eq for Redelivery {}
-
+/// One connection that is answered: its subscriptions, group memberships,
+/// deliveries in flight, pulls, and the frames waiting for its writer. The
+/// dispatcher owns every session and drives it with what the connection
+/// asks and answers, with the topics' new messages, and with the clock
+/// (every method that needs the time takes `now`, so a test can make it
+/// up).
 #[derive(Debug)]
 pub struct Session {
     id: ConnId,
     policy: DeliveryPolicy,
-    writer: Writer,
-    /// Frames for the writer, sent as one batch at the end of the
-    /// dispatcher's current round, and the payload bytes among them.
-    outbox: Batch,
-    outbox_payload_bytes: usize,
+    outbox: Outbox,
     subscriptions: IdMap<TopicId, Subscription>,
     /// Subscribed topics whose logs hold messages not yet sent, in the order
     /// they get a turn: round-robin, one message per turn.
     ready: VecDeque<TopicId>,
-    in_flight: VecDeque<Delivery>,
-    /// The payload bytes of the deliveries in `in_flight`.
-    in_flight_bytes: usize,
-    /// How many entries at the front of `in_flight` already timed out.
-    timed_out: usize,
-    /// When the ack clock of the oldest live entry started.
-    clock_start: Instant,
-    redeliveries: BinaryHeap<Reverse<Redelivery>>,
-    sequence: u64,
-    /// Messages given up since the dispatcher last took them.
-    given_up: Vec<GivenUp>,
-    /// The consumer groups the session is a member of, and the answers to
-    /// their messages that the dispatcher has yet to take.
+    in_flight: InFlight,
+    /// The consumer groups the session is a member of.
     memberships: Vec<Membership>,
-    group_answers: Vec<GroupAnswer>,
-    /// Pulls in the order they were asked for; the first one streams.
-    pulls: VecDeque<Pull>,
+    pulls: Pulls,
     /// Set once the client has closed its side (or quit) while pulls were
     /// unfinished: they go on streaming, and the session ends when they
     /// are done, or when this deadline passes without progress.
@@ -294,21 +121,12 @@ impl Session {
         Session {
             id,
             policy,
-            writer,
-            outbox: Vec::new(),
-            outbox_payload_bytes: 0,
+            outbox: Outbox::new(writer, policy.max_inflight, policy.subscriber_buffer),
             subscriptions: IdMap::default(),
             ready: VecDeque::new(),
-            in_flight: VecDeque::new(),
-            in_flight_bytes: 0,
-            timed_out: 0,
-            clock_start: now,
-            redeliveries: BinaryHeap::new(),
-            sequence: 0,
-            given_up: Vec::new(),
+            in_flight: InFlight::new(id, policy, now),
             memberships: Vec::new(),
-            group_answers: Vec::new(),
-            pulls: VecDeque::new(),
+            pulls: Pulls::default(),
             closing: None,
             wake_registered: None,
             flush_registered: false,
@@ -317,10 +135,7 @@ impl Session {
 
     /// Queues a reply, behind the last pull if one is under way.
     pub fn reply(&mut self, reply: Reply) {
-        match self.pulls.back_mut() {
-            Some(pull) => pull.replies_after.push(reply),
-            None => self.outbox.push(Outgoing::Reply(reply)),
-        }
+        self.pulls.queue_reply(reply, &mut self.outbox);
     }
 
     /// Turns the confirmations still queued for messages of `topic` from
@@ -328,11 +143,8 @@ impl Session {
     /// messages after all (see `Dispatcher::refuse_unwritten`). Nothing
     /// has left the broker yet, so the client only ever sees the refusal.
     pub fn refuse_confirmations(&mut self, topic: TopicId, from: Offset, cause: &Arc<DiskFull>) {
-        let held = self
-            .pulls
-            .iter_mut()
-            .flat_map(|p| p.replies_after.iter_mut());
-        for reply in writer::replies_mut(&mut self.outbox).chain(held) {
+        let held = self.pulls.held_replies_mut();
+        for reply in self.outbox.replies_mut().chain(held) {
             reply.refuse_if_taken_back(topic, from, cause);
         }
     }
@@ -382,164 +194,74 @@ impl Session {
         self.subscriptions.keys().copied()
     }
 
-    /// Called after `topic` received a message: sends it if the window has
+    /// Called after `topic` received a message: queues it if the window has
     /// room and no other topic is waiting for its turn.
     pub fn offer(&mut self, topic: TopicId, topics: &[Topic], now: Instant) {
         self.mark_ready(topic);
         self.pump(topics, now);
     }
 
-    /// Handles an Ack (`acked`) or Nack for the oldest unanswered delivery,
-    /// timed out or not: answers match deliveries in the order they were
-    /// written. The room it frees is filled by the caller's next
-    /// [`Session::pump`]: a consumer acks in batches, and one pump after the
-    /// batch sends as much as one pump after each ack would, for far less
-    /// work.
+    fn mark_ready(&mut self, id: TopicId) {
+        if let Some(subscription) = self.subscriptions.get_mut(&id) {
+            if !subscription.queued {
+                subscription.queued = true;
+                self.ready.push_back(id);
+            }
+        }
+    }
+
+    /// Handles an Ack (`acked`) or Nack for the oldest unanswered delivery
+    /// (see `in_flight.rs`). The room it frees is filled by the caller's
+    /// next [`Session::pump`]: a consumer acks in batches, and one pump
+    /// after the batch sends as much as one pump after each ack would, for
+    /// far less work.
     pub fn answer(
         &mut self,
         acked: bool,
         topics: &[Topic],
         now: Instant,
     ) -> Result<(), NothingToAnswer> {
-        let delivery = self.in_flight.pop_front().ok_or(NothingToAnswer)?;
-        self.in_flight_bytes -= delivery.payload.len();
-        let late = self.timed_out > 0;
-        if late {
-            self.timed_out -= 1;
-        } else {
-            self.clock_start = now; // the next delivery is now the oldest
-        }
-        if delivery.settled {
-            return Ok(());
-        }
-        match (acked, late) {
-            (true, _) => self.settle(&delivery, late),
-            (false, false) => self.retry(delivery, now + self.policy.ack_delay, topics),
-            // A late Nack does what its timeout left undone: nothing, as
-            // the timeout sent the message again, unless this was the last
-            // delivery allowed, whose give-up waited for this answer.
-            (false, true) => self.let_go(&delivery, true, topics),
-        }
-        Ok(())
-    }
-
-    /// The client acked `delivery`: its message is done. A group hears so,
-    /// whoever holds the message now. A late ack also settles the
-    /// redelivery its timeout caused.
-    fn settle(&mut self, delivery: &Delivery, late: bool) {
-        if delivery.group.is_some() {
-            self.answer_group(delivery, true);
-        } else if late {
-            self.settle_other_deliveries(delivery.topic, delivery.offset);
-        }
-    }
-
-    /// Takes the redelivery of a message off the schedule, and marks its
-    /// deliveries still awaiting answers settled. Only a late ack calls
-    /// this, and at most one delivery times out per ack timeout, so the
-    /// scans are rare.
-    fn settle_other_deliveries(&mut self, topic: TopicId, offset: Offset) {
-        let same = |d: &Delivery| d.group.is_none() && d.topic == topic && d.offset == offset;
-        for delivery in self.in_flight.iter_mut().filter(|d| same(d)) {
-            delivery.settled = true;
-        }
-        self.redeliveries.retain(|again| !same(&again.0.delivery));
-    }
-
-    /// `delivery` was nacked, or went unanswered for the ack timeout: its
-    /// message goes out again at `due` (or is given up). A group's message
-    /// goes back to the group, which decides.
-    fn retry(&mut self, delivery: Delivery, due: Instant, topics: &[Topic]) {
-        match delivery.group {
-            Some(_) => self.answer_group(&delivery, false),
-            None => self.schedule_again(delivery, due, topics),
-        }
+        let subscriptions = &self.subscriptions;
+        let subscribed = |topic| subscriptions.contains_key(&topic);
+        self.in_flight.answer(acked, topics, &subscribed, now)
     }
 
     /// Called by the dispatcher at (or after) [`Session::next_wake`]: times
-    /// out the oldest delivery if its clock has run out, and sends whatever
+    /// out the oldest delivery if its clock has run out, and queues whatever
     /// redeliveries have come due.
     pub fn wake(&mut self, topics: &[Topic], now: Instant) {
-        if let Some(deadline) = self.ack_deadline() {
-            if now >= deadline {
-                self.time_out_oldest(topics, now);
-            }
-        }
+        let subscriptions = &self.subscriptions;
+        let subscribed = |topic| subscriptions.contains_key(&topic);
+        self.in_flight.time_out_if_due(topics, &subscribed, now);
         self.pump(topics, now);
     }
 
-    /// The oldest live delivery went unanswered for the ack timeout: its
-    /// message is sent again at once, unless it is settled already, or this
-    /// was its last delivery allowed (then its answer, however late, will
-    /// say whether it is done or given up).
-    fn time_out_oldest(&mut self, topics: &[Topic], now: Instant) {
-        let delivery = self.in_flight[self.timed_out].clone();
-        self.timed_out += 1;
-        self.clock_start = now;
-        log::debug!(
-            "conn {}: no answer for {}@{} within the ack timeout",
-            self.id,
-            topics[delivery.topic].name,
-            delivery.offset
-        );
-        if !delivery.settled && delivery.count < self.policy.max_deliveries {
-            self.retry(delivery, now, topics);
-        }
-    }
-
-    /// When this session next needs [`Session::wake`]: the ack deadline of
-    /// its oldest live delivery, the next redelivery if there is room to
-    /// send it (without room, an answer will make room and pump anyway), or
-    /// the deadline of a closing session.
+    /// When this session next needs [`Session::wake`]: when its deliveries
+    /// need it (an ack deadline, a redelivery), or the deadline of a
+    /// closing session.
     pub fn next_wake(&self) -> Option<Instant> {
-        let redelivery = match self.has_room() {
-            true => self.redeliveries.peek().map(|r| r.0.due),
-            false => None,
-        };
-        let deadlines = [self.ack_deadline(), redelivery, self.closing];
-        deadlines.into_iter().flatten().min()
+        [self.in_flight.next_wake(), self.closing]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The client has closed its side of the connection, or quit. Its
-    /// subscriptions end, and deliveries it has not answered are dropped:
-    /// they were owed to it alone, except what `let_go` keeps.
+    /// subscriptions end, and deliveries it has not answered are let go:
+    /// they were owed to it alone, except what a group or a give-up keeps.
     /// Pulls it asked for still stream, as long as it keeps reading: a
     /// script may send `PULL` and close at once.
     pub fn close(&mut self, topics: &[Topic], now: Instant) {
         self.subscriptions.clear();
         self.ready.clear();
-        let unanswered: Vec<Delivery> = self.in_flight.drain(..).collect();
-        for (i, delivery) in unanswered.iter().enumerate() {
-            self.let_go(delivery, i < self.timed_out, topics);
-        }
+        self.in_flight.let_go_all(topics);
         self.memberships.clear();
-        self.in_flight_bytes = 0;
-        self.timed_out = 0;
-        self.redeliveries.clear();
         self.closing = Some(now + self.policy.linger);
-    }
-
-    /// What an unanswered delivery (`late` if it timed out) leaves behind
-    /// when the session stops waiting for its answer, or gets a late Nack
-    /// (the same thing, as far as the message goes): a group gets its
-    /// message back, and the last delivery allowed of a message, timed out,
-    /// gives the message up. A settled delivery, or one whose timeout has
-    /// already sent the message again, leaves nothing.
-    fn let_go(&mut self, delivery: &Delivery, late: bool, topics: &[Topic]) {
-        let last = delivery.count >= self.policy.max_deliveries;
-        if delivery.settled || (late && !last) {
-            return;
-        }
-        match delivery.group {
-            Some(_) => self.answer_group(delivery, false),
-            None if late => self.give_up(delivery, topics),
-            None => {}
-        }
     }
 
     /// Whether a closed session is done: its pulls have ended, or made no
     /// progress for the linger.
-    pub fn is_finished(&self, now: Instant) -> bool {
+    pub fn is_done(&self, now: Instant) -> bool {
         self.closing
             .is_some_and(|deadline| self.pulls.is_empty() || now >= deadline)
     }
@@ -554,17 +276,7 @@ impl Session {
     /// Leaves every group of `topic`; returns the groups left. Messages
     /// of theirs that the session has yet to answer go back to them.
     pub fn leave_groups_of(&mut self, topic: TopicId, topics: &[Topic]) -> Vec<usize> {
-        let timed_out = self.timed_out;
-        let mut letting_go = Vec::new();
-        for (i, delivery) in self.in_flight.iter_mut().enumerate() {
-            if delivery.topic == topic && delivery.group.is_some() && !delivery.settled {
-                letting_go.push((delivery.clone(), i < timed_out));
-                delivery.settled = true; // its answer no longer matters
-            }
-        }
-        for (delivery, late) in letting_go {
-            self.let_go(&delivery, late, topics);
-        }
+        self.in_flight.give_back_to_groups(topic, topics);
         let left = self.memberships.iter().filter(|m| m.topic == topic);
         let left: Vec<usize> = left.map(|m| m.group).collect();
         self.memberships.retain(|m| m.topic != topic);
@@ -588,17 +300,17 @@ impl Session {
             .iter()
             .find(|m| m.topic == topic && m.group == group);
         match membership.map(|m| m.ack) {
-            Some(AckMode::Manual) => self.has_room(),
-            Some(AckMode::OnWrite) => self.make_write_room(),
+            Some(AckMode::Manual) => self.in_flight.has_room(),
+            Some(AckMode::OnWrite) => self.outbox.has_write_room(),
             None => false,
         }
     }
 
-    /// Sends a message that the group `group` of `topic` gave this session,
+    /// Queues a message that the group `group` of `topic` gave this session,
     /// its `deliveries`th delivery. Returns whether the group is done with it
     /// already: when the session joined without manual acks, writing it is
     /// all it takes.
-    pub fn deliver_for_group(
+    pub fn queue_for_group(
         &mut self,
         group: usize,
         offset: Offset,
@@ -613,34 +325,43 @@ impl Session {
             .iter()
             .any(|m| m.topic == id && m.group == group && m.ack == AckMode::Manual);
         if !manual {
-            self.deliver(topic, Some(group), offset, deliveries, payload);
+            let group = Some(group);
+            self.outbox
+                .queue_delivery(topic, group, offset, deliveries, payload);
             return true;
         }
-        let delivery = Delivery {
-            topic: id,
-            offset,
-            count: deliveries,
-            payload,
-            group: Some(group),
-            settled: false,
-        };
-        self.send(delivery, topic, now);
+        let delivery = Delivery::new(id, offset, deliveries, payload, Some(group));
+        self.queue_awaiting_answer(delivery, topic, now);
         false
     }
 
     /// The answers to group messages since the last call.
     pub fn take_group_answers(&mut self) -> Vec<GroupAnswer> {
-        std::mem::take(&mut self.group_answers)
-    }
-
-    fn answer_group(&mut self, delivery: &Delivery, acked: bool) {
-        self.group_answers.push(group_answer(delivery, acked));
+        self.in_flight.take_group_answers()
     }
 
     /// The messages given up since the last call, for the dead-letter
     /// topics.
     pub fn take_given_up(&mut self) -> Vec<GivenUp> {
-        std::mem::take(&mut self.given_up)
+        self.in_flight.take_given_up()
+    }
+
+    /// Queues a pull of up to `max` messages from a group of a topic,
+    /// taking nothing published from `until` on.
+    pub fn add_pull(&mut self, topic: Option<(TopicId, usize)>, until: Offset, max: Option<u64>) {
+        self.pulls.add(topic, until, max);
+    }
+
+    /// Streams the pulls, in order, while the writer has room (see
+    /// `pulls.rs`). Returns the groups that moved: their logs must save
+    /// where they are. A closing session that makes progress gets the
+    /// linger again.
+    pub fn stream_pulls(&mut self, topics: &mut [Topic], now: Instant) -> Vec<(TopicId, usize)> {
+        let streamed = self.pulls.stream(&mut self.outbox, topics);
+        if streamed.progressed && self.closing.is_some() {
+            self.closing = Some(now + self.policy.linger);
+        }
+        streamed.moved
     }
 
     /// Whether a pull is still unfinished.
@@ -650,38 +371,35 @@ impl Session {
 
     /// Whether the pull streaming now takes from `topic`.
     pub fn is_pulling_from(&self, topic: TopicId) -> bool {
-        let pull = self.pulls.front().and_then(|pull| pull.topic);
-        pull.is_some_and(|(id, _)| id == topic)
+        self.pulls.streams_from(topic)
     }
 
     /// Packs the queued frames for the writer thread, for the dispatcher to
-    /// post at the end of its round. Closes the connection if replies pile
+    /// hand over at the end of its round. Closes the connection if replies pile
     /// up behind a pull: the client keeps sending requests while it does
     /// not read the pull.
     pub fn pack(&mut self) -> Option<Parcel> {
-        let held: usize = self.pulls.iter().map(|p| p.replies_after.len()).sum();
-        if held > MAX_HELD_REPLIES {
+        if self.pulls.hold_too_many_replies() {
             log::warn!("conn {}: not reading its replies; closing it", self.id);
-            self.writer.link().close();
+            self.outbox.close_connection();
         }
-        self.outbox_payload_bytes = 0;
-        let has_frames = !self.outbox.is_empty();
-        has_frames.then(|| self.writer.pack(std::mem::take(&mut self.outbox)))
+        self.outbox.pack()
     }
 
-    /// Gives up the session: the connection has closed. Its writer's
-    /// channel closes, and the link that is returned tells whether frames are
+    /// What is left of a session once the dispatcher forgets it: the link
+    /// to its writer, whose channel closes, which tells whether frames are
     /// still on their way to the socket.
-    pub fn finish(self) -> Link {
-        self.writer.finish()
+    pub fn into_link(self) -> Link {
+        self.outbox.into_link()
     }
 
-    pub fn has_output(&self) -> bool {
+    /// Whether frames wait in the outbox, to be packed at the round's end.
+    pub fn has_frames_queued(&self) -> bool {
         !self.outbox.is_empty()
     }
 
-    /// Sends due redeliveries, then new messages, round-robin across topics,
-    /// until the window is full or nothing is left to send. A subscription
+    /// Queues due redeliveries, then new messages, round-robin across
+    /// topics, until the window is full or nothing is left to queue. A subscription
     /// whose turn comes when its window is full holds up the ones behind it
     /// until there is room: the topics of one connection share its windows.
     pub fn pump(&mut self, topics: &[Topic], now: Instant) {
@@ -689,9 +407,9 @@ impl Session {
             return; // subscriptions wait until the pulls are done
         }
         loop {
-            if self.has_room() {
-                if let Some(again) = self.pop_due_redelivery(now) {
-                    self.send_again(again, topics, now);
+            if self.in_flight.has_room() {
+                if let Some(again) = self.in_flight.pop_due(now) {
+                    self.queue_redelivery(again, topics, now);
                     continue;
                 }
             }
@@ -703,20 +421,20 @@ impl Session {
                 continue;
             };
             let room = match ack {
-                AckMode::Manual => self.has_room(),
-                AckMode::OnWrite => self.make_write_room(),
+                AckMode::Manual => self.in_flight.has_room(),
+                AckMode::OnWrite => self.outbox.has_write_room(),
             };
             if !room {
                 break;
             }
             self.ready.pop_front();
-            self.send_next(id, &topics[id], now);
+            self.queue_next(id, &topics[id], now);
         }
     }
 
-    /// Sends the message at the cursor of the subscription to `topic`, and
+    /// Queues the message at the cursor of the subscription to `topic`, and
     /// puts the topic back in line if it has more.
-    fn send_next(&mut self, id: TopicId, topic: &Topic, now: Instant) {
+    fn queue_next(&mut self, id: TopicId, topic: &Topic, now: Instant) {
         let Some(subscription) = self.subscriptions.get_mut(&id) else {
             return;
         };
@@ -745,232 +463,28 @@ impl Session {
         };
         match subscription.ack {
             AckMode::Manual => {
-                let delivery = Delivery {
-                    topic: id,
-                    offset,
-                    count: 1,
-                    payload,
-                    group: None,
-                    settled: false,
-                };
-                self.send(delivery, topic, now);
+                let delivery = Delivery::new(id, offset, 1, payload, None);
+                self.queue_awaiting_answer(delivery, topic, now);
             }
-            AckMode::OnWrite => self.deliver(topic, None, offset, 1, payload),
+            AckMode::OnWrite => self.outbox.queue_delivery(topic, None, offset, 1, payload),
         }
     }
 
-    /// Whether a delivery that awaits an answer may be sent: fewer than the
-    /// window's deliveries, and of its bytes, are unanswered. (One message
-    /// larger than the whole buffer still goes, alone.)
-    fn has_room(&self) -> bool {
-        self.in_flight.len() < self.policy.max_inflight
-            && self.in_flight_bytes < self.policy.subscriber_buffer
-    }
-
-    /// Whether deliveries that need no ack may be sent: fewer frames than
-    /// the window, and fewer payload bytes than the buffer, wait to be
-    /// written. If not, asks the writer for a notice after its next write,
-    /// and looks once more, since the writer may have written just before
-    /// it was asked.
-    fn make_write_room(&self) -> bool {
-        let link = self.writer.link();
-        let has_room = || {
-            self.outbox.len() + link.unwritten() < self.policy.max_inflight
-                && self.outbox_payload_bytes + link.unwritten_payload_bytes()
-                    < self.policy.subscriber_buffer
-        };
-        if has_room() {
-            return true;
-        }
-        link.notify_when_written();
-        has_room()
-    }
-
-    /// Queues a pull of up to `max` messages from a group of a topic,
-    /// taking nothing published from `until` on.
-    pub fn add_pull(&mut self, topic: Option<(TopicId, usize)>, until: Offset, max: Option<u64>) {
-        self.pulls.push_back(Pull {
-            topic,
-            until,
-            left: max.unwrap_or(u64::MAX),
-            sent: 0,
-            replies_after: Vec::new(),
-        });
-    }
-
-    /// Streams the pulls, in order, while the writer has room. Each message
-    /// is taken from its group as it is sent, and is done once written, so
-    /// two connections pulling one group never get the same message, and a
-    /// puller that disconnects takes nothing it was not sent. Returns the
-    /// groups that moved: their logs must save where they are.
-    pub fn serve_pulls(&mut self, topics: &mut [Topic], now: Instant) -> Vec<(TopicId, usize)> {
-        let mut moved = Vec::new();
-        while let Some(pull) = self.pulls.front() {
-            let Some((id, index)) = pull.topic else {
-                self.finish_pull();
-                continue;
-            };
-            let topic = &mut topics[id];
-            topic.groups[index].forget_before(topic.log.start());
-            if pull.left == 0 || !topic.groups[index].has_work(pull.until) {
-                self.finish_pull();
-                continue;
-            }
-            if !self.make_write_room() {
-                return moved; // the writer will say when it has written
-            }
-            let Some((offset, deliveries)) = topic.groups[index].take(pull.until) else {
-                self.finish_pull();
-                continue;
-            };
-            let payload = match topic.log.read(offset) {
-                Lookup::Message(payload) => payload,
-                Lookup::Unreadable | Lookup::Nothing => {
-                    topic.groups[index].done(offset); // damaged, or gone: skipped
-                    continue;
-                }
-                Lookup::Later => {
-                    topic.groups[index].put_back(offset, deliveries);
-                    return moved; // served again once fetched
-                }
-            };
-            topic.groups[index].done(offset);
-            if moved.last() != Some(&(id, index)) {
-                moved.push((id, index));
-            }
-            if let Some(pull) = self.pulls.front_mut() {
-                pull.left -= 1;
-                pull.sent += 1;
-            }
-            if self.closing.is_some() {
-                self.closing = Some(now + self.policy.linger);
-            }
-            self.deliver(topic, Some(index), offset, deliveries, payload);
-        }
-        moved
-    }
-
-    /// Ends the current pull: its `+END`, then the replies that waited
-    /// behind it (those behind the next pull wait in that one).
-    fn finish_pull(&mut self) {
-        if let Some(pull) = self.pulls.pop_front() {
-            let count = pull.sent;
-            self.outbox.push(Outgoing::Reply(Reply::PullDone { count }));
-            let replies = pull.replies_after.into_iter().map(Outgoing::Reply);
-            self.outbox.extend(replies);
-        }
-    }
-
-    fn ack_deadline(&self) -> Option<Instant> {
-        let has_live = self.in_flight.len() > self.timed_out;
-        has_live.then(|| self.clock_start + self.policy.ack_timeout)
-    }
-
-    fn mark_ready(&mut self, id: TopicId) {
-        if let Some(subscription) = self.subscriptions.get_mut(&id) {
-            if !subscription.queued {
-                subscription.queued = true;
-                self.ready.push_back(id);
-            }
-        }
-    }
-
-    /// Sends a delivery that awaits an answer.
-    fn send(&mut self, delivery: Delivery, topic: &Topic, now: Instant) {
-        if self.in_flight.len() == self.timed_out {
-            self.clock_start = now; // it is the oldest live delivery
-        }
+    /// Queues a delivery, and waits for its answer.
+    fn queue_awaiting_answer(&mut self, delivery: Delivery, topic: &Topic, now: Instant) {
         let payload = delivery.payload.clone();
-        self.deliver(
-            topic,
-            delivery.group,
-            delivery.offset,
-            delivery.count,
-            payload,
-        );
-        self.in_flight_bytes += delivery.payload.len();
-        self.in_flight.push_back(delivery);
+        let (group, offset, count) = (delivery.group, delivery.offset, delivery.count);
+        self.outbox
+            .queue_delivery(topic, group, offset, count, payload);
+        self.in_flight.track(delivery, now);
     }
 
-    /// Queues a message for the writer, and counts it, its `deliveries`th
-    /// delivery: for its topic, and for the group that gave it out, if one
-    /// did.
-    fn deliver(
-        &mut self,
-        topic: &Topic,
-        group: Option<usize>,
-        offset: Offset,
-        deliveries: u32,
-        payload: Payload,
-    ) {
-        topic.traffic.sent(payload.len(), deliveries);
-        if let Some(group) = group.and_then(|index| topic.groups.get(index)) {
-            group.traffic.sent(payload.len(), deliveries);
-        }
-        self.outbox_payload_bytes += payload.len();
-        self.outbox.push(Outgoing::Delivery {
-            topic: topic.name.clone(),
-            offset,
-            payload,
-        });
-    }
-
-    fn pop_due_redelivery(&mut self, now: Instant) -> Option<Redelivery> {
-        match self.redeliveries.peek() {
-            Some(Reverse(next)) if next.due <= now => self.redeliveries.pop().map(|r| r.0),
-            _ => None,
-        }
-    }
-
-    fn send_again(&mut self, again: Redelivery, topics: &[Topic], now: Instant) {
-        let delivery = again.delivery;
+    /// Queues a redelivery that came due, unless its topic was unsubscribed
+    /// since it was scheduled.
+    fn queue_redelivery(&mut self, delivery: Delivery, topics: &[Topic], now: Instant) {
         if self.subscriptions.contains_key(&delivery.topic) {
             let topic = &topics[delivery.topic];
-            self.send(delivery, topic, now);
-        }
-    }
-
-    /// Schedules `delivery` to be sent again at `due`, unless it has been
-    /// delivered the maximum number of times (then it is given up) or its
-    /// topic was unsubscribed.
-    fn schedule_again(&mut self, delivery: Delivery, due: Instant, topics: &[Topic]) {
-        if delivery.count >= self.policy.max_deliveries {
-            self.give_up(&delivery, topics);
-            return;
-        }
-        if !self.subscriptions.contains_key(&delivery.topic) {
-            return;
-        }
-        self.sequence += 1;
-        self.redeliveries.push(Reverse(Redelivery {
-            due,
-            sequence: self.sequence,
-            delivery: Delivery {
-                count: delivery.count + 1,
-                ..delivery
-            },
-        }));
-    }
-
-    /// Gives up a message of a fan-out subscription after its last delivery
-    /// allowed: logged, and handed to the dispatcher for the dead-letter
-    /// topic. (A group gives up its messages itself.)
-    fn give_up(&mut self, delivery: &Delivery, topics: &[Topic]) {
-        topics[delivery.topic].traffic.given_up.add(1);
-        log::warn!(
-            "conn {}: giving up on message {}@{} after {} deliveries",
-            self.id,
-            topics[delivery.topic].name,
-            delivery.offset,
-            delivery.count
-        );
-        if self.policy.dead_letters {
-            self.given_up.push(GivenUp {
-                topic: delivery.topic,
-                offset: delivery.offset,
-                deliveries: delivery.count,
-                payload: delivery.payload.clone(),
-            });
+            self.queue_awaiting_answer(delivery, topic, now);
         }
     }
 }
@@ -980,10 +494,13 @@ impl Session {
 /// reads what a session queued for its writer straight from its outbox.
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
-    use crate::group::{Group, Refused};
+    use crate::group::{Group, Next, Refused};
     use crate::store::memory::MemoryStore;
     use crate::store::Store;
+    use crate::wire::reply::Outgoing;
 
     const ACK_DELAY: Duration = Duration::from_secs(1);
     const ACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -1004,6 +521,15 @@ mod tests {
             subscriber_buffer: 1 << 20,
             linger: Duration::from_secs(5),
         }
+    }
+
+    /// The offsets of the deliveries among `frames`.
+    fn delivered(frames: &[Outgoing]) -> Vec<Offset> {
+        let offsets = frames.iter().filter_map(|frame| match frame {
+            Outgoing::Delivery { offset, .. } => Some(*offset),
+            Outgoing::Reply(_) => None,
+        });
+        offsets.collect()
     }
 
     /// One topic in memory and a few sessions (connection `n` is
@@ -1028,6 +554,15 @@ mod tests {
                 sessions,
                 t0,
             }
+        }
+
+        /// Gives connection `conn` a policy of its own, before it does
+        /// anything.
+        fn change_policy(&mut self, conn: usize, change: impl FnOnce(&mut DeliveryPolicy)) {
+            let mut policy = self.sessions[conn].policy;
+            change(&mut policy);
+            let session = Session::new(conn as ConnId, Writer::for_test(), policy, self.t0);
+            self.sessions[conn] = session;
         }
 
         /// The instant `ms` milliseconds into the test.
@@ -1081,14 +616,7 @@ mod tests {
         /// The offsets delivered to `conn` since the last call, as if its
         /// writer had written them at once.
         fn sent(&mut self, conn: usize) -> Vec<Offset> {
-            let session = &mut self.sessions[conn];
-            session.outbox_payload_bytes = 0;
-            let frames = std::mem::take(&mut session.outbox);
-            let delivered = frames.into_iter().filter_map(|frame| match frame {
-                Outgoing::Delivery { offset, .. } => Some(offset),
-                Outgoing::Reply(_) => None,
-            });
-            delivered.collect()
+            delivered(&self.sessions[conn].outbox.take_frames())
         }
 
         /// An Ack (or Nack) from `conn`, then the refill the dispatcher
@@ -1145,22 +673,20 @@ mod tests {
             loop {
                 let sessions = &self.sessions;
                 let topic = &mut self.topics[TOPIC];
-                let end = topic.log.end();
-                let group = &mut topic.groups[GROUP];
-                if !group.has_work(end) {
-                    return;
-                }
                 let has_room = |conn| sessions[conn as usize].has_group_room(TOPIC, GROUP);
-                let Some(conn) = group.next_member(has_room) else {
+                let pick = |group: &mut Group| group.next_member(has_room);
+                let Next::Message {
+                    to,
+                    offset,
+                    deliveries,
+                    payload,
+                } = topic.groups[GROUP].next(&*topic.log, topic.log.end(), pick)
+                else {
                     return;
                 };
-                let (offset, deliveries) = group.take(end).unwrap();
-                let Lookup::Message(payload) = topic.log.read(offset) else {
-                    panic!("{offset} is in the log");
-                };
-                let session = &mut self.sessions[conn as usize];
+                let session = &mut self.sessions[to as usize];
                 let topic = (TOPIC, &self.topics[TOPIC]);
-                if session.deliver_for_group(GROUP, offset, deliveries, payload, topic, now) {
+                if session.queue_for_group(GROUP, offset, deliveries, payload, topic, now) {
                     self.topics[TOPIC].groups[GROUP].done(offset);
                 }
             }
@@ -1206,7 +732,7 @@ mod tests {
     #[test]
     fn the_byte_window_holds_back_what_the_buffer_cannot_take() {
         let mut broker = Broker::new(1, 100);
-        broker.sessions[0].policy.subscriber_buffer = 5; // "m0" is 2 bytes
+        broker.change_policy(0, |p| p.subscriber_buffer = 5); // "m0" is 2 bytes
         broker.subscribe(0);
         broker.publish(4, 0);
         assert_eq!(
@@ -1332,7 +858,7 @@ mod tests {
         broker.ack(0, 3300);
         broker.wake(0, 60_000);
         assert_eq!(broker.sent(0), [], "everything answered, nothing owed");
-        assert!(broker.sessions[0].in_flight.is_empty());
+        assert_eq!(broker.sessions[0].in_flight.counts(), (0, 0));
     }
 
     /// willdot's scenario: the first delivery goes unanswered, the
@@ -1367,7 +893,7 @@ mod tests {
         broker.wake(0, 2000);
         assert_eq!(broker.sent(0), [0]);
         broker.nack(0, 2500);
-        assert!(broker.sessions[0].redeliveries.is_empty());
+        assert_eq!(broker.sessions[0].in_flight.counts().1, 0, "none scheduled");
         broker.wake(0, 3500);
         assert_eq!(
             broker.sent(0),
@@ -1542,7 +1068,7 @@ mod tests {
     #[test]
     fn a_late_ack_in_a_group_outweighs_the_next_members_nack() {
         let mut broker = Broker::new(2, 1);
-        broker.sessions[1].policy.max_deliveries = 2;
+        broker.change_policy(1, |p| p.max_deliveries = 2);
         broker.join_group(0);
         broker.join_group(1);
         broker.publish(1, 0);
@@ -1588,7 +1114,7 @@ mod tests {
     #[test]
     fn a_pull_and_a_member_share_the_groups_messages() {
         let mut broker = Broker::new(2, 16);
-        broker.sessions[0].policy.max_inflight = 1;
+        broker.change_policy(0, |p| p.max_inflight = 1);
         broker.join_group(0);
         broker.publish(3, 0);
         broker.hand_out(0);
@@ -1596,14 +1122,15 @@ mod tests {
         let until = broker.topics[TOPIC].log.end();
         broker.sessions[1].add_pull(Some((TOPIC, GROUP)), until, None);
         let now = broker.at(10);
-        let moved = broker.sessions[1].serve_pulls(&mut broker.topics, now);
+        let moved = broker.sessions[1].stream_pulls(&mut broker.topics, now);
         assert_eq!(moved, [(TOPIC, GROUP)]);
-        let end = broker.sessions[1].outbox.last();
+        let mut frames = broker.sessions[1].outbox.take_frames();
+        let end = frames.pop();
         assert!(matches!(
             end,
             Some(Outgoing::Reply(Reply::PullDone { count: 2 }))
         ));
-        assert_eq!(broker.sent(1), [1, 2], "what the member does not hold");
+        assert_eq!(delivered(&frames), [1, 2], "what the member does not hold");
         broker.ack(0, 100);
         broker.settle_group(0, 100);
         assert_eq!(broker.sent(0), [], "the pull took the rest");

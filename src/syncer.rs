@@ -86,7 +86,7 @@ impl Syncer {
     /// if there is nothing to wait for, otherwise from the syncer thread.
     /// Fails with the error of an earlier job that failed, which stopped
     /// the syncer: those frames, and these, are never posted.
-    pub fn post_after(
+    pub fn hand_over(
         &mut self,
         jobs: Vec<SyncJob>,
         parcels: Vec<Parcel>,
@@ -209,11 +209,11 @@ mod tests {
         let (frames, written) = crossbeam_channel::unbounded();
         let (job, release) = held_job();
         syncer
-            .post_after(vec![job], vec![parcel(&frames, 1)])
+            .hand_over(vec![job], vec![parcel(&frames, 1)])
             .unwrap();
         // No job of its own, but the round before it is still on its way.
         syncer
-            .post_after(Vec::new(), vec![parcel(&frames, 2)])
+            .hand_over(Vec::new(), vec![parcel(&frames, 2)])
             .unwrap();
         assert!(written.recv_timeout(Duration::from_millis(50)).is_err());
         release.send(()).unwrap();
@@ -227,7 +227,7 @@ mod tests {
         let mut syncer = Syncer::spawn(Duration::ZERO).unwrap();
         let (frames, written) = crossbeam_channel::unbounded();
         syncer
-            .post_after(Vec::new(), vec![parcel(&frames, 1)])
+            .hand_over(Vec::new(), vec![parcel(&frames, 1)])
             .unwrap();
         assert_eq!(offset_in(written.try_recv().unwrap()), 1);
         syncer.stop().unwrap();
@@ -244,7 +244,7 @@ mod tests {
             })
         });
         syncer
-            .post_after(vec![failing], vec![parcel(&frames, 1)])
+            .hand_over(vec![failing], vec![parcel(&frames, 1)])
             .unwrap();
         drop(frames);
         let error = syncer.stop().unwrap_err();
@@ -261,11 +261,11 @@ mod tests {
         let (frames, written) = crossbeam_channel::unbounded();
         let ran = Arc::new(AtomicUsize::new(0));
         syncer
-            .post_after(vec![noting_job(&ran)], vec![parcel(&frames, 1)])
+            .hand_over(vec![noting_job(&ran)], vec![parcel(&frames, 1)])
             .unwrap();
         assert!(written.recv_timeout(Duration::from_millis(100)).is_err());
         syncer
-            .post_after(vec![noting_job(&ran)], vec![parcel(&frames, 2)])
+            .hand_over(vec![noting_job(&ran)], vec![parcel(&frames, 2)])
             .unwrap();
         assert_eq!(offset_in(written.recv_timeout(PATIENCE).unwrap()), 1);
         assert_eq!(ran.load(Ordering::SeqCst), 2, "both jobs ran first");

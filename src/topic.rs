@@ -23,7 +23,7 @@ pub struct Topic {
     pub traffic: Traffic,
     /// Whether the log was appended to or pulled from this round, so it
     /// must be written (and made durable) before the round's frames go out.
-    pub unwritten: bool,
+    pub needs_write: bool,
     /// Whether the topic refused a publish for a full disk, and has not
     /// stored one since.
     pub refusing: bool,
@@ -39,7 +39,7 @@ impl Topic {
             groups,
             groups_moved: false,
             traffic: Traffic::default(),
-            unwritten: false,
+            needs_write: false,
             refusing: false,
         }
     }

@@ -33,7 +33,7 @@
 //!   down instead of the broker buffering for it.
 //! - Deliveries that need no ack (a line-protocol subscriber that is not
 //!   `manual`, or a `PULL`) count as done once written, so the dispatcher
-//!   sends more only while few frames are unwritten. When it stops for that
+//!   queues more only while few frames are pending. When it stops for that
 //!   reason it asks to be told when the writer next writes, and the writer
 //!   tells it (a `Command::Written` on its queue, see `queue.rs`).
 
@@ -91,8 +91,8 @@ pub struct Link {
 struct LinkState {
     /// Frames packed for the thread and not yet written to the socket,
     /// and the bytes of message payload among them.
-    unwritten: AtomicUsize,
-    unwritten_payload_bytes: AtomicUsize,
+    pending_frames: AtomicUsize,
+    pending_payload_bytes: AtomicUsize,
     /// Set by the dispatcher to be told (`Command::Written`) after the next
     /// write; cleared by the writer when it tells.
     dispatcher_waits: AtomicBool,
@@ -114,7 +114,7 @@ struct LinkState {
 /// dispatcher packs a session's frames at the end of a round; they are
 /// posted once everything they tell of is durable, which with the disk
 /// store is after the syncer thread has forced the round's writes to disk
-/// (see `syncer.rs`). They count as unwritten from the moment they are
+/// (see `syncer.rs`). They count as pending from the moment they are
 /// packed, so the windows the dispatcher keeps include them.
 #[derive(Debug)]
 pub struct Parcel {
@@ -177,9 +177,11 @@ impl Writer {
         let state = &self.link.state;
         let payload_bytes = batch.iter().map(Outgoing::payload_len).sum();
         state
-            .unwritten_payload_bytes
+            .pending_payload_bytes
             .fetch_add(payload_bytes, Ordering::SeqCst);
-        state.unwritten.fetch_add(batch.len(), Ordering::SeqCst);
+        state
+            .pending_frames
+            .fetch_add(batch.len(), Ordering::SeqCst);
         state.unposted.fetch_add(1, Ordering::SeqCst);
         Parcel {
             frames: self.frames.clone(),
@@ -195,25 +197,25 @@ impl Writer {
     /// Closes the channel, so the thread ends once it has written what it
     /// has (parcels still to be posted included), and keeps the link to
     /// watch it do so.
-    pub fn finish(self) -> Link {
+    pub fn into_link(self) -> Link {
         self.link
     }
 }
 
 impl Link {
     /// How many frames are waiting to be written.
-    pub fn unwritten(&self) -> usize {
-        self.state.unwritten.load(Ordering::SeqCst)
+    pub fn pending_frames(&self) -> usize {
+        self.state.pending_frames.load(Ordering::SeqCst)
     }
 
     /// How many bytes of message payload are waiting to be written.
-    pub fn unwritten_payload_bytes(&self) -> usize {
-        self.state.unwritten_payload_bytes.load(Ordering::SeqCst)
+    pub fn pending_payload_bytes(&self) -> usize {
+        self.state.pending_payload_bytes.load(Ordering::SeqCst)
     }
 
     /// Asks the writer to tell the dispatcher (`Command::Written`) after
     /// its next write.
-    /// The caller must look at [`Link::unwritten`] again afterwards: the
+    /// The caller must look at [`Link::pending_frames`] again afterwards: the
     /// writer may have written just before the request, and then no notice
     /// comes for that write.
     pub fn notify_when_written(&self) {
@@ -222,12 +224,12 @@ impl Link {
 
     /// Blocks the calling thread (the connection's reader) until at most
     /// `limit` frames wait to be written, or the writer has ended.
-    pub fn wait_until_unwritten_at_most(&self, limit: usize) {
-        while self.unwritten() > limit && !self.has_ended() {
+    pub fn wait_until_pending_at_most(&self, limit: usize) {
+        while self.pending_frames() > limit && !self.has_ended() {
             self.state.reader_waits.store(true, Ordering::SeqCst);
             // Look again: the writer may have written (or ended) just
             // before the flag was set, and would not unpark us for it.
-            if self.unwritten() > limit && !self.has_ended() {
+            if self.pending_frames() > limit && !self.has_ended() {
                 thread::park();
             }
         }
@@ -286,7 +288,7 @@ const MAX_BYTES_PER_WRITE: usize = 1 << 20;
 
 /// Who a writer thread tells when it has written: the dispatcher, if it
 /// asked ([`Link::notify_when_written`]), and the connection's reader, if it
-/// is waiting ([`Link::wait_until_unwritten_at_most`]).
+/// is waiting ([`Link::wait_until_pending_at_most`]).
 pub struct Listeners {
     /// Tells the dispatcher: in the broker, a `Command::Written` on its
     /// queue (`reader.rs` makes it), so this file needs no word of the
@@ -354,9 +356,9 @@ impl WriterThread {
             }
             let state = &self.link.state;
             state
-                .unwritten_payload_bytes
+                .pending_payload_bytes
                 .fetch_sub(payload_bytes, Ordering::SeqCst);
-            state.unwritten.fetch_sub(frames, Ordering::SeqCst);
+            state.pending_frames.fetch_sub(frames, Ordering::SeqCst);
             if state.dispatcher_waits.swap(false, Ordering::SeqCst) {
                 (self.listeners.dispatcher)();
             }

@@ -24,9 +24,9 @@
 //! # The decoder
 //!
 //! TCP is a byte stream: one `read()` may return half a frame, or ten frames
-//! and a half. `Decoder` is therefore an explicit state machine, in the
+//! and a half. `BinaryDecoder` is therefore an explicit state machine, in the
 //! manner of the NATS server's parser: its `State` says which field of which
-//! frame comes next and how many bytes that field needs. `Decoder::decode`
+//! frame comes next and how many bytes that field needs. `BinaryDecoder::decode`
 //! takes whatever bytes the reader has, consumes every field it can, and stops
 //! at the first field that is not complete yet, remembering where it was. The
 //! reader keeps the unconsumed bytes and calls again after its next `read()`.
@@ -250,7 +250,7 @@ struct PendingSubscribe {
 
 /// Turns the bytes of one connection into requests. See the module docs.
 #[derive(Debug)]
-pub(crate) struct Decoder {
+pub(crate) struct BinaryDecoder {
     state: State,
     limits: Limits,
     last_topic: LastTopic,
@@ -269,9 +269,9 @@ enum Step {
     Emit(Decoded),
 }
 
-impl Decoder {
-    pub fn new(limits: Limits) -> Decoder {
-        Decoder {
+impl BinaryDecoder {
+    pub fn new(limits: Limits) -> BinaryDecoder {
+        BinaryDecoder {
             state: State::FirstAction,
             limits,
             last_topic: LastTopic::default(),
@@ -669,7 +669,7 @@ mod tests {
     };
 
     fn decode_all(bytes: &[u8], chunk: usize) -> Vec<Decoded> {
-        let mut decoder = Decoder::new(LIMITS);
+        let mut decoder = BinaryDecoder::new(LIMITS);
         testing::decode_in_chunks(bytes, chunk, |input| decoder.decode(input))
     }
 
@@ -864,7 +864,7 @@ mod tests {
 
     /// Decodes `header` on a new decoder, which must take all of it at once.
     fn decode_header(header: &[u8]) -> Option<Decoded> {
-        let (used, event) = Decoder::new(LIMITS).decode(header);
+        let (used, event) = BinaryDecoder::new(LIMITS).decode(header);
         assert_eq!(used, header.len(), "{header:?}");
         event
     }
@@ -907,7 +907,7 @@ mod tests {
         );
     }
 
-    /// `Decoder::step` moves the `State` out and a new one in for every
+    /// `BinaryDecoder::step` moves the `State` out and a new one in for every
     /// field, four times per published message. Data a new variant needs
     /// only for a rare request belongs behind a `Box`, as `PendingSubscribe`
     /// is; this catches one carried inline, which would make every publish

@@ -24,7 +24,7 @@
 //!
 //! # The decoder
 //!
-//! Like the binary `Decoder` (`binary.rs`), this file's `Decoder`
+//! Like the `BinaryDecoder` (`binary.rs`), this file's `LineDecoder`
 //! is a state machine over whatever bytes have arrived: it never assumes one
 //! `read()` holds one line. While it waits for the end of a line it remembers
 //! how far it has already looked, so a long line arriving in pieces is
@@ -175,7 +175,7 @@ enum State {
 
 /// Turns the bytes of a line-protocol connection into requests.
 #[derive(Debug)]
-pub(crate) struct Decoder {
+pub(crate) struct LineDecoder {
     state: State,
     limits: Limits,
     last_topic: LastTopic,
@@ -188,9 +188,9 @@ enum Step {
     Emit(Decoded),
 }
 
-impl Decoder {
-    pub fn new(limits: Limits) -> Decoder {
-        Decoder {
+impl LineDecoder {
+    pub fn new(limits: Limits) -> LineDecoder {
+        LineDecoder {
             state: State::Line { scanned: 0 },
             limits,
             last_topic: LastTopic::default(),
@@ -198,7 +198,7 @@ impl Decoder {
     }
 
     /// Decodes the next request from `input`, exactly like
-    /// [`binary::Decoder::decode`](super::binary::Decoder::decode):
+    /// [`binary::BinaryDecoder::decode`](super::binary::BinaryDecoder::decode):
     /// returns the bytes consumed and the request, if one was completed.
     pub fn decode(&mut self, input: &[u8]) -> (usize, Option<Decoded>) {
         let mut consumed = 0;
@@ -725,7 +725,7 @@ mod tests {
     };
 
     fn decode_all(bytes: &[u8], chunk: usize) -> Vec<Decoded> {
-        let mut decoder = Decoder::new(LIMITS);
+        let mut decoder = LineDecoder::new(LIMITS);
         testing::decode_in_chunks(bytes, chunk, |input| decoder.decode(input))
     }
 
@@ -832,7 +832,7 @@ mod tests {
 
     #[test]
     fn a_long_line_is_refused_before_it_ends() {
-        let mut decoder = Decoder::new(LIMITS);
+        let mut decoder = LineDecoder::new(LIMITS);
         let long = [b'x'; 40];
         let (used, event) = decoder.decode(&long);
         assert_eq!(used, long.len());
@@ -967,7 +967,7 @@ mod tests {
         let mut next = testing::xorshift(0x4F1B_BCDC_BFA5_3E0B);
         for _ in 0..2_000 {
             let long = vec![b'x'; LIMITS.max_line_bytes + 1 + (next() % 4096) as usize];
-            let mut decoder = Decoder::new(LIMITS);
+            let mut decoder = LineDecoder::new(LIMITS);
             let (used, event) = decoder.decode(&long);
             assert_eq!(used, long.len());
             assert_eq!(event, Some(refused(LineError::LineTooLong)));
@@ -975,7 +975,7 @@ mod tests {
 
             let count = LIMITS.max_message_bytes as u64 + 1 + next() % (u64::MAX - 64);
             let header = format!("PUBN t {count}\n");
-            let mut decoder = Decoder::new(LIMITS);
+            let mut decoder = LineDecoder::new(LIMITS);
             let (used, event) = decoder.decode(header.as_bytes());
             assert_eq!(used, header.len());
             assert_eq!(event, Some(refused(LineError::MessageTooLarge)));

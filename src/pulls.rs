@@ -1,0 +1,164 @@
+//! `PULL`s: a connection asks for the messages of a topic, and they stream
+//! to it until there are no more (or as many as it asked for), then a
+//! `+END` with the count.
+//!
+//! A pull takes its messages from a consumer group of the topic
+//! (`group.rs`; the group `default` unless the pull names one), through the
+//! same [`Group::next`](crate::group::Group::next) the group's members
+//! get theirs from, so pulls and subscribed members share the work. Each
+//! message is done once written, and goes through the connection's write
+//! window ([`Outbox::has_write_room`]): it is taken from its group as it is
+//! queued, so two connections pulling one group never get the same
+//! message, and a puller that disconnects takes nothing it was not sent.
+//!
+//! A connection's pulls stream one after the other, in the order they were
+//! asked for, and keep its replies in order: while a pull is streaming,
+//! the replies to later requests wait behind it, and so do the session's
+//! subscriptions, so that its `+END` comes before anything asked for after
+//! it.
+
+use std::collections::VecDeque;
+
+use crate::group::{Group, Next};
+use crate::ids::{Offset, TopicId};
+use crate::outbox::Outbox;
+use crate::topic::Topic;
+use crate::wire::reply::Reply;
+
+/// How many replies may wait behind a pull before the broker decides the
+/// client is not reading. (Replies that are not held back are bounded by
+/// the reader, which stops reading while the client has too many unread.)
+const MAX_HELD_REPLIES: usize = 4096;
+
+/// A `PULL` that is waiting for its turn or streaming.
+#[derive(Debug)]
+struct Pull {
+    /// The topic and the index of the consumer group it takes from; `None`
+    /// for a topic that does not exist: the pull ends empty.
+    topic: Option<(TopicId, usize)>,
+    /// The end of the topic's log when the pull was asked for: it takes
+    /// nothing published after it.
+    until: Offset,
+    /// How many more messages it may take.
+    left: u64,
+    /// How many it has sent.
+    sent: u64,
+    /// Replies to requests that came after this pull, sent after its end.
+    replies_after: Vec<Reply>,
+}
+
+/// One connection's pulls, in the order they were asked for; the first one
+/// streams.
+#[derive(Debug, Default)]
+pub struct Pulls {
+    queue: VecDeque<Pull>,
+}
+
+/// What [`Pulls::stream`] did.
+#[derive(Debug, Default)]
+pub struct Streamed {
+    /// The groups that gave out messages: their logs must save where they
+    /// are.
+    pub moved: Vec<(TopicId, usize)>,
+    /// Whether any message was queued.
+    pub progressed: bool,
+}
+
+impl Pulls {
+    /// Queues a pull of up to `max` messages from a group of a topic,
+    /// taking nothing published from `until` on.
+    pub fn add(&mut self, topic: Option<(TopicId, usize)>, until: Offset, max: Option<u64>) {
+        self.queue.push_back(Pull {
+            topic,
+            until,
+            left: max.unwrap_or(u64::MAX),
+            sent: 0,
+            replies_after: Vec::new(),
+        });
+    }
+
+    /// Whether no pull is unfinished.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Whether the pull streaming now takes from `topic`.
+    pub fn streams_from(&self, topic: TopicId) -> bool {
+        let pull = self.queue.front().and_then(|pull| pull.topic);
+        pull.is_some_and(|(id, _)| id == topic)
+    }
+
+    /// Queues a reply in `outbox`, or behind the last pull if one is under
+    /// way.
+    pub fn queue_reply(&mut self, reply: Reply, outbox: &mut Outbox) {
+        match self.queue.back_mut() {
+            Some(pull) => pull.replies_after.push(reply),
+            None => outbox.queue_reply(reply),
+        }
+    }
+
+    /// The replies waiting behind pulls.
+    pub fn held_replies_mut(&mut self) -> impl Iterator<Item = &mut Reply> {
+        self.queue
+            .iter_mut()
+            .flat_map(|p| p.replies_after.iter_mut())
+    }
+
+    /// Whether so many replies wait behind the pulls that the client must
+    /// be sending requests while it does not read the pull.
+    pub fn hold_too_many_replies(&self) -> bool {
+        let held: usize = self.queue.iter().map(|p| p.replies_after.len()).sum();
+        held > MAX_HELD_REPLIES
+    }
+
+    /// Streams the pulls into `outbox`, in order, while the writer has
+    /// room. Stops when the writer must write first (it will say when it
+    /// has), or a message is on its way from the disk (the fetcher will
+    /// say when it is here).
+    pub fn stream(&mut self, outbox: &mut Outbox, topics: &mut [Topic]) -> Streamed {
+        let mut streamed = Streamed::default();
+        while let Some(pull) = self.queue.front_mut() {
+            let (Some((id, index)), true) = (pull.topic, pull.left > 0) else {
+                self.end_pull(outbox);
+                continue;
+            };
+            let topic = &mut topics[id];
+            let pick = |_: &mut Group| outbox.has_write_room().then_some(());
+            let (offset, deliveries, payload) =
+                match topic.groups[index].next(&*topic.log, pull.until, pick) {
+                    Next::Message {
+                        offset,
+                        deliveries,
+                        payload,
+                        ..
+                    } => (offset, deliveries, payload),
+                    Next::Skipped => continue,
+                    Next::Empty => {
+                        self.end_pull(outbox);
+                        continue;
+                    }
+                    Next::NoRoom | Next::Later => return streamed,
+                };
+            topic.groups[index].done(offset);
+            if streamed.moved.last() != Some(&(id, index)) {
+                streamed.moved.push((id, index));
+            }
+            pull.left -= 1;
+            pull.sent += 1;
+            streamed.progressed = true;
+            outbox.queue_delivery(topic, Some(index), offset, deliveries, payload);
+        }
+        streamed
+    }
+
+    /// Ends the current pull: its `+END`, then the replies that waited
+    /// behind it (those behind the next pull wait in that one).
+    fn end_pull(&mut self, outbox: &mut Outbox) {
+        if let Some(pull) = self.queue.pop_front() {
+            outbox.queue_reply(Reply::PullDone { count: pull.sent });
+            pull.replies_after
+                .into_iter()
+                .for_each(|reply| outbox.queue_reply(reply));
+        }
+    }
+}
