@@ -72,7 +72,6 @@ pub mod signals;
 pub(crate) mod stats;
 pub(crate) mod store;
 pub(crate) mod syncer;
-pub(crate) mod topic;
 pub mod wire;
 pub(crate) mod writer;
 

@@ -71,9 +71,9 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::dispatcher::topic::Topic;
 use crate::ids::{ConnId, IdMap, Offset, Payload, TopicId};
 use crate::store::{DiskFull, Read};
-use crate::topic::Topic;
 use crate::wire::reply::{Outgoing, Reply};
 use crate::wire::request::{AckMode, StartAt};
 use crate::writer::{self, Batch, Link, Parcel, Writer};

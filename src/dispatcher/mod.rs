@@ -57,6 +57,8 @@
 //! through callbacks (see `queue.rs`, which holds [`Command`]), so neither
 //! names this file.
 
+pub(crate) mod topic;
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,11 +73,11 @@ use crate::queue::{Command, CommandReceiver, Hangup};
 use crate::session::{start_offset, DeliveryPolicy, GivenUp, Session};
 use crate::store::{DiskFull, Fetched, Read, Store, StoreError, SyncJob, TopicLog};
 use crate::syncer::Syncer;
-use crate::topic::Topic;
 use crate::wire::line;
 use crate::wire::reply::{BrokerReport, OverLimit, Reply, TopicReport};
 use crate::wire::request::{AckMode, Decoded, Request, StartAt};
 use crate::writer::{Link, Parcel};
+use topic::Topic;
 
 /// How often the dispatcher looks for topics that aged past their
 /// retention (`--retention-age`).
