@@ -124,6 +124,21 @@ impl std::fmt::Display for Unavailable {
     }
 }
 
+/// The dispatcher: the topic table, every answered connection's session,
+/// the store the logs live in, and the [`Agenda`] of what the round has
+/// put off.
+///
+/// Why one thread owns all of it: a publish, the deliveries it causes and
+/// the acks that answer them all touch the same topics and sessions. With
+/// one owner none of that state needs a lock, and things happen in the
+/// order the commands were taken, which is what makes offsets, the ack
+/// order and redelivery simple to reason about. The thread never waits on
+/// a socket or (for a read) on the disk: writers, the syncer and the
+/// fetcher do that, so one thread keeps up.
+///
+/// Its methods are split across this folder's files by the kind of
+/// request or duty they carry out (listed in the module doc); this file
+/// keeps the round loop and the switch that hands each command to them.
 pub struct Dispatcher {
     policy: DeliveryPolicy,
     limits: TopicLimits,
@@ -135,7 +150,7 @@ pub struct Dispatcher {
     /// without hashing its name once per message.
     last_published: Option<(Arc<str>, TopicId)>,
     sessions: IdMap<ConnId, Session>,
-    chores: Chores,
+    agenda: Agenda,
     /// Forces each round's writes to disk and then posts its frames.
     syncer: Syncer,
     /// When to look next for topics that aged past their retention, if the
@@ -200,12 +215,25 @@ struct FullStore {
 /// again after every few acks; once a minute tells the story.
 const FULL_STORE_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
-/// What must happen to sessions after this round's commands: the wake-ups to
-/// fire later, and the outboxes to flush at the end of the round. Kept apart
-/// from `sessions` so both can be borrowed at once.
+/// What the dispatcher has put off: work for the end of this round (the
+/// outboxes to pack, the logs to trim and write, the answers to settle,
+/// the publishes to refuse if their write fails, the frames to post), and
+/// work for a later time (the sessions' wake-ups, the lingering writers'
+/// deadlines).
+///
+/// Why it is a struct of its own, not more fields of [`Dispatcher`]: a
+/// method that holds one session (`&mut` into `Dispatcher::sessions`) or
+/// one topic must still note what that session or topic needs next, and
+/// Rust lets two fields of `self` be borrowed at once, but not a field and
+/// all of `self`. So `self.agenda.settle(conn, session)` works where a
+/// method of `Dispatcher` would not. It also reads as the list of what a
+/// round leaves to its end: each step of the round takes its part of it.
 #[derive(Default)]
-struct Chores {
+struct Agenda {
+    /// When each session asked to be woken (an ack timeout, a redelivery
+    /// after a Nack, a pull's deadline), earliest first.
     wakeups: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    /// Sessions with frames in their outboxes, to pack and post.
     to_flush: Vec<ConnId>,
     /// Topics that grew past their retention this round.
     to_trim: Vec<TopicId>,
@@ -233,7 +261,7 @@ struct Chores {
     lingering: VecDeque<(Instant, Link)>,
 }
 
-impl Chores {
+impl Agenda {
     /// Notes the publish of `offset` to `topic`, not readable yet, so that
     /// its publisher can be told if the write fails.
     fn note_unwritten(&mut self, topic: TopicId, offset: Offset, publisher: &Publisher) {
@@ -353,7 +381,7 @@ impl Dispatcher {
             topic_ids: HashMap::new(),
             last_published: None,
             sessions: IdMap::default(),
-            chores: Chores::default(),
+            agenda: Agenda::default(),
             syncer,
             next_age_check,
             started: Instant::now(),
@@ -447,7 +475,7 @@ impl Dispatcher {
             links.push(session.finish());
         }
         let connections = links.len();
-        links.extend(self.chores.lingering.drain(..).map(|(_, link)| link));
+        links.extend(self.agenda.lingering.drain(..).map(|(_, link)| link));
         let ending = Ending {
             stopped: Stopped {
                 logs_forced: jobs.len(),
@@ -629,14 +657,14 @@ impl Dispatcher {
             Err(error) => return Err(error),
         };
         topic.traffic.received(bytes);
-        self.chores.write_later(id, topic);
+        self.agenda.write_later(id, topic);
         if topic.log.over_retention() {
-            self.chores.trim_later(id);
+            self.agenda.trim_later(id);
         }
         if topic.log.end() > offset {
             self.became_readable(id, now);
         } else if let Some(publisher) = publisher {
-            self.chores.note_unwritten(id, offset, publisher);
+            self.agenda.note_unwritten(id, offset, publisher);
         }
         Ok(offset)
     }
@@ -677,11 +705,11 @@ impl Dispatcher {
     /// never answered are hung up on.
     fn refuse_unwritten(&mut self, id: TopicId, cause: &Arc<DiskFull>, now: Instant) {
         let from = self.topics[id].log.end();
-        let packed = self.chores.parcels.iter_mut().flat_map(Parcel::replies_mut);
+        let packed = self.agenda.parcels.iter_mut().flat_map(Parcel::replies_mut);
         packed.for_each(|reply| reply.refuse_if_taken_back(id, from, cause));
         let sessions = &mut self.sessions;
         let mut refused = 0;
-        self.chores.unwritten.retain_mut(|run| {
+        self.agenda.unwritten.retain_mut(|run| {
             if run.topic != id || run.last < from {
                 return true;
             }
@@ -864,7 +892,7 @@ impl Dispatcher {
         }
         log::debug!("conn {conn}: joined group {group:?} of {names:?}, {ack:?}");
         session.reply(Reply::Subscribed);
-        self.chores.settle(conn, session);
+        self.agenda.settle(conn, session);
         for (id, index) in joined {
             self.pump_group(id, index, now);
         }
@@ -911,7 +939,7 @@ impl Dispatcher {
             };
             let topic = (id, &self.topics[id]);
             let done = session.deliver_for_group(index, offset, deliveries, payload, topic, now);
-            self.chores.settle(conn, session);
+            self.agenda.settle(conn, session);
             if done {
                 self.group_done(id, index, offset);
             }
@@ -930,7 +958,7 @@ impl Dispatcher {
     fn groups_moved(&mut self, id: TopicId) {
         let topic = &mut self.topics[id];
         topic.groups_moved = true;
-        self.chores.write_later(id, topic);
+        self.agenda.write_later(id, topic);
     }
 
     /// Tells the groups what became of the messages they gave `conn`, and
@@ -990,7 +1018,7 @@ impl Dispatcher {
         for &conn in &self.topics[id].subscribers {
             if let Some(session) = self.sessions.get_mut(&conn) {
                 session.offer(id, &self.topics, now);
-                self.chores.settle(conn, session);
+                self.agenda.settle(conn, session);
             }
         }
         for index in 0..self.topics[id].groups.len() {
@@ -1039,7 +1067,7 @@ impl Dispatcher {
         log::debug!("conn {conn}: subscribed to {names:?} from {start:?}, {ack:?}");
         session.reply(Reply::Subscribed);
         session.pump(&self.topics, now);
-        self.chores.settle(conn, session);
+        self.agenda.settle(conn, session);
         Ok(())
     }
 
@@ -1066,7 +1094,7 @@ impl Dispatcher {
         }
         log::debug!("conn {conn}: unsubscribed from {names:?}");
         session.reply(Reply::Unsubscribed);
-        self.chores.settle(conn, session);
+        self.agenda.settle(conn, session);
         self.settle_groups(conn, now)
     }
 
@@ -1082,8 +1110,8 @@ impl Dispatcher {
             session.reply(Reply::Error("no delivery to acknowledge"));
         }
         // Answers come in batches, one connection's after another's.
-        if self.chores.answered.last() != Some(&conn) {
-            self.chores.answered.push(conn);
+        if self.agenda.answered.last() != Some(&conn) {
+            self.agenda.answered.push(conn);
         }
     }
 
@@ -1093,7 +1121,7 @@ impl Dispatcher {
     /// topics. Once per round and connection, not per answer: a consumer
     /// acks in batches, and its window is then refilled in one go.
     fn settle_answers(&mut self, now: Instant) -> Result<(), StoreError> {
-        let mut answered = std::mem::take(&mut self.chores.answered);
+        let mut answered = std::mem::take(&mut self.agenda.answered);
         answered.sort_unstable();
         answered.dedup();
         for conn in answered {
@@ -1108,14 +1136,14 @@ impl Dispatcher {
     fn refill(&mut self, conn: ConnId, now: Instant) {
         if let Some(session) = self.sessions.get_mut(&conn) {
             session.pump(&self.topics, now);
-            self.chores.settle(conn, session);
+            self.agenda.settle(conn, session);
         }
     }
 
     fn reply(&mut self, conn: ConnId, reply: Reply) {
         if let Some(session) = self.sessions.get_mut(&conn) {
             session.reply(reply);
-            self.chores.settle(conn, session);
+            self.agenda.settle(conn, session);
         }
     }
 
@@ -1173,7 +1201,7 @@ impl Dispatcher {
         let next = start_offset(start, topic, conn);
         topic.groups.push(Group::new(Arc::from(name), next));
         topic.groups_moved = true;
-        self.chores.write_later(id, topic);
+        self.agenda.write_later(id, topic);
         topic.groups.len() - 1
     }
 
@@ -1185,7 +1213,7 @@ impl Dispatcher {
             for (id, _) in session.serve_pulls(&mut self.topics, now) {
                 let topic = &mut self.topics[id];
                 topic.groups_moved = true;
-                self.chores.write_later(id, topic);
+                self.agenda.write_later(id, topic);
             }
             session.pump(&self.topics, now);
             let groups: Vec<(TopicId, usize)> = session
@@ -1209,7 +1237,7 @@ impl Dispatcher {
         if session.is_finished(now) {
             self.finish(conn, now);
         } else {
-            self.chores.settle(conn, session);
+            self.agenda.settle(conn, session);
         }
     }
 
@@ -1283,7 +1311,7 @@ impl Dispatcher {
             return;
         };
         if let Some(parcel) = session.pack() {
-            self.chores.parcels.push(parcel);
+            self.agenda.parcels.push(parcel);
         }
         let stalled = session.is_pulling();
         let link = session.finish();
@@ -1292,7 +1320,7 @@ impl Dispatcher {
             link.close();
         } else if link.unwritten() > 0 {
             let deadline = now + self.policy.linger;
-            self.chores.lingering.push_back((deadline, link));
+            self.agenda.lingering.push_back((deadline, link));
         }
     }
 
@@ -1303,11 +1331,11 @@ impl Dispatcher {
     /// the close: a confirmation the syncer holds until its fsync (slow
     /// disk, `--fsync-interval`) must not be cut off before it is sent.
     fn close_lingering(&mut self, now: Instant) {
-        while let Some((deadline, _)) = self.chores.lingering.front() {
+        while let Some((deadline, _)) = self.agenda.lingering.front() {
             if *deadline > now {
                 break;
             }
-            let Some((_, link)) = self.chores.lingering.pop_front() else {
+            let Some((_, link)) = self.agenda.lingering.pop_front() else {
                 break;
             };
             if link.unwritten() == 0 {
@@ -1315,9 +1343,9 @@ impl Dispatcher {
             }
             let linger = self.policy.linger;
             match link.all_posted_at() {
-                None => self.chores.lingering.push_back((now + linger, link)),
+                None => self.agenda.lingering.push_back((now + linger, link)),
                 Some(posted) if posted + linger > now => {
-                    self.chores.lingering.push_back((posted + linger, link));
+                    self.agenda.lingering.push_back((posted + linger, link));
                 }
                 Some(_) => link.close(),
             }
@@ -1326,8 +1354,8 @@ impl Dispatcher {
 
     /// When the dispatcher must act even if no command comes.
     fn next_deadline(&self) -> Option<Instant> {
-        let wakeup = self.chores.wakeups.peek().map(|Reverse((when, _))| *when);
-        let linger = self.chores.lingering.front().map(|(deadline, _)| *deadline);
+        let wakeup = self.agenda.wakeups.peek().map(|Reverse((when, _))| *when);
+        let linger = self.agenda.lingering.front().map(|(deadline, _)| *deadline);
         [wakeup, linger, self.next_age_check]
             .into_iter()
             .flatten()
@@ -1346,7 +1374,7 @@ impl Dispatcher {
         }
         for (id, topic) in self.topics.iter().enumerate() {
             if topic.log.over_retention() {
-                self.chores.trim_later(id);
+                self.agenda.trim_later(id);
             }
         }
         self.next_age_check = Some(now + AGE_CHECK_INTERVAL);
@@ -1358,11 +1386,11 @@ impl Dispatcher {
     /// timeouts are settled with the round's answers.
     fn fire_wakeups(&mut self, now: Instant) {
         let mut due = Vec::new();
-        while let Some(&Reverse((when, conn))) = self.chores.wakeups.peek() {
+        while let Some(&Reverse((when, conn))) = self.agenda.wakeups.peek() {
             if when > now {
                 break;
             }
-            self.chores.wakeups.pop();
+            self.agenda.wakeups.pop();
             due.push((when, conn));
         }
         for (when, conn) in due {
@@ -1375,7 +1403,7 @@ impl Dispatcher {
             session.wake_registered = None;
             session.wake(&self.topics, now);
             self.settle_or_finish(conn, now);
-            self.chores.answered.push(conn);
+            self.agenda.answered.push(conn);
         }
     }
 
@@ -1384,7 +1412,7 @@ impl Dispatcher {
     /// from under a connected subscriber, however slow. (A message already
     /// delivered and not yet answered is safe too: its session holds it.)
     fn apply_retention(&mut self) {
-        for id in std::mem::take(&mut self.chores.to_trim) {
+        for id in std::mem::take(&mut self.agenda.to_trim) {
             let keep_from = self.keep_from(id);
             self.topics[id].log.apply_retention(keep_from);
         }
@@ -1458,14 +1486,14 @@ impl Dispatcher {
     /// Packs every outbox filled this round and posts them, after the
     /// round's writes are durable (see `syncer.rs`).
     fn flush(&mut self) -> Result<(), StoreError> {
-        for conn in self.chores.to_flush.drain(..) {
+        for conn in self.agenda.to_flush.drain(..) {
             if let Some(session) = self.sessions.get_mut(&conn) {
                 session.flush_registered = false;
-                self.chores.parcels.extend(session.pack());
+                self.agenda.parcels.extend(session.pack());
             }
         }
-        let jobs = std::mem::take(&mut self.chores.sync_jobs);
-        let parcels = std::mem::take(&mut self.chores.parcels);
+        let jobs = std::mem::take(&mut self.agenda.sync_jobs);
+        let parcels = std::mem::take(&mut self.agenda.parcels);
         self.syncer.post_after(jobs, parcels)
     }
 
@@ -1510,19 +1538,19 @@ impl Dispatcher {
     /// (see [`TopicLog::save_groups`]): a message a group gave up is done
     /// only once its dead letter, written to another topic, is durable.
     fn write_logs(&mut self, now: Instant) -> Result<(), StoreError> {
-        while !self.chores.to_write.is_empty() {
-            for id in std::mem::take(&mut self.chores.to_write) {
+        while !self.agenda.to_write.is_empty() {
+            for id in std::mem::take(&mut self.agenda.to_write) {
                 self.topics[id].unwritten = false;
                 self.write_log(id, now)?;
             }
         }
-        self.chores.unwritten.clear();
-        let mut written = std::mem::take(&mut self.chores.groups_to_save);
+        self.agenda.unwritten.clear();
+        let mut written = std::mem::take(&mut self.agenda.groups_to_save);
         written.sort_unstable();
         written.dedup();
         for id in written {
             let saves = self.topics[id].log.save_groups();
-            self.chores.sync_jobs.extend(saves);
+            self.agenda.sync_jobs.extend(saves);
         }
         Ok(())
     }
@@ -1555,8 +1583,8 @@ impl Dispatcher {
             }
             written => written?,
         };
-        self.chores.sync_jobs.extend(job);
-        self.chores.groups_to_save.push(id);
+        self.agenda.sync_jobs.extend(job);
+        self.agenda.groups_to_save.push(id);
         if self.topics[id].log.end() > readable {
             self.became_readable(id, now);
         }
