@@ -57,10 +57,11 @@
 //! through callbacks (see `queue.rs`, which holds [`Command`]), so neither
 //! names this file.
 
+mod agenda;
 pub(crate) mod topic;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,12 +72,13 @@ use crate::group::{Group, Refused};
 use crate::ids::{ConnId, IdMap, Offset, Payload, TopicId};
 use crate::queue::{Command, CommandReceiver, Hangup};
 use crate::session::{start_offset, DeliveryPolicy, GivenUp, Session};
-use crate::store::{DiskFull, Fetched, Read, Store, StoreError, SyncJob, TopicLog};
+use crate::store::{DiskFull, Fetched, Read, Store, StoreError, TopicLog};
 use crate::syncer::Syncer;
 use crate::wire::line;
 use crate::wire::reply::{BrokerReport, OverLimit, Reply, TopicReport};
 use crate::wire::request::{AckMode, Decoded, Request, StartAt};
 use crate::writer::{Link, Parcel};
+use agenda::{Agenda, Publisher};
 use topic::Topic;
 
 /// How often the dispatcher looks for topics that aged past their
@@ -179,27 +181,6 @@ struct FullDisk {
     topics: usize,
 }
 
-/// Who sent a publish: the connection, whether it is answered, and if it
-/// is not, how to close it when its message cannot be stored.
-struct Publisher<'a> {
-    conn: ConnId,
-    confirm: bool,
-    hangup: Option<&'a Arc<Hangup>>,
-}
-
-/// A run of messages one connection published to one topic this round,
-/// offsets `first..=last`, that are not written to the log's file yet. If
-/// the disk has no room for them, their publisher must hear of it.
-#[derive(Debug)]
-struct UnwrittenRun {
-    topic: TopicId,
-    conn: ConnId,
-    first: Offset,
-    last: Offset,
-    /// Set for a publisher that is never answered.
-    hangup: Option<Arc<Hangup>>,
-}
-
 /// Whether publishers are held because the store is full (see
 /// [`Dispatcher::keep_within_budget`]), how many were waiting at the end of
 /// the last round (for `STATS`), and when the log last said so.
@@ -214,104 +195,6 @@ struct FullStore {
 /// consumer that reads just slower than its publisher fills the store
 /// again after every few acks; once a minute tells the story.
 const FULL_STORE_WARNING_INTERVAL: Duration = Duration::from_secs(60);
-
-/// What the dispatcher has put off: work for the end of this round (the
-/// outboxes to pack, the logs to trim and write, the answers to settle,
-/// the publishes to refuse if their write fails, the frames to post), and
-/// work for a later time (the sessions' wake-ups, the lingering writers'
-/// deadlines).
-///
-/// Why it is a struct of its own, not more fields of [`Dispatcher`]: a
-/// method that holds one session (`&mut` into `Dispatcher::sessions`) or
-/// one topic must still note what that session or topic needs next, and
-/// Rust lets two fields of `self` be borrowed at once, but not a field and
-/// all of `self`. So `self.agenda.settle(conn, session)` works where a
-/// method of `Dispatcher` would not. It also reads as the list of what a
-/// round leaves to its end: each step of the round takes its part of it.
-#[derive(Default)]
-struct Agenda {
-    /// When each session asked to be woken (an ack timeout, a redelivery
-    /// after a Nack, a pull's deadline), earliest first.
-    wakeups: BinaryHeap<Reverse<(Instant, ConnId)>>,
-    /// Sessions with frames in their outboxes, to pack and post.
-    to_flush: Vec<ConnId>,
-    /// Topics that grew past their retention this round.
-    to_trim: Vec<TopicId>,
-    /// Topics appended to or pulled from this round.
-    to_write: Vec<TopicId>,
-    /// This round's publishes that are not readable yet (on disk: not
-    /// written to their files yet), by run.
-    unwritten: Vec<UnwrittenRun>,
-    /// Connections that answered deliveries (or let them time out) this
-    /// round: their windows still have to be refilled, and their answers
-    /// have to reach groups and dead letters.
-    answered: Vec<ConnId>,
-    /// What makes this round's writes durable, and the frames that must
-    /// wait for it.
-    sync_jobs: Vec<SyncJob>,
-    /// Topics written this round, whose groups' places are saved once, at
-    /// the end of the round's writes (see [`TopicLog::save_groups`]).
-    groups_to_save: Vec<TopicId>,
-    parcels: Vec<Parcel>,
-    /// Writers of closed connections that still had frames to write, with
-    /// the time by which they must be done. Nearly in deadline order, since
-    /// every writer gets the same linger: one put back because its frames
-    /// reached it late may wait behind a later deadline, and is then cut
-    /// off a little late, never early.
-    lingering: VecDeque<(Instant, Link)>,
-}
-
-impl Agenda {
-    /// Notes the publish of `offset` to `topic`, not readable yet, so that
-    /// its publisher can be told if the write fails.
-    fn note_unwritten(&mut self, topic: TopicId, offset: Offset, publisher: &Publisher) {
-        if let Some(run) = self.unwritten.last_mut() {
-            if run.topic == topic && run.conn == publisher.conn {
-                run.last = offset;
-                return;
-            }
-        }
-        self.unwritten.push(UnwrittenRun {
-            topic,
-            conn: publisher.conn,
-            first: offset,
-            last: offset,
-            hangup: publisher.hangup.cloned(),
-        });
-    }
-
-    /// Notes that `topic` (whose id is `id`) changed this round.
-    fn write_later(&mut self, id: TopicId, topic: &mut Topic) {
-        if !topic.unwritten {
-            topic.unwritten = true;
-            self.to_write.push(id);
-        }
-    }
-
-    fn trim_later(&mut self, topic: TopicId) {
-        if !self.to_trim.contains(&topic) {
-            self.to_trim.push(topic);
-        }
-    }
-
-    /// Registers what `session` needs after it changed: a flush if it has
-    /// frames queued, and a wake-up if it needs one earlier than it has.
-    fn settle(&mut self, conn: ConnId, session: &mut Session) {
-        if session.has_output() && !session.flush_registered {
-            session.flush_registered = true;
-            self.to_flush.push(conn);
-        }
-        if let Some(when) = session.next_wake() {
-            if session
-                .wake_registered
-                .is_none_or(|registered| when < registered)
-            {
-                session.wake_registered = Some(when);
-                self.wakeups.push(Reverse((when, conn)));
-            }
-        }
-    }
-}
 
 /// What a clean stop did, for the line the broker logs as it exits.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
