@@ -61,7 +61,8 @@ pub(super) struct Agenda {
     /// wait for it.
     pub(super) sync_jobs: Vec<SyncJob>,
     /// Topics written this round, whose groups' places are saved once, at
-    /// the end of the round's writes (see [`TopicLog::save_groups`](crate::store::TopicLog::save_groups)).
+    /// the end of the round's writes (see
+    /// [`TopicLog::save_groups`](crate::store::TopicLog::save_groups)).
     pub(super) groups_to_save: Vec<TopicId>,
     pub(super) parcels: Vec<Parcel>,
     /// Writers of closed connections that still had frames to write, with

@@ -59,6 +59,7 @@
 
 mod agenda;
 pub(crate) mod topic;
+mod topic_table;
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
@@ -72,7 +73,7 @@ use crate::group::{Group, Refused};
 use crate::ids::{ConnId, IdMap, Offset, Payload, TopicId};
 use crate::queue::{Command, CommandReceiver, Hangup};
 use crate::session::{start_offset, DeliveryPolicy, GivenUp, Session};
-use crate::store::{DiskFull, Fetched, Read, Store, StoreError, TopicLog};
+use crate::store::{DiskFull, Fetched, Read, Store, StoreError};
 use crate::syncer::Syncer;
 use crate::wire::line;
 use crate::wire::reply::{BrokerReport, OverLimit, Reply, TopicReport};
@@ -80,6 +81,7 @@ use crate::wire::request::{AckMode, Decoded, Request, StartAt};
 use crate::writer::{Link, Parcel};
 use agenda::{Agenda, Publisher};
 use topic::Topic;
+use topic_table::Unavailable;
 
 /// How often the dispatcher looks for topics that aged past their
 /// retention (`--retention-age`).
@@ -102,28 +104,6 @@ const MAX_ROUND_TIME: Duration = Duration::from_millis(5);
 pub struct TopicLimits {
     pub max_topics: usize,
     pub max_groups_per_topic: usize,
-}
-
-/// Why the dispatcher could not find or create a topic.
-#[derive(Debug)]
-enum Unavailable {
-    OverLimit(OverLimit),
-    Store(StoreError),
-}
-
-impl From<StoreError> for Unavailable {
-    fn from(error: StoreError) -> Unavailable {
-        Unavailable::Store(error)
-    }
-}
-
-impl std::fmt::Display for Unavailable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Unavailable::OverLimit(limit) => write!(f, "{limit}"),
-            Unavailable::Store(error) => write!(f, "{error}"),
-        }
-    }
 }
 
 /// The dispatcher: the topic table, every answered connection's session,
@@ -722,22 +702,6 @@ impl Dispatcher {
             self.write_now(id, now)?;
         }
         Ok(Some(ids))
-    }
-
-    /// Tells `conn` that the topic `name` could not be created: over
-    /// `--max-topics` (a client's doing, so only a debug line), or the
-    /// store failed.
-    fn topic_unavailable(&mut self, conn: ConnId, name: &str, unavailable: Unavailable) {
-        match unavailable {
-            Unavailable::OverLimit(limit) => {
-                log::debug!("conn {conn}: cannot create topic {name:?}: {limit}");
-                self.reply(conn, Reply::OverLimit(limit));
-            }
-            Unavailable::Store(error) => {
-                log::error!("conn {conn}: cannot create topic {name:?}: {error}");
-                self.reply(conn, Reply::Error("topic not available"));
-            }
-        }
     }
 
     /// Joins `conn` to the group `group` of each topic, creating the group
@@ -1378,32 +1342,6 @@ impl Dispatcher {
         let jobs = std::mem::take(&mut self.agenda.sync_jobs);
         let parcels = std::mem::take(&mut self.agenda.parcels);
         self.syncer.post_after(jobs, parcels)
-    }
-
-    /// The id of the topic called `name`, creating the topic if it is new
-    /// and `--max-topics` allows.
-    fn topic_id(&mut self, name: &str) -> Result<TopicId, Unavailable> {
-        if let Some(&id) = self.topic_ids.get(name) {
-            return Ok(id);
-        }
-        if self.topics.len() >= self.limits.max_topics {
-            return Err(Unavailable::OverLimit(OverLimit::Topics(
-                self.limits.max_topics,
-            )));
-        }
-        let log = self.store.open(name)?;
-        Ok(self.add_topic(Arc::from(name), log))
-    }
-
-    fn add_topic(&mut self, name: Arc<str>, log: Box<dyn TopicLog>) -> TopicId {
-        let id = self.topics.len();
-        let saved = log.saved_groups().into_iter();
-        let groups = saved
-            .map(|(name, at)| Group::restored(Arc::from(name), &at))
-            .collect();
-        self.topics.push(Topic::new(name.clone(), log, groups));
-        self.topic_ids.insert(name, id);
-        id
     }
 
     /// Writes this round's messages (and groups' positions) out of each log
