@@ -59,6 +59,7 @@
 
 mod agenda;
 mod publish;
+mod subscribe;
 pub(crate) mod topic;
 mod topic_table;
 
@@ -78,11 +79,11 @@ use crate::store::{Fetched, Read, Store, StoreError};
 use crate::syncer::Syncer;
 use crate::wire::line;
 use crate::wire::reply::{BrokerReport, OverLimit, Reply, TopicReport};
-use crate::wire::request::{AckMode, Decoded, Request, StartAt};
+use crate::wire::request::{Decoded, Request, StartAt};
 use crate::writer::Link;
 use agenda::{Agenda, Publisher};
+use subscribe::remove_subscriber;
 use topic::Topic;
-use topic_table::Unavailable;
 
 /// How often the dispatcher looks for topics that aged past their
 /// retention (`--retention-age`).
@@ -495,79 +496,6 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// The ids of the topics a subscribe names, creating those that are
-    /// new; if one cannot be created, `conn` is told so and gets `None`.
-    /// What the topics were sent this round is made readable first, so
-    /// that a subscription that starts at the end starts after it.
-    fn topics_to_subscribe(
-        &mut self,
-        conn: ConnId,
-        names: &[String],
-        now: Instant,
-    ) -> Result<Option<Vec<TopicId>>, StoreError> {
-        let mut ids = Vec::with_capacity(names.len());
-        for name in names {
-            match self.topic_id(name) {
-                Ok(id) => ids.push(id),
-                Err(Unavailable::Store(StoreError::Full(cause))) => {
-                    self.disk_is_full(None, &cause, now);
-                    self.reply(conn, Reply::DiskFull(cause));
-                    return Ok(None);
-                }
-                Err(unavailable) => {
-                    self.topic_unavailable(conn, name, unavailable);
-                    return Ok(None);
-                }
-            }
-        }
-        for &id in &ids {
-            self.write_now(id, now)?;
-        }
-        Ok(Some(ids))
-    }
-
-    /// Joins `conn` to the group `group` of each topic, creating the group
-    /// where it is new, starting at `start` (see `group.rs`).
-    fn join_groups(
-        &mut self,
-        conn: ConnId,
-        names: &[String],
-        group: &str,
-        start: StartAt,
-        ack: AckMode,
-        now: Instant,
-    ) -> Result<(), StoreError> {
-        let Some(ids) = self.topics_to_subscribe(conn, names, now)? else {
-            return Ok(());
-        };
-        if !self.sessions.contains_key(&conn) {
-            return Ok(());
-        }
-        if let Err(limit) = self.check_group_room(&ids, group) {
-            self.reply(conn, Reply::OverLimit(limit));
-            return Ok(());
-        }
-        let mut joined = Vec::new();
-        for id in ids {
-            let index = self.group_index(id, group, start, conn);
-            self.topics[id].groups[index].join(conn);
-            joined.push((id, index));
-        }
-        let Some(session) = self.sessions.get_mut(&conn) else {
-            return Ok(());
-        };
-        for &(id, index) in &joined {
-            session.join_group(id, index, ack);
-        }
-        log::debug!("conn {conn}: joined group {group:?} of {names:?}, {ack:?}");
-        session.reply(Reply::Subscribed);
-        self.agenda.settle(conn, session);
-        for (id, index) in joined {
-            self.pump_group(id, index, now);
-        }
-        Ok(())
-    }
-
     /// Gives the group's messages to its members, one at a time, taking the
     /// members in turn and skipping those with no room, until the group or
     /// the room runs out.
@@ -712,59 +640,6 @@ impl Dispatcher {
         for conn in pullers {
             self.serve(conn, now);
         }
-    }
-
-    fn subscribe(
-        &mut self,
-        conn: ConnId,
-        names: &[String],
-        start: StartAt,
-        ack: AckMode,
-        now: Instant,
-    ) -> Result<(), StoreError> {
-        let Some(ids) = self.topics_to_subscribe(conn, names, now)? else {
-            return Ok(());
-        };
-        let Some(session) = self.sessions.get_mut(&conn) else {
-            return Ok(());
-        };
-        for id in ids {
-            if session.subscribe(id, &self.topics[id], start, ack) {
-                self.topics[id].subscribers.push(conn);
-            }
-        }
-        log::debug!("conn {conn}: subscribed to {names:?} from {start:?}, {ack:?}");
-        session.reply(Reply::Subscribed);
-        session.pump(&self.topics, now);
-        self.agenda.settle(conn, session);
-        Ok(())
-    }
-
-    /// Ends the connection's subscriptions to the topics, and its place in
-    /// their groups.
-    fn unsubscribe(
-        &mut self,
-        conn: ConnId,
-        names: &[String],
-        now: Instant,
-    ) -> Result<(), StoreError> {
-        let Some(session) = self.sessions.get_mut(&conn) else {
-            return Ok(());
-        };
-        for name in names {
-            if let Some(&id) = self.topic_ids.get(name.as_str()) {
-                if session.unsubscribe(id) {
-                    remove_subscriber(&mut self.topics[id], conn);
-                }
-                for index in session.leave_groups_of(id, &self.topics) {
-                    self.topics[id].groups[index].leave(conn);
-                }
-            }
-        }
-        log::debug!("conn {conn}: unsubscribed from {names:?}");
-        session.reply(Reply::Unsubscribed);
-        self.agenda.settle(conn, session);
-        self.settle_groups(conn, now)
     }
 
     /// An Ack or Nack. What it means for a group, or for the dead-letter
@@ -1261,10 +1136,4 @@ pub fn dead_letter(origin: &str, given_up: &GivenUp) -> Payload {
     letter.extend_from_slice(fields.as_bytes());
     letter.extend_from_slice(&given_up.payload);
     Payload::from(letter)
-}
-
-fn remove_subscriber(topic: &mut Topic, conn: ConnId) {
-    if let Some(index) = topic.subscribers.iter().position(|&c| c == conn) {
-        topic.subscribers.swap_remove(index);
-    }
 }
