@@ -58,6 +58,7 @@
 //! names this file.
 
 mod agenda;
+mod groups;
 mod publish;
 mod subscribe;
 pub(crate) mod topic;
@@ -71,14 +72,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
-use crate::group::{Group, Refused};
+use crate::group::Group;
 use crate::ids::{ConnId, IdMap, Offset, Payload, TopicId};
 use crate::queue::{Command, CommandReceiver, Hangup};
-use crate::session::{start_offset, DeliveryPolicy, GivenUp, Session};
-use crate::store::{Fetched, Read, Store, StoreError};
+use crate::session::{DeliveryPolicy, GivenUp, Session};
+use crate::store::{Fetched, Store, StoreError};
 use crate::syncer::Syncer;
 use crate::wire::line;
-use crate::wire::reply::{BrokerReport, OverLimit, Reply, TopicReport};
+use crate::wire::reply::{BrokerReport, Reply, TopicReport};
 use crate::wire::request::{Decoded, Request, StartAt};
 use crate::writer::Link;
 use agenda::{Agenda, Publisher};
@@ -496,119 +497,6 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Gives the group's messages to its members, one at a time, taking the
-    /// members in turn and skipping those with no room, until the group or
-    /// the room runs out.
-    fn pump_group(&mut self, id: TopicId, index: usize, now: Instant) {
-        loop {
-            let sessions = &self.sessions;
-            let topic = &mut self.topics[id];
-            let end = topic.log.end();
-            let group = &mut topic.groups[index];
-            group.forget_before(topic.log.start());
-            if !group.has_work(end) {
-                return;
-            }
-            let has_room = |conn| {
-                sessions
-                    .get(&conn)
-                    .is_some_and(|s| s.has_group_room(id, index))
-            };
-            let Some(conn) = group.next_member(has_room) else {
-                return;
-            };
-            let Some((offset, deliveries)) = group.take(end) else {
-                return;
-            };
-            let payload = match topic.log.read(offset) {
-                Read::Message(payload) => payload,
-                // Damaged on disk (the log said so) or gone: nothing to
-                // deliver, and nothing to wait for.
-                Read::Unreadable | Read::Nothing => {
-                    self.group_done(id, index, offset);
-                    continue;
-                }
-                // Offered again once it is fetched.
-                Read::Later => return topic.groups[index].put_back(offset, deliveries),
-            };
-            let Some(session) = self.sessions.get_mut(&conn) else {
-                return;
-            };
-            let topic = (id, &self.topics[id]);
-            let done = session.deliver_for_group(index, offset, deliveries, payload, topic, now);
-            self.agenda.settle(conn, session);
-            if done {
-                self.group_done(id, index, offset);
-            }
-        }
-    }
-
-    /// A group has finished with a message: acked, written, or given up. Its
-    /// position is saved with the round.
-    fn group_done(&mut self, id: TopicId, index: usize, offset: Offset) {
-        self.topics[id].groups[index].done(offset);
-        self.groups_moved(id);
-    }
-
-    /// A group of topic `id` changed what it is done with: its place is
-    /// saved with the round.
-    fn groups_moved(&mut self, id: TopicId) {
-        let topic = &mut self.topics[id];
-        topic.groups_moved = true;
-        self.agenda.write_later(id, topic);
-    }
-
-    /// Tells the groups what became of the messages they gave `conn`, and
-    /// gives out what is owed: what came back, and what the room the
-    /// answers freed allows. A message delivered `--max-deliveries` times
-    /// goes to the dead-letter topic.
-    fn settle_groups(&mut self, conn: ConnId, now: Instant) -> Result<(), StoreError> {
-        let Some(session) = self.sessions.get_mut(&conn) else {
-            return Ok(());
-        };
-        let answers = session.take_group_answers();
-        let mut to_pump: Vec<(TopicId, usize)> = session
-            .memberships()
-            .iter()
-            .map(|m| (m.topic, m.group))
-            .collect();
-        for answer in answers {
-            let group = &mut self.topics[answer.topic].groups[answer.group];
-            let max = self.policy.max_deliveries;
-            if answer.acked {
-                self.group_done(answer.topic, answer.group, answer.offset);
-            } else if group.refused(answer.offset, answer.deliveries, max) == Refused::GivenUp {
-                self.groups_moved(answer.topic);
-                let given_up = GivenUp {
-                    topic: answer.topic,
-                    offset: answer.offset,
-                    deliveries: answer.deliveries,
-                    payload: answer.payload,
-                };
-                let topic = &self.topics[answer.topic];
-                topic.traffic.given_up.add(1);
-                topic.groups[answer.group].traffic.given_up.add(1);
-                log::warn!(
-                    "group {:?}: giving up on message {}@{} after {} deliveries",
-                    topic.groups[answer.group].name,
-                    topic.name,
-                    answer.offset,
-                    answer.deliveries
-                );
-                if self.policy.dead_letters {
-                    self.send_to_dead_letters(&given_up, now)?;
-                }
-            }
-            if !to_pump.contains(&(answer.topic, answer.group)) {
-                to_pump.push((answer.topic, answer.group));
-            }
-        }
-        for (id, index) in to_pump {
-            self.pump_group(id, index, now);
-        }
-        Ok(())
-    }
-
     /// Offers the topic's new messages (or those just fetched) to its
     /// subscribers and its groups.
     fn offer(&mut self, id: TopicId, now: Instant) {
@@ -718,35 +606,6 @@ impl Dispatcher {
             self.serve(conn, now);
         }
         Ok(())
-    }
-
-    /// Whether each topic of `ids` has the group `name`, or room for it
-    /// under `--max-groups-per-topic`.
-    fn check_group_room(&self, ids: &[TopicId], name: &str) -> Result<(), OverLimit> {
-        let limit = self.limits.max_groups_per_topic;
-        let fits = |id: &TopicId| {
-            let groups = &self.topics[*id].groups;
-            groups.len() < limit || groups.iter().any(|g| *g.name == *name)
-        };
-        match ids.iter().all(fits) {
-            true => Ok(()),
-            false => Err(OverLimit::GroupsPerTopic(limit)),
-        }
-    }
-
-    /// The index of the group `name` of the topic `id`, created (starting
-    /// at `start`) if it is new. (Its caller checked that it fits:
-    /// [`Dispatcher::check_group_room`].)
-    fn group_index(&mut self, id: TopicId, name: &str, start: StartAt, conn: ConnId) -> usize {
-        let topic = &mut self.topics[id];
-        if let Some(index) = topic.groups.iter().position(|g| *g.name == *name) {
-            return index;
-        }
-        let next = start_offset(start, topic, conn);
-        topic.groups.push(Group::new(Arc::from(name), next));
-        topic.groups_moved = true;
-        self.agenda.write_later(id, topic);
-        topic.groups.len() - 1
     }
 
     /// Sends what a session can send now: its pulls, then its
