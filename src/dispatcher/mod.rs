@@ -58,6 +58,7 @@
 //! names this file.
 
 mod agenda;
+mod dead_letters;
 mod groups;
 mod publish;
 mod subscribe;
@@ -73,12 +74,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 
 use crate::group::Group;
-use crate::ids::{ConnId, IdMap, Offset, Payload, TopicId};
+use crate::ids::{ConnId, IdMap, Offset, TopicId};
 use crate::queue::{Command, CommandReceiver, Hangup};
-use crate::session::{DeliveryPolicy, GivenUp, Session};
+use crate::session::{DeliveryPolicy, Session};
 use crate::store::{Fetched, Store, StoreError};
 use crate::syncer::Syncer;
-use crate::wire::line;
 use crate::wire::reply::{BrokerReport, Reply, TopicReport};
 use crate::wire::request::{Decoded, Request, StartAt};
 use crate::writer::Link;
@@ -447,53 +447,6 @@ impl Dispatcher {
                 self.reply(conn, Reply::Error(error.reason()));
             }
         }
-        Ok(())
-    }
-
-    /// Appends what `conn`'s session gave up to the dead-letter topics: for
-    /// topic `t`, the topic `t.dlq`, created as it is needed. Each message
-    /// there is one line that says where it came from, then the payload as
-    /// it was (see [`dead_letter`]).
-    fn dead_letter_given_up(&mut self, conn: ConnId, now: Instant) -> Result<(), StoreError> {
-        let Some(session) = self.sessions.get_mut(&conn) else {
-            return Ok(());
-        };
-        for given_up in session.take_given_up() {
-            self.send_to_dead_letters(&given_up, now)?;
-        }
-        Ok(())
-    }
-
-    fn send_to_dead_letters(&mut self, given_up: &GivenUp, now: Instant) -> Result<(), StoreError> {
-        let origin = self.topics[given_up.topic].name.clone();
-        let name = format!("{origin}{DEAD_LETTER_SUFFIX}");
-        let id = match self.topic_id(&name) {
-            Ok(id) => id,
-            Err(error) => {
-                log::error!(
-                    "{origin:?}@{}: given up, and its dead-letter topic {name:?} \
-                     cannot be created: {error}",
-                    given_up.offset
-                );
-                return Ok(());
-            }
-        };
-        let offset = match self.append(id, dead_letter(&origin, given_up), None, now) {
-            Ok(offset) => offset,
-            Err(StoreError::Full(cause)) => {
-                log::error!(
-                    "{origin:?}@{}: given up, and its dead letter cannot be stored: {cause}",
-                    given_up.offset
-                );
-                return Ok(());
-            }
-            Err(error) => return Err(error),
-        };
-        log::info!(
-            "{origin:?}@{} went to {name:?}@{offset} after {} deliveries",
-            given_up.offset,
-            given_up.deliveries
-        );
         Ok(())
     }
 
@@ -972,27 +925,3 @@ impl Dispatcher {
 /// The group a `PULL` that names none takes from. A subscriber that joins
 /// it shares the work with such pulls.
 pub const DEFAULT_PULL_GROUP: &str = "default";
-
-/// What a dead-letter topic's name adds to the name of the topic whose
-/// messages it takes.
-pub const DEAD_LETTER_SUFFIX: &str = ".dlq";
-
-/// A dead letter: one line that names the original topic (as the line
-/// protocol writes a topic, quoted if need be), offset and number of
-/// deliveries, then the original payload, byte for byte.
-///
-/// ```text
-/// dead-letter topic=orders offset=42 deliveries=5
-/// <the payload>
-/// ```
-pub fn dead_letter(origin: &str, given_up: &GivenUp) -> Payload {
-    let mut letter = b"dead-letter topic=".to_vec();
-    line::encode_topic(&mut letter, origin);
-    let fields = format!(
-        " offset={} deliveries={}\n",
-        given_up.offset, given_up.deliveries
-    );
-    letter.extend_from_slice(fields.as_bytes());
-    letter.extend_from_slice(&given_up.payload);
-    Payload::from(letter)
-}
