@@ -62,6 +62,7 @@ mod answers;
 mod dead_letters;
 mod groups;
 mod publish;
+mod pull;
 mod subscribe;
 pub(crate) mod topic;
 mod topic_table;
@@ -81,7 +82,7 @@ use crate::session::{DeliveryPolicy, Session};
 use crate::store::{Fetched, Store, StoreError};
 use crate::syncer::Syncer;
 use crate::wire::reply::{BrokerReport, Reply, TopicReport};
-use crate::wire::request::{Decoded, Request, StartAt};
+use crate::wire::request::{Decoded, Request};
 use crate::writer::Link;
 use agenda::{Agenda, Publisher};
 use subscribe::remove_subscriber;
@@ -489,35 +490,6 @@ impl Dispatcher {
             session.reply(reply);
             self.agenda.settle(conn, session);
         }
-    }
-
-    /// Queues a `PULL` on the session and serves it. A topic nobody has
-    /// published to is not created for it: the pull just ends empty. What
-    /// the topic was sent this round is made readable first, so that the
-    /// pull takes what its client published before it.
-    fn pull(
-        &mut self,
-        conn: ConnId,
-        name: &str,
-        max: Option<u64>,
-        group: &str,
-        now: Instant,
-    ) -> Result<(), StoreError> {
-        let id = self.topic_ids.get(name).copied();
-        if let Some(id) = id {
-            if let Err(limit) = self.check_group_room(&[id], group) {
-                self.reply(conn, Reply::OverLimit(limit));
-                return Ok(());
-            }
-            self.write_now(id, now)?;
-        }
-        let from = id.map(|id| (id, self.group_index(id, group, StartAt::Beginning, conn)));
-        let until = from.map_or(0, |(id, _)| self.topics[id].log.end());
-        if let Some(session) = self.sessions.get_mut(&conn) {
-            session.add_pull(from, until, max);
-            self.serve(conn, now);
-        }
-        Ok(())
     }
 
     /// Sends what a session can send now: its pulls, then its
