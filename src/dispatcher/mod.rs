@@ -63,13 +63,14 @@ mod dead_letters;
 mod groups;
 mod publish;
 mod pull;
+mod reports;
 mod subscribe;
 pub(crate) mod topic;
 mod topic_table;
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,7 +82,7 @@ use crate::queue::{Command, CommandReceiver, Hangup};
 use crate::session::{DeliveryPolicy, Session};
 use crate::store::{Fetched, Store, StoreError};
 use crate::syncer::Syncer;
-use crate::wire::reply::{BrokerReport, Reply, TopicReport};
+use crate::wire::reply::Reply;
 use crate::wire::request::{Decoded, Request};
 use crate::writer::Link;
 use agenda::{Agenda, Publisher};
@@ -526,45 +527,6 @@ impl Dispatcher {
         } else {
             self.agenda.settle(conn, session);
         }
-    }
-
-    /// The figures `STATS` prints and `--metrics-addr` serves.
-    fn broker_report(&self, now: Instant) -> BrokerReport {
-        let budget = self.store.budget();
-        BrokerReport {
-            uptime: now.duration_since(self.started),
-            connections: self.connections.load(Ordering::Relaxed),
-            memory_used: budget.used(),
-            memory_budget: budget.limit(),
-            publishers_waiting: self.full_memory.publishers_waiting,
-            topics: self.topic_reports(),
-            refused_disk_full: self.full_disk.refused,
-        }
-    }
-
-    fn topic_reports(&self) -> Vec<TopicReport> {
-        self.topics
-            .iter()
-            .map(|topic| TopicReport {
-                name: topic.name.clone(),
-                first: topic.log.start(),
-                next: topic.log.end(),
-                subscribers: topic.subscribers.len(),
-                messages_in: topic.traffic.messages_in.get(),
-                bytes_in: topic.traffic.bytes_in.get(),
-                messages_out: topic.traffic.messages_out.get(),
-                bytes_out: topic.traffic.bytes_out.get(),
-                redeliveries: topic.traffic.redeliveries.get(),
-                given_up: topic.traffic.given_up.get(),
-                unreadable: topic.log.unreadable_records(),
-                disk_bytes: topic.log.disk_bytes(),
-                groups: topic
-                    .groups
-                    .iter()
-                    .map(|group| group.report(topic.log.end()))
-                    .collect(),
-            })
-            .collect()
     }
 
     /// The connection has closed: its subscriptions end at once. The
