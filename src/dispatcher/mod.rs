@@ -66,10 +66,10 @@ mod publish;
 mod pull;
 mod reports;
 mod subscribe;
+mod timers;
 pub(crate) mod topic;
 mod topic_table;
 
-use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -460,16 +460,6 @@ impl Dispatcher {
         }
     }
 
-    /// When the dispatcher must act even if no command comes.
-    fn next_deadline(&self) -> Option<Instant> {
-        let wakeup = self.agenda.wakeups.peek().map(|Reverse((when, _))| *when);
-        let linger = self.agenda.lingering.front().map(|(deadline, _)| *deadline);
-        [wakeup, linger, self.next_age_check]
-            .into_iter()
-            .flatten()
-            .min()
-    }
-
     /// Once a second, when logs can age out, marks those that did for the
     /// round's retention step: an idle topic ages without any publish to
     /// notice it.
@@ -486,33 +476,6 @@ impl Dispatcher {
             }
         }
         self.next_age_check = Some(now + AGE_CHECK_INTERVAL);
-    }
-
-    /// Wakes every session whose wake-up is due. The due ones are taken
-    /// off the heap first, so a session that asks to be woken again at once
-    /// waits for the next round instead of keeping this loop going. Ack
-    /// timeouts are settled with the round's answers.
-    fn fire_wakeups(&mut self, now: Instant) {
-        let mut due = Vec::new();
-        while let Some(&Reverse((when, conn))) = self.agenda.wakeups.peek() {
-            if when > now {
-                break;
-            }
-            self.agenda.wakeups.pop();
-            due.push((when, conn));
-        }
-        for (when, conn) in due {
-            let Some(session) = self.sessions.get_mut(&conn) else {
-                continue;
-            };
-            if session.wake_registered != Some(when) {
-                continue; // superseded by an earlier wake-up
-            }
-            session.wake_registered = None;
-            session.wake(&self.topics, now);
-            self.settle_or_finish(conn, now);
-            self.agenda.answered.push(conn);
-        }
     }
 
     /// Trims the topics that grew past their retention, keeping every
