@@ -61,6 +61,7 @@ mod agenda;
 mod answers;
 mod closing;
 mod dead_letters;
+mod delivery;
 mod groups;
 mod logs;
 mod publish;
@@ -81,7 +82,7 @@ use crossbeam_channel::RecvTimeoutError;
 use crate::ids::{ConnId, IdMap, TopicId};
 use crate::queue::{Command, CommandReceiver, Hangup};
 use crate::session::{DeliveryPolicy, Session};
-use crate::store::{Fetched, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::syncer::Syncer;
 use crate::wire::reply::Reply;
 use crate::wire::request::{Decoded, Request};
@@ -386,83 +387,6 @@ impl Dispatcher {
             }
         }
         Ok(())
-    }
-
-    /// Offers the topic's new messages (or those just fetched) to its
-    /// subscribers and its groups.
-    fn offer(&mut self, id: TopicId, now: Instant) {
-        for &conn in &self.topics[id].subscribers {
-            if let Some(session) = self.sessions.get_mut(&conn) {
-                session.offer(id, &self.topics, now);
-                self.agenda.settle(conn, session);
-            }
-        }
-        for index in 0..self.topics[id].groups.len() {
-            self.pump_group(id, index, now);
-        }
-    }
-
-    /// Hands a fetched run to its log, and lets the subscribers and pullers
-    /// that were waiting for it read on.
-    fn fetched(&mut self, fetched: Fetched, now: Instant) {
-        let Some(&id) = self.topic_ids.get(&fetched.topic) else {
-            return;
-        };
-        self.topics[id].log.take_fetched(fetched);
-        self.offer(id, now);
-        let pullers: Vec<ConnId> = self
-            .sessions
-            .iter()
-            .filter(|(_, session)| session.is_pulling_from(id))
-            .map(|(&conn, _)| conn)
-            .collect();
-        for conn in pullers {
-            self.serve(conn, now);
-        }
-    }
-
-    fn reply(&mut self, conn: ConnId, reply: Reply) {
-        if let Some(session) = self.sessions.get_mut(&conn) {
-            session.reply(reply);
-            self.agenda.settle(conn, session);
-        }
-    }
-
-    /// Sends what a session can send now: its pulls, then its
-    /// subscriptions. Called after a pull is asked for, and when the writer
-    /// reports it has written (which makes room for both).
-    fn serve(&mut self, conn: ConnId, now: Instant) {
-        if let Some(session) = self.sessions.get_mut(&conn) {
-            for (id, _) in session.serve_pulls(&mut self.topics, now) {
-                let topic = &mut self.topics[id];
-                topic.groups_moved = true;
-                self.agenda.write_later(id, topic);
-            }
-            session.pump(&self.topics, now);
-            let groups: Vec<(TopicId, usize)> = session
-                .memberships()
-                .iter()
-                .map(|m| (m.topic, m.group))
-                .collect();
-            self.settle_or_finish(conn, now);
-            for (id, index) in groups {
-                self.pump_group(id, index, now);
-            }
-        }
-    }
-
-    /// Packs every outbox filled this round and posts them, after the
-    /// round's writes are durable (see `syncer.rs`).
-    fn flush(&mut self) -> Result<(), StoreError> {
-        for conn in self.agenda.to_flush.drain(..) {
-            if let Some(session) = self.sessions.get_mut(&conn) {
-                session.flush_registered = false;
-                self.agenda.parcels.extend(session.pack());
-            }
-        }
-        let jobs = std::mem::take(&mut self.agenda.sync_jobs);
-        let parcels = std::mem::take(&mut self.agenda.parcels);
-        self.syncer.post_after(jobs, parcels)
     }
 }
 
