@@ -9,35 +9,35 @@
 //! dispatcher hands each outbox to that connection's writer thread in a single
 //! channel send.
 //!
-//! A round is: wait for one command (or the next timer), then take every
-//! command already queued, up to [`MAX_COMMANDS_PER_ROUND`] or 5 ms of work,
-//! then fire the timers that are due, then settle the round's answers with
-//! the consumer groups and dead-letter topics, then trim the topics that
-//! grew past their retention, then write the round's messages out of the logs that
-//! changed, then bring the logs back within their memory budget (see
-//! `budget.rs`; an in-memory store with nothing it may drop holds
-//! publishers back), then pack the outboxes and post them, once what they
-//! tell of is durable: at once in memory, after the syncer thread's fsync with
-//! `--fsync batch` (see `syncer.rs`). Under load a round carries
-//! many messages, so channel sends and wake-ups are paid per batch, not per
-//! message.
+//! A round ([`Dispatcher::run_rounds`]) is: wait for one command (or the
+//! next timer), then take every command already queued, up to
+//! [`MAX_COMMANDS_PER_ROUND`] or 5 ms of work, then fire the timers that
+//! are due (`timers.rs`), then settle the round's answers with the
+//! consumer groups and dead-letter topics (`answers.rs`), then shut the
+//! lingering writers that are past their time (`closing.rs`), then trim
+//! the topics that grew past their retention, then write the round's
+//! messages out of the logs that changed, then bring the logs back within
+//! their memory budget (`logs.rs`; see `budget.rs`: an in-memory store
+//! with nothing it may drop holds publishers back), then pack the
+//! outboxes and post them (`delivery.rs`), once what they tell of is
+//! durable: at once in memory, after the syncer thread's fsync with
+//! `--fsync batch` (see `syncer.rs`). Under load a round carries many
+//! messages, so channel sends and wake-ups are paid per batch, not per
+//! message. What a command asks for that can wait for the round's end is
+//! noted in the [`Agenda`] (`agenda.rs`), and done there once.
 //!
 //! A message is offered to subscribers and groups once its log says it is
-//! readable ([`TopicLog::end`]): in memory as it is appended, on disk once
-//! the round's write put it in its file (the end of the round, or sooner
-//! when a buffer fills). So when a write finds the disk full, the messages
-//! it takes back were never delivered, and their confirmations are still
-//! in the outboxes: they are turned into refusals
-//! ([`Reply::DiskFull`]) before anything goes out, and a publisher that
-//! gets no replies is hung up on. That is how Kafka's high watermark
-//! works, and it is simpler than the other way, taking deliveries back out
-//! of outboxes, windows and groups. A `PULL` or subscribe writes its topic
-//! first, so that it sees what its client published just before it.
-//!
-//! Timers (ack timeouts, redeliveries after a Nack, the deadline of a
-//! closed connection's unfinished pull) live in one min-heap of
-//! `(when, connection)` wake-ups. Each session keeps at most one wake-up that
-//! it cares about; a stale entry is recognised and skipped when it pops.
+//! readable ([`TopicLog::end`](crate::store::TopicLog::end)): in memory as
+//! it is appended, on disk once the round's write put it in its file (the
+//! end of the round, or sooner when a buffer fills). So when a write finds
+//! the disk full, the messages it takes back were never delivered, and
+//! their confirmations are still in the outboxes: they are turned into
+//! refusals ([`Reply::DiskFull`]) before anything goes out, and a
+//! publisher that gets no replies is hung up on. That is how Kafka's high
+//! watermark works, and it is simpler than the other way, taking
+//! deliveries back out of outboxes, windows and groups. A `PULL` or
+//! subscribe writes its topic first, so that it sees what its client
+//! published just before it.
 //!
 //! The channel is bounded, so a dispatcher that falls behind makes readers
 //! wait, which stops them reading, which lets TCP push back on publishers:
@@ -56,6 +56,49 @@
 //! that need no ack, and the fetcher thread one, [`Command::Fetched`]; both
 //! through callbacks (see `queue.rs`, which holds [`Command`]), so neither
 //! names this file.
+//!
+//! # Where each request is handled
+//!
+//! This file keeps the [`Dispatcher`], the round loop and the switch that
+//! hands each command and request ([`Dispatcher::handle`],
+//! [`Dispatcher::request`]) to a method in the file for its kind, as
+//! mini-redis keeps one file per command:
+//!
+//! | request or command | file |
+//! | --- | --- |
+//! | publish | `publish.rs` |
+//! | subscribe, unsubscribe; subscribe with a group | `subscribe.rs` |
+//! | Ack, Nack | `answers.rs` |
+//! | `PULL` | `pull.rs` |
+//! | `TOPICS`, `STATS`, `Command::Report` | `reports.rs` |
+//! | `QUIT`, `Command::Detach` | `closing.rs` |
+//! | `Command::Written`, `Command::Fetched` | `delivery.rs` |
+//! | `PING`, `HELP`, `Command::Attach`, `Command::Shutdown` | here |
+//!
+//! The files of this folder, from the bottom up (each uses only the ones
+//! before it; from `topic_table.rs` on, each is one `impl Dispatcher`
+//! block, and they call one another's methods through `self`):
+//!
+//! - `topic.rs`: one topic as the dispatcher holds it; `session.rs` and
+//!   `group.rs` read it too.
+//! - `agenda.rs`: the [`Agenda`], what a round has put off.
+//! - this file: the [`Dispatcher`], the round loop, the command switch.
+//! - `topic_table.rs`: finding and creating topics, within `--max-topics`.
+//! - `publish.rs`: appending, confirming, refusing for a full disk.
+//! - `subscribe.rs`: subscribing, joining groups, unsubscribing.
+//! - `groups.rs`: creating groups, giving out their messages, settling
+//!   their members' answers.
+//! - `dead_letters.rs`: what was given up goes to the `.dlq` topic.
+//! - `answers.rs`: acks and nacks, and the round's answers step.
+//! - `pull.rs`: `PULL`.
+//! - `delivery.rs`: what fills the outboxes, and the round's last step,
+//!   which posts them.
+//! - `timers.rs`: when the round loop must wake, and the wake-ups it fires.
+//! - `logs.rs`: the round's steps for the logs: retention, writing, the
+//!   memory budget.
+//! - `reports.rs`: what `TOPICS`, `STATS` and the metrics report.
+//! - `closing.rs`: a closed connection, lingering writers, the broker's
+//!   stop.
 
 mod agenda;
 mod answers;
