@@ -100,6 +100,8 @@ impl Agenda {
         }
     }
 
+    /// Notes that topic `topic` grew past its retention, to be trimmed at
+    /// the end of the round.
     pub(super) fn trim_later(&mut self, topic: TopicId) {
         if !self.to_trim.contains(&topic) {
             self.to_trim.push(topic);

@@ -37,6 +37,10 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Appends one given-up message to its dead-letter topic. One that
+    /// cannot be stored there (the topic cannot be created, or the disk is
+    /// full) is logged and dropped; only another failure of the store
+    /// fails.
     pub(super) fn send_to_dead_letters(
         &mut self,
         given_up: &GivenUp,

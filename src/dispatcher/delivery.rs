@@ -77,6 +77,8 @@ impl Dispatcher {
         }
     }
 
+    /// Queues `reply` on `conn`'s outbox; a connection that is gone, or
+    /// never had a session (a binary publisher), gets nothing.
     pub(super) fn reply(&mut self, conn: ConnId, reply: Reply) {
         if let Some(session) = self.sessions.get_mut(&conn) {
             session.reply(reply);

@@ -28,6 +28,7 @@ impl Dispatcher {
         }
     }
 
+    /// One report per topic, in the order the topics were created.
     pub(super) fn topic_reports(&self) -> Vec<TopicReport> {
         self.topics
             .iter()

@@ -21,6 +21,9 @@ use crate::wire::reply::Reply;
 use crate::wire::request::{AckMode, StartAt};
 
 impl Dispatcher {
+    /// Points `conn`'s cursor in each topic named at `start` (creating the
+    /// topics that are new), replies Subscribed, then sends what the
+    /// window takes: the status comes before any replay.
     pub(super) fn subscribe(
         &mut self,
         conn: ConnId,
@@ -148,6 +151,7 @@ impl Dispatcher {
     }
 }
 
+/// Takes `conn` off the topic's subscribers, whose order does not matter.
 pub(super) fn remove_subscriber(topic: &mut Topic, conn: ConnId) {
     if let Some(index) = topic.subscribers.iter().position(|&c| c == conn) {
         topic.subscribers.swap_remove(index);

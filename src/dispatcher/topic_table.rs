@@ -32,6 +32,8 @@ impl Dispatcher {
         Ok(self.add_topic(Arc::from(name), log))
     }
 
+    /// Adds the topic `name` with its `log`, and the groups the log saved,
+    /// to the table, and returns its id.
     pub(super) fn add_topic(&mut self, name: Arc<str>, log: Box<dyn TopicLog>) -> TopicId {
         let id = self.topics.len();
         let saved = log.saved_groups().into_iter();
