@@ -88,6 +88,8 @@ impl Dispatcher {
     /// The groups' places are saved last, after every record of the round
     /// (see [`TopicLog::save_groups`]): a message a group gave up is done
     /// only once its dead letter, written to another topic, is durable.
+    ///
+    /// [`TopicLog::save_groups`]: crate::store::TopicLog::save_groups
     pub(super) fn write_logs(&mut self, now: Instant) -> Result<(), StoreError> {
         while !self.agenda.to_write.is_empty() {
             for id in std::mem::take(&mut self.agenda.to_write) {

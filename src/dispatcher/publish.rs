@@ -79,6 +79,8 @@ impl Dispatcher {
     /// one, is noted, to be refused if the write fails. A disk with no room
     /// refuses it, and takes back what the topic was sent this round and
     /// has not written.
+    ///
+    /// [`TopicLog::end`]: crate::store::TopicLog::end
     pub(super) fn append(
         &mut self,
         id: TopicId,
