@@ -90,7 +90,7 @@
 //! # Stores
 //!
 //! brook keeps its topics in memory or on disk, where `--fsync` says when
-//! appended messages are forced to disk (`src/config.rs`, `src/disk.rs`).
+//! appended messages are forced to disk (`src/config.rs`, `src/store/disk/`).
 //! `--store` names the stores every scenario runs on, one row each:
 //! `memory` (the default), or `disk-never`, `disk-batch`, `disk-always`,
 //! each a fresh data dir under the system's temp dir (`$TMPDIR`, or `/tmp`)
@@ -319,7 +319,7 @@ const LATENCY_PAYLOAD: usize = 128;
 /// each one: some 10 s on this machine.
 const ALWAYS_MAX_MESSAGES: u64 = 20_000;
 /// The bytes of a record in brook's segment files before its payload (see
-/// `src/disk.rs`): the recovery fill counts them in the data dir's size.
+/// `src/store/disk/log.rs`): the recovery fill counts them in the data dir's size.
 const RECORD_HEADER_BYTES: u64 = 24;
 /// The store the recovery scenario fills its data dir with, and the one it
 /// restarts on (brook's default policy; recovery reads the same either way).

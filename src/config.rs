@@ -165,7 +165,7 @@ impl Config {
         }
     }
 
-    /// The limits on topics and groups (see `dispatcher.rs`).
+    /// The limits on topics and groups (see `dispatcher/mod.rs`).
     pub(crate) fn topic_limits(&self) -> TopicLimits {
         TopicLimits {
             max_topics: self.max_topics,

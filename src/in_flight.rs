@@ -48,8 +48,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::dispatcher::topic::Topic;
 use crate::ids::{ConnId, Offset, Payload, TopicId};
-use crate::topic::Topic;
 
 /// The delivery rules every session follows, from the broker's flags.
 #[derive(Debug, Clone, Copy)]

@@ -27,8 +27,10 @@
 //!   threads, through callbacks the broker gives them) send the
 //!   dispatcher, and the bounded queue that carries them, which holds
 //!   publishers back when the dispatcher is behind.
-//! - `dispatcher.rs`: the one thread that owns the topic table, with
-//!   `topic.rs`, what it holds of each topic.
+//! - `dispatcher/`: the one thread that owns the topic table. Its
+//!   `mod.rs` runs the rounds and hands each request to the file for its
+//!   kind (`publish.rs`, `subscribe.rs`, `answers.rs`, `pull.rs`...), and
+//!   lists them all; `topic.rs` is what it holds of each topic.
 //! - `store/`: each topic's append-only log of messages, in memory
 //!   (`memory.rs`) or in segment files that survive a restart (`disk/`,
 //!   `segment.rs`, `record.rs`, checksummed by [`crc32c`]), and the
@@ -77,7 +79,6 @@ pub mod signals;
 pub(crate) mod stats;
 pub(crate) mod store;
 pub(crate) mod syncer;
-pub(crate) mod topic;
 pub mod wire;
 pub(crate) mod writer;
 

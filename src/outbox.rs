@@ -16,8 +16,8 @@
 //! also keeps their window: how many frames, and payload bytes, may be
 //! queued here and on the writer's link at once ([`Outbox::has_write_room`]).
 
+use crate::dispatcher::topic::Topic;
 use crate::ids::{Offset, Payload};
-use crate::topic::Topic;
 use crate::wire::reply::{Outgoing, Reply};
 use crate::writer::{self, Batch, Link, Parcel, Writer};
 

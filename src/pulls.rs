@@ -19,10 +19,10 @@
 
 use std::collections::VecDeque;
 
+use crate::dispatcher::topic::Topic;
 use crate::group::{Group, Next};
 use crate::ids::{Offset, TopicId};
 use crate::outbox::Outbox;
-use crate::topic::Topic;
 use crate::wire::reply::Reply;
 
 /// How many replies may wait behind a pull before the broker decides the

@@ -11,7 +11,7 @@
 //!
 //! - one acceptor (`acceptor`, here);
 //! - one reader per connection (`conn-<id>-read`, `reader.rs`);
-//! - one dispatcher (`dispatcher`, `dispatcher.rs`), which owns every
+//! - one dispatcher (`dispatcher`, `dispatcher/`), which owns every
 //!   topic and session;
 //! - one syncer (`syncer`, `syncer.rs`), which forces each round's writes
 //!   to disk and then posts the round's frames to the writers;
@@ -36,7 +36,7 @@
 //!
 //! ```text
 //!  client ──► conn-N-read ──Command──► dispatcher ──Batch──► conn-N-write ──► client
-//!             (reader.rs)  (queue.rs)  (dispatcher.rs,        (writer.rs)
+//!             (reader.rs)  (queue.rs)  (dispatcher/,          (writer.rs)
 //!                                       session.rs, store/)       ▲
 //!                                       │  ▲          │           │ the round's frames,
 //!                          FetchRequest │  │ Fetched  │ SyncJob   │ once they are durable

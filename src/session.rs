@@ -40,12 +40,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::dispatcher::topic::Topic;
 use crate::ids::{ConnId, IdMap, Offset, Payload, TopicId};
 use crate::in_flight::{Delivery, DeliveryPolicy, GivenUp, GroupAnswer, InFlight, NothingToAnswer};
 use crate::outbox::Outbox;
 use crate::pulls::Pulls;
 use crate::store::{DiskFull, Lookup};
-use crate::topic::Topic;
 use crate::wire::reply::Reply;
 use crate::wire::request::{AckMode, StartAt};
 use crate::writer::{Link, Parcel, Writer};

@@ -5,7 +5,7 @@
 //! in order.
 //!
 //! The decoders are fuzzed on their own by the unit tests of
-//! `src/protocol.rs`, `src/line.rs` and `src/json.rs`. This test checks what
+//! `src/wire/binary.rs`, `src/wire/line.rs` and `src/wire/json.rs`. This test checks what
 //! those cannot: that the broker as a whole (reader threads, dispatcher,
 //! sessions, writers) takes such input without a crash, a hang, or a lost
 //! message for anyone else; that it answers or closes every hostile

@@ -5,11 +5,12 @@
 //!
 //! The test reads every file under `src/` (it does not compile anything),
 //! finds the paths each one names that start with `crate::` (in `use` lines
-//! and in code, brace groups included) or `super::` (a sibling in the same
-//! folder), maps each path to the file that holds it, and looks for a
-//! circle in that map with a depth-first search. Test modules count too: a
-//! test that needs a file above its own is a sign the shared part belongs
-//! lower down. `main.rs` is left out: it is the binary, which uses the
+//! and in code, brace groups included), `super::` (a sibling in the same
+//! folder) or the name of a file the file declares (a folder's `mod.rs`
+//! with `mod agenda;` using `agenda::Agenda`), maps each path to the file
+//! that holds it, and looks for a circle in that map with a depth-first
+//! search. Test modules count too: a test that needs a file above its own
+//! is a sign the shared part belongs lower down. `main.rs` is left out: it is the binary, which uses the
 //! library only through `brook::`.
 
 use std::collections::BTreeMap;
@@ -149,6 +150,14 @@ fn uses(sources: &BTreeMap<Module, String>) -> BTreeMap<Module, Vec<Module>> {
         for path in paths_after(&top_level, "super::") {
             paths.push(parent.iter().cloned().chain(path).collect());
         }
+        // A folder's `mod.rs` names its own files without `crate::`:
+        // `mod agenda;`, then `use agenda::Agenda;`.
+        for file in declared_files(&code) {
+            for path in paths_after(&code, &format!("{file}::")) {
+                let own = module.iter().chain([&file]).cloned();
+                paths.push(own.chain(path).collect());
+            }
+        }
         let mut used: Vec<Module> = paths.iter().map(|path| file_of(path, sources)).collect();
         used.sort();
         used.dedup();
@@ -156,6 +165,19 @@ fn uses(sources: &BTreeMap<Module, String>) -> BTreeMap<Module, Vec<Module>> {
         graph.insert(module.clone(), used);
     }
     graph
+}
+
+/// The files `code` declares as its own (`mod agenda;`,
+/// `pub(crate) mod topic;`), not the inline ones (`mod tests {`).
+fn declared_files(code: &str) -> Vec<String> {
+    code.lines()
+        .filter_map(|line| {
+            let (_, rest) = line.trim().split_once("mod ")?;
+            let name = rest.strip_suffix(';')?;
+            let is_name = name.chars().all(|c| c.is_alphanumeric() || c == '_');
+            is_name.then(|| name.to_owned())
+        })
+        .collect()
 }
 
 /// Every circle a depth-first search meets, each as the files on it.
@@ -242,4 +264,20 @@ fn the_reader_sees_uses_in_use_lines_groups_and_code() {
             "store"
         ]
     );
+}
+
+#[test]
+fn a_folder_that_uses_a_file_of_its_own_that_uses_it_is_a_circle() {
+    let module = |path: &[&str]| path.iter().map(|name| name.to_string()).collect::<Module>();
+    let sources = BTreeMap::from([
+        (
+            module(&["d"]),
+            "mod a;\npub(crate) mod b;\nuse a::A;\n".to_owned(),
+        ),
+        (module(&["d", "a"]), "use super::D;\n".to_owned()),
+        (module(&["d", "b"]), "use super::a::A;\n".to_owned()),
+    ]);
+    let graph = uses(&sources);
+    assert_eq!(graph[&module(&["d"])], [module(&["d", "a"])]);
+    assert_eq!(circles(&graph), [[module(&["d"]), module(&["d", "a"])]]);
 }

@@ -37,7 +37,7 @@
 //! records it could not write: the file is cut back to the last record
 //! written whole, and the records leave the buffer, the segment's index
 //! and the cache; their offsets go to the next messages. The dispatcher
-//! refuses their publishers (`dispatcher.rs`). The log then refuses
+//! refuses their publishers (`dispatcher/publish.rs`). The log then refuses
 //! appends for a second ([`FULL_RETRY_AFTER`]) without touching the disk,
 //! and lets the first one after that try it again. A new segment file, a
 //! groups file or an index that does not fit is logged and tried again

@@ -1,7 +1,9 @@
 //! A topic as the dispatcher holds it: its log, the connections subscribed
 //! to it, its consumer groups and its counters. The dispatcher owns the
-//! table of topics (`dispatcher.rs`) and lends it to the sessions
-//! (`session.rs`) as they deliver, so both read this file.
+//! table of topics (`mod.rs`, filled by `topic_table.rs`) and lends it to
+//! the sessions (`session.rs`) as they deliver, so both read this file. It
+//! uses no other file of this folder, so `session.rs` can use it without
+//! using the dispatcher.
 
 use std::sync::Arc;
 

@@ -1,0 +1,149 @@
+//! The dispatcher's agenda: what a round has put off, to its end or to a
+//! later time.
+//!
+//! While it carries out commands, the dispatcher only notes what follows
+//! from them here: a session with frames to post ([`Agenda::settle`]), a
+//! topic to write or trim, a connection whose answers must reach its
+//! groups. The steps at the end of the round (`mod.rs`, `run_rounds`) then
+//! each take their list and do the work once, however many commands asked
+//! for it. The sessions' wake-ups and the lingering writers' deadlines
+//! stay here across rounds, and tell the dispatcher how long it may wait
+//! for the next command.
+//!
+//! It uses no other file of this folder but `topic.rs`, so `mod.rs` can
+//! hold one.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::topic::Topic;
+use crate::ids::{ConnId, Offset, TopicId};
+use crate::queue::Hangup;
+use crate::session::Session;
+use crate::store::SyncJob;
+use crate::writer::{Link, Parcel};
+
+/// What the dispatcher has put off: work for the end of this round (the
+/// outboxes to pack, the logs to trim and write, the answers to settle,
+/// the publishes to refuse if their write fails, the frames to post), and
+/// work for a later time (the sessions' wake-ups, the lingering writers'
+/// deadlines).
+///
+/// Why it is a struct of its own, not more fields of
+/// [`Dispatcher`](super::Dispatcher): a method that holds one session
+/// (`&mut` into `Dispatcher::sessions`) or one topic must still note what
+/// that session or topic needs next, and Rust lets two fields of `self` be
+/// borrowed at once, but not a field and all of `self`. So
+/// `self.agenda.settle(conn, session)` works where a method of
+/// `Dispatcher` would not. It also reads as the list of what a round
+/// leaves to its end: each step of the round takes its part of it.
+#[derive(Default)]
+pub(super) struct Agenda {
+    /// When each session asked to be woken (an ack timeout, a redelivery
+    /// after a Nack, a pull's deadline), earliest first.
+    pub(super) wakeups: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    /// Sessions with frames in their outboxes, to pack and post.
+    pub(super) to_flush: Vec<ConnId>,
+    /// Topics that grew past their retention this round.
+    pub(super) to_trim: Vec<TopicId>,
+    /// Topics appended to or pulled from this round.
+    pub(super) to_write: Vec<TopicId>,
+    /// This round's publishes that are not readable yet (on disk: not
+    /// written to their files yet), by run.
+    pub(super) unwritten: Vec<UnwrittenRun>,
+    /// Connections that answered deliveries (or let them time out) this
+    /// round: their windows still have to be refilled, and their answers
+    /// have to reach groups and dead letters.
+    pub(super) answered: Vec<ConnId>,
+    /// What makes this round's writes durable, and the frames that must
+    /// wait for it.
+    pub(super) sync_jobs: Vec<SyncJob>,
+    /// Topics written this round, whose groups' places are saved once, at
+    /// the end of the round's writes (see
+    /// [`TopicLog::save_groups`](crate::store::TopicLog::save_groups)).
+    pub(super) groups_to_save: Vec<TopicId>,
+    pub(super) parcels: Vec<Parcel>,
+    /// Writers of closed connections that still had frames to write, with
+    /// the time by which they must be done. Nearly in deadline order, since
+    /// every writer gets the same linger: one put back because its frames
+    /// reached it late may wait behind a later deadline, and is then cut
+    /// off a little late, never early.
+    pub(super) lingering: VecDeque<(Instant, Link)>,
+}
+
+impl Agenda {
+    /// Notes the publish of `offset` to `topic`, not readable yet, so that
+    /// its publisher can be told if the write fails.
+    pub(super) fn note_unwritten(&mut self, topic: TopicId, offset: Offset, publisher: &Publisher) {
+        if let Some(run) = self.unwritten.last_mut() {
+            if run.topic == topic && run.conn == publisher.conn {
+                run.last = offset;
+                return;
+            }
+        }
+        self.unwritten.push(UnwrittenRun {
+            topic,
+            conn: publisher.conn,
+            first: offset,
+            last: offset,
+            hangup: publisher.hangup.cloned(),
+        });
+    }
+
+    /// Notes that `topic` (whose id is `id`) changed this round.
+    pub(super) fn write_later(&mut self, id: TopicId, topic: &mut Topic) {
+        if !topic.needs_write {
+            topic.needs_write = true;
+            self.to_write.push(id);
+        }
+    }
+
+    /// Notes that topic `topic` grew past its retention, to be trimmed at
+    /// the end of the round.
+    pub(super) fn trim_later(&mut self, topic: TopicId) {
+        if !self.to_trim.contains(&topic) {
+            self.to_trim.push(topic);
+        }
+    }
+
+    /// Registers what `session` needs after it changed: a flush if it has
+    /// frames queued, and a wake-up if it needs one earlier than it has.
+    pub(super) fn settle(&mut self, conn: ConnId, session: &mut Session) {
+        if session.has_frames_queued() && !session.flush_registered {
+            session.flush_registered = true;
+            self.to_flush.push(conn);
+        }
+        if let Some(when) = session.next_wake() {
+            if session
+                .wake_registered
+                .is_none_or(|registered| when < registered)
+            {
+                session.wake_registered = Some(when);
+                self.wakeups.push(Reverse((when, conn)));
+            }
+        }
+    }
+}
+
+/// A run of messages one connection published to one topic this round,
+/// offsets `first..=last`, that are not written to the log's file yet. If
+/// the disk has no room for them, their publisher must hear of it.
+#[derive(Debug)]
+pub(super) struct UnwrittenRun {
+    pub(super) topic: TopicId,
+    pub(super) conn: ConnId,
+    pub(super) first: Offset,
+    pub(super) last: Offset,
+    /// Set for a publisher that is never answered.
+    pub(super) hangup: Option<Arc<Hangup>>,
+}
+
+/// Who sent a publish: the connection, whether it is answered, and if it
+/// is not, how to close it when its message cannot be stored.
+pub(super) struct Publisher<'a> {
+    pub(super) conn: ConnId,
+    pub(super) confirm: bool,
+    pub(super) hangup: Option<&'a Arc<Hangup>>,
+}

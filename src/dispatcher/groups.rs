@@ -1,0 +1,168 @@
+//! Consumer groups, from the dispatcher's side: creating a group within
+//! `--max-groups-per-topic` (`check_group_room`, `group_index`), giving
+//! its messages to its members in turn (`pump_group`), and settling what
+//! the members answered (`settle_groups`): done, back for another member,
+//! or given up and sent to the dead-letter topic. What one group holds,
+//! and how it picks the next member and message, is `group.rs`.
+//!
+//! In a round: `pump_group` runs wherever a group may have work (a
+//! message became readable, a member joined or has room again, an answer
+//! came back); `settle_groups` runs in the round's answers step
+//! (`answers.rs`) for each connection that answered, and when a connection
+//! closes. A group that moved has its place saved with the round's writes
+//! (`groups_moved`, then `logs.rs`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::Dispatcher;
+use crate::group::{Group, Next, Refused};
+use crate::ids::{ConnId, Offset, TopicId};
+use crate::in_flight::GivenUp;
+use crate::session::start_offset;
+use crate::store::StoreError;
+use crate::wire::reply::OverLimit;
+use crate::wire::request::StartAt;
+
+impl Dispatcher {
+    /// Whether each topic of `ids` has the group `name`, or room for it
+    /// under `--max-groups-per-topic`.
+    pub(super) fn check_group_room(&self, ids: &[TopicId], name: &str) -> Result<(), OverLimit> {
+        let limit = self.limits.max_groups_per_topic;
+        let fits = |id: &TopicId| {
+            let groups = &self.topics[*id].groups;
+            groups.len() < limit || groups.iter().any(|g| *g.name == *name)
+        };
+        match ids.iter().all(fits) {
+            true => Ok(()),
+            false => Err(OverLimit::GroupsPerTopic(limit)),
+        }
+    }
+
+    /// The index of the group `name` of the topic `id`, created (starting
+    /// at `start`) if it is new. (Its caller checked that it fits:
+    /// [`Dispatcher::check_group_room`].)
+    pub(super) fn group_index(
+        &mut self,
+        id: TopicId,
+        name: &str,
+        start: StartAt,
+        conn: ConnId,
+    ) -> usize {
+        let topic = &mut self.topics[id];
+        if let Some(index) = topic.groups.iter().position(|g| *g.name == *name) {
+            return index;
+        }
+        let next = start_offset(start, topic, conn);
+        topic.groups.push(Group::new(Arc::from(name), next));
+        topic.groups_moved = true;
+        self.agenda.write_later(id, topic);
+        topic.groups.len() - 1
+    }
+
+    /// Gives the group's messages to its members, one at a time, taking the
+    /// members in turn and skipping those with no room, until the group or
+    /// the room runs out.
+    pub(super) fn pump_group(&mut self, id: TopicId, index: usize, now: Instant) {
+        loop {
+            let sessions = &self.sessions;
+            let topic = &mut self.topics[id];
+            let has_room = |conn| {
+                sessions
+                    .get(&conn)
+                    .is_some_and(|s| s.has_group_room(id, index))
+            };
+            let pick = |group: &mut Group| group.next_member(has_room);
+            let (conn, offset, deliveries, payload) =
+                match topic.groups[index].next(&*topic.log, topic.log.end(), pick) {
+                    Next::Message {
+                        to,
+                        offset,
+                        deliveries,
+                        payload,
+                    } => (to, offset, deliveries, payload),
+                    Next::Skipped => {
+                        self.groups_moved(id);
+                        continue;
+                    }
+                    // Offered again once fetched, or once there is room.
+                    Next::Later | Next::NoRoom | Next::Empty => return,
+                };
+            let Some(session) = self.sessions.get_mut(&conn) else {
+                return;
+            };
+            let topic = (id, &self.topics[id]);
+            let done = session.queue_for_group(index, offset, deliveries, payload, topic, now);
+            self.agenda.settle(conn, session);
+            if done {
+                self.group_done(id, index, offset);
+            }
+        }
+    }
+
+    /// A group has finished with a message: acked, written, or given up. Its
+    /// position is saved with the round.
+    fn group_done(&mut self, id: TopicId, index: usize, offset: Offset) {
+        self.topics[id].groups[index].done(offset);
+        self.groups_moved(id);
+    }
+
+    /// A group of topic `id` changed what it is done with: its place is
+    /// saved with the round.
+    fn groups_moved(&mut self, id: TopicId) {
+        let topic = &mut self.topics[id];
+        topic.groups_moved = true;
+        self.agenda.write_later(id, topic);
+    }
+
+    /// Tells the groups what became of the messages they gave `conn`, and
+    /// gives out what is owed: what came back, and what the room the
+    /// answers freed allows. A message delivered `--max-deliveries` times
+    /// goes to the dead-letter topic.
+    pub(super) fn settle_groups(&mut self, conn: ConnId, now: Instant) -> Result<(), StoreError> {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return Ok(());
+        };
+        let answers = session.take_group_answers();
+        let mut to_pump: Vec<(TopicId, usize)> = session
+            .memberships()
+            .iter()
+            .map(|m| (m.topic, m.group))
+            .collect();
+        for answer in answers {
+            let group = &mut self.topics[answer.topic].groups[answer.group];
+            let max = self.policy.max_deliveries;
+            if answer.acked {
+                self.group_done(answer.topic, answer.group, answer.offset);
+            } else if group.refused(answer.offset, answer.deliveries, max) == Refused::GivenUp {
+                self.groups_moved(answer.topic);
+                let given_up = GivenUp {
+                    topic: answer.topic,
+                    offset: answer.offset,
+                    deliveries: answer.deliveries,
+                    payload: answer.payload,
+                };
+                let topic = &self.topics[answer.topic];
+                topic.traffic.given_up.add(1);
+                topic.groups[answer.group].traffic.given_up.add(1);
+                log::warn!(
+                    "group {:?}: giving up on message {}@{} after {} deliveries",
+                    topic.groups[answer.group].name,
+                    topic.name,
+                    answer.offset,
+                    answer.deliveries
+                );
+                if self.policy.dead_letters {
+                    self.send_to_dead_letters(&given_up, now)?;
+                }
+            }
+            if !to_pump.contains(&(answer.topic, answer.group)) {
+                to_pump.push((answer.topic, answer.group));
+            }
+        }
+        for (id, index) in to_pump {
+            self.pump_group(id, index, now);
+        }
+        Ok(())
+    }
+}

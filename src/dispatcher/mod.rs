@@ -1,0 +1,451 @@
+//! The dispatcher thread: the one owner of the topic table.
+//!
+//! Every reader thread sends what its client asked for over one bounded
+//! crossbeam channel as a [`Command`]; the dispatcher applies the commands one
+//! at a time, so no topic, log or subscription is ever shared between threads
+//! and nothing here takes a lock. A publish appends to the topic's log and
+//! nudges the topic's subscribers ([`Session::offer`]); each subscriber's
+//! frames collect in its session's outbox, and at the end of every round the
+//! dispatcher hands each outbox to that connection's writer thread in a single
+//! channel send.
+//!
+//! A round ([`Dispatcher::run_rounds`]) is: wait for one command (or the
+//! next timer), then take every command already queued, up to
+//! [`MAX_COMMANDS_PER_ROUND`] or 5 ms of work, then fire the timers that
+//! are due (`timers.rs`), then settle the round's answers with the
+//! consumer groups and dead-letter topics (`answers.rs`), then shut the
+//! lingering writers that are past their time (`closing.rs`), then trim
+//! the topics that grew past their retention, then write the round's
+//! messages out of the logs that changed, then bring the logs back within
+//! their memory budget (`logs.rs`; see `budget.rs`: an in-memory store
+//! with nothing it may drop holds publishers back), then pack the
+//! outboxes and post them (`delivery.rs`), once what they tell of is
+//! durable: at once in memory, after the syncer thread's fsync with
+//! `--fsync batch` (see `syncer.rs`). Under load a round carries many
+//! messages, so channel sends and wake-ups are paid per batch, not per
+//! message. What a command asks for that can wait for the round's end is
+//! noted in the [`Agenda`] (`agenda.rs`), and done there once.
+//!
+//! A message is offered to subscribers and groups once its log says it is
+//! readable ([`TopicLog::end`](crate::store::TopicLog::end)): in memory as
+//! it is appended, on disk once the round's write put it in its file (the
+//! end of the round, or sooner when a buffer fills). So when a write finds
+//! the disk full, the messages it takes back were never delivered, and
+//! their confirmations are still in the outboxes: they are turned into
+//! refusals ([`Reply::DiskFull`]) before anything goes out, and a
+//! publisher that gets no replies is hung up on. That is how Kafka's high
+//! watermark works, and it is simpler than the other way, taking
+//! deliveries back out of outboxes, windows and groups. A `PULL` or
+//! subscribe writes its topic first, so that it sees what its client
+//! published just before it.
+//!
+//! The channel is bounded, so a dispatcher that falls behind makes readers
+//! wait, which stops them reading, which lets TCP push back on publishers:
+//! memory stays bounded without any explicit flow-control message.
+//!
+//! A stop ([`Command::Shutdown`], sent once no reader hands in requests any
+//! more) finishes the round it arrives in, then ends every session: every
+//! log is written and forced to disk, whatever `--fsync` says, the last
+//! frames are posted after that, and each writer gets the linger to write
+//! them and close its connection (see [`Dispatcher::run`]).
+//!
+//! Requests arrive already decoded, the same whichever protocol the client
+//! speaks; the dispatcher answers with [`Reply`] values, and each writer
+//! encodes them for its own client. Writers send one command of their own,
+//! [`Command::Written`], when a session waits for room to send deliveries
+//! that need no ack, and the fetcher thread one, [`Command::Fetched`]; both
+//! through callbacks (see `queue.rs`, which holds [`Command`]), so neither
+//! names this file.
+//!
+//! # Where each request is handled
+//!
+//! This file keeps the [`Dispatcher`], the round loop and the switch that
+//! hands each command and request ([`Dispatcher::handle`],
+//! [`Dispatcher::request`]) to a method in the file for its kind, as
+//! mini-redis keeps one file per command:
+//!
+//! | request or command | file |
+//! | --- | --- |
+//! | publish | `publish.rs` |
+//! | subscribe, unsubscribe; subscribe with a group | `subscribe.rs` |
+//! | Ack, Nack | `answers.rs` |
+//! | `PULL` | `pull.rs` |
+//! | `TOPICS`, `STATS`, `Command::Report` | `reports.rs` |
+//! | `QUIT`, `Command::Detach` | `closing.rs` |
+//! | `Command::Written`, `Command::Fetched` | `delivery.rs` |
+//! | `PING`, `HELP`, `Command::Attach`, `Command::Shutdown` | here |
+//!
+//! The files of this folder, from the bottom up (each uses only the ones
+//! before it; from `topic_table.rs` on, each is one `impl Dispatcher`
+//! block, and they call one another's methods through `self`):
+//!
+//! - `topic.rs`: one topic as the dispatcher holds it; `session.rs` and
+//!   `group.rs` read it too.
+//! - `agenda.rs`: the [`Agenda`], what a round has put off.
+//! - this file: the [`Dispatcher`], the round loop, the command switch.
+//! - `topic_table.rs`: finding and creating topics, within `--max-topics`.
+//! - `publish.rs`: appending, confirming, refusing for a full disk.
+//! - `subscribe.rs`: subscribing, joining groups, unsubscribing.
+//! - `groups.rs`: creating groups, giving out their messages, settling
+//!   their members' answers.
+//! - `dead_letters.rs`: what was given up goes to the `.dlq` topic.
+//! - `answers.rs`: acks and nacks, and the round's answers step.
+//! - `pull.rs`: `PULL`.
+//! - `delivery.rs`: what fills the outboxes, and the round's last step,
+//!   which posts them.
+//! - `timers.rs`: when the round loop must wake, and the wake-ups it fires.
+//! - `logs.rs`: the round's steps for the logs: retention, writing, the
+//!   memory budget.
+//! - `reports.rs`: what `TOPICS`, `STATS` and the metrics report.
+//! - `closing.rs`: a closed connection, lingering writers, the broker's
+//!   stop.
+
+mod agenda;
+mod answers;
+mod closing;
+mod dead_letters;
+mod delivery;
+mod groups;
+mod logs;
+mod publish;
+mod pull;
+mod reports;
+mod subscribe;
+mod timers;
+pub(crate) mod topic;
+mod topic_table;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::RecvTimeoutError;
+
+use crate::ids::{ConnId, IdMap, Offset, TopicId};
+use crate::in_flight::DeliveryPolicy;
+use crate::queue::{Command, CommandReceiver, Hangup};
+use crate::session::Session;
+use crate::store::{Store, StoreError};
+use crate::syncer::Syncer;
+use crate::wire::reply::Reply;
+use crate::wire::request::{Decoded, Request};
+use agenda::{Agenda, Publisher};
+use topic::Topic;
+
+/// How many commands one round takes before it flushes.
+pub const MAX_COMMANDS_PER_ROUND: usize = 1024;
+
+/// How long one round goes on taking commands before it flushes. Nothing
+/// the round produced (a delivery, a confirmation) goes out before the
+/// round ends, so a round must stay short even when every command is slow,
+/// as with `--fsync always`, where each message waits for the disk.
+const MAX_ROUND_TIME: Duration = Duration::from_millis(5);
+
+/// How many topics the broker holds, and how many consumer groups each
+/// topic (`--max-topics`, `--max-groups-per-topic`): any client can create
+/// both, by naming them, and neither is ever removed, so without a limit a
+/// client could make the broker hold as many as it likes.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicLimits {
+    pub max_topics: usize,
+    pub max_groups_per_topic: usize,
+}
+
+/// The dispatcher: the topic table, every answered connection's session,
+/// the store the logs live in, and the [`Agenda`] of what the round has
+/// put off.
+///
+/// Why one thread owns all of it: a publish, the deliveries it causes and
+/// the acks that answer them all touch the same topics and sessions. With
+/// one owner none of that state needs a lock, and things happen in the
+/// order the commands were taken, which is what makes offsets, the ack
+/// order and redelivery simple to reason about. The thread never waits on
+/// a socket or (for a read) on the disk: writers, the syncer and the
+/// fetcher do that, so one thread keeps up.
+///
+/// Its methods are split across this folder's files by the kind of
+/// request or duty they carry out (listed in the module doc); this file
+/// keeps the round loop and the switch that hands each command to them.
+pub struct Dispatcher {
+    policy: DeliveryPolicy,
+    limits: TopicLimits,
+    store: Box<dyn Store>,
+    topics: Vec<Topic>,
+    topic_ids: HashMap<Arc<str>, TopicId>,
+    /// The topic of the last publish. A reader hands consecutive messages for
+    /// one topic the same `Arc`, so comparing pointers finds the topic
+    /// without hashing its name once per message.
+    last_published: Option<(Arc<str>, TopicId)>,
+    sessions: IdMap<ConnId, Session>,
+    agenda: Agenda,
+    /// Forces each round's writes to disk and then posts its frames.
+    syncer: Syncer,
+    /// When to look next for topics that aged past their retention, if the
+    /// store's logs can (see [`Store::ages_out`]).
+    next_age_check: Option<Instant>,
+    /// For `STATS`: when the broker started, and how many connections are
+    /// open (kept by the acceptor and the readers).
+    started: Instant,
+    connections: Arc<AtomicUsize>,
+    full_disk: FullDisk,
+    /// Publishers held because the in-memory store is full.
+    full_memory: FullStore,
+}
+
+/// What the dispatcher knows of a full disk: how many publishes it refused
+/// for one (for `STATS`), and the episode under way, if one is. One log
+/// line starts an episode and one ends it, however many messages it
+/// refuses.
+#[derive(Debug, Default)]
+struct FullDisk {
+    refused: u64,
+    /// When the episode under way started.
+    since: Option<Instant>,
+    /// How many topics refused a publish and have not stored one since:
+    /// the episode ends when none is left.
+    topics: usize,
+}
+
+/// Whether publishers are held because the store is full (see
+/// [`Dispatcher::keep_within_budget`]), how many were waiting at the end of
+/// the last round (for `STATS`), and when the log last said so.
+#[derive(Debug, Default)]
+struct FullStore {
+    publishers_held: bool,
+    publishers_waiting: usize,
+    warned: Option<Instant>,
+}
+
+/// What a clean stop did, for the line the broker logs as it exits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stopped {
+    /// Logs written and forced to disk at the stop (none in memory).
+    pub logs_forced: usize,
+    /// Connections that were open, each closed after its last frame.
+    pub connections: usize,
+    /// Frames still on their way to the clients when the stop began.
+    pub frames: usize,
+    /// Writers that did not finish within the linger, because their
+    /// clients stopped reading: their sockets were shut with frames unsent.
+    pub cut_off: usize,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "logs forced to disk: {}, connections closed: {}, frames still to write at the \
+             stop: {}, clients cut off for not reading them: {}",
+            self.logs_forced, self.connections, self.frames, self.cut_off
+        )
+    }
+}
+
+impl Dispatcher {
+    /// A dispatcher with the topics `store` already holds, whose rounds go
+    /// out through `syncer`.
+    pub fn new(
+        policy: DeliveryPolicy,
+        limits: TopicLimits,
+        mut store: Box<dyn Store>,
+        syncer: Syncer,
+        connections: Arc<AtomicUsize>,
+    ) -> Result<Dispatcher, StoreError> {
+        let recovered = store.recover()?;
+        let next_age_check = store.ages_out().then(Instant::now);
+        let mut dispatcher = Dispatcher {
+            policy,
+            limits,
+            store,
+            topics: Vec::new(),
+            topic_ids: HashMap::new(),
+            last_published: None,
+            sessions: IdMap::default(),
+            agenda: Agenda::default(),
+            syncer,
+            next_age_check,
+            started: Instant::now(),
+            connections,
+            full_disk: FullDisk::default(),
+            full_memory: FullStore::default(),
+        };
+        for (name, log) in recovered {
+            log::info!("topic {name:?}: {}", describe_log(log.start(), log.end()));
+            dispatcher.add_topic(name, log);
+        }
+        Ok(dispatcher)
+    }
+
+    /// Runs rounds until told to shut down or every sender has gone, then
+    /// stops cleanly: every session ends, every log is forced to disk, and
+    /// every writer gets the linger to write what it holds.
+    ///
+    /// A disk with no room refuses publishes and nothing more (see
+    /// `Dispatcher::refuse_unwritten`). Any other failure of the store,
+    /// such as a failed fsync, stops the dispatcher at once, before the
+    /// round's frames go out: nothing that was not stored is confirmed or
+    /// delivered, and the log on disk is left as a crash would leave it,
+    /// which recovery knows how to read. Carrying on instead would mean
+    /// guessing what of the log the disk really holds.
+    pub fn run(mut self, commands: CommandReceiver) -> Result<Stopped, StoreError> {
+        let ending = self
+            .run_rounds(&commands)
+            .and_then(|()| self.end_sessions());
+        // Nothing is taken from the queue any more: whoever sends now is
+        // told so at once, rather than waiting for room.
+        drop(commands);
+        // Rounds already handed to the syncer still go out, once durable.
+        let synced = self.syncer.stop();
+        let result = ending.and_then(|ending| synced.map(|()| ending.wait_for_writers()));
+        if let Err(error) = &result {
+            log::error!(
+                "cannot store messages ({error}); stopping. Nothing unstored was \
+                 confirmed or delivered; restart to recover the stored log"
+            );
+        }
+        result
+    }
+
+    /// Runs rounds until one takes [`Command::Shutdown`] (or every sender
+    /// has gone). That last round is finished like any other.
+    fn run_rounds(&mut self, commands: &CommandReceiver) -> Result<(), StoreError> {
+        let mut stopping = false;
+        while !stopping {
+            let first = commands.recv_until(self.next_deadline());
+            let now = Instant::now();
+            match first {
+                Ok(command) => {
+                    stopping = !self.handle(command, now)?;
+                    let deadline = now + MAX_ROUND_TIME;
+                    let mut queued = commands.try_iter().take(MAX_COMMANDS_PER_ROUND - 1);
+                    while !stopping && Instant::now() < deadline {
+                        let Some(command) = queued.next() else { break };
+                        stopping = !self.handle(command, now)?;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => stopping = true,
+            }
+            self.fire_wakeups(now);
+            self.settle_answers(now)?;
+            self.close_lingering(now);
+            self.check_ages(now);
+            self.apply_retention();
+            self.write_logs(now)?;
+            self.keep_within_budget(commands, now);
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Applies one command. Returns false when the dispatcher should stop,
+    /// and an error when the store failed.
+    fn handle(&mut self, command: Command, now: Instant) -> Result<bool, StoreError> {
+        match command {
+            Command::Attach { conn, writer } => {
+                let session = Session::new(conn, writer, self.policy, now);
+                self.sessions.insert(conn, session);
+            }
+            Command::Requests {
+                conn,
+                requests,
+                hangup,
+                ..
+            } => {
+                for request in requests {
+                    if hangup.as_ref().is_some_and(|hangup| hangup.is_done()) {
+                        break; // hung up on: the rest is dropped
+                    }
+                    self.request(conn, request, hangup.as_ref(), now)?;
+                }
+            }
+            Command::Written { conn } => self.serve(conn, now),
+            Command::Fetched(fetched) => self.fetched(fetched, now),
+            Command::Report { reply } => {
+                let _ = reply.try_send(self.broker_report(now));
+            }
+            Command::Detach { conn } => self.detach(conn, now)?,
+            Command::Shutdown => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Carries out one request. Fails only if the store failed.
+    fn request(
+        &mut self,
+        conn: ConnId,
+        request: Decoded,
+        hangup: Option<&Arc<Hangup>>,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        match request {
+            Ok(Request::Publish {
+                topic,
+                payload,
+                confirm,
+            }) => {
+                let publisher = Publisher {
+                    conn,
+                    confirm,
+                    hangup,
+                };
+                self.publish(&publisher, topic, payload, now)?;
+            }
+            Ok(Request::Subscribe {
+                topics,
+                start,
+                ack,
+                group: None,
+            }) => self.subscribe(conn, &topics, start, ack, now)?,
+            Ok(Request::Subscribe {
+                topics,
+                start,
+                ack,
+                group: Some(group),
+            }) => self.join_groups(conn, &topics, &group, start, ack, now)?,
+            Ok(Request::Unsubscribe { topics }) => self.unsubscribe(conn, &topics, now)?,
+            Ok(Request::Ack) => self.answer(conn, true, now),
+            Ok(Request::Nack) => self.answer(conn, false, now),
+            Ok(Request::Pull { topic, max, group }) => {
+                let group = group.as_deref().unwrap_or(DEFAULT_PULL_GROUP);
+                self.pull(conn, &topic, max, group, now)?
+            }
+            Ok(Request::Topics) => self.reply(conn, Reply::Topics(self.topic_reports())),
+            Ok(Request::Stats) => {
+                let report = self.broker_report(now);
+                self.reply(conn, Reply::Stats(Box::new(report)));
+            }
+            Ok(Request::Ping) => self.reply(conn, Reply::Pong),
+            Ok(Request::Help) => self.reply(conn, Reply::Help),
+            Ok(Request::Quit) => {
+                // Closed at once, so that nothing published from now on is
+                // delivered after the goodbye.
+                self.reply(conn, Reply::Bye);
+                self.detach(conn, now)?;
+            }
+            Err(error) => {
+                // Debug, not info: a client could otherwise flood the log.
+                log::debug!("conn {conn}: refused: {error}");
+                self.reply(conn, Reply::Error(error.reason().to_owned().into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The group a `PULL` that names none takes from. A subscriber that joins
+/// it shares the work with such pulls.
+pub const DEFAULT_PULL_GROUP: &str = "default";
+
+/// What a recovered log holds, for the start-up line: `3 messages, next
+/// offset 3`, or `2 messages (from offset 5), next offset 7` once
+/// retention has dropped the oldest.
+fn describe_log(start: Offset, end: Offset) -> String {
+    let count = end - start;
+    let messages = if count == 1 { "message" } else { "messages" };
+    match start {
+        0 => format!("{count} {messages}, next offset {end}"),
+        _ => format!("{count} {messages} (from offset {start}), next offset {end}"),
+    }
+}

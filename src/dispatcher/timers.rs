@@ -1,0 +1,54 @@
+//! Timers: when the dispatcher must act although no command came, and the
+//! round's first step, which wakes the sessions whose time has come.
+//!
+//! Ack timeouts, redeliveries after a Nack and the deadline of a closed
+//! connection's unfinished pull live in one min-heap of `(when,
+//! connection)` wake-ups in the agenda. Each session keeps at most one
+//! wake-up it cares about (`Session::wake_registered`); a stale entry is
+//! recognised and skipped when it pops. `next_deadline` also counts the
+//! lingering writers' deadlines (`closing.rs`) and the next retention age
+//! check (`logs.rs`): the round loop waits for a command until then.
+
+use std::cmp::Reverse;
+use std::time::Instant;
+
+use super::Dispatcher;
+
+impl Dispatcher {
+    /// When the dispatcher must act even if no command comes.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        let wakeup = self.agenda.wakeups.peek().map(|Reverse((when, _))| *when);
+        let linger = self.agenda.lingering.front().map(|(deadline, _)| *deadline);
+        [wakeup, linger, self.next_age_check]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Wakes every session whose wake-up is due. The due ones are taken
+    /// off the heap first, so a session that asks to be woken again at once
+    /// waits for the next round instead of keeping this loop going. Ack
+    /// timeouts are settled with the round's answers.
+    pub(super) fn fire_wakeups(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        while let Some(&Reverse((when, conn))) = self.agenda.wakeups.peek() {
+            if when > now {
+                break;
+            }
+            self.agenda.wakeups.pop();
+            due.push((when, conn));
+        }
+        for (when, conn) in due {
+            let Some(session) = self.sessions.get_mut(&conn) else {
+                continue;
+            };
+            if session.wake_registered != Some(when) {
+                continue; // superseded by an earlier wake-up
+            }
+            session.wake_registered = None;
+            session.wake(&self.topics, now);
+            self.settle_or_finish(conn, now);
+            self.agenda.answered.push(conn);
+        }
+    }
+}
