@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::budget::default_memory_bytes;
+use crate::dispatcher::session::in_flight::DeliveryPolicy;
 use crate::dispatcher::TopicLimits;
-use crate::in_flight::DeliveryPolicy;
 use crate::wire::request::{Limits, MAX_TOPIC_NAME_BYTES};
 
 pub use crate::store::{Fsync, OnDamage};

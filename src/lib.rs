@@ -37,11 +37,11 @@
 //!   fetcher thread that reads old records back (`fetcher.rs`);
 //!   `store/mod.rs` lists its files bottom-up. [`budget`] keeps what all
 //!   the logs hold in memory within one limit.
-//! - `session.rs`: one connection's subscriptions and group memberships,
-//!   made of `outbox.rs` (the frames waiting for its writer),
+//! - `dispatcher/session/`: one connection's subscriptions and group
+//!   memberships, made of `outbox.rs` (the frames waiting for its writer),
 //!   `in_flight.rs` (deliveries awaiting an answer, redeliveries,
-//!   give-ups) and `pulls.rs` (its `PULL`s).
-//! - `group.rs`: consumer groups, whose members share a topic's messages.
+//!   give-ups) and `pulls.rs` (its `PULL`s); and `dispatcher/group.rs`,
+//!   consumer groups, whose members share a topic's messages.
 //! - `stats.rs`: the counters behind `TOPICS` and `STATS`.
 //! - `syncer.rs`: the thread that forces each round's writes to disk, then
 //!   posts the round's frames to the writers.
@@ -65,16 +65,11 @@ pub mod client;
 pub mod config;
 pub(crate) mod dispatcher;
 pub mod files;
-pub(crate) mod group;
 pub(crate) mod ids;
-pub(crate) mod in_flight;
 pub(crate) mod metrics;
-pub(crate) mod outbox;
-pub(crate) mod pulls;
 pub(crate) mod queue;
 pub(crate) mod reader;
 pub mod server;
-pub(crate) mod session;
 pub mod signals;
 pub(crate) mod stats;
 pub(crate) mod store;

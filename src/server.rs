@@ -37,7 +37,7 @@
 //! ```text
 //!  client ──► conn-N-read ──Command──► dispatcher ──Batch──► conn-N-write ──► client
 //!             (reader.rs)  (queue.rs)  (dispatcher/,          (writer.rs)
-//!                                       session.rs, store/)       ▲
+//!                                       store/)                   ▲
 //!                                       │  ▲          │           │ the round's frames,
 //!                          FetchRequest │  │ Fetched  │ SyncJob   │ once they are durable
 //!                                       ▼  │          ▼           │ (--fsync batch)

@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::topic::Topic;
+use crate::dispatcher::session::Session;
 use crate::ids::{ConnId, Offset, TopicId};
 use crate::queue::Hangup;
-use crate::session::Session;
 use crate::store::SyncJob;
 use crate::writer::{Link, Parcel};
 

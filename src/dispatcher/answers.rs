@@ -2,7 +2,7 @@
 //! and the round's answers step.
 //!
 //! `answer` runs as the round takes each answer: the session matches it
-//! to the delivery it answers (`session.rs` draws the in-flight queue),
+//! to the delivery it answers (`session/` draws the in-flight queue),
 //! and the connection is noted in the agenda. What the answers mean
 //! beyond the session (the room they freed in its window, the group
 //! messages they settle, the messages given up) is settled once per

@@ -5,7 +5,7 @@
 //! ([`dead_letter`]).
 //!
 //! In a round: the answers step (`answers.rs`) sends what each answering
-//! session gave up, and `groups.rs` what a group gave up; a closing
+//! session gave up, and `consumer_groups.rs` what a group gave up; a closing
 //! connection's are sent before its session is forgotten (`closing.rs`).
 //! A dead letter is appended like a publish with no publisher
 //! (`publish.rs`), so it is written and made durable with the round.
@@ -13,8 +13,8 @@
 use std::time::Instant;
 
 use super::Dispatcher;
+use crate::dispatcher::session::in_flight::GivenUp;
 use crate::ids::{ConnId, Payload};
-use crate::in_flight::GivenUp;
 use crate::store::StoreError;
 use crate::wire::line;
 

@@ -7,7 +7,7 @@
 //! its writer made room for deliveries that need no ack and for pulls
 //! (`serve`, for `Command::Written`), and when its answers freed room in
 //! its window (`refill`, in `answers.rs`); `reply` queues the answer to a
-//! request. What a session does with each is `session.rs`'s part. At the
+//! request. What a session does with each is `session/`'s part. At the
 //! round's end `flush` packs each outbox the round filled into one parcel
 //! for its connection's writer, and hands them all to the syncer with
 //! the round's sync jobs: the syncer posts them once what they tell of

@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use super::Dispatcher;
-use crate::group::Group;
+use crate::dispatcher::group::Group;
 use crate::ids::{Offset, TopicId};
 use crate::queue::CommandReceiver;
 use crate::store::StoreError;

@@ -79,14 +79,18 @@
 //! before it; from `topic_table.rs` on, each is one `impl Dispatcher`
 //! block, and they call one another's methods through `self`):
 //!
-//! - `topic.rs`: one topic as the dispatcher holds it; `session.rs` and
-//!   `group.rs` read it too.
+//! - `topic.rs`: one topic as the dispatcher holds it; `session/` reads
+//!   it too.
+//! - `group.rs`: a consumer group, whose members share a topic's messages.
+//! - `session/`: one connection's side: its subscriptions, the deliveries
+//!   awaiting its answers (`in_flight.rs`), its pulls (`pulls.rs`) and the
+//!   frames waiting for its writer (`outbox.rs`).
 //! - `agenda.rs`: the [`Agenda`], what a round has put off.
 //! - this file: the [`Dispatcher`], the round loop, the command switch.
 //! - `topic_table.rs`: finding and creating topics, within `--max-topics`.
 //! - `publish.rs`: appending, confirming, refusing for a full disk.
 //! - `subscribe.rs`: subscribing, joining groups, unsubscribing.
-//! - `groups.rs`: creating groups, giving out their messages, settling
+//! - `consumer_groups.rs`: creating groups, giving out their messages, settling
 //!   their members' answers.
 //! - `dead_letters.rs`: what was given up goes to the `.dlq` topic.
 //! - `answers.rs`: acks and nacks, and the round's answers step.
@@ -103,13 +107,15 @@
 mod agenda;
 mod answers;
 mod closing;
+mod consumer_groups;
 mod dead_letters;
 mod delivery;
-mod groups;
+pub(crate) mod group;
 mod logs;
 mod publish;
 mod pull;
 mod reports;
+pub(crate) mod session;
 mod subscribe;
 mod timers;
 pub(crate) mod topic;
@@ -122,10 +128,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
+use crate::dispatcher::session::in_flight::DeliveryPolicy;
+use crate::dispatcher::session::Session;
 use crate::ids::{ConnId, IdMap, Offset, TopicId};
-use crate::in_flight::DeliveryPolicy;
 use crate::queue::{Command, CommandReceiver, Hangup};
-use crate::session::Session;
 use crate::store::{Store, StoreError};
 use crate::syncer::Syncer;
 use crate::wire::reply::Reply;

@@ -4,9 +4,9 @@
 //! which ends both.
 //!
 //! Each runs as the round takes its request. A subscription is a cursor
-//! in the connection's session (`session.rs`) and the connection's id in
+//! in the connection's session (`session/`) and the connection's id in
 //! the topic's subscribers; a group member is given the group's messages
-//! by `groups.rs`. The topics are written first (`topics_to_subscribe`),
+//! by `consumer_groups.rs`. The topics are written first (`topics_to_subscribe`),
 //! so that a subscription that starts at the end starts after what its
 //! client published just before.
 

@@ -1,13 +1,13 @@
 //! A topic as the dispatcher holds it: its log, the connections subscribed
 //! to it, its consumer groups and its counters. The dispatcher owns the
 //! table of topics (`mod.rs`, filled by `topic_table.rs`) and lends it to
-//! the sessions (`session.rs`) as they deliver, so both read this file. It
-//! uses no other file of this folder, so `session.rs` can use it without
+//! the sessions (`session/`) as they deliver, so both read this file. It
+//! uses no other file of this folder, so `session/` can use it without
 //! using the dispatcher.
 
 use std::sync::Arc;
 
-use crate::group::Group;
+use crate::dispatcher::group::Group;
 use crate::ids::ConnId;
 use crate::stats::Traffic;
 use crate::store::TopicLog;

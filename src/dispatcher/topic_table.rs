@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::topic::Topic;
 use super::Dispatcher;
-use crate::group::Group;
+use crate::dispatcher::group::Group;
 use crate::ids::{ConnId, TopicId};
 use crate::store::{StoreError, TopicLog};
 use crate::wire::reply::{OverLimit, Reply};

@@ -8,7 +8,7 @@
 //! messages when it outgrows its retention, sparing those a subscriber has
 //! yet to read (the dispatcher says which), and let go of memory when the
 //! store's logs together outgrow their memory budget (`budget.rs`).
-//! Subscribers are just cursors into this log (see `session.rs`), so
+//! Subscribers are just cursors into this log (see `session/`), so
 //! replay from the beginning and live delivery are the same operation.
 //!
 //! [`MemoryStore`](memory::MemoryStore) keeps messages in RAM (`memory.rs`).

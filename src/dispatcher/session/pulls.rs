@@ -4,7 +4,7 @@
 //!
 //! A pull takes its messages from a consumer group of the topic
 //! (`group.rs`; the group `default` unless the pull names one), through the
-//! same [`Group::next`](crate::group::Group::next) the group's members
+//! same [`Group::next`](crate::dispatcher::group::Group::next) the group's members
 //! get theirs from, so pulls and subscribed members share the work. Each
 //! message is done once written, and goes through the connection's write
 //! window ([`Outbox::has_write_room`]): it is taken from its group as it is
@@ -19,10 +19,10 @@
 
 use std::collections::VecDeque;
 
+use crate::dispatcher::group::{Group, Next};
+use crate::dispatcher::session::outbox::Outbox;
 use crate::dispatcher::topic::Topic;
-use crate::group::{Group, Next};
 use crate::ids::{Offset, TopicId};
-use crate::outbox::Outbox;
 use crate::wire::reply::Reply;
 
 /// How many replies may wait behind a pull before the broker decides the

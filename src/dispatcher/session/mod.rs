@@ -40,15 +40,21 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::dispatcher::session::in_flight::{
+    Delivery, DeliveryPolicy, GivenUp, GroupAnswer, InFlight, NothingToAnswer,
+};
+use crate::dispatcher::session::outbox::Outbox;
+use crate::dispatcher::session::pulls::Pulls;
 use crate::dispatcher::topic::Topic;
 use crate::ids::{ConnId, IdMap, Offset, Payload, TopicId};
-use crate::in_flight::{Delivery, DeliveryPolicy, GivenUp, GroupAnswer, InFlight, NothingToAnswer};
-use crate::outbox::Outbox;
-use crate::pulls::Pulls;
 use crate::store::{DiskFull, Lookup};
 use crate::wire::reply::Reply;
 use crate::wire::request::{AckMode, StartAt};
 use crate::writer::{Link, Parcel, Writer};
+
+pub(crate) mod in_flight;
+pub(crate) mod outbox;
+pub(crate) mod pulls;
 
 /// The offset a subscription (or a new group) starting at `start` of
 /// `topic` starts at, for connection `conn`.
@@ -497,7 +503,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::group::{Group, Next, Refused};
+    use crate::dispatcher::group::{Group, Next, Refused};
     use crate::store::memory::MemoryStore;
     use crate::store::Store;
     use crate::wire::reply::Outgoing;

@@ -2,7 +2,7 @@
 //! going to one member at a time.
 //!
 //! A fan-out subscriber is a cursor of its own into the topic's log (see
-//! `session.rs`). The members of a group share one cursor instead, and the
+//! `session/`). The members of a group share one cursor instead, and the
 //! group keeps what its members owe it:
 //!
 //! ```text

@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::Dispatcher;
-use crate::group::{Group, Next, Refused};
+use crate::dispatcher::group::{Group, Next, Refused};
+use crate::dispatcher::session::in_flight::GivenUp;
+use crate::dispatcher::session::start_offset;
 use crate::ids::{ConnId, Offset, TopicId};
-use crate::in_flight::GivenUp;
-use crate::session::start_offset;
 use crate::store::StoreError;
 use crate::wire::reply::OverLimit;
 use crate::wire::request::StartAt;

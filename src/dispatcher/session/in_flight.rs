@@ -1,5 +1,5 @@
 //! One connection's deliveries that await an answer, and the messages it is
-//! owed again: the ack rules of a session (`session.rs`).
+//! owed again: the ack rules of a session (`session/`).
 //!
 //! Every delivery that needs an answer joins the queue of deliveries in
 //! flight. The client answers deliveries in the order they were written,
