@@ -32,7 +32,9 @@
 //! no request reaches the dispatcher after those already queued; the
 //! dispatcher carries those out in a last round, forces every log to disk,
 //! and lets each writer send what it holds, for up to the linger; then every
-//! socket is shut.
+//! client is sent the end of the stream, the readers still reading what
+//! their clients sent get up to the linger again to see them close, and
+//! every socket is shut.
 //!
 //! ```text
 //!  client ──► conn-N-read ──Command──► dispatcher ──Batch──► conn-N-write ──► client
@@ -51,6 +53,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -96,9 +99,9 @@ impl OpenConnections {
         self.count.load(Ordering::Relaxed)
     }
 
-    fn shutdown_all(&self) {
+    fn shutdown_all(&self, how: Shutdown) {
         for stream in self.sockets.lock().values() {
-            let _ = stream.shutdown(Shutdown::Both);
+            let _ = stream.shutdown(how);
         }
     }
 }
@@ -108,6 +111,8 @@ impl OpenConnections {
 pub struct Broker {
     local_addr: SocketAddr,
     max_connections: usize,
+    /// How long the stop waits for clients that are still sending.
+    linger: Duration,
     stopper: Stopper,
     connections: OpenConnections,
     acceptor: Option<JoinHandle<()>>,
@@ -221,6 +226,7 @@ pub fn start(config: &Config) -> io::Result<Broker> {
     Ok(Broker {
         local_addr,
         max_connections,
+        linger: config.linger,
         stopper,
         connections,
         acceptor: Some(acceptor),
@@ -339,9 +345,26 @@ impl Broker {
             let _ = thread.join();
         }
         let _ = self.join_dispatcher();
-        // Readers still reading (throwing away what their clients send
-        // since the stop, or waiting for them to speak) end here.
-        self.connections.shutdown_all();
+        self.close_connections();
+    }
+
+    /// Ends every connection, once the dispatcher has. Each client is sent
+    /// the end of the stream (each writer has sent its own; a binary
+    /// publisher has none). Readers still throwing away what their clients
+    /// send get up to the linger to see them close: a socket shut with
+    /// bytes unread in it is answered with a reset, and the client can
+    /// lose its last replies with it. Then every socket is shut, which ends
+    /// the readers waiting for their clients to speak.
+    fn close_connections(&self) {
+        self.connections.shutdown_all(Shutdown::Write);
+        let deadline = Instant::now() + self.linger;
+        if !self.stopper.context.gate.wait_until_idle(deadline) {
+            log::warn!(
+                "clients still sending a linger ({:?}) after the stop are cut off",
+                self.linger
+            );
+        }
+        self.connections.shutdown_all(Shutdown::Both);
     }
 
     fn join_dispatcher(&mut self) -> io::Result<Stopped> {
