@@ -88,7 +88,8 @@ pub struct Config {
     /// frames (such as the error that explains a close) before its socket is
     /// shut down, and how long the unfinished `PULL` of a closed connection
     /// may go without progress. It bounds how long a client that closes its
-    /// sending side and never reads can keep a writer thread.
+    /// sending side and never reads can keep a writer thread. At a stop,
+    /// it is also how long clients still sending have to close their side.
     pub linger: Duration,
     /// Stack size of every reader and writer thread. They do little and
     /// recurse nowhere, so a small stack lets one machine hold thousands.

@@ -40,7 +40,10 @@
 //! after is thrown away, until the client closes its side or the broker
 //! shuts the socket. Reading on keeps a client that is busy writing able
 //! to finish and read its last replies, and leaves no unread bytes behind,
-//! which would make the kernel answer the close with a reset.
+//! which would make the kernel answer the close with a reset. The gate
+//! also counts the readers that are busy (holding bytes their client sent,
+//! or throwing them away), and the stop waits for them before it shuts the
+//! sockets and the process exits.
 //!
 //! A binary publisher that is never answered has no writer to carry an
 //! error, so the commands that carry its messages carry a [`Hangup`] too:
@@ -49,11 +52,12 @@
 
 use std::io::{self, Read};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use parking_lot::{RwLock, RwLockReadGuard};
+use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
 
 use crate::ids::ConnId;
 use crate::queue::{Command, CommandSender, Hangup};
@@ -84,9 +88,22 @@ pub struct ReaderContext {
 /// queued before the close returns, and the broker stops only after the
 /// dispatcher has carried it out, or never queued at all: none is left
 /// half-way, in the queue behind the dispatcher's last round.
+///
+/// It also counts the readers that are busy: from a read that brought
+/// bytes until the reader waits in `read()` again, and all the while one
+/// turned away throws away what its client still sends. A reader that is
+/// not busy has nothing unread in its socket. The stop waits until none
+/// is busy ([`Gate::wait_until_idle`]) before it shuts the sockets: a
+/// socket closed with bytes unread in it is answered with a reset, which
+/// can throw away the last replies the client has not read yet.
 #[derive(Debug, Default)]
 pub struct Gate {
     closed: RwLock<bool>,
+    busy: AtomicUsize,
+    /// Held to notify `went_idle`, so no wake-up is lost between a waiter
+    /// looking at `busy` and starting to wait.
+    idle: Mutex<()>,
+    went_idle: Condvar,
 }
 
 impl Gate {
@@ -101,6 +118,27 @@ impl Gate {
     /// requests (the dispatcher keeps taking them meanwhile).
     pub fn close(&self) {
         *self.closed.write() = true;
+    }
+
+    /// Waits until no reader is busy, or until `deadline`. Returns whether
+    /// none is.
+    pub fn wait_until_idle(&self, deadline: Instant) -> bool {
+        let mut idle = self.idle.lock();
+        while self.busy.load(Ordering::SeqCst) > 0 {
+            if self.went_idle.wait_until(&mut idle, deadline).timed_out() {
+                return self.busy.load(Ordering::SeqCst) == 0;
+            }
+        }
+        true
+    }
+
+    fn count_busy(&self, busy: bool) {
+        if busy {
+            self.busy.fetch_add(1, Ordering::SeqCst);
+        } else if self.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let _idle = self.idle.lock();
+            self.went_idle.notify_all();
+        }
     }
 }
 
@@ -135,6 +173,7 @@ pub fn run(id: ConnId, stream: Arc<TcpStream>, context: Arc<ReaderContext>) {
         decoder: None,
         buffer: ReadBuffer::new(),
         writer: None,
+        busy: false,
         context,
     };
     let listening = reader
@@ -173,6 +212,8 @@ struct Reader {
     buffer: ReadBuffer,
     /// The link to this connection's writer, once the dispatcher has it.
     writer: Option<Link>,
+    /// Whether the gate counts this reader as busy.
+    busy: bool,
     context: Arc<ReaderContext>,
 }
 
@@ -243,12 +284,14 @@ impl Reader {
     /// may be idle for ever (a subscriber waiting for messages is).
     fn read(&mut self) -> Result<usize, Stop> {
         let spoken = self.decoder.is_some();
+        self.set_busy(false);
         let read = match self.buffer.fill_from(&mut &*self.stream) {
             Err(error) if !spoken && is_timeout(&error) => {
                 return Err(Stop::Silent(self.context.handshake_timeout))
             }
             read => read.map_err(Stop::Io)?,
         };
+        self.set_busy(read > 0);
         if !spoken && read > 0 {
             self.stream.set_read_timeout(None).map_err(Stop::Io)?;
         }
@@ -322,6 +365,14 @@ impl Reader {
         }
     }
 
+    /// Tells the gate whether this reader is busy (see [`Gate`]).
+    fn set_busy(&mut self, busy: bool) {
+        if busy != self.busy {
+            self.busy = busy;
+            self.context.gate.count_busy(busy);
+        }
+    }
+
     fn attach(&mut self) -> Result<(), Stop> {
         let wire = match self.decoder {
             Some(WireDecoder::Line(_)) => Wire::Line,
@@ -345,6 +396,13 @@ impl Reader {
                 writer,
             })
             .map_err(|_| Stop::DispatcherGone)
+    }
+}
+
+impl Drop for Reader {
+    /// A reader that has ended, however it ended, is not busy.
+    fn drop(&mut self) {
+        self.set_busy(false);
     }
 }
 
@@ -470,5 +528,25 @@ impl ReadBuffer {
             let grown = self.bytes.len() * 2;
             self.bytes.resize(grown, 0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_is_idle_only_once_every_busy_reader_has_left() {
+        let gate = Arc::new(Gate::default());
+        gate.count_busy(true);
+        gate.count_busy(true);
+        gate.count_busy(false);
+        assert!(!gate.wait_until_idle(Instant::now()), "one reader is busy");
+
+        let reader = Arc::clone(&gate);
+        let leaving = thread::spawn(move || reader.count_busy(false));
+        let patience = Instant::now() + Duration::from_secs(10);
+        assert!(gate.wait_until_idle(patience), "the last reader left");
+        leaving.join().unwrap();
     }
 }

@@ -32,7 +32,9 @@
 //! no request reaches the dispatcher after those already queued; the
 //! dispatcher carries those out in a last round, forces every log to disk,
 //! and lets each writer send what it holds, for up to the linger; then every
-//! socket is shut.
+//! client is sent the end of the stream, the readers still reading what
+//! their clients sent get up to the linger again to see them close, and
+//! every socket is shut.
 //!
 //! ```text
 //!  client ──► conn-N-read ──Command──► dispatcher ──Batch──► conn-N-write ──► client
@@ -53,6 +55,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -98,9 +101,9 @@ impl OpenConnections {
         self.count.load(Ordering::Relaxed)
     }
 
-    fn shutdown_all(&self) {
+    fn shutdown_all(&self, how: Shutdown) {
         for stream in self.sockets.lock().values() {
-            let _ = stream.shutdown(Shutdown::Both);
+            let _ = stream.shutdown(how);
         }
     }
 }
@@ -110,6 +113,8 @@ impl OpenConnections {
 pub struct Broker {
     local_addr: SocketAddr,
     max_connections: usize,
+    /// How long the stop waits for clients that are still sending.
+    linger: Duration,
     stopper: Stopper,
     connections: OpenConnections,
     acceptor: Option<JoinHandle<()>>,
@@ -304,6 +309,7 @@ pub fn start(config: &Config) -> Result<Broker, StartError> {
     Ok(Broker {
         local_addr,
         max_connections,
+        linger: config.linger,
         stopper,
         connections,
         acceptor: Some(acceptor),
@@ -430,9 +436,26 @@ impl Broker {
             let _ = thread.join();
         }
         let _ = self.join_dispatcher();
-        // Readers still reading (throwing away what their clients send
-        // since the stop, or waiting for them to speak) end here.
-        self.connections.shutdown_all();
+        self.close_connections();
+    }
+
+    /// Ends every connection, once the dispatcher has. Each client is sent
+    /// the end of the stream (each writer has sent its own; a binary
+    /// publisher has none). Readers still throwing away what their clients
+    /// send get up to the linger to see them close: a socket shut with
+    /// bytes unread in it is answered with a reset, and the client can
+    /// lose its last replies with it. Then every socket is shut, which ends
+    /// the readers waiting for their clients to speak.
+    fn close_connections(&self) {
+        self.connections.shutdown_all(Shutdown::Write);
+        let deadline = Instant::now() + self.linger;
+        if !self.stopper.context.gate.wait_until_idle(deadline) {
+            log::warn!(
+                "clients still sending a linger ({:?}) after the stop are cut off",
+                self.linger
+            );
+        }
+        self.connections.shutdown_all(Shutdown::Both);
     }
 
     fn join_dispatcher(&mut self) -> io::Result<Stopped> {

@@ -19,6 +19,10 @@ pub struct BrookProcess {
     log: Arc<Mutex<String>>,
     /// Notified each time `log` grows.
     log_grew: Arc<Condvar>,
+    /// Told once stderr has been read to its end. The process may
+    /// have exited before its last lines are read off the pipe, so
+    /// [`BrookProcess::wait_for_exit`] waits for this too.
+    log_ended: mpsc::Receiver<()>,
 }
 
 impl BrookProcess {
@@ -40,6 +44,7 @@ impl BrookProcess {
         let log = Arc::new(Mutex::new(String::new()));
         let log_grew = Arc::new(Condvar::new());
         let (found, listening) = mpsc::channel();
+        let (ended, log_ended) = mpsc::channel();
         let (kept, grew) = (log.clone(), log_grew.clone());
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
@@ -55,12 +60,14 @@ impl BrookProcess {
                     let _ = found.send(addr.parse::<SocketAddr>());
                 }
             }
+            let _ = ended.send(());
         });
         let mut process = BrookProcess {
             child: Some(child),
             addr: "0.0.0.0:0".parse().unwrap(),
             log,
             log_grew,
+            log_ended,
         };
         match listening.recv_timeout(patience) {
             Ok(Ok(addr)) => process.addr = addr,
@@ -112,8 +119,9 @@ impl BrookProcess {
         }
     }
 
-    /// Waits up to `patience` for the process to exit and returns its
-    /// status. One that is still running then is killed, and the test fails.
+    /// Waits up to `patience` for the process to exit, and then for the
+    /// rest of its stderr, and returns its status. One that is still
+    /// running then is killed, and the test fails.
     #[track_caller]
     pub fn wait_for_exit(&mut self, patience: Duration) -> ExitStatus {
         let mut child = self.take_child();
@@ -127,12 +135,18 @@ impl BrookProcess {
                 .status();
         }
         let _ = waiter.join();
-        status.unwrap_or_else(|_| {
+        let status = status.unwrap_or_else(|_| {
             panic!(
                 "brook did not exit within {patience:?}; stderr:\n{}",
                 self.stderr()
             )
-        })
+        });
+        assert!(
+            self.log_ended.recv_timeout(patience).is_ok(),
+            "brook exited but its stderr did not end within {patience:?}:\n{}",
+            self.stderr()
+        );
+        status
     }
 }
 
