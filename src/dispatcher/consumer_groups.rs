@@ -11,6 +11,8 @@
 //! (`answers.rs`) for each connection that answered, and when a connection
 //! closes. A group that moved has its place saved with the round's writes
 //! (`groups_moved`, then `logs.rs`).
+//!
+//! Calls: `dead_letters.rs` (`send_to_dead_letters`).
 
 use std::sync::Arc;
 use std::time::Instant;

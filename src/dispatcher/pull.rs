@@ -7,6 +7,9 @@
 //! fit is served as the writer makes room (`Command::Written`), or as the
 //! fetcher brings old records back. A topic nobody has published to is
 //! not created for a pull.
+//!
+//! Calls: `consumer_groups.rs` (`check_group_room`, `group_index`), `logs.rs`
+//! (`write_now`), `delivery.rs` (`reply`, `serve`).
 
 use std::time::Instant;
 
