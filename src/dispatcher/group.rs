@@ -1,6 +1,12 @@
 //! Consumer groups: members that share a topic's messages, each message
 //! going to one member at a time.
 //!
+//! Not to be confused with its two namesakes: `consumer_groups.rs` is the
+//! dispatcher's side (creating groups, handing their messages to the
+//! members' sessions, settling answers), and `store/disk/groups.rs` the
+//! file in which the disk store saves where each group is. This file is
+//! the group itself, which knows nothing of sessions or of files.
+//!
 //! A fan-out subscriber is a cursor of its own into the topic's log (see
 //! `session/`). The members of a group share one cursor instead, and the
 //! group keeps what its members owe it:

@@ -2,6 +2,10 @@
 //! group (`default` unless the pull names one) has not given out yet, the
 //! way the DEV series' consumer drains a topic, then `+END <count>`.
 //!
+//! Not to be confused with `session/pulls.rs`: this file takes the
+//! request (finds the topic and the group, and queues the pull on the
+//! session); that one streams a session's queued pulls to its client.
+//!
 //! `pull` runs as the round takes the request: the pull is queued on the
 //! session and served at once (`serve`, in `delivery.rs`); what does not
 //! fit is served as the writer makes room (`Command::Written`), or as the

@@ -2,6 +2,10 @@
 //! to it until there are no more (or as many as it asked for), then a
 //! `+END` with the count.
 //!
+//! Not to be confused with `dispatcher/pull.rs`, which takes the `PULL`
+//! request and queues it here: this file streams a session's queued pulls
+//! to its client.
+//!
 //! A pull takes its messages from a consumer group of the topic
 //! (`group.rs`; the group `default` unless the pull names one), through the
 //! same [`Group::next`](crate::dispatcher::group::Group::next) the group's members
