@@ -146,7 +146,7 @@ pub(crate) struct Throttled {
 
 impl Throttled {
     /// Calls `log` with the note to append (empty, or "(and N more like it
-    /// in the last second)") if a second has passed since the last line;
+    /// since the last such line)") if a second has passed since the last line;
     /// otherwise counts the event.
     pub(crate) fn log(&mut self, log: impl FnOnce(&str)) {
         let now = Instant::now();

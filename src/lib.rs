@@ -55,7 +55,11 @@
 //! monitoring system (`--metrics-addr`).
 //!
 //! No file uses a file that uses it (`tests/layering.rs` checks), so each
-//! can be read knowing only the ones it names. What the client, the
+//! can be read knowing only the ones it names; but the files of
+//! `dispatcher/` from `topic_table.rs` on (and its `mod.rs`) are one
+//! `impl Dispatcher` split by kind of request, and call one another's
+//! methods, which that check cannot see: each names the files it calls
+//! in a "Calls:" line of its module doc. What the client, the
 //! examples, the tests and `main.rs` use is public; the rest is
 //! `pub(crate)`, and its docs are read with
 //! `cargo doc --document-private-items`.

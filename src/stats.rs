@@ -9,6 +9,13 @@
 //! figures are sums over the topics, made when someone asks, so nothing on
 //! the path of a message does more than bump two numbers; beside them,
 //! `STATS` reads the store's memory budget (`budget.rs`) as it is.
+//!
+//! One figure is not the dispatcher's: how long the fsyncs take. The
+//! syncer thread (`syncer.rs`) times each one into [`FsyncTimes`], a
+//! histogram whose bucket bounds are [`FSYNC_BUCKETS`], in atomics rather
+//! than cells, since it is bumped by the syncer thread and read by
+//! another, the metrics thread (`metrics.rs`), which serves it at
+//! `--metrics-addr`.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -9,6 +9,7 @@
 //! The chart's modules are the bench's own, included by path: the bench is
 //! an example, which a test cannot depend on otherwise.
 
+#[allow(dead_code)]
 #[path = "../examples/common/mod.rs"]
 mod common;
 #[allow(dead_code)]

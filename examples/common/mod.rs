@@ -14,9 +14,10 @@
 //! This directory is not an example of its own: cargo only discovers
 //! `examples/*.rs` and `examples/*/main.rs`. Each example includes it with
 //! `mod common;`.
-
-// Not every program uses every helper.
-#![allow(dead_code)]
+//!
+//! Each program is a crate of its own and uses a part of this file, so
+//! the items that some program leaves unused carry `#[allow(dead_code)]`,
+//! and only those: a helper that no program uses still warns.
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -29,6 +30,7 @@ use std::str::FromStr;
 use brook::client::ClientError;
 use brook::wire::request::StartAt;
 
+#[allow(dead_code)]
 pub mod temp;
 
 /// One flag a program accepts.
@@ -45,6 +47,7 @@ pub struct Flag {
 
 impl Flag {
     /// A flag as one row of a table: `default` is empty for none.
+    #[allow(dead_code)]
     pub const fn new(
         name: &'static str,
         value: &'static str,
@@ -102,6 +105,7 @@ pub fn read_flags(
     Ok(Some(given))
 }
 
+#[allow(dead_code)]
 pub const HOST: Flag = Flag {
     name: "--host",
     value: "HOST",
@@ -109,6 +113,7 @@ pub const HOST: Flag = Flag {
     default: Some("127.0.0.1"),
 };
 
+#[allow(dead_code)]
 pub const PORT: Flag = Flag {
     name: "--port",
     value: "PORT",
@@ -116,6 +121,7 @@ pub const PORT: Flag = Flag {
     default: Some("3000"),
 };
 
+#[allow(dead_code)]
 pub const COUNT: Flag = Flag {
     name: "--count",
     value: "N",
@@ -124,11 +130,13 @@ pub const COUNT: Flag = Flag {
 };
 
 /// The command line of one example, parsed.
+#[allow(dead_code)]
 pub struct Args {
     program: &'static str,
     values: HashMap<&'static str, String>,
 }
 
+#[allow(dead_code)]
 impl Args {
     /// Parses the process's arguments against `flags`. Prints the help and
     /// exits on `-h`/`--help`; prints the mistake and exits on anything else
@@ -217,6 +225,7 @@ impl Args {
 }
 
 /// The text `--help` prints.
+#[allow(dead_code)]
 fn help(program: &str, about: &str, usage: &str, flags: &[Flag]) -> String {
     let text = format!("{program}: {about}\n\nUsage: {program} {usage}\n\nFlags:\n");
     text + &flags_help(flags)
@@ -246,6 +255,7 @@ pub fn flags_help(flags: &[Flag]) -> String {
 /// a binary subscriber cannot say where in the log a message was. Each
 /// delivery is `MSG <topic> <offset> <nbytes>`, the payload and a newline,
 /// and is answered with `ACK`.
+#[allow(dead_code)]
 pub fn print_and_ack(args: &Args, topic: &str, start: StartAt) -> Result<(), Box<dyn Error>> {
     let broker = args.broker();
     let count = args.count();
@@ -270,6 +280,7 @@ pub fn print_and_ack(args: &Args, topic: &str, start: StartAt) -> Result<(), Box
 
 /// `SUB "<topic>" <start> manual\n`. The topic is always quoted, which
 /// the line protocol accepts for any name.
+#[allow(dead_code)]
 fn subscribe_line(topic: &str, start: StartAt) -> Vec<u8> {
     let mut line = String::from("SUB \"");
     for c in topic.chars() {
@@ -292,9 +303,11 @@ fn subscribe_line(topic: &str, start: StartAt) -> Vec<u8> {
 
 /// The longest reply line read: a `MSG` header with the longest topic
 /// name, quoted and escaped, and its numbers.
+#[allow(dead_code)]
 const MAX_LINE_BYTES: u64 = 2 * 65_535 + 64;
 
 /// Reads one reply line, without its newline.
+#[allow(dead_code)]
 fn read_line(replies: &mut impl BufRead) -> Result<String, Box<dyn Error>> {
     let mut line = Vec::new();
     replies.take(MAX_LINE_BYTES).read_until(b'\n', &mut line)?;
@@ -307,6 +320,7 @@ fn read_line(replies: &mut impl BufRead) -> Result<String, Box<dyn Error>> {
 /// Reads one delivery, `MSG <topic> <offset> <nbytes>`, its payload and
 /// its newline, and returns the offset and the payload. The topic is the
 /// one subscribed to, so only the two numbers at the end are read.
+#[allow(dead_code)]
 fn read_message(replies: &mut impl BufRead) -> Result<(u64, Vec<u8>), Box<dyn Error>> {
     let header = read_line(replies)?;
     if !header.starts_with("MSG ") {
@@ -325,6 +339,7 @@ fn read_message(replies: &mut impl BufRead) -> Result<(u64, Vec<u8>), Box<dyn Er
 }
 
 /// A reply that is not what was asked for: `-ERR <reason>`, most likely.
+#[allow(dead_code)]
 fn refusal(reply: &str) -> Box<dyn Error> {
     match reply.strip_prefix("-ERR ") {
         Some(reason) => format!("refused by the broker: {reason}").into(),
@@ -334,6 +349,7 @@ fn refusal(reply: &str) -> Box<dyn Error> {
 
 /// The error of a connection to `broker` that failed, with a hint when
 /// nothing listens there.
+#[allow(dead_code)]
 pub fn cannot_connect(broker: &str, error: impl Into<ClientError>) -> Box<dyn Error> {
     let error = error.into();
     let hint = match (&error, broker.rsplit_once(':')) {
@@ -352,6 +368,7 @@ pub fn cannot_connect(broker: &str, error: impl Into<ClientError>) -> Box<dyn Er
 /// Standard output has been closed by its reader, as `subscriber | head -3`
 /// does after three lines: the example ends quietly, and successfully.
 #[derive(Debug)]
+#[allow(dead_code)]
 pub struct StdoutClosed;
 
 impl fmt::Display for StdoutClosed {
@@ -364,6 +381,7 @@ impl Error for StdoutClosed {}
 
 /// Prints one line. Unlike `println!`, which panics when standard output
 /// has gone, this returns [`StdoutClosed`] then.
+#[allow(dead_code)]
 pub fn print(line: fmt::Arguments<'_>) -> Result<(), Box<dyn Error>> {
     let mut out = io::stdout().lock();
     match writeln!(out, "{line}").and_then(|()| out.flush()) {
@@ -375,6 +393,7 @@ pub fn print(line: fmt::Arguments<'_>) -> Result<(), Box<dyn Error>> {
 /// Turns the outcome of an example's work into its exit status, printing
 /// the error, if any, as one line. A closed standard output is no error:
 /// whoever read it has what they wanted.
+#[allow(dead_code)]
 pub fn exit_status(program: &str, outcome: Result<(), Box<dyn Error>>) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,8 +10,9 @@
 //! stay here across rounds, and tell the dispatcher how long it may wait
 //! for the next command.
 //!
-//! It uses no other file of this folder but `topic.rs`, so `mod.rs` can
-//! hold one.
+//! Of this folder it uses only `topic.rs` and `session/` (whose
+//! [`Session`] it asks for frames to post and a time to be woken), none of the
+//! `impl Dispatcher` files, so `mod.rs` can hold one.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};

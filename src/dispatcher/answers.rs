@@ -10,6 +10,9 @@
 //! after the timers (`timers.rs`), since an ack timeout counts as an
 //! answer too. A consumer acks in batches, and its window is then
 //! refilled in one go.
+//!
+//! Calls: `consumer_groups.rs` (`settle_groups`), `dead_letters.rs`
+//! (`dead_letter_given_up`).
 
 use std::time::Instant;
 

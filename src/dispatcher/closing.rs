@@ -10,6 +10,10 @@
 //! that. When the broker stops, after its last round, `end_sessions` ends
 //! every session at once and forces every log to disk, and
 //! `Dispatcher::run` waits for the writers ([`Ending`]).
+//!
+//! Calls: `subscribe.rs` (`remove_subscriber`), `consumer_groups.rs`
+//! (`settle_groups`), `dead_letters.rs` (`dead_letter_given_up`),
+//! `delivery.rs` (`serve`).
 
 use std::time::{Duration, Instant};
 

@@ -5,12 +5,18 @@
 //! or given up and sent to the dead-letter topic. What one group holds,
 //! and how it picks the next member and message, is `group.rs`.
 //!
+//! Not to be confused with `group.rs`, the [`Group`] type this file
+//! drives, nor with `store/disk/groups.rs`, the file in which the disk
+//! store saves where each group is.
+//!
 //! In a round: `pump_group` runs wherever a group may have work (a
 //! message became readable, a member joined or has room again, an answer
 //! came back); `settle_groups` runs in the round's answers step
 //! (`answers.rs`) for each connection that answered, and when a connection
 //! closes. A group that moved has its place saved with the round's writes
 //! (`groups_moved`, then `logs.rs`).
+//!
+//! Calls: `dead_letters.rs` (`send_to_dead_letters`).
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -9,6 +9,8 @@
 //! connection's are sent before its session is forgotten (`closing.rs`).
 //! A dead letter is appended like a publish with no publisher
 //! (`publish.rs`), so it is written and made durable with the round.
+//!
+//! Calls: `topic_table.rs` (`topic_id`), `publish.rs` (`append`).
 
 use std::time::Instant;
 

@@ -12,6 +12,9 @@
 //! for its connection's writer, and hands them all to the syncer with
 //! the round's sync jobs: the syncer posts them once what they tell of
 //! is durable (`syncer.rs`).
+//!
+//! Calls: `consumer_groups.rs` (`pump_group`), `closing.rs`
+//! (`settle_or_finish`).
 
 use std::time::Instant;
 

@@ -1,6 +1,12 @@
 //! Consumer groups: members that share a topic's messages, each message
 //! going to one member at a time.
 //!
+//! Not to be confused with its two namesakes: `consumer_groups.rs` is the
+//! dispatcher's side (creating groups, handing their messages to the
+//! members' sessions, settling answers), and `store/disk/groups.rs` the
+//! file in which the disk store saves where each group is. This file is
+//! the group itself, which knows nothing of sessions or of files.
+//!
 //! A fan-out subscriber is a cursor of its own into the topic's log (see
 //! `session/`). The members of a group share one cursor instead, and the
 //! group keeps what its members owe it:
@@ -168,9 +174,11 @@ impl Group {
     /// The one way a group's messages go out, to its members and to pulls
     /// alike: the next message of `log` before `until` (redeliveries
     /// first), to whoever `pick` chooses. `pick` is asked only when there
-    /// is a message to give, so a member's turn is not spent for nothing,
-    /// and before the message is read, so a message nobody has room for is
-    /// not fetched from the disk.
+    /// is a message to give, and before the message is read, so a message
+    /// nobody has room for is not fetched from the disk. When the message
+    /// then cannot be given ([`Next::Skipped`], [`Next::Later`]), the turn
+    /// `pick` took is given back, so a member's turn is not spent for
+    /// nothing.
     pub fn next<T>(
         &mut self,
         log: &dyn TopicLog,
@@ -181,6 +189,7 @@ impl Group {
         if !self.has_work(until) {
             return Next::Empty;
         }
+        let turn = self.turn;
         let Some(to) = pick(self) else {
             return Next::NoRoom;
         };
@@ -196,10 +205,12 @@ impl Group {
             },
             Lookup::Unreadable | Lookup::Nothing => {
                 self.done(offset);
+                self.turn = turn;
                 Next::Skipped
             }
             Lookup::Later => {
                 self.put_back(offset, deliveries);
+                self.turn = turn;
                 Next::Later
             }
         }
@@ -462,5 +473,96 @@ mod tests {
         };
         assert_eq!(first, expected);
         assert_eq!(group.next(&*log, 1, |_| Some(())), Next::Empty, "until 1");
+    }
+
+    /// A message that cannot be read is skipped without spending the turn
+    /// of the member it was to go to: that member gets the next one.
+    #[test]
+    fn a_skipped_message_does_not_spend_a_members_turn() {
+        let mut log = test_log::DamagedLog::new(1);
+        for payload in [&b"m0"[..], b"m1", b"m2"] {
+            log.append(Payload::from(payload)).unwrap();
+        }
+        let mut group = Group::new(Arc::from("g"), 0);
+        group.join(1);
+        group.join(2);
+        let next = |group: &mut Group| match group.next(&log, 3, |g| g.next_member(|_| true)) {
+            Next::Message { to, offset, .. } => Some((to, offset)),
+            Next::Skipped => None,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(next(&mut group), Some((1, 0)));
+        assert_eq!(next(&mut group), None, "1 is damaged");
+        assert_eq!(next(&mut group), Some((2, 2)), "still 2's turn");
+        group.done(0);
+        assert_eq!(group.position(), 2, "the group is done with 1 too");
+    }
+}
+
+/// A log for the tests of `dispatcher/`: one that cannot read one of its
+/// messages, as the disk store cannot read a damaged record.
+#[cfg(test)]
+pub(crate) mod test_log {
+    use crate::ids::{Offset, Payload};
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Lookup, Store, StoreError, SyncJob, TopicLog};
+
+    /// A log in memory whose message at `unreadable` reads as
+    /// [`Lookup::Unreadable`].
+    pub struct DamagedLog {
+        log: Box<dyn TopicLog>,
+        unreadable: Offset,
+    }
+
+    impl DamagedLog {
+        pub fn new(unreadable: Offset) -> DamagedLog {
+            let log = MemoryStore::new(None, 1 << 20).open("t").unwrap();
+            DamagedLog { log, unreadable }
+        }
+    }
+
+    impl TopicLog for DamagedLog {
+        fn append(&mut self, payload: Payload) -> Result<Offset, StoreError> {
+            self.log.append(payload)
+        }
+
+        fn read(&self, offset: Offset) -> Lookup {
+            match offset == self.unreadable {
+                true => Lookup::Unreadable,
+                false => self.log.read(offset),
+            }
+        }
+
+        fn write(&mut self) -> Result<Option<SyncJob>, StoreError> {
+            self.log.write()
+        }
+
+        fn start(&self) -> Offset {
+            self.log.start()
+        }
+
+        fn end(&self) -> Offset {
+            self.log.end()
+        }
+
+        fn over_retention(&self) -> bool {
+            self.log.over_retention()
+        }
+
+        fn apply_retention(&mut self, keep_from: Offset) {
+            self.log.apply_retention(keep_from)
+        }
+
+        fn held_bytes(&self) -> usize {
+            self.log.held_bytes()
+        }
+
+        fn last_used(&self) -> u64 {
+            self.log.last_used()
+        }
+
+        fn release_memory(&mut self, bytes: usize, keep_from: Offset) {
+            self.log.release_memory(bytes, keep_from)
+        }
     }
 }

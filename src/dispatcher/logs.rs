@@ -13,6 +13,8 @@
 //! (`budget.rs`) is kept last, once every cached record is in its file
 //! and may go; an in-memory store with nothing it may drop holds the
 //! publishers back instead.
+//!
+//! Calls: `publish.rs` (`became_readable`, `refuse_unwritten`).
 
 use std::time::{Duration, Instant};
 

@@ -75,9 +75,9 @@
 //! | `Command::Written`, `Command::Fetched` | `delivery.rs` |
 //! | `PING`, `HELP`, `Command::Attach`, `Command::Shutdown` | here |
 //!
-//! The files of this folder, from the bottom up (each uses only the ones
-//! before it; from `topic_table.rs` on, each is one `impl Dispatcher`
-//! block, and they call one another's methods through `self`):
+//! The files of this folder come in two kinds. The first four are layers,
+//! read from the bottom up: each uses only the ones before it
+//! (`tests/layering.rs` checks it):
 //!
 //! - `topic.rs`: one topic as the dispatcher holds it; `session/` reads
 //!   it too.
@@ -86,6 +86,17 @@
 //!   awaiting its answers (`in_flight.rs`), its pulls (`pulls.rs`) and the
 //!   frames waiting for its writer (`outbox.rs`).
 //! - `agenda.rs`: the [`Agenda`], what a round has put off.
+//!
+//! This file and the rest are not layers: they are one `impl Dispatcher`,
+//! split into files by kind of request, and they call one another's
+//! methods through `self`, in circles too (`serve`, in `delivery.rs`,
+//! calls `settle_or_finish`, in `closing.rs`, whose `detach` calls
+//! `serve`). `tests/layering.rs` sees only the paths a file
+//! names, not `self.method()` calls, so it cannot check them; instead each
+//! one's module doc ends with a "Calls:" line naming the files whose
+//! methods it calls. This file's `handle` and `request` call into every
+//! one of them (the table above).
+//!
 //! - this file: the [`Dispatcher`], the round loop, the command switch.
 //! - `topic_table.rs`: finding and creating topics, within `--max-topics`.
 //! - `publish.rs`: appending, confirming, refusing for a full disk.

@@ -10,6 +10,9 @@
 //! back into refusals before anything about them has gone out (the module
 //! doc of `mod.rs` says why). One log line starts a full-disk episode and
 //! one ends it (`disk_is_full`, `stored_again`).
+//!
+//! Calls: `topic_table.rs` (`topic_id`, `topic_unavailable`), `delivery.rs`
+//! (`offer`, `reply`).
 
 use std::sync::Arc;
 use std::time::Instant;

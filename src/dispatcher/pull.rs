@@ -2,11 +2,18 @@
 //! group (`default` unless the pull names one) has not given out yet, the
 //! way the DEV series' consumer drains a topic, then `+END <count>`.
 //!
+//! Not to be confused with `session/pulls.rs`: this file takes the
+//! request (finds the topic and the group, and queues the pull on the
+//! session); that one streams a session's queued pulls to its client.
+//!
 //! `pull` runs as the round takes the request: the pull is queued on the
 //! session and served at once (`serve`, in `delivery.rs`); what does not
 //! fit is served as the writer makes room (`Command::Written`), or as the
 //! fetcher brings old records back. A topic nobody has published to is
 //! not created for a pull.
+//!
+//! Calls: `consumer_groups.rs` (`check_group_room`, `group_index`), `logs.rs`
+//! (`write_now`), `delivery.rs` (`reply`, `serve`).
 
 use std::time::Instant;
 

@@ -6,6 +6,8 @@
 //! nothing: a report is made from what the dispatcher already holds and
 //! counts (each topic's counters are in `stats.rs`, the report types in
 //! `wire/reply.rs`).
+//!
+//! Calls: no other file's methods.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;

@@ -9,6 +9,11 @@
 //! by `consumer_groups.rs`. The topics are written first (`topics_to_subscribe`),
 //! so that a subscription that starts at the end starts after what its
 //! client published just before.
+//!
+//! Calls: `topic_table.rs` (`topic_id`, `topic_unavailable`), `publish.rs`
+//! (`disk_is_full`), `consumer_groups.rs` (`check_group_room`,
+//! `group_index`, `pump_group`, `settle_groups`), `logs.rs` (`write_now`),
+//! `delivery.rs` (`reply`).
 
 use std::time::Instant;
 

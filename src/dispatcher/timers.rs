@@ -8,6 +8,8 @@
 //! recognised and skipped when it pops. `next_deadline` also counts the
 //! lingering writers' deadlines (`closing.rs`) and the next retention age
 //! check (`logs.rs`): the round loop waits for a command until then.
+//!
+//! Calls: `closing.rs` (`settle_or_finish`).
 
 use std::cmp::Reverse;
 use std::time::Instant;

@@ -6,6 +6,8 @@
 //! Not a step of the round: the requests that name topics call it
 //! (`publish.rs`, `subscribe.rs`, `dead_letters.rs`), and so does
 //! `Dispatcher::new`, for the topics the store recovered.
+//!
+//! Calls: `delivery.rs` (`reply`).
 
 use std::sync::Arc;
 

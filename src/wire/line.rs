@@ -152,7 +152,8 @@ impl From<LineError> for Refusal {
     /// newline, and the next one is read.
     fn from(error: LineError) -> Refusal {
         let fatal = error == LineError::BinaryData;
-        Refusal::new(error.reply(), fatal, error.reply())
+        let reply = error.reply();
+        Refusal::new(reply.clone(), fatal, reply)
     }
 }
 

@@ -6,8 +6,10 @@
 //! for `nc` and people (`line.rs`). Both decoders make the same
 //! `Request`s (`request.rs`), so nothing after the
 //! reader knows which protocol a client speaks; the dispatcher answers with
-//! the same `Outgoing` frames (`reply.rs`), and each
-//! writer thread encodes them with its client's protocol.
+//! the same `Reply` values (`reply.rs`), which a session's outbox
+//! (`dispatcher/session/outbox.rs`) wraps, with the deliveries, as
+//! `Outgoing` frames, and each writer thread encodes them with its
+//! client's protocol.
 //!
 //! Read `request.rs` and `reply.rs` first: the two decoders and encoders
 //! use them, and apart from them only `json.rs`, which `binary.rs` uses

@@ -85,7 +85,7 @@ pub struct Fence {
     markers: u32,
 }
 
-pub const FENCE_TOPIC: &str = "test-fence";
+const FENCE_TOPIC: &str = "test-fence";
 
 impl Fence {
     pub fn new(addr: SocketAddr) -> Fence {
@@ -128,7 +128,7 @@ pub struct Bystander {
     round: u32,
 }
 
-pub const BYSTANDER_TOPIC: &str = "bystander";
+const BYSTANDER_TOPIC: &str = "bystander";
 
 impl Bystander {
     pub fn new(addr: SocketAddr) -> Bystander {

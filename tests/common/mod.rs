@@ -15,25 +15,37 @@
 //!
 //! Nothing here sleeps: every wait is a blocking read with a deadline.
 
-// Each test file uses a different subset of these helpers.
-#![allow(dead_code)]
-
 use std::time::Duration;
 
+// Each test file is a crate of its own and uses a few of these modules,
+// and a part of each, so each module (and constant) may go unused in one
+// of them. The allowance is on each, not on this whole file, so that
+// anything added here outside them still warns when unused.
+#[allow(dead_code)]
 pub mod broker;
+#[allow(dead_code)]
 pub mod client;
+#[allow(dead_code)]
 pub mod frames;
+#[allow(dead_code)]
 pub mod line;
+#[allow(dead_code)]
 pub mod memory;
+#[allow(dead_code)]
 pub mod process;
+#[allow(dead_code)]
 pub mod raw;
+#[allow(dead_code)]
 pub mod rng;
+#[allow(dead_code)]
 #[path = "../../examples/common/temp.rs"]
 pub mod temp;
 
 /// The longest a test waits for something that should arrive.
+#[allow(dead_code)]
 pub const WAIT: Duration = Duration::from_secs(5);
 
 /// How long a test watches for something that should not arrive when a bug
 /// would make it arrive at once (no timer involved).
+#[allow(dead_code)]
 pub const QUIET: Duration = Duration::from_millis(300);

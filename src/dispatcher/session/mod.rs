@@ -503,6 +503,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::dispatcher::group::test_log::DamagedLog;
     use crate::dispatcher::group::{Group, Next, Refused};
     use crate::store::memory::MemoryStore;
     use crate::store::Store;
@@ -1141,5 +1142,27 @@ mod tests {
         broker.settle_group(0, 100);
         assert_eq!(broker.sent(0), [], "the pull took the rest");
         assert_eq!(broker.topics[TOPIC].groups[GROUP].position(), 3);
+    }
+
+    /// A pull that skips a message it cannot read moves its group past
+    /// it, and says so, so that the group's new place is saved.
+    #[test]
+    fn a_pull_that_skips_an_unreadable_message_moves_its_group() {
+        let mut broker = Broker::new(1, 16);
+        broker.topics[TOPIC].log = Box::new(DamagedLog::new(0));
+        broker.topics[TOPIC]
+            .groups
+            .push(Group::new(Arc::from("g"), 0));
+        broker.publish(1, 0);
+        broker.sessions[0].add_pull(Some((TOPIC, GROUP)), 1, None);
+        let now = broker.at(10);
+        let moved = broker.sessions[0].stream_pulls(&mut broker.topics, now);
+        assert_eq!(moved, [(TOPIC, GROUP)], "the group is past 0");
+        assert_eq!(broker.topics[TOPIC].groups[GROUP].position(), 1);
+        let frames = broker.sessions[0].outbox.take_frames();
+        assert!(matches!(
+            frames.as_slice(),
+            [Outgoing::Reply(Reply::PullDone { count: 0 })]
+        ));
     }
 }

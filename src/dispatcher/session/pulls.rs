@@ -2,6 +2,10 @@
 //! to it until there are no more (or as many as it asked for), then a
 //! `+END` with the count.
 //!
+//! Not to be confused with `dispatcher/pull.rs`, which takes the `PULL`
+//! request and queues it here: this file streams a session's queued pulls
+//! to its client.
+//!
 //! A pull takes its messages from a consumer group of the topic
 //! (`group.rs`; the group `default` unless the pull names one), through the
 //! same [`Group::next`](crate::dispatcher::group::Group::next) the group's members
@@ -57,11 +61,21 @@ pub struct Pulls {
 /// What [`Pulls::stream`] did.
 #[derive(Debug, Default)]
 pub struct Streamed {
-    /// The groups that gave out messages: their logs must save where they
-    /// are.
+    /// The groups that gave out or skipped messages: their logs must save
+    /// where they are.
     pub moved: Vec<(TopicId, usize)>,
     /// Whether any message was queued.
     pub progressed: bool,
+}
+
+impl Streamed {
+    /// Notes that group `index` of topic `id` finished with a message,
+    /// once for each run of messages from the same group.
+    fn note_moved(&mut self, id: TopicId, index: usize) {
+        if self.moved.last() != Some(&(id, index)) {
+            self.moved.push((id, index));
+        }
+    }
 }
 
 impl Pulls {
@@ -132,7 +146,10 @@ impl Pulls {
                         payload,
                         ..
                     } => (offset, deliveries, payload),
-                    Next::Skipped => continue,
+                    Next::Skipped => {
+                        streamed.note_moved(id, index);
+                        continue;
+                    }
                     Next::Empty => {
                         self.end_pull(outbox);
                         continue;
@@ -140,9 +157,7 @@ impl Pulls {
                     Next::NoRoom | Next::Later => return streamed,
                 };
             topic.groups[index].done(offset);
-            if streamed.moved.last() != Some(&(id, index)) {
-                streamed.moved.push((id, index));
-            }
+            streamed.note_moved(id, index);
             pull.left -= 1;
             pull.sent += 1;
             streamed.progressed = true;

@@ -2,6 +2,10 @@
 //! too), so that a group that comes back after a restart goes on where it
 //! was ([`GroupPosition`]).
 //!
+//! Not to be confused with `dispatcher/group.rs`, a consumer group itself,
+//! nor with `dispatcher/consumer_groups.rs`, which hands its messages out:
+//! this file only saves and reads back where each group is.
+//!
 //! The dispatcher records each position as it moves
 //! ([`Groups::set`]); at the end of a round in which one moved,
 //! [`Groups::save`] hands the syncer thread a job that writes the whole
