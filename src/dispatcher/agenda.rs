@@ -2,7 +2,7 @@
 //! later time.
 //!
 //! While it carries out commands, the dispatcher only notes what follows
-//! from them here: a session with frames to post ([`Agenda::settle`]), a
+//! from them here: a session with frames to post ([`Agenda::register`]), a
 //! topic to write or trim, a connection whose answers must reach its
 //! groups. The steps at the end of the round (`mod.rs`, `run_rounds`) then
 //! each take their list and do the work once, however many commands asked
@@ -37,7 +37,7 @@ use crate::writer::{Link, Parcel};
 /// (`&mut` into `Dispatcher::sessions`) or one topic must still note what
 /// that session or topic needs next, and Rust lets two fields of `self` be
 /// borrowed at once, but not a field and all of `self`. So
-/// `self.agenda.settle(conn, session)` works where a method of
+/// `self.agenda.register(conn, session)` works where a method of
 /// `Dispatcher` would not. It also reads as the list of what a round
 /// leaves to its end: each step of the round takes its part of it.
 #[derive(Default)]
@@ -46,7 +46,7 @@ pub(super) struct Agenda {
     /// after a Nack, a pull's deadline), earliest first.
     pub(super) wakeups: BinaryHeap<Reverse<(Instant, ConnId)>>,
     /// Sessions with frames in their outboxes, to pack and post.
-    pub(super) to_flush: Vec<ConnId>,
+    pub(super) to_pack: Vec<ConnId>,
     /// Topics that grew past their retention this round.
     pub(super) to_trim: Vec<TopicId>,
     /// Topics appended to or pulled from this round.
@@ -109,12 +109,12 @@ impl Agenda {
         }
     }
 
-    /// Registers what `session` needs after it changed: a flush if it has
+    /// Registers what `session` needs after it changed: packing, if it has
     /// frames queued, and a wake-up if it needs one earlier than it has.
-    pub(super) fn settle(&mut self, conn: ConnId, session: &mut Session) {
-        if session.has_frames_queued() && !session.flush_registered {
-            session.flush_registered = true;
-            self.to_flush.push(conn);
+    pub(super) fn register(&mut self, conn: ConnId, session: &mut Session) {
+        if session.has_frames_queued() && !session.pack_registered {
+            session.pack_registered = true;
+            self.to_pack.push(conn);
         }
         if let Some(when) = session.next_wake() {
             if session

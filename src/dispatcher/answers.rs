@@ -60,7 +60,7 @@ impl Dispatcher {
     fn refill(&mut self, conn: ConnId, now: Instant) {
         if let Some(session) = self.sessions.get_mut(&conn) {
             session.pump(&self.topics, now);
-            self.agenda.settle(conn, session);
+            self.agenda.register(conn, session);
         }
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! A closed connection's subscriptions and group places end at once
 //! (`detach`), but its session lives on until the pulls it asked for are
-//! done (`settle_or_finish`, `finish`). Its writer then gets the linger
+//! done (`register_or_forget`, `forget_session`). Its writer then gets the linger
 //! (5 s) to write what it holds: each round's lingering step
 //! (`close_lingering`) shuts the socket of a writer still at it after
 //! that. When the broker stops, after its last round, `end_sessions` ends
@@ -47,14 +47,14 @@ impl Dispatcher {
 
     /// After a session changed: registers what it needs next, or forgets
     /// it if it was closing and is done.
-    pub(super) fn settle_or_finish(&mut self, conn: ConnId, now: Instant) {
+    pub(super) fn register_or_forget(&mut self, conn: ConnId, now: Instant) {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
         if session.is_done(now) {
-            self.finish(conn, now);
+            self.forget_session(conn, now);
         } else {
-            self.agenda.settle(conn, session);
+            self.agenda.register(conn, session);
         }
     }
 
@@ -63,7 +63,7 @@ impl Dispatcher {
     /// the session. A writer with frames left gets until the linger
     /// deadline; one whose pull stalled is cut off at once, since its
     /// client has already stopped reading for that long.
-    fn finish(&mut self, conn: ConnId, now: Instant) {
+    fn forget_session(&mut self, conn: ConnId, now: Instant) {
         let Some(mut session) = self.sessions.remove(&conn) else {
             return;
         };

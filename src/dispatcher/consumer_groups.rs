@@ -99,7 +99,7 @@ impl Dispatcher {
             };
             let topic = (id, &self.topics[id]);
             let done = session.queue_for_group(index, offset, deliveries, payload, topic, now);
-            self.agenda.settle(conn, session);
+            self.agenda.register(conn, session);
             if done {
                 self.group_done(id, index, offset);
             }

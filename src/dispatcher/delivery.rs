@@ -8,13 +8,13 @@
 //! (`serve`, for `Command::Written`), and when its answers freed room in
 //! its window (`refill`, in `answers.rs`); `reply` queues the answer to a
 //! request. What a session does with each is `session/`'s part. At the
-//! round's end `flush` packs each outbox the round filled into one parcel
+//! round's end `hand_over_round` packs each outbox the round filled into one parcel
 //! for its connection's writer, and hands them all to the syncer with
 //! the round's sync jobs: the syncer posts them once what they tell of
 //! is durable (`syncer.rs`).
 //!
 //! Calls: `consumer_groups.rs` (`pump_group`), `closing.rs`
-//! (`settle_or_finish`).
+//! (`register_or_forget`).
 
 use std::time::Instant;
 
@@ -30,7 +30,7 @@ impl Dispatcher {
         for &conn in &self.topics[id].subscribers {
             if let Some(session) = self.sessions.get_mut(&conn) {
                 session.offer(id, &self.topics, now);
-                self.agenda.settle(conn, session);
+                self.agenda.register(conn, session);
             }
         }
         for index in 0..self.topics[id].groups.len() {
@@ -73,7 +73,7 @@ impl Dispatcher {
                 .iter()
                 .map(|m| (m.topic, m.group))
                 .collect();
-            self.settle_or_finish(conn, now);
+            self.register_or_forget(conn, now);
             for (id, index) in groups {
                 self.pump_group(id, index, now);
             }
@@ -85,16 +85,16 @@ impl Dispatcher {
     pub(super) fn reply(&mut self, conn: ConnId, reply: Reply) {
         if let Some(session) = self.sessions.get_mut(&conn) {
             session.reply(reply);
-            self.agenda.settle(conn, session);
+            self.agenda.register(conn, session);
         }
     }
 
     /// Packs every outbox filled this round and posts them, after the
     /// round's writes are durable (see `syncer.rs`).
-    pub(super) fn flush(&mut self) -> Result<(), StoreError> {
-        for conn in self.agenda.to_flush.drain(..) {
+    pub(super) fn hand_over_round(&mut self) -> Result<(), StoreError> {
+        for conn in self.agenda.to_pack.drain(..) {
             if let Some(session) = self.sessions.get_mut(&conn) {
-                session.flush_registered = false;
+                session.pack_registered = false;
                 self.agenda.parcels.extend(session.pack());
             }
         }

@@ -90,7 +90,7 @@
 //! This file and the rest are not layers: they are one `impl Dispatcher`,
 //! split into files by kind of request, and they call one another's
 //! methods through `self`, in circles too (`serve`, in `delivery.rs`,
-//! calls `settle_or_finish`, in `closing.rs`, whose `detach` calls
+//! calls `register_or_forget`, in `closing.rs`, whose `detach` calls
 //! `serve`). `tests/layering.rs` sees only the paths a file
 //! names, not `self.method()` calls, so it cannot check them; instead each
 //! one's module doc ends with a "Calls:" line naming the files whose
@@ -150,10 +150,10 @@ use crate::wire::request::{Decoded, Request};
 use agenda::{Agenda, Publisher};
 use topic::Topic;
 
-/// How many commands one round takes before it flushes.
+/// How many commands one round takes before it ends.
 pub const MAX_COMMANDS_PER_ROUND: usize = 1024;
 
-/// How long one round goes on taking commands before it flushes. Nothing
+/// How long one round goes on taking commands before it ends. Nothing
 /// the round produced (a delivery, a confirmation) goes out before the
 /// round ends, so a round must stay short even when every command is slow,
 /// as with `--fsync always`, where each message waits for the disk.
@@ -351,7 +351,7 @@ impl Dispatcher {
             self.apply_retention();
             self.write_logs(now)?;
             self.keep_within_budget(commands, now);
-            self.flush()?;
+            self.hand_over_round()?;
         }
         Ok(())
     }

@@ -51,7 +51,7 @@ impl Dispatcher {
         log::debug!("conn {conn}: subscribed to {names:?} from {start:?}, {ack:?}");
         session.reply(Reply::Subscribed);
         session.pump(&self.topics, now);
-        self.agenda.settle(conn, session);
+        self.agenda.register(conn, session);
         Ok(())
     }
 
@@ -90,7 +90,7 @@ impl Dispatcher {
         }
         log::debug!("conn {conn}: joined group {group:?} of {names:?}, {ack:?}");
         session.reply(Reply::Subscribed);
-        self.agenda.settle(conn, session);
+        self.agenda.register(conn, session);
         for (id, index) in joined {
             self.pump_group(id, index, now);
         }
@@ -120,7 +120,7 @@ impl Dispatcher {
         }
         log::debug!("conn {conn}: unsubscribed from {names:?}");
         session.reply(Reply::Unsubscribed);
-        self.agenda.settle(conn, session);
+        self.agenda.register(conn, session);
         self.settle_groups(conn, now)
     }
 

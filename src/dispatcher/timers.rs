@@ -9,7 +9,7 @@
 //! lingering writers' deadlines (`closing.rs`) and the next retention age
 //! check (`logs.rs`): the round loop waits for a command until then.
 //!
-//! Calls: `closing.rs` (`settle_or_finish`).
+//! Calls: `closing.rs` (`register_or_forget`).
 
 use std::cmp::Reverse;
 use std::time::Instant;
@@ -49,7 +49,7 @@ impl Dispatcher {
             }
             session.wake_registered = None;
             session.wake(&self.topics, now);
-            self.settle_or_finish(conn, now);
+            self.register_or_forget(conn, now);
             self.agenda.answered.push(conn);
         }
     }

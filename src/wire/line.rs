@@ -2,18 +2,10 @@
 //!
 //! A client that starts with any byte but `0x00` speaks this protocol (a
 //! binary client always starts with `0x00`, the high byte of its first
-//! action). It can do everything a binary client can, over the same topics:
-//!
-//! ```text
-//! PUB <topic> <text>                       → +OK <offset>
-//! PUBN <topic> <nbytes>\n<bytes>\n         → +OK <offset>     (binary-safe)
-//! SUB <topic> [beginning|current|from <offset>] [manual]  → +OK, then deliveries
-//! UNSUB <topic>                            → +OK
-//! ACK / NACK                               (manual subscriptions; no reply)
-//! PULL <topic> [max] [group <name>]      → deliveries, then +END <count>
-//! TOPICS / STATS / HELP                    → lines, then +END
-//! PING → +PONG        QUIT → +BYE, and the broker closes the connection
-//! ```
+//! action). It can do everything a binary client can, over the same topics.
+//! The commands are listed once, in the text `HELP` prints (the `HELP`
+//! constant near the end of this file, which a client gets by sending
+//! `HELP`); `docs/PROTOCOL.md` §8 gives each its replies and errors.
 //!
 //! A delivery is `MSG <topic> <offset> <nbytes>`, a newline, the payload, and
 //! a newline. A refused line gets `-ERR <reason>`. Lines end with `\n`, and a

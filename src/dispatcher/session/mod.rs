@@ -117,9 +117,9 @@ pub struct Session {
     /// are done, or when this deadline passes without progress.
     closing: Option<Instant>,
     /// Bookkeeping for the dispatcher: the wake-up it has registered for this
-    /// session, and whether the outbox is already on its list to flush.
+    /// session, and whether the outbox is already on its list to be packed.
     pub(crate) wake_registered: Option<Instant>,
-    pub(crate) flush_registered: bool,
+    pub(crate) pack_registered: bool,
 }
 
 impl Session {
@@ -135,7 +135,7 @@ impl Session {
             pulls: Pulls::default(),
             closing: None,
             wake_registered: None,
-            flush_registered: false,
+            pack_registered: false,
         }
     }
 
