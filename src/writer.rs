@@ -49,7 +49,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::ids::{ConnId, Payload};
 use crate::wire::reply::{Outgoing, Reply};
-use crate::wire::{binary, line};
+use crate::wire::{binary, line_replies};
 
 /// Which protocol a connection speaks, and so how its frames are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -428,7 +428,9 @@ impl Encoder {
             (Outgoing::Reply(reply), Wire::Binary) => {
                 binary::encode_reply(&mut self.scratch, &reply)
             }
-            (Outgoing::Reply(reply), Wire::Line) => line::encode_reply(&mut self.scratch, &reply),
+            (Outgoing::Reply(reply), Wire::Line) => {
+                line_replies::encode_reply(&mut self.scratch, &reply)
+            }
             (Outgoing::Delivery { topic, payload, .. }, Wire::Binary) => {
                 binary::encode_delivery_header(&mut self.scratch, &topic, payload.len());
                 self.push_payload(payload);
@@ -441,7 +443,12 @@ impl Encoder {
                 },
                 Wire::Line,
             ) => {
-                line::encode_delivery_header(&mut self.scratch, &topic, offset, payload.len());
+                line_replies::encode_delivery_header(
+                    &mut self.scratch,
+                    &topic,
+                    offset,
+                    payload.len(),
+                );
                 self.push_payload(payload);
                 self.scratch.push(b'\n');
             }

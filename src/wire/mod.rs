@@ -9,7 +9,7 @@
 //! the same `Reply` values (`reply.rs`), which a session's outbox
 //! (`dispatcher/session/outbox.rs`) wraps, with the deliveries, as
 //! `Outgoing` frames, and each writer thread encodes them with its
-//! client's protocol.
+//! client's protocol: `binary.rs`'s encoders, or `line_replies.rs`.
 //!
 //! Read `request.rs` and `reply.rs` first: the two decoders and encoders
 //! use them, and apart from them only `json.rs`, which `binary.rs` uses
@@ -18,5 +18,6 @@
 pub mod binary;
 pub mod json;
 pub mod line;
+pub mod line_replies;
 pub(crate) mod reply;
 pub mod request;

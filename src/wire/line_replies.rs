@@ -1,0 +1,165 @@
+//! What the broker writes to a line-protocol client: deliveries
+//! (`MSG <topic> <offset> <nbytes>`, the payload, a newline), the replies
+//! (`+OK`, `-ERR <reason>`, `+END <count>`...), the `TOPICS` and `STATS`
+//! reports, and the `HELP` text, which is the one list of the line
+//! commands. The writer thread (`writer.rs`) is the only caller, for a
+//! connection whose first byte chose the line protocol; `line.rs` reads
+//! what such a client sends.
+//!
+//! Topic names are written the way `line.rs` reads them: a bare word if
+//! the name can be one, else a double-quoted string with escapes, so any
+//! name a binary client can use comes back intact.
+
+use std::fmt;
+use std::io::Write;
+
+use super::reply::{BrokerReport, Reply, TopicReport};
+use crate::ids::Offset;
+
+/// Appends a topic name as a bare word if it can be one, else quoted.
+pub fn encode_topic(out: &mut Vec<u8>, name: &str) {
+    let bare = !name.is_empty()
+        && !name
+            .chars()
+            .any(|c| c == '"' || c.is_ascii_whitespace() || c.is_control());
+    if bare {
+        out.extend_from_slice(name.as_bytes());
+        return;
+    }
+    out.push(b'"');
+    for c in name.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            '\0' => out.extend_from_slice(b"\\0"),
+            c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
+    }
+    out.push(b'"');
+}
+
+/// Appends `MSG <topic> <offset> <nbytes>\n`. The payload and a newline
+/// follow; the writer sends the payload from its shared buffer.
+pub(crate) fn encode_delivery_header(
+    out: &mut Vec<u8>,
+    topic: &str,
+    offset: Offset,
+    payload_len: usize,
+) {
+    write_topic_line(out, "MSG", topic, format_args!("{offset} {payload_len}"));
+}
+
+/// Appends a reply.
+pub(crate) fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
+    match reply {
+        Reply::Subscribed | Reply::Unsubscribed => out.extend_from_slice(b"+OK\n"),
+        Reply::Error(reason) => write_line(out, format_args!("-ERR {reason}")),
+        Reply::DiskFull(full) => write_line(out, format_args!("-ERR {full}")),
+        Reply::OverLimit(limit) => write_line(out, format_args!("-ERR {limit}")),
+        Reply::Published { offset, .. } => write_line(out, format_args!("+OK {offset}")),
+        Reply::PullDone { count } => write_line(out, format_args!("+END {count}")),
+        Reply::Pong => out.extend_from_slice(b"+PONG\n"),
+        Reply::Bye => out.extend_from_slice(b"+BYE\n"),
+        Reply::Help => out.extend_from_slice(HELP.as_bytes()),
+        Reply::Topics(topics) => encode_topics(out, topics),
+        Reply::Stats(report) => encode_stats(out, report),
+    }
+}
+
+/// `+TOPIC <topic> messages=<n> first=<offset> next=<offset> subscribers=<n>`
+/// per topic, then `+END`.
+fn encode_topics(out: &mut Vec<u8>, topics: &[TopicReport]) {
+    for topic in topics {
+        write_topic_line(
+            out,
+            "+TOPIC",
+            &topic.name,
+            format_args!(
+                "messages={} first={} next={} subscribers={}",
+                topic.messages(),
+                topic.first,
+                topic.next,
+                topic.subscribers
+            ),
+        );
+    }
+    out.extend_from_slice(b"+END\n");
+}
+
+/// `+STAT <name> <value>` per broker-wide figure, then one `+STAT topic`
+/// line per topic, each followed by a `+STAT group <topic> <group>` line
+/// per consumer group of the topic, then `+END`.
+fn encode_stats(out: &mut Vec<u8>, report: &BrokerReport) {
+    for (name, value) in report.totals() {
+        write_line(out, format_args!("+STAT {name} {value}"));
+    }
+    for topic in &report.topics {
+        write_topic_line(
+            out,
+            "+STAT topic",
+            &topic.name,
+            format_args!(
+                "messages_in={} messages_out={} bytes_in={} bytes_out={} subscribers={}",
+                topic.messages_in,
+                topic.messages_out,
+                topic.bytes_in,
+                topic.bytes_out,
+                topic.subscribers
+            ),
+        );
+        for group in &topic.groups {
+            out.extend_from_slice(b"+STAT group ");
+            encode_topic(out, &topic.name);
+            out.push(b' ');
+            encode_topic(out, &group.name);
+            write_line(
+                out,
+                format_args!(
+                    " members={} position={} lag={}",
+                    group.members, group.position, group.lag
+                ),
+            );
+        }
+    }
+    out.extend_from_slice(b"+END\n");
+}
+
+/// Appends `<head> <topic> <fields>` and a newline, the topic written as
+/// [`encode_topic`] does.
+fn write_topic_line(out: &mut Vec<u8>, head: &str, topic: &str, fields: fmt::Arguments<'_>) {
+    out.extend_from_slice(head.as_bytes());
+    out.push(b' ');
+    encode_topic(out, topic);
+    out.push(b' ');
+    write_line(out, fields);
+}
+
+/// Appends formatted text and a newline.
+fn write_line(out: &mut Vec<u8>, text: fmt::Arguments<'_>) {
+    // Writing to a Vec cannot fail.
+    let _ = out.write_fmt(text);
+    out.push(b'\n');
+}
+
+/// What `HELP` prints.
+const HELP: &str = "\
++HELP brook line protocol. Commands are case-insensitive; a topic is a word or a \"quoted string\".
++  PUB <topic> <text>                 publish the rest of the line; replies +OK <offset>
++  PUBN <topic> <nbytes>              publish the next nbytes raw bytes (then a newline); +OK <offset>
++  SUB <topic> [beginning|current|from <offset>] [manual] [group <name>]
++                                     subscribe (default: current); messages come as
++                                     MSG <topic> <offset> <nbytes>, the payload, a newline;
++                                     with group, share them with the group's other members
++  UNSUB <topic>                      stop a subscription, and leave the topic's groups
++  ACK / NACK                         answer the oldest delivery of a manual subscription
++  PULL <topic> [max] [group <name>]  take what the group (default: default) has not given out; +END <count>
++  TOPICS                             list the topics with their offsets
++  STATS                              counters for the broker and each topic
++  PING                               replies +PONG
++  HELP                               this list
++  QUIT                               replies +BYE and closes the connection
++END
+";
