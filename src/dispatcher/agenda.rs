@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use super::topic::Topic;
 use crate::dispatcher::session::Session;
-use crate::ids::{ConnId, Offset, TopicId};
+use crate::ids::{ConnId, IdMap, Offset, TopicId};
 use crate::queue::Hangup;
 use crate::store::SyncJob;
 use crate::writer::{Link, Parcel};
@@ -45,7 +45,12 @@ pub(super) struct Agenda {
     /// When each session asked to be woken (an ack timeout, a redelivery
     /// after a Nack, a pull's deadline), earliest first.
     pub(super) wakeups: BinaryHeap<Reverse<(Instant, ConnId)>>,
-    /// Sessions with frames in their outboxes, to pack and post.
+    /// The wake-up each session is in `wakeups` for: an entry of the heap
+    /// that does not match is one an earlier wake-up superseded.
+    pub(super) registered_wakeups: IdMap<ConnId, Instant>,
+    /// Sessions with frames in their outboxes, to pack and post. A session
+    /// may be listed twice (packing an empty outbox does nothing), but
+    /// seldom is: its registrations come one after another.
     pub(super) to_pack: Vec<ConnId>,
     /// Topics that grew past their retention this round.
     pub(super) to_trim: Vec<TopicId>,
@@ -111,20 +116,27 @@ impl Agenda {
 
     /// Registers what `session` needs after it changed: packing, if it has
     /// frames queued, and a wake-up if it needs one earlier than it has.
-    pub(super) fn register(&mut self, conn: ConnId, session: &mut Session) {
-        if session.has_frames_queued() && !session.pack_registered {
-            session.pack_registered = true;
+    pub(super) fn register(&mut self, conn: ConnId, session: &Session) {
+        if session.has_frames_queued() && self.to_pack.last() != Some(&conn) {
             self.to_pack.push(conn);
         }
         if let Some(when) = session.next_wake() {
-            if session
-                .wake_registered
-                .is_none_or(|registered| when < registered)
-            {
-                session.wake_registered = Some(when);
+            let registered = self.registered_wakeups.get(&conn);
+            if registered.is_none_or(|&registered| when < registered) {
+                self.registered_wakeups.insert(conn, when);
                 self.wakeups.push(Reverse((when, conn)));
             }
         }
+    }
+
+    /// Whether `when` is the wake-up registered for `conn`, which is then
+    /// taken off the register: `false` for one an earlier wake-up replaced.
+    pub(super) fn take_wakeup(&mut self, conn: ConnId, when: Instant) -> bool {
+        if self.registered_wakeups.get(&conn) != Some(&when) {
+            return false;
+        }
+        self.registered_wakeups.remove(&conn);
+        true
     }
 }
 

@@ -94,7 +94,6 @@ impl Dispatcher {
     pub(super) fn hand_over_round(&mut self) -> Result<(), StoreError> {
         for conn in self.agenda.to_pack.drain(..) {
             if let Some(session) = self.sessions.get_mut(&conn) {
-                session.pack_registered = false;
                 self.agenda.parcels.extend(session.pack());
             }
         }

@@ -4,7 +4,7 @@
 //! Ack timeouts, redeliveries after a Nack and the deadline of a closed
 //! connection's unfinished pull live in one min-heap of `(when,
 //! connection)` wake-ups in the agenda. Each session keeps at most one
-//! wake-up it cares about (`Session::wake_registered`); a stale entry is
+//! wake-up it cares about (`Agenda::registered_wakeups`); a stale entry is
 //! recognised and skipped when it pops. `next_deadline` also counts the
 //! lingering writers' deadlines (`closing.rs`) and the next retention age
 //! check (`logs.rs`): the round loop waits for a command until then.
@@ -41,13 +41,12 @@ impl Dispatcher {
             due.push((when, conn));
         }
         for (when, conn) in due {
+            if !self.agenda.take_wakeup(conn, when) {
+                continue; // superseded by an earlier wake-up
+            }
             let Some(session) = self.sessions.get_mut(&conn) else {
                 continue;
             };
-            if session.wake_registered != Some(when) {
-                continue; // superseded by an earlier wake-up
-            }
-            session.wake_registered = None;
             session.wake(&self.topics, now);
             self.register_or_forget(conn, now);
             self.agenda.answered.push(conn);

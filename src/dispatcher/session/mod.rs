@@ -116,10 +116,6 @@ pub struct Session {
     /// unfinished: they go on streaming, and the session ends when they
     /// are done, or when this deadline passes without progress.
     closing: Option<Instant>,
-    /// Bookkeeping for the dispatcher: the wake-up it has registered for this
-    /// session, and whether the outbox is already on its list to be packed.
-    pub(crate) wake_registered: Option<Instant>,
-    pub(crate) pack_registered: bool,
 }
 
 impl Session {
@@ -134,8 +130,6 @@ impl Session {
             memberships: Vec::new(),
             pulls: Pulls::default(),
             closing: None,
-            wake_registered: None,
-            pack_registered: false,
         }
     }
 
