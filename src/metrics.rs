@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use crossbeam_channel::RecvTimeoutError;
 
-use crate::files::AcceptFailures;
+use crate::backoff::AcceptFailures;
 use crate::queue::{Command, CommandSender, NotQueued};
 use crate::stats::{FsyncTimes, FSYNC_BUCKETS};
 use crate::wire::reply::{BrokerReport, GroupReport, TopicReport};
@@ -122,7 +122,7 @@ impl MetricsServer {
         let response = match read_request(&mut stream) {
             Ok(None) => return, // said nothing: a stop's wake-up, or a silent client
             Ok(Some(request)) => self.respond(&request),
-            Err(refusal) => Response::refusal(&refusal),
+            Err(error) => Response::error(&error),
         };
         if let Err(error) = response.write_to(&mut stream) {
             log::debug!("metrics: cannot answer: {error}");
@@ -135,10 +135,10 @@ impl MetricsServer {
 
     fn respond(&self, request: &RequestLine) -> Response {
         if request.path() != METRICS_PATH {
-            return Response::refusal(&Refusal::NotFound);
+            return Response::error(&HttpError::NotFound);
         }
         if request.method != "GET" {
-            return Response::refusal(&Refusal::MethodNotAllowed);
+            return Response::error(&HttpError::MethodNotAllowed);
         }
         // Read before the report is asked for, so our own command is not
         // counted.
@@ -151,23 +151,23 @@ impl MetricsServer {
                 };
                 Response::metrics(render(&scrape, &self.fsync_times))
             }
-            Err(refusal) => Response::refusal(&refusal),
+            Err(error) => Response::error(&error),
         }
     }
 
     /// The dispatcher's report, if it gives one within [`REPORT_PATIENCE`].
-    fn ask_report(&self) -> Result<BrokerReport, Refusal> {
+    fn ask_report(&self) -> Result<BrokerReport, HttpError> {
         let (reply, answer) = crossbeam_channel::bounded(1);
         match self.commands.try_send(Command::Report { reply }) {
             Ok(()) => {}
-            Err(NotQueued::Full) => return Err(Refusal::Busy),
-            Err(NotQueued::Disconnected) => return Err(Refusal::Stopping),
+            Err(NotQueued::Full) => return Err(HttpError::Busy),
+            Err(NotQueued::Disconnected) => return Err(HttpError::Stopping),
         }
         answer
             .recv_timeout(REPORT_PATIENCE)
             .map_err(|error| match error {
-                RecvTimeoutError::Timeout => Refusal::Late,
-                RecvTimeoutError::Disconnected => Refusal::Stopping,
+                RecvTimeoutError::Timeout => HttpError::Late,
+                RecvTimeoutError::Disconnected => HttpError::Stopping,
             })
     }
 }
@@ -190,7 +190,7 @@ impl RequestLine {
 
 /// Why a request gets no metrics.
 #[derive(Debug, PartialEq, Eq)]
-enum Refusal {
+enum HttpError {
     /// Not an HTTP/1 request; says what is wrong with it.
     BadRequest(&'static str),
     NotFound,
@@ -203,33 +203,33 @@ enum Refusal {
     Stopping,
 }
 
-impl Refusal {
+impl HttpError {
     fn status(&self) -> &'static str {
         match self {
-            Refusal::BadRequest(_) => "400 Bad Request",
-            Refusal::NotFound => "404 Not Found",
-            Refusal::MethodNotAllowed => "405 Method Not Allowed",
-            Refusal::Busy | Refusal::Late | Refusal::Stopping => "503 Service Unavailable",
+            HttpError::BadRequest(_) => "400 Bad Request",
+            HttpError::NotFound => "404 Not Found",
+            HttpError::MethodNotAllowed => "405 Method Not Allowed",
+            HttpError::Busy | HttpError::Late | HttpError::Stopping => "503 Service Unavailable",
         }
     }
 }
 
-impl Display for Refusal {
+impl Display for HttpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::BadRequest(why) => write!(f, "bad request: {why}"),
-            Refusal::NotFound => write!(f, "not found: brook serves GET {METRICS_PATH} only"),
-            Refusal::MethodNotAllowed => write!(f, "{METRICS_PATH} answers GET only"),
-            Refusal::Busy => write!(
+            HttpError::BadRequest(why) => write!(f, "bad request: {why}"),
+            HttpError::NotFound => write!(f, "not found: brook serves GET {METRICS_PATH} only"),
+            HttpError::MethodNotAllowed => write!(f, "{METRICS_PATH} answers GET only"),
+            HttpError::Busy => write!(
                 f,
                 "the dispatcher's queue is full: it is behind; try again later"
             ),
-            Refusal::Late => write!(
+            HttpError::Late => write!(
                 f,
                 "the dispatcher did not report within {REPORT_PATIENCE:?}: it is behind; \
                  try again later"
             ),
-            Refusal::Stopping => write!(f, "the broker is stopping"),
+            HttpError::Stopping => write!(f, "the broker is stopping"),
         }
     }
 }
@@ -237,13 +237,13 @@ impl Display for Refusal {
 /// Reads the request's head, up to the blank line that ends it (or until
 /// the client stops sending), and returns its request line; `None` if the
 /// client sent nothing at all.
-fn read_request(stream: &mut impl Read) -> Result<Option<RequestLine>, Refusal> {
+fn read_request(stream: &mut impl Read) -> Result<Option<RequestLine>, HttpError> {
     let mut head = Vec::new();
     let mut chunk = [0u8; 1024];
     while !ends_head(&head) {
         let room = (MAX_HEAD_BYTES - head.len()).min(chunk.len());
         if room == 0 {
-            return Err(Refusal::BadRequest("request head over 8 KiB"));
+            return Err(HttpError::BadRequest("request head over 8 KiB"));
         }
         match stream.read(&mut chunk[..room]) {
             Ok(0) => break,
@@ -266,9 +266,9 @@ fn ends_head(head: &[u8]) -> bool {
 }
 
 /// Parses `METHOD TARGET HTTP/1.x`.
-fn parse_request_line(line: &[u8]) -> Result<RequestLine, Refusal> {
-    const NOT_HTTP: Refusal =
-        Refusal::BadRequest("expected a request line such as GET /metrics HTTP/1.1");
+fn parse_request_line(line: &[u8]) -> Result<RequestLine, HttpError> {
+    const NOT_HTTP: HttpError =
+        HttpError::BadRequest("expected a request line such as GET /metrics HTTP/1.1");
     let line = std::str::from_utf8(line).map_err(|_| NOT_HTTP)?;
     let mut words = line.split(' ');
     let (Some(method), Some(target), Some(version), None) =
@@ -308,12 +308,12 @@ impl Response {
         }
     }
 
-    fn refusal(refusal: &Refusal) -> Response {
+    fn error(error: &HttpError) -> Response {
         Response {
-            status: refusal.status(),
+            status: error.status(),
             content_type: "text/plain; charset=utf-8",
-            allow: (*refusal == Refusal::MethodNotAllowed).then_some("GET"),
-            body: format!("{refusal}\n"),
+            allow: (*error == HttpError::MethodNotAllowed).then_some("GET"),
+            body: format!("{error}\n"),
         }
     }
 
@@ -672,7 +672,7 @@ mod tests {
         let long = vec![b'a'; MAX_HEAD_BYTES + 10];
         assert!(matches!(
             read_request(&mut &long[..]),
-            Err(Refusal::BadRequest(_))
+            Err(HttpError::BadRequest(_))
         ));
         assert_eq!(read_request(&mut &b""[..]), Ok(None));
     }

@@ -59,9 +59,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::backoff::{AcceptFailures, Throttled};
 use crate::config::{Config, Storage};
+use crate::descriptors::{self, FileBudget, FILES_RESERVED};
 use crate::dispatcher::{Dispatcher, Stopped};
-use crate::files::{self, AcceptFailures, FileBudget, Throttled, FILES_RESERVED};
 use crate::ids::ConnId;
 use crate::metrics;
 use crate::queue::{self, Command, CommandSender};
@@ -248,7 +249,7 @@ pub fn start(config: &Config) -> Result<Broker, StartError> {
     let (commands, queue) = queue::bounded(COMMAND_QUEUE, queue::MAX_QUEUED_PAYLOAD_BYTES);
     let connections = OpenConnections::default();
     let files = Arc::new(FileBudget::new(
-        files::open_files_limit(),
+        descriptors::open_files_limit(),
         connections.count.clone(),
     ));
     let syncer = Syncer::spawn(config.fsync_interval)?;
@@ -535,16 +536,16 @@ impl Acceptor {
     }
 
     /// Why one more connection is refused, if it is.
-    fn over_limit(&self) -> Option<Refusal> {
+    fn over_limit(&self) -> Option<TurnedAway> {
         let open = self.connections.len();
         if open >= self.max_connections {
-            return Some(Refusal::MaxConnections {
+            return Some(TurnedAway::MaxConnections {
                 open,
                 limit: self.max_connections,
             });
         }
         if !self.files.has_room() {
-            return Some(Refusal::NoFiles {
+            return Some(TurnedAway::NoFiles {
                 open,
                 topics: self.files.logs(),
                 limit: self.files.limit(),
@@ -556,11 +557,11 @@ impl Acceptor {
 
 /// Why the acceptor turned a connection away, for the log.
 #[derive(Debug)]
-enum Refusal {
+enum TurnedAway {
     /// `--max-connections` (or the machine's limits) are reached.
     MaxConnections { open: usize, limit: usize },
     /// Connections and topics on disk hold every file descriptor the
-    /// open-files limit leaves them (`files.rs`).
+    /// open-files limit leaves them (`descriptors.rs`).
     NoFiles {
         open: usize,
         topics: usize,
@@ -568,13 +569,13 @@ enum Refusal {
     },
 }
 
-impl std::fmt::Display for Refusal {
+impl std::fmt::Display for TurnedAway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Refusal::MaxConnections { open, limit } => {
+            TurnedAway::MaxConnections { open, limit } => {
                 write!(f, "already {open} connections (--max-connections {limit})")
             }
-            Refusal::NoFiles {
+            TurnedAway::NoFiles {
                 open,
                 topics,
                 limit,
@@ -605,7 +606,7 @@ pub(crate) const TOO_MANY_CONNECTIONS: &str = "too many connections";
 
 /// How many connections this process can hold, if the system says: at
 /// most, with no topic on disk (each such topic takes one of these
-/// connections' file descriptors; see `files.rs`).
+/// connections' file descriptors; see `descriptors.rs`).
 ///
 /// Each connection takes a file descriptor and up to two threads, and each
 /// thread takes four memory mappings (its stack and guard page, its signal
@@ -613,9 +614,10 @@ pub(crate) const TOO_MANY_CONNECTIONS: &str = "too many connections";
 /// the whole process, so the broker must stay clear of `vm.max_map_count`
 /// rather than find it. Some room is left for everything else.
 pub(crate) fn connection_capacity() -> Option<usize> {
-    let by_mappings = files::read_number("/proc/sys/vm/max_map_count", "")
+    let by_mappings = descriptors::read_number("/proc/sys/vm/max_map_count", "")
         .map(|maps| maps.saturating_sub(2048) / 8);
-    let by_files = files::open_files_limit().map(|files| files.saturating_sub(FILES_RESERVED));
+    let by_files =
+        descriptors::open_files_limit().map(|files| files.saturating_sub(FILES_RESERVED));
     match (by_mappings, by_files) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

@@ -42,7 +42,7 @@
 //!
 //! A log holds one open file, its active segment. Closed segments hold
 //! none: the fetcher opens the few it reads (`fetcher.rs`). So the broker
-//! can count its descriptors (`files.rs` at the top of `src/`), and
+//! can count its descriptors (`descriptors.rs`), and
 //! [`DiskStore`] refuses a new topic when none is left for it. An open
 //! that fails all the same for want of a descriptor (EMFILE, ENFILE),
 //! such as a new segment's, is treated as a full disk: the log refuses
@@ -72,7 +72,7 @@ use self::files::{sorted_entries, sync_directory};
 use self::log::DiskLog;
 use self::recovery::remove_unnamed;
 use crate::budget::MemoryBudget;
-use crate::files::FileBudget;
+use crate::descriptors::FileBudget;
 use crate::store::fetcher::Fetcher;
 use crate::store::{DiskFull, Lack, LogSettings, NamedLog, Store, StoreError, TopicLog};
 
@@ -103,7 +103,7 @@ pub struct DiskStore {
     /// two brokers appending to one log would interleave their records.
     lock: Option<File>,
     /// Where each log's file descriptor (its active segment) is counted,
-    /// and a new topic refused when none is left (`files.rs`).
+    /// and a new topic refused when none is left (`descriptors.rs`).
     files: Arc<FileBudget>,
 }
 
