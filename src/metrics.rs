@@ -21,11 +21,15 @@
 //! ```
 //!
 //! The HTTP is the least that serves a scraper and `curl`: one request per
-//! connection (`Connection: close`), its head read within
-//! [`REQUEST_TIMEOUT`] and [`MAX_HEAD_BYTES`], no body. A request that is
-//! not HTTP gets 400, another path 404, another method 405. A stop
-//! ([`Stopper`](crate::server::Stopper)) wakes the thread as it wakes the
-//! acceptor, with a connection of its own.
+//! connection (`Connection: close`), no body. `HEAD` is answered as `GET`
+//! is, without the page. A request that is not HTTP gets 400, another path
+//! 404, another method 405. A client has [`REQUEST_TIMEOUT`] in all to
+//! send its request's head (at most [`MAX_HEAD_BYTES`]), and as long again
+//! to take the answer: one deadline for each, not a timeout for each read,
+//! so a client sending a byte now and then cannot hold the thread either.
+//! A stop ([`Stopper`](crate::server::Stopper)) wakes the thread as it
+//! wakes the acceptor, with a connection of its own; a client being served
+//! delays the stop by those deadlines at most.
 
 use std::fmt::{self, Display, Write as _};
 use std::io::{self, Read, Write};
@@ -33,7 +37,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
@@ -42,9 +46,10 @@ use crate::queue::{Command, CommandSender, NotQueued};
 use crate::stats::{FsyncTimes, FSYNC_BUCKETS};
 use crate::wire::reply::{BrokerReport, GroupReport, TopicReport};
 
-/// How long a client may take to send its request, and to take the
-/// answer: a client that connects and says nothing holds the thread, and
-/// every scrape behind it, for this long at most.
+/// How long a client may take to send its request's head, all of it, and
+/// then to take the answer: a client that connects and says nothing, or
+/// trickles its request, holds the thread, and every scrape behind it, for
+/// this long (and [`REPORT_PATIENCE`], and this long again) at most.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a scrape waits for the dispatcher's report before it answers
@@ -116,28 +121,28 @@ impl MetricsServer {
     }
 
     /// Reads one request from `stream`, answers it, and closes.
-    fn serve(&self, mut stream: TcpStream) {
-        let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
-        let _ = stream.set_write_timeout(Some(REQUEST_TIMEOUT));
-        let response = match read_request(&mut stream) {
+    fn serve(&self, stream: TcpStream) {
+        let (response, with_body) = match read_request(&mut Deadline::new(&stream)) {
             Ok(None) => return, // said nothing: a stop's wake-up, or a silent client
-            Ok(Some(request)) => self.respond(&request),
-            Err(error) => Response::error(&error),
+            Ok(Some(request)) => (self.respond(&request), request.method != "HEAD"),
+            Err(error) => (Response::error(&error), true),
         };
-        if let Err(error) = response.write_to(&mut stream) {
+        // The client's time to take the answer starts once it is ready.
+        let mut answering = Deadline::new(&stream);
+        if let Err(error) = response.write_to(&mut answering, with_body) {
             log::debug!("metrics: cannot answer: {error}");
         }
         // What the client sent past the head is left unread: shut our side
         // first, so that closing sends the answer and not a reset.
         let _ = stream.shutdown(Shutdown::Write);
-        let _ = io::copy(&mut (&stream).take(MAX_HEAD_BYTES as u64), &mut io::sink());
+        let _ = io::copy(&mut answering.take(MAX_HEAD_BYTES as u64), &mut io::sink());
     }
 
     fn respond(&self, request: &RequestLine) -> Response {
         if request.path() != METRICS_PATH {
             return Response::error(&HttpError::NotFound);
         }
-        if request.method != "GET" {
+        if !matches!(request.method.as_str(), "GET" | "HEAD") {
             return Response::error(&HttpError::MethodNotAllowed);
         }
         // Read before the report is asked for, so our own command is not
@@ -173,6 +178,52 @@ impl MetricsServer {
 }
 
 // ---- HTTP ----
+
+/// A connection with one deadline, [`REQUEST_TIMEOUT`] from when it is
+/// made, for every read and write on it: each is given the time left, and
+/// fails with `TimedOut` once none is.
+struct Deadline<'a> {
+    stream: &'a TcpStream,
+    at: Instant,
+}
+
+impl<'a> Deadline<'a> {
+    fn new(stream: &'a TcpStream) -> Deadline<'a> {
+        Deadline {
+            stream,
+            at: Instant::now() + REQUEST_TIMEOUT,
+        }
+    }
+
+    /// The time left, if any.
+    fn left(&self) -> io::Result<Duration> {
+        match self.at.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => Ok(left),
+            _ => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took longer than the request timeout",
+            )),
+        }
+    }
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.set_read_timeout(Some(self.left()?))?;
+        (&mut &*self.stream).read(buf)
+    }
+}
+
+impl Write for Deadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.set_write_timeout(Some(self.left()?))?;
+        (&mut &*self.stream).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
 
 /// A request's first line: `GET /metrics HTTP/1.1`.
 #[derive(Debug, PartialEq, Eq)]
@@ -219,7 +270,7 @@ impl Display for HttpError {
         match self {
             HttpError::BadRequest(why) => write!(f, "bad request: {why}"),
             HttpError::NotFound => write!(f, "not found: brook serves GET {METRICS_PATH} only"),
-            HttpError::MethodNotAllowed => write!(f, "{METRICS_PATH} answers GET only"),
+            HttpError::MethodNotAllowed => write!(f, "{METRICS_PATH} answers GET and HEAD only"),
             HttpError::Busy => write!(
                 f,
                 "the dispatcher's queue is full: it is behind; try again later"
@@ -249,7 +300,7 @@ fn read_request(stream: &mut impl Read) -> Result<Option<RequestLine>, HttpError
             Ok(0) => break,
             Ok(n) => head.extend_from_slice(&chunk[..n]),
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            // The read timeout, or the client gone: answer what came.
+            // Out of time, or the client gone: answer what came.
             Err(_) => break,
         }
     }
@@ -302,7 +353,7 @@ impl Response {
     fn metrics(body: String) -> Response {
         Response {
             status: "200 OK",
-            content_type: "text/plain; version=0.0.4",
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
             allow: None,
             body,
         }
@@ -312,12 +363,14 @@ impl Response {
         Response {
             status: error.status(),
             content_type: "text/plain; charset=utf-8",
-            allow: (*error == HttpError::MethodNotAllowed).then_some("GET"),
+            allow: (*error == HttpError::MethodNotAllowed).then_some("GET, HEAD"),
             body: format!("{error}\n"),
         }
     }
 
-    fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
+    /// Writes the response; its head only if `with_body` is false (the
+    /// answer to `HEAD`, whose `Content-Length` is still the body's).
+    fn write_to(&self, out: &mut impl Write, with_body: bool) -> io::Result<()> {
         let mut head = format!(
             "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
             self.status,
@@ -329,7 +382,9 @@ impl Response {
         }
         head.push_str("\r\n");
         out.write_all(head.as_bytes())?;
-        out.write_all(self.body.as_bytes())?;
+        if with_body {
+            out.write_all(self.body.as_bytes())?;
+        }
         out.flush()
     }
 }
@@ -675,6 +730,41 @@ mod tests {
             Err(HttpError::BadRequest(_))
         ));
         assert_eq!(read_request(&mut &b""[..]), Ok(None));
+    }
+
+    /// A metrics server whose commands go to `commands`.
+    fn server(commands: CommandSender) -> MetricsServer {
+        MetricsServer {
+            listener: TcpListener::bind("127.0.0.1:0").expect("bind a port"),
+            commands,
+            fsync_times: Arc::default(),
+            stopping: Arc::default(),
+        }
+    }
+
+    fn get_metrics() -> RequestLine {
+        RequestLine {
+            method: "GET".to_owned(),
+            target: METRICS_PATH.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_scrape_while_the_dispatcher_is_stuck_gets_503() {
+        // A queue nobody reads: a dispatcher stuck behind a slow disk.
+        let (commands, _stuck) = crate::queue::bounded(16, 1 << 20);
+        let response = server(commands).respond(&get_metrics());
+        assert_eq!(response.status, "503 Service Unavailable");
+        assert_eq!(response.body, format!("{}\n", HttpError::Late));
+    }
+
+    #[test]
+    fn a_scrape_while_the_broker_stops_gets_503() {
+        let (commands, stopped) = crate::queue::bounded(16, 1 << 20);
+        drop(stopped);
+        let response = server(commands).respond(&get_metrics());
+        assert_eq!(response.status, "503 Service Unavailable");
+        assert_eq!(response.body, "the broker is stopping\n");
     }
 
     #[test]
