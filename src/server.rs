@@ -125,6 +125,12 @@ pub struct Broker {
     metrics: Option<JoinHandle<()>>,
 }
 
+/// How long a stop tries to connect to the acceptor (or the metrics
+/// thread) to wake it. A listener that is running answers at once, from its
+/// backlog; one whose backlog is full is accepting, and sees the stop at its
+/// next connection.
+const WAKE_PATIENCE: Duration = Duration::from_secs(1);
+
 /// Starts a broker's clean stop from any thread; [`Broker::wait`] returns
 /// once it is done.
 #[derive(Debug, Clone)]
@@ -144,9 +150,12 @@ impl Stopper {
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         // `accept()` has no timeout: wake it with a connection of our own.
-        let _ = TcpStream::connect(self.wake_addr);
-        if let Some(addr) = self.metrics_wake_addr {
-            let _ = TcpStream::connect(addr);
+        // Bounded, as a listen backlog that is full is not answered.
+        for addr in [Some(self.wake_addr), self.metrics_wake_addr]
+            .into_iter()
+            .flatten()
+        {
+            let _ = TcpStream::connect_timeout(&addr, WAKE_PATIENCE);
         }
         self.context.commands.stop_holding_publishers();
         self.context.gate.close();
@@ -242,7 +251,7 @@ pub fn start(config: &Config) -> Result<Broker, StartError> {
         .transpose()
         .map_err(StartError::Metrics)?;
     let metrics_addr = match &metrics_listener {
-        Some(listener) => Some(listener.local_addr()?),
+        Some(listener) => Some(listener.local_addr().map_err(StartError::Metrics)?),
         None => None,
     };
 
@@ -286,19 +295,28 @@ pub fn start(config: &Config) -> Result<Broker, StartError> {
         metrics_wake_addr: metrics_addr.map(wake_addr),
         context: context.clone(),
     };
-    let metrics = match metrics_listener {
-        Some(listener) => Some(metrics::spawn(
-            listener,
-            context.commands.clone(),
-            fsync_times,
-            stopping.clone(),
-        )?),
-        None => None,
+    // From here a failed start drops `broker`, which stops the threads
+    // already running: the dispatcher, and the syncer and fetcher with it.
+    let mut broker = Broker {
+        local_addr,
+        max_connections,
+        linger: config.linger,
+        stopper,
+        connections: connections.clone(),
+        acceptor: None,
+        dispatcher: Some(dispatcher),
+        metrics_addr,
+        metrics: None,
     };
+    if let Some(listener) = metrics_listener {
+        let commands = context.commands.clone();
+        let thread = metrics::spawn(listener, commands, fsync_times, stopping.clone())?;
+        broker.metrics = Some(thread);
+    }
     let acceptor = Acceptor {
         listener,
         context,
-        connections: connections.clone(),
+        connections,
         files,
         stopping,
         max_connections,
@@ -306,18 +324,8 @@ pub fn start(config: &Config) -> Result<Broker, StartError> {
     let acceptor = thread::Builder::new()
         .name("acceptor".to_owned())
         .spawn(move || acceptor.run())?;
-
-    Ok(Broker {
-        local_addr,
-        max_connections,
-        linger: config.linger,
-        stopper,
-        connections,
-        acceptor: Some(acceptor),
-        dispatcher: Some(dispatcher),
-        metrics_addr,
-        metrics,
-    })
+    broker.acceptor = Some(acceptor);
+    Ok(broker)
 }
 
 /// The store `config` asks for, with its memory budget. The disk store
