@@ -10,8 +10,9 @@
 //! and the answer has a slot of its own. If no answer comes within
 //! [`REPORT_PATIENCE`] (the dispatcher is stuck behind a slow disk, say),
 //! the scrape gets 503 and the thread goes back to listening. Two figures
-//! it reads itself, as they are: the length of the queue, and the syncer's
-//! fsync times ([`FsyncTimes`], atomics that the syncer thread bumps).
+//! it reads itself, as they are: the length of the queue, and the fsync
+//! times ([`FsyncTimes`], atomics that the syncer thread bumps, and the
+//! dispatcher with `--fsync always`).
 //!
 //! ```text
 //!   scraper ──GET /metrics──▶ metrics ──Command::Report──▶ dispatcher
@@ -665,7 +666,7 @@ impl Exposition {
         self.family(
             FSYNC_SECONDS,
             Kind::Histogram,
-            "Time the syncer thread took to force one log's writes to disk (--fsync batch).",
+            "Time taken to force one log's writes to disk (each batch, or each append with --fsync always).",
         );
         let bucket = format!("{FSYNC_SECONDS}_bucket");
         let mut cumulative = 0;

@@ -67,6 +67,7 @@ use crate::ids::ConnId;
 use crate::metrics;
 use crate::queue::{self, Command, CommandSender};
 use crate::reader::{self, Gate, ReaderContext};
+use crate::stats::FsyncTimes;
 use crate::store::disk::DiskStore;
 use crate::store::fetcher::Fetcher;
 use crate::store::memory::MemoryStore;
@@ -267,7 +268,7 @@ pub fn start(config: &Config) -> Result<Broker, StartError> {
     let dispatcher = Dispatcher::new(
         config.delivery_policy(),
         config.topic_limits(),
-        store(config, &commands, &files)?,
+        store(config, &commands, &files, &fsync_times)?,
         syncer,
         connections.count.clone(),
     )
@@ -331,11 +332,13 @@ pub fn start(config: &Config) -> Result<Broker, StartError> {
 /// The store `config` asks for, with its memory budget. The disk store
 /// gets its data directory as an absolute path, which its errors name. Its
 /// fetcher thread sends what it reads to the dispatcher through
-/// `commands`, and its topics' files are counted in `files`.
+/// `commands`, its topics' files are counted in `files`, and the fsyncs
+/// its logs make themselves (`--fsync always`) in `fsync_times`.
 fn store(
     config: &Config,
     commands: &CommandSender,
     files: &Arc<FileBudget>,
+    fsync_times: &Arc<FsyncTimes>,
 ) -> io::Result<Box<dyn Store>> {
     let (_, memory_budget) = config.memory_budget();
     if config.memory_bytes.is_some() && config.storage != Storage::Memory {
@@ -368,7 +371,8 @@ fn store(
                     memory_budget,
                     spawn_fetcher(commands.clone())?,
                 )
-                .counting_files(files.clone()),
+                .counting_files(files.clone())
+                .counting_fsyncs(fsync_times.clone()),
             )
         }
     })

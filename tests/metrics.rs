@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use brook::config::Config;
+use brook::config::{Config, Fsync};
 use brook::server::Broker;
 use common::broker::{config, start_broker};
 use common::line::Line;
@@ -262,6 +262,28 @@ fn the_disk_store_reports_its_segment_bytes_and_fsync_times() {
         number("brook_fsync_seconds_bucket{le=\"+Inf\"}"),
         number("brook_fsync_seconds_count")
     );
+}
+
+#[test]
+fn fsync_always_counts_each_append_s_fsync() {
+    let data = TempDir::new("metrics-fsync-always");
+    let config = Config {
+        metrics_addr: Some("127.0.0.1:0".into()),
+        storage: brook::config::Storage::Disk(data.path().to_owned()),
+        fsync: Fsync::Always,
+        ..config()
+    };
+    let broker = start_broker(&config);
+    let mut publisher = Line::connect(broker.local_addr());
+    for i in 0..3 {
+        assert_eq!(
+            publisher.ask(&format!("PUB orders m{i}")),
+            format!("+OK {i}")
+        );
+    }
+    let page = scrape(broker.metrics_addr().expect("metrics are served"));
+    let count: u64 = samples(&page)["brook_fsync_seconds_count"].parse().unwrap();
+    assert!(count >= 3, "one fsync per append at least: {count}\n{page}");
 }
 
 #[test]
