@@ -232,16 +232,24 @@ fn counters_and_group_lag_are_exact_after_publishing_and_consuming() {
     );
 }
 
-#[test]
-fn the_disk_store_reports_its_segment_bytes_and_fsync_times() {
-    let data = TempDir::new("metrics-disk");
+/// A broker keeping its topics in `data`, forcing them to disk as
+/// `fsync` says, and serving metrics.
+fn disk_broker(data: &TempDir, fsync: Fsync) -> (Broker, SocketAddr) {
     let config = Config {
         metrics_addr: Some("127.0.0.1:0".into()),
         storage: brook::config::Storage::Disk(data.path().to_owned()),
+        fsync,
         ..config()
     };
     let broker = start_broker(&config);
     let metrics = broker.metrics_addr().expect("metrics are served");
+    (broker, metrics)
+}
+
+#[test]
+fn the_disk_store_reports_its_segment_bytes_and_fsync_times() {
+    let data = TempDir::new("metrics-disk");
+    let (broker, metrics) = disk_broker(&data, Fsync::Batch);
     let mut publisher = Line::connect(broker.local_addr());
     // Confirmed only once forced to disk (--fsync batch): by the syncer.
     assert_eq!(publisher.ask("PUB orders first"), "+OK 0");
@@ -267,13 +275,7 @@ fn the_disk_store_reports_its_segment_bytes_and_fsync_times() {
 #[test]
 fn fsync_always_counts_each_append_s_fsync() {
     let data = TempDir::new("metrics-fsync-always");
-    let config = Config {
-        metrics_addr: Some("127.0.0.1:0".into()),
-        storage: brook::config::Storage::Disk(data.path().to_owned()),
-        fsync: Fsync::Always,
-        ..config()
-    };
-    let broker = start_broker(&config);
+    let (broker, metrics) = disk_broker(&data, Fsync::Always);
     let mut publisher = Line::connect(broker.local_addr());
     for i in 0..3 {
         assert_eq!(
@@ -281,7 +283,7 @@ fn fsync_always_counts_each_append_s_fsync() {
             format!("+OK {i}")
         );
     }
-    let page = scrape(broker.metrics_addr().expect("metrics are served"));
+    let page = scrape(metrics);
     let count: u64 = samples(&page)["brook_fsync_seconds_count"].parse().unwrap();
     assert!(count >= 3, "one fsync per append at least: {count}\n{page}");
 }
