@@ -48,11 +48,12 @@
 //! - `writer.rs`: the writer thread, the only code that writes to a socket.
 //! - [`client`]: a blocking Rust client, used by the examples and tests.
 //!
-//! And three modules off the message's path: [`signals`], which lets the
-//! `brook` binary hear SIGTERM and Ctrl-C and stop cleanly, [`files`],
-//! which shares the process's file descriptors between connections and
-//! topics, and `metrics.rs`, which serves the broker's figures to a
-//! monitoring system (`--metrics-addr`).
+//! And four modules off the message's path: [`signals`], which lets the
+//! `brook` binary hear SIGTERM and Ctrl-C and stop cleanly,
+//! [`descriptors`], which shares the process's file descriptors between
+//! connections and topics, `backoff.rs`, which waits out failed accepts
+//! and keeps their log lines few, and `metrics.rs`, which serves the
+//! broker's figures to a monitoring system (`--metrics-addr`).
 //!
 //! No file uses a file that uses it (`tests/layering.rs` checks), so each
 //! can be read knowing only the ones it names; but the files of
@@ -64,11 +65,12 @@
 //! `pub(crate)`, and its docs are read with
 //! `cargo doc --document-private-items`.
 
+pub(crate) mod backoff;
 pub mod budget;
 pub mod client;
 pub mod config;
+pub mod descriptors;
 pub(crate) mod dispatcher;
-pub mod files;
 pub(crate) mod ids;
 pub(crate) mod metrics;
 pub(crate) mod queue;

@@ -10,8 +10,9 @@
 //! and the answer has a slot of its own. If no answer comes within
 //! [`REPORT_PATIENCE`] (the dispatcher is stuck behind a slow disk, say),
 //! the scrape gets 503 and the thread goes back to listening. Two figures
-//! it reads itself, as they are: the length of the queue, and the syncer's
-//! fsync times ([`FsyncTimes`], atomics that the syncer thread bumps).
+//! it reads itself, as they are: the length of the queue, and the fsync
+//! times ([`FsyncTimes`], atomics that the syncer thread bumps, and the
+//! dispatcher with `--fsync always`).
 //!
 //! ```text
 //!   scraper ──GET /metrics──▶ metrics ──Command::Report──▶ dispatcher
@@ -21,11 +22,15 @@
 //! ```
 //!
 //! The HTTP is the least that serves a scraper and `curl`: one request per
-//! connection (`Connection: close`), its head read within
-//! [`REQUEST_TIMEOUT`] and [`MAX_HEAD_BYTES`], no body. A request that is
-//! not HTTP gets 400, another path 404, another method 405. A stop
-//! ([`Stopper`](crate::server::Stopper)) wakes the thread as it wakes the
-//! acceptor, with a connection of its own.
+//! connection (`Connection: close`), no body. `HEAD` is answered as `GET`
+//! is, without the page. A request that is not HTTP gets 400, another path
+//! 404, another method 405. A client has [`REQUEST_TIMEOUT`] in all to
+//! send its request's head (at most [`MAX_HEAD_BYTES`]), and as long again
+//! to take the answer: one deadline for each, not a timeout for each read,
+//! so a client sending a byte now and then cannot hold the thread either.
+//! A stop ([`Stopper`](crate::server::Stopper)) wakes the thread as it
+//! wakes the acceptor, with a connection of its own; a client being served
+//! delays the stop by those deadlines at most.
 
 use std::fmt::{self, Display, Write as _};
 use std::io::{self, Read, Write};
@@ -33,18 +38,19 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
-use crate::files::AcceptFailures;
+use crate::backoff::AcceptFailures;
 use crate::queue::{Command, CommandSender, NotQueued};
 use crate::stats::{FsyncTimes, FSYNC_BUCKETS};
 use crate::wire::reply::{BrokerReport, GroupReport, TopicReport};
 
-/// How long a client may take to send its request, and to take the
-/// answer: a client that connects and says nothing holds the thread, and
-/// every scrape behind it, for this long at most.
+/// How long a client may take to send its request's head, all of it, and
+/// then to take the answer: a client that connects and says nothing, or
+/// trickles its request, holds the thread, and every scrape behind it, for
+/// this long (and [`REPORT_PATIENCE`], and this long again) at most.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a scrape waits for the dispatcher's report before it answers
@@ -116,29 +122,29 @@ impl MetricsServer {
     }
 
     /// Reads one request from `stream`, answers it, and closes.
-    fn serve(&self, mut stream: TcpStream) {
-        let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
-        let _ = stream.set_write_timeout(Some(REQUEST_TIMEOUT));
-        let response = match read_request(&mut stream) {
+    fn serve(&self, stream: TcpStream) {
+        let (response, with_body) = match read_request(&mut Deadline::new(&stream)) {
             Ok(None) => return, // said nothing: a stop's wake-up, or a silent client
-            Ok(Some(request)) => self.respond(&request),
-            Err(refusal) => Response::refusal(&refusal),
+            Ok(Some(request)) => (self.respond(&request), request.method != "HEAD"),
+            Err(error) => (Response::error(&error), true),
         };
-        if let Err(error) = response.write_to(&mut stream) {
+        // The client's time to take the answer starts once it is ready.
+        let mut answering = Deadline::new(&stream);
+        if let Err(error) = response.write_to(&mut answering, with_body) {
             log::debug!("metrics: cannot answer: {error}");
         }
         // What the client sent past the head is left unread: shut our side
         // first, so that closing sends the answer and not a reset.
         let _ = stream.shutdown(Shutdown::Write);
-        let _ = io::copy(&mut (&stream).take(MAX_HEAD_BYTES as u64), &mut io::sink());
+        let _ = io::copy(&mut answering.take(MAX_HEAD_BYTES as u64), &mut io::sink());
     }
 
     fn respond(&self, request: &RequestLine) -> Response {
         if request.path() != METRICS_PATH {
-            return Response::refusal(&Refusal::NotFound);
+            return Response::error(&HttpError::NotFound);
         }
-        if request.method != "GET" {
-            return Response::refusal(&Refusal::MethodNotAllowed);
+        if !matches!(request.method.as_str(), "GET" | "HEAD") {
+            return Response::error(&HttpError::MethodNotAllowed);
         }
         // Read before the report is asked for, so our own command is not
         // counted.
@@ -151,28 +157,74 @@ impl MetricsServer {
                 };
                 Response::metrics(render(&scrape, &self.fsync_times))
             }
-            Err(refusal) => Response::refusal(&refusal),
+            Err(error) => Response::error(&error),
         }
     }
 
     /// The dispatcher's report, if it gives one within [`REPORT_PATIENCE`].
-    fn ask_report(&self) -> Result<BrokerReport, Refusal> {
+    fn ask_report(&self) -> Result<BrokerReport, HttpError> {
         let (reply, answer) = crossbeam_channel::bounded(1);
         match self.commands.try_send(Command::Report { reply }) {
             Ok(()) => {}
-            Err(NotQueued::Full) => return Err(Refusal::Busy),
-            Err(NotQueued::Disconnected) => return Err(Refusal::Stopping),
+            Err(NotQueued::Full) => return Err(HttpError::Busy),
+            Err(NotQueued::Disconnected) => return Err(HttpError::Stopping),
         }
         answer
             .recv_timeout(REPORT_PATIENCE)
             .map_err(|error| match error {
-                RecvTimeoutError::Timeout => Refusal::Late,
-                RecvTimeoutError::Disconnected => Refusal::Stopping,
+                RecvTimeoutError::Timeout => HttpError::Late,
+                RecvTimeoutError::Disconnected => HttpError::Stopping,
             })
     }
 }
 
 // ---- HTTP ----
+
+/// A connection with one deadline, [`REQUEST_TIMEOUT`] from when it is
+/// made, for every read and write on it: each is given the time left, and
+/// fails with `TimedOut` once none is.
+struct Deadline<'a> {
+    stream: &'a TcpStream,
+    at: Instant,
+}
+
+impl<'a> Deadline<'a> {
+    fn new(stream: &'a TcpStream) -> Deadline<'a> {
+        Deadline {
+            stream,
+            at: Instant::now() + REQUEST_TIMEOUT,
+        }
+    }
+
+    /// The time left, if any.
+    fn left(&self) -> io::Result<Duration> {
+        match self.at.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => Ok(left),
+            _ => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took longer than the request timeout",
+            )),
+        }
+    }
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.set_read_timeout(Some(self.left()?))?;
+        (&mut &*self.stream).read(buf)
+    }
+}
+
+impl Write for Deadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.set_write_timeout(Some(self.left()?))?;
+        (&mut &*self.stream).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
 
 /// A request's first line: `GET /metrics HTTP/1.1`.
 #[derive(Debug, PartialEq, Eq)]
@@ -190,7 +242,7 @@ impl RequestLine {
 
 /// Why a request gets no metrics.
 #[derive(Debug, PartialEq, Eq)]
-enum Refusal {
+enum HttpError {
     /// Not an HTTP/1 request; says what is wrong with it.
     BadRequest(&'static str),
     NotFound,
@@ -203,33 +255,33 @@ enum Refusal {
     Stopping,
 }
 
-impl Refusal {
+impl HttpError {
     fn status(&self) -> &'static str {
         match self {
-            Refusal::BadRequest(_) => "400 Bad Request",
-            Refusal::NotFound => "404 Not Found",
-            Refusal::MethodNotAllowed => "405 Method Not Allowed",
-            Refusal::Busy | Refusal::Late | Refusal::Stopping => "503 Service Unavailable",
+            HttpError::BadRequest(_) => "400 Bad Request",
+            HttpError::NotFound => "404 Not Found",
+            HttpError::MethodNotAllowed => "405 Method Not Allowed",
+            HttpError::Busy | HttpError::Late | HttpError::Stopping => "503 Service Unavailable",
         }
     }
 }
 
-impl Display for Refusal {
+impl Display for HttpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::BadRequest(why) => write!(f, "bad request: {why}"),
-            Refusal::NotFound => write!(f, "not found: brook serves GET {METRICS_PATH} only"),
-            Refusal::MethodNotAllowed => write!(f, "{METRICS_PATH} answers GET only"),
-            Refusal::Busy => write!(
+            HttpError::BadRequest(why) => write!(f, "bad request: {why}"),
+            HttpError::NotFound => write!(f, "not found: brook serves GET {METRICS_PATH} only"),
+            HttpError::MethodNotAllowed => write!(f, "{METRICS_PATH} answers GET and HEAD only"),
+            HttpError::Busy => write!(
                 f,
                 "the dispatcher's queue is full: it is behind; try again later"
             ),
-            Refusal::Late => write!(
+            HttpError::Late => write!(
                 f,
                 "the dispatcher did not report within {REPORT_PATIENCE:?}: it is behind; \
                  try again later"
             ),
-            Refusal::Stopping => write!(f, "the broker is stopping"),
+            HttpError::Stopping => write!(f, "the broker is stopping"),
         }
     }
 }
@@ -237,19 +289,19 @@ impl Display for Refusal {
 /// Reads the request's head, up to the blank line that ends it (or until
 /// the client stops sending), and returns its request line; `None` if the
 /// client sent nothing at all.
-fn read_request(stream: &mut impl Read) -> Result<Option<RequestLine>, Refusal> {
+fn read_request(stream: &mut impl Read) -> Result<Option<RequestLine>, HttpError> {
     let mut head = Vec::new();
     let mut chunk = [0u8; 1024];
     while !ends_head(&head) {
         let room = (MAX_HEAD_BYTES - head.len()).min(chunk.len());
         if room == 0 {
-            return Err(Refusal::BadRequest("request head over 8 KiB"));
+            return Err(HttpError::BadRequest("request head over 8 KiB"));
         }
         match stream.read(&mut chunk[..room]) {
             Ok(0) => break,
             Ok(n) => head.extend_from_slice(&chunk[..n]),
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            // The read timeout, or the client gone: answer what came.
+            // Out of time, or the client gone: answer what came.
             Err(_) => break,
         }
     }
@@ -266,9 +318,9 @@ fn ends_head(head: &[u8]) -> bool {
 }
 
 /// Parses `METHOD TARGET HTTP/1.x`.
-fn parse_request_line(line: &[u8]) -> Result<RequestLine, Refusal> {
-    const NOT_HTTP: Refusal =
-        Refusal::BadRequest("expected a request line such as GET /metrics HTTP/1.1");
+fn parse_request_line(line: &[u8]) -> Result<RequestLine, HttpError> {
+    const NOT_HTTP: HttpError =
+        HttpError::BadRequest("expected a request line such as GET /metrics HTTP/1.1");
     let line = std::str::from_utf8(line).map_err(|_| NOT_HTTP)?;
     let mut words = line.split(' ');
     let (Some(method), Some(target), Some(version), None) =
@@ -302,22 +354,24 @@ impl Response {
     fn metrics(body: String) -> Response {
         Response {
             status: "200 OK",
-            content_type: "text/plain; version=0.0.4",
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
             allow: None,
             body,
         }
     }
 
-    fn refusal(refusal: &Refusal) -> Response {
+    fn error(error: &HttpError) -> Response {
         Response {
-            status: refusal.status(),
+            status: error.status(),
             content_type: "text/plain; charset=utf-8",
-            allow: (*refusal == Refusal::MethodNotAllowed).then_some("GET"),
-            body: format!("{refusal}\n"),
+            allow: (*error == HttpError::MethodNotAllowed).then_some("GET, HEAD"),
+            body: format!("{error}\n"),
         }
     }
 
-    fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
+    /// Writes the response; its head only if `with_body` is false (the
+    /// answer to `HEAD`, whose `Content-Length` is still the body's).
+    fn write_to(&self, out: &mut impl Write, with_body: bool) -> io::Result<()> {
         let mut head = format!(
             "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
             self.status,
@@ -329,7 +383,9 @@ impl Response {
         }
         head.push_str("\r\n");
         out.write_all(head.as_bytes())?;
-        out.write_all(self.body.as_bytes())?;
+        if with_body {
+            out.write_all(self.body.as_bytes())?;
+        }
         out.flush()
     }
 }
@@ -610,7 +666,7 @@ impl Exposition {
         self.family(
             FSYNC_SECONDS,
             Kind::Histogram,
-            "Time the syncer thread took to force one log's writes to disk (--fsync batch).",
+            "Time taken to force one log's writes to disk (each batch, or each append with --fsync always).",
         );
         let bucket = format!("{FSYNC_SECONDS}_bucket");
         let mut cumulative = 0;
@@ -672,9 +728,44 @@ mod tests {
         let long = vec![b'a'; MAX_HEAD_BYTES + 10];
         assert!(matches!(
             read_request(&mut &long[..]),
-            Err(Refusal::BadRequest(_))
+            Err(HttpError::BadRequest(_))
         ));
         assert_eq!(read_request(&mut &b""[..]), Ok(None));
+    }
+
+    /// A metrics server whose commands go to `commands`.
+    fn server(commands: CommandSender) -> MetricsServer {
+        MetricsServer {
+            listener: TcpListener::bind("127.0.0.1:0").expect("bind a port"),
+            commands,
+            fsync_times: Arc::default(),
+            stopping: Arc::default(),
+        }
+    }
+
+    fn get_metrics() -> RequestLine {
+        RequestLine {
+            method: "GET".to_owned(),
+            target: METRICS_PATH.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_scrape_while_the_dispatcher_is_stuck_gets_503() {
+        // A queue nobody reads: a dispatcher stuck behind a slow disk.
+        let (commands, _stuck) = crate::queue::bounded(16, 1 << 20);
+        let response = server(commands).respond(&get_metrics());
+        assert_eq!(response.status, "503 Service Unavailable");
+        assert_eq!(response.body, format!("{}\n", HttpError::Late));
+    }
+
+    #[test]
+    fn a_scrape_while_the_broker_stops_gets_503() {
+        let (commands, stopped) = crate::queue::bounded(16, 1 << 20);
+        drop(stopped);
+        let response = server(commands).respond(&get_metrics());
+        assert_eq!(response.status, "503 Service Unavailable");
+        assert_eq!(response.body, "the broker is stopping\n");
     }
 
     #[test]

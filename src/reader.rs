@@ -194,7 +194,7 @@ pub fn run(id: ConnId, stream: Arc<TcpStream>, context: Arc<ReaderContext>) {
     if let Some(writer) = reader.writer.take() {
         let _ = reader.context.commands.send(Command::Detach { conn: id });
         // The socket stays open while the writer writes what it still
-        // holds: the connection is counted until then (`files.rs`), so
+        // holds: the connection is counted until then (`descriptors.rs`), so
         // clients that close without reading cannot make the broker hold
         // more sockets than it counts.
         writer.wait_until_ended(Instant::now() + WRITER_END_PATIENCE);

@@ -59,13 +59,15 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::backoff::{AcceptFailures, Throttled};
 use crate::config::{Config, Storage};
+use crate::descriptors::{self, FileBudget, FILES_RESERVED};
 use crate::dispatcher::{Dispatcher, Stopped};
-use crate::files::{self, AcceptFailures, FileBudget, Throttled, FILES_RESERVED};
 use crate::ids::ConnId;
 use crate::metrics;
 use crate::queue::{self, Command, CommandSender};
 use crate::reader::{self, Gate, ReaderContext};
+use crate::stats::FsyncTimes;
 use crate::store::disk::DiskStore;
 use crate::store::fetcher::Fetcher;
 use crate::store::memory::MemoryStore;
@@ -124,6 +126,12 @@ pub struct Broker {
     metrics: Option<JoinHandle<()>>,
 }
 
+/// How long a stop tries to connect to the acceptor (or the metrics
+/// thread) to wake it. A listener that is running answers at once, from its
+/// backlog; one whose backlog is full is accepting, and sees the stop at its
+/// next connection.
+const WAKE_PATIENCE: Duration = Duration::from_secs(1);
+
 /// Starts a broker's clean stop from any thread; [`Broker::wait`] returns
 /// once it is done.
 #[derive(Debug, Clone)]
@@ -143,9 +151,12 @@ impl Stopper {
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         // `accept()` has no timeout: wake it with a connection of our own.
-        let _ = TcpStream::connect(self.wake_addr);
-        if let Some(addr) = self.metrics_wake_addr {
-            let _ = TcpStream::connect(addr);
+        // Bounded, as a listen backlog that is full is not answered.
+        for addr in [Some(self.wake_addr), self.metrics_wake_addr]
+            .into_iter()
+            .flatten()
+        {
+            let _ = TcpStream::connect_timeout(&addr, WAKE_PATIENCE);
         }
         self.context.commands.stop_holding_publishers();
         self.context.gate.close();
@@ -241,14 +252,14 @@ pub fn start(config: &Config) -> Result<Broker, StartError> {
         .transpose()
         .map_err(StartError::Metrics)?;
     let metrics_addr = match &metrics_listener {
-        Some(listener) => Some(listener.local_addr()?),
+        Some(listener) => Some(listener.local_addr().map_err(StartError::Metrics)?),
         None => None,
     };
 
     let (commands, queue) = queue::bounded(COMMAND_QUEUE, queue::MAX_QUEUED_PAYLOAD_BYTES);
     let connections = OpenConnections::default();
     let files = Arc::new(FileBudget::new(
-        files::open_files_limit(),
+        descriptors::open_files_limit(),
         connections.count.clone(),
     ));
     let syncer = Syncer::spawn(config.fsync_interval)?;
@@ -257,7 +268,7 @@ pub fn start(config: &Config) -> Result<Broker, StartError> {
     let dispatcher = Dispatcher::new(
         config.delivery_policy(),
         config.topic_limits(),
-        store(config, &commands, &files)?,
+        store(config, &commands, &files, &fsync_times)?,
         syncer,
         connections.count.clone(),
     )
@@ -285,19 +296,28 @@ pub fn start(config: &Config) -> Result<Broker, StartError> {
         metrics_wake_addr: metrics_addr.map(wake_addr),
         context: context.clone(),
     };
-    let metrics = match metrics_listener {
-        Some(listener) => Some(metrics::spawn(
-            listener,
-            context.commands.clone(),
-            fsync_times,
-            stopping.clone(),
-        )?),
-        None => None,
+    // From here a failed start drops `broker`, which stops the threads
+    // already running: the dispatcher, and the syncer and fetcher with it.
+    let mut broker = Broker {
+        local_addr,
+        max_connections,
+        linger: config.linger,
+        stopper,
+        connections: connections.clone(),
+        acceptor: None,
+        dispatcher: Some(dispatcher),
+        metrics_addr,
+        metrics: None,
     };
+    if let Some(listener) = metrics_listener {
+        let commands = context.commands.clone();
+        let thread = metrics::spawn(listener, commands, fsync_times, stopping.clone())?;
+        broker.metrics = Some(thread);
+    }
     let acceptor = Acceptor {
         listener,
         context,
-        connections: connections.clone(),
+        connections,
         files,
         stopping,
         max_connections,
@@ -305,28 +325,20 @@ pub fn start(config: &Config) -> Result<Broker, StartError> {
     let acceptor = thread::Builder::new()
         .name("acceptor".to_owned())
         .spawn(move || acceptor.run())?;
-
-    Ok(Broker {
-        local_addr,
-        max_connections,
-        linger: config.linger,
-        stopper,
-        connections,
-        acceptor: Some(acceptor),
-        dispatcher: Some(dispatcher),
-        metrics_addr,
-        metrics,
-    })
+    broker.acceptor = Some(acceptor);
+    Ok(broker)
 }
 
 /// The store `config` asks for, with its memory budget. The disk store
 /// gets its data directory as an absolute path, which its errors name. Its
 /// fetcher thread sends what it reads to the dispatcher through
-/// `commands`, and its topics' files are counted in `files`.
+/// `commands`, its topics' files are counted in `files`, and the fsyncs
+/// its logs make themselves (`--fsync always`) in `fsync_times`.
 fn store(
     config: &Config,
     commands: &CommandSender,
     files: &Arc<FileBudget>,
+    fsync_times: &Arc<FsyncTimes>,
 ) -> io::Result<Box<dyn Store>> {
     let (_, memory_budget) = config.memory_budget();
     if config.memory_bytes.is_some() && config.storage != Storage::Memory {
@@ -359,7 +371,8 @@ fn store(
                     memory_budget,
                     spawn_fetcher(commands.clone())?,
                 )
-                .counting_files(files.clone()),
+                .counting_files(files.clone())
+                .counting_fsyncs(fsync_times.clone()),
             )
         }
     })
@@ -535,16 +548,16 @@ impl Acceptor {
     }
 
     /// Why one more connection is refused, if it is.
-    fn over_limit(&self) -> Option<Refusal> {
+    fn over_limit(&self) -> Option<TurnedAway> {
         let open = self.connections.len();
         if open >= self.max_connections {
-            return Some(Refusal::MaxConnections {
+            return Some(TurnedAway::MaxConnections {
                 open,
                 limit: self.max_connections,
             });
         }
         if !self.files.has_room() {
-            return Some(Refusal::NoFiles {
+            return Some(TurnedAway::NoFiles {
                 open,
                 topics: self.files.logs(),
                 limit: self.files.limit(),
@@ -556,11 +569,11 @@ impl Acceptor {
 
 /// Why the acceptor turned a connection away, for the log.
 #[derive(Debug)]
-enum Refusal {
+enum TurnedAway {
     /// `--max-connections` (or the machine's limits) are reached.
     MaxConnections { open: usize, limit: usize },
     /// Connections and topics on disk hold every file descriptor the
-    /// open-files limit leaves them (`files.rs`).
+    /// open-files limit leaves them (`descriptors.rs`).
     NoFiles {
         open: usize,
         topics: usize,
@@ -568,13 +581,13 @@ enum Refusal {
     },
 }
 
-impl std::fmt::Display for Refusal {
+impl std::fmt::Display for TurnedAway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Refusal::MaxConnections { open, limit } => {
+            TurnedAway::MaxConnections { open, limit } => {
                 write!(f, "already {open} connections (--max-connections {limit})")
             }
-            Refusal::NoFiles {
+            TurnedAway::NoFiles {
                 open,
                 topics,
                 limit,
@@ -605,7 +618,7 @@ pub(crate) const TOO_MANY_CONNECTIONS: &str = "too many connections";
 
 /// How many connections this process can hold, if the system says: at
 /// most, with no topic on disk (each such topic takes one of these
-/// connections' file descriptors; see `files.rs`).
+/// connections' file descriptors; see `descriptors.rs`).
 ///
 /// Each connection takes a file descriptor and up to two threads, and each
 /// thread takes four memory mappings (its stack and guard page, its signal
@@ -613,9 +626,10 @@ pub(crate) const TOO_MANY_CONNECTIONS: &str = "too many connections";
 /// the whole process, so the broker must stay clear of `vm.max_map_count`
 /// rather than find it. Some room is left for everything else.
 pub(crate) fn connection_capacity() -> Option<usize> {
-    let by_mappings = files::read_number("/proc/sys/vm/max_map_count", "")
+    let by_mappings = descriptors::read_number("/proc/sys/vm/max_map_count", "")
         .map(|maps| maps.saturating_sub(2048) / 8);
-    let by_files = files::open_files_limit().map(|files| files.saturating_sub(FILES_RESERVED));
+    let by_files =
+        descriptors::open_files_limit().map(|files| files.saturating_sub(FILES_RESERVED));
     match (by_mappings, by_files) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

@@ -79,10 +79,12 @@ pub(crate) const FSYNC_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-/// How many fsyncs the syncer thread ran and how long they took, kept in
-/// atomics so that the syncer counts without a lock and the metrics thread
-/// reads without asking. Each job the syncer runs forces one log's writes
-/// to disk (see `syncer.rs`), so a job is an fsync here.
+/// How many fsyncs the broker ran and how long they took, kept in atomics
+/// so that the syncer counts without a lock and the metrics thread reads
+/// without asking. Each job the syncer runs forces one log's writes to
+/// disk (see `syncer.rs`), so a job is an fsync here; with `--fsync
+/// always` the disk logs count each append's fsync here too
+/// (`store/disk/log.rs`).
 #[derive(Debug, Default)]
 pub struct FsyncTimes {
     /// How many took at most `FSYNC_BUCKETS[i]` and more than the bound

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use brook::files::FILES_RESERVED;
+use brook::descriptors::FILES_RESERVED;
 use common::line::Line;
 use common::process::BrookProcess;
 use common::raw::Raw;

@@ -4,11 +4,14 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
 
-use brook::config::Config;
+use brook::config::{Config, Fsync};
 use brook::server::Broker;
 use common::broker::{config, start_broker};
 use common::line::Line;
@@ -69,7 +72,7 @@ fn scrape(addr: SocketAddr) -> String {
     assert_eq!(response.status, "HTTP/1.1 200 OK", "{}", response.body);
     assert_eq!(
         response.headers.get("content-type").map(String::as_str),
-        Some("text/plain; version=0.0.4")
+        Some("text/plain; version=0.0.4; charset=utf-8")
     );
     assert_eq!(
         response.headers.get("connection").map(String::as_str),
@@ -229,16 +232,24 @@ fn counters_and_group_lag_are_exact_after_publishing_and_consuming() {
     );
 }
 
-#[test]
-fn the_disk_store_reports_its_segment_bytes_and_fsync_times() {
-    let data = TempDir::new("metrics-disk");
+/// A broker keeping its topics in `data`, forcing them to disk as
+/// `fsync` says, and serving metrics.
+fn disk_broker(data: &TempDir, fsync: Fsync) -> (Broker, SocketAddr) {
     let config = Config {
         metrics_addr: Some("127.0.0.1:0".into()),
         storage: brook::config::Storage::Disk(data.path().to_owned()),
+        fsync,
         ..config()
     };
     let broker = start_broker(&config);
     let metrics = broker.metrics_addr().expect("metrics are served");
+    (broker, metrics)
+}
+
+#[test]
+fn the_disk_store_reports_its_segment_bytes_and_fsync_times() {
+    let data = TempDir::new("metrics-disk");
+    let (broker, metrics) = disk_broker(&data, Fsync::Batch);
     let mut publisher = Line::connect(broker.local_addr());
     // Confirmed only once forced to disk (--fsync batch): by the syncer.
     assert_eq!(publisher.ask("PUB orders first"), "+OK 0");
@@ -259,6 +270,22 @@ fn the_disk_store_reports_its_segment_bytes_and_fsync_times() {
         number("brook_fsync_seconds_bucket{le=\"+Inf\"}"),
         number("brook_fsync_seconds_count")
     );
+}
+
+#[test]
+fn fsync_always_counts_each_append_s_fsync() {
+    let data = TempDir::new("metrics-fsync-always");
+    let (broker, metrics) = disk_broker(&data, Fsync::Always);
+    let mut publisher = Line::connect(broker.local_addr());
+    for i in 0..3 {
+        assert_eq!(
+            publisher.ask(&format!("PUB orders m{i}")),
+            format!("+OK {i}")
+        );
+    }
+    let page = scrape(metrics);
+    let count: u64 = samples(&page)["brook_fsync_seconds_count"].parse().unwrap();
+    assert!(count >= 3, "one fsync per append at least: {count}\n{page}");
 }
 
 #[test]
@@ -410,7 +437,10 @@ fn bad_requests_unknown_paths_and_other_methods_are_refused() {
         b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
     );
     assert_eq!(post.status, "HTTP/1.1 405 Method Not Allowed");
-    assert_eq!(post.headers.get("allow").map(String::as_str), Some("GET"));
+    assert_eq!(
+        post.headers.get("allow").map(String::as_str),
+        Some("GET, HEAD")
+    );
 
     // None of that disturbed the endpoint.
     assert!(scrape(metrics).contains("brook_topics 0\n"));
@@ -423,6 +453,95 @@ fn a_silent_client_holds_the_endpoint_only_for_the_request_timeout() {
     // Served once the silent client's time is up.
     assert!(scrape(metrics).contains("brook_topics 0\n"));
     drop(silent);
+}
+
+#[test]
+fn head_is_answered_like_get_without_the_page() {
+    let (_broker, metrics) = broker();
+    let head = http(metrics, b"HEAD /metrics HTTP/1.1\r\n\r\n");
+    assert_eq!(head.status, "HTTP/1.1 200 OK");
+    assert_eq!(head.body, "", "no page after the head");
+    let length: usize = head.headers["content-length"].parse().unwrap();
+    // The page GET returns now has the same figures, so the same length.
+    assert_eq!(length, scrape(metrics).len());
+}
+
+/// How long the broker gives a client to send its request (`REQUEST_TIMEOUT`
+/// in `metrics.rs`), and as long again to take the answer; and how long it
+/// waits for the dispatcher's report (`REPORT_PATIENCE`).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+const REPORT_PATIENCE: Duration = Duration::from_secs(2);
+
+/// A connection to `addr` that has sent the start of a request.
+fn start_request(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).expect("connect to the metrics port");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nX-Trickle: ")
+        .expect("send the start of a request");
+    stream
+}
+
+/// Sends one more byte of a header that never ends on `stream` each time
+/// the broker has let 100 ms pass without answering, until the broker ends
+/// the connection. Returns what the broker sent, or `None` if it had not
+/// ended the connection `within` that time.
+fn trickle(mut stream: TcpStream, within: Duration) -> Option<Vec<u8>> {
+    let give_up = Instant::now() + within;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < give_up {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(received),
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if stream.write_all(b"a").is_err() {
+                    return Some(received);
+                }
+            }
+            Err(_) => return Some(received), // reset: ended too
+        }
+    }
+    None
+}
+
+#[test]
+fn a_client_trickling_its_request_is_cut_off_at_the_request_timeout() {
+    let (_broker, metrics) = broker();
+    let answer = trickle(start_request(metrics), REQUEST_TIMEOUT + WAIT)
+        .expect("the broker ends a trickling client's connection at its deadline");
+    // What came before the deadline is answered, as a client that stops
+    // sending would be.
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200 OK\r\n"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // And the endpoint serves the next scrape.
+    assert!(scrape(metrics).contains("brook_topics 0\n"));
+}
+
+#[test]
+fn a_stop_ends_while_a_client_trickles_its_request() {
+    let (broker, metrics) = broker();
+    // At most its request's time, the report's, and its answer's.
+    let bound = REQUEST_TIMEOUT * 2 + REPORT_PATIENCE + WAIT;
+    // Connected before the stop's own wake-up connection: served first.
+    let request = start_request(metrics);
+    let trickler = thread::spawn(move || trickle(request, bound));
+    let (stopped, done) = mpsc::sync_channel(1);
+    let stopping = thread::spawn(move || {
+        broker.shutdown();
+        let _ = stopped.send(());
+    });
+    assert!(
+        done.recv_timeout(bound).is_ok(),
+        "Broker::shutdown returns while a client trickles its request"
+    );
+    stopping.join().unwrap();
+    trickler.join().unwrap();
 }
 
 #[test]

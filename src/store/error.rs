@@ -48,7 +48,7 @@ impl StoreError {
                 Lack::Space
             } else if is_out_of_files(&error) {
                 Lack::Files {
-                    limit: crate::files::open_files_limit(),
+                    limit: crate::descriptors::open_files_limit(),
                 }
             } else {
                 return StoreError::Io { path, error };
@@ -103,7 +103,7 @@ pub enum Lack {
     Space,
     /// A file descriptor: the process holds as many as its open-files
     /// limit (`limit`, if the system says) allows, or as many as it leaves
-    /// for connections and topics (`files.rs`).
+    /// for connections and topics (`descriptors.rs`).
     Files { limit: Option<usize> },
 }
 

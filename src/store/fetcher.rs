@@ -36,7 +36,7 @@
 //! keeps the [`READ_HANDLES`] it used last open (`ReadHandles`), so a
 //! replay reads on without opening its segment again for every run, while
 //! a topic's closed segments hold no file descriptor. That is what lets the
-//! broker count its descriptors (`files.rs`): one per topic (its active
+//! broker count its descriptors (`descriptors.rs`): one per topic (its active
 //! segment, which the dispatcher appends to) and these few.
 
 use std::fs::File;
@@ -104,7 +104,7 @@ impl FetchRequest {
 
 /// How many segment files the fetcher keeps open: enough for a few
 /// replays at once, and few enough to count as a fixed part of the
-/// broker's file descriptors ([`FILES_RESERVED`](crate::files::FILES_RESERVED)).
+/// broker's file descriptors ([`FILES_RESERVED`](crate::descriptors::FILES_RESERVED)).
 pub const READ_HANDLES: usize = 4;
 
 /// How long the fetcher keeps its files open with nothing to read. Closing

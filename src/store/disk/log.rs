@@ -11,7 +11,8 @@
 //! published), writes the buffer to the active segment file and, with
 //! `--fsync batch`, returns the job that forces it to disk, which the
 //! syncer thread runs (`syncer.rs`). With `--fsync always` each append
-//! forces its record at once.
+//! forces its record at once, and counts the time it took in the fsync
+//! times the syncer counts its jobs in ([`FsyncTimes`]).
 //!
 //! ```text
 //!   append ──▶ buffer (encoded records) ──write──▶ active segment file ──job──▶ fsync
@@ -72,6 +73,7 @@ use super::recovery::recover_segments;
 use super::unreadable::Unreadable;
 use crate::budget::MemoryBudget;
 use crate::ids::{Offset, Payload};
+use crate::stats::FsyncTimes;
 use crate::store::fetcher::{FetchRequest, Fetcher};
 use crate::store::record::{now_ms, Header, HEADER_BYTES};
 use crate::store::segment::{segment_file_name, Segment};
@@ -125,6 +127,9 @@ pub struct DiskLog {
     /// `Cell` is enough.
     fetcher: Fetcher,
     fetching: Cell<bool>,
+    /// Where the fsyncs this log makes itself (`--fsync always`) are
+    /// counted, with the syncer's, for the metrics.
+    fsync_times: Arc<FsyncTimes>,
     /// The offsets whose records are damaged: found at start-up, or by the
     /// fetcher.
     unreadable: Unreadable,
@@ -161,6 +166,7 @@ impl DiskLog {
         settings: LogSettings,
         fetcher: Fetcher,
         budget: Arc<MemoryBudget>,
+        fsync_times: Arc<FsyncTimes>,
     ) -> Result<DiskLog, StoreError> {
         let recovered = recover_segments(topic, &dir, &settings)?;
         let segments = recovered.segments;
@@ -182,6 +188,7 @@ impl DiskLog {
             groups,
             fetcher,
             fetching: Cell::new(false),
+            fsync_times,
             unreadable: Unreadable::default(),
             refusing: None,
             horizon: Arc::new(Mutex::new(recovered.horizon)),
@@ -295,7 +302,11 @@ impl DiskLog {
                 Fsync::Never => {
                     self.unforced.insert(path);
                 }
-                _ => self.writer.sync_data().map_err(StoreError::sync(path))?,
+                _ => {
+                    let started = Instant::now();
+                    self.writer.sync_data().map_err(StoreError::sync(path))?;
+                    self.fsync_times.record(started.elapsed());
+                }
             }
         }
         self.unsynced = false;

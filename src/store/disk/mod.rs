@@ -42,7 +42,7 @@
 //!
 //! A log holds one open file, its active segment. Closed segments hold
 //! none: the fetcher opens the few it reads (`fetcher.rs`). So the broker
-//! can count its descriptors (`files.rs` at the top of `src/`), and
+//! can count its descriptors (`descriptors.rs`), and
 //! [`DiskStore`] refuses a new topic when none is left for it. An open
 //! that fails all the same for want of a descriptor (EMFILE, ENFILE),
 //! such as a new segment's, is treated as a full disk: the log refuses
@@ -72,7 +72,8 @@ use self::files::{sorted_entries, sync_directory};
 use self::log::DiskLog;
 use self::recovery::remove_unnamed;
 use crate::budget::MemoryBudget;
-use crate::files::FileBudget;
+use crate::descriptors::FileBudget;
+use crate::stats::FsyncTimes;
 use crate::store::fetcher::Fetcher;
 use crate::store::{DiskFull, Lack, LogSettings, NamedLog, Store, StoreError, TopicLog};
 
@@ -103,8 +104,11 @@ pub struct DiskStore {
     /// two brokers appending to one log would interleave their records.
     lock: Option<File>,
     /// Where each log's file descriptor (its active segment) is counted,
-    /// and a new topic refused when none is left (`files.rs`).
+    /// and a new topic refused when none is left (`descriptors.rs`).
     files: Arc<FileBudget>,
+    /// Where the logs count the fsyncs they make themselves (`--fsync
+    /// always`), beside the syncer's.
+    fsync_times: Arc<FsyncTimes>,
 }
 
 impl DiskStore {
@@ -124,19 +128,30 @@ impl DiskStore {
             budget: Arc::new(MemoryBudget::new("--cache-bytes", cache_bytes)),
             lock: None,
             files: Arc::default(),
+            fsync_times: Arc::default(),
         }
     }
 
     /// Opens the log of `topic` in `dir`.
     fn open_log(&self, topic: &str, dir: PathBuf) -> Result<DiskLog, StoreError> {
         let (fetcher, budget) = (self.fetcher.clone(), self.budget.clone());
-        DiskLog::open(topic, dir, self.settings, fetcher, budget)
+        let fsync_times = self.fsync_times.clone();
+        DiskLog::open(topic, dir, self.settings, fetcher, budget, fsync_times)
     }
 
     /// Counts the file each log keeps open in `files`, and refuses a new
     /// topic when the budget has no room for it.
     pub fn counting_files(self, files: Arc<FileBudget>) -> DiskStore {
         DiskStore { files, ..self }
+    }
+
+    /// Counts the fsyncs the logs make themselves (`--fsync always`) in
+    /// `times`, the syncer's.
+    pub fn counting_fsyncs(self, times: Arc<FsyncTimes>) -> DiskStore {
+        DiskStore {
+            fsync_times: times,
+            ..self
+        }
     }
 
     /// Refuses a new topic if its file would take a descriptor the

@@ -21,17 +21,12 @@
 //! Connections and topics share what is left, first come first served: the
 //! acceptor refuses a connection (`too many connections`) and the disk store
 //! a new topic (`out of file descriptors: ...`) when it is all taken.
-//! `--max-topics` bounds how much of it topics can take.
-//!
-//! An accept that fails anyway (EMFILE from something else, say) is retried
-//! after a wait that doubles while failures go on ([`AcceptFailures`]), so
-//! the acceptor and the metrics thread never spin, and their log lines are
-//! [`Throttled`] to one a second.
+//! `--max-topics` bounds how much of it topics can take. An accept that
+//! fails anyway (EMFILE from something else, say) is waited out
+//! (`backoff.rs`).
 
-use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 /// File descriptors the broker keeps for itself, whatever the load. Its
 /// fixed needs come to about 20 (see the module docs); the rest is slack,
@@ -102,101 +97,9 @@ pub(crate) fn read_number(path: &str, label: &str) -> Option<usize> {
     line[label.len()..].split_whitespace().next()?.parse().ok()
 }
 
-/// How long the acceptor waits after an accept fails, at first and at
-/// most: a failure such as EMFILE lasts until a connection closes, and
-/// retrying at once would spin a core and fill the log.
-const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
-const ACCEPT_BACKOFF_MOST: Duration = Duration::from_secs(1);
-
-/// Failed accepts in a row: the wait before the next try, which doubles
-/// while they go on, and their log lines.
-#[derive(Debug, Default)]
-pub(crate) struct AcceptFailures {
-    backoff: Option<Duration>,
-    log: Throttled,
-}
-
-impl AcceptFailures {
-    /// Logs a failed accept (at most once a second), and returns how long
-    /// to wait before the next try.
-    pub(crate) fn failed(&mut self, error: &io::Error) -> Duration {
-        self.log
-            .log(|suppressed| log::warn!("accept failed: {error}{suppressed}"));
-        let backoff = self.backoff.map_or(ACCEPT_BACKOFF_FIRST, |last| {
-            (last * 2).min(ACCEPT_BACKOFF_MOST)
-        });
-        self.backoff = Some(backoff);
-        backoff
-    }
-
-    /// An accept succeeded: the next failure waits the shortest time again.
-    pub(crate) fn ended(&mut self) {
-        self.backoff = None;
-    }
-}
-
-/// A log line that may be written at most once a second, however often
-/// its event happens: the lines left out are counted, and the next line
-/// says how many there were.
-#[derive(Debug, Default)]
-pub(crate) struct Throttled {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Throttled {
-    /// Calls `log` with the note to append (empty, or "(and N more like it
-    /// since the last such line)") if a second has passed since the last line;
-    /// otherwise counts the event.
-    pub(crate) fn log(&mut self, log: impl FnOnce(&str)) {
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|last| now.duration_since(last) < Duration::from_secs(1))
-        {
-            self.suppressed += 1;
-            return;
-        }
-        let note = match std::mem::take(&mut self.suppressed) {
-            0 => String::new(),
-            n => format!(" (and {n} more like it since the last such line)"),
-        };
-        log(&note);
-        self.last = Some(now);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn failed_accepts_wait_longer_and_longer_up_to_a_second() {
-        let mut failures = AcceptFailures::default();
-        let error = io::Error::from_raw_os_error(24); // EMFILE
-        let waits: Vec<u128> = (0..9)
-            .map(|_| failures.failed(&error).as_millis())
-            .collect();
-        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
-        failures.ended();
-        assert_eq!(failures.failed(&error), ACCEPT_BACKOFF_FIRST);
-    }
-
-    #[test]
-    fn a_throttled_line_is_written_once_a_second_at_most() {
-        let mut throttled = Throttled::default();
-        let mut lines = Vec::new();
-        for _ in 0..1000 {
-            throttled.log(|note| lines.push(note.to_owned()));
-        }
-        assert_eq!(lines, [""]);
-        assert_eq!(throttled.suppressed, 999);
-        // A second later, the next line says how many were left out.
-        throttled.last = throttled.last.map(|last| last - Duration::from_secs(1));
-        throttled.log(|note| lines.push(note.to_owned()));
-        assert_eq!(lines[1], " (and 999 more like it since the last such line)");
-        assert_eq!(throttled.suppressed, 0);
-    }
 
     #[test]
     fn connections_and_topics_share_what_the_reserve_leaves() {
