@@ -1,5 +1,5 @@
 //! Waiting out failures, and keeping their log lines few: for the threads
-//! that accept connections (the acceptor in `server.rs`, and `metrics.rs`).
+//! that accept connections (the acceptor in `server.rs`, and `metrics/`).
 //!
 //! An accept that fails (EMFILE, the open-files limit reached, say) fails
 //! again until a connection closes: retrying at once would spin a core and

@@ -23,7 +23,7 @@ pub use crate::store::{Fsync, OnDamage};
 pub struct Config {
     /// Where to listen, `HOST:PORT`. Port 0 picks a free port.
     pub addr: String,
-    /// Where to serve Prometheus metrics over HTTP (`metrics.rs`), if
+    /// Where to serve Prometheus metrics over HTTP (`metrics/`), if
     /// anywhere.
     pub metrics_addr: Option<String>,
     pub ack_delay: Duration,

@@ -52,7 +52,7 @@
 //! `brook` binary hear SIGTERM and Ctrl-C and stop cleanly,
 //! [`descriptors`], which shares the process's file descriptors between
 //! connections and topics, `backoff.rs`, which waits out failed accepts
-//! and keeps their log lines few, and `metrics.rs`, which serves the
+//! and keeps their log lines few, and `metrics/`, which serves the
 //! broker's figures to a monitoring system (`--metrics-addr`).
 //!
 //! No file uses a file that uses it (`tests/layering.rs` checks), so each

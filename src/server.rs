@@ -19,7 +19,7 @@
 //!   reads old records back off the dispatcher thread;
 //! - one writer per connection that is written to (`conn-<id>-write`,
 //!   `writer.rs`);
-//! - with `--metrics-addr`, one more (`metrics`, `metrics.rs`), serving
+//! - with `--metrics-addr`, one more (`metrics`, `metrics/`), serving
 //!   the broker's figures over HTTP.
 //!
 //! The helper threads never name the dispatcher's `Command`: what the

@@ -14,7 +14,7 @@
 //! syncer thread (`syncer.rs`) times each one into [`FsyncTimes`], a
 //! histogram whose bucket bounds are [`FSYNC_BUCKETS`], in atomics rather
 //! than cells, since it is bumped by the syncer thread and read by
-//! another, the metrics thread (`metrics.rs`), which serves it at
+//! another, the metrics thread (`metrics/`), which serves it at
 //! `--metrics-addr`.
 
 use std::cell::Cell;

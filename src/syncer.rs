@@ -28,7 +28,7 @@
 //! dispatcher wait, and that in turn holds the publishers back.
 //!
 //! Each job's time is counted in [`FsyncTimes`], which the metrics thread
-//! (`metrics.rs`) reads as it is, without asking anyone.
+//! (`metrics/`) reads as it is, without asking anyone.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,0 +1,269 @@
+//! The HTTP the metrics thread speaks: the least that serves a scraper and
+//! `curl`. One request per connection (`Connection: close`), no body;
+//! the request head read within one deadline ([`Deadline`]), however the
+//! client trickles it; the request line parsed ([`RequestLine`]) or
+//! refused with the status that says why ([`HttpError`]); the answer
+//! written as a [`Response`]. What the page holds is `exposition.rs`.
+
+use std::fmt::{self, Display};
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// How long a client may take to send its request's head, all of it, and
+/// then to take the answer: a client that connects and says nothing, or
+/// trickles its request, holds the thread, and every scrape behind it, for
+/// this long (and [`REPORT_PATIENCE`], and this long again) at most.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a scrape waits for the dispatcher's report before it answers
+/// 503.
+pub const REPORT_PATIENCE: Duration = Duration::from_secs(2);
+
+/// The longest request head read: a scraper's is a few hundred bytes.
+pub const MAX_HEAD_BYTES: usize = 8 << 10;
+
+/// The path served.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// A connection with one deadline, [`REQUEST_TIMEOUT`] from when it is
+/// made, for every read and write on it: each is given the time left, and
+/// fails with `TimedOut` once none is.
+pub(super) struct Deadline<'a> {
+    stream: &'a TcpStream,
+    at: Instant,
+}
+
+impl<'a> Deadline<'a> {
+    pub(super) fn new(stream: &'a TcpStream) -> Deadline<'a> {
+        Deadline {
+            stream,
+            at: Instant::now() + REQUEST_TIMEOUT,
+        }
+    }
+
+    /// The time left, if any.
+    fn left(&self) -> io::Result<Duration> {
+        match self.at.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => Ok(left),
+            _ => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took longer than the request timeout",
+            )),
+        }
+    }
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.set_read_timeout(Some(self.left()?))?;
+        (&mut &*self.stream).read(buf)
+    }
+}
+
+impl Write for Deadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.set_write_timeout(Some(self.left()?))?;
+        (&mut &*self.stream).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A request's first line: `GET /metrics HTTP/1.1`.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct RequestLine {
+    pub(super) method: String,
+    pub(super) target: String,
+}
+
+impl RequestLine {
+    /// The target without its query string.
+    pub(super) fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or_default()
+    }
+}
+
+/// Why a request gets no metrics.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum HttpError {
+    /// Not an HTTP/1 request; says what is wrong with it.
+    BadRequest(&'static str),
+    NotFound,
+    MethodNotAllowed,
+    /// The dispatcher's queue is full.
+    Busy,
+    /// The dispatcher did not answer within [`REPORT_PATIENCE`].
+    Late,
+    /// The broker is stopping.
+    Stopping,
+}
+
+impl HttpError {
+    fn status(&self) -> &'static str {
+        match self {
+            HttpError::BadRequest(_) => "400 Bad Request",
+            HttpError::NotFound => "404 Not Found",
+            HttpError::MethodNotAllowed => "405 Method Not Allowed",
+            HttpError::Busy | HttpError::Late | HttpError::Stopping => "503 Service Unavailable",
+        }
+    }
+}
+
+impl Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HttpError::BadRequest(why) => write!(f, "bad request: {why}"),
+            HttpError::NotFound => write!(f, "not found: brook serves GET {METRICS_PATH} only"),
+            HttpError::MethodNotAllowed => write!(f, "{METRICS_PATH} answers GET and HEAD only"),
+            HttpError::Busy => write!(
+                f,
+                "the dispatcher's queue is full: it is behind; try again later"
+            ),
+            HttpError::Late => write!(
+                f,
+                "the dispatcher did not report within {REPORT_PATIENCE:?}: it is behind; \
+                 try again later"
+            ),
+            HttpError::Stopping => write!(f, "the broker is stopping"),
+        }
+    }
+}
+
+/// Reads the request's head, up to the blank line that ends it (or until
+/// the client stops sending), and returns its request line; `None` if the
+/// client sent nothing at all.
+pub(super) fn read_request(stream: &mut impl Read) -> Result<Option<RequestLine>, HttpError> {
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !ends_head(&head) {
+        let room = (MAX_HEAD_BYTES - head.len()).min(chunk.len());
+        if room == 0 {
+            return Err(HttpError::BadRequest("request head over 8 KiB"));
+        }
+        match stream.read(&mut chunk[..room]) {
+            Ok(0) => break,
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            // Out of time, or the client gone: answer what came.
+            Err(_) => break,
+        }
+    }
+    if head.is_empty() {
+        return Ok(None);
+    }
+    let line = head.split(|&byte| byte == b'\n').next().unwrap_or_default();
+    parse_request_line(line.strip_suffix(b"\r").unwrap_or(line)).map(Some)
+}
+
+/// Whether `head` holds the blank line that ends a request head.
+fn ends_head(head: &[u8]) -> bool {
+    head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n")
+}
+
+/// Parses `METHOD TARGET HTTP/1.x`.
+fn parse_request_line(line: &[u8]) -> Result<RequestLine, HttpError> {
+    const NOT_HTTP: HttpError =
+        HttpError::BadRequest("expected a request line such as GET /metrics HTTP/1.1");
+    let line = std::str::from_utf8(line).map_err(|_| NOT_HTTP)?;
+    let mut words = line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (words.next(), words.next(), words.next(), words.next())
+    else {
+        return Err(NOT_HTTP);
+    };
+    let is_token = !method.is_empty()
+        && method
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !is_token || !target.starts_with('/') || !matches!(version, "HTTP/1.0" | "HTTP/1.1") {
+        return Err(NOT_HTTP);
+    }
+    Ok(RequestLine {
+        method: method.to_owned(),
+        target: target.to_owned(),
+    })
+}
+
+/// An answer, written whole, then the connection closes.
+pub(super) struct Response {
+    pub(super) status: &'static str,
+    content_type: &'static str,
+    /// `Allow`, for a 405.
+    allow: Option<&'static str>,
+    pub(super) body: String,
+}
+
+impl Response {
+    pub(super) fn metrics(body: String) -> Response {
+        Response {
+            status: "200 OK",
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            allow: None,
+            body,
+        }
+    }
+
+    pub(super) fn error(error: &HttpError) -> Response {
+        Response {
+            status: error.status(),
+            content_type: "text/plain; charset=utf-8",
+            allow: (*error == HttpError::MethodNotAllowed).then_some("GET, HEAD"),
+            body: format!("{error}\n"),
+        }
+    }
+
+    /// Writes the response; its head only if `with_body` is false (the
+    /// answer to `HEAD`, whose `Content-Length` is still the body's).
+    pub(super) fn write_to(&self, out: &mut impl Write, with_body: bool) -> io::Result<()> {
+        let mut head = format!(
+            "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            self.status,
+            self.content_type,
+            self.body.len()
+        );
+        if let Some(methods) = self.allow {
+            head.push_str(&format!("Allow: {methods}\r\n"));
+        }
+        head.push_str("\r\n");
+        out.write_all(head.as_bytes())?;
+        if with_body {
+            out.write_all(self.body.as_bytes())?;
+        }
+        out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines_parse_or_are_refused() {
+        let get = parse_request_line(b"GET /metrics?x=1 HTTP/1.1").unwrap();
+        assert_eq!((get.method.as_str(), get.path()), ("GET", "/metrics"));
+        for bad in [
+            &b"garbage"[..],
+            b"GET /metrics",
+            b"GET metrics HTTP/1.1",
+            b"GET /metrics HTTP/2",
+            b"GET  /metrics HTTP/1.1",
+            b"G(T /metrics HTTP/1.1",
+            b"GET /m\xff HTTP/1.1",
+        ] {
+            assert!(parse_request_line(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_head_too_long_is_refused_and_an_empty_one_is_nothing() {
+        let long = vec![b'a'; MAX_HEAD_BYTES + 10];
+        assert!(matches!(
+            read_request(&mut &long[..]),
+            Err(HttpError::BadRequest(_))
+        ));
+        assert_eq!(read_request(&mut &b""[..]), Ok(None));
+    }
+}
