@@ -1,6 +1,6 @@
 //! Reports: the figures `TOPICS` and `STATS` print (`Request::Topics`,
 //! `Request::Stats`), and that the metrics thread asks for with
-//! `Command::Report` to serve at `--metrics-addr` (`metrics.rs`).
+//! `Command::Report` to serve at `--metrics-addr` (`metrics/`).
 //!
 //! They run as the round takes the request or command, and change
 //! nothing: a report is made from what the dispatcher already holds and
