@@ -3,7 +3,7 @@
 //! and topics. Every other file may use these; this one uses none of them,
 //! so it sits at the bottom of the reading order's dependencies.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -30,6 +30,9 @@ pub type TopicId = usize;
 /// the dispatcher looks sessions and subscriptions up several times per
 /// message.
 pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// A set of ids, with [`IdMap`]'s hasher.
+pub type IdSet<K> = HashSet<K, BuildHasherDefault<IdHasher>>;
 
 /// The hasher of [`IdMap`]: one multiplication by 2^64 / φ.
 #[derive(Debug, Default)]

@@ -10,12 +10,13 @@
 //! the path of a message does more than bump two numbers; beside them,
 //! `STATS` reads the store's memory budget (`budget.rs`) as it is.
 //!
-//! One figure is not the dispatcher's: how long the fsyncs take. The
-//! syncer thread (`syncer.rs`) times each one into [`FsyncTimes`], a
-//! histogram whose bucket bounds are [`FSYNC_BUCKETS`], in atomics rather
-//! than cells, since it is bumped by the syncer thread and read by
-//! another, the metrics thread (`metrics/`), which serves it at
-//! `--metrics-addr`.
+//! One figure is not the dispatcher's alone: how long the fsyncs take.
+//! The syncer thread (`syncer.rs`) times each batch's, and the disk log
+//! (`store/disk/log.rs`) each fsync it makes on the dispatcher thread
+//! (every append with `--fsync always`, a segment that rolls over), into
+//! [`FsyncTimes`], a histogram whose bucket bounds are [`FSYNC_BUCKETS`],
+//! in atomics rather than cells, since two threads bump it and a third,
+//! the metrics thread (`metrics/`), reads it to serve at `--metrics-addr`.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};

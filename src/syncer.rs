@@ -103,7 +103,8 @@ impl Syncer {
         }
     }
 
-    /// How many jobs the syncer ran, and how long they took, as they go.
+    /// The fsync times this syncer's jobs are counted in (the disk log
+    /// counts the fsyncs it makes itself there too), as they go.
     pub fn fsync_times(&self) -> Arc<FsyncTimes> {
         self.fsync_times.clone()
     }

@@ -467,7 +467,7 @@ fn head_is_answered_like_get_without_the_page() {
 }
 
 /// How long the broker gives a client to send its request (`REQUEST_TIMEOUT`
-/// in `metrics.rs`), and as long again to take the answer; and how long it
+/// in `metrics/http.rs`), and as long again to take the answer; and how long it
 /// waits for the dispatcher's report (`REPORT_PATIENCE`).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const REPORT_PATIENCE: Duration = Duration::from_secs(2);

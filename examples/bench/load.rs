@@ -34,7 +34,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use brook::wire::binary::{self, action, status, TOPIC_PREFIX};
-use brook::wire::line_replies;
+use brook::wire::line;
 use brook::wire::request::StartAt;
 
 use crate::histogram::Histogram;
@@ -282,7 +282,7 @@ impl FrameEncoder {
             }
             Protocol::Line => {
                 prefix.extend_from_slice(b"PUB ");
-                line_replies::encode_topic(&mut prefix, topic);
+                line::encode_topic(&mut prefix, topic);
                 prefix.push(b' ');
                 padding[0] = b' ';
                 b"\n"
@@ -489,7 +489,7 @@ pub fn topic_offsets(
         .iter()
         .map(|topic| {
             let mut prefix = b"+TOPIC ".to_vec();
-            line_replies::encode_topic(&mut prefix, topic);
+            line::encode_topic(&mut prefix, topic);
             prefix.push(b' ');
             prefix
         })
@@ -629,7 +629,7 @@ pub fn subscribe_request(
         }
         (Protocol::Line, _) => {
             request.extend_from_slice(b"SUB ");
-            line_replies::encode_topic(&mut request, topic);
+            line::encode_topic(&mut request, topic);
             let start = match start {
                 StartAt::Beginning => " beginning".to_owned(),
                 StartAt::Current => " current".to_owned(),
@@ -638,7 +638,7 @@ pub fn subscribe_request(
             request.extend_from_slice(start.as_bytes());
             if let Some(group) = group {
                 request.extend_from_slice(b" group ");
-                line_replies::encode_topic(&mut request, group);
+                line::encode_topic(&mut request, group);
             }
             request.push(b'\n');
         }

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use super::topic::Topic;
 use crate::dispatcher::session::Session;
-use crate::ids::{ConnId, IdMap, Offset, TopicId};
+use crate::ids::{ConnId, IdMap, IdSet, Offset, TopicId};
 use crate::queue::Hangup;
 use crate::store::SyncJob;
 use crate::writer::{Link, Parcel};
@@ -47,11 +47,12 @@ pub(super) struct Agenda {
     pub(super) wakeups: BinaryHeap<Reverse<(Instant, ConnId)>>,
     /// The wake-up each session is in `wakeups` for: an entry of the heap
     /// that does not match is one an earlier wake-up superseded.
-    pub(super) registered_wakeups: IdMap<ConnId, Instant>,
-    /// Sessions with frames in their outboxes, to pack and post. A session
-    /// may be listed twice (packing an empty outbox does nothing), but
-    /// seldom is: its registrations come one after another.
-    pub(super) to_pack: Vec<ConnId>,
+    registered_wakeups: IdMap<ConnId, Instant>,
+    /// Sessions with frames in their outboxes, to pack and post, each
+    /// once: `listed_to_pack` says which are listed already (a fan-out
+    /// registers every subscriber again with each message).
+    to_pack: Vec<ConnId>,
+    listed_to_pack: IdSet<ConnId>,
     /// Topics that grew past their retention this round.
     pub(super) to_trim: Vec<TopicId>,
     /// Topics appended to or pulled from this round.
@@ -117,7 +118,7 @@ impl Agenda {
     /// Registers what `session` needs after it changed: packing, if it has
     /// frames queued, and a wake-up if it needs one earlier than it has.
     pub(super) fn register(&mut self, conn: ConnId, session: &Session) {
-        if session.has_frames_queued() && self.to_pack.last() != Some(&conn) {
+        if session.has_frames_queued() && self.listed_to_pack.insert(conn) {
             self.to_pack.push(conn);
         }
         if let Some(when) = session.next_wake() {
@@ -127,6 +128,19 @@ impl Agenda {
                 self.wakeups.push(Reverse((when, conn)));
             }
         }
+    }
+
+    /// The sessions to pack at the round's end, each once; the list starts
+    /// again empty.
+    pub(super) fn take_to_pack(&mut self) -> Vec<ConnId> {
+        self.listed_to_pack.clear();
+        std::mem::take(&mut self.to_pack)
+    }
+
+    /// Forgets the wake-up registered for `conn`, whose session is gone.
+    /// (A listing to pack it goes at the round's end, finding no session.)
+    pub(super) fn forget(&mut self, conn: ConnId) {
+        self.registered_wakeups.remove(&conn);
     }
 
     /// Whether `when` is the wake-up registered for `conn`, which is then
@@ -159,4 +173,46 @@ pub(super) struct Publisher<'a> {
     pub(super) conn: ConnId,
     pub(super) confirm: bool,
     pub(super) hangup: Option<&'a Arc<Hangup>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatcher::session::in_flight::DeliveryPolicy;
+    use crate::wire::reply::Reply;
+    use crate::writer::Writer;
+    use std::time::Duration;
+
+    fn session(conn: ConnId, now: Instant) -> Session {
+        let policy = DeliveryPolicy {
+            ack_delay: Duration::from_secs(1),
+            ack_timeout: Duration::from_secs(2),
+            max_deliveries: 5,
+            dead_letters: true,
+            max_inflight: 16,
+            subscriber_buffer: 1 << 20,
+            linger: Duration::from_secs(5),
+        };
+        Session::new(conn, Writer::for_test(), policy, now)
+    }
+
+    /// A fan-out registers every subscriber again with each message, in
+    /// turn: each must still be packed once a round, however many came.
+    #[test]
+    fn sessions_registered_in_turn_are_listed_to_pack_once_a_round() {
+        let now = Instant::now();
+        let mut agenda = Agenda::default();
+        let mut sessions = [session(1, now), session(2, now)];
+        for _ in 0..100 {
+            for (conn, session) in (1..).zip(sessions.iter_mut()) {
+                session.reply(Reply::Pong);
+                agenda.register(conn, session);
+            }
+        }
+        assert_eq!(agenda.take_to_pack(), [1, 2]);
+        assert!(agenda.take_to_pack().is_empty());
+        sessions[1].reply(Reply::Pong);
+        agenda.register(2, &sessions[1]);
+        assert_eq!(agenda.take_to_pack(), [2], "listed again the next round");
+    }
 }

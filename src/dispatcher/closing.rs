@@ -67,7 +67,7 @@ impl Dispatcher {
         let Some(mut session) = self.sessions.remove(&conn) else {
             return;
         };
-        self.agenda.registered_wakeups.remove(&conn);
+        self.agenda.forget(conn);
         if let Some(parcel) = session.pack() {
             self.agenda.parcels.push(parcel);
         }

@@ -18,7 +18,7 @@ use super::Dispatcher;
 use crate::dispatcher::session::in_flight::GivenUp;
 use crate::ids::{ConnId, Payload};
 use crate::store::StoreError;
-use crate::wire::line_replies;
+use crate::wire::line;
 
 impl Dispatcher {
     /// Appends what `conn`'s session gave up to the dead-letter topics: for
@@ -95,7 +95,7 @@ pub const DEAD_LETTER_SUFFIX: &str = ".dlq";
 /// ```
 pub fn dead_letter(origin: &str, given_up: &GivenUp) -> Payload {
     let mut letter = b"dead-letter topic=".to_vec();
-    line_replies::encode_topic(&mut letter, origin);
+    line::encode_topic(&mut letter, origin);
     let fields = format!(
         " offset={} deliveries={}\n",
         given_up.offset, given_up.deliveries

@@ -92,7 +92,7 @@ impl Dispatcher {
     /// Packs every outbox filled this round and posts them, after the
     /// round's writes are durable (see `syncer.rs`).
     pub(super) fn hand_over_round(&mut self) -> Result<(), StoreError> {
-        for conn in self.agenda.to_pack.drain(..) {
+        for conn in self.agenda.take_to_pack() {
             if let Some(session) = self.sessions.get_mut(&conn) {
                 self.agenda.parcels.extend(session.pack());
             }

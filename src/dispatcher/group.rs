@@ -194,6 +194,7 @@ impl Group {
             return Next::NoRoom;
         };
         let Some((offset, deliveries)) = self.take(until) else {
+            self.turn = turn; // has_work said there was one: not reached
             return Next::Empty;
         };
         match log.read(offset) {

@@ -76,12 +76,12 @@
 //! | `PING`, `HELP`, `Command::Attach`, `Command::Shutdown` | here |
 //!
 //! The files of this folder come in two kinds. The first four are layers,
-//! read from the bottom up: each uses only the ones before it
-//! (`tests/layering.rs` checks it):
+//! read from the bottom up: each uses only the ones before it (and
+//! `tests/layering.rs` checks that no file uses one that uses it):
 //!
-//! - `topic.rs`: one topic as the dispatcher holds it; `session/` reads
-//!   it too.
 //! - `group.rs`: a consumer group, whose members share a topic's messages.
+//! - `topic.rs`: one topic as the dispatcher holds it, with its groups;
+//!   `session/` reads it too.
 //! - `session/`: one connection's side: its subscriptions, the deliveries
 //!   awaiting its answers (`in_flight.rs`), its pulls (`pulls.rs`) and the
 //!   frames waiting for its writer (`outbox.rs`).
@@ -94,8 +94,9 @@
 //! `serve`). `tests/layering.rs` sees only the paths a file
 //! names, not `self.method()` calls, so it cannot check them; instead each
 //! one's module doc ends with a "Calls:" line naming the files whose
-//! methods it calls. This file's `handle` and `request` call into every
-//! one of them (the table above).
+//! methods it calls. This file's `handle` and `request` call the files of
+//! the table above, and `run_rounds` the round's steps, each in its file
+//! (the list at the top).
 //!
 //! - this file: the [`Dispatcher`], the round loop, the command switch.
 //! - `topic_table.rs`: finding and creating topics, within `--max-topics`.

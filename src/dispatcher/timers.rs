@@ -4,7 +4,7 @@
 //! Ack timeouts, redeliveries after a Nack and the deadline of a closed
 //! connection's unfinished pull live in one min-heap of `(when,
 //! connection)` wake-ups in the agenda. Each session keeps at most one
-//! wake-up it cares about (`Agenda::registered_wakeups`); a stale entry is
+//! wake-up it cares about (`Agenda::take_wakeup`); a stale entry is
 //! recognised and skipped when it pops. `next_deadline` also counts the
 //! lingering writers' deadlines (`closing.rs`) and the next retention age
 //! check (`logs.rs`): the round loop waits for a command until then.

@@ -284,7 +284,7 @@ impl Exposition {
         self.family(
             FSYNC_SECONDS,
             Kind::Histogram,
-            "Time taken to force one log's writes to disk (each batch, or each append with --fsync always).",
+            "Time taken to force one log's writes to disk (each batch, each closed segment, or each append with --fsync always).",
         );
         let bucket = format!("{FSYNC_SECONDS}_bucket");
         let mut cumulative = 0;

@@ -18,7 +18,7 @@
 //!   scraper ──GET /metrics──▶ metrics ──Command::Report──▶ dispatcher
 //!                              │   ◀───────BrokerReport─────────┘
 //!                              ├── queue length  (queue.rs)
-//!                              └── fsync times   (syncer.rs)
+//!                              └── fsync times   (stats.rs)
 //! ```
 //!
 //! The HTTP is the least that serves a scraper and `curl`: one request per

@@ -552,10 +552,36 @@ fn is_separator(c: char) -> bool {
     c == ' ' || c == '\t'
 }
 
+/// Appends a topic name as `Words` reads it back: a bare word if it can be
+/// one, else quoted with escapes. The replies use it, and so do clients
+/// that write requests (the bench, a dead letter's origin).
+pub fn encode_topic(out: &mut Vec<u8>, name: &str) {
+    let bare = !name.is_empty()
+        && !name
+            .chars()
+            .any(|c| c == '"' || c.is_ascii_whitespace() || c.is_control());
+    if bare {
+        out.extend_from_slice(name.as_bytes());
+        return;
+    }
+    out.push(b'"');
+    for c in name.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            '\0' => out.extend_from_slice(b"\\0"),
+            c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
+    }
+    out.push(b'"');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::line_replies::encode_topic;
     use crate::wire::request::testing;
 
     const LIMITS: Limits = Limits {

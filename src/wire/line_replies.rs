@@ -2,44 +2,19 @@
 //! (`MSG <topic> <offset> <nbytes>`, the payload, a newline), the replies
 //! (`+OK`, `-ERR <reason>`, `+END <count>`...), the `TOPICS` and `STATS`
 //! reports, and the `HELP` text, which is the one list of the line
-//! commands. The writer thread (`writer.rs`) is the only caller, for a
-//! connection whose first byte chose the line protocol; `line.rs` reads
-//! what such a client sends.
+//! commands. The writer thread (`writer.rs`) calls it, for a connection
+//! whose first byte chose the line protocol; `line.rs` reads what such a
+//! client sends.
 //!
-//! Topic names are written the way `line.rs` reads them: a bare word if
-//! the name can be one, else a double-quoted string with escapes, so any
-//! name a binary client can use comes back intact.
+//! Topic names are written with `line.rs`'s `encode_topic`, the way that
+//! file reads them, so any name a binary client can use comes back intact.
 
 use std::fmt;
 use std::io::Write;
 
+use super::line::encode_topic;
 use super::reply::{BrokerReport, Reply, TopicReport};
 use crate::ids::Offset;
-
-/// Appends a topic name as a bare word if it can be one, else quoted.
-pub fn encode_topic(out: &mut Vec<u8>, name: &str) {
-    let bare = !name.is_empty()
-        && !name
-            .chars()
-            .any(|c| c == '"' || c.is_ascii_whitespace() || c.is_control());
-    if bare {
-        out.extend_from_slice(name.as_bytes());
-        return;
-    }
-    out.push(b'"');
-    for c in name.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            '\0' => out.extend_from_slice(b"\\0"),
-            c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
-        }
-    }
-    out.push(b'"');
-}
 
 /// Appends `MSG <topic> <offset> <nbytes>\n`. The payload and a newline
 /// follow; the writer sends the payload from its shared buffer.

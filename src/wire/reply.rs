@@ -1,7 +1,7 @@
 //! What the broker sends back, in words both protocols share: the
 //! dispatcher makes [`Outgoing`] frames (a delivery, or a [`Reply`] to a
 //! request), each writer thread encodes them for its own client
-//! (`binary.rs` or `line.rs`), and the reports `TOPICS` and `STATS` print.
+//! (`binary.rs` or `line_replies.rs`), and the reports `TOPICS` and `STATS` print.
 
 use std::borrow::Cow;
 use std::sync::Arc;
