@@ -39,7 +39,7 @@ pub struct Config {
     pub subscriber_buffer: usize,
     pub max_message_bytes: usize,
     /// The most connections served at once; more are refused. `None`: as
-    /// many as the machine's limits allow (see `server::connection_capacity`).
+    /// many as the machine's limits allow (see `acceptor::connection_capacity`).
     pub max_connections: Option<usize>,
     /// Per topic, the most payload bytes kept; older messages are dropped.
     /// `None` keeps every message.

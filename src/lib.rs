@@ -14,7 +14,8 @@
 //! - `ids.rs`: the words every other file shares: a message's `Payload`
 //!   and `Offset`, and the numbers of connections and topics.
 //! - [`config`]: the flags `brook` is started with.
-//! - [`server`]: the listener and acceptor; one reader thread per socket.
+//! - [`server`]: starting and stopping the broker; `acceptor.rs` is the
+//!   acceptor thread, which starts one reader thread per socket.
 //! - `reader.rs`: the reader thread, which reads bytes and forwards
 //!   requests; the first byte picks the protocol.
 //! - [`wire`]: the two protocols. `request.rs` holds what a client can ask
@@ -65,6 +66,7 @@
 //! `pub(crate)`, and its docs are read with
 //! `cargo doc --document-private-items`.
 
+pub(crate) mod acceptor;
 pub(crate) mod backoff;
 pub mod budget;
 pub mod client;

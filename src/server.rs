@@ -5,11 +5,11 @@
 //! asks for (the disk store recovers every topic it holds, and a damaged
 //! log stops the start here, and starts the fetcher thread), starts the
 //! syncer and dispatcher threads with those topics, and starts the acceptor
-//! thread. The acceptor gives every accepted socket its own reader thread
-//! (`reader.rs`), named `conn-<id>-read`, and remembers the socket so that
-//! [`Broker::shutdown`] can close it. Those are all the threads there are:
+//! thread (`acceptor.rs`). The acceptor gives every accepted socket its own
+//! reader thread (`reader.rs`), named `conn-<id>-read`, and remembers the
+//! socket so that [`Broker::shutdown`] can close it. Those are all the threads there are:
 //!
-//! - one acceptor (`acceptor`, here);
+//! - one acceptor (`acceptor`, `acceptor.rs`);
 //! - one reader per connection (`conn-<id>-read`, `reader.rs`);
 //! - one dispatcher (`dispatcher`, `dispatcher/`), which owns every
 //!   topic and session;
@@ -47,23 +47,19 @@
 //!                             (store/fetcher.rs)    (syncer.rs)
 //! ```
 
-use std::collections::HashMap;
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-
-use crate::backoff::{AcceptFailures, Throttled};
+use crate::acceptor::{connection_capacity, Acceptor, OpenConnections};
 use crate::config::{Config, Storage};
-use crate::descriptors::{self, FileBudget, FILES_RESERVED};
+use crate::descriptors::{self, FileBudget};
 use crate::dispatcher::{Dispatcher, Stopped};
-use crate::ids::ConnId;
 use crate::metrics;
 use crate::queue::{self, Command, CommandSender};
 use crate::reader::{self, Gate, ReaderContext};
@@ -73,42 +69,9 @@ use crate::store::fetcher::Fetcher;
 use crate::store::memory::MemoryStore;
 use crate::store::{LogSettings, Store, StoreError};
 use crate::syncer::Syncer;
-use crate::wire::binary::{self, status};
 
 /// How many commands may wait for the dispatcher before readers block.
 const COMMAND_QUEUE: usize = 4096;
-
-/// Open sockets by connection, so shutdown can close them all, and how
-/// many there are, for the dispatcher's `STATS` (a number it can read
-/// without taking the lock).
-#[derive(Debug, Clone, Default)]
-struct OpenConnections {
-    sockets: Arc<Mutex<HashMap<ConnId, Arc<TcpStream>>>>,
-    count: Arc<AtomicUsize>,
-}
-
-impl OpenConnections {
-    fn insert(&self, id: ConnId, stream: Arc<TcpStream>) {
-        self.sockets.lock().insert(id, stream);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn remove(&self, id: ConnId) {
-        if self.sockets.lock().remove(&id).is_some() {
-            self.count.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    fn shutdown_all(&self, how: Shutdown) {
-        for stream in self.sockets.lock().values() {
-            let _ = stream.shutdown(how);
-        }
-    }
-}
 
 /// A running broker. Dropping it shuts it down.
 #[derive(Debug)]
@@ -260,7 +223,7 @@ pub fn start(config: &Config) -> Result<Broker, StartError> {
     let connections = OpenConnections::default();
     let files = Arc::new(FileBudget::new(
         descriptors::open_files_limit(),
-        connections.count.clone(),
+        connections.counter(),
     ));
     let syncer = Syncer::spawn(config.fsync_interval)?;
     let fsync_times = syncer.fsync_times();
@@ -270,7 +233,7 @@ pub fn start(config: &Config) -> Result<Broker, StartError> {
         config.topic_limits(),
         store(config, &commands, &files, &fsync_times)?,
         syncer,
-        connections.count.clone(),
+        connections.counter(),
     )
     .map_err(|error| StartError::Store {
         data_dir: config.data_dir(),
@@ -496,167 +459,4 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// The acceptor thread's state.
-struct Acceptor {
-    listener: TcpListener,
-    context: Arc<ReaderContext>,
-    connections: OpenConnections,
-    /// The file descriptors connections share with the disk store's topics.
-    files: Arc<FileBudget>,
-    stopping: Arc<AtomicBool>,
-    max_connections: usize,
-}
-
-impl Acceptor {
-    fn run(self) {
-        let mut next_id: ConnId = 0;
-        let mut failures = AcceptFailures::default();
-        let mut refusals = Throttled::default();
-        for stream in self.listener.incoming() {
-            if self.stopping.load(Ordering::SeqCst) {
-                break;
-            }
-            let stream = match stream {
-                Ok(stream) => {
-                    failures.ended();
-                    stream
-                }
-                Err(error) => {
-                    // Such as running out of file descriptors: keep serving
-                    // the connections we have, and wait for one to close.
-                    thread::sleep(failures.failed(&error));
-                    continue;
-                }
-            };
-            next_id += 1;
-            if let Ok(peer) = stream.peer_addr() {
-                log::debug!("conn {next_id}: accepted from {peer}");
-            }
-            if let Some(reason) = self.over_limit() {
-                refusals.log(|suppressed| {
-                    log::warn!("conn {next_id}: refused, {reason}{suppressed}");
-                });
-                refuse(stream);
-            } else if let Err(error) =
-                start_reader(next_id, stream, &self.context, &self.connections)
-            {
-                log::warn!("conn {next_id}: could not start its reader: {error}");
-            }
-        }
-    }
-
-    /// Why one more connection is refused, if it is.
-    fn over_limit(&self) -> Option<TurnedAway> {
-        let open = self.connections.len();
-        if open >= self.max_connections {
-            return Some(TurnedAway::MaxConnections {
-                open,
-                limit: self.max_connections,
-            });
-        }
-        if !self.files.has_room() {
-            return Some(TurnedAway::NoFiles {
-                open,
-                topics: self.files.logs(),
-                limit: self.files.limit(),
-            });
-        }
-        None
-    }
-}
-
-/// Why the acceptor turned a connection away, for the log.
-#[derive(Debug)]
-enum TurnedAway {
-    /// `--max-connections` (or the machine's limits) are reached.
-    MaxConnections { open: usize, limit: usize },
-    /// Connections and topics on disk hold every file descriptor the
-    /// open-files limit leaves them (`descriptors.rs`).
-    NoFiles {
-        open: usize,
-        topics: usize,
-        limit: Option<usize>,
-    },
-}
-
-impl std::fmt::Display for TurnedAway {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TurnedAway::MaxConnections { open, limit } => {
-                write!(f, "already {open} connections (--max-connections {limit})")
-            }
-            TurnedAway::NoFiles {
-                open,
-                topics,
-                limit,
-            } => write!(
-                f,
-                "no file descriptor left for it: {open} connections and {topics} topics \
-                 on disk hold what the open-files limit ({}, ulimit -n) leaves; raise that \
-                 limit, or lower --max-topics",
-                limit.unwrap_or_default()
-            ),
-        }
-    }
-}
-
-/// Turns away a connection over the limit with an Error status. This is the
-/// one write not made by a writer thread: the point is to spend no thread on
-/// the connection. The frame is a few bytes on a fresh socket, so a
-/// non-blocking write always fits in its buffer.
-fn refuse(stream: TcpStream) {
-    let mut frame = Vec::new();
-    binary::encode_status(&mut frame, status::ERROR, Some(TOO_MANY_CONNECTIONS));
-    let _ = stream.set_nonblocking(true);
-    let _ = (&stream).write(&frame);
-}
-
-/// The reason sent to a connection over `--max-connections`.
-pub(crate) const TOO_MANY_CONNECTIONS: &str = "too many connections";
-
-/// How many connections this process can hold, if the system says: at
-/// most, with no topic on disk (each such topic takes one of these
-/// connections' file descriptors; see `descriptors.rs`).
-///
-/// Each connection takes a file descriptor and up to two threads, and each
-/// thread takes four memory mappings (its stack and guard page, its signal
-/// stack and guard page). A thread that cannot map its signal stack aborts
-/// the whole process, so the broker must stay clear of `vm.max_map_count`
-/// rather than find it. Some room is left for everything else.
-pub(crate) fn connection_capacity() -> Option<usize> {
-    let by_mappings = descriptors::read_number("/proc/sys/vm/max_map_count", "")
-        .map(|maps| maps.saturating_sub(2048) / 8);
-    let by_files =
-        descriptors::open_files_limit().map(|files| files.saturating_sub(FILES_RESERVED));
-    match (by_mappings, by_files) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-fn start_reader(
-    id: ConnId,
-    stream: TcpStream,
-    context: &Arc<ReaderContext>,
-    connections: &OpenConnections,
-) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    let stream = Arc::new(stream);
-    connections.insert(id, stream.clone());
-    let context = context.clone();
-    let registry = connections.clone();
-    let spawned = thread::Builder::new()
-        .name(format!("conn-{id}-read"))
-        .stack_size(context.thread_stack_bytes)
-        .spawn(move || {
-            reader::run(id, stream, context);
-            registry.remove(id);
-        });
-    if let Err(error) = spawned {
-        connections.remove(id);
-        return Err(error);
-    }
-    Ok(())
 }
