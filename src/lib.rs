@@ -13,6 +13,9 @@
 //!
 //! - `ids.rs`: the words every other file shares: a message's `Payload`
 //!   and `Offset`, and the numbers of connections and topics.
+//! - `pattern.rs`: what a topic name means in a subscription, an exact
+//!   name or a NATS-style pattern (`orders.*`, `orders.>`), and which
+//!   names no publish may use.
 //! - [`config`]: the flags `brook` is started with.
 //! - [`server`]: the listener and acceptor; one reader thread per socket.
 //! - `reader.rs`: the reader thread, which reads bytes and forwards
@@ -73,6 +76,7 @@ pub mod descriptors;
 pub(crate) mod dispatcher;
 pub(crate) mod ids;
 pub(crate) mod metrics;
+pub(crate) mod pattern;
 pub(crate) mod queue;
 pub(crate) mod reader;
 pub mod server;
