@@ -13,6 +13,9 @@
 //!
 //! - `ids.rs`: the words every other file shares: a message's `Payload`
 //!   and `Offset`, and the numbers of connections and topics.
+//! - `pattern.rs`: what a topic name means in a subscription, an exact
+//!   name or a NATS-style pattern (`orders.*`, `orders.>`), and which
+//!   names no publish may use.
 //! - [`config`]: the flags `brook` is started with.
 //! - [`server`]: starting and stopping the broker; `acceptor.rs` is the
 //!   acceptor thread, which starts one reader thread per socket.
@@ -75,6 +78,7 @@ pub mod descriptors;
 pub(crate) mod dispatcher;
 pub(crate) mod ids;
 pub(crate) mod metrics;
+pub(crate) mod pattern;
 pub(crate) mod queue;
 pub(crate) mod reader;
 pub mod server;

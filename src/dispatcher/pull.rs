@@ -10,10 +10,12 @@
 //! session and served at once (`serve`, in `delivery.rs`); what does not
 //! fit is served as the writer makes room (`Command::Written`), or as the
 //! fetcher brings old records back. A topic nobody has published to is
-//! not created for a pull.
+//! not created for a pull, and a pattern is refused, as a subscribe
+//! refuses it.
 //!
-//! Calls: `consumer_groups.rs` (`check_group_room`, `group_index`), `logs.rs`
-//! (`write_now`), `delivery.rs` (`reply`, `serve`).
+//! Calls: `subscribe.rs` (`names_topics_only`), `consumer_groups.rs`
+//! (`check_group_room`, `group_index`), `logs.rs` (`write_now`),
+//! `delivery.rs` (`reply`, `serve`).
 
 use std::time::Instant;
 
@@ -36,6 +38,9 @@ impl Dispatcher {
         group: &str,
         now: Instant,
     ) -> Result<(), StoreError> {
+        if !self.names_topics_only(conn, &[name]) {
+            return Ok(());
+        }
         let id = self.topic_ids.get(name).copied();
         if let Some(id) = id {
             if let Err(limit) = self.check_group_room(&[id], group) {

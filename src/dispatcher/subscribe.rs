@@ -3,6 +3,10 @@
 //! name, a place in that group (`join_groups`), and `Request::Unsubscribe`,
 //! which ends both.
 //!
+//! A name that is a pattern (`orders.*`, see `pattern.rs`) is refused
+//! for now (`names_topics_only`, which `pull.rs` uses too): serving
+//! patterns is the next step of issue 18.
+//!
 //! Each runs as the round takes its request. A subscription is a cursor
 //! in the connection's session (`session/`) and the connection's id in
 //! the topic's subscribers; a group member is given the group's messages
@@ -15,12 +19,14 @@
 //! `group_index`, `pump_group`, `settle_groups`), `logs.rs` (`write_now`),
 //! `delivery.rs` (`reply`).
 
+use std::fmt;
 use std::time::Instant;
 
 use super::topic::Topic;
 use super::topic_table::Unavailable;
 use super::Dispatcher;
 use crate::ids::{ConnId, TopicId};
+use crate::pattern::{Pattern, PatternError, Subject};
 use crate::store::StoreError;
 use crate::wire::reply::Reply;
 use crate::wire::request::{AckMode, StartAt};
@@ -37,6 +43,9 @@ impl Dispatcher {
         ack: AckMode,
         now: Instant,
     ) -> Result<(), StoreError> {
+        if !self.names_topics_only(conn, names) {
+            return Ok(());
+        }
         let Some(ids) = self.topics_to_subscribe(conn, names, now)? else {
             return Ok(());
         };
@@ -66,6 +75,9 @@ impl Dispatcher {
         ack: AckMode,
         now: Instant,
     ) -> Result<(), StoreError> {
+        if !self.names_topics_only(conn, names) {
+            return Ok(());
+        }
         let Some(ids) = self.topics_to_subscribe(conn, names, now)? else {
             return Ok(());
         };
@@ -105,6 +117,9 @@ impl Dispatcher {
         names: &[String],
         now: Instant,
     ) -> Result<(), StoreError> {
+        if !self.names_topics_only(conn, names) {
+            return Ok(());
+        }
         let Some(session) = self.sessions.get_mut(&conn) else {
             return Ok(());
         };
@@ -122,6 +137,27 @@ impl Dispatcher {
         session.reply(Reply::Unsubscribed);
         self.agenda.register(conn, session);
         self.settle_groups(conn, now)
+    }
+
+    /// Whether every name in `names` is a topic's exact name. A pattern
+    /// (`orders.*`) is refused, for patterns are not served yet, and so is a
+    /// name NATS would not take as one (`orders.>.eu`): either way `conn`
+    /// is told why, and nothing else is done, rather than making a topic
+    /// called `orders.*` that no publish may name.
+    pub(super) fn names_topics_only<S: AsRef<str>>(&mut self, conn: ConnId, names: &[S]) -> bool {
+        let refusal = names
+            .iter()
+            .find_map(|name| match Subject::parse(name.as_ref()) {
+                Ok(Subject::Exact(_)) => None,
+                Ok(Subject::Pattern(pattern)) => Some(NotATopic::Pattern(pattern)),
+                Err(invalid) => Some(NotATopic::Invalid(invalid)),
+            });
+        let Some(refusal) = refusal else {
+            return true;
+        };
+        log::debug!("conn {conn}: refused: {refusal}");
+        self.reply(conn, Reply::Error(refusal.to_string().into()));
+        false
     }
 
     /// The ids of the topics a subscribe names, creating those that are
@@ -160,5 +196,28 @@ impl Dispatcher {
 pub(super) fn remove_subscriber(topic: &mut Topic, conn: ConnId) {
     if let Some(index) = topic.subscribers.iter().position(|&c| c == conn) {
         topic.subscribers.swap_remove(index);
+    }
+}
+
+/// Why a name in a subscribe, unsubscribe or pull names no topic.
+#[derive(Debug)]
+enum NotATopic {
+    /// A valid pattern, which brook does not serve yet.
+    Pattern(Pattern),
+    /// A name with a wildcard token that is not a valid pattern.
+    Invalid(PatternError),
+}
+
+impl fmt::Display for NotATopic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotATopic::Pattern(pattern) => write!(
+                f,
+                "{:?} is a pattern, and pattern subscriptions are not served yet: \
+                 subscribe to each topic by its exact name",
+                pattern.as_str()
+            ),
+            NotATopic::Invalid(invalid) => write!(f, "{invalid}"),
+        }
     }
 }

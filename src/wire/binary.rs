@@ -44,7 +44,8 @@ use byteorder::{BigEndian, ByteOrder};
 use super::json;
 use super::reply::Reply;
 use super::request::{
-    is_valid_group_name, AckMode, Decoded, LastTopic, Limits, Refusal, Request, StartAt,
+    is_valid_group_name, AckMode, BadPublishTopic, Decoded, LastTopic, Limits, PublishToPattern,
+    Refusal, Request, StartAt,
 };
 use crate::ids::Payload;
 
@@ -99,6 +100,8 @@ pub(crate) enum BinaryError {
     MissingTopicPrefix,
     /// A publish topic frame whose name is not UTF-8.
     TopicNotUtf8,
+    /// A publish topic frame whose name has a `*` or `>` token.
+    PublishToPattern,
     /// A subscribe or unsubscribe whose topic list is not a JSON array of
     /// strings.
     InvalidTopicData(json::JsonError),
@@ -128,6 +131,7 @@ impl BinaryError {
             BinaryError::UnknownAction(_) => "unknown action",
             BinaryError::MissingTopicPrefix => "topic data does not contain 'topic:' prefix",
             BinaryError::TopicNotUtf8 => "topic name is not valid UTF-8",
+            BinaryError::PublishToPattern => PublishToPattern::REASON,
             BinaryError::InvalidTopicData(_) => "invalid topic data provided",
             BinaryError::EmptyTopicData => "data length of topics is 0",
             BinaryError::InvalidStartAt(_) => "invalid start up type provided",
@@ -337,9 +341,10 @@ impl BinaryDecoder {
         if name.len() > self.limits.max_topic_name_bytes {
             return Err(BinaryError::TopicNameTooLong(name.len()));
         }
-        self.last_topic
-            .shared_utf8(name)
-            .map_err(|_| BinaryError::TopicNotUtf8)
+        self.last_topic.shared_utf8(name).map_err(|bad| match bad {
+            BadPublishTopic::NotUtf8 => BinaryError::TopicNotUtf8,
+            BadPublishTopic::Pattern => BinaryError::PublishToPattern,
+        })
     }
 
     /// The transition function: given the state and its complete field,
@@ -703,6 +708,36 @@ mod tests {
                 confirm: false,
             })
         );
+    }
+
+    #[test]
+    fn a_publish_to_a_wildcard_name_is_refused_and_the_frames_after_it_decode() {
+        let mut bytes = Vec::new();
+        push_u16(&mut bytes, action::PUBLISH);
+        encode_publish(&mut bytes, "a", b"one");
+        encode_publish(&mut bytes, "orders.*", b"lost");
+        encode_publish(&mut bytes, "orders.>", b"lost");
+        encode_publish(&mut bytes, "a*", b"two");
+        let refusal = Refusal::from(BinaryError::PublishToPattern);
+        assert!(!refusal.is_fatal());
+        let publish = |topic: &str, payload: &[u8]| {
+            Ok(Request::Publish {
+                topic: topic.into(),
+                payload: Payload::from(payload),
+                confirm: false,
+            })
+        };
+        for chunk in [1, 3, usize::MAX] {
+            assert_eq!(
+                decode_all(&bytes, chunk),
+                vec![
+                    publish("a", b"one"),
+                    Err(refusal.clone()),
+                    Err(refusal.clone()),
+                    publish("a*", b"two"),
+                ]
+            );
+        }
     }
 
     #[test]

@@ -35,7 +35,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::request::{
-    is_valid_group_name, AckMode, Decoded, LastTopic, Limits, Refusal, Request, StartAt,
+    is_valid_group_name, AckMode, Decoded, LastTopic, Limits, PublishToPattern, Refusal, Request,
+    StartAt,
 };
 use crate::ids::Payload;
 
@@ -65,6 +66,8 @@ pub(crate) enum LineError {
     /// A backslash in a quoted topic followed by a character with no escape.
     BadEscape,
     TopicNameTooLong,
+    /// A publish to a name with a `*` or `>` token.
+    PublishToPattern,
     /// A line longer than `--max-line-bytes`.
     LineTooLong,
     /// A `PUBN` byte count above `--max-message-bytes`.
@@ -97,6 +100,7 @@ impl LineError {
             LineError::TextAfterQuote => "text after a closing quote",
             LineError::BadEscape => "bad escape",
             LineError::TopicNameTooLong => "topic name too long",
+            LineError::PublishToPattern => PublishToPattern::REASON,
             LineError::LineTooLong => "line too long",
             LineError::MessageTooLarge => "message too large",
             LineError::EmptyMessage => "empty message",
@@ -134,6 +138,12 @@ impl LineError {
 impl fmt::Display for LineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.reply())
+    }
+}
+
+impl From<PublishToPattern> for LineError {
+    fn from(_: PublishToPattern) -> LineError {
+        LineError::PublishToPattern
     }
 }
 
@@ -306,7 +316,7 @@ impl LineDecoder {
         };
         let is = |name: &str| command.eq_ignore_ascii_case(name);
         let request = if is("PUB") {
-            let topic = self.last_topic.shared(&words.topic()?);
+            let topic = self.last_topic.shared(&words.topic()?)?;
             let text = words.rest_of_line();
             if text.is_empty() {
                 return Err(LineError::MissingMessage);
@@ -378,15 +388,18 @@ impl LineDecoder {
         let topic = words.next()?.ok_or(LineError::MissingTopic)?;
         let count = words.next()?.ok_or(LineError::MissingByteCount)?;
         let len: u64 = count.parse().map_err(|_| LineError::BadByteCount)?;
-        if let Err(error) = self.check_payload_header(&topic, len, words) {
-            self.state = State::SkippingPayload { left: len };
-            return Err(error);
+        let checked = self.check_payload_header(&topic, len, words);
+        match checked.and_then(|()| Ok(self.last_topic.shared(&topic)?)) {
+            Ok(topic) => {
+                let len = len as usize;
+                self.state = State::Payload { topic, len };
+                Ok(())
+            }
+            Err(error) => {
+                self.state = State::SkippingPayload { left: len };
+                Err(error)
+            }
         }
-        self.state = State::Payload {
-            topic: self.last_topic.shared(&topic),
-            len: len as usize,
-        };
-        Ok(())
     }
 
     /// The rest of a `PUBN` line, once its byte count is known.
@@ -637,6 +650,22 @@ mod tests {
                 refused(LineError::InvalidGroup),
             ]
         );
+    }
+
+    #[test]
+    fn a_publish_to_a_wildcard_name_is_refused_and_its_payload_skipped() {
+        let input = b"PUB a.* x\nPUBN > 5\nPUB y\nPUB a* x\nPUB a\n";
+        assert_eq!(
+            decode_all(input, usize::MAX),
+            vec![
+                refused(LineError::PublishToPattern),
+                refused(LineError::PublishToPattern),
+                publish("a*", b"x"),
+                refused(LineError::MissingMessage),
+            ]
+        );
+        let reason = LineError::PublishToPattern.reason();
+        assert!(reason.contains("'*' or '>'"), "{reason}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::ids::Payload;
+use crate::pattern::has_wildcard_token;
 
 /// Topic names travel in deliveries behind a `u16` length, so no name can be
 /// longer than this.
@@ -166,26 +167,64 @@ pub(crate) struct Limits {
 /// Publishers tend to send many messages to one topic, so a frame naming it
 /// again costs a comparison instead of an allocation, and every message to
 /// it carries the same `Arc`, which the dispatcher recognises by pointer.
+///
+/// It is also where both decoders refuse a publish to a name with a `*` or
+/// `>` token ([`has_wildcard_token`]), which a subscription would read as
+/// a pattern: a name is checked once, when it is new, and a refused name is
+/// never kept, so a steady publisher pays nothing for the rule.
 #[derive(Debug, Default)]
 pub(crate) struct LastTopic(Option<Arc<str>>);
 
 impl LastTopic {
     /// `name` as a shared string: the last one if it is the same again.
-    pub fn shared(&mut self, name: &str) -> Arc<str> {
+    pub fn shared(&mut self, name: &str) -> Result<Arc<str>, PublishToPattern> {
         match &self.0 {
-            Some(last) if **last == *name => last.clone(),
-            _ => self.0.insert(Arc::from(name)).clone(),
+            Some(last) if **last == *name => Ok(last.clone()),
+            _ if has_wildcard_token(name) => Err(PublishToPattern),
+            _ => Ok(self.0.insert(Arc::from(name)).clone()),
         }
     }
 
     /// Like [`LastTopic::shared`] for a name still in bytes. A repeated
     /// name is recognised before it is checked for UTF-8, which saves the
     /// check on every message of a steady publisher.
-    pub fn shared_utf8(&mut self, name: &[u8]) -> Result<Arc<str>, std::str::Utf8Error> {
+    pub fn shared_utf8(&mut self, name: &[u8]) -> Result<Arc<str>, BadPublishTopic> {
         match &self.0 {
             Some(last) if last.as_bytes() == name => Ok(last.clone()),
-            _ => Ok(self.shared(std::str::from_utf8(name)?)),
+            _ => {
+                let name = std::str::from_utf8(name).map_err(|_| BadPublishTopic::NotUtf8)?;
+                Ok(self.shared(name)?)
+            }
         }
+    }
+}
+
+/// A publish to a name with a `*` or `>` token, which only a subscription
+/// may name, as a pattern. Its text is the reason the client gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PublishToPattern;
+
+impl PublishToPattern {
+    pub const REASON: &'static str = "cannot publish to a name with a '*' or '>' token: \
+         those are wildcards in a subscription; publish to an exact topic name";
+}
+
+impl fmt::Display for PublishToPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(Self::REASON)
+    }
+}
+
+/// Why a binary publisher's topic frame names no topic it may publish to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BadPublishTopic {
+    NotUtf8,
+    Pattern,
+}
+
+impl From<PublishToPattern> for BadPublishTopic {
+    fn from(_: PublishToPattern) -> BadPublishTopic {
+        BadPublishTopic::Pattern
     }
 }
 
