@@ -102,13 +102,6 @@ impl Pattern {
 
     /// Whether the topic called `topic` is one of this pattern's. Walks
     /// both names token by token, allocating nothing.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "serving pattern subscriptions, issue 18's next step, uses it"
-        )
-    )]
     pub fn matches(&self, topic: &str) -> bool {
         let mut topic_tokens = topic.split(SEPARATOR);
         let fixed = &self.text[..self.fixed_len];

@@ -520,6 +520,7 @@ fn stats_counts_connections_topics_messages_and_bytes() {
         "connections",
         "topics",
         "subscriptions",
+        "pattern_subscriptions",
         "messages_in",
         "messages_out",
         "bytes_in",

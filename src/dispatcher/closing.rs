@@ -27,6 +27,7 @@ impl Dispatcher {
     /// The connection has closed: its subscriptions end at once. The
     /// session itself ends now, or once the pulls it asked for are done.
     pub(super) fn detach(&mut self, conn: ConnId, now: Instant) -> Result<(), StoreError> {
+        self.patterns.forget(conn);
         if let Some(session) = self.sessions.get_mut(&conn) {
             for id in session.topics() {
                 remove_subscriber(&mut self.topics[id], conn);

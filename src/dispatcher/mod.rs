@@ -75,11 +75,13 @@
 //! | `Command::Written`, `Command::Fetched` | `delivery.rs` |
 //! | `PING`, `HELP`, `Command::Attach`, `Command::Shutdown` | here |
 //!
-//! The files of this folder come in two kinds. The first four are layers,
+//! The files of this folder come in two kinds. The first five are layers,
 //! read from the bottom up: each uses only the ones before it (and
 //! `tests/layering.rs` checks that no file uses one that uses it):
 //!
 //! - `group.rs`: a consumer group, whose members share a topic's messages.
+//! - `patterns.rs`: the pattern subscriptions (`orders.*`), matched against
+//!   each topic once, when it is created.
 //! - `topic.rs`: one topic as the dispatcher holds it, with its groups;
 //!   `session/` reads it too.
 //! - `session/`: one connection's side: its subscriptions, the deliveries
@@ -124,6 +126,7 @@ mod dead_letters;
 mod delivery;
 pub(crate) mod group;
 mod logs;
+mod patterns;
 mod publish;
 mod pull;
 mod reports;
@@ -149,6 +152,7 @@ use crate::syncer::Syncer;
 use crate::wire::reply::Reply;
 use crate::wire::request::{Decoded, Request};
 use agenda::{Agenda, Publisher};
+use patterns::PatternSubscriptions;
 use topic::Topic;
 
 /// How many commands one round takes before it ends.
@@ -196,6 +200,9 @@ pub struct Dispatcher {
     /// without hashing its name once per message.
     last_published: Option<(Arc<str>, TopicId)>,
     sessions: IdMap<ConnId, Session>,
+    /// The connections' pattern subscriptions, matched against each new
+    /// topic.
+    patterns: PatternSubscriptions,
     agenda: Agenda,
     /// Forces each round's writes to disk and then posts its frames.
     syncer: Syncer,
@@ -280,6 +287,7 @@ impl Dispatcher {
             topic_ids: HashMap::new(),
             last_published: None,
             sessions: IdMap::default(),
+            patterns: PatternSubscriptions::default(),
             agenda: Agenda::default(),
             syncer,
             next_age_check,

@@ -26,6 +26,7 @@ impl Dispatcher {
             memory_budget: budget.limit(),
             publishers_waiting: self.full_memory.publishers_waiting,
             topics: self.topic_reports(),
+            pattern_subscriptions: self.patterns.count(),
             refused_disk_full: self.full_disk.refused,
         }
     }

@@ -3,9 +3,15 @@
 //! name, a place in that group (`join_groups`), and `Request::Unsubscribe`,
 //! which ends both.
 //!
-//! A name that is a pattern (`orders.*`, see `pattern.rs`) is refused
-//! for now (`names_topics_only`, which `pull.rs` uses too): serving
-//! patterns is the next step of issue 18.
+//! A plain subscribe or unsubscribe may name patterns (`orders.*`, see
+//! `pattern.rs`): the connection gets a cursor in each existing topic the
+//! pattern matches, and the pattern is kept in `patterns.rs`, so that
+//! each matching topic created later gets one too, from its start
+//! (`subscribe_patterns`, which `topic_table.rs` calls). A topic the
+//! connection already has a cursor in keeps it, so a message is sent
+//! once however many of its subscriptions cover the topic. A group or a
+//! pull takes exact names only, for now (`names_topics_only`, which
+//! `pull.rs` uses too).
 //!
 //! Each runs as the round takes its request. A subscription is a cursor
 //! in the connection's session (`session/`) and the connection's id in
@@ -33,8 +39,10 @@ use crate::wire::request::{AckMode, StartAt};
 
 impl Dispatcher {
     /// Points `conn`'s cursor in each topic named at `start` (creating the
-    /// topics that are new), replies Subscribed, then sends what the
-    /// window takes: the status comes before any replay.
+    /// topics that are new), and in each existing topic a pattern among
+    /// `names` matches, whose pattern is kept for the topics created later
+    /// (see `patterns.rs`); replies Subscribed, then sends what the window
+    /// takes: the status comes before any replay.
     pub(super) fn subscribe(
         &mut self,
         conn: ConnId,
@@ -43,12 +51,16 @@ impl Dispatcher {
         ack: AckMode,
         now: Instant,
     ) -> Result<(), StoreError> {
-        if !self.names_topics_only(conn, names) {
-            return Ok(());
-        }
-        let Some(ids) = self.topics_to_subscribe(conn, names, now)? else {
+        let Some((exact, patterns)) = self.exact_names_and_patterns(conn, names, start) else {
             return Ok(());
         };
+        let Some(ids) = self.topics_to_subscribe(conn, &exact, now)? else {
+            return Ok(());
+        };
+        let matched = self.topics_matching(&patterns);
+        for &id in &matched {
+            self.write_now(id, now)?;
+        }
         let Some(session) = self.sessions.get_mut(&conn) else {
             return Ok(());
         };
@@ -57,11 +69,38 @@ impl Dispatcher {
                 self.topics[id].subscribers.push(conn);
             }
         }
+        for id in matched {
+            if session.subscribe_by_pattern(id, &self.topics[id], start, ack) {
+                self.topics[id].subscribers.push(conn);
+            }
+        }
+        for pattern in patterns {
+            self.patterns.add(conn, pattern, ack);
+        }
         log::debug!("conn {conn}: subscribed to {names:?} from {start:?}, {ack:?}");
         session.reply(Reply::Subscribed);
         session.pump(&self.topics, now);
         self.agenda.register(conn, session);
         Ok(())
+    }
+
+    /// Subscribes the connections whose patterns match the topic `id`, just
+    /// created, from its start, so that they miss none of its messages.
+    /// Called once per topic, when it is created: no message is ever
+    /// matched against a pattern.
+    pub(super) fn subscribe_patterns(&mut self, id: TopicId) {
+        if self.patterns.is_empty() {
+            return;
+        }
+        for (conn, ack) in self.patterns.matching(&self.topics[id].name) {
+            let Some(session) = self.sessions.get_mut(&conn) else {
+                continue;
+            };
+            if session.subscribe_by_pattern(id, &self.topics[id], StartAt::Beginning, ack) {
+                self.topics[id].subscribers.push(conn);
+                self.agenda.register(conn, session);
+            }
+        }
     }
 
     /// Joins `conn` to the group `group` of each topic, creating the group
@@ -110,21 +149,40 @@ impl Dispatcher {
     }
 
     /// Ends the connection's subscriptions to the topics, and its place in
-    /// their groups.
+    /// their groups. A pattern is forgotten, and so are the cursors of the
+    /// topics it matches that the client did not name itself and that no
+    /// other pattern of its covers.
     pub(super) fn unsubscribe(
         &mut self,
         conn: ConnId,
         names: &[String],
         now: Instant,
     ) -> Result<(), StoreError> {
-        if !self.names_topics_only(conn, names) {
+        let Some((exact, patterns)) = self.exact_names_and_patterns(conn, names, StartAt::Current)
+        else {
             return Ok(());
+        };
+        for pattern in &patterns {
+            self.patterns.remove(conn, pattern.as_str());
         }
         let Some(session) = self.sessions.get_mut(&conn) else {
             return Ok(());
         };
-        for name in names {
-            if let Some(&id) = self.topic_ids.get(name.as_str()) {
+        let uncovered: Vec<TopicId> = session
+            .topics()
+            .filter(|&id| {
+                let name = &self.topics[id].name;
+                !session.subscribed_by_name(id)
+                    && patterns.iter().any(|pattern| pattern.matches(name))
+                    && !self.patterns.covers(conn, name)
+            })
+            .collect();
+        for id in uncovered {
+            session.unsubscribe(id);
+            remove_subscriber(&mut self.topics[id], conn);
+        }
+        for name in exact {
+            if let Some(&id) = self.topic_ids.get(name) {
                 if session.unsubscribe(id) {
                     remove_subscriber(&mut self.topics[id], conn);
                 }
@@ -139,11 +197,55 @@ impl Dispatcher {
         self.settle_groups(conn, now)
     }
 
-    /// Whether every name in `names` is a topic's exact name. A pattern
-    /// (`orders.*`) is refused, for patterns are not served yet, and so is a
-    /// name NATS would not take as one (`orders.>.eu`): either way `conn`
-    /// is told why, and nothing else is done, rather than making a topic
-    /// called `orders.*` that no publish may name.
+    /// The exact names and the patterns among `names`. A name NATS would
+    /// not take as a pattern (`orders.>.eu`), or a pattern with a start
+    /// at an offset (offsets are per topic), is refused: `conn` is told
+    /// why, and gets `None`.
+    fn exact_names_and_patterns<'a>(
+        &mut self,
+        conn: ConnId,
+        names: &'a [String],
+        start: StartAt,
+    ) -> Option<(Vec<&'a str>, Vec<Pattern>)> {
+        let mut exact = Vec::new();
+        let mut patterns = Vec::new();
+        let mut refusal = None;
+        for name in names {
+            match Subject::parse(name) {
+                Ok(Subject::Exact(name)) => exact.push(name),
+                Ok(Subject::Pattern(pattern)) if matches!(start, StartAt::From(_)) => {
+                    refusal = Some(NotATopic::PatternFromOffset(pattern));
+                }
+                Ok(Subject::Pattern(pattern)) => patterns.push(pattern),
+                Err(invalid) => refusal = Some(NotATopic::Invalid(invalid)),
+            }
+            if let Some(refusal) = refusal.take() {
+                self.refuse(conn, &refusal);
+                return None;
+            }
+        }
+        Some((exact, patterns))
+    }
+
+    /// The existing topics one of `patterns` matches, in the order they
+    /// were created. Every topic is looked at, in this one request (see
+    /// issue 18: handing the work out over rounds is left to do).
+    fn topics_matching(&self, patterns: &[Pattern]) -> Vec<TopicId> {
+        if patterns.is_empty() {
+            return Vec::new();
+        }
+        let matches = |topic: &Topic| patterns.iter().any(|p| p.matches(&topic.name));
+        (0..self.topics.len())
+            .filter(|&id| matches(&self.topics[id]))
+            .collect()
+    }
+
+    /// Whether every name in `names` is a topic's exact name, as a group or
+    /// `PULL` needs. A pattern (`orders.*`) is refused, for groups and
+    /// pulls do not take patterns yet, and so is a name NATS would not
+    /// take as one (`orders.>.eu`): either way `conn` is told why, and
+    /// nothing else is done, rather than making a topic called `orders.*`
+    /// that no publish may name.
     pub(super) fn names_topics_only<S: AsRef<str>>(&mut self, conn: ConnId, names: &[S]) -> bool {
         let refusal = names
             .iter()
@@ -155,23 +257,28 @@ impl Dispatcher {
         let Some(refusal) = refusal else {
             return true;
         };
+        self.refuse(conn, &refusal);
+        false
+    }
+
+    fn refuse(&mut self, conn: ConnId, refusal: &NotATopic) {
         log::debug!("conn {conn}: refused: {refusal}");
         self.reply(conn, Reply::Error(refusal.to_string().into()));
-        false
     }
 
     /// The ids of the topics a subscribe names, creating those that are
     /// new; if one cannot be created, `conn` is told so and gets `None`.
     /// What the topics were sent this round is made readable first, so
     /// that a subscription that starts at the end starts after it.
-    fn topics_to_subscribe(
+    fn topics_to_subscribe<S: AsRef<str>>(
         &mut self,
         conn: ConnId,
-        names: &[String],
+        names: &[S],
         now: Instant,
     ) -> Result<Option<Vec<TopicId>>, StoreError> {
         let mut ids = Vec::with_capacity(names.len());
         for name in names {
+            let name = name.as_ref();
             match self.topic_id(name) {
                 Ok(id) => ids.push(id),
                 Err(Unavailable::Store(StoreError::Full(cause))) => {
@@ -199,11 +306,15 @@ pub(super) fn remove_subscriber(topic: &mut Topic, conn: ConnId) {
     }
 }
 
-/// Why a name in a subscribe, unsubscribe or pull names no topic.
+/// Why a name in a subscribe, unsubscribe or pull is refused.
 #[derive(Debug)]
 enum NotATopic {
-    /// A valid pattern, which brook does not serve yet.
+    /// A valid pattern, in a group or a pull, which do not take patterns
+    /// yet.
     Pattern(Pattern),
+    /// A pattern in a subscription that starts at an offset: offsets are
+    /// per topic, so one offset means nothing across the topics.
+    PatternFromOffset(Pattern),
     /// A name with a wildcard token that is not a valid pattern.
     Invalid(PatternError),
 }
@@ -213,8 +324,14 @@ impl fmt::Display for NotATopic {
         match self {
             NotATopic::Pattern(pattern) => write!(
                 f,
-                "{:?} is a pattern, and pattern subscriptions are not served yet: \
-                 subscribe to each topic by its exact name",
+                "{:?} is a pattern, and a group or PULL does not take patterns yet: \
+                 name each topic exactly, or SUB without a group",
+                pattern.as_str()
+            ),
+            NotATopic::PatternFromOffset(pattern) => write!(
+                f,
+                "{:?} is a pattern, and offsets are per topic: subscribe to a pattern \
+                 from the beginning or current, or to one topic from an offset",
                 pattern.as_str()
             ),
             NotATopic::Invalid(invalid) => write!(f, "{invalid}"),

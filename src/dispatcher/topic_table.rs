@@ -7,7 +7,7 @@
 //! (`publish.rs`, `subscribe.rs`, `dead_letters.rs`), and so does
 //! `Dispatcher::new`, for the topics the store recovered.
 //!
-//! Calls: `delivery.rs` (`reply`).
+//! Calls: `delivery.rs` (`reply`), `subscribe.rs` (`subscribe_patterns`).
 
 use std::sync::Arc;
 
@@ -35,7 +35,8 @@ impl Dispatcher {
     }
 
     /// Adds the topic `name` with its `log`, and the groups the log saved,
-    /// to the table, and returns its id.
+    /// to the table, subscribes the connections whose patterns match it,
+    /// and returns its id.
     pub(super) fn add_topic(&mut self, name: Arc<str>, log: Box<dyn TopicLog>) -> TopicId {
         let id = self.topics.len();
         let saved = log.saved_groups().into_iter();
@@ -44,6 +45,7 @@ impl Dispatcher {
             .collect();
         self.topics.push(Topic::new(name.clone(), log, groups));
         self.topic_ids.insert(name, id);
+        self.subscribe_patterns(id);
         id
     }
 

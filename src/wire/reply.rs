@@ -156,6 +156,9 @@ pub struct BrokerReport {
     pub memory_budget: usize,
     pub publishers_waiting: usize,
     pub topics: Vec<TopicReport>,
+    /// How many pattern subscriptions (`SUB orders.*`) the connections
+    /// hold; the topics they cover count among `subscriptions` too.
+    pub pattern_subscriptions: usize,
     /// Publishes refused because the disk was full.
     pub refused_disk_full: u64,
 }
@@ -163,13 +166,14 @@ pub struct BrokerReport {
 impl BrokerReport {
     /// The broker-wide figures, as `(name, value)` pairs in the order
     /// `STATS` prints them.
-    pub fn totals(&self) -> [(&'static str, u64); 13] {
+    pub fn totals(&self) -> [(&'static str, u64); 14] {
         let sum = |field: fn(&TopicReport) -> u64| self.topics.iter().map(field).sum::<u64>();
         [
             ("uptime_seconds", self.uptime.as_secs()),
             ("connections", self.connections as u64),
             ("topics", self.topics.len() as u64),
             ("subscriptions", sum(|t| t.subscribers as u64)),
+            ("pattern_subscriptions", self.pattern_subscriptions as u64),
             ("messages_in", sum(|t| t.messages_in)),
             ("messages_out", sum(|t| t.messages_out)),
             ("bytes_in", sum(|t| t.bytes_in)),

@@ -82,6 +82,9 @@ struct Subscription {
     /// Whether the topic is in the session's `ready` queue.
     queued: bool,
     ack: AckMode,
+    /// Whether the client named the topic itself, rather than only through
+    /// a pattern: `UNSUB` of a pattern leaves such a subscription alone.
+    by_name: bool,
 }
 
 /// The session's place in a consumer group of one of its topics.
@@ -157,16 +160,57 @@ impl Session {
     /// calls [`Session::pump`], so the status comes before any replay.
     pub fn subscribe(&mut self, id: TopicId, topic: &Topic, start: StartAt, ack: AckMode) -> bool {
         let next = start_offset(start, topic, self.id);
-        let is_new = !self.subscriptions.contains_key(&id);
-        let subscription = self.subscriptions.entry(id).or_insert(Subscription {
+        let is_new = match self.subscriptions.get_mut(&id) {
+            Some(subscription) => {
+                subscription.next = next;
+                subscription.ack = ack;
+                subscription.by_name = true;
+                false
+            }
+            None => {
+                self.add_cursor(id, next, ack, true);
+                true
+            }
+        };
+        self.mark_ready(id);
+        is_new
+    }
+
+    /// Subscribes to `topic` at `start` for a pattern that matches it,
+    /// unless the session already has a cursor there (by name or by
+    /// another pattern): that one is left as it is, so each message is
+    /// delivered once. Returns true if the subscription is new.
+    pub fn subscribe_by_pattern(
+        &mut self,
+        id: TopicId,
+        topic: &Topic,
+        start: StartAt,
+        ack: AckMode,
+    ) -> bool {
+        if self.subscriptions.contains_key(&id) {
+            return false;
+        }
+        self.add_cursor(id, start_offset(start, topic, self.id), ack, false);
+        self.mark_ready(id);
+        true
+    }
+
+    fn add_cursor(&mut self, id: TopicId, next: Offset, ack: AckMode, by_name: bool) {
+        let subscription = Subscription {
             next,
             queued: false,
             ack,
-        });
-        subscription.next = next;
-        subscription.ack = ack;
-        self.mark_ready(id);
-        is_new
+            by_name,
+        };
+        self.subscriptions.insert(id, subscription);
+    }
+
+    /// Whether the session subscribes to `topic` because the client named
+    /// it, not only through a pattern.
+    pub fn subscribed_by_name(&self, topic: TopicId) -> bool {
+        self.subscriptions
+            .get(&topic)
+            .is_some_and(|subscription| subscription.by_name)
     }
 
     /// Forgets the subscription to `topic`. Deliveries already in flight must
