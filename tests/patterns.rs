@@ -442,3 +442,30 @@ fn after_a_restart_on_disk_a_pattern_replays_every_matching_topic() {
     subscriber.expect_msg("orders.eu", 2, b"after");
     broker.shutdown();
 }
+
+#[test]
+fn max_subscribe_topics_counts_a_pattern_as_one_name_however_many_topics_it_covers() {
+    let broker = start_broker(&Config {
+        max_subscribe_topics: 1,
+        ..config()
+    });
+    let addr = broker.local_addr();
+    let mut publisher = Line::connect(addr);
+    for region in ["eu", "us", "asia"] {
+        assert_eq!(publisher.ask(&format!("PUB orders.{region} x")), "+OK 0");
+    }
+    let mut subscriber = Raw::connect(addr);
+    subscriber.send(&subscribe_request(r#"["orders.*","fence"]"#, &BEGINNING));
+    subscriber.expect_error("too many topics");
+    subscriber.send(&subscribe_request(r#"["orders.*"]"#, &BEGINNING));
+    subscriber.expect(&SUBSCRIBED);
+    let delivered: BTreeSet<Vec<u8>> = (0..3)
+        .map(|_| {
+            let (topic, _) = subscriber.read_delivery();
+            subscriber.send(&ACK);
+            topic
+        })
+        .collect();
+    let expected = ["orders.eu", "orders.us", "orders.asia"].map(|t| t.as_bytes().to_vec());
+    assert_eq!(delivered, expected.into());
+}
