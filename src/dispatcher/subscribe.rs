@@ -209,20 +209,23 @@ impl Dispatcher {
     ) -> Option<(Vec<&'a str>, Vec<Pattern>)> {
         let mut exact = Vec::new();
         let mut patterns = Vec::new();
-        let mut refusal = None;
         for name in names {
-            match Subject::parse(name) {
-                Ok(Subject::Exact(name)) => exact.push(name),
-                Ok(Subject::Pattern(pattern)) if matches!(start, StartAt::From(_)) => {
-                    refusal = Some(NotATopic::PatternFromOffset(pattern));
+            let refusal = match Subject::parse(name) {
+                Ok(Subject::Exact(name)) => {
+                    exact.push(name);
+                    continue;
                 }
-                Ok(Subject::Pattern(pattern)) => patterns.push(pattern),
-                Err(invalid) => refusal = Some(NotATopic::Invalid(invalid)),
-            }
-            if let Some(refusal) = refusal.take() {
-                self.refuse(conn, &refusal);
-                return None;
-            }
+                Ok(Subject::Pattern(pattern)) if matches!(start, StartAt::From(_)) => {
+                    NotATopic::PatternFromOffset(pattern)
+                }
+                Ok(Subject::Pattern(pattern)) => {
+                    patterns.push(pattern);
+                    continue;
+                }
+                Err(invalid) => NotATopic::Invalid(invalid),
+            };
+            self.refuse(conn, &refusal);
+            return None;
         }
         Some((exact, patterns))
     }
