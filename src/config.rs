@@ -171,6 +171,7 @@ impl Config {
         TopicLimits {
             max_topics: self.max_topics,
             max_groups_per_topic: self.max_groups_per_topic,
+            max_patterns_per_connection: self.max_subscribe_topics,
         }
     }
 
@@ -477,7 +478,7 @@ const FLAGS: &[Flag] = &[
     Flag {
         name: "--max-subscribe-topics",
         value: "N",
-        help: "most topics one subscribe or unsubscribe may name [default: 1024]",
+        help: "most topics one subscribe may name, and patterns one connection follows [default: 1024]",
         expected: COUNT,
         set: |config, value| parse_count(value).map(|v| config.max_subscribe_topics = v),
     },

@@ -469,3 +469,24 @@ fn max_subscribe_topics_counts_a_pattern_as_one_name_however_many_topics_it_cove
     let expected = ["orders.eu", "orders.us", "orders.asia"].map(|t| t.as_bytes().to_vec());
     assert_eq!(delivered, expected.into());
 }
+
+/// Any client can add patterns, and each is kept until it goes: one
+/// connection may follow at most `--max-subscribe-topics` of them, and
+/// one more is refused until it lets one go.
+#[test]
+fn a_connection_follows_at_most_max_subscribe_topics_patterns() {
+    let broker = start_broker(&Config {
+        max_subscribe_topics: 2,
+        ..config()
+    });
+    let mut line = Line::connect(broker.local_addr());
+    assert_eq!(line.ask("SUB a.* beginning"), "+OK");
+    assert_eq!(line.ask("SUB b.* beginning"), "+OK");
+    assert_eq!(line.ask("SUB a.* current"), "+OK", "a pattern it holds");
+    let refused = "-ERR a connection may follow at most 2 patterns \
+                   (--max-subscribe-topics): UNSUB one first";
+    assert_eq!(line.ask("SUB c.* beginning"), refused);
+    assert_eq!(line.ask("UNSUB a.*"), "+OK");
+    assert_eq!(line.ask("SUB c.* beginning"), "+OK");
+    assert_eq!(line.ask("PING"), "+PONG");
+}

@@ -172,6 +172,9 @@ const MAX_ROUND_TIME: Duration = Duration::from_millis(5);
 pub struct TopicLimits {
     pub max_topics: usize,
     pub max_groups_per_topic: usize,
+    /// How many patterns one connection may follow (`--max-subscribe-topics`):
+    /// any client can add them, and each is kept until it goes.
+    pub max_patterns_per_connection: usize,
 }
 
 /// The dispatcher: the topic table, every answered connection's session,

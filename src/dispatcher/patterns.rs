@@ -91,6 +91,18 @@ impl PatternSubscriptions {
         self.by_conn.is_empty()
     }
 
+    /// How many of `patterns` `conn` does not hold yet.
+    pub fn new_to(&self, conn: ConnId, patterns: &[Pattern]) -> usize {
+        let held = self.by_conn.get(&conn).map_or(&[][..], Vec::as_slice);
+        let is_new = |pattern: &&Pattern| !held.iter().any(|(known, _)| known == *pattern);
+        patterns.iter().filter(is_new).count()
+    }
+
+    /// How many patterns `conn` holds.
+    pub fn held_by(&self, conn: ConnId) -> usize {
+        self.by_conn.get(&conn).map_or(0, Vec::len)
+    }
+
     /// How many pattern subscriptions there are, over every connection.
     pub fn count(&self) -> usize {
         self.by_conn.values().map(Vec::len).sum()

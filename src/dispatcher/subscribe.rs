@@ -227,6 +227,11 @@ impl Dispatcher {
             self.refuse(conn, &refusal);
             return None;
         }
+        let limit = self.limits.max_patterns_per_connection;
+        if self.patterns.held_by(conn) + self.patterns.new_to(conn, &patterns) > limit {
+            self.refuse(conn, &NotATopic::TooManyPatterns(limit));
+            return None;
+        }
         Some((exact, patterns))
     }
 
@@ -320,6 +325,8 @@ enum NotATopic {
     PatternFromOffset(Pattern),
     /// A name with a wildcard token that is not a valid pattern.
     Invalid(PatternError),
+    /// More patterns than one connection may follow.
+    TooManyPatterns(usize),
 }
 
 impl fmt::Display for NotATopic {
@@ -338,6 +345,11 @@ impl fmt::Display for NotATopic {
                 pattern.as_str()
             ),
             NotATopic::Invalid(invalid) => write!(f, "{invalid}"),
+            NotATopic::TooManyPatterns(limit) => write!(
+                f,
+                "a connection may follow at most {limit} patterns (--max-subscribe-topics): \
+                 UNSUB one first"
+            ),
         }
     }
 }
