@@ -14,6 +14,11 @@
 #   [orders@1] second order
 #   ...
 #
+# TOPIC may be a pattern (docs/PROTOCOL.md, "Topic names and patterns"),
+# quoted for the shell: `scripts/subscribe.sh 'orders.*'` follows every
+# topic orders.<one token>, those there now and those created later
+# (from their first message); `from N` is refused for a pattern.
+#
 # On the wire (the broker's lines indented): the subscription has no
 # `manual`, so each delivery counts as acked once written, and the script
 # never sends ACK.

@@ -220,6 +220,42 @@ fn subscribe_sh_current_and_from_start_where_they_are_told() {
 }
 
 #[test]
+fn subscribe_sh_follows_a_pattern_bare_or_quoted() {
+    let Some(broker) = broker_for_scripts() else {
+        return;
+    };
+    let addr = broker.local_addr();
+    let published = run(addr, "publish.sh", &["orders.eu", "early eu"]);
+    assert_output(&published, Some(0), "+OK 0\n", "");
+
+    // `orders.*` goes on the line bare: `SUB orders.* beginning`. It covers
+    // the topic that exists, and one created after it, from its first
+    // message.
+    let bare = Background::start(addr, "subscribe.sh", &["orders.*", "beginning"]);
+    bare.expect_stderr("subscribed to orders.*");
+    bare.expect_stdout("[orders.eu@0] early eu");
+    let published = run(addr, "publish.sh", &["orders.us", "new us"]);
+    assert_output(&published, Some(0), "+OK 0\n", "");
+    bare.expect_stdout("[orders.us@0] new us");
+
+    // With a space in it, the script quotes the pattern (`SUB "my
+    // orders.*" current`), and the broker reads a quoted pattern as the
+    // same pattern: both topics, created after it, reach it.
+    let quoted = Background::start(addr, "subscribe.sh", &["my orders.*"]);
+    quoted.expect_stderr("subscribed to my orders.*");
+    for (topic, message) in [("my orders.eu", "eu"), ("my orders.us", "us")] {
+        let published = run(addr, "publish.sh", &[topic, message]);
+        assert_output(&published, Some(0), "+OK 0\n", "");
+        quoted.expect_stdout(&format!("[\"{topic}\"@0] {message}"));
+    }
+
+    for subscriber in [bare, quoted] {
+        let status = subscriber.terminate();
+        assert_eq!(status.code(), Some(130), "{status}");
+    }
+}
+
+#[test]
 fn subscribe_sh_passes_on_a_refused_subscription_and_exits_1() {
     let Some(broker) = broker_for_scripts() else {
         return;
