@@ -314,6 +314,13 @@ const LEGEND: &[(Topic, &str)] = &[
 ",
     ),
     (
+        Topic::Scenario(&["1to1-pattern"]),
+        "1to1-pattern: 1to1 with the subscriber on the pattern bench-1to1-pattern.*, which covers the
+  publisher's topic bench-1to1-pattern.eu. No relay run: the relay routes by exact name;
+  compare it with 1to1.
+",
+    ),
+    (
         Topic::Scenario(&["group"]),
         "group: the subscribers are the members of one consumer group, which share its messages, each
   going to one member: msgs/s/sub is per member, msgs/s total the group's. The check is
