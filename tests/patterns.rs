@@ -486,6 +486,11 @@ fn a_connection_follows_at_most_max_subscribe_topics_patterns() {
     let refused = "-ERR a connection may follow at most 2 patterns \
                    (--max-subscribe-topics): UNSUB one first";
     assert_eq!(line.ask("SUB c.* beginning"), refused);
+    assert_eq!(
+        line.ask("UNSUB d.*"),
+        "+OK",
+        "an unsubscribe is never refused for it"
+    );
     assert_eq!(line.ask("UNSUB a.*"), "+OK");
     assert_eq!(line.ask("SUB c.* beginning"), "+OK");
     assert_eq!(line.ask("PING"), "+PONG");

@@ -17,9 +17,7 @@
 //! Uses `pattern.rs` and nothing of the dispatcher's, so it is a layer at
 //! the bottom, like `group.rs`.
 
-use std::collections::HashMap;
-
-use crate::ids::ConnId;
+use crate::ids::{ConnId, IdMap};
 use crate::pattern::Pattern;
 use crate::wire::request::AckMode;
 
@@ -28,7 +26,7 @@ use crate::wire::request::AckMode;
 pub struct PatternSubscriptions {
     /// Per connection, its patterns in the order they were made. A
     /// connection has few, so a list is searched.
-    by_conn: HashMap<ConnId, Vec<(Pattern, AckMode)>>,
+    by_conn: IdMap<ConnId, Vec<(Pattern, AckMode)>>,
 }
 
 impl PatternSubscriptions {

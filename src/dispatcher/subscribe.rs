@@ -54,6 +54,11 @@ impl Dispatcher {
         let Some((exact, patterns)) = self.exact_names_and_patterns(conn, names, start) else {
             return Ok(());
         };
+        let limit = self.limits.max_patterns_per_connection;
+        if self.patterns.held_by(conn) + self.patterns.new_to(conn, &patterns) > limit {
+            self.refuse(conn, &NotATopic::TooManyPatterns(limit));
+            return Ok(());
+        }
         let Some(ids) = self.topics_to_subscribe(conn, &exact, now)? else {
             return Ok(());
         };
@@ -225,11 +230,6 @@ impl Dispatcher {
                 Err(invalid) => NotATopic::Invalid(invalid),
             };
             self.refuse(conn, &refusal);
-            return None;
-        }
-        let limit = self.limits.max_patterns_per_connection;
-        if self.patterns.held_by(conn) + self.patterns.new_to(conn, &patterns) > limit {
-            self.refuse(conn, &NotATopic::TooManyPatterns(limit));
             return None;
         }
         Some((exact, patterns))
