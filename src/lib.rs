@@ -27,6 +27,8 @@
 //!   [`json`](wire::json)) has the byte layouts of the Go broker and the
 //!   decoder that turns a byte stream into requests, and
 //!   [`line`](wire::line) the line protocol's decoder and encoders.
+//! - `mailbox.rs`: the channel under the dispatcher's queue, whose
+//!   receiver sleeps at once when it is empty.
 //! - `queue.rs`: the `Command`s the readers (and the writer and fetcher
 //!   threads, through callbacks the broker gives them) send the
 //!   dispatcher, and the bounded queue that carries them, which holds
@@ -77,6 +79,7 @@ pub mod config;
 pub mod descriptors;
 pub(crate) mod dispatcher;
 pub(crate) mod ids;
+pub(crate) mod mailbox;
 pub(crate) mod metrics;
 pub(crate) mod pattern;
 pub(crate) mod queue;

@@ -45,10 +45,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
 
 use crate::ids::ConnId;
+use crate::mailbox::{self, RecvTimeoutError, TrySendError};
 use crate::store::Fetched;
 use crate::wire::reply::BrokerReport;
 use crate::wire::request::{Decoded, Request};
@@ -179,7 +180,7 @@ pub enum NotQueued {
 /// `max_payload_bytes` bytes of payload (but always one command, however
 /// large, when it is empty).
 pub fn bounded(max_commands: usize, max_payload_bytes: usize) -> (CommandSender, CommandReceiver) {
-    let (commands, queue) = crossbeam_channel::bounded(max_commands);
+    let (commands, queue) = mailbox::bounded(max_commands);
     let room = Arc::new(PayloadRoom {
         limit: max_payload_bytes,
         state: Mutex::new(RoomState::default()),
@@ -196,7 +197,7 @@ pub fn bounded(max_commands: usize, max_payload_bytes: usize) -> (CommandSender,
 /// The sending end, cloned into every reader and writer thread.
 #[derive(Debug, Clone)]
 pub struct CommandSender {
-    commands: Sender<Command>,
+    commands: mailbox::Sender<Command>,
     room: Arc<PayloadRoom>,
 }
 
@@ -244,21 +245,16 @@ impl CommandSender {
 /// reader waiting for room, which then stops too.
 #[derive(Debug)]
 pub struct CommandReceiver {
-    queue: Receiver<Command>,
+    queue: mailbox::Receiver<Command>,
     room: Arc<PayloadRoom>,
 }
 
 impl CommandReceiver {
     /// Waits for the next command, until `deadline` if there is one.
     pub fn recv_until(&self, deadline: Option<Instant>) -> Result<Command, RecvTimeoutError> {
-        let received = match deadline {
-            Some(when) => self.queue.recv_deadline(when),
-            None => self
-                .queue
-                .recv()
-                .map_err(|_| RecvTimeoutError::Disconnected),
-        };
-        received.inspect(|command| self.room.give_back(command.payload_bytes()))
+        self.queue
+            .recv_until(deadline)
+            .inspect(|command| self.room.give_back(command.payload_bytes()))
     }
 
     /// Makes every reader with payload to send wait (`true`), until called
