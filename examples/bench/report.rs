@@ -417,8 +417,8 @@ pub fn csv(rows: &[Row]) -> String {
     let mut text = String::from(
         "scenario,target,store,publishers,subscribers,payload_bytes,expected_messages,\
          msgs_per_s_per_sub,msgs_per_s_total,mb_per_s,p50_ns,p99_ns,p999_ns,max_ns,\
-         peak_rss_bytes,threads,broker_us_per_msg,clients_us_per_msg,of_relay,of_nats,of_memory,startup_ns,missing,duplicates,\
-         out_of_order,unexpected,ok\n",
+         peak_rss_bytes,threads,broker_us_per_msg,clients_us_per_msg,of_relay,of_nats,\
+         of_memory,startup_ns,missing,duplicates,out_of_order,unexpected,ok\n",
     );
     let optional = |value: Option<String>| value.unwrap_or_default();
     for row in rows {
