@@ -92,6 +92,19 @@
 //! Without `nats-server` on `PATH` the bench says how to install it, and
 //! runs without those rows.
 //!
+//! # CPU per message
+//!
+//! A throughput or latency row says what each message cost in CPU time
+//! (user + system, from `/proc/PID/stat`), per message delivered to a
+//! subscriber: `broker µs/msg` for the broker's process, from the target's
+//! start to its stop, and `clients µs/msg` for the bench's own process
+//! during the load. Each needs the two apart: the broker's figure needs a
+//! process of its own (`--broker-bin`, which also makes the relay a child,
+//! or nats-server, or `--addr` with `--broker-pid`), and the clients'
+//! figure one not in the bench. The clients' cost differs between targets
+//! for the same load: brook's subscribers ack every delivery, NATS core's
+//! do not.
+//!
 //! # Stores
 //!
 //! brook keeps its topics in memory or on disk, where `--fsync` says when
@@ -222,7 +235,7 @@ use load::{
     SubscriberPlan, SubscriberReport, Tally, TopicOffsets,
 };
 use report::{Check, Row, Throughput};
-use target::{BrokerChoice, BrokerSettings, StoreKind, Target, TargetKind};
+use target::{BrokerChoice, BrokerSettings, CpuMeter, StoreKind, Target, TargetKind};
 
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some(relay::SERVE_FLAG) {
@@ -801,6 +814,7 @@ fn run_flow(
         }
     };
     let progress = Progress::new(&topology.label, kind);
+    let clients_cpu = CpuMeter::of_this_process();
     let outcome = drive(
         topology,
         &target,
@@ -808,10 +822,14 @@ fn run_flow(
         epoch,
         Some(&progress),
     );
+    if !target.shares_this_process() {
+        row.clients_cpu = clients_cpu.used();
+    }
     row.start_time = target.start_time;
     let stopped = target.stop();
     progress.clear();
     row.resources = stopped.resources;
+    row.broker_cpu = stopped.broker_cpu;
     row.errors.extend(stopped.crash);
     outcome.record_in(&mut row);
     row

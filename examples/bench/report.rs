@@ -24,6 +24,12 @@ pub struct Row {
     pub throughput: Option<Throughput>,
     pub latency: Histogram,
     pub resources: Resources,
+    /// The CPU time the broker's process used during the scenario, where it
+    /// is a process of its own.
+    pub broker_cpu: Option<Duration>,
+    /// The CPU time the bench's process used during the load, where the
+    /// broker is not in it: the clients'.
+    pub clients_cpu: Option<Duration>,
     /// brook's messages per second as a fraction of the relay's.
     pub of_relay: Option<f64>,
     /// brook's messages per second over nats-server's (`--peer nats`).
@@ -78,6 +84,8 @@ impl Row {
             throughput: None,
             latency: Histogram::default(),
             resources: Resources::default(),
+            broker_cpu: None,
+            clients_cpu: None,
             of_relay: None,
             of_nats: None,
             of_memory: None,
@@ -102,6 +110,13 @@ impl Row {
             .map(|t| t.total * self.payload_bytes as f64 / 1e6)
     }
 
+    /// Microseconds of `cpu` per message delivered to a subscriber (in
+    /// fan-out, per delivery).
+    fn per_message_micros(&self, cpu: Option<Duration>) -> Option<f64> {
+        let deliveries = self.tally.distinct;
+        (deliveries > 0).then_some(cpu?.as_secs_f64() * 1e6 / deliveries as f64)
+    }
+
     fn quantile(&self, quantile: f64) -> Option<u64> {
         (!self.latency.is_empty()).then(|| self.latency.quantile(quantile))
     }
@@ -111,7 +126,7 @@ const QUANTILES: [f64; 4] = [0.5, 0.99, 0.999, 1.0];
 
 // ---- The table ----
 
-const COLUMNS: [&str; 14] = [
+const COLUMNS: [&str; 16] = [
     "scenario",
     "target",
     "msgs/s/sub",
@@ -123,6 +138,8 @@ const COLUMNS: [&str; 14] = [
     "max",
     "peak RSS",
     "threads",
+    "broker µs/msg",
+    "clients µs/msg",
     "of relay",
     "÷ nats",
     "of memory",
@@ -183,6 +200,12 @@ fn table_cells(row: &Row) -> Vec<String> {
     }
     cells.push(row.resources.peak_rss_bytes.map_or_else(dash, bytes));
     cells.push(row.resources.threads.map_or_else(dash, |t| t.to_string()));
+    for cpu in [row.broker_cpu, row.clients_cpu] {
+        cells.push(
+            row.per_message_micros(cpu)
+                .map_or_else(dash, two_significant),
+        );
+    }
     cells.push(row.of_relay.map_or_else(dash, percent));
     cells.push(
         row.of_nats
@@ -276,6 +299,18 @@ const LEGEND: &[(Topic, &str)] = &[
   relay row shows that baseline. Threads count brook's conn-*, dispatcher and acceptor
   threads (relay rows: the relay's; nats rows: the nats-server process's). With --addr they
   show '-' unless --broker-pid is given.
+",
+    ),
+    (
+        Topic::Rows(|row| row.broker_cpu.is_some() || row.clients_cpu.is_some()),
+        "broker µs/msg, clients µs/msg: CPU time (user + system, from /proc/PID/stat) per message
+  delivered to a subscriber (in fan-out, per delivery). broker: the broker's process, from
+  its start to its stop, where it is a process of its own (--broker-bin, whose relay is a
+  child too; nats-server; --addr with --broker-pid). clients: the bench's own process (its
+  publishers and subscribers) during the load, unless the broker runs in it. brook's and the
+  relay's subscribers answer every delivery with an ack (in -frame rows, a write() each), and
+  NATS core's answer nothing, so the same load costs the clients more against brook. The
+  kernel counts CPU time in 10 ms ticks: under a second of it, the figure is coarse.
 ",
     ),
     (
@@ -382,8 +417,8 @@ pub fn csv(rows: &[Row]) -> String {
     let mut text = String::from(
         "scenario,target,store,publishers,subscribers,payload_bytes,expected_messages,\
          msgs_per_s_per_sub,msgs_per_s_total,mb_per_s,p50_ns,p99_ns,p999_ns,max_ns,\
-         peak_rss_bytes,threads,of_relay,of_nats,of_memory,startup_ns,missing,duplicates,\
-         out_of_order,unexpected,ok\n",
+         peak_rss_bytes,threads,broker_us_per_msg,clients_us_per_msg,of_relay,of_nats,\
+         of_memory,startup_ns,missing,duplicates,out_of_order,unexpected,ok\n",
     );
     let optional = |value: Option<String>| value.unwrap_or_default();
     for row in rows {
@@ -405,6 +440,14 @@ pub fn csv(rows: &[Row]) -> String {
         fields.extend([
             optional(row.resources.peak_rss_bytes.map(|b| b.to_string())),
             optional(row.resources.threads.map(|t| t.to_string())),
+            optional(
+                row.per_message_micros(row.broker_cpu)
+                    .map(|us| format!("{us:.4}")),
+            ),
+            optional(
+                row.per_message_micros(row.clients_cpu)
+                    .map(|us| format!("{us:.4}")),
+            ),
             optional(row.of_relay.map(|f| format!("{f:.4}"))),
             optional(row.of_nats.map(|f| format!("{f:.4}"))),
             optional(row.of_memory.map(|f| format!("{f:.4}"))),
@@ -430,6 +473,17 @@ fn significant(value: f64) -> String {
         v if v >= 10.0 => format!("{v:.1}"),
         v => format!("{v:.2}"),
     }
+}
+
+/// Two significant digits: `0.062`, `0.62`, `1.2`, `12`; `120` and more
+/// as whole numbers.
+fn two_significant(value: f64) -> String {
+    let magnitude = value.abs().log10().floor();
+    let decimals = match magnitude.is_finite() {
+        true => (1.0 - magnitude).max(0.0) as usize,
+        false => 0,
+    };
+    format!("{value:.decimals$}")
 }
 
 /// A rate: `2.14M`, `412k`, `950`.
@@ -500,6 +554,11 @@ mod tests {
         assert_eq!(nanoseconds(85_200), "85.2µs");
         assert_eq!(nanoseconds(1_200_000), "1.20ms");
         assert_eq!(bytes(312 << 20), "312MiB");
+        assert_eq!(two_significant(0.0617), "0.062");
+        assert_eq!(two_significant(0.624), "0.62");
+        assert_eq!(two_significant(1.18), "1.2");
+        assert_eq!(two_significant(12.4), "12");
+        assert_eq!(two_significant(0.0), "0");
         assert_eq!(thousands(1_000_000), "1,000,000");
         assert_eq!(thousands(999), "999");
         assert_eq!(counted(1, "member"), "1 member");

@@ -5,13 +5,16 @@
 //! when brook is one), or, with `--peer nats`, a nats-server child process. Each scenario starts a fresh one and stops it
 //! afterwards, so no scenario inherits another's stored messages.
 //!
-//! Measuring uses `/proc`: the peak resident set (`VmHWM`) and the thread
-//! count. For a broker in this process the peak is reset at the start of the
+//! Measuring uses `/proc`: the peak resident set (`VmHWM`), the thread
+//! count and the CPU time. For a broker in this process the peak is reset at the start of the
 //! scenario by writing `5` to `/proc/self/clear_refs`, and the threads are
 //! counted by name (`conn-*`, `dispatcher`, `acceptor`; the relay's start with
 //! `relay`), since the bench's own threads share the process. A sampler
 //! thread keeps the largest figures seen; a scenario can also take a sample
-//! at the moment it knows to be the peak.
+//! at the moment it knows to be the peak. A broker in a process of its own
+//! also has its CPU time read when it starts and when it stops
+//! ([`CpuMeter`]), so that what an external broker used before the scenario
+//! does not count.
 //!
 //! A brook the bench starts keeps its topics in memory or, with a disk
 //! store, in a [`data_dir`]: a fresh directory under the system's temp dir
@@ -117,6 +120,9 @@ impl Resources {
 /// What is known once a target has stopped.
 pub struct Stopped {
     pub resources: Resources,
+    /// The CPU time the broker's process used from the target's start to its
+    /// stop; `None` for a broker in this process, or one whose pid is unknown.
+    pub broker_cpu: Option<Duration>,
     /// Set if a child broker had already exited on its own.
     pub crash: Option<String>,
 }
@@ -131,6 +137,8 @@ pub struct Target {
     pub start_time: Option<Duration>,
     running: Running,
     sampler: Sampler,
+    /// Set where the broker is a process of its own.
+    broker_cpu: Option<CpuMeter>,
 }
 
 enum Running {
@@ -241,8 +249,15 @@ impl Target {
             addr,
             start_time,
             running,
+            broker_cpu: probe.cpu_meter(),
             sampler: Sampler::start(probe),
         })
+    }
+
+    /// Whether the target runs in this process, where its CPU time cannot
+    /// be told from the clients'.
+    pub fn shares_this_process(&self) -> bool {
+        matches!(self.running, Running::InProcess(_) | Running::Relay(_))
     }
 
     /// Takes a sample now, on top of the sampler's, such as when a run that
@@ -268,6 +283,7 @@ impl Target {
 
     /// Takes the final measurements, then stops the target.
     pub fn stop(self) -> Stopped {
+        let broker_cpu = self.broker_cpu.as_ref().and_then(CpuMeter::used);
         let resources = self.sampler.stop();
         let mut crash = None;
         match self.running {
@@ -283,7 +299,11 @@ impl Target {
             Running::External => {}
             Running::Relay(relay) => relay.shutdown(),
         }
-        Stopped { resources, crash }
+        Stopped {
+            resources,
+            broker_cpu,
+            crash,
+        }
     }
 }
 
@@ -319,6 +339,67 @@ impl Probe {
             Probe::Nothing => Resources::default(),
         }
     }
+
+    /// A meter of the CPU time of a broker in a process of its own.
+    fn cpu_meter(self) -> Option<CpuMeter> {
+        match self {
+            Probe::OtherProcess(pid) => Some(CpuMeter::start(format!("/proc/{pid}/stat"))),
+            Probe::ThisProcess(_) | Probe::Nothing => None,
+        }
+    }
+}
+
+/// The CPU time, user and system, that one process uses from the moment the
+/// meter starts: a reading then, subtracted from one later.
+pub struct CpuMeter {
+    stat_path: String,
+    at_start: Option<Duration>,
+}
+
+impl CpuMeter {
+    /// A meter of the bench's own process: its clients, and whatever else
+    /// runs in it.
+    pub fn of_this_process() -> CpuMeter {
+        CpuMeter::start("/proc/self/stat".to_owned())
+    }
+
+    fn start(stat_path: String) -> CpuMeter {
+        let at_start = cpu_time(&stat_path);
+        CpuMeter {
+            stat_path,
+            at_start,
+        }
+    }
+
+    /// The CPU time used since the meter started; `None` if `/proc` could
+    /// not be read, such as for a process already gone.
+    pub fn used(&self) -> Option<Duration> {
+        Some(cpu_time(&self.stat_path)?.saturating_sub(self.at_start?))
+    }
+}
+
+/// Linux counts a process's CPU time in clock ticks of `USER_HZ`, which is
+/// 100 a second on every architecture brook runs on (`getconf CLK_TCK`).
+/// The bench has no libc to ask `sysconf`, so it assumes 100: a tick is
+/// 10 ms, which a scenario's second or more of CPU time makes small.
+const CLOCK_TICKS_PER_SECOND: u64 = 100;
+
+/// The CPU time in a `/proc/<pid>/stat` file.
+fn cpu_time(stat_path: &str) -> Option<Duration> {
+    let ticks = cpu_ticks(&fs::read_to_string(stat_path).ok()?)?;
+    Some(Duration::from_millis(ticks * 1000 / CLOCK_TICKS_PER_SECOND))
+}
+
+/// `utime` + `stime`, fields 14 and 15 of a `/proc/<pid>/stat` line, in
+/// clock ticks. Field 2 is the command name in parentheses, which may hold
+/// spaces and parentheses of its own, even `) (`: the fields after it are
+/// counted from the last `)`, where field 3 begins.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, after_name) = stat.rsplit_once(')')?;
+    let mut fields = after_name.split_whitespace().skip(14 - 3);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    user.checked_add(system)
 }
 
 /// The number after `field` in a `/proc/*/status` file.
@@ -607,4 +688,21 @@ pub fn temp_dir_file_system() -> Option<String> {
         })
         .max()
         .map(|(_, kind)| kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_are_counted_from_the_last_parenthesis() {
+        // A process may name itself anything: here `a) (b c) R 1 (`, with
+        // spaces, a `) (` and a state letter to mislead a parser that stops
+        // at the first `)`.
+        let stat = "4242 (a) (b c) R 1 () S 1 4242 4242 0 -1 4194560 1012 0 0 0 \
+                    157 36 0 0 20 0 9 0 5000 1000000 300 18446744073709551615";
+        assert_eq!(cpu_ticks(stat), Some(157 + 36));
+        assert_eq!(cpu_ticks("4242 (brook) S 1 1"), None, "too few fields");
+        assert_eq!(cpu_ticks("4242 brook S 1"), None, "no command name");
+    }
 }
