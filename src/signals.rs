@@ -4,7 +4,8 @@
 //! The standard library has no signal API and brook takes no crate for one,
 //! so this file declares the two C functions it needs itself: `signal`, to
 //! install a handler, and `write`, the one thing the handler does. It is
-//! the only `unsafe` code in brook.
+//! one of the two places with `unsafe` code in brook (the other calls the
+//! processor's CRC instruction, in `store/crc32c.rs`).
 //!
 //! A signal handler may run on any thread, between any two instructions,
 //! so it may call almost nothing: no allocation, no lock, no logging. The
