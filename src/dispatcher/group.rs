@@ -461,8 +461,8 @@ mod tests {
         let mut group = Group::new(Arc::from("g"), 0);
         let never_asked = |_: &mut Group| -> Option<()> { panic!("nothing to give") };
         assert_eq!(group.next(&*log, log.end(), never_asked), Next::Empty);
-        log.append(Payload::from(&b"m0"[..])).unwrap();
-        log.append(Payload::from(&b"m1"[..])).unwrap();
+        log.append(Payload::from(&b"m0"[..]), 0).unwrap();
+        log.append(Payload::from(&b"m1"[..]), 0).unwrap();
         assert_eq!(group.next(&*log, 2, |_| None::<()>), Next::NoRoom);
         assert_eq!(group.position(), 0, "nothing taken");
         let first = group.next(&*log, 1, |_| Some("member"));
@@ -482,7 +482,7 @@ mod tests {
     fn a_skipped_message_does_not_spend_a_members_turn() {
         let mut log = test_log::DamagedLog::new(1);
         for payload in [&b"m0"[..], b"m1", b"m2"] {
-            log.append(Payload::from(payload)).unwrap();
+            log.append(Payload::from(payload), 0).unwrap();
         }
         let mut group = Group::new(Arc::from("g"), 0);
         group.join(1);
@@ -523,8 +523,8 @@ pub(crate) mod test_log {
     }
 
     impl TopicLog for DamagedLog {
-        fn append(&mut self, payload: Payload) -> Result<Offset, StoreError> {
-            self.log.append(payload)
+        fn append(&mut self, payload: Payload, timestamp: u64) -> Result<Offset, StoreError> {
+            self.log.append(payload, timestamp)
         }
 
         fn read(&self, offset: Offset) -> Lookup {

@@ -147,6 +147,7 @@ use crate::dispatcher::session::in_flight::DeliveryPolicy;
 use crate::dispatcher::session::Session;
 use crate::ids::{ConnId, IdMap, Offset, TopicId};
 use crate::queue::{Command, CommandReceiver, Hangup};
+use crate::store::record::now_ms;
 use crate::store::{Store, StoreError};
 use crate::syncer::Syncer;
 use crate::wire::reply::Reply;
@@ -212,6 +213,9 @@ pub struct Dispatcher {
     /// When to look next for topics that aged past their retention, if the
     /// store's logs can (see [`Store::ages_out`]).
     next_age_check: Option<Instant>,
+    /// The wall clock when the round began, in ms since 1970: the time
+    /// stamped on every message the round appends (see `TopicLog::append`).
+    clock_ms: u64,
     /// For `STATS`: when the broker started, and how many connections are
     /// open (kept by the acceptor and the readers).
     started: Instant,
@@ -294,6 +298,7 @@ impl Dispatcher {
             agenda: Agenda::default(),
             syncer,
             next_age_check,
+            clock_ms: now_ms(),
             started: Instant::now(),
             connections,
             full_disk: FullDisk::default(),
@@ -343,6 +348,7 @@ impl Dispatcher {
         while !stopping {
             let first = commands.recv_until(self.next_deadline());
             let now = Instant::now();
+            self.clock_ms = now_ms();
             match first {
                 Ok(command) => {
                     stopping = !self.handle(command, now)?;

@@ -96,7 +96,7 @@ impl Dispatcher {
     ) -> Result<Offset, StoreError> {
         let topic = &mut self.topics[id];
         let bytes = payload.len();
-        let offset = match topic.log.append(payload) {
+        let offset = match topic.log.append(payload, self.clock_ms) {
             Ok(offset) => offset,
             Err(StoreError::Full(cause)) => {
                 self.refuse_unwritten(id, &cause, now);

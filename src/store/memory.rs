@@ -85,7 +85,7 @@ impl MemoryLog {
 }
 
 impl TopicLog for MemoryLog {
-    fn append(&mut self, payload: Payload) -> Result<Offset, StoreError> {
+    fn append(&mut self, payload: Payload, _timestamp: u64) -> Result<Offset, StoreError> {
         self.bytes += payload.len();
         self.last_used.set(self.budget.take(cost(&payload)));
         self.messages.push_back(payload);
@@ -151,8 +151,8 @@ mod tests {
     fn offsets_count_from_zero() {
         let mut log = MemoryStore::new(None, 1 << 20).open("t").unwrap();
         assert_eq!((log.start(), log.end()), (0, 0));
-        assert_eq!(log.append(Payload::from(&b"a"[..])).unwrap(), 0);
-        assert_eq!(log.append(Payload::from(&b"b"[..])).unwrap(), 1);
+        assert_eq!(log.append(Payload::from(&b"a"[..]), 0).unwrap(), 0);
+        assert_eq!(log.append(Payload::from(&b"b"[..]), 0).unwrap(), 1);
         assert_eq!(log.read(1), Lookup::Message(Payload::from(&b"b"[..])));
         assert_eq!(log.read(2), Lookup::Nothing);
         assert_eq!(log.end(), 2);
@@ -163,7 +163,7 @@ mod tests {
         let mut store = MemoryStore::new(Some(10), 1 << 20);
         let mut log = store.open("t").unwrap();
         for i in 0..5u8 {
-            log.append(Payload::from(vec![i; 4])).unwrap();
+            log.append(Payload::from(vec![i; 4]), 0).unwrap();
         }
         assert!(log.over_retention());
         // A reader at offset 2 protects it and everything after.
@@ -176,7 +176,7 @@ mod tests {
         assert_eq!(log.read(2), Lookup::Nothing);
         assert_eq!(log.read(3), Lookup::Message(Payload::from(vec![3u8; 4])));
         // A message larger than the limit goes too once nobody needs it.
-        assert_eq!(log.append(Payload::from(vec![9; 50])).unwrap(), 5);
+        assert_eq!(log.append(Payload::from(vec![9; 50]), 0).unwrap(), 5);
         log.apply_retention(log.end());
         assert_eq!((log.start(), log.end()), (6, 6));
     }
@@ -186,9 +186,9 @@ mod tests {
         let mut store = MemoryStore::new(None, 1 << 20);
         let (mut a, mut b) = (store.open("a").unwrap(), store.open("b").unwrap());
         for i in 0..10u8 {
-            a.append(Payload::from(vec![i; 100])).unwrap();
+            a.append(Payload::from(vec![i; 100]), 0).unwrap();
         }
-        b.append(Payload::from(vec![0; 100])).unwrap();
+        b.append(Payload::from(vec![0; 100]), 0).unwrap();
         let each = 100 + MESSAGE_OVERHEAD_BYTES;
         assert_eq!(store.budget().used(), 11 * each);
         assert_eq!(a.held_bytes(), 10 * each);

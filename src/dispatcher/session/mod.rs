@@ -634,7 +634,7 @@ mod tests {
             for _ in 0..count {
                 let end = self.topics[TOPIC].log.end();
                 let payload = Payload::from(format!("m{end}").into_bytes());
-                self.topics[TOPIC].log.append(payload).unwrap();
+                self.topics[TOPIC].log.append(payload, 0).unwrap();
             }
             self.offer(ms);
         }
@@ -653,7 +653,7 @@ mod tests {
         fn publish_payload(&mut self, payload: Vec<u8>, ms: u64) {
             self.topics[TOPIC]
                 .log
-                .append(Payload::from(payload))
+                .append(Payload::from(payload), 0)
                 .unwrap();
             self.offer(ms);
         }

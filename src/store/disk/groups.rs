@@ -207,7 +207,8 @@ mod tests {
         let (mut store, _fetched) = open_store(&temp, batch);
         store.recover().unwrap();
         let mut log = store.open("t").unwrap();
-        log.append(message(0)).unwrap();
+        log.append(message(0), crate::store::record::now_ms())
+            .unwrap();
         let position = GroupPosition {
             next: 1,
             unfinished: Vec::new(),

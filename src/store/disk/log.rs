@@ -75,7 +75,7 @@ use crate::budget::MemoryBudget;
 use crate::ids::{Offset, Payload};
 use crate::stats::FsyncTimes;
 use crate::store::fetcher::{FetchRequest, Fetcher};
-use crate::store::record::{now_ms, Header, HEADER_BYTES};
+use crate::store::record::{Header, HEADER_BYTES};
 use crate::store::segment::{segment_file_name, Segment};
 use crate::store::{
     DiskFull, Fetched, Fsync, GroupPosition, LogSettings, Lookup, StoreError, SyncJob, TopicLog,
@@ -328,10 +328,9 @@ impl DiskLog {
 }
 
 impl TopicLog for DiskLog {
-    fn append(&mut self, payload: Payload) -> Result<Offset, StoreError> {
+    fn append(&mut self, payload: Payload, timestamp: u64) -> Result<Offset, StoreError> {
         self.check_room()?;
         let offset = self.next;
-        let timestamp = now_ms();
         Header::encode_record(offset, timestamp, &payload, &mut self.buffer);
         self.cache.count_buffer(self.buffer.capacity());
         let record_len = (HEADER_BYTES + payload.len()) as u64;
@@ -560,6 +559,7 @@ mod tests {
     use crate::store::disk::test_support::{
         message, open_store, read_now, settings, write_durably, TempDir,
     };
+    use crate::store::record::now_ms;
     use crate::store::Store;
 
     #[test]
@@ -570,7 +570,7 @@ mod tests {
         let mut log = store.open("t").unwrap();
         assert!(log.write_and_force().unwrap().is_none(), "nothing written");
         for i in 0..4u8 {
-            log.append(Payload::from(vec![i; 40])).unwrap(); // a segment each
+            log.append(Payload::from(vec![i; 40]), now_ms()).unwrap(); // a segment each
         }
         log.set_group_position("g", GroupPosition::default());
         assert!(log.save_groups().is_some(), "the groups file is saved");
@@ -623,7 +623,7 @@ mod tests {
         let (mut store, fetched) = open_store(&temp, settings(1 << 20, None));
         let mut log = store.open("t").unwrap();
         for i in 0..100 {
-            log.append(message(i)).unwrap();
+            log.append(message(i), now_ms()).unwrap();
         }
         let all = (0..100).map(|i| cost(&message(i))).sum::<usize>();
         // The payloads, and the write buffer that holds their records.
@@ -664,7 +664,7 @@ mod tests {
         let (mut store, fetched) = open_store(&temp, settings(4 << 10, Some(16 << 10)));
         let mut log = store.open("t").unwrap();
         for i in 0..1000 {
-            log.append(message(i)).unwrap();
+            log.append(message(i), now_ms()).unwrap();
         }
         write_durably(log.as_mut());
         assert!(log.over_retention());
@@ -686,6 +686,6 @@ mod tests {
             read_now(log.as_mut(), &fetched, 999),
             Lookup::Message(message(999))
         );
-        assert_eq!(log.append(message(1000)).unwrap(), 1000);
+        assert_eq!(log.append(message(1000), now_ms()).unwrap(), 1000);
     }
 }

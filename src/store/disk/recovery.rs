@@ -269,7 +269,11 @@ mod tests {
         let (mut store, _) = open_store(&temp, settings(16 << 10, None));
         let mut log = store.open("t").unwrap();
         for i in 0..1000 {
-            assert_eq!(log.append(message(i)).unwrap(), i);
+            assert_eq!(
+                log.append(message(i), crate::store::record::now_ms())
+                    .unwrap(),
+                i
+            );
         }
         write_durably(log.as_mut());
         drop(log);
@@ -431,11 +435,13 @@ mod tests {
         let (mut store, _) = open_store(temp, settings);
         let mut log = store.open("t").unwrap();
         for i in 0..100 {
-            log.append(message(i)).unwrap();
+            log.append(message(i), crate::store::record::now_ms())
+                .unwrap();
         }
         write_durably(log.as_mut()); // 0 to 99 may be confirmed
         for i in 100..110 {
-            log.append(message(i)).unwrap();
+            log.append(message(i), crate::store::record::now_ms())
+                .unwrap();
         }
         let _never_run = log.write().unwrap();
         let path = store.directory_for("t").unwrap().join(segment_file_name(0));

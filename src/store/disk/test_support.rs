@@ -90,7 +90,8 @@ pub fn fill_segments(temp: &TempDir) -> (PathBuf, Vec<(Offset, PathBuf)>) {
     let (mut store, _) = open_store(temp, settings(16 << 10, None));
     let mut log = store.open("t").unwrap();
     for i in 0..1000 {
-        log.append(message(i)).unwrap();
+        log.append(message(i), crate::store::record::now_ms())
+            .unwrap();
     }
     write_durably(log.as_mut());
     let dir = store.directory_for("t").unwrap();
