@@ -11,6 +11,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::{AuthSettings, Permissions, Rule};
 use crate::budget::default_memory_bytes;
 use crate::dispatcher::session::in_flight::DeliveryPolicy;
 use crate::dispatcher::TopicLimits;
@@ -94,6 +95,16 @@ pub struct Config {
     /// Stack size of every reader and writer thread. They do little and
     /// recurse nowhere, so a small stack lets one machine hold thousands.
     pub thread_stack_bytes: usize,
+    /// The users who may connect, and what they may touch (`auth/`).
+    /// `None`: anyone may do anything.
+    pub auth_file: Option<PathBuf>,
+    /// With an auth file, what a binary client that never logs in may do.
+    pub anonymous_binary: Permissions,
+    /// The wait after a first failed login (`auth/delays.rs`).
+    pub auth_failure_delay: Duration,
+    /// Whether to listen on an address other machines can reach without an
+    /// auth file (protected mode refuses to, as Redis does).
+    pub insecure_allow_anyone: bool,
 }
 
 impl Default for Config {
@@ -127,6 +138,10 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(30),
             linger: Duration::from_secs(5),
             thread_stack_bytes: 128 << 10,
+            auth_file: None,
+            anonymous_binary: Permissions::default(),
+            auth_failure_delay: Duration::from_millis(100),
+            insecure_allow_anyone: false,
         }
     }
 }
@@ -175,6 +190,15 @@ impl Config {
         }
     }
 
+    /// The settings of `auth/`, if an auth file was given.
+    pub fn auth_settings(&self) -> Option<AuthSettings> {
+        Some(AuthSettings {
+            file: self.auth_file.clone()?,
+            anonymous_binary: self.anonymous_binary.clone(),
+            failure_delay: self.auth_failure_delay,
+        })
+    }
+
     pub(crate) fn limits(&self) -> Limits {
         Limits {
             max_message_bytes: self.max_message_bytes,
@@ -200,6 +224,9 @@ pub enum Storage {
 pub enum Invocation {
     Run(Box<Config>),
     Help,
+    /// `brook hash-password`: read a password on stdin, print its hash
+    /// for the auth file.
+    HashPassword,
 }
 
 /// A command line that could not be understood.
@@ -285,6 +312,44 @@ const FLAGS: &[Flag] = &[
             value
                 .contains(':')
                 .then(|| config.metrics_addr = Some(value.to_owned()))
+        },
+    },
+    Flag {
+        name: "--auth-file",
+        value: "PATH",
+        help: "users, password hashes and topic permissions; clients must log in [default: none]",
+        expected: "a file path",
+        set: |config, value| {
+            (!value.is_empty()).then(|| config.auth_file = Some(PathBuf::from(value)))
+        },
+    },
+    Flag {
+        name: "--allow-anonymous-binary",
+        value: "PATTERNS",
+        help: "with --auth-file, what a binary client that sends no AUTH may use [default: nothing]",
+        expected: "topic names or patterns separated by commas, such as metrics.>,public",
+        set: |config, value| {
+            let rules = value.split(',').map(|word| Rule::parse(word.trim()).ok());
+            let rules: Option<Vec<Rule>> = rules.collect();
+            config.anonymous_binary = Permissions::on_every_action(rules?);
+            Some(())
+        },
+    },
+    Flag {
+        name: "--auth-failure-delay",
+        value: "DURATION",
+        help: "wait after a failed login, doubled per failure from one address [default: 100ms]",
+        expected: DURATION,
+        set: |config, value| parse_duration(value).map(|v| config.auth_failure_delay = v),
+    },
+    Flag {
+        name: "--insecure-allow-anyone",
+        value: "",
+        help: "listen beyond loopback without --auth-file: anyone who reaches the port may do anything",
+        expected: "no value",
+        set: |config, _| {
+            config.insecure_allow_anyone = true;
+            Some(())
         },
     },
     Flag {
@@ -502,7 +567,7 @@ const FLAGS: &[Flag] = &[
 pub fn help() -> String {
     let mut text = String::from(
         "brook: a message broker with per-topic logs, acks and redelivery\n\n\
-         Usage: brook [FLAGS]\n\nFlags:\n",
+         Usage: brook [FLAGS]\n       brook hash-password < file-holding-the-password\n\nFlags:\n",
     );
     for flag in FLAGS {
         let usage = format!("{} {}", flag.name, flag.value);
@@ -525,7 +590,13 @@ where
     I: IntoIterator<Item = String>,
 {
     let mut config = Config::default();
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
+    if args.next_if(|arg| arg == "hash-password").is_some() {
+        return match args.next() {
+            None => Ok(Invocation::HashPassword),
+            Some(arg) => Err(ConfigError::UnknownFlag(arg)),
+        };
+    }
     while let Some(arg) = args.next() {
         if arg == "-h" || arg == "--help" {
             return Ok(Invocation::Help);
@@ -714,7 +785,7 @@ mod tests {
     fn port_changes_only_the_port_of_addr() {
         let addr = |args: &[&str]| match parse(args).unwrap() {
             Invocation::Run(config) => config.addr,
-            Invocation::Help => panic!("expected a config"),
+            other => panic!("expected a config, got {other:?}"),
         };
         assert_eq!(addr(&["--port", "3001"]), "127.0.0.1:3001");
         assert_eq!(addr(&["--addr=0.0.0.0:4000", "--port=0"]), "0.0.0.0:0");

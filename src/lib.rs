@@ -70,6 +70,7 @@
 //! `cargo doc --document-private-items`.
 
 pub(crate) mod acceptor;
+pub mod auth;
 pub(crate) mod backoff;
 pub mod budget;
 pub mod client;

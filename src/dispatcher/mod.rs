@@ -446,6 +446,14 @@ impl Dispatcher {
                 self.reply(conn, Reply::Stats(Box::new(report)));
             }
             Ok(Request::Ping) => self.reply(conn, Reply::Pong),
+            // A good login, checked by the reader (`auth/guard.rs`): the
+            // binary protocol's status 1, `+OK` in the line protocol.
+            Ok(Request::Authenticated) => self.reply(conn, Reply::Subscribed),
+            Ok(Request::Auth(_)) => {
+                let reason = "AUTH reached the dispatcher unchecked";
+                log::error!("conn {conn}: {reason}");
+                self.reply(conn, Reply::Error(reason.into()));
+            }
             Ok(Request::Help) => self.reply(conn, Reply::Help),
             Ok(Request::Quit) => {
                 // Closed at once, so that nothing published from now on is

@@ -35,8 +35,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::request::{
-    is_valid_group_name, AckMode, Decoded, LastTopic, Limits, PublishToPattern, Refusal, Request,
-    StartAt,
+    is_valid_group_name, AckMode, Credentials, Decoded, LastTopic, Limits, PublishToPattern,
+    Refusal, Request, StartAt,
 };
 use crate::ids::Payload;
 
@@ -51,6 +51,8 @@ pub(crate) enum LineError {
     MissingByteCount,
     MissingOffset,
     MissingGroup,
+    /// `AUTH` without a user and a password.
+    MissingCredentials,
     /// A group name that is empty or longer than `--max-topic-name-bytes`.
     InvalidGroup,
     BadOffset,
@@ -90,6 +92,7 @@ impl LineError {
             LineError::MissingByteCount => "missing byte count",
             LineError::MissingOffset => "missing offset",
             LineError::MissingGroup => "missing group name",
+            LineError::MissingCredentials => "usage: AUTH <user> <password>",
             LineError::InvalidGroup => "invalid group name",
             LineError::BadOffset => "bad offset",
             LineError::BadByteCount => "bad byte count",
@@ -363,6 +366,11 @@ impl LineDecoder {
             };
             words.end()?;
             Request::Pull { topic, max, group }
+        } else if is("AUTH") {
+            let user = words.next()?.ok_or(LineError::MissingCredentials)?;
+            let password = words.next()?.ok_or(LineError::MissingCredentials)?;
+            words.end()?;
+            Request::Auth(Credentials::new(user.into_owned(), password.into_owned()))
         } else {
             let request = match command.to_ascii_uppercase().as_str() {
                 "ACK" => Request::Ack,

@@ -124,6 +124,7 @@ const HELP: &str = "\
 +HELP brook line protocol. Commands are case-insensitive; a topic is a word or a \"quoted string\".
 +  A topic name may not have a token (between dots) that is just * or >: those are for patterns.
 +  SUB and UNSUB (no group) take patterns: orders.* is every orders.<one token>, orders.> every orders.<more>.
++  AUTH <user> <password>             log in (brokers with --auth-file); +OK
 +  PUB <topic> <text>                 publish the rest of the line; replies +OK <offset>
 +  PUBN <topic> <nbytes>              publish the next nbytes raw bytes (then a newline); +OK <offset>
 +  SUB <topic> [beginning|current|from <offset>] [manual] [group <name>]
