@@ -114,6 +114,14 @@ impl Login {
         Some(Login::new(user, password))
     }
 
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
     /// The AUTH request (action 8) that carries it.
     fn request(&self) -> Result<Vec<u8>> {
         if self.user.len() > u16::MAX as usize || self.password.len() > u16::MAX as usize {

@@ -90,6 +90,59 @@ fn publisher_then_subscriber_replays_from_an_offset() {
 }
 
 #[test]
+fn the_examples_log_in_with_flags_or_the_environment() {
+    let dir = common::temp::TempDir::new("examples-auth");
+    let hash = brook::auth::PasswordHash::new("s3cret", 10).unwrap();
+    let users = dir.path().join("users");
+    let text = format!("user ann\n  password {hash}\n  publish orders\n  subscribe orders\n");
+    std::fs::write(&users, text).unwrap();
+    let broker = start_broker(&brook::config::Config {
+        auth_file: Some(users),
+        ..config()
+    });
+    let port = broker.local_addr().port().to_string();
+    let produce = ["--topic", "orders", "--message", "hello", "--port", &port];
+
+    let refused = run_example("producer", &produce);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("permission denied: publish orders"),
+        "{}",
+        stderr(&refused)
+    );
+    let wrong = run_example(
+        "producer",
+        &[&produce[..], &["--user", "ann", "--password", "x"]].concat(),
+    );
+    assert!(!wrong.status.success());
+    assert!(
+        stderr(&wrong).contains("invalid credentials"),
+        "{}",
+        stderr(&wrong)
+    );
+
+    let produced = run_example(
+        "producer",
+        &[&produce[..], &["--user", "ann", "--password", "s3cret"]].concat(),
+    );
+    assert_success(&produced);
+    assert_eq!(stdout(&produced), "published [orders@0] hello\n");
+
+    let env = [("BROOK_USER", "ann"), ("BROOK_PASSWORD", "s3cret")];
+    let consume = ["--topic", "orders", "--count", "1", "--port", &port];
+    let consumed = run_example_with_env("consumer", &consume, &env);
+    assert_success(&consumed);
+    assert_eq!(stdout(&consumed), "[orders@0] hello\n");
+    let anonymous = run_example("consumer", &consume);
+    assert!(!anonymous.status.success());
+    assert!(
+        stderr(&anonymous).contains("authentication required"),
+        "{}",
+        stderr(&anonymous)
+    );
+}
+
+#[test]
 fn a_subscriber_whose_output_is_closed_exits_quietly() {
     let broker = start_broker(&config());
     let port = broker.local_addr().port().to_string();
@@ -187,8 +240,17 @@ fn assert_usage_error(name: &str, args: &[&str], message: &str) {
 }
 
 fn run_example(name: &str, args: &[&str]) -> Output {
+    run_example_with_env(name, args, &[])
+}
+
+/// Runs example `name` with `args` and the environment variables `env`.
+fn run_example_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(example_path(name));
     command.args(args);
+    command
+        .env_remove("BROOK_USER")
+        .env_remove("BROOK_PASSWORD");
+    command.envs(env.iter().copied());
     run(command, EXAMPLE_TIMEOUT, name)
 }
 

@@ -112,6 +112,57 @@ fn binary_publish_sh_shows_the_brokers_error() {
 }
 
 #[test]
+fn the_scripts_log_in_with_brook_user_and_brook_password() {
+    if !nc_ready() {
+        return;
+    }
+    let dir = common::temp::TempDir::new("scripts-auth");
+    let hash = brook::auth::PasswordHash::new("pass word", 10).unwrap();
+    let users = dir.path().join("users");
+    let text = format!("user ann\n  password {hash}\n  publish notes\n  subscribe notes\n");
+    std::fs::write(&users, text).unwrap();
+    let broker = start_broker(&brook::config::Config {
+        auth_file: Some(users),
+        ..config()
+    });
+    let addr = broker.local_addr();
+    let as_ann = |name: &str, args: &[&str], password: &str| {
+        let mut command = script(addr, name, args);
+        command
+            .env("BROOK_USER", "ann")
+            .env("BROOK_PASSWORD", password);
+        finish(command, name, SCRIPT_TIMEOUT)
+    };
+
+    let published = as_ann("publish.sh", &["notes", "hello"], "pass word");
+    assert_output(&published, Some(0), "+OK 0\n", "");
+    let published = as_ann("binary-publish.sh", &["notes", "binary"], "pass word");
+    assert_output(&published, Some(0), "", "");
+    let pulled = as_ann("pull.sh", &["notes"], "pass word");
+    assert_output(
+        &pulled,
+        Some(0),
+        "[notes@0] hello\n[notes@1] binary\n",
+        "pulled 2\n",
+    );
+
+    let wrong = as_ann("publish.sh", &["notes", "hello"], "guess");
+    assert_output(
+        &wrong,
+        Some(1),
+        "",
+        "publish.sh: cannot log in as ann: invalid credentials\n",
+    );
+    let anonymous = run(addr, "pull.sh", &["notes"]);
+    assert_output(
+        &anonymous,
+        Some(1),
+        "",
+        "-ERR authentication required: send AUTH <user> <password> first\n",
+    );
+}
+
+#[test]
 fn pull_sh_takes_at_most_max_and_each_message_once() {
     let Some(broker) = broker_for_scripts() else {
         return;
@@ -378,7 +429,9 @@ fn script(addr: SocketAddr, name: &str, args: &[&str]) -> Command {
         .arg(script_path(name))
         .args(args)
         .env("BROOK_HOST", addr.ip().to_string())
-        .env("BROOK_PORT", addr.port().to_string());
+        .env("BROOK_PORT", addr.port().to_string())
+        .env_remove("BROOK_USER")
+        .env_remove("BROOK_PASSWORD");
     command
 }
 
