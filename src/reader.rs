@@ -357,7 +357,7 @@ impl Reader {
             .stream
             .peer_addr()
             .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-        Guard::new(self.context.access.as_ref(), address, speaks)
+        Guard::new(self.context.access.as_ref(), self.id, address, speaks)
     }
 
     /// Sends requests to the dispatcher, attaching a writer first if any of

@@ -57,7 +57,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::acceptor::{connection_capacity, Acceptor, OpenConnections};
-use crate::auth::{Access, AuthFileError};
+use crate::auth::{Access, AuthFileError, Logins};
 use crate::config::{Config, Storage};
 use crate::descriptors::{self, FileBudget};
 use crate::dispatcher::{Dispatcher, Stopped};
@@ -227,7 +227,8 @@ pub fn start(config: &Config) -> Result<Broker, StartError> {
         addr: config.addr.clone(),
         error,
     })?;
-    let access = access(config, local_addr)?;
+    let logins = Arc::new(Logins::default());
+    let access = access(config, local_addr, &logins)?;
     let metrics_listener = config
         .metrics_addr
         .as_deref()
@@ -254,6 +255,7 @@ pub fn start(config: &Config) -> Result<Broker, StartError> {
         store(config, &commands, &files, &fsync_times)?,
         syncer,
         connections.counter(),
+        logins,
     )
     .map_err(|error| StartError::Store {
         data_dir: config.data_dir(),
@@ -317,10 +319,14 @@ pub fn start(config: &Config) -> Result<Broker, StartError> {
 /// The users of `--auth-file`, loaded; or none, if the broker listens
 /// on loopback only or was told `--insecure-allow-anyone` (protected
 /// mode, as Redis has it).
-fn access(config: &Config, local_addr: SocketAddr) -> Result<Option<Arc<Access>>, StartError> {
+fn access(
+    config: &Config,
+    local_addr: SocketAddr,
+    logins: &Arc<Logins>,
+) -> Result<Option<Arc<Access>>, StartError> {
     match config.auth_settings() {
         Some(settings) => {
-            let access = Access::load(settings).map_err(StartError::AuthFile)?;
+            let access = Access::load(settings, logins.clone()).map_err(StartError::AuthFile)?;
             Ok(Some(Arc::new(access)))
         }
         None if local_addr.ip().is_loopback() || config.insecure_allow_anyone => Ok(None),

@@ -309,6 +309,37 @@ fn a_thousand_wrong_passwords_slow_only_the_guesser() {
 }
 
 #[test]
+fn stats_lists_each_logged_in_connection_with_its_user() {
+    let auth = AuthFile::new(&users_text());
+    let broker = auth_broker(&auth.path());
+    let mut alice = logged_in(&broker, "alice", "alice-secret");
+    let connections = |client: &mut Line| -> Vec<String> {
+        client.send("STATS\n");
+        let lines = client.read_until_end();
+        let listed = lines
+            .iter()
+            .filter(|line| line.starts_with("+STAT connection "));
+        listed
+            .map(|line| line.rsplit(' ').next().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(connections(&mut alice), ["user=alice"]);
+
+    let mut bob = logged_in(&broker, "bob", "bob-secret");
+    let _anonymous = Raw::connect(broker.local_addr());
+    assert_eq!(connections(&mut alice), ["user=alice", "user=bob"]);
+
+    // bob leaves: his line goes once his reader has ended, which the test
+    // cannot see, so it asks until then (each answer is a round trip).
+    assert_eq!(bob.ask("QUIT"), "+BYE");
+    bob.expect_eof();
+    let deadline = std::time::Instant::now() + WAIT;
+    while connections(&mut alice) != ["user=alice"] {
+        assert!(std::time::Instant::now() < deadline, "bob is still listed");
+    }
+}
+
+#[test]
 fn without_an_auth_file_nothing_changes_and_auth_is_refused() {
     let broker = start_broker(&config_with(&[]));
     let mut client = Line::connect(broker.local_addr());

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 
 use super::delays::Delays;
+use super::logins::Logins;
 use super::permissions::Permissions;
 use super::users::{AuthFileError, Users};
 
@@ -40,11 +41,14 @@ pub struct Access {
     users: RwLock<Arc<Users>>,
     generation: AtomicU64,
     delays: Delays,
+    /// Shared with the dispatcher, which lists them in `STATS`.
+    logins: Arc<Logins>,
 }
 
 impl Access {
-    /// Loads the auth file: a bad one stops the start.
-    pub fn load(settings: AuthSettings) -> Result<Access, AuthFileError> {
+    /// Loads the auth file: a bad one stops the start. Logins are written
+    /// to `logins`.
+    pub fn load(settings: AuthSettings, logins: Arc<Logins>) -> Result<Access, AuthFileError> {
         let users = Users::load(&settings.file)?;
         log::info!(
             "{} users from the auth file {}",
@@ -56,6 +60,7 @@ impl Access {
             settings,
             users: RwLock::new(Arc::new(users)),
             generation: AtomicU64::new(0),
+            logins,
         })
     }
 
@@ -78,6 +83,10 @@ impl Access {
     /// Whether a reload has happened since `generation`.
     pub(super) fn is_current(&self, generation: u64) -> bool {
         self.generation.load(Ordering::Acquire) == generation
+    }
+
+    pub(super) fn logins(&self) -> &Logins {
+        &self.logins
     }
 
     pub(super) fn anonymous_binary(&self) -> &Permissions {

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use super::access::Access;
 use super::permissions::{Action, Permissions};
 use super::users::Users;
+use crate::ids::ConnId;
 use crate::wire::line::encode_topic;
 use crate::wire::request::{Credentials, Decoded, Refusal, Request};
 
@@ -54,15 +55,21 @@ pub(crate) enum Speaks {
 }
 
 impl Guard {
-    /// The guard of a new connection from `address`, which speaks
+    /// The guard of connection `conn` from `address`, which speaks
     /// `speaks`; open if `access` is `None` (no `--auth-file`).
-    pub fn new(access: Option<&Arc<Access>>, address: IpAddr, speaks: Speaks) -> Guard {
+    pub fn new(
+        access: Option<&Arc<Access>>,
+        conn: ConnId,
+        address: IpAddr,
+        speaks: Speaks,
+    ) -> Guard {
         let Some(access) = access else {
             return Guard::Open;
         };
         let (users, generation) = access.users();
         Guard::Checking(Box::new(Checks {
             access: access.clone(),
+            conn,
             address,
             speaks,
             user: None,
@@ -98,12 +105,13 @@ const INVALID_CREDENTIALS: &str = "invalid credentials";
 #[derive(Debug)]
 pub(crate) struct Checks {
     access: Arc<Access>,
+    conn: ConnId,
     /// Where the client connects from: failed logins are slowed down per
     /// address.
     address: IpAddr,
     speaks: Speaks,
     /// The user logged in, if any.
-    user: Option<String>,
+    user: Option<Arc<str>>,
     /// The users as of `generation`.
     users: Arc<Users>,
     generation: u64,
@@ -142,7 +150,9 @@ impl Checks {
         self.forget_decisions();
         match self.users.login(&credentials.user, credentials.password()) {
             Some(user) => {
-                self.user = Some(user.name.clone());
+                let name: Arc<str> = user.name.as_str().into();
+                self.access.logins().logged_in(self.conn, name.clone());
+                self.user = Some(name);
                 self.access.succeed(self.address);
                 log::debug!("{}: logged in as {}", self.address, credentials.user);
                 Ok(Request::Authenticated)
@@ -238,6 +248,15 @@ impl Checks {
         }
         decisions.insert(topic.into(), allowed);
         allowed
+    }
+}
+
+impl Drop for Checks {
+    /// A connection that ends is logged in no more.
+    fn drop(&mut self) {
+        if self.user.is_some() {
+            self.access.logins().ended(self.conn);
+        }
     }
 }
 

@@ -14,6 +14,7 @@
 //!   topic or a whole pattern.
 //! - `users.rs`: the auth file, its format and its errors.
 //! - `delays.rs`: the growing wait after failed logins, per address.
+//! - `logins.rs`: which connection is logged in as whom, for `STATS`.
 //! - `access.rs`: what all readers share: the users (reloaded on SIGHUP),
 //!   the anonymous binary permissions, the delays.
 //! - `guard.rs`: one connection's checks, called by `reader.rs`.
@@ -26,11 +27,13 @@
 mod access;
 mod delays;
 pub(crate) mod guard;
+mod logins;
 mod pbkdf2;
 mod permissions;
 mod sha256;
 mod users;
 
 pub use access::{Access, AuthSettings};
+pub use logins::Logins;
 pub use permissions::{Permissions, Rule};
 pub use users::{AuthFileError, PasswordHash, DEFAULT_ITERATIONS};

@@ -143,6 +143,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
+use crate::auth::Logins;
 use crate::dispatcher::session::in_flight::DeliveryPolicy;
 use crate::dispatcher::session::Session;
 use crate::ids::{ConnId, IdMap, Offset, TopicId};
@@ -216,6 +217,8 @@ pub struct Dispatcher {
     /// open (kept by the acceptor and the readers).
     started: Instant,
     connections: Arc<AtomicUsize>,
+    /// For `STATS`: which connection is logged in as whom (`auth/`).
+    logins: Arc<Logins>,
     full_disk: FullDisk,
     /// Publishers held because the in-memory store is full.
     full_memory: FullStore,
@@ -279,6 +282,7 @@ impl Dispatcher {
         mut store: Box<dyn Store>,
         syncer: Syncer,
         connections: Arc<AtomicUsize>,
+        logins: Arc<Logins>,
     ) -> Result<Dispatcher, StoreError> {
         let recovered = store.recover()?;
         let next_age_check = store.ages_out().then(Instant::now);
@@ -296,6 +300,7 @@ impl Dispatcher {
             next_age_check,
             started: Instant::now(),
             connections,
+            logins,
             full_disk: FullDisk::default(),
             full_memory: FullStore::default(),
         };

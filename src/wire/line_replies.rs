@@ -64,12 +64,18 @@ fn encode_topics(out: &mut Vec<u8>, topics: &[TopicReport]) {
     out.extend_from_slice(b"+END\n");
 }
 
-/// `+STAT <name> <value>` per broker-wide figure, then one `+STAT topic`
-/// line per topic, each followed by a `+STAT group <topic> <group>` line
+/// `+STAT <name> <value>` per broker-wide figure, then a `+STAT
+/// connection <id> user=<user>` line per connection logged in, then one
+/// `+STAT topic` line per topic, each followed by a `+STAT group <topic> <group>` line
 /// per consumer group of the topic, then `+END`.
 fn encode_stats(out: &mut Vec<u8>, report: &BrokerReport) {
     for (name, value) in report.totals() {
         write_line(out, format_args!("+STAT {name} {value}"));
+    }
+    for (conn, user) in &report.logins {
+        let _ = write!(out, "+STAT connection {conn} user=");
+        encode_topic(out, user);
+        out.push(b'\n');
     }
     for topic in &report.topics {
         write_topic_line(
