@@ -28,15 +28,18 @@ use super::access::Access;
 use super::permissions::{Action, Permissions};
 use super::users::Users;
 use crate::ids::ConnId;
-use crate::wire::line::encode_topic;
+use crate::wire::line::{encode_topic, AUTH_USAGE};
 use crate::wire::request::{Credentials, Decoded, Refusal, Request};
 
 /// How many line-protocol requests before a login are refused before the
 /// connection is closed.
 const REFUSALS_BEFORE_LOGIN: u32 = 3;
-/// How many decisions one connection keeps; past it they are forgotten
-/// and made again.
+/// How many decisions one connection keeps per action, and how many
+/// bytes of topic names they may hold in all; past either they are
+/// forgotten and made again. A name can be 64 KiB long, so the byte bound
+/// is the one that keeps a connection's cache small.
 const MAX_DECISIONS: usize = 256;
+const MAX_DECISION_BYTES: usize = 16 << 10;
 
 /// What a connection may do. See the module docs.
 #[derive(Debug)]
@@ -77,6 +80,7 @@ impl Guard {
             generation,
             refused_before_login: 0,
             decisions: Default::default(),
+            decision_bytes: 0,
             last_publish: None,
         }))
     }
@@ -119,6 +123,8 @@ pub(crate) struct Checks {
     /// Per action (indexed by [`Action::index`]), whether each topic
     /// asked for was allowed.
     decisions: [HashMap<Box<str>, bool>; 3],
+    /// The bytes of the names in `decisions`.
+    decision_bytes: usize,
     /// The last topic published to, as the decoder shares it, and whether
     /// it was allowed.
     last_publish: Option<(Arc<str>, bool)>,
@@ -142,8 +148,13 @@ impl Checks {
     /// with the old ones.
     fn forget_decisions(&mut self) {
         (self.users, self.generation) = self.access.users();
-        self.decisions.iter_mut().for_each(HashMap::clear);
+        self.clear_decisions();
         self.last_publish = None;
+    }
+
+    fn clear_decisions(&mut self) {
+        self.decisions.iter_mut().for_each(HashMap::clear);
+        self.decision_bytes = 0;
     }
 
     fn login(&mut self, credentials: &Credentials) -> Decoded {
@@ -180,17 +191,17 @@ impl Checks {
     }
 
     /// A line client's request before its login. A refusal that ends the
-    /// stream anyway stays as it is.
+    /// stream anyway stays as it is, and a malformed AUTH keeps its usage.
     fn refuse_before_login(&mut self, request: Decoded) -> Decoded {
-        if let Err(refusal) = &request {
-            if refusal.is_fatal() {
-                return request;
-            }
-        }
+        let reason = match &request {
+            Err(refusal) if refusal.is_fatal() => return request,
+            Err(refusal) if refusal.reason() == AUTH_USAGE => AUTH_USAGE,
+            _ => AUTH_REQUIRED,
+        };
         self.refused_before_login += 1;
         let last = self.refused_before_login >= REFUSALS_BEFORE_LOGIN;
         Err(Refusal::new(
-            AUTH_REQUIRED.into(),
+            reason.into(),
             last,
             "a request before AUTH".into(),
         ))
@@ -242,11 +253,15 @@ impl Checks {
         let allowed = self
             .permissions()
             .is_some_and(|permissions| permissions.allows(action, topic));
-        let decisions = &mut self.decisions[action.index()];
-        if decisions.len() >= MAX_DECISIONS {
-            decisions.clear();
+        if self.decisions[action.index()].len() >= MAX_DECISIONS
+            || self.decision_bytes + topic.len() > MAX_DECISION_BYTES
+        {
+            self.clear_decisions();
         }
-        decisions.insert(topic.into(), allowed);
+        if topic.len() <= MAX_DECISION_BYTES {
+            self.decision_bytes += topic.len();
+            self.decisions[action.index()].insert(topic.into(), allowed);
+        }
         allowed
     }
 }

@@ -40,6 +40,13 @@ use super::request::{
 };
 use crate::ids::Payload;
 
+/// What a malformed `AUTH` line is told. The reader's guard
+/// (`auth/guard.rs`) lets it through before a login, when every other
+/// refusal becomes `authentication required`: it is the one a person
+/// typing a password with a space in it needs to see.
+pub(crate) const AUTH_USAGE: &str =
+    "usage: AUTH <user> <password>, quoted if it has a space: AUTH alice \"my secret\"";
+
 /// A line the broker refuses. Each has the short reason sent after `-ERR `.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum LineError {
@@ -51,8 +58,8 @@ pub(crate) enum LineError {
     MissingByteCount,
     MissingOffset,
     MissingGroup,
-    /// `AUTH` without a user and a password.
-    MissingCredentials,
+    /// `AUTH` without a user and a password, or with more words.
+    AuthUsage,
     /// A group name that is empty or longer than `--max-topic-name-bytes`.
     InvalidGroup,
     BadOffset,
@@ -92,7 +99,7 @@ impl LineError {
             LineError::MissingByteCount => "missing byte count",
             LineError::MissingOffset => "missing offset",
             LineError::MissingGroup => "missing group name",
-            LineError::MissingCredentials => "usage: AUTH <user> <password>",
+            LineError::AuthUsage => AUTH_USAGE,
             LineError::InvalidGroup => "invalid group name",
             LineError::BadOffset => "bad offset",
             LineError::BadByteCount => "bad byte count",
@@ -367,9 +374,9 @@ impl LineDecoder {
             words.end()?;
             Request::Pull { topic, max, group }
         } else if is("AUTH") {
-            let user = words.next()?.ok_or(LineError::MissingCredentials)?;
-            let password = words.next()?.ok_or(LineError::MissingCredentials)?;
-            words.end()?;
+            let user = words.next()?.ok_or(LineError::AuthUsage)?;
+            let password = words.next()?.ok_or(LineError::AuthUsage)?;
+            words.end().map_err(|_| LineError::AuthUsage)?;
             Request::Auth(Credentials::new(user.into_owned(), password.into_owned()))
         } else {
             let request = match command.to_ascii_uppercase().as_str() {
