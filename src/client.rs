@@ -21,7 +21,7 @@
 //! A broker started with `--auth-file` wants a login first: connect with
 //! [`Publisher::connect_as`] or [`Publisher::connect_confirmed_as`], or
 //! call [`Subscriber::login`] before subscribing, with a [`Login`] (made
-//! from `BROOK_USER` and `BROOK_PASSWORD` by [`Login::from_env`]).
+//! from `BROOK_USER` and `BROOK_PASSWORD` by [`Login::from_args_or_env`]).
 //!
 //! Both sides buffer their writes: published frames go out on
 //! [`Publisher::flush`] (or when the buffer fills, or on drop), and acks go

@@ -246,6 +246,16 @@ fn a_binary_client_logs_in_with_action_8_or_gets_the_anonymous_permissions() {
         publisher.confirmation(),
         Err(ClientError::Refused(reason)) if reason == "permission denied: publish audit"
     ));
+    // Groups (action 7) need the group permission.
+    let mut worker = Subscriber::connect(addr).unwrap();
+    worker.login(&alice).unwrap();
+    worker
+        .subscribe_group(&["jobs"], "workers", StartAt::Current)
+        .unwrap();
+    assert!(matches!(
+        worker.subscribe_group(&["orders.eu"], "workers", StartAt::Current),
+        Err(ClientError::Refused(reason)) if reason == "permission denied: group orders.eu"
+    ));
     let wrong = Login::new("alice", "nope");
     assert!(matches!(
         Publisher::connect_as(addr, Some(&wrong)),
@@ -262,12 +272,19 @@ fn a_thousand_wrong_passwords_slow_only_the_guesser() {
     let mut line_bystander = logged_in(&broker, "alice", "alice-secret");
     assert_eq!(line_bystander.ask("SUB orders.>"), "+OK");
 
-    // From one connection, all sent at once...
+    // From one connection of each protocol, all sent at once...
     let mut guesser = Line::connect(broker.local_addr());
     let guesses: String = (0..1000)
         .map(|n| format!("AUTH alice guess{n}\n"))
         .collect();
     guesser.send(&guesses);
+    let mut binary_guesser = Raw::connect(broker.local_addr());
+    let auth_frame = |n: u32| {
+        let password = format!("guess{n}");
+        let field = |text: &str| [&(text.len() as u16).to_be_bytes()[..], text.as_bytes()].concat();
+        [&[0, 8][..], &field("alice"), &field(&password)].concat()
+    };
+    binary_guesser.send(&(0..1000).flat_map(auth_frame).collect::<Vec<u8>>());
     // ... and from many, each with its own thread.
     let addr = broker.local_addr();
     let many: Vec<_> = (0..20)
@@ -295,6 +312,7 @@ fn a_thousand_wrong_passwords_slow_only_the_guesser() {
     }
     for _ in 0..1000 {
         assert_eq!(guesser.read_line(), "-ERR invalid credentials");
+        binary_guesser.expect(&error_reply("invalid credentials"));
     }
     for thread in many {
         thread.join().expect("a guesser thread");
