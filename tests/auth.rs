@@ -11,34 +11,22 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
 
-use brook::auth::PasswordHash;
 use brook::client::{ClientError, Login, Publisher, Subscriber};
-use brook::config::{parse_args, Config, Invocation, Storage};
+use brook::config::Config;
 use brook::server::{Broker, StartError};
 use brook::wire::request::StartAt;
 
-use common::broker::start_broker;
+use common::auth::{auth_config, config_with_flags, password_line, AuthFile};
+use common::broker::{config, start_broker};
 use common::client::{expect_next_ack, Bystander};
 use common::frames::{error_reply, publish_frame, subscribe_request, CURRENT, PUBLISH, SUBSCRIBED};
 use common::line::Line;
 use common::process::BrookProcess;
 use common::raw::Raw;
-use common::temp::TempDir;
 use common::WAIT;
-
-/// PBKDF2 iterations of the tests' users: few, so that a thousand wrong
-/// passwords take little CPU in a debug build.
-const ITERATIONS: u32 = 50;
-
-/// The password line of a user whose password is `password`.
-fn password_line(password: &str) -> String {
-    let hash = PasswordHash::new(password, ITERATIONS).expect("a salt from /dev/urandom");
-    format!("  password {hash}\n")
-}
 
 /// alice publishes and reads `orders.>`, joins groups on `jobs`; bob may
 /// only read `audit`.
@@ -51,54 +39,20 @@ fn users_text() -> String {
     )
 }
 
-/// An auth file in its own temporary directory.
-struct AuthFile {
-    dir: TempDir,
-}
-
-impl AuthFile {
-    fn new(text: &str) -> AuthFile {
-        let auth = AuthFile {
-            dir: TempDir::new("auth"),
-        };
-        auth.write(text);
-        auth
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("users")
-    }
-
-    fn write(&self, text: &str) {
-        std::fs::write(self.path(), text).unwrap();
-    }
-}
-
-/// The configuration `args` give, on 127.0.0.1 port 0 in memory, with a
-/// small failure delay so that brute force tests take seconds.
-fn config_with(args: &[&str]) -> Config {
-    let args = args.iter().map(|arg| arg.to_string());
-    let Ok(Invocation::Run(config)) = parse_args(args) else {
-        panic!("the test's flags parse")
-    };
-    Config {
-        addr: "127.0.0.1:0".into(),
-        storage: Storage::Memory,
-        ..*config
-    }
-}
-
-/// A broker with the tests' users, whose binary clients may use the
-/// bystander's topics without logging in.
-fn auth_broker(file: &Path) -> Broker {
-    start_broker(&config_with(&[
+/// A broker whose auth file holds `users`, and whose binary clients may
+/// use the bystander's topics (and `public.>`) without logging in; and the
+/// file, which the broker reads only as it starts.
+fn auth_broker(users: &str) -> (Broker, AuthFile) {
+    let file = AuthFile::new(users);
+    let broker = start_broker(&config_with_flags(&[
         "--auth-file",
-        file.to_str().unwrap(),
+        file.path().to_str().unwrap(),
         "--allow-anonymous-binary",
         "bystander,public.>",
         "--auth-failure-delay",
         "100us",
-    ]))
+    ]));
+    (broker, file)
 }
 
 /// A line client logged in as `user`.
@@ -110,8 +64,7 @@ const AUTH_REQUIRED: &str = "-ERR authentication required: send AUTH <user> <pas
 
 #[test]
 fn a_line_client_logs_in_first_and_three_requests_before_that_close_it() {
-    let auth = AuthFile::new(&users_text());
-    let broker = auth_broker(&auth.path());
+    let (broker, _file) = auth_broker(&users_text());
     let mut bystander = Bystander::new(broker.local_addr());
 
     let mut client = Line::connect(broker.local_addr());
@@ -151,8 +104,7 @@ fn a_line_client_logs_in_first_and_three_requests_before_that_close_it() {
 
 #[test]
 fn each_action_is_checked_against_the_users_topics_and_the_connection_stays_usable() {
-    let auth = AuthFile::new(&users_text());
-    let broker = auth_broker(&auth.path());
+    let (broker, _file) = auth_broker(&users_text());
     let mut bystander = Bystander::new(broker.local_addr());
     let mut alice = logged_in(&broker, "alice", "alice-secret");
     let denied = |action: &str, topic: &str| format!("-ERR permission denied: {action} {topic}");
@@ -196,8 +148,7 @@ fn each_action_is_checked_against_the_users_topics_and_the_connection_stays_usab
 
 #[test]
 fn a_binary_client_logs_in_with_action_8_or_gets_the_anonymous_permissions() {
-    let auth = AuthFile::new(&users_text());
-    let broker = auth_broker(&auth.path());
+    let (broker, _file) = auth_broker(&users_text());
     let mut bystander = Bystander::new(broker.local_addr());
     let addr = broker.local_addr();
 
@@ -266,8 +217,7 @@ fn a_binary_client_logs_in_with_action_8_or_gets_the_anonymous_permissions() {
 
 #[test]
 fn a_thousand_wrong_passwords_slow_only_the_guesser() {
-    let auth = AuthFile::new(&users_text());
-    let broker = auth_broker(&auth.path());
+    let (broker, _file) = auth_broker(&users_text());
     let mut bystander = Bystander::new(broker.local_addr());
     let mut line_bystander = logged_in(&broker, "alice", "alice-secret");
     assert_eq!(line_bystander.ask("SUB orders.>"), "+OK");
@@ -324,8 +274,7 @@ fn a_thousand_wrong_passwords_slow_only_the_guesser() {
 
 #[test]
 fn stats_lists_each_logged_in_connection_with_its_user() {
-    let auth = AuthFile::new(&users_text());
-    let broker = auth_broker(&auth.path());
+    let (broker, _file) = auth_broker(&users_text());
     let mut alice = logged_in(&broker, "alice", "alice-secret");
     let connections = |client: &mut Line| -> Vec<String> {
         client.send("STATS\n");
@@ -355,7 +304,7 @@ fn stats_lists_each_logged_in_connection_with_its_user() {
 
 #[test]
 fn without_an_auth_file_nothing_changes_and_auth_is_refused() {
-    let broker = start_broker(&config_with(&[]));
+    let broker = start_broker(&config());
     let mut client = Line::connect(broker.local_addr());
     assert_eq!(client.ask("PUB anything x"), "+OK 0");
     assert_eq!(
@@ -369,7 +318,7 @@ fn without_an_auth_file_nothing_changes_and_auth_is_refused() {
 fn protected_mode_refuses_a_reachable_address_without_an_auth_file() {
     let open = Config {
         addr: "0.0.0.0:0".into(),
-        ..config_with(&[])
+        ..config()
     };
     let error = brook::server::start(&open).unwrap_err();
     assert!(matches!(error, StartError::Unprotected(_)), "{error}");
@@ -398,11 +347,9 @@ fn protected_mode_refuses_a_reachable_address_without_an_auth_file() {
 #[test]
 fn a_bad_auth_file_stops_the_start_naming_the_file_and_the_line() {
     let auth = AuthFile::new(&format!("{}  read everything\n", users_text()));
-    let config = Config {
-        auth_file: Some(auth.path()),
-        ..config_with(&[])
-    };
-    let error = brook::server::start(&config).unwrap_err().to_string();
+    let error = brook::server::start(&auth_config(&auth))
+        .unwrap_err()
+        .to_string();
     let expected = format!(
         "auth file {}, line 10: unknown keyword 'read'",
         auth.path().display()
@@ -411,7 +358,7 @@ fn a_bad_auth_file_stops_the_start_naming_the_file_and_the_line() {
 
     let missing = Config {
         auth_file: Some(auth.path().join("nowhere")),
-        ..config_with(&[])
+        ..config()
     };
     let error = brook::server::start(&missing).unwrap_err().to_string();
     assert!(error.contains("cannot read the auth file"), "{error}");
@@ -441,8 +388,7 @@ fn hash_password_prints_a_line_the_auth_file_takes() {
         .expect("a password line");
     assert!(hash.starts_with("pbkdf2-sha256$100000$"), "{hash}");
 
-    let auth = AuthFile::new(&format!("user carol\n  password {hash}\n  subscribe *\n"));
-    let broker = auth_broker(&auth.path());
+    let (broker, _file) = auth_broker(&format!("user carol\n  password {hash}\n  subscribe *\n"));
     let mut carol = logged_in(&broker, "carol", "\"s3cret pass\"");
     assert_eq!(carol.ask("SUB anything.at.all"), "+OK");
 }

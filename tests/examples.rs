@@ -16,6 +16,7 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::auth::{auth_config, password_line, AuthFile};
 use common::broker::{config, start_broker};
 use common::client::publish_all;
 
@@ -91,35 +92,22 @@ fn publisher_then_subscriber_replays_from_an_offset() {
 
 #[test]
 fn the_examples_log_in_with_flags_or_the_environment() {
-    let dir = common::temp::TempDir::new("examples-auth");
-    let hash = brook::auth::PasswordHash::new("s3cret", 10).unwrap();
-    let users = dir.path().join("users");
-    let text = format!("user ann\n  password {hash}\n  publish orders\n  subscribe orders\n");
-    std::fs::write(&users, text).unwrap();
-    let broker = start_broker(&brook::config::Config {
-        auth_file: Some(users),
-        ..config()
-    });
+    let ann = format!(
+        "user ann\n{}  publish orders\n  subscribe orders\n",
+        password_line("s3cret")
+    );
+    let auth = AuthFile::new(&ann);
+    let broker = start_broker(&auth_config(&auth));
     let port = broker.local_addr().port().to_string();
     let produce = ["--topic", "orders", "--message", "hello", "--port", &port];
 
     let refused = run_example("producer", &produce);
-    assert!(!refused.status.success());
-    assert!(
-        stderr(&refused).contains("permission denied: publish orders"),
-        "{}",
-        stderr(&refused)
-    );
+    assert_failure_says(&refused, "permission denied: publish orders");
     let wrong = run_example(
         "producer",
         &[&produce[..], &["--user", "ann", "--password", "x"]].concat(),
     );
-    assert!(!wrong.status.success());
-    assert!(
-        stderr(&wrong).contains("invalid credentials"),
-        "{}",
-        stderr(&wrong)
-    );
+    assert_failure_says(&wrong, "invalid credentials");
 
     let produced = run_example(
         "producer",
@@ -134,12 +122,13 @@ fn the_examples_log_in_with_flags_or_the_environment() {
     assert_success(&consumed);
     assert_eq!(stdout(&consumed), "[orders@0] hello\n");
     let anonymous = run_example("consumer", &consume);
-    assert!(!anonymous.status.success());
-    assert!(
-        stderr(&anonymous).contains("authentication required"),
-        "{}",
-        stderr(&anonymous)
-    );
+    assert_failure_says(&anonymous, "authentication required");
+}
+
+/// Asserts that an example failed, and said `words` on its stderr.
+fn assert_failure_says(output: &Output, words: &str) {
+    assert!(!output.status.success(), "{}", stdout(output));
+    assert!(stderr(output).contains(words), "{}", stderr(output));
 }
 
 #[test]

@@ -36,10 +36,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use brook::auth::PasswordHash;
 use brook::client::{Login, Publisher, Subscriber};
-use brook::config::{parse_args, Config, Invocation};
+use brook::config::Config;
 use brook::wire::request::StartAt;
+use common::auth::{config_with_flags, password_line, AuthFile};
 use common::broker::{config, start_broker};
 use common::client::{expect_next_ack, expect_nothing, Bystander};
 use common::frames::{
@@ -48,7 +48,6 @@ use common::frames::{
 };
 use common::line::Line;
 use common::rng::Random;
-use common::temp::TempDir;
 use common::QUIET;
 
 /// One seed per hostile thread: the threads run side by side, each opening
@@ -101,6 +100,11 @@ const LINE_LIMIT: usize = 4 << 10;
 /// a well-behaved subscriber slowed down by the load never gets a message
 /// again that it did not ask for.
 fn fuzz_config() -> Config {
+    with_small_limits(config())
+}
+
+/// `base` with the fuzz test's limits and timers (see [`fuzz_config()`]).
+fn with_small_limits(base: Config) -> Config {
     Config {
         ack_timeout: Duration::from_secs(120),
         max_message_bytes: MESSAGE_LIMIT,
@@ -108,7 +112,7 @@ fn fuzz_config() -> Config {
         max_line_bytes: LINE_LIMIT,
         max_inflight: 256,
         retention_bytes: Some(8 << 10),
-        ..config()
+        ..base
     }
 }
 
@@ -130,34 +134,29 @@ const FUZZ_PASSWORD: &str = "fuzz-pass";
 const GOOD_USER: &str = "well-behaved-user";
 const GOOD_PASSWORD: &str = "good-pass";
 
-/// [`fuzz_config()`] with an auth file of those two users, in `dir`; a
-/// binary client that does not log in may use topic `a`; and failed logins
+/// The auth file of those two users.
+fn users() -> AuthFile {
+    AuthFile::new(&format!(
+        "user {FUZZ_USER}\n{}  publish a fuzz\n  subscribe a fuzz\n  group a\n\
+         user {GOOD_USER}\n{}  publish *\n  subscribe *\n  group *\n",
+        password_line(FUZZ_PASSWORD),
+        password_line(GOOD_PASSWORD)
+    ))
+}
+
+/// [`fuzz_config()`] with `users` as its auth file; a binary client that
+/// does not log in may use topic `a` (and the bystander's); failed logins
 /// wait a few microseconds, doubling to a fraction of a millisecond.
-fn auth_config(dir: &TempDir) -> Config {
-    let file = dir.path().join("users");
-    let hash = |password| PasswordHash::new(password, 10).expect("a salt");
-    let users = format!(
-        "user {FUZZ_USER}\n  password {}\n  publish a fuzz\n  subscribe a fuzz\n  group a\n\
-         user {GOOD_USER}\n  password {}\n  publish *\n  subscribe *\n  group *\n",
-        hash(FUZZ_PASSWORD),
-        hash(GOOD_PASSWORD)
-    );
-    std::fs::write(&file, users).unwrap();
-    let flags = [
+fn fuzz_auth_config(users: &AuthFile) -> Config {
+    let file = users.path();
+    with_small_limits(config_with_flags(&[
         "--auth-file",
         file.to_str().unwrap(),
         "--allow-anonymous-binary",
         "a,bystander",
-    ];
-    let Ok(Invocation::Run(flags)) = parse_args(flags.map(String::from)) else {
-        panic!("the fuzz test's flags parse")
-    };
-    Config {
-        auth_file: flags.auth_file,
-        anonymous_binary: flags.anonymous_binary,
-        auth_failure_delay: Duration::from_micros(10),
-        ..fuzz_config()
-    }
+        "--auth-failure-delay",
+        "10us",
+    ]))
 }
 
 // ---- Topics. ----
@@ -876,11 +875,9 @@ fn hostile_frames_of_both_protocols_leave_the_broker_serving_everyone_else() {
 
 #[test]
 fn hostile_frames_and_logins_leave_a_broker_with_an_auth_file_serving_everyone_else() {
-    let dir = TempDir::new("fuzz-auth");
-    fuzz(
-        &auth_config(&dir),
-        Some(Login::new(GOOD_USER, GOOD_PASSWORD)),
-    );
+    let users = users();
+    let login = Login::new(GOOD_USER, GOOD_PASSWORD);
+    fuzz(&fuzz_auth_config(&users), Some(login));
 }
 
 /// Runs the hostile threads against a broker started with `config`, side

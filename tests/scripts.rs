@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use brook::server::Broker;
 
+use common::auth::{auth_config, password_line, AuthFile};
 use common::broker::{config, start_broker};
 
 /// How long one run of a script may take.
@@ -116,15 +117,12 @@ fn the_scripts_log_in_with_brook_user_and_brook_password() {
     if !nc_ready() {
         return;
     }
-    let dir = common::temp::TempDir::new("scripts-auth");
-    let hash = brook::auth::PasswordHash::new("pass word", 10).unwrap();
-    let users = dir.path().join("users");
-    let text = format!("user ann\n  password {hash}\n  publish notes\n  subscribe notes\n");
-    std::fs::write(&users, text).unwrap();
-    let broker = start_broker(&brook::config::Config {
-        auth_file: Some(users),
-        ..config()
-    });
+    let ann = format!(
+        "user ann\n{}  publish notes\n  subscribe notes\n",
+        password_line("pass word")
+    );
+    let auth = AuthFile::new(&ann);
+    let broker = start_broker(&auth_config(&auth));
     let addr = broker.local_addr();
     let as_ann = |name: &str, args: &[&str], password: &str| {
         let mut command = script(addr, name, args);
