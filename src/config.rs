@@ -579,7 +579,8 @@ pub fn help() -> String {
         "\nDurations: 250us, 250ms, 2s, 1m, 1h, 7d. Sizes: bytes, or with a unit: KiB, MiB, GiB\n\
          (1024, 1024², 1024³) or KB, MB, GB (1000, 1000², 1000³), as in 512, 64KiB, 8MiB, 1GB.\n\
          Logging follows RUST_LOG (default: info).\n\
-         SIGTERM or Ctrl-C stops cleanly (exit 0); a second one exits at once (128 + signal).\n",
+         SIGTERM or Ctrl-C stops cleanly (exit 0); a second one exits at once (128 + signal).\n\
+         SIGHUP reads the --auth-file again. brook hash-password prints a password line for it.\n",
     );
     text
 }

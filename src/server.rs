@@ -57,7 +57,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::acceptor::{connection_capacity, Acceptor, OpenConnections};
-use crate::auth::{Access, AuthFileError, Logins};
+use crate::auth::{Access, AuthFileError, Logins, Permissions};
 use crate::config::{Config, Storage};
 use crate::descriptors::{self, FileBudget};
 use crate::dispatcher::{Dispatcher, Stopped};
@@ -324,6 +324,9 @@ fn access(
     local_addr: SocketAddr,
     logins: &Arc<Logins>,
 ) -> Result<Option<Arc<Access>>, StartError> {
+    if config.auth_file.is_none() && config.anonymous_binary != Permissions::default() {
+        log::warn!("--allow-anonymous-binary applies with --auth-file only; ignored");
+    }
     match config.auth_settings() {
         Some(settings) => {
             let access = Access::load(settings, logins.clone()).map_err(StartError::AuthFile)?;

@@ -165,7 +165,7 @@ impl Checks {
                 self.access.logins().logged_in(self.conn, name.clone());
                 self.user = Some(name);
                 self.access.succeed(self.address);
-                log::debug!("{}: logged in as {}", self.address, credentials.user);
+                log::debug!("conn {}: logged in as {:?}", self.conn, credentials.user);
                 Ok(Request::Authenticated)
             }
             None => {
