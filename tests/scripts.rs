@@ -124,12 +124,15 @@ fn the_scripts_log_in_with_brook_user_and_brook_password() {
     let auth = AuthFile::new(&ann);
     let broker = start_broker(&auth_config(&auth));
     let addr = broker.local_addr();
-    let as_ann = |name: &str, args: &[&str], password: &str| {
+    let ann_command = |name: &str, args: &[&str], password: &str| {
         let mut command = script(addr, name, args);
         command
             .env("BROOK_USER", "ann")
             .env("BROOK_PASSWORD", password);
-        finish(command, name, SCRIPT_TIMEOUT)
+        command
+    };
+    let as_ann = |name: &str, args: &[&str], password: &str| {
+        finish(ann_command(name, args, password), name, SCRIPT_TIMEOUT)
     };
 
     let published = as_ann("publish.sh", &["notes", "hello"], "pass word");
@@ -143,6 +146,12 @@ fn the_scripts_log_in_with_brook_user_and_brook_password() {
         "[notes@0] hello\n[notes@1] binary\n",
         "pulled 2\n",
     );
+    let subscribe = ann_command("subscribe.sh", &["notes", "beginning"], "pass word");
+    let subscriber = Background::run(subscribe, "subscribe.sh");
+    subscriber.expect_stderr("subscribed to notes");
+    subscriber.expect_stdout("[notes@0] hello");
+    subscriber.expect_stdout("[notes@1] binary");
+    subscriber.terminate();
 
     let wrong = as_ann("publish.sh", &["notes", "hello"], "guess");
     assert_output(
@@ -562,7 +571,12 @@ struct Background {
 
 impl Background {
     fn start(addr: SocketAddr, name: &str, args: &[&str]) -> Background {
-        let mut child = spawn(script(addr, name, args), name);
+        Background::run(script(addr, name, args), name)
+    }
+
+    /// Runs `command`, the script `name`, in the background.
+    fn run(command: Command, name: &str) -> Background {
+        let mut child = spawn(command, name);
         let stdout = lines(child.stdout.take().expect("piped stdout"));
         let stderr = lines(child.stderr.take().expect("piped stderr"));
         Background {
