@@ -402,6 +402,8 @@ fn sighup_reloads_the_auth_file_for_open_connections_and_a_bad_one_is_kept_out()
     let brook = BrookProcess::start(command, WAIT).unwrap_or_else(|e| panic!("{e}"));
     let mut alice = logged_in_at(brook.addr, "alice", "alice-secret");
     assert_eq!(alice.ask("PUB orders.eu before"), "+OK 0");
+    let mut bob = logged_in_at(brook.addr, "bob", "bob-secret");
+    assert_eq!(bob.ask("PING"), "+PONG");
 
     // alice loses orders.>, carol arrives.
     auth.write(&format!(
@@ -416,6 +418,8 @@ fn sighup_reloads_the_auth_file_for_open_connections_and_a_bad_one_is_kept_out()
         "-ERR permission denied: publish orders.eu"
     );
     assert_eq!(alice.ask("PUB jobs after"), "+OK 0");
+    // bob is gone from the file: his connection is logged out.
+    assert_eq!(bob.ask("PING"), AUTH_REQUIRED);
     let mut carol = logged_in_at(brook.addr, "carol", "carol-secret");
     assert_eq!(carol.ask("PUB orders.eu carol"), "+OK 1");
 

@@ -133,7 +133,7 @@ pub(crate) struct Checks {
 impl Checks {
     fn admit(&mut self, request: Decoded) -> Decoded {
         if !self.access.is_current(self.generation) {
-            self.forget_decisions();
+            self.reloaded();
         }
         match request {
             Ok(Request::Auth(credentials)) => self.login(&credentials),
@@ -150,6 +150,24 @@ impl Checks {
         (self.users, self.generation) = self.access.users();
         self.clear_decisions();
         self.last_publish = None;
+    }
+
+    /// After a reload: the decisions are made again, and a user the file
+    /// no longer lists is logged out.
+    fn reloaded(&mut self) {
+        self.forget_decisions();
+        let removed = self
+            .user
+            .as_ref()
+            .filter(|name| self.users.get(name).is_none());
+        if let Some(name) = removed {
+            log::debug!(
+                "conn {}: user {name:?} is gone from the auth file",
+                self.conn
+            );
+            self.access.logins().ended(self.conn);
+            self.user = None;
+        }
     }
 
     fn clear_decisions(&mut self) {
@@ -181,7 +199,7 @@ impl Checks {
 
     /// What the connection may do: its user's permissions, the anonymous
     /// ones for a binary client that has not logged in, or `None` for a
-    /// line client that has not (or whose user a reload removed).
+    /// line client that has not.
     fn permissions(&self) -> Option<&Permissions> {
         match (&self.user, self.speaks) {
             (Some(name), _) => self.users.get(name).map(|user| &user.permissions),
