@@ -12,6 +12,11 @@
 //! anything else the line protocol (`wire/line.rs`). Both decode into the
 //! same requests (`wire/request.rs`).
 //!
+//! With `--auth-file`, every request the decoder makes passes the
+//! connection's guard (`auth/guard.rs`) before it is forwarded: a login
+//! is answered there, and what the user may not do becomes a refusal.
+//! Without one the guard lets everything through.
+//!
 //! A connection that is only ever a binary publisher never gets a writer
 //! thread: the broker has nothing to say to it. The first time a client needs
 //! an answer (a subscribe, an ack, an error, any line-protocol command), the
@@ -347,7 +352,9 @@ impl Reader {
         taken
     }
 
-    /// The guard for a client that speaks `decoder`'s protocol.
+    /// The guard for a client that speaks `decoder`'s protocol. Failed
+    /// logins are counted per peer address; one that cannot be told
+    /// counts as `0.0.0.0`.
     fn guard_for(&self, decoder: &WireDecoder) -> Guard {
         let speaks = match decoder {
             WireDecoder::Binary(_) => Speaks::Binary,
