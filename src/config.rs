@@ -329,8 +329,10 @@ const FLAGS: &[Flag] = &[
         help: "with --auth-file, what a binary client that sends no AUTH may use [default: nothing]",
         expected: "topic names or patterns separated by commas, such as metrics.>,public",
         set: |config, value| {
-            let rules = value.split(',').map(|word| Rule::parse(word.trim()).ok());
-            let rules: Option<Vec<Rule>> = rules.collect();
+            // An empty name between two commas is a typo more likely
+            // than the topic called "".
+            let rule = |word: &str| Rule::parse(word).ok().filter(|_| !word.is_empty());
+            let rules: Option<Vec<Rule>> = value.split(',').map(|w| rule(w.trim())).collect();
             config.anonymous_binary = Permissions::on_every_action(rules?);
             Some(())
         },
@@ -780,6 +782,44 @@ mod tests {
         assert_eq!(config.storage, Storage::Memory);
         assert_eq!(config.fsync, Fsync::Never);
         assert!(parse(&["--in-memory=yes"]).is_err());
+    }
+
+    #[test]
+    fn auth_flags_and_hash_password() {
+        let Invocation::Run(config) = parse(&[
+            "--auth-file=/etc/brook/users",
+            "--allow-anonymous-binary",
+            "metrics.>, public",
+            "--auth-failure-delay=5ms",
+            "--insecure-allow-anyone",
+        ])
+        .unwrap() else {
+            panic!("expected a config")
+        };
+        let settings = config.auth_settings().expect("an auth file");
+        assert_eq!(settings.file, PathBuf::from("/etc/brook/users"));
+        assert_eq!(settings.failure_delay, Duration::from_millis(5));
+        let rules = vec![
+            Rule::parse("metrics.>").unwrap(),
+            Rule::parse("public").unwrap(),
+        ];
+        assert_eq!(
+            settings.anonymous_binary,
+            Permissions::on_every_action(rules)
+        );
+        assert!(config.insecure_allow_anyone);
+        assert!(Config::default().auth_settings().is_none());
+
+        for bad in ["orders.>.eu", "a,,b", ""] {
+            let error = parse(&["--allow-anonymous-binary", bad]).unwrap_err();
+            assert!(error.to_string().starts_with("--allow-anonymous-binary"));
+        }
+        assert!(matches!(
+            parse(&["hash-password"]),
+            Ok(Invocation::HashPassword)
+        ));
+        assert!(parse(&["hash-password", "--addr=x:1"]).is_err());
+        assert!(parse(&["--in-memory", "hash-password"]).is_err());
     }
 
     #[test]
