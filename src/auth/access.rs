@@ -1,6 +1,7 @@
 //! What every reader thread shares about authentication: the users of the
 //! auth file (reloaded on SIGHUP), the permissions of a binary client that
-//! never logs in, and the failed logins per address (`delays.rs`).
+//! never logs in, the failed logins per address (`delays.rs`), and the
+//! turns of the password checks (`hashing.rs`).
 //!
 //! A reload swaps in a whole new [`Users`] and bumps a generation number.
 //! Each connection's guard (`guard.rs`) keeps the `Users` it logged in
@@ -18,9 +19,10 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 
 use super::delays::Delays;
+use super::hashing::Hashing;
 use super::logins::Logins;
 use super::permissions::Permissions;
-use super::users::{AuthFileError, Users};
+use super::users::{AuthFileError, User, Users};
 
 /// The authentication settings the broker starts with (`config.rs`).
 #[derive(Debug, Clone)]
@@ -41,6 +43,7 @@ pub struct Access {
     users: RwLock<Arc<Users>>,
     generation: AtomicU64,
     delays: Delays,
+    hashing: Hashing,
     /// Shared with the dispatcher, which lists them in `STATS`.
     logins: Arc<Logins>,
 }
@@ -57,6 +60,7 @@ impl Access {
         );
         Ok(Access {
             delays: Delays::new(settings.failure_delay),
+            hashing: Hashing::for_this_machine(),
             settings,
             users: RwLock::new(Arc::new(users)),
             generation: AtomicU64::new(0),
@@ -91,6 +95,17 @@ impl Access {
 
     pub(super) fn anonymous_binary(&self) -> &Permissions {
         &self.settings.anonymous_binary
+    }
+
+    /// The user of `users` called `name`, if `password` is theirs, once
+    /// it is this check's turn (`hashing.rs`).
+    pub(super) fn login<'a>(
+        &self,
+        users: &'a Users,
+        name: &str,
+        password: &str,
+    ) -> Option<&'a User> {
+        self.hashing.run(|| users.login(name, password))
     }
 
     /// Counts a failed login from `address` and waits the delay it earns,

@@ -177,7 +177,8 @@ impl Checks {
 
     fn login(&mut self, credentials: &Credentials) -> Decoded {
         self.forget_decisions();
-        match self.users.login(&credentials.user, credentials.password()) {
+        let user = credentials.user.as_str();
+        match self.access.login(&self.users, user, credentials.password()) {
             Some(user) => {
                 let name: Arc<str> = user.name.as_str().into();
                 self.access.logins().logged_in(self.conn, name.clone());

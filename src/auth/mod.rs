@@ -14,6 +14,7 @@
 //!   topic or a whole pattern.
 //! - `users.rs`: the auth file, its format and its errors.
 //! - `delays.rs`: the growing wait after failed logins, per address.
+//! - `hashing.rs`: how many password checks run at once.
 //! - `logins.rs`: which connection is logged in as whom, for `STATS`.
 //! - `access.rs`: what all readers share: the users (reloaded on SIGHUP),
 //!   the anonymous binary permissions, the delays.
@@ -27,6 +28,7 @@
 mod access;
 mod delays;
 pub(crate) mod guard;
+mod hashing;
 mod logins;
 mod pbkdf2;
 mod permissions;
