@@ -28,6 +28,7 @@ use std::process::{self, ExitCode};
 use std::str::FromStr;
 
 use brook::client::{ClientError, Login};
+use brook::wire::line::encode_topic;
 use brook::wire::request::StartAt;
 
 #[allow(dead_code)]
@@ -286,11 +287,7 @@ pub fn print_and_ack(args: &Args, topic: &str, start: StartAt) -> Result<(), Box
     let mut replies = BufReader::new(stream.try_clone()?);
     let mut requests = stream;
     if let Some(login) = args.login() {
-        let auth = format!(
-            "AUTH {} {}\n",
-            quoted(login.user()),
-            quoted(login.password())
-        );
+        let auth = format!("AUTH {} {}\n", word(login.user()), word(login.password()));
         requests.write_all(auth.as_bytes())?;
         expect_ok(&mut replies)?;
     }
@@ -316,7 +313,7 @@ fn expect_ok(replies: &mut impl BufRead) -> Result<(), Box<dyn Error>> {
     }
 }
 
-/// `SUB "<topic>" <start> manual\n`.
+/// `SUB <topic> <start> manual\n`.
 #[allow(dead_code)]
 fn subscribe_line(topic: &str, start: StartAt) -> Vec<u8> {
     let start = match start {
@@ -324,26 +321,17 @@ fn subscribe_line(topic: &str, start: StartAt) -> Vec<u8> {
         StartAt::Current => "current".to_owned(),
         StartAt::From(offset) => format!("from {offset}"),
     };
-    format!("SUB {} {start} manual\n", quoted(topic)).into_bytes()
+    format!("SUB {} {start} manual\n", word(topic)).into_bytes()
 }
 
-/// `word` as a quoted string of the line protocol, which it accepts for
-/// any topic name, user or password.
+/// `text` as one word of the line protocol, bare or quoted, the way the
+/// broker writes topic names (`encode_topic`): any topic name, user or
+/// password reads back as it is.
 #[allow(dead_code)]
-fn quoted(word: &str) -> String {
-    let mut quoted = String::from("\"");
-    for c in word.chars() {
-        match c {
-            '"' | '\\' => quoted.extend(['\\', c]),
-            '\n' => quoted.push_str("\\n"),
-            '\r' => quoted.push_str("\\r"),
-            '\t' => quoted.push_str("\\t"),
-            '\0' => quoted.push_str("\\0"),
-            c => quoted.push(c),
-        }
-    }
-    quoted.push('"');
-    quoted
+fn word(text: &str) -> String {
+    let mut word = Vec::new();
+    encode_topic(&mut word, text);
+    String::from_utf8_lossy(&word).into_owned()
 }
 
 /// The longest reply line read: a `MSG` header with the longest topic
