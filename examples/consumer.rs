@@ -19,7 +19,7 @@ use std::error::Error;
 use std::process::ExitCode;
 
 use brook::wire::request::StartAt;
-use common::{Args, Flag, COUNT, HOST, PORT};
+use common::{Args, Flag, COUNT, HOST, PASSWORD, PORT, USER};
 
 const PROGRAM: &str = "consumer";
 
@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         PROGRAM,
         "prints every message of a topic and acks it",
         "--topic TOPIC [FLAGS]",
-        &[TOPIC, HOST, PORT, COUNT],
+        &[TOPIC, HOST, PORT, USER, PASSWORD, COUNT],
     );
     common::exit_status(PROGRAM, run(&args))
 }

@@ -17,7 +17,7 @@ use std::error::Error;
 use std::process::ExitCode;
 
 use brook::client::Publisher;
-use common::{Args, Flag, HOST, PORT};
+use common::{Args, Flag, HOST, PASSWORD, PORT, USER};
 
 const PROGRAM: &str = "producer";
 
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
         PROGRAM,
         "publishes one message to a topic",
         "--topic TOPIC --message TEXT [FLAGS]",
-        &[TOPIC, MESSAGE, HOST, PORT],
+        &[TOPIC, MESSAGE, HOST, PORT, USER, PASSWORD],
     );
     common::exit_status(PROGRAM, run(&args))
 }
@@ -53,7 +53,7 @@ fn run(args: &Args) -> Result<(), Box<dyn Error>> {
         args.fail("--message '': expected at least one byte");
     }
     let broker = args.broker();
-    let mut publisher = Publisher::connect_confirmed(&broker)
+    let mut publisher = Publisher::connect_confirmed_as(&broker, args.login().as_ref())
         .map_err(|error| common::cannot_connect(&broker, error))?;
     publisher.publish(topic, message.as_bytes())?;
     // Sends it, and waits for the broker to say where it stored it.

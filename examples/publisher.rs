@@ -24,7 +24,7 @@ use std::thread;
 use std::time::Duration;
 
 use brook::client::Publisher;
-use common::{Args, COUNT, HOST, PORT};
+use common::{Args, COUNT, HOST, PASSWORD, PORT, USER};
 
 const PROGRAM: &str = "publisher";
 const TOPIC: &str = "topic-a";
@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         PROGRAM,
         "publishes 'message N' to topic-a every 500 ms",
         "[FLAGS]",
-        &[HOST, PORT, COUNT],
+        &[HOST, PORT, USER, PASSWORD, COUNT],
     );
     common::exit_status(PROGRAM, run(&args))
 }
@@ -43,7 +43,7 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<(), Box<dyn Error>> {
     let broker = args.broker();
     let count = args.count();
-    let mut publisher = Publisher::connect_confirmed(&broker)
+    let mut publisher = Publisher::connect_confirmed_as(&broker, args.login().as_ref())
         .map_err(|error| common::cannot_connect(&broker, error))?;
     for n in 0.. {
         if count.is_some_and(|count| n >= count) {

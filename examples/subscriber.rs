@@ -19,7 +19,7 @@ use std::error::Error;
 use std::process::ExitCode;
 
 use brook::wire::request::StartAt;
-use common::{Args, Flag, COUNT, HOST, PORT};
+use common::{Args, Flag, COUNT, HOST, PASSWORD, PORT, USER};
 
 const PROGRAM: &str = "subscriber";
 const TOPIC: &str = "topic-a";
@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         PROGRAM,
         "prints every message of topic-a, from the oldest or --consume-from, and acks it",
         "[FLAGS]",
-        &[HOST, PORT, CONSUME_FROM, COUNT],
+        &[HOST, PORT, USER, PASSWORD, CONSUME_FROM, COUNT],
     );
     common::exit_status(PROGRAM, run(&args))
 }

@@ -49,7 +49,20 @@ u32() {
     byte $(($1 & 255))
 }
 
+# The Auth frame (action 8, brook's extension), if BROOK_USER is set: the
+# u16 action, then the user and the password, each after a u16 length.
+auth_frame() {
+    [ -n "${BROOK_USER-}" ] || return 0
+    password=${BROOK_PASSWORD-}
+    printf '\000\010'
+    u16 ${#BROOK_USER}
+    printf '%s' "$BROOK_USER"
+    u16 ${#password}
+    printf '%s' "$password"
+}
+
 frames() {
+    auth_frame
     # The connection's first frame: the u16 action 3, Publish, written out
     # as two octal escapes. A first byte of 0 is what tells the broker this
     # is the binary protocol, not the line one.
@@ -68,6 +81,10 @@ frames() {
 # character.
 reply=$(frames | brook_send) ||
     die "cannot connect to $BROOK_HOST:$BROOK_PORT: $(brook_absent)"
+# A login is answered with status 1, `00 01`, which arrives as byte 1.
+if [ -n "${BROOK_USER-}" ]; then
+    reply=${reply#"$(printf '\001')"}
+fi
 if [ -n "$reply" ]; then
     die "the broker refused the message: ${reply#"${reply%%[[:print:]]*}"}"
 fi

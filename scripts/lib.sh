@@ -6,7 +6,9 @@
 # parameter expansion. Everything they send and read is spelled out in
 # docs/PROTOCOL.md: the binary protocol, and the line protocol (section 8).
 #
-# Environment: BROOK_HOST (default 127.0.0.1), BROOK_PORT (default 3000).
+# Environment: BROOK_HOST (default 127.0.0.1), BROOK_PORT (default 3000);
+# BROOK_USER and BROOK_PASSWORD to log in to a broker started with
+# --auth-file (no login when BROOK_USER is unset).
 
 # Bytes, not characters: in the C locale `${#var}` counts bytes (what the
 # protocols' lengths count) and `?` in a pattern matches one byte.
@@ -94,6 +96,26 @@ brook_quote() {
         esac
     done
     printf '"%s"' "$quoted"
+}
+
+# ---- Logging in. ----
+#
+# With BROOK_USER set, a line-protocol script sends brook_auth's line
+# before its requests, and reads the reply with brook_read_auth: +OK, or
+# the refusal, which ends the script.
+
+# brook_auth: prints `AUTH <user> <password>`, both quoted as topics are,
+# if BROOK_USER is set; nothing otherwise.
+brook_auth() {
+    [ -n "${BROOK_USER-}" ] || return 0
+    printf 'AUTH %s %s\n' "$(brook_quote "$BROOK_USER")" "$(brook_quote "${BROOK_PASSWORD-}")"
+}
+
+# brook_read_auth: reads the reply to brook_auth's line, if it sent one.
+brook_read_auth() {
+    [ -n "${BROOK_USER-}" ] || return 0
+    brook_read_reply || brook_lost "its reply to AUTH"
+    [ "$reply" = '+OK' ] || die "cannot log in as $BROOK_USER: ${reply#-ERR }"
 }
 
 # ---- Reading replies. ----

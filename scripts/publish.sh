@@ -15,6 +15,7 @@
 #       +OK 0
 #       +OK 1
 #       +BYE
+# With BROOK_USER set, an AUTH line (lib.sh) comes first.
 set -eu
 case $0 in */*) here=${0%/*} ;; *) here=. ;; esac
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -46,6 +47,7 @@ requests() {
 
 # The replies: one per request, in order, then +BYE.
 replies() {
+    brook_read_auth
     status=0
     while brook_read_reply; do
         case $reply in
@@ -61,4 +63,7 @@ replies() {
     brook_lost +BYE
 }
 
-requests "$@" | brook_send | replies
+{
+    brook_auth
+    requests "$@"
+} | brook_send | replies

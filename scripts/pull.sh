@@ -34,6 +34,7 @@ topic=$(brook_quote "$1")
 
 # The replies: the messages, +END with their count, then +BYE.
 replies() {
+    brook_read_auth
     count=
     while brook_read_reply; do
         case $reply in
@@ -56,4 +57,7 @@ replies() {
     brook_lost +BYE
 }
 
-printf 'PULL %s%s\nQUIT\n' "$topic" "$max" | brook_send | replies
+{
+    brook_auth
+    printf 'PULL %s%s\nQUIT\n' "$topic" "$max"
+} | brook_send | replies

@@ -54,6 +54,7 @@ deliveries() {
     trap 'kill -s PIPE "$nc_pid" 2>/dev/null || :' EXIT
     trap 'exit 143' TERM # exit, so that the EXIT trap runs
 
+    brook_read_auth
     brook_read_reply || brook_lost "its reply to SUB"
     case $reply in
     '+OK') printf 'subscribed to %s\n' "$name" >&2 ;;
@@ -76,7 +77,10 @@ deliveries() {
 # once (in the foreground it would wait for the pipeline first): it passes
 # it on to the reader, and the reader stops nc. (Ctrl-C reaches this shell
 # only: a background pipeline of a script ignores SIGINT.)
-printf 'SUB %s %s\n' "$topic" "$start" | brook_stream | deliveries &
+{
+    brook_auth
+    printf 'SUB %s %s\n' "$topic" "$start"
+} | brook_stream | deliveries &
 reader=$!
 trap 'kill "$reader" 2>/dev/null; exit 130' INT TERM HUP
 wait "$reader"

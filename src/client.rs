@@ -18,6 +18,11 @@
 //! # Ok::<(), brook::client::ClientError>(())
 //! ```
 //!
+//! A broker started with `--auth-file` wants a login first: connect with
+//! [`Publisher::connect_as`] or [`Publisher::connect_confirmed_as`], or
+//! call [`Subscriber::login`] before subscribing, with a [`Login`] (made
+//! from `BROOK_USER` and `BROOK_PASSWORD` by [`Login::from_args_or_env`]).
+//!
 //! Both sides buffer their writes: published frames go out on
 //! [`Publisher::flush`] (or when the buffer fills, or on drop), and acks go
 //! out the next time the subscriber waits for the broker. So a loop of
@@ -82,6 +87,58 @@ impl From<io::Error> for ClientError {
 
 pub type Result<T> = std::result::Result<T, ClientError>;
 
+/// A user's name and password, for a broker started with `--auth-file`.
+/// Its `Debug` leaves the password out.
+#[derive(Clone)]
+pub struct Login {
+    user: String,
+    password: String,
+}
+
+impl Login {
+    pub fn new(user: impl Into<String>, password: impl Into<String>) -> Login {
+        Login {
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+
+    /// The login `user` and `password` ask for, else the one in
+    /// `BROOK_USER` and `BROOK_PASSWORD`; `None` if no user is given
+    /// either way (then the client does not log in).
+    pub fn from_args_or_env(user: Option<String>, password: Option<String>) -> Option<Login> {
+        let user = user.or_else(|| std::env::var("BROOK_USER").ok())?;
+        let password = password
+            .or_else(|| std::env::var("BROOK_PASSWORD").ok())
+            .unwrap_or_default();
+        Some(Login::new(user, password))
+    }
+
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// The AUTH request (action 8) that carries it.
+    fn request(&self) -> Result<Vec<u8>> {
+        if self.user.len() > u16::MAX as usize || self.password.len() > u16::MAX as usize {
+            return Err(ClientError::TooLong("user name or password"));
+        }
+        let mut request = Vec::new();
+        binary::encode_auth(&mut request, &self.user, &self.password);
+        Ok(request)
+    }
+}
+
+impl fmt::Debug for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Login({:?}, password hidden)", self.user)
+    }
+}
+
 /// A connection that publishes messages.
 #[derive(Debug)]
 pub struct Publisher {
@@ -91,7 +148,13 @@ pub struct Publisher {
 impl Publisher {
     /// Connects and announces itself as a publisher.
     pub fn connect(addr: impl ToSocketAddrs) -> Result<Publisher> {
-        Publisher::start(addr, action::PUBLISH)
+        Publisher::start(addr, None, action::PUBLISH)
+    }
+
+    /// Connects, logs in as `login` if given, and announces itself as a
+    /// publisher.
+    pub fn connect_as(addr: impl ToSocketAddrs, login: Option<&Login>) -> Result<Publisher> {
+        Publisher::start(addr, login, action::PUBLISH)
     }
 
     /// Connects as a publisher that wants every message confirmed once the
@@ -99,12 +162,32 @@ impl Publisher {
     /// confirmation, in publishing order, with
     /// [`Publisher::confirmation`].
     pub fn connect_confirmed(addr: impl ToSocketAddrs) -> Result<Publisher> {
-        Publisher::start(addr, action::PUBLISH_CONFIRMED)
+        Publisher::start(addr, None, action::PUBLISH_CONFIRMED)
     }
 
-    fn start(addr: impl ToSocketAddrs, first_action: u16) -> Result<Publisher> {
-        let stream = TcpStream::connect(addr)?;
+    /// [`Publisher::connect_confirmed`], logged in as `login` if given.
+    pub fn connect_confirmed_as(
+        addr: impl ToSocketAddrs,
+        login: Option<&Login>,
+    ) -> Result<Publisher> {
+        Publisher::start(addr, login, action::PUBLISH_CONFIRMED)
+    }
+
+    fn start(
+        addr: impl ToSocketAddrs,
+        login: Option<&Login>,
+        first_action: u16,
+    ) -> Result<Publisher> {
+        let mut stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
+        if let Some(login) = login {
+            stream.write_all(&login.request()?)?;
+            match u16::from_be_bytes(read_be::<2>(&mut stream)?) {
+                status::SUBSCRIBED => {}
+                status::ERROR => return Err(read_refusal(&mut stream)?),
+                other => return Err(ClientError::Protocol(format!("unexpected status {other}"))),
+            }
+        }
         let mut stream = BufWriter::with_capacity(64 << 10, stream);
         stream.write_all(&first_action.to_be_bytes())?;
         Ok(Publisher { stream })
@@ -119,14 +202,7 @@ impl Publisher {
         let code = read_be::<2>(&mut socket)?;
         match u16::from_be_bytes(code) {
             status::PUBLISHED => Ok(u64::from_be_bytes(read_be::<8>(&mut socket)?)),
-            status::ERROR => {
-                let len = u16::from_be_bytes(read_be::<2>(&mut socket)?);
-                let mut reason = vec![0u8; usize::from(len)];
-                read_exact(&mut socket, &mut reason)?;
-                Err(ClientError::Refused(
-                    String::from_utf8_lossy(&reason).into(),
-                ))
-            }
+            status::ERROR => Err(read_refusal(&mut socket)?),
             other => Err(ClientError::Protocol(format!("unexpected status {other}"))),
         }
     }
@@ -185,6 +261,12 @@ impl Subscriber {
             buffer: Vec::new(),
             decoded: 0,
         })
+    }
+
+    /// Logs in as `login` (to a broker started with `--auth-file`), and
+    /// waits for the broker to accept it. Call it before anything else.
+    pub fn login(&mut self, login: &Login) -> Result<()> {
+        self.request(&login.request()?, status::SUBSCRIBED)
     }
 
     /// Subscribes to `topics`, starting at `start`, and waits for the broker
@@ -362,6 +444,16 @@ impl Subscriber {
         self.decoded += end;
         Ok(Some(Err(ClientError::Refused(reason))))
     }
+}
+
+/// Reads the `u16` length and reason after an Error status.
+fn read_refusal(socket: &mut impl Read) -> Result<ClientError> {
+    let len = u16::from_be_bytes(read_be::<2>(socket)?);
+    let mut reason = vec![0u8; usize::from(len)];
+    read_exact(socket, &mut reason)?;
+    Ok(ClientError::Refused(
+        String::from_utf8_lossy(&reason).into(),
+    ))
 }
 
 /// Reads exactly `N` bytes.

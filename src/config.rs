@@ -11,6 +11,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::{AuthSettings, Permissions, Rule};
 use crate::budget::default_memory_bytes;
 use crate::dispatcher::session::in_flight::DeliveryPolicy;
 use crate::dispatcher::TopicLimits;
@@ -94,6 +95,16 @@ pub struct Config {
     /// Stack size of every reader and writer thread. They do little and
     /// recurse nowhere, so a small stack lets one machine hold thousands.
     pub thread_stack_bytes: usize,
+    /// The users who may connect, and what they may touch (`auth/`).
+    /// `None`: anyone may do anything.
+    pub auth_file: Option<PathBuf>,
+    /// With an auth file, what a binary client that never logs in may do.
+    pub anonymous_binary: Permissions,
+    /// The wait after a first failed login (`auth/delays.rs`).
+    pub auth_failure_delay: Duration,
+    /// Whether to listen on an address other machines can reach without an
+    /// auth file (protected mode refuses to, as Redis does).
+    pub insecure_allow_anyone: bool,
 }
 
 impl Default for Config {
@@ -127,6 +138,10 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(30),
             linger: Duration::from_secs(5),
             thread_stack_bytes: 128 << 10,
+            auth_file: None,
+            anonymous_binary: Permissions::default(),
+            auth_failure_delay: Duration::from_millis(100),
+            insecure_allow_anyone: false,
         }
     }
 }
@@ -175,6 +190,15 @@ impl Config {
         }
     }
 
+    /// The settings of `auth/`, if an auth file was given.
+    pub fn auth_settings(&self) -> Option<AuthSettings> {
+        Some(AuthSettings {
+            file: self.auth_file.clone()?,
+            anonymous_binary: self.anonymous_binary.clone(),
+            failure_delay: self.auth_failure_delay,
+        })
+    }
+
     pub(crate) fn limits(&self) -> Limits {
         Limits {
             max_message_bytes: self.max_message_bytes,
@@ -200,6 +224,9 @@ pub enum Storage {
 pub enum Invocation {
     Run(Box<Config>),
     Help,
+    /// `brook hash-password`: read a password on stdin, print its hash
+    /// for the auth file.
+    HashPassword,
 }
 
 /// A command line that could not be understood.
@@ -285,6 +312,46 @@ const FLAGS: &[Flag] = &[
             value
                 .contains(':')
                 .then(|| config.metrics_addr = Some(value.to_owned()))
+        },
+    },
+    Flag {
+        name: "--auth-file",
+        value: "PATH",
+        help: "users, password hashes and topic permissions; clients must log in [default: none]",
+        expected: "a file path",
+        set: |config, value| {
+            (!value.is_empty()).then(|| config.auth_file = Some(PathBuf::from(value)))
+        },
+    },
+    Flag {
+        name: "--allow-anonymous-binary",
+        value: "PATTERNS",
+        help: "with --auth-file, what a binary client that sends no AUTH may use [default: nothing]",
+        expected: "topic names or patterns separated by commas, such as metrics.>,public",
+        set: |config, value| {
+            // An empty name between two commas is a typo more likely
+            // than the topic called "".
+            let rule = |word: &str| Rule::parse(word).ok().filter(|_| !word.is_empty());
+            let rules: Option<Vec<Rule>> = value.split(',').map(|w| rule(w.trim())).collect();
+            config.anonymous_binary = Permissions::on_every_action(rules?);
+            Some(())
+        },
+    },
+    Flag {
+        name: "--auth-failure-delay",
+        value: "DURATION",
+        help: "wait after a failed login, doubled per failure from one address [default: 100ms]",
+        expected: DURATION,
+        set: |config, value| parse_duration(value).map(|v| config.auth_failure_delay = v),
+    },
+    Flag {
+        name: "--insecure-allow-anyone",
+        value: "",
+        help: "listen beyond loopback without --auth-file: anyone who reaches the port may do anything",
+        expected: "no value",
+        set: |config, _| {
+            config.insecure_allow_anyone = true;
+            Some(())
         },
     },
     Flag {
@@ -502,7 +569,7 @@ const FLAGS: &[Flag] = &[
 pub fn help() -> String {
     let mut text = String::from(
         "brook: a message broker with per-topic logs, acks and redelivery\n\n\
-         Usage: brook [FLAGS]\n\nFlags:\n",
+         Usage: brook [FLAGS]\n       brook hash-password < file-holding-the-password\n\nFlags:\n",
     );
     for flag in FLAGS {
         let usage = format!("{} {}", flag.name, flag.value);
@@ -514,7 +581,8 @@ pub fn help() -> String {
         "\nDurations: 250us, 250ms, 2s, 1m, 1h, 7d. Sizes: bytes, or with a unit: KiB, MiB, GiB\n\
          (1024, 1024², 1024³) or KB, MB, GB (1000, 1000², 1000³), as in 512, 64KiB, 8MiB, 1GB.\n\
          Logging follows RUST_LOG (default: info).\n\
-         SIGTERM or Ctrl-C stops cleanly (exit 0); a second one exits at once (128 + signal).\n",
+         SIGTERM or Ctrl-C stops cleanly (exit 0); a second one exits at once (128 + signal).\n\
+         SIGHUP reads the --auth-file again. brook hash-password prints a password line for it.\n",
     );
     text
 }
@@ -525,7 +593,13 @@ where
     I: IntoIterator<Item = String>,
 {
     let mut config = Config::default();
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
+    if args.next_if(|arg| arg == "hash-password").is_some() {
+        return match args.next() {
+            None => Ok(Invocation::HashPassword),
+            Some(arg) => Err(ConfigError::UnknownFlag(arg)),
+        };
+    }
     while let Some(arg) = args.next() {
         if arg == "-h" || arg == "--help" {
             return Ok(Invocation::Help);
@@ -711,10 +785,48 @@ mod tests {
     }
 
     #[test]
+    fn auth_flags_and_hash_password() {
+        let Invocation::Run(config) = parse(&[
+            "--auth-file=/etc/brook/users",
+            "--allow-anonymous-binary",
+            "metrics.>, public",
+            "--auth-failure-delay=5ms",
+            "--insecure-allow-anyone",
+        ])
+        .unwrap() else {
+            panic!("expected a config")
+        };
+        let settings = config.auth_settings().expect("an auth file");
+        assert_eq!(settings.file, PathBuf::from("/etc/brook/users"));
+        assert_eq!(settings.failure_delay, Duration::from_millis(5));
+        let rules = vec![
+            Rule::parse("metrics.>").unwrap(),
+            Rule::parse("public").unwrap(),
+        ];
+        assert_eq!(
+            settings.anonymous_binary,
+            Permissions::on_every_action(rules)
+        );
+        assert!(config.insecure_allow_anyone);
+        assert!(Config::default().auth_settings().is_none());
+
+        for bad in ["orders.>.eu", "a,,b", ""] {
+            let error = parse(&["--allow-anonymous-binary", bad]).unwrap_err();
+            assert!(error.to_string().starts_with("--allow-anonymous-binary"));
+        }
+        assert!(matches!(
+            parse(&["hash-password"]),
+            Ok(Invocation::HashPassword)
+        ));
+        assert!(parse(&["hash-password", "--addr=x:1"]).is_err());
+        assert!(parse(&["--in-memory", "hash-password"]).is_err());
+    }
+
+    #[test]
     fn port_changes_only_the_port_of_addr() {
         let addr = |args: &[&str]| match parse(args).unwrap() {
             Invocation::Run(config) => config.addr,
-            Invocation::Help => panic!("expected a config"),
+            other => panic!("expected a config, got {other:?}"),
         };
         assert_eq!(addr(&["--port", "3001"]), "127.0.0.1:3001");
         assert_eq!(addr(&["--addr=0.0.0.0:4000", "--port=0"]), "0.0.0.0:0");

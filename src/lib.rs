@@ -21,6 +21,10 @@
 //!   acceptor thread, which starts one reader thread per socket.
 //! - `reader.rs`: the reader thread, which reads bytes and forwards
 //!   requests; the first byte picks the protocol.
+//! - [`auth`]: with `--auth-file`, who may connect and what they may
+//!   touch: the users, their password hashes and topic permissions, and
+//!   the guard each reader passes every request through before the
+//!   dispatcher sees it.
 //! - [`wire`]: the two protocols. `request.rs` holds what a client can ask
 //!   (`Request`, or a `Refusal`) and `reply.rs` what the broker sends
 //!   back, in words both protocols share; [`binary`](wire::binary) (with
@@ -55,7 +59,8 @@
 //! - [`client`]: a blocking Rust client, used by the examples and tests.
 //!
 //! And four modules off the message's path: [`signals`], which lets the
-//! `brook` binary hear SIGTERM and Ctrl-C and stop cleanly,
+//! `brook` binary hear SIGTERM and Ctrl-C and stop cleanly (and SIGHUP,
+//! which reloads the auth file),
 //! [`descriptors`], which shares the process's file descriptors between
 //! connections and topics, `backoff.rs`, which waits out failed accepts
 //! and keeps their log lines few, and `metrics/`, which serves the
@@ -72,6 +77,7 @@
 //! `cargo doc --document-private-items`.
 
 pub(crate) mod acceptor;
+pub mod auth;
 pub(crate) mod backoff;
 pub mod budget;
 pub mod client;

@@ -1,10 +1,14 @@
 //! The `brook` binary: parse the flags, start the broker, and serve until
 //! SIGTERM or Ctrl-C (then stop cleanly and exit 0; a second signal exits at
 //! once), or until the store fails (then exit non-zero; a restart recovers).
+//! SIGHUP reloads the `--auth-file`. `brook hash-password` makes a password
+//! hash for that file instead.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::thread;
 
+use brook::auth::{Access, PasswordHash, DEFAULT_ITERATIONS};
 use brook::budget;
 use brook::config::{self, Invocation};
 use brook::server::Stopper;
@@ -17,6 +21,7 @@ fn main() -> ExitCode {
             print!("{}", config::help());
             return ExitCode::SUCCESS;
         }
+        Ok(Invocation::HashPassword) => return hash_password(),
         Err(error) => {
             eprintln!(
                 "brook: {error}\nTry 'brook --help' (with cargo: cargo run --release -- --help)."
@@ -57,10 +62,10 @@ fn main() -> ExitCode {
         config.ack_timeout,
         config.max_deliveries
     );
-    let stopper = broker.stopper();
+    let (stopper, auth) = (broker.stopper(), broker.auth());
     let spawned = thread::Builder::new()
         .name("signals".to_owned())
-        .spawn(move || stop_on_signals(signals, stopper));
+        .spawn(move || stop_on_signals(signals, stopper, auth));
     if let Err(error) = spawned {
         log::error!("cannot start the signal thread: {error}");
         return ExitCode::FAILURE;
@@ -77,12 +82,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// The signal thread: the first SIGTERM or SIGINT starts a clean stop, on a
-/// thread of its own, so that a second one is heard however long the stop
-/// takes; the second exits at once, with the shell's status for death by
-/// that signal (128 + its number: 143 for SIGTERM, 130 for Ctrl-C).
-fn stop_on_signals(mut signals: Signals, stopper: Stopper) {
-    let Ok(first) = signals.wait() else { return };
+/// The signal thread: a SIGHUP reloads the auth file; the first SIGTERM or
+/// SIGINT starts a clean stop, on a thread of its own, so that a second
+/// one is heard however long the stop takes; the second exits at once,
+/// with the shell's status for death by that signal (128 + its number:
+/// 143 for SIGTERM, 130 for Ctrl-C).
+fn stop_on_signals(mut signals: Signals, stopper: Stopper, auth: Option<Arc<Access>>) {
+    let Ok(first) = wait_reloading(&mut signals, auth.as_deref()) else {
+        return;
+    };
     log::info!(
         "{}: stopping cleanly (a second signal exits at once)",
         signals::name(first)
@@ -94,7 +102,51 @@ fn stop_on_signals(mut signals: Signals, stopper: Stopper) {
     if spawned.is_err() {
         stopper.stop(); // then a second signal waits for it
     }
-    let Ok(second) = signals.wait() else { return };
+    let Ok(second) = wait_reloading(&mut signals, auth.as_deref()) else {
+        return;
+    };
     log::warn!("{}: exiting at once", signals::name(second));
     std::process::exit(128 + second);
+}
+
+/// Waits for a SIGTERM or SIGINT, reloading the auth file at each SIGHUP
+/// on the way. A bad file keeps the users the broker has, and the log
+/// says why.
+fn wait_reloading(signals: &mut Signals, auth: Option<&Access>) -> std::io::Result<i32> {
+    loop {
+        let signum = signals.wait()?;
+        if signum != signals::SIGHUP {
+            return Ok(signum);
+        }
+        match auth.map(Access::reload) {
+            None => log::info!("SIGHUP: no --auth-file to reload"),
+            Some(Ok(users)) => log::info!("SIGHUP: auth file reloaded, {users} users"),
+            Some(Err(error)) => log::error!("SIGHUP: {error}; keeping the users loaded before"),
+        }
+    }
+}
+
+/// `brook hash-password`: reads a password (its first line) on stdin and
+/// prints the `password` line of the auth file for it.
+fn hash_password() -> ExitCode {
+    let mut password = String::new();
+    if let Err(error) = std::io::stdin().read_line(&mut password) {
+        eprintln!("brook hash-password: cannot read the password on stdin: {error}");
+        return ExitCode::FAILURE;
+    }
+    let password = password.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        eprintln!("brook hash-password: give the password on stdin, such as: brook hash-password < password.txt");
+        return ExitCode::from(2);
+    }
+    match PasswordHash::new(password, DEFAULT_ITERATIONS) {
+        Ok(hash) => {
+            println!("password {hash}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("brook hash-password: cannot read /dev/urandom for a salt: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }

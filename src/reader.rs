@@ -12,6 +12,11 @@
 //! anything else the line protocol (`wire/line.rs`). Both decode into the
 //! same requests (`wire/request.rs`).
 //!
+//! With `--auth-file`, every request the decoder makes passes the
+//! connection's guard (`auth/guard.rs`) before it is forwarded: a login
+//! is answered there, and what the user may not do becomes a refusal.
+//! Without one the guard lets everything through.
+//!
 //! A connection that is only ever a binary publisher never gets a writer
 //! thread: the broker has nothing to say to it. The first time a client needs
 //! an answer (a subscribe, an ack, an error, any line-protocol command), the
@@ -51,7 +56,7 @@
 //! (the disk is full, or a limit such as `--max-topics` refuses them).
 
 use std::io::{self, Read};
-use std::net::TcpStream;
+use std::net::{IpAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -59,6 +64,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
 
+use crate::auth::guard::{Guard, Speaks};
+use crate::auth::Access;
 use crate::ids::ConnId;
 use crate::queue::{Command, CommandSender, Hangup};
 use crate::wire::request::{Decoded, Limits, Refusal, Request};
@@ -78,6 +85,9 @@ pub struct ReaderContext {
     pub handshake_timeout: Duration,
     /// Closed when the broker stops: no request passes it after that.
     pub gate: Gate,
+    /// The users and permissions of `--auth-file`, if it was given
+    /// (`auth/`).
+    pub access: Option<Arc<Access>>,
 }
 
 /// What stands between the readers and the dispatcher's queue: open while
@@ -171,6 +181,7 @@ pub fn run(id: ConnId, stream: Arc<TcpStream>, context: Arc<ReaderContext>) {
         hangup,
         stream,
         decoder: None,
+        guard: Guard::Open,
         buffer: ReadBuffer::new(),
         writer: None,
         busy: false,
@@ -209,6 +220,8 @@ struct Reader {
     stream: Arc<TcpStream>,
     /// Chosen by the first byte the client sends.
     decoder: Option<WireDecoder>,
+    /// What the client may do, set up with the decoder (`auth/guard.rs`).
+    guard: Guard,
     buffer: ReadBuffer,
     /// The link to this connection's writer, once the dispatcher has it.
     writer: Option<Link>,
@@ -309,6 +322,7 @@ impl Reader {
             (None, Some(&first)) => {
                 let decoder = WireDecoder::for_first_byte(first, self.context.limits);
                 log::debug!("conn {}: speaks the {} protocol", self.id, decoder.name());
+                self.guard = self.guard_for(&decoder);
                 self.decoder.insert(decoder)
             }
             (None, None) => {
@@ -324,6 +338,7 @@ impl Reader {
                 taken.drained = true;
                 break;
             };
+            let request = self.guard.admit(request);
             if is_answered(&request) {
                 answered += 1;
             }
@@ -335,6 +350,21 @@ impl Reader {
             taken.requests.push(request);
         }
         taken
+    }
+
+    /// The guard for a client that speaks `decoder`'s protocol. Failed
+    /// logins are counted per peer address; one that cannot be told
+    /// counts as `0.0.0.0`.
+    fn guard_for(&self, decoder: &WireDecoder) -> Guard {
+        let speaks = match decoder {
+            WireDecoder::Binary(_) => Speaks::Binary,
+            WireDecoder::Line(_) => Speaks::Line,
+        };
+        let address = self
+            .stream
+            .peer_addr()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        Guard::new(self.context.access.as_ref(), self.id, address, speaks)
     }
 
     /// Sends requests to the dispatcher, attaching a writer first if any of

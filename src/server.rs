@@ -57,6 +57,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::acceptor::{connection_capacity, Acceptor, OpenConnections};
+use crate::auth::{Access, AuthFileError, Logins, Permissions};
 use crate::config::{Config, Storage};
 use crate::descriptors::{self, FileBudget};
 use crate::dispatcher::{Dispatcher, Stopped};
@@ -87,6 +88,9 @@ pub struct Broker {
     /// Where `--metrics-addr` is served, and the thread serving it.
     metrics_addr: Option<SocketAddr>,
     metrics: Option<JoinHandle<()>>,
+    /// The users of `--auth-file`, which [`Broker::auth`] hands out for a
+    /// reload.
+    access: Option<Arc<Access>>,
 }
 
 /// How long a stop tries to connect to the acceptor (or the metrics
@@ -145,6 +149,12 @@ pub enum StartError {
     Metrics(io::Error),
     /// One of the broker's threads could not be started.
     Thread(io::Error),
+    /// `--addr` is reachable from other machines, and no `--auth-file`
+    /// says who may use it (protected mode).
+    Unprotected(SocketAddr),
+    /// The `--auth-file` cannot be read or has a mistake (the error names
+    /// the line).
+    AuthFile(AuthFileError),
 }
 
 impl fmt::Display for StartError {
@@ -186,6 +196,15 @@ impl fmt::Display for StartError {
             } => write!(f, "cannot start the in-memory store: {error}"),
             StartError::Metrics(error) => write!(f, "{error}"),
             StartError::Thread(error) => write!(f, "cannot start a thread: {error}"),
+            StartError::Unprotected(addr) => write!(
+                f,
+                "refusing to listen on {addr} without --auth-file: anyone who can reach it \
+                 could publish and read every topic. Add --auth-file PATH to let only your \
+                 users in, or --addr 127.0.0.1:{port} to listen on this machine only, or \
+                 --insecure-allow-anyone if the network is trusted",
+                port = addr.port()
+            ),
+            StartError::AuthFile(error) => write!(f, "{error}"),
         }
     }
 }
@@ -208,6 +227,8 @@ pub fn start(config: &Config) -> Result<Broker, StartError> {
         addr: config.addr.clone(),
         error,
     })?;
+    let logins = Arc::new(Logins::default());
+    let access = access(config, local_addr, &logins)?;
     let metrics_listener = config
         .metrics_addr
         .as_deref()
@@ -234,6 +255,7 @@ pub fn start(config: &Config) -> Result<Broker, StartError> {
         store(config, &commands, &files, &fsync_times)?,
         syncer,
         connections.counter(),
+        logins,
     )
     .map_err(|error| StartError::Store {
         data_dir: config.data_dir(),
@@ -250,6 +272,7 @@ pub fn start(config: &Config) -> Result<Broker, StartError> {
         max_pending_frames: config.max_inflight + reader::MAX_UNREAD_REPLIES,
         handshake_timeout: config.handshake_timeout,
         gate: Gate::default(),
+        access: access.clone(),
     });
     let stopping = Arc::new(AtomicBool::new(false));
     let max_connections = max_connections(config);
@@ -271,6 +294,7 @@ pub fn start(config: &Config) -> Result<Broker, StartError> {
         dispatcher: Some(dispatcher),
         metrics_addr,
         metrics: None,
+        access,
     };
     if let Some(listener) = metrics_listener {
         let commands = context.commands.clone();
@@ -290,6 +314,27 @@ pub fn start(config: &Config) -> Result<Broker, StartError> {
         .spawn(move || acceptor.run())?;
     broker.acceptor = Some(acceptor);
     Ok(broker)
+}
+
+/// The users of `--auth-file`, loaded; or none, if the broker listens
+/// on loopback only or was told `--insecure-allow-anyone` (protected
+/// mode, as Redis has it).
+fn access(
+    config: &Config,
+    local_addr: SocketAddr,
+    logins: &Arc<Logins>,
+) -> Result<Option<Arc<Access>>, StartError> {
+    if config.auth_file.is_none() && config.anonymous_binary != Permissions::default() {
+        log::warn!("--allow-anonymous-binary applies with --auth-file only; ignored");
+    }
+    match config.auth_settings() {
+        Some(settings) => {
+            let access = Access::load(settings, logins.clone()).map_err(StartError::AuthFile)?;
+            Ok(Some(Arc::new(access)))
+        }
+        None if local_addr.ip().is_loopback() || config.insecure_allow_anyone => Ok(None),
+        None => Err(StartError::Unprotected(local_addr)),
+    }
 }
 
 /// The store `config` asks for, with its memory budget. The disk store
@@ -381,6 +426,12 @@ impl Broker {
     /// How many connections the broker serves at once.
     pub fn max_connections(&self) -> usize {
         self.max_connections
+    }
+
+    /// The users of `--auth-file`, to reload them (on SIGHUP); `None`
+    /// without one.
+    pub fn auth(&self) -> Option<Arc<Access>> {
+        self.access.clone()
     }
 
     /// What stops this broker from another thread.

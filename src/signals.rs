@@ -1,5 +1,6 @@
 //! Hearing SIGTERM and SIGINT (Ctrl-C), so that the `brook` binary can stop
-//! cleanly instead of dying with its replies unwritten.
+//! cleanly instead of dying with its replies unwritten, and SIGHUP, which
+//! asks it to read its `--auth-file` again.
 //!
 //! The standard library has no signal API and brook takes no crate for one,
 //! so this file declares the two C functions it needs itself: `signal`, to
@@ -20,8 +21,8 @@
 //!
 //! glibc's `signal()` installs a handler that stays installed and restarts
 //! interrupted system calls (`SA_RESTART`), so no other thread ever sees
-//! `EINTR` because of it. Only Linux is supported, where SIGINT is 2 and
-//! SIGTERM 15 on every architecture.
+//! `EINTR` because of it. Only Linux is supported, where SIGHUP is 1,
+//! SIGINT 2 and SIGTERM 15 on every architecture.
 
 use std::io::{self, Read};
 use std::os::fd::IntoRawFd;
@@ -29,6 +30,8 @@ use std::os::raw::{c_int, c_void};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicI32, Ordering};
 
+/// What `kill -HUP` and `systemctl reload` send: reload the auth file.
+pub const SIGHUP: c_int = 1;
 /// Ctrl-C at a terminal.
 pub const SIGINT: c_int = 2;
 /// What `kill`, systemd, Docker and Kubernetes send to ask for a stop.
@@ -50,15 +53,15 @@ extern "C" {
 /// handler may safely read.
 static PIPE: AtomicI32 = AtomicI32::new(-1);
 
-/// The receiving end of the signals SIGTERM and SIGINT.
+/// The receiving end of the signals SIGTERM, SIGINT and SIGHUP.
 #[derive(Debug)]
 pub struct Signals {
     receiver: UnixStream,
 }
 
 impl Signals {
-    /// Installs the handler for SIGTERM and SIGINT. From now on neither
-    /// signal ends the process by itself: each is queued for
+    /// Installs the handler for SIGTERM, SIGINT and SIGHUP. From now on
+    /// none of them ends the process by itself: each is queued for
     /// [`Signals::wait`]. Call it once.
     pub fn install() -> io::Result<Signals> {
         let (sender, receiver) = UnixStream::pair()?;
@@ -68,7 +71,7 @@ impl Signals {
         // The handler may run until the process exits, so the sending end
         // is never closed: its descriptor number must not be reused.
         PIPE.store(sender.into_raw_fd(), Ordering::SeqCst);
-        for signum in [SIGTERM, SIGINT] {
+        for signum in [SIGTERM, SIGINT, SIGHUP] {
             let handler = on_signal as extern "C" fn(c_int) as usize;
             // SAFETY: `on_signal` is an `extern "C" fn(c_int)`, the type a
             // handler must have, and it only reads an atomic and calls
@@ -80,8 +83,8 @@ impl Signals {
         Ok(Signals { receiver })
     }
 
-    /// Blocks until the next SIGTERM or SIGINT arrives, and returns its
-    /// number.
+    /// Blocks until the next SIGTERM, SIGINT or SIGHUP arrives, and
+    /// returns its number.
     pub fn wait(&mut self) -> io::Result<c_int> {
         let mut signum = [0u8; 1];
         self.receiver.read_exact(&mut signum)?;
@@ -109,6 +112,7 @@ pub fn name(signum: c_int) -> &'static str {
     match signum {
         SIGINT => "SIGINT",
         SIGTERM => "SIGTERM",
+        SIGHUP => "SIGHUP",
         _ => "a signal",
     }
 }

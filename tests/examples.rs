@@ -16,6 +16,7 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::auth::{auth_config, password_line, AuthFile};
 use common::broker::{config, start_broker};
 use common::client::publish_all;
 
@@ -87,6 +88,47 @@ fn publisher_then_subscriber_replays_from_an_offset() {
         stdout(&from_start),
         "[topic-a@0] message 0\n[topic-a@1] message 1\n[topic-a@2] message 0\n"
     );
+}
+
+#[test]
+fn the_examples_log_in_with_flags_or_the_environment() {
+    let ann = format!(
+        "user ann\n{}  publish orders\n  subscribe orders\n",
+        password_line("s3cret")
+    );
+    let auth = AuthFile::new(&ann);
+    let broker = start_broker(&auth_config(&auth));
+    let port = broker.local_addr().port().to_string();
+    let produce = ["--topic", "orders", "--message", "hello", "--port", &port];
+
+    let refused = run_example("producer", &produce);
+    assert_failure_says(&refused, "permission denied: publish orders");
+    let wrong = run_example(
+        "producer",
+        &[&produce[..], &["--user", "ann", "--password", "x"]].concat(),
+    );
+    assert_failure_says(&wrong, "invalid credentials");
+
+    let produced = run_example(
+        "producer",
+        &[&produce[..], &["--user", "ann", "--password", "s3cret"]].concat(),
+    );
+    assert_success(&produced);
+    assert_eq!(stdout(&produced), "published [orders@0] hello\n");
+
+    let env = [("BROOK_USER", "ann"), ("BROOK_PASSWORD", "s3cret")];
+    let consume = ["--topic", "orders", "--count", "1", "--port", &port];
+    let consumed = run_example_with_env("consumer", &consume, &env);
+    assert_success(&consumed);
+    assert_eq!(stdout(&consumed), "[orders@0] hello\n");
+    let anonymous = run_example("consumer", &consume);
+    assert_failure_says(&anonymous, "authentication required");
+}
+
+/// Asserts that an example failed, and said `words` on its stderr.
+fn assert_failure_says(output: &Output, words: &str) {
+    assert!(!output.status.success(), "{}", stdout(output));
+    assert!(stderr(output).contains(words), "{}", stderr(output));
 }
 
 #[test]
@@ -187,8 +229,17 @@ fn assert_usage_error(name: &str, args: &[&str], message: &str) {
 }
 
 fn run_example(name: &str, args: &[&str]) -> Output {
+    run_example_with_env(name, args, &[])
+}
+
+/// Runs example `name` with `args` and the environment variables `env`.
+fn run_example_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(example_path(name));
     command.args(args);
+    command
+        .env_remove("BROOK_USER")
+        .env_remove("BROOK_PASSWORD");
+    command.envs(env.iter().copied());
     run(command, EXAMPLE_TIMEOUT, name)
 }
 

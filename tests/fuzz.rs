@@ -17,6 +17,13 @@
 //! splits them into reads varies, and the decoders must not care. The broker
 //! runs with small limits so that the traffic reaches them cheaply.
 //!
+//! The same traffic, with logins in it (the binary Auth action, `AUTH`
+//! lines, right and wrong), runs twice: against a broker without an auth
+//! file, and against one with `--auth-file`, where the well-behaved pairs
+//! log in and each hostile request also passes the reader's guard
+//! (`src/auth/guard.rs`): refused before a login, refused by permission,
+//! or let through.
+//!
 //! Nothing here sleeps: every wait is a blocking read or write under a
 //! timeout.
 
@@ -29,11 +36,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use brook::client::Publisher;
+use brook::client::{Login, Publisher, Subscriber};
 use brook::config::Config;
 use brook::wire::request::StartAt;
+use common::auth::{config_with_flags, password_line, AuthFile};
 use common::broker::{config, start_broker};
-use common::client::{expect_next_ack, expect_nothing, subscriber, Bystander};
+use common::client::{expect_next_ack, expect_nothing, Bystander};
 use common::frames::{
     from_u16, from_u64, publish_frame, subscribe_request, unsubscribe_request, ACK, BEGINNING,
     CURRENT, NACK, PUBLISH, SUBSCRIBE, UNSUBSCRIBE,
@@ -92,6 +100,11 @@ const LINE_LIMIT: usize = 4 << 10;
 /// a well-behaved subscriber slowed down by the load never gets a message
 /// again that it did not ask for.
 fn fuzz_config() -> Config {
+    with_small_limits(config())
+}
+
+/// `base` with the fuzz test's limits and timers (see [`fuzz_config()`]).
+fn with_small_limits(base: Config) -> Config {
     Config {
         ack_timeout: Duration::from_secs(120),
         max_message_bytes: MESSAGE_LIMIT,
@@ -99,12 +112,52 @@ fn fuzz_config() -> Config {
         max_line_bytes: LINE_LIMIT,
         max_inflight: 256,
         retention_bytes: Some(8 << 10),
-        ..config()
+        ..base
     }
 }
 
 /// brook's extension: a publisher that wants every message confirmed.
 const PUBLISH_CONFIRMED: [u8; 2] = [0, 6];
+
+/// brook's extension: log in.
+const AUTH: [u8; 2] = [0, 8];
+
+// ---- Users. ----
+
+/// The user hostile connections log in as, when they get it right: it may
+/// publish to and read two of the hostile topics, and join groups on one.
+const FUZZ_USER: &str = "fuzzer";
+const FUZZ_PASSWORD: &str = "fuzz-pass";
+
+/// The well-behaved pairs' user, which may do anything. Its name holds
+/// [`GOOD_MARK`], so no hostile connection ever sends it.
+const GOOD_USER: &str = "well-behaved-user";
+const GOOD_PASSWORD: &str = "good-pass";
+
+/// The auth file of those two users.
+fn users() -> AuthFile {
+    AuthFile::new(&format!(
+        "user {FUZZ_USER}\n{}  publish a fuzz\n  subscribe a fuzz\n  group a\n\
+         user {GOOD_USER}\n{}  publish *\n  subscribe *\n  group *\n",
+        password_line(FUZZ_PASSWORD),
+        password_line(GOOD_PASSWORD)
+    ))
+}
+
+/// [`fuzz_config()`] with `users` as its auth file; a binary client that
+/// does not log in may use topic `a` (and the bystander's); failed logins
+/// wait a few microseconds, doubling to a fraction of a millisecond.
+fn fuzz_auth_config(users: &AuthFile) -> Config {
+    let file = users.path();
+    with_small_limits(config_with_flags(&[
+        "--auth-file",
+        file.to_str().unwrap(),
+        "--allow-anonymous-binary",
+        "a,bystander",
+        "--auth-failure-delay",
+        "10us",
+    ]))
+}
 
 // ---- Topics. ----
 
@@ -273,17 +326,31 @@ fn hostile_script(random: &mut Random) -> Script {
     let mut script = Script::new(random);
     match random.below(7) {
         0 | 1 => {
+            if random.one_in(2) {
+                let login = auth(random);
+                script.push(random, login);
+            }
             // The action that makes a publisher connection: not a frame.
             let first = random.pick(&[PUBLISH, PUBLISH_CONFIRMED]);
             script.bytes.extend_from_slice(&first);
             script.fill(random, publish, publisher_last_frame);
         }
         2 | 3 => {
+            if random.one_in(2) {
+                let login = auth(random);
+                script.push(random, login);
+            }
             let first = subscribe_or_unsubscribe(random);
             script.push(random, first);
             script.fill(random, subscriber_frame, subscriber_last_frame);
         }
-        4 | 5 => script.fill(random, line, line_last_frame),
+        4 | 5 => {
+            if random.one_in(2) {
+                let login = auth_line(random);
+                script.push(random, login);
+            }
+            script.fill(random, line, line_last_frame);
+        }
         _ => {
             // A decoder gives up on noise within a few bytes: more would
             // be bytes sent for nothing.
@@ -300,6 +367,44 @@ fn hostile_script(random: &mut Random) -> Script {
         "hostile traffic names a well-behaved topic"
     );
     script
+}
+
+/// A password a hostile connection tries: the right one most often.
+fn password(random: &mut Random) -> String {
+    match random.below(4) {
+        0 => String::new(),
+        1 => "wrong".to_owned(),
+        2 => {
+            let len = 1 + random.below(300);
+            String::from_utf8(random.text(TEXT, len)).unwrap()
+        }
+        _ => FUZZ_PASSWORD.to_owned(),
+    }
+}
+
+/// The binary Auth action: the fuzzer's user or another, any password,
+/// now and then a name that is not UTF-8.
+fn auth(random: &mut Random) -> Vec<u8> {
+    let user = match random.below(5) {
+        0 => b"\xff\xfe".to_vec(),
+        1 => b"nobody".to_vec(),
+        2 => Vec::new(),
+        _ => FUZZ_USER.as_bytes().to_vec(),
+    };
+    let password = password(random).into_bytes();
+    let field = |bytes: &[u8]| [&(bytes.len() as u16).to_be_bytes()[..], bytes].concat();
+    [&AUTH[..], &field(&user), &field(&password)].concat()
+}
+
+/// `AUTH <user> <password>`, right or wrong, or with a word missing.
+fn auth_line(random: &mut Random) -> Vec<u8> {
+    let user = random.pick(&[FUZZ_USER, FUZZ_USER, "nobody", "\"\""]);
+    let line = match random.below(8) {
+        0 => format!("AUTH {user}"),
+        1 => format!("{} {user} a b", spelled(random, "AUTH")),
+        _ => format!("{} {user} {:?}", spelled(random, "AUTH"), password(random)),
+    };
+    (line + "\n").into_bytes()
 }
 
 /// A publish frame pair with any topic frame: `u16` length, the frame,
@@ -469,7 +574,8 @@ fn line(random: &mut Random) -> Vec<u8> {
             .pick(&["TOPICS", "STATS", "PING", "PING", "PING", "HELP"])
             .to_owned(),
         75..=84 => random.pick(BAD_LINES).to_owned(),
-        85..=89 => random.pick(&["", " ", "\t \t"]).to_owned(),
+        85..=87 => random.pick(&["", " ", "\t \t"]).to_owned(),
+        88 | 89 => return auth_line(random),
         90 if random.one_in(5) => {
             let head = format!("PUB {topic} ");
             let fill = random.text(TEXT, LINE_LIMIT - head.len());
@@ -656,9 +762,16 @@ fn numbered(i: u64) -> String {
 /// A binary publisher and subscriber: the publisher sends a round of
 /// numbered messages, the subscriber must receive and ack every one, in
 /// order, before the next round. Returns how many were exchanged.
-fn binary_pair(addr: SocketAddr, hostile_done: &AtomicBool) -> u64 {
-    let mut subscriber = subscriber(addr, &[GOOD_BINARY_TOPIC], StartAt::Beginning);
-    let mut publisher = Publisher::connect(addr).unwrap();
+fn binary_pair(addr: SocketAddr, login: Option<&Login>, hostile_done: &AtomicBool) -> u64 {
+    let mut subscriber = Subscriber::connect(addr).unwrap();
+    if let Some(login) = login {
+        subscriber.login(login).unwrap();
+    }
+    let beginning = StartAt::Beginning;
+    subscriber
+        .subscribe(&[GOOD_BINARY_TOPIC], beginning)
+        .unwrap();
+    let mut publisher = Publisher::connect_as(addr, login).unwrap();
     let mut sent = 0;
     while sent < MIN_GOOD_MESSAGES || !hostile_done.load(Ordering::SeqCst) {
         let round = sent..sent + ROUND;
@@ -680,11 +793,11 @@ fn binary_pair(addr: SocketAddr, hostile_done: &AtomicBool) -> u64 {
 
 /// The same over the line protocol: `PUB` lines, each confirmed with its
 /// offset, and a subscriber that must get each as a `MSG` at that offset.
-fn line_pair(addr: SocketAddr, hostile_done: &AtomicBool) -> u64 {
-    let mut subscriber = Line::connect(addr);
+fn line_pair(addr: SocketAddr, login: Option<&Login>, hostile_done: &AtomicBool) -> u64 {
+    let mut subscriber = line_client(addr, login);
     let subscribe = format!("SUB {GOOD_LINE_TOPIC} beginning");
     assert_eq!(subscriber.ask(&subscribe), "+OK");
-    let mut publisher = Line::connect(addr);
+    let mut publisher = line_client(addr, login);
     let mut sent = 0;
     while sent < MIN_GOOD_MESSAGES || !hostile_done.load(Ordering::SeqCst) {
         let round = sent..sent + ROUND;
@@ -705,6 +818,16 @@ fn line_pair(addr: SocketAddr, hostile_done: &AtomicBool) -> u64 {
     sent
 }
 
+/// A line-protocol connection, logged in as `login` if given.
+fn line_client(addr: SocketAddr, login: Option<&Login>) -> Line {
+    let mut client = Line::connect(addr);
+    if let Some(login) = login {
+        let auth = format!("AUTH {} {}", login.user(), login.password());
+        assert_eq!(client.ask(&auth), "+OK");
+    }
+    client
+}
+
 // ---- The test. ----
 
 /// Panics anywhere in this process while the test runs. A broker thread
@@ -722,11 +845,11 @@ fn count_panics() {
 
 /// Runs the hostile threads and both well-behaved pairs side by side, the
 /// pairs until the hostile threads are done.
-fn run_side_by_side(addr: SocketAddr) -> (Tally, u64, u64) {
+fn run_side_by_side(addr: SocketAddr, login: Option<&Login>) -> (Tally, u64, u64) {
     let hostile_done = AtomicBool::new(false);
     thread::scope(|s| {
-        let binary = s.spawn(|| binary_pair(addr, &hostile_done));
-        let line = s.spawn(|| line_pair(addr, &hostile_done));
+        let binary = s.spawn(|| binary_pair(addr, login, &hostile_done));
+        let line = s.spawn(|| line_pair(addr, login, &hostile_done));
         let hostile: Vec<_> = SEEDS
             .iter()
             .map(|&seed| s.spawn(move || hostile_thread(addr, seed)))
@@ -747,12 +870,27 @@ fn run_side_by_side(addr: SocketAddr) -> (Tally, u64, u64) {
 
 #[test]
 fn hostile_frames_of_both_protocols_leave_the_broker_serving_everyone_else() {
+    fuzz(&fuzz_config(), None);
+}
+
+#[test]
+fn hostile_frames_and_logins_leave_a_broker_with_an_auth_file_serving_everyone_else() {
+    let users = users();
+    let login = Login::new(GOOD_USER, GOOD_PASSWORD);
+    fuzz(&fuzz_auth_config(&users), Some(login));
+}
+
+/// Runs the hostile threads against a broker started with `config`, side
+/// by side with the well-behaved pairs, logged in as `login` if given, and
+/// a bystander (an anonymous binary pair), and checks that everyone else
+/// was served throughout and after.
+fn fuzz(config: &Config, login: Option<Login>) {
     count_panics();
-    let broker = start_broker(&fuzz_config());
+    let broker = start_broker(config);
     let addr = broker.local_addr();
     let mut bystander = Bystander::new(addr);
 
-    let (tally, binary_messages, line_messages) = run_side_by_side(addr);
+    let (tally, binary_messages, line_messages) = run_side_by_side(addr, login.as_ref());
     println!("hostile traffic: {tally:?}");
     println!("well-behaved pairs: {binary_messages} binary and {line_messages} line messages");
     assert_eq!(tally.connections, SEEDS.len() * CONNECTIONS_PER_THREAD);
@@ -765,6 +903,6 @@ fn hostile_frames_of_both_protocols_leave_the_broker_serving_everyone_else() {
     // Clients old and new are served.
     bystander.check();
     Bystander::new(addr).check();
-    assert_eq!(Line::connect(addr).ask("PING"), "+PONG");
+    assert_eq!(line_client(addr, login.as_ref()).ask("PING"), "+PONG");
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a thread panicked");
 }

@@ -600,8 +600,8 @@ fn ping_help_and_quit() {
     let help = client.read_until_end();
     assert!(help.iter().all(|line| line.starts_with('+')), "{help:#?}");
     for command in [
-        "PUB", "PUBN", "SUB", "UNSUB", "ACK", "NACK", "PULL", "TOPICS", "STATS", "PING", "HELP",
-        "QUIT",
+        "AUTH", "PUB", "PUBN", "SUB", "UNSUB", "ACK", "NACK", "PULL", "TOPICS", "STATS", "PING",
+        "HELP", "QUIT",
     ] {
         let mentioned = help.iter().any(|line| {
             line.split(|c: char| !c.is_ascii_alphanumeric())

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use brook::server::Broker;
 
+use common::auth::{auth_config, password_line, AuthFile};
 use common::broker::{config, start_broker};
 
 /// How long one run of a script may take.
@@ -108,6 +109,63 @@ fn binary_publish_sh_shows_the_brokers_error() {
         Some(1),
         "",
         "binary-publish.sh: the broker refused the message: topic name is not valid UTF-8\n",
+    );
+}
+
+#[test]
+fn the_scripts_log_in_with_brook_user_and_brook_password() {
+    if !nc_ready() {
+        return;
+    }
+    let ann = format!(
+        "user ann\n{}  publish notes\n  subscribe notes\n",
+        password_line("pass word")
+    );
+    let auth = AuthFile::new(&ann);
+    let broker = start_broker(&auth_config(&auth));
+    let addr = broker.local_addr();
+    let ann_command = |name: &str, args: &[&str], password: &str| {
+        let mut command = script(addr, name, args);
+        command
+            .env("BROOK_USER", "ann")
+            .env("BROOK_PASSWORD", password);
+        command
+    };
+    let as_ann = |name: &str, args: &[&str], password: &str| {
+        finish(ann_command(name, args, password), name, SCRIPT_TIMEOUT)
+    };
+
+    let published = as_ann("publish.sh", &["notes", "hello"], "pass word");
+    assert_output(&published, Some(0), "+OK 0\n", "");
+    let published = as_ann("binary-publish.sh", &["notes", "binary"], "pass word");
+    assert_output(&published, Some(0), "", "");
+    let pulled = as_ann("pull.sh", &["notes"], "pass word");
+    assert_output(
+        &pulled,
+        Some(0),
+        "[notes@0] hello\n[notes@1] binary\n",
+        "pulled 2\n",
+    );
+    let subscribe = ann_command("subscribe.sh", &["notes", "beginning"], "pass word");
+    let subscriber = Background::run(subscribe, "subscribe.sh");
+    subscriber.expect_stderr("subscribed to notes");
+    subscriber.expect_stdout("[notes@0] hello");
+    subscriber.expect_stdout("[notes@1] binary");
+    subscriber.terminate();
+
+    let wrong = as_ann("publish.sh", &["notes", "hello"], "guess");
+    assert_output(
+        &wrong,
+        Some(1),
+        "",
+        "publish.sh: cannot log in as ann: invalid credentials\n",
+    );
+    let anonymous = run(addr, "pull.sh", &["notes"]);
+    assert_output(
+        &anonymous,
+        Some(1),
+        "",
+        "-ERR authentication required: send AUTH <user> <password> first\n",
     );
 }
 
@@ -378,7 +436,9 @@ fn script(addr: SocketAddr, name: &str, args: &[&str]) -> Command {
         .arg(script_path(name))
         .args(args)
         .env("BROOK_HOST", addr.ip().to_string())
-        .env("BROOK_PORT", addr.port().to_string());
+        .env("BROOK_PORT", addr.port().to_string())
+        .env_remove("BROOK_USER")
+        .env_remove("BROOK_PASSWORD");
     command
 }
 
@@ -511,7 +571,12 @@ struct Background {
 
 impl Background {
     fn start(addr: SocketAddr, name: &str, args: &[&str]) -> Background {
-        let mut child = spawn(script(addr, name, args), name);
+        Background::run(script(addr, name, args), name)
+    }
+
+    /// Runs `command`, the script `name`, in the background.
+    fn run(command: Command, name: &str) -> Background {
+        let mut child = spawn(command, name);
         let stdout = lines(child.stdout.take().expect("piped stdout"));
         let stderr = lines(child.stderr.take().expect("piped stderr"));
         Background {

@@ -27,7 +27,8 @@ use std::net::TcpStream;
 use std::process::{self, ExitCode};
 use std::str::FromStr;
 
-use brook::client::ClientError;
+use brook::client::{ClientError, Login};
+use brook::wire::line::encode_topic;
 use brook::wire::request::StartAt;
 
 #[allow(dead_code)]
@@ -122,6 +123,22 @@ pub const PORT: Flag = Flag {
 };
 
 #[allow(dead_code)]
+pub const USER: Flag = Flag {
+    name: "--user",
+    value: "NAME",
+    help: "log in as NAME, to a broker with --auth-file [default: $BROOK_USER]",
+    default: None,
+};
+
+#[allow(dead_code)]
+pub const PASSWORD: Flag = Flag {
+    name: "--password",
+    value: "TEXT",
+    help: "the user's password; BROOK_PASSWORD keeps it out of the process list",
+    default: None,
+};
+
+#[allow(dead_code)]
 pub const COUNT: Flag = Flag {
     name: "--count",
     value: "N",
@@ -199,6 +216,13 @@ impl Args {
         Some(count)
     }
 
+    /// The login `--user` and `--password` (or `BROOK_USER` and
+    /// `BROOK_PASSWORD`) ask for; `None` to connect without one.
+    pub fn login(&self) -> Option<Login> {
+        let given = |flag: &Flag| self.get(flag.name).map(str::to_owned);
+        Login::from_args_or_env(given(&USER), given(&PASSWORD))
+    }
+
     /// The broker's address, `HOST:PORT`, from `--host` and `--port`.
     pub fn broker(&self) -> String {
         let host = self.required(HOST.name);
@@ -262,11 +286,13 @@ pub fn print_and_ack(args: &Args, topic: &str, start: StartAt) -> Result<(), Box
     let stream = TcpStream::connect(&broker).map_err(|error| cannot_connect(&broker, error))?;
     let mut replies = BufReader::new(stream.try_clone()?);
     let mut requests = stream;
-    requests.write_all(&subscribe_line(topic, start))?;
-    match read_line(&mut replies)?.as_str() {
-        "+OK" => {}
-        other => return Err(refusal(other)),
+    if let Some(login) = args.login() {
+        let auth = format!("AUTH {} {}\n", word(login.user()), word(login.password()));
+        requests.write_all(auth.as_bytes())?;
+        expect_ok(&mut replies)?;
     }
+    requests.write_all(&subscribe_line(topic, start))?;
+    expect_ok(&mut replies)?;
     let mut received = 0;
     while count.is_none_or(|count| received < count) {
         let (offset, payload) = read_message(&mut replies)?;
@@ -278,27 +304,34 @@ pub fn print_and_ack(args: &Args, topic: &str, start: StartAt) -> Result<(), Box
     Ok(())
 }
 
-/// `SUB "<topic>" <start> manual\n`. The topic is always quoted, which
-/// the line protocol accepts for any name.
+/// Reads a `+OK`, or the refusal in its place.
+#[allow(dead_code)]
+fn expect_ok(replies: &mut impl BufRead) -> Result<(), Box<dyn Error>> {
+    match read_line(replies)?.as_str() {
+        "+OK" => Ok(()),
+        other => Err(refusal(other)),
+    }
+}
+
+/// `SUB <topic> <start> manual\n`.
 #[allow(dead_code)]
 fn subscribe_line(topic: &str, start: StartAt) -> Vec<u8> {
-    let mut line = String::from("SUB \"");
-    for c in topic.chars() {
-        match c {
-            '"' | '\\' => line.extend(['\\', c]),
-            '\n' => line.push_str("\\n"),
-            '\r' => line.push_str("\\r"),
-            '\t' => line.push_str("\\t"),
-            '\0' => line.push_str("\\0"),
-            c => line.push(c),
-        }
-    }
     let start = match start {
         StartAt::Beginning => "beginning".to_owned(),
         StartAt::Current => "current".to_owned(),
         StartAt::From(offset) => format!("from {offset}"),
     };
-    format!("{line}\" {start} manual\n").into_bytes()
+    format!("SUB {} {start} manual\n", word(topic)).into_bytes()
+}
+
+/// `text` as one word of the line protocol, bare or quoted, the way the
+/// broker writes topic names (`encode_topic`): any topic name, user or
+/// password reads back as it is.
+#[allow(dead_code)]
+fn word(text: &str) -> String {
+    let mut word = Vec::new();
+    encode_topic(&mut word, text);
+    String::from_utf8_lossy(&word).into_owned()
 }
 
 /// The longest reply line read: a `MSG` header with the longest topic

@@ -143,6 +143,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
+use crate::auth::Logins;
 use crate::dispatcher::session::in_flight::DeliveryPolicy;
 use crate::dispatcher::session::Session;
 use crate::ids::{ConnId, IdMap, Offset, TopicId};
@@ -220,6 +221,8 @@ pub struct Dispatcher {
     /// open (kept by the acceptor and the readers).
     started: Instant,
     connections: Arc<AtomicUsize>,
+    /// For `STATS`: which connection is logged in as whom (`auth/`).
+    logins: Arc<Logins>,
     full_disk: FullDisk,
     /// Publishers held because the in-memory store is full.
     full_memory: FullStore,
@@ -283,6 +286,7 @@ impl Dispatcher {
         mut store: Box<dyn Store>,
         syncer: Syncer,
         connections: Arc<AtomicUsize>,
+        logins: Arc<Logins>,
     ) -> Result<Dispatcher, StoreError> {
         let recovered = store.recover()?;
         let next_age_check = store.ages_out().then(Instant::now);
@@ -301,6 +305,7 @@ impl Dispatcher {
             clock_ms: now_ms(),
             started: Instant::now(),
             connections,
+            logins,
             full_disk: FullDisk::default(),
             full_memory: FullStore::default(),
         };
@@ -452,6 +457,14 @@ impl Dispatcher {
                 self.reply(conn, Reply::Stats(Box::new(report)));
             }
             Ok(Request::Ping) => self.reply(conn, Reply::Pong),
+            // A good login, checked by the reader (`auth/guard.rs`): the
+            // binary protocol's status 1, `+OK` in the line protocol.
+            Ok(Request::Authenticated) => self.reply(conn, Reply::Subscribed),
+            Ok(Request::Auth(_)) => {
+                let reason = "AUTH reached the dispatcher unchecked";
+                log::error!("conn {conn}: {reason}");
+                self.reply(conn, Reply::Error(reason.into()));
+            }
             Ok(Request::Help) => self.reply(conn, Reply::Help),
             Ok(Request::Quit) => {
                 // Closed at once, so that nothing published from now on is

@@ -27,6 +27,7 @@ impl Dispatcher {
             publishers_waiting: self.full_memory.publishers_waiting,
             topics: self.topic_reports(),
             pattern_subscriptions: self.patterns.count(),
+            logins: self.logins.list(),
             refused_disk_full: self.full_disk.refused,
         }
     }

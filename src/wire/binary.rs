@@ -11,6 +11,7 @@
 //! Ack / Nack          0x0004 / 0x0005, on a subscriber connection, one per delivery, in order
 //! Publish, confirmed  0x0006  as Publish; each message answered once stored (brook's extension)
 //! Subscribe, group    0x0007  u16 len, group name (UTF-8), then as Subscribe (brook's extension)
+//! Auth                0x0008  u16 len, user, u16 len, password (UTF-8), then any first action (brook's extension)
 //! ```
 //!
 //! Start-at is `0` Beginning, `1` Current, `2` From followed by a `u16` offset,
@@ -44,8 +45,8 @@ use byteorder::{BigEndian, ByteOrder};
 use super::json;
 use super::reply::Reply;
 use super::request::{
-    is_valid_group_name, AckMode, BadPublishTopic, Decoded, LastTopic, Limits, PublishToPattern,
-    Refusal, Request, StartAt,
+    is_valid_group_name, AckMode, BadPublishTopic, Credentials, Decoded, LastTopic, Limits,
+    PublishToPattern, Refusal, Request, StartAt,
 };
 use crate::ids::Payload;
 
@@ -63,6 +64,11 @@ pub mod action {
     /// brook's extension: a subscribe that joins a consumer group, its
     /// name (`u16` length and UTF-8) before the fields of a subscribe.
     pub const SUBSCRIBE_GROUP: u16 = 7;
+    /// brook's extension: log in (`--auth-file`) with a `u16` length and
+    /// a user name, then a `u16` length and a password, both UTF-8;
+    /// answered with status 1 or an Error, after which the connection
+    /// starts again with its first action.
+    pub const AUTH: u16 = 8;
 }
 
 /// The `u16` the broker sends back to a (un)subscribe or a bad request.
@@ -115,6 +121,8 @@ pub(crate) enum BinaryError {
     TooManyTopics(usize),
     /// A group name that is empty, not UTF-8, or too long.
     InvalidGroup,
+    /// An AUTH whose user name or password is not UTF-8.
+    CredentialsNotUtf8,
     /// A payload longer than `--max-message-bytes`.
     MessageTooLarge { len: u64, limit: usize },
     /// A topic list longer than its limit.
@@ -138,6 +146,7 @@ impl BinaryError {
             BinaryError::TopicNameTooLong(_) => "topic name too long",
             BinaryError::TooManyTopics(_) => "too many topics",
             BinaryError::InvalidGroup => "invalid group name",
+            BinaryError::CredentialsNotUtf8 => "invalid credentials",
             BinaryError::MessageTooLarge { .. } => "message too large",
             BinaryError::TopicDataTooLarge { .. } => "topic data too large",
             BinaryError::EmptyMessage => "empty message",
@@ -205,16 +214,35 @@ enum State {
     /// The `u16` length of the group name of a `SUBSCRIBE_GROUP`.
     GroupLength,
     /// The group name.
-    Group { len: usize },
+    Group {
+        len: usize,
+    },
     /// The `u32` length of a topic list, after action `action` (and, for a
     /// subscribe that joins a group, the group's name, or why it was
     /// refused).
-    TopicListLength { action: u16, group: GroupName },
+    TopicListLength {
+        action: u16,
+        group: GroupName,
+    },
     /// The JSON topic list itself.
     TopicList {
         action: u16,
         len: usize,
         group: GroupName,
+    },
+    /// The `u16` length of an AUTH's user name.
+    AuthUserLength,
+    AuthUser {
+        len: usize,
+    },
+    /// The `u16` length of its password, after the user name (`None` if
+    /// it was not UTF-8).
+    AuthPasswordLength {
+        user: Option<Box<str>>,
+    },
+    AuthPassword {
+        user: Option<Box<str>>,
+        len: usize,
     },
     /// The `u16` start-at type that ends a subscribe.
     StartAtType(Box<PendingSubscribe>),
@@ -226,13 +254,20 @@ enum State {
     /// The `u16` length of a publisher's next topic frame.
     TopicLength,
     /// The topic frame, `topic:` + name.
-    Topic { len: usize },
+    Topic {
+        len: usize,
+    },
     /// The `u32` payload length. `topic` is `None` when the topic frame was
     /// refused: the payload is then read and dropped, keeping the stream
     /// aligned, since the error has already been reported.
-    PayloadLength { topic: Option<Arc<str>> },
+    PayloadLength {
+        topic: Option<Arc<str>>,
+    },
     /// The payload bytes.
-    Payload { topic: Option<Arc<str>>, len: usize },
+    Payload {
+        topic: Option<Arc<str>>,
+        len: usize,
+    },
     /// After a fatal error: nothing more is parsed.
     Closed,
 }
@@ -319,6 +354,8 @@ impl BinaryDecoder {
     fn field_width(&self) -> usize {
         match &self.state {
             State::FirstAction | State::SubscriberAction | State::GroupLength => 2,
+            State::AuthUserLength | State::AuthPasswordLength { .. } => 2,
+            State::AuthUser { len } | State::AuthPassword { len, .. } => *len,
             State::Group { len } => *len,
             State::TopicListLength { .. } => 4,
             State::TopicList { len, .. } => *len,
@@ -360,8 +397,31 @@ impl BinaryDecoder {
                 a @ (action::SUBSCRIBE | action::UNSUBSCRIBE | action::SUBSCRIBE_GROUP) => {
                     (topic_list_or_group(a), Step::Continue)
                 }
+                action::AUTH => (State::AuthUserLength, Step::Continue),
                 other => (State::Closed, emit_err(BinaryError::UnknownAction(other))),
             },
+            State::AuthUserLength => {
+                let len = BigEndian::read_u16(field) as usize;
+                (State::AuthUser { len }, Step::Continue)
+            }
+            State::AuthUser { .. } => {
+                let user = std::str::from_utf8(field).ok().map(Box::from);
+                (State::AuthPasswordLength { user }, Step::Continue)
+            }
+            State::AuthPasswordLength { user } => {
+                let len = BigEndian::read_u16(field) as usize;
+                (State::AuthPassword { user, len }, Step::Continue)
+            }
+            State::AuthPassword { user, .. } => {
+                let request = match (user, std::str::from_utf8(field)) {
+                    (Some(user), Ok(password)) => Ok(Request::Auth(Credentials::new(
+                        user.into(),
+                        password.to_owned(),
+                    ))),
+                    _ => Err(BinaryError::CredentialsNotUtf8.into()),
+                };
+                (State::FirstAction, Step::Emit(request))
+            }
             State::SubscriberAction => match BigEndian::read_u16(field) {
                 action::ACK => (State::SubscriberAction, Step::Emit(Ok(Request::Ack))),
                 action::NACK => (State::SubscriberAction, Step::Emit(Ok(Request::Nack))),
@@ -616,6 +676,16 @@ pub fn encode_subscribe_group<S: AsRef<str>>(
     encode_subscription(out, topics, start);
 }
 
+/// Appends an AUTH (brook's extension, action 8): the user's name and
+/// password, each after a `u16` length. Both must be shorter than 64 KiB.
+pub fn encode_auth(out: &mut Vec<u8>, user: &str, password: &str) {
+    push_u16(out, action::AUTH);
+    for field in [user, password] {
+        push_u16(out, field.len() as u16);
+        out.extend_from_slice(field.as_bytes());
+    }
+}
+
 /// A subscribe's fields after its action: the topic list, the start-at.
 fn encode_subscription<S: AsRef<str>>(out: &mut Vec<u8>, topics: &[S], start: StartAt) {
     encode_topic_list(out, topics);
@@ -735,6 +805,40 @@ mod tests {
                     Err(refusal.clone()),
                     Err(refusal.clone()),
                     publish("a*", b"two"),
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn auth_comes_first_and_the_connection_starts_again_after_it() {
+        let mut bytes = Vec::new();
+        encode_auth(&mut bytes, "alice", "pass word");
+        encode_auth(&mut bytes, "bob", "");
+        push_u16(&mut bytes, action::AUTH);
+        push_u16(&mut bytes, 1);
+        bytes.push(0xff); // a user name that is not UTF-8
+        push_u16(&mut bytes, 0);
+        push_u16(&mut bytes, action::PUBLISH);
+        encode_publish(&mut bytes, "a", b"one");
+        let auth = |user: &str, password: &str| {
+            Ok(Request::Auth(Credentials::new(
+                user.into(),
+                password.into(),
+            )))
+        };
+        for chunk in [1, 3, usize::MAX] {
+            assert_eq!(
+                decode_all(&bytes, chunk),
+                vec![
+                    auth("alice", "pass word"),
+                    auth("bob", ""),
+                    Err(BinaryError::CredentialsNotUtf8.into()),
+                    Ok(Request::Publish {
+                        topic: "a".into(),
+                        payload: Payload::from(&b"one"[..]),
+                        confirm: false,
+                    }),
                 ]
             );
         }

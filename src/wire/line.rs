@@ -35,10 +35,17 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::request::{
-    is_valid_group_name, AckMode, Decoded, LastTopic, Limits, PublishToPattern, Refusal, Request,
-    StartAt,
+    is_valid_group_name, AckMode, Credentials, Decoded, LastTopic, Limits, PublishToPattern,
+    Refusal, Request, StartAt,
 };
 use crate::ids::Payload;
+
+/// What a malformed `AUTH` line is told. The reader's guard
+/// (`auth/guard.rs`) lets it through before a login, when every other
+/// refusal becomes `authentication required`: it is the one a person
+/// typing a password with a space in it needs to see.
+pub(crate) const AUTH_USAGE: &str =
+    "usage: AUTH <user> <password>, quoted if it has a space: AUTH alice \"my secret\"";
 
 /// A line the broker refuses. Each has the short reason sent after `-ERR `.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +58,8 @@ pub(crate) enum LineError {
     MissingByteCount,
     MissingOffset,
     MissingGroup,
+    /// `AUTH` without a user and a password, or with more words.
+    AuthUsage,
     /// A group name that is empty or longer than `--max-topic-name-bytes`.
     InvalidGroup,
     BadOffset,
@@ -90,6 +99,7 @@ impl LineError {
             LineError::MissingByteCount => "missing byte count",
             LineError::MissingOffset => "missing offset",
             LineError::MissingGroup => "missing group name",
+            LineError::AuthUsage => AUTH_USAGE,
             LineError::InvalidGroup => "invalid group name",
             LineError::BadOffset => "bad offset",
             LineError::BadByteCount => "bad byte count",
@@ -363,6 +373,11 @@ impl LineDecoder {
             };
             words.end()?;
             Request::Pull { topic, max, group }
+        } else if is("AUTH") {
+            let user = words.next()?.ok_or(LineError::AuthUsage)?;
+            let password = words.next()?.ok_or(LineError::AuthUsage)?;
+            words.end().map_err(|_| LineError::AuthUsage)?;
+            Request::Auth(Credentials::new(user.into_owned(), password.into_owned()))
         } else {
             let request = match command.to_ascii_uppercase().as_str() {
                 "ACK" => Request::Ack,

@@ -64,12 +64,18 @@ fn encode_topics(out: &mut Vec<u8>, topics: &[TopicReport]) {
     out.extend_from_slice(b"+END\n");
 }
 
-/// `+STAT <name> <value>` per broker-wide figure, then one `+STAT topic`
-/// line per topic, each followed by a `+STAT group <topic> <group>` line
+/// `+STAT <name> <value>` per broker-wide figure, then a `+STAT
+/// connection <id> user=<user>` line per connection logged in, then one
+/// `+STAT topic` line per topic, each followed by a `+STAT group <topic> <group>` line
 /// per consumer group of the topic, then `+END`.
 fn encode_stats(out: &mut Vec<u8>, report: &BrokerReport) {
     for (name, value) in report.totals() {
         write_line(out, format_args!("+STAT {name} {value}"));
+    }
+    for (conn, user) in &report.logins {
+        let _ = write!(out, "+STAT connection {conn} user=");
+        encode_topic(out, user);
+        out.push(b'\n');
     }
     for topic in &report.topics {
         write_topic_line(
@@ -124,6 +130,7 @@ const HELP: &str = "\
 +HELP brook line protocol. Commands are case-insensitive; a topic is a word or a \"quoted string\".
 +  A topic name may not have a token (between dots) that is just * or >: those are for patterns.
 +  SUB and UNSUB (no group) take patterns: orders.* is every orders.<one token>, orders.> every orders.<more>.
++  AUTH <user> <password>             log in (brokers with --auth-file); +OK
 +  PUB <topic> <text>                 publish the rest of the line; replies +OK <offset>
 +  PUBN <topic> <nbytes>              publish the next nbytes raw bytes (then a newline); +OK <offset>
 +  SUB <topic> [beginning|current|from <offset>] [manual] [group <name>]

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ids::{Offset, Payload, TopicId};
+use crate::ids::{ConnId, Offset, Payload, TopicId};
 use crate::store::DiskFull;
 
 /// One frame for the client.
@@ -161,6 +161,8 @@ pub struct BrokerReport {
     pub pattern_subscriptions: usize,
     /// Publishes refused because the disk was full.
     pub refused_disk_full: u64,
+    /// Each connection logged in (`--auth-file`), and its user.
+    pub logins: Vec<(ConnId, Arc<str>)>,
 }
 
 impl BrokerReport {

@@ -84,6 +84,36 @@ pub(crate) enum Request {
     Help,
     /// Says goodbye and closes the connection.
     Quit,
+    /// Logs in. The reader's guard (`auth/guard.rs`) answers it and never
+    /// passes it on: the password goes no further than the reader.
+    Auth(Credentials),
+    /// What the guard passes on for a good login, for the dispatcher to
+    /// answer `+OK` (or status 1 in the binary protocol).
+    Authenticated,
+}
+
+/// A user name and a password, from `AUTH` (or the binary action 8). Its
+/// `Debug` leaves the password out, so that no log line can show it.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Credentials {
+    pub user: String,
+    password: String,
+}
+
+impl Credentials {
+    pub fn new(user: String, password: String) -> Credentials {
+        Credentials { user, password }
+    }
+
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credentials({:?}, password hidden)", self.user)
+    }
 }
 
 /// What a decoder makes of the next request: the request, or why the

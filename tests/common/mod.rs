@@ -3,6 +3,7 @@
 //!
 //! - `broker`: the configurations tests use, and an in-process broker on
 //!   an ephemeral port.
+//! - `auth`: an auth file and the configuration that uses it.
 //! - `process`: the real `brook` binary as a child process.
 //! - `frames`: the binary protocol's frames, written out byte for byte.
 //! - `raw`: a bare socket that reads exact byte counts.
@@ -21,6 +22,8 @@ use std::time::Duration;
 // and a part of each, so each module (and constant) may go unused in one
 // of them. The allowance is on each, not on this whole file, so that
 // anything added here outside them still warns when unused.
+#[allow(dead_code)]
+pub mod auth;
 #[allow(dead_code)]
 pub mod broker;
 #[allow(dead_code)]

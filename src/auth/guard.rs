@@ -1,0 +1,304 @@
+//! One connection's guard: it sits in the reader thread, between the
+//! decoder and the dispatcher, and lets a request through, answers a
+//! login, or turns the request into a refusal. The dispatcher and the
+//! path a message takes after the reader pay nothing for it.
+//!
+//! Without `--auth-file` the guard is [`Guard::Open`]: every request
+//! passes. With one, a line client must send `AUTH <user> <password>`
+//! first: anything else is refused with `authentication required`, and
+//! the third such refusal closes the connection. A binary client that
+//! sends no AUTH gets the permissions of `--allow-anonymous-binary`
+//! (none by default). Once logged in, each publish topic, subscription,
+//! group join and `PULL` is checked against the user's permissions
+//! (`permissions.rs`), once per action and topic: the decision is kept in
+//! a small map, and a publisher sending to the same topic again is
+//! recognised by its shared name (`LastTopic` in `wire/request.rs`), one
+//! pointer comparison per message. A reload of the auth file
+//! (`access.rs`) empties the map.
+//!
+//! A refused request becomes a [`Refusal`], which the dispatcher answers
+//! like any other (`-ERR permission denied: publish orders`, or an Error
+//! status), and the connection stays usable.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::access::Access;
+use super::permissions::{Action, Permissions};
+use super::users::Users;
+use crate::ids::ConnId;
+use crate::wire::line::{encode_topic, AUTH_USAGE};
+use crate::wire::request::{Credentials, Decoded, Refusal, Request};
+
+/// How many line-protocol requests before a login are refused before the
+/// connection is closed.
+const REFUSALS_BEFORE_LOGIN: u32 = 3;
+/// How many decisions one connection keeps per action, and how many
+/// bytes of topic names they may hold in all; past either they are
+/// forgotten and made again. A name can be 64 KiB long, so the byte bound
+/// is the one that keeps a connection's cache small.
+const MAX_DECISIONS: usize = 256;
+const MAX_DECISION_BYTES: usize = 16 << 10;
+
+/// What a connection may do. See the module docs.
+#[derive(Debug)]
+pub(crate) enum Guard {
+    /// No auth file: everything passes.
+    Open,
+    Checking(Box<Checks>),
+}
+
+/// Which protocol the connection speaks, which decides what it may do
+/// before it logs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Speaks {
+    Line,
+    Binary,
+}
+
+impl Guard {
+    /// The guard of connection `conn` from `address`, which speaks
+    /// `speaks`; open if `access` is `None` (no `--auth-file`).
+    pub fn new(
+        access: Option<&Arc<Access>>,
+        conn: ConnId,
+        address: IpAddr,
+        speaks: Speaks,
+    ) -> Guard {
+        let Some(access) = access else {
+            return Guard::Open;
+        };
+        let (users, generation) = access.users();
+        Guard::Checking(Box::new(Checks {
+            access: access.clone(),
+            conn,
+            address,
+            speaks,
+            user: None,
+            users,
+            generation,
+            refused_before_login: 0,
+            decisions: Default::default(),
+            decision_bytes: 0,
+            last_publish: None,
+        }))
+    }
+
+    /// The request as the dispatcher should see it: itself, a login's
+    /// answer, or a refusal.
+    pub fn admit(&mut self, request: Decoded) -> Decoded {
+        match (self, request) {
+            (Guard::Open, Ok(Request::Auth(_))) => Err(Refusal::new(
+                NO_AUTH_FILE.into(),
+                false,
+                NO_AUTH_FILE.into(),
+            )),
+            (Guard::Open, request) => request,
+            (Guard::Checking(checks), request) => checks.admit(request),
+        }
+    }
+}
+
+const NO_AUTH_FILE: &str =
+    "authentication is not enabled: this broker was started without --auth-file";
+const AUTH_REQUIRED: &str = "authentication required: send AUTH <user> <password> first";
+const INVALID_CREDENTIALS: &str = "invalid credentials";
+
+/// A guard with an auth file to check against.
+#[derive(Debug)]
+pub(crate) struct Checks {
+    access: Arc<Access>,
+    conn: ConnId,
+    /// Where the client connects from: failed logins are slowed down per
+    /// address.
+    address: IpAddr,
+    speaks: Speaks,
+    /// The user logged in, if any.
+    user: Option<Arc<str>>,
+    /// The users as of `generation`.
+    users: Arc<Users>,
+    generation: u64,
+    refused_before_login: u32,
+    /// Per action (indexed by [`Action::index`]), whether each topic
+    /// asked for was allowed.
+    decisions: [HashMap<Box<str>, bool>; 3],
+    /// The bytes of the names in `decisions`.
+    decision_bytes: usize,
+    /// The last topic published to, as the decoder shares it, and whether
+    /// it was allowed.
+    last_publish: Option<(Arc<str>, bool)>,
+}
+
+impl Checks {
+    fn admit(&mut self, request: Decoded) -> Decoded {
+        if !self.access.is_current(self.generation) {
+            self.reloaded();
+        }
+        match request {
+            Ok(Request::Auth(credentials)) => self.login(&credentials),
+            Ok(Request::Quit) => Ok(Request::Quit),
+            request if self.permissions().is_none() => self.refuse_before_login(request),
+            Ok(request) => self.check(request),
+            Err(refusal) => Err(refusal),
+        }
+    }
+
+    /// Takes the users as they are now, and forgets every decision made
+    /// with the old ones.
+    fn forget_decisions(&mut self) {
+        (self.users, self.generation) = self.access.users();
+        self.clear_decisions();
+        self.last_publish = None;
+    }
+
+    /// After a reload: the decisions are made again, and a user the file
+    /// no longer lists is logged out.
+    fn reloaded(&mut self) {
+        self.forget_decisions();
+        let removed = self
+            .user
+            .as_ref()
+            .filter(|name| self.users.get(name).is_none());
+        if let Some(name) = removed {
+            log::debug!(
+                "conn {}: user {name:?} is gone from the auth file",
+                self.conn
+            );
+            self.access.logins().ended(self.conn);
+            self.user = None;
+        }
+    }
+
+    fn clear_decisions(&mut self) {
+        self.decisions.iter_mut().for_each(HashMap::clear);
+        self.decision_bytes = 0;
+    }
+
+    fn login(&mut self, credentials: &Credentials) -> Decoded {
+        self.forget_decisions();
+        let user = credentials.user.as_str();
+        match self.access.login(&self.users, user, credentials.password()) {
+            Some(user) => {
+                let name: Arc<str> = user.name.as_str().into();
+                self.access.logins().logged_in(self.conn, name.clone());
+                self.user = Some(name);
+                self.access.succeed(self.address);
+                log::debug!("conn {}: logged in as {:?}", self.conn, credentials.user);
+                Ok(Request::Authenticated)
+            }
+            None => {
+                self.access.fail(self.address);
+                Err(Refusal::new(
+                    INVALID_CREDENTIALS.into(),
+                    false,
+                    format!("failed login as {:?}", credentials.user).into(),
+                ))
+            }
+        }
+    }
+
+    /// What the connection may do: its user's permissions, the anonymous
+    /// ones for a binary client that has not logged in, or `None` for a
+    /// line client that has not.
+    fn permissions(&self) -> Option<&Permissions> {
+        match (&self.user, self.speaks) {
+            (Some(name), _) => self.users.get(name).map(|user| &user.permissions),
+            (None, Speaks::Binary) => Some(self.access.anonymous_binary()),
+            (None, Speaks::Line) => None,
+        }
+    }
+
+    /// A line client's request before its login. A refusal that ends the
+    /// stream anyway stays as it is, and a malformed AUTH keeps its usage.
+    fn refuse_before_login(&mut self, request: Decoded) -> Decoded {
+        let reason = match &request {
+            Err(refusal) if refusal.is_fatal() => return request,
+            Err(refusal) if refusal.reason() == AUTH_USAGE => AUTH_USAGE,
+            _ => AUTH_REQUIRED,
+        };
+        self.refused_before_login += 1;
+        let last = self.refused_before_login >= REFUSALS_BEFORE_LOGIN;
+        Err(Refusal::new(
+            reason.into(),
+            last,
+            "a request before AUTH".into(),
+        ))
+    }
+
+    /// Lets `request` through if the user may do it.
+    fn check(&mut self, request: Request) -> Decoded {
+        let denied = match &request {
+            Request::Publish { topic, .. } => self.may_publish(topic),
+            Request::Subscribe { topics, group, .. } => {
+                let action = match group {
+                    Some(_) => Action::Group,
+                    None => Action::Subscribe,
+                };
+                let denied = topics.iter().find(|topic| !self.decide(action, topic));
+                denied.map(|topic| (action, topic.as_str())).map(denial)
+            }
+            Request::Pull { topic, .. } => {
+                (!self.decide(Action::Subscribe, topic)).then(|| denial((Action::Subscribe, topic)))
+            }
+            _ => None,
+        };
+        match denied {
+            Some(refusal) => Err(refusal),
+            None => Ok(request),
+        }
+    }
+
+    /// Why a publish to `topic` is refused, if it is: for a publisher
+    /// sending to one topic, a pointer comparison.
+    fn may_publish(&mut self, topic: &Arc<str>) -> Option<Refusal> {
+        let allowed = match &self.last_publish {
+            Some((last, allowed)) if Arc::ptr_eq(last, topic) => *allowed,
+            _ => {
+                let allowed = self.decide(Action::Publish, topic);
+                self.last_publish = Some((topic.clone(), allowed));
+                allowed
+            }
+        };
+        (!allowed).then(|| denial((Action::Publish, topic)))
+    }
+
+    /// Whether the user may do `action` to `topic`, from the map if it was
+    /// decided before.
+    fn decide(&mut self, action: Action, topic: &str) -> bool {
+        if let Some(&allowed) = self.decisions[action.index()].get(topic) {
+            return allowed;
+        }
+        let allowed = self
+            .permissions()
+            .is_some_and(|permissions| permissions.allows(action, topic));
+        if self.decisions[action.index()].len() >= MAX_DECISIONS
+            || self.decision_bytes + topic.len() > MAX_DECISION_BYTES
+        {
+            self.clear_decisions();
+        }
+        if topic.len() <= MAX_DECISION_BYTES {
+            self.decision_bytes += topic.len();
+            self.decisions[action.index()].insert(topic.into(), allowed);
+        }
+        allowed
+    }
+}
+
+impl Drop for Checks {
+    /// A connection that ends is logged in no more.
+    fn drop(&mut self) {
+        if self.user.is_some() {
+            self.access.logins().ended(self.conn);
+        }
+    }
+}
+
+/// `permission denied: <action> <topic>`, the topic written as the line
+/// protocol writes names, so that the reason stays one line.
+fn denial((action, topic): (Action, &str)) -> Refusal {
+    let mut reason = format!("permission denied: {action} ").into_bytes();
+    encode_topic(&mut reason, topic);
+    let reason = String::from_utf8_lossy(&reason).into_owned();
+    Refusal::new(reason.clone().into(), false, reason.into())
+}

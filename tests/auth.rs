@@ -1,0 +1,439 @@
+//! Who may connect, and what they may touch (`--auth-file`, `src/auth/`),
+//! over real TCP in both protocols: a line client logs in first or is
+//! turned away; each user publishes, subscribes, pulls and joins groups
+//! only where the auth file lets them, and hears why not elsewhere, on a
+//! connection that stays usable; a binary client logs in with action 8,
+//! or gets `--allow-anonymous-binary`'s permissions; guessing passwords
+//! slows only the guesser (a bystander pair, anonymous binary clients on
+//! their own topics, gets every message meanwhile); protected mode; a bad
+//! auth file at start-up; `brook hash-password`; and SIGHUP's reload.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::thread;
+
+use brook::client::{ClientError, Login, Publisher, Subscriber};
+use brook::config::Config;
+use brook::server::{Broker, StartError};
+use brook::wire::request::StartAt;
+
+use common::auth::{auth_config, config_with_flags, password_line, AuthFile};
+use common::broker::{config, start_broker};
+use common::client::{expect_next_ack, Bystander};
+use common::frames::{error_reply, publish_frame, subscribe_request, CURRENT, PUBLISH, SUBSCRIBED};
+use common::line::Line;
+use common::process::BrookProcess;
+use common::raw::Raw;
+use common::WAIT;
+
+/// alice publishes and reads `orders.>`, joins groups on `jobs`; bob may
+/// only read `audit`.
+fn users_text() -> String {
+    format!(
+        "# test users\nuser alice\n{}  publish orders.> jobs\n  subscribe orders.>\n  group jobs\n\
+         user bob\n{}  subscribe audit\n",
+        password_line("alice-secret"),
+        password_line("bob-secret"),
+    )
+}
+
+/// A broker whose auth file holds `users`, and whose binary clients may
+/// use the bystander's topics (and `public.>`) without logging in; and the
+/// file, which the broker reads only as it starts.
+fn auth_broker(users: &str) -> (Broker, AuthFile) {
+    let file = AuthFile::new(users);
+    let broker = start_broker(&config_with_flags(&[
+        "--auth-file",
+        file.path().to_str().unwrap(),
+        "--allow-anonymous-binary",
+        "bystander,public.>",
+        "--auth-failure-delay",
+        "100us",
+    ]));
+    (broker, file)
+}
+
+/// A line client logged in as `user`.
+fn logged_in(broker: &Broker, user: &str, password: &str) -> Line {
+    logged_in_at(broker.local_addr(), user, password)
+}
+
+const AUTH_REQUIRED: &str = "-ERR authentication required: send AUTH <user> <password> first";
+
+#[test]
+fn a_line_client_logs_in_first_and_three_requests_before_that_close_it() {
+    let (broker, _file) = auth_broker(&users_text());
+    let mut bystander = Bystander::new(broker.local_addr());
+
+    let mut client = Line::connect(broker.local_addr());
+    assert_eq!(client.ask("PING"), AUTH_REQUIRED);
+    assert_eq!(client.ask("SUB orders.eu"), AUTH_REQUIRED);
+    assert_eq!(client.ask("TOPICS"), AUTH_REQUIRED);
+    client.expect_eof();
+
+    let mut client = Line::connect(broker.local_addr());
+    assert_eq!(client.ask("PUB orders.eu sneaky"), AUTH_REQUIRED);
+    assert_eq!(
+        client.ask("AUTH alice my secret"),
+        "-ERR usage: AUTH <user> <password>, quoted if it has a space: AUTH alice \"my secret\""
+    );
+    assert_eq!(client.ask("AUTH alice wrong"), "-ERR invalid credentials");
+    assert_eq!(
+        client.ask("AUTH nobody alice-secret"),
+        "-ERR invalid credentials"
+    );
+    assert_eq!(client.ask("AUTH alice alice-secret"), "+OK");
+    assert_eq!(client.ask("PING"), "+PONG");
+    assert_eq!(client.ask("PUB orders.eu first"), "+OK 0");
+    // A second login may change the user; a failed one keeps the first.
+    assert_eq!(client.ask("AUTH bob wrong"), "-ERR invalid credentials");
+    assert_eq!(client.ask("PUB orders.eu second"), "+OK 1");
+    assert_eq!(client.ask("AUTH bob bob-secret"), "+OK");
+    assert_eq!(
+        client.ask("PUB orders.eu third"),
+        "-ERR permission denied: publish orders.eu"
+    );
+    assert_eq!(client.ask("QUIT"), "+BYE");
+
+    let mut quitter = Line::connect(broker.local_addr());
+    assert_eq!(quitter.ask("QUIT"), "+BYE");
+    bystander.check();
+}
+
+#[test]
+fn each_action_is_checked_against_the_users_topics_and_the_connection_stays_usable() {
+    let (broker, _file) = auth_broker(&users_text());
+    let mut bystander = Bystander::new(broker.local_addr());
+    let mut alice = logged_in(&broker, "alice", "alice-secret");
+    let denied = |action: &str, topic: &str| format!("-ERR permission denied: {action} {topic}");
+
+    assert_eq!(alice.ask("PUB orders.eu one"), "+OK 0");
+    assert_eq!(alice.ask("PUB refunds one"), denied("publish", "refunds"));
+    assert_eq!(alice.ask("PUB orders one"), denied("publish", "orders"));
+    assert_eq!(
+        alice.ask("PUB \"orders\\nx\" one"),
+        denied("publish", "\"orders\\nx\"")
+    );
+    assert_eq!(alice.ask("PUB orders.eu two"), "+OK 1");
+
+    // Subscribe: an exact name, a pattern the rule covers, a wider one.
+    assert_eq!(alice.ask("SUB orders.*"), "+OK");
+    assert_eq!(alice.ask("SUB orders.>"), "+OK");
+    assert_eq!(alice.ask("SUB >"), denied("subscribe", ">"));
+    assert_eq!(alice.ask("SUB *.eu"), denied("subscribe", "*.eu"));
+    assert_eq!(alice.ask("SUB audit"), denied("subscribe", "audit"));
+    assert_eq!(alice.ask("SUB audit from 0"), denied("subscribe", "audit"));
+    // Dead letters are read with their source topic's permission.
+    assert_eq!(alice.ask("SUB orders.eu.dlq"), "+OK");
+    assert_eq!(alice.ask("SUB audit.dlq"), denied("subscribe", "audit.dlq"));
+
+    // PULL needs subscribe; a group join needs group.
+    assert_eq!(alice.ask("PULL audit"), denied("subscribe", "audit"));
+    assert_eq!(alice.ask("SUB jobs group workers"), "+OK");
+    assert_eq!(
+        alice.ask("SUB orders.eu group workers"),
+        denied("group", "orders.eu")
+    );
+    assert_eq!(alice.ask("PING"), "+PONG");
+
+    let mut bob = logged_in(&broker, "bob", "bob-secret");
+    assert_eq!(bob.ask("PULL orders.eu"), denied("subscribe", "orders.eu"));
+    assert_eq!(bob.ask("PUB audit x"), denied("publish", "audit"));
+    bob.send("PULL audit\n");
+    assert_eq!(bob.read_line(), "+END 0");
+    bystander.check();
+}
+
+#[test]
+fn a_binary_client_logs_in_with_action_8_or_gets_the_anonymous_permissions() {
+    let (broker, _file) = auth_broker(&users_text());
+    let mut bystander = Bystander::new(broker.local_addr());
+    let addr = broker.local_addr();
+
+    // Anonymous, as an unmodified willdot client: public.> only.
+    let mut anonymous = Raw::connect(addr);
+    anonymous.send(&subscribe_request(r#"["orders.eu"]"#, &CURRENT));
+    anonymous.expect(&error_reply("permission denied: subscribe orders.eu"));
+    anonymous.send(&subscribe_request(r#"["public.news"]"#, &CURRENT));
+    anonymous.expect(&SUBSCRIBED);
+
+    let mut publisher = Raw::connect(addr);
+    publisher.send(&PUBLISH);
+    publisher.send(&publish_frame("orders.eu", b"not allowed"));
+    publisher.expect(&error_reply("permission denied: publish orders.eu"));
+    publisher.send(&publish_frame("public.news", b"allowed"));
+    anonymous.expect(&common::frames::delivery_frame("public.news", b"allowed"));
+
+    // The AUTH frame, byte for byte: action 8, u16 + user, u16 + password.
+    let mut auth_frame = vec![0, 8, 0, 5];
+    auth_frame.extend_from_slice(b"alice");
+    auth_frame.extend_from_slice(&[0, 5]);
+    auth_frame.extend_from_slice(b"wrong");
+    let mut client = Raw::connect(addr);
+    client.send(&auth_frame);
+    client.expect(&error_reply("invalid credentials"));
+    client.send(&[&[0, 8, 0, 5][..], b"alice", &[0, 12], b"alice-secret"].concat());
+    client.expect(&SUBSCRIBED);
+    client.send(&subscribe_request(r#"["orders.eu"]"#, &CURRENT));
+    client.expect(&SUBSCRIBED);
+    client.send(&subscribe_request(r#"["audit"]"#, &CURRENT));
+    client.expect(&error_reply("permission denied: subscribe audit"));
+
+    // The Rust client.
+    let alice = Login::new("alice", "alice-secret");
+    let mut subscriber = Subscriber::connect(addr).unwrap();
+    subscriber.login(&alice).unwrap();
+    subscriber
+        .subscribe(&["orders.>"], StartAt::Current)
+        .unwrap();
+    let mut publisher = Publisher::connect_confirmed_as(addr, Some(&alice)).unwrap();
+    publisher.publish("orders.us", b"hello").unwrap();
+    assert_eq!(publisher.confirmation().unwrap(), 0);
+    expect_next_ack(&mut subscriber, "orders.us", b"hello");
+    publisher.publish("audit", b"no").unwrap();
+    assert!(matches!(
+        publisher.confirmation(),
+        Err(ClientError::Refused(reason)) if reason == "permission denied: publish audit"
+    ));
+    // Groups (action 7) need the group permission.
+    let mut worker = Subscriber::connect(addr).unwrap();
+    worker.login(&alice).unwrap();
+    worker
+        .subscribe_group(&["jobs"], "workers", StartAt::Current)
+        .unwrap();
+    assert!(matches!(
+        worker.subscribe_group(&["orders.eu"], "workers", StartAt::Current),
+        Err(ClientError::Refused(reason)) if reason == "permission denied: group orders.eu"
+    ));
+    let wrong = Login::new("alice", "nope");
+    assert!(matches!(
+        Publisher::connect_as(addr, Some(&wrong)),
+        Err(ClientError::Refused(reason)) if reason == "invalid credentials"
+    ));
+    bystander.check();
+}
+
+#[test]
+fn a_thousand_wrong_passwords_slow_only_the_guesser() {
+    let (broker, _file) = auth_broker(&users_text());
+    let mut bystander = Bystander::new(broker.local_addr());
+    let mut line_bystander = logged_in(&broker, "alice", "alice-secret");
+    assert_eq!(line_bystander.ask("SUB orders.>"), "+OK");
+
+    // From one connection of each protocol, all sent at once...
+    let mut guesser = Line::connect(broker.local_addr());
+    let guesses: String = (0..1000)
+        .map(|n| format!("AUTH alice guess{n}\n"))
+        .collect();
+    guesser.send(&guesses);
+    let mut binary_guesser = Raw::connect(broker.local_addr());
+    let auth_frame = |n: u32| {
+        let password = format!("guess{n}");
+        let field = |text: &str| [&(text.len() as u16).to_be_bytes()[..], text.as_bytes()].concat();
+        [&[0, 8][..], &field("alice"), &field(&password)].concat()
+    };
+    binary_guesser.send(&(0..1000).flat_map(auth_frame).collect::<Vec<u8>>());
+    // ... and from many, each with its own thread.
+    let addr = broker.local_addr();
+    let many: Vec<_> = (0..20)
+        .map(|n| {
+            thread::spawn(move || {
+                let mut guesser = Line::connect(addr);
+                let guesses: String = (0..50).map(|g| format!("AUTH alice {n}-{g}\n")).collect();
+                guesser.send(&guesses);
+                for _ in 0..50 {
+                    assert_eq!(guesser.read_line(), "-ERR invalid credentials");
+                }
+            })
+        })
+        .collect();
+
+    // Meanwhile the bystanders are served: every message arrives.
+    let mut publisher = logged_in(&broker, "alice", "alice-secret");
+    for round in 0..20 {
+        bystander.check();
+        assert_eq!(
+            publisher.ask(&format!("PUB orders.eu round{round}")),
+            format!("+OK {round}")
+        );
+        line_bystander.expect_msg("orders.eu", round, format!("round{round}").as_bytes());
+    }
+    for _ in 0..1000 {
+        assert_eq!(guesser.read_line(), "-ERR invalid credentials");
+        binary_guesser.expect(&error_reply("invalid credentials"));
+    }
+    for thread in many {
+        thread.join().expect("a guesser thread");
+    }
+    // The right password from the same address still gets in.
+    assert_eq!(guesser.ask("AUTH alice alice-secret"), "+OK");
+    bystander.check();
+}
+
+#[test]
+fn stats_lists_each_logged_in_connection_with_its_user() {
+    let (broker, _file) = auth_broker(&users_text());
+    let mut alice = logged_in(&broker, "alice", "alice-secret");
+    let connections = |client: &mut Line| -> Vec<String> {
+        client.send("STATS\n");
+        let lines = client.read_until_end();
+        let listed = lines
+            .iter()
+            .filter(|line| line.starts_with("+STAT connection "));
+        listed
+            .map(|line| line.rsplit(' ').next().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(connections(&mut alice), ["user=alice"]);
+
+    let mut bob = logged_in(&broker, "bob", "bob-secret");
+    let _anonymous = Raw::connect(broker.local_addr());
+    assert_eq!(connections(&mut alice), ["user=alice", "user=bob"]);
+
+    // bob leaves: his line goes once his reader has ended, which the test
+    // cannot see, so it asks until then (each answer is a round trip).
+    assert_eq!(bob.ask("QUIT"), "+BYE");
+    bob.expect_eof();
+    let deadline = std::time::Instant::now() + WAIT;
+    while connections(&mut alice) != ["user=alice"] {
+        assert!(std::time::Instant::now() < deadline, "bob is still listed");
+    }
+}
+
+#[test]
+fn without_an_auth_file_nothing_changes_and_auth_is_refused() {
+    let broker = start_broker(&config());
+    let mut client = Line::connect(broker.local_addr());
+    assert_eq!(client.ask("PUB anything x"), "+OK 0");
+    assert_eq!(
+        client.ask("AUTH alice secret"),
+        "-ERR authentication is not enabled: this broker was started without --auth-file"
+    );
+    assert_eq!(client.ask("PING"), "+PONG");
+}
+
+#[test]
+fn protected_mode_refuses_a_reachable_address_without_an_auth_file() {
+    let open = Config {
+        addr: "0.0.0.0:0".into(),
+        ..config()
+    };
+    let error = brook::server::start(&open).unwrap_err();
+    assert!(matches!(error, StartError::Unprotected(_)), "{error}");
+    let message = error.to_string();
+    for part in [
+        "--auth-file PATH",
+        "--insecure-allow-anyone",
+        "--addr 127.0.0.1:",
+    ] {
+        assert!(message.contains(part), "no {part:?} in {message}");
+    }
+
+    let insecure = Config {
+        insecure_allow_anyone: true,
+        ..open.clone()
+    };
+    drop(brook::server::start(&insecure).expect("--insecure-allow-anyone starts"));
+    let auth = AuthFile::new(&users_text());
+    let protected = Config {
+        auth_file: Some(auth.path()),
+        ..open
+    };
+    drop(brook::server::start(&protected).expect("--auth-file starts"));
+}
+
+#[test]
+fn a_bad_auth_file_stops_the_start_naming_the_file_and_the_line() {
+    let auth = AuthFile::new(&format!("{}  read everything\n", users_text()));
+    let error = brook::server::start(&auth_config(&auth))
+        .unwrap_err()
+        .to_string();
+    let expected = format!(
+        "auth file {}, line 10: unknown keyword 'read'",
+        auth.path().display()
+    );
+    assert!(error.starts_with(&expected), "{error}");
+
+    let missing = Config {
+        auth_file: Some(auth.path().join("nowhere")),
+        ..config()
+    };
+    let error = brook::server::start(&missing).unwrap_err().to_string();
+    assert!(error.contains("cannot read the auth file"), "{error}");
+    assert!(error.contains("--auth-file"), "{error}");
+}
+
+#[test]
+fn hash_password_prints_a_line_the_auth_file_takes() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_brook"))
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"s3cret pass\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let line = String::from_utf8(output.stdout).unwrap();
+    let hash = line
+        .trim_end()
+        .strip_prefix("password ")
+        .expect("a password line");
+    assert!(hash.starts_with("pbkdf2-sha256$100000$"), "{hash}");
+
+    let (broker, _file) = auth_broker(&format!("user carol\n  password {hash}\n  subscribe *\n"));
+    let mut carol = logged_in(&broker, "carol", "\"s3cret pass\"");
+    assert_eq!(carol.ask("SUB anything.at.all"), "+OK");
+}
+
+#[test]
+fn sighup_reloads_the_auth_file_for_open_connections_and_a_bad_one_is_kept_out() {
+    let auth = AuthFile::new(&users_text());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_brook"));
+    command.args(["--addr", "127.0.0.1:0", "--in-memory", "--auth-file"]);
+    command.arg(auth.path());
+    let brook = BrookProcess::start(command, WAIT).unwrap_or_else(|e| panic!("{e}"));
+    let mut alice = logged_in_at(brook.addr, "alice", "alice-secret");
+    assert_eq!(alice.ask("PUB orders.eu before"), "+OK 0");
+    let mut bob = logged_in_at(brook.addr, "bob", "bob-secret");
+    assert_eq!(bob.ask("PING"), "+PONG");
+
+    // alice loses orders.>, carol arrives.
+    auth.write(&format!(
+        "user alice\n{}  publish jobs\nuser carol\n{}  publish orders.>\n",
+        password_line("alice-secret"),
+        password_line("carol-secret")
+    ));
+    brook.signal("HUP");
+    brook.wait_for_log("SIGHUP: auth file reloaded, 2 users", WAIT);
+    assert_eq!(
+        alice.ask("PUB orders.eu after"),
+        "-ERR permission denied: publish orders.eu"
+    );
+    assert_eq!(alice.ask("PUB jobs after"), "+OK 0");
+    // bob is gone from the file: his connection is logged out.
+    assert_eq!(bob.ask("PING"), AUTH_REQUIRED);
+    let mut carol = logged_in_at(brook.addr, "carol", "carol-secret");
+    assert_eq!(carol.ask("PUB orders.eu carol"), "+OK 1");
+
+    // A file with a mistake changes nothing.
+    auth.write("user alice\n  password nope\n");
+    brook.signal("HUP");
+    brook.wait_for_log("keeping the users loaded before", WAIT);
+    assert!(brook.stderr().contains("line 2"), "{}", brook.stderr());
+    assert_eq!(alice.ask("PUB jobs still"), "+OK 1");
+    logged_in_at(brook.addr, "carol", "carol-secret");
+}
+
+fn logged_in_at(addr: std::net::SocketAddr, user: &str, password: &str) -> Line {
+    let mut client = Line::connect(addr);
+    assert_eq!(client.ask(&format!("AUTH {user} {password}")), "+OK");
+    client
+}
