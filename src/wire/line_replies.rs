@@ -13,7 +13,7 @@ use std::fmt;
 use std::io::Write;
 
 use super::line::encode_topic;
-use super::reply::{BrokerReport, Reply, TopicReport};
+use super::reply::{BrokerReport, PatternReport, Reply, TopicReport};
 use crate::ids::Offset;
 
 /// Appends `MSG <topic> <offset> <nbytes>\n`. The payload and a newline
@@ -39,14 +39,15 @@ pub(crate) fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
         Reply::Pong => out.extend_from_slice(b"+PONG\n"),
         Reply::Bye => out.extend_from_slice(b"+BYE\n"),
         Reply::Help => out.extend_from_slice(HELP.as_bytes()),
-        Reply::Topics(topics) => encode_topics(out, topics),
+        Reply::Topics(topics, patterns) => encode_topics(out, topics, patterns),
         Reply::Stats(report) => encode_stats(out, report),
     }
 }
 
 /// `+TOPIC <topic> messages=<n> first=<offset> next=<offset> subscribers=<n>`
-/// per topic, then `+END`.
-fn encode_topics(out: &mut Vec<u8>, topics: &[TopicReport]) {
+/// per topic, then `+PATTERN <pattern> subscribers=<n> groups=<n>` per
+/// pattern followed, then `+END`.
+fn encode_topics(out: &mut Vec<u8>, topics: &[TopicReport], patterns: &[PatternReport]) {
     for topic in topics {
         write_topic_line(
             out,
@@ -58,6 +59,17 @@ fn encode_topics(out: &mut Vec<u8>, topics: &[TopicReport]) {
                 topic.first,
                 topic.next,
                 topic.subscribers
+            ),
+        );
+    }
+    for pattern in patterns {
+        write_topic_line(
+            out,
+            "+PATTERN",
+            &pattern.pattern,
+            format_args!(
+                "subscribers={} groups={}",
+                pattern.subscribers, pattern.groups
             ),
         );
     }

@@ -44,7 +44,7 @@ use crate::dispatcher::session::in_flight::{
     Delivery, DeliveryPolicy, GivenUp, GroupAnswer, InFlight, NothingToAnswer,
 };
 use crate::dispatcher::session::outbox::Outbox;
-use crate::dispatcher::session::pulls::Pulls;
+use crate::dispatcher::session::pulls::{PullSource, Pulls};
 use crate::dispatcher::topic::Topic;
 use crate::ids::{ConnId, IdMap, Offset, Payload, TopicId};
 use crate::store::{DiskFull, Lookup};
@@ -94,6 +94,9 @@ pub struct Membership {
     /// The group's index among the topic's groups.
     pub group: usize,
     ack: AckMode,
+    /// Whether the client named the topic itself, rather than only through
+    /// a pattern: `UNSUB` of a pattern leaves such a membership alone.
+    pub by_name: bool,
 }
 
 /// One connection that is answered: its subscriptions, group memberships,
@@ -119,6 +122,10 @@ pub struct Session {
     /// unfinished: they go on streaming, and the session ends when they
     /// are done, or when this deadline passes without progress.
     closing: Option<Instant>,
+    /// Set while a pattern subscription is being made over several rounds
+    /// (`pattern_rounds.rs`): nothing is delivered until its status has
+    /// been sent.
+    held: bool,
 }
 
 impl Session {
@@ -133,6 +140,7 @@ impl Session {
             memberships: Vec::new(),
             pulls: Pulls::default(),
             closing: None,
+            held: false,
         }
     }
 
@@ -310,17 +318,50 @@ impl Session {
             .is_some_and(|deadline| self.pulls.is_empty() || now >= deadline)
     }
 
-    /// Joins the consumer group `group` of `topic` (see `group.rs`).
-    pub fn join_group(&mut self, topic: TopicId, group: usize, ack: AckMode) {
+    /// Joins the consumer group `group` of `topic` (see `group.rs`), as
+    /// the client named it (`by_name`) or for a pattern that matches it.
+    /// For a pattern, a place the session has already is left as it is,
+    /// as [`Session::subscribe_by_pattern`] leaves a cursor. Returns
+    /// whether the place is new.
+    pub fn join_group(
+        &mut self,
+        topic: TopicId,
+        group: usize,
+        ack: AckMode,
+        by_name: bool,
+    ) -> bool {
+        let known = self
+            .memberships
+            .iter()
+            .position(|m| m.topic == topic && m.group == group);
+        match known {
+            Some(_) if !by_name => return false,
+            Some(index) => _ = self.memberships.remove(index),
+            None => {}
+        }
+        let membership = Membership {
+            topic,
+            group,
+            ack,
+            by_name,
+        };
+        self.memberships.push(membership);
+        known.is_none()
+    }
+
+    /// Leaves the group `group` of `topic`, joined for a pattern. Messages
+    /// of its that the session has yet to answer go back to it.
+    pub fn leave_group(&mut self, topic: TopicId, group: usize, topics: &[Topic]) {
+        self.in_flight
+            .give_back_to_groups(topic, Some(group), topics);
         self.memberships
             .retain(|m| !(m.topic == topic && m.group == group));
-        self.memberships.push(Membership { topic, group, ack });
     }
 
     /// Leaves every group of `topic`; returns the groups left. Messages
     /// of theirs that the session has yet to answer go back to them.
     pub fn leave_groups_of(&mut self, topic: TopicId, topics: &[Topic]) -> Vec<usize> {
-        self.in_flight.give_back_to_groups(topic, topics);
+        self.in_flight.give_back_to_groups(topic, None, topics);
         let left = self.memberships.iter().filter(|m| m.topic == topic);
         let left: Vec<usize> = left.map(|m| m.group).collect();
         self.memberships.retain(|m| m.topic != topic);
@@ -336,7 +377,7 @@ impl Session {
     /// as for them, none while a pull streams, since its `+END` and the
     /// replies behind it (a group's `+OK` among them) come first.
     pub fn has_group_room(&self, topic: TopicId, group: usize) -> bool {
-        if !self.pulls.is_empty() {
+        if !self.pulls.is_empty() || self.held {
             return false;
         }
         let membership = self
@@ -390,10 +431,10 @@ impl Session {
         self.in_flight.take_given_up()
     }
 
-    /// Queues a pull of up to `max` messages from a group of a topic,
-    /// taking nothing published from `until` on.
-    pub fn add_pull(&mut self, topic: Option<(TopicId, usize)>, until: Offset, max: Option<u64>) {
-        self.pulls.add(topic, until, max);
+    /// Queues a pull of up to `max` messages from `sources`, in turn (see
+    /// `pulls.rs`).
+    pub fn add_pull(&mut self, sources: Vec<PullSource>, max: Option<u64>) {
+        self.pulls.add(sources, max);
     }
 
     /// Streams the pulls, in order, while the writer has room (see
@@ -406,6 +447,25 @@ impl Session {
             self.closing = Some(now + self.policy.linger);
         }
         streamed.moved
+    }
+
+    /// Holds every delivery back (but not the replies) while a pattern
+    /// subscription is made over several rounds, until
+    /// [`Session::release`]: its status must come before anything it
+    /// sends.
+    pub fn hold(&mut self) {
+        self.held = true;
+    }
+
+    /// Shuts the connection's socket: its client sends requests without
+    /// waiting for the answers it needs.
+    pub fn hang_up(&self) {
+        self.outbox.close_connection();
+    }
+
+    /// Ends [`Session::hold`]; the caller pumps.
+    pub fn release(&mut self) {
+        self.held = false;
     }
 
     /// Whether a pull is still unfinished.
@@ -447,7 +507,7 @@ impl Session {
     /// whose turn comes when its window is full holds up the ones behind it
     /// until there is room: the topics of one connection share its windows.
     pub fn pump(&mut self, topics: &[Topic], now: Instant) {
-        if !self.pulls.is_empty() {
+        if !self.pulls.is_empty() || self.held {
             return; // subscriptions wait until the pulls are done
         }
         loop {
@@ -708,7 +768,7 @@ mod tests {
                 topic.groups.push(Group::new(Arc::from("g"), 0));
             }
             topic.groups[GROUP].join(conn as ConnId);
-            self.sessions[conn].join_group(TOPIC, GROUP, AckMode::Manual);
+            self.sessions[conn].join_group(TOPIC, GROUP, AckMode::Manual, true);
         }
 
         /// Gives out the group's messages as `Dispatcher::pump_group` does:
@@ -1165,7 +1225,12 @@ mod tests {
         broker.hand_out(0);
         assert_eq!(broker.sent(0), [0]);
         let until = broker.topics[TOPIC].log.end();
-        broker.sessions[1].add_pull(Some((TOPIC, GROUP)), until, None);
+        let source = PullSource {
+            topic: TOPIC,
+            group: GROUP,
+            until,
+        };
+        broker.sessions[1].add_pull(vec![source], None);
         let now = broker.at(10);
         let moved = broker.sessions[1].stream_pulls(&mut broker.topics, now);
         assert_eq!(moved, [(TOPIC, GROUP)]);
@@ -1192,7 +1257,12 @@ mod tests {
             .groups
             .push(Group::new(Arc::from("g"), 0));
         broker.publish(1, 0);
-        broker.sessions[0].add_pull(Some((TOPIC, GROUP)), 1, None);
+        let source = PullSource {
+            topic: TOPIC,
+            group: GROUP,
+            until: 1,
+        };
+        broker.sessions[0].add_pull(vec![source], None);
         let now = broker.at(10);
         let moved = broker.sessions[0].stream_pulls(&mut broker.topics, now);
         assert_eq!(moved, [(TOPIC, GROUP)], "the group is past 0");
