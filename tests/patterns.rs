@@ -154,7 +154,10 @@ fn a_refused_binary_subscription_subscribes_nothing_and_the_connection_goes_on()
     let broker = start_broker(&config());
     let addr = broker.local_addr();
     let mut subscriber = Raw::connect(addr);
-    subscriber.send(&group_subscribe_request("g", r#"["orders.eu","orders.>.eu"]"#));
+    subscriber.send(&group_subscribe_request(
+        "g",
+        r#"["orders.eu","orders.>.eu"]"#,
+    ));
     subscriber.expect_error(
         "invalid pattern \"orders.>.eu\": '>' may only be the last token (orders.> is valid)",
     );

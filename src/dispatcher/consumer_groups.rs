@@ -18,6 +18,7 @@
 //!
 //! Calls: `dead_letters.rs` (`send_to_dead_letters`).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -130,11 +131,8 @@ impl Dispatcher {
             return Ok(());
         };
         let answers = session.take_group_answers();
-        let mut to_pump: Vec<(TopicId, usize)> = session
-            .memberships()
-            .iter()
-            .map(|m| (m.topic, m.group))
-            .collect();
+        let mut to_pump: BTreeSet<(TopicId, usize)> =
+            session.memberships().map(|m| (m.topic, m.group)).collect();
         for answer in answers {
             let group = &mut self.topics[answer.topic].groups[answer.group];
             let max = self.policy.max_deliveries;
@@ -162,9 +160,7 @@ impl Dispatcher {
                     self.send_to_dead_letters(&given_up, now)?;
                 }
             }
-            if !to_pump.contains(&(answer.topic, answer.group)) {
-                to_pump.push((answer.topic, answer.group));
-            }
+            to_pump.insert((answer.topic, answer.group));
         }
         for (id, index) in to_pump {
             self.pump_group(id, index, now);

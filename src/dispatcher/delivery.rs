@@ -68,11 +68,8 @@ impl Dispatcher {
                 self.agenda.write_later(id, topic);
             }
             session.pump(&self.topics, now);
-            let groups: Vec<(TopicId, usize)> = session
-                .memberships()
-                .iter()
-                .map(|m| (m.topic, m.group))
-                .collect();
+            let groups: Vec<(TopicId, usize)> =
+                session.memberships().map(|m| (m.topic, m.group)).collect();
             self.register_or_forget(conn, now);
             for (id, index) in groups {
                 self.pump_group(id, index, now);

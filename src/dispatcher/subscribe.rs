@@ -252,7 +252,6 @@ impl Dispatcher {
             .collect();
         let places: Vec<(TopicId, usize)> = session
             .memberships()
-            .iter()
             .filter(|m| {
                 let group = &*topics[m.topic].groups[m.group].name;
                 !m.by_name

@@ -36,7 +36,8 @@
 //! the session asks the writer to report its next write (see `writer.rs`).
 //! While a pull streams, the subscriptions wait: its `+END` comes first.
 
-use std::collections::VecDeque;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -115,8 +116,10 @@ pub struct Session {
     /// they get a turn: round-robin, one message per turn.
     ready: VecDeque<TopicId>,
     in_flight: InFlight,
-    /// The consumer groups the session is a member of.
-    memberships: Vec<Membership>,
+    /// The consumer groups the session is a member of, by topic and group
+    /// index: a pattern may make thousands, each looked up by every
+    /// message the group gives out.
+    memberships: BTreeMap<(TopicId, usize), Membership>,
     pulls: Pulls,
     /// Set once the client has closed its side (or quit) while pulls were
     /// unfinished: they go on streaming, and the session ends when they
@@ -137,7 +140,7 @@ impl Session {
             subscriptions: IdMap::default(),
             ready: VecDeque::new(),
             in_flight: InFlight::new(id, policy, now),
-            memberships: Vec::new(),
+            memberships: BTreeMap::new(),
             pulls: Pulls::default(),
             closing: None,
             held: false,
@@ -330,23 +333,23 @@ impl Session {
         ack: AckMode,
         by_name: bool,
     ) -> bool {
-        let known = self
-            .memberships
-            .iter()
-            .position(|m| m.topic == topic && m.group == group);
-        match known {
-            Some(_) if !by_name => return false,
-            Some(index) => _ = self.memberships.remove(index),
-            None => {}
-        }
         let membership = Membership {
             topic,
             group,
             ack,
             by_name,
         };
-        self.memberships.push(membership);
-        known.is_none()
+        match self.memberships.entry((topic, group)) {
+            Entry::Occupied(_) if !by_name => false,
+            Entry::Occupied(mut known) => {
+                known.insert(membership);
+                false
+            }
+            Entry::Vacant(place) => {
+                place.insert(membership);
+                true
+            }
+        }
     }
 
     /// Leaves the group `group` of `topic`, joined for a pattern. Messages
@@ -354,22 +357,28 @@ impl Session {
     pub fn leave_group(&mut self, topic: TopicId, group: usize, topics: &[Topic]) {
         self.in_flight
             .give_back_to_groups(topic, Some(group), topics);
-        self.memberships
-            .retain(|m| !(m.topic == topic && m.group == group));
+        self.memberships.remove(&(topic, group));
     }
 
     /// Leaves every group of `topic`; returns the groups left. Messages
     /// of theirs that the session has yet to answer go back to them.
     pub fn leave_groups_of(&mut self, topic: TopicId, topics: &[Topic]) -> Vec<usize> {
         self.in_flight.give_back_to_groups(topic, None, topics);
-        let left = self.memberships.iter().filter(|m| m.topic == topic);
-        let left: Vec<usize> = left.map(|m| m.group).collect();
-        self.memberships.retain(|m| m.topic != topic);
+        let of_topic = (topic, 0)..(topic + 1, 0);
+        let left: Vec<usize> = self
+            .memberships
+            .range(of_topic)
+            .map(|(_, m)| m.group)
+            .collect();
+        for &group in &left {
+            self.memberships.remove(&(topic, group));
+        }
         left
     }
 
-    pub fn memberships(&self) -> &[Membership] {
-        &self.memberships
+    /// The session's places in groups, in the order of their topics.
+    pub fn memberships(&self) -> impl Iterator<Item = &Membership> + '_ {
+        self.memberships.values()
     }
 
     /// Whether the session has room for one more message of the group
@@ -380,11 +389,7 @@ impl Session {
         if !self.pulls.is_empty() || self.held {
             return false;
         }
-        let membership = self
-            .memberships
-            .iter()
-            .find(|m| m.topic == topic && m.group == group);
-        match membership.map(|m| m.ack) {
+        match self.memberships.get(&(topic, group)).map(|m| m.ack) {
             Some(AckMode::Manual) => self.in_flight.has_room(),
             Some(AckMode::OnWrite) => self.outbox.has_write_room(),
             None => false,
@@ -405,10 +410,8 @@ impl Session {
         now: Instant,
     ) -> bool {
         let (id, topic) = topic;
-        let manual = self
-            .memberships
-            .iter()
-            .any(|m| m.topic == id && m.group == group && m.ack == AckMode::Manual);
+        let membership = self.memberships.get(&(id, group));
+        let manual = membership.is_some_and(|m| m.ack == AckMode::Manual);
         if !manual {
             let group = Some(group);
             self.outbox
