@@ -135,7 +135,7 @@ fn write_line(out: &mut Vec<u8>, text: fmt::Arguments<'_>) {
 const HELP: &str = "\
 +HELP brook line protocol. Commands are case-insensitive; a topic is a word or a \"quoted string\".
 +  A topic name may not have a token (between dots) that is just * or >: those are for patterns.
-+  SUB and UNSUB (no group) take patterns: orders.* is every orders.<one token>, orders.> every orders.<more>.
++  SUB, UNSUB and PULL take patterns: orders.* is every orders.<one token>, orders.> every orders.<more>.
 +  PUB <topic> <text>                 publish the rest of the line; replies +OK <offset>
 +  PUBN <topic> <nbytes>              publish the next nbytes raw bytes (then a newline); +OK <offset>
 +  SUB <topic> [beginning|current|from <offset>] [manual] [group <name>]
@@ -145,7 +145,7 @@ const HELP: &str = "\
 +  UNSUB <topic>                      stop a subscription, and leave the topic's groups
 +  ACK / NACK                         answer the oldest delivery of a manual subscription
 +  PULL <topic> [max] [group <name>]  take what the group (default: default) has not given out; +END <count>
-+  TOPICS                             list the topics with their offsets
++  TOPICS                             list the topics and the patterns followed
 +  STATS                              counters for the broker and each topic
 +  PING                               replies +PONG
 +  HELP                               this list
