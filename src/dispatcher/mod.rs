@@ -156,8 +156,7 @@ use crate::store::{Store, StoreError};
 use crate::syncer::Syncer;
 use crate::wire::reply::Reply;
 use crate::wire::request::{Decoded, Request};
-use agenda::{Agenda, Publisher};
-use pattern_rounds::{PatternJobs, TooManyDeferred};
+use agenda::{Agenda, Publisher, TooManyDeferred};
 use patterns::PatternSubscriptions;
 use topic::Topic;
 
@@ -212,9 +211,6 @@ pub struct Dispatcher {
     /// The connections' pattern subscriptions, matched against each new
     /// topic.
     patterns: PatternSubscriptions,
-    /// Requests naming patterns whose topics are still being looked for,
-    /// a slice a round.
-    pattern_jobs: PatternJobs,
     agenda: Agenda,
     /// Forces each round's writes to disk and then posts its frames.
     syncer: Syncer,
@@ -300,7 +296,6 @@ impl Dispatcher {
             last_published: None,
             sessions: IdMap::default(),
             patterns: PatternSubscriptions::default(),
-            pattern_jobs: PatternJobs::default(),
             agenda: Agenda::default(),
             syncer,
             next_age_check,
@@ -421,7 +416,7 @@ impl Dispatcher {
         hangup: Option<&Arc<Hangup>>,
         now: Instant,
     ) -> Result<(), StoreError> {
-        match self.pattern_jobs.defer(conn, request, hangup) {
+        match self.agenda.pattern_jobs.defer(conn, request, hangup) {
             Ok(Some(request)) => self.request(conn, request, hangup, now),
             Ok(None) => Ok(()),
             Err(TooManyDeferred) => {

@@ -18,13 +18,15 @@
 //! A pull is not recorded: it takes from the topics that existed when it
 //! was asked for.
 //!
-//! Until the last slice, the connection's session holds back every
-//! delivery ([`Session::hold`](super::session::Session::hold)), and the
-//! requests the connection sends after the pattern's wait in the job
-//! ([`PatternJobs::defer`]): the status (`+OK`, Subscribed) is sent when
-//! the last slice is done, then what the subscription delivers, then the
-//! answers to those later requests, in the order they were asked, as for
-//! any other request. An `UNSUB` sent in the middle is one of them, so it
+//! The jobs wait in the [`Agenda`](super::agenda::Agenda), with the rest
+//! of what a round puts off. Until the last slice, the connection's
+//! session holds back every delivery
+//! ([`Session::hold`](super::session::Session::hold)), and the requests
+//! the connection sends after the pattern's wait in the job
+//! ([`PatternJobs::defer`](super::agenda::PatternJobs::defer)): the
+//! status (`+OK`, Subscribed) is sent when the last slice is done, and
+//! then, as after any subscribe, the deliveries and the answers to those
+//! later requests, each in its order. An `UNSUB` sent in the middle is one of them, so it
 //! undoes the whole subscription once it is made. A connection that
 //! closes in the middle has its job dropped (`closing.rs`), and what the
 //! slices made, cursors and group places, ends with its session.
@@ -39,114 +41,24 @@
 //! `consumer_groups.rs` (`settle_groups`), `logs.rs` (`write_now`),
 //! `delivery.rs` (`reply`, `serve`), `mod.rs` (`carry_out`).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::agenda::{JobKind, PatternJob};
 use super::patterns::Followed;
-use super::session::pulls::PullSource;
 use super::Dispatcher;
-use crate::ids::{ConnId, TopicId};
+use crate::ids::ConnId;
 use crate::pattern::Pattern;
 use crate::queue::Hangup;
-use crate::reader::MAX_UNREAD_REPLIES;
 use crate::store::StoreError;
 use crate::wire::reply::{OverLimit, Reply};
-use crate::wire::request::{AckMode, Decoded, StartAt};
+use crate::wire::request::Decoded;
 
 /// How many topics one slice of a pattern's work looks at. Matching a
 /// name and making a cursor or a group place take well under a
 /// microsecond each, so a slice adds at most a millisecond or so to a
 /// round; 100,000 topics take 100 rounds.
 pub(super) const TOPICS_PER_SLICE: usize = 1024;
-
-/// How many requests may wait behind an unfinished pattern subscription
-/// before the connection is closed: a client that pipelines more than
-/// this without waiting for the `+OK` costs no more memory than one that
-/// does not read its replies (see `reader.rs`).
-const MAX_DEFERRED_REQUESTS: usize = MAX_UNREAD_REPLIES;
-
-/// What a request naming patterns does with each matching topic.
-#[derive(Debug)]
-pub(super) enum JobKind {
-    /// A cursor in it (`group: None`), or a place in the group of that
-    /// name, starting at `start` where the cursor or the group is new.
-    Subscribe {
-        start: StartAt,
-        ack: AckMode,
-        group: Option<Arc<str>>,
-    },
-    /// A `PULL` of up to `max` messages, from `group` of each topic:
-    /// `sources` collects them.
-    Pull {
-        group: Arc<str>,
-        max: Option<u64>,
-        sources: Vec<PullSource>,
-    },
-}
-
-/// A subscribe, group join or pull whose patterns are still being matched
-/// against the topics, a slice at a time.
-#[derive(Debug)]
-pub(super) struct PatternJob {
-    conn: ConnId,
-    patterns: Vec<Pattern>,
-    /// The patterns of a subscription that the connection did not follow
-    /// before it: those it forgets if the subscription fails midway.
-    added: Vec<Pattern>,
-    pub(super) kind: JobKind,
-    /// The next topic to look at.
-    next: TopicId,
-    /// The number of topics when the job started: later ones are the
-    /// pattern record's (`patterns.rs`).
-    end: TopicId,
-    /// The requests the connection sent after this one, each with its
-    /// reader's hang-up, to carry out once the job is done.
-    deferred: Vec<(Decoded, Option<Arc<Hangup>>)>,
-}
-
-/// The unfinished pattern jobs, the oldest first; at most one per
-/// connection, since a connection's later requests wait behind its job.
-#[derive(Debug, Default)]
-pub(super) struct PatternJobs {
-    jobs: VecDeque<PatternJob>,
-}
-
-impl PatternJobs {
-    /// Whether any job is unfinished: the round loop must not wait.
-    pub(super) fn is_empty(&self) -> bool {
-        self.jobs.is_empty()
-    }
-
-    /// Keeps `request` for after `conn`'s unfinished job, if it has one;
-    /// otherwise hands it back, to be carried out now. Returns `Err` when
-    /// the connection sent too many while it waited: it must be closed.
-    pub(super) fn defer(
-        &mut self,
-        conn: ConnId,
-        request: Decoded,
-        hangup: Option<&Arc<Hangup>>,
-    ) -> Result<Option<Decoded>, TooManyDeferred> {
-        let Some(job) = self.jobs.iter_mut().find(|job| job.conn == conn) else {
-            return Ok(Some(request));
-        };
-        if job.deferred.len() >= MAX_DEFERRED_REQUESTS {
-            return Err(TooManyDeferred);
-        }
-        job.deferred.push((request, hangup.cloned()));
-        Ok(None)
-    }
-
-    /// Drops the job of a connection that closed.
-    pub(super) fn cancel(&mut self, conn: ConnId) {
-        self.jobs.retain(|job| job.conn != conn);
-    }
-}
-
-/// A connection sent more than [`MAX_DEFERRED_REQUESTS`] requests behind
-/// an unfinished pattern subscription.
-#[derive(Debug)]
-pub(super) struct TooManyDeferred;
 
 impl Dispatcher {
     /// Starts the work of a request whose exact names are done already:
@@ -193,7 +105,7 @@ impl Dispatcher {
 
     /// The round's pattern step: the oldest unfinished job does one slice.
     pub(super) fn continue_pattern_jobs(&mut self, now: Instant) -> Result<(), StoreError> {
-        match self.pattern_jobs.jobs.pop_front() {
+        match self.agenda.pattern_jobs.jobs.pop_front() {
             Some(job) => self.run_slice(job, now),
             None => Ok(()),
         }
@@ -219,7 +131,7 @@ impl Dispatcher {
             if let Some(session) = self.sessions.get_mut(&job.conn) {
                 session.hold();
             }
-            self.pattern_jobs.jobs.push_back(job);
+            self.agenda.pattern_jobs.jobs.push_back(job);
             return Ok(());
         }
         self.finish(job, now)

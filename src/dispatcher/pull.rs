@@ -23,7 +23,7 @@
 
 use std::time::Instant;
 
-use super::pattern_rounds::JobKind;
+use super::agenda::JobKind;
 use super::Dispatcher;
 use crate::ids::ConnId;
 use crate::store::StoreError;

@@ -31,7 +31,7 @@
 use std::fmt;
 use std::time::Instant;
 
-use super::pattern_rounds::JobKind;
+use super::agenda::JobKind;
 use super::session::pulls::PullSource;
 use super::topic::Topic;
 use super::topic_table::Unavailable;

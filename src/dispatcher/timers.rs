@@ -24,7 +24,7 @@ impl Dispatcher {
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let wakeup = self.agenda.wakeups.peek().map(|Reverse((when, _))| *when);
         let linger = self.agenda.lingering.front().map(|(deadline, _)| *deadline);
-        let pattern_work = (!self.pattern_jobs.is_empty()).then(Instant::now);
+        let pattern_work = (!self.agenda.pattern_jobs.is_empty()).then(Instant::now);
         [wakeup, linger, self.next_age_check, pattern_work]
             .into_iter()
             .flatten()
