@@ -19,8 +19,8 @@ use std::time::Instant;
 use brook::config::{Config, Storage};
 use common::broker::{config, start_broker};
 use common::frames::{
-    error_reply, from_u16, publish_frame, subscribe_request, unsubscribe_request, ACK, BEGINNING,
-    CURRENT, PUBLISH, SUBSCRIBED, UNSUBSCRIBED,
+    error_reply, from_u16, group_subscribe_request, publish_frame, subscribe_request,
+    unsubscribe_request, ACK, BEGINNING, CURRENT, PUBLISH, SUBSCRIBED, UNSUBSCRIBED,
 };
 use common::line::Line;
 use common::raw::{raw_subscriber, Raw};
@@ -49,20 +49,6 @@ fn topics(addr: SocketAddr) -> Vec<String> {
     let mut client = Line::connect(addr);
     client.send("TOPICS\n");
     client.read_until_end()
-}
-
-/// A binary action 7 (subscribe in a consumer group): the group's name,
-/// then a Subscribe's fields.
-fn group_subscribe_request(group: &str, json: &str) -> Vec<u8> {
-    let subscribe = subscribe_request(json, &BEGINNING);
-    let group_len = u16::try_from(group.len()).unwrap();
-    [
-        &[0, 7][..],
-        &group_len.to_be_bytes(),
-        group.as_bytes(),
-        &subscribe[2..],
-    ]
-    .concat()
 }
 
 #[test]
