@@ -9,7 +9,8 @@
 //! topic's group was; a pattern over 20,000 topics is answered, and a
 //! bystander pair is served throughout; a connection that closes or
 //! unsubscribes while its pattern's topics are still being matched leaves
-//! nothing behind. Nothing sleeps: each wait is a read with a deadline.
+//! nothing behind; a matching topic with no room for one more group
+//! refuses the pattern, and what it had joined is left again. Nothing sleeps: each wait is a read with a deadline.
 
 mod common;
 
@@ -471,4 +472,38 @@ fn topics_lists_each_pattern_followed_with_its_subscribers_and_groups() {
         ]
     );
     assert_eq!(client.stat("pattern_subscriptions"), 5);
+}
+
+#[test]
+fn a_matching_topic_with_no_room_for_the_group_refuses_the_pattern_and_undoes_it() {
+    let broker = start_broker(&Config {
+        max_groups_per_topic: 1,
+        ..config()
+    });
+    let addr = broker.local_addr();
+    let mut publisher = Line::connect(addr);
+    publish(
+        &mut publisher,
+        &[("orders.aa", 0, "a"), ("orders.eu", 0, "e")],
+    );
+    let mut holder = Line::connect(addr);
+    assert_eq!(holder.ask("SUB orders.eu group full"), "+OK");
+    let refused = "-ERR too many groups: a topic holds --max-groups-per-topic 1";
+    let mut member = Line::connect(addr);
+    assert_eq!(member.ask("SUB orders.* manual group b"), refused);
+    assert_eq!(member.ask("PULL orders.* group b"), refused);
+    // orders.aa's group b, joined before orders.eu refused, is left again,
+    // and the pattern is not followed: a new topic gets no group b.
+    assert!(group_stat(&mut publisher, "orders.aa", "b").contains("members=0"));
+    assert_eq!(member.stat("pattern_subscriptions"), 0);
+    publish(&mut publisher, &[("orders.us", 0, "u")]);
+    publisher.send("STATS\n");
+    let stats = publisher.read_until_end();
+    assert!(
+        !stats
+            .iter()
+            .any(|line| line.starts_with("+STAT group orders.us")),
+        "{stats:#?}"
+    );
+    member.expect_silence(QUIET);
 }

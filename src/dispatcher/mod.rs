@@ -361,7 +361,7 @@ impl Dispatcher {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => stopping = true,
             }
-            self.continue_pattern_jobs(now)?;
+            self.continue_pattern_jobs(stopping, now)?;
             self.fire_wakeups(now);
             self.settle_answers(now)?;
             self.close_lingering(now);

@@ -35,7 +35,7 @@
 //! topics is answered at once, as an exact name is) and in the round's
 //! pattern step (`continue_pattern_jobs`), one job per round, the oldest
 //! first; the round loop does not wait for a command while a job is left
-//! (`timers.rs`).
+//! (`timers.rs`). The last round before a stop finishes every job.
 //!
 //! Calls: `subscribe.rs` (`follow_topic`, `leave_uncovered`),
 //! `consumer_groups.rs` (`settle_groups`), `logs.rs` (`write_now`),
@@ -104,11 +104,21 @@ impl Dispatcher {
     }
 
     /// The round's pattern step: the oldest unfinished job does one slice.
-    pub(super) fn continue_pattern_jobs(&mut self, now: Instant) -> Result<(), StoreError> {
-        match self.agenda.pattern_jobs.jobs.pop_front() {
-            Some(job) => self.run_slice(job, now),
-            None => Ok(()),
+    /// In the last round before a stop, every job is finished instead, so
+    /// that every request taken is carried out, as the stop promises (see
+    /// `reader.rs`'s `Gate`).
+    pub(super) fn continue_pattern_jobs(
+        &mut self,
+        stopping: bool,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        while let Some(job) = self.agenda.pattern_jobs.jobs.pop_front() {
+            self.run_slice(job, now)?;
+            if !stopping {
+                break;
+            }
         }
+        Ok(())
     }
 
     /// Looks at the next [`TOPICS_PER_SLICE`] topics of `job`, then
