@@ -10,7 +10,8 @@
 //! bystander pair is served throughout; a connection that closes or
 //! unsubscribes while its pattern's topics are still being matched leaves
 //! nothing behind; a matching topic with no room for one more group
-//! refuses the pattern, and what it had joined is left again. Nothing sleeps: each wait is a read with a deadline.
+//! refuses the pattern, and what it had joined is left again. Nothing
+//! sleeps: each wait is a read with a deadline.
 
 mod common;
 
