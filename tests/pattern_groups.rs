@@ -10,8 +10,9 @@
 //! bystander pair is served throughout; a connection that closes or
 //! unsubscribes while its pattern's topics are still being matched leaves
 //! nothing behind; a matching topic with no room for one more group
-//! refuses the pattern, and what it had joined is left again. Nothing
-//! sleeps: each wait is a read with a deadline.
+//! refuses the pattern, and what it had joined is left again; a group
+//! message that found a member's window full goes out once its other
+//! subscription frees room. Nothing sleeps: each wait is a read with a deadline.
 
 mod common;
 
@@ -507,4 +508,21 @@ fn a_matching_topic_with_no_room_for_the_group_refuses_the_pattern_and_undoes_it
         "{stats:#?}"
     );
     member.expect_silence(QUIET);
+}
+
+#[test]
+fn a_pattern_groups_message_waits_for_room_the_members_other_subscription_frees() {
+    let broker = start_broker(&Config {
+        max_inflight: 1,
+        ..config()
+    });
+    let addr = broker.local_addr();
+    let mut member = Line::connect(addr);
+    assert_eq!(member.ask("SUB other manual"), "+OK");
+    assert_eq!(member.ask("SUB orders.* manual group g"), "+OK");
+    let mut publisher = Line::connect(addr);
+    // The fan-out message fills the window of one; the group's waits.
+    publish(&mut publisher, &[("other", 0, "x"), ("orders.eu", 0, "y")]);
+    assert_eq!(read_acked(&mut member, 1), seen(&[("other", 0, "x")]));
+    assert_eq!(read_acked(&mut member, 1), seen(&[("orders.eu", 0, "y")]));
 }

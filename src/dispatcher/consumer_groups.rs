@@ -18,7 +18,6 @@
 //!
 //! Calls: `dead_letters.rs` (`send_to_dead_letters`).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -92,8 +91,18 @@ impl Dispatcher {
                         self.groups_moved(id);
                         continue;
                     }
-                    // Offered again once fetched, or once there is room.
-                    Next::Later | Next::NoRoom | Next::Empty => return,
+                    // Offered again once there is room: each member
+                    // notes the group, to give to once it has some.
+                    Next::NoRoom => {
+                        for &member in topic.groups[index].members() {
+                            if let Some(session) = self.sessions.get_mut(&member) {
+                                session.wait_for_room(id, index);
+                            }
+                        }
+                        return;
+                    }
+                    // Offered again once fetched, or once there is more.
+                    Next::Later | Next::Empty => return,
                 };
             let Some(session) = self.sessions.get_mut(&conn) else {
                 return;
@@ -104,6 +113,21 @@ impl Dispatcher {
             if done {
                 self.group_done(id, index, offset);
             }
+        }
+    }
+
+    /// Gives out what each group `conn` is a member of has for it: once,
+    /// when it joins groups, or stops holding their messages back. After
+    /// that, only the groups that wait for its room give to it when it has
+    /// some.
+    pub(super) fn pump_groups_of(&mut self, conn: ConnId, now: Instant) {
+        let Some(session) = self.sessions.get(&conn) else {
+            return;
+        };
+        let groups: Vec<(TopicId, usize)> =
+            session.memberships().map(|m| (m.topic, m.group)).collect();
+        for (id, index) in groups {
+            self.pump_group(id, index, now);
         }
     }
 
@@ -124,15 +148,16 @@ impl Dispatcher {
 
     /// Tells the groups what became of the messages they gave `conn`, and
     /// gives out what is owed: what came back, and what the room the
-    /// answers freed allows. A message delivered `--max-deliveries` times
-    /// goes to the dead-letter topic.
+    /// answers freed allows, to the groups that were waiting for room
+    /// ([`Session::wait_for_room`](super::session::Session::wait_for_room)).
+    /// A message delivered `--max-deliveries` times goes to the dead-letter
+    /// topic.
     pub(super) fn settle_groups(&mut self, conn: ConnId, now: Instant) -> Result<(), StoreError> {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return Ok(());
         };
         let answers = session.take_group_answers();
-        let mut to_pump: BTreeSet<(TopicId, usize)> =
-            session.memberships().map(|m| (m.topic, m.group)).collect();
+        let mut to_pump = session.take_groups_waiting();
         for answer in answers {
             let group = &mut self.topics[answer.topic].groups[answer.group];
             let max = self.policy.max_deliveries;

@@ -38,7 +38,8 @@
 //! (`timers.rs`). The last round before a stop finishes every job.
 //!
 //! Calls: `subscribe.rs` (`follow_topic`, `leave_uncovered`),
-//! `consumer_groups.rs` (`settle_groups`), `logs.rs` (`write_now`),
+//! `consumer_groups.rs` (`pump_groups_of`, `settle_groups`), `logs.rs`
+//! (`write_now`),
 //! `delivery.rs` (`reply`, `serve`), `mod.rs` (`carry_out`).
 
 use std::sync::Arc;
@@ -162,7 +163,7 @@ impl Dispatcher {
                 session.pump(&self.topics, now);
                 self.agenda.register(conn, session);
                 if group.is_some() {
-                    self.settle_groups(conn, now)?;
+                    self.pump_groups_of(conn, now);
                 }
             }
             JobKind::Pull { max, sources, .. } => {
@@ -195,6 +196,7 @@ impl Dispatcher {
             session.release();
             session.pump(&self.topics, now);
         }
+        self.pump_groups_of(conn, now);
         self.reply(conn, Reply::OverLimit(limit));
         self.carry_out_deferred(conn, job.deferred, now)
     }

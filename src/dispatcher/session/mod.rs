@@ -37,7 +37,7 @@
 //! While a pull streams, the subscriptions wait: its `+END` comes first.
 
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -120,6 +120,12 @@ pub struct Session {
     /// index: a pattern may make thousands, each looked up by every
     /// message the group gives out.
     memberships: BTreeMap<(TopicId, usize), Membership>,
+    /// The groups of its memberships that had a message to give out but
+    /// found no member with room: they are given to again once this
+    /// session has room (`Dispatcher::serve`, `settle_groups`), rather
+    /// than every group it is a member of, which a pattern can make
+    /// thousands.
+    groups_waiting: BTreeSet<(TopicId, usize)>,
     pulls: Pulls,
     /// Set once the client has closed its side (or quit) while pulls were
     /// unfinished: they go on streaming, and the session ends when they
@@ -141,6 +147,7 @@ impl Session {
             ready: VecDeque::new(),
             in_flight: InFlight::new(id, policy, now),
             memberships: BTreeMap::new(),
+            groups_waiting: BTreeSet::new(),
             pulls: Pulls::default(),
             closing: None,
             held: false,
@@ -311,6 +318,7 @@ impl Session {
         self.ready.clear();
         self.in_flight.let_go_all(topics);
         self.memberships.clear();
+        self.groups_waiting.clear();
         self.closing = Some(now + self.policy.linger);
     }
 
@@ -379,6 +387,19 @@ impl Session {
     /// The session's places in groups, in the order of their topics.
     pub fn memberships(&self) -> impl Iterator<Item = &Membership> + '_ {
         self.memberships.values()
+    }
+
+    /// Notes that the group `group` of `topic`, one of the session's,
+    /// found no member with room for its next message.
+    pub fn wait_for_room(&mut self, topic: TopicId, group: usize) {
+        if self.memberships.contains_key(&(topic, group)) {
+            self.groups_waiting.insert((topic, group));
+        }
+    }
+
+    /// The groups noted by [`Session::wait_for_room`] since the last call.
+    pub fn take_groups_waiting(&mut self) -> BTreeSet<(TopicId, usize)> {
+        std::mem::take(&mut self.groups_waiting)
     }
 
     /// Whether the session has room for one more message of the group
