@@ -12,7 +12,8 @@
 //! nothing behind; a matching topic with no room for one more group
 //! refuses the pattern, and what it had joined is left again; a group
 //! message that found a member's window full goes out once its other
-//! subscription frees room. Nothing sleeps: each wait is a read with a deadline.
+//! subscription frees room; a pull of a pattern over many topics reaches
+//! a client that closed right after asking. Nothing sleeps: each wait is a read with a deadline.
 
 mod common;
 
@@ -327,6 +328,9 @@ fn after_a_restart_on_disk_a_pattern_group_goes_on_where_each_topic_was() {
     let mut fresh = Line::connect(broker.local_addr());
     assert_eq!(fresh.ask("SUB orders.* beginning manual group h"), "+OK");
     assert_eq!(read_acked(&mut fresh, 5), both(seen(&before), seen(&after)));
+    // Closed first: a client whose last ACK is still on its way when the
+    // stop begins, and that does not close, holds the stop for the linger.
+    drop((member, fresh, publisher));
     broker.shutdown();
 }
 
@@ -525,4 +529,17 @@ fn a_pattern_groups_message_waits_for_room_the_members_other_subscription_frees(
     publish(&mut publisher, &[("other", 0, "x"), ("orders.eu", 0, "y")]);
     assert_eq!(read_acked(&mut member, 1), seen(&[("other", 0, "x")]));
     assert_eq!(read_acked(&mut member, 1), seen(&[("orders.eu", 0, "y")]));
+}
+
+#[test]
+fn a_pull_of_a_pattern_over_many_topics_is_served_to_a_client_that_closed_after_asking() {
+    let broker = broker_with_many_topics();
+    let mut line = Line::connect(broker.local_addr());
+    line.send("PULL t.> 5\n");
+    line.close_write();
+    let (msgs, count) = line.read_pull();
+    assert_eq!((msgs.len(), count), (5, 5));
+    let topics: BTreeSet<String> = msgs.into_iter().map(|msg| msg.topic).collect();
+    assert_eq!(topics.len(), 5, "one message from each of five topics");
+    line.expect_eof();
 }

@@ -239,9 +239,17 @@ impl PatternJobs {
         Ok(None)
     }
 
-    /// Drops the job of a connection that closed.
+    /// Drops the job of a connection that closed, and the requests behind
+    /// it; but a pull goes on, since a client may close right after asking
+    /// for one and still read it (see `session/pulls.rs`).
     pub(super) fn cancel(&mut self, conn: ConnId) {
-        self.jobs.retain(|job| job.conn != conn);
+        self.jobs.retain_mut(|job| {
+            if job.conn != conn {
+                return true;
+            }
+            job.deferred.clear();
+            matches!(job.kind, JobKind::Pull { .. })
+        });
     }
 }
 

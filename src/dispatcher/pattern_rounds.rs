@@ -28,8 +28,10 @@
 //! then, as after any subscribe, the deliveries and the answers to those
 //! later requests, each in its order. An `UNSUB` sent in the middle is one of them, so it
 //! undoes the whole subscription once it is made. A connection that
-//! closes in the middle has its job dropped (`closing.rs`), and what the
-//! slices made, cursors and group places, ends with its session.
+//! closes in the middle has its subscription's job dropped (`closing.rs`),
+//! and what the slices made, cursors and group places, ends with its
+//! session; a pull's job goes on, and the session with it, as for any
+//! pull its client closed right after asking for.
 //!
 //! A slice runs as the request is taken (so a pattern that matches few
 //! topics is answered at once, as an exact name is) and in the round's

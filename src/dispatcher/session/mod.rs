@@ -322,11 +322,13 @@ impl Session {
         self.closing = Some(now + self.policy.linger);
     }
 
-    /// Whether a closed session is done: its pulls have ended, or made no
-    /// progress for the linger.
+    /// Whether a closed session is done: its pulls have ended (and no pull
+    /// of a pattern is still looking for its topics, which holds the
+    /// session), or made no progress for the linger.
     pub fn is_done(&self, now: Instant) -> bool {
+        let pulling = !self.pulls.is_empty() || self.held;
         self.closing
-            .is_some_and(|deadline| self.pulls.is_empty() || now >= deadline)
+            .is_some_and(|deadline| !pulling || now >= deadline)
     }
 
     /// Joins the consumer group `group` of `topic` (see `group.rs`), as
