@@ -183,10 +183,14 @@ impl Dispatcher {
         }
         for (conn, group, ack) in self.patterns.matching(&self.topics[id].name) {
             let start = StartAt::Beginning;
-            let mut kind = JobKind::Subscribe { start, ack, group };
+            let mut kind = JobKind::Subscribe {
+                start,
+                ack,
+                group: group.clone(),
+            };
             if let Err(limit) = self.follow_topic(conn, id, &mut kind) {
                 log::warn!(
-                    "conn {conn}: no place in {kind:?} of new topic {:?}: {limit}",
+                    "conn {conn}: new topic {:?} left out of group {group:?} on a pattern: {limit}",
                     self.topics[id].name
                 );
             }
