@@ -117,13 +117,12 @@ impl Dispatcher {
         start: StartAt,
         ack: AckMode,
         by_name: bool,
-    ) -> usize {
+    ) {
         let index = self.group_index(id, group, start, conn);
         if let Some(session) = self.sessions.get_mut(&conn) {
             session.join_group(id, index, ack, by_name);
             self.topics[id].groups[index].join(conn);
         }
-        index
     }
 
     /// What a subscription or pull naming a pattern does with one topic

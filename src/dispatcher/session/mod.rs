@@ -334,15 +334,8 @@ impl Session {
     /// Joins the consumer group `group` of `topic` (see `group.rs`), as
     /// the client named it (`by_name`) or for a pattern that matches it.
     /// For a pattern, a place the session has already is left as it is,
-    /// as [`Session::subscribe_by_pattern`] leaves a cursor. Returns
-    /// whether the place is new.
-    pub fn join_group(
-        &mut self,
-        topic: TopicId,
-        group: usize,
-        ack: AckMode,
-        by_name: bool,
-    ) -> bool {
+    /// as [`Session::subscribe_by_pattern`] leaves a cursor.
+    pub fn join_group(&mut self, topic: TopicId, group: usize, ack: AckMode, by_name: bool) {
         let membership = Membership {
             topic,
             group,
@@ -350,15 +343,9 @@ impl Session {
             by_name,
         };
         match self.memberships.entry((topic, group)) {
-            Entry::Occupied(_) if !by_name => false,
-            Entry::Occupied(mut known) => {
-                known.insert(membership);
-                false
-            }
-            Entry::Vacant(place) => {
-                place.insert(membership);
-                true
-            }
+            Entry::Occupied(_) if !by_name => {}
+            Entry::Occupied(mut known) => _ = known.insert(membership),
+            Entry::Vacant(place) => _ = place.insert(membership),
         }
     }
 
