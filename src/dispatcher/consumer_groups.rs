@@ -116,21 +116,6 @@ impl Dispatcher {
         }
     }
 
-    /// Gives out what each group `conn` is a member of has for it: once,
-    /// when it joins groups, or stops holding their messages back. After
-    /// that, only the groups that wait for its room give to it when it has
-    /// some.
-    pub(super) fn pump_groups_of(&mut self, conn: ConnId, now: Instant) {
-        let Some(session) = self.sessions.get(&conn) else {
-            return;
-        };
-        let groups: Vec<(TopicId, usize)> =
-            session.memberships().map(|m| (m.topic, m.group)).collect();
-        for (id, index) in groups {
-            self.pump_group(id, index, now);
-        }
-    }
-
     /// A group has finished with a message: acked, written, or given up. Its
     /// position is saved with the round.
     fn group_done(&mut self, id: TopicId, index: usize, offset: Offset) {

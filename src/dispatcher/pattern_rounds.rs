@@ -40,8 +40,7 @@
 //! (`timers.rs`). The last round before a stop finishes every job.
 //!
 //! Calls: `subscribe.rs` (`follow_topic`, `leave_uncovered`),
-//! `consumer_groups.rs` (`pump_groups_of`, `settle_groups`), `logs.rs`
-//! (`write_now`),
+//! `consumer_groups.rs` (`settle_groups`), `logs.rs` (`write_now`),
 //! `delivery.rs` (`reply`, `serve`), `mod.rs` (`carry_out`).
 
 use std::sync::Arc;
@@ -165,7 +164,7 @@ impl Dispatcher {
                 session.pump(&self.topics, now);
                 self.agenda.register(conn, session);
                 if group.is_some() {
-                    self.pump_groups_of(conn, now);
+                    self.settle_groups(conn, now)?;
                 }
             }
             JobKind::Pull { max, sources, .. } => {
@@ -192,14 +191,14 @@ impl Dispatcher {
                 self.patterns.remove_in(conn, pattern, group.as_deref());
             }
             self.leave_uncovered(conn, &job.added);
-            self.settle_groups(conn, now)?;
         }
         if let Some(session) = self.sessions.get_mut(&conn) {
+            session.reply(Reply::OverLimit(limit));
             session.release();
             session.pump(&self.topics, now);
+            self.agenda.register(conn, session);
         }
-        self.pump_groups_of(conn, now);
-        self.reply(conn, Reply::OverLimit(limit));
+        self.settle_groups(conn, now)?;
         self.carry_out_deferred(conn, job.deferred, now)
     }
 

@@ -108,7 +108,10 @@ impl Dispatcher {
     /// Joins `conn` to the group `group` of the topic `id`, creating the
     /// group (at `start`) where it is new, as the client named the topic
     /// (`by_name`) or for a pattern. A place the connection has already is
-    /// kept.
+    /// kept. A group with messages to give out waits for the session's
+    /// room ([`Session::wait_for_room`](super::session::Session::wait_for_room)),
+    /// given once the subscription is answered: so a pattern that joins
+    /// thousands of groups gives to those with messages, not to all.
     fn join_group_of(
         &mut self,
         conn: ConnId,
@@ -120,8 +123,12 @@ impl Dispatcher {
     ) {
         let index = self.group_index(id, group, start, conn);
         if let Some(session) = self.sessions.get_mut(&conn) {
+            let topic = &mut self.topics[id];
             session.join_group(id, index, ack, by_name);
-            self.topics[id].groups[index].join(conn);
+            topic.groups[index].join(conn);
+            if topic.groups[index].has_work(topic.log.end()) {
+                session.wait_for_room(id, index);
+            }
         }
     }
 
