@@ -159,13 +159,13 @@ impl Dispatcher {
         };
         session.release();
         match job.kind {
-            JobKind::Subscribe { group, .. } => {
+            JobKind::Subscribe { .. } => {
                 session.reply(Reply::Subscribed);
                 session.pump(&self.topics, now);
                 self.agenda.register(conn, session);
-                if group.is_some() {
-                    self.settle_groups(conn, now)?;
-                }
+                // The groups it joined, and any of its groups that found it
+                // held, give to it now.
+                self.settle_groups(conn, now)?;
             }
             JobKind::Pull { max, sources, .. } => {
                 session.add_pull(sources, max);
