@@ -147,6 +147,35 @@ fn each_action_is_checked_against_the_users_topics_and_the_connection_stays_usab
 }
 
 #[test]
+fn a_pull_that_names_a_group_needs_the_group_permission_too() {
+    let users = format!(
+        "user alice\n{}  publish jobs\n  group jobs\nuser eve\n{}  subscribe jobs\n",
+        password_line("alice-secret"),
+        password_line("eve-secret"),
+    );
+    let (broker, _file) = auth_broker(&users);
+    let mut bystander = Bystander::new(broker.local_addr());
+    let mut alice = logged_in(&broker, "alice", "alice-secret");
+    assert_eq!(alice.ask("PUB jobs m0"), "+OK 0");
+    assert_eq!(alice.ask("PUB jobs m1"), "+OK 1");
+    let denied = |action: &str| format!("-ERR permission denied: {action} jobs");
+
+    // eve may read jobs, but not take from its group workers either way.
+    let mut eve = logged_in(&broker, "eve", "eve-secret");
+    assert_eq!(eve.ask("SUB jobs group workers"), denied("group"));
+    assert_eq!(eve.ask("PULL jobs 10 group workers"), denied("group"));
+    // alice may join the group, but a pull reads: it needs subscribe.
+    assert_eq!(alice.ask("PULL jobs 10 group workers"), denied("subscribe"));
+    // A plain PULL takes from the group default, which needs subscribe only.
+    eve.send("PULL jobs 10\n");
+    let (msgs, count) = eve.read_pull();
+    assert_eq!(count, 2);
+    assert_eq!(msgs[0].payload, b"m0");
+    assert_eq!(eve.ask("PING"), "+PONG");
+    bystander.check();
+}
+
+#[test]
 fn a_binary_client_logs_in_with_action_8_or_gets_the_anonymous_permissions() {
     let (broker, _file) = auth_broker(&users_text());
     let mut bystander = Bystander::new(broker.local_addr());

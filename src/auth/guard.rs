@@ -238,15 +238,28 @@ impl Checks {
                 let denied = topics.iter().find(|topic| !self.decide(action, topic));
                 denied.map(|topic| (action, topic.as_str())).map(denial)
             }
-            Request::Pull { topic, .. } => {
-                (!self.decide(Action::Subscribe, topic)).then(|| denial((Action::Subscribe, topic)))
-            }
+            Request::Pull { topic, group, .. } => self.may_pull(topic, group.is_some()),
             _ => None,
         };
         match denied {
             Some(refusal) => Err(refusal),
             None => Ok(request),
         }
+    }
+
+    /// Why a `PULL` of `topic` is refused, if it is. It reads, so it needs
+    /// subscribe; one that names a group takes from the same group as
+    /// `SUB ... group` (`dispatcher/pull.rs`), so it needs group as well,
+    /// or a user refused the group could drain it by pulling. A plain
+    /// `PULL` takes from the group `default`, which every user's plain
+    /// pulls share.
+    fn may_pull(&mut self, topic: &str, names_group: bool) -> Option<Refusal> {
+        let needed: &[Action] = match names_group {
+            true => &[Action::Subscribe, Action::Group],
+            false => &[Action::Subscribe],
+        };
+        let refused = needed.iter().find(|&&action| !self.decide(action, topic));
+        refused.map(|&action| denial((action, topic)))
     }
 
     /// Why a publish to `topic` is refused, if it is: for a publisher

@@ -23,7 +23,8 @@ use crate::pattern::{PatternError, Subject};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     Publish,
-    /// Subscribe, replay from an offset, or `PULL`.
+    /// Subscribe, replay from an offset, or `PULL` (one naming a group
+    /// needs [`Action::Group`] as well).
     Subscribe,
     /// Join a consumer group on the topic.
     Group,
