@@ -364,7 +364,8 @@ impl Reader {
             .stream
             .peer_addr()
             .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-        Guard::new(self.context.access.as_ref(), self.id, address, speaks)
+        let access = self.context.access.as_ref();
+        Guard::new(access, self.id, address, speaks, &self.hangup)
     }
 
     /// Sends requests to the dispatcher, attaching a writer first if any of

@@ -422,43 +422,108 @@ fn hash_password_prints_a_line_the_auth_file_takes() {
     assert_eq!(carol.ask("SUB anything.at.all"), "+OK");
 }
 
-#[test]
-fn sighup_reloads_the_auth_file_for_open_connections_and_a_bad_one_is_kept_out() {
-    let auth = AuthFile::new(&users_text());
+/// The real binary with `auth`'s file, which a SIGHUP reloads.
+fn auth_process(auth: &AuthFile) -> BrookProcess {
     let mut command = Command::new(env!("CARGO_BIN_EXE_brook"));
     command.args(["--addr", "127.0.0.1:0", "--in-memory", "--auth-file"]);
     command.arg(auth.path());
-    let brook = BrookProcess::start(command, WAIT).unwrap_or_else(|e| panic!("{e}"));
+    BrookProcess::start(command, WAIT).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn sighup_reloads_the_auth_file_closing_changed_users_and_a_bad_one_is_kept_out() {
+    let auth = AuthFile::new(&users_text());
+    let brook = auth_process(&auth);
     let mut alice = logged_in_at(brook.addr, "alice", "alice-secret");
     assert_eq!(alice.ask("PUB orders.eu before"), "+OK 0");
     let mut bob = logged_in_at(brook.addr, "bob", "bob-secret");
     assert_eq!(bob.ask("PING"), "+PONG");
 
-    // alice loses orders.>, carol arrives.
+    // alice loses orders.>, bob is gone, carol arrives: the connections of
+    // alice and bob are closed, and alice logs in again under her new rules.
     auth.write(&format!(
         "user alice\n{}  publish jobs\nuser carol\n{}  publish orders.>\n",
         password_line("alice-secret"),
         password_line("carol-secret")
     ));
     brook.signal("HUP");
-    brook.wait_for_log("SIGHUP: auth file reloaded, 2 users", WAIT);
+    brook.wait_for_log(
+        "SIGHUP: auth file reloaded, 2 users; closed 2 connections",
+        WAIT,
+    );
+    alice.expect_eof();
+    bob.expect_eof();
+    let mut alice = logged_in_at(brook.addr, "alice", "alice-secret");
     assert_eq!(
         alice.ask("PUB orders.eu after"),
         "-ERR permission denied: publish orders.eu"
     );
     assert_eq!(alice.ask("PUB jobs after"), "+OK 0");
-    // bob is gone from the file: his connection is logged out.
-    assert_eq!(bob.ask("PING"), AUTH_REQUIRED);
+    let mut bob = Line::connect(brook.addr);
+    assert_eq!(bob.ask("AUTH bob bob-secret"), "-ERR invalid credentials");
     let mut carol = logged_in_at(brook.addr, "carol", "carol-secret");
     assert_eq!(carol.ask("PUB orders.eu carol"), "+OK 1");
 
-    // A file with a mistake changes nothing.
+    // A file with a mistake changes nothing, and closes nothing.
     auth.write("user alice\n  password nope\n");
     brook.signal("HUP");
     brook.wait_for_log("keeping the users loaded before", WAIT);
     assert!(brook.stderr().contains("line 2"), "{}", brook.stderr());
     assert_eq!(alice.ask("PUB jobs still"), "+OK 1");
     logged_in_at(brook.addr, "carol", "carol-secret");
+}
+
+#[test]
+fn a_reload_that_removes_a_subscriber_stops_its_deliveries() {
+    let (alice, bob, carol) = (
+        password_line("alice-secret"),
+        password_line("bob-secret"),
+        password_line("carol-secret"),
+    );
+    let unchanged =
+        format!("user alice\n{alice}  publish audit\nuser carol\n{carol}  subscribe audit\n");
+    let auth = AuthFile::new(&format!(
+        "{unchanged}user bob\n{bob}  subscribe audit\n  group audit\n"
+    ));
+    let brook = auth_process(&auth);
+    let mut publisher = logged_in_at(brook.addr, "alice", "alice-secret");
+    let mut carol = logged_in_at(brook.addr, "carol", "carol-secret");
+    assert_eq!(carol.ask("SUB audit"), "+OK");
+    let mut bob = logged_in_at(brook.addr, "bob", "bob-secret");
+    assert_eq!(bob.ask("SUB audit"), "+OK");
+    let mut bob_in_group = Subscriber::connect(brook.addr).unwrap();
+    bob_in_group
+        .login(&Login::new("bob", "bob-secret"))
+        .unwrap();
+    bob_in_group
+        .subscribe_group(&["audit"], "auditors", StartAt::Current)
+        .unwrap();
+    assert_eq!(publisher.ask("PUB audit before"), "+OK 0");
+    carol.expect_msg("audit", 0, b"before");
+    bob.expect_msg("audit", 0, b"before");
+    expect_next_ack(&mut bob_in_group, "audit", b"before");
+
+    auth.write(&unchanged);
+    brook.signal("HUP");
+    brook.wait_for_log(
+        "SIGHUP: auth file reloaded, 2 users; closed 2 connections",
+        WAIT,
+    );
+    assert_eq!(publisher.ask("PUB audit secret-after-reload"), "+OK 1");
+    carol.expect_msg("audit", 1, b"secret-after-reload");
+    bob.expect_eof();
+    let after = bob_in_group.recv_timeout(WAIT);
+    assert!(after.is_err(), "bob's group member got {after:?}");
+    publisher.send("STATS\n");
+    let users: Vec<String> = publisher
+        .read_until_end()
+        .into_iter()
+        .filter(|line| line.starts_with("+STAT connection "))
+        .collect();
+    assert!(
+        users.iter().all(|line| !line.ends_with("user=bob")),
+        "{users:?}"
+    );
 }
 
 fn logged_in_at(addr: std::net::SocketAddr, user: &str, password: &str) -> Line {

@@ -4,12 +4,18 @@
 //! turns of the password checks (`hashing.rs`).
 //!
 //! A reload swaps in a whole new [`Users`] and bumps a generation number.
-//! Each connection's guard (`guard.rs`) keeps the `Users` it logged in
-//! with and the decisions it has made; before using them it compares the
-//! generation, one atomic load, and looks its user up again if it moved.
-//! So a reload applies to connections already open, and costs them
-//! nothing until it happens.
+//! Then it closes every connection logged in as a user the new file no
+//! longer lists, or lists with another password or other permissions
+//! (`logins.rs`): what such a connection subscribed to or joined under
+//! the old rights must not go on delivering. Each connection's guard
+//! (`guard.rs`) keeps the `Users` it logged in with and the decisions it
+//! has made; before using them it compares the generation, one atomic
+//! load, and does the same check itself if it moved, for a login that
+//! was being checked against the old users while the reload ran. So a
+//! reload applies to connections already open, and costs them nothing
+//! until it happens.
 
+use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +40,25 @@ pub struct AuthSettings {
     pub anonymous_binary: Permissions,
     /// `--auth-failure-delay`: the wait after a first failed login.
     pub failure_delay: Duration,
+}
+
+/// What a reload did, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reloaded {
+    /// How many users the file lists now.
+    pub users: usize,
+    /// How many connections it closed, their user removed or changed.
+    pub closed: usize,
+}
+
+impl fmt::Display for Reloaded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} users; closed {} connections whose user was removed or changed",
+            self.users, self.closed
+        )
+    }
 }
 
 /// The state every reader shares. See the module docs.
@@ -68,14 +93,18 @@ impl Access {
         })
     }
 
-    /// Reads the auth file again. A bad file leaves the users as they were,
-    /// and the error says why.
-    pub fn reload(&self) -> Result<usize, AuthFileError> {
-        let users = Users::load(&self.settings.file)?;
-        let count = users.count();
-        *self.users.write() = Arc::new(users);
+    /// Reads the auth file again, and closes the connections of users it
+    /// removed or changed. A bad file leaves the users as they were, and
+    /// the error says why.
+    pub fn reload(&self) -> Result<Reloaded, AuthFileError> {
+        let users = Arc::new(Users::load(&self.settings.file)?);
+        let before = std::mem::replace(&mut *self.users.write(), users.clone());
         self.generation.fetch_add(1, Ordering::Release);
-        Ok(count)
+        let closed = self.logins.revoke(|name| users.keeps(&before, name));
+        Ok(Reloaded {
+            users: users.count(),
+            closed,
+        })
     }
 
     /// The users now, and their generation.

@@ -14,7 +14,8 @@
 //! a small map, and a publisher sending to the same topic again is
 //! recognised by its shared name (`LastTopic` in `wire/request.rs`), one
 //! pointer comparison per message. A reload of the auth file
-//! (`access.rs`) empties the map.
+//! (`access.rs`) empties the map, and ends the connection if its user was
+//! removed or changed.
 //!
 //! A refused request becomes a [`Refusal`], which the dispatcher answers
 //! like any other (`-ERR permission denied: publish orders`, or an Error
@@ -28,6 +29,7 @@ use super::access::Access;
 use super::permissions::{Action, Permissions};
 use super::users::Users;
 use crate::ids::ConnId;
+use crate::queue::Hangup;
 use crate::wire::line::{encode_topic, AUTH_USAGE};
 use crate::wire::request::{Credentials, Decoded, Refusal, Request};
 
@@ -59,12 +61,14 @@ pub(crate) enum Speaks {
 
 impl Guard {
     /// The guard of connection `conn` from `address`, which speaks
-    /// `speaks`; open if `access` is `None` (no `--auth-file`).
+    /// `speaks` and is closed by `hangup`; open if `access` is `None` (no
+    /// `--auth-file`).
     pub fn new(
         access: Option<&Arc<Access>>,
         conn: ConnId,
         address: IpAddr,
         speaks: Speaks,
+        hangup: &Arc<Hangup>,
     ) -> Guard {
         let Some(access) = access else {
             return Guard::Open;
@@ -75,6 +79,7 @@ impl Guard {
             conn,
             address,
             speaks,
+            hangup: hangup.clone(),
             user: None,
             users,
             generation,
@@ -104,6 +109,8 @@ const NO_AUTH_FILE: &str =
     "authentication is not enabled: this broker was started without --auth-file";
 const AUTH_REQUIRED: &str = "authentication required: send AUTH <user> <password> first";
 const INVALID_CREDENTIALS: &str = "invalid credentials";
+const RIGHTS_CHANGED: &str =
+    "logged out: the auth file no longer gives this user the same rights; connect and log in again";
 
 /// A guard with an auth file to check against.
 #[derive(Debug)]
@@ -114,6 +121,9 @@ pub(crate) struct Checks {
     /// address.
     address: IpAddr,
     speaks: Speaks,
+    /// Kept with the login, for a reload to close the connection
+    /// (`logins.rs`).
+    hangup: Arc<Hangup>,
     /// The user logged in, if any.
     user: Option<Arc<str>>,
     /// The users as of `generation`.
@@ -132,9 +142,7 @@ pub(crate) struct Checks {
 
 impl Checks {
     fn admit(&mut self, request: Decoded) -> Decoded {
-        if !self.access.is_current(self.generation) {
-            self.reloaded();
-        }
+        self.reloaded()?;
         match request {
             Ok(Request::Auth(credentials)) => self.login(&credentials),
             Ok(Request::Quit) => Ok(Request::Quit),
@@ -152,22 +160,28 @@ impl Checks {
         self.last_publish = None;
     }
 
-    /// After a reload: the decisions are made again, and a user the file
-    /// no longer lists is logged out.
-    fn reloaded(&mut self) {
+    /// If the auth file was reloaded since the guard last looked: the
+    /// decisions are made again, and a connection whose user the file
+    /// removed or changed ends, as the reload ends those it finds in
+    /// `Logins` (`access.rs`). This catches one that logged in against
+    /// the old users while the reload ran.
+    fn reloaded(&mut self) -> Result<(), Refusal> {
+        if self.access.is_current(self.generation) {
+            return Ok(());
+        }
+        let before = Arc::clone(&self.users);
         self.forget_decisions();
-        let removed = self
+        let revoked = self
             .user
             .as_ref()
-            .filter(|name| self.users.get(name).is_none());
-        if let Some(name) = removed {
-            log::debug!(
-                "conn {}: user {name:?} is gone from the auth file",
-                self.conn
-            );
+            .filter(|name| !self.users.keeps(&before, name));
+        if let Some(name) = revoked {
+            let log = format!("the auth file changed user {name:?}'s rights");
             self.access.logins().ended(self.conn);
             self.user = None;
+            return Err(Refusal::new(RIGHTS_CHANGED.into(), true, log.into()));
         }
+        Ok(())
     }
 
     fn clear_decisions(&mut self) {
@@ -181,7 +195,10 @@ impl Checks {
         match self.access.login(&self.users, user, credentials.password()) {
             Some(user) => {
                 let name: Arc<str> = user.name.as_str().into();
-                self.access.logins().logged_in(self.conn, name.clone());
+                let hangup = self.hangup.clone();
+                self.access
+                    .logins()
+                    .logged_in(self.conn, name.clone(), hangup);
                 self.user = Some(name);
                 self.access.succeed(self.address);
                 log::debug!("conn {}: logged in as {:?}", self.conn, credentials.user);

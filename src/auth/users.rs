@@ -132,7 +132,7 @@ impl fmt::Display for PasswordHash {
 }
 
 /// One user of the auth file.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub name: String,
     password: PasswordHash,
@@ -183,6 +183,13 @@ impl Users {
     /// reload.
     pub fn get(&self, name: &str) -> Option<&User> {
         self.by_name.get(name)
+    }
+
+    /// Whether user `name` of `before` is here too, with the same password
+    /// and permissions: if not, a reload closes their connections.
+    pub fn keeps(&self, before: &Users, name: &str) -> bool {
+        self.get(name)
+            .is_some_and(|now| before.get(name) == Some(now))
     }
 }
 
