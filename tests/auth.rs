@@ -11,6 +11,7 @@
 mod common;
 
 use std::io::Write;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::thread;
 
@@ -39,20 +40,32 @@ fn users_text() -> String {
     )
 }
 
-/// A broker whose auth file holds `users`, and whose binary clients may
-/// use the bystander's topics (and `public.>`) without logging in; and the
-/// file, which the broker reads only as it starts.
+/// A broker on loopback whose auth file holds `users`, and whose binary
+/// clients may use the bystander's topics (and `public.>`) without logging
+/// in; and the file, which the broker reads only as it starts. Failed
+/// logins wait 1 µs, doubling up to 32 µs, so that thousands of guesses
+/// from one address take little time.
 fn auth_broker(users: &str) -> (Broker, AuthFile) {
+    auth_broker_at("127.0.0.1:0", "1us", users)
+}
+
+/// [`auth_broker`] listening on `addr`, with `--auth-failure-delay
+/// failure_delay`.
+fn auth_broker_at(addr: &str, failure_delay: &str, users: &str) -> (Broker, AuthFile) {
     let file = AuthFile::new(users);
-    let broker = start_broker(&config_with_flags(&[
+    let flags = config_with_flags(&[
         "--auth-file",
         file.path().to_str().unwrap(),
         "--allow-anonymous-binary",
         "bystander,public.>",
         "--auth-failure-delay",
-        "100us",
-    ]));
-    (broker, file)
+        failure_delay,
+    ]);
+    let config = Config {
+        addr: addr.into(),
+        ..flags
+    };
+    (start_broker(&config), file)
 }
 
 /// A line client logged in as `user`.
@@ -302,6 +315,38 @@ fn a_thousand_wrong_passwords_slow_only_the_guesser() {
 }
 
 #[test]
+fn a_guessers_delay_holds_back_only_its_own_address_one_guess_at_a_time() {
+    // Dual stack: the guessers come from ::1, everyone else from 127.0.0.1.
+    let (broker, _file) = auth_broker_at("[::]:0", "1s", &users_text());
+    let port = broker.local_addr().port();
+    let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+    let mut bystander = Bystander::new(v4);
+    let mut reader = logged_in_at(v4, "alice", "alice-secret");
+    assert_eq!(reader.ask("SUB orders.>"), "+OK");
+
+    let mut guesser = Line::connect(v6);
+    guesser.send("AUTH alice wrong\n");
+    let patience = WAIT * 2;
+    let mut second_guesser = Line::connect_with_patience(v6, patience);
+    second_guesser.send("AUTH alice wrong-again\n");
+    // While the guesses wait out their delay (a second, then two), a fresh
+    // login from another address and the clients already in are served.
+    let mut fresh = logged_in_at(v4, "alice", "alice-secret");
+    assert_eq!(fresh.ask("PUB orders.eu while-guessing"), "+OK 0");
+    reader.expect_msg("orders.eu", 0, b"while-guessing");
+    bystander.check();
+    guesser.expect_nothing_yet();
+    second_guesser.expect_nothing_yet();
+    // From one address, one guess at a time: the second connection's guess
+    // waits for the first's, and then for the delay it earned.
+    assert_eq!(guesser.read_line(), "-ERR invalid credentials");
+    second_guesser.expect_nothing_yet();
+    assert_eq!(second_guesser.read_line(), "-ERR invalid credentials");
+    bystander.check();
+}
+
+#[test]
 fn stats_lists_each_logged_in_connection_with_its_user() {
     let (broker, _file) = auth_broker(&users_text());
     let mut alice = logged_in(&broker, "alice", "alice-secret");
@@ -526,7 +571,7 @@ fn a_reload_that_removes_a_subscriber_stops_its_deliveries() {
     );
 }
 
-fn logged_in_at(addr: std::net::SocketAddr, user: &str, password: &str) -> Line {
+fn logged_in_at(addr: SocketAddr, user: &str, password: &str) -> Line {
     let mut client = Line::connect(addr);
     assert_eq!(client.ask(&format!("AUTH {user} {password}")), "+OK");
     client

@@ -20,7 +20,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::RwLock;
 
@@ -126,24 +126,27 @@ impl Access {
         &self.settings.anonymous_binary
     }
 
-    /// The user of `users` called `name`, if `password` is theirs, once
-    /// it is this check's turn (`hashing.rs`).
+    /// The user of `users` called `name`, if `password` is theirs. The
+    /// check waits for its turn among the logins from `address`
+    /// (`delays.rs`), then for a turn to hash (`hashing.rs`); a failure
+    /// waits out the delay it earns before it returns, on the calling
+    /// reader thread only, having given both turns back.
     pub(super) fn login<'a>(
         &self,
         users: &'a Users,
+        address: IpAddr,
         name: &str,
         password: &str,
     ) -> Option<&'a User> {
-        self.hashing.run(|| users.login(name, password))
-    }
-
-    /// Counts a failed login from `address` and waits the delay it earns,
-    /// on the calling reader thread only.
-    pub(super) fn fail(&self, address: IpAddr) {
-        std::thread::sleep(self.delays.failed(address, Instant::now()));
-    }
-
-    pub(super) fn succeed(&self, address: IpAddr) {
-        self.delays.succeeded(address);
+        let turn = self.delays.turn(address);
+        let user = self.hashing.run(|| users.login(name, password));
+        if user.is_some() {
+            turn.succeeded();
+            return user;
+        }
+        let delay = turn.failed();
+        drop(turn);
+        std::thread::sleep(delay);
+        None
     }
 }

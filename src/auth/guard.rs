@@ -192,7 +192,8 @@ impl Checks {
     fn login(&mut self, credentials: &Credentials) -> Decoded {
         self.forget_decisions();
         let user = credentials.user.as_str();
-        match self.access.login(&self.users, user, credentials.password()) {
+        let password = credentials.password();
+        match self.access.login(&self.users, self.address, user, password) {
             Some(user) => {
                 let name: Arc<str> = user.name.as_str().into();
                 let hangup = self.hangup.clone();
@@ -200,18 +201,14 @@ impl Checks {
                     .logins()
                     .logged_in(self.conn, name.clone(), hangup);
                 self.user = Some(name);
-                self.access.succeed(self.address);
                 log::debug!("conn {}: logged in as {:?}", self.conn, credentials.user);
                 Ok(Request::Authenticated)
             }
-            None => {
-                self.access.fail(self.address);
-                Err(Refusal::new(
-                    INVALID_CREDENTIALS.into(),
-                    false,
-                    format!("failed login as {:?}", credentials.user).into(),
-                ))
-            }
+            None => Err(Refusal::new(
+                INVALID_CREDENTIALS.into(),
+                false,
+                format!("failed login as {:?}", credentials.user).into(),
+            )),
         }
     }
 
