@@ -514,7 +514,8 @@ const FLAGS: &[Flag] = &[
     Flag {
         name: "--handshake-timeout",
         value: "DURATION",
-        help: "close a new connection that sends nothing for this long [default: 30s]",
+        help: "close a new connection that sends nothing (or, with --auth-file, a line client \
+               that has not logged in) for this long [default: 30s]",
         expected: "a duration above zero, such as 30s",
         set: |config, value| parse_positive_duration(value).map(|v| config.handshake_timeout = v),
     },

@@ -14,6 +14,7 @@ use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::thread;
+use std::time::Duration;
 
 use brook::client::{ClientError, Login, Publisher, Subscriber};
 use brook::config::Config;
@@ -113,6 +114,45 @@ fn a_line_client_logs_in_first_and_three_requests_before_that_close_it() {
     let mut quitter = Line::connect(broker.local_addr());
     assert_eq!(quitter.ask("QUIT"), "+BYE");
     bystander.check();
+}
+
+#[test]
+fn before_a_login_a_pubn_payload_is_skipped_and_the_login_has_a_deadline() {
+    let file = AuthFile::new(&users_text());
+    let config = Config {
+        handshake_timeout: Duration::from_secs(1),
+        ..auth_config(&file)
+    };
+    let broker = start_broker(&config);
+    let addr = broker.local_addr();
+    let mut early = logged_in_at(addr, "alice", "alice-secret");
+
+    // The refusal comes after the header, before the payload has all come:
+    // it is skipped as it arrives, not buffered to be refused.
+    let mut client = Line::connect(addr);
+    client.send("PUBN orders.eu 1000000\n");
+    client.send([b'x'; 1000]);
+    assert_eq!(client.read_line(), AUTH_REQUIRED);
+    client.send([b'\n'; 999_000]);
+    // AUTH and what follows it, pipelined in one write, PUBN among them.
+    client.send("\nAUTH alice alice-secret\nPUB orders.eu one\nPUBN orders.eu 3\nabc\nPING\n");
+    assert_eq!(client.read_line(), "+OK");
+    assert_eq!(client.read_line(), "+OK 0");
+    assert_eq!(client.read_line(), "+OK 1");
+    assert_eq!(client.read_line(), "+PONG");
+
+    // A line client that has not logged in by --handshake-timeout is told
+    // so and closed; one that logged in before stays.
+    let mut idle = Line::connect(addr);
+    assert_eq!(idle.ask("PING"), AUTH_REQUIRED);
+    assert_eq!(
+        idle.read_line(),
+        "-ERR authentication required: it did not log in within --handshake-timeout \
+         (1s) of connecting, closing"
+    );
+    idle.expect_eof();
+    assert_eq!(early.ask("PING"), "+PONG");
+    assert_eq!(client.ask("PING"), "+PONG");
 }
 
 #[test]

@@ -30,7 +30,7 @@ use super::permissions::{Action, Permissions};
 use super::users::Users;
 use crate::ids::ConnId;
 use crate::queue::Hangup;
-use crate::wire::line::{encode_topic, AUTH_USAGE};
+use crate::wire::line::{encode_topic, AUTH_REQUIRED, AUTH_USAGE};
 use crate::wire::request::{Credentials, Decoded, Refusal, Request};
 
 /// How many line-protocol requests before a login are refused before the
@@ -103,11 +103,19 @@ impl Guard {
             (Guard::Checking(checks), request) => checks.admit(request),
         }
     }
+
+    /// Whether the connection must log in before it may do anything: a
+    /// line client with an auth file, until its first good `AUTH`.
+    pub fn awaits_login(&self) -> bool {
+        match self {
+            Guard::Open => false,
+            Guard::Checking(checks) => checks.permissions().is_none(),
+        }
+    }
 }
 
 const NO_AUTH_FILE: &str =
     "authentication is not enabled: this broker was started without --auth-file";
-const AUTH_REQUIRED: &str = "authentication required: send AUTH <user> <password> first";
 const INVALID_CREDENTIALS: &str = "invalid credentials";
 const RIGHTS_CHANGED: &str =
     "logged out: the auth file no longer gives this user the same rights; connect and log in again";
