@@ -17,6 +17,7 @@
 
 use std::fmt;
 
+use crate::ids::DEAD_LETTER_SUFFIX;
 use crate::pattern::{PatternError, Subject};
 
 /// The three things a client can do to a topic.
@@ -47,9 +48,6 @@ impl fmt::Display for Action {
         })
     }
 }
-
-/// The suffix of a dead-letter topic (`dispatcher/dead_letters.rs`).
-const DEAD_LETTER_SUFFIX: &str = ".dlq";
 
 /// One allowed name or pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
