@@ -75,6 +75,8 @@ fn logged_in(broker: &Broker, user: &str, password: &str) -> Line {
 }
 
 const AUTH_REQUIRED: &str = "-ERR authentication required: send AUTH <user> <password> first";
+const AUTH_USAGE: &str =
+    "-ERR usage: AUTH <user> <password>, quoted if it has a space: AUTH alice \"my secret\"";
 
 #[test]
 fn a_line_client_logs_in_first_and_three_requests_before_that_close_it() {
@@ -89,10 +91,7 @@ fn a_line_client_logs_in_first_and_three_requests_before_that_close_it() {
 
     let mut client = Line::connect(broker.local_addr());
     assert_eq!(client.ask("PUB orders.eu sneaky"), AUTH_REQUIRED);
-    assert_eq!(
-        client.ask("AUTH alice my secret"),
-        "-ERR usage: AUTH <user> <password>, quoted if it has a space: AUTH alice \"my secret\""
-    );
+    assert_eq!(client.ask("AUTH alice my secret"), AUTH_USAGE);
     assert_eq!(client.ask("AUTH alice wrong"), "-ERR invalid credentials");
     assert_eq!(
         client.ask("AUTH nobody alice-secret"),
@@ -111,7 +110,9 @@ fn a_line_client_logs_in_first_and_three_requests_before_that_close_it() {
     );
     assert_eq!(client.ask("QUIT"), "+BYE");
 
+    // A quoting mistake in AUTH gets AUTH's usage, not a generic error.
     let mut quitter = Line::connect(broker.local_addr());
+    assert_eq!(quitter.ask("AUTH alice \"my secret"), AUTH_USAGE);
     assert_eq!(quitter.ask("QUIT"), "+BYE");
     bystander.check();
 }

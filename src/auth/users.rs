@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 use super::pbkdf2::pbkdf2;
 use super::permissions::{Permissions, Rule};
 use super::sha256::{from_hex, to_hex};
+use crate::pattern::PatternError;
 
 /// How `brook hash-password` and the tests' hashes start.
 const SCHEME: &str = "pbkdf2-sha256";
@@ -273,7 +274,7 @@ fn parse(text: &str) -> Result<Users, (usize, Problem)> {
             other => return Err((number, Problem::UnknownKeyword(other.to_owned()))),
         };
         for word in words {
-            let rule = Rule::parse(word).map_err(|e| (number, Problem::BadRule(e.to_string())))?;
+            let rule = Rule::parse(word).map_err(|e| (number, Problem::BadRule(e)))?;
             rules.push(rule);
         }
     }
@@ -312,12 +313,12 @@ pub struct AuthFileError {
     pub path: PathBuf,
     /// The line (from 1), or 0 if the file could not be read at all.
     pub line: usize,
-    pub problem: Problem,
+    pub(crate) problem: Problem,
 }
 
 /// What is wrong with a line of the auth file.
 #[derive(Debug)]
-pub enum Problem {
+pub(crate) enum Problem {
     Unreadable(io::Error),
     /// A `user` line without exactly one name.
     UserLine,
@@ -327,7 +328,7 @@ pub enum Problem {
     SecondPassword,
     BadHash,
     UnknownKeyword(String),
-    BadRule(String),
+    BadRule(PatternError),
     /// A block (starting at the error's line) with no `password`.
     NoPassword(String),
 }
@@ -335,12 +336,21 @@ pub enum Problem {
 impl fmt::Display for AuthFileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let path = self.path.display();
-        if let Problem::Unreadable(error) = &self.problem {
-            return write!(f, "cannot read the auth file {path}: {error} (--auth-file)");
-        }
-        write!(f, "auth file {path}, line {}: ", self.line)?;
         match &self.problem {
-            Problem::Unreadable(_) => Ok(()),
+            Problem::Unreadable(error) => {
+                write!(f, "cannot read the auth file {path}: {error} (--auth-file)")
+            }
+            problem => write!(f, "auth file {path}, line {}: {problem}", self.line),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    /// What is wrong with the line; an unreadable file has no line, and
+    /// [`AuthFileError`] says it whole.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Unreadable(error) => write!(f, "{error}"),
             Problem::UserLine => f.write_str("write 'user NAME', one name without spaces"),
             Problem::DuplicateUser(name) => write!(f, "user {name} is listed twice"),
             Problem::OutsideUser => f.write_str("start each block with 'user NAME'"),
@@ -356,7 +366,7 @@ impl fmt::Display for AuthFileError {
                 f,
                 "unknown keyword '{word}': expected user, password, publish, subscribe or group"
             ),
-            Problem::BadRule(reason) => f.write_str(reason),
+            Problem::BadRule(error) => write!(f, "{error}"),
             Problem::NoPassword(name) => write!(f, "user {name} has no 'password' line"),
         }
     }

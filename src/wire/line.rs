@@ -62,7 +62,8 @@ pub(crate) enum LineError {
     MissingByteCount,
     MissingOffset,
     MissingGroup,
-    /// `AUTH` without a user and a password, or with more words.
+    /// `AUTH` without a user and a password, with more words, or with a
+    /// quoted word that is not closed or not valid.
     AuthUsage,
     /// A `PUBN` before the login an `--auth-file` asks for: its payload
     /// is skipped, never buffered.
@@ -393,8 +394,9 @@ impl LineDecoder {
             words.end()?;
             Request::Pull { topic, max, group }
         } else if is("AUTH") {
-            let user = words.next()?.ok_or(LineError::AuthUsage)?;
-            let password = words.next()?.ok_or(LineError::AuthUsage)?;
+            // Any mistake in AUTH, a bad quote among them, gets its usage.
+            let mut word = || words.next().ok().flatten().ok_or(LineError::AuthUsage);
+            let (user, password) = (word()?, word()?);
             words.end().map_err(|_| LineError::AuthUsage)?;
             Request::Auth(Credentials::new(user.into_owned(), password.into_owned()))
         } else {
