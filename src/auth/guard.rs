@@ -105,11 +105,12 @@ impl Guard {
     }
 
     /// Whether the connection must log in before it may do anything: a
-    /// line client with an auth file, until its first good `AUTH`.
+    /// line client with an auth file, until its first good `AUTH`. Asked
+    /// before each request is decoded, so it looks up nothing.
     pub fn awaits_login(&self) -> bool {
         match self {
             Guard::Open => false,
-            Guard::Checking(checks) => checks.permissions().is_none(),
+            Guard::Checking(checks) => checks.speaks == Speaks::Line && checks.user.is_none(),
         }
     }
 }
