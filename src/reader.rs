@@ -384,7 +384,13 @@ impl Reader {
         };
         let mut answered = 0;
         while answered < ANSWERED_PER_COMMAND {
-            decoder.await_login(self.guard.awaits_login());
+            let awaits_login = self.guard.awaits_login();
+            if awaits_login && Instant::now() >= self.deadline {
+                // Past the deadline: stop here, and `serve` closes the
+                // connection, however many failed AUTHs it has queued.
+                break;
+            }
+            decoder.await_login(awaits_login);
             let (used, decoded) = decoder.decode(self.buffer.unread());
             self.buffer.consume(used);
             let Some(request) = decoded else {

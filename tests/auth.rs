@@ -148,14 +148,28 @@ fn before_a_login_a_pubn_payload_is_skipped_and_the_login_has_a_deadline() {
 
     // A line client that has not logged in by --handshake-timeout is told
     // so and closed; one that logged in before stays.
+    // So is one that keeps failing: its guesses queued past the deadline
+    // (a tenth of a second after the first failure, doubling to 3.2 s)
+    // are not tried.
+    let not_logged_in = "-ERR authentication required: it did not log in within \
+                         --handshake-timeout (1s) of connecting, closing";
     let mut idle = Line::connect(addr);
-    assert_eq!(idle.ask("PING"), AUTH_REQUIRED);
-    assert_eq!(
-        idle.read_line(),
-        "-ERR authentication required: it did not log in within --handshake-timeout \
-         (1s) of connecting, closing"
+    let mut guesser = Line::connect(addr);
+    guesser.send(
+        (0..10)
+            .map(|n| format!("AUTH alice guess{n}\n"))
+            .collect::<String>(),
     );
+    assert_eq!(idle.ask("PING"), AUTH_REQUIRED);
+    assert_eq!(idle.read_line(), not_logged_in);
     idle.expect_eof();
+    let (mut failed, mut answer) = (0, guesser.read_line());
+    while answer == "-ERR invalid credentials" {
+        (failed, answer) = (failed + 1, guesser.read_line());
+    }
+    assert_eq!(answer, not_logged_in);
+    assert!(failed < 10, "all ten guesses were tried");
+    guesser.expect_eof();
     assert_eq!(early.ask("PING"), "+PONG");
     assert_eq!(client.ask("PING"), "+PONG");
 }
