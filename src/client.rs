@@ -124,11 +124,9 @@ impl Login {
 
     /// The AUTH request (action 8) that carries it.
     fn request(&self) -> Result<Vec<u8>> {
-        if self.user.len() > u16::MAX as usize || self.password.len() > u16::MAX as usize {
-            return Err(ClientError::TooLong("user name or password"));
-        }
         let mut request = Vec::new();
-        binary::encode_auth(&mut request, &self.user, &self.password);
+        binary::encode_auth(&mut request, &self.user, &self.password)
+            .map_err(|_| ClientError::TooLong("user name or password"))?;
         Ok(request)
     }
 }

@@ -277,6 +277,9 @@ impl Flag {
 }
 
 const DURATION: &str = "a duration such as 250ms, 2s or 1m";
+/// The longest `--auth-failure-delay`: doubled up to 32 times, a guesser
+/// then waits half an hour per guess, and a typo costs a minute.
+const MAX_AUTH_FAILURE_DELAY: Duration = Duration::from_secs(60);
 const COUNT: &str = "a whole number of at least 1";
 const LIMIT: &str = "a size from 1 byte to 4GiB, such as 8MiB";
 
@@ -340,9 +343,14 @@ const FLAGS: &[Flag] = &[
     Flag {
         name: "--auth-failure-delay",
         value: "DURATION",
-        help: "wait after a failed login, doubled per failure from one address [default: 100ms]",
-        expected: DURATION,
-        set: |config, value| parse_duration(value).map(|v| config.auth_failure_delay = v),
+        help: "wait after a failed login, doubled per failure from one address, at most 1m \
+               [default: 100ms]",
+        expected: "a duration of at most 1m, such as 100ms",
+        set: |config, value| {
+            let delay = parse_duration(value).filter(|&d| d <= MAX_AUTH_FAILURE_DELAY)?;
+            config.auth_failure_delay = delay;
+            Some(())
+        },
     },
     Flag {
         name: "--insecure-allow-anyone",
@@ -506,7 +514,8 @@ const FLAGS: &[Flag] = &[
     Flag {
         name: "--handshake-timeout",
         value: "DURATION",
-        help: "close a new connection that sends nothing for this long [default: 30s]",
+        help: "close a new connection that sends nothing (or, with --auth-file, a line client \
+               that has not logged in) for this long [default: 30s]",
         expected: "a duration above zero, such as 30s",
         set: |config, value| parse_positive_duration(value).map(|v| config.handshake_timeout = v),
     },
@@ -813,6 +822,11 @@ mod tests {
         for bad in ["orders.>.eu", "a,,b", ""] {
             let error = parse(&["--allow-anonymous-binary", bad]).unwrap_err();
             assert!(error.to_string().starts_with("--allow-anonymous-binary"));
+        }
+        assert!(parse(&["--auth-failure-delay", "1m"]).is_ok());
+        for bad in ["61s", "18446744073709551615s"] {
+            let error = parse(&["--auth-failure-delay", bad]).unwrap_err();
+            assert!(error.to_string().contains("at most 1m"), "{error}");
         }
         assert!(matches!(
             parse(&["hash-password"]),

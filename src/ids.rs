@@ -1,6 +1,6 @@
 //! The broker's smallest shared words: what a message body is, where a
-//! message sits in its topic, and the numbers the broker gives connections
-//! and topics. Every other file may use these; this one uses none of them,
+//! message sits in its topic, the numbers the broker gives connections
+//! and topics, and how a dead-letter topic is named. Every other file may use these; this one uses none of them,
 //! so it sits at the bottom of the reading order's dependencies.
 
 use std::collections::{HashMap, HashSet};
@@ -14,6 +14,11 @@ pub type Payload = Arc<[u8]>;
 
 /// The position of a message in its topic's log.
 pub type Offset = u64;
+
+/// What a dead-letter topic's name adds to the name of the topic whose
+/// messages it takes (`dispatcher/dead_letters.rs`); whoever may read the
+/// topic may read it (`auth/permissions.rs`).
+pub const DEAD_LETTER_SUFFIX: &str = ".dlq";
 
 /// Identifies a connection for the lifetime of the broker.
 pub type ConnId = u64;

@@ -120,7 +120,7 @@ fn wait_reloading(signals: &mut Signals, auth: Option<&Access>) -> std::io::Resu
         }
         match auth.map(Access::reload) {
             None => log::info!("SIGHUP: no --auth-file to reload"),
-            Some(Ok(users)) => log::info!("SIGHUP: auth file reloaded, {users} users"),
+            Some(Ok(reloaded)) => log::info!("SIGHUP: auth file reloaded, {reloaded}"),
             Some(Err(error)) => log::error!("SIGHUP: {error}; keeping the users loaded before"),
         }
     }

@@ -30,7 +30,9 @@
 //!
 //! A client must say something within `--handshake-timeout` of connecting,
 //! or its reader stops: a connection that never speaks would hold a thread
-//! for ever. Only the first read has the timeout; after it a client may be
+//! for ever. With `--auth-file`, a line client must also have logged in by
+//! then, or it is told so and closed; until it has, a `PUBN` payload is
+//! skipped as it comes rather than buffered. After that a client may be
 //! idle as long as it likes.
 //!
 //! When the client closes the socket or says `QUIT`, a read fails, or the
@@ -178,6 +180,8 @@ pub fn run(id: ConnId, stream: Arc<TcpStream>, context: Arc<ReaderContext>) {
     let hangup = Arc::new(Hangup::new(stream.clone()));
     let mut reader = Reader {
         id,
+        deadline: Instant::now() + context.handshake_timeout,
+        timed: false,
         hangup,
         stream,
         decoder: None,
@@ -187,14 +191,13 @@ pub fn run(id: ConnId, stream: Arc<TcpStream>, context: Arc<ReaderContext>) {
         busy: false,
         context,
     };
-    let listening = reader
-        .stream
-        .set_read_timeout(Some(reader.context.handshake_timeout));
-    match listening.map_err(Stop::Io).and_then(|()| reader.serve()) {
+    match reader.serve() {
         Ok(()) => log::debug!("conn {id}: closed"),
         // Info, not debug: a person at `nc` who has not typed yet sees the
         // connection end, and the log says why.
-        Err(error @ Stop::Silent(_)) => log::info!("conn {id}: closed: {error}"),
+        Err(error @ (Stop::Silent(_) | Stop::NotLoggedIn(_))) => {
+            log::info!("conn {id}: closed: {error}")
+        }
         Err(Stop::BrokerStopping) => {
             // The dispatcher ends every session itself as it stops.
             reader.drain();
@@ -214,6 +217,12 @@ pub fn run(id: ConnId, stream: Arc<TcpStream>, context: Arc<ReaderContext>) {
 
 struct Reader {
     id: ConnId,
+    /// When the client must have spoken, and with an auth file logged in,
+    /// by (`--handshake-timeout` after it connected).
+    deadline: Instant,
+    /// Whether the socket's reads have a timeout now: until the deadline
+    /// no longer applies.
+    timed: bool,
     /// Handed to the dispatcher with the client's unanswered publishes.
     hangup: Arc<Hangup>,
     /// Shared with the writer thread: one socket, one file descriptor.
@@ -237,6 +246,8 @@ struct Reader {
 enum Stop {
     /// Nothing came within the handshake timeout, this long.
     Silent(Duration),
+    /// A line client did not log in within the handshake timeout.
+    NotLoggedIn(Duration),
     Io(io::Error),
     BrokerStopping,
     DispatcherGone,
@@ -249,6 +260,10 @@ impl std::fmt::Display for Stop {
             Stop::Silent(timeout) => write!(
                 f,
                 "it sent nothing within --handshake-timeout ({timeout:?}) of connecting"
+            ),
+            Stop::NotLoggedIn(timeout) => write!(
+                f,
+                "it did not log in within --handshake-timeout ({timeout:?}) of connecting"
             ),
             Stop::Io(error) => write!(f, "{error}"),
             Stop::BrokerStopping => write!(f, "the broker is stopping"),
@@ -286,29 +301,66 @@ impl Reader {
                 Some(Ok(_)) => return Ok(()),
                 Some(Err(error)) => return Err(Stop::Fatal(error)),
             }
-            if taken.drained && self.read()? == 0 {
+            if !taken.drained {
+                self.check_deadline()
+                    .or_else(|stop| self.close_with(stop))?;
+            } else if self.read().or_else(|stop| self.close_with(stop))? == 0 {
                 return Ok(());
             }
         }
     }
 
-    /// Reads what the client has sent. The first read is the handshake: it
-    /// times out if the client stays silent too long. After it the client
-    /// may be idle for ever (a subscriber waiting for messages is).
+    /// Reads what the client has sent. Until the client has spoken (and,
+    /// with an auth file, a line client has logged in) the read times out
+    /// at the deadline. After that the client may be idle for ever (a
+    /// subscriber waiting for messages is).
     fn read(&mut self) -> Result<usize, Stop> {
-        let spoken = self.decoder.is_some();
+        let timeout = self.check_deadline()?;
+        if timeout.is_some() || self.timed {
+            self.stream.set_read_timeout(timeout).map_err(Stop::Io)?;
+            self.timed = timeout.is_some();
+        }
         self.set_busy(false);
         let read = match self.buffer.fill_from(&mut &*self.stream) {
-            Err(error) if !spoken && is_timeout(&error) => {
-                return Err(Stop::Silent(self.context.handshake_timeout))
-            }
+            Err(error) if timeout.is_some() && is_timeout(&error) => return Err(self.too_late()),
             read => read.map_err(Stop::Io)?,
         };
         self.set_busy(read > 0);
-        if !spoken && read > 0 {
-            self.stream.set_read_timeout(None).map_err(Stop::Io)?;
-        }
         Ok(read)
+    }
+
+    /// The time left before the deadline, if it applies still; an error
+    /// once it has passed.
+    fn check_deadline(&self) -> Result<Option<Duration>, Stop> {
+        if self.decoder.is_some() && !self.guard.awaits_login() {
+            return Ok(None);
+        }
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        match left.is_zero() {
+            true => Err(self.too_late()),
+            false => Ok(Some(left)),
+        }
+    }
+
+    /// Why the deadline passed: the client said nothing, or did not log in.
+    fn too_late(&self) -> Stop {
+        let timeout = self.context.handshake_timeout;
+        match self.decoder {
+            None => Stop::Silent(timeout),
+            Some(_) => Stop::NotLoggedIn(timeout),
+        }
+    }
+
+    /// A client that did not log in in time is told so before it is
+    /// closed; any other stop ends the connection as it is.
+    fn close_with<T>(&mut self, stop: Stop) -> Result<T, Stop> {
+        let Stop::NotLoggedIn(_) = stop else {
+            return Err(stop);
+        };
+        let reason = format!("authentication required: {stop}, closing");
+        let refusal = Refusal::new(reason.into(), true, stop.to_string().into());
+        self.forward(vec![Err(refusal)])?;
+        Err(stop)
     }
 
     /// Takes complete requests out of the buffer, up to
@@ -332,6 +384,13 @@ impl Reader {
         };
         let mut answered = 0;
         while answered < ANSWERED_PER_COMMAND {
+            let awaits_login = self.guard.awaits_login();
+            if awaits_login && Instant::now() >= self.deadline {
+                // Past the deadline: stop here, and `serve` closes the
+                // connection, however many failed AUTHs it has queued.
+                break;
+            }
+            decoder.await_login(awaits_login);
             let (used, decoded) = decoder.decode(self.buffer.unread());
             self.buffer.consume(used);
             let Some(request) = decoded else {
@@ -364,7 +423,8 @@ impl Reader {
             .stream
             .peer_addr()
             .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-        Guard::new(self.context.access.as_ref(), self.id, address, speaks)
+        let access = self.context.access.as_ref();
+        Guard::new(access, self.id, address, speaks, &self.hangup)
     }
 
     /// Sends requests to the dispatcher, attaching a writer first if any of
@@ -472,6 +532,15 @@ impl WireDecoder {
         match first {
             0 => WireDecoder::Binary(binary::BinaryDecoder::new(limits)),
             _ => WireDecoder::Line(line::LineDecoder::new(limits)),
+        }
+    }
+
+    /// Tells a line decoder whether a login is awaited (the binary
+    /// protocol has no payload to skip: an anonymous binary client has
+    /// `--allow-anonymous-binary`'s rights).
+    fn await_login(&mut self, awaited: bool) {
+        if let WireDecoder::Line(decoder) = self {
+            decoder.await_login(awaited);
         }
     }
 

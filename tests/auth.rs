@@ -1,18 +1,24 @@
 //! Who may connect, and what they may touch (`--auth-file`, `src/auth/`),
-//! over real TCP in both protocols: a line client logs in first or is
+//! over real TCP in both protocols: a line client logs in first (within
+//! `--handshake-timeout`, its `PUBN` payloads skipped until then) or is
 //! turned away; each user publishes, subscribes, pulls and joins groups
 //! only where the auth file lets them, and hears why not elsewhere, on a
 //! connection that stays usable; a binary client logs in with action 8,
-//! or gets `--allow-anonymous-binary`'s permissions; guessing passwords
-//! slows only the guesser (a bystander pair, anonymous binary clients on
-//! their own topics, gets every message meanwhile); protected mode; a bad
-//! auth file at start-up; `brook hash-password`; and SIGHUP's reload.
+//! again if it likes, or gets `--allow-anonymous-binary`'s permissions;
+//! guessing passwords slows only the guesser's address, one guess at a
+//! time (a bystander pair, anonymous binary clients on their own topics,
+//! gets every message meanwhile, and a long delay is shown to hold back
+//! no one else by the order replies come in); protected mode; a bad auth
+//! file at start-up; `brook hash-password`; and SIGHUP's reload, which
+//! closes the connections of users it removes or changes.
 
 mod common;
 
 use std::io::Write;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::thread;
+use std::time::Duration;
 
 use brook::client::{ClientError, Login, Publisher, Subscriber};
 use brook::config::Config;
@@ -39,20 +45,32 @@ fn users_text() -> String {
     )
 }
 
-/// A broker whose auth file holds `users`, and whose binary clients may
-/// use the bystander's topics (and `public.>`) without logging in; and the
-/// file, which the broker reads only as it starts.
+/// A broker on loopback whose auth file holds `users`, and whose binary
+/// clients may use the bystander's topics (and `public.>`) without logging
+/// in; and the file, which the broker reads only as it starts. Failed
+/// logins wait 1 µs, doubling up to 32 µs, so that thousands of guesses
+/// from one address take little time.
 fn auth_broker(users: &str) -> (Broker, AuthFile) {
+    auth_broker_at("127.0.0.1:0", "1us", users)
+}
+
+/// [`auth_broker`] listening on `addr`, with `--auth-failure-delay
+/// failure_delay`.
+fn auth_broker_at(addr: &str, failure_delay: &str, users: &str) -> (Broker, AuthFile) {
     let file = AuthFile::new(users);
-    let broker = start_broker(&config_with_flags(&[
+    let flags = config_with_flags(&[
         "--auth-file",
         file.path().to_str().unwrap(),
         "--allow-anonymous-binary",
         "bystander,public.>",
         "--auth-failure-delay",
-        "100us",
-    ]));
-    (broker, file)
+        failure_delay,
+    ]);
+    let config = Config {
+        addr: addr.into(),
+        ..flags
+    };
+    (start_broker(&config), file)
 }
 
 /// A line client logged in as `user`.
@@ -61,6 +79,8 @@ fn logged_in(broker: &Broker, user: &str, password: &str) -> Line {
 }
 
 const AUTH_REQUIRED: &str = "-ERR authentication required: send AUTH <user> <password> first";
+const AUTH_USAGE: &str =
+    "-ERR usage: AUTH <user> <password>, quoted if it has a space: AUTH alice \"my secret\"";
 
 #[test]
 fn a_line_client_logs_in_first_and_three_requests_before_that_close_it() {
@@ -75,10 +95,7 @@ fn a_line_client_logs_in_first_and_three_requests_before_that_close_it() {
 
     let mut client = Line::connect(broker.local_addr());
     assert_eq!(client.ask("PUB orders.eu sneaky"), AUTH_REQUIRED);
-    assert_eq!(
-        client.ask("AUTH alice my secret"),
-        "-ERR usage: AUTH <user> <password>, quoted if it has a space: AUTH alice \"my secret\""
-    );
+    assert_eq!(client.ask("AUTH alice my secret"), AUTH_USAGE);
     assert_eq!(client.ask("AUTH alice wrong"), "-ERR invalid credentials");
     assert_eq!(
         client.ask("AUTH nobody alice-secret"),
@@ -97,9 +114,64 @@ fn a_line_client_logs_in_first_and_three_requests_before_that_close_it() {
     );
     assert_eq!(client.ask("QUIT"), "+BYE");
 
+    // A quoting mistake in AUTH gets AUTH's usage, not a generic error.
     let mut quitter = Line::connect(broker.local_addr());
+    assert_eq!(quitter.ask("AUTH alice \"my secret"), AUTH_USAGE);
     assert_eq!(quitter.ask("QUIT"), "+BYE");
     bystander.check();
+}
+
+#[test]
+fn before_a_login_a_pubn_payload_is_skipped_and_the_login_has_a_deadline() {
+    let file = AuthFile::new(&users_text());
+    let config = Config {
+        handshake_timeout: Duration::from_secs(1),
+        ..auth_config(&file)
+    };
+    let broker = start_broker(&config);
+    let addr = broker.local_addr();
+    let mut early = logged_in_at(addr, "alice", "alice-secret");
+
+    // The refusal comes after the header, before the payload has all come:
+    // it is skipped as it arrives, not buffered to be refused.
+    let mut client = Line::connect(addr);
+    client.send("PUBN orders.eu 1000000\n");
+    client.send([b'x'; 1000]);
+    assert_eq!(client.read_line(), AUTH_REQUIRED);
+    client.send([b'\n'; 999_000]);
+    // AUTH and what follows it, pipelined in one write, PUBN among them.
+    client.send("\nAUTH alice alice-secret\nPUB orders.eu one\nPUBN orders.eu 3\nabc\nPING\n");
+    assert_eq!(client.read_line(), "+OK");
+    assert_eq!(client.read_line(), "+OK 0");
+    assert_eq!(client.read_line(), "+OK 1");
+    assert_eq!(client.read_line(), "+PONG");
+
+    // A line client that has not logged in by --handshake-timeout is told
+    // so and closed; one that logged in before stays.
+    // So is one that keeps failing: its guesses queued past the deadline
+    // (a tenth of a second after the first failure, doubling to 3.2 s)
+    // are not tried.
+    let not_logged_in = "-ERR authentication required: it did not log in within \
+                         --handshake-timeout (1s) of connecting, closing";
+    let mut idle = Line::connect(addr);
+    let mut guesser = Line::connect(addr);
+    guesser.send(
+        (0..10)
+            .map(|n| format!("AUTH alice guess{n}\n"))
+            .collect::<String>(),
+    );
+    assert_eq!(idle.ask("PING"), AUTH_REQUIRED);
+    assert_eq!(idle.read_line(), not_logged_in);
+    idle.expect_eof();
+    let (mut failed, mut answer) = (0, guesser.read_line());
+    while answer == "-ERR invalid credentials" {
+        (failed, answer) = (failed + 1, guesser.read_line());
+    }
+    assert_eq!(answer, not_logged_in);
+    assert!(failed < 10, "all ten guesses were tried");
+    guesser.expect_eof();
+    assert_eq!(early.ask("PING"), "+PONG");
+    assert_eq!(client.ask("PING"), "+PONG");
 }
 
 #[test]
@@ -143,6 +215,35 @@ fn each_action_is_checked_against_the_users_topics_and_the_connection_stays_usab
     assert_eq!(bob.ask("PUB audit x"), denied("publish", "audit"));
     bob.send("PULL audit\n");
     assert_eq!(bob.read_line(), "+END 0");
+    bystander.check();
+}
+
+#[test]
+fn a_pull_that_names_a_group_needs_the_group_permission_too() {
+    let users = format!(
+        "user alice\n{}  publish jobs\n  group jobs\nuser eve\n{}  subscribe jobs\n",
+        password_line("alice-secret"),
+        password_line("eve-secret"),
+    );
+    let (broker, _file) = auth_broker(&users);
+    let mut bystander = Bystander::new(broker.local_addr());
+    let mut alice = logged_in(&broker, "alice", "alice-secret");
+    assert_eq!(alice.ask("PUB jobs m0"), "+OK 0");
+    assert_eq!(alice.ask("PUB jobs m1"), "+OK 1");
+    let denied = |action: &str| format!("-ERR permission denied: {action} jobs");
+
+    // eve may read jobs, but not take from its group workers either way.
+    let mut eve = logged_in(&broker, "eve", "eve-secret");
+    assert_eq!(eve.ask("SUB jobs group workers"), denied("group"));
+    assert_eq!(eve.ask("PULL jobs 10 group workers"), denied("group"));
+    // alice may join the group, but a pull reads: it needs subscribe.
+    assert_eq!(alice.ask("PULL jobs 10 group workers"), denied("subscribe"));
+    // A plain PULL takes from the group default, which needs subscribe only.
+    eve.send("PULL jobs 10\n");
+    let (msgs, count) = eve.read_pull();
+    assert_eq!(count, 2);
+    assert_eq!(msgs[0].payload, b"m0");
+    assert_eq!(eve.ask("PING"), "+PONG");
     bystander.check();
 }
 
@@ -216,6 +317,31 @@ fn a_binary_client_logs_in_with_action_8_or_gets_the_anonymous_permissions() {
 }
 
 #[test]
+fn a_binary_client_may_log_in_again_and_a_failed_login_keeps_the_user() {
+    let (broker, _file) = auth_broker(&users_text());
+    // Action 8 may come again until the connection subscribes or
+    // publishes (PROTOCOL.md): a failed one keeps alice...
+    let mut client = Raw::connect(broker.local_addr());
+    client.send(&auth_frame("alice", "alice-secret"));
+    client.expect(&SUBSCRIBED);
+    client.send(&auth_frame("bob", "wrong"));
+    client.expect(&error_reply("invalid credentials"));
+    client.send(&subscribe_request(r#"["orders.eu"]"#, &CURRENT));
+    client.expect(&SUBSCRIBED);
+
+    // ... and a good one makes the connection bob's, with his rights only.
+    let mut client = Raw::connect(broker.local_addr());
+    client.send(&auth_frame("alice", "alice-secret"));
+    client.expect(&SUBSCRIBED);
+    client.send(&auth_frame("bob", "bob-secret"));
+    client.expect(&SUBSCRIBED);
+    client.send(&subscribe_request(r#"["orders.eu"]"#, &CURRENT));
+    client.expect(&error_reply("permission denied: subscribe orders.eu"));
+    client.send(&subscribe_request(r#"["audit"]"#, &CURRENT));
+    client.expect(&SUBSCRIBED);
+}
+
+#[test]
 fn a_thousand_wrong_passwords_slow_only_the_guesser() {
     let (broker, _file) = auth_broker(&users_text());
     let mut bystander = Bystander::new(broker.local_addr());
@@ -229,12 +355,8 @@ fn a_thousand_wrong_passwords_slow_only_the_guesser() {
         .collect();
     guesser.send(&guesses);
     let mut binary_guesser = Raw::connect(broker.local_addr());
-    let auth_frame = |n: u32| {
-        let password = format!("guess{n}");
-        let field = |text: &str| [&(text.len() as u16).to_be_bytes()[..], text.as_bytes()].concat();
-        [&[0, 8][..], &field("alice"), &field(&password)].concat()
-    };
-    binary_guesser.send(&(0..1000).flat_map(auth_frame).collect::<Vec<u8>>());
+    let guess = |n: u32| auth_frame("alice", &format!("guess{n}"));
+    binary_guesser.send(&(0..1000).flat_map(guess).collect::<Vec<u8>>());
     // ... and from many, each with its own thread.
     let addr = broker.local_addr();
     let many: Vec<_> = (0..20)
@@ -269,6 +391,32 @@ fn a_thousand_wrong_passwords_slow_only_the_guesser() {
     }
     // The right password from the same address still gets in.
     assert_eq!(guesser.ask("AUTH alice alice-secret"), "+OK");
+    bystander.check();
+}
+
+#[test]
+fn a_guessers_long_delay_holds_back_no_other_address() {
+    // Dual stack: the guessers come from ::1, everyone else from 127.0.0.1.
+    let (broker, _file) = auth_broker_at("[::]:0", "1s", &users_text());
+    let port = broker.local_addr().port();
+    let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+    let mut bystander = Bystander::new(v4);
+    let mut reader = logged_in_at(v4, "alice", "alice-secret");
+    assert_eq!(reader.ask("SUB orders.>"), "+OK");
+
+    // A guess from ::1 earns a delay of a second, far longer than what
+    // follows it here.
+    let mut guesser = Line::connect(v6);
+    guesser.send("AUTH alice wrong\n");
+    // Meanwhile a fresh login from another address and the clients already
+    // in are served, before the guess is answered.
+    let mut fresh = logged_in_at(v4, "alice", "alice-secret");
+    assert_eq!(fresh.ask("PUB orders.eu while-guessing"), "+OK 0");
+    reader.expect_msg("orders.eu", 0, b"while-guessing");
+    bystander.check();
+    guesser.expect_nothing_yet();
+    assert_eq!(guesser.read_line(), "-ERR invalid credentials");
     bystander.check();
 }
 
@@ -393,37 +541,49 @@ fn hash_password_prints_a_line_the_auth_file_takes() {
     assert_eq!(carol.ask("SUB anything.at.all"), "+OK");
 }
 
-#[test]
-fn sighup_reloads_the_auth_file_for_open_connections_and_a_bad_one_is_kept_out() {
-    let auth = AuthFile::new(&users_text());
+/// The real binary with `auth`'s file, which a SIGHUP reloads.
+fn auth_process(auth: &AuthFile) -> BrookProcess {
     let mut command = Command::new(env!("CARGO_BIN_EXE_brook"));
     command.args(["--addr", "127.0.0.1:0", "--in-memory", "--auth-file"]);
     command.arg(auth.path());
-    let brook = BrookProcess::start(command, WAIT).unwrap_or_else(|e| panic!("{e}"));
+    BrookProcess::start(command, WAIT).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn sighup_reloads_the_auth_file_closing_changed_users_and_a_bad_one_is_kept_out() {
+    let auth = AuthFile::new(&users_text());
+    let brook = auth_process(&auth);
     let mut alice = logged_in_at(brook.addr, "alice", "alice-secret");
     assert_eq!(alice.ask("PUB orders.eu before"), "+OK 0");
     let mut bob = logged_in_at(brook.addr, "bob", "bob-secret");
     assert_eq!(bob.ask("PING"), "+PONG");
 
-    // alice loses orders.>, carol arrives.
+    // alice loses orders.>, bob is gone, carol arrives: the connections of
+    // alice and bob are closed, and alice logs in again under her new rules.
     auth.write(&format!(
         "user alice\n{}  publish jobs\nuser carol\n{}  publish orders.>\n",
         password_line("alice-secret"),
         password_line("carol-secret")
     ));
     brook.signal("HUP");
-    brook.wait_for_log("SIGHUP: auth file reloaded, 2 users", WAIT);
+    brook.wait_for_log(
+        "SIGHUP: auth file reloaded, 2 users; closed 2 connections",
+        WAIT,
+    );
+    alice.expect_eof();
+    bob.expect_eof();
+    let mut alice = logged_in_at(brook.addr, "alice", "alice-secret");
     assert_eq!(
         alice.ask("PUB orders.eu after"),
         "-ERR permission denied: publish orders.eu"
     );
     assert_eq!(alice.ask("PUB jobs after"), "+OK 0");
-    // bob is gone from the file: his connection is logged out.
-    assert_eq!(bob.ask("PING"), AUTH_REQUIRED);
+    let mut bob = Line::connect(brook.addr);
+    assert_eq!(bob.ask("AUTH bob bob-secret"), "-ERR invalid credentials");
     let mut carol = logged_in_at(brook.addr, "carol", "carol-secret");
     assert_eq!(carol.ask("PUB orders.eu carol"), "+OK 1");
 
-    // A file with a mistake changes nothing.
+    // A file with a mistake changes nothing, and closes nothing.
     auth.write("user alice\n  password nope\n");
     brook.signal("HUP");
     brook.wait_for_log("keeping the users loaded before", WAIT);
@@ -432,7 +592,66 @@ fn sighup_reloads_the_auth_file_for_open_connections_and_a_bad_one_is_kept_out()
     logged_in_at(brook.addr, "carol", "carol-secret");
 }
 
-fn logged_in_at(addr: std::net::SocketAddr, user: &str, password: &str) -> Line {
+#[test]
+fn a_reload_that_removes_a_subscriber_stops_its_deliveries() {
+    let (alice, bob, carol) = (
+        password_line("alice-secret"),
+        password_line("bob-secret"),
+        password_line("carol-secret"),
+    );
+    let unchanged =
+        format!("user alice\n{alice}  publish audit\nuser carol\n{carol}  subscribe audit\n");
+    let auth = AuthFile::new(&format!(
+        "{unchanged}user bob\n{bob}  subscribe audit\n  group audit\n"
+    ));
+    let brook = auth_process(&auth);
+    let mut publisher = logged_in_at(brook.addr, "alice", "alice-secret");
+    let mut carol = logged_in_at(brook.addr, "carol", "carol-secret");
+    assert_eq!(carol.ask("SUB audit"), "+OK");
+    let mut bob = logged_in_at(brook.addr, "bob", "bob-secret");
+    assert_eq!(bob.ask("SUB audit"), "+OK");
+    let mut bob_in_group = Subscriber::connect(brook.addr).unwrap();
+    bob_in_group
+        .login(&Login::new("bob", "bob-secret"))
+        .unwrap();
+    bob_in_group
+        .subscribe_group(&["audit"], "auditors", StartAt::Current)
+        .unwrap();
+    assert_eq!(publisher.ask("PUB audit before"), "+OK 0");
+    carol.expect_msg("audit", 0, b"before");
+    bob.expect_msg("audit", 0, b"before");
+    expect_next_ack(&mut bob_in_group, "audit", b"before");
+
+    auth.write(&unchanged);
+    brook.signal("HUP");
+    brook.wait_for_log(
+        "SIGHUP: auth file reloaded, 2 users; closed 2 connections",
+        WAIT,
+    );
+    assert_eq!(publisher.ask("PUB audit secret-after-reload"), "+OK 1");
+    carol.expect_msg("audit", 1, b"secret-after-reload");
+    bob.expect_eof();
+    let after = bob_in_group.recv_timeout(WAIT);
+    assert!(after.is_err(), "bob's group member got {after:?}");
+    publisher.send("STATS\n");
+    let users: Vec<String> = publisher
+        .read_until_end()
+        .into_iter()
+        .filter(|line| line.starts_with("+STAT connection "))
+        .collect();
+    assert!(
+        users.iter().all(|line| !line.ends_with("user=bob")),
+        "{users:?}"
+    );
+}
+
+/// Action 8: log in as `user` with `password`.
+fn auth_frame(user: &str, password: &str) -> Vec<u8> {
+    let field = |text: &str| [&(text.len() as u16).to_be_bytes()[..], text.as_bytes()].concat();
+    [&[0, 8][..], &field(user), &field(password)].concat()
+}
+
+fn logged_in_at(addr: SocketAddr, user: &str, password: &str) -> Line {
     let mut client = Line::connect(addr);
     assert_eq!(client.ask(&format!("AUTH {user} {password}")), "+OK");
     client

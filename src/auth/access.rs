@@ -4,17 +4,23 @@
 //! turns of the password checks (`hashing.rs`).
 //!
 //! A reload swaps in a whole new [`Users`] and bumps a generation number.
-//! Each connection's guard (`guard.rs`) keeps the `Users` it logged in
-//! with and the decisions it has made; before using them it compares the
-//! generation, one atomic load, and looks its user up again if it moved.
-//! So a reload applies to connections already open, and costs them
-//! nothing until it happens.
+//! Then it closes every connection logged in as a user the new file no
+//! longer lists, or lists with another password or other permissions
+//! (`logins.rs`): what such a connection subscribed to or joined under
+//! the old rights must not go on delivering. Each connection's guard
+//! (`guard.rs`) keeps the `Users` it logged in with and the decisions it
+//! has made; before using them it compares the generation, one atomic
+//! load, and does the same check itself if it moved, for a login that
+//! was being checked against the old users while the reload ran. So a
+//! reload applies to connections already open, and costs them nothing
+//! until it happens.
 
+use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::RwLock;
 
@@ -34,6 +40,25 @@ pub struct AuthSettings {
     pub anonymous_binary: Permissions,
     /// `--auth-failure-delay`: the wait after a first failed login.
     pub failure_delay: Duration,
+}
+
+/// What a reload did, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reloaded {
+    /// How many users the file lists now.
+    pub users: usize,
+    /// How many connections it closed, their user removed or changed.
+    pub closed: usize,
+}
+
+impl fmt::Display for Reloaded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} users; closed {} connections whose user was removed or changed",
+            self.users, self.closed
+        )
+    }
 }
 
 /// The state every reader shares. See the module docs.
@@ -68,14 +93,18 @@ impl Access {
         })
     }
 
-    /// Reads the auth file again. A bad file leaves the users as they were,
-    /// and the error says why.
-    pub fn reload(&self) -> Result<usize, AuthFileError> {
-        let users = Users::load(&self.settings.file)?;
-        let count = users.count();
-        *self.users.write() = Arc::new(users);
+    /// Reads the auth file again, and closes the connections of users it
+    /// removed or changed. A bad file leaves the users as they were, and
+    /// the error says why.
+    pub fn reload(&self) -> Result<Reloaded, AuthFileError> {
+        let users = Arc::new(Users::load(&self.settings.file)?);
+        let before = std::mem::replace(&mut *self.users.write(), users.clone());
         self.generation.fetch_add(1, Ordering::Release);
-        Ok(count)
+        let closed = self.logins.revoke(|name| users.keeps(&before, name));
+        Ok(Reloaded {
+            users: users.count(),
+            closed,
+        })
     }
 
     /// The users now, and their generation.
@@ -97,24 +126,27 @@ impl Access {
         &self.settings.anonymous_binary
     }
 
-    /// The user of `users` called `name`, if `password` is theirs, once
-    /// it is this check's turn (`hashing.rs`).
+    /// The user of `users` called `name`, if `password` is theirs. The
+    /// check waits for its turn among the logins from `address`
+    /// (`delays.rs`), then for a turn to hash (`hashing.rs`); a failure
+    /// waits out the delay it earns before it returns, on the calling
+    /// reader thread only, having given both turns back.
     pub(super) fn login<'a>(
         &self,
         users: &'a Users,
+        address: IpAddr,
         name: &str,
         password: &str,
     ) -> Option<&'a User> {
-        self.hashing.run(|| users.login(name, password))
-    }
-
-    /// Counts a failed login from `address` and waits the delay it earns,
-    /// on the calling reader thread only.
-    pub(super) fn fail(&self, address: IpAddr) {
-        std::thread::sleep(self.delays.failed(address, Instant::now()));
-    }
-
-    pub(super) fn succeed(&self, address: IpAddr) {
-        self.delays.succeeded(address);
+        let turn = self.delays.turn(address);
+        let user = self.hashing.run(|| users.login(name, password));
+        if user.is_some() {
+            turn.succeeded();
+            return user;
+        }
+        let delay = turn.failed();
+        drop(turn);
+        std::thread::sleep(delay);
+        None
     }
 }

@@ -1,10 +1,11 @@
 //! How many password checks run at once.
 //!
 //! A login hashes the password it is given with PBKDF2 (`pbkdf2.rs`),
-//! about 50 ms of a core with `brook hash-password`'s iterations. The
-//! delay after a failure (`delays.rs`) slows each connection down, but a
-//! guesser with a thousand connections would still keep every core busy
-//! hashing, and the clients already logged in would feel it. So at most
+//! about 50 ms of a core with `brook hash-password`'s iterations. Each
+//! address checks one password at a time (`delays.rs`), which a login
+//! waits for first, but guessers from many addresses would still keep
+//! every core busy hashing, and the clients already logged in would feel
+//! it. So at most
 //! half the cores (one at least) hash passwords at any moment; a login
 //! beyond that waits its turn on its own reader thread. Under such an
 //! attack a new login may wait; nothing else does.

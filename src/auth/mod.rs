@@ -15,7 +15,8 @@
 //! - `users.rs`: the auth file, its format and its errors.
 //! - `delays.rs`: the growing wait after failed logins, per address.
 //! - `hashing.rs`: how many password checks run at once.
-//! - `logins.rs`: which connection is logged in as whom, for `STATS`.
+//! - `logins.rs`: which connection is logged in as whom, for `STATS`
+//!   and to close those a reload takes rights from.
 //! - `access.rs`: what all readers share: the users (reloaded on SIGHUP),
 //!   the anonymous binary permissions, the delays.
 //! - `guard.rs`: one connection's checks, called by `reader.rs`.
@@ -35,7 +36,7 @@ mod permissions;
 mod sha256;
 mod users;
 
-pub use access::{Access, AuthSettings};
+pub use access::{Access, AuthSettings, Reloaded};
 pub use logins::Logins;
 pub use permissions::{Permissions, Rule};
 pub use users::{AuthFileError, PasswordHash, DEFAULT_ITERATIONS};

@@ -67,13 +67,21 @@ mod tests {
     use super::super::sha256::to_hex;
     use super::*;
 
-    /// RFC 4231, test case 2: a key shorter than a block.
+    /// RFC 4231, test case 2: a key shorter than a block; and test case
+    /// 6: a key longer than a block (131 bytes), which is hashed first.
     #[test]
     fn hmac_matches_rfc_4231() {
         let mac = Hmac::new(b"Jefe").mac(&[b"what do ya want ", b"for nothing?"]);
         assert_eq!(
             to_hex(&mac),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        let long_key = [0xaa; 131];
+        let mac =
+            Hmac::new(&long_key).mac(&[b"Test Using Larger Than Block-Size Key - Hash Key First"]);
+        assert_eq!(
+            to_hex(&mac),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
         );
     }
 

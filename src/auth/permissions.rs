@@ -17,13 +17,15 @@
 
 use std::fmt;
 
+use crate::ids::DEAD_LETTER_SUFFIX;
 use crate::pattern::{PatternError, Subject};
 
 /// The three things a client can do to a topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     Publish,
-    /// Subscribe, replay from an offset, or `PULL`.
+    /// Subscribe, replay from an offset, or `PULL` (one naming a group
+    /// needs [`Action::Group`] as well).
     Subscribe,
     /// Join a consumer group on the topic.
     Group,
@@ -46,9 +48,6 @@ impl fmt::Display for Action {
         })
     }
 }
-
-/// The suffix of a dead-letter topic (`dispatcher/dead_letters.rs`).
-const DEAD_LETTER_SUFFIX: &str = ".dlq";
 
 /// One allowed name or pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -185,6 +185,34 @@ mod tests {
         }
     }
 
+    /// Messages of 55, 63, 64 and 65 bytes: where the padding's length
+    /// field just fits in the last block, or needs one more, and where the
+    /// message fills a block. Digests from Python's `hashlib.sha256`.
+    #[test]
+    fn lengths_around_a_block_boundary() {
+        for (length, digest) in [
+            (
+                55,
+                "9f4390f8d30c2dd92ec9f095b65e2b9ae9b0a925a5258e241c9f1e910f734318",
+            ),
+            (
+                63,
+                "7d3e74a05d7db15bce4ad9ec0658ea98e3f06eeecf16b4c6fff2da457ddc2f34",
+            ),
+            (
+                64,
+                "ffe054fe7ae0cb6dc65c3af9b61d5209f439851db43d0ba5997337df154668eb",
+            ),
+            (
+                65,
+                "635361c48bb9eab14198e76ea8ab7f1a41685d6ad62aa9146d301d4f17eb0ae0",
+            ),
+        ] {
+            let message = vec![b'a'; length];
+            assert_eq!(to_hex(&Sha256::digest(&message)), digest, "{length} bytes");
+        }
+    }
+
     #[test]
     fn pieces_of_any_size_give_the_same_digest() {
         let message: Vec<u8> = (0..300u32).map(|n| n as u8).collect();

@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 use super::pbkdf2::pbkdf2;
 use super::permissions::{Permissions, Rule};
 use super::sha256::{from_hex, to_hex};
+use crate::pattern::PatternError;
 
 /// How `brook hash-password` and the tests' hashes start.
 const SCHEME: &str = "pbkdf2-sha256";
@@ -39,9 +40,13 @@ const SCHEME: &str = "pbkdf2-sha256";
 /// a release build, per login (and per guess, for whoever steals the
 /// file).
 pub const DEFAULT_ITERATIONS: u32 = 100_000;
-/// Salt and hash lengths `brook hash-password` writes.
+/// Salt and hash lengths `brook hash-password` writes. A file's hash must
+/// be exactly `HASH_BYTES`, one SHA-256 block of output, and its salt at
+/// most `MAX_SALT_BYTES`: a longer hash would cost one more PBKDF2 run per
+/// 32 bytes at every login, so a huge one would make every login slow.
 const SALT_BYTES: usize = 16;
 const HASH_BYTES: usize = 32;
+const MAX_SALT_BYTES: usize = 64;
 /// More iterations than this would let the auth file make each login
 /// take minutes.
 const MAX_ITERATIONS: u32 = 10_000_000;
@@ -96,8 +101,8 @@ impl PasswordHash {
         let valid = scheme == SCHEME
             && fields.next().is_none()
             && (1..=MAX_ITERATIONS).contains(&iterations)
-            && !parsed.salt.is_empty()
-            && !parsed.hash.is_empty();
+            && (1..=MAX_SALT_BYTES).contains(&parsed.salt.len())
+            && parsed.hash.len() == HASH_BYTES;
         valid.then_some(parsed)
     }
 
@@ -132,7 +137,7 @@ impl fmt::Display for PasswordHash {
 }
 
 /// One user of the auth file.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub name: String,
     password: PasswordHash,
@@ -144,7 +149,8 @@ pub struct User {
 pub struct Users {
     by_name: HashMap<String, User>,
     /// What a login for an unknown user is checked against, so that it
-    /// costs as much as a real one.
+    /// costs as much as a real one: the hash with the most iterations, so
+    /// that no user's login costs more than an unknown name's.
     decoy: Option<PasswordHash>,
 }
 
@@ -157,7 +163,24 @@ impl Users {
             problem,
         };
         let text = std::fs::read_to_string(path).map_err(|e| error(0, Problem::Unreadable(e)))?;
-        parse(&text).map_err(|(line, problem)| error(line, problem))
+        let users = parse(&text).map_err(|(line, problem)| error(line, problem))?;
+        if let Some((fewest, most)) = users.iteration_spread() {
+            log::warn!(
+                "auth file {}: password hashes have from {fewest} to {most} iterations; \
+                 the faster logins can be told from an unknown user's by their time: \
+                 make them all with the same brook hash-password",
+                path.display()
+            );
+        }
+        Ok(users)
+    }
+
+    /// The fewest and most iterations of the users' hashes, if they differ.
+    fn iteration_spread(&self) -> Option<(u32, u32)> {
+        let iterations = self.by_name.values().map(|user| user.password.iterations);
+        let fewest = iterations.clone().min()?;
+        let most = iterations.max()?;
+        (fewest != most).then_some((fewest, most))
     }
 
     /// The user called `name` if `password` is theirs. Takes as long
@@ -183,6 +206,13 @@ impl Users {
     /// reload.
     pub fn get(&self, name: &str) -> Option<&User> {
         self.by_name.get(name)
+    }
+
+    /// Whether user `name` of `before` is here too, with the same password
+    /// and permissions: if not, a reload closes their connections.
+    pub fn keeps(&self, before: &Users, name: &str) -> bool {
+        self.get(name)
+            .is_some_and(|now| before.get(name) == Some(now))
     }
 }
 
@@ -244,7 +274,7 @@ fn parse(text: &str) -> Result<Users, (usize, Problem)> {
             other => return Err((number, Problem::UnknownKeyword(other.to_owned()))),
         };
         for word in words {
-            let rule = Rule::parse(word).map_err(|e| (number, Problem::BadRule(e.to_string())))?;
+            let rule = Rule::parse(word).map_err(|e| (number, Problem::BadRule(e)))?;
             rules.push(rule);
         }
     }
@@ -260,7 +290,13 @@ impl Users {
         let Some(password) = block.password else {
             return Err((block.line, Problem::NoPassword(block.name)));
         };
-        self.decoy.get_or_insert_with(|| password.clone());
+        if self
+            .decoy
+            .as_ref()
+            .is_none_or(|decoy| decoy.iterations < password.iterations)
+        {
+            self.decoy = Some(password.clone());
+        }
         let user = User {
             name: block.name.clone(),
             password,
@@ -277,12 +313,12 @@ pub struct AuthFileError {
     pub path: PathBuf,
     /// The line (from 1), or 0 if the file could not be read at all.
     pub line: usize,
-    pub problem: Problem,
+    pub(crate) problem: Problem,
 }
 
 /// What is wrong with a line of the auth file.
 #[derive(Debug)]
-pub enum Problem {
+pub(crate) enum Problem {
     Unreadable(io::Error),
     /// A `user` line without exactly one name.
     UserLine,
@@ -292,7 +328,7 @@ pub enum Problem {
     SecondPassword,
     BadHash,
     UnknownKeyword(String),
-    BadRule(String),
+    BadRule(PatternError),
     /// A block (starting at the error's line) with no `password`.
     NoPassword(String),
 }
@@ -300,25 +336,37 @@ pub enum Problem {
 impl fmt::Display for AuthFileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let path = self.path.display();
-        if let Problem::Unreadable(error) = &self.problem {
-            return write!(f, "cannot read the auth file {path}: {error} (--auth-file)");
-        }
-        write!(f, "auth file {path}, line {}: ", self.line)?;
         match &self.problem {
-            Problem::Unreadable(_) => Ok(()),
+            Problem::Unreadable(error) => {
+                write!(f, "cannot read the auth file {path}: {error} (--auth-file)")
+            }
+            problem => write!(f, "auth file {path}, line {}: {problem}", self.line),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    /// What is wrong with the line; an unreadable file has no line, and
+    /// [`AuthFileError`] says it whole.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Unreadable(error) => write!(f, "{error}"),
             Problem::UserLine => f.write_str("write 'user NAME', one name without spaces"),
             Problem::DuplicateUser(name) => write!(f, "user {name} is listed twice"),
             Problem::OutsideUser => f.write_str("start each block with 'user NAME'"),
             Problem::SecondPassword => f.write_str("a user has one 'password' line"),
-            Problem::BadHash => f.write_str(
-                "expected 'password pbkdf2-sha256$<iterations>$<salt hex>$<hash hex>'; \
+            Problem::BadHash => write!(
+                f,
+                "expected 'password {SCHEME}$<iterations>$<salt hex>$<hash hex>' \
+                 (1 to {MAX_ITERATIONS} iterations, a salt of 1 to {MAX_SALT_BYTES} bytes, \
+                 a hash of {HASH_BYTES} bytes); \
                  make one with: brook hash-password < file-with-the-password",
             ),
             Problem::UnknownKeyword(word) => write!(
                 f,
                 "unknown keyword '{word}': expected user, password, publish, subscribe or group"
             ),
-            Problem::BadRule(reason) => f.write_str(reason),
+            Problem::BadRule(error) => write!(f, "{error}"),
             Problem::NoPassword(name) => write!(f, "user {name} has no 'password' line"),
         }
     }
@@ -356,6 +404,18 @@ mod tests {
         ] {
             assert_eq!(PasswordHash::parse(bad), None, "{bad:?}");
         }
+        let with = |salt: usize, hash: usize| {
+            format!(
+                "pbkdf2-sha256$2${}${}",
+                "ab".repeat(salt),
+                "cd".repeat(hash)
+            )
+        };
+        assert!(PasswordHash::parse(&with(64, 32)).is_some());
+        for (salt, hash) in [(65, 32), (16, 31), (16, 33), (16, 1 << 20)] {
+            let bad = with(salt, hash);
+            assert_eq!(PasswordHash::parse(&bad), None, "{salt}, {hash} bytes");
+        }
     }
 
     #[test]
@@ -376,6 +436,22 @@ mod tests {
         assert!(users.login("carol", "a").is_none());
         let bob = users.login("bob", "b").unwrap();
         assert_eq!(bob.permissions, Permissions::default());
+    }
+
+    #[test]
+    fn an_unknown_user_costs_as_much_as_the_dearest_login() {
+        let hash = |iterations| PasswordHash::with_salt("x", iterations, b"salt".to_vec());
+        let text = format!(
+            "user a\n password {}\nuser b\n password {}\nuser c\n password {}\n",
+            hash(3),
+            hash(7),
+            hash(5)
+        );
+        let users = parse(&text).unwrap();
+        assert_eq!(users.decoy.as_ref().map(|decoy| decoy.iterations), Some(7));
+        assert_eq!(users.iteration_spread(), Some((3, 7)));
+        let same = parse(&format!("user a\n password {}\n", hash(3))).unwrap();
+        assert_eq!(same.iteration_spread(), None);
     }
 
     #[test]

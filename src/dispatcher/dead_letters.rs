@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use super::Dispatcher;
 use crate::dispatcher::session::in_flight::GivenUp;
-use crate::ids::{ConnId, Payload};
+use crate::ids::{ConnId, Payload, DEAD_LETTER_SUFFIX};
 use crate::store::StoreError;
 use crate::wire::line;
 
@@ -80,10 +80,6 @@ impl Dispatcher {
         Ok(())
     }
 }
-
-/// What a dead-letter topic's name adds to the name of the topic whose
-/// messages it takes.
-pub const DEAD_LETTER_SUFFIX: &str = ".dlq";
 
 /// A dead letter: one line that names the original topic (as the line
 /// protocol writes a topic, quoted if need be), offset and number of

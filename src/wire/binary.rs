@@ -38,6 +38,7 @@
 //! announces are waited for, so a hostile `0xFFFFFFFF` never makes the reader
 //! allocate four gigabytes.
 
+use std::num::TryFromIntError;
 use std::sync::Arc;
 
 use byteorder::{BigEndian, ByteOrder};
@@ -677,13 +678,16 @@ pub fn encode_subscribe_group<S: AsRef<str>>(
 }
 
 /// Appends an AUTH (brook's extension, action 8): the user's name and
-/// password, each after a `u16` length. Both must be shorter than 64 KiB.
-pub fn encode_auth(out: &mut Vec<u8>, user: &str, password: &str) {
+/// password, each after a `u16` length. Either one 64 KiB long or longer
+/// is refused, with nothing appended, rather than cut.
+pub fn encode_auth(out: &mut Vec<u8>, user: &str, password: &str) -> Result<(), TryFromIntError> {
+    let lengths = [u16::try_from(user.len())?, u16::try_from(password.len())?];
     push_u16(out, action::AUTH);
-    for field in [user, password] {
-        push_u16(out, field.len() as u16);
+    for (field, length) in [user, password].into_iter().zip(lengths) {
+        push_u16(out, length);
         out.extend_from_slice(field.as_bytes());
     }
+    Ok(())
 }
 
 /// A subscribe's fields after its action: the topic list, the start-at.
@@ -813,8 +817,11 @@ mod tests {
     #[test]
     fn auth_comes_first_and_the_connection_starts_again_after_it() {
         let mut bytes = Vec::new();
-        encode_auth(&mut bytes, "alice", "pass word");
-        encode_auth(&mut bytes, "bob", "");
+        encode_auth(&mut bytes, "alice", "pass word").unwrap();
+        encode_auth(&mut bytes, "bob", "").unwrap();
+        let long = "x".repeat(1 << 16);
+        assert!(encode_auth(&mut bytes, &long, "").is_err());
+        assert!(encode_auth(&mut bytes, "carol", &long).is_err());
         push_u16(&mut bytes, action::AUTH);
         push_u16(&mut bytes, 1);
         bytes.push(0xff); // a user name that is not UTF-8

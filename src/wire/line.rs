@@ -47,6 +47,10 @@ use crate::ids::Payload;
 pub(crate) const AUTH_USAGE: &str =
     "usage: AUTH <user> <password>, quoted if it has a space: AUTH alice \"my secret\"";
 
+/// What a line client that has not logged in is told, when the broker has
+/// an `--auth-file` (`auth/guard.rs`).
+pub(crate) const AUTH_REQUIRED: &str = "authentication required: send AUTH <user> <password> first";
+
 /// A line the broker refuses. Each has the short reason sent after `-ERR `.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum LineError {
@@ -58,8 +62,12 @@ pub(crate) enum LineError {
     MissingByteCount,
     MissingOffset,
     MissingGroup,
-    /// `AUTH` without a user and a password, or with more words.
+    /// `AUTH` without a user and a password, with more words, or with a
+    /// quoted word that is not closed or not valid.
     AuthUsage,
+    /// A `PUBN` before the login an `--auth-file` asks for: its payload
+    /// is skipped, never buffered.
+    LoginFirst,
     /// A group name that is empty or longer than `--max-topic-name-bytes`.
     InvalidGroup,
     BadOffset,
@@ -100,6 +108,7 @@ impl LineError {
             LineError::MissingOffset => "missing offset",
             LineError::MissingGroup => "missing group name",
             LineError::AuthUsage => AUTH_USAGE,
+            LineError::LoginFirst => AUTH_REQUIRED,
             LineError::InvalidGroup => "invalid group name",
             LineError::BadOffset => "bad offset",
             LineError::BadByteCount => "bad byte count",
@@ -190,6 +199,10 @@ pub(crate) struct LineDecoder {
     state: State,
     limits: Limits,
     last_topic: LastTopic,
+    /// Whether the connection must log in before it may publish: then a
+    /// `PUBN`'s payload is skipped as it comes, not buffered for a guard
+    /// that would refuse it.
+    login_awaited: bool,
 }
 
 /// What one step of the decoder produced.
@@ -205,7 +218,14 @@ impl LineDecoder {
             state: State::Line { scanned: 0 },
             limits,
             last_topic: LastTopic::default(),
+            login_awaited: false,
         }
+    }
+
+    /// Tells the decoder whether the connection has yet to log in (the
+    /// reader asks its guard before each request).
+    pub fn await_login(&mut self, awaited: bool) {
+        self.login_awaited = awaited;
     }
 
     /// Decodes the next request from `input`, exactly like
@@ -374,8 +394,9 @@ impl LineDecoder {
             words.end()?;
             Request::Pull { topic, max, group }
         } else if is("AUTH") {
-            let user = words.next()?.ok_or(LineError::AuthUsage)?;
-            let password = words.next()?.ok_or(LineError::AuthUsage)?;
+            // Any mistake in AUTH, a bad quote among them, gets its usage.
+            let mut word = || words.next().ok().flatten().ok_or(LineError::AuthUsage);
+            let (user, password) = (word()?, word()?);
             words.end().map_err(|_| LineError::AuthUsage)?;
             Request::Auth(Credentials::new(user.into_owned(), password.into_owned()))
         } else {
@@ -403,7 +424,10 @@ impl LineDecoder {
         let topic = words.next()?.ok_or(LineError::MissingTopic)?;
         let count = words.next()?.ok_or(LineError::MissingByteCount)?;
         let len: u64 = count.parse().map_err(|_| LineError::BadByteCount)?;
-        let checked = self.check_payload_header(&topic, len, words);
+        let checked = match self.login_awaited {
+            true => Err(LineError::LoginFirst),
+            false => self.check_payload_header(&topic, len, words),
+        };
         match checked.and_then(|()| Ok(self.last_topic.shared(&topic)?)) {
             Ok(topic) => {
                 let len = len as usize;

@@ -198,6 +198,23 @@ impl Line {
     pub fn expect_silence(&mut self, window: Duration) {
         self.assert_drained();
         self.stream.set_read_timeout(Some(window)).unwrap();
+        self.expect_nothing_read();
+    }
+
+    /// Asserts that nothing has arrived yet, without waiting: for a reply
+    /// that must come after something else has happened.
+    #[track_caller]
+    pub fn expect_nothing_yet(&mut self) {
+        self.assert_drained();
+        self.stream.set_nonblocking(true).unwrap();
+        self.expect_nothing_read();
+        self.stream.set_nonblocking(false).unwrap();
+    }
+
+    /// Asserts that a read finds nothing, as its timeout or non-blocking
+    /// mode lets it.
+    #[track_caller]
+    fn expect_nothing_read(&mut self) {
         let mut chunk = [0u8; 4096];
         match self.stream.read(&mut chunk) {
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
