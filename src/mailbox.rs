@@ -138,10 +138,12 @@ impl<T> Shared<T> {
         }
     }
 
+    /// Takes the oldest item. It frees one place, so it wakes one sender
+    /// that waits for room, not all of them.
     fn pop(&self, state: &mut State<T>) -> Option<T> {
         let item = state.items.pop_front()?;
         if state.senders_waiting > 0 {
-            self.freed.notify_all();
+            self.freed.notify_one();
         }
         Some(item)
     }
@@ -271,6 +273,27 @@ mod tests {
         assert_eq!(receiver.recv_until(None), Ok(1));
         done.recv_timeout(PATIENCE).expect("room was made");
         assert_eq!(receiver.try_iter().collect::<Vec<_>>(), [2]);
+    }
+
+    /// Each item taken wakes one waiting sender, and every one gets in.
+    #[test]
+    fn many_senders_waiting_for_room_all_get_in() {
+        let (sender, receiver) = bounded(1);
+        let senders: Vec<_> = (0..8)
+            .map(|i| {
+                let sender = sender.clone();
+                thread::spawn(move || sender.send(i))
+            })
+            .collect();
+        let deadline = Some(Instant::now() + PATIENCE);
+        let mut taken: Vec<u32> = (0..8)
+            .map(|_| receiver.recv_until(deadline).unwrap())
+            .collect();
+        for handle in senders {
+            assert_eq!(handle.join().unwrap(), Ok(()));
+        }
+        taken.sort_unstable();
+        assert_eq!(taken, (0..8).collect::<Vec<_>>());
     }
 
     #[test]

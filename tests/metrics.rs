@@ -133,6 +133,8 @@ fn counters_and_group_lag_are_exact_after_publishing_and_consuming() {
     for i in 0..10 {
         fan_out.expect_msg("orders", i, format!("order-{i}").as_bytes());
     }
+    // It follows a pattern too, which matches no topic.
+    assert_eq!(fan_out.ask("SUB refunds.*"), "+OK");
 
     // The group billing pulls four of them, and has six left.
     let mut puller = Line::connect(addr);
@@ -227,6 +229,7 @@ fn counters_and_group_lag_are_exact_after_publishing_and_consuming() {
             ("brook_topic_messages_in_total{topic=\"jobs.dlq\"}", 1),
             ("brook_publishes_refused_disk_full_total", 0),
             ("brook_publishers_waiting", 0),
+            ("brook_pattern_subscriptions", 1),
             ("brook_store_disk_bytes", 0),
         ],
     );

@@ -2,9 +2,9 @@
 //! protocols: a publish to a name with a `*` or `>` token is refused and
 //! nothing is stored; a plain subscribe to a pattern covers the matching
 //! topics that exist and those created later, each message once, and an
-//! unsubscribe of the pattern ends that; a group or pull naming a pattern
-//! is refused, since those are not served yet, and so is a pattern from
-//! an offset; an invalid pattern gets its own error; names where `*` or
+//! unsubscribe of the pattern ends that; a pattern from an offset is
+//! refused, in a group too; an invalid pattern gets its own error, in a
+//! group or a pull too; names where `*` or
 //! `>` is only part of a token are exact names and work as any other.
 //! After every refusal the connection goes on. Nothing sleeps: each wait
 //! is a read with a deadline, and what must not arrive is shown missing by
@@ -19,8 +19,8 @@ use std::time::Instant;
 use brook::config::{Config, Storage};
 use common::broker::{config, start_broker};
 use common::frames::{
-    error_reply, from_u16, publish_frame, subscribe_request, unsubscribe_request, ACK, BEGINNING,
-    CURRENT, PUBLISH, SUBSCRIBED, UNSUBSCRIBED,
+    error_reply, from_u16, group_subscribe_request, publish_frame, subscribe_request,
+    unsubscribe_request, ACK, BEGINNING, CURRENT, PUBLISH, SUBSCRIBED, UNSUBSCRIBED,
 };
 use common::line::Line;
 use common::raw::{raw_subscriber, Raw};
@@ -30,14 +30,6 @@ use common::WAIT;
 /// What a publish to a wildcard name is refused with, in both protocols.
 const PUBLISH_REFUSED: &str = "cannot publish to a name with a '*' or '>' token: \
      those are wildcards in a subscription; publish to an exact topic name";
-
-/// What a group or pull naming `pattern` is refused with.
-fn not_served(pattern: &str) -> String {
-    format!(
-        "{pattern:?} is a pattern, and a group or PULL does not take patterns yet: \
-         name each topic exactly, or SUB without a group"
-    )
-}
 
 /// What a subscription to `pattern` from an offset is refused with.
 fn from_offset_refused(pattern: &str) -> String {
@@ -57,20 +49,6 @@ fn topics(addr: SocketAddr) -> Vec<String> {
     let mut client = Line::connect(addr);
     client.send("TOPICS\n");
     client.read_until_end()
-}
-
-/// A binary action 7 (subscribe in a consumer group): the group's name,
-/// then a Subscribe's fields.
-fn group_subscribe_request(group: &str, json: &str) -> Vec<u8> {
-    let subscribe = subscribe_request(json, &BEGINNING);
-    let group_len = u16::try_from(group.len()).unwrap();
-    [
-        &[0, 7][..],
-        &group_len.to_be_bytes(),
-        group.as_bytes(),
-        &subscribe[2..],
-    ]
-    .concat()
 }
 
 #[test]
@@ -125,12 +103,11 @@ fn a_binary_publish_to_a_wildcard_name_gets_an_error_and_the_publisher_goes_on()
 }
 
 #[test]
-fn a_line_group_or_pull_naming_a_pattern_is_refused_and_so_is_a_pattern_from_an_offset() {
+fn a_line_pattern_from_an_offset_is_refused_and_so_is_an_invalid_pattern() {
     let broker = start_broker(&config());
     let mut line = Line::connect(broker.local_addr());
     let refused = [
-        ("SUB * group workers", not_served("*")),
-        ("PULL orders.> 10", not_served("orders.>")),
+        ("SUB * from 2 group workers", from_offset_refused("*")),
         ("SUB orders.* from 3", from_offset_refused("orders.*")),
         (
             "SUB orders.> from 0 manual",
@@ -142,6 +119,10 @@ fn a_line_group_or_pull_naming_a_pattern_is_refused_and_so_is_a_pattern_from_an_
     }
     assert_eq!(
         line.ask("SUB orders.>.eu"),
+        "-ERR invalid pattern \"orders.>.eu\": '>' may only be the last token (orders.> is valid)"
+    );
+    assert_eq!(
+        line.ask("PULL orders.>.eu 10 group workers"),
         "-ERR invalid pattern \"orders.>.eu\": '>' may only be the last token (orders.> is valid)"
     );
     assert_eq!(
@@ -159,8 +140,13 @@ fn a_refused_binary_subscription_subscribes_nothing_and_the_connection_goes_on()
     let broker = start_broker(&config());
     let addr = broker.local_addr();
     let mut subscriber = Raw::connect(addr);
-    subscriber.send(&group_subscribe_request("g", r#"["orders.eu","orders.>"]"#));
-    subscriber.expect_error(&not_served("orders.>"));
+    subscriber.send(&group_subscribe_request(
+        "g",
+        r#"["orders.eu","orders.>.eu"]"#,
+    ));
+    subscriber.expect_error(
+        "invalid pattern \"orders.>.eu\": '>' may only be the last token (orders.> is valid)",
+    );
     subscriber.send(&subscribe_request(
         r#"["orders.eu","orders.*"]"#,
         &from_u16(1),

@@ -6,9 +6,10 @@
 //! topic to write or trim, a connection whose answers must reach its
 //! groups. The steps at the end of the round (`mod.rs`, `run_rounds`) then
 //! each take their list and do the work once, however many commands asked
-//! for it. The sessions' wake-ups and the lingering writers' deadlines
-//! stay here across rounds, and tell the dispatcher how long it may wait
-//! for the next command.
+//! for it. The sessions' wake-ups, the lingering writers' deadlines and
+//! the pattern subscriptions still being made (`pattern_rounds.rs`) stay
+//! here across rounds, and tell the dispatcher how long it may wait for
+//! the next command.
 //!
 //! Of this folder it uses only `topic.rs` and `session/` (whose
 //! [`Session`] it asks for frames to post and a time to be woken), none of the
@@ -20,10 +21,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::topic::Topic;
+use crate::dispatcher::session::pulls::PullSource;
 use crate::dispatcher::session::Session;
 use crate::ids::{ConnId, IdMap, IdSet, Offset, TopicId};
+use crate::pattern::Pattern;
 use crate::queue::Hangup;
+use crate::reader::MAX_UNREAD_REPLIES;
 use crate::store::SyncJob;
+use crate::wire::request::{AckMode, Decoded, StartAt};
 use crate::writer::{Link, Parcel};
 
 /// What the dispatcher has put off: work for the end of this round (the
@@ -78,6 +83,9 @@ pub(super) struct Agenda {
     /// reached it late may wait behind a later deadline, and is then cut
     /// off a little late, never early.
     pub(super) lingering: VecDeque<(Instant, Link)>,
+    /// Subscribes and pulls naming patterns whose topics are still being
+    /// looked for, a slice a round (`pattern_rounds.rs`).
+    pub(super) pattern_jobs: PatternJobs,
 }
 
 impl Agenda {
@@ -153,6 +161,102 @@ impl Agenda {
         true
     }
 }
+
+/// How many requests may wait behind an unfinished pattern subscription
+/// before the connection is closed: a client that pipelines more than
+/// this without waiting for the `+OK` costs no more memory than one that
+/// does not read its replies (see `reader.rs`).
+const MAX_DEFERRED_REQUESTS: usize = MAX_UNREAD_REPLIES;
+
+/// What a request naming patterns does with each matching topic.
+#[derive(Debug)]
+pub(super) enum JobKind {
+    /// A cursor in it (`group: None`), or a place in the group of that
+    /// name, starting at `start` where the cursor or the group is new.
+    Subscribe {
+        start: StartAt,
+        ack: AckMode,
+        group: Option<Arc<str>>,
+    },
+    /// A `PULL` of up to `max` messages, from `group` of each topic:
+    /// `sources` collects them.
+    Pull {
+        group: Arc<str>,
+        max: Option<u64>,
+        sources: Vec<PullSource>,
+    },
+}
+
+/// A subscribe, group join or pull whose patterns are still being matched
+/// against the topics, a slice at a time (`pattern_rounds.rs`).
+#[derive(Debug)]
+pub(super) struct PatternJob {
+    pub(super) conn: ConnId,
+    pub(super) patterns: Vec<Pattern>,
+    /// The patterns of a subscription that the connection did not follow
+    /// before it: those it forgets if the subscription fails midway.
+    pub(super) added: Vec<Pattern>,
+    pub(super) kind: JobKind,
+    /// The next topic to look at.
+    pub(super) next: TopicId,
+    /// The number of topics when the job started: later ones are the
+    /// pattern record's (`patterns.rs`).
+    pub(super) end: TopicId,
+    /// The requests the connection sent after this one, each with its
+    /// reader's hang-up, to carry out once the job is done.
+    pub(super) deferred: Vec<(Decoded, Option<Arc<Hangup>>)>,
+}
+
+/// The unfinished pattern jobs, the oldest first; at most one per
+/// connection, since a connection's later requests wait behind its job.
+#[derive(Debug, Default)]
+pub(super) struct PatternJobs {
+    pub(super) jobs: VecDeque<PatternJob>,
+}
+
+impl PatternJobs {
+    /// Whether any job is unfinished: the round loop must not wait.
+    pub(super) fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// Keeps `request` for after `conn`'s unfinished job, if it has one;
+    /// otherwise hands it back, to be carried out now. Returns `Err` when
+    /// the connection sent too many while it waited: it must be closed.
+    pub(super) fn defer(
+        &mut self,
+        conn: ConnId,
+        request: Decoded,
+        hangup: Option<&Arc<Hangup>>,
+    ) -> Result<Option<Decoded>, TooManyDeferred> {
+        let Some(job) = self.jobs.iter_mut().find(|job| job.conn == conn) else {
+            return Ok(Some(request));
+        };
+        if job.deferred.len() >= MAX_DEFERRED_REQUESTS {
+            return Err(TooManyDeferred);
+        }
+        job.deferred.push((request, hangup.cloned()));
+        Ok(None)
+    }
+
+    /// Drops the job of a connection that closed, and the requests behind
+    /// it; but a pull goes on, since a client may close right after asking
+    /// for one and still read it (see `session/pulls.rs`).
+    pub(super) fn cancel(&mut self, conn: ConnId) {
+        self.jobs.retain_mut(|job| {
+            if job.conn != conn {
+                return true;
+            }
+            job.deferred.clear();
+            matches!(job.kind, JobKind::Pull { .. })
+        });
+    }
+}
+
+/// A connection sent more than [`MAX_DEFERRED_REQUESTS`] requests behind
+/// an unfinished pattern subscription.
+#[derive(Debug)]
+pub(super) struct TooManyDeferred;
 
 /// A run of messages one connection published to one topic this round,
 /// offsets `first..=last`, that are not written to the log's file yet. If

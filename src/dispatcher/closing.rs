@@ -28,6 +28,7 @@ impl Dispatcher {
     /// session itself ends now, or once the pulls it asked for are done.
     pub(super) fn detach(&mut self, conn: ConnId, now: Instant) -> Result<(), StoreError> {
         self.patterns.forget(conn);
+        self.agenda.pattern_jobs.cancel(conn);
         if let Some(session) = self.sessions.get_mut(&conn) {
             for id in session.topics() {
                 remove_subscriber(&mut self.topics[id], conn);

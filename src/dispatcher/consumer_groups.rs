@@ -91,8 +91,18 @@ impl Dispatcher {
                         self.groups_moved(id);
                         continue;
                     }
-                    // Offered again once fetched, or once there is room.
-                    Next::Later | Next::NoRoom | Next::Empty => return,
+                    // Offered again once there is room: each member
+                    // notes the group, to give to once it has some.
+                    Next::NoRoom => {
+                        for &member in topic.groups[index].members() {
+                            if let Some(session) = self.sessions.get_mut(&member) {
+                                session.wait_for_room(id, index);
+                            }
+                        }
+                        return;
+                    }
+                    // Offered again once fetched, or once there is more.
+                    Next::Later | Next::Empty => return,
                 };
             let Some(session) = self.sessions.get_mut(&conn) else {
                 return;
@@ -123,18 +133,16 @@ impl Dispatcher {
 
     /// Tells the groups what became of the messages they gave `conn`, and
     /// gives out what is owed: what came back, and what the room the
-    /// answers freed allows. A message delivered `--max-deliveries` times
-    /// goes to the dead-letter topic.
+    /// answers freed allows, to the groups that were waiting for room
+    /// ([`Session::wait_for_room`](super::session::Session::wait_for_room)).
+    /// A message delivered `--max-deliveries` times goes to the dead-letter
+    /// topic.
     pub(super) fn settle_groups(&mut self, conn: ConnId, now: Instant) -> Result<(), StoreError> {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return Ok(());
         };
         let answers = session.take_group_answers();
-        let mut to_pump: Vec<(TopicId, usize)> = session
-            .memberships()
-            .iter()
-            .map(|m| (m.topic, m.group))
-            .collect();
+        let mut to_pump = session.take_groups_waiting();
         for answer in answers {
             let group = &mut self.topics[answer.topic].groups[answer.group];
             let max = self.policy.max_deliveries;
@@ -162,9 +170,7 @@ impl Dispatcher {
                     self.send_to_dead_letters(&given_up, now)?;
                 }
             }
-            if !to_pump.contains(&(answer.topic, answer.group)) {
-                to_pump.push((answer.topic, answer.group));
-            }
+            to_pump.insert((answer.topic, answer.group));
         }
         for (id, index) in to_pump {
             self.pump_group(id, index, now);

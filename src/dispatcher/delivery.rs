@@ -58,7 +58,7 @@ impl Dispatcher {
     }
 
     /// Sends what a session can send now: its pulls, then its
-    /// subscriptions. Called after a pull is asked for, and when the writer
+    /// subscriptions, then what its groups that waited for room have. Called after a pull is asked for, and when the writer
     /// reports it has written (which makes room for both).
     pub(super) fn serve(&mut self, conn: ConnId, now: Instant) {
         if let Some(session) = self.sessions.get_mut(&conn) {
@@ -68,11 +68,7 @@ impl Dispatcher {
                 self.agenda.write_later(id, topic);
             }
             session.pump(&self.topics, now);
-            let groups: Vec<(TopicId, usize)> = session
-                .memberships()
-                .iter()
-                .map(|m| (m.topic, m.group))
-                .collect();
+            let groups = session.take_groups_waiting();
             self.register_or_forget(conn, now);
             for (id, index) in groups {
                 self.pump_group(id, index, now);

@@ -233,7 +233,7 @@ impl Group {
 
     /// Whether the group has a message to give out, of a log that ends at
     /// `end`.
-    fn has_work(&self, end: Offset) -> bool {
+    pub fn has_work(&self, end: Offset) -> bool {
         !self.again.is_empty() || self.next < end
     }
 

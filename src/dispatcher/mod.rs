@@ -11,7 +11,9 @@
 //!
 //! A round ([`Dispatcher::run_rounds`]) is: wait for one command (or the
 //! next timer), then take every command already queued, up to
-//! [`MAX_COMMANDS_PER_ROUND`] or 5 ms of work, then fire the timers that
+//! [`MAX_COMMANDS_PER_ROUND`] or 5 ms of work, then give one slice of
+//! work to the oldest pattern subscription that matches more topics than
+//! one request may look at (`pattern_rounds.rs`), then fire the timers that
 //! are due (`timers.rs`), then settle the round's answers with the
 //! consumer groups and dead-letter topics (`answers.rs`), then shut the
 //! lingering writers that are past their time (`closing.rs`), then trim
@@ -109,6 +111,8 @@
 //! - `dead_letters.rs`: what was given up goes to the `.dlq` topic.
 //! - `answers.rs`: acks and nacks, and the round's answers step.
 //! - `pull.rs`: `PULL`.
+//! - `pattern_rounds.rs`: a subscribe or pull naming a pattern, matched
+//!   against the existing topics a slice a round.
 //! - `delivery.rs`: what fills the outboxes, and the round's last step,
 //!   which posts them.
 //! - `timers.rs`: when the round loop must wake, and the wake-ups it fires.
@@ -126,6 +130,7 @@ mod dead_letters;
 mod delivery;
 pub(crate) mod group;
 mod logs;
+mod pattern_rounds;
 mod patterns;
 mod publish;
 mod pull;
@@ -153,7 +158,7 @@ use crate::store::{Store, StoreError};
 use crate::syncer::Syncer;
 use crate::wire::reply::Reply;
 use crate::wire::request::{Decoded, Request};
-use agenda::{Agenda, Publisher};
+use agenda::{Agenda, Publisher, TooManyDeferred};
 use patterns::PatternSubscriptions;
 use topic::Topic;
 
@@ -367,6 +372,7 @@ impl Dispatcher {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => stopping = true,
             }
+            self.continue_pattern_jobs(stopping, now)?;
             self.fire_wakeups(now);
             self.settle_answers(now)?;
             self.close_lingering(now);
@@ -397,7 +403,7 @@ impl Dispatcher {
                     if hangup.as_ref().is_some_and(|hangup| hangup.is_done()) {
                         break; // hung up on: the rest is dropped
                     }
-                    self.request(conn, request, hangup.as_ref(), now)?;
+                    self.carry_out(conn, request, hangup.as_ref(), now)?;
                 }
             }
             Command::Written { conn } => self.serve(conn, now),
@@ -409,6 +415,29 @@ impl Dispatcher {
             Command::Shutdown => return Ok(false),
         }
         Ok(true)
+    }
+
+    /// Carries out one request, or keeps it for later if the connection's
+    /// pattern subscription is still being made (`pattern_rounds.rs`), so
+    /// that its replies stay in order. Fails only if the store failed.
+    fn carry_out(
+        &mut self,
+        conn: ConnId,
+        request: Decoded,
+        hangup: Option<&Arc<Hangup>>,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        match self.agenda.pattern_jobs.defer(conn, request, hangup) {
+            Ok(Some(request)) => self.request(conn, request, hangup, now),
+            Ok(None) => Ok(()),
+            Err(TooManyDeferred) => {
+                log::warn!("conn {conn}: not waiting for its pattern subscription; closing it");
+                if let Some(session) = self.sessions.get(&conn) {
+                    session.hang_up();
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Carries out one request. Fails only if the store failed.
@@ -436,14 +465,8 @@ impl Dispatcher {
                 topics,
                 start,
                 ack,
-                group: None,
-            }) => self.subscribe(conn, &topics, start, ack, now)?,
-            Ok(Request::Subscribe {
-                topics,
-                start,
-                ack,
-                group: Some(group),
-            }) => self.join_groups(conn, &topics, &group, start, ack, now)?,
+                group,
+            }) => self.subscribe(conn, &topics, start, ack, group.as_deref(), now)?,
             Ok(Request::Unsubscribe { topics }) => self.unsubscribe(conn, &topics, now)?,
             Ok(Request::Ack) => self.answer(conn, true, now),
             Ok(Request::Nack) => self.answer(conn, false, now),
@@ -451,7 +474,10 @@ impl Dispatcher {
                 let group = group.as_deref().unwrap_or(DEFAULT_PULL_GROUP);
                 self.pull(conn, &topic, max, group, now)?
             }
-            Ok(Request::Topics) => self.reply(conn, Reply::Topics(self.topic_reports())),
+            Ok(Request::Topics) => {
+                let patterns = self.patterns.reports();
+                self.reply(conn, Reply::Topics(self.topic_reports(), patterns));
+            }
             Ok(Request::Stats) => {
                 let report = self.broker_report(now);
                 self.reply(conn, Reply::Stats(Box::new(report)));

@@ -1,15 +1,19 @@
-//! The pattern subscriptions (`SUB orders.*`): which connection subscribed
-//! to which pattern, and how its deliveries are answered.
+//! The pattern subscriptions (`SUB orders.*`, `SUB orders.* group
+//! workers`): which connection follows which pattern, alone or in which
+//! group, and how its deliveries are answered.
 //!
 //! A pattern subscription is not a cursor of its own. When it is made, the
-//! dispatcher gives the connection a cursor in each topic the pattern
-//! matches (`subscribe.rs`); what is kept here is what is needed for the
+//! dispatcher gives the connection a cursor (or, in a group, a place in
+//! that group) in each topic the pattern matches (`subscribe.rs`, over as
+//! many rounds as that takes); what is kept here is what is needed for the
 //! topics that do not exist yet: when a topic is created
 //! (`topic_table.rs`), it is matched against the patterns once
 //! ([`PatternSubscriptions::matching`]), and each connection with a match
-//! gets a cursor at the topic's start. From then on the topic's messages
-//! reach those connections as any subscriber's do: nothing is matched per
-//! message, and a broker with no pattern subscription pays nothing.
+//! gets a cursor at the topic's start, or joins the group there, which
+//! reads the topic from its start. From then on the topic's messages reach
+//! those connections as any subscriber's or member's do: nothing is
+//! matched per message, and a broker with no pattern subscription pays
+//! nothing.
 //!
 //! A dead-letter topic (`orders.eu.dlq`) is a topic like any other, so
 //! `orders.>` covers it, as NATS would.
@@ -17,39 +21,69 @@
 //! Uses `pattern.rs` and nothing of the dispatcher's, so it is a layer at
 //! the bottom, like `group.rs`.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use crate::ids::{ConnId, IdMap};
 use crate::pattern::Pattern;
+use crate::wire::reply::PatternReport;
 use crate::wire::request::AckMode;
+
+/// One pattern a connection follows: with a cursor of its own in each
+/// matching topic (`group: None`), or as a member of the group of that
+/// name in each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Followed {
+    pub pattern: Pattern,
+    pub group: Option<Arc<str>>,
+    pub ack: AckMode,
+}
 
 /// Every connection's pattern subscriptions.
 #[derive(Debug, Default)]
 pub struct PatternSubscriptions {
-    /// Per connection, its patterns in the order they were made. A
+    /// Per connection, what it follows, in the order it was asked for. A
     /// connection has few, so a list is searched.
-    by_conn: IdMap<ConnId, Vec<(Pattern, AckMode)>>,
+    by_conn: IdMap<ConnId, Vec<Followed>>,
 }
 
 impl PatternSubscriptions {
-    /// Records that `conn` subscribes to `pattern`. A pattern it already
-    /// had takes the new `ack` mode.
-    pub fn add(&mut self, conn: ConnId, pattern: Pattern, ack: AckMode) {
-        let patterns = self.by_conn.entry(conn).or_default();
-        match patterns.iter_mut().find(|(known, _)| *known == pattern) {
-            Some(known) => known.1 = ack,
-            None => patterns.push((pattern, ack)),
+    /// Records that `conn` follows `pattern`, alone or in `group`. A
+    /// pattern it already followed that way takes the new `ack` mode.
+    pub fn add(&mut self, conn: ConnId, followed: Followed) {
+        let held = self.by_conn.entry(conn).or_default();
+        let same = |known: &&mut Followed| {
+            known.pattern == followed.pattern && known.group == followed.group
+        };
+        match held.iter_mut().find(same) {
+            Some(known) => known.ack = followed.ack,
+            None => held.push(followed),
         }
     }
 
-    /// Forgets `conn`'s subscription to the pattern written `pattern`.
-    /// Returns whether it had one.
+    /// Forgets `conn`'s subscriptions to the pattern written `pattern`,
+    /// alone and in any group, as an `UNSUB` of the pattern asks. Returns
+    /// whether it had one.
     pub fn remove(&mut self, conn: ConnId, pattern: &str) -> bool {
-        let Some(patterns) = self.by_conn.get_mut(&conn) else {
+        self.remove_where(conn, |known| known.pattern.as_str() == pattern)
+    }
+
+    /// Forgets that `conn` follows `pattern` alone (`group: None`) or in
+    /// `group`, and only that.
+    pub fn remove_in(&mut self, conn: ConnId, pattern: &Pattern, group: Option<&str>) {
+        self.remove_where(conn, |known| {
+            known.pattern == *pattern && known.group.as_deref() == group
+        });
+    }
+
+    fn remove_where(&mut self, conn: ConnId, unwanted: impl Fn(&Followed) -> bool) -> bool {
+        let Some(held) = self.by_conn.get_mut(&conn) else {
             return false;
         };
-        let before = patterns.len();
-        patterns.retain(|(known, _)| known.as_str() != pattern);
-        let removed = patterns.len() < before;
-        if patterns.is_empty() {
+        let before = held.len();
+        held.retain(|known| !unwanted(known));
+        let removed = held.len() < before;
+        if held.is_empty() {
             self.by_conn.remove(&conn);
         }
         removed
@@ -60,26 +94,32 @@ impl PatternSubscriptions {
         self.by_conn.remove(&conn);
     }
 
-    /// Whether one of `conn`'s patterns matches the topic called `topic`.
-    pub fn covers(&self, conn: ConnId, topic: &str) -> bool {
-        self.by_conn
-            .get(&conn)
-            .is_some_and(|patterns| patterns.iter().any(|(p, _)| p.matches(topic)))
+    /// Whether one of `conn`'s patterns, alone (`group: None`) or in
+    /// `group`, matches the topic called `topic`.
+    pub fn covers(&self, conn: ConnId, topic: &str, group: Option<&str>) -> bool {
+        self.by_conn.get(&conn).is_some_and(|held| {
+            held.iter()
+                .any(|f| f.group.as_deref() == group && f.pattern.matches(topic))
+        })
     }
 
-    /// The connections with a pattern that matches the topic called
-    /// `topic`, each once, with the ack mode of its first such pattern.
-    pub fn matching(&self, topic: &str) -> Vec<(ConnId, AckMode)> {
-        let mut found: Vec<_> = self
-            .by_conn
-            .iter()
-            .filter_map(|(&conn, patterns)| {
-                let (_, ack) = patterns.iter().find(|(p, _)| p.matches(topic))?;
-                Some((conn, *ack))
-            })
-            .collect();
+    /// What follows the topic called `topic`: each connection once alone
+    /// and once per group, with the ack mode of its first pattern that
+    /// matches that way.
+    pub fn matching(&self, topic: &str) -> Vec<(ConnId, Option<Arc<str>>, AckMode)> {
+        let mut found = Vec::new();
+        for (&conn, held) in &self.by_conn {
+            for followed in held.iter().filter(|f| f.pattern.matches(topic)) {
+                let known = |(c, g, _): &(ConnId, Option<Arc<str>>, AckMode)| {
+                    *c == conn && *g == followed.group
+                };
+                if !found.iter().any(known) {
+                    found.push((conn, followed.group.clone(), followed.ack));
+                }
+            }
+        }
         // The map's order is random; deliveries should not be.
-        found.sort_unstable_by_key(|&(conn, _)| conn);
+        found.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         found
     }
 
@@ -89,14 +129,23 @@ impl PatternSubscriptions {
         self.by_conn.is_empty()
     }
 
-    /// How many of `patterns` `conn` does not hold yet.
-    pub fn new_to(&self, conn: ConnId, patterns: &[Pattern]) -> usize {
-        let held = self.by_conn.get(&conn).map_or(&[][..], Vec::as_slice);
-        let is_new = |pattern: &&Pattern| !held.iter().any(|(known, _)| known == *pattern);
+    /// Whether `conn` follows `pattern`, alone (`group: None`) or in
+    /// `group`.
+    pub fn follows(&self, conn: ConnId, pattern: &Pattern, group: Option<&str>) -> bool {
+        self.by_conn.get(&conn).is_some_and(|held| {
+            held.iter()
+                .any(|f| f.pattern == *pattern && f.group.as_deref() == group)
+        })
+    }
+
+    /// How many of `patterns`, alone or in `group`, `conn` does not follow
+    /// yet.
+    pub fn new_to(&self, conn: ConnId, patterns: &[Pattern], group: Option<&str>) -> usize {
+        let is_new = |pattern: &&Pattern| !self.follows(conn, pattern, group);
         patterns.iter().filter(is_new).count()
     }
 
-    /// How many patterns `conn` holds.
+    /// How many patterns `conn` follows, alone or in groups.
     pub fn held_by(&self, conn: ConnId) -> usize {
         self.by_conn.get(&conn).map_or(0, Vec::len)
     }
@@ -104,6 +153,27 @@ impl PatternSubscriptions {
     /// How many pattern subscriptions there are, over every connection.
     pub fn count(&self) -> usize {
         self.by_conn.values().map(Vec::len).sum()
+    }
+
+    /// What `TOPICS` shows of each pattern followed, in the patterns'
+    /// order: how many connections follow it alone, and in how many
+    /// groups it is followed.
+    pub fn reports(&self) -> Vec<PatternReport> {
+        let mut by_pattern: BTreeMap<&str, (usize, Vec<&str>)> = BTreeMap::new();
+        for followed in self.by_conn.values().flatten() {
+            let (subscribers, groups) = by_pattern.entry(followed.pattern.as_str()).or_default();
+            match followed.group.as_deref() {
+                None => *subscribers += 1,
+                Some(group) if !groups.contains(&group) => groups.push(group),
+                Some(_) => {}
+            }
+        }
+        let report = |(pattern, (subscribers, groups)): (&str, (usize, Vec<&str>))| PatternReport {
+            pattern: pattern.into(),
+            subscribers,
+            groups: groups.len(),
+        };
+        by_pattern.into_iter().map(report).collect()
     }
 }
 
@@ -119,46 +189,106 @@ mod tests {
         }
     }
 
+    fn alone(text: &str, ack: AckMode) -> Followed {
+        Followed {
+            pattern: pattern(text),
+            group: None,
+            ack,
+        }
+    }
+
+    fn in_group(text: &str, group: &str) -> Followed {
+        Followed {
+            pattern: pattern(text),
+            group: Some(group.into()),
+            ack: AckMode::Manual,
+        }
+    }
+
     #[test]
     fn a_topic_matches_each_connection_once_with_its_first_patterns_mode() {
         let mut patterns = PatternSubscriptions::default();
-        patterns.add(2, pattern("orders.*"), AckMode::Manual);
-        patterns.add(2, pattern("orders.>"), AckMode::OnWrite);
-        patterns.add(1, pattern("*.eu"), AckMode::OnWrite);
+        patterns.add(2, alone("orders.*", AckMode::Manual));
+        patterns.add(2, alone("orders.>", AckMode::OnWrite));
+        patterns.add(1, alone("*.eu", AckMode::OnWrite));
         assert_eq!(
             patterns.matching("orders.eu"),
-            vec![(1, AckMode::OnWrite), (2, AckMode::Manual)]
+            vec![(1, None, AckMode::OnWrite), (2, None, AckMode::Manual)]
         );
         assert_eq!(
             patterns.matching("orders.eu.dlq"),
-            vec![(2, AckMode::OnWrite)]
+            vec![(2, None, AckMode::OnWrite)]
         );
         assert_eq!(patterns.matching("refunds.us"), vec![]);
         assert_eq!(patterns.count(), 3);
     }
 
     #[test]
+    fn a_connection_matches_once_alone_and_once_per_group() {
+        let mut patterns = PatternSubscriptions::default();
+        patterns.add(1, in_group("orders.*", "b"));
+        patterns.add(1, in_group("orders.>", "b"));
+        patterns.add(1, in_group("orders.*", "a"));
+        patterns.add(1, alone("orders.*", AckMode::OnWrite));
+        let group = |name: &str| Some(Arc::from(name));
+        assert_eq!(
+            patterns.matching("orders.eu"),
+            vec![
+                (1, None, AckMode::OnWrite),
+                (1, group("a"), AckMode::Manual),
+                (1, group("b"), AckMode::Manual),
+            ]
+        );
+        assert!(patterns.covers(1, "orders.eu.paid", Some("b")));
+        assert!(!patterns.covers(1, "orders.eu.paid", Some("a")));
+        assert!(patterns.remove(1, "orders.*"));
+        assert_eq!(patterns.count(), 1, "orders.> in b is left");
+    }
+
+    #[test]
     fn adding_a_pattern_again_changes_its_mode_and_adds_nothing() {
         let mut patterns = PatternSubscriptions::default();
-        patterns.add(1, pattern("orders.*"), AckMode::OnWrite);
-        patterns.add(1, pattern("orders.*"), AckMode::Manual);
+        patterns.add(1, alone("orders.*", AckMode::OnWrite));
+        patterns.add(1, alone("orders.*", AckMode::Manual));
         assert_eq!(patterns.count(), 1);
-        assert_eq!(patterns.matching("orders.eu"), vec![(1, AckMode::Manual)]);
+        assert_eq!(
+            patterns.matching("orders.eu"),
+            vec![(1, None, AckMode::Manual)]
+        );
     }
 
     #[test]
     fn removing_and_forgetting_leave_the_other_patterns() {
         let mut patterns = PatternSubscriptions::default();
-        patterns.add(1, pattern("orders.*"), AckMode::Manual);
-        patterns.add(1, pattern("orders.>"), AckMode::Manual);
-        patterns.add(2, pattern("orders.*"), AckMode::Manual);
+        patterns.add(1, alone("orders.*", AckMode::Manual));
+        patterns.add(1, alone("orders.>", AckMode::Manual));
+        patterns.add(2, alone("orders.*", AckMode::Manual));
         assert!(!patterns.remove(1, "refunds.*"));
         assert!(patterns.remove(1, "orders.*"));
-        assert!(patterns.covers(1, "orders.eu.paid"));
-        assert!(patterns.covers(1, "orders.eu"));
+        assert!(patterns.covers(1, "orders.eu.paid", None));
+        assert!(patterns.covers(1, "orders.eu", None));
         assert!(patterns.remove(1, "orders.>"));
-        assert!(!patterns.covers(1, "orders.eu"));
+        assert!(!patterns.covers(1, "orders.eu", None));
         patterns.forget(2);
         assert!(patterns.is_empty());
+    }
+
+    #[test]
+    fn a_report_counts_subscribers_and_distinct_groups_per_pattern() {
+        let mut patterns = PatternSubscriptions::default();
+        patterns.add(1, alone("orders.*", AckMode::Manual));
+        patterns.add(2, alone("orders.*", AckMode::Manual));
+        patterns.add(2, in_group("orders.*", "workers"));
+        patterns.add(3, in_group("orders.*", "workers"));
+        patterns.add(3, in_group("orders.>", "audit"));
+        let shown: Vec<_> = patterns
+            .reports()
+            .into_iter()
+            .map(|r| (r.pattern.to_string(), r.subscribers, r.groups))
+            .collect();
+        assert_eq!(
+            shown,
+            [("orders.*".into(), 2, 1), ("orders.>".into(), 0, 1)]
+        );
     }
 }

@@ -1,17 +1,19 @@
 //! Subscribing and unsubscribing: `Request::Subscribe`, which gives the
-//! connection its own cursor in each topic (`subscribe`) or, with a group
-//! name, a place in that group (`join_groups`), and `Request::Unsubscribe`,
+//! connection its own cursor in each topic or, with a group name, a place
+//! in that group of each topic (`subscribe`), and `Request::Unsubscribe`,
 //! which ends both.
 //!
-//! A plain subscribe or unsubscribe may name patterns (`orders.*`, see
-//! `pattern.rs`): the connection gets a cursor in each existing topic the
-//! pattern matches, and the pattern is kept in `patterns.rs`, so that
-//! each matching topic created later gets one too, from its start
-//! (`subscribe_patterns`, which `topic_table.rs` calls). A topic the
-//! connection already has a cursor in keeps it, so a message is sent
-//! once however many of its subscriptions cover the topic. A group or a
-//! pull takes exact names only, for now (`names_topics_only`, which
-//! `pull.rs` uses too).
+//! Any of them may name patterns (`orders.*`, see `pattern.rs`): the
+//! pattern is kept in `patterns.rs`, and the connection gets a cursor (or
+//! a place in the group) in each existing topic the pattern matches,
+//! handed out over as many rounds as that takes (`pattern_rounds.rs`,
+//! which calls `follow_topic` for each), and in each matching topic
+//! created later, from its start (`subscribe_patterns`, which
+//! `topic_table.rs` calls). A topic the connection already has a cursor
+//! in keeps it, so a message is sent once however many of its
+//! subscriptions cover the topic; the same goes for a place in a group.
+//! An unsubscribe of a pattern leaves what the pattern alone gave
+//! (`leave_uncovered`). `PULL` (`pull.rs`) reads its names here too.
 //!
 //! Each runs as the round takes its request. A subscription is a cursor
 //! in the connection's session (`session/`) and the connection's id in
@@ -22,141 +24,188 @@
 //!
 //! Calls: `topic_table.rs` (`topic_id`, `topic_unavailable`), `publish.rs`
 //! (`disk_is_full`), `consumer_groups.rs` (`check_group_room`,
-//! `group_index`, `pump_group`, `settle_groups`), `logs.rs` (`write_now`),
-//! `delivery.rs` (`reply`).
+//! `group_index`, `settle_groups`), `pattern_rounds.rs`
+//! (`start_pattern_job`), `logs.rs` (`write_now`), `delivery.rs`
+//! (`reply`).
 
 use std::fmt;
 use std::time::Instant;
 
+use super::agenda::JobKind;
+use super::session::pulls::PullSource;
 use super::topic::Topic;
 use super::topic_table::Unavailable;
 use super::Dispatcher;
 use crate::ids::{ConnId, TopicId};
 use crate::pattern::{Pattern, PatternError, Subject};
 use crate::store::StoreError;
-use crate::wire::reply::Reply;
+use crate::wire::reply::{OverLimit, Reply};
 use crate::wire::request::{AckMode, StartAt};
 
 impl Dispatcher {
-    /// Points `conn`'s cursor in each topic named at `start` (creating the
-    /// topics that are new), and in each existing topic a pattern among
-    /// `names` matches, whose pattern is kept for the topics created later
-    /// (see `patterns.rs`); replies Subscribed, then sends what the window
-    /// takes: the status comes before any replay.
+    /// Points `conn`'s cursor in each topic named at `start`, or with a
+    /// `group`, joins that group of each (creating the topics and groups
+    /// that are new); then does the same for each topic a pattern among
+    /// `names` matches (see `pattern_rounds.rs`), and replies Subscribed
+    /// once that is done, then sends what the window takes: the status
+    /// comes before any replay.
     pub(super) fn subscribe(
         &mut self,
         conn: ConnId,
         names: &[String],
         start: StartAt,
         ack: AckMode,
+        group: Option<&str>,
         now: Instant,
     ) -> Result<(), StoreError> {
         let Some((exact, patterns)) = self.exact_names_and_patterns(conn, names, start) else {
             return Ok(());
         };
         let limit = self.limits.max_patterns_per_connection;
-        if self.patterns.held_by(conn) + self.patterns.new_to(conn, &patterns) > limit {
+        if self.patterns.held_by(conn) + self.patterns.new_to(conn, &patterns, group) > limit {
             self.refuse(conn, &NotATopic::TooManyPatterns(limit));
             return Ok(());
         }
         let Some(ids) = self.topics_to_subscribe(conn, &exact, now)? else {
             return Ok(());
         };
-        let matched = self.topics_matching(&patterns);
-        for &id in &matched {
-            self.write_now(id, now)?;
-        }
-        let Some(session) = self.sessions.get_mut(&conn) else {
+        if !self.sessions.contains_key(&conn) {
             return Ok(());
+        }
+        match group {
+            None => self.subscribe_by_name(conn, &ids, start, ack),
+            Some(group) => {
+                if let Err(limit) = self.check_group_room(&ids, group) {
+                    self.reply(conn, Reply::OverLimit(limit));
+                    return Ok(());
+                }
+                for id in ids {
+                    self.join_group_of(conn, id, group, start, ack, true);
+                }
+            }
+        }
+        log::debug!(
+            "conn {conn}: subscribing to {names:?} from {start:?}, {ack:?}, group {group:?}"
+        );
+        let group = group.map(Into::into);
+        let kind = JobKind::Subscribe { start, ack, group };
+        self.start_pattern_job(conn, patterns, kind, now)
+    }
+
+    /// Points `conn`'s cursor in each of the topics `ids`, named by the
+    /// client, at `start`.
+    fn subscribe_by_name(&mut self, conn: ConnId, ids: &[TopicId], start: StartAt, ack: AckMode) {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
         };
-        for id in ids {
+        for &id in ids {
             if session.subscribe(id, &self.topics[id], start, ack) {
                 self.topics[id].subscribers.push(conn);
             }
         }
-        for id in matched {
-            if session.subscribe_by_pattern(id, &self.topics[id], start, ack) {
-                self.topics[id].subscribers.push(conn);
+    }
+
+    /// Joins `conn` to the group `group` of the topic `id`, creating the
+    /// group (at `start`) where it is new, as the client named the topic
+    /// (`by_name`) or for a pattern. A place the connection has already is
+    /// kept. A group with messages to give out waits for the session's
+    /// room ([`Session::wait_for_room`](super::session::Session::wait_for_room)),
+    /// given once the subscription is answered: so a pattern that joins
+    /// thousands of groups gives to those with messages, not to all.
+    fn join_group_of(
+        &mut self,
+        conn: ConnId,
+        id: TopicId,
+        group: &str,
+        start: StartAt,
+        ack: AckMode,
+        by_name: bool,
+    ) {
+        let index = self.group_index(id, group, start, conn);
+        if let Some(session) = self.sessions.get_mut(&conn) {
+            let topic = &mut self.topics[id];
+            session.join_group(id, index, ack, by_name);
+            topic.groups[index].join(conn);
+            if topic.groups[index].has_work(topic.log.end()) {
+                session.wait_for_room(id, index);
             }
         }
-        for pattern in patterns {
-            self.patterns.add(conn, pattern, ack);
+    }
+
+    /// What a subscription or pull naming a pattern does with one topic
+    /// the pattern matches (`kind`, see `pattern_rounds.rs`): a cursor, a
+    /// place in a group, or a group to pull from. Refused when the topic
+    /// has no room for one more group. The topic must be written already.
+    pub(super) fn follow_topic(
+        &mut self,
+        conn: ConnId,
+        id: TopicId,
+        kind: &mut JobKind,
+    ) -> Result<(), OverLimit> {
+        match kind {
+            JobKind::Subscribe {
+                start,
+                ack,
+                group: None,
+            } => {
+                let Some(session) = self.sessions.get_mut(&conn) else {
+                    return Ok(());
+                };
+                let topic = &mut self.topics[id];
+                if session.subscribe_by_pattern(id, topic, *start, *ack) {
+                    topic.subscribers.push(conn);
+                    self.agenda.register(conn, session);
+                }
+            }
+            JobKind::Subscribe {
+                start,
+                ack,
+                group: Some(group),
+            } => {
+                self.check_group_room(&[id], group)?;
+                self.join_group_of(conn, id, group, *start, *ack, false);
+            }
+            JobKind::Pull { group, sources, .. } => {
+                self.check_group_room(&[id], group)?;
+                let group = self.group_index(id, group, StartAt::Beginning, conn);
+                let until = self.topics[id].log.end();
+                sources.push(PullSource {
+                    topic: id,
+                    group,
+                    until,
+                });
+            }
         }
-        log::debug!("conn {conn}: subscribed to {names:?} from {start:?}, {ack:?}");
-        session.reply(Reply::Subscribed);
-        session.pump(&self.topics, now);
-        self.agenda.register(conn, session);
         Ok(())
     }
 
-    /// Subscribes the connections whose patterns match the topic `id`, just
-    /// created, from its start, so that they miss none of its messages.
-    /// Called once per topic, when it is created: no message is ever
-    /// matched against a pattern.
+    /// Gives the connections whose patterns match the topic `id`, just
+    /// created, a cursor or group place at its start, so that they miss
+    /// none of its messages. Called once per topic, when it is created:
+    /// no message is ever matched against a pattern.
     pub(super) fn subscribe_patterns(&mut self, id: TopicId) {
         if self.patterns.is_empty() {
             return;
         }
-        for (conn, ack) in self.patterns.matching(&self.topics[id].name) {
-            let Some(session) = self.sessions.get_mut(&conn) else {
-                continue;
+        for (conn, group, ack) in self.patterns.matching(&self.topics[id].name) {
+            let start = StartAt::Beginning;
+            let mut kind = JobKind::Subscribe {
+                start,
+                ack,
+                group: group.clone(),
             };
-            if session.subscribe_by_pattern(id, &self.topics[id], StartAt::Beginning, ack) {
-                self.topics[id].subscribers.push(conn);
-                self.agenda.register(conn, session);
+            if let Err(limit) = self.follow_topic(conn, id, &mut kind) {
+                log::warn!(
+                    "conn {conn}: new topic {:?} left out of group {group:?} on a pattern: {limit}",
+                    self.topics[id].name
+                );
             }
         }
     }
 
-    /// Joins `conn` to the group `group` of each topic, creating the group
-    /// where it is new, starting at `start` (see `group.rs`).
-    pub(super) fn join_groups(
-        &mut self,
-        conn: ConnId,
-        names: &[String],
-        group: &str,
-        start: StartAt,
-        ack: AckMode,
-        now: Instant,
-    ) -> Result<(), StoreError> {
-        if !self.names_topics_only(conn, names) {
-            return Ok(());
-        }
-        let Some(ids) = self.topics_to_subscribe(conn, names, now)? else {
-            return Ok(());
-        };
-        if !self.sessions.contains_key(&conn) {
-            return Ok(());
-        }
-        if let Err(limit) = self.check_group_room(&ids, group) {
-            self.reply(conn, Reply::OverLimit(limit));
-            return Ok(());
-        }
-        let mut joined = Vec::new();
-        for id in ids {
-            let index = self.group_index(id, group, start, conn);
-            self.topics[id].groups[index].join(conn);
-            joined.push((id, index));
-        }
-        let Some(session) = self.sessions.get_mut(&conn) else {
-            return Ok(());
-        };
-        for &(id, index) in &joined {
-            session.join_group(id, index, ack);
-        }
-        log::debug!("conn {conn}: joined group {group:?} of {names:?}, {ack:?}");
-        session.reply(Reply::Subscribed);
-        self.agenda.register(conn, session);
-        for (id, index) in joined {
-            self.pump_group(id, index, now);
-        }
-        Ok(())
-    }
-
     /// Ends the connection's subscriptions to the topics, and its place in
-    /// their groups. A pattern is forgotten, and so are the cursors of the
-    /// topics it matches that the client did not name itself and that no
-    /// other pattern of its covers.
+    /// their groups. A pattern is forgotten, alone and in every group, and
+    /// so is what it alone gave (`leave_uncovered`).
     pub(super) fn unsubscribe(
         &mut self,
         conn: ConnId,
@@ -170,22 +219,10 @@ impl Dispatcher {
         for pattern in &patterns {
             self.patterns.remove(conn, pattern.as_str());
         }
+        self.leave_uncovered(conn, &patterns);
         let Some(session) = self.sessions.get_mut(&conn) else {
             return Ok(());
         };
-        let uncovered: Vec<TopicId> = session
-            .topics()
-            .filter(|&id| {
-                let name = &self.topics[id].name;
-                !session.subscribed_by_name(id)
-                    && patterns.iter().any(|pattern| pattern.matches(name))
-                    && !self.patterns.covers(conn, name)
-            })
-            .collect();
-        for id in uncovered {
-            session.unsubscribe(id);
-            remove_subscriber(&mut self.topics[id], conn);
-        }
         for name in exact {
             if let Some(&id) = self.topic_ids.get(name) {
                 if session.unsubscribe(id) {
@@ -202,20 +239,61 @@ impl Dispatcher {
         self.settle_groups(conn, now)
     }
 
+    /// Ends what `conn` had only through `patterns`, which it no longer
+    /// follows: its cursor in each topic they match that the client did
+    /// not name itself and that no pattern it still follows alone covers,
+    /// and its place in each group of such a topic that no pattern it
+    /// still follows in that group covers. What it owed those groups goes
+    /// back to them once the caller settles them.
+    pub(super) fn leave_uncovered(&mut self, conn: ConnId, patterns: &[Pattern]) {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let topics = &self.topics;
+        let followed = &self.patterns;
+        let matched = |id: TopicId| patterns.iter().any(|p| p.matches(&topics[id].name));
+        let cursors: Vec<TopicId> = session
+            .topics()
+            .filter(|&id| {
+                !session.subscribed_by_name(id)
+                    && matched(id)
+                    && !followed.covers(conn, &topics[id].name, None)
+            })
+            .collect();
+        let places: Vec<(TopicId, usize)> = session
+            .memberships()
+            .filter(|m| {
+                let group = &*topics[m.topic].groups[m.group].name;
+                !m.by_name
+                    && matched(m.topic)
+                    && !followed.covers(conn, &topics[m.topic].name, Some(group))
+            })
+            .map(|m| (m.topic, m.group))
+            .collect();
+        for id in cursors {
+            session.unsubscribe(id);
+            remove_subscriber(&mut self.topics[id], conn);
+        }
+        for (id, index) in places {
+            session.leave_group(id, index, &self.topics);
+            self.topics[id].groups[index].leave(conn);
+        }
+    }
+
     /// The exact names and the patterns among `names`. A name NATS would
     /// not take as a pattern (`orders.>.eu`), or a pattern with a start
     /// at an offset (offsets are per topic), is refused: `conn` is told
     /// why, and gets `None`.
-    fn exact_names_and_patterns<'a>(
+    pub(super) fn exact_names_and_patterns<'a, S: AsRef<str>>(
         &mut self,
         conn: ConnId,
-        names: &'a [String],
+        names: &'a [S],
         start: StartAt,
     ) -> Option<(Vec<&'a str>, Vec<Pattern>)> {
         let mut exact = Vec::new();
         let mut patterns = Vec::new();
         for name in names {
-            let refusal = match Subject::parse(name) {
+            let refusal = match Subject::parse(name.as_ref()) {
                 Ok(Subject::Exact(name)) => {
                     exact.push(name);
                     continue;
@@ -233,40 +311,6 @@ impl Dispatcher {
             return None;
         }
         Some((exact, patterns))
-    }
-
-    /// The existing topics one of `patterns` matches, in the order they
-    /// were created. Every topic is looked at, in this one request (see
-    /// issue 18: handing the work out over rounds is left to do).
-    fn topics_matching(&self, patterns: &[Pattern]) -> Vec<TopicId> {
-        if patterns.is_empty() {
-            return Vec::new();
-        }
-        let matches = |topic: &Topic| patterns.iter().any(|p| p.matches(&topic.name));
-        (0..self.topics.len())
-            .filter(|&id| matches(&self.topics[id]))
-            .collect()
-    }
-
-    /// Whether every name in `names` is a topic's exact name, as a group or
-    /// `PULL` needs. A pattern (`orders.*`) is refused, for groups and
-    /// pulls do not take patterns yet, and so is a name NATS would not
-    /// take as one (`orders.>.eu`): either way `conn` is told why, and
-    /// nothing else is done, rather than making a topic called `orders.*`
-    /// that no publish may name.
-    pub(super) fn names_topics_only<S: AsRef<str>>(&mut self, conn: ConnId, names: &[S]) -> bool {
-        let refusal = names
-            .iter()
-            .find_map(|name| match Subject::parse(name.as_ref()) {
-                Ok(Subject::Exact(_)) => None,
-                Ok(Subject::Pattern(pattern)) => Some(NotATopic::Pattern(pattern)),
-                Err(invalid) => Some(NotATopic::Invalid(invalid)),
-            });
-        let Some(refusal) = refusal else {
-            return true;
-        };
-        self.refuse(conn, &refusal);
-        false
     }
 
     fn refuse(&mut self, conn: ConnId, refusal: &NotATopic) {
@@ -317,9 +361,6 @@ pub(super) fn remove_subscriber(topic: &mut Topic, conn: ConnId) {
 /// Why a name in a subscribe, unsubscribe or pull is refused.
 #[derive(Debug)]
 enum NotATopic {
-    /// A valid pattern, in a group or a pull, which do not take patterns
-    /// yet.
-    Pattern(Pattern),
     /// A pattern in a subscription that starts at an offset: offsets are
     /// per topic, so one offset means nothing across the topics.
     PatternFromOffset(Pattern),
@@ -332,12 +373,6 @@ enum NotATopic {
 impl fmt::Display for NotATopic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            NotATopic::Pattern(pattern) => write!(
-                f,
-                "{:?} is a pattern, and a group or PULL does not take patterns yet: \
-                 name each topic exactly, or SUB without a group",
-                pattern.as_str()
-            ),
             NotATopic::PatternFromOffset(pattern) => write!(
                 f,
                 "{:?} is a pattern, and offsets are per topic: subscribe to a pattern \

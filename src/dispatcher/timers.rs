@@ -7,7 +7,9 @@
 //! wake-up it cares about (`Agenda::take_wakeup`); a stale entry is
 //! recognised and skipped when it pops. `next_deadline` also counts the
 //! lingering writers' deadlines (`closing.rs`) and the next retention age
-//! check (`logs.rs`): the round loop waits for a command until then.
+//! check (`logs.rs`), and does not wait at all while a pattern's work is
+//! unfinished (`pattern_rounds.rs`): the round loop waits for a command
+//! until then.
 //!
 //! Calls: `closing.rs` (`register_or_forget`).
 
@@ -17,11 +19,13 @@ use std::time::Instant;
 use super::Dispatcher;
 
 impl Dispatcher {
-    /// When the dispatcher must act even if no command comes.
+    /// When the dispatcher must act even if no command comes: at once
+    /// while a pattern's work is unfinished (`pattern_rounds.rs`).
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let wakeup = self.agenda.wakeups.peek().map(|Reverse((when, _))| *when);
         let linger = self.agenda.lingering.front().map(|(deadline, _)| *deadline);
-        [wakeup, linger, self.next_age_check]
+        let pattern_work = (!self.agenda.pattern_jobs.is_empty()).then(Instant::now);
+        [wakeup, linger, self.next_age_check, pattern_work]
             .into_iter()
             .flatten()
             .min()

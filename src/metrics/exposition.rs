@@ -64,6 +64,12 @@ const BROKER_METRICS: &[Metric<Scrape>] = &[
         value: |s| s.report.topics.len() as u64,
     },
     Metric {
+        name: "brook_pattern_subscriptions",
+        kind: Kind::Gauge,
+        help: "Patterns the connections follow (SUB orders.*), alone or in a group.",
+        value: |s| s.report.pattern_subscriptions as u64,
+    },
+    Metric {
         name: "brook_dispatcher_queue_commands",
         kind: Kind::Gauge,
         help: "Commands from the connections waiting for the dispatcher thread.",

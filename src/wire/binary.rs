@@ -640,7 +640,7 @@ pub(crate) fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
         | Reply::Pong
         | Reply::Bye
         | Reply::Help
-        | Reply::Topics(_)
+        | Reply::Topics(..)
         | Reply::Stats(_) => {}
     }
 }

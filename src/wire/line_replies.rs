@@ -13,7 +13,7 @@ use std::fmt;
 use std::io::Write;
 
 use super::line::encode_topic;
-use super::reply::{BrokerReport, Reply, TopicReport};
+use super::reply::{BrokerReport, PatternReport, Reply, TopicReport};
 use crate::ids::Offset;
 
 /// Appends `MSG <topic> <offset> <nbytes>\n`. The payload and a newline
@@ -39,14 +39,15 @@ pub(crate) fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
         Reply::Pong => out.extend_from_slice(b"+PONG\n"),
         Reply::Bye => out.extend_from_slice(b"+BYE\n"),
         Reply::Help => out.extend_from_slice(HELP.as_bytes()),
-        Reply::Topics(topics) => encode_topics(out, topics),
+        Reply::Topics(topics, patterns) => encode_topics(out, topics, patterns),
         Reply::Stats(report) => encode_stats(out, report),
     }
 }
 
 /// `+TOPIC <topic> messages=<n> first=<offset> next=<offset> subscribers=<n>`
-/// per topic, then `+END`.
-fn encode_topics(out: &mut Vec<u8>, topics: &[TopicReport]) {
+/// per topic, then `+PATTERN <pattern> subscribers=<n> groups=<n>` per
+/// pattern followed, then `+END`.
+fn encode_topics(out: &mut Vec<u8>, topics: &[TopicReport], patterns: &[PatternReport]) {
     for topic in topics {
         write_topic_line(
             out,
@@ -58,6 +59,17 @@ fn encode_topics(out: &mut Vec<u8>, topics: &[TopicReport]) {
                 topic.first,
                 topic.next,
                 topic.subscribers
+            ),
+        );
+    }
+    for pattern in patterns {
+        write_topic_line(
+            out,
+            "+PATTERN",
+            &pattern.pattern,
+            format_args!(
+                "subscribers={} groups={}",
+                pattern.subscribers, pattern.groups
             ),
         );
     }
@@ -129,7 +141,7 @@ fn write_line(out: &mut Vec<u8>, text: fmt::Arguments<'_>) {
 const HELP: &str = "\
 +HELP brook line protocol. Commands are case-insensitive; a topic is a word or a \"quoted string\".
 +  A topic name may not have a token (between dots) that is just * or >: those are for patterns.
-+  SUB and UNSUB (no group) take patterns: orders.* is every orders.<one token>, orders.> every orders.<more>.
++  SUB, UNSUB and PULL take patterns: orders.* is every orders.<one token>, orders.> every orders.<more>.
 +  AUTH <user> <password>             log in (brokers with --auth-file); +OK
 +  PUB <topic> <text>                 publish the rest of the line; replies +OK <offset>
 +  PUBN <topic> <nbytes>              publish the next nbytes raw bytes (then a newline); +OK <offset>
@@ -140,7 +152,7 @@ const HELP: &str = "\
 +  UNSUB <topic>                      stop a subscription, and leave the topic's groups
 +  ACK / NACK                         answer the oldest delivery of a manual subscription
 +  PULL <topic> [max] [group <name>]  take what the group (default: default) has not given out; +END <count>
-+  TOPICS                             list the topics with their offsets
++  TOPICS                             list the topics and the patterns followed
 +  STATS                              counters for the broker and each topic
 +  PING                               replies +PONG
 +  HELP                               this list

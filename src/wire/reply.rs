@@ -60,7 +60,8 @@ pub enum Reply {
     Pong,
     Bye,
     Help,
-    Topics(Vec<TopicReport>),
+    /// Every topic, then every pattern followed.
+    Topics(Vec<TopicReport>, Vec<PatternReport>),
     Stats(Box<BrokerReport>),
 }
 
@@ -118,6 +119,16 @@ pub struct TopicReport {
     /// The bytes of its segment files (0 in memory).
     pub disk_bytes: u64,
     pub groups: Vec<GroupReport>,
+}
+
+/// A pattern that connections follow (`SUB orders.*`), for `TOPICS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatternReport {
+    pub pattern: Arc<str>,
+    /// How many connections follow it with cursors of their own.
+    pub subscribers: usize,
+    /// In how many consumer groups it is followed.
+    pub groups: usize,
 }
 
 /// A snapshot of one consumer group of a topic, for `STATS`.

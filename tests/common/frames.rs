@@ -74,3 +74,17 @@ pub fn error_reply(reason: &str) -> Vec<u8> {
     let len = u16::try_from(reason.len()).unwrap();
     [&[0, 3][..], &len.to_be_bytes(), reason.as_bytes()].concat()
 }
+
+/// A binary action 7 (subscribe in a consumer group): the group's name,
+/// then a Subscribe's fields, from the beginning.
+pub fn group_subscribe_request(group: &str, json: &str) -> Vec<u8> {
+    let subscribe = subscribe_request(json, &BEGINNING);
+    let group_len = u16::try_from(group.len()).unwrap();
+    [
+        &[0, 7][..],
+        &group_len.to_be_bytes(),
+        group.as_bytes(),
+        &subscribe[2..],
+    ]
+    .concat()
+}

@@ -454,14 +454,15 @@ impl InFlight {
         self.redeliveries.clear();
     }
 
-    /// The session left the groups of `topic`: their messages it has yet
-    /// to answer go back to them, and their answers, when they come, no
-    /// longer matter.
-    pub fn give_back_to_groups(&mut self, topic: TopicId, topics: &[Topic]) {
+    /// The session left the groups of `topic` (`group: None`), or the one
+    /// group of index `group`: their messages it has yet to answer go back
+    /// to them, and their answers, when they come, no longer matter.
+    pub fn give_back_to_groups(&mut self, topic: TopicId, group: Option<usize>, topics: &[Topic]) {
         let timed_out = self.timed_out;
+        let left = |of: Option<usize>| of.is_some_and(|of| group.is_none_or(|left| of == left));
         let mut letting_go = Vec::new();
         for (i, delivery) in self.deliveries.iter_mut().enumerate() {
-            if delivery.topic == topic && delivery.group.is_some() && !delivery.settled {
+            if delivery.topic == topic && left(delivery.group) && !delivery.settled {
                 letting_go.push((delivery.clone(), i < timed_out));
                 delivery.settled = true; // its answer no longer matters
             }

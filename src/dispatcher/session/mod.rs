@@ -36,7 +36,8 @@
 //! the session asks the writer to report its next write (see `writer.rs`).
 //! While a pull streams, the subscriptions wait: its `+END` comes first.
 
-use std::collections::VecDeque;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -44,7 +45,7 @@ use crate::dispatcher::session::in_flight::{
     Delivery, DeliveryPolicy, GivenUp, GroupAnswer, InFlight, NothingToAnswer,
 };
 use crate::dispatcher::session::outbox::Outbox;
-use crate::dispatcher::session::pulls::Pulls;
+use crate::dispatcher::session::pulls::{PullSource, Pulls};
 use crate::dispatcher::topic::Topic;
 use crate::ids::{ConnId, IdMap, Offset, Payload, TopicId};
 use crate::store::{DiskFull, Lookup};
@@ -94,6 +95,9 @@ pub struct Membership {
     /// The group's index among the topic's groups.
     pub group: usize,
     ack: AckMode,
+    /// Whether the client named the topic itself, rather than only through
+    /// a pattern: `UNSUB` of a pattern leaves such a membership alone.
+    pub by_name: bool,
 }
 
 /// One connection that is answered: its subscriptions, group memberships,
@@ -112,13 +116,25 @@ pub struct Session {
     /// they get a turn: round-robin, one message per turn.
     ready: VecDeque<TopicId>,
     in_flight: InFlight,
-    /// The consumer groups the session is a member of.
-    memberships: Vec<Membership>,
+    /// The consumer groups the session is a member of, by topic and group
+    /// index: a pattern may make thousands, each looked up by every
+    /// message the group gives out.
+    memberships: BTreeMap<(TopicId, usize), Membership>,
+    /// The groups of its memberships that had a message to give out but
+    /// found no member with room: they are given to again once this
+    /// session has room (`Dispatcher::serve`, `settle_groups`), rather
+    /// than every group it is a member of, which a pattern can make
+    /// thousands.
+    groups_waiting: BTreeSet<(TopicId, usize)>,
     pulls: Pulls,
     /// Set once the client has closed its side (or quit) while pulls were
     /// unfinished: they go on streaming, and the session ends when they
     /// are done, or when this deadline passes without progress.
     closing: Option<Instant>,
+    /// Set while a pattern subscription is being made over several rounds
+    /// (`pattern_rounds.rs`): nothing is delivered until its status has
+    /// been sent.
+    held: bool,
 }
 
 impl Session {
@@ -130,9 +146,11 @@ impl Session {
             subscriptions: IdMap::default(),
             ready: VecDeque::new(),
             in_flight: InFlight::new(id, policy, now),
-            memberships: Vec::new(),
+            memberships: BTreeMap::new(),
+            groups_waiting: BTreeSet::new(),
             pulls: Pulls::default(),
             closing: None,
+            held: false,
         }
     }
 
@@ -300,35 +318,77 @@ impl Session {
         self.ready.clear();
         self.in_flight.let_go_all(topics);
         self.memberships.clear();
+        self.groups_waiting.clear();
         self.closing = Some(now + self.policy.linger);
     }
 
-    /// Whether a closed session is done: its pulls have ended, or made no
-    /// progress for the linger.
+    /// Whether a closed session is done: its pulls have ended (and no pull
+    /// of a pattern is still looking for its topics, which holds the
+    /// session), or made no progress for the linger.
     pub fn is_done(&self, now: Instant) -> bool {
+        let pulling = !self.pulls.is_empty() || self.held;
         self.closing
-            .is_some_and(|deadline| self.pulls.is_empty() || now >= deadline)
+            .is_some_and(|deadline| !pulling || now >= deadline)
     }
 
-    /// Joins the consumer group `group` of `topic` (see `group.rs`).
-    pub fn join_group(&mut self, topic: TopicId, group: usize, ack: AckMode) {
-        self.memberships
-            .retain(|m| !(m.topic == topic && m.group == group));
-        self.memberships.push(Membership { topic, group, ack });
+    /// Joins the consumer group `group` of `topic` (see `group.rs`), as
+    /// the client named it (`by_name`) or for a pattern that matches it.
+    /// For a pattern, a place the session has already is left as it is,
+    /// as [`Session::subscribe_by_pattern`] leaves a cursor.
+    pub fn join_group(&mut self, topic: TopicId, group: usize, ack: AckMode, by_name: bool) {
+        let membership = Membership {
+            topic,
+            group,
+            ack,
+            by_name,
+        };
+        match self.memberships.entry((topic, group)) {
+            Entry::Occupied(_) if !by_name => {}
+            Entry::Occupied(mut known) => _ = known.insert(membership),
+            Entry::Vacant(place) => _ = place.insert(membership),
+        }
+    }
+
+    /// Leaves the group `group` of `topic`, joined for a pattern. Messages
+    /// of its that the session has yet to answer go back to it.
+    pub fn leave_group(&mut self, topic: TopicId, group: usize, topics: &[Topic]) {
+        self.in_flight
+            .give_back_to_groups(topic, Some(group), topics);
+        self.memberships.remove(&(topic, group));
     }
 
     /// Leaves every group of `topic`; returns the groups left. Messages
     /// of theirs that the session has yet to answer go back to them.
     pub fn leave_groups_of(&mut self, topic: TopicId, topics: &[Topic]) -> Vec<usize> {
-        self.in_flight.give_back_to_groups(topic, topics);
-        let left = self.memberships.iter().filter(|m| m.topic == topic);
-        let left: Vec<usize> = left.map(|m| m.group).collect();
-        self.memberships.retain(|m| m.topic != topic);
+        self.in_flight.give_back_to_groups(topic, None, topics);
+        let of_topic = (topic, 0)..(topic + 1, 0);
+        let left: Vec<usize> = self
+            .memberships
+            .range(of_topic)
+            .map(|(_, m)| m.group)
+            .collect();
+        for &group in &left {
+            self.memberships.remove(&(topic, group));
+        }
         left
     }
 
-    pub fn memberships(&self) -> &[Membership] {
-        &self.memberships
+    /// The session's places in groups, in the order of their topics.
+    pub fn memberships(&self) -> impl Iterator<Item = &Membership> + '_ {
+        self.memberships.values()
+    }
+
+    /// Notes that the group `group` of `topic`, one of the session's,
+    /// found no member with room for its next message.
+    pub fn wait_for_room(&mut self, topic: TopicId, group: usize) {
+        if self.memberships.contains_key(&(topic, group)) {
+            self.groups_waiting.insert((topic, group));
+        }
+    }
+
+    /// The groups noted by [`Session::wait_for_room`] since the last call.
+    pub fn take_groups_waiting(&mut self) -> BTreeSet<(TopicId, usize)> {
+        std::mem::take(&mut self.groups_waiting)
     }
 
     /// Whether the session has room for one more message of the group
@@ -336,14 +396,10 @@ impl Session {
     /// as for them, none while a pull streams, since its `+END` and the
     /// replies behind it (a group's `+OK` among them) come first.
     pub fn has_group_room(&self, topic: TopicId, group: usize) -> bool {
-        if !self.pulls.is_empty() {
+        if !self.pulls.is_empty() || self.held {
             return false;
         }
-        let membership = self
-            .memberships
-            .iter()
-            .find(|m| m.topic == topic && m.group == group);
-        match membership.map(|m| m.ack) {
+        match self.memberships.get(&(topic, group)).map(|m| m.ack) {
             Some(AckMode::Manual) => self.in_flight.has_room(),
             Some(AckMode::OnWrite) => self.outbox.has_write_room(),
             None => false,
@@ -364,10 +420,8 @@ impl Session {
         now: Instant,
     ) -> bool {
         let (id, topic) = topic;
-        let manual = self
-            .memberships
-            .iter()
-            .any(|m| m.topic == id && m.group == group && m.ack == AckMode::Manual);
+        let membership = self.memberships.get(&(id, group));
+        let manual = membership.is_some_and(|m| m.ack == AckMode::Manual);
         if !manual {
             let group = Some(group);
             self.outbox
@@ -390,10 +444,10 @@ impl Session {
         self.in_flight.take_given_up()
     }
 
-    /// Queues a pull of up to `max` messages from a group of a topic,
-    /// taking nothing published from `until` on.
-    pub fn add_pull(&mut self, topic: Option<(TopicId, usize)>, until: Offset, max: Option<u64>) {
-        self.pulls.add(topic, until, max);
+    /// Queues a pull of up to `max` messages from `sources`, in turn (see
+    /// `pulls.rs`).
+    pub fn add_pull(&mut self, sources: Vec<PullSource>, max: Option<u64>) {
+        self.pulls.add(sources, max);
     }
 
     /// Streams the pulls, in order, while the writer has room (see
@@ -406,6 +460,25 @@ impl Session {
             self.closing = Some(now + self.policy.linger);
         }
         streamed.moved
+    }
+
+    /// Holds every delivery back (but not the replies) while a pattern
+    /// subscription is made over several rounds, until
+    /// [`Session::release`]: its status must come before anything it
+    /// sends.
+    pub fn hold(&mut self) {
+        self.held = true;
+    }
+
+    /// Shuts the connection's socket: its client sends requests without
+    /// waiting for the answers it needs.
+    pub fn hang_up(&self) {
+        self.outbox.close_connection();
+    }
+
+    /// Ends [`Session::hold`]; the caller pumps.
+    pub fn release(&mut self) {
+        self.held = false;
     }
 
     /// Whether a pull is still unfinished.
@@ -447,7 +520,7 @@ impl Session {
     /// whose turn comes when its window is full holds up the ones behind it
     /// until there is room: the topics of one connection share its windows.
     pub fn pump(&mut self, topics: &[Topic], now: Instant) {
-        if !self.pulls.is_empty() {
+        if !self.pulls.is_empty() || self.held {
             return; // subscriptions wait until the pulls are done
         }
         loop {
@@ -708,7 +781,7 @@ mod tests {
                 topic.groups.push(Group::new(Arc::from("g"), 0));
             }
             topic.groups[GROUP].join(conn as ConnId);
-            self.sessions[conn].join_group(TOPIC, GROUP, AckMode::Manual);
+            self.sessions[conn].join_group(TOPIC, GROUP, AckMode::Manual, true);
         }
 
         /// Gives out the group's messages as `Dispatcher::pump_group` does:
@@ -1165,7 +1238,12 @@ mod tests {
         broker.hand_out(0);
         assert_eq!(broker.sent(0), [0]);
         let until = broker.topics[TOPIC].log.end();
-        broker.sessions[1].add_pull(Some((TOPIC, GROUP)), until, None);
+        let source = PullSource {
+            topic: TOPIC,
+            group: GROUP,
+            until,
+        };
+        broker.sessions[1].add_pull(vec![source], None);
         let now = broker.at(10);
         let moved = broker.sessions[1].stream_pulls(&mut broker.topics, now);
         assert_eq!(moved, [(TOPIC, GROUP)]);
@@ -1192,7 +1270,12 @@ mod tests {
             .groups
             .push(Group::new(Arc::from("g"), 0));
         broker.publish(1, 0);
-        broker.sessions[0].add_pull(Some((TOPIC, GROUP)), 1, None);
+        let source = PullSource {
+            topic: TOPIC,
+            group: GROUP,
+            until: 1,
+        };
+        broker.sessions[0].add_pull(vec![source], None);
         let now = broker.at(10);
         let moved = broker.sessions[0].stream_pulls(&mut broker.topics, now);
         assert_eq!(moved, [(TOPIC, GROUP)], "the group is past 0");

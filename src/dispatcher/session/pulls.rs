@@ -15,6 +15,13 @@
 //! queued, so two connections pulling one group never get the same
 //! message, and a puller that disconnects takes nothing it was not sent.
 //!
+//! A pull of a pattern (`PULL orders.*`) takes from the group of each
+//! matching topic in turn: one message from the first topic, then one
+//! from the next, round robin, so `max` is spread evenly over the topics
+//! that have messages, and a topic that runs out leaves its turns to the
+//! others. Per topic, the messages come in offset order; across topics,
+//! in no order promised. A pull of one topic is the same with one topic.
+//!
 //! A connection's pulls stream one after the other, in the order they were
 //! asked for, and keep its replies in order: while a pull is streaming,
 //! the replies to later requests wait behind it, and so do the session's
@@ -34,15 +41,24 @@ use crate::wire::reply::Reply;
 /// the reader, which stops reading while the client has too many unread.)
 const MAX_HELD_REPLIES: usize = 4096;
 
+/// A topic a pull takes from: the consumer group it takes from, and the
+/// end of the topic's log when the pull was asked for: it takes nothing
+/// published after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullSource {
+    pub topic: TopicId,
+    /// The group's index among the topic's groups.
+    pub group: usize,
+    pub until: Offset,
+}
+
 /// A `PULL` that is waiting for its turn or streaming.
 #[derive(Debug)]
 struct Pull {
-    /// The topic and the index of the consumer group it takes from; `None`
-    /// for a topic that does not exist: the pull ends empty.
-    topic: Option<(TopicId, usize)>,
-    /// The end of the topic's log when the pull was asked for: it takes
-    /// nothing published after it.
-    until: Offset,
+    /// The topics it takes from, the one whose turn it is first; each
+    /// leaves once it has nothing more to give. None left (or none to
+    /// start with, for a topic that does not exist): the pull ends.
+    sources: VecDeque<PullSource>,
     /// How many more messages it may take.
     left: u64,
     /// How many it has sent.
@@ -79,12 +95,10 @@ impl Streamed {
 }
 
 impl Pulls {
-    /// Queues a pull of up to `max` messages from a group of a topic,
-    /// taking nothing published from `until` on.
-    pub fn add(&mut self, topic: Option<(TopicId, usize)>, until: Offset, max: Option<u64>) {
+    /// Queues a pull of up to `max` messages from `sources`, in turn.
+    pub fn add(&mut self, sources: Vec<PullSource>, max: Option<u64>) {
         self.queue.push_back(Pull {
-            topic,
-            until,
+            sources: sources.into(),
             left: max.unwrap_or(u64::MAX),
             sent: 0,
             replies_after: Vec::new(),
@@ -98,8 +112,8 @@ impl Pulls {
 
     /// Whether the pull streaming now takes from `topic`.
     pub fn streams_from(&self, topic: TopicId) -> bool {
-        let pull = self.queue.front().and_then(|pull| pull.topic);
-        pull.is_some_and(|(id, _)| id == topic)
+        let pull = self.queue.front().and_then(|pull| pull.sources.front());
+        pull.is_some_and(|source| source.topic == topic)
     }
 
     /// Queues a reply in `outbox`, or behind the last pull if one is under
@@ -132,14 +146,15 @@ impl Pulls {
     pub fn stream(&mut self, outbox: &mut Outbox, topics: &mut [Topic]) -> Streamed {
         let mut streamed = Streamed::default();
         while let Some(pull) = self.queue.front_mut() {
-            let (Some((id, index)), true) = (pull.topic, pull.left > 0) else {
+            let (Some(&source), true) = (pull.sources.front(), pull.left > 0) else {
                 self.end_pull(outbox);
                 continue;
             };
+            let (id, index) = (source.topic, source.group);
             let topic = &mut topics[id];
             let pick = |_: &mut Group| outbox.has_write_room().then_some(());
             let (offset, deliveries, payload) =
-                match topic.groups[index].next(&*topic.log, pull.until, pick) {
+                match topic.groups[index].next(&*topic.log, source.until, pick) {
                     Next::Message {
                         offset,
                         deliveries,
@@ -151,13 +166,14 @@ impl Pulls {
                         continue;
                     }
                     Next::Empty => {
-                        self.end_pull(outbox);
+                        pull.sources.pop_front();
                         continue;
                     }
                     Next::NoRoom | Next::Later => return streamed,
                 };
             topic.groups[index].done(offset);
             streamed.note_moved(id, index);
+            pull.sources.rotate_left(1); // the next topic's turn
             pull.left -= 1;
             pull.sent += 1;
             streamed.progressed = true;

@@ -1,0 +1,221 @@
+//! Pattern work in rounds: a subscribe, group join or `PULL` naming a
+//! pattern (`orders.*`) must look at every topic that exists, and a
+//! pattern may match 100,000 of them. Done in one go, that would stall
+//! the dispatcher, and every other client with it, for as long as it
+//! takes; so it is handed out in slices of [`TOPICS_PER_SLICE`] topics, one
+//! slice as the request is taken and one per round after that, until
+//! every topic has been looked at ([`PatternJob`]).
+//!
+//! ```text
+//!   topics:  0 ……… next ……… end ……… (created later)
+//!            ╰ done ╯╰ to do ╯╰ the pattern's record (patterns.rs) ╯
+//! ```
+//!
+//! A subscription's patterns are recorded first, before the first slice:
+//! a topic created while the rounds run (from `end` on) is matched once,
+//! as it is created (`subscribe_patterns`), and the slices only look at
+//! the topics before `end`, so none is missed and none is covered twice.
+//! A pull is not recorded: it takes from the topics that existed when it
+//! was asked for.
+//!
+//! The jobs wait in the [`Agenda`](super::agenda::Agenda), with the rest
+//! of what a round puts off. Until the last slice, the connection's
+//! session holds back every delivery
+//! ([`Session::hold`](super::session::Session::hold)), and the requests
+//! the connection sends after the pattern's wait in the job
+//! ([`PatternJobs::defer`](super::agenda::PatternJobs::defer)): the
+//! status (`+OK`, Subscribed) is sent when the last slice is done, and
+//! then, as after any subscribe, the deliveries and the answers to those
+//! later requests, each in its order. An `UNSUB` sent in the middle is one of them, so it
+//! undoes the whole subscription once it is made. A connection that
+//! closes in the middle has its subscription's job dropped (`closing.rs`),
+//! and what the slices made, cursors and group places, ends with its
+//! session; a pull's job goes on, and the session with it, as for any
+//! pull its client closed right after asking for.
+//!
+//! A slice runs as the request is taken (so a pattern that matches few
+//! topics is answered at once, as an exact name is) and in the round's
+//! pattern step (`continue_pattern_jobs`), one job per round, the oldest
+//! first; the round loop does not wait for a command while a job is left
+//! (`timers.rs`). The last round before a stop finishes every job.
+//!
+//! Calls: `subscribe.rs` (`follow_topic`, `leave_uncovered`),
+//! `consumer_groups.rs` (`settle_groups`), `logs.rs` (`write_now`),
+//! `delivery.rs` (`reply`, `serve`), `mod.rs` (`carry_out`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::agenda::{JobKind, PatternJob};
+use super::patterns::Followed;
+use super::Dispatcher;
+use crate::ids::ConnId;
+use crate::pattern::Pattern;
+use crate::queue::Hangup;
+use crate::store::StoreError;
+use crate::wire::reply::{OverLimit, Reply};
+use crate::wire::request::Decoded;
+
+/// How many topics one slice of a pattern's work looks at. Matching a
+/// name and making a cursor or a group place take well under a
+/// microsecond each, so a slice adds at most a millisecond or so to a
+/// round; 100,000 topics take 100 rounds.
+pub(super) const TOPICS_PER_SLICE: usize = 1024;
+
+impl Dispatcher {
+    /// Starts the work of a request whose exact names are done already:
+    /// records a subscription's patterns, then matches them against the
+    /// topics, finishing at once if one slice covers them, and otherwise
+    /// over the next rounds, the session held meanwhile.
+    pub(super) fn start_pattern_job(
+        &mut self,
+        conn: ConnId,
+        patterns: Vec<Pattern>,
+        kind: JobKind,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        let mut added = Vec::new();
+        if let JobKind::Subscribe { ack, group, .. } = &kind {
+            for pattern in &patterns {
+                if !self.patterns.follows(conn, pattern, group.as_deref()) {
+                    added.push(pattern.clone());
+                }
+                let group = group.clone();
+                let followed = Followed {
+                    pattern: pattern.clone(),
+                    group,
+                    ack: *ack,
+                };
+                self.patterns.add(conn, followed);
+            }
+        }
+        let end = match patterns.is_empty() {
+            true => 0,
+            false => self.topics.len(),
+        };
+        let job = PatternJob {
+            conn,
+            patterns,
+            added,
+            kind,
+            next: 0,
+            end,
+            deferred: Vec::new(),
+        };
+        self.run_slice(job, now)
+    }
+
+    /// The round's pattern step: the oldest unfinished job does one slice.
+    /// In the last round before a stop, every job is finished instead, so
+    /// that every request taken is carried out, as the stop promises (see
+    /// `reader.rs`'s `Gate`).
+    pub(super) fn continue_pattern_jobs(
+        &mut self,
+        stopping: bool,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        while let Some(job) = self.agenda.pattern_jobs.jobs.pop_front() {
+            self.run_slice(job, now)?;
+            if !stopping {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks at the next [`TOPICS_PER_SLICE`] topics of `job`, then
+    /// finishes it, or holds its session and puts it back for a later
+    /// round.
+    fn run_slice(&mut self, mut job: PatternJob, now: Instant) -> Result<(), StoreError> {
+        let stop = job.end.min(job.next + TOPICS_PER_SLICE);
+        for id in job.next..stop {
+            let name = &self.topics[id].name;
+            if !job.patterns.iter().any(|pattern| pattern.matches(name)) {
+                continue;
+            }
+            self.write_now(id, now)?;
+            if let Err(limit) = self.follow_topic(job.conn, id, &mut job.kind) {
+                return self.abandon(job, limit, now);
+            }
+        }
+        job.next = stop;
+        if job.next < job.end {
+            if let Some(session) = self.sessions.get_mut(&job.conn) {
+                session.hold();
+            }
+            self.agenda.pattern_jobs.jobs.push_back(job);
+            return Ok(());
+        }
+        self.finish(job, now)
+    }
+
+    /// Every topic has been looked at: the status goes out, then what the
+    /// subscription or pull sends, then the answers to the requests that
+    /// waited.
+    fn finish(&mut self, job: PatternJob, now: Instant) -> Result<(), StoreError> {
+        let conn = job.conn;
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return Ok(());
+        };
+        session.release();
+        match job.kind {
+            JobKind::Subscribe { .. } => {
+                session.reply(Reply::Subscribed);
+                session.pump(&self.topics, now);
+                self.agenda.register(conn, session);
+                // The groups it joined, and any of its groups that found it
+                // held, give to it now.
+                self.settle_groups(conn, now)?;
+            }
+            JobKind::Pull { max, sources, .. } => {
+                session.add_pull(sources, max);
+                self.serve(conn, now);
+            }
+        }
+        self.carry_out_deferred(conn, job.deferred, now)
+    }
+
+    /// A topic's group had no room under `--max-groups-per-topic`: the
+    /// request fails as a whole. A subscription forgets the patterns it
+    /// added and leaves what they alone gave the connection; a pull takes
+    /// nothing.
+    fn abandon(
+        &mut self,
+        job: PatternJob,
+        limit: OverLimit,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        let conn = job.conn;
+        if let JobKind::Subscribe { group, .. } = &job.kind {
+            for pattern in &job.added {
+                self.patterns.remove_in(conn, pattern, group.as_deref());
+            }
+            self.leave_uncovered(conn, &job.added);
+        }
+        if let Some(session) = self.sessions.get_mut(&conn) {
+            session.reply(Reply::OverLimit(limit));
+            session.release();
+            session.pump(&self.topics, now);
+            self.agenda.register(conn, session);
+        }
+        self.settle_groups(conn, now)?;
+        self.carry_out_deferred(conn, job.deferred, now)
+    }
+
+    /// Carries out, in order, the requests that waited behind a job; one
+    /// of them may start another job, behind which the rest wait again.
+    fn carry_out_deferred(
+        &mut self,
+        conn: ConnId,
+        deferred: Vec<(Decoded, Option<Arc<Hangup>>)>,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        for (request, hangup) in deferred {
+            if hangup.as_ref().is_some_and(|hangup| hangup.is_done()) {
+                break; // hung up on: the rest is dropped
+            }
+            self.carry_out(conn, request, hangup.as_ref(), now)?;
+        }
+        Ok(())
+    }
+}
