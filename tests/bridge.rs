@@ -1,7 +1,7 @@
 //! brook-bridge against real `nats-server -js` processes: its NATS client,
-//! `--to-nats` into one server and into a three-node cluster whose stream
-//! leader is killed midway, a bridge killed and restarted midway, and
-//! `--from-nats`.
+//! `--to-nats` (of a topic, and of a pattern) into one server and into a
+//! three-node cluster whose stream leader is killed midway, a bridge
+//! killed and restarted midway, and `--from-nats`.
 //!
 //! Each test skips (saying so) where `nats-server` is not on PATH, unless
 //! `BROOK_REQUIRE_NATS=1`. What lands in a stream is read back through a
@@ -297,6 +297,48 @@ fn to_nats_puts_each_message_once_in_order_into_one_server() {
     let messages = reader.read(count as usize);
     assert_in_order(&messages, "orders.eu", 0);
     assert_eq!(reader.stream_info().messages, count, "no message twice");
+}
+
+#[test]
+fn to_nats_on_a_pattern_keeps_each_topics_order() {
+    if !nats_server_available("to_nats_on_a_pattern") {
+        return;
+    }
+    let server = NatsServer::single();
+    let brook = patient_brook();
+    let count = 2_000;
+    for topic in ["orders.eu", "orders.us"] {
+        publish_confirmed(brook.local_addr(), topic, count);
+    }
+    publish_confirmed(brook.local_addr(), "payments.eu", 10);
+    let brook_addr = brook.local_addr().to_string();
+    let _bridge = start_bridge(
+        &[
+            "--brook",
+            &brook_addr,
+            "--nats",
+            &server.addr,
+            "--to-nats",
+            "orders.*=ORDERS",
+        ],
+        "joined brook group bridge-ORDERS",
+    );
+    let mut reader = StreamReader::new(&server.addr, "ORDERS");
+    let messages = reader.read(2 * count as usize);
+    for topic in ["orders.eu", "orders.us"] {
+        let of_topic: Vec<Message> = messages
+            .iter()
+            .filter(|m| m.subject == topic)
+            .cloned()
+            .collect();
+        assert_eq!(of_topic.len(), count as usize, "{topic}");
+        assert_in_order(&of_topic, topic, 0);
+    }
+    assert_eq!(
+        reader.stream_info().messages,
+        2 * count,
+        "nothing else, nothing twice"
+    );
 }
 
 #[test]
