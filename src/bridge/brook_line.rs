@@ -218,20 +218,17 @@ fn read_delivery(reader: &mut BufReader<TcpStream>) -> Result<Delivery, BrookErr
     })
 }
 
-/// The topic, offset and byte count of a `MSG` line. A quoted topic (a name
-/// with a space or a quote) is not a NATS subject, so it is not accepted.
+/// The topic, offset and byte count of a `MSG` line. A topic that brook
+/// writes quoted (a name with a space, a quote or a control character) is
+/// kept as written, quotes and all: no NATS subject has those, and
+/// `to_nats.rs` skips it.
 fn parse_msg_line(line: &str) -> Option<(String, u64, usize)> {
-    let mut words = line.split(' ');
-    let (Some("MSG"), Some(topic), Some(offset), Some(len), None) = (
-        words.next(),
-        words.next(),
-        words.next(),
-        words.next(),
-        words.next(),
-    ) else {
+    let rest = line.strip_prefix("MSG ")?;
+    let mut words = rest.rsplitn(3, ' ');
+    let (Some(len), Some(offset), Some(topic)) = (words.next(), words.next(), words.next()) else {
         return None;
     };
-    if topic.starts_with('"') {
+    if topic.is_empty() || (!topic.starts_with('"') && topic.contains(' ')) {
         return None;
     }
     let len: usize = len.parse().ok().filter(|&n| n <= MAX_PAYLOAD)?;
@@ -248,11 +245,14 @@ mod tests {
             parse_msg_line("MSG orders.eu 41 5"),
             Some(("orders.eu".into(), 41, 5))
         );
+        assert_eq!(
+            parse_msg_line("MSG \"a b\" 1 5"),
+            Some(("\"a b\"".into(), 1, 5))
+        );
         for bad in [
             "MSG orders 1",
             "MSG orders x 5",
             "MSG orders 1 -5",
-            "MSG \"a b\" 1 5",
             "+OK",
             "MSG a 1 5 6",
             &format!("MSG a 1 {}", MAX_PAYLOAD + 1),

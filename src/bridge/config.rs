@@ -323,7 +323,7 @@ fn is_stream_name(name: &str) -> bool {
 
 /// A NATS subject or pattern: tokens separated by dots, none empty, no
 /// whitespace.
-fn is_subject(subject: &str) -> bool {
+pub(crate) fn is_subject(subject: &str) -> bool {
     !subject.is_empty()
         && subject.len() <= 255
         && subject

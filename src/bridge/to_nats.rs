@@ -14,6 +14,9 @@
 //! its deliveries in order, so a delivery is acked once it and every one
 //! before it are acknowledged by JetStream.
 //!
+//! A brook topic that is no NATS subject (it has a space, or an empty
+//! token) cannot be mirrored: it is logged as an error and acked.
+//!
 //! Order. In a cluster whose stream leader dies, a publish can be lost
 //! while the next one, sent after a new leader is elected, is stored. So
 //! each new message also carries `Nats-Expected-Last-Msg-Id`, the id of the
@@ -29,7 +32,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::select;
 
 use super::brook_line::{BrookError, Delivery, GroupFeed};
-use super::config::{Settings, ToNats};
+use super::config::{is_subject, Settings, ToNats};
 use super::jetstream::{self, JetStreamError, PubAck, StreamSettings};
 use super::nats::{Connection, NatsError, Servers};
 use super::sessions::{self, Meter};
@@ -147,18 +150,20 @@ fn session(
                     super::nats::Event::Lost(error) => return Err(error.into()),
                 };
                 window.answered(&message.subject, PubAck::parse(&message)?);
-                let done = window.take_done();
-                for _ in 0..done {
-                    brook.ack()?;
-                }
-                brook.flush()?;
-                meter.add(done as u64);
             }
             default(patience) => {
                 if !window.in_flight.is_empty() {
                     return Err(SessionError::PubAckOverdue(PUBACK_PATIENCE));
                 }
             }
+        }
+        let done = window.take_done();
+        if done > 0 {
+            for _ in 0..done {
+                brook.ack()?;
+            }
+            brook.flush()?;
+            meter.add(done as u64);
         }
     }
 }
@@ -177,6 +182,19 @@ struct Window {
 
 impl Window {
     fn publish(&mut self, nats: &mut Connection, delivery: &Delivery) -> Result<(), NatsError> {
+        if !is_subject(&delivery.topic) || delivery.topic.starts_with('"') {
+            log::error!(
+                "brook topic {} (offset {}) is not a NATS subject: not mirrored",
+                delivery.topic,
+                delivery.offset
+            );
+            self.in_flight.push_back(InFlight {
+                inbox: String::new(),
+                sent: Instant::now(),
+                acked: true,
+            });
+            return Ok(());
+        }
         let id = format!("{}:{}", delivery.topic, delivery.offset);
         let is_new = self
             .highest
