@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use brook::bridge::jetstream::{self, ConsumerSettings, StreamSettings};
-use brook::bridge::nats::{Auth, Connection, Message, Servers};
+use brook::bridge::nats::{Auth, Connection, Message, NatsError, Servers};
 use brook::client::{Publisher, Subscriber};
 use brook::config::Config;
 use brook::server::Broker;
@@ -63,15 +63,21 @@ fn publish_range(addr: SocketAddr, topic: &str, range: std::ops::Range<u64>) {
     }
 }
 
-/// `brook-bridge` with `args`, once it has logged `ready` (each mirror
-/// logs once it is connected on both sides).
-fn start_bridge(args: &[&str], ready: &str) -> LoggedChild {
+/// `brook-bridge --brook <brook> --nats <nats>` with `args`, once it has
+/// logged `ready` (each mirror logs once it is connected on both sides).
+fn start_bridge(brook: &Broker, nats: &str, args: &[&str], ready: &str) -> LoggedChild {
     let mut command = Command::new(env!("CARGO_BIN_EXE_brook-bridge"));
-    command.args(args).env("RUST_LOG", "info");
+    command
+        .args(["--brook", &brook.local_addr().to_string(), "--nats", nats])
+        .args(args)
+        .env("RUST_LOG", "info");
     let bridge = LoggedChild::spawn("brook-bridge", command);
     bridge.wait_for_log(ready, 1, Duration::from_secs(20));
     bridge
 }
+
+/// What a `--to-nats ...=ORDERS` bridge logs once it is ready.
+const ORDERS_READY: &str = "joined brook group bridge-ORDERS";
 
 /// The test's own reader of a stream.
 struct StreamReader {
@@ -273,6 +279,28 @@ fn the_nats_client_fails_over_publishes_with_headers_and_asks_jetstream() {
 }
 
 #[test]
+fn the_nats_client_logs_in_with_a_user_and_password_or_a_token() {
+    if !nats_server_available("the_nats_client_logs_in") {
+        return;
+    }
+    let user = NatsServer::with_args(&["--user", "alice", "--pass", "se cret"]);
+    let alice = |password: &str| Auth::UserPassword {
+        user: "alice".into(),
+        password: password.into(),
+    };
+    assert!(Connection::connect(&user.addr, &alice("se cret")).is_ok());
+    for wrong in [alice("guess"), Auth::None] {
+        match Connection::connect(&user.addr, &wrong) {
+            Err(NatsError::Server(text)) => assert!(text.contains("Authorization"), "{text}"),
+            other => panic!("{wrong:?}: expected a refusal, got {other:?}"),
+        }
+    }
+    let token = NatsServer::with_args(&["--auth", "s3cret"]);
+    assert!(Connection::connect(&token.addr, &Auth::Token("s3cret".into())).is_ok());
+    assert!(Connection::connect(&token.addr, &Auth::Token("guess".into())).is_err());
+}
+
+#[test]
 fn to_nats_puts_each_message_once_in_order_into_one_server() {
     if !nats_server_available("to_nats_into_one_server") {
         return;
@@ -281,17 +309,11 @@ fn to_nats_puts_each_message_once_in_order_into_one_server() {
     let brook = patient_brook();
     let count = 5_000;
     publish_confirmed(brook.local_addr(), "orders.eu", count);
-    let brook_addr = brook.local_addr().to_string();
     let _bridge = start_bridge(
-        &[
-            "--brook",
-            &brook_addr,
-            "--nats",
-            &server.addr,
-            "--to-nats",
-            "orders.eu=ORDERS",
-        ],
-        "joined brook group bridge-ORDERS",
+        &brook,
+        &server.addr,
+        &["--to-nats", "orders.eu=ORDERS"],
+        ORDERS_READY,
     );
     let mut reader = StreamReader::new(&server.addr, "ORDERS");
     let messages = reader.read(count as usize);
@@ -313,17 +335,11 @@ fn to_nats_on_a_pattern_keeps_each_topics_order_and_skips_what_nats_cannot_name(
         publish_confirmed(brook.local_addr(), topic, count);
     }
     publish_confirmed(brook.local_addr(), "payments.eu", 10);
-    let brook_addr = brook.local_addr().to_string();
     let bridge = start_bridge(
-        &[
-            "--brook",
-            &brook_addr,
-            "--nats",
-            &server.addr,
-            "--to-nats",
-            "orders.*=ORDERS",
-        ],
-        "joined brook group bridge-ORDERS",
+        &brook,
+        &server.addr,
+        &["--to-nats", "orders.*=ORDERS"],
+        ORDERS_READY,
     );
     let mut reader = StreamReader::new(&server.addr, "ORDERS");
     let messages = reader.read(2 * count as usize);
@@ -354,13 +370,11 @@ fn to_nats_survives_the_death_of_the_stream_leader_of_a_three_node_cluster() {
     let count: u64 = 100_000;
     let half = count / 2;
     publish_confirmed(brook.local_addr(), "orders.eu", half);
-    let (brook_addr, nats_addrs) = (brook.local_addr().to_string(), cluster.addrs());
+    let nats_addrs = cluster.addrs();
     let bridge = start_bridge(
+        &brook,
+        &nats_addrs,
         &[
-            "--brook",
-            &brook_addr,
-            "--nats",
-            &nats_addrs,
             "--to-nats",
             "orders.eu=ORDERS",
             "--replicas",
@@ -368,7 +382,7 @@ fn to_nats_survives_the_death_of_the_stream_leader_of_a_three_node_cluster() {
             "--batch",
             "512",
         ],
-        "joined brook group bridge-ORDERS",
+        ORDERS_READY,
     );
     let mut reader = StreamReader::new(&nats_addrs, "ORDERS");
     let mut messages = reader.read(half as usize);
@@ -409,23 +423,12 @@ fn a_bridge_killed_and_started_again_resumes_where_it_was() {
     let brook = patient_brook();
     let count = 20_000;
     publish_confirmed(brook.local_addr(), "orders.eu", count);
-    let brook_addr = brook.local_addr().to_string();
-    let args = [
-        "--brook",
-        &brook_addr,
-        "--nats",
-        &server.addr,
-        "--to-nats",
-        "orders.eu=ORDERS",
-        "--batch",
-        "512",
-    ];
-    let ready = "joined brook group bridge-ORDERS";
-    let mut bridge = start_bridge(&args, ready);
+    let args = ["--to-nats", "orders.eu=ORDERS", "--batch", "512"];
+    let mut bridge = start_bridge(&brook, &server.addr, &args, ORDERS_READY);
     let mut reader = StreamReader::new(&server.addr, "ORDERS");
     let mut messages = reader.read(count as usize / 4);
     bridge.kill();
-    let _bridge = start_bridge(&args, ready);
+    let _bridge = start_bridge(&brook, &server.addr, &args, ORDERS_READY);
     messages.extend(reader.read(count as usize - messages.len()));
     assert_in_order(&messages, "orders.eu", 0);
     assert_eq!(reader.stream_info().messages, count, "no message twice");
@@ -456,16 +459,10 @@ fn from_nats_publishes_a_stream_into_brook_in_order() {
     subscriber
         .subscribe(&["pay.eu"], StartAt::Beginning)
         .unwrap();
-    let brook_addr = brook.local_addr().to_string();
     let _bridge = start_bridge(
-        &[
-            "--brook",
-            &brook_addr,
-            "--nats",
-            &server.addr,
-            "--from-nats",
-            "PAY=pay.eu",
-        ],
+        &brook,
+        &server.addr,
+        &["--from-nats", "PAY=pay.eu"],
         "consuming JetStream PAY",
     );
     for i in 0..count {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::nats::{Auth, Servers};
 use crate::client::Login;
-use crate::config::parse_duration;
+use crate::config::{parse_duration, ConfigError};
 
 /// Everything `brook-bridge` is told on its command line.
 #[derive(Debug, Clone)]
@@ -26,7 +26,11 @@ pub struct Settings {
     pub nats_user: Option<String>,
     pub nats_password: Option<String>,
     pub nats_token: Option<String>,
-    /// brook's login, from the flags or `BROOK_USER`/`BROOK_PASSWORD`.
+    /// `--brook-user` and `--brook-password`, as given.
+    pub brook_user: Option<String>,
+    pub brook_password: Option<String>,
+    /// brook's login, from those or `BROOK_USER`/`BROOK_PASSWORD`: set by
+    /// [`parse_args`] once every flag is read.
     pub brook_login: Option<Login>,
     /// How long JetStream waits for the bridge's ack before it sends a
     /// message of a `--from-nats` mirror again.
@@ -51,6 +55,8 @@ impl Default for Settings {
             nats_user: None,
             nats_password: None,
             nats_token: None,
+            brook_user: None,
+            brook_password: None,
             brook_login: None,
             ack_wait: Duration::from_secs(30),
             batch: 256,
@@ -119,13 +125,9 @@ pub enum Invocation {
 /// A command line that could not be understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BridgeConfigError {
-    UnknownFlag(String),
-    MissingValue(&'static str),
-    InvalidValue {
-        flag: &'static str,
-        value: String,
-        expected: &'static str,
-    },
+    /// A flag brook-bridge does not know, without its value, or with a
+    /// value it cannot take: the same words as brook's own.
+    Flag(ConfigError),
     /// Neither `--to-nats` nor `--from-nats`: nothing to do.
     NoMirror,
     /// `--nats-token` with `--nats-user`: NATS takes one or the other.
@@ -135,13 +137,7 @@ pub enum BridgeConfigError {
 impl fmt::Display for BridgeConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BridgeConfigError::UnknownFlag(flag) => write!(f, "unknown flag '{flag}'"),
-            BridgeConfigError::MissingValue(flag) => write!(f, "{flag} needs a value"),
-            BridgeConfigError::InvalidValue {
-                flag,
-                value,
-                expected,
-            } => write!(f, "{flag} '{value}': expected {expected}"),
+            BridgeConfigError::Flag(error) => write!(f, "{error}"),
             BridgeConfigError::NoMirror => write!(
                 f,
                 "nothing to do: give --to-nats PATTERN=STREAM or --from-nats STREAM=PATTERN"
@@ -154,6 +150,12 @@ impl fmt::Display for BridgeConfigError {
 }
 
 impl std::error::Error for BridgeConfigError {}
+
+impl From<ConfigError> for BridgeConfigError {
+    fn from(error: ConfigError) -> BridgeConfigError {
+        BridgeConfigError::Flag(error)
+    }
+}
 
 /// One flag: see `src/config.rs`'s `Flag`.
 struct Flag {
@@ -264,8 +266,7 @@ const FLAGS: &[Flag] = &[
         help: "brook login (brooks with --auth-file) [default: $BROOK_USER]",
         expected: "a user name",
         set: |s, value| {
-            let password = s.brook_login.as_ref().map(|l| l.password().to_owned());
-            s.brook_login = Some(Login::new(value, password.unwrap_or_default()));
+            s.brook_user = Some(value.to_owned());
             Some(())
         },
     },
@@ -275,8 +276,7 @@ const FLAGS: &[Flag] = &[
         help: "its password [default: $BROOK_PASSWORD]",
         expected: "a password",
         set: |s, value| {
-            let user = s.brook_login.as_ref().map(|l| l.user().to_owned());
-            s.brook_login = Some(Login::new(user.unwrap_or_default(), value));
+            s.brook_password = Some(value.to_owned());
             Some(())
         },
     },
@@ -372,19 +372,18 @@ where
         let flag = FLAGS
             .iter()
             .find(|flag| flag.name == name)
-            .ok_or(BridgeConfigError::UnknownFlag(name))?;
+            .ok_or(ConfigError::UnknownFlag(name))?;
         let value = match inline_value {
             Some(value) => value,
-            None => args
-                .next()
-                .ok_or(BridgeConfigError::MissingValue(flag.name))?,
+            None => args.next().ok_or(ConfigError::MissingValue(flag.name))?,
         };
         if (flag.set)(&mut settings, &value).is_none() {
-            return Err(BridgeConfigError::InvalidValue {
+            return Err(ConfigError::InvalidValue {
                 flag: flag.name,
                 value,
                 expected: flag.expected,
-            });
+            }
+            .into());
         }
     }
     if settings.to_nats.is_empty() && settings.from_nats.is_empty() {
@@ -393,9 +392,8 @@ where
     if settings.nats_token.is_some() && settings.nats_user.is_some() {
         return Err(BridgeConfigError::TokenAndUser);
     }
-    if settings.brook_login.is_none() {
-        settings.brook_login = Login::from_args_or_env(None, None);
-    }
+    settings.brook_login =
+        Login::from_args_or_env(settings.brook_user.clone(), settings.brook_password.clone());
     Ok(Invocation::Run(Box::new(settings)))
 }
 
@@ -452,7 +450,9 @@ mod tests {
     #[test]
     fn mistakes_name_the_flag() {
         let invalid = |args: &[&str], flag: &str| match parse(args) {
-            Err(BridgeConfigError::InvalidValue { flag: f, .. }) => assert_eq!(f, flag),
+            Err(BridgeConfigError::Flag(ConfigError::InvalidValue { flag: f, .. })) => {
+                assert_eq!(f, flag)
+            }
             other => panic!("{args:?}: {other:?}"),
         };
         invalid(&["--to-nats", "orders.*"], "--to-nats");
@@ -468,11 +468,11 @@ mod tests {
         );
         assert_eq!(
             parse(&["--batch"]).unwrap_err(),
-            BridgeConfigError::MissingValue("--batch")
+            BridgeConfigError::Flag(ConfigError::MissingValue("--batch"))
         );
         assert!(matches!(
             parse(&["--nope"]),
-            Err(BridgeConfigError::UnknownFlag(_))
+            Err(BridgeConfigError::Flag(ConfigError::UnknownFlag(_)))
         ));
     }
 

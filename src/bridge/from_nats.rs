@@ -17,49 +17,13 @@
 use std::time::{Duration, Instant};
 
 use super::config::{FromNats, Settings};
-use super::jetstream::{self, ConsumerSettings, JetStreamError};
-use super::nats::{Message, NatsError, Servers};
-use super::sessions::{self, Meter};
-use crate::client::{ClientError, Publisher};
+use super::jetstream::{self, ConsumerSettings};
+use super::nats::{Message, Servers};
+use super::sessions::{self, Meter, SessionError};
+use crate::client::Publisher;
 
 /// How long one pull request waits for messages before JetStream ends it.
 const PULL_EXPIRES: Duration = Duration::from_secs(2);
-
-/// Why a session ended.
-#[derive(Debug)]
-pub enum SessionError {
-    Brook(ClientError),
-    Nats(NatsError),
-    JetStream(JetStreamError),
-}
-
-impl std::fmt::Display for SessionError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SessionError::Brook(error) => write!(f, "brook: {error}"),
-            SessionError::Nats(error) => write!(f, "{error}"),
-            SessionError::JetStream(error) => write!(f, "{error}"),
-        }
-    }
-}
-
-impl From<ClientError> for SessionError {
-    fn from(error: ClientError) -> SessionError {
-        SessionError::Brook(error)
-    }
-}
-
-impl From<NatsError> for SessionError {
-    fn from(error: NatsError) -> SessionError {
-        SessionError::Nats(error)
-    }
-}
-
-impl From<JetStreamError> for SessionError {
-    fn from(error: JetStreamError) -> SessionError {
-        SessionError::JetStream(error)
-    }
-}
 
 /// Runs the mirror until the process ends, starting a new session after
 /// each failure.
@@ -110,18 +74,25 @@ fn session(
 }
 
 /// The messages one pull request brings: up to `batch`, until JetStream
-/// ends the request with a status (408: it expired; 404: nothing there).
+/// ends the request with a status: 408, it expired, or 404, nothing there
+/// (both normal ends); 409, it refused the request (the consumer was
+/// deleted, or has too many messages out): the session ends.
 fn pulled(
     nats: &super::nats::Connection,
     inbox: &str,
     batch: usize,
-) -> Result<Vec<Message>, NatsError> {
+) -> Result<Vec<Message>, SessionError> {
     // A little longer than the request's own expiry: its 408 ends it.
     let deadline = Instant::now() + PULL_EXPIRES + Duration::from_secs(1);
     let mut messages = Vec::new();
     while messages.len() < batch {
         match nats.next_event(deadline)? {
             None => break,
+            Some(message) if message.status == Some(409) => {
+                return Err(SessionError::PullRefused(
+                    message.header("Description").unwrap_or("409").to_owned(),
+                ))
+            }
             Some(message) if message.status.is_some() => {
                 if message.subject == inbox {
                     break;

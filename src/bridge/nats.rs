@@ -6,7 +6,8 @@
 //!
 //!  caller ── publish / hpublish / subscribe ──► writer (shared, locked) ──► socket
 //!  socket ──► reader thread: Decoder ──► PING: answers PONG itself
-//!                                    └─► MSG, HMSG, -ERR, loss ──► Event channel ──► caller
+//!                                    └─► MSG, HMSG ──► Event channel ──► caller
+//!                                    └─► -ERR, or the socket's end: Event::Lost, the last event
 //! ```
 //!
 //! The [`Decoder`] is a state machine over whatever bytes have arrived, in
@@ -59,6 +60,8 @@ pub enum NatsError {
     },
     /// No answer came in time.
     Timeout(&'static str),
+    /// An address of `--nats` that names no host.
+    BadAddress(String),
 }
 
 impl fmt::Display for NatsError {
@@ -73,6 +76,9 @@ impl fmt::Display for NatsError {
                 "none of the {tried} servers of --nats answered (last: {last}); check the addresses"
             ),
             NatsError::Timeout(what) => write!(f, "no answer from NATS in time: {what}"),
+            NatsError::BadAddress(address) => {
+                write!(f, "--nats address {address} names no host")
+            }
         }
     }
 }
@@ -419,6 +425,7 @@ pub struct Connection {
     inbox: String,
     next_request: u64,
     next_sid: u64,
+    max_payload: usize,
 }
 
 impl Connection {
@@ -428,15 +435,15 @@ impl Connection {
         let addr = address
             .to_socket_addrs()?
             .next()
-            .ok_or(NatsError::Timeout("resolving the address"))?;
+            .ok_or_else(|| NatsError::BadAddress(address.to_owned()))?;
         let mut socket = TcpStream::connect_timeout(&addr, CONNECT_PATIENCE)?;
         socket.set_nodelay(true)?;
         socket.set_read_timeout(Some(CONNECT_PATIENCE))?;
         let mut decoder = Decoder::default();
-        match read_frame(&mut socket, &mut decoder)? {
-            Frame::Info(_) => {}
+        let max_payload = match read_frame(&mut socket, &mut decoder)? {
+            Frame::Info(info) => max_payload(&info),
             other => return Err(unexpected(other)),
-        }
+        };
         let connect = format!(
             "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true,\"no_responders\":true,\
              \"lang\":\"rust\",\"name\":\"brook-bridge\",\"version\":\"{}\",\"protocol\":1{}}}\r\nPING\r\n",
@@ -472,6 +479,7 @@ impl Connection {
             inbox,
             next_request: 0,
             next_sid: INBOX_SID + 1,
+            max_payload,
         };
         let inbox_subjects = format!("{}.*", connection.inbox);
         connection.send(format!("SUB {inbox_subjects} {INBOX_SID}\r\n").as_bytes())?;
@@ -482,6 +490,12 @@ impl Connection {
     /// The address this connection went to.
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    /// The largest message (headers and payload) the server takes, as its
+    /// `INFO` said; a larger one would make it close the connection.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
     }
 
     /// Messages and the loss of the connection, in arrival order.
@@ -532,11 +546,7 @@ impl Connection {
         headers: &[(&str, &str)],
         payload: &[u8],
     ) -> Result<(), NatsError> {
-        let mut block = String::from("NATS/1.0\r\n");
-        for (key, value) in headers {
-            block.push_str(&format!("{key}: {value}\r\n"));
-        }
-        block.push_str("\r\n");
+        let block = header_block(headers);
         let reply = reply.map(|r| format!(" {r}")).unwrap_or_default();
         let total = block.len() + payload.len();
         let mut writer = self.writer.lock();
@@ -599,6 +609,39 @@ impl Drop for Connection {
         let _ = self.writer.lock().flush();
         let _ = self.socket.shutdown(Shutdown::Both);
     }
+}
+
+/// `NATS/1.0`, a `Key: Value` line per header, and an empty line.
+fn header_block(headers: &[(&str, &str)]) -> String {
+    let mut block = String::from("NATS/1.0\r\n");
+    for (key, value) in headers {
+        block.push_str(&format!("{key}: {value}\r\n"));
+    }
+    block.push_str("\r\n");
+    block
+}
+
+/// What a message with `headers` and `payload` counts against the
+/// server's [`Connection::max_payload`].
+pub fn message_size(headers: &[(&str, &str)], payload: &[u8]) -> usize {
+    header_block(headers).len() + payload.len()
+}
+
+/// The `max_payload` of an `INFO`'s JSON (NATS's default, 1 MiB, if it
+/// has none). One number is all the bridge needs of it, so it is found by
+/// its key rather than by a JSON reader (`jetstream.rs` has one, but sits
+/// above this file).
+fn max_payload(info: &str) -> usize {
+    const KEY: &str = "\"max_payload\":";
+    info.find(KEY)
+        .map(|at| info[at + KEY.len()..].trim_start())
+        .and_then(|rest| {
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            rest[..digits].parse().ok()
+        })
+        .unwrap_or(1 << 20)
 }
 
 fn unexpected(frame: Frame) -> NatsError {
@@ -670,10 +713,10 @@ fn forward_frames(
                 writer.flush()?;
                 continue;
             }
-            Frame::Err(text) => {
-                log::warn!("NATS server: -ERR {text}");
-                continue;
-            }
+            // The server closes the connection after most errors; after
+            // the others (a permissions violation) the session cannot go
+            // on either. The text is what the logs need.
+            Frame::Err(text) => return Err(NatsError::Server(text)),
             Frame::Pong | Frame::Ok | Frame::Info(_) => continue,
         };
         if events.send(event).is_err() {
@@ -815,6 +858,14 @@ mod tests {
             }
             let _ = decode(&bytes, (seed % 13) as usize + 1);
         }
+    }
+
+    #[test]
+    fn max_payload_is_read_from_info() {
+        let info = r#"{"server_id":"x","max_payload": 8388608,"headers":true}"#;
+        assert_eq!(max_payload(info), 8 << 20);
+        assert_eq!(max_payload(r#"{"max_payload":"x"}"#), 1 << 20);
+        assert_eq!(max_payload("{}"), 1 << 20);
     }
 
     #[test]

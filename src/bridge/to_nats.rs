@@ -14,8 +14,9 @@
 //! its deliveries in order, so a delivery is acked once it and every one
 //! before it are acknowledged by JetStream.
 //!
-//! A brook topic that is no NATS subject (it has a space, or an empty
-//! token) cannot be mirrored: it is logged as an error and acked.
+//! A brook message whose topic is no NATS subject (it has a space, or an
+//! empty token), or whose payload is over the server's `max_payload`,
+//! cannot be mirrored: it is logged as an error and acked.
 //!
 //! Order. In a cluster whose stream leader dies, a publish can be lost
 //! while the next one, sent after a new leader is elected, is stored. So
@@ -33,54 +34,13 @@ use crossbeam_channel::select;
 
 use super::brook_line::{BrookError, Delivery, GroupFeed};
 use super::config::{is_subject, Settings, ToNats};
-use super::jetstream::{self, JetStreamError, PubAck, StreamSettings};
-use super::nats::{Connection, NatsError, Servers};
-use super::sessions::{self, Meter};
+use super::jetstream::{self, PubAck, StreamSettings};
+use super::nats::{self, Connection, NatsError, Servers};
+use super::sessions::{self, Meter, SessionError};
 
 /// How long the oldest publish may wait for its PubAck before the session
 /// is started again: longer than a cluster takes to elect a new leader.
 const PUBACK_PATIENCE: Duration = Duration::from_secs(10);
-
-/// Why a session ended.
-#[derive(Debug)]
-pub enum SessionError {
-    Brook(BrookError),
-    Nats(NatsError),
-    JetStream(JetStreamError),
-    /// No PubAck for this long.
-    PubAckOverdue(Duration),
-}
-
-impl std::fmt::Display for SessionError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SessionError::Brook(error) => write!(f, "{error}"),
-            SessionError::Nats(error) => write!(f, "{error}"),
-            SessionError::JetStream(error) => write!(f, "{error}"),
-            SessionError::PubAckOverdue(waited) => {
-                write!(f, "no PubAck from JetStream within {waited:?}")
-            }
-        }
-    }
-}
-
-impl From<BrookError> for SessionError {
-    fn from(error: BrookError) -> SessionError {
-        SessionError::Brook(error)
-    }
-}
-
-impl From<NatsError> for SessionError {
-    fn from(error: NatsError) -> SessionError {
-        SessionError::Nats(error)
-    }
-}
-
-impl From<JetStreamError> for SessionError {
-    fn from(error: JetStreamError) -> SessionError {
-        SessionError::JetStream(error)
-    }
-}
 
 /// Runs the mirror until the process ends, starting a new session after
 /// each failure.
@@ -168,6 +128,28 @@ fn session(
     }
 }
 
+/// Why `delivery` cannot go to NATS, if it cannot: a topic no NATS subject
+/// can name, or a payload larger than the server takes (publishing it
+/// would close the connection, and brook would deliver it again, for
+/// ever).
+fn unmirrorable(
+    nats: &Connection,
+    delivery: &Delivery,
+    headers: &[(&str, &str)],
+) -> Option<String> {
+    if !is_subject(&delivery.topic) || delivery.topic.starts_with('"') {
+        return Some("the topic is not a NATS subject".into());
+    }
+    let size = nats::message_size(headers, &delivery.payload);
+    if size > nats.max_payload() {
+        return Some(format!(
+            "{size} bytes with its headers, more than the NATS server's max_payload of {}",
+            nats.max_payload()
+        ));
+    }
+    None
+}
+
 /// The publishes of a session waiting for their PubAck, oldest first, and
 /// what the next publish must carry.
 #[derive(Debug, Default)]
@@ -182,9 +164,18 @@ struct Window {
 
 impl Window {
     fn publish(&mut self, nats: &mut Connection, delivery: &Delivery) -> Result<(), NatsError> {
-        if !is_subject(&delivery.topic) || delivery.topic.starts_with('"') {
+        let id = format!("{}:{}", delivery.topic, delivery.offset);
+        let is_new = self
+            .highest
+            .get(&delivery.topic)
+            .is_none_or(|&highest| delivery.offset > highest);
+        let mut headers = vec![("Nats-Msg-Id", id.as_str())];
+        if let (true, Some(last)) = (is_new, &self.last_id) {
+            headers.push(("Nats-Expected-Last-Msg-Id", last.as_str()));
+        }
+        if let Some(reason) = unmirrorable(nats, delivery, &headers) {
             log::error!(
-                "brook topic {} (offset {}) is not a NATS subject: not mirrored",
+                "brook topic {} offset {}: {reason}: not mirrored",
                 delivery.topic,
                 delivery.offset
             );
@@ -194,15 +185,6 @@ impl Window {
                 acked: true,
             });
             return Ok(());
-        }
-        let id = format!("{}:{}", delivery.topic, delivery.offset);
-        let is_new = self
-            .highest
-            .get(&delivery.topic)
-            .is_none_or(|&highest| delivery.offset > highest);
-        let mut headers = vec![("Nats-Msg-Id", id.as_str())];
-        if let (true, Some(last)) = (is_new, &self.last_id) {
-            headers.push(("Nats-Expected-Last-Msg-Id", last.as_str()));
         }
         let inbox = nats.new_inbox();
         nats.publish_with_headers(&delivery.topic, Some(&inbox), &headers, &delivery.payload)?;

@@ -117,7 +117,13 @@ impl NatsServer {
         NatsServer::start("n0", &[])
     }
 
-    fn start(name: &str, cluster_args: &[String]) -> NatsServer {
+    /// A server alone, started with `args` too (such as `--auth TOKEN`).
+    pub fn with_args(args: &[&str]) -> NatsServer {
+        let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+        NatsServer::start("n0", &args)
+    }
+
+    fn start(name: &str, extra_args: &[String]) -> NatsServer {
         let port = free_port();
         let data = TempDir::new("nats");
         let mut command = Command::new("nats-server");
@@ -133,7 +139,7 @@ impl NatsServer {
             ])
             .arg("-sd")
             .arg(data.path())
-            .args(cluster_args);
+            .args(extra_args);
         let process = LoggedChild::spawn(&format!("nats-server {name}"), command);
         process.wait_for_log("Server is ready", 1, Duration::from_secs(10));
         NatsServer {
