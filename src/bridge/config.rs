@@ -132,6 +132,9 @@ pub enum BridgeConfigError {
     NoMirror,
     /// `--nats-token` with `--nats-user`: NATS takes one or the other.
     TokenAndUser,
+    /// Two `--to-nats` into this stream: they would share a brook group
+    /// and break each other's order.
+    StreamTwice(String),
 }
 
 impl fmt::Display for BridgeConfigError {
@@ -145,6 +148,10 @@ impl fmt::Display for BridgeConfigError {
             BridgeConfigError::TokenAndUser => {
                 write!(f, "give --nats-token or --nats-user, not both")
             }
+            BridgeConfigError::StreamTwice(stream) => write!(
+                f,
+                "two --to-nats into the stream {stream}: give each its own stream"
+            ),
         }
     }
 }
@@ -392,6 +399,11 @@ where
     if settings.nats_token.is_some() && settings.nats_user.is_some() {
         return Err(BridgeConfigError::TokenAndUser);
     }
+    let mut streams: Vec<&str> = settings.to_nats.iter().map(|m| m.stream.as_str()).collect();
+    streams.sort_unstable();
+    if let Some(pair) = streams.windows(2).find(|pair| pair[0] == pair[1]) {
+        return Err(BridgeConfigError::StreamTwice(pair[0].to_owned()));
+    }
     settings.brook_login =
         Login::from_args_or_env(settings.brook_user.clone(), settings.brook_password.clone());
     Ok(Invocation::Run(Box::new(settings)))
@@ -465,6 +477,10 @@ mod tests {
         assert_eq!(
             parse(&["--to-nats=a=A", "--nats-token=t", "--nats-user=u"]).unwrap_err(),
             BridgeConfigError::TokenAndUser
+        );
+        assert_eq!(
+            parse(&["--to-nats=a=A", "--to-nats=b=B", "--to-nats=c.*=A"]).unwrap_err(),
+            BridgeConfigError::StreamTwice("A".into())
         );
         assert_eq!(
             parse(&["--batch"]).unwrap_err(),
