@@ -622,9 +622,11 @@ fn header_block(headers: &[(&str, &str)]) -> String {
 }
 
 /// What a message with `headers` and `payload` counts against the
-/// server's [`Connection::max_payload`].
+/// server's [`Connection::max_payload`]: the length of its
+/// [`header_block`], counted without writing it, and the payload's.
 pub fn message_size(headers: &[(&str, &str)], payload: &[u8]) -> usize {
-    header_block(headers).len() + payload.len()
+    let lines: usize = headers.iter().map(|(k, v)| k.len() + 2 + v.len() + 2).sum();
+    "NATS/1.0\r\n".len() + lines + 2 + payload.len()
 }
 
 /// The `max_payload` of an `INFO`'s JSON (NATS's default, 1 MiB, if it
@@ -858,6 +860,13 @@ mod tests {
             }
             let _ = decode(&bytes, (seed % 13) as usize + 1);
         }
+    }
+
+    #[test]
+    fn message_size_counts_the_header_block_as_sent() {
+        let headers = [("Nats-Msg-Id", "orders.eu:7"), ("A", "")];
+        let size = message_size(&headers, b"hello");
+        assert_eq!(size, header_block(&headers).len() + 5);
     }
 
     #[test]
