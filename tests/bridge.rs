@@ -1,5 +1,6 @@
-//! brook-bridge against real `nats-server -js` processes: its NATS client,
-//! `--to-nats` (of a topic, and of a pattern) into one server and into a
+//! brook-bridge against real `nats-server -js` processes: its NATS client
+//! (failover, headers, JetStream requests, logins), `--to-nats` (of a
+//! topic, of a pattern, as a brook user) into one server and into a
 //! three-node cluster whose stream leader is killed midway, a bridge
 //! killed and restarted midway, and `--from-nats`.
 //!
@@ -17,10 +18,11 @@ use std::time::{Duration, Instant};
 
 use brook::bridge::jetstream::{self, ConsumerSettings, StreamSettings};
 use brook::bridge::nats::{Auth, Connection, Message, NatsError, Servers};
-use brook::client::{Publisher, Subscriber};
+use brook::client::{Login, Publisher, Subscriber};
 use brook::config::Config;
 use brook::server::Broker;
 use brook::wire::request::StartAt;
+use common::auth::{auth_config, password_line, AuthFile};
 use common::broker::{config, start_broker};
 use common::nats::{free_port, nats_server_available, LoggedChild, NatsCluster, NatsServer};
 
@@ -66,11 +68,19 @@ fn publish_range(addr: SocketAddr, topic: &str, range: std::ops::Range<u64>) {
 /// `brook-bridge --brook <brook> --nats <nats>` with `args`, once it has
 /// logged `ready` (each mirror logs once it is connected on both sides).
 fn start_bridge(brook: &Broker, nats: &str, args: &[&str], ready: &str) -> LoggedChild {
+    run_bridge(bridge_command(brook, nats, args), ready)
+}
+
+fn bridge_command(brook: &Broker, nats: &str, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_brook-bridge"));
     command
         .args(["--brook", &brook.local_addr().to_string(), "--nats", nats])
         .args(args)
         .env("RUST_LOG", "info");
+    command
+}
+
+fn run_bridge(command: Command, ready: &str) -> LoggedChild {
     let bridge = LoggedChild::spawn("brook-bridge", command);
     bridge.wait_for_log(ready, 1, Duration::from_secs(20));
     bridge
@@ -319,6 +329,41 @@ fn to_nats_puts_each_message_once_in_order_into_one_server() {
     let messages = reader.read(count as usize);
     assert_in_order(&messages, "orders.eu", 0);
     assert_eq!(reader.stream_info().messages, count, "no message twice");
+}
+
+#[test]
+fn to_nats_logs_in_to_a_brook_with_an_auth_file() {
+    if !nats_server_available("to_nats_logs_in") {
+        return;
+    }
+    let server = NatsServer::single();
+    let users = format!(
+        "user mirror\n{}  publish orders.>\n  subscribe orders.>\n  group orders.>\n",
+        password_line("a \"quoted\" secret")
+    );
+    let file = AuthFile::new(&users);
+    let brook = start_broker(&Config {
+        ack_timeout: Duration::from_secs(60),
+        ..auth_config(&file)
+    });
+    let login = Login::new("mirror", "a \"quoted\" secret");
+    let mut publisher = Publisher::connect_confirmed_as(brook.local_addr(), Some(&login)).unwrap();
+    let count = 500;
+    for i in 0..count {
+        publisher
+            .publish("orders.eu", i.to_string().as_bytes())
+            .unwrap();
+    }
+    for i in 0..count {
+        assert_eq!(publisher.confirmation().unwrap(), i);
+    }
+    // The user from the flag, the password from the environment.
+    let args = ["--to-nats", "orders.eu=ORDERS", "--brook-user", "mirror"];
+    let mut command = bridge_command(&brook, &server.addr, &args);
+    command.env("BROOK_PASSWORD", login.password());
+    let _bridge = run_bridge(command, ORDERS_READY);
+    let mut reader = StreamReader::new(&server.addr, "ORDERS");
+    assert_in_order(&reader.read(count as usize), "orders.eu", 0);
 }
 
 #[test]
