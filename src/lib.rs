@@ -57,6 +57,9 @@
 //!   posts the round's frames to the writers.
 //! - `writer.rs`: the writer thread, the only code that writes to a socket.
 //! - [`client`]: a blocking Rust client, used by the examples and tests.
+//! - [`bridge`]: `brook-bridge`, which mirrors topics to and from a NATS
+//!   JetStream cluster, over a NATS client of its own; it uses brook only
+//!   as a client does.
 //!
 //! And four modules off the message's path: [`signals`], which lets the
 //! `brook` binary hear SIGTERM and Ctrl-C and stop cleanly (and SIGHUP,
@@ -79,6 +82,7 @@
 pub(crate) mod acceptor;
 pub mod auth;
 pub(crate) mod backoff;
+pub mod bridge;
 pub mod budget;
 pub mod client;
 pub mod config;

@@ -75,27 +75,36 @@ pub fn parse_string_array(input: &[u8]) -> Result<Vec<String>, JsonError> {
 /// Writes `strings` as a compact JSON array. Quotes, backslashes and control
 /// characters are escaped; everything else is written as UTF-8.
 pub(crate) fn encode_string_array<S: AsRef<str>>(strings: &[S]) -> String {
-    let mut out = String::from("[");
-    for (i, s) in strings.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
+    let quoted: Vec<String> = strings.iter().map(|s| encode_string(s.as_ref())).collect();
+    format!("[{}]", quoted.join(","))
+}
+
+/// Writes `s` as a JSON string, quoted and escaped as in
+/// [`encode_string_array`].
+pub(crate) fn encode_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
         }
-        out.push('"');
-        for c in s.as_ref().chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-                c => out.push(c),
-            }
-        }
-        out.push('"');
     }
-    out.push(']');
+    out.push('"');
     out
+}
+
+/// Parses the JSON string that starts at `input[at]` (its opening quote);
+/// returns it and the position after its closing quote. For the bridge's
+/// JSON reader (`bridge/jetstream.rs`), which reads whole documents.
+pub(crate) fn parse_string_at(input: &[u8], at: usize) -> Result<(String, usize), JsonError> {
+    let mut parser = Parser { input, pos: at };
+    let string = parser.string()?;
+    Ok((string, parser.pos))
 }
 
 /// A cursor over the input. Each method consumes one grammar element.

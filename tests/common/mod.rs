@@ -10,6 +10,8 @@
 //! - `client`: wrappers around the Rust client; `Fence` and `Bystander`.
 //! - `line`: a line-protocol client.
 //! - `memory`: a child broker's resident memory.
+//! - `nats`: `nats-server` processes, one or a cluster of three, and the
+//!   `brook-bridge` binary, as child processes.
 //! - `rng`: a deterministic random generator.
 //! - `temp`: a temporary directory, the one the bench uses too
 //!   (`examples/common/temp.rs`).
@@ -34,6 +36,8 @@ pub mod frames;
 pub mod line;
 #[allow(dead_code)]
 pub mod memory;
+#[allow(dead_code)]
+pub mod nats;
 #[allow(dead_code)]
 pub mod process;
 #[allow(dead_code)]

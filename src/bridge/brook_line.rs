@@ -1,0 +1,268 @@
+//! The bridge's consuming connection to brook, over brook's line protocol.
+//!
+//! Why the line protocol and not [`crate::client::Subscriber`]: a JetStream
+//! message id must name the brook message (`<topic>:<offset>`), and only the
+//! line protocol's deliveries carry the offset (`MSG <topic> <offset>
+//! <nbytes>`); the binary protocol's deliveries are the Go broker's, topic and
+//! payload only.
+//!
+//! ```text
+//!  connect ── AUTH (if a login) ── SUB <pattern> beginning manual group <group> ── +OK
+//!  reader thread: MSG lines and payloads ──► Delivery channel (bounded) ──► to_nats
+//!  to_nats ── ack() ── "ACK\n" ──► brook   (one per delivery, in delivery order)
+//! ```
+
+use std::fmt;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::thread;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::client::Login;
+
+/// The largest payload the bridge takes from brook; brook's own default
+/// `--max-message-bytes` is well below it.
+const MAX_PAYLOAD: usize = 64 << 20;
+
+/// The longest `MSG` line: a topic name of brook's longest plus the numbers.
+const MAX_LINE: usize = 64 << 10;
+
+/// One message delivered by brook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub topic: String,
+    pub offset: u64,
+    pub payload: Vec<u8>,
+}
+
+/// What can go wrong on the brook side.
+#[derive(Debug)]
+pub enum BrookError {
+    Io(io::Error),
+    Closed,
+    /// brook answered `-ERR` with this reason.
+    Refused(String),
+    /// A line the bridge did not expect here.
+    Unexpected(String),
+}
+
+impl fmt::Display for BrookError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BrookError::Io(error) => write!(f, "brook connection: {error}"),
+            BrookError::Closed => write!(f, "brook closed the connection"),
+            BrookError::Refused(reason) => write!(f, "brook refused: {reason}"),
+            BrookError::Unexpected(line) => write!(f, "unexpected line from brook: {line:?}"),
+        }
+    }
+}
+
+impl std::error::Error for BrookError {}
+
+impl From<io::Error> for BrookError {
+    fn from(error: io::Error) -> BrookError {
+        match error.kind() {
+            io::ErrorKind::UnexpectedEof => BrookError::Closed,
+            _ => BrookError::Io(error),
+        }
+    }
+}
+
+/// A group member's connection: deliveries come on a channel, acks go
+/// out through [`GroupFeed::ack`]. Dropping it closes the socket.
+#[derive(Debug)]
+pub struct GroupFeed {
+    socket: TcpStream,
+    writer: BufWriter<TcpStream>,
+    deliveries: Receiver<Result<Delivery, BrookError>>,
+}
+
+impl GroupFeed {
+    /// Connects to brook at `addr`, logs in, and joins `group` of `pattern`
+    /// from the beginning with manual acks. At most `window` deliveries
+    /// wait in the channel.
+    pub fn join(
+        addr: &str,
+        login: Option<&Login>,
+        pattern: &str,
+        group: &str,
+        window: usize,
+    ) -> Result<GroupFeed, BrookError> {
+        let socket = TcpStream::connect(addr)?;
+        socket.set_nodelay(true)?;
+        let mut writer = BufWriter::new(socket.try_clone()?);
+        let mut reader = BufReader::with_capacity(64 << 10, socket.try_clone()?);
+        if let Some(login) = login {
+            writeln!(
+                writer,
+                "AUTH {} {}",
+                quoted(login.user()),
+                quoted(login.password())
+            )?;
+            expect_ok(&mut writer, &mut reader)?;
+        }
+        writeln!(writer, "SUB {pattern} beginning manual group {group}")?;
+        expect_ok(&mut writer, &mut reader)?;
+        log::info!("joined brook group {group} of {pattern} at {addr}");
+        let (sender, deliveries) = crossbeam_channel::bounded(window);
+        thread::Builder::new()
+            .name("brook-feed".into())
+            .spawn(move || read_deliveries(reader, sender))?;
+        Ok(GroupFeed {
+            socket,
+            writer,
+            deliveries,
+        })
+    }
+
+    pub fn deliveries(&self) -> &Receiver<Result<Delivery, BrookError>> {
+        &self.deliveries
+    }
+
+    /// Acks the oldest unanswered delivery; goes out on
+    /// [`GroupFeed::flush`].
+    pub fn ack(&mut self) -> Result<(), BrookError> {
+        self.writer.write_all(b"ACK\n")?;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<(), BrookError> {
+        self.writer.flush()?;
+        Ok(())
+    }
+}
+
+impl Drop for GroupFeed {
+    fn drop(&mut self) {
+        let _ = self.writer.flush();
+        let _ = self.socket.shutdown(Shutdown::Both);
+    }
+}
+
+/// A word of the line protocol as a quoted string, so a password with a
+/// space or a quote gets through.
+fn quoted(word: &str) -> String {
+    let escaped = word
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+        .replace('\t', "\\t");
+    format!("\"{escaped}\"")
+}
+
+fn expect_ok(
+    writer: &mut BufWriter<TcpStream>,
+    reader: &mut BufReader<TcpStream>,
+) -> Result<(), BrookError> {
+    writer.flush()?;
+    let line = read_line(reader)?;
+    match line.strip_prefix("-ERR ") {
+        Some(reason) => Err(BrookError::Refused(reason.to_owned())),
+        None if line.starts_with("+OK") => Ok(()),
+        None => Err(BrookError::Unexpected(line)),
+    }
+}
+
+fn read_line(reader: &mut BufReader<TcpStream>) -> Result<String, BrookError> {
+    let mut line = Vec::new();
+    reader
+        .by_ref()
+        .take(MAX_LINE as u64)
+        .read_until(b'\n', &mut line)?;
+    match line.pop() {
+        Some(b'\n') => {}
+        None => return Err(BrookError::Closed),
+        Some(_) => return Err(BrookError::Unexpected("a line without its end".into())),
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
+/// The reader thread: every delivery to the channel, then the error that
+/// ended the connection.
+fn read_deliveries(
+    mut reader: BufReader<TcpStream>,
+    deliveries: Sender<Result<Delivery, BrookError>>,
+) {
+    loop {
+        let delivery = read_delivery(&mut reader);
+        let failed = delivery.is_err();
+        if deliveries.send(delivery).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// `MSG <topic> <offset> <nbytes>`, the payload, a newline.
+fn read_delivery(reader: &mut BufReader<TcpStream>) -> Result<Delivery, BrookError> {
+    let line = read_line(reader)?;
+    if let Some(reason) = line.strip_prefix("-ERR ") {
+        return Err(BrookError::Refused(reason.to_owned()));
+    }
+    let (topic, offset, len) = parse_msg_line(&line).ok_or(BrookError::Unexpected(line))?;
+    let mut payload = vec![0u8; len + 1];
+    reader.read_exact(&mut payload)?;
+    if payload.pop() != Some(b'\n') {
+        return Err(BrookError::Unexpected(
+            "a payload not followed by a newline".into(),
+        ));
+    }
+    Ok(Delivery {
+        topic,
+        offset,
+        payload,
+    })
+}
+
+/// The topic, offset and byte count of a `MSG` line. A topic that brook
+/// writes quoted (a name with a space, a quote or a control character) is
+/// kept as written, quotes and all: no NATS subject has those, and
+/// `to_nats.rs` skips it.
+fn parse_msg_line(line: &str) -> Option<(String, u64, usize)> {
+    let rest = line.strip_prefix("MSG ")?;
+    let mut words = rest.rsplitn(3, ' ');
+    let (Some(len), Some(offset), Some(topic)) = (words.next(), words.next(), words.next()) else {
+        return None;
+    };
+    if topic.is_empty() || (!topic.starts_with('"') && topic.contains(' ')) {
+        return None;
+    }
+    let len: usize = len.parse().ok().filter(|&n| n <= MAX_PAYLOAD)?;
+    Some((topic.to_owned(), offset.parse().ok()?, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msg_lines_give_topic_offset_and_length() {
+        assert_eq!(
+            parse_msg_line("MSG orders.eu 41 5"),
+            Some(("orders.eu".into(), 41, 5))
+        );
+        assert_eq!(
+            parse_msg_line("MSG \"a b\" 1 5"),
+            Some(("\"a b\"".into(), 1, 5))
+        );
+        for bad in [
+            "MSG orders 1",
+            "MSG orders x 5",
+            "MSG orders 1 -5",
+            "+OK",
+            "MSG a 1 5 6",
+            &format!("MSG a 1 {}", MAX_PAYLOAD + 1),
+        ] {
+            assert_eq!(parse_msg_line(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn login_words_are_quoted() {
+        assert_eq!(quoted("my \"secret\"\\"), r#""my \"secret\"\\""#);
+    }
+}

@@ -1,0 +1,503 @@
+//! `brook-bridge`'s flags, and `--help`, in the style of brook's own
+//! `src/config.rs`: a table of flags, each with its help line and how it
+//! sets the [`Settings`], so a flag cannot be listed and not parsed.
+//!
+//! `--to-nats` and `--from-nats` may be given several times, one mirror
+//! each; every other flag once (the last one wins).
+
+use std::fmt;
+use std::time::Duration;
+
+use super::nats::{Auth, Servers};
+use crate::client::Login;
+use crate::config::{parse_duration, ConfigError};
+
+/// Everything `brook-bridge` is told on its command line.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The brook to read from and publish to, `HOST:PORT`.
+    pub brook: String,
+    /// The NATS servers, tried in turn.
+    pub nats: Vec<String>,
+    pub to_nats: Vec<ToNats>,
+    pub from_nats: Vec<FromNats>,
+    /// The replicas of each stream the bridge creates.
+    pub replicas: u32,
+    pub nats_user: Option<String>,
+    pub nats_password: Option<String>,
+    pub nats_token: Option<String>,
+    /// `--brook-user` and `--brook-password`, as given.
+    pub brook_user: Option<String>,
+    pub brook_password: Option<String>,
+    /// brook's login, from those or `BROOK_USER`/`BROOK_PASSWORD`: set by
+    /// [`parse_args`] once every flag is read.
+    pub brook_login: Option<Login>,
+    /// How long JetStream waits for the bridge's ack before it sends a
+    /// message of a `--from-nats` mirror again.
+    pub ack_wait: Duration,
+    /// The most messages in flight per mirror.
+    pub batch: usize,
+    /// How long a created stream remembers message ids: longer than a
+    /// bridge takes to restart.
+    pub duplicate_window: Duration,
+    /// Log the messages moved per second this often.
+    pub report_every: Option<Duration>,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            brook: "127.0.0.1:3000".into(),
+            nats: vec!["127.0.0.1:4222".into()],
+            to_nats: Vec::new(),
+            from_nats: Vec::new(),
+            replicas: 1,
+            nats_user: None,
+            nats_password: None,
+            nats_token: None,
+            brook_user: None,
+            brook_password: None,
+            brook_login: None,
+            ack_wait: Duration::from_secs(30),
+            batch: 256,
+            duplicate_window: Duration::from_secs(10 * 60),
+            report_every: None,
+        }
+    }
+}
+
+impl Settings {
+    /// The `--nats` servers with the credentials given.
+    pub fn servers(&self) -> Servers {
+        let auth = match (&self.nats_token, &self.nats_user) {
+            (Some(token), _) => Auth::Token(token.clone()),
+            (None, Some(user)) => Auth::UserPassword {
+                user: user.clone(),
+                password: self.nats_password.clone().unwrap_or_default(),
+            },
+            (None, None) => Auth::None,
+        };
+        Servers::new(self.nats.clone(), auth)
+    }
+}
+
+/// One mirror: brook topics matching `pattern` into stream `stream`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToNats {
+    pub pattern: String,
+    pub stream: String,
+}
+
+impl ToNats {
+    /// The brook consumer group the bridge reads as.
+    pub fn group(&self) -> String {
+        format!("bridge-{}", self.stream)
+    }
+}
+
+/// One mirror: stream `stream`'s messages on `pattern` into brook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FromNats {
+    pub stream: String,
+    pub pattern: String,
+}
+
+impl FromNats {
+    /// The durable consumer's name: JetStream names allow no dots or
+    /// wildcards, so those are spelled out.
+    pub fn durable(&self) -> String {
+        let pattern = self
+            .pattern
+            .replace('.', "_")
+            .replace('*', "star")
+            .replace('>', "rest");
+        format!("brook-bridge-{pattern}")
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    Run(Box<Settings>),
+    Help,
+}
+
+/// A command line that could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BridgeConfigError {
+    /// A flag brook-bridge does not know, without its value, or with a
+    /// value it cannot take: the same words as brook's own.
+    Flag(ConfigError),
+    /// Neither `--to-nats` nor `--from-nats`: nothing to do.
+    NoMirror,
+    /// `--nats-token` with `--nats-user`: NATS takes one or the other.
+    TokenAndUser,
+    /// Two `--to-nats` into this stream: they would share a brook group
+    /// and break each other's order.
+    StreamTwice(String),
+}
+
+impl fmt::Display for BridgeConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BridgeConfigError::Flag(error) => write!(f, "{error}"),
+            BridgeConfigError::NoMirror => write!(
+                f,
+                "nothing to do: give --to-nats PATTERN=STREAM or --from-nats STREAM=PATTERN"
+            ),
+            BridgeConfigError::TokenAndUser => {
+                write!(f, "give --nats-token or --nats-user, not both")
+            }
+            BridgeConfigError::StreamTwice(stream) => write!(
+                f,
+                "two --to-nats into the stream {stream}: give each its own stream"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BridgeConfigError {}
+
+impl From<ConfigError> for BridgeConfigError {
+    fn from(error: ConfigError) -> BridgeConfigError {
+        BridgeConfigError::Flag(error)
+    }
+}
+
+/// One flag: see `src/config.rs`'s `Flag`.
+struct Flag {
+    name: &'static str,
+    value: &'static str,
+    help: &'static str,
+    expected: &'static str,
+    set: fn(&mut Settings, &str) -> Option<()>,
+}
+
+const DURATION: &str = "a duration such as 250ms, 2s or 1m";
+const COUNT: &str = "a whole number of at least 1";
+
+const FLAGS: &[Flag] = &[
+    Flag {
+        name: "--brook",
+        value: "HOST:PORT",
+        help: "the brook to mirror [default: 127.0.0.1:3000]",
+        expected: "HOST:PORT, such as 127.0.0.1:3000",
+        set: |s, value| value.contains(':').then(|| s.brook = value.to_owned()),
+    },
+    Flag {
+        name: "--nats",
+        value: "HOST:PORT,...",
+        help: "NATS servers, tried in turn when one fails [default: 127.0.0.1:4222]",
+        expected: "HOST:PORT addresses separated by commas",
+        set: |s, value| {
+            let list: Vec<String> = value.split(',').map(str::to_owned).collect();
+            list.iter()
+                .all(|addr| addr.contains(':'))
+                .then(|| s.nats = list)
+        },
+    },
+    Flag {
+        name: "--to-nats",
+        value: "PATTERN=STREAM",
+        help: "brook topics matching PATTERN into JetStream stream STREAM (repeatable)",
+        expected: "PATTERN=STREAM, such as 'orders.*=ORDERS'",
+        set: |s, value| {
+            let (pattern, stream) = value.split_once('=')?;
+            (is_subject(pattern) && is_stream_name(stream)).then(|| {
+                s.to_nats.push(ToNats {
+                    pattern: pattern.to_owned(),
+                    stream: stream.to_owned(),
+                })
+            })
+        },
+    },
+    Flag {
+        name: "--from-nats",
+        value: "STREAM=PATTERN",
+        help: "STREAM's messages on subjects matching PATTERN into brook (repeatable)",
+        expected: "STREAM=PATTERN, such as 'ORDERS=orders.*'",
+        set: |s, value| {
+            let (stream, pattern) = value.split_once('=')?;
+            (is_subject(pattern) && is_stream_name(stream)).then(|| {
+                s.from_nats.push(FromNats {
+                    stream: stream.to_owned(),
+                    pattern: pattern.to_owned(),
+                })
+            })
+        },
+    },
+    Flag {
+        name: "--replicas",
+        value: "N",
+        help: "replicas of each stream the bridge creates, 1 to 5 [default: 1]",
+        expected: "a number from 1 to 5",
+        set: |s, value| {
+            let n: u32 = value.parse().ok().filter(|n| (1..=5).contains(n))?;
+            s.replicas = n;
+            Some(())
+        },
+    },
+    Flag {
+        name: "--nats-user",
+        value: "USER",
+        help: "user name for NATS servers that want one",
+        expected: "a user name",
+        set: |s, value| {
+            s.nats_user = Some(value.to_owned());
+            Some(())
+        },
+    },
+    Flag {
+        name: "--nats-password",
+        value: "PASSWORD",
+        help: "its password",
+        expected: "a password",
+        set: |s, value| {
+            s.nats_password = Some(value.to_owned());
+            Some(())
+        },
+    },
+    Flag {
+        name: "--nats-token",
+        value: "TOKEN",
+        help: "token for NATS servers that want one",
+        expected: "a token",
+        set: |s, value| {
+            s.nats_token = Some(value.to_owned());
+            Some(())
+        },
+    },
+    Flag {
+        name: "--brook-user",
+        value: "USER",
+        help: "brook login (brooks with --auth-file) [default: $BROOK_USER]",
+        expected: "a user name",
+        set: |s, value| {
+            s.brook_user = Some(value.to_owned());
+            Some(())
+        },
+    },
+    Flag {
+        name: "--brook-password",
+        value: "PASSWORD",
+        help: "its password [default: $BROOK_PASSWORD]",
+        expected: "a password",
+        set: |s, value| {
+            s.brook_password = Some(value.to_owned());
+            Some(())
+        },
+    },
+    Flag {
+        name: "--ack-wait",
+        value: "DURATION",
+        help: "how long JetStream waits for the bridge's ack (--from-nats) [default: 30s]",
+        expected: DURATION,
+        set: |s, value| {
+            s.ack_wait = parse_duration(value).filter(|d| !d.is_zero())?;
+            Some(())
+        },
+    },
+    Flag {
+        name: "--batch",
+        value: "N",
+        help: "messages in flight per mirror [default: 256]",
+        expected: COUNT,
+        set: |s, value| {
+            s.batch = value.parse().ok().filter(|&n| n > 0)?;
+            Some(())
+        },
+    },
+    Flag {
+        name: "--report-every",
+        value: "DURATION",
+        help: "log the messages moved per second this often",
+        expected: DURATION,
+        set: |s, value| {
+            s.report_every = Some(parse_duration(value).filter(|d| !d.is_zero())?);
+            Some(())
+        },
+    },
+];
+
+/// A JetStream stream name: no spaces, dots or wildcards.
+fn is_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// A NATS subject or pattern: tokens separated by dots, none empty, no
+/// whitespace.
+pub(crate) fn is_subject(subject: &str) -> bool {
+    !subject.is_empty()
+        && subject.len() <= 255
+        && subject
+            .split('.')
+            .all(|token| !token.is_empty() && !token.contains(char::is_whitespace))
+}
+
+/// What `--help` prints.
+pub fn help() -> String {
+    let mut text = String::from(
+        "brook-bridge: mirrors between brook and a NATS JetStream cluster\n\n\
+         Usage: brook-bridge [FLAGS] (--to-nats PATTERN=STREAM | --from-nats STREAM=PATTERN)...\n\n\
+         Flags:\n",
+    );
+    for flag in FLAGS {
+        let usage = format!("{} {}", flag.name, flag.value);
+        text.push_str(&format!("  {usage:<30}{}\n", flag.help));
+    }
+    text.push_str(&format!("  {:<30}print this help\n", "-h, --help"));
+    text.push_str(
+        "\nExample: brook-bridge --brook 127.0.0.1:3000 --nats 127.0.0.1:4222,127.0.0.1:4223 \\\n\
+         \x20          --to-nats 'orders.*=ORDERS' --replicas 3\n\
+         Start brook with an --ack-timeout longer than a NATS failover (say 30s).\n\
+         Logging follows RUST_LOG (default: info). See docs/SCALING.md.\n",
+    );
+    text
+}
+
+/// Parses the arguments after the program name.
+pub fn parse_args<I>(args: I) -> Result<Invocation, BridgeConfigError>
+where
+    I: IntoIterator<Item = String>,
+{
+    let mut settings = Settings::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            return Ok(Invocation::Help);
+        }
+        let (name, inline_value) = match arg.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => {
+                (name.to_owned(), Some(value.to_owned()))
+            }
+            _ => (arg, None),
+        };
+        let flag = FLAGS
+            .iter()
+            .find(|flag| flag.name == name)
+            .ok_or(ConfigError::UnknownFlag(name))?;
+        let value = match inline_value {
+            Some(value) => value,
+            None => args.next().ok_or(ConfigError::MissingValue(flag.name))?,
+        };
+        if (flag.set)(&mut settings, &value).is_none() {
+            return Err(ConfigError::InvalidValue {
+                flag: flag.name,
+                value,
+                expected: flag.expected,
+            }
+            .into());
+        }
+    }
+    if settings.to_nats.is_empty() && settings.from_nats.is_empty() {
+        return Err(BridgeConfigError::NoMirror);
+    }
+    if settings.nats_token.is_some() && settings.nats_user.is_some() {
+        return Err(BridgeConfigError::TokenAndUser);
+    }
+    let mut streams: Vec<&str> = settings.to_nats.iter().map(|m| m.stream.as_str()).collect();
+    streams.sort_unstable();
+    if let Some(pair) = streams.windows(2).find(|pair| pair[0] == pair[1]) {
+        return Err(BridgeConfigError::StreamTwice(pair[0].to_owned()));
+    }
+    settings.brook_login =
+        Login::from_args_or_env(settings.brook_user.clone(), settings.brook_password.clone());
+    Ok(Invocation::Run(Box::new(settings)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Invocation, BridgeConfigError> {
+        parse_args(args.iter().map(|s| s.to_string()))
+    }
+
+    fn settings(args: &[&str]) -> Settings {
+        match parse(args) {
+            Ok(Invocation::Run(settings)) => *settings,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let s = settings(&[
+            "--brook",
+            "127.0.0.1:3000",
+            "--nats",
+            "127.0.0.1:4222,127.0.0.1:4223",
+            "--to-nats",
+            "orders.*=ORDERS",
+            "--from-nats=PAY=pay.>",
+            "--replicas=3",
+            "--batch",
+            "64",
+            "--ack-wait",
+            "5s",
+        ]);
+        assert_eq!(s.nats, ["127.0.0.1:4222", "127.0.0.1:4223"]);
+        assert_eq!(
+            s.to_nats,
+            [ToNats {
+                pattern: "orders.*".into(),
+                stream: "ORDERS".into()
+            }]
+        );
+        assert_eq!(
+            s.from_nats,
+            [FromNats {
+                stream: "PAY".into(),
+                pattern: "pay.>".into()
+            }]
+        );
+        assert_eq!((s.replicas, s.batch), (3, 64));
+        assert_eq!(s.ack_wait, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn mistakes_name_the_flag() {
+        let invalid = |args: &[&str], flag: &str| match parse(args) {
+            Err(BridgeConfigError::Flag(ConfigError::InvalidValue { flag: f, .. })) => {
+                assert_eq!(f, flag)
+            }
+            other => panic!("{args:?}: {other:?}"),
+        };
+        invalid(&["--to-nats", "orders.*"], "--to-nats");
+        invalid(&["--to-nats", "orders.*=ORD.ERS"], "--to-nats");
+        invalid(&["--from-nats", "ORDERS=orders..x"], "--from-nats");
+        invalid(&["--replicas", "7"], "--replicas");
+        invalid(&["--batch", "0"], "--batch");
+        invalid(&["--nats", "localhost"], "--nats");
+        assert_eq!(parse(&[]).unwrap_err(), BridgeConfigError::NoMirror);
+        assert_eq!(
+            parse(&["--to-nats=a=A", "--nats-token=t", "--nats-user=u"]).unwrap_err(),
+            BridgeConfigError::TokenAndUser
+        );
+        assert_eq!(
+            parse(&["--to-nats=a=A", "--to-nats=b=B", "--to-nats=c.*=A"]).unwrap_err(),
+            BridgeConfigError::StreamTwice("A".into())
+        );
+        assert_eq!(
+            parse(&["--batch"]).unwrap_err(),
+            BridgeConfigError::Flag(ConfigError::MissingValue("--batch"))
+        );
+        assert!(matches!(
+            parse(&["--nope"]),
+            Err(BridgeConfigError::Flag(ConfigError::UnknownFlag(_)))
+        ));
+    }
+
+    #[test]
+    fn help_lists_every_flag() {
+        let text = help();
+        for flag in FLAGS {
+            assert!(text.contains(flag.name), "{}", flag.name);
+        }
+        assert!(matches!(parse(&["--help"]), Ok(Invocation::Help)));
+    }
+}

@@ -1,0 +1,557 @@
+//! The JetStream calls the bridge makes, over a [`Connection`]: JetStream
+//! has no protocol of its own, only JSON requests to `$JS.API.*` subjects
+//! and JSON replies.
+//!
+//! ```text
+//!  ensure_stream    ── $JS.API.STREAM.INFO.<name>, else STREAM.CREATE.<name> ──► StreamInfo
+//!  ensure_consumer  ── $JS.API.CONSUMER.DURABLE.CREATE.<stream>.<durable>
+//!  request_next     ── $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>  (messages come to a reply inbox)
+//!  ack              ── an empty message to the delivered message's reply subject
+//!  PubAck::parse    ◄── the reply to a publish into a stream: {"stream":..,"seq":..,"duplicate":..}
+//! ```
+//!
+//! The replies are read by a small strict JSON reader ([`Json::parse`]):
+//! the design card allows no serde, and the bridge needs a few fields of a
+//! few documents. It builds a tree (depth-limited, so no input can
+//! exhaust the stack), reads strings with `wire/json.rs`'s parser, and
+//! keeps numbers as their text until a caller asks for one.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::nats::{Connection, Message, NatsError};
+use crate::wire::json::{encode_string, encode_string_array, parse_string_at, JsonError};
+
+/// How long a JetStream API call may take: long enough for a cluster to
+/// elect a leader.
+pub const API_PATIENCE: Duration = Duration::from_secs(5);
+
+/// The deepest nesting the JSON reader accepts.
+const MAX_DEPTH: usize = 32;
+
+/// A JSON document, as JetStream's replies need it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Json {
+    Null,
+    Bool(bool),
+    /// The number's text, parsed when asked for.
+    Number(String),
+    String(String),
+    Array(Vec<Json>),
+    Object(Vec<(String, Json)>),
+}
+
+/// Why a reply could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonReadError {
+    Syntax { at: usize },
+    String(JsonError),
+    TooDeep,
+}
+
+impl fmt::Display for JsonReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JsonReadError::Syntax { at } => write!(f, "invalid JSON at byte {at}"),
+            JsonReadError::String(error) => write!(f, "invalid JSON string: {error}"),
+            JsonReadError::TooDeep => write!(f, "JSON nested deeper than {MAX_DEPTH}"),
+        }
+    }
+}
+
+impl Json {
+    pub fn parse(input: &[u8]) -> Result<Json, JsonReadError> {
+        let mut reader = Reader { input, pos: 0 };
+        let value = reader.value(0)?;
+        reader.skip_whitespace();
+        match reader.pos == input.len() {
+            true => Ok(value),
+            false => Err(JsonReadError::Syntax { at: reader.pos }),
+        }
+    }
+
+    /// The value at a dotted path of object keys, such as `state.last_seq`.
+    pub fn get(&self, path: &str) -> Option<&Json> {
+        path.split('.').try_fold(self, |value, key| match value {
+            Json::Object(fields) => fields.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        })
+    }
+
+    pub fn u64_at(&self, path: &str) -> Option<u64> {
+        match self.get(path)? {
+            Json::Number(text) => text.parse().ok(),
+            _ => None,
+        }
+    }
+
+    pub fn str_at(&self, path: &str) -> Option<&str> {
+        match self.get(path)? {
+            Json::String(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    pub fn bool_at(&self, path: &str) -> Option<bool> {
+        match self.get(path)? {
+            Json::Bool(value) => Some(*value),
+            _ => None,
+        }
+    }
+}
+
+/// A cursor over the input; each method reads one grammar element.
+struct Reader<'a> {
+    input: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn skip_whitespace(&mut self) {
+        while matches!(self.input.get(self.pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.pos += 1;
+        }
+    }
+
+    fn syntax(&self) -> JsonReadError {
+        JsonReadError::Syntax { at: self.pos }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Json, JsonReadError> {
+        if depth > MAX_DEPTH {
+            return Err(JsonReadError::TooDeep);
+        }
+        self.skip_whitespace();
+        match self.input.get(self.pos) {
+            Some(b'{') => self.object(depth),
+            Some(b'[') => self.array(depth),
+            Some(b'"') => self.string().map(Json::String),
+            Some(b'-' | b'0'..=b'9') => Ok(self.number()),
+            Some(_) => self.literal(),
+            None => Err(self.syntax()),
+        }
+    }
+
+    fn string(&mut self) -> Result<String, JsonReadError> {
+        let (string, end) = parse_string_at(self.input, self.pos).map_err(JsonReadError::String)?;
+        self.pos = end;
+        Ok(string)
+    }
+
+    fn number(&mut self) -> Json {
+        let start = self.pos;
+        while matches!(
+            self.input.get(self.pos),
+            Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+        ) {
+            self.pos += 1;
+        }
+        Json::Number(String::from_utf8_lossy(&self.input[start..self.pos]).into_owned())
+    }
+
+    fn literal(&mut self) -> Result<Json, JsonReadError> {
+        for (word, value) in [
+            (&b"true"[..], Json::Bool(true)),
+            (b"false", Json::Bool(false)),
+            (b"null", Json::Null),
+        ] {
+            if self.input[self.pos..].starts_with(word) {
+                self.pos += word.len();
+                return Ok(value);
+            }
+        }
+        Err(self.syntax())
+    }
+
+    /// Reads `,`-separated items up to `close`, each with `item`.
+    fn items(
+        &mut self,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Result<(), JsonReadError>,
+    ) -> Result<(), JsonReadError> {
+        self.pos += 1;
+        self.skip_whitespace();
+        if self.input.get(self.pos) == Some(&close) {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            item(self)?;
+            self.skip_whitespace();
+            match self.input.get(self.pos) {
+                Some(b',') => self.pos += 1,
+                Some(&byte) if byte == close => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.syntax()),
+            }
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> Result<Json, JsonReadError> {
+        let mut values = Vec::new();
+        self.items(b']', |reader| {
+            values.push(reader.value(depth + 1)?);
+            Ok(())
+        })?;
+        Ok(Json::Array(values))
+    }
+
+    fn object(&mut self, depth: usize) -> Result<Json, JsonReadError> {
+        let mut fields = Vec::new();
+        self.items(b'}', |reader| {
+            reader.skip_whitespace();
+            if reader.input.get(reader.pos) != Some(&b'"') {
+                return Err(reader.syntax());
+            }
+            let key = reader.string()?;
+            reader.skip_whitespace();
+            if reader.input.get(reader.pos) != Some(&b':') {
+                return Err(reader.syntax());
+            }
+            reader.pos += 1;
+            fields.push((key, reader.value(depth + 1)?));
+            Ok(())
+        })?;
+        Ok(Json::Object(fields))
+    }
+}
+
+/// JetStream's `error` object: what it refused and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP-like: 404 not found, 503 unavailable (no leader yet).
+    pub code: u64,
+    /// JetStream's own code, such as 10059 (stream not found).
+    pub err_code: u64,
+    pub description: String,
+}
+
+/// The `err_code` of "stream not found".
+const STREAM_NOT_FOUND: u64 = 10059;
+
+/// What can go wrong in a JetStream call.
+#[derive(Debug)]
+pub enum JetStreamError {
+    Nats(NatsError),
+    Json(JsonReadError),
+    /// JetStream refused the request.
+    Api(ApiError),
+    /// A reply without a field the bridge needs.
+    MissingField(&'static str),
+    /// A publish answered "no responders": no stream takes its subject.
+    NoStream,
+}
+
+impl fmt::Display for JetStreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JetStreamError::Nats(error) => write!(f, "{error}"),
+            JetStreamError::Json(error) => write!(f, "JetStream reply: {error}"),
+            JetStreamError::Api(error) => write!(
+                f,
+                "JetStream refused ({} {}): {}",
+                error.code, error.err_code, error.description
+            ),
+            JetStreamError::MissingField(field) => {
+                write!(f, "JetStream reply without the field {field}")
+            }
+            JetStreamError::NoStream => write!(
+                f,
+                "no JetStream stream takes this subject (is JetStream enabled, -js?)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for JetStreamError {}
+
+impl From<NatsError> for JetStreamError {
+    fn from(error: NatsError) -> JetStreamError {
+        JetStreamError::Nats(error)
+    }
+}
+
+/// Reads a reply: its JSON, or the API error it carries.
+pub fn read_reply(message: &Message) -> Result<Json, JetStreamError> {
+    if message.status == Some(503) {
+        return Err(JetStreamError::NoStream);
+    }
+    let json = Json::parse(&message.payload).map_err(JetStreamError::Json)?;
+    if json.get("error").is_some() {
+        return Err(JetStreamError::Api(ApiError {
+            code: json.u64_at("error.code").unwrap_or(0),
+            err_code: json.u64_at("error.err_code").unwrap_or(0),
+            description: json.str_at("error.description").unwrap_or("").to_owned(),
+        }));
+    }
+    Ok(json)
+}
+
+/// JetStream's answer to a publish into a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PubAck {
+    pub seq: u64,
+    /// The message's `Nats-Msg-Id` was seen within the duplicate window:
+    /// it was not stored again.
+    pub duplicate: bool,
+}
+
+impl PubAck {
+    pub fn parse(message: &Message) -> Result<PubAck, JetStreamError> {
+        let json = read_reply(message)?;
+        Ok(PubAck {
+            seq: json
+                .u64_at("seq")
+                .ok_or(JetStreamError::MissingField("seq"))?,
+            duplicate: json.bool_at("duplicate").unwrap_or(false),
+        })
+    }
+}
+
+/// A stream the bridge writes into.
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    pub name: String,
+    pub subjects: Vec<String>,
+    pub replicas: u32,
+    /// How long JetStream remembers a `Nats-Msg-Id`: longer than a bridge
+    /// takes to restart, so a message sent again is dropped.
+    pub duplicate_window: Duration,
+}
+
+/// What the bridge (and its tests) read of a stream's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    pub messages: u64,
+    pub last_seq: u64,
+    /// The name of the server leading the stream, in a cluster.
+    pub leader: Option<String>,
+}
+
+impl StreamInfo {
+    fn read(json: &Json) -> Result<StreamInfo, JetStreamError> {
+        Ok(StreamInfo {
+            messages: json
+                .u64_at("state.messages")
+                .ok_or(JetStreamError::MissingField("state.messages"))?,
+            last_seq: json
+                .u64_at("state.last_seq")
+                .ok_or(JetStreamError::MissingField("state.last_seq"))?,
+            leader: json.str_at("cluster.leader").map(str::to_owned),
+        })
+    }
+}
+
+/// Makes a JetStream API request and reads its reply.
+pub fn api(connection: &mut Connection, subject: &str, body: &str) -> Result<Json, JetStreamError> {
+    let reply = connection.request(subject, body.as_bytes(), API_PATIENCE)?;
+    read_reply(&reply)
+}
+
+pub fn stream_info(connection: &mut Connection, name: &str) -> Result<StreamInfo, JetStreamError> {
+    let json = api(connection, &format!("$JS.API.STREAM.INFO.{name}"), "")?;
+    StreamInfo::read(&json)
+}
+
+/// The stream `settings.name`, created with `settings` if it does not
+/// exist. An existing stream is used as it is.
+pub fn ensure_stream(
+    connection: &mut Connection,
+    settings: &StreamSettings,
+) -> Result<StreamInfo, JetStreamError> {
+    match stream_info(connection, &settings.name) {
+        Err(JetStreamError::Api(error)) if error.err_code == STREAM_NOT_FOUND => {}
+        other => return other,
+    }
+    let body = format!(
+        "{{\"name\":{},\"subjects\":{},\"storage\":\"file\",\"num_replicas\":{},\"duplicate_window\":{}}}",
+        encode_string(&settings.name),
+        encode_string_array(&settings.subjects),
+        settings.replicas,
+        settings.duplicate_window.as_nanos()
+    );
+    let subject = format!("$JS.API.STREAM.CREATE.{}", settings.name);
+    let json = api(connection, &subject, &body)?;
+    log::info!(
+        "created JetStream stream {} for {:?}, {} replicas",
+        settings.name,
+        settings.subjects,
+        settings.replicas
+    );
+    StreamInfo::read(&json)
+}
+
+/// A durable pull consumer of `stream`, with explicit acks.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    pub stream: String,
+    pub durable: String,
+    /// Only the stream's messages on these subjects (a NATS pattern).
+    pub filter: String,
+    /// How long JetStream waits for an ack before sending a message again.
+    pub ack_wait: Duration,
+    /// The most messages out without an ack.
+    pub max_ack_pending: usize,
+}
+
+/// Creates the durable consumer, or finds it there already (creating it
+/// again with the same settings is allowed).
+pub fn ensure_consumer(
+    connection: &mut Connection,
+    settings: &ConsumerSettings,
+) -> Result<(), JetStreamError> {
+    let body = format!(
+        "{{\"stream_name\":{},\"config\":{{\"durable_name\":{},\"deliver_policy\":\"all\",\
+         \"ack_policy\":\"explicit\",\"ack_wait\":{},\"max_ack_pending\":{},\"filter_subject\":{}}}}}",
+        encode_string(&settings.stream),
+        encode_string(&settings.durable),
+        settings.ack_wait.as_nanos(),
+        settings.max_ack_pending,
+        encode_string(&settings.filter)
+    );
+    let subject = format!(
+        "$JS.API.CONSUMER.DURABLE.CREATE.{}.{}",
+        settings.stream, settings.durable
+    );
+    api(connection, &subject, &body)?;
+    Ok(())
+}
+
+/// Asks the consumer for up to `batch` messages, delivered to `inbox`
+/// within `expires` (then a status 408 message ends the request).
+pub fn request_next(
+    connection: &Connection,
+    settings: &ConsumerSettings,
+    inbox: &str,
+    batch: usize,
+    expires: Duration,
+) -> Result<(), NatsError> {
+    let subject = format!(
+        "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
+        settings.stream, settings.durable
+    );
+    let body = format!("{{\"batch\":{batch},\"expires\":{}}}", expires.as_nanos());
+    connection.publish(&subject, Some(inbox), body.as_bytes())?;
+    connection.flush()
+}
+
+/// Acknowledges a message from a pull consumer: an empty message to its
+/// reply subject. Queued; it goes out on the connection's next flush.
+pub fn ack(connection: &Connection, message: &Message) -> Result<(), NatsError> {
+    match &message.reply {
+        Some(reply) => connection.publish(reply, None, b""),
+        None => Ok(()),
+    }
+}
+
+/// The stream sequence number in a delivered message's ack subject,
+/// `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>`
+/// (or the newer form with a domain and an account hash after `ACK`).
+pub fn stream_sequence(message: &Message) -> Option<u64> {
+    let tokens: Vec<&str> = message.reply.as_deref()?.split('.').collect();
+    let at = match tokens.len() {
+        9 => 5,
+        n if n >= 11 => 7,
+        _ => return None,
+    };
+    tokens.get(at)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(json: &str) -> Message {
+        Message {
+            payload: json.as_bytes().to_vec(),
+            ..Message::default()
+        }
+    }
+
+    #[test]
+    fn reads_the_fields_of_a_stream_info() {
+        let json = Json::parse(
+            br#" {"type":"io.nats.jetstream.api.v1.stream_info_response","config":{"name":"ORDERS",
+            "subjects":["orders.*"],"num_replicas":3,"x":[1.5e3,-2,true,null,{}]},
+            "state":{"messages":42,"bytes":1000,"first_seq":1,"last_seq":42},
+            "cluster":{"name":"C","leader":"n2","replicas":[{"name":"n1","current":true}]}} "#,
+        )
+        .unwrap();
+        assert_eq!(
+            StreamInfo::read(&json).unwrap(),
+            StreamInfo {
+                messages: 42,
+                last_seq: 42,
+                leader: Some("n2".into())
+            }
+        );
+        assert_eq!(json.str_at("config.name"), Some("ORDERS"));
+        assert_eq!(json.u64_at("config.name"), None);
+        assert_eq!(json.get("config.nothing.here"), None);
+    }
+
+    #[test]
+    fn a_pub_ack_or_the_error_it_carries() {
+        assert_eq!(
+            PubAck::parse(&reply(r#"{"stream":"S","seq":7}"#)).unwrap(),
+            PubAck {
+                seq: 7,
+                duplicate: false
+            }
+        );
+        assert!(
+            PubAck::parse(&reply(r#"{"stream":"S","seq":7,"duplicate":true}"#))
+                .unwrap()
+                .duplicate
+        );
+        let refused =
+            r#"{"error":{"code":400,"err_code":10071,"description":"wrong last msg ID: x"}}"#;
+        match PubAck::parse(&reply(refused)) {
+            Err(JetStreamError::Api(error)) => {
+                assert_eq!((error.code, error.err_code), (400, 10071));
+                assert_eq!(error.description, "wrong last msg ID: x");
+            }
+            other => panic!("expected an API error, got {other:?}"),
+        }
+        let no_responders = Message {
+            status: Some(503),
+            ..Message::default()
+        };
+        assert!(matches!(
+            PubAck::parse(&no_responders),
+            Err(JetStreamError::NoStream)
+        ));
+    }
+
+    #[test]
+    fn bad_json_is_an_error_value() {
+        for bad in [
+            "", "{", "{\"a\"}", "{\"a\":}", "[1,]", "[1 2]", "tru", "{} x", "\"\\q\"", "{1:2}",
+        ] {
+            assert!(Json::parse(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+        let deep = "[".repeat(10_000);
+        assert_eq!(Json::parse(deep.as_bytes()), Err(JsonReadError::TooDeep));
+    }
+
+    #[test]
+    fn ack_subjects_name_the_stream_sequence() {
+        let delivered = |reply: &str| Message {
+            reply: Some(reply.into()),
+            ..Message::default()
+        };
+        assert_eq!(
+            stream_sequence(&delivered("$JS.ACK.ORDERS.bridge.1.42.40.1700000000.3")),
+            Some(42)
+        );
+        assert_eq!(
+            stream_sequence(&delivered(
+                "$JS.ACK.hub.ACC.ORDERS.bridge.1.42.40.1700000000.3.x"
+            )),
+            Some(42)
+        );
+        assert_eq!(stream_sequence(&delivered("_INBOX.x")), None);
+    }
+}

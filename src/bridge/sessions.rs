@@ -1,0 +1,108 @@
+//! What every mirror's thread shares: a session (one connection to each
+//! side) runs until something fails, with a [`SessionError`], then
+//! [`retry_forever`] starts the next after a short wait; and the [`Meter`]
+//! counts the messages moved, for `--report-every`.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::brook_line::BrookError;
+use super::jetstream::JetStreamError;
+use super::nats::NatsError;
+use crate::client::ClientError;
+
+/// Why a mirror's session ended.
+#[derive(Debug)]
+pub enum SessionError {
+    /// The consuming connection to brook (`--to-nats`).
+    BrookFeed(BrookError),
+    /// The publishing connection to brook (`--from-nats`).
+    BrookPublisher(ClientError),
+    Nats(NatsError),
+    JetStream(JetStreamError),
+    /// The oldest publish had no PubAck for this long (`--to-nats`).
+    PubAckOverdue(Duration),
+    /// JetStream refused a pull request (409), saying this (`--from-nats`).
+    PullRefused(String),
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionError::BrookFeed(error) => write!(f, "{error}"),
+            SessionError::BrookPublisher(error) => write!(f, "brook: {error}"),
+            SessionError::Nats(error) => write!(f, "{error}"),
+            SessionError::JetStream(error) => write!(f, "{error}"),
+            SessionError::PubAckOverdue(waited) => {
+                write!(f, "no PubAck from JetStream within {waited:?}")
+            }
+            SessionError::PullRefused(why) => write!(f, "JetStream refused a pull: {why}"),
+        }
+    }
+}
+
+impl From<BrookError> for SessionError {
+    fn from(error: BrookError) -> SessionError {
+        SessionError::BrookFeed(error)
+    }
+}
+
+impl From<ClientError> for SessionError {
+    fn from(error: ClientError) -> SessionError {
+        SessionError::BrookPublisher(error)
+    }
+}
+
+impl From<NatsError> for SessionError {
+    fn from(error: NatsError) -> SessionError {
+        SessionError::Nats(error)
+    }
+}
+
+impl From<JetStreamError> for SessionError {
+    fn from(error: JetStreamError) -> SessionError {
+        SessionError::JetStream(error)
+    }
+}
+
+/// The wait before a new session, at first and at most.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MOST: Duration = Duration::from_secs(2);
+
+/// Messages moved by all mirrors, for `--report-every`.
+#[derive(Debug, Default)]
+pub struct Meter {
+    moved: AtomicU64,
+}
+
+impl Meter {
+    pub fn add(&self, messages: u64) {
+        self.moved.fetch_add(messages, Ordering::Relaxed);
+    }
+
+    pub fn moved(&self) -> u64 {
+        self.moved.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs `session` again and again: after a failure (logged, naming
+/// `mirror`), a new session starts after a wait that doubles while the
+/// failures go on quickly, up to [`RETRY_MOST`].
+pub fn retry_forever<E: std::fmt::Display>(
+    mirror: &str,
+    mut session: impl FnMut() -> Result<(), E>,
+) {
+    let mut wait = RETRY_FIRST;
+    loop {
+        let started = Instant::now();
+        let Err(error) = session() else { return };
+        if started.elapsed() > RETRY_MOST * 4 {
+            wait = RETRY_FIRST;
+        }
+        log::warn!("{mirror}: {error}; starting again in {wait:?}");
+        thread::sleep(wait);
+        wait = (wait * 2).min(RETRY_MOST);
+    }
+}

@@ -1,0 +1,523 @@
+//! brook-bridge against real `nats-server -js` processes: its NATS client
+//! (failover, headers, JetStream requests, logins), `--to-nats` (of a
+//! topic, of a pattern, as a brook user) into one server and into a
+//! three-node cluster whose stream leader is killed midway, a bridge
+//! killed and restarted midway, and `--from-nats`.
+//!
+//! Each test skips (saying so) where `nats-server` is not on PATH, unless
+//! `BROOK_REQUIRE_NATS=1`. What lands in a stream is read back through a
+//! durable pull consumer of the test's own, which follows the servers
+//! through a failover and drops what JetStream delivers to it twice (by
+//! stream sequence), so what it returns is exactly the stream's content.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use brook::bridge::jetstream::{self, ConsumerSettings, StreamSettings};
+use brook::bridge::nats::{Auth, Connection, Message, NatsError, Servers};
+use brook::client::{Login, Publisher, Subscriber};
+use brook::config::Config;
+use brook::server::Broker;
+use brook::wire::request::StartAt;
+use common::auth::{auth_config, password_line, AuthFile};
+use common::broker::{config, start_broker};
+use common::nats::{free_port, nats_server_available, LoggedChild, NatsCluster, NatsServer};
+
+/// How long a test waits for the whole of a stream to arrive.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A brook whose deliveries are not sent again while a NATS cluster
+/// elects a new leader.
+fn patient_brook() -> Broker {
+    start_broker(&Config {
+        ack_timeout: Duration::from_secs(60),
+        ..config()
+    })
+}
+
+/// Publishes messages `0`, `1`, ... `count - 1` to `topic` with
+/// confirmed publishes, and waits for every confirmation.
+fn publish_confirmed(addr: SocketAddr, topic: &str, count: u64) {
+    publish_range(addr, topic, 0..count);
+}
+
+/// Publishes the messages numbered `range` (the offsets they get) to a
+/// `topic` that holds `range.start` messages.
+fn publish_range(addr: SocketAddr, topic: &str, range: std::ops::Range<u64>) {
+    let mut publisher = Publisher::connect_confirmed(addr).unwrap();
+    let (mut sent, count) = (range.start, range.end);
+    while sent < count {
+        let chunk = (count - sent).min(1000);
+        for i in sent..sent + chunk {
+            publisher.publish(topic, i.to_string().as_bytes()).unwrap();
+        }
+        for i in sent..sent + chunk {
+            assert_eq!(
+                publisher.confirmation().unwrap(),
+                i,
+                "offset of message {i}"
+            );
+        }
+        sent += chunk;
+    }
+}
+
+/// `brook-bridge --brook <brook> --nats <nats>` with `args`, once it has
+/// logged `ready` (each mirror logs once it is connected on both sides).
+fn start_bridge(brook: &Broker, nats: &str, args: &[&str], ready: &str) -> LoggedChild {
+    run_bridge(bridge_command(brook, nats, args), ready)
+}
+
+fn bridge_command(brook: &Broker, nats: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_brook-bridge"));
+    command
+        .args(["--brook", &brook.local_addr().to_string(), "--nats", nats])
+        .args(args)
+        .env("RUST_LOG", "info");
+    command
+}
+
+fn run_bridge(command: Command, ready: &str) -> LoggedChild {
+    let bridge = LoggedChild::spawn("brook-bridge", command);
+    bridge.wait_for_log(ready, 1, Duration::from_secs(20));
+    bridge
+}
+
+/// What a `--to-nats ...=ORDERS` bridge logs once it is ready.
+const ORDERS_READY: &str = "joined brook group bridge-ORDERS";
+
+/// The test's own reader of a stream.
+struct StreamReader {
+    servers: Servers,
+    connection: Option<Connection>,
+    consumer: ConsumerSettings,
+    /// The stream sequence of the last message returned.
+    last_seq: u64,
+}
+
+impl StreamReader {
+    fn new(addrs: &str, stream: &str) -> StreamReader {
+        let addrs = addrs.split(',').map(str::to_owned).collect();
+        StreamReader {
+            servers: Servers::new(addrs, Auth::None),
+            connection: None,
+            consumer: ConsumerSettings {
+                stream: stream.to_owned(),
+                durable: "test-reader".to_owned(),
+                filter: ">".to_owned(),
+                ack_wait: Duration::from_secs(5),
+                max_ack_pending: 10_000,
+            },
+            last_seq: 0,
+        }
+    }
+
+    /// A connection with the consumer in place: a new one after a failure.
+    fn connection(&mut self) -> &mut Connection {
+        if self.connection.is_none() {
+            let deadline = Instant::now() + PATIENCE;
+            let connection = loop {
+                let attempt = self.servers.connect().map_err(|e| e.to_string());
+                let attempt = attempt.and_then(|mut connection| {
+                    jetstream::ensure_consumer(&mut connection, &self.consumer)
+                        .map(|()| connection)
+                        .map_err(|e| e.to_string())
+                });
+                match attempt {
+                    Ok(connection) => break connection,
+                    Err(error) if Instant::now() < deadline => {
+                        eprintln!("test reader: {error}; again")
+                    }
+                    Err(error) => panic!("test reader: {error}"),
+                }
+            };
+            self.connection = Some(connection);
+        }
+        self.connection.as_mut().unwrap()
+    }
+
+    /// The next `count` messages of the stream, in stream order.
+    fn read(&mut self, count: usize) -> Vec<Message> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut messages = Vec::with_capacity(count);
+        while messages.len() < count {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {count} messages within {PATIENCE:?}",
+                messages.len()
+            );
+            if let Err(error) = self.pull(count - messages.len(), &mut messages) {
+                eprintln!("test reader: {error}; reconnecting");
+                self.connection = None;
+            }
+        }
+        messages
+    }
+
+    /// One pull request: its messages, each acked, added to `out`.
+    fn pull(&mut self, want: usize, out: &mut Vec<Message>) -> Result<(), String> {
+        let consumer = self.consumer.clone();
+        let mut last_seq = self.last_seq;
+        let pulled = pull_into(self.connection(), &consumer, want, &mut last_seq, out);
+        self.last_seq = last_seq;
+        pulled
+    }
+
+    fn stream_info(&mut self) -> jetstream::StreamInfo {
+        let name = self.consumer.stream.clone();
+        loop {
+            match jetstream::stream_info(self.connection(), &name) {
+                Ok(info) => return info,
+                Err(error) => {
+                    eprintln!("test reader: {error}; again");
+                    self.connection = None;
+                }
+            }
+        }
+    }
+}
+
+/// Pulls up to `want` messages of `consumer` and acks them; those after
+/// stream sequence `last_seq` go to `out`, and `last_seq` follows them.
+fn pull_into(
+    connection: &mut Connection,
+    consumer: &ConsumerSettings,
+    want: usize,
+    last_seq: &mut u64,
+    out: &mut Vec<Message>,
+) -> Result<(), String> {
+    let inbox = connection.new_inbox();
+    let batch = want.min(1000);
+    let expires = Duration::from_secs(1);
+    jetstream::request_next(connection, consumer, &inbox, batch, expires)
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + expires + Duration::from_secs(2);
+    let mut got = 0;
+    while got < batch {
+        let message = match connection.next_event(deadline) {
+            Ok(Some(message)) => message,
+            Ok(None) => return Err("no end to a pull request".into()),
+            Err(error) => return Err(error.to_string()),
+        };
+        if message.status.is_some() {
+            break;
+        }
+        got += 1;
+        jetstream::ack(connection, &message).map_err(|e| e.to_string())?;
+        let seq = jetstream::stream_sequence(&message).expect("an ack subject");
+        if seq > *last_seq {
+            assert_eq!(seq, *last_seq + 1, "stream sequence after {last_seq}");
+            *last_seq = seq;
+            out.push(message);
+        }
+    }
+    connection.flush().map_err(|e| e.to_string())
+}
+
+/// Checks that `messages` are `topic`'s messages `first`, `first + 1`,
+/// ..., each under its brook id.
+fn assert_in_order(messages: &[Message], topic: &str, first: u64) {
+    for (i, message) in messages.iter().enumerate() {
+        let offset = first + i as u64;
+        assert_eq!(message.subject, topic);
+        assert_eq!(
+            String::from_utf8_lossy(&message.payload),
+            offset.to_string(),
+            "message {i} of the stream"
+        );
+        assert_eq!(
+            message.header("Nats-Msg-Id"),
+            Some(format!("{topic}:{offset}").as_str())
+        );
+    }
+}
+
+#[test]
+fn the_nats_client_fails_over_publishes_with_headers_and_asks_jetstream() {
+    if !nats_server_available("the_nats_client_fails_over") {
+        return;
+    }
+    let server = NatsServer::single();
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let mut servers = Servers::new(vec![nobody, server.addr.clone()], Auth::None);
+    let mut connection = servers.connect().expect("the second address answers");
+    assert_eq!(connection.address(), server.addr);
+
+    let sid = connection.subscribe("greetings.*").unwrap();
+    let headers = [("Nats-Msg-Id", "greetings.eu:0")];
+    connection
+        .publish_with_headers("greetings.eu", None, &headers, b"hello\r\nworld")
+        .unwrap();
+    connection.flush().unwrap();
+    let message = connection
+        .next_event(Instant::now() + common::WAIT)
+        .unwrap()
+        .expect("our own message comes back");
+    assert_eq!(
+        (message.subject.as_str(), message.sid),
+        ("greetings.eu", sid)
+    );
+    assert_eq!(message.payload, b"hello\r\nworld");
+    assert_eq!(message.header("nats-msg-id"), Some("greetings.eu:0"));
+
+    let settings = StreamSettings {
+        name: "GREETINGS".into(),
+        subjects: vec!["greetings.*".into()],
+        replicas: 1,
+        duplicate_window: Duration::from_secs(60),
+    };
+    let created = jetstream::ensure_stream(&mut connection, &settings).unwrap();
+    assert_eq!((created.messages, created.last_seq), (0, 0));
+    let again = jetstream::ensure_stream(&mut connection, &settings).unwrap();
+    assert_eq!(again, created, "an existing stream is used as it is");
+    match jetstream::stream_info(&mut connection, "NOSUCH") {
+        Err(jetstream::JetStreamError::Api(error)) => assert_eq!(error.code, 404),
+        other => panic!("expected a 404, got {other:?}"),
+    }
+
+    let wrong = Auth::Token("not-the-token".into());
+    drop(server);
+    assert!(
+        Servers::new(vec![format!("127.0.0.1:{}", free_port())], wrong)
+            .connect()
+            .is_err(),
+        "no server, no connection"
+    );
+}
+
+#[test]
+fn the_nats_client_logs_in_with_a_user_and_password_or_a_token() {
+    if !nats_server_available("the_nats_client_logs_in") {
+        return;
+    }
+    let user = NatsServer::with_args(&["--user", "alice", "--pass", "se cret"]);
+    let alice = |password: &str| Auth::UserPassword {
+        user: "alice".into(),
+        password: password.into(),
+    };
+    assert!(Connection::connect(&user.addr, &alice("se cret")).is_ok());
+    for wrong in [alice("guess"), Auth::None] {
+        match Connection::connect(&user.addr, &wrong) {
+            Err(NatsError::Server(text)) => assert!(text.contains("Authorization"), "{text}"),
+            other => panic!("{wrong:?}: expected a refusal, got {other:?}"),
+        }
+    }
+    let token = NatsServer::with_args(&["--auth", "s3cret"]);
+    assert!(Connection::connect(&token.addr, &Auth::Token("s3cret".into())).is_ok());
+    assert!(Connection::connect(&token.addr, &Auth::Token("guess".into())).is_err());
+}
+
+#[test]
+fn to_nats_puts_each_message_once_in_order_into_one_server() {
+    if !nats_server_available("to_nats_into_one_server") {
+        return;
+    }
+    let server = NatsServer::single();
+    let brook = patient_brook();
+    let count = 5_000;
+    publish_confirmed(brook.local_addr(), "orders.eu", count);
+    let _bridge = start_bridge(
+        &brook,
+        &server.addr,
+        &["--to-nats", "orders.eu=ORDERS"],
+        ORDERS_READY,
+    );
+    let mut reader = StreamReader::new(&server.addr, "ORDERS");
+    let messages = reader.read(count as usize);
+    assert_in_order(&messages, "orders.eu", 0);
+    assert_eq!(reader.stream_info().messages, count, "no message twice");
+}
+
+#[test]
+fn to_nats_logs_in_to_a_brook_with_an_auth_file() {
+    if !nats_server_available("to_nats_logs_in") {
+        return;
+    }
+    let server = NatsServer::single();
+    let users = format!(
+        "user mirror\n{}  publish orders.>\n  subscribe orders.>\n  group orders.>\n",
+        password_line("a \"quoted\" secret")
+    );
+    let file = AuthFile::new(&users);
+    let brook = start_broker(&Config {
+        ack_timeout: Duration::from_secs(60),
+        ..auth_config(&file)
+    });
+    let login = Login::new("mirror", "a \"quoted\" secret");
+    let mut publisher = Publisher::connect_confirmed_as(brook.local_addr(), Some(&login)).unwrap();
+    let count = 500;
+    for i in 0..count {
+        publisher
+            .publish("orders.eu", i.to_string().as_bytes())
+            .unwrap();
+    }
+    for i in 0..count {
+        assert_eq!(publisher.confirmation().unwrap(), i);
+    }
+    // The user from the flag, the password from the environment.
+    let args = ["--to-nats", "orders.eu=ORDERS", "--brook-user", "mirror"];
+    let mut command = bridge_command(&brook, &server.addr, &args);
+    command.env("BROOK_PASSWORD", login.password());
+    let _bridge = run_bridge(command, ORDERS_READY);
+    let mut reader = StreamReader::new(&server.addr, "ORDERS");
+    assert_in_order(&reader.read(count as usize), "orders.eu", 0);
+}
+
+#[test]
+fn to_nats_on_a_pattern_keeps_each_topics_order_and_skips_what_nats_cannot_name() {
+    if !nats_server_available("to_nats_on_a_pattern") {
+        return;
+    }
+    let server = NatsServer::single();
+    let brook = patient_brook();
+    let count = 2_000;
+    // A name with a space matches orders.* but is no NATS subject: the
+    // bridge logs it and goes on.
+    for topic in ["orders.eu", "orders.two words", "orders.us"] {
+        publish_confirmed(brook.local_addr(), topic, count);
+    }
+    publish_confirmed(brook.local_addr(), "payments.eu", 10);
+    let bridge = start_bridge(
+        &brook,
+        &server.addr,
+        &["--to-nats", "orders.*=ORDERS"],
+        ORDERS_READY,
+    );
+    let mut reader = StreamReader::new(&server.addr, "ORDERS");
+    let messages = reader.read(2 * count as usize);
+    for topic in ["orders.eu", "orders.us"] {
+        let of_topic: Vec<Message> = messages
+            .iter()
+            .filter(|m| m.subject == topic)
+            .cloned()
+            .collect();
+        assert_eq!(of_topic.len(), count as usize, "{topic}");
+        assert_in_order(&of_topic, topic, 0);
+    }
+    assert_eq!(
+        reader.stream_info().messages,
+        2 * count,
+        "nothing else, nothing twice"
+    );
+    bridge.wait_for_log("is not a NATS subject", count as usize, common::WAIT);
+}
+
+#[test]
+fn to_nats_survives_the_death_of_the_stream_leader_of_a_three_node_cluster() {
+    if !nats_server_available("to_nats_cluster_failover") {
+        return;
+    }
+    let mut cluster = NatsCluster::start();
+    let brook = patient_brook();
+    let count: u64 = 100_000;
+    let half = count / 2;
+    publish_confirmed(brook.local_addr(), "orders.eu", half);
+    let nats_addrs = cluster.addrs();
+    let bridge = start_bridge(
+        &brook,
+        &nats_addrs,
+        &[
+            "--to-nats",
+            "orders.eu=ORDERS",
+            "--replicas",
+            "3",
+            "--batch",
+            "512",
+        ],
+        ORDERS_READY,
+    );
+    let mut reader = StreamReader::new(&nats_addrs, "ORDERS");
+    let mut messages = reader.read(half as usize);
+    // The second half goes through the bridge while the leader dies.
+    let leader = reader
+        .stream_info()
+        .leader
+        .expect("a replicated stream has a leader");
+    let brook_addr = brook.local_addr();
+    let publisher = std::thread::spawn(move || publish_range(brook_addr, "orders.eu", half..count));
+    eprintln!("killing the stream leader {leader}");
+    cluster.server_mut(&leader).process.kill();
+    messages.extend(reader.read(half as usize));
+    publisher.join().unwrap();
+    assert_in_order(&messages, "orders.eu", 0);
+    let info = reader.stream_info();
+    assert_eq!(info.messages, count, "no message twice");
+    assert_ne!(
+        info.leader.as_deref(),
+        Some(leader.as_str()),
+        "a new leader"
+    );
+    let warnings: Vec<String> = bridge
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("WARN"))
+        .map(str::to_owned)
+        .collect();
+    eprintln!("the bridge's warnings:\n{}", warnings.join("\n"));
+}
+
+#[test]
+fn a_bridge_killed_and_started_again_resumes_where_it_was() {
+    if !nats_server_available("bridge_restart") {
+        return;
+    }
+    let server = NatsServer::single();
+    let brook = patient_brook();
+    let count = 20_000;
+    publish_confirmed(brook.local_addr(), "orders.eu", count);
+    let args = ["--to-nats", "orders.eu=ORDERS", "--batch", "512"];
+    let mut bridge = start_bridge(&brook, &server.addr, &args, ORDERS_READY);
+    let mut reader = StreamReader::new(&server.addr, "ORDERS");
+    let mut messages = reader.read(count as usize / 4);
+    bridge.kill();
+    let _bridge = start_bridge(&brook, &server.addr, &args, ORDERS_READY);
+    messages.extend(reader.read(count as usize - messages.len()));
+    assert_in_order(&messages, "orders.eu", 0);
+    assert_eq!(reader.stream_info().messages, count, "no message twice");
+}
+
+#[test]
+fn from_nats_publishes_a_stream_into_brook_in_order() {
+    if !nats_server_available("from_nats") {
+        return;
+    }
+    let server = NatsServer::single();
+    let brook = patient_brook();
+    let mut nats = Connection::connect(&server.addr, &Auth::None).unwrap();
+    let settings = StreamSettings {
+        name: "PAY".into(),
+        subjects: vec!["pay.*".into()],
+        replicas: 1,
+        duplicate_window: Duration::from_secs(60),
+    };
+    jetstream::ensure_stream(&mut nats, &settings).unwrap();
+    let count = 2_000;
+    for i in 0..count {
+        let reply = nats.request("pay.eu", i.to_string().as_bytes(), common::WAIT);
+        let ack = jetstream::PubAck::parse(&reply.unwrap()).unwrap();
+        assert_eq!(ack.seq, i + 1);
+    }
+    let mut subscriber = Subscriber::connect(brook.local_addr()).unwrap();
+    subscriber
+        .subscribe(&["pay.eu"], StartAt::Beginning)
+        .unwrap();
+    let _bridge = start_bridge(
+        &brook,
+        &server.addr,
+        &["--from-nats", "PAY=pay.eu"],
+        "consuming JetStream PAY",
+    );
+    for i in 0..count {
+        let delivery = subscriber
+            .recv_timeout(PATIENCE)
+            .unwrap()
+            .expect("a delivery");
+        assert_eq!(delivery.topic, "pay.eu");
+        assert_eq!(String::from_utf8_lossy(&delivery.payload), i.to_string());
+        subscriber.ack().unwrap();
+    }
+    common::client::expect_nothing(&mut subscriber, common::QUIET);
+}
