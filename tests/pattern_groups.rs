@@ -13,7 +13,12 @@
 //! refuses the pattern, and what it had joined is left again; a group
 //! message that found a member's window full goes out once its other
 //! subscription frees room; a pull of a pattern over many topics reaches
-//! a client that closed right after asking. Nothing sleeps: each wait is a read with a deadline.
+//! a client that closed right after asking. Behind a pattern whose topics
+//! take many rounds to match: an Ack counts at once, so a group message
+//! acked there is not sent again when the connection closes, and
+//! thousands of Acks neither close the connection nor go uncounted; a
+//! publish and a pull are still carried out after a close. Nothing
+//! sleeps: each wait is a read with a deadline.
 
 mod common;
 
@@ -343,9 +348,14 @@ const MANY: usize = 20_000;
 /// A broker with `MANY` topics, `t.0` to `t.<MANY-1>`, each holding one
 /// message, created over four pipelined connections.
 fn broker_with_many_topics() -> brook::server::Broker {
+    many_topics_on(&config())
+}
+
+/// A broker with `config` and the topics of [`broker_with_many_topics`].
+fn many_topics_on(config: &Config) -> brook::server::Broker {
     let broker = start_broker(&Config {
         max_topics: MANY + 100,
-        ..config()
+        ..config.clone()
     });
     let addr = broker.local_addr();
     let creators: Vec<_> = (0..4)
@@ -542,4 +552,83 @@ fn a_pull_of_a_pattern_over_many_topics_is_served_to_a_client_that_closed_after_
     let topics: BTreeSet<String> = msgs.into_iter().map(|msg| msg.topic).collect();
     assert_eq!(topics.len(), 5, "one message from each of five topics");
     line.expect_eof();
+}
+
+#[test]
+fn a_group_message_acked_behind_a_pattern_subscribe_is_not_sent_again_after_a_close() {
+    let broker = broker_with_many_topics();
+    let addr = broker.local_addr();
+    let mut acker = Line::connect(addr);
+    assert_eq!(acker.ask("SUB q manual group g"), "+OK");
+    let mut publisher = Line::connect(addr);
+    publish(&mut publisher, &[("q", 0, "hello")]);
+    acker.expect_msg("q", 0, b"hello");
+    let mut other = Line::connect(addr);
+    assert_eq!(other.ask("SUB q manual group g"), "+OK");
+    // The Ack comes behind a pattern whose topics take many rounds to
+    // match, and the connection closes before they are done.
+    acker.send("SUB t.* current\nACK\n");
+    acker.close_write();
+    let deadline = Instant::now() + WAIT;
+    while !group_stat(&mut publisher, "q", "g").contains("members=1") {
+        assert!(Instant::now() < deadline, "the closed member stays");
+    }
+    // Had the Ack been lost, the message would have gone to the other
+    // member as the first one left, before this PING's answer.
+    assert_eq!(other.ask("PING"), "+PONG");
+}
+
+#[test]
+fn thousands_of_acks_behind_a_pattern_subscribe_are_counted_and_the_connection_stays() {
+    const HELD: usize = 5_000;
+    let broker = many_topics_on(&Config {
+        max_inflight: HELD,
+        ..config()
+    });
+    let addr = broker.local_addr();
+    let mut subscriber = Line::connect(addr);
+    assert_eq!(subscriber.ask("SUB q manual"), "+OK");
+    let mut publisher = Line::connect(addr);
+    let messages: String = (0..HELD).map(|i| format!("PUB q m{i}\n")).collect();
+    publisher.send(messages);
+    for offset in 0..HELD {
+        publisher.expect_line(&format!("+OK {offset}"));
+        subscriber.expect_msg("q", offset as u64, format!("m{offset}").as_bytes());
+    }
+    let acks = "ACK\n".repeat(HELD);
+    subscriber.send(format!("SUB t.* current\n{acks}PING\n"));
+    subscriber.expect_line("+OK");
+    subscriber.expect_line("+PONG");
+    // The window is free again: the next message comes at once.
+    publish(&mut publisher, &[("q", HELD as u64, "next")]);
+    subscriber.expect_msg("q", HELD as u64, b"next");
+}
+
+#[test]
+fn a_publish_and_a_pull_behind_a_pattern_job_are_carried_out_after_a_close() {
+    let broker = broker_with_many_topics();
+    let addr = broker.local_addr();
+    let mut publisher = Line::connect(addr);
+    publish(&mut publisher, &[("q", 0, "queued")]);
+    // Behind a subscription, the connection closing before it is made.
+    let mut subscriber = Line::connect(addr);
+    subscriber.send("SUB t.* current\nPUB z kept\n");
+    subscriber.close_write();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        publisher.send("PULL z\n");
+        match publisher.read_pull() {
+            (msgs, 1) => break assert_eq!(msgs[0].payload, b"kept"),
+            (_, count) => assert_eq!(count, 0),
+        }
+        assert!(Instant::now() < deadline, "the publish was dropped");
+    }
+    // Behind a pull, which goes on after a close, and so does the next.
+    let mut puller = Line::connect(addr);
+    puller.send("PULL t.> 1\nPULL q\n");
+    puller.close_write();
+    assert_eq!(puller.read_pull().1, 1);
+    let (msgs, count) = puller.read_pull();
+    assert_eq!((msgs[0].payload.as_slice(), count), (&b"queued"[..], 1));
+    puller.expect_eof();
 }

@@ -26,12 +26,16 @@
 //! ([`PatternJobs::defer`](super::agenda::PatternJobs::defer)): the
 //! status (`+OK`, Subscribed) is sent when the last slice is done, and
 //! then, as after any subscribe, the deliveries and the answers to those
-//! later requests, each in its order. An `UNSUB` sent in the middle is one of them, so it
-//! undoes the whole subscription once it is made. A connection that
-//! closes in the middle has its subscription's job dropped (`closing.rs`),
-//! and what the slices made, cursors and group places, ends with its
-//! session; a pull's job goes on, and the session with it, as for any
-//! pull its client closed right after asking for.
+//! later requests, each in its order. An `UNSUB` sent in the middle is
+//! one of them, so it undoes the whole subscription once it is made.
+//! Acks and Nacks are the exception: they answer deliveries written
+//! before the job, so they are carried out as they come, and only a
+//! refusal of one waits ([`Deferred`]). A connection that closes in the
+//! middle has its subscription's job dropped (`closing.rs`), and what the
+//! slices made, cursors and group places, ends with its session; the
+//! publishes and pulls that waited are still carried out. A pull's job
+//! goes on, and the session with it, as for any pull its client closed
+//! right after asking for.
 //!
 //! A slice runs as the request is taken (so a pattern that matches few
 //! topics is answered at once, as an exact name is) and in the round's
@@ -43,18 +47,15 @@
 //! `consumer_groups.rs` (`settle_groups`), `logs.rs` (`write_now`),
 //! `delivery.rs` (`reply`, `serve`), `mod.rs` (`carry_out`).
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use super::agenda::{JobKind, PatternJob};
+use super::agenda::{Deferred, JobKind, PatternJob};
 use super::patterns::Followed;
 use super::Dispatcher;
 use crate::ids::ConnId;
 use crate::pattern::Pattern;
-use crate::queue::Hangup;
 use crate::store::StoreError;
 use crate::wire::reply::{OverLimit, Reply};
-use crate::wire::request::Decoded;
 
 /// How many topics one slice of a pattern's work looks at. Matching a
 /// name and making a cursor or a group place take well under a
@@ -151,11 +152,15 @@ impl Dispatcher {
 
     /// Every topic has been looked at: the status goes out, then what the
     /// subscription or pull sends, then the answers to the requests that
-    /// waited.
+    /// waited. Those are carried out even if the session has gone (a pull
+    /// of a closed connection that outlasted its linger): they are the
+    /// publishes a close keeps. A pull is served only after them, since
+    /// a closed connection's session ends with its last pull, and a pull
+    /// that waited must be queued before that.
     fn finish(&mut self, job: PatternJob, now: Instant) -> Result<(), StoreError> {
         let conn = job.conn;
         let Some(session) = self.sessions.get_mut(&conn) else {
-            return Ok(());
+            return self.carry_out_deferred(conn, job.deferred, now);
         };
         session.release();
         match job.kind {
@@ -166,13 +171,15 @@ impl Dispatcher {
                 // The groups it joined, and any of its groups that found it
                 // held, give to it now.
                 self.settle_groups(conn, now)?;
+                self.carry_out_deferred(conn, job.deferred, now)
             }
             JobKind::Pull { max, sources, .. } => {
                 session.add_pull(sources, max);
+                self.carry_out_deferred(conn, job.deferred, now)?;
                 self.serve(conn, now);
+                Ok(())
             }
         }
-        self.carry_out_deferred(conn, job.deferred, now)
     }
 
     /// A topic's group had no room under `--max-groups-per-topic`: the
@@ -202,19 +209,25 @@ impl Dispatcher {
         self.carry_out_deferred(conn, job.deferred, now)
     }
 
-    /// Carries out, in order, the requests that waited behind a job; one
-    /// of them may start another job, behind which the rest wait again.
-    fn carry_out_deferred(
+    /// Carries out, in order, the requests that waited behind a job, and
+    /// sends the replies that did; one of them may start another job,
+    /// behind which the rest wait again.
+    pub(super) fn carry_out_deferred(
         &mut self,
         conn: ConnId,
-        deferred: Vec<(Decoded, Option<Arc<Hangup>>)>,
+        deferred: Vec<Deferred>,
         now: Instant,
     ) -> Result<(), StoreError> {
-        for (request, hangup) in deferred {
-            if hangup.as_ref().is_some_and(|hangup| hangup.is_done()) {
-                break; // hung up on: the rest is dropped
+        for what in deferred {
+            match what {
+                Deferred::Request(_, Some(hangup)) if hangup.is_done() => {
+                    break; // hung up on: the rest is dropped
+                }
+                Deferred::Request(request, hangup) => {
+                    self.carry_out(conn, request, hangup.as_ref(), now)?;
+                }
+                Deferred::Reply(reply) => self.reply_in_turn(conn, reply),
             }
-            self.carry_out(conn, request, hangup.as_ref(), now)?;
         }
         Ok(())
     }
