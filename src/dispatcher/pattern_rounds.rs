@@ -19,8 +19,8 @@
 //! was asked for.
 //!
 //! The jobs wait in the [`Agenda`](super::agenda::Agenda), with the rest
-//! of what a round puts off. Until the last slice, the connection's
-//! session holds back every delivery
+//! of what a round puts off. From before the first slice to after the
+//! last, the connection's session holds back every delivery
 //! ([`Session::hold`](super::session::Session::hold)), and the requests
 //! the connection sends after the pattern's wait in the job
 //! ([`PatternJobs::defer`](super::agenda::PatternJobs::defer)): the
@@ -67,7 +67,10 @@ impl Dispatcher {
     /// Starts the work of a request whose exact names are done already:
     /// records a subscription's patterns, then matches them against the
     /// topics, finishing at once if one slice covers them, and otherwise
-    /// over the next rounds, the session held meanwhile.
+    /// over the next rounds. The session is held from before the first
+    /// slice: writing a matching topic offers its new messages to the
+    /// session, which would otherwise send from the cursors the slice
+    /// made before their `+OK`.
     pub(super) fn start_pattern_job(
         &mut self,
         conn: ConnId,
@@ -103,6 +106,9 @@ impl Dispatcher {
             end,
             deferred: Vec::new(),
         };
+        if let Some(session) = self.sessions.get_mut(&conn) {
+            session.hold();
+        }
         self.run_slice(job, now)
     }
 
@@ -125,8 +131,7 @@ impl Dispatcher {
     }
 
     /// Looks at the next [`TOPICS_PER_SLICE`] topics of `job`, then
-    /// finishes it, or holds its session and puts it back for a later
-    /// round.
+    /// finishes it, or puts it back for a later round.
     fn run_slice(&mut self, mut job: PatternJob, now: Instant) -> Result<(), StoreError> {
         let stop = job.end.min(job.next + TOPICS_PER_SLICE);
         for id in job.next..stop {
@@ -141,9 +146,6 @@ impl Dispatcher {
         }
         job.next = stop;
         if job.next < job.end {
-            if let Some(session) = self.sessions.get_mut(&job.conn) {
-                session.hold();
-            }
             self.agenda.pattern_jobs.jobs.push_back(job);
             return Ok(());
         }

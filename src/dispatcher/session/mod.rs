@@ -131,7 +131,7 @@ pub struct Session {
     /// unfinished: they go on streaming, and the session ends when they
     /// are done, or when this deadline passes without progress.
     closing: Option<Instant>,
-    /// Set while a pattern subscription is being made over several rounds
+    /// Set while a pattern subscription is being made
     /// (`pattern_rounds.rs`): nothing is delivered until its status has
     /// been sent.
     held: bool,
@@ -463,7 +463,7 @@ impl Session {
     }
 
     /// Holds every delivery back (but not the replies) while a pattern
-    /// subscription is made over several rounds, until
+    /// subscription is made, until
     /// [`Session::release`]: its status must come before anything it
     /// sends.
     pub fn hold(&mut self) {
