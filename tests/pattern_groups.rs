@@ -17,8 +17,9 @@
 //! take many rounds to match: an Ack counts at once, so a group message
 //! acked there is not sent again when the connection closes, and
 //! thousands of Acks neither close the connection nor go uncounted; a
-//! publish and a pull are still carried out after a close. Nothing
-//! sleeps: each wait is a read with a deadline.
+//! publish and a pull are still carried out after a close; publishes past
+//! four of the largest messages close the connection. Nothing sleeps:
+//! each wait is a read with a deadline.
 
 mod common;
 
@@ -631,4 +632,22 @@ fn a_publish_and_a_pull_behind_a_pattern_job_are_carried_out_after_a_close() {
     let (msgs, count) = puller.read_pull();
     assert_eq!((msgs[0].payload.as_slice(), count), (&b"queued"[..], 1));
     puller.expect_eof();
+}
+
+#[test]
+fn publishes_past_the_byte_cap_behind_a_pattern_subscribe_close_the_connection() {
+    let broker = many_topics_on(&Config {
+        max_message_bytes: 1024,
+        ..config()
+    });
+    let addr = broker.local_addr();
+    // Twice the cap of four largest messages, sent without waiting for
+    // the pattern's +OK.
+    let payload = "p".repeat(1000);
+    let publishes: String = (0..8).map(|_| format!("PUB z {payload}\n")).collect();
+    let mut greedy = Line::connect(addr);
+    greedy.send(format!("SUB t.* current\n{publishes}"));
+    greedy.expect_eof();
+    let mut other = Line::connect(addr);
+    assert_eq!(other.ask("PING"), "+PONG");
 }

@@ -208,6 +208,9 @@ pub(super) struct PatternJob {
     /// What the connection sent after this request, to carry out (or
     /// send) once the job is done, in order.
     pub(super) deferred: Vec<Deferred>,
+    /// The payload bytes of the publishes in `deferred`: the reader's
+    /// queue stopped counting them once the dispatcher took them.
+    pub(super) deferred_bytes: usize,
 }
 
 /// What waits behind a connection's unfinished pattern job.
@@ -241,18 +244,26 @@ impl PatternJobs {
 
     /// Keeps `what` for after `conn`'s unfinished job, if it has one;
     /// otherwise hands it back, to be carried out (or sent) now. Returns
-    /// `Err` when the connection sent too many while it waited: it must be
-    /// closed.
+    /// `Err` when the connection sent too much while it waited (more than
+    /// [`MAX_DEFERRED_REQUESTS`], or publishes of more than
+    /// `max_payload_bytes`): it must be closed.
     pub(super) fn defer(
         &mut self,
         conn: ConnId,
         what: Deferred,
-    ) -> Result<Option<Deferred>, TooManyDeferred> {
+        max_payload_bytes: usize,
+    ) -> Result<Option<Deferred>, TooMuchDeferred> {
         let Some(job) = self.jobs.iter_mut().find(|job| job.conn == conn) else {
             return Ok(Some(what));
         };
         if job.deferred.len() >= MAX_DEFERRED_REQUESTS {
-            return Err(TooManyDeferred);
+            return Err(TooMuchDeferred::Requests);
+        }
+        if let Deferred::Request(Ok(Request::Publish { payload, .. }), _) = &what {
+            job.deferred_bytes += payload.len();
+            if job.deferred_bytes > max_payload_bytes {
+                return Err(TooMuchDeferred::PayloadBytes(max_payload_bytes));
+            }
         }
         job.deferred.push(what);
         Ok(None)
@@ -291,10 +302,33 @@ fn outlives_a_close(deferred: &Deferred) -> bool {
     )
 }
 
-/// A connection sent more than [`MAX_DEFERRED_REQUESTS`] requests behind
-/// an unfinished pattern subscription.
+/// A connection sent too much behind an unfinished pattern job, without
+/// waiting for its status: what waits costs memory the reader's limits no
+/// longer count, so the connection is closed.
 #[derive(Debug)]
-pub(super) struct TooManyDeferred;
+pub(super) enum TooMuchDeferred {
+    /// More than [`MAX_DEFERRED_REQUESTS`] requests.
+    Requests,
+    /// Publishes of more than this many payload bytes.
+    PayloadBytes(usize),
+}
+
+impl std::fmt::Display for TooMuchDeferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TooMuchDeferred::Requests => write!(
+                f,
+                "sent more than {MAX_DEFERRED_REQUESTS} requests behind a pattern \
+                 subscription without waiting for its +OK"
+            ),
+            TooMuchDeferred::PayloadBytes(limit) => write!(
+                f,
+                "published more than {limit} bytes (4 x --max-message-bytes) behind a \
+                 pattern subscription without waiting for its +OK"
+            ),
+        }
+    }
+}
 
 /// A run of messages one connection published to one topic this round,
 /// offsets `first..=last`, that are not written to the log's file yet. If

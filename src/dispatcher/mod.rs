@@ -158,7 +158,7 @@ use crate::store::{Store, StoreError};
 use crate::syncer::Syncer;
 use crate::wire::reply::Reply;
 use crate::wire::request::{Decoded, Request};
-use agenda::{Agenda, Deferred, Publisher, TooManyDeferred};
+use agenda::{Agenda, Deferred, Publisher};
 use patterns::PatternSubscriptions;
 use topic::Topic;
 
@@ -182,6 +182,10 @@ pub struct TopicLimits {
     /// How many patterns one connection may follow (`--max-subscribe-topics`):
     /// any client can add them, and each is kept until it goes.
     pub max_patterns_per_connection: usize,
+    /// How many payload bytes of publishes may wait behind one
+    /// connection's unfinished pattern job (`pattern_rounds.rs`): the
+    /// reader's queue stops counting them once the dispatcher takes them.
+    pub max_deferred_payload_bytes: usize,
 }
 
 /// The dispatcher: the topic table, every answered connection's session,
@@ -443,10 +447,11 @@ impl Dispatcher {
     /// has one, or hands it back to be done now. A connection that does
     /// not wait for its job's status is closed, and `what` dropped.
     fn defer(&mut self, conn: ConnId, what: Deferred) -> Option<Deferred> {
-        match self.agenda.pattern_jobs.defer(conn, what) {
+        let max_bytes = self.limits.max_deferred_payload_bytes;
+        match self.agenda.pattern_jobs.defer(conn, what, max_bytes) {
             Ok(now) => now,
-            Err(TooManyDeferred) => {
-                log::warn!("conn {conn}: not waiting for its pattern subscription; closing it");
+            Err(too_much) => {
+                log::warn!("conn {conn}: {too_much}; closing it");
                 if let Some(session) = self.sessions.get(&conn) {
                     session.hang_up();
                 }

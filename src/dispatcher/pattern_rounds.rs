@@ -105,6 +105,7 @@ impl Dispatcher {
             next: 0,
             end,
             deferred: Vec::new(),
+            deferred_bytes: 0,
         };
         if let Some(session) = self.sessions.get_mut(&conn) {
             session.hold();
