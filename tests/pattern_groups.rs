@@ -18,7 +18,8 @@
 //! acked there is not sent again when the connection closes, and
 //! thousands of Acks neither close the connection nor go uncounted; a
 //! publish and a pull are still carried out after a close; publishes past
-//! four of the largest messages close the connection. Nothing sleeps:
+//! four of the largest messages close the connection; so do pulls of a
+//! pattern piling up behind one the client does not read. Nothing sleeps:
 //! each wait is a read with a deadline.
 
 mod common;
@@ -650,4 +651,43 @@ fn publishes_past_the_byte_cap_behind_a_pattern_subscribe_close_the_connection()
     greedy.expect_eof();
     let mut other = Line::connect(addr);
     assert_eq!(other.ask("PING"), "+PONG");
+}
+
+#[test]
+fn pulls_of_a_pattern_piling_up_behind_one_not_read_close_the_connection() {
+    const TOPICS: usize = 1000;
+    let broker = start_broker(&Config {
+        subscriber_buffer: 64 << 10,
+        ..config()
+    });
+    let addr = broker.local_addr();
+    // 16 MB in all: more than the writer and the sockets between broker
+    // and client hold, so the first pull stalls while its client does
+    // not read.
+    let payload = "x".repeat(16 << 10);
+    let mut publisher = Line::connect(addr);
+    publisher.send(
+        (0..TOPICS)
+            .map(|i| format!("PUB p.{i} {payload}\n"))
+            .collect::<String>(),
+    );
+    for _ in 0..TOPICS {
+        publisher.expect_line("+OK 0");
+    }
+    // Each queued pull keeps the 1,000 topics it matches.
+    let mut puller = TcpStream::connect(addr).unwrap();
+    puller
+        .write_all("PULL p.*\n".repeat(1000).as_bytes())
+        .unwrap();
+    puller.set_read_timeout(Some(WAIT)).unwrap();
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        match std::io::Read::read(&mut puller, &mut chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the connection was not closed: {e}"),
+        }
+    }
+    assert_eq!(publisher.ask("PING"), "+PONG");
 }

@@ -135,6 +135,9 @@ pub struct Session {
     /// (`pattern_rounds.rs`): nothing is delivered until its status has
     /// been sent.
     held: bool,
+    /// Set once the connection was closed for piling up requests behind
+    /// a pull it does not read, so that it is logged once.
+    not_reading: bool,
 }
 
 impl Session {
@@ -151,12 +154,26 @@ impl Session {
             pulls: Pulls::default(),
             closing: None,
             held: false,
+            not_reading: false,
         }
     }
 
     /// Queues a reply, behind the last pull if one is under way.
     pub fn reply(&mut self, reply: Reply) {
         self.pulls.queue_reply(reply, &mut self.outbox);
+        self.close_if_not_reading();
+    }
+
+    /// Closes the connection if replies or pulls pile up behind a pull:
+    /// the client keeps sending requests while it does not read the pull.
+    /// Checked as they are queued, since a stalled pull leaves nothing in
+    /// the outbox for the round's end to look at.
+    fn close_if_not_reading(&mut self) {
+        if !self.not_reading && self.pulls.hold_too_much() {
+            log::warn!("conn {}: not reading its pull; closing it", self.id);
+            self.not_reading = true;
+            self.outbox.close_connection();
+        }
     }
 
     /// Turns the confirmations still queued for messages of `topic` from
@@ -448,6 +465,7 @@ impl Session {
     /// `pulls.rs`).
     pub fn add_pull(&mut self, sources: Vec<PullSource>, max: Option<u64>) {
         self.pulls.add(sources, max);
+        self.close_if_not_reading();
     }
 
     /// Streams the pulls, in order, while the writer has room (see
@@ -492,14 +510,8 @@ impl Session {
     }
 
     /// Packs the queued frames for the writer thread, for the dispatcher to
-    /// hand over at the end of its round. Closes the connection if replies pile
-    /// up behind a pull: the client keeps sending requests while it does
-    /// not read the pull.
+    /// hand over at the end of its round.
     pub fn pack(&mut self) -> Option<Parcel> {
-        if self.pulls.hold_too_many_replies() {
-            log::warn!("conn {}: not reading its replies; closing it", self.id);
-            self.outbox.close_connection();
-        }
         self.outbox.pack()
     }
 
