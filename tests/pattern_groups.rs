@@ -3,7 +3,8 @@
 //! `+PATTERN` lines, over real TCP: members on a pattern share the
 //! messages of every matching topic, each message once; a matching topic
 //! created later joins the group from its start; an unsubscribe of the
-//! pattern leaves the groups it alone joined; a pull takes from the
+//! pattern leaves the groups it alone joined, and gives back what it held
+//! of those groups only; a pull takes from the
 //! matching topics in turn, up to its max; a binary group subscribe takes
 //! a pattern; after a restart on disk, a pattern group goes on where each
 //! topic's group was; a pattern over 20,000 topics is answered, and a
@@ -690,4 +691,33 @@ fn pulls_of_a_pattern_piling_up_behind_one_not_read_close_the_connection() {
         }
     }
     assert_eq!(publisher.ask("PING"), "+PONG");
+}
+
+#[test]
+fn unsubscribing_a_group_pattern_gives_back_what_it_held_of_those_groups_only() {
+    let broker = start_broker(&Config {
+        max_inflight: 2,
+        ..config()
+    });
+    let addr = broker.local_addr();
+    let mut leaving = Line::connect(addr);
+    assert_eq!(leaving.ask("SUB orders.eu manual group g"), "+OK");
+    assert_eq!(leaving.ask("SUB orders.* manual group g"), "+OK");
+    let mut publisher = Line::connect(addr);
+    publish(
+        &mut publisher,
+        &[("orders.eu", 0, "kept"), ("orders.us", 0, "given back")],
+    );
+    let held: BTreeSet<String> = (0..2).map(|_| leaving.read_msg().topic).collect();
+    assert_eq!(held.len(), 2);
+    let mut staying = Line::connect(addr);
+    assert_eq!(staying.ask("SUB orders.* manual group g"), "+OK");
+    // orders.us's place was the pattern's alone: its message goes to the
+    // other member; orders.eu's, named, stays with `leaving`.
+    assert_eq!(leaving.ask("UNSUB orders.*"), "+OK");
+    assert_eq!(
+        read_acked(&mut staying, 1),
+        seen(&[("orders.us", 0, "given back")])
+    );
+    assert_eq!(staying.ask("PING"), "+PONG");
 }

@@ -28,6 +28,7 @@
 //! (`start_pattern_job`), `logs.rs` (`write_now`), `delivery.rs`
 //! (`reply`).
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Instant;
 
@@ -260,7 +261,7 @@ impl Dispatcher {
                     && !followed.covers(conn, &topics[id].name, None)
             })
             .collect();
-        let places: Vec<(TopicId, usize)> = session
+        let places: BTreeSet<(TopicId, usize)> = session
             .memberships()
             .filter(|m| {
                 let group = &*topics[m.topic].groups[m.group].name;
@@ -270,12 +271,12 @@ impl Dispatcher {
             })
             .map(|m| (m.topic, m.group))
             .collect();
+        session.unsubscribe_all(&cursors);
         for id in cursors {
-            session.unsubscribe(id);
             remove_subscriber(&mut self.topics[id], conn);
         }
+        session.leave_groups(&places, &self.topics);
         for (id, index) in places {
-            session.leave_group(id, index, &self.topics);
             self.topics[id].groups[index].leave(conn);
         }
     }

@@ -253,11 +253,24 @@ impl Session {
     /// the `ready` line too, or a client that unsubscribes and subscribes
     /// again while its window is full would add it once more each time.
     pub fn unsubscribe(&mut self, topic: TopicId) -> bool {
-        let subscribed = self.subscriptions.remove(&topic).is_some();
-        if subscribed {
-            self.ready.retain(|&id| id != topic);
+        self.unsubscribe_all(&[topic]) == 1
+    }
+
+    /// Forgets the subscriptions to `topics`, as [`Session::unsubscribe`]
+    /// does, in one pass over the `ready` line however many they are (an
+    /// unsubscribe of a pattern may end thousands). Returns how many the
+    /// session had.
+    pub fn unsubscribe_all(&mut self, topics: &[TopicId]) -> usize {
+        let before = self.subscriptions.len();
+        for topic in topics {
+            self.subscriptions.remove(topic);
         }
-        subscribed
+        let removed = before - self.subscriptions.len();
+        if removed > 0 {
+            let subscriptions = &self.subscriptions;
+            self.ready.retain(|id| subscriptions.contains_key(id));
+        }
+        removed
     }
 
     /// The offset of the next message this session will read from `topic`,
@@ -366,18 +379,22 @@ impl Session {
         }
     }
 
-    /// Leaves the group `group` of `topic`, joined for a pattern. Messages
-    /// of its that the session has yet to answer go back to it.
-    pub fn leave_group(&mut self, topic: TopicId, group: usize, topics: &[Topic]) {
-        self.in_flight
-            .give_back_to_groups(topic, Some(group), topics);
-        self.memberships.remove(&(topic, group));
+    /// Leaves the groups `places` (topic, group index), joined for a
+    /// pattern. Messages of theirs that the session has yet to answer go
+    /// back to them, in one pass however many they are.
+    pub fn leave_groups(&mut self, places: &BTreeSet<(TopicId, usize)>, topics: &[Topic]) {
+        let left = |topic, group| places.contains(&(topic, group));
+        self.in_flight.give_back_to_groups(left, topics);
+        for place in places {
+            self.memberships.remove(place);
+        }
     }
 
     /// Leaves every group of `topic`; returns the groups left. Messages
     /// of theirs that the session has yet to answer go back to them.
     pub fn leave_groups_of(&mut self, topic: TopicId, topics: &[Topic]) -> Vec<usize> {
-        self.in_flight.give_back_to_groups(topic, None, topics);
+        let of_topic = |of, _| of == topic;
+        self.in_flight.give_back_to_groups(of_topic, topics);
         let of_topic = (topic, 0)..(topic + 1, 0);
         let left: Vec<usize> = self
             .memberships
