@@ -20,7 +20,10 @@
 //! thousands of Acks neither close the connection nor go uncounted; a
 //! publish and a pull are still carried out after a close; publishes past
 //! four of the largest messages close the connection; so do pulls of a
-//! pattern piling up behind one the client does not read. Nothing sleeps:
+//! pattern piling up behind one the client does not read. A connection
+//! closed while its pattern's topics are matched is let go at once, not
+//! after the linger, and a closed connection's pull whose topics take
+//! longer than the linger to match is still served. Nothing sleeps:
 //! each wait is a read with a deadline.
 
 mod common;
@@ -720,4 +723,32 @@ fn unsubscribing_a_group_pattern_gives_back_what_it_held_of_those_groups_only() 
         seen(&[("orders.us", 0, "given back")])
     );
     assert_eq!(staying.ask("PING"), "+PONG");
+}
+
+#[test]
+fn a_connection_closed_while_its_patterns_topics_are_matched_is_let_go_at_once() {
+    let broker = many_topics_on(&Config {
+        linger: std::time::Duration::from_secs(600),
+        ..config()
+    });
+    let mut closer = Line::connect(broker.local_addr());
+    closer.send("SUB t.* beginning\n");
+    closer.close_write();
+    // Its session ends, and with it the writer, which closes the socket;
+    // nothing waits for the linger.
+    closer.expect_eof();
+}
+
+#[test]
+fn a_pull_whose_topics_take_longer_to_match_than_the_linger_is_still_served() {
+    let broker = many_topics_on(&Config {
+        linger: std::time::Duration::from_millis(1),
+        ..config()
+    });
+    let mut line = Line::connect(broker.local_addr());
+    line.send("PULL t.> 5\n");
+    line.close_write();
+    let (msgs, count) = line.read_pull();
+    assert_eq!((msgs.len(), count), (5, 5));
+    line.expect_eof();
 }

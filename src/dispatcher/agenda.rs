@@ -233,13 +233,28 @@ pub(super) enum Deferred {
 /// connection, since a connection's later requests wait behind its job.
 #[derive(Debug, Default)]
 pub(super) struct PatternJobs {
-    pub(super) jobs: VecDeque<PatternJob>,
+    jobs: VecDeque<PatternJob>,
 }
 
 impl PatternJobs {
     /// Whether any job is unfinished: the round loop must not wait.
     pub(super) fn is_empty(&self) -> bool {
         self.jobs.is_empty()
+    }
+
+    /// Whether `conn` has an unfinished job.
+    pub(super) fn has_job(&self, conn: ConnId) -> bool {
+        self.jobs.iter().any(|job| job.conn == conn)
+    }
+
+    /// Takes the oldest job, for its next slice.
+    pub(super) fn take_oldest(&mut self) -> Option<PatternJob> {
+        self.jobs.pop_front()
+    }
+
+    /// Puts back a job with work left, behind the others.
+    pub(super) fn put_back(&mut self, job: PatternJob) {
+        self.jobs.push_back(job);
     }
 
     /// Keeps `what` for after `conn`'s unfinished job, if it has one;

@@ -31,7 +31,11 @@ impl Dispatcher {
     pub(super) fn detach(&mut self, conn: ConnId, now: Instant) -> Result<(), StoreError> {
         self.patterns.forget(conn);
         let left_behind = self.agenda.pattern_jobs.cancel(conn);
+        let pull_goes_on = self.agenda.pattern_jobs.has_job(conn);
         if let Some(session) = self.sessions.get_mut(&conn) {
+            if !pull_goes_on {
+                session.release(); // or its cancelled job keeps it
+            }
             for id in session.topics() {
                 remove_subscriber(&mut self.topics[id], conn);
             }

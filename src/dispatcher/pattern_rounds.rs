@@ -122,7 +122,7 @@ impl Dispatcher {
         stopping: bool,
         now: Instant,
     ) -> Result<(), StoreError> {
-        while let Some(job) = self.agenda.pattern_jobs.jobs.pop_front() {
+        while let Some(job) = self.agenda.pattern_jobs.take_oldest() {
             self.run_slice(job, now)?;
             if !stopping {
                 break;
@@ -147,7 +147,12 @@ impl Dispatcher {
         }
         job.next = stop;
         if job.next < job.end {
-            self.agenda.pattern_jobs.jobs.push_back(job);
+            // A closed connection's pull is making progress: its session
+            // must not reach the end of its linger before the pull starts.
+            if let Some(session) = self.sessions.get_mut(&job.conn) {
+                session.note_progress(now);
+            }
+            self.agenda.pattern_jobs.put_back(job);
             return Ok(());
         }
         self.finish(job, now)

@@ -491,10 +491,18 @@ impl Session {
     /// linger again.
     pub fn stream_pulls(&mut self, topics: &mut [Topic], now: Instant) -> Vec<(TopicId, usize)> {
         let streamed = self.pulls.stream(&mut self.outbox, topics);
-        if streamed.progressed && self.closing.is_some() {
-            self.closing = Some(now + self.policy.linger);
+        if streamed.progressed {
+            self.note_progress(now);
         }
         streamed.moved
+    }
+
+    /// A closing session's pull made progress (streamed, or had more of
+    /// its pattern's topics looked at): it gets the linger again.
+    pub fn note_progress(&mut self, now: Instant) {
+        if self.closing.is_some() {
+            self.closing = Some(now + self.policy.linger);
+        }
     }
 
     /// Holds every delivery back (but not the replies) while a pattern
