@@ -39,7 +39,9 @@ use std::time::Instant;
 use brook::config::{Config, Storage};
 use common::broker::{config, start_broker};
 use common::client::Bystander;
-use common::frames::{group_subscribe_request, publish_frame, ACK, PUBLISH, SUBSCRIBED};
+use common::frames::{
+    error_reply, group_subscribe_request, publish_frame, ACK, PUBLISH, SUBSCRIBED,
+};
 use common::line::Line;
 use common::raw::Raw;
 use common::temp::TempDir;
@@ -517,6 +519,13 @@ fn a_matching_topic_with_no_room_for_the_group_refuses_the_pattern_and_undoes_it
     // orders.aa's group b, joined before orders.eu refused, is left again,
     // and the pattern is not followed: a new topic gets no group b.
     assert!(group_stat(&mut publisher, "orders.aa", "b").contains("members=0"));
+    assert_eq!(member.stat("pattern_subscriptions"), 0);
+    // A binary request that also names a topic exactly keeps that
+    // topic's place: only the pattern's part is undone.
+    let mut binary = Raw::connect(addr);
+    binary.send(&group_subscribe_request("b", r#"["solo", "orders.*"]"#));
+    binary.expect(&error_reply(refused.strip_prefix("-ERR ").unwrap()));
+    assert!(group_stat(&mut publisher, "solo", "b").contains("members=1"));
     assert_eq!(member.stat("pattern_subscriptions"), 0);
     publish(&mut publisher, &[("orders.us", 0, "u")]);
     publisher.send("STATS\n");

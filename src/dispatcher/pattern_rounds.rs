@@ -191,9 +191,10 @@ impl Dispatcher {
     }
 
     /// A topic's group had no room under `--max-groups-per-topic`: the
-    /// request fails as a whole. A subscription forgets the patterns it
-    /// added and leaves what they alone gave the connection; a pull takes
-    /// nothing.
+    /// request is refused. A subscription forgets the patterns it added
+    /// and leaves what they alone gave the connection, but keeps what the
+    /// names it gave exactly were given before the patterns were looked
+    /// at (docs/PROTOCOL.md says so); a pull takes nothing.
     fn abandon(
         &mut self,
         job: PatternJob,
