@@ -241,3 +241,90 @@ impl Dispatcher {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Logins;
+    use crate::dispatcher::session::in_flight::DeliveryPolicy;
+    use crate::dispatcher::TopicLimits;
+    use crate::queue::Command;
+    use crate::store::memory::MemoryStore;
+    use crate::syncer::Syncer;
+    use crate::wire::request::{AckMode, Request, StartAt};
+    use crate::writer::Writer;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn dispatcher() -> Dispatcher {
+        let policy = DeliveryPolicy {
+            ack_delay: Duration::from_secs(1),
+            ack_timeout: Duration::from_secs(2),
+            max_deliveries: 5,
+            dead_letters: true,
+            max_inflight: 16,
+            subscriber_buffer: 1 << 20,
+            linger: Duration::from_secs(5),
+        };
+        let limits = TopicLimits {
+            max_topics: 10_000,
+            max_groups_per_topic: 64,
+            max_patterns_per_connection: 64,
+            max_deferred_payload_bytes: 1 << 20,
+        };
+        Dispatcher::new(
+            policy,
+            limits,
+            Box::new(MemoryStore::new(None, 1 << 20)),
+            Syncer::spawn(Duration::ZERO).unwrap(),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(Logins::default()),
+        )
+        .unwrap()
+    }
+
+    fn answered(dispatcher: &Dispatcher, conn: ConnId) -> bool {
+        dispatcher.sessions[&conn].has_frames_queued()
+    }
+
+    /// The rounds are what keep a big pattern from holding others up:
+    /// after its first slice the job waits for the next round, and a
+    /// request from another connection taken meanwhile is answered first.
+    #[test]
+    fn a_pattern_over_more_topics_than_a_slice_lets_others_be_answered_before_it() {
+        let now = Instant::now();
+        let mut dispatcher = dispatcher();
+        for i in 0..=2 * TOPICS_PER_SLICE {
+            dispatcher.topic_id(&format!("t.{i}")).unwrap();
+        }
+        for conn in [1, 2] {
+            let writer = Writer::for_test();
+            dispatcher
+                .handle(Command::Attach { conn, writer }, now)
+                .unwrap();
+        }
+        let subscribe = Request::Subscribe {
+            topics: vec!["t.*".into()],
+            start: StartAt::Beginning,
+            ack: AckMode::OnWrite,
+            group: None,
+        };
+        dispatcher.carry_out(1, Ok(subscribe), None, now).unwrap();
+        dispatcher
+            .carry_out(2, Ok(Request::Ping), None, now)
+            .unwrap();
+        assert!(dispatcher.agenda.pattern_jobs.has_job(1));
+        assert!(!answered(&dispatcher, 1), "no +OK after one slice");
+        assert!(
+            answered(&dispatcher, 2),
+            "the other connection waits for nothing"
+        );
+        dispatcher.continue_pattern_jobs(false, now).unwrap();
+        assert!(!answered(&dispatcher, 1), "a slice a round");
+        dispatcher.continue_pattern_jobs(false, now).unwrap();
+        assert!(!dispatcher.agenda.pattern_jobs.has_job(1));
+        assert!(answered(&dispatcher, 1), "the +OK after the last slice");
+        dispatcher.syncer.stop().unwrap();
+    }
+}
