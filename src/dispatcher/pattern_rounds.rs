@@ -64,14 +64,15 @@ use crate::wire::reply::{OverLimit, Reply};
 pub(super) const TOPICS_PER_SLICE: usize = 1024;
 
 impl Dispatcher {
-    /// Starts the work of a request whose exact names are done already:
-    /// records a subscription's patterns, then matches them against the
-    /// topics, finishing at once if one slice covers them, and otherwise
-    /// over the next rounds. The session is held from before the first
+    /// Finishes a subscribe or pull whose exact names are done already
+    /// (every one goes through here, with patterns or without): records a
+    /// subscription's patterns, then matches them against the topics, and
+    /// answers the request, at once if one slice covers them (or there
+    /// are none), otherwise after the last of the next rounds. The session is held from before the first
     /// slice: writing a matching topic offers its new messages to the
     /// session, which would otherwise send from the cursors the slice
     /// made before their `+OK`.
-    pub(super) fn start_pattern_job(
+    pub(super) fn match_patterns_and_answer(
         &mut self,
         conn: ConnId,
         patterns: Vec<Pattern>,
@@ -93,9 +94,12 @@ impl Dispatcher {
                 self.patterns.add(conn, followed);
             }
         }
-        let end = match patterns.is_empty() {
-            true => 0,
-            false => self.topics.len(),
+        // Without patterns (a request of exact names only) there is no
+        // topic to look at: the request is answered at once.
+        let end = if patterns.is_empty() {
+            0
+        } else {
+            self.topics.len()
         };
         let job = PatternJob {
             conn,

@@ -25,7 +25,7 @@
 //! Calls: `topic_table.rs` (`topic_id`, `topic_unavailable`), `publish.rs`
 //! (`disk_is_full`), `consumer_groups.rs` (`check_group_room`,
 //! `group_index`, `settle_groups`), `pattern_rounds.rs`
-//! (`start_pattern_job`), `logs.rs` (`write_now`), `delivery.rs`
+//! (`match_patterns_and_answer`), `logs.rs` (`write_now`), `delivery.rs`
 //! (`reply`).
 
 use std::collections::BTreeSet;
@@ -90,7 +90,7 @@ impl Dispatcher {
         );
         let group = group.map(Into::into);
         let kind = JobKind::Subscribe { start, ack, group };
-        self.start_pattern_job(conn, patterns, kind, now)
+        self.match_patterns_and_answer(conn, patterns, kind, now)
     }
 
     /// Points `conn`'s cursor in each of the topics `ids`, named by the
