@@ -187,6 +187,9 @@ impl Config {
             max_topics: self.max_topics,
             max_groups_per_topic: self.max_groups_per_topic,
             max_patterns_per_connection: self.max_subscribe_topics,
+            // A few of the largest messages: a client that pipelines
+            // more behind a pattern's +OK is closed.
+            max_deferred_payload_bytes: 4 * self.max_message_bytes,
         }
     }
 

@@ -6,7 +6,10 @@
 //! refused, in a group too; an invalid pattern gets its own error, in a
 //! group or a pull too; names where `*` or
 //! `>` is only part of a token are exact names and work as any other.
-//! After every refusal the connection goes on. Nothing sleeps: each wait
+//! After every refusal the connection goes on. On disk, a new pattern
+//! subscription's `+OK` comes before anything it sends, even when a topic
+//! the connection subscribed to before is written as the pattern's
+//! topics are matched. Nothing sleeps: each wait
 //! is a read with a deadline, and what must not arrive is shown missing by
 //! a later message that arrives in its place.
 
@@ -480,4 +483,27 @@ fn a_connection_follows_at_most_max_subscribe_topics_patterns() {
     assert_eq!(line.ask("UNSUB a.*"), "+OK");
     assert_eq!(line.ask("SUB c.* beginning"), "+OK");
     assert_eq!(line.ask("PING"), "+PONG");
+}
+
+#[test]
+fn on_disk_a_new_pattern_subscription_is_answered_before_anything_it_sends() {
+    let root = TempDir::new("patterns-status-first");
+    let broker = start_broker(&Config {
+        storage: Storage::Disk(root.path().join("data")),
+        ..config()
+    });
+    let mut publisher = Line::connect(broker.local_addr());
+    assert_eq!(publisher.ask("PUB orders.aa a"), "+OK 0");
+    let mut subscriber = Line::connect(broker.local_addr());
+    assert_eq!(subscriber.ask("SUB orders.eu"), "+OK");
+    // orders.eu's message is not in its file yet when the pattern's
+    // topics are matched: writing it must not send what the new
+    // subscription's cursors hold before its +OK.
+    subscriber.send("PUB orders.eu x\nSUB orders.* beginning\n");
+    subscriber.expect_line("+OK 0");
+    subscriber.expect_line("+OK");
+    assert_eq!(
+        read_msgs(&mut subscriber, 2),
+        msgs(&[("orders.aa", 0, "a"), ("orders.eu", 0, "x")])
+    );
 }

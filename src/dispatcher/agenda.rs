@@ -28,7 +28,8 @@ use crate::pattern::Pattern;
 use crate::queue::Hangup;
 use crate::reader::MAX_UNREAD_REPLIES;
 use crate::store::SyncJob;
-use crate::wire::request::{AckMode, Decoded, StartAt};
+use crate::wire::reply::Reply;
+use crate::wire::request::{AckMode, Decoded, Request, StartAt};
 use crate::writer::{Link, Parcel};
 
 /// What the dispatcher has put off: work for the end of this round (the
@@ -162,10 +163,12 @@ impl Agenda {
     }
 }
 
-/// How many requests may wait behind an unfinished pattern subscription
-/// before the connection is closed: a client that pipelines more than
-/// this without waiting for the `+OK` costs no more memory than one that
-/// does not read its replies (see `reader.rs`).
+/// How many requests (and replies) may wait behind an unfinished pattern
+/// subscription before the connection is closed: a client that pipelines
+/// more than this without waiting for the `+OK` costs no more memory than
+/// one that does not read its replies (see `reader.rs`). Acks and Nacks
+/// do not wait (see [`Deferred`]), so a consumer that answers its
+/// deliveries meanwhile never reaches it.
 const MAX_DEFERRED_REQUESTS: usize = MAX_UNREAD_REPLIES;
 
 /// What a request naming patterns does with each matching topic.
@@ -202,16 +205,35 @@ pub(super) struct PatternJob {
     /// The number of topics when the job started: later ones are the
     /// pattern record's (`patterns.rs`).
     pub(super) end: TopicId,
-    /// The requests the connection sent after this one, each with its
-    /// reader's hang-up, to carry out once the job is done.
-    pub(super) deferred: Vec<(Decoded, Option<Arc<Hangup>>)>,
+    /// What the connection sent after this request, to carry out (or
+    /// send) once the job is done, in order.
+    pub(super) deferred: Vec<Deferred>,
+    /// The payload bytes of the publishes in `deferred`: the reader's
+    /// queue stopped counting them once the dispatcher took them.
+    pub(super) deferred_bytes: usize,
+}
+
+/// What waits behind a connection's unfinished pattern job.
+///
+/// An Ack or Nack does not wait: its session is held, so every delivery
+/// it can answer was written before the job started, and carrying it out
+/// at once keeps the promise that an acked message is never sent again,
+/// whatever happens to the job (a close drops what waits), and keeps the
+/// answer within the ack timeout. Only its refusal, if it answers
+/// nothing, must come after the `+OK`, so that waits here in its turn.
+#[derive(Debug)]
+pub(super) enum Deferred {
+    /// A request, with its reader's hang-up.
+    Request(Decoded, Option<Arc<Hangup>>),
+    /// A reply to a request carried out at once.
+    Reply(Reply),
 }
 
 /// The unfinished pattern jobs, the oldest first; at most one per
 /// connection, since a connection's later requests wait behind its job.
 #[derive(Debug, Default)]
 pub(super) struct PatternJobs {
-    pub(super) jobs: VecDeque<PatternJob>,
+    jobs: VecDeque<PatternJob>,
 }
 
 impl PatternJobs {
@@ -220,43 +242,108 @@ impl PatternJobs {
         self.jobs.is_empty()
     }
 
-    /// Keeps `request` for after `conn`'s unfinished job, if it has one;
-    /// otherwise hands it back, to be carried out now. Returns `Err` when
-    /// the connection sent too many while it waited: it must be closed.
+    /// Whether `conn` has an unfinished job.
+    pub(super) fn has_job(&self, conn: ConnId) -> bool {
+        self.jobs.iter().any(|job| job.conn == conn)
+    }
+
+    /// Takes the oldest job, for its next slice.
+    pub(super) fn take_oldest(&mut self) -> Option<PatternJob> {
+        self.jobs.pop_front()
+    }
+
+    /// Puts back a job with work left, behind the others.
+    pub(super) fn put_back(&mut self, job: PatternJob) {
+        self.jobs.push_back(job);
+    }
+
+    /// Keeps `what` for after `conn`'s unfinished job, if it has one;
+    /// otherwise hands it back, to be carried out (or sent) now. Returns
+    /// `Err` when the connection sent too much while it waited (more than
+    /// [`MAX_DEFERRED_REQUESTS`], or publishes of more than
+    /// `max_payload_bytes`): it must be closed.
     pub(super) fn defer(
         &mut self,
         conn: ConnId,
-        request: Decoded,
-        hangup: Option<&Arc<Hangup>>,
-    ) -> Result<Option<Decoded>, TooManyDeferred> {
+        what: Deferred,
+        max_payload_bytes: usize,
+    ) -> Result<Option<Deferred>, TooMuchDeferred> {
         let Some(job) = self.jobs.iter_mut().find(|job| job.conn == conn) else {
-            return Ok(Some(request));
+            return Ok(Some(what));
         };
         if job.deferred.len() >= MAX_DEFERRED_REQUESTS {
-            return Err(TooManyDeferred);
+            return Err(TooMuchDeferred::Requests);
         }
-        job.deferred.push((request, hangup.cloned()));
+        if let Deferred::Request(Ok(Request::Publish { payload, .. }), _) = &what {
+            job.deferred_bytes += payload.len();
+            if job.deferred_bytes > max_payload_bytes {
+                return Err(TooMuchDeferred::PayloadBytes(max_payload_bytes));
+            }
+        }
+        job.deferred.push(what);
         Ok(None)
     }
 
-    /// Drops the job of a connection that closed, and the requests behind
-    /// it; but a pull goes on, since a client may close right after asking
-    /// for one and still read it (see `session/pulls.rs`).
-    pub(super) fn cancel(&mut self, conn: ConnId) {
+    /// Drops the job of a connection that closed, but a pull goes on,
+    /// since a client may close right after asking for one and still read
+    /// it (see `session/pulls.rs`). Of what waited behind the job, only
+    /// what outlives a close is kept: publishes, whose messages must not
+    /// be lost, and pulls, for the same reason as the pull's job. They stay
+    /// behind a pull's job; those behind a subscription's are returned, to
+    /// be carried out now.
+    pub(super) fn cancel(&mut self, conn: ConnId) -> Vec<Deferred> {
+        let mut now = Vec::new();
         self.jobs.retain_mut(|job| {
             if job.conn != conn {
                 return true;
             }
-            job.deferred.clear();
-            matches!(job.kind, JobKind::Pull { .. })
+            job.deferred.retain(outlives_a_close);
+            let pull = matches!(job.kind, JobKind::Pull { .. });
+            if !pull {
+                now = std::mem::take(&mut job.deferred);
+            }
+            pull
         });
+        now
     }
 }
 
-/// A connection sent more than [`MAX_DEFERRED_REQUESTS`] requests behind
-/// an unfinished pattern subscription.
+/// Whether `deferred` must still be carried out once its connection has
+/// closed (see [`PatternJobs::cancel`]).
+fn outlives_a_close(deferred: &Deferred) -> bool {
+    matches!(
+        deferred,
+        Deferred::Request(Ok(Request::Publish { .. } | Request::Pull { .. }), _)
+    )
+}
+
+/// A connection sent too much behind an unfinished pattern job, without
+/// waiting for its status: what waits costs memory the reader's limits no
+/// longer count, so the connection is closed.
 #[derive(Debug)]
-pub(super) struct TooManyDeferred;
+pub(super) enum TooMuchDeferred {
+    /// More than [`MAX_DEFERRED_REQUESTS`] requests.
+    Requests,
+    /// Publishes of more than this many payload bytes.
+    PayloadBytes(usize),
+}
+
+impl std::fmt::Display for TooMuchDeferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TooMuchDeferred::Requests => write!(
+                f,
+                "sent more than {MAX_DEFERRED_REQUESTS} requests behind a pattern \
+                 subscription without waiting for its +OK"
+            ),
+            TooMuchDeferred::PayloadBytes(limit) => write!(
+                f,
+                "published more than {limit} bytes (4 x --max-message-bytes) behind a \
+                 pattern subscription without waiting for its +OK"
+            ),
+        }
+    }
+}
 
 /// A run of messages one connection published to one topic this round,
 /// offsets `first..=last`, that are not written to the log's file yet. If
@@ -283,7 +370,6 @@ pub(super) struct Publisher<'a> {
 mod tests {
     use super::*;
     use crate::dispatcher::session::in_flight::DeliveryPolicy;
-    use crate::wire::reply::Reply;
     use crate::writer::Writer;
     use std::time::Duration;
 

@@ -25,17 +25,22 @@ impl Dispatcher {
     /// An Ack or Nack. What it means for a group, or for the dead-letter
     /// topic, is settled once for all of the round's answers
     /// ([`Dispatcher::settle_answers`]).
+    ///
+    /// It is carried out as it is taken, even behind an unfinished pattern
+    /// job (see `agenda.rs`'s `Deferred`); only its refusal waits for its
+    /// turn.
     pub(super) fn answer(&mut self, conn: ConnId, acked: bool, now: Instant) {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
-        if session.answer(acked, &self.topics, now).is_err() {
-            log::debug!("conn {conn}: answered a delivery that was never sent");
-            session.reply(Reply::Error("no delivery to acknowledge".into()));
-        }
+        let answered = session.answer(acked, &self.topics, now);
         // Answers come in batches, one connection's after another's.
         if self.agenda.answered.last() != Some(&conn) {
             self.agenda.answered.push(conn);
+        }
+        if answered.is_err() {
+            log::debug!("conn {conn}: answered a delivery that was never sent");
+            self.reply_in_turn(conn, Reply::Error("no delivery to acknowledge".into()));
         }
     }
 

@@ -26,10 +26,16 @@ use crate::writer::Link;
 impl Dispatcher {
     /// The connection has closed: its subscriptions end at once. The
     /// session itself ends now, or once the pulls it asked for are done.
+    /// The publishes and pulls it sent behind an unfinished pattern
+    /// subscription are carried out still (see `PatternJobs::cancel`).
     pub(super) fn detach(&mut self, conn: ConnId, now: Instant) -> Result<(), StoreError> {
         self.patterns.forget(conn);
-        self.agenda.pattern_jobs.cancel(conn);
+        let left_behind = self.agenda.pattern_jobs.cancel(conn);
+        let pull_goes_on = self.agenda.pattern_jobs.has_job(conn);
         if let Some(session) = self.sessions.get_mut(&conn) {
+            if !pull_goes_on {
+                session.release(); // or its cancelled job keeps it
+            }
             for id in session.topics() {
                 remove_subscriber(&mut self.topics[id], conn);
             }
@@ -42,8 +48,10 @@ impl Dispatcher {
             // is forgotten.
             self.settle_groups(conn, now)?;
             self.dead_letter_given_up(conn, now)?;
-            self.serve(conn, now);
         }
+        // Before `serve`, which ends a session with no pull left.
+        self.carry_out_deferred(conn, left_behind, now)?;
+        self.serve(conn, now);
         Ok(())
     }
 

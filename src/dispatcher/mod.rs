@@ -158,7 +158,7 @@ use crate::store::{Store, StoreError};
 use crate::syncer::Syncer;
 use crate::wire::reply::Reply;
 use crate::wire::request::{Decoded, Request};
-use agenda::{Agenda, Publisher, TooManyDeferred};
+use agenda::{Agenda, Deferred, Publisher};
 use patterns::PatternSubscriptions;
 use topic::Topic;
 
@@ -182,6 +182,10 @@ pub struct TopicLimits {
     /// How many patterns one connection may follow (`--max-subscribe-topics`):
     /// any client can add them, and each is kept until it goes.
     pub max_patterns_per_connection: usize,
+    /// How many payload bytes of publishes may wait behind one
+    /// connection's unfinished pattern job (`pattern_rounds.rs`): the
+    /// reader's queue stops counting them once the dispatcher takes them.
+    pub max_deferred_payload_bytes: usize,
 }
 
 /// The dispatcher: the topic table, every answered connection's session,
@@ -419,7 +423,9 @@ impl Dispatcher {
 
     /// Carries out one request, or keeps it for later if the connection's
     /// pattern subscription is still being made (`pattern_rounds.rs`), so
-    /// that its replies stay in order. Fails only if the store failed.
+    /// that its replies stay in order. An Ack or Nack is carried out at
+    /// once all the same (see [`agenda::Deferred`]). Fails only if the
+    /// store failed.
     fn carry_out(
         &mut self,
         conn: ConnId,
@@ -427,16 +433,38 @@ impl Dispatcher {
         hangup: Option<&Arc<Hangup>>,
         now: Instant,
     ) -> Result<(), StoreError> {
-        match self.agenda.pattern_jobs.defer(conn, request, hangup) {
-            Ok(Some(request)) => self.request(conn, request, hangup, now),
-            Ok(None) => Ok(()),
-            Err(TooManyDeferred) => {
-                log::warn!("conn {conn}: not waiting for its pattern subscription; closing it");
+        if let Ok(Request::Ack | Request::Nack) = request {
+            return self.request(conn, request, hangup, now);
+        }
+        let request = Deferred::Request(request, hangup.cloned());
+        if let Some(Deferred::Request(request, _)) = self.defer(conn, request) {
+            self.request(conn, request, hangup, now)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps `what` behind the connection's unfinished pattern job, if it
+    /// has one, or hands it back to be done now. A connection that does
+    /// not wait for its job's status is closed, and `what` dropped.
+    fn defer(&mut self, conn: ConnId, what: Deferred) -> Option<Deferred> {
+        let max_bytes = self.limits.max_deferred_payload_bytes;
+        match self.agenda.pattern_jobs.defer(conn, what, max_bytes) {
+            Ok(now) => now,
+            Err(too_much) => {
+                log::warn!("conn {conn}: {too_much}; closing it");
                 if let Some(session) = self.sessions.get(&conn) {
                     session.hang_up();
                 }
-                Ok(())
+                None
             }
+        }
+    }
+
+    /// Sends `reply` to `conn` in its turn: behind the status of its
+    /// unfinished pattern job, if it has one.
+    fn reply_in_turn(&mut self, conn: ConnId, reply: Reply) {
+        if let Some(Deferred::Reply(reply)) = self.defer(conn, Deferred::Reply(reply)) {
+            self.reply(conn, reply);
         }
     }
 

@@ -19,19 +19,23 @@
 //! was asked for.
 //!
 //! The jobs wait in the [`Agenda`](super::agenda::Agenda), with the rest
-//! of what a round puts off. Until the last slice, the connection's
-//! session holds back every delivery
+//! of what a round puts off. From before the first slice to after the
+//! last, the connection's session holds back every delivery
 //! ([`Session::hold`](super::session::Session::hold)), and the requests
 //! the connection sends after the pattern's wait in the job
 //! ([`PatternJobs::defer`](super::agenda::PatternJobs::defer)): the
 //! status (`+OK`, Subscribed) is sent when the last slice is done, and
 //! then, as after any subscribe, the deliveries and the answers to those
-//! later requests, each in its order. An `UNSUB` sent in the middle is one of them, so it
-//! undoes the whole subscription once it is made. A connection that
-//! closes in the middle has its subscription's job dropped (`closing.rs`),
-//! and what the slices made, cursors and group places, ends with its
-//! session; a pull's job goes on, and the session with it, as for any
-//! pull its client closed right after asking for.
+//! later requests, each in its order. An `UNSUB` sent in the middle is
+//! one of them, so it undoes the whole subscription once it is made.
+//! Acks and Nacks are the exception: they answer deliveries written
+//! before the job, so they are carried out as they come, and only a
+//! refusal of one waits ([`Deferred`]). A connection that closes in the
+//! middle has its subscription's job dropped (`closing.rs`), and what the
+//! slices made, cursors and group places, ends with its session; the
+//! publishes and pulls that waited are still carried out. A pull's job
+//! goes on, and the session with it, as for any pull its client closed
+//! right after asking for.
 //!
 //! A slice runs as the request is taken (so a pattern that matches few
 //! topics is answered at once, as an exact name is) and in the round's
@@ -43,18 +47,15 @@
 //! `consumer_groups.rs` (`settle_groups`), `logs.rs` (`write_now`),
 //! `delivery.rs` (`reply`, `serve`), `mod.rs` (`carry_out`).
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use super::agenda::{JobKind, PatternJob};
+use super::agenda::{Deferred, JobKind, PatternJob};
 use super::patterns::Followed;
 use super::Dispatcher;
 use crate::ids::ConnId;
 use crate::pattern::Pattern;
-use crate::queue::Hangup;
 use crate::store::StoreError;
 use crate::wire::reply::{OverLimit, Reply};
-use crate::wire::request::Decoded;
 
 /// How many topics one slice of a pattern's work looks at. Matching a
 /// name and making a cursor or a group place take well under a
@@ -63,11 +64,15 @@ use crate::wire::request::Decoded;
 pub(super) const TOPICS_PER_SLICE: usize = 1024;
 
 impl Dispatcher {
-    /// Starts the work of a request whose exact names are done already:
-    /// records a subscription's patterns, then matches them against the
-    /// topics, finishing at once if one slice covers them, and otherwise
-    /// over the next rounds, the session held meanwhile.
-    pub(super) fn start_pattern_job(
+    /// Finishes a subscribe or pull whose exact names are done already
+    /// (every one goes through here, with patterns or without): records a
+    /// subscription's patterns, then matches them against the topics, and
+    /// answers the request, at once if one slice covers them (or there
+    /// are none), otherwise after the last of the next rounds. The session is held from before the first
+    /// slice: writing a matching topic offers its new messages to the
+    /// session, which would otherwise send from the cursors the slice
+    /// made before their `+OK`.
+    pub(super) fn match_patterns_and_answer(
         &mut self,
         conn: ConnId,
         patterns: Vec<Pattern>,
@@ -89,9 +94,12 @@ impl Dispatcher {
                 self.patterns.add(conn, followed);
             }
         }
-        let end = match patterns.is_empty() {
-            true => 0,
-            false => self.topics.len(),
+        // Without patterns (a request of exact names only) there is no
+        // topic to look at: the request is answered at once.
+        let end = if patterns.is_empty() {
+            0
+        } else {
+            self.topics.len()
         };
         let job = PatternJob {
             conn,
@@ -101,7 +109,11 @@ impl Dispatcher {
             next: 0,
             end,
             deferred: Vec::new(),
+            deferred_bytes: 0,
         };
+        if let Some(session) = self.sessions.get_mut(&conn) {
+            session.hold();
+        }
         self.run_slice(job, now)
     }
 
@@ -114,7 +126,7 @@ impl Dispatcher {
         stopping: bool,
         now: Instant,
     ) -> Result<(), StoreError> {
-        while let Some(job) = self.agenda.pattern_jobs.jobs.pop_front() {
+        while let Some(job) = self.agenda.pattern_jobs.take_oldest() {
             self.run_slice(job, now)?;
             if !stopping {
                 break;
@@ -124,8 +136,7 @@ impl Dispatcher {
     }
 
     /// Looks at the next [`TOPICS_PER_SLICE`] topics of `job`, then
-    /// finishes it, or holds its session and puts it back for a later
-    /// round.
+    /// finishes it, or puts it back for a later round.
     fn run_slice(&mut self, mut job: PatternJob, now: Instant) -> Result<(), StoreError> {
         let stop = job.end.min(job.next + TOPICS_PER_SLICE);
         for id in job.next..stop {
@@ -140,10 +151,12 @@ impl Dispatcher {
         }
         job.next = stop;
         if job.next < job.end {
+            // A closed connection's pull is making progress: its session
+            // must not reach the end of its linger before the pull starts.
             if let Some(session) = self.sessions.get_mut(&job.conn) {
-                session.hold();
+                session.note_progress(now);
             }
-            self.agenda.pattern_jobs.jobs.push_back(job);
+            self.agenda.pattern_jobs.put_back(job);
             return Ok(());
         }
         self.finish(job, now)
@@ -151,11 +164,15 @@ impl Dispatcher {
 
     /// Every topic has been looked at: the status goes out, then what the
     /// subscription or pull sends, then the answers to the requests that
-    /// waited.
+    /// waited. Those are carried out even if the session has gone (a pull
+    /// of a closed connection that outlasted its linger): they are the
+    /// publishes a close keeps. A pull is served only after them, since
+    /// a closed connection's session ends with its last pull, and a pull
+    /// that waited must be queued before that.
     fn finish(&mut self, job: PatternJob, now: Instant) -> Result<(), StoreError> {
         let conn = job.conn;
         let Some(session) = self.sessions.get_mut(&conn) else {
-            return Ok(());
+            return self.carry_out_deferred(conn, job.deferred, now);
         };
         session.release();
         match job.kind {
@@ -166,19 +183,22 @@ impl Dispatcher {
                 // The groups it joined, and any of its groups that found it
                 // held, give to it now.
                 self.settle_groups(conn, now)?;
+                self.carry_out_deferred(conn, job.deferred, now)
             }
             JobKind::Pull { max, sources, .. } => {
                 session.add_pull(sources, max);
+                self.carry_out_deferred(conn, job.deferred, now)?;
                 self.serve(conn, now);
+                Ok(())
             }
         }
-        self.carry_out_deferred(conn, job.deferred, now)
     }
 
     /// A topic's group had no room under `--max-groups-per-topic`: the
-    /// request fails as a whole. A subscription forgets the patterns it
-    /// added and leaves what they alone gave the connection; a pull takes
-    /// nothing.
+    /// request is refused. A subscription forgets the patterns it added
+    /// and leaves what they alone gave the connection, but keeps what the
+    /// names it gave exactly were given before the patterns were looked
+    /// at (docs/PROTOCOL.md says so); a pull takes nothing.
     fn abandon(
         &mut self,
         job: PatternJob,
@@ -202,20 +222,113 @@ impl Dispatcher {
         self.carry_out_deferred(conn, job.deferred, now)
     }
 
-    /// Carries out, in order, the requests that waited behind a job; one
-    /// of them may start another job, behind which the rest wait again.
-    fn carry_out_deferred(
+    /// Carries out, in order, the requests that waited behind a job, and
+    /// sends the replies that did; one of them may start another job,
+    /// behind which the rest wait again.
+    pub(super) fn carry_out_deferred(
         &mut self,
         conn: ConnId,
-        deferred: Vec<(Decoded, Option<Arc<Hangup>>)>,
+        deferred: Vec<Deferred>,
         now: Instant,
     ) -> Result<(), StoreError> {
-        for (request, hangup) in deferred {
-            if hangup.as_ref().is_some_and(|hangup| hangup.is_done()) {
-                break; // hung up on: the rest is dropped
+        for what in deferred {
+            match what {
+                Deferred::Request(_, Some(hangup)) if hangup.is_done() => {
+                    break; // hung up on: the rest is dropped
+                }
+                Deferred::Request(request, hangup) => {
+                    self.carry_out(conn, request, hangup.as_ref(), now)?;
+                }
+                Deferred::Reply(reply) => self.reply_in_turn(conn, reply),
             }
-            self.carry_out(conn, request, hangup.as_ref(), now)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Logins;
+    use crate::dispatcher::session::in_flight::DeliveryPolicy;
+    use crate::dispatcher::TopicLimits;
+    use crate::queue::Command;
+    use crate::store::memory::MemoryStore;
+    use crate::syncer::Syncer;
+    use crate::wire::request::{AckMode, Request, StartAt};
+    use crate::writer::Writer;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn dispatcher() -> Dispatcher {
+        let policy = DeliveryPolicy {
+            ack_delay: Duration::from_secs(1),
+            ack_timeout: Duration::from_secs(2),
+            max_deliveries: 5,
+            dead_letters: true,
+            max_inflight: 16,
+            subscriber_buffer: 1 << 20,
+            linger: Duration::from_secs(5),
+        };
+        let limits = TopicLimits {
+            max_topics: 10_000,
+            max_groups_per_topic: 64,
+            max_patterns_per_connection: 64,
+            max_deferred_payload_bytes: 1 << 20,
+        };
+        Dispatcher::new(
+            policy,
+            limits,
+            Box::new(MemoryStore::new(None, 1 << 20)),
+            Syncer::spawn(Duration::ZERO).unwrap(),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(Logins::default()),
+        )
+        .unwrap()
+    }
+
+    fn answered(dispatcher: &Dispatcher, conn: ConnId) -> bool {
+        dispatcher.sessions[&conn].has_frames_queued()
+    }
+
+    /// The rounds are what keep a big pattern from holding others up:
+    /// after its first slice the job waits for the next round, and a
+    /// request from another connection taken meanwhile is answered first.
+    #[test]
+    fn a_pattern_over_more_topics_than_a_slice_lets_others_be_answered_before_it() {
+        let now = Instant::now();
+        let mut dispatcher = dispatcher();
+        for i in 0..=2 * TOPICS_PER_SLICE {
+            dispatcher.topic_id(&format!("t.{i}")).unwrap();
+        }
+        for conn in [1, 2] {
+            let writer = Writer::for_test();
+            dispatcher
+                .handle(Command::Attach { conn, writer }, now)
+                .unwrap();
+        }
+        let subscribe = Request::Subscribe {
+            topics: vec!["t.*".into()],
+            start: StartAt::Beginning,
+            ack: AckMode::OnWrite,
+            group: None,
+        };
+        dispatcher.carry_out(1, Ok(subscribe), None, now).unwrap();
+        dispatcher
+            .carry_out(2, Ok(Request::Ping), None, now)
+            .unwrap();
+        assert!(dispatcher.agenda.pattern_jobs.has_job(1));
+        assert!(!answered(&dispatcher, 1), "no +OK after one slice");
+        assert!(
+            answered(&dispatcher, 2),
+            "the other connection waits for nothing"
+        );
+        dispatcher.continue_pattern_jobs(false, now).unwrap();
+        assert!(!answered(&dispatcher, 1), "a slice a round");
+        dispatcher.continue_pattern_jobs(false, now).unwrap();
+        assert!(!dispatcher.agenda.pattern_jobs.has_job(1));
+        assert!(answered(&dispatcher, 1), "the +OK after the last slice");
+        dispatcher.syncer.stop().unwrap();
     }
 }

@@ -109,11 +109,13 @@ impl PatternSubscriptions {
     pub fn matching(&self, topic: &str) -> Vec<(ConnId, Option<Arc<str>>, AckMode)> {
         let mut found = Vec::new();
         for (&conn, held) in &self.by_conn {
+            // Only this connection's finds can repeat one: looking
+            // further back would make a topic's creation quadratic in the
+            // connections that follow patterns.
+            let from = found.len();
             for followed in held.iter().filter(|f| f.pattern.matches(topic)) {
-                let known = |(c, g, _): &(ConnId, Option<Arc<str>>, AckMode)| {
-                    *c == conn && *g == followed.group
-                };
-                if !found.iter().any(known) {
+                let known = |(_, g, _): &(ConnId, Option<Arc<str>>, AckMode)| *g == followed.group;
+                if !found[from..].iter().any(known) {
                     found.push((conn, followed.group.clone(), followed.ack));
                 }
             }

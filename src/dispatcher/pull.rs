@@ -18,7 +18,7 @@
 //! is refused, as a subscribe refuses it.
 //!
 //! Calls: `subscribe.rs` (`exact_names_and_patterns`, `follow_topic`),
-//! `pattern_rounds.rs` (`start_pattern_job`), `logs.rs` (`write_now`),
+//! `pattern_rounds.rs` (`match_patterns_and_answer`), `logs.rs` (`write_now`),
 //! `delivery.rs` (`reply`).
 
 use std::time::Instant;
@@ -64,6 +64,6 @@ impl Dispatcher {
                 return Ok(());
             }
         }
-        self.start_pattern_job(conn, patterns, kind, now)
+        self.match_patterns_and_answer(conn, patterns, kind, now)
     }
 }

@@ -25,9 +25,10 @@
 //! Calls: `topic_table.rs` (`topic_id`, `topic_unavailable`), `publish.rs`
 //! (`disk_is_full`), `consumer_groups.rs` (`check_group_room`,
 //! `group_index`, `settle_groups`), `pattern_rounds.rs`
-//! (`start_pattern_job`), `logs.rs` (`write_now`), `delivery.rs`
+//! (`match_patterns_and_answer`), `logs.rs` (`write_now`), `delivery.rs`
 //! (`reply`).
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Instant;
 
@@ -89,7 +90,7 @@ impl Dispatcher {
         );
         let group = group.map(Into::into);
         let kind = JobKind::Subscribe { start, ack, group };
-        self.start_pattern_job(conn, patterns, kind, now)
+        self.match_patterns_and_answer(conn, patterns, kind, now)
     }
 
     /// Points `conn`'s cursor in each of the topics `ids`, named by the
@@ -260,7 +261,7 @@ impl Dispatcher {
                     && !followed.covers(conn, &topics[id].name, None)
             })
             .collect();
-        let places: Vec<(TopicId, usize)> = session
+        let places: BTreeSet<(TopicId, usize)> = session
             .memberships()
             .filter(|m| {
                 let group = &*topics[m.topic].groups[m.group].name;
@@ -270,12 +271,12 @@ impl Dispatcher {
             })
             .map(|m| (m.topic, m.group))
             .collect();
+        session.unsubscribe_all(&cursors);
         for id in cursors {
-            session.unsubscribe(id);
             remove_subscriber(&mut self.topics[id], conn);
         }
+        session.leave_groups(&places, &self.topics);
         for (id, index) in places {
-            session.leave_group(id, index, &self.topics);
             self.topics[id].groups[index].leave(conn);
         }
     }

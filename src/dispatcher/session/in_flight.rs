@@ -454,15 +454,18 @@ impl InFlight {
         self.redeliveries.clear();
     }
 
-    /// The session left the groups of `topic` (`group: None`), or the one
-    /// group of index `group`: their messages it has yet to answer go back
-    /// to them, and their answers, when they come, no longer matter.
-    pub fn give_back_to_groups(&mut self, topic: TopicId, group: Option<usize>, topics: &[Topic]) {
+    /// The session left the groups for which `left(topic, group)` holds:
+    /// their messages it has yet to answer go back to them, and their
+    /// answers, when they come, no longer matter. One pass however many
+    /// groups it left: an unsubscribe of a pattern may leave thousands.
+    pub fn give_back_to_groups(&mut self, left: impl Fn(TopicId, usize) -> bool, topics: &[Topic]) {
         let timed_out = self.timed_out;
-        let left = |of: Option<usize>| of.is_some_and(|of| group.is_none_or(|left| of == left));
         let mut letting_go = Vec::new();
         for (i, delivery) in self.deliveries.iter_mut().enumerate() {
-            if delivery.topic == topic && left(delivery.group) && !delivery.settled {
+            let of_left = delivery
+                .group
+                .is_some_and(|group| left(delivery.topic, group));
+            if of_left && !delivery.settled {
                 letting_go.push((delivery.clone(), i < timed_out));
                 delivery.settled = true; // its answer no longer matters
             }

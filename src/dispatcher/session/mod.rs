@@ -131,10 +131,13 @@ pub struct Session {
     /// unfinished: they go on streaming, and the session ends when they
     /// are done, or when this deadline passes without progress.
     closing: Option<Instant>,
-    /// Set while a pattern subscription is being made over several rounds
+    /// Set while a pattern subscription is being made
     /// (`pattern_rounds.rs`): nothing is delivered until its status has
     /// been sent.
     held: bool,
+    /// Set once the connection was closed for piling up requests behind
+    /// a pull it does not read, so that it is logged once.
+    not_reading: bool,
 }
 
 impl Session {
@@ -151,12 +154,26 @@ impl Session {
             pulls: Pulls::default(),
             closing: None,
             held: false,
+            not_reading: false,
         }
     }
 
     /// Queues a reply, behind the last pull if one is under way.
     pub fn reply(&mut self, reply: Reply) {
         self.pulls.queue_reply(reply, &mut self.outbox);
+        self.close_if_not_reading();
+    }
+
+    /// Closes the connection if replies or pulls pile up behind a pull:
+    /// the client keeps sending requests while it does not read the pull.
+    /// Checked as they are queued, since a stalled pull leaves nothing in
+    /// the outbox for the round's end to look at.
+    fn close_if_not_reading(&mut self) {
+        if !self.not_reading && self.pulls.hold_too_much() {
+            log::warn!("conn {}: not reading its pull; closing it", self.id);
+            self.not_reading = true;
+            self.outbox.close_connection();
+        }
     }
 
     /// Turns the confirmations still queued for messages of `topic` from
@@ -236,11 +253,24 @@ impl Session {
     /// the `ready` line too, or a client that unsubscribes and subscribes
     /// again while its window is full would add it once more each time.
     pub fn unsubscribe(&mut self, topic: TopicId) -> bool {
-        let subscribed = self.subscriptions.remove(&topic).is_some();
-        if subscribed {
-            self.ready.retain(|&id| id != topic);
+        self.unsubscribe_all(&[topic]) == 1
+    }
+
+    /// Forgets the subscriptions to `topics`, as [`Session::unsubscribe`]
+    /// does, in one pass over the `ready` line however many they are (an
+    /// unsubscribe of a pattern may end thousands). Returns how many the
+    /// session had.
+    pub fn unsubscribe_all(&mut self, topics: &[TopicId]) -> usize {
+        let before = self.subscriptions.len();
+        for topic in topics {
+            self.subscriptions.remove(topic);
         }
-        subscribed
+        let removed = before - self.subscriptions.len();
+        if removed > 0 {
+            let subscriptions = &self.subscriptions;
+            self.ready.retain(|id| subscriptions.contains_key(id));
+        }
+        removed
     }
 
     /// The offset of the next message this session will read from `topic`,
@@ -349,18 +379,22 @@ impl Session {
         }
     }
 
-    /// Leaves the group `group` of `topic`, joined for a pattern. Messages
-    /// of its that the session has yet to answer go back to it.
-    pub fn leave_group(&mut self, topic: TopicId, group: usize, topics: &[Topic]) {
-        self.in_flight
-            .give_back_to_groups(topic, Some(group), topics);
-        self.memberships.remove(&(topic, group));
+    /// Leaves the groups `places` (topic, group index), joined for a
+    /// pattern. Messages of theirs that the session has yet to answer go
+    /// back to them, in one pass however many they are.
+    pub fn leave_groups(&mut self, places: &BTreeSet<(TopicId, usize)>, topics: &[Topic]) {
+        let left = |topic, group| places.contains(&(topic, group));
+        self.in_flight.give_back_to_groups(left, topics);
+        for place in places {
+            self.memberships.remove(place);
+        }
     }
 
     /// Leaves every group of `topic`; returns the groups left. Messages
     /// of theirs that the session has yet to answer go back to them.
     pub fn leave_groups_of(&mut self, topic: TopicId, topics: &[Topic]) -> Vec<usize> {
-        self.in_flight.give_back_to_groups(topic, None, topics);
+        let of_topic = |of, _| of == topic;
+        self.in_flight.give_back_to_groups(of_topic, topics);
         let of_topic = (topic, 0)..(topic + 1, 0);
         let left: Vec<usize> = self
             .memberships
@@ -448,6 +482,7 @@ impl Session {
     /// `pulls.rs`).
     pub fn add_pull(&mut self, sources: Vec<PullSource>, max: Option<u64>) {
         self.pulls.add(sources, max);
+        self.close_if_not_reading();
     }
 
     /// Streams the pulls, in order, while the writer has room (see
@@ -456,14 +491,22 @@ impl Session {
     /// linger again.
     pub fn stream_pulls(&mut self, topics: &mut [Topic], now: Instant) -> Vec<(TopicId, usize)> {
         let streamed = self.pulls.stream(&mut self.outbox, topics);
-        if streamed.progressed && self.closing.is_some() {
-            self.closing = Some(now + self.policy.linger);
+        if streamed.progressed {
+            self.note_progress(now);
         }
         streamed.moved
     }
 
+    /// A closing session's pull made progress (streamed, or had more of
+    /// its pattern's topics looked at): it gets the linger again.
+    pub fn note_progress(&mut self, now: Instant) {
+        if self.closing.is_some() {
+            self.closing = Some(now + self.policy.linger);
+        }
+    }
+
     /// Holds every delivery back (but not the replies) while a pattern
-    /// subscription is made over several rounds, until
+    /// subscription is made, until
     /// [`Session::release`]: its status must come before anything it
     /// sends.
     pub fn hold(&mut self) {
@@ -492,14 +535,8 @@ impl Session {
     }
 
     /// Packs the queued frames for the writer thread, for the dispatcher to
-    /// hand over at the end of its round. Closes the connection if replies pile
-    /// up behind a pull: the client keeps sending requests while it does
-    /// not read the pull.
+    /// hand over at the end of its round.
     pub fn pack(&mut self) -> Option<Parcel> {
-        if self.pulls.hold_too_many_replies() {
-            log::warn!("conn {}: not reading its replies; closing it", self.id);
-            self.outbox.close_connection();
-        }
         self.outbox.pack()
     }
 

@@ -37,9 +37,18 @@ use crate::ids::{Offset, TopicId};
 use crate::wire::reply::Reply;
 
 /// How many replies may wait behind a pull before the broker decides the
-/// client is not reading. (Replies that are not held back are bounded by
-/// the reader, which stops reading while the client has too many unread.)
+/// client is not reading; each pull queued behind it counts as one, for
+/// its `+END`. (Replies that are not held back are bounded by the reader,
+/// which stops reading while the client has too many unread.)
 const MAX_HELD_REPLIES: usize = 4096;
+
+/// How many topics the pulls queued behind the streaming one may take
+/// from, all together (24 bytes each, 6 MiB), before the broker decides
+/// the client is not reading: a pull of a pattern keeps every topic it
+/// matches, so 4,096 queued pulls of a pattern over 10,000 topics would
+/// hold a gigabyte. The streaming pull is not counted, so one pull of a
+/// pattern over any number of topics is always taken.
+const MAX_QUEUED_PULL_SOURCES: usize = 1 << 18;
 
 /// A topic a pull takes from: the consumer group it takes from, and the
 /// end of the topic's log when the pull was asked for: it takes nothing
@@ -132,11 +141,13 @@ impl Pulls {
             .flat_map(|p| p.replies_after.iter_mut())
     }
 
-    /// Whether so many replies wait behind the pulls that the client must
-    /// be sending requests while it does not read the pull.
-    pub fn hold_too_many_replies(&self) -> bool {
-        let held: usize = self.queue.iter().map(|p| p.replies_after.len()).sum();
-        held > MAX_HELD_REPLIES
+    /// Whether so many replies, or pulls, wait behind the streaming pull
+    /// that the client must be sending requests while it does not read it.
+    pub fn hold_too_much(&self) -> bool {
+        let replies: usize = self.queue.iter().map(|p| p.replies_after.len()).sum();
+        let queued = self.queue.iter().skip(1);
+        let sources: usize = queued.map(|pull| pull.sources.len()).sum();
+        replies + self.queue.len() > MAX_HELD_REPLIES || sources > MAX_QUEUED_PULL_SOURCES
     }
 
     /// Streams the pulls into `outbox`, in order, while the writer has
