@@ -433,7 +433,9 @@ impl Dispatcher {
         hangup: Option<&Arc<Hangup>>,
         now: Instant,
     ) -> Result<(), StoreError> {
-        if let Ok(Request::Ack | Request::Nack) = request {
+        // The common case, a connection with no pattern job, wraps nothing.
+        let answers = matches!(request, Ok(Request::Ack | Request::Nack));
+        if answers || !self.agenda.pattern_jobs.has_job(conn) {
             return self.request(conn, request, hangup, now);
         }
         let request = Deferred::Request(request, hangup.cloned());
