@@ -21,8 +21,8 @@
 //!
 //! ```text
 //!   sender ──send──▶ [ item | item | … ] ──recv──▶ receiver
-//!     (waits while full,              (sleeps while empty,
-//!      if bounded)                     woken by the next send)
+//!   (waits while full,                   (sleeps while empty,
+//!    woken by the next take)              woken by the next send)
 //! ```
 //!
 //! Dropping the receiver drops what is queued and makes every send fail;
