@@ -5,7 +5,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use super::WAIT;
+use super::{read_uninterrupted, WAIT};
 
 /// A connection speaking the line protocol (its first byte is not `0x00`).
 /// It sends text or raw bytes, and reads the broker's replies one line or
@@ -183,6 +183,9 @@ impl Line {
         match self.stream.read(&mut chunk) {
             Ok(0) => panic!("the broker closed the connection; pending {pending:?}"),
             Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
+            // A signal reached this thread (a test of signals, say): a read
+            // with a timeout is not restarted, so the caller reads again.
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 panic!(
                     "nothing more within {:?}; pending {pending:?}",
@@ -216,7 +219,7 @@ impl Line {
     #[track_caller]
     fn expect_nothing_read(&mut self) {
         let mut chunk = [0u8; 4096];
-        match self.stream.read(&mut chunk) {
+        match read_uninterrupted(&mut self.stream, &mut chunk) {
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Ok(0) => panic!("the broker closed the connection"),
             Ok(n) => panic!("unexpected {:?}", String::from_utf8_lossy(&chunk[..n])),
@@ -231,7 +234,7 @@ impl Line {
         self.assert_drained();
         self.stream.set_read_timeout(Some(WAIT)).unwrap();
         let mut chunk = [0u8; 4096];
-        match self.stream.read(&mut chunk) {
+        match read_uninterrupted(&mut self.stream, &mut chunk) {
             Ok(0) => {}
             Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
             Ok(n) => panic!(

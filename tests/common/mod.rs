@@ -56,3 +56,18 @@ pub const WAIT: Duration = Duration::from_secs(5);
 /// would make it arrive at once (no timer involved).
 #[allow(dead_code)]
 pub const QUIET: Duration = Duration::from_millis(300);
+
+/// `read`, again if a signal interrupted it: a read with a timeout is not
+/// restarted by the kernel, and a test of signals may send one to this
+/// process while other tests read.
+pub fn read_uninterrupted(
+    stream: &mut impl std::io::Read,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            result => return result,
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use super::frames::{delivery_frame, error_reply, subscribe_request, CURRENT, SUBSCRIBED};
-use super::WAIT;
+use super::{read_uninterrupted, WAIT};
 
 /// A bare socket to the broker, for tests about the bytes on the wire.
 pub struct Raw {
@@ -82,7 +82,7 @@ impl Raw {
     pub fn expect_silence(&mut self, window: Duration) {
         self.stream.set_read_timeout(Some(window)).unwrap();
         let mut byte = [0u8; 1];
-        match self.stream.read(&mut byte) {
+        match read_uninterrupted(&mut self.stream, &mut byte) {
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Ok(0) => panic!("the broker closed the connection"),
             Ok(_) => panic!("unexpected byte {:#04x}", byte[0]),
@@ -95,7 +95,7 @@ impl Raw {
     /// read), within [`WAIT`].
     pub fn expect_eof(&mut self) {
         let mut byte = [0u8; 1];
-        match self.stream.read(&mut byte) {
+        match read_uninterrupted(&mut self.stream, &mut byte) {
             Ok(0) => {}
             Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
             Ok(_) => panic!("expected the connection to close, got {:#04x}", byte[0]),
