@@ -20,9 +20,11 @@
 //! ```
 //!
 //! glibc's `signal()` installs a handler that stays installed and restarts
-//! interrupted system calls (`SA_RESTART`), so no other thread ever sees
-//! `EINTR` because of it. Only Linux is supported, where SIGHUP is 1,
-//! SIGINT 2 and SIGTERM 15 on every architecture.
+//! interrupted system calls (`SA_RESTART`). All but one kind: a socket
+//! read or write with a timeout is never restarted (signal(7)), so the
+//! code that reads with one (a reader thread during the handshake, the
+//! metrics server) reads again after `EINTR`. Only Linux is supported,
+//! where SIGHUP is 1, SIGINT 2 and SIGTERM 15 on every architecture.
 
 use std::io::{self, Read};
 use std::os::fd::IntoRawFd;
