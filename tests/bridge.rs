@@ -218,8 +218,10 @@ fn pull_into(
 }
 
 /// Checks that `messages` are `topic`'s messages `first`, `first + 1`,
-/// ..., each under its brook id.
+/// ..., each under its brook id, `<topic>:<incarnation>:<offset>`, all of
+/// one incarnation.
 fn assert_in_order(messages: &[Message], topic: &str, first: u64) {
+    let incarnation = messages.first().map(message_incarnation);
     for (i, message) in messages.iter().enumerate() {
         let offset = first + i as u64;
         assert_eq!(message.subject, topic);
@@ -230,9 +232,19 @@ fn assert_in_order(messages: &[Message], topic: &str, first: u64) {
         );
         assert_eq!(
             message.header("Nats-Msg-Id"),
-            Some(format!("{topic}:{offset}").as_str())
+            Some(format!("{topic}:{}:{offset}", incarnation.as_ref().unwrap()).as_str())
         );
     }
+}
+
+/// The incarnation in a mirrored message's `Nats-Msg-Id`.
+fn message_incarnation(message: &Message) -> String {
+    let id = message.header("Nats-Msg-Id").expect("a Nats-Msg-Id");
+    let mut words = id.rsplitn(3, ':');
+    let (_offset, incarnation) = (words.next(), words.next());
+    let incarnation = incarnation.unwrap_or_else(|| panic!("no incarnation in {id:?}"));
+    assert!(incarnation.bytes().all(|c| c.is_ascii_hexdigit()), "{id:?}");
+    incarnation.to_owned()
 }
 
 #[test]
@@ -477,6 +489,36 @@ fn a_bridge_killed_and_started_again_resumes_where_it_was() {
     messages.extend(reader.read(count as usize - messages.len()));
     assert_in_order(&messages, "orders.eu", 0);
     assert_eq!(reader.stream_info().messages, count, "no message twice");
+}
+
+/// A brook in memory started again gives its offsets again: its new
+/// messages must not be taken for the old ones by JetStream's
+/// de-duplication (review of the bridge, finding 1).
+#[test]
+fn a_brook_started_again_in_memory_is_mirrored_under_a_new_incarnation() {
+    if !nats_server_available("brook_restart_in_memory") {
+        return;
+    }
+    let server = NatsServer::single();
+    let count = 100;
+    let args = ["--to-nats", "orders.eu=ORDERS"];
+    let mut reader = StreamReader::new(&server.addr, "ORDERS");
+    let mut incarnations = Vec::new();
+    for _ in 0..2 {
+        let brook = patient_brook();
+        publish_confirmed(brook.local_addr(), "orders.eu", count);
+        let mut bridge = start_bridge(&brook, &server.addr, &args, ORDERS_READY);
+        let messages = reader.read(count as usize);
+        assert_in_order(&messages, "orders.eu", 0);
+        incarnations.push(message_incarnation(&messages[0]));
+        bridge.kill();
+    }
+    assert_ne!(incarnations[0], incarnations[1]);
+    assert_eq!(
+        reader.stream_info().messages,
+        2 * count,
+        "both brooks' messages"
+    );
 }
 
 #[test]

@@ -1,13 +1,16 @@
 //! The bridge's consuming connection to brook, over brook's line protocol.
 //!
 //! Why the line protocol and not [`crate::client::Subscriber`]: a JetStream
-//! message id must name the brook message (`<topic>:<offset>`), and only the
-//! line protocol's deliveries carry the offset (`MSG <topic> <offset>
-//! <nbytes>`); the binary protocol's deliveries are the Go broker's, topic and
-//! payload only.
+//! message id must name the brook message (`<topic>:<incarnation>:<offset>`),
+//! and only the line protocol's deliveries carry the offset (`MSG <topic>
+//! <offset> <nbytes>`) and only its `STATS` the incarnation (the store's
+//! random id: a brook in memory, or on a new data directory, gives offsets
+//! from 0 again, under a new one); the binary protocol's deliveries are the
+//! Go broker's, topic and payload only.
 //!
 //! ```text
-//!  connect ── AUTH (if a login) ── SUB <pattern> beginning manual group <group> ── +OK
+//!  connect ── AUTH (if a login) ── STATS ── +STAT incarnation <id> ... +END
+//!          ── SUB <pattern> beginning manual group <group> ── +OK
 //!  reader thread: MSG lines and payloads ──► Delivery channel (bounded) ──► to_nats
 //!  to_nats ── ack() ── "ACK\n" ──► brook   (one per delivery, in delivery order)
 //! ```
@@ -45,6 +48,8 @@ pub enum BrookError {
     Refused(String),
     /// A line the bridge did not expect here.
     Unexpected(String),
+    /// `STATS` showed no incarnation: a brook older than the bridge.
+    NoIncarnation,
 }
 
 impl fmt::Display for BrookError {
@@ -54,6 +59,10 @@ impl fmt::Display for BrookError {
             BrookError::Closed => write!(f, "brook closed the connection"),
             BrookError::Refused(reason) => write!(f, "brook refused: {reason}"),
             BrookError::Unexpected(line) => write!(f, "unexpected line from brook: {line:?}"),
+            BrookError::NoIncarnation => write!(
+                f,
+                "brook's STATS shows no incarnation: upgrade brook to the bridge's version"
+            ),
         }
     }
 }
@@ -76,6 +85,7 @@ pub struct GroupFeed {
     socket: TcpStream,
     writer: BufWriter<TcpStream>,
     deliveries: Receiver<Result<Delivery, BrookError>>,
+    incarnation: String,
 }
 
 impl GroupFeed {
@@ -102,6 +112,7 @@ impl GroupFeed {
             )?;
             expect_ok(&mut writer, &mut reader)?;
         }
+        let incarnation = read_incarnation(&mut writer, &mut reader)?;
         writeln!(writer, "SUB {pattern} beginning manual group {group}")?;
         expect_ok(&mut writer, &mut reader)?;
         log::info!("joined brook group {group} of {pattern} at {addr}");
@@ -113,7 +124,14 @@ impl GroupFeed {
             socket,
             writer,
             deliveries,
+            incarnation,
         })
+    }
+
+    /// The brook store's incarnation, which `<topic>:<offset>` is unique
+    /// within.
+    pub fn incarnation(&self) -> &str {
+        &self.incarnation
     }
 
     pub fn deliveries(&self) -> &Receiver<Result<Delivery, BrookError>> {
@@ -162,6 +180,28 @@ fn expect_ok(
         Some(reason) => Err(BrookError::Refused(reason.to_owned())),
         None if line.starts_with("+OK") => Ok(()),
         None => Err(BrookError::Unexpected(line)),
+    }
+}
+
+/// Asks `STATS` and reads its `+STAT incarnation <id>` line.
+fn read_incarnation(
+    writer: &mut BufWriter<TcpStream>,
+    reader: &mut BufReader<TcpStream>,
+) -> Result<String, BrookError> {
+    writeln!(writer, "STATS")?;
+    writer.flush()?;
+    let mut incarnation = None;
+    loop {
+        let line = read_line(reader)?;
+        if line == "+END" {
+            return incarnation.ok_or(BrookError::NoIncarnation);
+        }
+        if let Some(reason) = line.strip_prefix("-ERR ") {
+            return Err(BrookError::Refused(reason.to_owned()));
+        }
+        if let Some(id) = line.strip_prefix("+STAT incarnation ") {
+            incarnation = Some(id.to_owned());
+        }
     }
 }
 

@@ -8,8 +8,11 @@
 //! ```
 //!
 //! Each message goes to JetStream under its brook topic as the subject,
-//! with `Nats-Msg-Id: <topic>:<offset>`, so a message sent twice (after a
-//! restart of the bridge, or a redelivery by brook) is stored once. Up to
+//! with `Nats-Msg-Id: <topic>:<incarnation>:<offset>`, so a message sent
+//! twice (after a restart of the bridge, or a redelivery by brook) is
+//! stored once, while a new message that has an old one's offset (brook
+//! started again in memory, or on a new data directory, under a new
+//! incarnation) is not taken for it. Up to
 //! `--batch` publishes wait for their PubAck at once; brook's acks answer
 //! its deliveries in order, so a delivery is acked once it and every one
 //! before it are acknowledged by JetStream.
@@ -83,7 +86,7 @@ fn session(
         &mirror.group(),
         settings.batch,
     )?;
-    let mut window = Window::default();
+    let mut window = Window::new(brook.incarnation());
     loop {
         let has_room = window.in_flight.len() < settings.batch;
         let deliveries = if has_room {
@@ -150,10 +153,18 @@ fn unmirrorable(
     None
 }
 
+/// The `Nats-Msg-Id` of a brook message: unique across brook's restarts,
+/// and the same each time brook delivers the message.
+pub fn message_id(topic: &str, incarnation: &str, offset: u64) -> String {
+    format!("{topic}:{incarnation}:{offset}")
+}
+
 /// The publishes of a session waiting for their PubAck, oldest first, and
 /// what the next publish must carry.
 #[derive(Debug, Default)]
 struct Window {
+    /// The brook store's incarnation, in every message id.
+    incarnation: String,
     in_flight: VecDeque<InFlight>,
     /// The id of the last new message published: the next one expects it.
     last_id: Option<String>,
@@ -163,8 +174,15 @@ struct Window {
 }
 
 impl Window {
+    fn new(incarnation: &str) -> Window {
+        Window {
+            incarnation: incarnation.to_owned(),
+            ..Window::default()
+        }
+    }
+
     fn publish(&mut self, nats: &mut Connection, delivery: &Delivery) -> Result<(), NatsError> {
-        let id = format!("{}:{}", delivery.topic, delivery.offset);
+        let id = message_id(&delivery.topic, &self.incarnation, delivery.offset);
         let is_new = self
             .highest
             .get(&delivery.topic)
