@@ -57,6 +57,8 @@ pub fn run(mirror: &ToNats, settings: &Settings, meter: &Meter) {
 /// A publish waiting for its PubAck.
 #[derive(Debug)]
 struct InFlight {
+    /// The message's `Nats-Msg-Id`.
+    id: String,
     inbox: String,
     sent: Instant,
     acked: bool,
@@ -136,7 +138,7 @@ fn session(
 /// would close the connection, and brook would deliver it again, for
 /// ever).
 fn unmirrorable(
-    nats: &Connection,
+    max_payload: usize,
     delivery: &Delivery,
     headers: &[(&str, &str)],
 ) -> Option<String> {
@@ -144,10 +146,9 @@ fn unmirrorable(
         return Some("the topic is not a NATS subject".into());
     }
     let size = nats::message_size(headers, &delivery.payload);
-    if size > nats.max_payload() {
+    if size > max_payload {
         return Some(format!(
-            "{size} bytes with its headers, more than the NATS server's max_payload of {}",
-            nats.max_payload()
+            "{size} bytes with its headers, more than the NATS server's max_payload of {max_payload}"
         ));
     }
     None
@@ -159,8 +160,43 @@ pub fn message_id(topic: &str, incarnation: &str, offset: u64) -> String {
     format!("{topic}:{incarnation}:{offset}")
 }
 
-/// The publishes of a session waiting for their PubAck, oldest first, and
-/// what the next publish must carry.
+/// Where the [`Window`] publishes: the NATS connection, or a test's
+/// recorder, so that the window's bookkeeping is tested on its own.
+trait Sink {
+    fn max_payload(&self) -> usize;
+    fn new_inbox(&mut self) -> String;
+    fn publish(
+        &mut self,
+        subject: &str,
+        inbox: &str,
+        headers: &[(&str, &str)],
+        payload: &[u8],
+    ) -> Result<(), NatsError>;
+}
+
+impl Sink for Connection {
+    fn max_payload(&self) -> usize {
+        Connection::max_payload(self)
+    }
+
+    fn new_inbox(&mut self) -> String {
+        Connection::new_inbox(self)
+    }
+
+    fn publish(
+        &mut self,
+        subject: &str,
+        inbox: &str,
+        headers: &[(&str, &str)],
+        payload: &[u8],
+    ) -> Result<(), NatsError> {
+        self.publish_with_headers(subject, Some(inbox), headers, payload)
+    }
+}
+
+/// The publishes of a session waiting for their PubAck, oldest first (one
+/// entry per brook delivery, since brook's acks answer its deliveries in
+/// order), and what the next publish must carry.
 #[derive(Debug, Default)]
 struct Window {
     /// The brook store's incarnation, in every message id.
@@ -171,6 +207,9 @@ struct Window {
     /// Per topic, the highest offset published this session: a delivery at
     /// or below it is brook sending a message again.
     highest: HashMap<String, u64>,
+    /// Whether brook was seen sending a message again while its publish
+    /// waited for its PubAck (warned once a session).
+    warned_early_redelivery: bool,
 }
 
 impl Window {
@@ -181,36 +220,55 @@ impl Window {
         }
     }
 
-    fn publish(&mut self, nats: &mut Connection, delivery: &Delivery) -> Result<(), NatsError> {
+    /// Publishes `delivery`, or, if brook sends again a message whose
+    /// publish is still in flight, adds an entry that completes with that
+    /// publish's PubAck: publishing it again, after a publish that may be
+    /// lost, could store it out of order.
+    fn publish(&mut self, sink: &mut impl Sink, delivery: &Delivery) -> Result<(), NatsError> {
         let id = message_id(&delivery.topic, &self.incarnation, delivery.offset);
         let is_new = self
             .highest
             .get(&delivery.topic)
             .is_none_or(|&highest| delivery.offset > highest);
+        if !is_new {
+            if let Some(original) = self.in_flight.iter().find(|f| f.id == id) {
+                let follower = InFlight {
+                    id: original.id.clone(),
+                    inbox: original.inbox.clone(),
+                    sent: original.sent,
+                    acked: original.acked,
+                };
+                self.warn_early_redelivery(delivery);
+                self.in_flight.push_back(follower);
+                return Ok(());
+            }
+        }
         let mut headers = vec![("Nats-Msg-Id", id.as_str())];
         if let (true, Some(last)) = (is_new, &self.last_id) {
             headers.push(("Nats-Expected-Last-Msg-Id", last.as_str()));
         }
-        if let Some(reason) = unmirrorable(nats, delivery, &headers) {
+        if let Some(reason) = unmirrorable(sink.max_payload(), delivery, &headers) {
             log::error!(
                 "brook topic {} offset {}: {reason}: not mirrored",
                 delivery.topic,
                 delivery.offset
             );
             self.in_flight.push_back(InFlight {
+                id,
                 inbox: String::new(),
                 sent: Instant::now(),
                 acked: true,
             });
             return Ok(());
         }
-        let inbox = nats.new_inbox();
-        nats.publish_with_headers(&delivery.topic, Some(&inbox), &headers, &delivery.payload)?;
+        let inbox = sink.new_inbox();
+        sink.publish(&delivery.topic, &inbox, &headers, &delivery.payload)?;
         if is_new {
             self.highest.insert(delivery.topic.clone(), delivery.offset);
-            self.last_id = Some(id);
+            self.last_id = Some(id.clone());
         }
         self.in_flight.push_back(InFlight {
+            id,
             inbox,
             sent: Instant::now(),
             acked: false,
@@ -218,11 +276,34 @@ impl Window {
         Ok(())
     }
 
-    /// Marks the publish whose reply went to `inbox` as stored.
+    /// brook's `--ack-timeout` ran out before JetStream's PubAck came:
+    /// said once a session, because brook also counts the delivery
+    /// towards `--max-deliveries`.
+    fn warn_early_redelivery(&mut self, delivery: &Delivery) {
+        if !self.warned_early_redelivery {
+            self.warned_early_redelivery = true;
+            log::warn!(
+                "brook delivered {} offset {} again while its publish waited for JetStream's \
+                 PubAck: brook's --ack-timeout is shorter than a PubAck may take (up to {:?}); \
+                 start brook with --ack-timeout 30s, or it may give messages up to <topic>.dlq \
+                 after --max-deliveries",
+                delivery.topic,
+                delivery.offset,
+                PUBACK_PATIENCE
+            );
+        }
+    }
+
+    /// Marks the publish whose reply went to `inbox` as stored, with the
+    /// entries of brook's deliveries of it again.
     fn answered(&mut self, inbox: &str, ack: PubAck) {
-        match self.in_flight.iter_mut().find(|f| f.inbox == inbox) {
-            Some(in_flight) => in_flight.acked = true,
-            None => log::debug!("a PubAck for no publish of this session: {ack:?}"),
+        let mut found = false;
+        for in_flight in self.in_flight.iter_mut().filter(|f| f.inbox == inbox) {
+            in_flight.acked = true;
+            found = true;
+        }
+        if !found {
+            log::debug!("a PubAck for no publish of this session: {ack:?}");
         }
     }
 
@@ -244,5 +325,127 @@ impl Window {
             Some(oldest) => PUBACK_PATIENCE.saturating_sub(oldest.sent.elapsed()),
             None => PUBACK_PATIENCE,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a [`Recorder`] keeps of a publish: subject, inbox, headers.
+    type Published = (String, String, Vec<(String, String)>);
+
+    /// A [`Sink`] that keeps what was published.
+    #[derive(Default)]
+    struct Recorder {
+        published: Vec<Published>,
+        inboxes: u64,
+    }
+
+    impl Sink for Recorder {
+        fn max_payload(&self) -> usize {
+            1 << 20
+        }
+
+        fn new_inbox(&mut self) -> String {
+            self.inboxes += 1;
+            format!("_INBOX.test.{}", self.inboxes)
+        }
+
+        fn publish(
+            &mut self,
+            subject: &str,
+            inbox: &str,
+            headers: &[(&str, &str)],
+            _payload: &[u8],
+        ) -> Result<(), NatsError> {
+            let headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+            self.published
+                .push((subject.into(), inbox.into(), headers.collect()));
+            Ok(())
+        }
+    }
+
+    fn delivery(topic: &str, offset: u64) -> Delivery {
+        Delivery {
+            topic: topic.into(),
+            offset,
+            payload: b"x".to_vec(),
+        }
+    }
+
+    fn pub_ack(duplicate: bool) -> PubAck {
+        PubAck { seq: 1, duplicate }
+    }
+
+    fn header<'a>(published: &'a Published, name: &str) -> Option<&'a str> {
+        published
+            .2
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn each_new_message_expects_the_one_before_and_done_follows_delivery_order() {
+        let (mut window, mut sink) = (Window::new("ab"), Recorder::default());
+        for (topic, offset) in [("a", 0), ("b", 5), ("a", 1)] {
+            window.publish(&mut sink, &delivery(topic, offset)).unwrap();
+        }
+        let ids: Vec<_> = sink
+            .published
+            .iter()
+            .map(|p| header(p, "Nats-Msg-Id"))
+            .collect();
+        assert_eq!(ids, [Some("a:ab:0"), Some("b:ab:5"), Some("a:ab:1")]);
+        let expected: Vec<_> = sink
+            .published
+            .iter()
+            .map(|p| header(p, "Nats-Expected-Last-Msg-Id"))
+            .collect();
+        assert_eq!(expected, [None, Some("a:ab:0"), Some("b:ab:5")]);
+        // PubAcks out of order: done only as far as every earlier one.
+        window.answered("_INBOX.test.2", pub_ack(false));
+        assert_eq!(window.take_done(), 0);
+        window.answered("_INBOX.test.1", pub_ack(false));
+        assert_eq!(window.take_done(), 2);
+        window.answered("_INBOX.test.3", pub_ack(false));
+        assert_eq!(window.take_done(), 1);
+    }
+
+    /// brook's ack timeout ran out while the publish waited: publishing it
+    /// again could store it after newer ones (review finding 2).
+    #[test]
+    fn a_message_delivered_again_while_in_flight_is_not_published_again() {
+        let (mut window, mut sink) = (Window::new("ab"), Recorder::default());
+        window.publish(&mut sink, &delivery("a", 0)).unwrap();
+        window.publish(&mut sink, &delivery("a", 1)).unwrap();
+        window.publish(&mut sink, &delivery("a", 0)).unwrap();
+        assert_eq!(sink.published.len(), 2, "no second publish of a:0");
+        assert_eq!(window.in_flight.len(), 3, "one entry per brook delivery");
+        window.answered("_INBOX.test.1", pub_ack(false));
+        assert_eq!(window.take_done(), 1);
+        window.answered("_INBOX.test.2", pub_ack(false));
+        assert_eq!(
+            window.take_done(),
+            2,
+            "the delivery again completes with a:0"
+        );
+        // Once its PubAck came, a delivery again is done at once.
+        window.publish(&mut sink, &delivery("a", 2)).unwrap();
+        window.answered("_INBOX.test.3", pub_ack(false));
+        window.publish(&mut sink, &delivery("a", 2)).unwrap();
+        assert_eq!(sink.published.len(), 3);
+        assert_eq!(window.take_done(), 2);
+    }
+
+    #[test]
+    fn what_nats_cannot_name_is_done_without_a_publish() {
+        let (mut window, mut sink) = (Window::new("ab"), Recorder::default());
+        window
+            .publish(&mut sink, &delivery("two words", 0))
+            .unwrap();
+        assert!(sink.published.is_empty());
+        assert_eq!(window.take_done(), 1);
     }
 }
