@@ -563,3 +563,58 @@ fn from_nats_publishes_a_stream_into_brook_in_order() {
     }
     common::client::expect_nothing(&mut subscriber, common::QUIET);
 }
+
+/// A message brook refuses for good (here, over its
+/// `--max-message-bytes`, which also closes the publishing connection)
+/// neither blocks the mirror nor lets the messages after it overtake
+/// each other: it is answered +TERM, and those after it -NAK, so they
+/// come back at once, in order (review finding 3).
+#[test]
+fn from_nats_skips_what_brook_refuses_for_good_and_keeps_the_rest_in_order() {
+    if !nats_server_available("from_nats_refusal") {
+        return;
+    }
+    let server = NatsServer::single();
+    let brook = start_broker(&Config {
+        ack_timeout: Duration::from_secs(60),
+        max_message_bytes: 1000,
+        ..config()
+    });
+    let mut nats = Connection::connect(&server.addr, &Auth::None).unwrap();
+    let settings = StreamSettings {
+        name: "PAY".into(),
+        subjects: vec!["pay.*".into()],
+        replicas: 1,
+        duplicate_window: Duration::from_secs(60),
+    };
+    jetstream::ensure_stream(&mut nats, &settings).unwrap();
+    let (count, too_large) = (300u64, 100u64);
+    for i in 0..count {
+        let payload = match i == too_large {
+            true => vec![b'x'; 2000],
+            false => i.to_string().into_bytes(),
+        };
+        let reply = nats.request("pay.eu", &payload, common::WAIT);
+        jetstream::PubAck::parse(&reply.unwrap()).unwrap();
+    }
+    let mut subscriber = Subscriber::connect(brook.local_addr()).unwrap();
+    subscriber
+        .subscribe(&["pay.eu"], StartAt::Beginning)
+        .unwrap();
+    let bridge = start_bridge(
+        &brook,
+        &server.addr,
+        &["--from-nats", "PAY=pay.eu", "--batch", "64"],
+        "consuming JetStream PAY",
+    );
+    for i in (0..count).filter(|&i| i != too_large) {
+        let delivery = subscriber
+            .recv_timeout(common::WAIT * 2)
+            .unwrap()
+            .unwrap_or_else(|| panic!("no message {i} (--ack-wait is 30 s)"));
+        assert_eq!(String::from_utf8_lossy(&delivery.payload), i.to_string());
+        subscriber.ack().unwrap();
+    }
+    common::client::expect_nothing(&mut subscriber, common::QUIET);
+    bridge.wait_for_log("for good: message too large", 1, common::WAIT);
+}

@@ -6,7 +6,7 @@
 //!  ensure_stream    ── $JS.API.STREAM.INFO.<name>, else STREAM.CREATE.<name> ──► StreamInfo
 //!  ensure_consumer  ── $JS.API.CONSUMER.DURABLE.CREATE.<stream>.<durable>
 //!  request_next     ── $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>  (messages come to a reply inbox)
-//!  ack              ── an empty message to the delivered message's reply subject
+//!  answer           ── +ACK, -NAK or +TERM to the delivered message's reply subject
 //!  PubAck::parse    ◄── the reply to a publish into a stream: {"stream":..,"seq":..,"duplicate":..}
 //! ```
 //!
@@ -437,13 +437,40 @@ pub fn request_next(
     connection.flush()
 }
 
-/// Acknowledges a message from a pull consumer: an empty message to its
-/// reply subject. Queued; it goes out on the connection's next flush.
-pub fn ack(connection: &Connection, message: &Message) -> Result<(), NatsError> {
+/// How the bridge answers a message from a pull consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Done with: JetStream does not send it again.
+    Ack,
+    /// Not done: JetStream sends it again now, before newer messages.
+    Nak,
+    /// Never to be done (brook refuses it for good): JetStream does not
+    /// send it again, and does not count it as acked either.
+    Term,
+}
+
+impl Answer {
+    fn body(self) -> &'static [u8] {
+        match self {
+            Answer::Ack => b"+ACK",
+            Answer::Nak => b"-NAK",
+            Answer::Term => b"+TERM",
+        }
+    }
+}
+
+/// Answers a message from a pull consumer: a message to its reply subject.
+/// Queued; it goes out on the connection's next flush.
+pub fn answer(connection: &Connection, message: &Message, answer: Answer) -> Result<(), NatsError> {
     match &message.reply {
-        Some(reply) => connection.publish(reply, None, b""),
+        Some(reply) => connection.publish(reply, None, answer.body()),
         None => Ok(()),
     }
+}
+
+/// Acknowledges a message from a pull consumer ([`Answer::Ack`]).
+pub fn ack(connection: &Connection, message: &Message) -> Result<(), NatsError> {
+    answer(connection, message, Answer::Ack)
 }
 
 /// The stream sequence number in a delivered message's ack subject,

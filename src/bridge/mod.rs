@@ -79,7 +79,10 @@ fn report_throughput(meter: &Meter, every: Duration) {
         thread::sleep(every);
         let (count, now) = (meter.moved(), Instant::now());
         let rate = (count - last_count) as f64 / (now - last_time).as_secs_f64();
-        log::info!("throughput: {rate:.0} msgs/s ({count} moved in all)");
+        log::info!(
+            "throughput: {rate:.0} msgs/s ({count} moved in all, {} refused for good)",
+            meter.given_up()
+        );
         (last_count, last_time) = (count, now);
     }
 }

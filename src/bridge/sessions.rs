@@ -75,6 +75,8 @@ const RETRY_MOST: Duration = Duration::from_secs(2);
 #[derive(Debug, Default)]
 pub struct Meter {
     moved: AtomicU64,
+    /// Messages the far side refused for good (logged one by one).
+    given_up: AtomicU64,
 }
 
 impl Meter {
@@ -84,6 +86,14 @@ impl Meter {
 
     pub fn moved(&self) -> u64 {
         self.moved.load(Ordering::Relaxed)
+    }
+
+    pub fn give_up(&self) {
+        self.given_up.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn given_up(&self) -> u64 {
+        self.given_up.load(Ordering::Relaxed)
     }
 }
 
