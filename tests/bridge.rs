@@ -300,6 +300,40 @@ fn the_nats_client_fails_over_publishes_with_headers_and_asks_jetstream() {
     );
 }
 
+/// A flood of messages the caller does not take ends the connection
+/// instead of filling memory (review finding 5).
+#[test]
+fn the_nats_client_holds_a_bounded_number_of_messages() {
+    if !nats_server_available("the_nats_client_is_bounded") {
+        return;
+    }
+    let server = NatsServer::single();
+    let bound = 8;
+    let mut connection = Connection::connect_bounded(&server.addr, &Auth::None, bound).unwrap();
+    connection.subscribe("flood").unwrap();
+    for _ in 0..1000 {
+        connection.publish("flood", None, b"x").unwrap();
+    }
+    connection.flush().unwrap();
+    // Nothing is taken until the bound is reached: the flood then
+    // outruns the one-by-one taking below by far.
+    let deadline = Instant::now() + common::WAIT;
+    while !connection.events().is_full() {
+        assert!(Instant::now() < deadline, "the flood never came");
+        std::thread::yield_now();
+    }
+    let mut taken = 0;
+    let error = loop {
+        match connection.next_event(deadline) {
+            Ok(Some(_)) => taken += 1,
+            Ok(None) => panic!("neither the flood nor an error after {taken} messages"),
+            Err(error) => break error,
+        }
+    };
+    assert!(matches!(error, NatsError::Overrun(8)), "{error}");
+    assert!(taken <= bound, "{taken} messages");
+}
+
 #[test]
 fn the_nats_client_logs_in_with_a_user_and_password_or_a_token() {
     if !nats_server_available("the_nats_client_logs_in") {

@@ -77,7 +77,9 @@ impl Settings {
             },
             (None, None) => Auth::None,
         };
-        Servers::new(self.nats.clone(), auth)
+        // A session waits for at most --batch replies or pulled messages
+        // at once; the rest is room for a pull's status messages.
+        Servers::new(self.nats.clone(), auth).with_event_bound(2 * self.batch + 64)
     }
 }
 

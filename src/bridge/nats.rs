@@ -6,7 +6,7 @@
 //!
 //!  caller ── publish / hpublish / subscribe ──► writer (shared, locked) ──► socket
 //!  socket ──► reader thread: Decoder ──► PING: answers PONG itself
-//!                                    └─► MSG, HMSG ──► Event channel ──► caller
+//!                                    └─► MSG, HMSG ──► Event channel (bounded) ──► caller
 //!                                    └─► -ERR, or the socket's end: Event::Lost, the last event
 //! ```
 //!
@@ -24,13 +24,14 @@
 use std::fmt;
 use std::io::{self, BufWriter, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::Mutex;
+
+use crate::ids::random_hex;
 
 /// The longest control line accepted (`MSG` lines with long subjects, or
 /// an `INFO` with many cluster URLs).
@@ -62,6 +63,9 @@ pub enum NatsError {
     Timeout(&'static str),
     /// An address of `--nats` that names no host.
     BadAddress(String),
+    /// More messages arrived than the caller took in time: the bound of
+    /// the event channel, so that a flood cannot exhaust memory.
+    Overrun(usize),
 }
 
 impl fmt::Display for NatsError {
@@ -79,6 +83,10 @@ impl fmt::Display for NatsError {
             NatsError::BadAddress(address) => {
                 write!(f, "--nats address {address} names no host")
             }
+            NatsError::Overrun(bound) => write!(
+                f,
+                "more than {bound} messages from NATS waited to be handled: the connection was dropped"
+            ),
         }
     }
 }
@@ -366,6 +374,8 @@ pub struct Servers {
     addresses: Vec<String>,
     next: usize,
     auth: Auth,
+    /// The bound of each connection's event channel.
+    events: usize,
 }
 
 impl Servers {
@@ -374,7 +384,14 @@ impl Servers {
             addresses,
             next: 0,
             auth,
+            events: DEFAULT_EVENTS,
         }
+    }
+
+    /// Connections made from now on hold at most `events` messages the
+    /// caller has not taken (see [`Connection::connect_bounded`]).
+    pub fn with_event_bound(self, events: usize) -> Servers {
+        Servers { events, ..self }
     }
 
     /// Connects to the first server that answers, starting after the one
@@ -384,7 +401,7 @@ impl Servers {
         for _ in 0..self.addresses.len() {
             let address = &self.addresses[self.next % self.addresses.len()];
             self.next = (self.next + 1) % self.addresses.len();
-            match Connection::connect(address, &self.auth) {
+            match Connection::connect_bounded(address, &self.auth, self.events) {
                 Ok(connection) => return Ok(connection),
                 Err(error) => {
                     log::warn!("NATS server {address}: {error}");
@@ -407,9 +424,13 @@ pub enum Event {
     Lost(NatsError),
 }
 
-/// Numbers the connections of this process, so that each has its own
-/// inbox subjects.
-static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+/// The bound of a connection's event channel unless told otherwise.
+const DEFAULT_EVENTS: usize = 4096;
+
+/// The random bytes of a connection's inbox prefix: a reply to the bridge
+/// (a PubAck that says a message is stored) must not be forgeable by
+/// another NATS user who guesses where it goes.
+const INBOX_RANDOM_BYTES: usize = 16;
 
 /// The subscription id of every connection's inbox, `<inbox>.*`.
 const INBOX_SID: u64 = 1;
@@ -432,6 +453,17 @@ impl Connection {
     /// Connects to `address`, sends `CONNECT` with `auth`, and waits for the
     /// `PONG` that says the server accepted it.
     pub fn connect(address: &str, auth: &Auth) -> Result<Connection, NatsError> {
+        Connection::connect_bounded(address, auth, DEFAULT_EVENTS)
+    }
+
+    /// [`Connection::connect`], with at most `events` messages waiting for
+    /// the caller: one more ends the connection with
+    /// [`NatsError::Overrun`].
+    pub fn connect_bounded(
+        address: &str,
+        auth: &Auth,
+        events: usize,
+    ) -> Result<Connection, NatsError> {
         let addr = address
             .to_socket_addrs()?
             .next()
@@ -460,13 +492,12 @@ impl Connection {
             }
         }
         socket.set_read_timeout(None)?;
-        let number = CONNECTIONS.fetch_add(1, Ordering::Relaxed);
-        let inbox = format!("_INBOX.brook{}x{number}", std::process::id());
+        let inbox = inbox_prefix();
         let writer = Arc::new(Mutex::new(BufWriter::with_capacity(
             64 << 10,
             socket.try_clone()?,
         )));
-        let (sender, events) = crossbeam_channel::unbounded();
+        let (sender, events) = crossbeam_channel::bounded(events.max(1));
         let reading = (socket.try_clone()?, writer.clone());
         thread::Builder::new()
             .name("nats-reader".into())
@@ -611,6 +642,11 @@ impl Drop for Connection {
     }
 }
 
+/// A new connection's inbox prefix, `_INBOX.<32 random hex digits>`.
+fn inbox_prefix() -> String {
+    format!("_INBOX.{}", random_hex(INBOX_RANDOM_BYTES))
+}
+
 /// `NATS/1.0`, a `Key: Value` line per header, and an empty line.
 fn header_block(headers: &[(&str, &str)]) -> String {
     let mut block = String::from("NATS/1.0\r\n");
@@ -721,8 +757,12 @@ fn forward_frames(
             Frame::Err(text) => return Err(NatsError::Server(text)),
             Frame::Pong | Frame::Ok | Frame::Info(_) => continue,
         };
-        if events.send(event).is_err() {
-            return Ok(false);
+        match events.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(NatsError::Overrun(events.capacity().unwrap_or(0)))
+            }
+            Err(TrySendError::Disconnected(_)) => return Ok(false),
         }
     }
     Ok(true)
@@ -867,6 +907,15 @@ mod tests {
         let headers = [("Nats-Msg-Id", "orders.eu:7"), ("A", "")];
         let size = message_size(&headers, b"hello");
         assert_eq!(size, header_block(&headers).len() + 5);
+    }
+
+    #[test]
+    fn inbox_prefixes_cannot_be_guessed() {
+        let (a, b) = (inbox_prefix(), inbox_prefix());
+        assert_ne!(a, b);
+        let random = a.strip_prefix("_INBOX.").unwrap();
+        assert_eq!(random.len(), 2 * INBOX_RANDOM_BYTES);
+        assert!(random.bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
     }
 
     #[test]
