@@ -12,12 +12,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use brook::bridge::jetstream::{self, ConsumerSettings, StreamSettings};
-use brook::bridge::nats::{Auth, Connection, Message, NatsError, Servers};
+use brook::bridge::nats::{Auth, Connection, Limits, Message, NatsError, Servers};
 use brook::client::{Login, Publisher, Subscriber};
 use brook::config::Config;
 use brook::server::Broker;
@@ -309,7 +310,11 @@ fn the_nats_client_holds_a_bounded_number_of_messages() {
     }
     let server = NatsServer::single();
     let bound = 8;
-    let mut connection = Connection::connect_bounded(&server.addr, &Auth::None, bound).unwrap();
+    let limits = Limits {
+        events: bound,
+        ..Limits::default()
+    };
+    let mut connection = Connection::connect_with(&server.addr, &Auth::None, &limits).unwrap();
     connection.subscribe("flood").unwrap();
     for _ in 0..1000 {
         connection.publish("flood", None, b"x").unwrap();
@@ -332,6 +337,65 @@ fn the_nats_client_holds_a_bounded_number_of_messages() {
     };
     assert!(matches!(error, NatsError::Overrun(8)), "{error}");
     assert!(taken <= bound, "{taken} messages");
+}
+
+/// A stand-in for a NATS server that answers the handshake of each of
+/// `connections` clients, then neither reads nor writes again; it hands
+/// back the sockets, held open.
+fn silent_server(connections: usize) -> (String, std::thread::JoinHandle<Vec<TcpStream>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        let mut sockets = Vec::new();
+        for _ in 0..connections {
+            let (mut socket, _) = listener.accept().unwrap();
+            socket
+                .write_all(b"INFO {\"max_payload\":1048576}\r\n")
+                .unwrap();
+            let mut seen = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !seen.ends_with(b"PING\r\n") {
+                let n = socket.read(&mut chunk).unwrap();
+                assert!(n > 0, "the client left during its handshake");
+                seen.extend_from_slice(&chunk[..n]);
+            }
+            socket.write_all(b"PONG\r\n").unwrap();
+            sockets.push(socket);
+        }
+        sockets
+    });
+    (addr, server)
+}
+
+/// A half-open connection or a server that stops reading ends the
+/// connection instead of hanging the bridge (review finding 4).
+#[test]
+fn the_nats_client_gives_up_on_a_server_that_stops_answering_or_reading() {
+    let (addr, server) = silent_server(2);
+    let pings = Limits {
+        ping_every: Duration::from_millis(100),
+        ..Limits::default()
+    };
+    let quiet = Connection::connect_with(&addr, &Auth::None, &pings).unwrap();
+    match quiet.next_event(Instant::now() + common::WAIT) {
+        Err(NatsError::Timeout(what)) => assert!(what.contains("PONG"), "{what}"),
+        other => panic!("expected no PONG to end the connection, got {other:?}"),
+    }
+    let writes = Limits {
+        write_patience: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let stuck = Connection::connect_with(&addr, &Auth::None, &writes).unwrap();
+    let _sockets = server.join().unwrap();
+    let payload = vec![b'x'; 1 << 20];
+    let failed = (0..256).find_map(|_| {
+        let sent = stuck.publish("nobody.reads", None, &payload);
+        sent.and_then(|()| stuck.flush()).err()
+    });
+    assert!(
+        failed.is_some(),
+        "256 MiB written to a server that reads nothing"
+    );
 }
 
 #[test]

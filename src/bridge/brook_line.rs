@@ -19,6 +19,7 @@ use std::fmt;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::thread;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -30,6 +31,9 @@ const MAX_PAYLOAD: usize = 64 << 20;
 
 /// The longest `MSG` line: a topic name of brook's longest plus the numbers.
 const MAX_LINE: usize = 64 << 10;
+
+/// How long a write to brook may block.
+const WRITE_PATIENCE: Duration = Duration::from_secs(10);
 
 /// One message delivered by brook.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +105,9 @@ impl GroupFeed {
     ) -> Result<GroupFeed, BrookError> {
         let socket = TcpStream::connect(addr)?;
         socket.set_nodelay(true)?;
+        // Acks are small: a write that blocks this long is a brook that
+        // stopped reading, and the session starts again.
+        socket.set_write_timeout(Some(WRITE_PATIENCE))?;
         let mut writer = BufWriter::new(socket.try_clone()?);
         let mut reader = BufReader::with_capacity(64 << 10, socket.try_clone()?);
         if let Some(login) = login {

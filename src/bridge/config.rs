@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::nats::{Auth, Servers};
+use super::nats::{Auth, Limits, Servers};
 use crate::client::Login;
 use crate::config::{parse_duration, ConfigError};
 
@@ -79,7 +79,10 @@ impl Settings {
         };
         // A session waits for at most --batch replies or pulled messages
         // at once; the rest is room for a pull's status messages.
-        Servers::new(self.nats.clone(), auth).with_event_bound(2 * self.batch + 64)
+        Servers::new(self.nats.clone(), auth).with_limits(Limits {
+            events: 2 * self.batch + 64,
+            ..Limits::default()
+        })
     }
 }
 

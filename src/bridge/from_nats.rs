@@ -31,6 +31,10 @@ use super::nats::{Connection, Message, Servers};
 use super::sessions::{self, Meter, SessionError};
 use crate::client::{ClientError, Publisher};
 
+/// How long a write to brook, or its confirmation, may take before the
+/// session starts again: longer than brook's fsync of a round.
+const BROOK_PATIENCE: Duration = Duration::from_secs(30);
+
 /// How long one pull request waits for messages before JetStream ends it.
 const PULL_EXPIRES: Duration = Duration::from_secs(2);
 
@@ -60,6 +64,7 @@ fn session(
     jetstream::ensure_consumer(&mut nats, &consumer)?;
     let mut brook =
         Publisher::connect_confirmed_as(settings.brook.as_str(), settings.brook_login.as_ref())?;
+    brook.set_patience(BROOK_PATIENCE)?;
     log::info!(
         "consuming JetStream {} as {} into brook at {}",
         mirror.stream,
@@ -146,13 +151,17 @@ fn refused_for_good(reason: &str) -> bool {
 /// The messages one pull request brings: up to `batch`, until JetStream
 /// ends the request with a status: 408, it expired, or 404, nothing there
 /// (both normal ends); 409, it refused the request (the consumer was
-/// deleted, or has too many messages out): the session ends.
+/// deleted, or has too many messages out): the session ends. So does a
+/// request that brings nothing and is not ended.
 fn pulled(nats: &Connection, inbox: &str, batch: usize) -> Result<Vec<Message>, SessionError> {
     // A little longer than the request's own expiry: its 408 ends it.
     let deadline = Instant::now() + PULL_EXPIRES + Duration::from_secs(1);
     let mut messages = Vec::new();
     while messages.len() < batch {
         match nats.next_event(deadline)? {
+            // A request JetStream neither filled nor ended: the
+            // connection is half open, or the server lost the request.
+            None if messages.is_empty() => return Err(SessionError::PullUnanswered(PULL_EXPIRES)),
             None => break,
             Some(message) if message.status == Some(409) => {
                 return Err(SessionError::PullRefused(

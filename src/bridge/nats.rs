@@ -374,8 +374,7 @@ pub struct Servers {
     addresses: Vec<String>,
     next: usize,
     auth: Auth,
-    /// The bound of each connection's event channel.
-    events: usize,
+    limits: Limits,
 }
 
 impl Servers {
@@ -384,14 +383,13 @@ impl Servers {
             addresses,
             next: 0,
             auth,
-            events: DEFAULT_EVENTS,
+            limits: Limits::default(),
         }
     }
 
-    /// Connections made from now on hold at most `events` messages the
-    /// caller has not taken (see [`Connection::connect_bounded`]).
-    pub fn with_event_bound(self, events: usize) -> Servers {
-        Servers { events, ..self }
+    /// Connections made from now on have these [`Limits`].
+    pub fn with_limits(self, limits: Limits) -> Servers {
+        Servers { limits, ..self }
     }
 
     /// Connects to the first server that answers, starting after the one
@@ -401,7 +399,7 @@ impl Servers {
         for _ in 0..self.addresses.len() {
             let address = &self.addresses[self.next % self.addresses.len()];
             self.next = (self.next + 1) % self.addresses.len();
-            match Connection::connect_bounded(address, &self.auth, self.events) {
+            match Connection::connect_with(address, &self.auth, &self.limits) {
                 Ok(connection) => return Ok(connection),
                 Err(error) => {
                     log::warn!("NATS server {address}: {error}");
@@ -424,8 +422,35 @@ pub enum Event {
     Lost(NatsError),
 }
 
-/// The bound of a connection's event channel unless told otherwise.
-const DEFAULT_EVENTS: usize = 4096;
+/// What a connection tolerates before it gives up: how many messages may
+/// wait for the caller, and how long the server may go without reading
+/// or answering. Without these, a server that stops reading would block a
+/// write for ever, and a half-open connection would look like a quiet one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// The most messages the caller has not taken; one more ends the
+    /// connection with [`NatsError::Overrun`].
+    pub events: usize,
+    /// How long a write may block before it fails.
+    pub write_patience: Duration,
+    /// After this long without a byte from the server, the client sends a
+    /// `PING`; with [`MAX_PONGS_OWED`] unanswered, it ends the connection.
+    pub ping_every: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            events: 4096,
+            write_patience: Duration::from_secs(10),
+            ping_every: Duration::from_secs(20),
+        }
+    }
+}
+
+/// The `PING`s that may go unanswered before the connection counts as
+/// dead (so it is found dead within three [`Limits::ping_every`]).
+pub const MAX_PONGS_OWED: u32 = 2;
 
 /// The random bytes of a connection's inbox prefix: a reply to the bridge
 /// (a PubAck that says a message is stored) must not be forgeable by
@@ -453,16 +478,14 @@ impl Connection {
     /// Connects to `address`, sends `CONNECT` with `auth`, and waits for the
     /// `PONG` that says the server accepted it.
     pub fn connect(address: &str, auth: &Auth) -> Result<Connection, NatsError> {
-        Connection::connect_bounded(address, auth, DEFAULT_EVENTS)
+        Connection::connect_with(address, auth, &Limits::default())
     }
 
-    /// [`Connection::connect`], with at most `events` messages waiting for
-    /// the caller: one more ends the connection with
-    /// [`NatsError::Overrun`].
-    pub fn connect_bounded(
+    /// [`Connection::connect`], with `limits`.
+    pub fn connect_with(
         address: &str,
         auth: &Auth,
-        events: usize,
+        limits: &Limits,
     ) -> Result<Connection, NatsError> {
         let addr = address
             .to_socket_addrs()?
@@ -471,6 +494,7 @@ impl Connection {
         let mut socket = TcpStream::connect_timeout(&addr, CONNECT_PATIENCE)?;
         socket.set_nodelay(true)?;
         socket.set_read_timeout(Some(CONNECT_PATIENCE))?;
+        socket.set_write_timeout(Some(limits.write_patience))?;
         let mut decoder = Decoder::default();
         let max_payload = match read_frame(&mut socket, &mut decoder)? {
             Frame::Info(info) => max_payload(&info),
@@ -491,13 +515,14 @@ impl Connection {
                 other => return Err(unexpected(other)),
             }
         }
-        socket.set_read_timeout(None)?;
+        // From now on a read that times out is the reader's cue to PING.
+        socket.set_read_timeout(Some(limits.ping_every))?;
         let inbox = inbox_prefix();
         let writer = Arc::new(Mutex::new(BufWriter::with_capacity(
             64 << 10,
             socket.try_clone()?,
         )));
-        let (sender, events) = crossbeam_channel::bounded(events.max(1));
+        let (sender, events) = crossbeam_channel::bounded(limits.events.max(1));
         let reading = (socket.try_clone()?, writer.clone());
         thread::Builder::new()
             .name("nats-reader".into())
@@ -628,10 +653,7 @@ impl Connection {
     }
 
     fn send(&self, bytes: &[u8]) -> Result<(), NatsError> {
-        let mut writer = self.writer.lock();
-        writer.write_all(bytes)?;
-        writer.flush()?;
-        Ok(())
+        send_now(&self.writer, bytes)
     }
 }
 
@@ -711,15 +733,17 @@ fn read_frame(socket: &mut TcpStream, decoder: &mut Decoder) -> Result<Frame, Na
 }
 
 /// The reader thread: decodes frames, answers `PING`s, forwards the rest,
-/// and ends with [`Event::Lost`].
+/// sends a `PING` of its own after a read timeout (a quiet server), and
+/// ends with [`Event::Lost`].
 fn read_events(
     mut socket: TcpStream,
     mut decoder: Decoder,
     writer: Arc<Mutex<BufWriter<TcpStream>>>,
     events: Sender<Event>,
 ) {
+    let mut pongs_owed = 0;
     let error = loop {
-        match forward_frames(&mut decoder, &writer, &events) {
+        match forward_frames(&mut decoder, &writer, &events, &mut pongs_owed) {
             Ok(true) => {}
             Ok(false) => return,
             Err(error) => break error,
@@ -729,10 +753,32 @@ fn read_events(
             Ok(0) => break NatsError::Closed,
             Ok(n) => decoder.push(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if pongs_owed >= MAX_PONGS_OWED {
+                    break NatsError::Timeout("PONGs to the client's PINGs");
+                }
+                if let Err(error) = send_now(&writer, b"PING\r\n") {
+                    break error;
+                }
+                pongs_owed += 1;
+            }
             Err(e) => break e.into(),
         }
     };
     let _ = events.send(Event::Lost(error));
+}
+
+/// Writes `bytes` and flushes everything queued before them.
+fn send_now(writer: &Mutex<BufWriter<TcpStream>>, bytes: &[u8]) -> Result<(), NatsError> {
+    let mut writer = writer.lock();
+    writer.write_all(bytes)?;
+    writer.flush()?;
+    Ok(())
 }
 
 /// Forwards every whole frame decoded so far. `Ok(false)` when nobody
@@ -741,21 +787,24 @@ fn forward_frames(
     decoder: &mut Decoder,
     writer: &Mutex<BufWriter<TcpStream>>,
     events: &Sender<Event>,
+    pongs_owed: &mut u32,
 ) -> Result<bool, NatsError> {
     while let Some(frame) = decoder.next_frame()? {
         let event = match frame {
             Frame::Message(message) => Event::Message(message),
             Frame::Ping => {
-                let mut writer = writer.lock();
-                writer.write_all(b"PONG\r\n")?;
-                writer.flush()?;
+                send_now(writer, b"PONG\r\n")?;
+                continue;
+            }
+            Frame::Pong => {
+                *pongs_owed = 0;
                 continue;
             }
             // The server closes the connection after most errors; after
             // the others (a permissions violation) the session cannot go
             // on either. The text is what the logs need.
             Frame::Err(text) => return Err(NatsError::Server(text)),
-            Frame::Pong | Frame::Ok | Frame::Info(_) => continue,
+            Frame::Ok | Frame::Info(_) => continue,
         };
         match events.try_send(event) {
             Ok(()) => {}

@@ -26,6 +26,9 @@ pub enum SessionError {
     PubAckOverdue(Duration),
     /// JetStream refused a pull request (409), saying this (`--from-nats`).
     PullRefused(String),
+    /// A pull request that should have ended within this brought neither
+    /// a message nor its end (`--from-nats`).
+    PullUnanswered(Duration),
 }
 
 impl fmt::Display for SessionError {
@@ -39,6 +42,10 @@ impl fmt::Display for SessionError {
                 write!(f, "no PubAck from JetStream within {waited:?}")
             }
             SessionError::PullRefused(why) => write!(f, "JetStream refused a pull: {why}"),
+            SessionError::PullUnanswered(expires) => write!(
+                f,
+                "a pull request that expires in {expires:?} got no answer at all"
+            ),
         }
     }
 }
