@@ -296,14 +296,24 @@ impl Window {
 
     /// Marks the publish whose reply went to `inbox` as stored, with the
     /// entries of brook's deliveries of it again.
+    ///
+    /// A duplicate was stored before (by an earlier session, which brook
+    /// delivers again from its oldest unacked message), so it is not the
+    /// stream's last message, and a next message that expected it would
+    /// be refused: if it was the last one published, the next goes
+    /// without an expectation.
     fn answered(&mut self, inbox: &str, ack: PubAck) {
-        let mut found = false;
+        let mut found = None;
         for in_flight in self.in_flight.iter_mut().filter(|f| f.inbox == inbox) {
             in_flight.acked = true;
-            found = true;
+            found = Some(in_flight.id.clone());
         }
-        if !found {
-            log::debug!("a PubAck for no publish of this session: {ack:?}");
+        match found {
+            Some(id) if ack.duplicate && self.last_id.as_ref() == Some(&id) => {
+                self.last_id = None;
+            }
+            Some(_) => {}
+            None => log::debug!("a PubAck for no publish of this session: {ack:?}"),
         }
     }
 
@@ -437,6 +447,28 @@ mod tests {
         window.publish(&mut sink, &delivery("a", 2)).unwrap();
         assert_eq!(sink.published.len(), 3);
         assert_eq!(window.take_done(), 2);
+    }
+
+    /// After a failover, brook sends again what the last session sent;
+    /// JetStream answers duplicate to those it had stored, which are not
+    /// its last message: the next new message must not expect one (review
+    /// finding 6).
+    #[test]
+    fn after_a_duplicate_the_next_message_expects_nothing() {
+        let (mut window, mut sink) = (Window::new("ab"), Recorder::default());
+        window.publish(&mut sink, &delivery("a", 0)).unwrap();
+        window.answered("_INBOX.test.1", pub_ack(true));
+        window.publish(&mut sink, &delivery("b", 0)).unwrap();
+        assert_eq!(
+            header(&sink.published[1], "Nats-Expected-Last-Msg-Id"),
+            None
+        );
+        window.answered("_INBOX.test.2", pub_ack(false));
+        window.publish(&mut sink, &delivery("b", 1)).unwrap();
+        assert_eq!(
+            header(&sink.published[2], "Nats-Expected-Last-Msg-Id"),
+            Some("b:ab:0")
+        );
     }
 
     #[test]
