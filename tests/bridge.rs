@@ -441,6 +441,33 @@ fn to_nats_puts_each_message_once_in_order_into_one_server() {
     assert_eq!(reader.stream_info().messages, count, "no message twice");
 }
 
+/// A stream made elsewhere with NATS's default window (2 minutes) would
+/// store twice what a bridge down longer sends again: the bridge says so
+/// (review finding 7).
+#[test]
+fn to_nats_warns_of_an_existing_stream_with_a_short_duplicate_window() {
+    if !nats_server_available("to_nats_short_window") {
+        return;
+    }
+    let server = NatsServer::single();
+    let mut nats = Connection::connect(&server.addr, &Auth::None).unwrap();
+    let settings = StreamSettings {
+        name: "ORDERS".into(),
+        subjects: vec!["orders.eu".into()],
+        replicas: 1,
+        duplicate_window: Duration::from_secs(120),
+    };
+    jetstream::ensure_stream(&mut nats, &settings).unwrap();
+    let brook = patient_brook();
+    let bridge = start_bridge(
+        &brook,
+        &server.addr,
+        &["--to-nats", "orders.eu=ORDERS"],
+        ORDERS_READY,
+    );
+    bridge.wait_for_log("remembers message ids for 120s", 1, common::WAIT);
+}
+
 #[test]
 fn to_nats_logs_in_to_a_brook_with_an_auth_file() {
     if !nats_server_available("to_nats_logs_in") {

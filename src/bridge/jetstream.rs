@@ -328,6 +328,8 @@ pub struct StreamInfo {
     pub last_seq: u64,
     /// The name of the server leading the stream, in a cluster.
     pub leader: Option<String>,
+    /// How long the stream remembers a `Nats-Msg-Id`.
+    pub duplicate_window: Option<Duration>,
 }
 
 impl StreamInfo {
@@ -340,6 +342,9 @@ impl StreamInfo {
                 .u64_at("state.last_seq")
                 .ok_or(JetStreamError::MissingField("state.last_seq"))?,
             leader: json.str_at("cluster.leader").map(str::to_owned),
+            duplicate_window: json
+                .u64_at("config.duplicate_window")
+                .map(Duration::from_nanos),
         })
     }
 }
@@ -356,13 +361,19 @@ pub fn stream_info(connection: &mut Connection, name: &str) -> Result<StreamInfo
 }
 
 /// The stream `settings.name`, created with `settings` if it does not
-/// exist. An existing stream is used as it is.
+/// exist. An existing stream is used as it is; one that forgets message
+/// ids sooner than `settings.duplicate_window` gets a warning, since a
+/// message the bridge sends again after that is stored twice.
 pub fn ensure_stream(
     connection: &mut Connection,
     settings: &StreamSettings,
 ) -> Result<StreamInfo, JetStreamError> {
     match stream_info(connection, &settings.name) {
         Err(JetStreamError::Api(error)) if error.err_code == STREAM_NOT_FOUND => {}
+        Ok(info) => {
+            warn_of_a_short_window(&settings.name, &info, settings.duplicate_window);
+            return Ok(info);
+        }
         other => return other,
     }
     let body = format!(
@@ -381,6 +392,18 @@ pub fn ensure_stream(
         settings.replicas
     );
     StreamInfo::read(&json)
+}
+
+fn warn_of_a_short_window(stream: &str, info: &StreamInfo, wanted: Duration) {
+    match info.duplicate_window {
+        Some(window) if window < wanted => log::warn!(
+            "the existing stream {stream} remembers message ids for {window:?}, less than the \
+             {wanted:?} the bridge creates streams with: a message sent again after that \
+             (a bridge down longer) is stored twice; raise its duplicate_window \
+             (nats stream edit {stream} --dupe-window 10m)"
+        ),
+        _ => {}
+    }
 }
 
 /// A durable pull consumer of `stream`, with explicit acks.
@@ -501,7 +524,8 @@ mod tests {
     fn reads_the_fields_of_a_stream_info() {
         let json = Json::parse(
             br#" {"type":"io.nats.jetstream.api.v1.stream_info_response","config":{"name":"ORDERS",
-            "subjects":["orders.*"],"num_replicas":3,"x":[1.5e3,-2,true,null,{}]},
+            "subjects":["orders.*"],"num_replicas":3,"duplicate_window":120000000000,
+            "x":[1.5e3,-2,true,null,{}]},
             "state":{"messages":42,"bytes":1000,"first_seq":1,"last_seq":42},
             "cluster":{"name":"C","leader":"n2","replicas":[{"name":"n1","current":true}]}} "#,
         )
@@ -511,7 +535,8 @@ mod tests {
             StreamInfo {
                 messages: 42,
                 last_seq: 42,
-                leader: Some("n2".into())
+                leader: Some("n2".into()),
+                duplicate_window: Some(Duration::from_secs(120)),
             }
         );
         assert_eq!(json.str_at("config.name"), Some("ORDERS"));
