@@ -35,6 +35,16 @@ const MAX_LINE: usize = 64 << 10;
 /// How long a write to brook may block.
 const WRITE_PATIENCE: Duration = Duration::from_secs(10);
 
+/// The bridge's answer to a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Done with: mirrored.
+    Ack,
+    /// Cannot be mirrored: brook sends it again after its ack delay, and
+    /// after `--max-deliveries` gives it up to `<topic>.dlq`.
+    Nack,
+}
+
 /// One message delivered by brook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
@@ -145,10 +155,13 @@ impl GroupFeed {
         &self.deliveries
     }
 
-    /// Acks the oldest unanswered delivery; goes out on
+    /// Answers the oldest unanswered delivery; goes out on
     /// [`GroupFeed::flush`].
-    pub fn ack(&mut self) -> Result<(), BrookError> {
-        self.writer.write_all(b"ACK\n")?;
+    pub fn answer(&mut self, answer: Answer) -> Result<(), BrookError> {
+        self.writer.write_all(match answer {
+            Answer::Ack => b"ACK\n",
+            Answer::Nack => b"NACK\n",
+        })?;
         Ok(())
     }
 

@@ -18,8 +18,10 @@
 //! before it are acknowledged by JetStream.
 //!
 //! A brook message whose topic is no NATS subject (it has a space, or an
-//! empty token), or whose payload is over the server's `max_payload`,
-//! cannot be mirrored: it is logged as an error and acked.
+//! empty token) cannot be mirrored: it is logged as an error and acked.
+//! One whose payload is over the server's `max_payload` is logged and
+//! answered NACK, so that brook gives it up to `<topic>.dlq` after
+//! `--max-deliveries` (unless it is a dead letter already).
 //!
 //! Order. In a cluster whose stream leader dies, a publish can be lost
 //! while the next one, sent after a new leader is elected, is stored. So
@@ -35,11 +37,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::select;
 
-use super::brook_line::{BrookError, Delivery, GroupFeed};
+use super::brook_line::{Answer, BrookError, Delivery, GroupFeed};
 use super::config::{is_subject, Settings, ToNats};
 use super::jetstream::{self, PubAck, StreamSettings};
 use super::nats::{self, Connection, NatsError, Servers};
 use super::sessions::{self, Meter, SessionError};
+use crate::ids::DEAD_LETTER_SUFFIX;
 
 /// How long the oldest publish may wait for its PubAck before the session
 /// is started again: longer than a cluster takes to elect a new leader.
@@ -62,6 +65,8 @@ struct InFlight {
     inbox: String,
     sent: Instant,
     acked: bool,
+    /// Done, but answered NACK: too large for NATS (see [`unmirrorable`]).
+    refused: bool,
 }
 
 /// One connection to each side, until either fails.
@@ -123,35 +128,60 @@ fn session(
             }
         }
         let done = window.take_done();
-        if done > 0 {
-            for _ in 0..done {
-                brook.ack()?;
+        if !done.is_empty() {
+            for &answer in &done {
+                brook.answer(answer)?;
             }
             brook.flush()?;
-            meter.add(done as u64);
+            meter.add(done.iter().filter(|&&a| a == Answer::Ack).count() as u64);
         }
     }
 }
 
-/// Why `delivery` cannot go to NATS, if it cannot: a topic no NATS subject
-/// can name, or a payload larger than the server takes (publishing it
-/// would close the connection, and brook would deliver it again, for
-/// ever).
+/// Why a delivery cannot go to NATS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Unmirrorable {
+    /// Its topic is no NATS subject: a name with a space, or an empty
+    /// token. Logged and acked: no NATS subject will ever name it.
+    NotASubject,
+    /// With its headers, it is larger than the server's `max_payload`
+    /// (publishing it would close the connection): answered NACK, so that
+    /// brook gives it up to `<topic>.dlq`, where it can be found.
+    TooLarge { size: usize, max_payload: usize },
+}
+
+impl Unmirrorable {
+    /// Whether brook should get it back with a NACK (and dead-letter it):
+    /// a message too large, unless it is already a dead letter, which
+    /// would only go round again into `<topic>.dlq.dlq`.
+    fn dead_letter(&self, topic: &str) -> bool {
+        matches!(self, Unmirrorable::TooLarge { .. }) && !topic.ends_with(DEAD_LETTER_SUFFIX)
+    }
+}
+
+impl std::fmt::Display for Unmirrorable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unmirrorable::NotASubject => write!(f, "the topic is not a NATS subject"),
+            Unmirrorable::TooLarge { size, max_payload } => write!(
+                f,
+                "{size} bytes with its headers, more than the NATS server's max_payload of {max_payload}"
+            ),
+        }
+    }
+}
+
+/// Why `delivery` cannot go to NATS, if it cannot.
 fn unmirrorable(
     max_payload: usize,
     delivery: &Delivery,
     headers: &[(&str, &str)],
-) -> Option<String> {
+) -> Option<Unmirrorable> {
     if !is_subject(&delivery.topic) || delivery.topic.starts_with('"') {
-        return Some("the topic is not a NATS subject".into());
+        return Some(Unmirrorable::NotASubject);
     }
     let size = nats::message_size(headers, &delivery.payload);
-    if size > max_payload {
-        return Some(format!(
-            "{size} bytes with its headers, more than the NATS server's max_payload of {max_payload}"
-        ));
-    }
-    None
+    (size > max_payload).then_some(Unmirrorable::TooLarge { size, max_payload })
 }
 
 /// The `Nats-Msg-Id` of a brook message: unique across brook's restarts,
@@ -237,6 +267,7 @@ impl Window {
                     inbox: original.inbox.clone(),
                     sent: original.sent,
                     acked: original.acked,
+                    refused: original.refused,
                 };
                 self.warn_early_redelivery(delivery);
                 self.in_flight.push_back(follower);
@@ -247,17 +278,23 @@ impl Window {
         if let (true, Some(last)) = (is_new, &self.last_id) {
             headers.push(("Nats-Expected-Last-Msg-Id", last.as_str()));
         }
-        if let Some(reason) = unmirrorable(sink.max_payload(), delivery, &headers) {
+        if let Some(unmirrorable) = unmirrorable(sink.max_payload(), delivery, &headers) {
+            let refused = unmirrorable.dead_letter(&delivery.topic);
             log::error!(
-                "brook topic {} offset {}: {reason}: not mirrored",
+                "brook topic {} offset {}: {unmirrorable}: not mirrored{}",
                 delivery.topic,
-                delivery.offset
+                delivery.offset,
+                match refused {
+                    true => "; answered NACK, so that brook gives it up to its .dlq topic",
+                    false => "",
+                }
             );
             self.in_flight.push_back(InFlight {
                 id,
                 inbox: String::new(),
                 sent: Instant::now(),
                 acked: true,
+                refused,
             });
             return Ok(());
         }
@@ -272,6 +309,7 @@ impl Window {
             inbox,
             sent: Instant::now(),
             acked: false,
+            refused: false,
         });
         Ok(())
     }
@@ -317,12 +355,15 @@ impl Window {
         }
     }
 
-    /// Removes the acked publishes at the front; how many.
-    fn take_done(&mut self) -> usize {
-        let mut done = 0;
+    /// Removes the done deliveries at the front; brook's answer to each.
+    fn take_done(&mut self) -> Vec<Answer> {
+        let mut done = Vec::new();
         while self.in_flight.front().is_some_and(|f| f.acked) {
-            self.in_flight.pop_front();
-            done += 1;
+            let answer = match self.in_flight.pop_front().is_some_and(|f| f.refused) {
+                true => Answer::Nack,
+                false => Answer::Ack,
+            };
+            done.push(answer);
         }
         done
     }
@@ -416,11 +457,11 @@ mod tests {
         assert_eq!(expected, [None, Some("a:ab:0"), Some("b:ab:5")]);
         // PubAcks out of order: done only as far as every earlier one.
         window.answered("_INBOX.test.2", pub_ack(false));
-        assert_eq!(window.take_done(), 0);
+        assert_eq!(window.take_done().len(), 0);
         window.answered("_INBOX.test.1", pub_ack(false));
-        assert_eq!(window.take_done(), 2);
+        assert_eq!(window.take_done().len(), 2);
         window.answered("_INBOX.test.3", pub_ack(false));
-        assert_eq!(window.take_done(), 1);
+        assert_eq!(window.take_done().len(), 1);
     }
 
     /// brook's ack timeout ran out while the publish waited: publishing it
@@ -434,10 +475,10 @@ mod tests {
         assert_eq!(sink.published.len(), 2, "no second publish of a:0");
         assert_eq!(window.in_flight.len(), 3, "one entry per brook delivery");
         window.answered("_INBOX.test.1", pub_ack(false));
-        assert_eq!(window.take_done(), 1);
+        assert_eq!(window.take_done().len(), 1);
         window.answered("_INBOX.test.2", pub_ack(false));
         assert_eq!(
-            window.take_done(),
+            window.take_done().len(),
             2,
             "the delivery again completes with a:0"
         );
@@ -446,7 +487,7 @@ mod tests {
         window.answered("_INBOX.test.3", pub_ack(false));
         window.publish(&mut sink, &delivery("a", 2)).unwrap();
         assert_eq!(sink.published.len(), 3);
-        assert_eq!(window.take_done(), 2);
+        assert_eq!(window.take_done().len(), 2);
     }
 
     /// After a failover, brook sends again what the last session sent;
@@ -478,6 +519,24 @@ mod tests {
             .publish(&mut sink, &delivery("two words", 0))
             .unwrap();
         assert!(sink.published.is_empty());
-        assert_eq!(window.take_done(), 1);
+        assert_eq!(window.take_done(), [Answer::Ack]);
+    }
+
+    /// A message too large for NATS goes back to brook, to its dead
+    /// letters, rather than being acked away (review finding 8); a dead
+    /// letter too large is acked, or it would go round for ever.
+    #[test]
+    fn what_is_too_large_for_nats_is_answered_nack_unless_a_dead_letter() {
+        let (mut window, mut sink) = (Window::new("ab"), Recorder::default());
+        let mut large = delivery("a", 0);
+        large.payload = vec![b'x'; sink.max_payload()];
+        window.publish(&mut sink, &large).unwrap();
+        window.publish(&mut sink, &delivery("a", 1)).unwrap();
+        large.topic = "a.dlq".into();
+        window.publish(&mut sink, &large).unwrap();
+        assert_eq!(sink.published.len(), 1, "only a:1");
+        assert_eq!(window.take_done(), [Answer::Nack]);
+        window.answered("_INBOX.test.1", pub_ack(false));
+        assert_eq!(window.take_done(), [Answer::Ack, Answer::Ack]);
     }
 }
