@@ -24,6 +24,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::client::Login;
+use crate::wire::line::encode_topic;
 
 /// The largest payload the bridge takes from brook; brook's own default
 /// `--max-message-bytes` is well below it.
@@ -121,12 +122,7 @@ impl GroupFeed {
         let mut writer = BufWriter::new(socket.try_clone()?);
         let mut reader = BufReader::with_capacity(64 << 10, socket.try_clone()?);
         if let Some(login) = login {
-            writeln!(
-                writer,
-                "AUTH {} {}",
-                quoted(login.user()),
-                quoted(login.password())
-            )?;
+            writer.write_all(&auth_line(login))?;
             expect_ok(&mut writer, &mut reader)?;
         }
         let incarnation = read_incarnation(&mut writer, &mut reader)?;
@@ -178,16 +174,15 @@ impl Drop for GroupFeed {
     }
 }
 
-/// A word of the line protocol as a quoted string, so a password with a
-/// space or a quote gets through.
-fn quoted(word: &str) -> String {
-    let escaped = word
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-        .replace('\r', "\\r")
-        .replace('\t', "\\t");
-    format!("\"{escaped}\"")
+/// `AUTH <user> <password>`, each word written as the line protocol reads
+/// it back (quoted if it has a space or a quote), and a newline.
+fn auth_line(login: &Login) -> Vec<u8> {
+    let mut line = b"AUTH ".to_vec();
+    encode_topic(&mut line, login.user());
+    line.push(b' ');
+    encode_topic(&mut line, login.password());
+    line.push(b'\n');
+    line
 }
 
 fn expect_ok(
@@ -322,7 +317,9 @@ mod tests {
     }
 
     #[test]
-    fn login_words_are_quoted() {
-        assert_eq!(quoted("my \"secret\"\\"), r#""my \"secret\"\\""#);
+    fn login_words_are_quoted_where_they_must_be() {
+        let login = Login::new("alice", "my \"secret\"\\");
+        let expected = br#"AUTH alice "my \"secret\"\\""#;
+        assert_eq!(auth_line(&login), [&expected[..], b"\n"].concat());
     }
 }

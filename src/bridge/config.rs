@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::nats::{Auth, Limits, Servers};
 use crate::client::Login;
 use crate::config::{parse_duration, ConfigError};
+use crate::pattern::Subject;
 
 /// Everything `brook-bridge` is told on its command line.
 #[derive(Debug, Clone)]
@@ -333,11 +334,12 @@ fn is_stream_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-/// A NATS subject or pattern: tokens separated by dots, none empty, no
-/// whitespace.
+/// A NATS subject or pattern. Its wildcards follow brook's own rules for
+/// patterns, which are NATS's (`pattern.rs`: `>` last only); NATS also
+/// takes no empty token and no whitespace in an exact subject, which
+/// brook's topic names may have.
 pub(crate) fn is_subject(subject: &str) -> bool {
-    !subject.is_empty()
-        && subject.len() <= 255
+    Subject::parse(subject).is_ok()
         && subject
             .split('.')
             .all(|token| !token.is_empty() && !token.contains(char::is_whitespace))
@@ -475,6 +477,7 @@ mod tests {
         invalid(&["--to-nats", "orders.*"], "--to-nats");
         invalid(&["--to-nats", "orders.*=ORD.ERS"], "--to-nats");
         invalid(&["--from-nats", "ORDERS=orders..x"], "--from-nats");
+        invalid(&["--to-nats", "orders.>.eu=ORDERS"], "--to-nats");
         invalid(&["--replicas", "7"], "--replicas");
         invalid(&["--batch", "0"], "--batch");
         invalid(&["--nats", "localhost"], "--nats");
