@@ -259,7 +259,9 @@ impl fmt::Display for JetStreamError {
             }
             JetStreamError::NoStream => write!(
                 f,
-                "no JetStream stream takes this subject (is JetStream enabled, -js?)"
+                "no JetStream responder for this subject: in a cluster, most likely the stream \
+                 is electing a new leader (tried again); else no stream takes the subject, or \
+                 JetStream is off (nats-server -js)"
             ),
         }
     }

@@ -194,6 +194,11 @@ enum State {
 #[derive(Debug)]
 pub struct Decoder {
     buffer: Vec<u8>,
+    /// Where the bytes not decoded yet start in `buffer`: frames move it
+    /// on, and [`Decoder::push`] drops what is before it, once per read
+    /// rather than once per frame (a 64 KiB read of small PubAcks would
+    /// otherwise move the rest of the buffer for each).
+    start: usize,
     state: State,
 }
 
@@ -201,6 +206,7 @@ impl Default for Decoder {
     fn default() -> Decoder {
         Decoder {
             buffer: Vec::new(),
+            start: 0,
             state: State::Line { scanned: 0 },
         }
     }
@@ -209,7 +215,14 @@ impl Default for Decoder {
 impl Decoder {
     /// Adds bytes read from the socket.
     pub fn push(&mut self, bytes: &[u8]) {
+        self.buffer.drain(..self.start);
+        self.start = 0;
         self.buffer.extend_from_slice(bytes);
+    }
+
+    /// The bytes not decoded yet.
+    fn unread(&self) -> &[u8] {
+        &self.buffer[self.start..]
     }
 
     /// The next whole frame, `Ok(None)` if more bytes are needed.
@@ -226,20 +239,20 @@ impl Decoder {
     }
 
     fn line(&mut self, scanned: usize) -> Result<Option<Frame>, ProtocolError> {
-        let Some(at) = self.buffer[scanned..].iter().position(|&b| b == b'\n') else {
-            if self.buffer.len() > MAX_CONTROL_LINE {
+        let Some(at) = self.unread()[scanned..].iter().position(|&b| b == b'\n') else {
+            if self.unread().len() > MAX_CONTROL_LINE {
                 return Err(ProtocolError::LineTooLong);
             }
             self.state = State::Line {
-                scanned: self.buffer.len(),
+                scanned: self.unread().len(),
             };
             return Ok(None);
         };
         let end = scanned + at;
-        let line = String::from_utf8_lossy(&self.buffer[..end])
+        let line = String::from_utf8_lossy(&self.unread()[..end])
             .trim_end_matches('\r')
             .to_owned();
-        self.buffer.drain(..=end);
+        self.start += end + 1;
         self.state = State::Line { scanned: 0 };
         let (op, rest) = line.split_once(' ').unwrap_or((&line, ""));
         match op.to_ascii_uppercase().as_str() {
@@ -290,20 +303,21 @@ impl Decoder {
 
     fn body(&mut self, mut announced: Announced) -> Result<Option<Frame>, ProtocolError> {
         let total = announced.total_len;
-        if self.buffer.len() < total + 2 {
+        let body = self.unread();
+        if body.len() < total + 2 {
             self.state = State::Body(announced);
             return Ok(None);
         }
-        if &self.buffer[total..total + 2] != b"\r\n" {
+        if &body[total..total + 2] != b"\r\n" {
             return Err(ProtocolError::BodyNotTerminated);
         }
         if announced.header_len > 0 {
-            let (status, headers) = parse_headers(&self.buffer[..announced.header_len])?;
+            let (status, headers) = parse_headers(&body[..announced.header_len])?;
             announced.message.status = status;
             announced.message.headers = headers;
         }
-        announced.message.payload = self.buffer[announced.header_len..total].to_vec();
-        self.buffer.drain(..total + 2);
+        announced.message.payload = body[announced.header_len..total].to_vec();
+        self.start += total + 2;
         self.state = State::Line { scanned: 0 };
         Ok(Some(Frame::Message(announced.message)))
     }
