@@ -109,15 +109,40 @@ pub struct FromNats {
 }
 
 impl FromNats {
-    /// The durable consumer's name: JetStream names allow no dots or
-    /// wildcards, so those are spelled out.
+    /// The durable consumer's name. JetStream names allow no dots or
+    /// wildcards, so those are spelled out: `brook-bridge-<pattern>` with
+    /// `.`, `*` and `>` as `_`, `star` and `rest`, the names the bridge
+    /// has always used. That spelling makes two patterns one name when a
+    /// pattern has a `_` (`orders.eu` and `orders_eu`), a token with `star`
+    /// or `rest` in it, or a `*` or `>` inside a longer token (`re*` and
+    /// `>ar`); such a pattern gets `brook-bridge2-<pattern>` instead,
+    /// escaped so that no two patterns share a name: `_` as `_u`, `.` as
+    /// `_d`, `*` as `_s`, `>` as `_r`.
     pub fn durable(&self) -> String {
-        let pattern = self
-            .pattern
-            .replace('.', "_")
-            .replace('*', "star")
-            .replace('>', "rest");
-        format!("brook-bridge-{pattern}")
+        let pattern = &self.pattern;
+        let ambiguous = pattern.contains('_')
+            || pattern.split('.').any(|token| {
+                let inside = |wildcard: char| token.contains(wildcard) && token.len() > 1;
+                token.contains("star") || token.contains("rest") || inside('*') || inside('>')
+            });
+        if !ambiguous {
+            let spelled = pattern
+                .replace('.', "_")
+                .replace('*', "star")
+                .replace('>', "rest");
+            return format!("brook-bridge-{spelled}");
+        }
+        let mut escaped = String::with_capacity(pattern.len() * 2);
+        for c in pattern.chars() {
+            match c {
+                '_' => escaped.push_str("_u"),
+                '.' => escaped.push_str("_d"),
+                '*' => escaped.push_str("_s"),
+                '>' => escaped.push_str("_r"),
+                c => escaped.push(c),
+            }
+        }
+        format!("brook-bridge2-{escaped}")
     }
 }
 
@@ -498,6 +523,37 @@ mod tests {
             parse(&["--nope"]),
             Err(BridgeConfigError::Flag(ConfigError::UnknownFlag(_)))
         ));
+    }
+
+    #[test]
+    fn durable_names_keep_their_old_spelling_and_never_collide() {
+        let durable = |pattern: &str| {
+            FromNats {
+                stream: "S".into(),
+                pattern: pattern.into(),
+            }
+            .durable()
+        };
+        assert_eq!(durable("orders.*"), "brook-bridge-orders_star");
+        assert_eq!(durable("pay.>"), "brook-bridge-pay_rest");
+        let patterns = [
+            "orders.eu",
+            "orders_eu",
+            "orders.*",
+            "orders.star",
+            "orders_star",
+            "a._b",
+            "a_.b",
+            "a.rest",
+            "a.>",
+            "a_d",
+            "a.d",
+            "re*",
+            ">ar",
+        ];
+        let names: std::collections::HashSet<String> =
+            patterns.iter().map(|p| durable(p)).collect();
+        assert_eq!(names.len(), patterns.len(), "{names:?}");
     }
 
     #[test]

@@ -573,15 +573,10 @@ impl Connection {
         &self.events
     }
 
-    /// A new subject of this connection's inbox, to which replies come as
-    /// messages with sid [`Connection::inbox_sid`].
+    /// A new subject of this connection's inbox, to which replies come.
     pub fn new_inbox(&mut self) -> String {
         self.next_request += 1;
         format!("{}.{}", self.inbox, self.next_request)
-    }
-
-    pub fn inbox_sid(&self) -> u64 {
-        INBOX_SID
     }
 
     /// Subscribes to `subject`; returns the sid its messages carry.
