@@ -189,7 +189,8 @@ impl DiskStore {
 
     /// The id in `<data dir>/incarnation`, or a new one written there. A
     /// directory that brook versions without it left gets one too: its
-    /// offsets go on from there.
+    /// offsets go on from there. On a full disk the new one is this
+    /// start's only.
     fn read_or_make_incarnation(&self) -> Result<String, StoreError> {
         let path = self.data_dir.join(INCARNATION_FILE);
         match fs::read_to_string(&path) {
@@ -201,13 +202,28 @@ impl DiskStore {
             }),
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 let id = random_hex(INCARNATION_BYTES);
-                replace_file(
+                let written = replace_file(
                     &self.data_dir,
                     INCARNATION_FILE,
                     id.as_bytes(),
                     Fsync::Always,
-                )?;
-                Ok(id)
+                );
+                match written {
+                    Ok(()) => Ok(id),
+                    // A full disk need not stop the broker: an id kept
+                    // for this start only is a new incarnation at the
+                    // next, which makes a copier send messages again
+                    // (duplicates), never take new ones for old.
+                    Err(StoreError::Full(full)) => {
+                        ::log::warn!(
+                            "cannot keep the store's incarnation in {}: {full}; this start's \
+                             is {id}, and the next start makes another",
+                            path.display()
+                        );
+                        Ok(id)
+                    }
+                    Err(error) => Err(error),
+                }
             }
             Err(error) => Err(StoreError::Io { path, error }),
         }
