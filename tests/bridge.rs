@@ -454,14 +454,12 @@ fn to_nats_warns_of_an_existing_stream_with_a_short_duplicate_window() {
         return;
     }
     let server = NatsServer::single();
-    let mut nats = Connection::connect(&server.addr, &Auth::None).unwrap();
-    let settings = StreamSettings {
-        name: "ORDERS".into(),
-        subjects: vec!["orders.eu".into()],
-        replicas: 1,
-        duplicate_window: Duration::from_secs(120),
-    };
-    jetstream::ensure_stream(&mut nats, &settings).unwrap();
+    make_stream(
+        &server.addr,
+        "ORDERS",
+        "orders.eu",
+        Duration::from_secs(120),
+    );
     let brook = patient_brook();
     let bridge = start_bridge(
         &brook,
@@ -544,6 +542,30 @@ fn to_nats_on_a_pattern_keeps_each_topics_order_and_skips_what_nats_cannot_name(
         "nothing else, nothing twice"
     );
     bridge.wait_for_log("is not a NATS subject", count as usize, common::WAIT);
+}
+
+/// Makes the one-replica stream `name` of `subjects` on the server at
+/// `addr`, remembering message ids for `window`; the connection it used.
+fn make_stream(addr: &str, name: &str, subjects: &str, window: Duration) -> Connection {
+    let mut nats = Connection::connect(addr, &Auth::None).unwrap();
+    let settings = StreamSettings {
+        name: name.into(),
+        subjects: vec![subjects.into()],
+        replicas: 1,
+        duplicate_window: window,
+    };
+    jetstream::ensure_stream(&mut nats, &settings).unwrap();
+    nats
+}
+
+/// The stream PAY of `pay.*`, holding `payloads` on `pay.eu`, in order.
+fn pay_stream(addr: &str, payloads: impl Iterator<Item = Vec<u8>>) {
+    let mut nats = make_stream(addr, "PAY", "pay.*", Duration::from_secs(60));
+    for (i, payload) in payloads.enumerate() {
+        let reply = nats.request("pay.eu", &payload, common::WAIT);
+        let ack = jetstream::PubAck::parse(&reply.unwrap()).unwrap();
+        assert_eq!(ack.seq, i as u64 + 1);
+    }
 }
 
 /// The bridge's `--to-nats` stream, made by the test before the bridge
@@ -696,20 +718,8 @@ fn from_nats_publishes_a_stream_into_brook_in_order() {
     }
     let server = NatsServer::single();
     let brook = patient_brook();
-    let mut nats = Connection::connect(&server.addr, &Auth::None).unwrap();
-    let settings = StreamSettings {
-        name: "PAY".into(),
-        subjects: vec!["pay.*".into()],
-        replicas: 1,
-        duplicate_window: Duration::from_secs(60),
-    };
-    jetstream::ensure_stream(&mut nats, &settings).unwrap();
     let count = 2_000;
-    for i in 0..count {
-        let reply = nats.request("pay.eu", i.to_string().as_bytes(), common::WAIT);
-        let ack = jetstream::PubAck::parse(&reply.unwrap()).unwrap();
-        assert_eq!(ack.seq, i + 1);
-    }
+    pay_stream(&server.addr, (0..count).map(|i| i.to_string().into_bytes()));
     let mut subscriber = Subscriber::connect(brook.local_addr()).unwrap();
     subscriber
         .subscribe(&["pay.eu"], StartAt::Beginning)
@@ -748,23 +758,14 @@ fn from_nats_skips_what_brook_refuses_for_good_and_keeps_the_rest_in_order() {
         max_message_bytes: 1000,
         ..config()
     });
-    let mut nats = Connection::connect(&server.addr, &Auth::None).unwrap();
-    let settings = StreamSettings {
-        name: "PAY".into(),
-        subjects: vec!["pay.*".into()],
-        replicas: 1,
-        duplicate_window: Duration::from_secs(60),
-    };
-    jetstream::ensure_stream(&mut nats, &settings).unwrap();
     let (count, too_large) = (300u64, 100u64);
-    for i in 0..count {
-        let payload = match i == too_large {
+    pay_stream(
+        &server.addr,
+        (0..count).map(|i| match i == too_large {
             true => vec![b'x'; 2000],
             false => i.to_string().into_bytes(),
-        };
-        let reply = nats.request("pay.eu", &payload, common::WAIT);
-        jetstream::PubAck::parse(&reply.unwrap()).unwrap();
-    }
+        }),
+    );
     let mut subscriber = Subscriber::connect(brook.local_addr()).unwrap();
     subscriber
         .subscribe(&["pay.eu"], StartAt::Beginning)
