@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::nats::{Auth, Limits, Servers};
 use crate::client::Login;
-use crate::config::{parse_duration, ConfigError};
+use crate::config::{flag_lines, parse_duration, parse_flags, ConfigError, Flag};
 use crate::pattern::Subject;
 
 /// Everything `brook-bridge` is told on its command line.
@@ -195,19 +195,10 @@ impl From<ConfigError> for BridgeConfigError {
     }
 }
 
-/// One flag: see `src/config.rs`'s `Flag`.
-struct Flag {
-    name: &'static str,
-    value: &'static str,
-    help: &'static str,
-    expected: &'static str,
-    set: fn(&mut Settings, &str) -> Option<()>,
-}
-
 const DURATION: &str = "a duration such as 250ms, 2s or 1m";
 const COUNT: &str = "a whole number of at least 1";
 
-const FLAGS: &[Flag] = &[
+const FLAGS: &[Flag<Settings>] = &[
     Flag {
         name: "--brook",
         value: "HOST:PORT",
@@ -377,11 +368,7 @@ pub fn help() -> String {
          Usage: brook-bridge [FLAGS] (--to-nats PATTERN=STREAM | --from-nats STREAM=PATTERN)...\n\n\
          Flags:\n",
     );
-    for flag in FLAGS {
-        let usage = format!("{} {}", flag.name, flag.value);
-        text.push_str(&format!("  {usage:<30}{}\n", flag.help));
-    }
-    text.push_str(&format!("  {:<30}print this help\n", "-h, --help"));
+    text.push_str(&flag_lines(FLAGS));
     text.push_str(
         "\nExample: brook-bridge --brook 127.0.0.1:3000 --nats 127.0.0.1:4222,127.0.0.1:4223 \\\n\
          \x20          --to-nats 'orders.*=ORDERS' --replicas 3\n\
@@ -397,33 +384,8 @@ where
     I: IntoIterator<Item = String>,
 {
     let mut settings = Settings::default();
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        if arg == "-h" || arg == "--help" {
-            return Ok(Invocation::Help);
-        }
-        let (name, inline_value) = match arg.split_once('=') {
-            Some((name, value)) if name.starts_with("--") => {
-                (name.to_owned(), Some(value.to_owned()))
-            }
-            _ => (arg, None),
-        };
-        let flag = FLAGS
-            .iter()
-            .find(|flag| flag.name == name)
-            .ok_or(ConfigError::UnknownFlag(name))?;
-        let value = match inline_value {
-            Some(value) => value,
-            None => args.next().ok_or(ConfigError::MissingValue(flag.name))?,
-        };
-        if (flag.set)(&mut settings, &value).is_none() {
-            return Err(ConfigError::InvalidValue {
-                flag: flag.name,
-                value,
-                expected: flag.expected,
-            }
-            .into());
-        }
+    if !parse_flags(FLAGS, &mut settings, args)? {
+        return Ok(Invocation::Help);
     }
     if settings.to_nats.is_empty() && settings.from_nats.is_empty() {
         return Err(BridgeConfigError::NoMirror);
