@@ -24,7 +24,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::client::Login;
-use crate::wire::line::encode_topic;
+use crate::wire::line::{self, encode_topic, MsgLine};
 
 /// The largest payload the bridge takes from brook; brook's own default
 /// `--max-message-bytes` is well below it.
@@ -273,21 +273,14 @@ fn read_delivery(reader: &mut BufReader<TcpStream>) -> Result<Delivery, BrookErr
     })
 }
 
-/// The topic, offset and byte count of a `MSG` line. A topic that brook
-/// writes quoted (a name with a space, a quote or a control character) is
-/// kept as written, quotes and all: no NATS subject has those, and
-/// `to_nats.rs` skips it.
+/// The topic, offset and byte count of a `MSG` line, the payload's at
+/// most [`MAX_PAYLOAD`]. A topic that brook writes quoted (a name with a
+/// space, a quote or a control character) comes decoded: no NATS subject
+/// has those, and `to_nats.rs` skips it.
 fn parse_msg_line(line: &str) -> Option<(String, u64, usize)> {
-    let rest = line.strip_prefix("MSG ")?;
-    let mut words = rest.rsplitn(3, ' ');
-    let (Some(len), Some(offset), Some(topic)) = (words.next(), words.next(), words.next()) else {
-        return None;
-    };
-    if topic.is_empty() || (!topic.starts_with('"') && topic.contains(' ')) {
-        return None;
-    }
-    let len: usize = len.parse().ok().filter(|&n| n <= MAX_PAYLOAD)?;
-    Some((topic.to_owned(), offset.parse().ok()?, len))
+    let MsgLine { topic, offset, len } = line::parse_msg_line(line)?;
+    let len = usize::try_from(len).ok().filter(|&n| n <= MAX_PAYLOAD)?;
+    Some((topic.into_owned(), offset, len))
 }
 
 #[cfg(test)]
@@ -302,7 +295,7 @@ mod tests {
         );
         assert_eq!(
             parse_msg_line("MSG \"a b\" 1 5"),
-            Some(("\"a b\"".into(), 1, 5))
+            Some(("a b".into(), 1, 5))
         );
         for bad in [
             "MSG orders 1",

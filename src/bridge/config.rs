@@ -352,13 +352,14 @@ fn is_stream_name(name: &str) -> bool {
 
 /// A NATS subject or pattern. Its wildcards follow brook's own rules for
 /// patterns, which are NATS's (`pattern.rs`: `>` last only); NATS also
-/// takes no empty token and no whitespace in an exact subject, which
-/// brook's topic names may have.
+/// takes no empty token, no whitespace and (for the bridge's part) no
+/// control character in an exact subject, which brook's topic names may
+/// have.
 pub(crate) fn is_subject(subject: &str) -> bool {
     Subject::parse(subject).is_ok()
-        && subject
-            .split('.')
-            .all(|token| !token.is_empty() && !token.contains(char::is_whitespace))
+        && subject.split('.').all(|token| {
+            !token.is_empty() && !token.contains(|c: char| c.is_whitespace() || c.is_control())
+        })
 }
 
 /// What `--help` prints.

@@ -177,7 +177,7 @@ fn unmirrorable(
     delivery: &Delivery,
     headers: &[(&str, &str)],
 ) -> Option<Unmirrorable> {
-    if !is_subject(&delivery.topic) || delivery.topic.starts_with('"') {
+    if !is_subject(&delivery.topic) {
         return Some(Unmirrorable::NotASubject);
     }
     let size = nats::message_size(headers, &delivery.payload);
