@@ -191,6 +191,17 @@ impl Publisher {
         Ok(Publisher { stream })
     }
 
+    /// Makes a write, or a wait for a confirmation, that takes longer than
+    /// `patience` fail (with [`ClientError::Io`]) rather than block for
+    /// ever on a broker that stopped reading or answering. The connection
+    /// cannot be used after such a failure.
+    pub fn set_patience(&self, patience: Duration) -> Result<()> {
+        let socket = self.stream.get_ref();
+        socket.set_read_timeout(Some(patience))?;
+        socket.set_write_timeout(Some(patience))?;
+        Ok(())
+    }
+
     /// Waits for the broker's answer to the oldest unconfirmed message of a
     /// [`Publisher::connect_confirmed`] publisher: its offset once stored,
     /// or why it was refused. Sends anything queued first.

@@ -260,23 +260,83 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// One flag: its name, what its value looks like (empty for a switch,
-/// which takes none), its help line, what a valid value is (for the error
-/// message), and how it sets the config (`None` for a value it cannot
-/// take). Everything about a flag is in one place, so a flag cannot be
-/// listed in `--help` and not parsed, or the other way round.
-struct Flag {
-    name: &'static str,
-    value: &'static str,
-    help: &'static str,
-    expected: &'static str,
-    set: fn(&mut Config, &str) -> Option<()>,
+/// One flag of a program whose settings are an `S` (brook's [`Config`],
+/// brook-bridge's settings): its name, what its value looks like (empty
+/// for a switch, which takes none), its help line, what a valid value is
+/// (for the error message), and how it sets the settings (`None` for a
+/// value it cannot take). Everything about a flag is in one place, so a
+/// flag cannot be listed in `--help` and not parsed, or the other way
+/// round.
+pub struct Flag<S> {
+    pub name: &'static str,
+    pub value: &'static str,
+    pub help: &'static str,
+    pub expected: &'static str,
+    pub set: fn(&mut S, &str) -> Option<()>,
 }
 
-impl Flag {
+impl<S> Flag<S> {
     fn is_switch(&self) -> bool {
         self.value.is_empty()
     }
+}
+
+/// The `--help` lines of `flags`, then `-h, --help`'s.
+pub fn flag_lines<S>(flags: &[Flag<S>]) -> String {
+    let mut text = String::new();
+    for flag in flags {
+        let usage = format!("{} {}", flag.name, flag.value);
+        let usage = usage.trim_end();
+        text.push_str(&format!("  {usage:<30}{}\n", flag.help));
+    }
+    text.push_str(&format!("  {:<30}print this help\n", "-h, --help"));
+    text
+}
+
+/// Sets `settings` from `args` (`--flag value` or `--flag=value`, a switch
+/// alone) by `flags`. `Ok(false)` if `-h` or `--help` came, which ends
+/// the reading.
+pub fn parse_flags<S>(
+    flags: &[Flag<S>],
+    settings: &mut S,
+    args: impl IntoIterator<Item = String>,
+) -> Result<bool, ConfigError> {
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            return Ok(false);
+        }
+        let (name, inline_value) = match arg.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => {
+                (name.to_owned(), Some(value.to_owned()))
+            }
+            _ => (arg, None),
+        };
+        let flag = flags
+            .iter()
+            .find(|flag| flag.name == name)
+            .ok_or(ConfigError::UnknownFlag(name))?;
+        let value = match (inline_value, flag.is_switch()) {
+            (None, true) => String::new(),
+            (Some(value), false) => value,
+            (None, false) => args.next().ok_or(ConfigError::MissingValue(flag.name))?,
+            (Some(value), true) => {
+                return Err(ConfigError::InvalidValue {
+                    flag: flag.name,
+                    value,
+                    expected: flag.expected,
+                })
+            }
+        };
+        if (flag.set)(settings, &value).is_none() {
+            return Err(ConfigError::InvalidValue {
+                flag: flag.name,
+                value,
+                expected: flag.expected,
+            });
+        }
+    }
+    Ok(true)
 }
 
 const DURATION: &str = "a duration such as 250ms, 2s or 1m";
@@ -289,7 +349,7 @@ const LIMIT: &str = "a size from 1 byte to 4GiB, such as 8MiB";
 /// The flags, in `--help` order: where to listen, where and how topics
 /// are kept, delivery, then limits. README's table of the most used
 /// follows the same order.
-const FLAGS: &[Flag] = &[
+const FLAGS: &[Flag<Config>] = &[
     Flag {
         name: "--addr",
         value: "HOST:PORT",
@@ -583,12 +643,7 @@ pub fn help() -> String {
         "brook: a message broker with per-topic logs, acks and redelivery\n\n\
          Usage: brook [FLAGS]\n       brook hash-password < file-holding-the-password\n\nFlags:\n",
     );
-    for flag in FLAGS {
-        let usage = format!("{} {}", flag.name, flag.value);
-        let usage = usage.trim_end();
-        text.push_str(&format!("  {usage:<30}{}\n", flag.help));
-    }
-    text.push_str(&format!("  {:<30}print this help\n", "-h, --help"));
+    text.push_str(&flag_lines(FLAGS));
     text.push_str(
         "\nDurations: 250us, 250ms, 2s, 1m, 1h, 7d. Sizes: bytes, or with a unit: KiB, MiB, GiB\n\
          (1024, 1024², 1024³) or KB, MB, GB (1000, 1000², 1000³), as in 512, 64KiB, 8MiB, 1GB.\n\
@@ -612,39 +667,10 @@ where
             Some(arg) => Err(ConfigError::UnknownFlag(arg)),
         };
     }
-    while let Some(arg) = args.next() {
-        if arg == "-h" || arg == "--help" {
-            return Ok(Invocation::Help);
-        }
-        let (name, inline_value) = match arg.split_once('=') {
-            Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
-            None => (arg, None),
-        };
-        let flag = FLAGS
-            .iter()
-            .find(|flag| flag.name == name)
-            .ok_or(ConfigError::UnknownFlag(name))?;
-        let value = match (inline_value, flag.is_switch()) {
-            (None, true) => String::new(),
-            (Some(value), false) => value,
-            (None, false) => args.next().ok_or(ConfigError::MissingValue(flag.name))?,
-            (Some(value), true) => {
-                return Err(ConfigError::InvalidValue {
-                    flag: flag.name,
-                    value,
-                    expected: flag.expected,
-                })
-            }
-        };
-        if (flag.set)(&mut config, &value).is_none() {
-            return Err(ConfigError::InvalidValue {
-                flag: flag.name,
-                value,
-                expected: flag.expected,
-            });
-        }
+    match parse_flags(FLAGS, &mut config, args)? {
+        true => Ok(Invocation::Run(Box::new(config))),
+        false => Ok(Invocation::Help),
     }
-    Ok(Invocation::Run(Box::new(config)))
 }
 
 /// Parses a limit for a `u32` length prefix: 1 byte to 4 GiB.

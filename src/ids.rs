@@ -1,11 +1,16 @@
 //! The broker's smallest shared words: what a message body is, where a
 //! message sits in its topic, the numbers the broker gives connections
-//! and topics, and how a dead-letter topic is named. Every other file may use these; this one uses none of them,
+//! and topics, how a dead-letter topic is named, and the random ids that
+//! name a store's incarnation. Every other file may use these; this one uses none of them,
 //! so it sits at the bottom of the reading order's dependencies.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::fs::File;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::io::Read;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 /// A message body, shared by reference count between the topic log and every
 /// delivery of it: fanning a message out to ten subscribers clones a pointer
@@ -60,5 +65,45 @@ impl Hasher for IdHasher {
 
     fn finish(&self) -> u64 {
         self.0
+    }
+}
+
+/// `bytes` random bytes as lowercase hex: a store's incarnation
+/// (`store/`), the bridge's reply inboxes (`bridge/nats.rs`). They come
+/// from `/dev/urandom`; where it cannot be read, from std's randomly
+/// seeded hasher over the clock and the process id, which is still
+/// unguessable enough to tell two starts apart.
+pub fn random_hex(bytes: usize) -> String {
+    let mut random = vec![0u8; bytes];
+    let read = File::open("/dev/urandom").and_then(|mut file| file.read_exact(&mut random));
+    if read.is_err() {
+        for (i, chunk) in random.chunks_mut(8).enumerate() {
+            let mut hasher = RandomState::new().build_hasher();
+            hasher.write_u128(
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_nanos()),
+            );
+            hasher.write_u32(std::process::id());
+            hasher.write_usize(i);
+            chunk.copy_from_slice(&hasher.finish().to_le_bytes()[..chunk.len()]);
+        }
+    }
+    random.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_hex_is_hex_of_the_length_asked_and_differs_each_time() {
+        let (a, b) = (random_hex(8), random_hex(8));
+        assert_eq!(a.len(), 16);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_ne!(a, b);
+        assert_eq!(random_hex(3).len(), 6);
     }
 }

@@ -1,8 +1,10 @@
 //! brook-bridge against real `nats-server -js` processes: its NATS client
-//! (failover, headers, JetStream requests, logins), `--to-nats` (of a
-//! topic, of a pattern, as a brook user) into one server and into a
-//! three-node cluster whose stream leader is killed midway, a bridge
-//! killed and restarted midway, and `--from-nats`.
+//! (failover, headers, JetStream requests, logins, a bound on what waits,
+//! a server that stops answering or reading), `--to-nats` (of a topic, of
+//! a pattern, as a brook user, from a brook started again in memory) into
+//! one server and into a three-node cluster whose stream leader is killed
+//! with messages in flight, a bridge killed and restarted mid-stream, and
+//! `--from-nats`, also past a message brook refuses.
 //!
 //! Each test skips (saying so) where `nats-server` is not on PATH, unless
 //! `BROOK_REQUIRE_NATS=1`. What lands in a stream is read back through a
@@ -12,12 +14,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use brook::bridge::jetstream::{self, ConsumerSettings, StreamSettings};
-use brook::bridge::nats::{Auth, Connection, Message, NatsError, Servers};
+use brook::bridge::nats::{Auth, Connection, Limits, Message, NatsError, Servers};
 use brook::client::{Login, Publisher, Subscriber};
 use brook::config::Config;
 use brook::server::Broker;
@@ -218,8 +221,10 @@ fn pull_into(
 }
 
 /// Checks that `messages` are `topic`'s messages `first`, `first + 1`,
-/// ..., each under its brook id.
+/// ..., each under its brook id, `<topic>:<incarnation>:<offset>`, all of
+/// one incarnation.
 fn assert_in_order(messages: &[Message], topic: &str, first: u64) {
+    let incarnation = messages.first().map(message_incarnation);
     for (i, message) in messages.iter().enumerate() {
         let offset = first + i as u64;
         assert_eq!(message.subject, topic);
@@ -230,9 +235,19 @@ fn assert_in_order(messages: &[Message], topic: &str, first: u64) {
         );
         assert_eq!(
             message.header("Nats-Msg-Id"),
-            Some(format!("{topic}:{offset}").as_str())
+            Some(format!("{topic}:{}:{offset}", incarnation.as_ref().unwrap()).as_str())
         );
     }
+}
+
+/// The incarnation in a mirrored message's `Nats-Msg-Id`.
+fn message_incarnation(message: &Message) -> String {
+    let id = message.header("Nats-Msg-Id").expect("a Nats-Msg-Id");
+    let mut words = id.rsplitn(3, ':');
+    let (_offset, incarnation) = (words.next(), words.next());
+    let incarnation = incarnation.unwrap_or_else(|| panic!("no incarnation in {id:?}"));
+    assert!(incarnation.bytes().all(|c| c.is_ascii_hexdigit()), "{id:?}");
+    incarnation.to_owned()
 }
 
 #[test]
@@ -288,6 +303,103 @@ fn the_nats_client_fails_over_publishes_with_headers_and_asks_jetstream() {
     );
 }
 
+/// A flood of messages the caller does not take ends the connection
+/// instead of filling memory (review finding 5).
+#[test]
+fn the_nats_client_holds_a_bounded_number_of_messages() {
+    if !nats_server_available("the_nats_client_is_bounded") {
+        return;
+    }
+    let server = NatsServer::single();
+    let bound = 8;
+    let limits = Limits {
+        events: bound,
+        ..Limits::default()
+    };
+    let mut connection = Connection::connect_with(&server.addr, &Auth::None, &limits).unwrap();
+    connection.subscribe("flood").unwrap();
+    for _ in 0..1000 {
+        connection.publish("flood", None, b"x").unwrap();
+    }
+    connection.flush().unwrap();
+    // Nothing is taken until the bound is reached: the flood then
+    // outruns the one-by-one taking below by far.
+    let deadline = Instant::now() + common::WAIT;
+    while !connection.events().is_full() {
+        assert!(Instant::now() < deadline, "the flood never came");
+        std::thread::yield_now();
+    }
+    let mut taken = 0;
+    let error = loop {
+        match connection.next_event(deadline) {
+            Ok(Some(_)) => taken += 1,
+            Ok(None) => panic!("neither the flood nor an error after {taken} messages"),
+            Err(error) => break error,
+        }
+    };
+    assert!(matches!(error, NatsError::Overrun(8)), "{error}");
+    assert!(taken <= bound, "{taken} messages");
+}
+
+/// A stand-in for a NATS server that answers the handshake of each of
+/// `connections` clients, then neither reads nor writes again; it hands
+/// back the sockets, held open.
+fn silent_server(connections: usize) -> (String, std::thread::JoinHandle<Vec<TcpStream>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        let mut sockets = Vec::new();
+        for _ in 0..connections {
+            let (mut socket, _) = listener.accept().unwrap();
+            socket
+                .write_all(b"INFO {\"max_payload\":1048576}\r\n")
+                .unwrap();
+            let mut seen = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !seen.ends_with(b"PING\r\n") {
+                let n = socket.read(&mut chunk).unwrap();
+                assert!(n > 0, "the client left during its handshake");
+                seen.extend_from_slice(&chunk[..n]);
+            }
+            socket.write_all(b"PONG\r\n").unwrap();
+            sockets.push(socket);
+        }
+        sockets
+    });
+    (addr, server)
+}
+
+/// A half-open connection or a server that stops reading ends the
+/// connection instead of hanging the bridge (review finding 4).
+#[test]
+fn the_nats_client_gives_up_on_a_server_that_stops_answering_or_reading() {
+    let (addr, server) = silent_server(2);
+    let pings = Limits {
+        ping_every: Duration::from_millis(100),
+        ..Limits::default()
+    };
+    let quiet = Connection::connect_with(&addr, &Auth::None, &pings).unwrap();
+    match quiet.next_event(Instant::now() + common::WAIT) {
+        Err(NatsError::Timeout(what)) => assert!(what.contains("PONG"), "{what}"),
+        other => panic!("expected no PONG to end the connection, got {other:?}"),
+    }
+    let writes = Limits {
+        write_patience: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let stuck = Connection::connect_with(&addr, &Auth::None, &writes).unwrap();
+    let _sockets = server.join().unwrap();
+    let payload = vec![b'x'; 1 << 20];
+    let failed = (0..256).find_map(|_| {
+        let sent = stuck.publish("nobody.reads", None, &payload);
+        sent.and_then(|()| stuck.flush()).err()
+    });
+    assert!(
+        failed.is_some(),
+        "256 MiB written to a server that reads nothing"
+    );
+}
+
 #[test]
 fn the_nats_client_logs_in_with_a_user_and_password_or_a_token() {
     if !nats_server_available("the_nats_client_logs_in") {
@@ -316,7 +428,9 @@ fn to_nats_puts_each_message_once_in_order_into_one_server() {
         return;
     }
     let server = NatsServer::single();
-    let brook = patient_brook();
+    // brook's defaults: an ack timeout (2 s) below the bridge's PubAck
+    // patience, which SCALING.md advises against, still mirrors in order.
+    let brook = start_broker(&config());
     let count = 5_000;
     publish_confirmed(brook.local_addr(), "orders.eu", count);
     let _bridge = start_bridge(
@@ -329,6 +443,31 @@ fn to_nats_puts_each_message_once_in_order_into_one_server() {
     let messages = reader.read(count as usize);
     assert_in_order(&messages, "orders.eu", 0);
     assert_eq!(reader.stream_info().messages, count, "no message twice");
+}
+
+/// A stream made elsewhere with NATS's default window (2 minutes) would
+/// store twice what a bridge down longer sends again: the bridge says so
+/// (review finding 7).
+#[test]
+fn to_nats_warns_of_an_existing_stream_with_a_short_duplicate_window() {
+    if !nats_server_available("to_nats_short_window") {
+        return;
+    }
+    let server = NatsServer::single();
+    make_stream(
+        &server.addr,
+        "ORDERS",
+        "orders.eu",
+        Duration::from_secs(120),
+    );
+    let brook = patient_brook();
+    let bridge = start_bridge(
+        &brook,
+        &server.addr,
+        &["--to-nats", "orders.eu=ORDERS"],
+        ORDERS_READY,
+    );
+    bridge.wait_for_log("remembers message ids for 120s", 1, common::WAIT);
 }
 
 #[test]
@@ -405,6 +544,70 @@ fn to_nats_on_a_pattern_keeps_each_topics_order_and_skips_what_nats_cannot_name(
     bridge.wait_for_log("is not a NATS subject", count as usize, common::WAIT);
 }
 
+/// Makes the one-replica stream `name` of `subjects` on the server at
+/// `addr`, remembering message ids for `window`; the connection it used.
+fn make_stream(addr: &str, name: &str, subjects: &str, window: Duration) -> Connection {
+    let mut nats = Connection::connect(addr, &Auth::None).unwrap();
+    let settings = StreamSettings {
+        name: name.into(),
+        subjects: vec![subjects.into()],
+        replicas: 1,
+        duplicate_window: window,
+    };
+    jetstream::ensure_stream(&mut nats, &settings).unwrap();
+    nats
+}
+
+/// The stream PAY of `pay.*`, holding `payloads` on `pay.eu`, in order.
+fn pay_stream(addr: &str, payloads: impl Iterator<Item = Vec<u8>>) {
+    let mut nats = make_stream(addr, "PAY", "pay.*", Duration::from_secs(60));
+    for (i, payload) in payloads.enumerate() {
+        let reply = nats.request("pay.eu", &payload, common::WAIT);
+        let ack = jetstream::PubAck::parse(&reply.unwrap()).unwrap();
+        assert_eq!(ack.seq, i as u64 + 1);
+    }
+}
+
+/// The bridge's `--to-nats` stream, made by the test before the bridge
+/// starts (as the bridge would make it), so that its leader is known.
+fn orders_stream(nats: &str, subjects: &str, replicas: u32) -> String {
+    let addrs = nats.split(',').map(str::to_owned).collect();
+    let mut connection = Servers::new(addrs, Auth::None).connect().unwrap();
+    let settings = StreamSettings {
+        name: "ORDERS".into(),
+        subjects: vec![subjects.into()],
+        replicas,
+        duplicate_window: Duration::from_secs(600),
+    };
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match jetstream::ensure_stream(&mut connection, &settings) {
+            Ok(info) if info.leader.is_some() => return info.leader.unwrap(),
+            Ok(_) => eprintln!("the stream has no leader yet"),
+            Err(error) => eprintln!("creating the stream: {error}"),
+        }
+        assert!(Instant::now() < deadline, "no stream leader");
+    }
+}
+
+/// Waits until the stream holds at least `count` messages, and returns
+/// how many it holds.
+fn wait_for_stream(reader: &mut StreamReader, count: u64) -> u64 {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let held = reader.stream_info().messages;
+        if held >= count {
+            return held;
+        }
+        assert!(Instant::now() < deadline, "{held} of {count} messages");
+    }
+}
+
+/// 100,000 messages of two topics, all in brook before the bridge
+/// starts, go through a three-node cluster whose stream leader (the
+/// server the bridge is connected to) is killed once half are stored,
+/// with the rest in flight: each topic's messages are in the stream
+/// once each, in order, and the bridge started a new session.
 #[test]
 fn to_nats_survives_the_death_of_the_stream_leader_of_a_three_node_cluster() {
     if !nats_server_available("to_nats_cluster_failover") {
@@ -413,36 +616,40 @@ fn to_nats_survives_the_death_of_the_stream_leader_of_a_three_node_cluster() {
     let mut cluster = NatsCluster::start();
     let brook = patient_brook();
     let count: u64 = 100_000;
-    let half = count / 2;
-    publish_confirmed(brook.local_addr(), "orders.eu", half);
-    let nats_addrs = cluster.addrs();
+    let topics = ["orders.eu", "orders.us"];
+    for topic in topics {
+        publish_confirmed(brook.local_addr(), topic, count / 2);
+    }
+    let leader = orders_stream(&cluster.addrs(), "orders.*", 3);
+    let leader_addr = cluster.server_mut(&leader).addr.clone();
+    let others = cluster.servers.iter().filter(|s| s.name != leader);
+    let leader_first: Vec<String> = std::iter::once(leader_addr)
+        .chain(others.map(|s| s.addr.clone()))
+        .collect();
+    let nats_addrs = leader_first.join(",");
     let bridge = start_bridge(
         &brook,
         &nats_addrs,
-        &[
-            "--to-nats",
-            "orders.eu=ORDERS",
-            "--replicas",
-            "3",
-            "--batch",
-            "512",
-        ],
+        &["--to-nats", "orders.*=ORDERS", "--batch", "512"],
         ORDERS_READY,
     );
-    let mut reader = StreamReader::new(&nats_addrs, "ORDERS");
-    let mut messages = reader.read(half as usize);
-    // The second half goes through the bridge while the leader dies.
-    let leader = reader
-        .stream_info()
-        .leader
-        .expect("a replicated stream has a leader");
-    let brook_addr = brook.local_addr();
-    let publisher = std::thread::spawn(move || publish_range(brook_addr, "orders.eu", half..count));
-    eprintln!("killing the stream leader {leader}");
+    let mut reader = StreamReader::new(&cluster.addrs(), "ORDERS");
+    let held = wait_for_stream(&mut reader, count / 2);
+    eprintln!("killing the stream leader {leader} with {held} messages stored");
+    assert!(held < count, "the bridge was done before the leader died");
     cluster.server_mut(&leader).process.kill();
-    messages.extend(reader.read(half as usize));
-    publisher.join().unwrap();
-    assert_in_order(&messages, "orders.eu", 0);
+    bridge.wait_for_log("starting again", 1, PATIENCE);
+
+    let messages = reader.read(count as usize);
+    for topic in topics {
+        let of_topic: Vec<Message> = messages
+            .iter()
+            .filter(|m| m.subject == topic)
+            .cloned()
+            .collect();
+        assert_eq!(of_topic.len() as u64, count / 2, "{topic}");
+        assert_in_order(&of_topic, topic, 0);
+    }
     let info = reader.stream_info();
     assert_eq!(info.messages, count, "no message twice");
     assert_ne!(
@@ -450,13 +657,6 @@ fn to_nats_survives_the_death_of_the_stream_leader_of_a_three_node_cluster() {
         Some(leader.as_str()),
         "a new leader"
     );
-    let warnings: Vec<String> = bridge
-        .stderr()
-        .lines()
-        .filter(|l| l.contains("WARN"))
-        .map(str::to_owned)
-        .collect();
-    eprintln!("the bridge's warnings:\n{}", warnings.join("\n"));
 }
 
 #[test]
@@ -471,12 +671,44 @@ fn a_bridge_killed_and_started_again_resumes_where_it_was() {
     let args = ["--to-nats", "orders.eu=ORDERS", "--batch", "512"];
     let mut bridge = start_bridge(&brook, &server.addr, &args, ORDERS_READY);
     let mut reader = StreamReader::new(&server.addr, "ORDERS");
-    let mut messages = reader.read(count as usize / 4);
+    wait_for_stream(&mut reader, count / 4);
     bridge.kill();
+    let held = reader.stream_info().messages;
+    assert!(held < count, "the bridge was done before it was killed");
     let _bridge = start_bridge(&brook, &server.addr, &args, ORDERS_READY);
-    messages.extend(reader.read(count as usize - messages.len()));
+    let messages = reader.read(count as usize);
     assert_in_order(&messages, "orders.eu", 0);
     assert_eq!(reader.stream_info().messages, count, "no message twice");
+}
+
+/// A brook in memory started again gives its offsets again: its new
+/// messages must not be taken for the old ones by JetStream's
+/// de-duplication (review of the bridge, finding 1).
+#[test]
+fn a_brook_started_again_in_memory_is_mirrored_under_a_new_incarnation() {
+    if !nats_server_available("brook_restart_in_memory") {
+        return;
+    }
+    let server = NatsServer::single();
+    let count = 100;
+    let args = ["--to-nats", "orders.eu=ORDERS"];
+    let mut reader = StreamReader::new(&server.addr, "ORDERS");
+    let mut incarnations = Vec::new();
+    for _ in 0..2 {
+        let brook = patient_brook();
+        publish_confirmed(brook.local_addr(), "orders.eu", count);
+        let mut bridge = start_bridge(&brook, &server.addr, &args, ORDERS_READY);
+        let messages = reader.read(count as usize);
+        assert_in_order(&messages, "orders.eu", 0);
+        incarnations.push(message_incarnation(&messages[0]));
+        bridge.kill();
+    }
+    assert_ne!(incarnations[0], incarnations[1]);
+    assert_eq!(
+        reader.stream_info().messages,
+        2 * count,
+        "both brooks' messages"
+    );
 }
 
 #[test]
@@ -486,20 +718,8 @@ fn from_nats_publishes_a_stream_into_brook_in_order() {
     }
     let server = NatsServer::single();
     let brook = patient_brook();
-    let mut nats = Connection::connect(&server.addr, &Auth::None).unwrap();
-    let settings = StreamSettings {
-        name: "PAY".into(),
-        subjects: vec!["pay.*".into()],
-        replicas: 1,
-        duplicate_window: Duration::from_secs(60),
-    };
-    jetstream::ensure_stream(&mut nats, &settings).unwrap();
     let count = 2_000;
-    for i in 0..count {
-        let reply = nats.request("pay.eu", i.to_string().as_bytes(), common::WAIT);
-        let ack = jetstream::PubAck::parse(&reply.unwrap()).unwrap();
-        assert_eq!(ack.seq, i + 1);
-    }
+    pay_stream(&server.addr, (0..count).map(|i| i.to_string().into_bytes()));
     let mut subscriber = Subscriber::connect(brook.local_addr()).unwrap();
     subscriber
         .subscribe(&["pay.eu"], StartAt::Beginning)
@@ -520,4 +740,50 @@ fn from_nats_publishes_a_stream_into_brook_in_order() {
         subscriber.ack().unwrap();
     }
     common::client::expect_nothing(&mut subscriber, common::QUIET);
+}
+
+/// A message brook refuses for good (here, over its
+/// `--max-message-bytes`, which also closes the publishing connection)
+/// neither blocks the mirror nor lets the messages after it overtake
+/// each other: it is answered +TERM, and those after it -NAK, so they
+/// come back at once, in order (review finding 3).
+#[test]
+fn from_nats_skips_what_brook_refuses_for_good_and_keeps_the_rest_in_order() {
+    if !nats_server_available("from_nats_refusal") {
+        return;
+    }
+    let server = NatsServer::single();
+    let brook = start_broker(&Config {
+        ack_timeout: Duration::from_secs(60),
+        max_message_bytes: 1000,
+        ..config()
+    });
+    let (count, too_large) = (300u64, 100u64);
+    pay_stream(
+        &server.addr,
+        (0..count).map(|i| match i == too_large {
+            true => vec![b'x'; 2000],
+            false => i.to_string().into_bytes(),
+        }),
+    );
+    let mut subscriber = Subscriber::connect(brook.local_addr()).unwrap();
+    subscriber
+        .subscribe(&["pay.eu"], StartAt::Beginning)
+        .unwrap();
+    let bridge = start_bridge(
+        &brook,
+        &server.addr,
+        &["--from-nats", "PAY=pay.eu", "--batch", "64"],
+        "consuming JetStream PAY",
+    );
+    for i in (0..count).filter(|&i| i != too_large) {
+        let delivery = subscriber
+            .recv_timeout(common::WAIT * 2)
+            .unwrap()
+            .unwrap_or_else(|| panic!("no message {i} (--ack-wait is 30 s)"));
+        assert_eq!(String::from_utf8_lossy(&delivery.payload), i.to_string());
+        subscriber.ack().unwrap();
+    }
+    common::client::expect_nothing(&mut subscriber, common::QUIET);
+    bridge.wait_for_log("for good: message too large", 1, common::WAIT);
 }

@@ -449,6 +449,48 @@ fn restart_keeps_every_topic_with_its_messages_and_offsets() {
     broker.shutdown();
 }
 
+/// The `+STAT incarnation` line of `STATS`.
+fn incarnation(addr: SocketAddr) -> String {
+    let mut client = Line::connect(addr);
+    client.send("STATS\n");
+    let lines = client.read_until_end();
+    let line = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("+STAT incarnation "));
+    line.unwrap_or_else(|| panic!("no incarnation: {lines:#?}"))
+        .to_owned()
+}
+
+/// A copier that names messages `<topic>:<offset>` (brook-bridge) must
+/// know when the same name can mean another message: a new data
+/// directory, or a broker in memory, starts the offsets again, under a
+/// new incarnation; a restart on the same directory keeps it.
+#[test]
+fn the_incarnation_lasts_as_long_as_the_data_directory() {
+    let root = TempDir::new("incarnation");
+    let on_disk = disk_config(&root.path().join("data"));
+    let broker = start_broker(&on_disk);
+    let first = incarnation(broker.local_addr());
+    assert_eq!(first.len(), 16, "{first:?}");
+    let broker = restart(broker, &on_disk);
+    assert_eq!(
+        incarnation(broker.local_addr()),
+        first,
+        "the same directory"
+    );
+    broker.shutdown();
+
+    let other = start_broker(&disk_config(&root.path().join("other")));
+    assert_ne!(incarnation(other.local_addr()), first, "another directory");
+    let memory = (start_broker(&config()), start_broker(&config()));
+    let in_memory = (
+        incarnation(memory.0.local_addr()),
+        incarnation(memory.1.local_addr()),
+    );
+    assert_ne!(in_memory.0, in_memory.1, "each start in memory");
+    other.shutdown();
+}
+
 // ---- 2. Hostile names. ----
 
 #[test]

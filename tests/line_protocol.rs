@@ -516,6 +516,7 @@ fn stats_counts_connections_topics_messages_and_bytes() {
     let before = stats(&mut watcher);
     let names: BTreeSet<&str> = before.broker.keys().map(String::as_str).collect();
     let expected: BTreeSet<&str> = [
+        "incarnation",
         "uptime_seconds",
         "connections",
         "topics",

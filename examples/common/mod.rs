@@ -28,7 +28,7 @@ use std::process::{self, ExitCode};
 use std::str::FromStr;
 
 use brook::client::{ClientError, Login};
-use brook::wire::line::encode_topic;
+use brook::wire::line::{encode_topic, parse_msg_line, MsgLine};
 use brook::wire::request::StartAt;
 
 #[allow(dead_code)]
@@ -351,17 +351,16 @@ fn read_line(replies: &mut impl BufRead) -> Result<String, Box<dyn Error>> {
 }
 
 /// Reads one delivery, `MSG <topic> <offset> <nbytes>`, its payload and
-/// its newline, and returns the offset and the payload. The topic is the
-/// one subscribed to, so only the two numbers at the end are read.
+/// its newline, and returns the offset and the payload (the topic is the
+/// one subscribed to).
 #[allow(dead_code)]
 fn read_message(replies: &mut impl BufRead) -> Result<(u64, Vec<u8>), Box<dyn Error>> {
     let header = read_line(replies)?;
-    if !header.starts_with("MSG ") {
+    let Some(MsgLine {
+        offset, len: bytes, ..
+    }) = parse_msg_line(&header)
+    else {
         return Err(refusal(&header));
-    }
-    let mut numbers = header.rsplitn(3, ' ').map(str::parse::<u64>);
-    let (Some(Ok(bytes)), Some(Ok(offset))) = (numbers.next(), numbers.next()) else {
-        return Err(format!("the broker sent {header:?}").into());
     };
     let mut payload = Vec::new();
     replies.take(bytes + 1).read_to_end(&mut payload)?;

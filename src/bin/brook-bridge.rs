@@ -1,5 +1,6 @@
 //! The `brook-bridge` binary: parse the flags and run the mirrors they ask
-//! for (`brook::bridge`), until killed. See `brook-bridge --help` and
+//! for (`brook::bridge`), until killed, or until a mirror stops (a bug:
+//! it panicked), which ends the process with a failure. See `brook-bridge --help` and
 //! docs/SCALING.md.
 
 use std::process::ExitCode;
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
         settings.brook,
         settings.nats.join(",")
     );
-    bridge::run(settings);
-    ExitCode::SUCCESS
+    let stopped = bridge::run(settings);
+    log::error!("{stopped}");
+    ExitCode::FAILURE
 }

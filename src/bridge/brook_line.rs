@@ -1,13 +1,16 @@
 //! The bridge's consuming connection to brook, over brook's line protocol.
 //!
 //! Why the line protocol and not [`crate::client::Subscriber`]: a JetStream
-//! message id must name the brook message (`<topic>:<offset>`), and only the
-//! line protocol's deliveries carry the offset (`MSG <topic> <offset>
-//! <nbytes>`); the binary protocol's deliveries are the Go broker's, topic and
-//! payload only.
+//! message id must name the brook message (`<topic>:<incarnation>:<offset>`),
+//! and only the line protocol's deliveries carry the offset (`MSG <topic>
+//! <offset> <nbytes>`) and only its `STATS` the incarnation (the store's
+//! random id: a brook in memory, or on a new data directory, gives offsets
+//! from 0 again, under a new one); the binary protocol's deliveries are the
+//! Go broker's, topic and payload only.
 //!
 //! ```text
-//!  connect ── AUTH (if a login) ── SUB <pattern> beginning manual group <group> ── +OK
+//!  connect ── AUTH (if a login) ── STATS ── +STAT incarnation <id> ... +END
+//!          ── SUB <pattern> beginning manual group <group> ── +OK
 //!  reader thread: MSG lines and payloads ──► Delivery channel (bounded) ──► to_nats
 //!  to_nats ── ack() ── "ACK\n" ──► brook   (one per delivery, in delivery order)
 //! ```
@@ -16,10 +19,12 @@ use std::fmt;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::thread;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::client::Login;
+use crate::wire::line::{self, encode_topic, MsgLine};
 
 /// The largest payload the bridge takes from brook; brook's own default
 /// `--max-message-bytes` is well below it.
@@ -27,6 +32,19 @@ const MAX_PAYLOAD: usize = 64 << 20;
 
 /// The longest `MSG` line: a topic name of brook's longest plus the numbers.
 const MAX_LINE: usize = 64 << 10;
+
+/// How long a write to brook may block.
+const WRITE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The bridge's answer to a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Done with: mirrored.
+    Ack,
+    /// Cannot be mirrored: brook sends it again after its ack delay, and
+    /// after `--max-deliveries` gives it up to `<topic>.dlq`.
+    Nack,
+}
 
 /// One message delivered by brook.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +63,8 @@ pub enum BrookError {
     Refused(String),
     /// A line the bridge did not expect here.
     Unexpected(String),
+    /// `STATS` showed no incarnation: a brook older than the bridge.
+    NoIncarnation,
 }
 
 impl fmt::Display for BrookError {
@@ -54,6 +74,10 @@ impl fmt::Display for BrookError {
             BrookError::Closed => write!(f, "brook closed the connection"),
             BrookError::Refused(reason) => write!(f, "brook refused: {reason}"),
             BrookError::Unexpected(line) => write!(f, "unexpected line from brook: {line:?}"),
+            BrookError::NoIncarnation => write!(
+                f,
+                "brook's STATS shows no incarnation: upgrade brook to the bridge's version"
+            ),
         }
     }
 }
@@ -76,6 +100,7 @@ pub struct GroupFeed {
     socket: TcpStream,
     writer: BufWriter<TcpStream>,
     deliveries: Receiver<Result<Delivery, BrookError>>,
+    incarnation: String,
 }
 
 impl GroupFeed {
@@ -91,17 +116,16 @@ impl GroupFeed {
     ) -> Result<GroupFeed, BrookError> {
         let socket = TcpStream::connect(addr)?;
         socket.set_nodelay(true)?;
+        // Acks are small: a write that blocks this long is a brook that
+        // stopped reading, and the session starts again.
+        socket.set_write_timeout(Some(WRITE_PATIENCE))?;
         let mut writer = BufWriter::new(socket.try_clone()?);
         let mut reader = BufReader::with_capacity(64 << 10, socket.try_clone()?);
         if let Some(login) = login {
-            writeln!(
-                writer,
-                "AUTH {} {}",
-                quoted(login.user()),
-                quoted(login.password())
-            )?;
+            writer.write_all(&auth_line(login))?;
             expect_ok(&mut writer, &mut reader)?;
         }
+        let incarnation = read_incarnation(&mut writer, &mut reader)?;
         writeln!(writer, "SUB {pattern} beginning manual group {group}")?;
         expect_ok(&mut writer, &mut reader)?;
         log::info!("joined brook group {group} of {pattern} at {addr}");
@@ -113,17 +137,27 @@ impl GroupFeed {
             socket,
             writer,
             deliveries,
+            incarnation,
         })
+    }
+
+    /// The brook store's incarnation, which `<topic>:<offset>` is unique
+    /// within.
+    pub fn incarnation(&self) -> &str {
+        &self.incarnation
     }
 
     pub fn deliveries(&self) -> &Receiver<Result<Delivery, BrookError>> {
         &self.deliveries
     }
 
-    /// Acks the oldest unanswered delivery; goes out on
+    /// Answers the oldest unanswered delivery; goes out on
     /// [`GroupFeed::flush`].
-    pub fn ack(&mut self) -> Result<(), BrookError> {
-        self.writer.write_all(b"ACK\n")?;
+    pub fn answer(&mut self, answer: Answer) -> Result<(), BrookError> {
+        self.writer.write_all(match answer {
+            Answer::Ack => b"ACK\n",
+            Answer::Nack => b"NACK\n",
+        })?;
         Ok(())
     }
 
@@ -140,16 +174,15 @@ impl Drop for GroupFeed {
     }
 }
 
-/// A word of the line protocol as a quoted string, so a password with a
-/// space or a quote gets through.
-fn quoted(word: &str) -> String {
-    let escaped = word
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-        .replace('\r', "\\r")
-        .replace('\t', "\\t");
-    format!("\"{escaped}\"")
+/// `AUTH <user> <password>`, each word written as the line protocol reads
+/// it back (quoted if it has a space or a quote), and a newline.
+fn auth_line(login: &Login) -> Vec<u8> {
+    let mut line = b"AUTH ".to_vec();
+    encode_topic(&mut line, login.user());
+    line.push(b' ');
+    encode_topic(&mut line, login.password());
+    line.push(b'\n');
+    line
 }
 
 fn expect_ok(
@@ -162,6 +195,28 @@ fn expect_ok(
         Some(reason) => Err(BrookError::Refused(reason.to_owned())),
         None if line.starts_with("+OK") => Ok(()),
         None => Err(BrookError::Unexpected(line)),
+    }
+}
+
+/// Asks `STATS` and reads its `+STAT incarnation <id>` line.
+fn read_incarnation(
+    writer: &mut BufWriter<TcpStream>,
+    reader: &mut BufReader<TcpStream>,
+) -> Result<String, BrookError> {
+    writeln!(writer, "STATS")?;
+    writer.flush()?;
+    let mut incarnation = None;
+    loop {
+        let line = read_line(reader)?;
+        if line == "+END" {
+            return incarnation.ok_or(BrookError::NoIncarnation);
+        }
+        if let Some(reason) = line.strip_prefix("-ERR ") {
+            return Err(BrookError::Refused(reason.to_owned()));
+        }
+        if let Some(id) = line.strip_prefix("+STAT incarnation ") {
+            incarnation = Some(id.to_owned());
+        }
     }
 }
 
@@ -218,21 +273,14 @@ fn read_delivery(reader: &mut BufReader<TcpStream>) -> Result<Delivery, BrookErr
     })
 }
 
-/// The topic, offset and byte count of a `MSG` line. A topic that brook
-/// writes quoted (a name with a space, a quote or a control character) is
-/// kept as written, quotes and all: no NATS subject has those, and
-/// `to_nats.rs` skips it.
+/// The topic, offset and byte count of a `MSG` line, the payload's at
+/// most [`MAX_PAYLOAD`]. A topic that brook writes quoted (a name with a
+/// space, a quote or a control character) comes decoded: no NATS subject
+/// has those, and `to_nats.rs` skips it.
 fn parse_msg_line(line: &str) -> Option<(String, u64, usize)> {
-    let rest = line.strip_prefix("MSG ")?;
-    let mut words = rest.rsplitn(3, ' ');
-    let (Some(len), Some(offset), Some(topic)) = (words.next(), words.next(), words.next()) else {
-        return None;
-    };
-    if topic.is_empty() || (!topic.starts_with('"') && topic.contains(' ')) {
-        return None;
-    }
-    let len: usize = len.parse().ok().filter(|&n| n <= MAX_PAYLOAD)?;
-    Some((topic.to_owned(), offset.parse().ok()?, len))
+    let MsgLine { topic, offset, len } = line::parse_msg_line(line)?;
+    let len = usize::try_from(len).ok().filter(|&n| n <= MAX_PAYLOAD)?;
+    Some((topic.into_owned(), offset, len))
 }
 
 #[cfg(test)]
@@ -240,29 +288,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn msg_lines_give_topic_offset_and_length() {
+    fn msg_lines_give_topic_offset_and_a_length_within_the_limit() {
         assert_eq!(
             parse_msg_line("MSG orders.eu 41 5"),
             Some(("orders.eu".into(), 41, 5))
         );
-        assert_eq!(
-            parse_msg_line("MSG \"a b\" 1 5"),
-            Some(("\"a b\"".into(), 1, 5))
-        );
-        for bad in [
-            "MSG orders 1",
-            "MSG orders x 5",
-            "MSG orders 1 -5",
-            "+OK",
-            "MSG a 1 5 6",
-            &format!("MSG a 1 {}", MAX_PAYLOAD + 1),
-        ] {
-            assert_eq!(parse_msg_line(bad), None, "{bad}");
-        }
+        let over = format!("MSG a 1 {}", MAX_PAYLOAD + 1);
+        assert_eq!(parse_msg_line(&over), None);
     }
 
     #[test]
-    fn login_words_are_quoted() {
-        assert_eq!(quoted("my \"secret\"\\"), r#""my \"secret\"\\""#);
+    fn login_words_are_quoted_where_they_must_be() {
+        let login = Login::new("alice", "my \"secret\"\\");
+        let expected = br#"AUTH alice "my \"secret\"\\""#;
+        assert_eq!(auth_line(&login), [&expected[..], b"\n"].concat());
     }
 }

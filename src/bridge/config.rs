@@ -8,9 +8,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::nats::{Auth, Servers};
+use super::nats::{Auth, Limits, Servers};
 use crate::client::Login;
-use crate::config::{parse_duration, ConfigError};
+use crate::config::{flag_lines, parse_duration, parse_flags, ConfigError, Flag};
+use crate::pattern::Subject;
 
 /// Everything `brook-bridge` is told on its command line.
 #[derive(Debug, Clone)]
@@ -77,7 +78,12 @@ impl Settings {
             },
             (None, None) => Auth::None,
         };
-        Servers::new(self.nats.clone(), auth)
+        // A session waits for at most --batch replies or pulled messages
+        // at once; the rest is room for a pull's status messages.
+        Servers::new(self.nats.clone(), auth).with_limits(Limits {
+            events: 2 * self.batch + 64,
+            ..Limits::default()
+        })
     }
 }
 
@@ -103,15 +109,40 @@ pub struct FromNats {
 }
 
 impl FromNats {
-    /// The durable consumer's name: JetStream names allow no dots or
-    /// wildcards, so those are spelled out.
+    /// The durable consumer's name. JetStream names allow no dots or
+    /// wildcards, so those are spelled out: `brook-bridge-<pattern>` with
+    /// `.`, `*` and `>` as `_`, `star` and `rest`, the names the bridge
+    /// has always used. That spelling makes two patterns one name when a
+    /// pattern has a `_` (`orders.eu` and `orders_eu`), a token with `star`
+    /// or `rest` in it, or a `*` or `>` inside a longer token (`re*` and
+    /// `>ar`); such a pattern gets `brook-bridge2-<pattern>` instead,
+    /// escaped so that no two patterns share a name: `_` as `_u`, `.` as
+    /// `_d`, `*` as `_s`, `>` as `_r`.
     pub fn durable(&self) -> String {
-        let pattern = self
-            .pattern
-            .replace('.', "_")
-            .replace('*', "star")
-            .replace('>', "rest");
-        format!("brook-bridge-{pattern}")
+        let pattern = &self.pattern;
+        let ambiguous = pattern.contains('_')
+            || pattern.split('.').any(|token| {
+                let inside = |wildcard: char| token.contains(wildcard) && token.len() > 1;
+                token.contains("star") || token.contains("rest") || inside('*') || inside('>')
+            });
+        if !ambiguous {
+            let spelled = pattern
+                .replace('.', "_")
+                .replace('*', "star")
+                .replace('>', "rest");
+            return format!("brook-bridge-{spelled}");
+        }
+        let mut escaped = String::with_capacity(pattern.len() * 2);
+        for c in pattern.chars() {
+            match c {
+                '_' => escaped.push_str("_u"),
+                '.' => escaped.push_str("_d"),
+                '*' => escaped.push_str("_s"),
+                '>' => escaped.push_str("_r"),
+                c => escaped.push(c),
+            }
+        }
+        format!("brook-bridge2-{escaped}")
     }
 }
 
@@ -164,19 +195,10 @@ impl From<ConfigError> for BridgeConfigError {
     }
 }
 
-/// One flag: see `src/config.rs`'s `Flag`.
-struct Flag {
-    name: &'static str,
-    value: &'static str,
-    help: &'static str,
-    expected: &'static str,
-    set: fn(&mut Settings, &str) -> Option<()>,
-}
-
 const DURATION: &str = "a duration such as 250ms, 2s or 1m";
 const COUNT: &str = "a whole number of at least 1";
 
-const FLAGS: &[Flag] = &[
+const FLAGS: &[Flag<Settings>] = &[
     Flag {
         name: "--brook",
         value: "HOST:PORT",
@@ -328,14 +350,16 @@ fn is_stream_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-/// A NATS subject or pattern: tokens separated by dots, none empty, no
-/// whitespace.
+/// A NATS subject or pattern. Its wildcards follow brook's own rules for
+/// patterns, which are NATS's (`pattern.rs`: `>` last only); NATS also
+/// takes no empty token, no whitespace and (for the bridge's part) no
+/// control character in an exact subject, which brook's topic names may
+/// have.
 pub(crate) fn is_subject(subject: &str) -> bool {
-    !subject.is_empty()
-        && subject.len() <= 255
-        && subject
-            .split('.')
-            .all(|token| !token.is_empty() && !token.contains(char::is_whitespace))
+    Subject::parse(subject).is_ok()
+        && subject.split('.').all(|token| {
+            !token.is_empty() && !token.contains(|c: char| c.is_whitespace() || c.is_control())
+        })
 }
 
 /// What `--help` prints.
@@ -345,11 +369,7 @@ pub fn help() -> String {
          Usage: brook-bridge [FLAGS] (--to-nats PATTERN=STREAM | --from-nats STREAM=PATTERN)...\n\n\
          Flags:\n",
     );
-    for flag in FLAGS {
-        let usage = format!("{} {}", flag.name, flag.value);
-        text.push_str(&format!("  {usage:<30}{}\n", flag.help));
-    }
-    text.push_str(&format!("  {:<30}print this help\n", "-h, --help"));
+    text.push_str(&flag_lines(FLAGS));
     text.push_str(
         "\nExample: brook-bridge --brook 127.0.0.1:3000 --nats 127.0.0.1:4222,127.0.0.1:4223 \\\n\
          \x20          --to-nats 'orders.*=ORDERS' --replicas 3\n\
@@ -365,33 +385,8 @@ where
     I: IntoIterator<Item = String>,
 {
     let mut settings = Settings::default();
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        if arg == "-h" || arg == "--help" {
-            return Ok(Invocation::Help);
-        }
-        let (name, inline_value) = match arg.split_once('=') {
-            Some((name, value)) if name.starts_with("--") => {
-                (name.to_owned(), Some(value.to_owned()))
-            }
-            _ => (arg, None),
-        };
-        let flag = FLAGS
-            .iter()
-            .find(|flag| flag.name == name)
-            .ok_or(ConfigError::UnknownFlag(name))?;
-        let value = match inline_value {
-            Some(value) => value,
-            None => args.next().ok_or(ConfigError::MissingValue(flag.name))?,
-        };
-        if (flag.set)(&mut settings, &value).is_none() {
-            return Err(ConfigError::InvalidValue {
-                flag: flag.name,
-                value,
-                expected: flag.expected,
-            }
-            .into());
-        }
+    if !parse_flags(FLAGS, &mut settings, args)? {
+        return Ok(Invocation::Help);
     }
     if settings.to_nats.is_empty() && settings.from_nats.is_empty() {
         return Err(BridgeConfigError::NoMirror);
@@ -470,6 +465,7 @@ mod tests {
         invalid(&["--to-nats", "orders.*"], "--to-nats");
         invalid(&["--to-nats", "orders.*=ORD.ERS"], "--to-nats");
         invalid(&["--from-nats", "ORDERS=orders..x"], "--from-nats");
+        invalid(&["--to-nats", "orders.>.eu=ORDERS"], "--to-nats");
         invalid(&["--replicas", "7"], "--replicas");
         invalid(&["--batch", "0"], "--batch");
         invalid(&["--nats", "localhost"], "--nats");
@@ -490,6 +486,37 @@ mod tests {
             parse(&["--nope"]),
             Err(BridgeConfigError::Flag(ConfigError::UnknownFlag(_)))
         ));
+    }
+
+    #[test]
+    fn durable_names_keep_their_old_spelling_and_never_collide() {
+        let durable = |pattern: &str| {
+            FromNats {
+                stream: "S".into(),
+                pattern: pattern.into(),
+            }
+            .durable()
+        };
+        assert_eq!(durable("orders.*"), "brook-bridge-orders_star");
+        assert_eq!(durable("pay.>"), "brook-bridge-pay_rest");
+        let patterns = [
+            "orders.eu",
+            "orders_eu",
+            "orders.*",
+            "orders.star",
+            "orders_star",
+            "a._b",
+            "a_.b",
+            "a.rest",
+            "a.>",
+            "a_d",
+            "a.d",
+            "re*",
+            ">ar",
+        ];
+        let names: std::collections::HashSet<String> =
+            patterns.iter().map(|p| durable(p)).collect();
+        assert_eq!(names.len(), patterns.len(), "{names:?}");
     }
 
     #[test]

@@ -13,14 +13,27 @@
 //! again after `--ack-wait`, to this bridge or to the next one started.
 //! So brook gets every message at least once; one that came twice (the
 //! bridge died between brook's confirmation and its ack) is stored twice.
+//!
+//! Order. When brook fails partway through a batch, the messages it did
+//! not confirm are answered -NAK, oldest first, before the session ends:
+//! JetStream sends them again at once, ahead of newer ones. A message
+//! brook refuses for good (too large, a name too long, a permission
+//! denied) is answered +TERM, logged and counted, so it does not hold up
+//! the mirror. When the NATS connection fails instead, the unacked
+//! messages come back only after `--ack-wait`, after newer ones: brook may
+//! then get them out of order.
 
 use std::time::{Duration, Instant};
 
 use super::config::{FromNats, Settings};
-use super::jetstream::{self, ConsumerSettings};
-use super::nats::{Message, Servers};
+use super::jetstream::{self, Answer, ConsumerSettings};
+use super::nats::{Connection, Message, Servers};
 use super::sessions::{self, Meter, SessionError};
-use crate::client::Publisher;
+use crate::client::{ClientError, Publisher};
+
+/// How long a write to brook, or its confirmation, may take before the
+/// session starts again: longer than brook's fsync of a round.
+const BROOK_PATIENCE: Duration = Duration::from_secs(30);
 
 /// How long one pull request waits for messages before JetStream ends it.
 const PULL_EXPIRES: Duration = Duration::from_secs(2);
@@ -51,6 +64,7 @@ fn session(
     jetstream::ensure_consumer(&mut nats, &consumer)?;
     let mut brook =
         Publisher::connect_confirmed_as(settings.brook.as_str(), settings.brook_login.as_ref())?;
+    brook.set_patience(BROOK_PATIENCE)?;
     log::info!(
         "consuming JetStream {} as {} into brook at {}",
         mirror.stream,
@@ -61,32 +75,93 @@ fn session(
         let inbox = nats.new_inbox();
         jetstream::request_next(&nats, &consumer, &inbox, settings.batch, PULL_EXPIRES)?;
         let messages = pulled(&nats, &inbox, settings.batch)?;
-        for message in &messages {
-            brook.publish(&message.subject, &message.payload)?;
-        }
-        for message in &messages {
-            brook.confirmation()?;
-            jetstream::ack(&nats, message)?;
+        let outcome = publish_batch(&mut brook, &messages)
+            .map_err(|error| (0, SessionError::from(error)))
+            .and_then(|()| confirm_batch(&nats, &mut brook, &messages, meter));
+        if let Err((first_unanswered, error)) = outcome {
+            // Sent again now, oldest first, before anything newer: brook
+            // gets them in order when the next session starts.
+            for message in &messages[first_unanswered..] {
+                jetstream::answer(&nats, message, Answer::Nak)?;
+            }
+            nats.flush()?;
+            return Err(error);
         }
         nats.flush()?;
-        meter.add(messages.len() as u64);
     }
+}
+
+/// Publishes each of `messages` to brook, topic = its subject.
+fn publish_batch(brook: &mut Publisher, messages: &[Message]) -> Result<(), ClientError> {
+    for message in messages {
+        brook.publish(&message.subject, &message.payload)?;
+    }
+    brook.flush()
+}
+
+/// Reads brook's answer to each of `messages`, in order, and answers
+/// JetStream: +ACK once brook stored it, +TERM once brook refused it for
+/// good (logged and counted: sent again, it would only be refused again,
+/// and hold up every message after it). At any other failure, the index
+/// of the first message not answered, and the error.
+fn confirm_batch(
+    nats: &Connection,
+    brook: &mut Publisher,
+    messages: &[Message],
+    meter: &Meter,
+) -> Result<(), (usize, SessionError)> {
+    for (at, message) in messages.iter().enumerate() {
+        let answer = match brook.confirmation() {
+            Ok(_) => {
+                meter.add(1);
+                Answer::Ack
+            }
+            Err(ClientError::Refused(reason)) if refused_for_good(&reason) => {
+                log::error!(
+                    "brook refused a message of {} (stream sequence {:?}) for good: {reason}; \
+                     not mirrored, and JetStream will not send it again",
+                    message.subject,
+                    jetstream::stream_sequence(message)
+                );
+                meter.give_up();
+                Answer::Term
+            }
+            Err(error) => return Err((at, error.into())),
+        };
+        jetstream::answer(nats, message, answer).map_err(|error| (at + 1, error.into()))?;
+    }
+    Ok(())
+}
+
+/// Whether brook's refusal of a publish would be the same however often
+/// it is sent (a payload over `--max-message-bytes`, a name too long, a
+/// permission denied), rather than one that lasts a while (a full disk,
+/// no file descriptor or topic left, a topic that cannot be created now:
+/// docs/PROTOCOL.md, section 5), after which the bridge tries again.
+fn refused_for_good(reason: &str) -> bool {
+    const FOR_A_WHILE: [&str; 4] = [
+        "disk full",
+        "out of file descriptors",
+        "too many topics",
+        "topic not available",
+    ];
+    !FOR_A_WHILE.iter().any(|prefix| reason.starts_with(prefix))
 }
 
 /// The messages one pull request brings: up to `batch`, until JetStream
 /// ends the request with a status: 408, it expired, or 404, nothing there
 /// (both normal ends); 409, it refused the request (the consumer was
-/// deleted, or has too many messages out): the session ends.
-fn pulled(
-    nats: &super::nats::Connection,
-    inbox: &str,
-    batch: usize,
-) -> Result<Vec<Message>, SessionError> {
+/// deleted, or has too many messages out): the session ends. So does a
+/// request that brings nothing and is not ended.
+fn pulled(nats: &Connection, inbox: &str, batch: usize) -> Result<Vec<Message>, SessionError> {
     // A little longer than the request's own expiry: its 408 ends it.
     let deadline = Instant::now() + PULL_EXPIRES + Duration::from_secs(1);
     let mut messages = Vec::new();
     while messages.len() < batch {
         match nats.next_event(deadline)? {
+            // A request JetStream neither filled nor ended: the
+            // connection is half open, or the server lost the request.
+            None if messages.is_empty() => return Err(SessionError::PullUnanswered(PULL_EXPIRES)),
             None => break,
             Some(message) if message.status == Some(409) => {
                 return Err(SessionError::PullRefused(
@@ -102,4 +177,28 @@ fn pulled(
         }
     }
     Ok(messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_that_last_are_told_from_those_that_pass() {
+        for lasting in [
+            "message too large",
+            "topic name too long",
+            "permission denied: publish pay.eu",
+        ] {
+            assert!(refused_for_good(lasting), "{lasting}");
+        }
+        for passing in [
+            "disk full: cannot write x (No space left); free space on that disk",
+            "out of file descriptors: cannot open x",
+            "too many topics: the broker holds --max-topics 10",
+            "topic not available",
+        ] {
+            assert!(!refused_for_good(passing), "{passing}");
+        }
+    }
 }

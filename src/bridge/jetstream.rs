@@ -6,7 +6,7 @@
 //!  ensure_stream    ── $JS.API.STREAM.INFO.<name>, else STREAM.CREATE.<name> ──► StreamInfo
 //!  ensure_consumer  ── $JS.API.CONSUMER.DURABLE.CREATE.<stream>.<durable>
 //!  request_next     ── $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>  (messages come to a reply inbox)
-//!  ack              ── an empty message to the delivered message's reply subject
+//!  answer           ── +ACK, -NAK or +TERM to the delivered message's reply subject
 //!  PubAck::parse    ◄── the reply to a publish into a stream: {"stream":..,"seq":..,"duplicate":..}
 //! ```
 //!
@@ -259,7 +259,9 @@ impl fmt::Display for JetStreamError {
             }
             JetStreamError::NoStream => write!(
                 f,
-                "no JetStream stream takes this subject (is JetStream enabled, -js?)"
+                "no JetStream responder for this subject: in a cluster, most likely the stream \
+                 is electing a new leader (tried again); else no stream takes the subject, or \
+                 JetStream is off (nats-server -js)"
             ),
         }
     }
@@ -328,6 +330,8 @@ pub struct StreamInfo {
     pub last_seq: u64,
     /// The name of the server leading the stream, in a cluster.
     pub leader: Option<String>,
+    /// How long the stream remembers a `Nats-Msg-Id`.
+    pub duplicate_window: Option<Duration>,
 }
 
 impl StreamInfo {
@@ -340,6 +344,9 @@ impl StreamInfo {
                 .u64_at("state.last_seq")
                 .ok_or(JetStreamError::MissingField("state.last_seq"))?,
             leader: json.str_at("cluster.leader").map(str::to_owned),
+            duplicate_window: json
+                .u64_at("config.duplicate_window")
+                .map(Duration::from_nanos),
         })
     }
 }
@@ -356,13 +363,19 @@ pub fn stream_info(connection: &mut Connection, name: &str) -> Result<StreamInfo
 }
 
 /// The stream `settings.name`, created with `settings` if it does not
-/// exist. An existing stream is used as it is.
+/// exist. An existing stream is used as it is; one that forgets message
+/// ids sooner than `settings.duplicate_window` gets a warning, since a
+/// message the bridge sends again after that is stored twice.
 pub fn ensure_stream(
     connection: &mut Connection,
     settings: &StreamSettings,
 ) -> Result<StreamInfo, JetStreamError> {
     match stream_info(connection, &settings.name) {
         Err(JetStreamError::Api(error)) if error.err_code == STREAM_NOT_FOUND => {}
+        Ok(info) => {
+            warn_of_a_short_window(&settings.name, &info, settings.duplicate_window);
+            return Ok(info);
+        }
         other => return other,
     }
     let body = format!(
@@ -381,6 +394,18 @@ pub fn ensure_stream(
         settings.replicas
     );
     StreamInfo::read(&json)
+}
+
+fn warn_of_a_short_window(stream: &str, info: &StreamInfo, wanted: Duration) {
+    match info.duplicate_window {
+        Some(window) if window < wanted => log::warn!(
+            "the existing stream {stream} remembers message ids for {window:?}, less than the \
+             {wanted:?} the bridge creates streams with: a message sent again after that \
+             (a bridge down longer) is stored twice; raise its duplicate_window \
+             (nats stream edit {stream} --dupe-window 10m)"
+        ),
+        _ => {}
+    }
 }
 
 /// A durable pull consumer of `stream`, with explicit acks.
@@ -437,13 +462,40 @@ pub fn request_next(
     connection.flush()
 }
 
-/// Acknowledges a message from a pull consumer: an empty message to its
-/// reply subject. Queued; it goes out on the connection's next flush.
-pub fn ack(connection: &Connection, message: &Message) -> Result<(), NatsError> {
+/// How the bridge answers a message from a pull consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Done with: JetStream does not send it again.
+    Ack,
+    /// Not done: JetStream sends it again now, before newer messages.
+    Nak,
+    /// Never to be done (brook refuses it for good): JetStream does not
+    /// send it again, and does not count it as acked either.
+    Term,
+}
+
+impl Answer {
+    fn body(self) -> &'static [u8] {
+        match self {
+            Answer::Ack => b"+ACK",
+            Answer::Nak => b"-NAK",
+            Answer::Term => b"+TERM",
+        }
+    }
+}
+
+/// Answers a message from a pull consumer: a message to its reply subject.
+/// Queued; it goes out on the connection's next flush.
+pub fn answer(connection: &Connection, message: &Message, answer: Answer) -> Result<(), NatsError> {
     match &message.reply {
-        Some(reply) => connection.publish(reply, None, b""),
+        Some(reply) => connection.publish(reply, None, answer.body()),
         None => Ok(()),
     }
+}
+
+/// Acknowledges a message from a pull consumer ([`Answer::Ack`]).
+pub fn ack(connection: &Connection, message: &Message) -> Result<(), NatsError> {
+    answer(connection, message, Answer::Ack)
 }
 
 /// The stream sequence number in a delivered message's ack subject,
@@ -474,7 +526,8 @@ mod tests {
     fn reads_the_fields_of_a_stream_info() {
         let json = Json::parse(
             br#" {"type":"io.nats.jetstream.api.v1.stream_info_response","config":{"name":"ORDERS",
-            "subjects":["orders.*"],"num_replicas":3,"x":[1.5e3,-2,true,null,{}]},
+            "subjects":["orders.*"],"num_replicas":3,"duplicate_window":120000000000,
+            "x":[1.5e3,-2,true,null,{}]},
             "state":{"messages":42,"bytes":1000,"first_seq":1,"last_seq":42},
             "cluster":{"name":"C","leader":"n2","replicas":[{"name":"n1","current":true}]}} "#,
         )
@@ -484,7 +537,8 @@ mod tests {
             StreamInfo {
                 messages: 42,
                 last_seq: 42,
-                leader: Some("n2".into())
+                leader: Some("n2".into()),
+                duplicate_window: Some(Duration::from_secs(120)),
             }
         );
         assert_eq!(json.str_at("config.name"), Some("ORDERS"));

@@ -18,7 +18,7 @@
 //! `brook_line.rs` (the bridge's consuming connection to brook), [`config`]
 //! (the flags, and the mirrors they name), `sessions.rs` (starting a
 //! mirror's session again after a failure, and counting what moved), and
-//! the two directions, `to_nats.rs` and `from_nats.rs`. Each mirror runs on its own thread; each of its sessions holds
+//! the two directions, `to_nats.rs` and `from_nats.rs`. Each mirror runs on its own thread (one that stops, a panic, ends the process); each of its sessions holds
 //! one connection to each side, and any failure ends the session, after
 //! which a new one starts where the acked messages end: at least once end
 //! to end, with JetStream's de-duplication (and brook's group position)
@@ -32,44 +32,94 @@ pub mod nats;
 pub mod sessions;
 pub mod to_nats;
 
+use std::panic;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::Sender;
+
 pub use config::Settings;
 use sessions::Meter;
 
-/// Runs every mirror of `settings`, each on its own thread, until the
-/// process ends.
-pub fn run(settings: Settings) {
-    let settings = Arc::new(settings);
-    let meter = Arc::new(Meter::default());
-    let mut threads = Vec::new();
-    for mirror in settings.to_nats.clone() {
-        let (settings, meter) = (settings.clone(), meter.clone());
-        threads.push(spawn(&format!("to-nats {}", mirror.stream), move || {
-            to_nats::run(&mirror, &settings, &meter)
-        }));
-    }
-    for mirror in settings.from_nats.clone() {
-        let (settings, meter) = (settings.clone(), meter.clone());
-        threads.push(spawn(&format!("from-nats {}", mirror.stream), move || {
-            from_nats::run(&mirror, &settings, &meter)
-        }));
-    }
-    if let Some(every) = settings.report_every {
-        report_throughput(&meter, every);
-    }
-    for thread in threads {
-        let _ = thread.join();
+/// A mirror's thread ended: it runs for ever unless it panicked, and a
+/// bridge that goes on with its other mirrors would leave this one's
+/// messages unmoved, unnoticed.
+#[derive(Debug)]
+pub struct MirrorStopped {
+    pub mirror: String,
+    /// The panic's message, if it had one.
+    pub why: String,
+}
+
+impl std::fmt::Display for MirrorStopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the mirror {} stopped ({}): brook-bridge exits, so that whatever runs it can start it again",
+            self.mirror, self.why
+        )
     }
 }
 
-fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> thread::JoinHandle<()> {
+/// Runs every mirror of `settings`, each on its own thread, until one of
+/// them stops.
+pub fn run(settings: Settings) -> MirrorStopped {
+    let settings = Arc::new(settings);
+    let meter = Arc::new(Meter::default());
+    let (stopped, first_stopped) = crossbeam_channel::unbounded();
+    for mirror in settings.to_nats.clone() {
+        let (settings, meter) = (settings.clone(), meter.clone());
+        let name = format!("--to-nats {}", mirror.pattern);
+        spawn(name, stopped.clone(), move || {
+            to_nats::run(&mirror, &settings, &meter)
+        });
+    }
+    for mirror in settings.from_nats.clone() {
+        let (settings, meter) = (settings.clone(), meter.clone());
+        let name = format!("--from-nats {}", mirror.stream);
+        spawn(name, stopped.clone(), move || {
+            from_nats::run(&mirror, &settings, &meter)
+        });
+    }
+    if let Some(every) = settings.report_every {
+        let meter = meter.clone();
+        spawn("--report-every".into(), stopped.clone(), move || {
+            report_throughput(&meter, every)
+        });
+    }
+    drop(stopped);
+    first_stopped.recv().unwrap_or_else(|_| MirrorStopped {
+        mirror: "every mirror".into(),
+        why: "none was started".into(),
+    })
+}
+
+/// Starts `body` on a thread named `name`, which says on `stopped` when
+/// it ends, and why.
+fn spawn(name: String, stopped: Sender<MirrorStopped>, body: impl FnOnce() + Send + 'static) {
+    let thread_name = name.clone();
     thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(body)
-        .unwrap_or_else(|error| panic!("cannot start the thread {name}: {error}"))
+        .name(thread_name)
+        .spawn(move || {
+            let why = match panic::catch_unwind(panic::AssertUnwindSafe(body)) {
+                Ok(()) => "it returned".to_owned(),
+                Err(payload) => panic_message(payload.as_ref()),
+            };
+            let _ = stopped.send(MirrorStopped { mirror: name, why });
+        })
+        .unwrap_or_else(|error| panic!("cannot start a thread: {error}"));
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (
+        payload.downcast_ref::<&str>(),
+        payload.downcast_ref::<String>(),
+    ) {
+        (Some(text), _) => format!("panicked: {text}"),
+        (_, Some(text)) => format!("panicked: {text}"),
+        _ => "panicked".to_owned(),
+    }
 }
 
 /// Logs the messages moved per second, every `every`, forever.
@@ -79,7 +129,10 @@ fn report_throughput(meter: &Meter, every: Duration) {
         thread::sleep(every);
         let (count, now) = (meter.moved(), Instant::now());
         let rate = (count - last_count) as f64 / (now - last_time).as_secs_f64();
-        log::info!("throughput: {rate:.0} msgs/s ({count} moved in all)");
+        log::info!(
+            "throughput: {rate:.0} msgs/s ({count} moved in all, {} refused for good)",
+            meter.given_up()
+        );
         (last_count, last_time) = (count, now);
     }
 }

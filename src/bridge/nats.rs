@@ -6,7 +6,7 @@
 //!
 //!  caller ── publish / hpublish / subscribe ──► writer (shared, locked) ──► socket
 //!  socket ──► reader thread: Decoder ──► PING: answers PONG itself
-//!                                    └─► MSG, HMSG ──► Event channel ──► caller
+//!                                    └─► MSG, HMSG ──► Event channel (bounded) ──► caller
 //!                                    └─► -ERR, or the socket's end: Event::Lost, the last event
 //! ```
 //!
@@ -24,13 +24,14 @@
 use std::fmt;
 use std::io::{self, BufWriter, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::Mutex;
+
+use crate::ids::random_hex;
 
 /// The longest control line accepted (`MSG` lines with long subjects, or
 /// an `INFO` with many cluster URLs).
@@ -62,6 +63,9 @@ pub enum NatsError {
     Timeout(&'static str),
     /// An address of `--nats` that names no host.
     BadAddress(String),
+    /// More messages arrived than the caller took in time: the bound of
+    /// the event channel, so that a flood cannot exhaust memory.
+    Overrun(usize),
 }
 
 impl fmt::Display for NatsError {
@@ -79,6 +83,10 @@ impl fmt::Display for NatsError {
             NatsError::BadAddress(address) => {
                 write!(f, "--nats address {address} names no host")
             }
+            NatsError::Overrun(bound) => write!(
+                f,
+                "more than {bound} messages from NATS waited to be handled: the connection was dropped"
+            ),
         }
     }
 }
@@ -186,6 +194,11 @@ enum State {
 #[derive(Debug)]
 pub struct Decoder {
     buffer: Vec<u8>,
+    /// Where the bytes not decoded yet start in `buffer`: frames move it
+    /// on, and [`Decoder::push`] drops what is before it, once per read
+    /// rather than once per frame (a 64 KiB read of small PubAcks would
+    /// otherwise move the rest of the buffer for each).
+    start: usize,
     state: State,
 }
 
@@ -193,6 +206,7 @@ impl Default for Decoder {
     fn default() -> Decoder {
         Decoder {
             buffer: Vec::new(),
+            start: 0,
             state: State::Line { scanned: 0 },
         }
     }
@@ -201,7 +215,14 @@ impl Default for Decoder {
 impl Decoder {
     /// Adds bytes read from the socket.
     pub fn push(&mut self, bytes: &[u8]) {
+        self.buffer.drain(..self.start);
+        self.start = 0;
         self.buffer.extend_from_slice(bytes);
+    }
+
+    /// The bytes not decoded yet.
+    fn unread(&self) -> &[u8] {
+        &self.buffer[self.start..]
     }
 
     /// The next whole frame, `Ok(None)` if more bytes are needed.
@@ -218,20 +239,20 @@ impl Decoder {
     }
 
     fn line(&mut self, scanned: usize) -> Result<Option<Frame>, ProtocolError> {
-        let Some(at) = self.buffer[scanned..].iter().position(|&b| b == b'\n') else {
-            if self.buffer.len() > MAX_CONTROL_LINE {
+        let Some(at) = self.unread()[scanned..].iter().position(|&b| b == b'\n') else {
+            if self.unread().len() > MAX_CONTROL_LINE {
                 return Err(ProtocolError::LineTooLong);
             }
             self.state = State::Line {
-                scanned: self.buffer.len(),
+                scanned: self.unread().len(),
             };
             return Ok(None);
         };
         let end = scanned + at;
-        let line = String::from_utf8_lossy(&self.buffer[..end])
+        let line = String::from_utf8_lossy(&self.unread()[..end])
             .trim_end_matches('\r')
             .to_owned();
-        self.buffer.drain(..=end);
+        self.start += end + 1;
         self.state = State::Line { scanned: 0 };
         let (op, rest) = line.split_once(' ').unwrap_or((&line, ""));
         match op.to_ascii_uppercase().as_str() {
@@ -282,20 +303,21 @@ impl Decoder {
 
     fn body(&mut self, mut announced: Announced) -> Result<Option<Frame>, ProtocolError> {
         let total = announced.total_len;
-        if self.buffer.len() < total + 2 {
+        let body = self.unread();
+        if body.len() < total + 2 {
             self.state = State::Body(announced);
             return Ok(None);
         }
-        if &self.buffer[total..total + 2] != b"\r\n" {
+        if &body[total..total + 2] != b"\r\n" {
             return Err(ProtocolError::BodyNotTerminated);
         }
         if announced.header_len > 0 {
-            let (status, headers) = parse_headers(&self.buffer[..announced.header_len])?;
+            let (status, headers) = parse_headers(&body[..announced.header_len])?;
             announced.message.status = status;
             announced.message.headers = headers;
         }
-        announced.message.payload = self.buffer[announced.header_len..total].to_vec();
-        self.buffer.drain(..total + 2);
+        announced.message.payload = body[announced.header_len..total].to_vec();
+        self.start += total + 2;
         self.state = State::Line { scanned: 0 };
         Ok(Some(Frame::Message(announced.message)))
     }
@@ -366,6 +388,7 @@ pub struct Servers {
     addresses: Vec<String>,
     next: usize,
     auth: Auth,
+    limits: Limits,
 }
 
 impl Servers {
@@ -374,7 +397,13 @@ impl Servers {
             addresses,
             next: 0,
             auth,
+            limits: Limits::default(),
         }
+    }
+
+    /// Connections made from now on have these [`Limits`].
+    pub fn with_limits(self, limits: Limits) -> Servers {
+        Servers { limits, ..self }
     }
 
     /// Connects to the first server that answers, starting after the one
@@ -384,7 +413,7 @@ impl Servers {
         for _ in 0..self.addresses.len() {
             let address = &self.addresses[self.next % self.addresses.len()];
             self.next = (self.next + 1) % self.addresses.len();
-            match Connection::connect(address, &self.auth) {
+            match Connection::connect_with(address, &self.auth, &self.limits) {
                 Ok(connection) => return Ok(connection),
                 Err(error) => {
                     log::warn!("NATS server {address}: {error}");
@@ -407,9 +436,40 @@ pub enum Event {
     Lost(NatsError),
 }
 
-/// Numbers the connections of this process, so that each has its own
-/// inbox subjects.
-static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+/// What a connection tolerates before it gives up: how many messages may
+/// wait for the caller, and how long the server may go without reading
+/// or answering. Without these, a server that stops reading would block a
+/// write for ever, and a half-open connection would look like a quiet one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// The most messages the caller has not taken; one more ends the
+    /// connection with [`NatsError::Overrun`].
+    pub events: usize,
+    /// How long a write may block before it fails.
+    pub write_patience: Duration,
+    /// After this long without a byte from the server, the client sends a
+    /// `PING`; with [`MAX_PONGS_OWED`] unanswered, it ends the connection.
+    pub ping_every: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            events: 4096,
+            write_patience: Duration::from_secs(10),
+            ping_every: Duration::from_secs(20),
+        }
+    }
+}
+
+/// The `PING`s that may go unanswered before the connection counts as
+/// dead (so it is found dead within three [`Limits::ping_every`]).
+pub const MAX_PONGS_OWED: u32 = 2;
+
+/// The random bytes of a connection's inbox prefix: a reply to the bridge
+/// (a PubAck that says a message is stored) must not be forgeable by
+/// another NATS user who guesses where it goes.
+const INBOX_RANDOM_BYTES: usize = 16;
 
 /// The subscription id of every connection's inbox, `<inbox>.*`.
 const INBOX_SID: u64 = 1;
@@ -432,6 +492,15 @@ impl Connection {
     /// Connects to `address`, sends `CONNECT` with `auth`, and waits for the
     /// `PONG` that says the server accepted it.
     pub fn connect(address: &str, auth: &Auth) -> Result<Connection, NatsError> {
+        Connection::connect_with(address, auth, &Limits::default())
+    }
+
+    /// [`Connection::connect`], with `limits`.
+    pub fn connect_with(
+        address: &str,
+        auth: &Auth,
+        limits: &Limits,
+    ) -> Result<Connection, NatsError> {
         let addr = address
             .to_socket_addrs()?
             .next()
@@ -439,6 +508,7 @@ impl Connection {
         let mut socket = TcpStream::connect_timeout(&addr, CONNECT_PATIENCE)?;
         socket.set_nodelay(true)?;
         socket.set_read_timeout(Some(CONNECT_PATIENCE))?;
+        socket.set_write_timeout(Some(limits.write_patience))?;
         let mut decoder = Decoder::default();
         let max_payload = match read_frame(&mut socket, &mut decoder)? {
             Frame::Info(info) => max_payload(&info),
@@ -459,14 +529,14 @@ impl Connection {
                 other => return Err(unexpected(other)),
             }
         }
-        socket.set_read_timeout(None)?;
-        let number = CONNECTIONS.fetch_add(1, Ordering::Relaxed);
-        let inbox = format!("_INBOX.brook{}x{number}", std::process::id());
+        // From now on a read that times out is the reader's cue to PING.
+        socket.set_read_timeout(Some(limits.ping_every))?;
+        let inbox = inbox_prefix();
         let writer = Arc::new(Mutex::new(BufWriter::with_capacity(
             64 << 10,
             socket.try_clone()?,
         )));
-        let (sender, events) = crossbeam_channel::unbounded();
+        let (sender, events) = crossbeam_channel::bounded(limits.events.max(1));
         let reading = (socket.try_clone()?, writer.clone());
         thread::Builder::new()
             .name("nats-reader".into())
@@ -503,15 +573,10 @@ impl Connection {
         &self.events
     }
 
-    /// A new subject of this connection's inbox, to which replies come as
-    /// messages with sid [`Connection::inbox_sid`].
+    /// A new subject of this connection's inbox, to which replies come.
     pub fn new_inbox(&mut self) -> String {
         self.next_request += 1;
         format!("{}.{}", self.inbox, self.next_request)
-    }
-
-    pub fn inbox_sid(&self) -> u64 {
-        INBOX_SID
     }
 
     /// Subscribes to `subject`; returns the sid its messages carry.
@@ -597,10 +662,7 @@ impl Connection {
     }
 
     fn send(&self, bytes: &[u8]) -> Result<(), NatsError> {
-        let mut writer = self.writer.lock();
-        writer.write_all(bytes)?;
-        writer.flush()?;
-        Ok(())
+        send_now(&self.writer, bytes)
     }
 }
 
@@ -609,6 +671,11 @@ impl Drop for Connection {
         let _ = self.writer.lock().flush();
         let _ = self.socket.shutdown(Shutdown::Both);
     }
+}
+
+/// A new connection's inbox prefix, `_INBOX.<32 random hex digits>`.
+fn inbox_prefix() -> String {
+    format!("_INBOX.{}", random_hex(INBOX_RANDOM_BYTES))
 }
 
 /// `NATS/1.0`, a `Key: Value` line per header, and an empty line.
@@ -675,15 +742,17 @@ fn read_frame(socket: &mut TcpStream, decoder: &mut Decoder) -> Result<Frame, Na
 }
 
 /// The reader thread: decodes frames, answers `PING`s, forwards the rest,
-/// and ends with [`Event::Lost`].
+/// sends a `PING` of its own after a read timeout (a quiet server), and
+/// ends with [`Event::Lost`].
 fn read_events(
     mut socket: TcpStream,
     mut decoder: Decoder,
     writer: Arc<Mutex<BufWriter<TcpStream>>>,
     events: Sender<Event>,
 ) {
+    let mut pongs_owed = 0;
     let error = loop {
-        match forward_frames(&mut decoder, &writer, &events) {
+        match forward_frames(&mut decoder, &writer, &events, &mut pongs_owed) {
             Ok(true) => {}
             Ok(false) => return,
             Err(error) => break error,
@@ -693,10 +762,32 @@ fn read_events(
             Ok(0) => break NatsError::Closed,
             Ok(n) => decoder.push(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if pongs_owed >= MAX_PONGS_OWED {
+                    break NatsError::Timeout("PONGs to the client's PINGs");
+                }
+                if let Err(error) = send_now(&writer, b"PING\r\n") {
+                    break error;
+                }
+                pongs_owed += 1;
+            }
             Err(e) => break e.into(),
         }
     };
     let _ = events.send(Event::Lost(error));
+}
+
+/// Writes `bytes` and flushes everything queued before them.
+fn send_now(writer: &Mutex<BufWriter<TcpStream>>, bytes: &[u8]) -> Result<(), NatsError> {
+    let mut writer = writer.lock();
+    writer.write_all(bytes)?;
+    writer.flush()?;
+    Ok(())
 }
 
 /// Forwards every whole frame decoded so far. `Ok(false)` when nobody
@@ -705,24 +796,31 @@ fn forward_frames(
     decoder: &mut Decoder,
     writer: &Mutex<BufWriter<TcpStream>>,
     events: &Sender<Event>,
+    pongs_owed: &mut u32,
 ) -> Result<bool, NatsError> {
     while let Some(frame) = decoder.next_frame()? {
         let event = match frame {
             Frame::Message(message) => Event::Message(message),
             Frame::Ping => {
-                let mut writer = writer.lock();
-                writer.write_all(b"PONG\r\n")?;
-                writer.flush()?;
+                send_now(writer, b"PONG\r\n")?;
+                continue;
+            }
+            Frame::Pong => {
+                *pongs_owed = 0;
                 continue;
             }
             // The server closes the connection after most errors; after
             // the others (a permissions violation) the session cannot go
             // on either. The text is what the logs need.
             Frame::Err(text) => return Err(NatsError::Server(text)),
-            Frame::Pong | Frame::Ok | Frame::Info(_) => continue,
+            Frame::Ok | Frame::Info(_) => continue,
         };
-        if events.send(event).is_err() {
-            return Ok(false);
+        match events.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(NatsError::Overrun(events.capacity().unwrap_or(0)))
+            }
+            Err(TrySendError::Disconnected(_)) => return Ok(false),
         }
     }
     Ok(true)
@@ -867,6 +965,15 @@ mod tests {
         let headers = [("Nats-Msg-Id", "orders.eu:7"), ("A", "")];
         let size = message_size(&headers, b"hello");
         assert_eq!(size, header_block(&headers).len() + 5);
+    }
+
+    #[test]
+    fn inbox_prefixes_cannot_be_guessed() {
+        let (a, b) = (inbox_prefix(), inbox_prefix());
+        assert_ne!(a, b);
+        let random = a.strip_prefix("_INBOX.").unwrap();
+        assert_eq!(random.len(), 2 * INBOX_RANDOM_BYTES);
+        assert!(random.bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub enum SessionError {
     PubAckOverdue(Duration),
     /// JetStream refused a pull request (409), saying this (`--from-nats`).
     PullRefused(String),
+    /// A pull request that should have ended within this brought neither
+    /// a message nor its end (`--from-nats`).
+    PullUnanswered(Duration),
 }
 
 impl fmt::Display for SessionError {
@@ -39,6 +42,10 @@ impl fmt::Display for SessionError {
                 write!(f, "no PubAck from JetStream within {waited:?}")
             }
             SessionError::PullRefused(why) => write!(f, "JetStream refused a pull: {why}"),
+            SessionError::PullUnanswered(expires) => write!(
+                f,
+                "a pull request that expires in {expires:?} got no answer at all"
+            ),
         }
     }
 }
@@ -75,6 +82,8 @@ const RETRY_MOST: Duration = Duration::from_secs(2);
 #[derive(Debug, Default)]
 pub struct Meter {
     moved: AtomicU64,
+    /// Messages the far side refused for good (logged one by one).
+    given_up: AtomicU64,
 }
 
 impl Meter {
@@ -84,6 +93,14 @@ impl Meter {
 
     pub fn moved(&self) -> u64 {
         self.moved.load(Ordering::Relaxed)
+    }
+
+    pub fn give_up(&self) {
+        self.given_up.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn given_up(&self) -> u64 {
+        self.given_up.load(Ordering::Relaxed)
     }
 }
 

@@ -20,6 +20,7 @@ impl Dispatcher {
     pub(super) fn broker_report(&self, now: Instant) -> BrokerReport {
         let budget = self.store.budget();
         BrokerReport {
+            incarnation: self.store.incarnation().to_owned(),
             uptime: now.duration_since(self.started),
             connections: self.connections.load(Ordering::Relaxed),
             memory_used: budget.used(),

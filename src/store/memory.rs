@@ -7,9 +7,9 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::{Lookup, NamedLog, Store, StoreError, SyncJob, TopicLog};
+use super::{Lookup, NamedLog, Store, StoreError, SyncJob, TopicLog, INCARNATION_BYTES};
 use crate::budget::{cost, MemoryBudget, MESSAGE_OVERHEAD_BYTES};
-use crate::ids::{Offset, Payload};
+use crate::ids::{random_hex, Offset, Payload};
 
 /// Keeps every topic in memory, for as long as the broker runs, up to an
 /// optional size per topic beyond which the oldest messages nobody still
@@ -21,6 +21,8 @@ pub struct MemoryStore {
     retention_bytes: Option<usize>,
     /// `--memory-bytes`, shared by every log.
     budget: Arc<MemoryBudget>,
+    /// New at each start: the offsets start again from 0 too.
+    incarnation: String,
 }
 
 impl MemoryStore {
@@ -28,6 +30,7 @@ impl MemoryStore {
         MemoryStore {
             retention_bytes,
             budget: Arc::new(MemoryBudget::new("--memory-bytes", memory_bytes)),
+            incarnation: random_hex(INCARNATION_BYTES),
         }
     }
 }
@@ -50,6 +53,10 @@ impl Store for MemoryStore {
 
     fn budget(&self) -> &MemoryBudget {
         &self.budget
+    }
+
+    fn incarnation(&self) -> &str {
+        &self.incarnation
     }
 }
 

@@ -53,6 +53,9 @@ use segment::Run;
 pub use error::{DiskFull, Lack, StoreError};
 pub use settings::{Fsync, LogSettings, OnDamage};
 
+/// The random bytes of a store's incarnation ([`Store::incarnation`]).
+pub(crate) const INCARNATION_BYTES: usize = 8;
+
 /// A topic's name and its log.
 pub type NamedLog = (Arc<str>, Box<dyn TopicLog>);
 
@@ -74,6 +77,16 @@ pub trait Store: Send {
 
     /// The memory budget its logs share (see `budget.rs`).
     fn budget(&self) -> &MemoryBudget;
+
+    /// The store's incarnation: a random id made when the store was
+    /// created, and kept as long as its offsets are. The disk store keeps
+    /// it in its data directory; the memory store makes a new one at each
+    /// start, since its offsets start again from 0. `<topic>:<offset>`
+    /// names a message only within one incarnation: `STATS` shows it, so
+    /// that a copier such as brook-bridge can tell a message from an older
+    /// one that had the same offset (docs/SCALING.md). Known once
+    /// [`Store::recover`] has run.
+    fn incarnation(&self) -> &str;
 }
 
 /// One topic's log.

@@ -604,6 +604,31 @@ fn is_separator(c: char) -> bool {
     c == ' ' || c == '\t'
 }
 
+/// What the first line of a delivery, `MSG <topic> <offset> <nbytes>`,
+/// says: the topic (a quoted one decoded, as `Words` reads it), the
+/// message's offset, and its payload's byte count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MsgLine<'a> {
+    pub topic: Cow<'a, str>,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Reads a delivery's first line, as clients need it (brook-bridge's
+/// `bridge/brook_line.rs`, the examples); `None` if it is not one.
+pub fn parse_msg_line(line: &str) -> Option<MsgLine<'_>> {
+    let rest = line.strip_prefix("MSG ")?;
+    let mut words = Words {
+        rest,
+        max_topic_bytes: usize::MAX,
+    };
+    let topic = words.next().ok()??;
+    let offset = words.next().ok()??.parse().ok()?;
+    let len = words.next().ok()??.parse().ok()?;
+    words.end().ok()?;
+    Some(MsgLine { topic, offset, len })
+}
+
 /// Appends a topic name as `Words` reads it back: a bare word if it can be
 /// one, else quoted with escapes. The replies use it, and so do clients
 /// that write requests (the bench, a dead letter's origin).
@@ -634,6 +659,26 @@ pub fn encode_topic(out: &mut Vec<u8>, name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delivery_lines_give_topic_offset_and_length() {
+        let line = parse_msg_line("MSG orders.eu 41 5").unwrap();
+        assert_eq!(
+            (line.topic.as_ref(), line.offset, line.len),
+            ("orders.eu", 41, 5)
+        );
+        let quoted = parse_msg_line("MSG \"a b\\\"c\" 1 5").unwrap();
+        assert_eq!(quoted.topic, "a b\"c");
+        for bad in [
+            "MSG orders 1",
+            "MSG orders x 5",
+            "MSG orders 1 -5",
+            "+OK",
+            "MSG a 1 5 6",
+        ] {
+            assert_eq!(parse_msg_line(bad), None, "{bad}");
+        }
+    }
     use crate::wire::request::testing;
 
     const LIMITS: Limits = Limits {

@@ -81,6 +81,10 @@ fn encode_topics(out: &mut Vec<u8>, topics: &[TopicReport], patterns: &[PatternR
 /// `+STAT topic` line per topic, each followed by a `+STAT group <topic> <group>` line
 /// per consumer group of the topic, then `+END`.
 fn encode_stats(out: &mut Vec<u8>, report: &BrokerReport) {
+    write_line(
+        out,
+        format_args!("+STAT incarnation {}", report.incarnation),
+    );
     for (name, value) in report.totals() {
         write_line(out, format_args!("+STAT {name} {value}"));
     }

@@ -158,6 +158,9 @@ impl TopicReport {
 /// A snapshot of the whole broker, for `STATS`.
 #[derive(Debug, Clone)]
 pub struct BrokerReport {
+    /// The store's random id (`Store::incarnation`): a broker whose
+    /// offsets started again from 0 has a new one.
+    pub incarnation: String,
     pub uptime: Duration,
     pub connections: usize,
     /// What the store holds in memory against its budget, `--cache-bytes`

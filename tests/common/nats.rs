@@ -80,6 +80,21 @@ impl LoggedChild {
         }
     }
 
+    /// The `HOST:PORT` that follows `before` in the log, once it is there.
+    pub fn logged_address(&self, before: &str) -> String {
+        self.wait_for_log(before, 1, Duration::from_secs(10));
+        let log = self.stderr();
+        let after = log
+            .split_once(before)
+            .unwrap_or_else(|| panic!("{}: no {before:?} in its log:\n{log}", self.name))
+            .1;
+        after
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     pub fn stderr(&self) -> String {
         self.log.0.lock().unwrap().clone()
     }
@@ -123,20 +138,14 @@ impl NatsServer {
         NatsServer::start("n0", &args)
     }
 
+    /// Starts the server on a port it picks itself (`-p -1`), read back
+    /// from its log: a port picked here and bound later could be taken
+    /// by someone else in between.
     fn start(name: &str, extra_args: &[String]) -> NatsServer {
-        let port = free_port();
         let data = TempDir::new("nats");
         let mut command = Command::new("nats-server");
         command
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-js",
-                "-n",
-                name,
-            ])
+            .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-n", name])
             .arg("-sd")
             .arg(data.path())
             .args(extra_args);
@@ -144,10 +153,16 @@ impl NatsServer {
         process.wait_for_log("Server is ready", 1, Duration::from_secs(10));
         NatsServer {
             name: name.to_owned(),
-            addr: format!("127.0.0.1:{port}"),
+            addr: process.logged_address("Listening for client connections on "),
             process,
             _data: data,
         }
+    }
+
+    /// The address of its cluster port, as its log says.
+    fn route_address(&self) -> String {
+        self.process
+            .logged_address("Listening for route connections on ")
     }
 }
 
@@ -157,27 +172,31 @@ pub struct NatsCluster {
 }
 
 impl NatsCluster {
-    /// Starts the three and waits until JetStream has a meta leader.
+    /// Starts the three and waits until JetStream has a meta leader. Each
+    /// picks its own ports (`-1`); n1 and n2 route to n0, whose cluster
+    /// port is read from its log. JetStream's cluster mode will not start
+    /// without a route, so n0 is given one that nobody answers (port 1):
+    /// n1 and n2 connect to it, and it learns of each from the other.
     pub fn start() -> NatsCluster {
-        let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let route = |port: u16| format!("nats://127.0.0.1:{port}");
-        let servers: Vec<NatsServer> = (0..3)
-            .map(|i| {
-                let routes: Vec<String> = (0..3)
-                    .filter(|&j| j != i)
-                    .map(|j| route(cluster_ports[j]))
-                    .collect();
-                let args = [
-                    "--cluster_name".to_owned(),
-                    "C".to_owned(),
-                    "--cluster".to_owned(),
-                    route(cluster_ports[i]),
-                    "--routes".to_owned(),
-                    routes.join(","),
-                ];
-                NatsServer::start(&format!("n{i}"), &args)
-            })
-            .collect();
+        let cluster_args = |routes: String| {
+            [
+                "--cluster_name".to_owned(),
+                "C".to_owned(),
+                "--cluster".to_owned(),
+                "nats://127.0.0.1:-1".to_owned(),
+                "--routes".to_owned(),
+                routes,
+            ]
+        };
+        let first = NatsServer::start("n0", &cluster_args("nats://127.0.0.1:1".into()));
+        let to_first = format!("nats://{}", first.route_address());
+        let mut servers = vec![first];
+        for i in 1..3 {
+            servers.push(NatsServer::start(
+                &format!("n{i}"),
+                &cluster_args(to_first.clone()),
+            ));
+        }
         let cluster = NatsCluster { servers };
         cluster.wait_for_meta_leader(Duration::from_secs(30));
         cluster

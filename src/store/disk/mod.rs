@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! data/lock                                  held by the one broker using the directory
+//! data/incarnation                           the store's random id, made with the directory
 //! data/topics/orders-1c8f3e0e5a1b2c3d/      one directory per topic
 //!     name                                   the topic's real name
 //!     groups                                 where each consumer group is (PULL's too)
@@ -68,20 +69,31 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use self::files::{sorted_entries, sync_directory};
+use self::files::{replace_file, sorted_entries, sync_directory};
 use self::log::DiskLog;
 use self::recovery::remove_unnamed;
 use crate::budget::MemoryBudget;
 use crate::descriptors::FileBudget;
+use crate::ids::random_hex;
 use crate::stats::FsyncTimes;
 use crate::store::fetcher::Fetcher;
-use crate::store::{DiskFull, Lack, LogSettings, NamedLog, Store, StoreError, TopicLog};
+use crate::store::{
+    DiskFull, Fsync, Lack, LogSettings, NamedLog, Store, StoreError, TopicLog, INCARNATION_BYTES,
+};
 
 /// The file in a topic's directory that holds its name.
 const NAME_FILE: &str = "name";
 
 /// Where the name is written before it is renamed to [`NAME_FILE`].
 const NAME_SCRATCH_FILE: &str = "name.new";
+
+/// The file in the data directory that holds the store's incarnation.
+const INCARNATION_FILE: &str = "incarnation";
+
+/// Whether `id` is what [`random_hex`] makes: the file was not damaged.
+fn is_incarnation(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|c| c.is_ascii_hexdigit())
+}
 
 /// How long a broker starting on a data directory waits for its lock.
 const LOCK_PATIENCE: Duration = Duration::from_secs(2);
@@ -103,6 +115,10 @@ pub struct DiskStore {
     /// The locked `<data dir>/lock`, held for as long as the store lives:
     /// two brokers appending to one log would interleave their records.
     lock: Option<File>,
+    /// The store's random id ([`Store::incarnation`]), read from
+    /// `<data dir>/incarnation`, or made and written there by the first
+    /// start on the directory.
+    incarnation: String,
     /// Where each log's file descriptor (its active segment) is counted,
     /// and a new topic refused when none is left (`descriptors.rs`).
     files: Arc<FileBudget>,
@@ -127,6 +143,7 @@ impl DiskStore {
             fetcher,
             budget: Arc::new(MemoryBudget::new("--cache-bytes", cache_bytes)),
             lock: None,
+            incarnation: String::new(),
             files: Arc::default(),
             fsync_times: Arc::default(),
         }
@@ -168,6 +185,48 @@ impl DiskStore {
                 limit: self.files.limit(),
             },
         })))
+    }
+
+    /// The id in `<data dir>/incarnation`, or a new one written there. A
+    /// directory that brook versions without it left gets one too: its
+    /// offsets go on from there. On a full disk the new one is this
+    /// start's only.
+    fn read_or_make_incarnation(&self) -> Result<String, StoreError> {
+        let path = self.data_dir.join(INCARNATION_FILE);
+        match fs::read_to_string(&path) {
+            Ok(id) if is_incarnation(id.trim()) => Ok(id.trim().to_owned()),
+            Ok(_) => Err(StoreError::Unrecognised {
+                path,
+                reason:
+                    "not a hex id: delete the file only if the offsets of every topic start again",
+            }),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                let id = random_hex(INCARNATION_BYTES);
+                let written = replace_file(
+                    &self.data_dir,
+                    INCARNATION_FILE,
+                    id.as_bytes(),
+                    Fsync::Always,
+                );
+                match written {
+                    Ok(()) => Ok(id),
+                    // A full disk need not stop the broker: an id kept
+                    // for this start only is a new incarnation at the
+                    // next, which makes a copier send messages again
+                    // (duplicates), never take new ones for old.
+                    Err(StoreError::Full(full)) => {
+                        ::log::warn!(
+                            "cannot keep the store's incarnation in {}: {full}; this start's \
+                             is {id}, and the next start makes another",
+                            path.display()
+                        );
+                        Ok(id)
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+            Err(error) => Err(StoreError::Io { path, error }),
+        }
     }
 
     /// Takes the data directory's lock, or fails if another broker keeps
@@ -242,6 +301,7 @@ impl Store for DiskStore {
         let dir = self.topics_dir.clone();
         fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
         self.lock_data_dir()?;
+        self.incarnation = self.read_or_make_incarnation()?;
         let mut topics = Vec::new();
         for topic_dir in sorted_entries(&dir)? {
             if !topic_dir.is_dir() {
@@ -284,6 +344,10 @@ impl Store for DiskStore {
 
     fn ages_out(&self) -> bool {
         self.settings.retention_age.is_some()
+    }
+
+    fn incarnation(&self) -> &str {
+        &self.incarnation
     }
 
     fn budget(&self) -> &MemoryBudget {
