@@ -288,16 +288,24 @@ impl PatternJobs {
     /// since a client may close right after asking for one and still read
     /// it (see `session/pulls.rs`). Of what waited behind the job, only
     /// what outlives a close is kept: publishes, whose messages must not
-    /// be lost, and pulls, for the same reason as the pull's job. They stay
-    /// behind a pull's job; those behind a subscription's are returned, to
-    /// be carried out now.
+    /// be lost, and the first pull, for the same reason as the pull's job
+    /// (only one: each may hold every topic of a pattern, for a client
+    /// that may never read them). They stay behind a pull's job; those
+    /// behind a subscription's are returned, to be carried out now.
     pub(super) fn cancel(&mut self, conn: ConnId) -> Vec<Deferred> {
         let mut now = Vec::new();
         self.jobs.retain_mut(|job| {
             if job.conn != conn {
                 return true;
             }
-            job.deferred.retain(outlives_a_close);
+            let mut pulls = 0;
+            job.deferred.retain(|deferred| match deferred {
+                Deferred::Request(Ok(Request::Pull { .. }), _) => {
+                    pulls += 1;
+                    pulls == 1
+                }
+                deferred => outlives_a_close(deferred),
+            });
             let pull = matches!(job.kind, JobKind::Pull { .. });
             if !pull {
                 now = std::mem::take(&mut job.deferred);
@@ -311,10 +319,7 @@ impl PatternJobs {
 /// Whether `deferred` must still be carried out once its connection has
 /// closed (see [`PatternJobs::cancel`]).
 fn outlives_a_close(deferred: &Deferred) -> bool {
-    matches!(
-        deferred,
-        Deferred::Request(Ok(Request::Publish { .. } | Request::Pull { .. }), _)
-    )
+    matches!(deferred, Deferred::Request(Ok(Request::Publish { .. }), _))
 }
 
 /// A connection sent too much behind an unfinished pattern job, without

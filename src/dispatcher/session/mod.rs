@@ -170,10 +170,22 @@ impl Session {
     /// the outbox for the round's end to look at.
     fn close_if_not_reading(&mut self) {
         if !self.not_reading && self.pulls.hold_too_much() {
-            log::warn!("conn {}: not reading its pull; closing it", self.id);
-            self.not_reading = true;
-            self.outbox.close_connection();
+            self.close_for_not_reading();
         }
+    }
+
+    /// Closes the connection of a client that does not read its pull,
+    /// once: it takes no more pulls.
+    fn close_for_not_reading(&mut self) {
+        log::warn!("conn {}: not reading its pull; closing it", self.id);
+        self.not_reading = true;
+        self.outbox.close_connection();
+    }
+
+    /// Whether the connection was closed for not reading its pull: a
+    /// `PULL` it sent after that is not even looked at.
+    pub fn is_closed_for_not_reading(&self) -> bool {
+        self.not_reading
     }
 
     /// Turns the confirmations still queued for messages of `topic` from
@@ -479,10 +491,17 @@ impl Session {
     }
 
     /// Queues a pull of up to `max` messages from `sources`, in turn (see
-    /// `pulls.rs`).
+    /// `pulls.rs`). One that would make the session hold too much behind
+    /// a pull its client does not read is not queued: the connection is
+    /// closed instead, and takes no more pulls.
     pub fn add_pull(&mut self, sources: Vec<PullSource>, max: Option<u64>) {
+        if self.not_reading {
+            return;
+        }
+        if !self.pulls.has_room_for(sources.len()) {
+            return self.close_for_not_reading();
+        }
         self.pulls.add(sources, max);
-        self.close_if_not_reading();
     }
 
     /// Streams the pulls, in order, while the writer has room (see
@@ -1322,5 +1341,26 @@ mod tests {
             frames.as_slice(),
             [Outgoing::Reply(Reply::PullDone { count: 0 })]
         ));
+    }
+
+    /// A client that pipelines pulls of a pattern over many topics and
+    /// reads none: the pull that would take the queued ones past the
+    /// bound is not queued, and neither is any after it, so what the
+    /// session holds stays bounded however many it sends.
+    #[test]
+    fn pulls_past_the_bound_are_not_queued() {
+        const TOPICS: usize = 100_000;
+        let mut broker = Broker::new(1, 16);
+        let source = PullSource {
+            topic: TOPIC,
+            group: GROUP,
+            until: 1,
+        };
+        for _ in 0..100 {
+            broker.sessions[0].add_pull(vec![source; TOPICS], None);
+        }
+        let session = &broker.sessions[0];
+        assert!(session.pulls.queued_sources() <= pulls::MAX_QUEUED_PULL_SOURCES);
+        assert!(session.is_closed_for_not_reading());
     }
 }
