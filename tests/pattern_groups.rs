@@ -23,8 +23,9 @@
 //! pattern piling up behind one the client does not read. A connection
 //! closed while its pattern's topics are matched is let go at once, not
 //! after the linger, and a closed connection's pull whose topics take
-//! longer than the linger to match is still served. Nothing sleeps:
-//! each wait is a read with a deadline.
+//! longer than the linger to match is still served. A client that
+//! half-closes while a pattern's topics are matched gets every answer,
+//! in request order. Nothing sleeps: each wait is a read with a deadline.
 
 mod common;
 
@@ -742,8 +743,10 @@ fn a_connection_closed_while_its_patterns_topics_are_matched_is_let_go_at_once()
     let mut closer = Line::connect(broker.local_addr());
     closer.send("SUB t.* beginning\n");
     closer.close_write();
-    // Its session ends, and with it the writer, which closes the socket;
-    // nothing waits for the linger.
+    // Its session ends, and with it the writer, which closes the socket
+    // after saying the subscription was not made; nothing waits for the
+    // linger.
+    closer.expect_line(CLOSED_BEFORE);
     closer.expect_eof();
 }
 
@@ -759,4 +762,41 @@ fn a_pull_whose_topics_take_longer_to_match_than_the_linger_is_still_served() {
     let (msgs, count) = line.read_pull();
     assert_eq!((msgs.len(), count), (5, 5));
     line.expect_eof();
+}
+
+/// What a request waiting behind a pattern subscription is answered when
+/// its connection closes before the subscription is made.
+const CLOSED_BEFORE: &str = "-ERR connection closed before the subscription was made";
+
+#[test]
+fn a_client_that_half_closes_during_a_patterns_rounds_gets_every_answer_in_order() {
+    let broker = broker_with_many_topics();
+    let addr = broker.local_addr();
+    let mut publisher = Line::connect(addr);
+    publish(&mut publisher, &[("w", 0, "waiting")]);
+    // Behind a subscription: the close, far sooner than 20,000 topics
+    // are matched, leaves it unmade, and a SUB behind it too. (Were it
+    // made first, both would be +OK: the order is what is checked.)
+    let mut subscriber = Line::connect(addr);
+    subscriber.send("SUB t.* current\nPUB z kept\nPING\nSUB y\nPULL z 1\n");
+    subscriber.close_write();
+    let status = subscriber.read_line();
+    assert!(status == "+OK" || status == CLOSED_BEFORE, "{status}");
+    subscriber.expect_line("+OK 0");
+    subscriber.expect_line("+PONG");
+    subscriber.expect_line(&status);
+    let (msgs, count) = subscriber.read_pull();
+    assert_eq!((msgs[0].payload.as_slice(), count), (&b"kept"[..], 1));
+    subscriber.expect_eof();
+    // Behind a pull, which goes on after the close.
+    let mut puller = Line::connect(addr);
+    puller.send("PULL t.> 1\nPING\nSUB y\nPULL w 1\n");
+    puller.close_write();
+    assert_eq!(puller.read_pull().1, 1);
+    puller.expect_line("+PONG");
+    let answer = puller.read_line();
+    assert!(answer == "+OK" || answer == CLOSED_BEFORE, "{answer}");
+    let (msgs, count) = puller.read_pull();
+    assert_eq!((msgs[0].payload.as_slice(), count), (&b"waiting"[..], 1));
+    puller.expect_eof();
 }

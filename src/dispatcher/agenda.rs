@@ -286,40 +286,86 @@ impl PatternJobs {
 
     /// Drops the job of a connection that closed, but a pull goes on,
     /// since a client may close right after asking for one and still read
-    /// it (see `session/pulls.rs`). Of what waited behind the job, only
-    /// what outlives a close is kept: publishes, whose messages must not
-    /// be lost, and the first pull, for the same reason as the pull's job
-    /// (only one: each may hold every topic of a pattern, for a client
-    /// that may never read them). They stay behind a pull's job; those
-    /// behind a subscription's are returned, to be carried out now.
+    /// it (see `session/pulls.rs`). A client that half-closed still reads
+    /// its replies, in the order it sent the requests, so every request
+    /// that waited behind the job is still answered, in order (see
+    /// [`after_a_close`]). They stay behind a pull's job; those behind a
+    /// subscription's are returned, to be carried out now, after the
+    /// subscription's own status: that it was not made.
     pub(super) fn cancel(&mut self, conn: ConnId) -> Vec<Deferred> {
         let mut now = Vec::new();
         self.jobs.retain_mut(|job| {
             if job.conn != conn {
                 return true;
             }
-            let mut pulls = 0;
-            job.deferred.retain(|deferred| match deferred {
-                Deferred::Request(Ok(Request::Pull { .. }), _) => {
-                    pulls += 1;
-                    pulls == 1
-                }
-                deferred => outlives_a_close(deferred),
-            });
-            let pull = matches!(job.kind, JobKind::Pull { .. });
-            if !pull {
-                now = std::mem::take(&mut job.deferred);
+            let waiting = after_a_close(std::mem::take(&mut job.deferred));
+            if matches!(job.kind, JobKind::Pull { .. }) {
+                job.deferred = waiting;
+                return true;
             }
-            pull
+            now.push(ClosedBefore::Subscribed.reply());
+            now.extend(waiting);
+            false
         });
         now
     }
 }
 
-/// Whether `deferred` must still be carried out once its connection has
-/// closed (see [`PatternJobs::cancel`]).
-fn outlives_a_close(deferred: &Deferred) -> bool {
-    matches!(deferred, Deferred::Request(Ok(Request::Publish { .. }), _))
+/// What becomes of the requests that waited behind a pattern job once
+/// their connection has closed: each is carried out, in order, except
+/// what a closed connection cannot take, which gets an error in its turn
+/// instead. A subscribe or unsubscribe would change subscriptions that
+/// have ended; a pull after the first would make the session hold every
+/// topic of its pattern for a client that may never read them, so only
+/// the first is kept, as for the pull a client sends just before it
+/// closes.
+fn after_a_close(deferred: Vec<Deferred>) -> Vec<Deferred> {
+    let mut pulls = 0;
+    let answer = move |what: Deferred| match what {
+        Deferred::Request(Ok(Request::Subscribe { .. } | Request::Unsubscribe { .. }), _) => {
+            ClosedBefore::Subscribed.reply()
+        }
+        Deferred::Request(Ok(Request::Pull { .. }), _) if pulls > 0 => ClosedBefore::Pulled.reply(),
+        what @ Deferred::Request(Ok(Request::Pull { .. }), _) => {
+            pulls += 1;
+            what
+        }
+        what => what,
+    };
+    deferred.into_iter().map(answer).collect()
+}
+
+/// Why a request that waited behind a pattern job was not carried out:
+/// its connection closed first (see [`after_a_close`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum ClosedBefore {
+    /// A subscribe or unsubscribe, or the pattern subscription itself.
+    Subscribed,
+    /// A `PULL` after the one a closed connection still gets.
+    Pulled,
+}
+
+impl ClosedBefore {
+    /// The error it is answered with, in its turn.
+    fn reply(self) -> Deferred {
+        Deferred::Reply(Reply::Error(self.to_string().into()))
+    }
+}
+
+impl std::fmt::Display for ClosedBefore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClosedBefore::Subscribed => {
+                write!(f, "connection closed before the subscription was made")
+            }
+            ClosedBefore::Pulled => write!(
+                f,
+                "connection closed before this PULL was taken: after a close, only the \
+                 first PULL waiting behind a pattern is served; send the rest on an open \
+                 connection"
+            ),
+        }
+    }
 }
 
 /// A connection sent too much behind an unfinished pattern job, without

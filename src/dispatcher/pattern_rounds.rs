@@ -32,10 +32,12 @@
 //! before the job, so they are carried out as they come, and only a
 //! refusal of one waits ([`Deferred`]). A connection that closes in the
 //! middle has its subscription's job dropped (`closing.rs`), and what the
-//! slices made, cursors and group places, ends with its session; the
-//! publishes and pulls that waited are still carried out. A pull's job
-//! goes on, and the session with it, as for any pull its client closed
-//! right after asking for.
+//! slices made, cursors and group places, ends with its session; it is
+//! answered that the subscription was not made, and what waited is still
+//! answered in order (a half-closed client reads on): carried out, but
+//! for subscribes, unsubscribes and pulls past the first, which get an
+//! error (`PatternJobs::cancel`). A pull's job goes on, and the session
+//! with it, as for any pull its client closed right after asking for.
 //!
 //! A slice runs as the request is taken (so a pattern that matches few
 //! topics is answered at once, as an exact name is) and in the round's
