@@ -19,7 +19,8 @@
 //! acked there is not sent again when the connection closes, and
 //! thousands of Acks neither close the connection nor go uncounted; a
 //! publish and a pull are still carried out after a close; publishes past
-//! four of the largest messages close the connection; so do pulls of a
+//! four of the largest messages close the connection, after an error that
+//! says why; so do pulls of a
 //! pattern piling up behind one the client does not read. A connection
 //! closed while its pattern's topics are matched is let go at once, not
 //! after the linger, and a closed connection's pull whose topics take
@@ -661,6 +662,12 @@ fn publishes_past_the_byte_cap_behind_a_pattern_subscribe_close_the_connection()
     let publishes: String = (0..8).map(|_| format!("PUB z {payload}\n")).collect();
     let mut greedy = Line::connect(addr);
     greedy.send(format!("SUB t.* current\n{publishes}"));
+    // Told why, in the subscription's place, then closed.
+    let error = greedy.read_line();
+    assert!(
+        error.starts_with("-ERR published more than 4096 bytes"),
+        "{error}"
+    );
     greedy.expect_eof();
     let mut other = Line::connect(addr);
     assert_eq!(other.ask("PING"), "+PONG");

@@ -211,6 +211,9 @@ pub(super) struct PatternJob {
     /// The payload bytes of the publishes in `deferred`: the reader's
     /// queue stopped counting them once the dispatcher took them.
     pub(super) deferred_bytes: usize,
+    /// Set once the connection sent too much behind the job: the job is
+    /// then answered with this error instead, and the connection closed.
+    pub(super) too_much: Option<TooMuchDeferred>,
 }
 
 /// What waits behind a connection's unfinished pattern job.
@@ -234,6 +237,9 @@ pub(super) enum Deferred {
 #[derive(Debug, Default)]
 pub(super) struct PatternJobs {
     jobs: VecDeque<PatternJob>,
+    /// Connections that sent too much behind their job, being closed:
+    /// what their readers still hand in is dropped, until they detach.
+    hung_up: IdSet<ConnId>,
 }
 
 impl PatternJobs {
@@ -245,6 +251,14 @@ impl PatternJobs {
     /// Whether `conn` has an unfinished job.
     pub(super) fn has_job(&self, conn: ConnId) -> bool {
         self.jobs.iter().any(|job| job.conn == conn)
+    }
+
+    /// Whether requests of `conn` must go through [`PatternJobs::defer`]
+    /// rather than be carried out now: it has an unfinished job, or is
+    /// being closed for sending too much behind one.
+    pub(super) fn holds_requests_of(&self, conn: ConnId) -> bool {
+        let hung_up = !self.hung_up.is_empty() && self.hung_up.contains(&conn);
+        hung_up || self.has_job(conn)
     }
 
     /// Takes the oldest job, for its next slice.
@@ -259,26 +273,29 @@ impl PatternJobs {
 
     /// Keeps `what` for after `conn`'s unfinished job, if it has one;
     /// otherwise hands it back, to be carried out (or sent) now. Returns
-    /// `Err` when the connection sent too much while it waited (more than
-    /// [`MAX_DEFERRED_REQUESTS`], or publishes of more than
-    /// `max_payload_bytes`): it must be closed.
+    /// `Err`, once, when the connection sent too much while it waited
+    /// (more than [`MAX_DEFERRED_REQUESTS`], or publishes of more than
+    /// `max_payload_bytes`): what waited is dropped, the job is marked to
+    /// be answered with the error (`pattern_rounds.rs`), and everything
+    /// the connection still sends is dropped without a word.
     pub(super) fn defer(
         &mut self,
         conn: ConnId,
         what: Deferred,
         max_payload_bytes: usize,
     ) -> Result<Option<Deferred>, TooMuchDeferred> {
+        if self.hung_up.contains(&conn) {
+            return Ok(None);
+        }
         let Some(job) = self.jobs.iter_mut().find(|job| job.conn == conn) else {
             return Ok(Some(what));
         };
-        if job.deferred.len() >= MAX_DEFERRED_REQUESTS {
-            return Err(TooMuchDeferred::Requests);
-        }
-        if let Deferred::Request(Ok(Request::Publish { payload, .. }), _) = &what {
-            job.deferred_bytes += payload.len();
-            if job.deferred_bytes > max_payload_bytes {
-                return Err(TooMuchDeferred::PayloadBytes(max_payload_bytes));
-            }
+        let too_much = too_much_with(job, &what, max_payload_bytes);
+        if let Some(too_much) = too_much {
+            job.deferred = Vec::new();
+            job.too_much = Some(too_much);
+            self.hung_up.insert(conn);
+            return Err(too_much);
         }
         job.deferred.push(what);
         Ok(None)
@@ -293,6 +310,7 @@ impl PatternJobs {
     /// subscription's are returned, to be carried out now, after the
     /// subscription's own status: that it was not made.
     pub(super) fn cancel(&mut self, conn: ConnId) -> Vec<Deferred> {
+        self.hung_up.remove(&conn);
         let mut now = Vec::new();
         self.jobs.retain_mut(|job| {
             if job.conn != conn {
@@ -309,6 +327,25 @@ impl PatternJobs {
         });
         now
     }
+}
+
+/// Whether `job` would wait behind it for too much with `what` too; counts
+/// the payload of a publish.
+fn too_much_with(
+    job: &mut PatternJob,
+    what: &Deferred,
+    max_payload_bytes: usize,
+) -> Option<TooMuchDeferred> {
+    if job.deferred.len() >= MAX_DEFERRED_REQUESTS {
+        return Some(TooMuchDeferred::Requests);
+    }
+    if let Deferred::Request(Ok(Request::Publish { payload, .. }), _) = what {
+        job.deferred_bytes += payload.len();
+        if job.deferred_bytes > max_payload_bytes {
+            return Some(TooMuchDeferred::PayloadBytes(max_payload_bytes));
+        }
+    }
+    None
 }
 
 /// What becomes of the requests that waited behind a pattern job once
@@ -371,7 +408,7 @@ impl std::fmt::Display for ClosedBefore {
 /// A connection sent too much behind an unfinished pattern job, without
 /// waiting for its status: what waits costs memory the reader's limits no
 /// longer count, so the connection is closed.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(super) enum TooMuchDeferred {
     /// More than [`MAX_DEFERRED_REQUESTS`] requests.
     Requests,

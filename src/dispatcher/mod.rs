@@ -435,7 +435,7 @@ impl Dispatcher {
     ) -> Result<(), StoreError> {
         // The common case, a connection with no pattern job, wraps nothing.
         let answers = matches!(request, Ok(Request::Ack | Request::Nack));
-        if answers || !self.agenda.pattern_jobs.has_job(conn) {
+        if answers || !self.agenda.pattern_jobs.holds_requests_of(conn) {
             return self.request(conn, request, hangup, now);
         }
         let request = Deferred::Request(request, hangup.cloned());
@@ -447,16 +447,15 @@ impl Dispatcher {
 
     /// Keeps `what` behind the connection's unfinished pattern job, if it
     /// has one, or hands it back to be done now. A connection that does
-    /// not wait for its job's status is closed, and `what` dropped.
+    /// not wait for its job's status is told so in the job's place, and
+    /// closed (`pattern_rounds.rs`); `what` is dropped, and so is what it
+    /// sends after.
     fn defer(&mut self, conn: ConnId, what: Deferred) -> Option<Deferred> {
         let max_bytes = self.limits.max_deferred_payload_bytes;
         match self.agenda.pattern_jobs.defer(conn, what, max_bytes) {
             Ok(now) => now,
             Err(too_much) => {
                 log::warn!("conn {conn}: {too_much}; closing it");
-                if let Some(session) = self.sessions.get(&conn) {
-                    session.hang_up();
-                }
                 None
             }
         }

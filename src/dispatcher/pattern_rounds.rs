@@ -51,13 +51,13 @@
 
 use std::time::Instant;
 
-use super::agenda::{Deferred, JobKind, PatternJob};
+use super::agenda::{Deferred, JobKind, PatternJob, TooMuchDeferred};
 use super::patterns::Followed;
 use super::Dispatcher;
 use crate::ids::ConnId;
 use crate::pattern::Pattern;
 use crate::store::StoreError;
-use crate::wire::reply::{OverLimit, Reply};
+use crate::wire::reply::Reply;
 
 /// How many topics one slice of a pattern's work looks at. Matching a
 /// name and making a cursor or a group place take well under a
@@ -112,6 +112,7 @@ impl Dispatcher {
             end,
             deferred: Vec::new(),
             deferred_bytes: 0,
+            too_much: None,
         };
         if let Some(session) = self.sessions.get_mut(&conn) {
             session.hold();
@@ -140,6 +141,9 @@ impl Dispatcher {
     /// Looks at the next [`TOPICS_PER_SLICE`] topics of `job`, then
     /// finishes it, or puts it back for a later round.
     fn run_slice(&mut self, mut job: PatternJob, now: Instant) -> Result<(), StoreError> {
+        if let Some(too_much) = job.too_much {
+            return self.answer_too_much(job, too_much, now);
+        }
         let stop = job.end.min(job.next + TOPICS_PER_SLICE);
         for id in job.next..stop {
             let name = &self.topics[id].name;
@@ -148,7 +152,7 @@ impl Dispatcher {
             }
             self.write_now(id, now)?;
             if let Err(limit) = self.follow_topic(job.conn, id, &mut job.kind) {
-                return self.abandon(job, limit, now);
+                return self.abandon(job, Reply::OverLimit(limit), now);
             }
         }
         job.next = stop;
@@ -196,17 +200,31 @@ impl Dispatcher {
         }
     }
 
-    /// A topic's group had no room under `--max-groups-per-topic`: the
-    /// request is refused. A subscription forgets the patterns it added
+    /// The connection sent too much behind the job without waiting for
+    /// its status (see `PatternJobs::defer`): the job is refused with
+    /// that error, and the connection closed once it is written, so that
+    /// the client learns why. What it sent is dropped already.
+    fn answer_too_much(
+        &mut self,
+        job: PatternJob,
+        too_much: TooMuchDeferred,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        let conn = job.conn;
+        self.abandon(job, Reply::Error(too_much.to_string().into()), now)?;
+        if let Some(session) = self.sessions.get_mut(&conn) {
+            session.close_once_written();
+        }
+        Ok(())
+    }
+
+    /// The request is refused with `refusal`: a topic's group had no room
+    /// under `--max-groups-per-topic`, or the connection sent too much
+    /// behind it. A subscription forgets the patterns it added
     /// and leaves what they alone gave the connection, but keeps what the
     /// names it gave exactly were given before the patterns were looked
     /// at (docs/PROTOCOL.md says so); a pull takes nothing.
-    fn abandon(
-        &mut self,
-        job: PatternJob,
-        limit: OverLimit,
-        now: Instant,
-    ) -> Result<(), StoreError> {
+    fn abandon(&mut self, job: PatternJob, refusal: Reply, now: Instant) -> Result<(), StoreError> {
         let conn = job.conn;
         if let JobKind::Subscribe { group, .. } = &job.kind {
             for pattern in &job.added {
@@ -215,7 +233,7 @@ impl Dispatcher {
             self.leave_uncovered(conn, &job.added);
         }
         if let Some(session) = self.sessions.get_mut(&conn) {
-            session.reply(Reply::OverLimit(limit));
+            session.reply(refusal);
             session.release();
             session.pump(&self.topics, now);
             self.agenda.register(conn, session);

@@ -532,10 +532,11 @@ impl Session {
         self.held = true;
     }
 
-    /// Shuts the connection's socket: its client sends requests without
-    /// waiting for the answers it needs.
-    pub fn hang_up(&self) {
-        self.outbox.close_connection();
+    /// Closes the connection once what is queued now is written: its
+    /// client sent too much without waiting for the answers it needs, and
+    /// is told so by the error queued last.
+    pub fn close_once_written(&mut self) {
+        self.outbox.close_once_written();
     }
 
     /// Ends [`Session::hold`]; the caller pumps.
