@@ -19,8 +19,8 @@
 //! acked there is not sent again when the connection closes, and
 //! thousands of Acks neither close the connection nor go uncounted; a
 //! publish and a pull are still carried out after a close; publishes past
-//! four of the largest messages close the connection, after an error that
-//! says why; so do pulls of a
+//! four of the largest messages, or requests naming that many bytes,
+//! close the connection, after an error that says why; so do pulls of a
 //! pattern piling up behind one the client does not read. A connection
 //! closed while its pattern's topics are matched is let go at once, not
 //! after the linger, and a closed connection's pull whose topics take
@@ -651,21 +651,34 @@ fn a_publish_and_a_pull_behind_a_pattern_job_are_carried_out_after_a_close() {
 
 #[test]
 fn publishes_past_the_byte_cap_behind_a_pattern_subscribe_close_the_connection() {
+    let payload = "p".repeat(1000);
+    let publishes: String = (0..8).map(|_| format!("PUB z {payload}\n")).collect();
+    closed_for_too_much_behind_a_pattern(&publishes);
+}
+
+#[test]
+fn long_names_past_the_byte_cap_behind_a_pattern_subscribe_close_the_connection() {
+    let name = "n".repeat(1000);
+    let unsubscribes: String = (0..8).map(|_| format!("UNSUB {name}\n")).collect();
+    closed_for_too_much_behind_a_pattern(&unsubscribes);
+}
+
+/// Sends `requests` behind a pattern subscription over many topics, on
+/// a broker whose cap on what may wait behind it is 4,096 bytes (four
+/// messages of 1,024), without waiting for its +OK: the connection is
+/// told why in the subscription's place, then closed, and nobody else
+/// notices.
+fn closed_for_too_much_behind_a_pattern(requests: &str) {
     let broker = many_topics_on(&Config {
         max_message_bytes: 1024,
         ..config()
     });
     let addr = broker.local_addr();
-    // Twice the cap of four largest messages, sent without waiting for
-    // the pattern's +OK.
-    let payload = "p".repeat(1000);
-    let publishes: String = (0..8).map(|_| format!("PUB z {payload}\n")).collect();
     let mut greedy = Line::connect(addr);
-    greedy.send(format!("SUB t.* current\n{publishes}"));
-    // Told why, in the subscription's place, then closed.
+    greedy.send(format!("SUB t.* current\n{requests}"));
     let error = greedy.read_line();
     assert!(
-        error.starts_with("-ERR published more than 4096 bytes"),
+        error.starts_with("-ERR sent more than 4096 bytes"),
         "{error}"
     );
     greedy.expect_eof();

@@ -208,8 +208,9 @@ pub(super) struct PatternJob {
     /// What the connection sent after this request, to carry out (or
     /// send) once the job is done, in order.
     pub(super) deferred: Vec<Deferred>,
-    /// The payload bytes of the publishes in `deferred`: the reader's
-    /// queue stopped counting them once the dispatcher took them.
+    /// The bytes of names and payloads the requests in `deferred` hold:
+    /// the reader's queue stopped counting them once the dispatcher took
+    /// them.
     pub(super) deferred_bytes: usize,
     /// Set once the connection sent too much behind the job: the job is
     /// then answered with this error instead, and the connection closed.
@@ -274,15 +275,15 @@ impl PatternJobs {
     /// Keeps `what` for after `conn`'s unfinished job, if it has one;
     /// otherwise hands it back, to be carried out (or sent) now. Returns
     /// `Err`, once, when the connection sent too much while it waited
-    /// (more than [`MAX_DEFERRED_REQUESTS`], or publishes of more than
-    /// `max_payload_bytes`): what waited is dropped, the job is marked to
+    /// (more than [`MAX_DEFERRED_REQUESTS`], or requests holding more
+    /// than `max_bytes` of names and payloads): what waited is dropped, the job is marked to
     /// be answered with the error (`pattern_rounds.rs`), and everything
     /// the connection still sends is dropped without a word.
     pub(super) fn defer(
         &mut self,
         conn: ConnId,
         what: Deferred,
-        max_payload_bytes: usize,
+        max_bytes: usize,
     ) -> Result<Option<Deferred>, TooMuchDeferred> {
         if self.hung_up.contains(&conn) {
             return Ok(None);
@@ -290,7 +291,7 @@ impl PatternJobs {
         let Some(job) = self.jobs.iter_mut().find(|job| job.conn == conn) else {
             return Ok(Some(what));
         };
-        let too_much = too_much_with(job, &what, max_payload_bytes);
+        let too_much = too_much_with(job, &what, max_bytes);
         if let Some(too_much) = too_much {
             job.deferred = Vec::new();
             job.too_much = Some(too_much);
@@ -329,23 +330,37 @@ impl PatternJobs {
     }
 }
 
-/// Whether `job` would wait behind it for too much with `what` too; counts
-/// the payload of a publish.
+/// Whether `job` would hold too much with `what` waiting behind it too;
+/// counts the bytes `what` holds.
 fn too_much_with(
     job: &mut PatternJob,
     what: &Deferred,
-    max_payload_bytes: usize,
+    max_bytes: usize,
 ) -> Option<TooMuchDeferred> {
     if job.deferred.len() >= MAX_DEFERRED_REQUESTS {
         return Some(TooMuchDeferred::Requests);
     }
-    if let Deferred::Request(Ok(Request::Publish { payload, .. }), _) = what {
-        job.deferred_bytes += payload.len();
-        if job.deferred_bytes > max_payload_bytes {
-            return Some(TooMuchDeferred::PayloadBytes(max_payload_bytes));
+    job.deferred_bytes += bytes_held(what);
+    (job.deferred_bytes > max_bytes).then_some(TooMuchDeferred::Bytes(max_bytes))
+}
+
+/// The bytes of names and payload a waiting request holds: a binary
+/// Subscribe's list of names may be a mebibyte long, a `PUB`'s payload
+/// `--max-message-bytes`.
+fn bytes_held(what: &Deferred) -> usize {
+    let Deferred::Request(Ok(request), _) = what else {
+        return 0;
+    };
+    let names = |names: &[String]| names.iter().map(String::len).sum::<usize>();
+    match request {
+        Request::Publish { topic, payload, .. } => topic.len() + payload.len(),
+        Request::Subscribe { topics, group, .. } => {
+            names(topics) + group.as_ref().map_or(0, String::len)
         }
+        Request::Unsubscribe { topics } => names(topics),
+        Request::Pull { topic, group, .. } => topic.len() + group.as_ref().map_or(0, String::len),
+        _ => 0,
     }
-    None
 }
 
 /// What becomes of the requests that waited behind a pattern job once
@@ -412,8 +427,8 @@ impl std::fmt::Display for ClosedBefore {
 pub(super) enum TooMuchDeferred {
     /// More than [`MAX_DEFERRED_REQUESTS`] requests.
     Requests,
-    /// Publishes of more than this many payload bytes.
-    PayloadBytes(usize),
+    /// Requests holding more than this many bytes of names and payloads.
+    Bytes(usize),
 }
 
 impl std::fmt::Display for TooMuchDeferred {
@@ -424,10 +439,10 @@ impl std::fmt::Display for TooMuchDeferred {
                 "sent more than {MAX_DEFERRED_REQUESTS} requests behind a pattern \
                  subscription without waiting for its +OK"
             ),
-            TooMuchDeferred::PayloadBytes(limit) => write!(
+            TooMuchDeferred::Bytes(limit) => write!(
                 f,
-                "published more than {limit} bytes (4 x --max-message-bytes) behind a \
-                 pattern subscription without waiting for its +OK"
+                "sent more than {limit} bytes of names and payloads behind a pattern \
+                 subscription without waiting for its +OK"
             ),
         }
     }

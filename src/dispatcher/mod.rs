@@ -182,10 +182,11 @@ pub struct TopicLimits {
     /// How many patterns one connection may follow (`--max-subscribe-topics`):
     /// any client can add them, and each is kept until it goes.
     pub max_patterns_per_connection: usize,
-    /// How many payload bytes of publishes may wait behind one
-    /// connection's unfinished pattern job (`pattern_rounds.rs`): the
-    /// reader's queue stops counting them once the dispatcher takes them.
-    pub max_deferred_payload_bytes: usize,
+    /// How many bytes of names and payloads the requests waiting behind
+    /// one connection's unfinished pattern job may hold
+    /// (`pattern_rounds.rs`): the reader's queue stops counting them once
+    /// the dispatcher takes them.
+    pub max_deferred_bytes: usize,
 }
 
 /// The dispatcher: the topic table, every answered connection's session,
@@ -451,7 +452,7 @@ impl Dispatcher {
     /// closed (`pattern_rounds.rs`); `what` is dropped, and so is what it
     /// sends after.
     fn defer(&mut self, conn: ConnId, what: Deferred) -> Option<Deferred> {
-        let max_bytes = self.limits.max_deferred_payload_bytes;
+        let max_bytes = self.limits.max_deferred_bytes;
         match self.agenda.pattern_jobs.defer(conn, what, max_bytes) {
             Ok(now) => now,
             Err(too_much) => {

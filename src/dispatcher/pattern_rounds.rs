@@ -295,7 +295,7 @@ mod tests {
             max_topics: 10_000,
             max_groups_per_topic: 64,
             max_patterns_per_connection: 64,
-            max_deferred_payload_bytes: 1 << 20,
+            max_deferred_bytes: 1 << 20,
         };
         Dispatcher::new(
             policy,
