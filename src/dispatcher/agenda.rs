@@ -254,12 +254,23 @@ impl PatternJobs {
         self.jobs.iter().any(|job| job.conn == conn)
     }
 
-    /// Whether requests of `conn` must go through [`PatternJobs::defer`]
-    /// rather than be carried out now: it has an unfinished job, or is
-    /// being closed for sending too much behind one.
-    pub(super) fn holds_requests_of(&self, conn: ConnId) -> bool {
-        let hung_up = !self.hung_up.is_empty() && self.hung_up.contains(&conn);
-        hung_up || self.has_job(conn)
+    /// Where what `conn` sends must wait rather than be carried out now,
+    /// if it must: behind its unfinished job, or nowhere (it is dropped)
+    /// once the connection is being closed for sending too much behind
+    /// one. `None`, the common case, costs a look at an empty list.
+    pub(super) fn line_of(&mut self, conn: ConnId) -> Option<Line<'_>> {
+        if !self.hung_up.is_empty() && self.hung_up.contains(&conn) {
+            return Some(Line::Dropped);
+        }
+        let job = self.jobs.iter_mut().find(|job| job.conn == conn)?;
+        Some(Line::Behind(job))
+    }
+
+    /// Notes that `conn`, whose job was answered that it sent too much,
+    /// is being closed: what its reader still hands in is dropped, until
+    /// it detaches ([`PatternJobs::cancel`]).
+    pub(super) fn hang_up(&mut self, conn: ConnId) {
+        self.hung_up.insert(conn);
     }
 
     /// Takes the oldest job, for its next slice.
@@ -270,36 +281,6 @@ impl PatternJobs {
     /// Puts back a job with work left, behind the others.
     pub(super) fn put_back(&mut self, job: PatternJob) {
         self.jobs.push_back(job);
-    }
-
-    /// Keeps `what` for after `conn`'s unfinished job, if it has one;
-    /// otherwise hands it back, to be carried out (or sent) now. Returns
-    /// `Err`, once, when the connection sent too much while it waited
-    /// (more than [`MAX_DEFERRED_REQUESTS`], or requests holding more
-    /// than `max_bytes` of names and payloads): what waited is dropped, the job is marked to
-    /// be answered with the error (`pattern_rounds.rs`), and everything
-    /// the connection still sends is dropped without a word.
-    pub(super) fn defer(
-        &mut self,
-        conn: ConnId,
-        what: Deferred,
-        max_bytes: usize,
-    ) -> Result<Option<Deferred>, TooMuchDeferred> {
-        if self.hung_up.contains(&conn) {
-            return Ok(None);
-        }
-        let Some(job) = self.jobs.iter_mut().find(|job| job.conn == conn) else {
-            return Ok(Some(what));
-        };
-        let too_much = too_much_with(job, &what, max_bytes);
-        if let Some(too_much) = too_much {
-            job.deferred = Vec::new();
-            job.too_much = Some(too_much);
-            self.hung_up.insert(conn);
-            return Err(too_much);
-        }
-        job.deferred.push(what);
-        Ok(None)
     }
 
     /// Drops the job of a connection that closed, but a pull goes on,
@@ -327,6 +308,39 @@ impl PatternJobs {
             false
         });
         now
+    }
+}
+
+/// Where what a connection sends waits ([`PatternJobs::line_of`]).
+pub(super) enum Line<'a> {
+    /// Behind its unfinished job.
+    Behind(&'a mut PatternJob),
+    /// Nowhere: the connection is being closed, and what it sends dropped.
+    Dropped,
+}
+
+impl Line<'_> {
+    /// Keeps `what` for after the job, to be carried out (or sent) in its
+    /// turn. Returns `Err`, once, when the connection sent too much while
+    /// it waited (more than [`MAX_DEFERRED_REQUESTS`], or requests
+    /// holding more than `max_bytes` of names and payloads): what waited
+    /// is dropped, the job is marked to be answered with the error
+    /// (`pattern_rounds.rs`), and everything the connection still sends
+    /// is dropped without a word.
+    pub(super) fn push(self, what: Deferred, max_bytes: usize) -> Result<(), TooMuchDeferred> {
+        let Line::Behind(job) = self else {
+            return Ok(());
+        };
+        if job.too_much.is_some() {
+            return Ok(());
+        }
+        if let Some(too_much) = too_much_with(job, &what, max_bytes) {
+            job.deferred = Vec::new();
+            job.too_much = Some(too_much);
+            return Err(too_much);
+        }
+        job.deferred.push(what);
+        Ok(())
     }
 }
 

@@ -13,7 +13,8 @@
 //!
 //! Calls: `subscribe.rs` (`remove_subscriber`), `consumer_groups.rs`
 //! (`settle_groups`), `dead_letters.rs` (`dead_letter_given_up`),
-//! `delivery.rs` (`serve`).
+//! `pattern_rounds.rs` (`carry_out_deferred`), `delivery.rs` (`serve`);
+//! and the agenda's `PatternJobs::cancel`.
 
 use std::time::{Duration, Instant};
 

@@ -23,7 +23,7 @@
 //! last, the connection's session holds back every delivery
 //! ([`Session::hold`](super::session::Session::hold)), and the requests
 //! the connection sends after the pattern's wait in the job
-//! ([`PatternJobs::defer`](super::agenda::PatternJobs::defer)): the
+//! ([`Line::push`](super::agenda::Line::push)): the
 //! status (`+OK`, Subscribed) is sent when the last slice is done, and
 //! then, as after any subscribe, the deliveries and the answers to those
 //! later requests, each in its order. An `UNSUB` sent in the middle is
@@ -70,10 +70,10 @@ impl Dispatcher {
     /// (every one goes through here, with patterns or without): records a
     /// subscription's patterns, then matches them against the topics, and
     /// answers the request, at once if one slice covers them (or there
-    /// are none), otherwise after the last of the next rounds. The session is held from before the first
-    /// slice: writing a matching topic offers its new messages to the
-    /// session, which would otherwise send from the cursors the slice
-    /// made before their `+OK`.
+    /// are none), otherwise after the last of the next rounds. The
+    /// session is held from before the first slice: writing a matching
+    /// topic offers its new messages to the session, which would
+    /// otherwise send from the cursors the slice made before their `+OK`.
     pub(super) fn match_patterns_and_answer(
         &mut self,
         conn: ConnId,
@@ -201,7 +201,7 @@ impl Dispatcher {
     }
 
     /// The connection sent too much behind the job without waiting for
-    /// its status (see `PatternJobs::defer`): the job is refused with
+    /// its status (see `agenda::Line::push`): the job is refused with
     /// that error, and the connection closed once it is written, so that
     /// the client learns why. What it sent is dropped already.
     fn answer_too_much(
@@ -211,6 +211,7 @@ impl Dispatcher {
         now: Instant,
     ) -> Result<(), StoreError> {
         let conn = job.conn;
+        self.agenda.pattern_jobs.hang_up(conn);
         self.abandon(job, Reply::Error(too_much.to_string().into()), now)?;
         if let Some(session) = self.sessions.get_mut(&conn) {
             session.close_once_written();

@@ -37,7 +37,7 @@ use super::session::pulls::PullSource;
 use super::topic::Topic;
 use super::topic_table::Unavailable;
 use super::Dispatcher;
-use crate::ids::{ConnId, TopicId};
+use crate::ids::{ConnId, IdSet, TopicId};
 use crate::pattern::{Pattern, PatternError, Subject};
 use crate::store::StoreError;
 use crate::wire::reply::{OverLimit, Reply};
@@ -224,16 +224,25 @@ impl Dispatcher {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return Ok(());
         };
-        for name in exact {
-            if let Some(&id) = self.topic_ids.get(name) {
-                if session.unsubscribe(id) {
-                    remove_subscriber(&mut self.topics[id], conn);
-                }
-                for index in session.leave_groups_of(id, &self.topics) {
-                    self.topics[id].groups[index].leave(conn);
-                }
-            }
-        }
+        // In one pass each, however many names, as `leave_uncovered` does.
+        let named: IdSet<TopicId> = exact
+            .iter()
+            .filter_map(|name| self.topic_ids.get(*name).copied())
+            .collect();
+        let cursors: Vec<TopicId> = named
+            .iter()
+            .copied()
+            .filter(|&id| session.cursor(id).is_some())
+            .collect();
+        let places: BTreeSet<(TopicId, usize)> = session
+            .memberships()
+            .filter(|m| named.contains(&m.topic))
+            .map(|m| (m.topic, m.group))
+            .collect();
+        self.leave(conn, cursors, places);
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return Ok(());
+        };
         log::debug!("conn {conn}: unsubscribed from {names:?}");
         session.reply(Reply::Unsubscribed);
         self.agenda.register(conn, session);
@@ -271,6 +280,17 @@ impl Dispatcher {
             })
             .map(|m| (m.topic, m.group))
             .collect();
+        self.leave(conn, cursors, places);
+    }
+
+    /// Ends `conn`'s subscriptions to `cursors` and its `places` in
+    /// groups, on both sides: the session's, and the topics' and groups'.
+    /// What it owed those groups goes back to them once the caller
+    /// settles them.
+    fn leave(&mut self, conn: ConnId, cursors: Vec<TopicId>, places: BTreeSet<(TopicId, usize)>) {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
+        };
         session.unsubscribe_all(&cursors);
         for id in cursors {
             remove_subscriber(&mut self.topics[id], conn);

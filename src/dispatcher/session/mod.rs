@@ -260,16 +260,11 @@ impl Session {
             .is_some_and(|subscription| subscription.by_name)
     }
 
-    /// Forgets the subscription to `topic`. Deliveries already in flight must
-    /// still be answered, but none of them is sent again. The topic leaves
-    /// the `ready` line too, or a client that unsubscribes and subscribes
-    /// again while its window is full would add it once more each time.
-    pub fn unsubscribe(&mut self, topic: TopicId) -> bool {
-        self.unsubscribe_all(&[topic]) == 1
-    }
-
-    /// Forgets the subscriptions to `topics`, as [`Session::unsubscribe`]
-    /// does, in one pass over the `ready` line however many they are (an
+    /// Forgets the subscriptions to `topics`. Deliveries already in flight
+    /// must still be answered, but none of them is sent again. The topics
+    /// leave the `ready` line too, or a client that unsubscribes and
+    /// subscribes again while its window is full would add them once more
+    /// each time; in one pass over it, however many they are (an
     /// unsubscribe of a pattern may end thousands). Returns how many the
     /// session had.
     pub fn unsubscribe_all(&mut self, topics: &[TopicId]) -> usize {
@@ -400,23 +395,6 @@ impl Session {
         for place in places {
             self.memberships.remove(place);
         }
-    }
-
-    /// Leaves every group of `topic`; returns the groups left. Messages
-    /// of theirs that the session has yet to answer go back to them.
-    pub fn leave_groups_of(&mut self, topic: TopicId, topics: &[Topic]) -> Vec<usize> {
-        let of_topic = |of, _| of == topic;
-        self.in_flight.give_back_to_groups(of_topic, topics);
-        let of_topic = (topic, 0)..(topic + 1, 0);
-        let left: Vec<usize> = self
-            .memberships
-            .range(of_topic)
-            .map(|(_, m)| m.group)
-            .collect();
-        for &group in &left {
-            self.memberships.remove(&(topic, group));
-        }
-        left
     }
 
     /// The session's places in groups, in the order of their topics.
@@ -1162,7 +1140,7 @@ mod tests {
         broker.publish(3, 0);
         assert_eq!(broker.sent(0), [0]);
         for _ in 0..3 {
-            assert!(broker.sessions[0].unsubscribe(TOPIC));
+            assert_eq!(broker.sessions[0].unsubscribe_all(&[TOPIC]), 1);
             assert!(broker.sessions[0].ready.is_empty(), "out of line");
             broker.subscribe(0);
         }
@@ -1181,7 +1159,7 @@ mod tests {
         broker.subscribe(0);
         broker.publish(1, 0);
         assert_eq!(broker.sent(0), [0]);
-        broker.sessions[0].unsubscribe(TOPIC);
+        broker.sessions[0].unsubscribe_all(&[TOPIC]);
         broker.nack(0, 100);
         broker.wake(0, 60_000);
         assert_eq!(broker.sent(0), []);
@@ -1228,8 +1206,8 @@ mod tests {
         broker.publish(2, 0);
         broker.hand_out(0);
         assert_eq!((broker.sent(0), broker.sent(1)), (vec![0], vec![1]));
-        let left = broker.sessions[0].leave_groups_of(TOPIC, &broker.topics);
-        assert_eq!(left, [GROUP]);
+        let place = BTreeSet::from([(TOPIC, GROUP)]);
+        broker.sessions[0].leave_groups(&place, &broker.topics);
         broker.topics[TOPIC].groups[GROUP].leave(0);
         broker.ack(1, 100);
         broker.settle_group(0, 100);
