@@ -260,14 +260,14 @@ impl Dispatcher {
             return;
         };
         let topics = &self.topics;
-        let followed = &self.patterns;
+        let followed = self.patterns.covering(conn, patterns);
         let matched = |id: TopicId| patterns.iter().any(|p| p.matches(&topics[id].name));
         let cursors: Vec<TopicId> = session
             .topics()
             .filter(|&id| {
                 !session.subscribed_by_name(id)
                     && matched(id)
-                    && !followed.covers(conn, &topics[id].name, None)
+                    && !followed.covers(&topics[id].name, None)
             })
             .collect();
         let places: BTreeSet<(TopicId, usize)> = session
@@ -276,7 +276,7 @@ impl Dispatcher {
                 let group = &*topics[m.topic].groups[m.group].name;
                 !m.by_name
                     && matched(m.topic)
-                    && !followed.covers(conn, &topics[m.topic].name, Some(group))
+                    && !followed.covers(&topics[m.topic].name, Some(group))
             })
             .map(|m| (m.topic, m.group))
             .collect();
