@@ -359,13 +359,14 @@ impl Session {
         self.closing = Some(now + self.policy.linger);
     }
 
-    /// Whether a closed session is done: its pulls have ended (and no pull
-    /// of a pattern is still looking for its topics, which holds the
-    /// session), or made no progress for the linger.
+    /// Whether a closed session is done: its pulls have ended, or made no
+    /// progress for the linger. Never while a pull of a pattern is still
+    /// looking for its topics, which holds the session: that needs
+    /// nothing of the client and ends within rounds, however long a round
+    /// takes next to the linger.
     pub fn is_done(&self, now: Instant) -> bool {
-        let pulling = !self.pulls.is_empty() || self.held;
-        self.closing
-            .is_some_and(|deadline| !pulling || now >= deadline)
+        let stalled = |deadline| self.pulls.is_empty() || now >= deadline;
+        !self.held && self.closing.is_some_and(stalled)
     }
 
     /// Joins the consumer group `group` of `topic` (see `group.rs`), as
@@ -1341,5 +1342,19 @@ mod tests {
         let session = &broker.sessions[0];
         assert!(session.pulls.queued_sources() <= pulls::MAX_QUEUED_PULL_SOURCES);
         assert!(session.is_closed_for_not_reading());
+    }
+
+    /// A closed connection's pull of a pattern whose topics are still
+    /// being looked for holds its session: however long the rounds take,
+    /// the session is not done, and the pull is served once they are.
+    #[test]
+    fn a_closed_session_held_by_a_pattern_pull_is_not_done_past_the_linger() {
+        let mut broker = Broker::new(1, 16);
+        let session = &mut broker.sessions[0];
+        session.hold();
+        session.close(&broker.topics, broker.t0);
+        assert!(!session.is_done(broker.t0 + Duration::from_secs(3600)));
+        session.release();
+        assert!(session.is_done(broker.t0 + Duration::from_secs(3600)));
     }
 }
