@@ -189,7 +189,7 @@ impl Config {
             max_patterns_per_connection: self.max_subscribe_topics,
             // A few of the largest messages: a client that pipelines
             // more behind a pattern's +OK is closed.
-            max_deferred_payload_bytes: 4 * self.max_message_bytes,
+            max_deferred_bytes: 4 * self.max_message_bytes,
         }
     }
 

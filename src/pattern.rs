@@ -104,10 +104,7 @@ impl Pattern {
     /// both names token by token, allocating nothing.
     pub fn matches(&self, topic: &str) -> bool {
         let mut topic_tokens = topic.split(SEPARATOR);
-        let fixed = &self.text[..self.fixed_len];
-        // `>` alone has no token before it; `"".split` would give one.
-        let pattern_tokens = fixed.split(SEPARATOR).filter(|_| !fixed.is_empty());
-        for wanted in pattern_tokens {
+        for wanted in self.fixed_tokens() {
             match topic_tokens.next() {
                 Some(token) if !token.is_empty() && (wanted == ONE_TOKEN || wanted == token) => {}
                 _ => return false,
@@ -118,6 +115,34 @@ impl Pattern {
         }
         let mut rest = topic_tokens.peekable();
         rest.peek().is_some() && rest.all(|token| !token.is_empty())
+    }
+
+    /// Whether some topic name is matched both by this pattern and by
+    /// `other`, found token by token from the two patterns alone: where
+    /// both have a token, a `*` in either or the same word; then a
+    /// pattern without `>` has exactly its tokens, one with `>` at least
+    /// one more. An unsubscribe uses it to look only at the patterns that
+    /// can cover what the ones it removes matched.
+    pub fn overlaps(&self, other: &Pattern) -> bool {
+        let (mine, theirs) = (self.fixed_tokens(), other.fixed_tokens());
+        let compatible = |(a, b): (&str, &str)| a == ONE_TOKEN || b == ONE_TOKEN || a == b;
+        if !mine.clone().zip(theirs.clone()).all(compatible) {
+            return false;
+        }
+        let (mine, theirs) = (mine.count(), theirs.count());
+        match (self.rest, other.rest) {
+            (false, false) => mine == theirs,
+            (true, false) => theirs > mine,
+            (false, true) => mine > theirs,
+            (true, true) => true,
+        }
+    }
+
+    /// The tokens before a last `>` (all of them without one).
+    fn fixed_tokens(&self) -> impl Iterator<Item = &str> + Clone {
+        let fixed = &self.text[..self.fixed_len];
+        // `>` alone has no token before it; `"".split` would give one.
+        fixed.split(SEPARATOR).filter(move |_| !fixed.is_empty())
     }
 }
 
@@ -165,6 +190,31 @@ mod tests {
             Ok(Subject::Pattern(pattern)) => pattern,
             other => panic!("{text:?} should be a pattern, is {other:?}"),
         }
+    }
+
+    /// Two patterns overlap exactly when some topic matches both: checked
+    /// against every topic of a few tokens made of the words they use.
+    #[test]
+    fn patterns_overlap_exactly_when_a_topic_matches_both() {
+        let texts = [
+            ">", "*", "*.*", "*.>", "a.*", "a.>", "a.b.>", "b.*", "a.*.c", "*.b", "a.b.*", "*.*.>",
+        ];
+        let words = ["a", "b", "c"];
+        let mut topics: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+        for _ in 0..3 {
+            let longer: Vec<String> = topics
+                .iter()
+                .flat_map(|t| words.iter().map(move |w| format!("{t}.{w}")))
+                .collect();
+            topics.extend(longer);
+        }
+        for one in texts.map(pattern) {
+            for other in texts.map(pattern) {
+                let both = topics.iter().any(|t| one.matches(t) && other.matches(t));
+                assert_eq!(one.overlaps(&other), both, "{one} and {other}");
+            }
+        }
+        assert!(!pattern("u.*").overlaps(&pattern("u.1.>")));
     }
 
     #[test]

@@ -104,6 +104,10 @@ struct LinkState {
     /// reached the writer.
     unposted: AtomicUsize,
     last_posted: Mutex<Option<Instant>>,
+    /// Set by the dispatcher for a connection it closes with an error:
+    /// once every frame packed for it is written, the writer shuts the
+    /// socket ([`Link::close_when_written`]).
+    close_when_written: AtomicBool,
     /// Set when the writer thread has ended: nothing will be written again.
     ended: Mutex<bool>,
     /// Wakes whoever waits for `ended` ([`Link::wait_until_ended`]).
@@ -268,6 +272,14 @@ impl Link {
         *ended
     }
 
+    /// Shuts the socket down in both directions once the writer has
+    /// written every frame packed for it so far (at least one must be):
+    /// the reader's next read then ends, and the connection is detached.
+    /// For a connection closed with an error the client must still read.
+    pub fn close_when_written(&self) {
+        self.state.close_when_written.store(true, Ordering::SeqCst);
+    }
+
     /// Shuts the socket down in both directions: the writer's next write
     /// fails, the reader's next read ends, and the connection is detached.
     /// For a client that does not read what it is sent.
@@ -365,10 +377,15 @@ impl WriterThread {
             if state.reader_waits.swap(false, Ordering::SeqCst) {
                 self.listeners.reader.unpark();
             }
+            let written = state.pending_frames.load(Ordering::SeqCst) == 0;
+            if written && state.close_when_written.load(Ordering::SeqCst) {
+                break;
+            }
         }
+        let close_both = self.link.state.close_when_written.load(Ordering::SeqCst);
         let _ = match last_write {
-            Ok(()) => self.stream.shutdown(Shutdown::Write),
-            Err(_) => self.stream.shutdown(Shutdown::Both),
+            Ok(()) if !close_both => self.stream.shutdown(Shutdown::Write),
+            _ => self.stream.shutdown(Shutdown::Both),
         };
         *self.link.state.ended.lock() = true;
         self.link.state.ended_signal.notify_all();

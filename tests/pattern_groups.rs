@@ -19,12 +19,14 @@
 //! acked there is not sent again when the connection closes, and
 //! thousands of Acks neither close the connection nor go uncounted; a
 //! publish and a pull are still carried out after a close; publishes past
-//! four of the largest messages close the connection; so do pulls of a
+//! four of the largest messages, or requests naming that many bytes,
+//! close the connection, after an error that says why; so do pulls of a
 //! pattern piling up behind one the client does not read. A connection
 //! closed while its pattern's topics are matched is let go at once, not
 //! after the linger, and a closed connection's pull whose topics take
-//! longer than the linger to match is still served. Nothing sleeps:
-//! each wait is a read with a deadline.
+//! longer than the linger to match is still served. A client that
+//! half-closes while a pattern's topics are matched gets every answer,
+//! in request order. Nothing sleeps: each wait is a read with a deadline.
 
 mod common;
 
@@ -649,17 +651,36 @@ fn a_publish_and_a_pull_behind_a_pattern_job_are_carried_out_after_a_close() {
 
 #[test]
 fn publishes_past_the_byte_cap_behind_a_pattern_subscribe_close_the_connection() {
+    let payload = "p".repeat(1000);
+    let publishes: String = (0..8).map(|_| format!("PUB z {payload}\n")).collect();
+    closed_for_too_much_behind_a_pattern(&publishes);
+}
+
+#[test]
+fn long_names_past_the_byte_cap_behind_a_pattern_subscribe_close_the_connection() {
+    let name = "n".repeat(1000);
+    let unsubscribes: String = (0..8).map(|_| format!("UNSUB {name}\n")).collect();
+    closed_for_too_much_behind_a_pattern(&unsubscribes);
+}
+
+/// Sends `requests` behind a pattern subscription over many topics, on
+/// a broker whose cap on what may wait behind it is 4,096 bytes (four
+/// messages of 1,024), without waiting for its +OK: the connection is
+/// told why in the subscription's place, then closed, and nobody else
+/// notices.
+fn closed_for_too_much_behind_a_pattern(requests: &str) {
     let broker = many_topics_on(&Config {
         max_message_bytes: 1024,
         ..config()
     });
     let addr = broker.local_addr();
-    // Twice the cap of four largest messages, sent without waiting for
-    // the pattern's +OK.
-    let payload = "p".repeat(1000);
-    let publishes: String = (0..8).map(|_| format!("PUB z {payload}\n")).collect();
     let mut greedy = Line::connect(addr);
-    greedy.send(format!("SUB t.* current\n{publishes}"));
+    greedy.send(format!("SUB t.* current\n{requests}"));
+    let error = greedy.read_line();
+    assert!(
+        error.starts_with("-ERR sent more than 4096 bytes"),
+        "{error}"
+    );
     greedy.expect_eof();
     let mut other = Line::connect(addr);
     assert_eq!(other.ask("PING"), "+PONG");
@@ -742,8 +763,10 @@ fn a_connection_closed_while_its_patterns_topics_are_matched_is_let_go_at_once()
     let mut closer = Line::connect(broker.local_addr());
     closer.send("SUB t.* beginning\n");
     closer.close_write();
-    // Its session ends, and with it the writer, which closes the socket;
-    // nothing waits for the linger.
+    // Its session ends, and with it the writer, which closes the socket
+    // after saying the subscription was not made; nothing waits for the
+    // linger.
+    closer.expect_line(CLOSED_BEFORE);
     closer.expect_eof();
 }
 
@@ -759,4 +782,41 @@ fn a_pull_whose_topics_take_longer_to_match_than_the_linger_is_still_served() {
     let (msgs, count) = line.read_pull();
     assert_eq!((msgs.len(), count), (5, 5));
     line.expect_eof();
+}
+
+/// What a request waiting behind a pattern subscription is answered when
+/// its connection closes before the subscription is made.
+const CLOSED_BEFORE: &str = "-ERR connection closed before the subscription was made";
+
+#[test]
+fn a_client_that_half_closes_during_a_patterns_rounds_gets_every_answer_in_order() {
+    let broker = broker_with_many_topics();
+    let addr = broker.local_addr();
+    let mut publisher = Line::connect(addr);
+    publish(&mut publisher, &[("w", 0, "waiting")]);
+    // Behind a subscription: the close, far sooner than 20,000 topics
+    // are matched, leaves it unmade, and a SUB behind it too. (Were it
+    // made first, both would be +OK: the order is what is checked.)
+    let mut subscriber = Line::connect(addr);
+    subscriber.send("SUB t.* current\nPUB z kept\nPING\nSUB y\nPULL z 1\n");
+    subscriber.close_write();
+    let status = subscriber.read_line();
+    assert!(status == "+OK" || status == CLOSED_BEFORE, "{status}");
+    subscriber.expect_line("+OK 0");
+    subscriber.expect_line("+PONG");
+    subscriber.expect_line(&status);
+    let (msgs, count) = subscriber.read_pull();
+    assert_eq!((msgs[0].payload.as_slice(), count), (&b"kept"[..], 1));
+    subscriber.expect_eof();
+    // Behind a pull, which goes on after the close.
+    let mut puller = Line::connect(addr);
+    puller.send("PULL t.> 1\nPING\nSUB y\nPULL w 1\n");
+    puller.close_write();
+    assert_eq!(puller.read_pull().1, 1);
+    puller.expect_line("+PONG");
+    let answer = puller.read_line();
+    assert!(answer == "+OK" || answer == CLOSED_BEFORE, "{answer}");
+    let (msgs, count) = puller.read_pull();
+    assert_eq!((msgs[0].payload.as_slice(), count), (&b"waiting"[..], 1));
+    puller.expect_eof();
 }

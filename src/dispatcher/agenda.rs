@@ -208,9 +208,13 @@ pub(super) struct PatternJob {
     /// What the connection sent after this request, to carry out (or
     /// send) once the job is done, in order.
     pub(super) deferred: Vec<Deferred>,
-    /// The payload bytes of the publishes in `deferred`: the reader's
-    /// queue stopped counting them once the dispatcher took them.
+    /// The bytes of names and payloads the requests in `deferred` hold:
+    /// the reader's queue stopped counting them once the dispatcher took
+    /// them.
     pub(super) deferred_bytes: usize,
+    /// Set once the connection sent too much behind the job: the job is
+    /// then answered with this error instead, and the connection closed.
+    pub(super) too_much: Option<TooMuchDeferred>,
 }
 
 /// What waits behind a connection's unfinished pattern job.
@@ -234,6 +238,9 @@ pub(super) enum Deferred {
 #[derive(Debug, Default)]
 pub(super) struct PatternJobs {
     jobs: VecDeque<PatternJob>,
+    /// Connections that sent too much behind their job, being closed:
+    /// what their readers still hand in is dropped, until they detach.
+    hung_up: IdSet<ConnId>,
 }
 
 impl PatternJobs {
@@ -247,6 +254,25 @@ impl PatternJobs {
         self.jobs.iter().any(|job| job.conn == conn)
     }
 
+    /// Where what `conn` sends must wait rather than be carried out now,
+    /// if it must: behind its unfinished job, or nowhere (it is dropped)
+    /// once the connection is being closed for sending too much behind
+    /// one. `None`, the common case, costs a look at an empty list.
+    pub(super) fn line_of(&mut self, conn: ConnId) -> Option<Line<'_>> {
+        if !self.hung_up.is_empty() && self.hung_up.contains(&conn) {
+            return Some(Line::Dropped);
+        }
+        let job = self.jobs.iter_mut().find(|job| job.conn == conn)?;
+        Some(Line::Behind(job))
+    }
+
+    /// Notes that `conn`, whose job was answered that it sent too much,
+    /// is being closed: what its reader still hands in is dropped, until
+    /// it detaches ([`PatternJobs::cancel`]).
+    pub(super) fn hang_up(&mut self, conn: ConnId) {
+        self.hung_up.insert(conn);
+    }
+
     /// Takes the oldest job, for its next slice.
     pub(super) fn take_oldest(&mut self) -> Option<PatternJob> {
         self.jobs.pop_front()
@@ -257,75 +283,166 @@ impl PatternJobs {
         self.jobs.push_back(job);
     }
 
-    /// Keeps `what` for after `conn`'s unfinished job, if it has one;
-    /// otherwise hands it back, to be carried out (or sent) now. Returns
-    /// `Err` when the connection sent too much while it waited (more than
-    /// [`MAX_DEFERRED_REQUESTS`], or publishes of more than
-    /// `max_payload_bytes`): it must be closed.
-    pub(super) fn defer(
-        &mut self,
-        conn: ConnId,
-        what: Deferred,
-        max_payload_bytes: usize,
-    ) -> Result<Option<Deferred>, TooMuchDeferred> {
-        let Some(job) = self.jobs.iter_mut().find(|job| job.conn == conn) else {
-            return Ok(Some(what));
-        };
-        if job.deferred.len() >= MAX_DEFERRED_REQUESTS {
-            return Err(TooMuchDeferred::Requests);
-        }
-        if let Deferred::Request(Ok(Request::Publish { payload, .. }), _) = &what {
-            job.deferred_bytes += payload.len();
-            if job.deferred_bytes > max_payload_bytes {
-                return Err(TooMuchDeferred::PayloadBytes(max_payload_bytes));
-            }
-        }
-        job.deferred.push(what);
-        Ok(None)
-    }
-
     /// Drops the job of a connection that closed, but a pull goes on,
     /// since a client may close right after asking for one and still read
-    /// it (see `session/pulls.rs`). Of what waited behind the job, only
-    /// what outlives a close is kept: publishes, whose messages must not
-    /// be lost, and pulls, for the same reason as the pull's job. They stay
-    /// behind a pull's job; those behind a subscription's are returned, to
-    /// be carried out now.
+    /// it (see `session/pulls.rs`). A client that half-closed still reads
+    /// its replies, in the order it sent the requests, so every request
+    /// that waited behind the job is still answered, in order (see
+    /// [`after_a_close`]). They stay behind a pull's job; those behind a
+    /// subscription's are returned, to be carried out now, after the
+    /// subscription's own status: that it was not made.
     pub(super) fn cancel(&mut self, conn: ConnId) -> Vec<Deferred> {
+        self.hung_up.remove(&conn);
         let mut now = Vec::new();
         self.jobs.retain_mut(|job| {
             if job.conn != conn {
                 return true;
             }
-            job.deferred.retain(outlives_a_close);
-            let pull = matches!(job.kind, JobKind::Pull { .. });
-            if !pull {
-                now = std::mem::take(&mut job.deferred);
+            let waiting = after_a_close(std::mem::take(&mut job.deferred));
+            if matches!(job.kind, JobKind::Pull { .. }) {
+                job.deferred = waiting;
+                return true;
             }
-            pull
+            now.push(ClosedBefore::Subscribed.reply());
+            now.extend(waiting);
+            false
         });
         now
     }
 }
 
-/// Whether `deferred` must still be carried out once its connection has
-/// closed (see [`PatternJobs::cancel`]).
-fn outlives_a_close(deferred: &Deferred) -> bool {
-    matches!(
-        deferred,
-        Deferred::Request(Ok(Request::Publish { .. } | Request::Pull { .. }), _)
-    )
+/// Where what a connection sends waits ([`PatternJobs::line_of`]).
+pub(super) enum Line<'a> {
+    /// Behind its unfinished job.
+    Behind(&'a mut PatternJob),
+    /// Nowhere: the connection is being closed, and what it sends dropped.
+    Dropped,
+}
+
+impl Line<'_> {
+    /// Keeps `what` for after the job, to be carried out (or sent) in its
+    /// turn. Returns `Err`, once, when the connection sent too much while
+    /// it waited (more than [`MAX_DEFERRED_REQUESTS`], or requests
+    /// holding more than `max_bytes` of names and payloads): what waited
+    /// is dropped, the job is marked to be answered with the error
+    /// (`pattern_rounds.rs`), and everything the connection still sends
+    /// is dropped without a word.
+    pub(super) fn push(self, what: Deferred, max_bytes: usize) -> Result<(), TooMuchDeferred> {
+        let Line::Behind(job) = self else {
+            return Ok(());
+        };
+        if job.too_much.is_some() {
+            return Ok(());
+        }
+        if let Some(too_much) = too_much_with(job, &what, max_bytes) {
+            job.deferred = Vec::new();
+            job.too_much = Some(too_much);
+            return Err(too_much);
+        }
+        job.deferred.push(what);
+        Ok(())
+    }
+}
+
+/// Whether `job` would hold too much with `what` waiting behind it too;
+/// counts the bytes `what` holds.
+fn too_much_with(
+    job: &mut PatternJob,
+    what: &Deferred,
+    max_bytes: usize,
+) -> Option<TooMuchDeferred> {
+    if job.deferred.len() >= MAX_DEFERRED_REQUESTS {
+        return Some(TooMuchDeferred::Requests);
+    }
+    job.deferred_bytes += bytes_held(what);
+    (job.deferred_bytes > max_bytes).then_some(TooMuchDeferred::Bytes(max_bytes))
+}
+
+/// The bytes of names and payload a waiting request holds: a binary
+/// Subscribe's list of names may be a mebibyte long, a `PUB`'s payload
+/// `--max-message-bytes`.
+fn bytes_held(what: &Deferred) -> usize {
+    let Deferred::Request(Ok(request), _) = what else {
+        return 0;
+    };
+    let names = |names: &[String]| names.iter().map(String::len).sum::<usize>();
+    match request {
+        Request::Publish { topic, payload, .. } => topic.len() + payload.len(),
+        Request::Subscribe { topics, group, .. } => {
+            names(topics) + group.as_ref().map_or(0, String::len)
+        }
+        Request::Unsubscribe { topics } => names(topics),
+        Request::Pull { topic, group, .. } => topic.len() + group.as_ref().map_or(0, String::len),
+        _ => 0,
+    }
+}
+
+/// What becomes of the requests that waited behind a pattern job once
+/// their connection has closed: each is carried out, in order, except
+/// what a closed connection cannot take, which gets an error in its turn
+/// instead. A subscribe or unsubscribe would change subscriptions that
+/// have ended; a pull after the first would make the session hold every
+/// topic of its pattern for a client that may never read them, so only
+/// the first is kept, as for the pull a client sends just before it
+/// closes.
+fn after_a_close(deferred: Vec<Deferred>) -> Vec<Deferred> {
+    let mut pulls = 0;
+    let answer = move |what: Deferred| match what {
+        Deferred::Request(Ok(Request::Subscribe { .. } | Request::Unsubscribe { .. }), _) => {
+            ClosedBefore::Subscribed.reply()
+        }
+        Deferred::Request(Ok(Request::Pull { .. }), _) if pulls > 0 => ClosedBefore::Pulled.reply(),
+        what @ Deferred::Request(Ok(Request::Pull { .. }), _) => {
+            pulls += 1;
+            what
+        }
+        what => what,
+    };
+    deferred.into_iter().map(answer).collect()
+}
+
+/// Why a request that waited behind a pattern job was not carried out:
+/// its connection closed first (see [`after_a_close`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum ClosedBefore {
+    /// A subscribe or unsubscribe, or the pattern subscription itself.
+    Subscribed,
+    /// A `PULL` after the one a closed connection still gets.
+    Pulled,
+}
+
+impl ClosedBefore {
+    /// The error it is answered with, in its turn.
+    fn reply(self) -> Deferred {
+        Deferred::Reply(Reply::Error(self.to_string().into()))
+    }
+}
+
+impl std::fmt::Display for ClosedBefore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClosedBefore::Subscribed => {
+                write!(f, "connection closed before the subscription was made")
+            }
+            ClosedBefore::Pulled => write!(
+                f,
+                "connection closed before this PULL was taken: after a close, only the \
+                 first PULL waiting behind a pattern is served; send the rest on an open \
+                 connection"
+            ),
+        }
+    }
 }
 
 /// A connection sent too much behind an unfinished pattern job, without
 /// waiting for its status: what waits costs memory the reader's limits no
 /// longer count, so the connection is closed.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(super) enum TooMuchDeferred {
     /// More than [`MAX_DEFERRED_REQUESTS`] requests.
     Requests,
-    /// Publishes of more than this many payload bytes.
-    PayloadBytes(usize),
+    /// Requests holding more than this many bytes of names and payloads.
+    Bytes(usize),
 }
 
 impl std::fmt::Display for TooMuchDeferred {
@@ -336,10 +453,10 @@ impl std::fmt::Display for TooMuchDeferred {
                 "sent more than {MAX_DEFERRED_REQUESTS} requests behind a pattern \
                  subscription without waiting for its +OK"
             ),
-            TooMuchDeferred::PayloadBytes(limit) => write!(
+            TooMuchDeferred::Bytes(limit) => write!(
                 f,
-                "published more than {limit} bytes (4 x --max-message-bytes) behind a \
-                 pattern subscription without waiting for its +OK"
+                "sent more than {limit} bytes of names and payloads behind a pattern \
+                 subscription without waiting for its +OK"
             ),
         }
     }

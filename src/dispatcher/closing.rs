@@ -13,7 +13,8 @@
 //!
 //! Calls: `subscribe.rs` (`remove_subscriber`), `consumer_groups.rs`
 //! (`settle_groups`), `dead_letters.rs` (`dead_letter_given_up`),
-//! `delivery.rs` (`serve`).
+//! `pattern_rounds.rs` (`carry_out_deferred`), `delivery.rs` (`serve`);
+//! and the agenda's `PatternJobs::cancel`.
 
 use std::time::{Duration, Instant};
 
@@ -26,8 +27,9 @@ use crate::writer::Link;
 impl Dispatcher {
     /// The connection has closed: its subscriptions end at once. The
     /// session itself ends now, or once the pulls it asked for are done.
-    /// The publishes and pulls it sent behind an unfinished pattern
-    /// subscription are carried out still (see `PatternJobs::cancel`).
+    /// An unfinished pattern subscription is answered that it was not
+    /// made, and the requests sent behind it are answered in their turn
+    /// (see `PatternJobs::cancel`): a client that half-closed still reads.
     pub(super) fn detach(&mut self, conn: ConnId, now: Instant) -> Result<(), StoreError> {
         self.patterns.forget(conn);
         let left_behind = self.agenda.pattern_jobs.cancel(conn);

@@ -158,7 +158,7 @@ use crate::store::{Store, StoreError};
 use crate::syncer::Syncer;
 use crate::wire::reply::Reply;
 use crate::wire::request::{Decoded, Request};
-use agenda::{Agenda, Deferred, Publisher};
+use agenda::{Agenda, Deferred, Publisher, TooMuchDeferred};
 use patterns::PatternSubscriptions;
 use topic::Topic;
 
@@ -182,10 +182,11 @@ pub struct TopicLimits {
     /// How many patterns one connection may follow (`--max-subscribe-topics`):
     /// any client can add them, and each is kept until it goes.
     pub max_patterns_per_connection: usize,
-    /// How many payload bytes of publishes may wait behind one
-    /// connection's unfinished pattern job (`pattern_rounds.rs`): the
-    /// reader's queue stops counting them once the dispatcher takes them.
-    pub max_deferred_payload_bytes: usize,
+    /// How many bytes of names and payloads the requests waiting behind
+    /// one connection's unfinished pattern job may hold
+    /// (`pattern_rounds.rs`): the reader's queue stops counting them once
+    /// the dispatcher takes them.
+    pub max_deferred_bytes: usize,
 }
 
 /// The dispatcher: the topic table, every answered connection's session,
@@ -435,38 +436,22 @@ impl Dispatcher {
     ) -> Result<(), StoreError> {
         // The common case, a connection with no pattern job, wraps nothing.
         let answers = matches!(request, Ok(Request::Ack | Request::Nack));
-        if answers || !self.agenda.pattern_jobs.has_job(conn) {
-            return self.request(conn, request, hangup, now);
+        let max_bytes = self.limits.max_deferred_bytes;
+        if let (false, Some(line)) = (answers, self.agenda.pattern_jobs.line_of(conn)) {
+            let pushed = line.push(Deferred::Request(request, hangup.cloned()), max_bytes);
+            warn_if_too_much(conn, pushed);
+            return Ok(());
         }
-        let request = Deferred::Request(request, hangup.cloned());
-        if let Some(Deferred::Request(request, _)) = self.defer(conn, request) {
-            self.request(conn, request, hangup, now)?;
-        }
-        Ok(())
-    }
-
-    /// Keeps `what` behind the connection's unfinished pattern job, if it
-    /// has one, or hands it back to be done now. A connection that does
-    /// not wait for its job's status is closed, and `what` dropped.
-    fn defer(&mut self, conn: ConnId, what: Deferred) -> Option<Deferred> {
-        let max_bytes = self.limits.max_deferred_payload_bytes;
-        match self.agenda.pattern_jobs.defer(conn, what, max_bytes) {
-            Ok(now) => now,
-            Err(too_much) => {
-                log::warn!("conn {conn}: {too_much}; closing it");
-                if let Some(session) = self.sessions.get(&conn) {
-                    session.hang_up();
-                }
-                None
-            }
-        }
+        self.request(conn, request, hangup, now)
     }
 
     /// Sends `reply` to `conn` in its turn: behind the status of its
     /// unfinished pattern job, if it has one.
     fn reply_in_turn(&mut self, conn: ConnId, reply: Reply) {
-        if let Some(Deferred::Reply(reply)) = self.defer(conn, Deferred::Reply(reply)) {
-            self.reply(conn, reply);
+        let max_bytes = self.limits.max_deferred_bytes;
+        match self.agenda.pattern_jobs.line_of(conn) {
+            Some(line) => warn_if_too_much(conn, line.push(Deferred::Reply(reply), max_bytes)),
+            None => self.reply(conn, reply),
         }
     }
 
@@ -535,6 +520,15 @@ impl Dispatcher {
             }
         }
         Ok(())
+    }
+}
+
+/// Logs that `conn` sent too much behind its pattern job, once (see
+/// [`agenda::Line::push`]): it is told so in the job's place, then
+/// closed (`pattern_rounds.rs`).
+fn warn_if_too_much(conn: ConnId, pushed: Result<(), TooMuchDeferred>) {
+    if let Err(too_much) = pushed {
+        log::warn!("conn {conn}: {too_much}; closing it");
     }
 }
 

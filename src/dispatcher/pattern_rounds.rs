@@ -23,7 +23,7 @@
 //! last, the connection's session holds back every delivery
 //! ([`Session::hold`](super::session::Session::hold)), and the requests
 //! the connection sends after the pattern's wait in the job
-//! ([`PatternJobs::defer`](super::agenda::PatternJobs::defer)): the
+//! ([`Line::push`](super::agenda::Line::push)): the
 //! status (`+OK`, Subscribed) is sent when the last slice is done, and
 //! then, as after any subscribe, the deliveries and the answers to those
 //! later requests, each in its order. An `UNSUB` sent in the middle is
@@ -32,10 +32,12 @@
 //! before the job, so they are carried out as they come, and only a
 //! refusal of one waits ([`Deferred`]). A connection that closes in the
 //! middle has its subscription's job dropped (`closing.rs`), and what the
-//! slices made, cursors and group places, ends with its session; the
-//! publishes and pulls that waited are still carried out. A pull's job
-//! goes on, and the session with it, as for any pull its client closed
-//! right after asking for.
+//! slices made, cursors and group places, ends with its session; it is
+//! answered that the subscription was not made, and what waited is still
+//! answered in order (a half-closed client reads on): carried out, but
+//! for subscribes, unsubscribes and pulls past the first, which get an
+//! error (`PatternJobs::cancel`). A pull's job goes on, and the session
+//! with it, as for any pull its client closed right after asking for.
 //!
 //! A slice runs as the request is taken (so a pattern that matches few
 //! topics is answered at once, as an exact name is) and in the round's
@@ -49,13 +51,13 @@
 
 use std::time::Instant;
 
-use super::agenda::{Deferred, JobKind, PatternJob};
+use super::agenda::{Deferred, JobKind, PatternJob, TooMuchDeferred};
 use super::patterns::Followed;
 use super::Dispatcher;
 use crate::ids::ConnId;
 use crate::pattern::Pattern;
 use crate::store::StoreError;
-use crate::wire::reply::{OverLimit, Reply};
+use crate::wire::reply::Reply;
 
 /// How many topics one slice of a pattern's work looks at. Matching a
 /// name and making a cursor or a group place take well under a
@@ -68,10 +70,10 @@ impl Dispatcher {
     /// (every one goes through here, with patterns or without): records a
     /// subscription's patterns, then matches them against the topics, and
     /// answers the request, at once if one slice covers them (or there
-    /// are none), otherwise after the last of the next rounds. The session is held from before the first
-    /// slice: writing a matching topic offers its new messages to the
-    /// session, which would otherwise send from the cursors the slice
-    /// made before their `+OK`.
+    /// are none), otherwise after the last of the next rounds. The
+    /// session is held from before the first slice: writing a matching
+    /// topic offers its new messages to the session, which would
+    /// otherwise send from the cursors the slice made before their `+OK`.
     pub(super) fn match_patterns_and_answer(
         &mut self,
         conn: ConnId,
@@ -110,6 +112,7 @@ impl Dispatcher {
             end,
             deferred: Vec::new(),
             deferred_bytes: 0,
+            too_much: None,
         };
         if let Some(session) = self.sessions.get_mut(&conn) {
             session.hold();
@@ -138,6 +141,9 @@ impl Dispatcher {
     /// Looks at the next [`TOPICS_PER_SLICE`] topics of `job`, then
     /// finishes it, or puts it back for a later round.
     fn run_slice(&mut self, mut job: PatternJob, now: Instant) -> Result<(), StoreError> {
+        if let Some(too_much) = job.too_much {
+            return self.answer_too_much(job, too_much, now);
+        }
         let stop = job.end.min(job.next + TOPICS_PER_SLICE);
         for id in job.next..stop {
             let name = &self.topics[id].name;
@@ -146,7 +152,7 @@ impl Dispatcher {
             }
             self.write_now(id, now)?;
             if let Err(limit) = self.follow_topic(job.conn, id, &mut job.kind) {
-                return self.abandon(job, limit, now);
+                return self.abandon(job, Reply::OverLimit(limit), now);
             }
         }
         job.next = stop;
@@ -194,17 +200,32 @@ impl Dispatcher {
         }
     }
 
-    /// A topic's group had no room under `--max-groups-per-topic`: the
-    /// request is refused. A subscription forgets the patterns it added
+    /// The connection sent too much behind the job without waiting for
+    /// its status (see `agenda::Line::push`): the job is refused with
+    /// that error, and the connection closed once it is written, so that
+    /// the client learns why. What it sent is dropped already.
+    fn answer_too_much(
+        &mut self,
+        job: PatternJob,
+        too_much: TooMuchDeferred,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        let conn = job.conn;
+        self.agenda.pattern_jobs.hang_up(conn);
+        self.abandon(job, Reply::Error(too_much.to_string().into()), now)?;
+        if let Some(session) = self.sessions.get_mut(&conn) {
+            session.close_once_written();
+        }
+        Ok(())
+    }
+
+    /// The request is refused with `refusal`: a topic's group had no room
+    /// under `--max-groups-per-topic`, or the connection sent too much
+    /// behind it. A subscription forgets the patterns it added
     /// and leaves what they alone gave the connection, but keeps what the
     /// names it gave exactly were given before the patterns were looked
     /// at (docs/PROTOCOL.md says so); a pull takes nothing.
-    fn abandon(
-        &mut self,
-        job: PatternJob,
-        limit: OverLimit,
-        now: Instant,
-    ) -> Result<(), StoreError> {
+    fn abandon(&mut self, job: PatternJob, refusal: Reply, now: Instant) -> Result<(), StoreError> {
         let conn = job.conn;
         if let JobKind::Subscribe { group, .. } = &job.kind {
             for pattern in &job.added {
@@ -213,7 +234,7 @@ impl Dispatcher {
             self.leave_uncovered(conn, &job.added);
         }
         if let Some(session) = self.sessions.get_mut(&conn) {
-            session.reply(Reply::OverLimit(limit));
+            session.reply(refusal);
             session.release();
             session.pump(&self.topics, now);
             self.agenda.register(conn, session);
@@ -275,7 +296,7 @@ mod tests {
             max_topics: 10_000,
             max_groups_per_topic: 64,
             max_patterns_per_connection: 64,
-            max_deferred_payload_bytes: 1 << 20,
+            max_deferred_bytes: 1 << 20,
         };
         Dispatcher::new(
             policy,

@@ -94,13 +94,15 @@ impl PatternSubscriptions {
         self.by_conn.remove(&conn);
     }
 
-    /// Whether one of `conn`'s patterns, alone (`group: None`) or in
-    /// `group`, matches the topic called `topic`.
-    pub fn covers(&self, conn: ConnId, topic: &str, group: Option<&str>) -> bool {
-        self.by_conn.get(&conn).is_some_and(|held| {
-            held.iter()
-                .any(|f| f.group.as_deref() == group && f.pattern.matches(topic))
-        })
+    /// `conn`'s patterns that can match a topic one of `removed` matches:
+    /// the only ones that can still cover the topics an unsubscribe of
+    /// `removed` looks at. Narrowed once, not for each of those topics: a
+    /// connection may follow a thousand patterns, and `removed` match a
+    /// hundred thousand topics.
+    pub fn covering(&self, conn: ConnId, removed: &[Pattern]) -> Covering<'_> {
+        let held = self.by_conn.get(&conn).map_or(&[][..], Vec::as_slice);
+        let overlaps = |f: &&Followed| removed.iter().any(|p| p.overlaps(&f.pattern));
+        Covering(held.iter().filter(overlaps).collect())
     }
 
     /// What follows the topic called `topic`: each connection once alone
@@ -179,6 +181,19 @@ impl PatternSubscriptions {
     }
 }
 
+/// Some of a connection's patterns ([`PatternSubscriptions::covering`]).
+pub struct Covering<'a>(Vec<&'a Followed>);
+
+impl Covering<'_> {
+    /// Whether one of the patterns, alone (`group: None`) or in `group`,
+    /// matches the topic called `topic`.
+    pub fn covers(&self, topic: &str, group: Option<&str>) -> bool {
+        self.0
+            .iter()
+            .any(|f| f.group.as_deref() == group && f.pattern.matches(topic))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,10 +256,24 @@ mod tests {
                 (1, group("b"), AckMode::Manual),
             ]
         );
-        assert!(patterns.covers(1, "orders.eu.paid", Some("b")));
-        assert!(!patterns.covers(1, "orders.eu.paid", Some("a")));
+        let all = patterns.covering(1, &[pattern(">")]);
+        assert!(all.covers("orders.eu.paid", Some("b")));
+        assert!(!all.covers("orders.eu.paid", Some("a")));
         assert!(patterns.remove(1, "orders.*"));
         assert_eq!(patterns.count(), 1, "orders.> in b is left");
+    }
+
+    /// Only the patterns that can match what the removed ones matched are
+    /// looked at: `u.1.>` never covers a topic of `u.*`.
+    #[test]
+    fn covering_keeps_only_the_patterns_that_overlap_the_removed_ones() {
+        let mut patterns = PatternSubscriptions::default();
+        patterns.add(1, alone("u.1.>", AckMode::Manual));
+        patterns.add(1, alone("*.2", AckMode::Manual));
+        let covering = patterns.covering(1, &[pattern("u.*")]);
+        assert_eq!(covering.0.len(), 1, "*.2 only");
+        assert!(covering.covers("u.2", None));
+        assert!(!covering.covers("u.1.x", None), "u.1.> was left out");
     }
 
     #[test]
@@ -267,10 +296,13 @@ mod tests {
         patterns.add(2, alone("orders.*", AckMode::Manual));
         assert!(!patterns.remove(1, "refunds.*"));
         assert!(patterns.remove(1, "orders.*"));
-        assert!(patterns.covers(1, "orders.eu.paid", None));
-        assert!(patterns.covers(1, "orders.eu", None));
+        let all = |patterns: &PatternSubscriptions, topic| {
+            patterns.covering(1, &[pattern(">")]).covers(topic, None)
+        };
+        assert!(all(&patterns, "orders.eu.paid"));
+        assert!(all(&patterns, "orders.eu"));
         assert!(patterns.remove(1, "orders.>"));
-        assert!(!patterns.covers(1, "orders.eu", None));
+        assert!(!all(&patterns, "orders.eu"));
         patterns.forget(2);
         assert!(patterns.is_empty());
     }

@@ -35,7 +35,9 @@ impl Dispatcher {
     /// pattern matches have been found. A topic nobody has published to
     /// is not created for it: the pull just ends empty. What the topics
     /// were sent this round is made readable first, so that the pull
-    /// takes what its client published before it.
+    /// takes what its client published before it. A connection closed for
+    /// not reading its pulls gets none more, not even the job that looks
+    /// for a pattern's topics.
     pub(super) fn pull(
         &mut self,
         conn: ConnId,
@@ -44,6 +46,10 @@ impl Dispatcher {
         group: &str,
         now: Instant,
     ) -> Result<(), StoreError> {
+        let session = self.sessions.get(&conn);
+        if session.is_some_and(|session| session.is_closed_for_not_reading()) {
+            return Ok(()); // it would only be held, never streamed
+        }
         let names = [name];
         let start = StartAt::Beginning;
         let Some((exact, patterns)) = self.exact_names_and_patterns(conn, &names, start) else {

@@ -37,7 +37,7 @@ use super::session::pulls::PullSource;
 use super::topic::Topic;
 use super::topic_table::Unavailable;
 use super::Dispatcher;
-use crate::ids::{ConnId, TopicId};
+use crate::ids::{ConnId, IdSet, TopicId};
 use crate::pattern::{Pattern, PatternError, Subject};
 use crate::store::StoreError;
 use crate::wire::reply::{OverLimit, Reply};
@@ -224,16 +224,25 @@ impl Dispatcher {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return Ok(());
         };
-        for name in exact {
-            if let Some(&id) = self.topic_ids.get(name) {
-                if session.unsubscribe(id) {
-                    remove_subscriber(&mut self.topics[id], conn);
-                }
-                for index in session.leave_groups_of(id, &self.topics) {
-                    self.topics[id].groups[index].leave(conn);
-                }
-            }
-        }
+        // In one pass each, however many names, as `leave_uncovered` does.
+        let named: IdSet<TopicId> = exact
+            .iter()
+            .filter_map(|name| self.topic_ids.get(*name).copied())
+            .collect();
+        let cursors: Vec<TopicId> = named
+            .iter()
+            .copied()
+            .filter(|&id| session.cursor(id).is_some())
+            .collect();
+        let places: BTreeSet<(TopicId, usize)> = session
+            .memberships()
+            .filter(|m| named.contains(&m.topic))
+            .map(|m| (m.topic, m.group))
+            .collect();
+        self.leave(conn, cursors, places);
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return Ok(());
+        };
         log::debug!("conn {conn}: unsubscribed from {names:?}");
         session.reply(Reply::Unsubscribed);
         self.agenda.register(conn, session);
@@ -251,14 +260,14 @@ impl Dispatcher {
             return;
         };
         let topics = &self.topics;
-        let followed = &self.patterns;
+        let followed = self.patterns.covering(conn, patterns);
         let matched = |id: TopicId| patterns.iter().any(|p| p.matches(&topics[id].name));
         let cursors: Vec<TopicId> = session
             .topics()
             .filter(|&id| {
                 !session.subscribed_by_name(id)
                     && matched(id)
-                    && !followed.covers(conn, &topics[id].name, None)
+                    && !followed.covers(&topics[id].name, None)
             })
             .collect();
         let places: BTreeSet<(TopicId, usize)> = session
@@ -267,10 +276,21 @@ impl Dispatcher {
                 let group = &*topics[m.topic].groups[m.group].name;
                 !m.by_name
                     && matched(m.topic)
-                    && !followed.covers(conn, &topics[m.topic].name, Some(group))
+                    && !followed.covers(&topics[m.topic].name, Some(group))
             })
             .map(|m| (m.topic, m.group))
             .collect();
+        self.leave(conn, cursors, places);
+    }
+
+    /// Ends `conn`'s subscriptions to `cursors` and its `places` in
+    /// groups, on both sides: the session's, and the topics' and groups'.
+    /// What it owed those groups goes back to them once the caller
+    /// settles them.
+    fn leave(&mut self, conn: ConnId, cursors: Vec<TopicId>, places: BTreeSet<(TopicId, usize)>) {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
+        };
         session.unsubscribe_all(&cursors);
         for id in cursors {
             remove_subscriber(&mut self.topics[id], conn);

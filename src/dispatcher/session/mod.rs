@@ -170,10 +170,22 @@ impl Session {
     /// the outbox for the round's end to look at.
     fn close_if_not_reading(&mut self) {
         if !self.not_reading && self.pulls.hold_too_much() {
-            log::warn!("conn {}: not reading its pull; closing it", self.id);
-            self.not_reading = true;
-            self.outbox.close_connection();
+            self.close_for_not_reading();
         }
+    }
+
+    /// Closes the connection of a client that does not read its pull,
+    /// once: it takes no more pulls.
+    fn close_for_not_reading(&mut self) {
+        log::warn!("conn {}: not reading its pull; closing it", self.id);
+        self.not_reading = true;
+        self.outbox.close_connection();
+    }
+
+    /// Whether the connection was closed for not reading its pull: a
+    /// `PULL` it sent after that is not even looked at.
+    pub fn is_closed_for_not_reading(&self) -> bool {
+        self.not_reading
     }
 
     /// Turns the confirmations still queued for messages of `topic` from
@@ -248,16 +260,11 @@ impl Session {
             .is_some_and(|subscription| subscription.by_name)
     }
 
-    /// Forgets the subscription to `topic`. Deliveries already in flight must
-    /// still be answered, but none of them is sent again. The topic leaves
-    /// the `ready` line too, or a client that unsubscribes and subscribes
-    /// again while its window is full would add it once more each time.
-    pub fn unsubscribe(&mut self, topic: TopicId) -> bool {
-        self.unsubscribe_all(&[topic]) == 1
-    }
-
-    /// Forgets the subscriptions to `topics`, as [`Session::unsubscribe`]
-    /// does, in one pass over the `ready` line however many they are (an
+    /// Forgets the subscriptions to `topics`. Deliveries already in flight
+    /// must still be answered, but none of them is sent again. The topics
+    /// leave the `ready` line too, or a client that unsubscribes and
+    /// subscribes again while its window is full would add them once more
+    /// each time; in one pass over it, however many they are (an
     /// unsubscribe of a pattern may end thousands). Returns how many the
     /// session had.
     pub fn unsubscribe_all(&mut self, topics: &[TopicId]) -> usize {
@@ -352,13 +359,14 @@ impl Session {
         self.closing = Some(now + self.policy.linger);
     }
 
-    /// Whether a closed session is done: its pulls have ended (and no pull
-    /// of a pattern is still looking for its topics, which holds the
-    /// session), or made no progress for the linger.
+    /// Whether a closed session is done: its pulls have ended, or made no
+    /// progress for the linger. Never while a pull of a pattern is still
+    /// looking for its topics, which holds the session: that needs
+    /// nothing of the client and ends within rounds, however long a round
+    /// takes next to the linger.
     pub fn is_done(&self, now: Instant) -> bool {
-        let pulling = !self.pulls.is_empty() || self.held;
-        self.closing
-            .is_some_and(|deadline| !pulling || now >= deadline)
+        let stalled = |deadline| self.pulls.is_empty() || now >= deadline;
+        !self.held && self.closing.is_some_and(stalled)
     }
 
     /// Joins the consumer group `group` of `topic` (see `group.rs`), as
@@ -388,23 +396,6 @@ impl Session {
         for place in places {
             self.memberships.remove(place);
         }
-    }
-
-    /// Leaves every group of `topic`; returns the groups left. Messages
-    /// of theirs that the session has yet to answer go back to them.
-    pub fn leave_groups_of(&mut self, topic: TopicId, topics: &[Topic]) -> Vec<usize> {
-        let of_topic = |of, _| of == topic;
-        self.in_flight.give_back_to_groups(of_topic, topics);
-        let of_topic = (topic, 0)..(topic + 1, 0);
-        let left: Vec<usize> = self
-            .memberships
-            .range(of_topic)
-            .map(|(_, m)| m.group)
-            .collect();
-        for &group in &left {
-            self.memberships.remove(&(topic, group));
-        }
-        left
     }
 
     /// The session's places in groups, in the order of their topics.
@@ -479,10 +470,17 @@ impl Session {
     }
 
     /// Queues a pull of up to `max` messages from `sources`, in turn (see
-    /// `pulls.rs`).
+    /// `pulls.rs`). One that would make the session hold too much behind
+    /// a pull its client does not read is not queued: the connection is
+    /// closed instead, and takes no more pulls.
     pub fn add_pull(&mut self, sources: Vec<PullSource>, max: Option<u64>) {
+        if self.not_reading {
+            return;
+        }
+        if !self.pulls.has_room_for(sources.len()) {
+            return self.close_for_not_reading();
+        }
         self.pulls.add(sources, max);
-        self.close_if_not_reading();
     }
 
     /// Streams the pulls, in order, while the writer has room (see
@@ -513,10 +511,11 @@ impl Session {
         self.held = true;
     }
 
-    /// Shuts the connection's socket: its client sends requests without
-    /// waiting for the answers it needs.
-    pub fn hang_up(&self) {
-        self.outbox.close_connection();
+    /// Closes the connection once what is queued now is written: its
+    /// client sent too much without waiting for the answers it needs, and
+    /// is told so by the error queued last.
+    pub fn close_once_written(&mut self) {
+        self.outbox.close_once_written();
     }
 
     /// Ends [`Session::hold`]; the caller pumps.
@@ -1142,7 +1141,7 @@ mod tests {
         broker.publish(3, 0);
         assert_eq!(broker.sent(0), [0]);
         for _ in 0..3 {
-            assert!(broker.sessions[0].unsubscribe(TOPIC));
+            assert_eq!(broker.sessions[0].unsubscribe_all(&[TOPIC]), 1);
             assert!(broker.sessions[0].ready.is_empty(), "out of line");
             broker.subscribe(0);
         }
@@ -1161,7 +1160,7 @@ mod tests {
         broker.subscribe(0);
         broker.publish(1, 0);
         assert_eq!(broker.sent(0), [0]);
-        broker.sessions[0].unsubscribe(TOPIC);
+        broker.sessions[0].unsubscribe_all(&[TOPIC]);
         broker.nack(0, 100);
         broker.wake(0, 60_000);
         assert_eq!(broker.sent(0), []);
@@ -1208,8 +1207,8 @@ mod tests {
         broker.publish(2, 0);
         broker.hand_out(0);
         assert_eq!((broker.sent(0), broker.sent(1)), (vec![0], vec![1]));
-        let left = broker.sessions[0].leave_groups_of(TOPIC, &broker.topics);
-        assert_eq!(left, [GROUP]);
+        let place = BTreeSet::from([(TOPIC, GROUP)]);
+        broker.sessions[0].leave_groups(&place, &broker.topics);
         broker.topics[TOPIC].groups[GROUP].leave(0);
         broker.ack(1, 100);
         broker.settle_group(0, 100);
@@ -1322,5 +1321,40 @@ mod tests {
             frames.as_slice(),
             [Outgoing::Reply(Reply::PullDone { count: 0 })]
         ));
+    }
+
+    /// A client that pipelines pulls of a pattern over many topics and
+    /// reads none: the pull that would take the queued ones past the
+    /// bound is not queued, and neither is any after it, so what the
+    /// session holds stays bounded however many it sends.
+    #[test]
+    fn pulls_past_the_bound_are_not_queued() {
+        const TOPICS: usize = 100_000;
+        let mut broker = Broker::new(1, 16);
+        let source = PullSource {
+            topic: TOPIC,
+            group: GROUP,
+            until: 1,
+        };
+        for _ in 0..100 {
+            broker.sessions[0].add_pull(vec![source; TOPICS], None);
+        }
+        let session = &broker.sessions[0];
+        assert!(session.pulls.queued_sources() <= pulls::MAX_QUEUED_PULL_SOURCES);
+        assert!(session.is_closed_for_not_reading());
+    }
+
+    /// A closed connection's pull of a pattern whose topics are still
+    /// being looked for holds its session: however long the rounds take,
+    /// the session is not done, and the pull is served once they are.
+    #[test]
+    fn a_closed_session_held_by_a_pattern_pull_is_not_done_past_the_linger() {
+        let mut broker = Broker::new(1, 16);
+        let session = &mut broker.sessions[0];
+        session.hold();
+        session.close(&broker.topics, broker.t0);
+        assert!(!session.is_done(broker.t0 + Duration::from_secs(3600)));
+        session.release();
+        assert!(session.is_done(broker.t0 + Duration::from_secs(3600)));
     }
 }

@@ -33,6 +33,9 @@ pub struct Outbox {
     /// that need no ack may keep waiting to be written.
     max_frames: usize,
     max_payload_bytes: usize,
+    /// Set once the connection is to be closed after what is queued now
+    /// ([`Outbox::close_once_written`]).
+    closing_once_written: bool,
 }
 
 impl Outbox {
@@ -45,6 +48,7 @@ impl Outbox {
             payload_bytes: 0,
             max_frames,
             max_payload_bytes,
+            closing_once_written: false,
         }
     }
 
@@ -106,7 +110,19 @@ impl Outbox {
     pub fn pack(&mut self) -> Option<Parcel> {
         self.payload_bytes = 0;
         let has_frames = !self.frames.is_empty();
-        has_frames.then(|| self.writer.pack(std::mem::take(&mut self.frames)))
+        let parcel = has_frames.then(|| self.writer.pack(std::mem::take(&mut self.frames)));
+        if parcel.is_some() && self.closing_once_written {
+            // Only now: the frames count as pending from the packing on,
+            // so the writer cannot find none left before they reach it.
+            self.writer.link().close_when_written();
+        }
+        parcel
+    }
+
+    /// Closes the connection once the frames queued now (an error that
+    /// says why, say) are written: the client reads them, then the end.
+    pub fn close_once_written(&mut self) {
+        self.closing_once_written = true;
     }
 
     /// Shuts the connection's socket: its client does not read.

@@ -48,7 +48,7 @@ const MAX_HELD_REPLIES: usize = 4096;
 /// matches, so 4,096 queued pulls of a pattern over 10,000 topics would
 /// hold a gigabyte. The streaming pull is not counted, so one pull of a
 /// pattern over any number of topics is always taken.
-const MAX_QUEUED_PULL_SOURCES: usize = 1 << 18;
+pub(super) const MAX_QUEUED_PULL_SOURCES: usize = 1 << 18;
 
 /// A topic a pull takes from: the consumer group it takes from, and the
 /// end of the topic's log when the pull was asked for: it takes nothing
@@ -144,10 +144,32 @@ impl Pulls {
     /// Whether so many replies, or pulls, wait behind the streaming pull
     /// that the client must be sending requests while it does not read it.
     pub fn hold_too_much(&self) -> bool {
+        self.held_replies() > MAX_HELD_REPLIES || self.queued_sources() > MAX_QUEUED_PULL_SOURCES
+    }
+
+    /// Whether one more pull, taking from `sources` topics, can be queued
+    /// without holding too much: checked before it is added, so that a
+    /// client that does not read never makes the broker hold more than
+    /// the bounds (a pull of a pattern may take from 100,000 topics).
+    pub fn has_room_for(&self, sources: usize) -> bool {
+        let queued = match self.queue.is_empty() {
+            true => 0, // it streams at once: not counted
+            false => self.queued_sources() + sources,
+        };
+        self.held_replies() < MAX_HELD_REPLIES && queued <= MAX_QUEUED_PULL_SOURCES
+    }
+
+    /// The replies held behind pulls, each queued pull counting as one
+    /// for its `+END`.
+    fn held_replies(&self) -> usize {
         let replies: usize = self.queue.iter().map(|p| p.replies_after.len()).sum();
+        replies + self.queue.len()
+    }
+
+    /// The topics the pulls queued behind the streaming one take from.
+    pub fn queued_sources(&self) -> usize {
         let queued = self.queue.iter().skip(1);
-        let sources: usize = queued.map(|pull| pull.sources.len()).sum();
-        replies + self.queue.len() > MAX_HELD_REPLIES || sources > MAX_QUEUED_PULL_SOURCES
+        queued.map(|pull| pull.sources.len()).sum()
     }
 
     /// Streams the pulls into `outbox`, in order, while the writer has
