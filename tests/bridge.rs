@@ -27,6 +27,7 @@ use brook::server::Broker;
 use brook::wire::request::StartAt;
 use common::auth::{auth_config, password_line, AuthFile};
 use common::broker::{config, start_broker};
+use common::line::Line;
 use common::nats::{free_port, nats_server_available, LoggedChild, NatsCluster, NatsServer};
 
 /// How long a test waits for the whole of a stream to arrive. A bound,
@@ -37,17 +38,29 @@ const PATIENCE: Duration = Duration::from_secs(180);
 
 /// A brook set up as docs/SCALING.md says for a bridge to a cluster: its
 /// deliveries are not sent again while a NATS cluster elects a new
-/// leader, and it gives nothing up to a `.dlq` topic for the sessions the
-/// bridge starts again meanwhile. (Each session that ends hands its
-/// unanswered deliveries back, and each counts towards
-/// `--max-deliveries`: with the default of 5, a failover with several
-/// sessions once gave a whole window of 16,384 messages up.)
+/// leader. Its `--max-deliveries` is the default: the bridge keeps its
+/// brook connection, and its unanswered deliveries, across NATS sessions.
 fn patient_brook() -> Broker {
     start_broker(&Config {
         ack_timeout: Duration::from_secs(60),
-        max_deliveries: 1000,
         ..config()
     })
+}
+
+/// Asserts that brook delivered each of its `count` messages once (the
+/// bridge handed none back to the group) and gave none up to a `.dlq`
+/// topic.
+#[track_caller]
+fn assert_each_delivered_once(brook: &Broker, count: u64) {
+    let mut line = Line::connect(brook.local_addr());
+    assert_eq!(line.stat("messages_out"), count, "deliveries by brook");
+    line.send("TOPICS\n");
+    let dead: Vec<String> = line
+        .read_until_end()
+        .into_iter()
+        .filter(|l| l.starts_with("+TOPIC ") && l.contains(".dlq ") && !l.contains(" messages=0 "))
+        .collect();
+    assert!(dead.is_empty(), "dead letters: {dead:?}");
 }
 
 /// Publishes messages `0`, `1`, ... `count - 1` to `topic` with
@@ -666,6 +679,7 @@ fn to_nats_survives_the_death_of_the_stream_leader_of_a_three_node_cluster() {
         Some(leader.as_str()),
         "a new leader"
     );
+    assert_each_delivered_once(&brook, count);
 }
 
 #[test]

@@ -19,7 +19,8 @@
 //! (the flags, and the mirrors they name), `sessions.rs` (starting a
 //! mirror's session again after a failure, and counting what moved), and
 //! the two directions, `to_nats.rs` and `from_nats.rs`. Each mirror runs on its own thread (one that stops, a panic, ends the process); each of its sessions holds
-//! one connection to each side, and any failure ends the session, after
+//! one connection to each side (a `--to-nats` mirror keeps its brook
+//! connection across NATS failures), and any failure ends the session, after
 //! which a new one starts where the acked messages end: at least once end
 //! to end, with JetStream's de-duplication (and brook's group position)
 //! removing what was sent twice.

@@ -28,9 +28,14 @@
 //! each new message also carries `Nats-Expected-Last-Msg-Id`, the id of the
 //! message sent before it: JetStream refuses it unless that one is the
 //! stream's last. A refusal, a lost connection or a PubAck that does not
-//! come ends the session: the bridge reconnects both sides and brook
-//! delivers again everything not acked, oldest first. The first message of
-//! a session carries no expectation: everything before it was acked.
+//! come ends the NATS session. The brook connection and the window stay
+//! (brook would count each delivery handed back towards its
+//! `--max-deliveries`): the next session publishes again, oldest first and
+//! under their same ids, the window's messages without a PubAck, then
+//! takes new deliveries. Its first message carries no expectation: the
+//! stream's last message is not known then. Only a failure on brook's side
+//! drops its connection, and brook then delivers again everything not
+//! acked.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -49,17 +54,49 @@ use crate::ids::DEAD_LETTER_SUFFIX;
 const PUBACK_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Runs the mirror until the process ends, starting a new session after
-/// each failure.
+/// each failure. brook's side outlives the NATS sessions: only a failure
+/// of brook's connection drops it.
 pub fn run(mirror: &ToNats, settings: &Settings, meter: &Meter) {
     let mut servers = settings.servers();
+    let mut kept = None;
     sessions::retry_forever(&format!("--to-nats {}", mirror.pattern), || {
-        session(mirror, settings, &mut servers, meter)
+        let result = session(mirror, settings, &mut servers, &mut kept, meter);
+        if let Err(SessionError::BrookFeed(_)) = result {
+            kept = None;
+        }
+        result
     });
+}
+
+/// brook's side of the mirror: the group member, and its deliveries not
+/// yet answered. Kept from one NATS session to the next, so that a NATS
+/// failover hands nothing back to brook's group, where each delivery
+/// handed back would count towards brook's `--max-deliveries`.
+struct Feed {
+    brook: GroupFeed,
+    window: Window,
+}
+
+impl Feed {
+    fn join(mirror: &ToNats, settings: &Settings) -> Result<Feed, BrookError> {
+        let brook = GroupFeed::join(
+            &settings.brook,
+            settings.brook_login.as_ref(),
+            &mirror.pattern,
+            &mirror.group(),
+            settings.batch,
+        )?;
+        let window = Window::new(brook.incarnation());
+        Ok(Feed { brook, window })
+    }
 }
 
 /// A publish waiting for its PubAck.
 #[derive(Debug)]
 struct InFlight {
+    /// What brook delivered, kept to publish it again in the next session
+    /// if this one ends before its PubAck.
+    delivery: Delivery,
     /// The message's `Nats-Msg-Id`.
     id: String,
     inbox: String,
@@ -69,11 +106,13 @@ struct InFlight {
     refused: bool,
 }
 
-/// One connection to each side, until either fails.
+/// One connection to NATS, until it or brook's fails; brook's is joined
+/// if `kept` has none.
 fn session(
     mirror: &ToNats,
     settings: &Settings,
     servers: &mut Servers,
+    kept: &mut Option<Feed>,
     meter: &Meter,
 ) -> Result<(), SessionError> {
     let mut nats = servers.connect()?;
@@ -86,14 +125,12 @@ fn session(
             duplicate_window: settings.duplicate_window,
         },
     )?;
-    let mut brook = GroupFeed::join(
-        &settings.brook,
-        settings.brook_login.as_ref(),
-        &mirror.pattern,
-        &mirror.group(),
-        settings.batch,
-    )?;
-    let mut window = Window::new(brook.incarnation());
+    let Feed { brook, window } = match kept {
+        Some(feed) => feed,
+        None => kept.insert(Feed::join(mirror, settings)?),
+    };
+    window.resend(&mut nats)?;
+    nats.flush()?;
     loop {
         let has_room = window.in_flight.len() < settings.batch;
         let deliveries = if has_room {
@@ -105,10 +142,10 @@ fn session(
         select! {
             recv(deliveries) -> delivery => {
                 let delivery = delivery.map_err(|_| BrookError::Closed)??;
-                window.publish(&mut nats, &delivery)?;
+                window.publish(&mut nats, delivery)?;
                 while window.in_flight.len() < settings.batch {
                     match brook.deliveries().try_recv() {
-                        Ok(delivery) => window.publish(&mut nats, &delivery?)?,
+                        Ok(delivery) => window.publish(&mut nats, delivery?)?,
                         Err(_) => break,
                     }
                 }
@@ -254,7 +291,10 @@ impl Window {
     /// publish is still in flight, adds an entry that completes with that
     /// publish's PubAck: publishing it again, after a publish that may be
     /// lost, could store it out of order.
-    fn publish(&mut self, sink: &mut impl Sink, delivery: &Delivery) -> Result<(), NatsError> {
+    ///
+    /// A publish that fails is kept in flight all the same, to be sent
+    /// again by [`Window::resend`] in the next session.
+    fn publish(&mut self, sink: &mut impl Sink, delivery: Delivery) -> Result<(), NatsError> {
         let id = message_id(&delivery.topic, &self.incarnation, delivery.offset);
         let is_new = self
             .highest
@@ -263,13 +303,14 @@ impl Window {
         if !is_new {
             if let Some(original) = self.in_flight.iter().find(|f| f.id == id) {
                 let follower = InFlight {
+                    delivery,
                     id: original.id.clone(),
                     inbox: original.inbox.clone(),
                     sent: original.sent,
                     acked: original.acked,
                     refused: original.refused,
                 };
-                self.warn_early_redelivery(delivery);
+                self.warn_early_redelivery(&follower.delivery);
                 self.in_flight.push_back(follower);
                 return Ok(());
             }
@@ -278,7 +319,7 @@ impl Window {
         if let (true, Some(last)) = (is_new, &self.last_id) {
             headers.push(("Nats-Expected-Last-Msg-Id", last.as_str()));
         }
-        if let Some(unmirrorable) = unmirrorable(sink.max_payload(), delivery, &headers) {
+        if let Some(unmirrorable) = unmirrorable(sink.max_payload(), &delivery, &headers) {
             let refused = unmirrorable.dead_letter(&delivery.topic);
             log::error!(
                 "brook topic {} offset {}: {unmirrorable}: not mirrored{}",
@@ -290,6 +331,7 @@ impl Window {
                 }
             );
             self.in_flight.push_back(InFlight {
+                delivery,
                 id,
                 inbox: String::new(),
                 sent: Instant::now(),
@@ -299,18 +341,40 @@ impl Window {
             return Ok(());
         }
         let inbox = sink.new_inbox();
-        sink.publish(&delivery.topic, &inbox, &headers, &delivery.payload)?;
-        if is_new {
+        let published = sink.publish(&delivery.topic, &inbox, &headers, &delivery.payload);
+        if is_new && published.is_ok() {
             self.highest.insert(delivery.topic.clone(), delivery.offset);
             self.last_id = Some(id.clone());
         }
         self.in_flight.push_back(InFlight {
+            delivery,
             id,
             inbox,
             sent: Instant::now(),
             acked: false,
             refused: false,
         });
+        published
+    }
+
+    /// Starts a new session: publishes again, oldest first, every entry
+    /// the last session left without its PubAck, under its same
+    /// `Nats-Msg-Id`, so that JetStream stores once what it had stored.
+    /// The stream's last message is not known: the first sent again
+    /// expects none, each next one the one before.
+    fn resend(&mut self, sink: &mut impl Sink) -> Result<(), NatsError> {
+        let mut carried = std::mem::take(&mut self.in_flight);
+        self.last_id = None;
+        self.highest.clear();
+        self.warned_early_redelivery = false;
+        while let Some(entry) = carried.pop_front() {
+            if entry.acked {
+                self.in_flight.push_back(entry);
+            } else if let Err(error) = self.publish(sink, entry.delivery) {
+                self.in_flight.append(&mut carried);
+                return Err(error);
+            }
+        }
         Ok(())
     }
 
@@ -441,7 +505,7 @@ mod tests {
     fn each_new_message_expects_the_one_before_and_done_follows_delivery_order() {
         let (mut window, mut sink) = (Window::new("ab"), Recorder::default());
         for (topic, offset) in [("a", 0), ("b", 5), ("a", 1)] {
-            window.publish(&mut sink, &delivery(topic, offset)).unwrap();
+            window.publish(&mut sink, delivery(topic, offset)).unwrap();
         }
         let ids: Vec<_> = sink
             .published
@@ -469,9 +533,9 @@ mod tests {
     #[test]
     fn a_message_delivered_again_while_in_flight_is_not_published_again() {
         let (mut window, mut sink) = (Window::new("ab"), Recorder::default());
-        window.publish(&mut sink, &delivery("a", 0)).unwrap();
-        window.publish(&mut sink, &delivery("a", 1)).unwrap();
-        window.publish(&mut sink, &delivery("a", 0)).unwrap();
+        window.publish(&mut sink, delivery("a", 0)).unwrap();
+        window.publish(&mut sink, delivery("a", 1)).unwrap();
+        window.publish(&mut sink, delivery("a", 0)).unwrap();
         assert_eq!(sink.published.len(), 2, "no second publish of a:0");
         assert_eq!(window.in_flight.len(), 3, "one entry per brook delivery");
         window.answered("_INBOX.test.1", pub_ack(false));
@@ -483,9 +547,9 @@ mod tests {
             "the delivery again completes with a:0"
         );
         // Once its PubAck came, a delivery again is done at once.
-        window.publish(&mut sink, &delivery("a", 2)).unwrap();
+        window.publish(&mut sink, delivery("a", 2)).unwrap();
         window.answered("_INBOX.test.3", pub_ack(false));
-        window.publish(&mut sink, &delivery("a", 2)).unwrap();
+        window.publish(&mut sink, delivery("a", 2)).unwrap();
         assert_eq!(sink.published.len(), 3);
         assert_eq!(window.take_done().len(), 2);
     }
@@ -497,27 +561,66 @@ mod tests {
     #[test]
     fn after_a_duplicate_the_next_message_expects_nothing() {
         let (mut window, mut sink) = (Window::new("ab"), Recorder::default());
-        window.publish(&mut sink, &delivery("a", 0)).unwrap();
+        window.publish(&mut sink, delivery("a", 0)).unwrap();
         window.answered("_INBOX.test.1", pub_ack(true));
-        window.publish(&mut sink, &delivery("b", 0)).unwrap();
+        window.publish(&mut sink, delivery("b", 0)).unwrap();
         assert_eq!(
             header(&sink.published[1], "Nats-Expected-Last-Msg-Id"),
             None
         );
         window.answered("_INBOX.test.2", pub_ack(false));
-        window.publish(&mut sink, &delivery("b", 1)).unwrap();
+        window.publish(&mut sink, delivery("b", 1)).unwrap();
         assert_eq!(
             header(&sink.published[2], "Nats-Expected-Last-Msg-Id"),
             Some("b:ab:0")
         );
     }
 
+    /// A NATS session ends with publishes in flight: the next publishes
+    /// again those without their PubAck, oldest first, under their same
+    /// ids, the first expecting nothing, before new deliveries; brook
+    /// gets its answers in delivery order, none handed back.
+    #[test]
+    fn a_new_session_publishes_again_what_the_last_left_without_a_pub_ack() {
+        let (mut window, mut sink) = (Window::new("ab"), Recorder::default());
+        for offset in 0..4 {
+            window.publish(&mut sink, delivery("a", offset)).unwrap();
+        }
+        window.answered("_INBOX.test.1", pub_ack(false));
+        window.answered("_INBOX.test.3", pub_ack(false));
+        assert_eq!(window.take_done(), [Answer::Ack]);
+
+        let mut next = Recorder::default();
+        window.resend(&mut next).unwrap();
+        window.publish(&mut next, delivery("a", 4)).unwrap();
+        let sent: Vec<_> = next
+            .published
+            .iter()
+            .map(|p| {
+                let id = header(p, "Nats-Msg-Id").unwrap();
+                (id, header(p, "Nats-Expected-Last-Msg-Id"))
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                ("a:ab:1", None),
+                ("a:ab:3", Some("a:ab:1")),
+                ("a:ab:4", Some("a:ab:3")),
+            ],
+            "a:2 was stored: not sent again"
+        );
+        window.answered("_INBOX.test.1", pub_ack(true));
+        assert_eq!(window.take_done(), [Answer::Ack, Answer::Ack], "a:1, a:2");
+        window.answered("_INBOX.test.2", pub_ack(false));
+        window.answered("_INBOX.test.3", pub_ack(false));
+        assert_eq!(window.take_done(), [Answer::Ack, Answer::Ack], "a:3, a:4");
+    }
+
     #[test]
     fn what_nats_cannot_name_is_done_without_a_publish() {
         let (mut window, mut sink) = (Window::new("ab"), Recorder::default());
-        window
-            .publish(&mut sink, &delivery("two words", 0))
-            .unwrap();
+        window.publish(&mut sink, delivery("two words", 0)).unwrap();
         assert!(sink.published.is_empty());
         assert_eq!(window.take_done(), [Answer::Ack]);
     }
@@ -530,10 +633,10 @@ mod tests {
         let (mut window, mut sink) = (Window::new("ab"), Recorder::default());
         let mut large = delivery("a", 0);
         large.payload = vec![b'x'; sink.max_payload()];
-        window.publish(&mut sink, &large).unwrap();
-        window.publish(&mut sink, &delivery("a", 1)).unwrap();
+        window.publish(&mut sink, large.clone()).unwrap();
+        window.publish(&mut sink, delivery("a", 1)).unwrap();
         large.topic = "a.dlq".into();
-        window.publish(&mut sink, &large).unwrap();
+        window.publish(&mut sink, large).unwrap();
         assert_eq!(sink.published.len(), 1, "only a:1");
         assert_eq!(window.take_done(), [Answer::Nack]);
         window.answered("_INBOX.test.1", pub_ack(false));
