@@ -488,18 +488,9 @@ mod tests {
     use super::*;
     use crate::dispatcher::session::in_flight::DeliveryPolicy;
     use crate::writer::Writer;
-    use std::time::Duration;
 
     fn session(conn: ConnId, now: Instant) -> Session {
-        let policy = DeliveryPolicy {
-            ack_delay: Duration::from_secs(1),
-            ack_timeout: Duration::from_secs(2),
-            max_deliveries: 5,
-            dead_letters: true,
-            max_inflight: 16,
-            subscriber_buffer: 1 << 20,
-            linger: Duration::from_secs(5),
-        };
+        let policy = DeliveryPolicy::for_test();
         Session::new(conn, Writer::for_test(), policy, now)
     }
 

@@ -283,15 +283,7 @@ mod tests {
     use std::time::Duration;
 
     fn dispatcher() -> Dispatcher {
-        let policy = DeliveryPolicy {
-            ack_delay: Duration::from_secs(1),
-            ack_timeout: Duration::from_secs(2),
-            max_deliveries: 5,
-            dead_letters: true,
-            max_inflight: 16,
-            subscriber_buffer: 1 << 20,
-            linger: Duration::from_secs(5),
-        };
+        let policy = DeliveryPolicy::for_test();
         let limits = TopicLimits {
             max_topics: 10_000,
             max_groups_per_topic: 64,

@@ -73,6 +73,24 @@ pub struct DeliveryPolicy {
     pub linger: Duration,
 }
 
+#[cfg(test)]
+impl DeliveryPolicy {
+    /// The rules the dispatcher's unit tests start from: an ack delay of
+    /// 1 s, an ack timeout of 2 s, 5 deliveries, dead letters on, a window
+    /// of 16 deliveries and 1 MiB, a linger of 5 s.
+    pub(crate) fn for_test() -> DeliveryPolicy {
+        DeliveryPolicy {
+            ack_delay: Duration::from_secs(1),
+            ack_timeout: Duration::from_secs(2),
+            max_deliveries: 5,
+            dead_letters: true,
+            max_inflight: 16,
+            subscriber_buffer: 1 << 20,
+            linger: Duration::from_secs(5),
+        }
+    }
+}
+
 /// A message a session gave up after `max_deliveries`, for the dead-letter
 /// topic.
 #[derive(Debug)]

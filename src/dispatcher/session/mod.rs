@@ -656,8 +656,6 @@ mod tests {
     use crate::store::Store;
     use crate::wire::reply::Outgoing;
 
-    const ACK_DELAY: Duration = Duration::from_secs(1);
-    const ACK_TIMEOUT: Duration = Duration::from_secs(2);
     const MAX_DELIVERIES: u32 = 3;
 
     /// The one topic of every test.
@@ -667,13 +665,9 @@ mod tests {
 
     fn policy(max_inflight: usize) -> DeliveryPolicy {
         DeliveryPolicy {
-            ack_delay: ACK_DELAY,
-            ack_timeout: ACK_TIMEOUT,
             max_deliveries: MAX_DELIVERIES,
-            dead_letters: true,
             max_inflight,
-            subscriber_buffer: 1 << 20,
-            linger: Duration::from_secs(5),
+            ..DeliveryPolicy::for_test()
         }
     }
 
