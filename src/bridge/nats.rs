@@ -724,19 +724,10 @@ fn read_frame(socket: &mut TcpStream, decoder: &mut Decoder) -> Result<Frame, Na
         if let Some(frame) = decoder.next_frame()? {
             return Ok(frame);
         }
-        match socket.read(&mut chunk) {
-            Ok(0) => return Err(NatsError::Closed),
-            Ok(n) => decoder.push(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(NatsError::Timeout("the server's handshake"))
-            }
-            Err(e) => return Err(e.into()),
+        match read_chunk(socket, &mut chunk)? {
+            Some(0) => return Err(NatsError::Closed),
+            Some(n) => decoder.push(&chunk[..n]),
+            None => return Err(NatsError::Timeout("the server's handshake")),
         }
     }
 }
@@ -758,16 +749,10 @@ fn read_events(
             Err(error) => break error,
         }
         let mut chunk = [0u8; 64 << 10];
-        match socket.read(&mut chunk) {
-            Ok(0) => break NatsError::Closed,
-            Ok(n) => decoder.push(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
+        match read_chunk(&mut socket, &mut chunk) {
+            Ok(Some(0)) => break NatsError::Closed,
+            Ok(Some(n)) => decoder.push(&chunk[..n]),
+            Ok(None) => {
                 if pongs_owed >= MAX_PONGS_OWED {
                     break NatsError::Timeout("PONGs to the client's PINGs");
                 }
@@ -780,6 +765,27 @@ fn read_events(
         }
     };
     let _ = events.send(Event::Lost(error));
+}
+
+/// One read into `chunk`: `Some(n)` bytes (`Some(0)` when the server
+/// closed), or `None` when the socket's read timeout passed first. A read
+/// a signal interrupted is made again.
+fn read_chunk(socket: &mut TcpStream, chunk: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        match socket.read(chunk) {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Writes `bytes` and flushes everything queued before them.
