@@ -15,14 +15,16 @@
 //! of the store's cache.
 //!
 //! So the queue has two bounds. The channel holds at most so many commands,
-//! and the payloads of the messages in it add up to at most
-//! [`MAX_QUEUED_PAYLOAD_BYTES`]. A reader with messages to send waits until
+//! and the messages in it hold at most [`MAX_QUEUED_BYTES`] of memory:
+//! each counts as its payload, its topic's name and what holds them
+//! ([`queued_bytes`]), so a flood of one-byte messages fills the queue as
+//! soon as a few large ones do. A reader with messages to send waits until
 //! they fit; meanwhile it reads nothing from its socket, so TCP slows its
 //! publisher down. (The fetcher thread's runs of records read back from
-//! disk count as payload too, so however many topics are replayed, what
-//! waits for the dispatcher stays within the bound.) Commands without
-//! payload (subscribes, acks, a writer's notice) never wait for payload
-//! room, so consumers keep being heard however hard publishers push.
+//! disk count too, so however many topics are replayed, what waits for
+//! the dispatcher stays within the bound.) Commands without messages
+//! (subscribes, acks, a writer's notice) never wait for room, so consumers
+//! keep being heard however hard publishers push.
 //!
 //! The same wait holds publishers back when the store is full: an
 //! in-memory store that reached `--memory-bytes` with nothing it may drop
@@ -32,11 +34,11 @@
 //! later round finds memory again (the fetcher does not: the disk store,
 //! whose cache can always let go, never holds publishers). What a reader waits
 //! to send stays in order behind it, and what the dispatcher already took
-//! (at most the queue's payload bytes) it stores: nothing is refused.
+//! (at most the queue's bytes) it stores: nothing is refused.
 //!
 //! ```text
 //!   reader ──send──▶ [ command | command | … ] ──recv──▶ dispatcher
-//!      │              payload bytes ≤ the limit               │
+//!      │                 bytes ≤ the limit                    │
 //!      └── waits for room ◀──────── gives room back ──────────┘
 //! ```
 
@@ -63,12 +65,12 @@ pub enum Command {
     /// the first request that needs a reply.
     Attach { conn: ConnId, writer: Writer },
     /// Requests (and refusals) decoded from the connection, in order, and
-    /// the bytes of message payload among them (see the module doc).
-    /// Made by [`Command::requests`].
+    /// the memory their messages hold ([`queued_bytes`]; see the module
+    /// doc). Made by [`Command::requests`].
     Requests {
         conn: ConnId,
         requests: Vec<Decoded>,
-        payload_bytes: usize,
+        bytes: usize,
         /// How to close the connection, if the requests hold publishes
         /// that are never answered (see [`Hangup`]).
         hangup: Option<Arc<Hangup>>,
@@ -94,33 +96,48 @@ impl Command {
     /// The command that carries `requests` from connection `conn`, with
     /// `hangup` if they hold a publish that is never answered.
     pub fn requests(conn: ConnId, requests: Vec<Decoded>, hangup: Option<&Arc<Hangup>>) -> Command {
-        let mut payload_bytes = 0;
+        let mut bytes = 0;
         let mut unanswered = false;
         for request in &requests {
             if let Ok(Request::Publish {
-                payload, confirm, ..
+                topic,
+                payload,
+                confirm,
             }) = request
             {
-                payload_bytes += payload.len();
+                bytes += queued_bytes(topic, payload);
                 unanswered |= !confirm;
             }
         }
         Command::Requests {
             conn,
             requests,
-            payload_bytes,
+            bytes,
             hangup: hangup.filter(|_| unanswered).cloned(),
         }
     }
 
-    /// How many bytes of message payload the command carries.
-    pub fn payload_bytes(&self) -> usize {
+    /// How much memory the messages the command carries hold, as the
+    /// queue counts it: 0 for a command without messages.
+    pub fn bytes(&self) -> usize {
         match self {
-            Command::Requests { payload_bytes, .. } => *payload_bytes,
-            Command::Fetched(fetched) => fetched.payload_bytes,
+            Command::Requests { bytes, .. } => *bytes,
+            Command::Fetched(fetched) => fetched.bytes,
             _ => 0,
         }
     }
+}
+
+/// What a message in the queue holds, beyond its payload and its topic's
+/// name: its place in its command's list of requests, and the header of
+/// the payload's shared buffer with the allocator's rounding.
+pub const QUEUED_MESSAGE_OVERHEAD_BYTES: usize = std::mem::size_of::<Decoded>() + 32;
+
+/// The bytes a message published to `topic` counts in the queue. The name
+/// counts each time, though a publisher that sends to one topic shares
+/// one copy of it: one that alternates between names has a copy each.
+pub fn queued_bytes(topic: &str, payload: &[u8]) -> usize {
+    payload.len() + topic.len() + QUEUED_MESSAGE_OVERHEAD_BYTES
 }
 
 /// What the dispatcher can do to a connection that has no writer thread (a
@@ -154,13 +171,13 @@ impl Hangup {
     }
 }
 
-/// How many bytes of message payloads may wait in the queue before readers
-/// wait: four full reads of a busy publisher, a few milliseconds of work
+/// How many bytes of messages may wait in the queue before readers wait
+/// ([`queued_bytes`]): a few full reads of a busy publisher, a few milliseconds of work
 /// for the dispatcher. Enough to keep it busy while a reader wakes up and
 /// decodes more, and short, because every ack waits its turn behind it:
 /// the time an ack takes to come back is what a subscriber's in-flight
 /// window must cover to run at full speed.
-pub const MAX_QUEUED_PAYLOAD_BYTES: usize = 1 << 20;
+pub const MAX_QUEUED_BYTES: usize = 1 << 20;
 
 /// The queue's dispatcher is gone: it stopped, or the broker is shutting
 /// down.
@@ -176,13 +193,13 @@ pub enum NotQueued {
     Disconnected,
 }
 
-/// A queue holding at most `max_commands` commands and
-/// `max_payload_bytes` bytes of payload (but always one command, however
+/// A queue holding at most `max_commands` commands and messages of
+/// `max_bytes` bytes ([`queued_bytes`]; but always one command, however
 /// large, when it is empty).
-pub fn bounded(max_commands: usize, max_payload_bytes: usize) -> (CommandSender, CommandReceiver) {
+pub fn bounded(max_commands: usize, max_bytes: usize) -> (CommandSender, CommandReceiver) {
     let (commands, queue) = mailbox::bounded(max_commands);
-    let room = Arc::new(PayloadRoom {
-        limit: max_payload_bytes,
+    let room = Arc::new(Room {
+        limit: max_bytes,
         state: Mutex::new(RoomState::default()),
         freed: Condvar::new(),
     });
@@ -198,14 +215,14 @@ pub fn bounded(max_commands: usize, max_payload_bytes: usize) -> (CommandSender,
 #[derive(Debug, Clone)]
 pub struct CommandSender {
     commands: mailbox::Sender<Command>,
-    room: Arc<PayloadRoom>,
+    room: Arc<Room>,
 }
 
 impl CommandSender {
-    /// Queues `command`, first waiting for room for its payload, if it
+    /// Queues `command`, first waiting for room for its messages, if it
     /// carries any.
     pub fn send(&self, command: Command) -> Result<(), Disconnected> {
-        let bytes = command.payload_bytes();
+        let bytes = command.bytes();
         if bytes > 0 {
             let publishes = matches!(command, Command::Requests { .. });
             self.room.take(bytes, publishes)?;
@@ -213,10 +230,10 @@ impl CommandSender {
         self.commands.send(command).map_err(|_| Disconnected)
     }
 
-    /// Queues `command`, which carries no payload, if the queue has room
+    /// Queues `command`, which carries no messages, if the queue has room
     /// for it now, for a thread that must not wait: the metrics thread.
     pub fn try_send(&self, command: Command) -> Result<(), NotQueued> {
-        debug_assert_eq!(command.payload_bytes(), 0, "only a command without payload");
+        debug_assert_eq!(command.bytes(), 0, "only a command without messages");
         self.commands
             .try_send(command)
             .map_err(|error| match error {
@@ -234,7 +251,7 @@ impl CommandSender {
     /// waiting for memory then hands its requests over, which the stop
     /// waits for (see `reader.rs`'s `Gate`); otherwise it would wait
     /// for acks that the stop keeps from coming. What it carries may take
-    /// the store past its budget by the queue's payload room at most.
+    /// the store past its budget by the queue's room at most.
     pub fn stop_holding_publishers(&self) {
         self.room.state.lock().stopping = true;
         self.room.freed.notify_all();
@@ -246,7 +263,7 @@ impl CommandSender {
 #[derive(Debug)]
 pub struct CommandReceiver {
     queue: mailbox::Receiver<Command>,
-    room: Arc<PayloadRoom>,
+    room: Arc<Room>,
 }
 
 impl CommandReceiver {
@@ -254,10 +271,10 @@ impl CommandReceiver {
     pub fn recv_until(&self, deadline: Option<Instant>) -> Result<Command, RecvTimeoutError> {
         self.queue
             .recv_until(deadline)
-            .inspect(|command| self.room.give_back(command.payload_bytes()))
+            .inspect(|command| self.room.give_back(command.bytes()))
     }
 
-    /// Makes every reader with payload to send wait (`true`), until called
+    /// Makes every reader with messages to send wait (`true`), until called
     /// with `false`.
     pub fn hold_publishers(&self, hold: bool) {
         let mut state = self.room.state.lock();
@@ -276,7 +293,7 @@ impl CommandReceiver {
     pub fn try_iter(&self) -> impl Iterator<Item = Command> + '_ {
         self.queue
             .try_iter()
-            .inspect(|command| self.room.give_back(command.payload_bytes()))
+            .inspect(|command| self.room.give_back(command.bytes()))
     }
 }
 
@@ -286,9 +303,9 @@ impl Drop for CommandReceiver {
     }
 }
 
-/// The payload budget shared by both ends.
+/// The room for messages, shared by both ends.
 #[derive(Debug)]
-struct PayloadRoom {
+struct Room {
     limit: usize,
     state: Mutex<RoomState>,
     /// Signalled when room is given back, or the queue closes.
@@ -297,9 +314,9 @@ struct PayloadRoom {
 
 #[derive(Debug, Default)]
 struct RoomState {
-    /// Payload bytes of the commands in the queue.
+    /// The bytes of the commands in the queue ([`Command::bytes`]).
     queued: usize,
-    /// Readers waiting in [`PayloadRoom::take`]: the dispatcher only pays
+    /// Readers waiting in [`Room::take`]: the dispatcher only pays
     /// for a wake-up when someone waits.
     waiting: usize,
     /// Whether publishers are held ([`CommandReceiver::hold_publishers`]),
@@ -311,7 +328,7 @@ struct RoomState {
     closed: bool,
 }
 
-impl PayloadRoom {
+impl Room {
     /// Waits until `bytes` fit under the limit, or the queue is empty (so
     /// one command larger than the limit still goes through), and, if they
     /// are messages published, until publishers are not held; then counts
@@ -361,13 +378,27 @@ mod tests {
     use std::thread;
     use std::time::Duration;
 
+    /// A command of one message that counts `bytes` in the queue (at
+    /// least [`QUEUED_MESSAGE_OVERHEAD_BYTES`] and the topic's name).
     fn publish(bytes: usize) -> Command {
         let request = Request::Publish {
             topic: Arc::from("t"),
-            payload: vec![0; bytes].into(),
+            payload: vec![0; bytes - queued_bytes("t", &[])].into(),
             confirm: false,
         };
         Command::requests(1, vec![Ok(request)], None)
+    }
+
+    /// A command of `count` one-byte messages.
+    fn one_byte_messages(count: usize) -> Command {
+        let publish = |_| {
+            Ok(Request::Publish {
+                topic: Arc::from("orders"),
+                payload: vec![7].into(),
+                confirm: false,
+            })
+        };
+        Command::requests(1, (0..count).map(publish).collect(), None)
     }
 
     /// Sends `command` on another thread, and reports when it is queued.
@@ -384,31 +415,31 @@ mod tests {
 
     #[test]
     fn a_sender_waits_for_payload_room_but_not_a_command_without_payload() {
-        let (sender, receiver) = bounded(16, 100);
-        sender.send(publish(60)).unwrap();
-        let second = send_elsewhere(&sender, publish(60));
+        let (sender, receiver) = bounded(16, 1000);
+        sender.send(publish(600)).unwrap();
+        let second = send_elsewhere(&sender, publish(600));
         // An ack carries no payload: it goes straight in, past the full room.
         sender
             .send(Command::requests(2, vec![Ok(Request::Ack)], None))
             .unwrap();
         assert!(second.recv_timeout(Duration::from_millis(50)).is_err());
-        assert_eq!(receiver.recv_until(None).unwrap().payload_bytes(), 60);
+        assert_eq!(receiver.recv_until(None).unwrap().bytes(), 600);
         second
             .recv_timeout(Duration::from_secs(10))
             .expect("the second publish goes in once the first is taken");
-        let rest: Vec<usize> = receiver.try_iter().map(|c| c.payload_bytes()).collect();
-        assert_eq!(rest, [0, 60]);
+        let rest: Vec<usize> = receiver.try_iter().map(|c| c.bytes()).collect();
+        assert_eq!(rest, [0, 600]);
     }
 
     #[test]
     fn held_publishers_wait_until_let_go_but_a_command_without_payload_does_not() {
-        let (sender, receiver) = bounded(16, 100);
+        let (sender, receiver) = bounded(16, 1000);
         receiver.hold_publishers(true);
-        let held = send_elsewhere(&sender, publish(10));
+        let held = send_elsewhere(&sender, publish(200));
         sender
             .send(Command::requests(2, vec![Ok(Request::Ack)], None))
             .unwrap();
-        assert_eq!(receiver.recv_until(None).unwrap().payload_bytes(), 0);
+        assert_eq!(receiver.recv_until(None).unwrap().bytes(), 0);
         let deadline = Instant::now() + Duration::from_secs(10);
         while receiver.publishers_waiting() == 0 {
             assert!(Instant::now() < deadline, "the publisher never waited");
@@ -418,7 +449,7 @@ mod tests {
         receiver.hold_publishers(false);
         held.recv_timeout(Duration::from_secs(10))
             .expect("the publish goes in once publishers are let go");
-        assert_eq!(receiver.recv_until(None).unwrap().payload_bytes(), 10);
+        assert_eq!(receiver.recv_until(None).unwrap().bytes(), 200);
         assert_eq!(receiver.publishers_waiting(), 0);
     }
 
@@ -426,9 +457,9 @@ mod tests {
     /// waits for every reader to hand its requests over.
     #[test]
     fn a_stop_lets_held_publishers_go_for_good() {
-        let (sender, receiver) = bounded(16, 100);
+        let (sender, receiver) = bounded(16, 1000);
         receiver.hold_publishers(true);
-        let held = send_elsewhere(&sender, publish(10));
+        let held = send_elsewhere(&sender, publish(200));
         let deadline = Instant::now() + Duration::from_secs(10);
         while receiver.publishers_waiting() == 0 {
             assert!(Instant::now() < deadline, "the publisher never waited");
@@ -438,26 +469,43 @@ mod tests {
         held.recv_timeout(Duration::from_secs(10))
             .expect("the publish goes in once the broker stops");
         receiver.hold_publishers(true);
-        sender.send(publish(10)).unwrap();
-        let sizes: Vec<usize> = receiver.try_iter().map(|c| c.payload_bytes()).collect();
-        assert_eq!(sizes, [10, 10]);
+        sender.send(publish(200)).unwrap();
+        let sizes: Vec<usize> = receiver.try_iter().map(|c| c.bytes()).collect();
+        assert_eq!(sizes, [200, 200]);
+    }
+
+    /// A thousand one-byte messages hold far more than a thousand bytes:
+    /// their requests and buffers. Counted by payload alone, a queue of
+    /// 1 MiB could hold a million of them and a hundred times its bound.
+    #[test]
+    fn small_messages_count_what_holds_them_not_only_their_payload() {
+        let each = 1 + "orders".len() + QUEUED_MESSAGE_OVERHEAD_BYTES;
+        assert_eq!(one_byte_messages(1000).bytes(), 1000 * each);
+        let (sender, receiver) = bounded(16, 64 << 10);
+        sender.send(one_byte_messages(1000)).unwrap();
+        let second = send_elsewhere(&sender, one_byte_messages(1000));
+        assert!(second.recv_timeout(Duration::from_millis(50)).is_err());
+        receiver.recv_until(None).unwrap();
+        second
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the second batch goes in once the first is taken");
     }
 
     #[test]
     fn a_command_larger_than_the_limit_goes_through_an_empty_queue() {
-        let (sender, receiver) = bounded(16, 100);
-        sender.send(publish(1000)).unwrap();
-        assert_eq!(receiver.recv_until(None).unwrap().payload_bytes(), 1000);
+        let (sender, receiver) = bounded(16, 1000);
+        sender.send(publish(10_000)).unwrap();
+        assert_eq!(receiver.recv_until(None).unwrap().bytes(), 10_000);
     }
 
     #[test]
     fn a_waiting_sender_stops_when_the_dispatcher_is_gone() {
-        let (sender, receiver) = bounded(16, 100);
-        sender.send(publish(100)).unwrap();
+        let (sender, receiver) = bounded(16, 1000);
+        sender.send(publish(1000)).unwrap();
         let (result, outcome) = crossbeam_channel::bounded(1);
         let waiting = sender.clone();
         thread::spawn(move || {
-            let _ = result.send(waiting.send(publish(100)));
+            let _ = result.send(waiting.send(publish(1000)));
         });
         drop(receiver);
         let outcome = outcome.recv_timeout(Duration::from_secs(10)).unwrap();

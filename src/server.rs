@@ -240,7 +240,7 @@ pub fn start(config: &Config) -> Result<Broker, StartError> {
         None => None,
     };
 
-    let (commands, queue) = queue::bounded(COMMAND_QUEUE, queue::MAX_QUEUED_PAYLOAD_BYTES);
+    let (commands, queue) = queue::bounded(COMMAND_QUEUE, queue::MAX_QUEUED_BYTES);
     let connections = OpenConnections::default();
     let files = Arc::new(FileBudget::new(
         descriptors::open_files_limit(),

@@ -50,6 +50,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::segment::RunStart;
 use super::Fetched;
+use crate::budget::cost;
 
 /// A run of records a log wants read.
 #[derive(Debug)]
@@ -90,14 +91,14 @@ impl FetchRequest {
         let run = handles
             .open(self.run.path())
             .and_then(|file| self.run.read(file));
-        let payload_bytes = run
+        let bytes = run
             .as_ref()
-            .map_or(0, |run| run.payloads.iter().map(|p| p.len()).sum());
+            .map_or(0, |run| run.payloads.iter().map(cost).sum());
         Fetched {
             topic: self.topic,
             first: self.run.offset(),
             run,
-            payload_bytes,
+            bytes,
         }
     }
 }

@@ -246,13 +246,15 @@ pub enum Lookup {
 
 /// A run of records read for a log: the sound records from offset `first`
 /// on and the damage that cut them short, if any, or why the file could
-/// not be read; and how many bytes the payloads hold.
+/// not be read; and how much memory the payloads hold, as the budget
+/// counts a message (`budget::cost`), for the dispatcher's queue to count
+/// too.
 #[derive(Debug)]
 pub struct Fetched {
     pub topic: Arc<str>,
     pub first: Offset,
     pub run: io::Result<Run>,
-    pub payload_bytes: usize,
+    pub bytes: usize,
 }
 
 /// Work that makes a log's writes durable, such as an fsync. It runs on the
