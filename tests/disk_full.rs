@@ -105,11 +105,17 @@ impl Drop for Tmpfs {
 /// Starts `brook` on `data` with `--fsync` `fsync`, and segments of 64 KiB
 /// so that the disk fills across several of them.
 fn start_brook(data: &Path, fsync: &str) -> BrookProcess {
+    start_brook_with(data, fsync, &[])
+}
+
+/// [`start_brook`], with `extra` flags.
+fn start_brook_with(data: &Path, fsync: &str, extra: &[&str]) -> BrookProcess {
     let mut command = Command::new(env!("CARGO_BIN_EXE_brook"));
     command
         .args(["--addr", "127.0.0.1:0", "--segment-bytes", "64KiB"])
         .args(["--fsync", fsync, "--data-dir"])
-        .arg(data);
+        .arg(data)
+        .args(extra);
     BrookProcess::start(command, PATIENCE).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -446,4 +452,156 @@ fn a_pull_or_subscribe_right_after_publishes_sees_them() {
     client.expect_line("+OK 2");
     client.expect_msg("t", 2, b"c");
     client.expect_silence(QUIET);
+}
+
+/// How a test's consumer takes the topic's messages: alone, or as the one
+/// member of a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Consumer {
+    Subscriber,
+    GroupMember,
+}
+
+impl Consumer {
+    /// The `SUB` line that makes it, for new messages of `t`, answered by
+    /// hand.
+    fn subscribe(self) -> &'static str {
+        match self {
+            Consumer::Subscriber => "SUB t current manual",
+            Consumer::GroupMember => "SUB t current manual group g",
+        }
+    }
+}
+
+/// Fills the disk under `dir` to its last page with a file of the test's
+/// own, so that no file can grow by a byte more, and returns the file.
+fn fill_to_the_last_page(dir: &Path) -> PathBuf {
+    let path = dir.join("ballast-to-the-last-page");
+    let mut file = fs::File::create(&path).unwrap();
+    let page = [0u8; 4096];
+    loop {
+        match std::io::Write::write(&mut file, &page) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(error) if error.raw_os_error() == Some(28) => break, // ENOSPC
+            Err(error) => panic!("cannot fill {}: {error}", path.display()),
+        }
+    }
+    path
+}
+
+/// What became of the dead letter of a Nack: stored in `t.dlq`, or not
+/// (the broker's count of dead letters not stored went up).
+#[derive(Debug, PartialEq, Eq)]
+enum DeadLetter {
+    Stored,
+    NotStored,
+}
+
+/// Asks `watcher` until the Nack just sent had its outcome: `t.dlq` holds a
+/// message, or more dead letters than `not_stored` were not stored.
+fn dead_letter_outcome(watcher: &mut Line, not_stored: u64) -> DeadLetter {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if watcher.stat("dead_letters_not_stored") > not_stored {
+            return DeadLetter::NotStored;
+        }
+        watcher.send("TOPICS\n");
+        let topics = watcher.read_until_end();
+        if topics
+            .iter()
+            .any(|t| t.starts_with("+TOPIC t.dlq messages=1 "))
+        {
+            return DeadLetter::Stored;
+        }
+        assert!(Instant::now() < deadline, "no outcome: {topics:?}");
+    }
+}
+
+/// The bug this guards against: a dead letter is appended like a publish
+/// with no publisher, so when a full disk took its record back nobody
+/// heard of it, and the message was gone: its subscriber done with it,
+/// its group's place moved past it.
+///
+/// Now the message is not done: it is counted and logged, and offered
+/// again after the ack delay, as if nacked once more, until its dead letter
+/// is stored; a group's place stays on it meanwhile.
+#[test]
+fn a_dead_letter_the_full_disk_took_back_leaves_its_message_with_the_subscriber() {
+    dead_letter_taken_back(Consumer::Subscriber);
+}
+
+#[test]
+fn a_dead_letter_the_full_disk_took_back_leaves_its_message_with_the_group() {
+    dead_letter_taken_back(Consumer::GroupMember);
+}
+
+fn dead_letter_taken_back(consumer: Consumer) {
+    let Some(tmpfs) = Tmpfs::for_test("2m") else {
+        return;
+    };
+    let data = tmpfs.path().join("data");
+    let extra = ["--max-deliveries", "2", "--ack-delay", "100ms"];
+    let brook = start_brook_with(&data, "batch", &extra);
+    // The dead-letter topic exists, with an empty segment: its first
+    // record needs a page of the disk.
+    let mut operator = Line::connect(brook.addr);
+    assert_eq!(operator.ask("SUB t.dlq beginning"), "+OK");
+    let mut nacker = Line::connect(brook.addr);
+    assert_eq!(nacker.ask(consumer.subscribe()), "+OK");
+    let mut watcher = Line::connect(brook.addr);
+    assert_eq!(watcher.ask("PUB t poison"), "+OK 0");
+    nacker.expect_msg("t", 0, b"poison");
+    nacker.send("NACK\n");
+    nacker.expect_msg("t", 0, b"poison");
+
+    // The last delivery allowed is nacked on a full disk.
+    let ballast = fill_to_the_last_page(tmpfs.path());
+    nacker.send("NACK\n");
+    let said = "\"t\"@0: given up after 2 deliveries, and its dead letter";
+    brook.wait_for_log(said, PATIENCE);
+    let log = brook.stderr();
+    let line = log.lines().find(|l| l.contains(said)).unwrap();
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(line.contains("\"t.dlq\""), "{line}");
+    assert!(line.contains(&*data.to_string_lossy()), "{line}");
+    assert!(line.contains("offered again"), "{line}");
+    let mut not_stored = 1;
+    assert_eq!(watcher.stat("dead_letters_not_stored"), not_stored);
+    if consumer == Consumer::GroupMember {
+        watcher.send("STATS\n");
+        let stats = watcher.read_until_end();
+        let group = stats.iter().find(|l| l.starts_with("+STAT group t g "));
+        let group = group.unwrap_or_else(|| panic!("{stats:?}"));
+        assert!(group.contains(" position=0 "), "{group}");
+    }
+
+    // Offered again while the disk is full: not stored again.
+    nacker.expect_msg("t", 0, b"poison");
+    nacker.send("NACK\n");
+    assert_eq!(
+        dead_letter_outcome(&mut watcher, not_stored),
+        DeadLetter::NotStored
+    );
+    not_stored += 1;
+
+    // Room again: the next Nack that finds the dead-letter topic trying
+    // the disk again stores it, once.
+    fs::remove_file(ballast).unwrap();
+    let mut deliveries = 3;
+    loop {
+        nacker.expect_msg("t", 0, b"poison");
+        nacker.send("NACK\n");
+        deliveries += 1;
+        match dead_letter_outcome(&mut watcher, not_stored) {
+            DeadLetter::Stored => break,
+            DeadLetter::NotStored => not_stored += 1,
+        }
+    }
+    let letter = format!("dead-letter topic=t offset=0 deliveries={deliveries}\npoison");
+    operator.expect_msg("t.dlq", 0, letter.as_bytes());
+    nacker.expect_silence(QUIET);
+    operator.expect_silence(QUIET);
+    drop(brook);
+    drop(tmpfs);
 }

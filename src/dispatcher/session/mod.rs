@@ -469,6 +469,16 @@ impl Session {
         self.in_flight.take_given_up()
     }
 
+    /// Takes back a message the session gave up, whose dead letter could
+    /// not be stored: it goes out again at `due` (see
+    /// [`InFlight::take_back`]), unless the session no longer subscribes
+    /// to its topic, or has closed: then it is returned.
+    pub fn take_back(&mut self, given_up: GivenUp, due: Instant) -> Result<(), GivenUp> {
+        let subscriptions = &self.subscriptions;
+        let subscribed = |topic| subscriptions.contains_key(&topic);
+        self.in_flight.take_back(given_up, due, &subscribed)
+    }
+
     /// Queues a pull of up to `max` messages from `sources`, in turn (see
     /// `pulls.rs`). One that would make the session hold too much behind
     /// a pull its client does not read is not queued: the connection is
