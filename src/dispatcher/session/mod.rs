@@ -1095,6 +1095,39 @@ mod tests {
         assert_eq!(broker.sent(0), []);
     }
 
+    /// A message given up whose dead letter could not be stored is taken
+    /// back: sent again when due, and given up again, one delivery later,
+    /// if refused once more. One of a topic the session left is returned.
+    #[test]
+    fn a_message_taken_back_goes_out_again_and_is_given_up_again() {
+        let mut broker = Broker::new(1, 16);
+        broker.change_policy(0, |policy| policy.max_deliveries = 1);
+        broker.subscribe(0);
+        broker.publish(1, 0);
+        assert_eq!(broker.sent(0), [0]);
+        broker.nack(0, 100);
+        let given_up = broker.sessions[0].take_given_up().pop().unwrap();
+        assert_eq!((given_up.offset, given_up.deliveries), (0, 1));
+        let due = broker.at(1100);
+        broker.sessions[0].take_back(given_up, due).unwrap();
+        assert_eq!(broker.sessions[0].next_wake(), Some(due));
+        broker.wake(0, 1000);
+        assert_eq!(broker.sent(0), [], "not due yet");
+        broker.wake(0, 1100);
+        assert_eq!(broker.sent(0), [0], "out again");
+        broker.nack(0, 1200);
+        assert_eq!(broker.given_up(0), [(0, 2)], "given up again");
+
+        broker.publish(1, 2000);
+        assert_eq!(broker.sent(0), [1]);
+        broker.nack(0, 2100);
+        let given_up = broker.sessions[0].take_given_up().pop().unwrap();
+        broker.sessions[0].unsubscribe_all(&[TOPIC]);
+        let due = broker.at(3100);
+        let returned = broker.sessions[0].take_back(given_up, due);
+        assert_eq!(returned.map_err(|g| g.offset), Err(1), "left the topic");
+    }
+
     /// Drives message 0 to its last delivery allowed, and lets that one
     /// time out.
     fn last_delivery_timed_out() -> Broker {
