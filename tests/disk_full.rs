@@ -518,31 +518,37 @@ fn dead_letter_outcome(watcher: &mut Line, not_stored: u64) -> DeadLetter {
     }
 }
 
+/// The flags of the brokers whose dead letters a full disk takes back: a
+/// message is given up after two deliveries, and offered again soon.
+const GIVE_UP_SOON: [&str; 4] = ["--max-deliveries", "2", "--ack-delay", "100ms"];
+
+/// A broker on a full disk, whose consumer gave message 0 of `t`
+/// ("poison") up, and whose dead letter the disk took back. Its fields
+/// drop in order: the broker before its disk.
+struct TakenBack {
+    brook: BrookProcess,
+    operator: Line,
+    consumer: Line,
+    watcher: Line,
+    /// What fills the disk, to delete to make room.
+    ballast: PathBuf,
+    data: PathBuf,
+    _tmpfs: Tmpfs,
+}
+
 /// The bug this guards against: a dead letter is appended like a publish
 /// with no publisher, so when a full disk took its record back nobody
 /// heard of it, and the message was gone: its subscriber done with it,
 /// its group's place moved past it.
 ///
-/// Now the message is not done: it is counted and logged, and offered
-/// again after the ack delay, as if nacked once more, until its dead letter
-/// is stored; a group's place stays on it meanwhile.
-#[test]
-fn a_dead_letter_the_full_disk_took_back_leaves_its_message_with_the_subscriber() {
-    dead_letter_taken_back(Consumer::Subscriber);
-}
-
-#[test]
-fn a_dead_letter_the_full_disk_took_back_leaves_its_message_with_the_group() {
-    dead_letter_taken_back(Consumer::GroupMember);
-}
-
-fn dead_letter_taken_back(consumer: Consumer) {
-    let Some(tmpfs) = Tmpfs::for_test("2m") else {
-        return;
-    };
+/// Here `consumer` nacks message 0 of `t` on its last delivery allowed,
+/// with the disk full to its last page: the dead letter is taken back,
+/// and that is logged and counted, and a group's position stays on the
+/// message. `None` where no tmpfs can be mounted.
+fn take_back_a_dead_letter(consumer: Consumer) -> Option<TakenBack> {
+    let tmpfs = Tmpfs::for_test("2m")?;
     let data = tmpfs.path().join("data");
-    let extra = ["--max-deliveries", "2", "--ack-delay", "100ms"];
-    let brook = start_brook_with(&data, "batch", &extra);
+    let brook = start_brook_with(&data, "batch", &GIVE_UP_SOON);
     // The dead-letter topic exists, with an empty segment: its first
     // record needs a page of the disk.
     let mut operator = Line::connect(brook.addr);
@@ -566,8 +572,7 @@ fn dead_letter_taken_back(consumer: Consumer) {
     assert!(line.contains("\"t.dlq\""), "{line}");
     assert!(line.contains(&*data.to_string_lossy()), "{line}");
     assert!(line.contains("offered again"), "{line}");
-    let mut not_stored = 1;
-    assert_eq!(watcher.stat("dead_letters_not_stored"), not_stored);
+    assert_eq!(watcher.stat("dead_letters_not_stored"), 1);
     if consumer == Consumer::GroupMember {
         watcher.send("STATS\n");
         let stats = watcher.read_until_end();
@@ -575,33 +580,82 @@ fn dead_letter_taken_back(consumer: Consumer) {
         let group = group.unwrap_or_else(|| panic!("{stats:?}"));
         assert!(group.contains(" position=0 "), "{group}");
     }
+    Some(TakenBack {
+        brook,
+        operator,
+        consumer: nacker,
+        watcher,
+        ballast,
+        data,
+        _tmpfs: tmpfs,
+    })
+}
 
+/// The message is not done: offered again after the ack delay, as if
+/// nacked once more, and dead-lettered again each time it is refused,
+/// until its dead letter is stored, once, when the disk has room.
+#[test]
+fn a_dead_letter_the_full_disk_took_back_leaves_its_message_with_the_subscriber() {
+    offered_again_until_stored(Consumer::Subscriber);
+}
+
+#[test]
+fn a_dead_letter_the_full_disk_took_back_leaves_its_message_with_the_group() {
+    offered_again_until_stored(Consumer::GroupMember);
+}
+
+fn offered_again_until_stored(consumer: Consumer) {
+    let Some(mut taken) = take_back_a_dead_letter(consumer) else {
+        return;
+    };
+    let (nacker, watcher) = (&mut taken.consumer, &mut taken.watcher);
     // Offered again while the disk is full: not stored again.
+    let mut not_stored = 1;
     nacker.expect_msg("t", 0, b"poison");
     nacker.send("NACK\n");
     assert_eq!(
-        dead_letter_outcome(&mut watcher, not_stored),
+        dead_letter_outcome(watcher, not_stored),
         DeadLetter::NotStored
     );
     not_stored += 1;
 
     // Room again: the next Nack that finds the dead-letter topic trying
     // the disk again stores it, once.
-    fs::remove_file(ballast).unwrap();
+    fs::remove_file(&taken.ballast).unwrap();
     let mut deliveries = 3;
     loop {
         nacker.expect_msg("t", 0, b"poison");
         nacker.send("NACK\n");
         deliveries += 1;
-        match dead_letter_outcome(&mut watcher, not_stored) {
+        match dead_letter_outcome(watcher, not_stored) {
             DeadLetter::Stored => break,
             DeadLetter::NotStored => not_stored += 1,
         }
     }
     let letter = format!("dead-letter topic=t offset=0 deliveries={deliveries}\npoison");
-    operator.expect_msg("t.dlq", 0, letter.as_bytes());
+    taken.operator.expect_msg("t.dlq", 0, letter.as_bytes());
     nacker.expect_silence(QUIET);
-    operator.expect_silence(QUIET);
-    drop(brook);
-    drop(tmpfs);
+    taken.operator.expect_silence(QUIET);
+}
+
+/// The group's saved place stays on the message too: a broker killed
+/// while it is out again with the member, unanswered, gives it out first
+/// after a restart.
+#[test]
+fn a_group_message_whose_dead_letter_was_taken_back_is_there_after_a_restart() {
+    let Some(mut taken) = take_back_a_dead_letter(Consumer::GroupMember) else {
+        return;
+    };
+    taken.consumer.expect_msg("t", 0, b"poison"); // and no answer
+    fs::remove_file(&taken.ballast).unwrap();
+    // Confirmed once written, and the groups file is saved with it: a
+    // round's frames go out after its saves.
+    assert_eq!(taken.watcher.ask("PUB t after"), "+OK 1");
+    drop(taken.brook);
+    let brook = start_brook_with(&taken.data, "batch", &GIVE_UP_SOON);
+    let mut member = Line::connect(brook.addr);
+    assert_eq!(member.ask("SUB t manual group g"), "+OK");
+    member.expect_msg("t", 0, b"poison");
+    member.expect_msg("t", 1, b"after");
+    member.expect_silence(QUIET);
 }
