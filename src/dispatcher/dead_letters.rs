@@ -12,21 +12,28 @@
 //!
 //! # A dead letter that cannot be stored
 //!
-//! Its topic cannot be created (past `--max-topics`, or the store failed),
-//! its log refuses it at once (a disk found full within the last second),
-//! or, on disk, the round's write finds no room and the log takes it back
-//! (`refuse_unwritten`, in `publish.rs`, calls [`Dispatcher::dead_letters_taken_back`]),
-//! as it takes back publishes. Nothing would then say what became of the
-//! message, so it is not done: it goes back to whoever gave it up, as if
-//! nacked once more, and is offered again an ack delay later: a
-//! subscriber's session schedules it again (`InFlight::take_back`); a
-//! group holds it back, its place staying on it, so that a restart gives
-//! it out again too (`Group::hold_back`), until
+//! A dead letter may not get stored: its topic cannot be created (past
+//! `--max-topics`, or the store failed), its log refuses it at once (the
+//! disk was found full less than a second ago), or, on disk, the round's
+//! write finds no room and the log takes it back, as it takes back
+//! publishes (`refuse_unwritten`, in `publish.rs`, hands those to
+//! [`Dispatcher::dead_letters_taken_back`]).
+//!
+//! Dropping it would lose the message: its subscriber or group is done
+//! with it, and nothing anywhere says what became of it. Keeping it aside
+//! in the dispatcher until the disk has room would hold payloads that no
+//! flag bounds. So the message is not done: it goes back to whoever gave
+//! it up, as if nacked once more, and is offered again an ack delay later.
+//! A subscriber's session schedules it again (`InFlight::take_back`); a
+//! group holds it back (`Group::hold_back`), its place staying on it so
+//! that a restart gives it out again too, until
 //! [`Dispatcher::let_out_held_back`] gives it out. Refused once more, it
-//! is given up again and its dead letter tried again, and stored once the
-//! disk has room. Each such dead letter is counted
-//! (`dead_letters_not_stored` in `STATS` and the metrics) and logged as an
-//! error, at most once a minute.
+//! is given up again and its dead letter tried again: stored once the
+//! disk has room. An Ack meanwhile settles it, as always. Each dead letter
+//! not stored is counted (`dead_letters_not_stored` in `STATS` and the
+//! metrics) and logged as an error, at most once a minute, since a
+//! consumer that refuses the message at once brings it back every ack
+//! delay.
 //!
 //! A subscriber that has left the topic (unsubscribed, or closed) has no
 //! subscription to take its message back into: that one is counted and
