@@ -3,6 +3,8 @@
 //! `<topic>.dlq`, as one line that says where it came from and how often it
 //! was delivered, then the payload as it was. Other subscribers of the topic
 //! are not affected, and `--dead-letter off` drops the message as before.
+//! A dead letter that cannot be stored leaves its message where it was, to
+//! be offered again (the full disk's case is in `disk_full.rs`).
 
 mod common;
 
@@ -137,4 +139,35 @@ fn with_dead_letters_off_a_message_given_up_is_only_logged() {
             .any(|line| line.starts_with("+TOPIC t.dlq messages=0 ")),
         "{topics:?}"
     );
+}
+
+/// Past `--max-topics` the dead-letter topic cannot be created: the
+/// message given up is not done, but offered again after the ack delay,
+/// to a subscriber and to a group alike, and each dead letter not stored
+/// is counted. An Ack then settles it.
+#[test]
+fn a_dead_letter_whose_topic_cannot_be_created_leaves_its_message_where_it_was() {
+    let config = Config {
+        max_deliveries: 1,
+        max_topics: 1,
+        ..timer_config()
+    };
+    for subscribe in ["SUB t current manual", "SUB t current manual group g"] {
+        let broker = start_broker(&config);
+        let addr = broker.local_addr();
+        let mut consumer = Line::connect(addr);
+        assert_eq!(consumer.ask(subscribe), "+OK");
+        let mut watcher = Line::connect(addr);
+        assert_eq!(watcher.ask("PUB t poison"), "+OK 0");
+        consumer.expect_msg("t", 0, b"poison");
+        consumer.send("NACK\n"); // the last delivery allowed
+        consumer.expect_msg("t", 0, b"poison");
+        assert_eq!(watcher.stat("dead_letters_not_stored"), 1, "{subscribe}");
+        consumer.send("NACK\n"); // given up again
+        consumer.expect_msg("t", 0, b"poison");
+        assert_eq!(watcher.stat("dead_letters_not_stored"), 2, "{subscribe}");
+        consumer.send("ACK\n");
+        consumer.expect_silence(QUIET);
+        assert_eq!(watcher.stat("topics"), 1, "{subscribe}: no t.dlq");
+    }
 }

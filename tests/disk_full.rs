@@ -105,11 +105,17 @@ impl Drop for Tmpfs {
 /// Starts `brook` on `data` with `--fsync` `fsync`, and segments of 64 KiB
 /// so that the disk fills across several of them.
 fn start_brook(data: &Path, fsync: &str) -> BrookProcess {
+    start_brook_with(data, fsync, &[])
+}
+
+/// [`start_brook`], with `extra` flags.
+fn start_brook_with(data: &Path, fsync: &str, extra: &[&str]) -> BrookProcess {
     let mut command = Command::new(env!("CARGO_BIN_EXE_brook"));
     command
         .args(["--addr", "127.0.0.1:0", "--segment-bytes", "64KiB"])
         .args(["--fsync", fsync, "--data-dir"])
-        .arg(data);
+        .arg(data)
+        .args(extra);
     BrookProcess::start(command, PATIENCE).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -446,4 +452,210 @@ fn a_pull_or_subscribe_right_after_publishes_sees_them() {
     client.expect_line("+OK 2");
     client.expect_msg("t", 2, b"c");
     client.expect_silence(QUIET);
+}
+
+/// How a test's consumer takes the topic's messages: alone, or as the one
+/// member of a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Consumer {
+    Subscriber,
+    GroupMember,
+}
+
+impl Consumer {
+    /// The `SUB` line that makes it, for new messages of `t`, answered by
+    /// hand.
+    fn subscribe(self) -> &'static str {
+        match self {
+            Consumer::Subscriber => "SUB t current manual",
+            Consumer::GroupMember => "SUB t current manual group g",
+        }
+    }
+}
+
+/// Fills the disk under `dir` to its last page with a file of the test's
+/// own, so that no file can grow by a byte more, and returns the file.
+fn fill_to_the_last_page(dir: &Path) -> PathBuf {
+    let path = dir.join("ballast-to-the-last-page");
+    let mut file = fs::File::create(&path).unwrap();
+    let page = [0u8; 4096];
+    loop {
+        match std::io::Write::write(&mut file, &page) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(error) if error.raw_os_error() == Some(28) => break, // ENOSPC
+            Err(error) => panic!("cannot fill {}: {error}", path.display()),
+        }
+    }
+    path
+}
+
+/// What became of the dead letter of a Nack: stored in `t.dlq`, or not
+/// (the broker's count of dead letters not stored went up).
+#[derive(Debug, PartialEq, Eq)]
+enum DeadLetter {
+    Stored,
+    NotStored,
+}
+
+/// Asks `watcher` until the Nack just sent had its outcome: `t.dlq` holds a
+/// message, or more dead letters than `not_stored` were not stored.
+fn dead_letter_outcome(watcher: &mut Line, not_stored: u64) -> DeadLetter {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if watcher.stat("dead_letters_not_stored") > not_stored {
+            return DeadLetter::NotStored;
+        }
+        watcher.send("TOPICS\n");
+        let topics = watcher.read_until_end();
+        if topics
+            .iter()
+            .any(|t| t.starts_with("+TOPIC t.dlq messages=1 "))
+        {
+            return DeadLetter::Stored;
+        }
+        assert!(Instant::now() < deadline, "no outcome: {topics:?}");
+    }
+}
+
+/// The flags of the brokers whose dead letters a full disk takes back: a
+/// message is given up after two deliveries, and offered again soon.
+const GIVE_UP_SOON: [&str; 4] = ["--max-deliveries", "2", "--ack-delay", "100ms"];
+
+/// A broker on a full disk, whose consumer gave message 0 of `t`
+/// ("poison") up, and whose dead letter the disk took back. Its fields
+/// drop in order: the broker before its disk.
+struct TakenBack {
+    brook: BrookProcess,
+    operator: Line,
+    consumer: Line,
+    watcher: Line,
+    /// What fills the disk, to delete to make room.
+    ballast: PathBuf,
+    data: PathBuf,
+    _tmpfs: Tmpfs,
+}
+
+/// The bug this guards against: a dead letter is appended like a publish
+/// with no publisher, so when a full disk took its record back nobody
+/// heard of it, and the message was gone: its subscriber done with it,
+/// its group's place moved past it.
+///
+/// Here `consumer` nacks message 0 of `t` on its last delivery allowed,
+/// with the disk full to its last page: the dead letter is taken back,
+/// and that is logged and counted, and a group's position stays on the
+/// message. `None` where no tmpfs can be mounted.
+fn take_back_a_dead_letter(consumer: Consumer) -> Option<TakenBack> {
+    let tmpfs = Tmpfs::for_test("2m")?;
+    let data = tmpfs.path().join("data");
+    let brook = start_brook_with(&data, "batch", &GIVE_UP_SOON);
+    // The dead-letter topic exists, with an empty segment: its first
+    // record needs a page of the disk.
+    let mut operator = Line::connect(brook.addr);
+    assert_eq!(operator.ask("SUB t.dlq beginning"), "+OK");
+    let mut nacker = Line::connect(brook.addr);
+    assert_eq!(nacker.ask(consumer.subscribe()), "+OK");
+    let mut watcher = Line::connect(brook.addr);
+    assert_eq!(watcher.ask("PUB t poison"), "+OK 0");
+    nacker.expect_msg("t", 0, b"poison");
+    nacker.send("NACK\n");
+    nacker.expect_msg("t", 0, b"poison");
+
+    // The last delivery allowed is nacked on a full disk.
+    let ballast = fill_to_the_last_page(tmpfs.path());
+    nacker.send("NACK\n");
+    let said = "\"t\"@0: given up after 2 deliveries, and its dead letter";
+    brook.wait_for_log(said, PATIENCE);
+    let log = brook.stderr();
+    let line = log.lines().find(|l| l.contains(said)).unwrap();
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(line.contains("\"t.dlq\""), "{line}");
+    assert!(line.contains(&*data.to_string_lossy()), "{line}");
+    assert!(line.contains("offered again"), "{line}");
+    assert_eq!(watcher.stat("dead_letters_not_stored"), 1);
+    if consumer == Consumer::GroupMember {
+        watcher.send("STATS\n");
+        let stats = watcher.read_until_end();
+        let group = stats.iter().find(|l| l.starts_with("+STAT group t g "));
+        let group = group.unwrap_or_else(|| panic!("{stats:?}"));
+        assert!(group.contains(" position=0 "), "{group}");
+    }
+    Some(TakenBack {
+        brook,
+        operator,
+        consumer: nacker,
+        watcher,
+        ballast,
+        data,
+        _tmpfs: tmpfs,
+    })
+}
+
+/// The message is not done: offered again after the ack delay, as if
+/// nacked once more, and dead-lettered again each time it is refused,
+/// until its dead letter is stored, once, when the disk has room.
+#[test]
+fn a_dead_letter_the_full_disk_took_back_leaves_its_message_with_the_subscriber() {
+    offered_again_until_stored(Consumer::Subscriber);
+}
+
+#[test]
+fn a_dead_letter_the_full_disk_took_back_leaves_its_message_with_the_group() {
+    offered_again_until_stored(Consumer::GroupMember);
+}
+
+fn offered_again_until_stored(consumer: Consumer) {
+    let Some(mut taken) = take_back_a_dead_letter(consumer) else {
+        return;
+    };
+    let (nacker, watcher) = (&mut taken.consumer, &mut taken.watcher);
+    // Offered again while the disk is full: not stored again.
+    let mut not_stored = 1;
+    nacker.expect_msg("t", 0, b"poison");
+    nacker.send("NACK\n");
+    assert_eq!(
+        dead_letter_outcome(watcher, not_stored),
+        DeadLetter::NotStored
+    );
+    not_stored += 1;
+
+    // Room again: the next Nack that finds the dead-letter topic trying
+    // the disk again stores it, once.
+    fs::remove_file(&taken.ballast).unwrap();
+    let mut deliveries = 3;
+    loop {
+        nacker.expect_msg("t", 0, b"poison");
+        nacker.send("NACK\n");
+        deliveries += 1;
+        match dead_letter_outcome(watcher, not_stored) {
+            DeadLetter::Stored => break,
+            DeadLetter::NotStored => not_stored += 1,
+        }
+    }
+    let letter = format!("dead-letter topic=t offset=0 deliveries={deliveries}\npoison");
+    taken.operator.expect_msg("t.dlq", 0, letter.as_bytes());
+    nacker.expect_silence(QUIET);
+    taken.operator.expect_silence(QUIET);
+}
+
+/// The group's saved place stays on the message too: a broker killed
+/// while it is out again with the member, unanswered, gives it out first
+/// after a restart.
+#[test]
+fn a_group_message_whose_dead_letter_was_taken_back_is_there_after_a_restart() {
+    let Some(mut taken) = take_back_a_dead_letter(Consumer::GroupMember) else {
+        return;
+    };
+    taken.consumer.expect_msg("t", 0, b"poison"); // and no answer
+    fs::remove_file(&taken.ballast).unwrap();
+    // Confirmed once written, and the groups file is saved with it: a
+    // round's frames go out after its saves.
+    assert_eq!(taken.watcher.ask("PUB t after"), "+OK 1");
+    drop(taken.brook);
+    let brook = start_brook_with(&taken.data, "batch", &GIVE_UP_SOON);
+    let mut member = Line::connect(brook.addr);
+    assert_eq!(member.ask("SUB t manual group g"), "+OK");
+    member.expect_msg("t", 0, b"poison");
+    member.expect_msg("t", 1, b"after");
+    member.expect_silence(QUIET);
 }

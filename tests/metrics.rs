@@ -228,9 +228,52 @@ fn counters_and_group_lag_are_exact_after_publishing_and_consuming() {
             ("brook_topic_given_up_total{topic=\"jobs\"}", 1),
             ("brook_topic_messages_in_total{topic=\"jobs.dlq\"}", 1),
             ("brook_publishes_refused_disk_full_total", 0),
+            ("brook_dead_letters_not_stored_total", 0),
             ("brook_publishers_waiting", 0),
             ("brook_pattern_subscriptions", 1),
             ("brook_store_disk_bytes", 0),
+        ],
+    );
+}
+
+/// A dead letter that cannot be stored (here its topic would pass
+/// `--max-topics`) is counted, and its message, offered again and given up
+/// again, counts once among the topic's and the group's given up.
+#[test]
+fn dead_letters_not_stored_are_counted_and_their_messages_given_up_once() {
+    let config = Config {
+        metrics_addr: Some("127.0.0.1:0".into()),
+        max_deliveries: 1,
+        max_topics: 1,
+        ..config()
+    };
+    let broker = start_broker(&config);
+    let metrics = broker.metrics_addr().expect("metrics are served");
+    let mut worker = Line::connect(broker.local_addr());
+    assert_eq!(worker.ask("SUB jobs manual group workers"), "+OK");
+    assert_eq!(
+        Line::connect(broker.local_addr()).ask("PUB jobs job"),
+        "+OK 0"
+    );
+    for _ in 0..3 {
+        worker.expect_msg("jobs", 0, b"job");
+        worker.send("NACK\n");
+    }
+    worker.expect_msg("jobs", 0, b"job"); // after its third dead letter
+    assert_samples(
+        &scrape(metrics),
+        &[
+            ("brook_dead_letters_not_stored_total", 3),
+            ("brook_topic_given_up_total{topic=\"jobs\"}", 1),
+            (
+                "brook_group_given_up_total{topic=\"jobs\",group=\"workers\"}",
+                1,
+            ),
+            (
+                "brook_group_position_offset{topic=\"jobs\",group=\"workers\"}",
+                0,
+            ),
+            ("brook_topics", 1),
         ],
     );
 }

@@ -6,10 +6,11 @@
 //! topic to write or trim, a connection whose answers must reach its
 //! groups. The steps at the end of the round (`mod.rs`, `run_rounds`) then
 //! each take their list and do the work once, however many commands asked
-//! for it. The sessions' wake-ups, the lingering writers' deadlines and
-//! the pattern subscriptions still being made (`pattern_rounds.rs`) stay
-//! here across rounds, and tell the dispatcher how long it may wait for
-//! the next command.
+//! for it. The sessions' wake-ups, the lingering writers' deadlines, the
+//! groups' messages held back because their dead letters could not be
+//! stored (`dead_letters.rs`) and the pattern subscriptions still being
+//! made (`pattern_rounds.rs`) stay here across rounds, and tell the
+//! dispatcher how long it may wait for the next command.
 //!
 //! Of this folder it uses only `topic.rs` and `session/` (whose
 //! [`Session`] it asks for frames to post and a time to be woken), none of the
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::topic::Topic;
+use crate::dispatcher::session::in_flight::GivenUp;
 use crate::dispatcher::session::pulls::PullSource;
 use crate::dispatcher::session::Session;
 use crate::ids::{ConnId, IdMap, IdSet, Offset, TopicId};
@@ -66,6 +68,14 @@ pub(super) struct Agenda {
     /// This round's publishes that are not readable yet (on disk: not
     /// written to their files yet), by run.
     pub(super) unwritten: Vec<UnwrittenRun>,
+    /// This round's dead letters that are not readable yet: if the disk
+    /// has no room for them, their messages go back to whoever gave them
+    /// up (`dead_letters.rs`).
+    pub(super) dead_letters_unwritten: Vec<UnwrittenDeadLetter>,
+    /// Messages of consumer groups held back because their dead letters
+    /// could not be stored, until they go out again. In that order, since
+    /// each waits the same ack delay.
+    pub(super) held_back: VecDeque<HeldBack>,
     /// Connections that answered deliveries (or let them time out) this
     /// round: their windows still have to be refilled, and their answers
     /// have to reach groups and dead letters.
@@ -473,6 +483,27 @@ pub(super) struct UnwrittenRun {
     pub(super) last: Offset,
     /// Set for a publisher that is never answered.
     pub(super) hangup: Option<Arc<Hangup>>,
+}
+
+/// A dead letter appended this round at `offset` of the dead-letter topic
+/// `topic`, and not written to its file yet. If the disk has no room for
+/// it, `given_up` goes back to whoever gave it up.
+#[derive(Debug)]
+pub(super) struct UnwrittenDeadLetter {
+    pub(super) topic: TopicId,
+    pub(super) offset: Offset,
+    pub(super) given_up: GivenUp,
+}
+
+/// A message at `offset` of topic `topic` that its consumer group `group`
+/// gave up and holds back, since its dead letter could not be stored: it
+/// goes out again at `due`.
+#[derive(Debug)]
+pub(super) struct HeldBack {
+    pub(super) due: Instant,
+    pub(super) topic: TopicId,
+    pub(super) group: usize,
+    pub(super) offset: Offset,
 }
 
 /// Who sent a publish: the connection, whether it is answered, and if it

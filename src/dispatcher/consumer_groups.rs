@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use super::Dispatcher;
 use crate::dispatcher::group::{Group, Next, Refused};
-use crate::dispatcher::session::in_flight::GivenUp;
+use crate::dispatcher::session::in_flight::{give_up_level, GivenUp, GivenUpBy};
 use crate::dispatcher::session::start_offset;
 use crate::ids::{ConnId, Offset, TopicId};
 use crate::store::StoreError;
@@ -125,7 +125,7 @@ impl Dispatcher {
 
     /// A group of topic `id` changed what it is done with: its place is
     /// saved with the round.
-    fn groups_moved(&mut self, id: TopicId) {
+    pub(super) fn groups_moved(&mut self, id: TopicId) {
         let topic = &mut self.topics[id];
         topic.groups_moved = true;
         self.agenda.write_later(id, topic);
@@ -155,11 +155,16 @@ impl Dispatcher {
                     offset: answer.offset,
                     deliveries: answer.deliveries,
                     payload: answer.payload,
+                    by: GivenUpBy::Group(answer.group),
                 };
                 let topic = &self.topics[answer.topic];
-                topic.traffic.given_up.add(1);
-                topic.groups[answer.group].traffic.given_up.add(1);
-                log::warn!(
+                let level = give_up_level(answer.deliveries, max);
+                if level == log::Level::Warn {
+                    topic.traffic.given_up.add(1);
+                    topic.groups[answer.group].traffic.given_up.add(1);
+                }
+                log::log!(
+                    level,
                     "group {:?}: giving up on message {}@{} after {} deliveries",
                     topic.groups[answer.group].name,
                     topic.name,
@@ -167,7 +172,7 @@ impl Dispatcher {
                     answer.deliveries
                 );
                 if self.policy.dead_letters {
-                    self.send_to_dead_letters(&given_up, now)?;
+                    self.send_to_dead_letters(given_up, now)?;
                 }
             }
             to_pump.insert((answer.topic, answer.group));

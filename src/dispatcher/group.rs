@@ -31,6 +31,12 @@
 //! `--max-deliveries` holds for the group as a whole, and a message given
 //! up goes to the dead-letter topic as for any subscriber.
 //!
+//! A message given up whose dead letter could not be stored (a full disk,
+//! `--max-topics`) is not done: the group holds it back
+//! ([`Group::hold_back`]) and gives it out again once the dispatcher lets
+//! it go, an ack delay later ([`Group::let_out`]); meanwhile it counts as
+//! unfinished, so the group's place does not move past it.
+//!
 //! The group's position, the oldest offset it has not finished with, is
 //! what retention must keep for it while it has members. A group without
 //! members does not hold retention back; it skips what was dropped. With the disk store, the group is saved
@@ -95,6 +101,10 @@ pub struct Group {
     /// Offsets given to a member and not yet answered, with how many times
     /// each has been delivered.
     out: BTreeMap<Offset, u32>,
+    /// Offsets given up whose dead letters could not be stored, with how
+    /// many times each has been delivered: held back until they go out
+    /// again ([`Group::let_out`]).
+    held_back: BTreeMap<Offset, u32>,
     members: Vec<ConnId>,
     /// Where the next turn starts in `members`.
     turn: usize,
@@ -115,10 +125,11 @@ impl Group {
     }
 
     /// Where the group is, for the store to save: its unfinished offsets
-    /// (those out, in order already, and those to go out again, few) as
-    /// ranges.
+    /// (those out, in order already, and those to go out again or held
+    /// back, few) as ranges.
     pub fn saved(&self) -> GroupPosition {
-        let mut again: Vec<Offset> = self.again.iter().map(|&(offset, _)| offset).collect();
+        let again = self.again.iter().map(|&(offset, _)| offset);
+        let mut again: Vec<Offset> = again.chain(self.held_back.keys().copied()).collect();
         again.sort_unstable();
         let mut unfinished: Vec<(Offset, Offset)> = Vec::new();
         for offset in merge_sorted(self.out.keys().copied(), again) {
@@ -140,6 +151,7 @@ impl Group {
             next,
             again: VecDeque::new(),
             out: BTreeMap::new(),
+            held_back: BTreeMap::new(),
             members: Vec::new(),
             turn: 0,
             forgotten_before: 0,
@@ -229,6 +241,7 @@ impl Group {
         self.next = self.next.max(start);
         self.again.retain(|&(offset, _)| offset >= start);
         self.out.retain(|&offset, _| offset >= start);
+        self.held_back.retain(|&offset, _| offset >= start);
     }
 
     /// Whether the group has a message to give out, of a log that ends at
@@ -260,13 +273,32 @@ impl Group {
     }
 
     /// The group is done with `offset`: acked, or given up. A late ack can
-    /// come for a message that is already waiting to go out again, or out
-    /// with another member: it is done all the same, and the other member's
-    /// answer to it will find nothing left to do.
+    /// come for a message that is already waiting to go out again, held
+    /// back, or out with another member: it is done all the same, and the
+    /// other member's answer to it will find nothing left to do.
     pub fn done(&mut self, offset: Offset) {
-        if self.out.remove(&offset).is_none() {
+        if self.out.remove(&offset).is_none() && self.held_back.remove(&offset).is_none() {
             self.again.retain(|&(again, _)| again != offset);
         }
+    }
+
+    /// Takes back `offset`, which the group gave up after `deliveries`
+    /// ([`Refused::GivenUp`]) but whose dead letter could not be stored:
+    /// it is not done, and is held back until [`Group::let_out`] gives it
+    /// out again, to be given up again if it is refused once more.
+    pub fn hold_back(&mut self, offset: Offset, deliveries: u32) {
+        self.held_back.insert(offset, deliveries);
+    }
+
+    /// Gives `offset` out again, next, if it is still held back (an ack
+    /// of an earlier delivery may have finished it meanwhile). Returns
+    /// whether it was.
+    pub fn let_out(&mut self, offset: Offset) -> bool {
+        let Some(deliveries) = self.held_back.remove(&offset) else {
+            return false;
+        };
+        self.again.push_front((offset, deliveries));
+        true
     }
 
     /// A member refused `offset`, its `deliveries`th delivery: nacked it,
@@ -288,7 +320,7 @@ impl Group {
 
     /// What `STATS` shows of the group, on a log that ends at `end`.
     pub fn report(&self, end: Offset) -> GroupReport {
-        let unfinished = self.out.len() + self.again.len();
+        let unfinished = self.out.len() + self.again.len() + self.held_back.len();
         GroupReport {
             name: self.name.clone(),
             members: self.members.len(),
@@ -305,7 +337,8 @@ impl Group {
     pub fn position(&self) -> Offset {
         let out = self.out.keys().next().copied();
         let again = self.again.iter().map(|&(offset, _)| offset).min();
-        [out, again]
+        let held_back = self.held_back.keys().next().copied();
+        [out, again, held_back]
             .into_iter()
             .flatten()
             .fold(self.next, Offset::min)
@@ -435,6 +468,30 @@ mod tests {
         assert_eq!(group.take(1), None, "given up: never out again");
         assert_eq!(group.position(), 1, "the group is done with it");
         assert_eq!(group.refused(0, 2, 2), Refused::Settled, "a second answer");
+    }
+
+    /// A message given up whose dead letter could not be stored is held
+    /// back: unfinished, so the group's place stays on it, and out again,
+    /// first, once let out; then given up again if refused once more.
+    #[test]
+    fn a_message_held_back_stays_unfinished_until_let_out_again() {
+        let mut group = Group::new(Arc::from("g"), 0);
+        assert_eq!(group.take(2), Some((0, 1)));
+        assert_eq!(group.refused(0, 1, 1), Refused::GivenUp);
+        group.hold_back(0, 1);
+        assert_eq!(group.position(), 0, "not done");
+        assert_eq!(group.saved().unfinished, [(0, 1)]);
+        assert_eq!(group.report(2).lag, 2);
+        assert_eq!(group.take(2), Some((1, 1)), "held back: not out yet");
+        assert!(group.let_out(0));
+        assert!(!group.let_out(0), "out once");
+        assert_eq!(group.take(2), Some((0, 2)));
+        assert_eq!(group.refused(0, 2, 1), Refused::GivenUp);
+        group.hold_back(0, 2);
+        group.done(0); // a late ack of an earlier delivery
+        assert!(!group.let_out(0), "acked: done, not out again");
+        group.done(1);
+        assert_eq!(group.position(), 2);
     }
 
     /// Retention may drop messages while a group has no member to keep

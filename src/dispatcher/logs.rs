@@ -89,7 +89,11 @@ impl Dispatcher {
     ///
     /// The groups' places are saved last, after every record of the round
     /// (see [`TopicLog::save_groups`]): a message a group gave up is done
-    /// only once its dead letter, written to another topic, is durable.
+    /// only once its dead letter, written to another topic, is durable. A
+    /// dead letter the disk had no room for was taken back, and its message
+    /// held back by its group (`dead_letters.rs`): the group's place moved
+    /// back, and the loop writes its topic again, so the place saved never
+    /// passes it.
     ///
     /// [`TopicLog::save_groups`]: crate::store::TopicLog::save_groups
     pub(super) fn write_logs(&mut self, now: Instant) -> Result<(), StoreError> {
@@ -100,6 +104,7 @@ impl Dispatcher {
             }
         }
         self.agenda.unwritten.clear();
+        self.dead_letters_written();
         let mut written = std::mem::take(&mut self.agenda.groups_to_save);
         written.sort_unstable();
         written.dedup();

@@ -14,8 +14,10 @@
 //! [`MAX_COMMANDS_PER_ROUND`] or 5 ms of work, then give one slice of
 //! work to the oldest pattern subscription that matches more topics than
 //! one request may look at (`pattern_rounds.rs`), then fire the timers that
-//! are due (`timers.rs`), then settle the round's answers with the
-//! consumer groups and dead-letter topics (`answers.rs`), then shut the
+//! are due (`timers.rs`) and give out again the groups' messages held
+//! back for a dead letter not stored (`dead_letters.rs`), then settle the
+//! round's answers with the consumer groups and dead-letter topics
+//! (`answers.rs`), then shut the
 //! lingering writers that are past their time (`closing.rs`), then trim
 //! the topics that grew past their retention, then write the round's
 //! messages out of the logs that changed, then bring the logs back within
@@ -236,6 +238,7 @@ pub struct Dispatcher {
     full_disk: FullDisk,
     /// Publishers held because the in-memory store is full.
     full_memory: FullStore,
+    dead_letters_not_stored: DeadLettersNotStored,
 }
 
 /// What the dispatcher knows of a full disk: how many publishes it refused
@@ -251,6 +254,23 @@ struct FullDisk {
     /// the episode ends when none is left.
     topics: usize,
 }
+
+/// The dead letters that could not be stored (`dead_letters.rs`): how
+/// many since the broker started (for `STATS`), and when the log last said
+/// so. A message whose consumer refuses it at once comes back every ack
+/// delay while the disk is full, so the log says so at most once every
+/// [`NOT_STORED_LOG_INTERVAL`]; the count counts every time.
+#[derive(Debug, Default)]
+struct DeadLettersNotStored {
+    count: u64,
+    logged: Option<Instant>,
+    /// How many were not logged since the last line that was.
+    unlogged: u64,
+}
+
+/// How often, at most, the log says that a dead letter could not be
+/// stored.
+const NOT_STORED_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Whether publishers are held because the store is full (see
 /// [`Dispatcher::keep_within_budget`]), how many were waiting at the end of
@@ -318,6 +338,7 @@ impl Dispatcher {
             logins,
             full_disk: FullDisk::default(),
             full_memory: FullStore::default(),
+            dead_letters_not_stored: DeadLettersNotStored::default(),
         };
         for (name, log) in recovered {
             log::info!("topic {name:?}: {}", describe_log(log.start(), log.end()));
@@ -379,6 +400,7 @@ impl Dispatcher {
             }
             self.continue_pattern_jobs(stopping, now)?;
             self.fire_wakeups(now);
+            self.let_out_held_back(now);
             self.settle_answers(now)?;
             self.close_lingering(now);
             self.check_ages(now);

@@ -150,7 +150,9 @@ impl Dispatcher {
     /// this round and none readable yet, so none was delivered. Their
     /// confirmations, still in the outboxes (or packed by a session that
     /// ended this round), become errors, and their publishers that are
-    /// never answered are hung up on.
+    /// never answered are hung up on. Dead letters among them have no
+    /// publisher: their messages go back to whoever gave them up
+    /// (`dead_letters.rs`).
     pub(super) fn refuse_unwritten(&mut self, id: TopicId, cause: &Arc<DiskFull>, now: Instant) {
         let from = self.topics[id].log.end();
         let packed = self.agenda.parcels.iter_mut().flat_map(Parcel::replies_mut);
@@ -175,6 +177,7 @@ impl Dispatcher {
         });
         self.full_disk.refused += refused;
         self.disk_is_full(Some(id), cause, now);
+        self.dead_letters_taken_back(id, from, cause, now);
     }
 
     /// Notes that topic `id` (if the refusal was for a topic) found the

@@ -6,8 +6,9 @@
 //! connection)` wake-ups in the agenda. Each session keeps at most one
 //! wake-up it cares about (`Agenda::take_wakeup`); a stale entry is
 //! recognised and skipped when it pops. `next_deadline` also counts the
-//! lingering writers' deadlines (`closing.rs`) and the next retention age
-//! check (`logs.rs`), and does not wait at all while a pattern's work is
+//! lingering writers' deadlines (`closing.rs`), the next retention age
+//! check (`logs.rs`) and the next group message held back to go out again
+//! (`dead_letters.rs`), and does not wait at all while a pattern's work is
 //! unfinished (`pattern_rounds.rs`): the round loop waits for a command
 //! until then.
 //!
@@ -25,7 +26,8 @@ impl Dispatcher {
         let wakeup = self.agenda.wakeups.peek().map(|Reverse((when, _))| *when);
         let linger = self.agenda.lingering.front().map(|(deadline, _)| *deadline);
         let pattern_work = (!self.agenda.pattern_jobs.is_empty()).then(Instant::now);
-        [wakeup, linger, self.next_age_check, pattern_work]
+        let let_out = self.next_let_out();
+        [wakeup, linger, self.next_age_check, pattern_work, let_out]
             .into_iter()
             .flatten()
             .min()

@@ -105,6 +105,12 @@ const BROKER_METRICS: &[Metric<Scrape>] = &[
         help: "Publishes refused because the disk was full.",
         value: |s| s.report.refused_disk_full,
     },
+    Metric {
+        name: "brook_dead_letters_not_stored_total",
+        kind: Kind::Counter,
+        help: "Dead letters that could not be stored (full disk, --max-topics): each one's message is offered again.",
+        value: |s| s.report.dead_letters_not_stored,
+    },
 ];
 
 const TOPIC_METRICS: &[Metric<TopicReport>] = &[

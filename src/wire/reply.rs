@@ -175,6 +175,9 @@ pub struct BrokerReport {
     pub pattern_subscriptions: usize,
     /// Publishes refused because the disk was full.
     pub refused_disk_full: u64,
+    /// Dead letters that could not be stored (a full disk, `--max-topics`):
+    /// each one's message was offered again instead.
+    pub dead_letters_not_stored: u64,
     /// Each connection logged in (`--auth-file`), and its user.
     pub logins: Vec<(ConnId, Arc<str>)>,
 }
@@ -182,7 +185,7 @@ pub struct BrokerReport {
 impl BrokerReport {
     /// The broker-wide figures, as `(name, value)` pairs in the order
     /// `STATS` prints them.
-    pub fn totals(&self) -> [(&'static str, u64); 14] {
+    pub fn totals(&self) -> [(&'static str, u64); 15] {
         let sum = |field: fn(&TopicReport) -> u64| self.topics.iter().map(field).sum::<u64>();
         [
             ("uptime_seconds", self.uptime.as_secs()),
@@ -195,6 +198,7 @@ impl BrokerReport {
             ("bytes_in", sum(|t| t.bytes_in)),
             ("bytes_out", sum(|t| t.bytes_out)),
             ("publishes_refused_disk_full", self.refused_disk_full),
+            ("dead_letters_not_stored", self.dead_letters_not_stored),
             ("memory_used", self.memory_used as u64),
             ("memory_budget", self.memory_budget as u64),
             ("publishers_waiting", self.publishers_waiting as u64),

@@ -30,7 +30,9 @@
 //! A message is delivered at most `max_deliveries` times; after that it is
 //! given up, logged with its topic and offset, and (unless `--dead-letter
 //! off`) handed to the dispatcher, which appends it to the topic's
-//! dead-letter topic ([`GivenUp`]). When the last allowed delivery times
+//! dead-letter topic ([`GivenUp`]); if its dead letter cannot be stored
+//! there, the dispatcher gives the message back ([`InFlight::take_back`]),
+//! to go out again after the ack delay. When the last allowed delivery times
 //! out, the message is not given up yet: the client may still Ack it. Its
 //! answer decides, however late: an Ack settles it, a Nack gives it up, and
 //! so does the connection's end if no answer ever came.
@@ -91,14 +93,39 @@ impl DeliveryPolicy {
     }
 }
 
-/// A message a session gave up after `max_deliveries`, for the dead-letter
-/// topic.
+/// A message a session or a group gave up after `max_deliveries`, for the
+/// dead-letter topic.
 #[derive(Debug)]
 pub struct GivenUp {
     pub topic: TopicId,
     pub offset: Offset,
     pub deliveries: u32,
     pub payload: Payload,
+    /// Who gave it up: who takes it back if its dead letter cannot be
+    /// stored.
+    pub by: GivenUpBy,
+}
+
+/// How a message given up after `deliveries` is logged: the first time,
+/// as a warning, and counted in the topic's (and group's) `given_up`; a
+/// later time, only for debugging, and not counted again. A later time is
+/// one after more than `max_deliveries`: the message came back because
+/// its dead letter could not be stored (`dead_letters.rs`), and comes back
+/// every ack delay while the disk is full.
+pub fn give_up_level(deliveries: u32, max_deliveries: u32) -> log::Level {
+    match deliveries <= max_deliveries {
+        true => log::Level::Warn,
+        false => log::Level::Debug,
+    }
+}
+
+/// Who gave a message up ([`GivenUp`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GivenUpBy {
+    /// A fan-out subscriber, the session of this connection.
+    Subscriber(ConnId),
+    /// The consumer group of the topic, by index.
+    Group(usize),
 }
 
 /// What became of a message a group gave this session: for the dispatcher
@@ -409,14 +436,20 @@ impl InFlight {
         if !subscribed(delivery.topic) {
             return;
         }
+        let again = Delivery {
+            count: delivery.count + 1,
+            ..delivery
+        };
+        self.schedule(again, due);
+    }
+
+    /// Puts `delivery` on the schedule, to be sent at `due`.
+    fn schedule(&mut self, delivery: Delivery, due: Instant) {
         self.sequence += 1;
         self.redeliveries.push(Reverse(Redelivery {
             due,
             sequence: self.sequence,
-            delivery: Delivery {
-                count: delivery.count + 1,
-                ..delivery
-            },
+            delivery,
         }));
     }
 
@@ -424,8 +457,12 @@ impl InFlight {
     /// allowed: logged, and handed to the dispatcher for the dead-letter
     /// topic. (A group gives up its messages itself.)
     fn give_up(&mut self, delivery: &Delivery, topics: &[Topic]) {
-        topics[delivery.topic].traffic.given_up.add(1);
-        log::warn!(
+        let level = give_up_level(delivery.count, self.policy.max_deliveries);
+        if level == log::Level::Warn {
+            topics[delivery.topic].traffic.given_up.add(1);
+        }
+        log::log!(
+            level,
             "conn {}: giving up on message {}@{} after {} deliveries",
             self.id,
             topics[delivery.topic].name,
@@ -438,8 +475,35 @@ impl InFlight {
                 offset: delivery.offset,
                 deliveries: delivery.count,
                 payload: delivery.payload.clone(),
+                by: GivenUpBy::Subscriber(self.id),
             });
         }
+    }
+
+    /// Takes back a message this session gave up, whose dead letter could
+    /// not be stored: it is not done, and goes out again at `due`, as after
+    /// a Nack, to be given up again if it is refused once more. A message
+    /// of a topic the session no longer subscribes to cannot be taken back,
+    /// and is returned.
+    pub fn take_back(
+        &mut self,
+        given_up: GivenUp,
+        due: Instant,
+        subscribed: Subscribed,
+    ) -> Result<(), GivenUp> {
+        if !subscribed(given_up.topic) {
+            return Err(given_up);
+        }
+        let count = given_up.deliveries + 1;
+        let delivery = Delivery::new(
+            given_up.topic,
+            given_up.offset,
+            count,
+            given_up.payload,
+            None,
+        );
+        self.schedule(delivery, due);
+        Ok(())
     }
 
     /// What an unanswered delivery (`late` if it timed out) leaves behind

@@ -469,6 +469,16 @@ impl Session {
         self.in_flight.take_given_up()
     }
 
+    /// Takes back a message the session gave up, whose dead letter could
+    /// not be stored: it goes out again at `due` (see
+    /// [`InFlight::take_back`]), unless the session no longer subscribes
+    /// to its topic, or has closed: then it is returned.
+    pub fn take_back(&mut self, given_up: GivenUp, due: Instant) -> Result<(), GivenUp> {
+        let subscriptions = &self.subscriptions;
+        let subscribed = |topic| subscriptions.contains_key(&topic);
+        self.in_flight.take_back(given_up, due, &subscribed)
+    }
+
     /// Queues a pull of up to `max` messages from `sources`, in turn (see
     /// `pulls.rs`). One that would make the session hold too much behind
     /// a pull its client does not read is not queued: the connection is
@@ -1083,6 +1093,39 @@ mod tests {
         assert_eq!(broker.given_up(0), [(1, MAX_DELIVERIES)]);
         broker.wake(0, 120_000);
         assert_eq!(broker.sent(0), []);
+    }
+
+    /// A message given up whose dead letter could not be stored is taken
+    /// back: sent again when due, and given up again, one delivery later,
+    /// if refused once more. One of a topic the session left is returned.
+    #[test]
+    fn a_message_taken_back_goes_out_again_and_is_given_up_again() {
+        let mut broker = Broker::new(1, 16);
+        broker.change_policy(0, |policy| policy.max_deliveries = 1);
+        broker.subscribe(0);
+        broker.publish(1, 0);
+        assert_eq!(broker.sent(0), [0]);
+        broker.nack(0, 100);
+        let given_up = broker.sessions[0].take_given_up().pop().unwrap();
+        assert_eq!((given_up.offset, given_up.deliveries), (0, 1));
+        let due = broker.at(1100);
+        broker.sessions[0].take_back(given_up, due).unwrap();
+        assert_eq!(broker.sessions[0].next_wake(), Some(due));
+        broker.wake(0, 1000);
+        assert_eq!(broker.sent(0), [], "not due yet");
+        broker.wake(0, 1100);
+        assert_eq!(broker.sent(0), [0], "out again");
+        broker.nack(0, 1200);
+        assert_eq!(broker.given_up(0), [(0, 2)], "given up again");
+
+        broker.publish(1, 2000);
+        assert_eq!(broker.sent(0), [1]);
+        broker.nack(0, 2100);
+        let given_up = broker.sessions[0].take_given_up().pop().unwrap();
+        broker.sessions[0].unsubscribe_all(&[TOPIC]);
+        let due = broker.at(3100);
+        let returned = broker.sessions[0].take_back(given_up, due);
+        assert_eq!(returned.map_err(|g| g.offset), Err(1), "left the topic");
     }
 
     /// Drives message 0 to its last delivery allowed, and lets that one
