@@ -105,6 +105,12 @@ const BROKER_METRICS: &[Metric<Scrape>] = &[
         help: "Publishes refused because the disk was full.",
         value: |s| s.report.refused_disk_full,
     },
+    Metric {
+        name: "brook_publishes_refused_full_memory_total",
+        kind: Kind::Counter,
+        help: "Publishes refused because the in-memory store was full, from connections that subscribe or pull.",
+        value: |s| s.report.refused_full_memory,
+    },
 ];
 
 const TOPIC_METRICS: &[Metric<TopicReport>] = &[
