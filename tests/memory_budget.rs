@@ -2,10 +2,14 @@
 //! binary: the disk store's cache of payloads (`--cache-bytes`) is shared
 //! by every topic, however many there are, and an in-memory broker that
 //! reaches `--memory-bytes` with nothing it may drop holds its publishers
-//! back instead of growing.
+//! back instead of growing. A connection that subscribes and publishes is
+//! not held, lest its acks be held too and the broker wedge: its
+//! publishes are refused while the store is full, and none of them is
+//! stored.
 //!
-//! Each test starts the binary as a child process and reads its `VmHWM`,
-//! the most memory it ever held, from `/proc/<pid>/status`. The bounds are
+//! Each test starts the binary as a child process; those that measure it
+//! read its `VmHWM`, the most memory it ever held, from
+//! `/proc/<pid>/status`. The bounds are
 //! the broker's own memory at start (the program, its threads, measured in
 //! each run before any message) plus what the flags let it hold, plus
 //! slack for what grows with none of the tests' numbers (connection
@@ -459,32 +463,32 @@ fn read_answers(
 }
 
 /// The wedge a line connection could cause: it subscribes with manual
-/// acks, holds a full window, publishes 4 MiB into a 1 MiB store, then
-/// acks what it holds, all pipelined. Holding it back on the `PUB` that
-/// found the store full would leave its acks unread behind it, and since
-/// its window is what holds every message in the store, no publisher of
-/// the broker would ever be read again. Instead its publishes are refused
-/// while the store is full, its acks are taken (the messages after its
-/// window come), and once it has acked what was stored an unrelated
-/// publisher, held meanwhile, is answered.
-#[test]
-fn a_connection_that_publishes_and_acks_never_wedges_a_full_in_memory_broker() {
-    const TOPIC: &str = "work";
+/// acks (with `subscribe`, a `SUB` line), holds a full window, publishes 4
+/// MiB into a 1 MiB store, then acks what it holds, all pipelined. Holding
+/// it back on the `PUB` that found the store full would leave its acks
+/// unread behind it, and since its window is what holds every message in
+/// the store, no publisher of the broker would ever be read again.
+/// Instead its publishes are refused while the store is full, its acks are
+/// taken (the messages after its window come), and once it has acked what
+/// was stored, an unrelated publisher is answered.
+fn publish_then_ack_on_one_connection(subscribe: &str) {
     let brook = start_small_brook();
     let mut first = Line::connect_with_patience(brook.addr, PATIENCE);
-    first.send(pub_lines(TOPIC, 0..WINDOW));
+    first.send(pub_lines(WORK, 0..WINDOW));
     for i in 0..WINDOW {
         first.expect_line(&format!("+OK {i}"));
     }
     let mut consumer = Line::connect_with_patience(brook.addr, PATIENCE);
-    consumer.send(format!("SUB {TOPIC} beginning manual\n"));
+    consumer.send(format!("{subscribe}\n"));
     consumer.expect_line("+OK");
     let mut answers = Answers::new(WINDOW);
     read_stored(&mut consumer, &answers, 0, WINDOW, false);
 
-    let numbers = WINDOW..WINDOW + OVERFLOW;
     let acks = "ACK\n".repeat(WINDOW as usize);
-    let writer = pipeline(&consumer, pub_lines(TOPIC, numbers.clone()) + &acks);
+    let writer = pipeline(
+        &consumer,
+        pub_lines(WORK, WINDOW..WINDOW + OVERFLOW) + &acks,
+    );
     let mut next_msg = WINDOW;
     read_answers(&mut consumer, &mut answers, WINDOW, OVERFLOW, &mut next_msg);
     writer
@@ -508,18 +512,28 @@ fn a_connection_that_publishes_and_acks_never_wedges_a_full_in_memory_broker() {
     assert_eq!(stat(&mut watcher, "publishers_waiting"), 0);
 }
 
-/// While the store is full, a connection that subscribes is told why its
-/// publish is refused, with the flag to raise, and nothing refused is
-/// stored: a later subscriber from the beginning gets exactly the messages
-/// confirmed, and the next message stored takes the offset after them.
+/// The topic [`publish_then_ack_on_one_connection`] works on.
+const WORK: &str = "work";
+
 #[test]
-fn a_subscriber_publishing_to_a_full_in_memory_broker_is_refused_and_nothing_refused_is_stored() {
-    const TOPIC: &str = "loop";
-    let brook = start_small_brook();
+fn a_subscriber_that_publishes_and_acks_never_wedges_a_full_in_memory_broker() {
+    publish_then_ack_on_one_connection("SUB work beginning manual");
+}
+
+#[test]
+fn a_group_member_that_publishes_and_acks_never_wedges_a_full_in_memory_broker() {
+    publish_then_ack_on_one_connection("SUB work beginning manual group workers");
+}
+
+/// Subscribes a line connection to `topic` from the beginning with manual
+/// acks, and has it publish [`OVERFLOW`] messages there without acking
+/// any: the store fills, and its publishes are refused from then on.
+/// Returns the connection, which holds a full window, and its answers.
+fn fill_from_a_subscriber(brook: &BrookProcess, topic: &str) -> (Line, Answers) {
     let mut consumer = Line::connect_with_patience(brook.addr, PATIENCE);
-    consumer.send(format!("SUB {TOPIC} beginning manual\n"));
+    consumer.send(format!("SUB {topic} beginning manual\n"));
     consumer.expect_line("+OK");
-    let writer = pipeline(&consumer, pub_lines(TOPIC, 0..OVERFLOW));
+    let writer = pipeline(&consumer, pub_lines(topic, 0..OVERFLOW));
     let mut answers = Answers::new(0);
     let mut next_msg = 0;
     read_answers(&mut consumer, &mut answers, 0, OVERFLOW, &mut next_msg);
@@ -529,7 +543,18 @@ fn a_subscriber_publishing_to_a_full_in_memory_broker_is_refused_and_nothing_ref
         .expect("the broker read every request");
     assert!(answers.refused > 0, "the store never filled");
     assert_eq!(next_msg, WINDOW, "deliveries beyond the window");
+    (consumer, answers)
+}
 
+/// While the store is full, a connection that subscribes is told why its
+/// publish is refused, with the flag to raise, and nothing refused is
+/// stored: a later subscriber from the beginning gets exactly the messages
+/// confirmed, and the next message stored takes the offset after them.
+#[test]
+fn a_subscriber_publishing_to_a_full_in_memory_broker_is_refused_and_nothing_refused_is_stored() {
+    const TOPIC: &str = "loop";
+    let brook = start_small_brook();
+    let (mut consumer, answers) = fill_from_a_subscriber(&brook, TOPIC);
     let mut watcher = Line::connect_with_patience(brook.addr, PATIENCE);
     assert_eq!(stat(&mut watcher, "messages_in"), answers.end());
     let refused = stat(&mut watcher, "publishes_refused_full_memory");
@@ -540,13 +565,8 @@ fn a_subscriber_publishing_to_a_full_in_memory_broker_is_refused_and_nothing_ref
     later.expect_line("+OK");
     let oldest = later.read_msg();
     assert!(oldest.payload == answers.payload_at(oldest.offset));
-    read_stored(
-        &mut later,
-        &answers,
-        oldest.offset + 1,
-        answers.end(),
-        false,
-    );
+    let after_oldest = oldest.offset + 1;
+    read_stored(&mut later, &answers, after_oldest, answers.end(), false);
     // Once the consumer goes, nothing needs the old messages: the store has
     // room, and the next message follows the last one confirmed.
     consumer.send("QUIT\n");
@@ -554,4 +574,33 @@ fn a_subscriber_publishing_to_a_full_in_memory_broker_is_refused_and_nothing_ref
     publisher.send(format!("PUB {TOPIC} after\n"));
     publisher.expect_line(&format!("+OK {}", answers.end()));
     later.expect_msg(TOPIC, answers.end(), b"after");
+}
+
+/// A connection that pulls is not held either: while the store is full,
+/// its publish is refused at once and its next request is read, where a
+/// connection that only publishes waits.
+#[test]
+fn a_puller_publishing_to_a_full_in_memory_broker_is_refused_while_a_publisher_waits() {
+    const TOPIC: &str = "drain";
+    let brook = start_small_brook();
+    let (_consumer, answers) = fill_from_a_subscriber(&brook, TOPIC);
+    let mut puller = Line::connect_with_patience(brook.addr, PATIENCE);
+    puller.send(format!("PULL {TOPIC} 1\n"));
+    let (pulled, count) = puller.read_pull();
+    assert_eq!(count, 1);
+    assert!(pulled[0].payload == answers.payload_at(pulled[0].offset));
+    puller.send(format!("PUB {TOPIC} more\nPING\n"));
+    puller.expect_line(FULL_STORE_REFUSAL);
+    puller.expect_line("+PONG");
+
+    let mut publisher = Line::connect_with_patience(brook.addr, PATIENCE);
+    publisher.send(format!("PUB {TOPIC} more\n"));
+    let mut watcher = Line::connect_with_patience(brook.addr, PATIENCE);
+    let deadline = Instant::now() + PATIENCE;
+    while stat(&mut watcher, "publishers_waiting") == 0 {
+        assert!(Instant::now() < deadline, "the publisher was never held");
+    }
+    publisher.expect_nothing_yet();
+    let refused = stat(&mut watcher, "publishes_refused_full_memory");
+    assert_eq!(refused, answers.refused + 1);
 }
