@@ -35,7 +35,7 @@
 //! (at most the queue's payload bytes) it stores.
 //!
 //! Except the commands of a connection that has subscribed or pulled
-//! ([`WhenFull::Refused`]): its acks are what frees the store, and they
+//! ([`WhenFull::Refuse`]): its acks are what frees the store, and they
 //! come on the same socket, behind its publishes. Held, it would read none
 //! of them, and no publisher of the broker would ever be read again. Its
 //! commands never wait for the store, and the dispatcher refuses their
@@ -132,8 +132,8 @@ impl Command {
         }
     }
 
-    /// Whether the command waits while publishers are held: it carries
-    /// messages published, and its reader let it wait.
+    /// Whether the messages the command carries wait while publishers are
+    /// held: its reader let them.
     fn may_be_held(&self) -> bool {
         matches!(
             self,
@@ -164,7 +164,7 @@ pub enum WhenFull {
     /// The command goes in, and the dispatcher refuses its publishes while
     /// the store is full: the connection has subscribed or pulled, and
     /// holding it back would leave its acks unread.
-    Refused,
+    Refuse,
 }
 
 /// What the dispatcher can do to a connection that has no writer thread (a
@@ -419,6 +419,11 @@ mod tests {
         Command::requests(1, vec![Ok(request)], None, when_full)
     }
 
+    /// An ack's command: no payload.
+    fn ack() -> Command {
+        Command::requests(2, vec![Ok(Request::Ack)], None, WhenFull::Wait)
+    }
+
     /// Sends `command` on another thread, and reports when it is queued.
     fn send_elsewhere(sender: &CommandSender, command: Command) -> crossbeam_channel::Receiver<()> {
         let (sent, done) = crossbeam_channel::bounded(1);
@@ -437,14 +442,7 @@ mod tests {
         sender.send(publish(60)).unwrap();
         let second = send_elsewhere(&sender, publish(60));
         // An ack carries no payload: it goes straight in, past the full room.
-        sender
-            .send(Command::requests(
-                2,
-                vec![Ok(Request::Ack)],
-                None,
-                WhenFull::Wait,
-            ))
-            .unwrap();
+        sender.send(ack()).unwrap();
         assert!(second.recv_timeout(Duration::from_millis(50)).is_err());
         assert_eq!(receiver.recv_until(None).unwrap().payload_bytes(), 60);
         second
@@ -459,14 +457,7 @@ mod tests {
         let (sender, receiver) = bounded(16, 100);
         receiver.hold_publishers(true);
         let held = send_elsewhere(&sender, publish(10));
-        sender
-            .send(Command::requests(
-                2,
-                vec![Ok(Request::Ack)],
-                None,
-                WhenFull::Wait,
-            ))
-            .unwrap();
+        sender.send(ack()).unwrap();
         assert_eq!(receiver.recv_until(None).unwrap().payload_bytes(), 0);
         let deadline = Instant::now() + Duration::from_secs(10);
         while receiver.publishers_waiting() == 0 {
@@ -487,7 +478,7 @@ mod tests {
     fn publishes_refused_when_the_store_is_full_are_never_held() {
         let (sender, receiver) = bounded(16, 100);
         receiver.hold_publishers(true);
-        sender.send(publish_then(10, WhenFull::Refused)).unwrap();
+        sender.send(publish_then(10, WhenFull::Refuse)).unwrap();
         assert_eq!(receiver.recv_until(None).unwrap().payload_bytes(), 10);
         assert_eq!(receiver.publishers_waiting(), 0);
     }

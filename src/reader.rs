@@ -61,7 +61,7 @@
 //! full, until it has room (`queue.rs`), unless its client has subscribed
 //! or pulled: such a client's acks come behind its publishes, and are what
 //! frees the store. From its first `SUB` or `PULL` on, the reader's
-//! commands say so ([`WhenFull::Refused`]), never wait for the store, and
+//! commands say so ([`WhenFull::Refuse`]), never wait for the store, and
 //! have their publishes refused while it is full. (A binary connection is
 //! a publisher or a subscriber from its first action, so only a line
 //! client can be both.)
@@ -450,7 +450,7 @@ impl Reader {
         }
         self.asked_for_deliveries |= requests.iter().any(asks_for_deliveries);
         let when_full = match self.asked_for_deliveries {
-            true => WhenFull::Refused,
+            true => WhenFull::Refuse,
             false => WhenFull::Wait,
         };
         let command = Command::requests(self.id, requests, Some(&self.hangup), when_full);
@@ -528,10 +528,11 @@ fn is_answered(request: &Decoded) -> bool {
     request.as_ref().map_or(true, Request::needs_reply)
 }
 
-/// Whether `request` subscribes or pulls, after which the client's acks
-/// and pulls may be what frees a full store. It stays so, whatever comes
-/// after: an unsubscribe leaves deliveries to answer, and the rule is one
-/// a client can tell from what it sent.
+/// Whether `request` subscribes or pulls: the client consumes, and its
+/// acks may be what frees a full store (its pulls would wait behind a held
+/// publish too). The reader remembers it, whatever comes after: an
+/// unsubscribe leaves deliveries to answer, and the rule is one a client
+/// can tell from what it sent.
 fn asks_for_deliveries(request: &Decoded) -> bool {
     matches!(
         request,

@@ -396,7 +396,7 @@ impl Dispatcher {
 
     /// Applies one command. Returns false when the dispatcher should stop,
     /// and an error when the store failed. The publishes of a command that
-    /// did not wait for a full store ([`WhenFull::Refused`]) are refused
+    /// did not wait for a full store ([`WhenFull::Refuse`]) are refused
     /// while it is full.
     fn handle(&mut self, command: Command, now: Instant) -> Result<bool, StoreError> {
         match command {
@@ -412,7 +412,7 @@ impl Dispatcher {
                 ..
             } => {
                 let refuse_publishes =
-                    when_full == WhenFull::Refused && self.full_memory.publishers_held;
+                    when_full == WhenFull::Refuse && self.full_memory.publishers_held;
                 for request in requests {
                     if hangup.as_ref().is_some_and(|hangup| hangup.is_done()) {
                         break; // hung up on: the rest is dropped

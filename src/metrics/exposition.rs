@@ -108,7 +108,8 @@ const BROKER_METRICS: &[Metric<Scrape>] = &[
     Metric {
         name: "brook_publishes_refused_full_memory_total",
         kind: Kind::Counter,
-        help: "Publishes refused because the in-memory store was full, from connections that subscribe or pull.",
+        help:
+            "Publishes refused for a full in-memory store, from connections that subscribe or pull.",
         value: |s| s.report.refused_full_memory,
     },
 ];
