@@ -19,7 +19,9 @@
 //!       memory log: drops its oldest messages that no connected subscriber
 //!                   or group still needs, as retention does
 //!     still over? readers stop taking publishes (`queue.rs`) until a later
-//!     round finds room: TCP holds the publishers back
+//!     round finds room: TCP holds the publishers back (but a connection
+//!     that subscribes or pulls, whose acks would be held too, has its
+//!     publishes refused instead)
 //! ```
 //!
 //! The granularity is the topic: every log notes when it was last appended

@@ -476,7 +476,7 @@ const FLAGS: &[Flag<Config>] = &[
     Flag {
         name: "--memory-bytes",
         value: "BYTES",
-        help: "in memory, what all topics may hold; then publishers wait [default: RAM / 4]",
+        help: "in memory, what all topics may hold; then publishers wait (those that subscribe too are refused) [default: RAM / 4]",
         expected: "a size above zero, such as 4GiB",
         set: |config, value| {
             config.memory_bytes = Some(parse_positive_size(value)?);

@@ -34,7 +34,18 @@
 //! later round finds memory again (the fetcher does not: the disk store,
 //! whose cache can always let go, never holds publishers). What a reader waits
 //! to send stays in order behind it, and what the dispatcher already took
-//! (at most the queue's bytes) it stores: nothing is refused.
+//! (at most the queue's bytes) it stores.
+//!
+//! Except the commands of a connection that has subscribed or pulled
+//! ([`WhenFull::Refuse`]): its acks are what frees the store, and they
+//! come on the same socket, behind its publishes. Held, it would read none
+//! of them, and no publisher of the broker would ever be read again. Its
+//! commands never wait for the store, and the dispatcher refuses their
+//! publishes while it is full (`Dispatcher::refuse_for_full_memory`). The
+//! reader says which of the two its command is, since only it knows, in
+//! the order of its stream, what its client asked for before; the
+//! dispatcher, which knows whether the store is full when it takes the
+//! command, decides the refusal.
 //!
 //! ```text
 //!   reader ──send──▶ [ command | command | … ] ──recv──▶ dispatcher
@@ -74,6 +85,8 @@ pub enum Command {
         /// How to close the connection, if the requests hold publishes
         /// that are never answered (see [`Hangup`]).
         hangup: Option<Arc<Hangup>>,
+        /// What becomes of the publishes among them while the store is full.
+        when_full: WhenFull,
     },
     /// The connection's writer has written, as the session asked: sent by
     /// the writer thread, for deliveries that wait for room to be written.
@@ -95,7 +108,12 @@ pub enum Command {
 impl Command {
     /// The command that carries `requests` from connection `conn`, with
     /// `hangup` if they hold a publish that is never answered.
-    pub fn requests(conn: ConnId, requests: Vec<Decoded>, hangup: Option<&Arc<Hangup>>) -> Command {
+    pub fn requests(
+        conn: ConnId,
+        requests: Vec<Decoded>,
+        hangup: Option<&Arc<Hangup>>,
+        when_full: WhenFull,
+    ) -> Command {
         let mut bytes = 0;
         let mut unanswered = false;
         for request in &requests {
@@ -114,7 +132,20 @@ impl Command {
             requests,
             bytes,
             hangup: hangup.filter(|_| unanswered).cloned(),
+            when_full,
         }
+    }
+
+    /// Whether the messages the command carries wait while publishers are
+    /// held: its reader let them.
+    fn may_be_held(&self) -> bool {
+        matches!(
+            self,
+            Command::Requests {
+                when_full: WhenFull::Wait,
+                ..
+            }
+        )
     }
 
     /// How much memory the messages the command carries hold, as the
@@ -138,6 +169,19 @@ pub const QUEUED_MESSAGE_OVERHEAD_BYTES: usize = std::mem::size_of::<Decoded>() 
 /// one copy of it: one that alternates between names has a copy each.
 pub fn queued_bytes(topic: &str, payload: &[u8]) -> usize {
     payload.len() + topic.len() + QUEUED_MESSAGE_OVERHEAD_BYTES
+}
+
+/// What becomes of a command's publishes while the in-memory store is full
+/// (see the module doc): its reader's choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// The command waits, and its reader with it, until the store has
+    /// room: a connection that only publishes, which TCP then holds back.
+    Wait,
+    /// The command goes in, and the dispatcher refuses its publishes while
+    /// the store is full: the connection has subscribed or pulled, and
+    /// holding it back would leave its acks unread.
+    Refuse,
 }
 
 /// What the dispatcher can do to a connection that has no writer thread (a
@@ -224,8 +268,7 @@ impl CommandSender {
     pub fn send(&self, command: Command) -> Result<(), Disconnected> {
         let bytes = command.bytes();
         if bytes > 0 {
-            let publishes = matches!(command, Command::Requests { .. });
-            self.room.take(bytes, publishes)?;
+            self.room.take(bytes, command.may_be_held())?;
         }
         self.commands.send(command).map_err(|_| Disconnected)
     }
@@ -331,12 +374,12 @@ struct RoomState {
 impl Room {
     /// Waits until `bytes` fit under the limit, or the queue is empty (so
     /// one command larger than the limit still goes through), and, if they
-    /// are messages published, until publishers are not held; then counts
-    /// them as queued.
-    fn take(&self, bytes: usize, publishes: bool) -> Result<(), Disconnected> {
+    /// are messages published that `may_be_held`, until publishers are not
+    /// held; then counts them as queued.
+    fn take(&self, bytes: usize, may_be_held: bool) -> Result<(), Disconnected> {
         let mut state = self.state.lock();
         loop {
-            let held = publishes && state.publishers_held && !state.stopping;
+            let held = may_be_held && state.publishers_held && !state.stopping;
             let full = state.queued > 0 && state.queued + bytes > self.limit;
             if state.closed || !(held || full) {
                 break;
@@ -378,15 +421,27 @@ mod tests {
     use std::thread;
     use std::time::Duration;
 
-    /// A command of one message that counts `bytes` in the queue (at
-    /// least [`QUEUED_MESSAGE_OVERHEAD_BYTES`] and the topic's name).
+    /// A publisher's command, from a connection that only publishes, of
+    /// one message that counts `bytes` in the queue (at least
+    /// [`QUEUED_MESSAGE_OVERHEAD_BYTES`] and the topic's name).
     fn publish(bytes: usize) -> Command {
+        publish_then(bytes, WhenFull::Wait)
+    }
+
+    /// Like [`publish`], a command that, while the store is full, does
+    /// `when_full`.
+    fn publish_then(bytes: usize, when_full: WhenFull) -> Command {
         let request = Request::Publish {
             topic: Arc::from("t"),
             payload: vec![0; bytes - queued_bytes("t", &[])].into(),
             confirm: false,
         };
-        Command::requests(1, vec![Ok(request)], None)
+        Command::requests(1, vec![Ok(request)], None, when_full)
+    }
+
+    /// An ack's command: no payload.
+    fn ack() -> Command {
+        Command::requests(2, vec![Ok(Request::Ack)], None, WhenFull::Wait)
     }
 
     /// A command of `count` one-byte messages.
@@ -398,7 +453,8 @@ mod tests {
                 confirm: false,
             })
         };
-        Command::requests(1, (0..count).map(publish).collect(), None)
+        let requests = (0..count).map(publish).collect();
+        Command::requests(1, requests, None, WhenFull::Wait)
     }
 
     /// Sends `command` on another thread, and reports when it is queued.
@@ -419,9 +475,7 @@ mod tests {
         sender.send(publish(600)).unwrap();
         let second = send_elsewhere(&sender, publish(600));
         // An ack carries no payload: it goes straight in, past the full room.
-        sender
-            .send(Command::requests(2, vec![Ok(Request::Ack)], None))
-            .unwrap();
+        sender.send(ack()).unwrap();
         assert!(second.recv_timeout(Duration::from_millis(50)).is_err());
         assert_eq!(receiver.recv_until(None).unwrap().bytes(), 600);
         second
@@ -436,9 +490,7 @@ mod tests {
         let (sender, receiver) = bounded(16, 1000);
         receiver.hold_publishers(true);
         let held = send_elsewhere(&sender, publish(200));
-        sender
-            .send(Command::requests(2, vec![Ok(Request::Ack)], None))
-            .unwrap();
+        sender.send(ack()).unwrap();
         assert_eq!(receiver.recv_until(None).unwrap().bytes(), 0);
         let deadline = Instant::now() + Duration::from_secs(10);
         while receiver.publishers_waiting() == 0 {
@@ -449,6 +501,17 @@ mod tests {
         receiver.hold_publishers(false);
         held.recv_timeout(Duration::from_secs(10))
             .expect("the publish goes in once publishers are let go");
+        assert_eq!(receiver.recv_until(None).unwrap().bytes(), 200);
+        assert_eq!(receiver.publishers_waiting(), 0);
+    }
+
+    /// A connection that has subscribed is never held: its acks come on
+    /// the same socket, behind its publishes.
+    #[test]
+    fn publishes_refused_when_the_store_is_full_are_never_held() {
+        let (sender, receiver) = bounded(16, 1000);
+        receiver.hold_publishers(true);
+        sender.send(publish_then(200, WhenFull::Refuse)).unwrap();
         assert_eq!(receiver.recv_until(None).unwrap().bytes(), 200);
         assert_eq!(receiver.publishers_waiting(), 0);
     }

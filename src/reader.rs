@@ -56,6 +56,15 @@
 //! error, so the commands that carry its messages carry a [`Hangup`] too:
 //! the dispatcher's way to close the connection when it cannot store them
 //! (the disk is full, or a limit such as `--max-topics` refuses them).
+//!
+//! A reader whose client publishes waits, when the in-memory store is
+//! full, until it has room (`queue.rs`), unless its client has subscribed
+//! or pulled: such a client's acks come behind its publishes, and are what
+//! frees the store. From its first `SUB` or `PULL` on, the reader's
+//! commands say so ([`WhenFull::Refuse`]), never wait for the store, and
+//! have their publishes refused while it is full. (A binary connection is
+//! a publisher or a subscriber from its first action, so only a line
+//! client can be both.)
 
 use std::io::{self, Read};
 use std::net::{IpAddr, TcpStream};
@@ -69,7 +78,7 @@ use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
 use crate::auth::guard::{Guard, Speaks};
 use crate::auth::Access;
 use crate::ids::ConnId;
-use crate::queue::{Command, CommandSender, Hangup};
+use crate::queue::{Command, CommandSender, Hangup, WhenFull};
 use crate::wire::request::{Decoded, Limits, Refusal, Request};
 use crate::wire::{binary, line};
 use crate::writer::{self, Link, Listeners, Wire};
@@ -189,6 +198,7 @@ pub fn run(id: ConnId, stream: Arc<TcpStream>, context: Arc<ReaderContext>) {
         buffer: ReadBuffer::new(),
         writer: None,
         busy: false,
+        asked_for_deliveries: false,
         context,
     };
     match reader.serve() {
@@ -236,6 +246,9 @@ struct Reader {
     writer: Option<Link>,
     /// Whether the gate counts this reader as busy.
     busy: bool,
+    /// Whether the client has sent a subscribe or a pull: then its
+    /// publishes are refused while the store is full, never held.
+    asked_for_deliveries: bool,
     context: Arc<ReaderContext>,
 }
 
@@ -435,7 +448,12 @@ impl Reader {
         if self.writer.is_none() && requests.iter().any(is_answered) {
             self.attach()?;
         }
-        let command = Command::requests(self.id, requests, Some(&self.hangup));
+        self.asked_for_deliveries |= requests.iter().any(asks_for_deliveries);
+        let when_full = match self.asked_for_deliveries {
+            true => WhenFull::Refuse,
+            false => WhenFull::Wait,
+        };
+        let command = Command::requests(self.id, requests, Some(&self.hangup), when_full);
         self.context
             .commands
             .send(command)
@@ -508,6 +526,18 @@ fn is_timeout(error: &io::Error) -> bool {
 /// Whether the broker answers `request` (every refusal is answered).
 fn is_answered(request: &Decoded) -> bool {
     request.as_ref().map_or(true, Request::needs_reply)
+}
+
+/// Whether `request` subscribes or pulls: the client consumes, and its
+/// acks may be what frees a full store (its pulls would wait behind a held
+/// publish too). The reader remembers it, whatever comes after: an
+/// unsubscribe leaves deliveries to answer, and the rule is one a client
+/// can tell from what it sent.
+fn asks_for_deliveries(request: &Decoded) -> bool {
+    matches!(
+        request,
+        Ok(Request::Subscribe { .. } | Request::Pull { .. })
+    )
 }
 
 /// Whether the connection ends after `request`.

@@ -2,10 +2,14 @@
 //! binary: the disk store's cache of payloads (`--cache-bytes`) is shared
 //! by every topic, however many there are, and an in-memory broker that
 //! reaches `--memory-bytes` with nothing it may drop holds its publishers
-//! back instead of growing.
+//! back instead of growing. A connection that subscribes and publishes is
+//! not held, lest its acks be held too and the broker wedge: its
+//! publishes are refused while the store is full, and none of them is
+//! stored.
 //!
-//! Each test starts the binary as a child process and reads its `VmHWM`,
-//! the most memory it ever held, from `/proc/<pid>/status`. The bounds are
+//! Each test starts the binary as a child process; those that measure it
+//! read its `VmHWM`, the most memory it ever held, from
+//! `/proc/<pid>/status`. The bounds are
 //! the broker's own memory at start (the program, its threads, measured in
 //! each run before any message) plus what the flags let it hold, plus
 //! slack for what grows with none of the tests' numbers (connection
@@ -313,4 +317,290 @@ fn a_full_in_memory_broker_holds_its_publisher_until_the_subscriber_reads() {
     assert_eq!(stat(&mut watcher, "publishers_waiting"), 0);
     memory.sample("all delivered");
     eprintln!("{memory}");
+}
+
+// ---- A connection that both subscribes and publishes. ----
+
+/// `--memory-bytes` of the tests below: a megabyte, which 4 MiB published
+/// fill four times over.
+const SMALL_BUDGET: &str = "1MiB";
+/// What a subscriber may leave unacked (`--max-inflight`).
+const WINDOW: u64 = 16;
+/// How many messages of [`MEMORY_MESSAGE_BYTES`] the connection that
+/// subscribes publishes: 4 MiB.
+const OVERFLOW: u64 = 4096;
+
+/// The answer to a `PUB` refused because the in-memory store is full.
+const FULL_STORE_REFUSAL: &str = "-ERR the in-memory store is full (--memory-bytes 1MiB) and \
+    subscribers still need all of it: ack what you hold and publish again, or raise \
+    --memory-bytes";
+
+/// An in-memory broker with `--memory-bytes 1MiB` and a window of
+/// [`WINDOW`] unacked deliveries per subscriber.
+fn start_small_brook() -> BrookProcess {
+    start_brook(&[
+        "--in-memory",
+        "--memory-bytes",
+        SMALL_BUDGET,
+        "--max-inflight",
+        "16",
+        "--ack-timeout",
+        "1h",
+    ])
+}
+
+/// `PUB <topic> <payload i>` for each `i` of `numbers`.
+fn pub_lines(topic: &str, numbers: std::ops::Range<u64>) -> String {
+    let lines = numbers.map(|i| {
+        let text = String::from_utf8(payload(i, MEMORY_MESSAGE_BYTES)).unwrap();
+        format!("PUB {topic} {text}\n")
+    });
+    lines.collect()
+}
+
+/// Writes `requests` to `connection`'s socket from another thread, the way
+/// a client pipelines them, while this thread reads the replies. A write
+/// that cannot go on for [`PATIENCE`] fails, so the thread always ends.
+fn pipeline(connection: &Line, requests: String) -> thread::JoinHandle<std::io::Result<()>> {
+    let mut stream = connection.try_clone_stream();
+    stream.set_write_timeout(Some(PATIENCE)).unwrap();
+    thread::spawn(move || stream.write_all(requests.as_bytes()))
+}
+
+/// The `PUB`s a connection sent, as their answers came back in order: the
+/// numbers of the payloads stored (the `n`th stored is at offset `first +
+/// n`), and how many were refused for a full store.
+struct Answers {
+    first: u64,
+    stored: Vec<u64>,
+    refused: u64,
+}
+
+impl Answers {
+    fn new(first: u64) -> Answers {
+        Answers {
+            first,
+            stored: Vec::new(),
+            refused: 0,
+        }
+    }
+
+    /// The offset after the last message stored.
+    fn end(&self) -> u64 {
+        self.first + self.stored.len() as u64
+    }
+
+    /// Takes the answer to `PUB` number `number`: `+OK` with the next
+    /// offset, or the refusal.
+    #[track_caller]
+    fn take(&mut self, number: u64, answer: &str) {
+        if answer == FULL_STORE_REFUSAL {
+            self.refused += 1;
+        } else {
+            assert_eq!(answer, format!("+OK {}", self.end()), "PUB number {number}");
+            self.stored.push(number);
+        }
+    }
+
+    /// The payload stored at `offset`.
+    fn payload_at(&self, offset: u64) -> Vec<u8> {
+        let number = match offset.checked_sub(self.first) {
+            Some(n) => self.stored[n as usize],
+            None => offset,
+        };
+        payload(number, MEMORY_MESSAGE_BYTES)
+    }
+}
+
+/// Reads `subscriber`'s messages in offset order from `from`, checking
+/// each against what `answers` says was stored, until offset `end`
+/// (excluded). With `ack`, acks each as it comes.
+#[track_caller]
+fn read_stored(subscriber: &mut Line, answers: &Answers, from: u64, end: u64, ack: bool) {
+    for offset in from..end {
+        let msg = subscriber.read_msg();
+        assert_eq!(msg.offset, offset);
+        assert!(msg.payload == answers.payload_at(offset), "offset {offset}");
+        if ack {
+            subscriber.send("ACK\n");
+        }
+    }
+}
+
+/// Reads what `connection` is sent until it has the answers to `count`
+/// `PUB`s numbered from `first_number`, into `answers`; the messages
+/// delivered to it meanwhile (a delivery of a message can come before its
+/// `+OK`) are checked once the answers are in, and counted from
+/// `*next_msg`.
+#[track_caller]
+fn read_answers(
+    connection: &mut Line,
+    answers: &mut Answers,
+    first_number: u64,
+    count: u64,
+    next_msg: &mut u64,
+) {
+    let mut delivered = Vec::new();
+    let mut answered = 0;
+    while answered < count {
+        let line = connection.read_line();
+        if line.starts_with("MSG ") {
+            delivered.push(connection.msg_after(&line));
+        } else {
+            answers.take(first_number + answered, &line);
+            answered += 1;
+        }
+    }
+    for msg in delivered {
+        assert_eq!(msg.offset, *next_msg);
+        assert!(
+            msg.payload == answers.payload_at(msg.offset),
+            "offset {}",
+            msg.offset
+        );
+        *next_msg += 1;
+    }
+}
+
+/// The wedge a line connection could cause: it subscribes with manual
+/// acks (with `subscribe`, a `SUB` line), holds a full window, publishes 4
+/// MiB into a 1 MiB store, then acks what it holds, all pipelined. Holding
+/// it back on the `PUB` that found the store full would leave its acks
+/// unread behind it, and since its window is what holds every message in
+/// the store, no publisher of the broker would ever be read again.
+/// Instead its publishes are refused while the store is full, its acks are
+/// taken (the messages after its window come), and once it has acked what
+/// was stored, an unrelated publisher is answered.
+fn publish_then_ack_on_one_connection(subscribe: &str) {
+    let brook = start_small_brook();
+    let mut first = Line::connect_with_patience(brook.addr, PATIENCE);
+    first.send(pub_lines(WORK, 0..WINDOW));
+    for i in 0..WINDOW {
+        first.expect_line(&format!("+OK {i}"));
+    }
+    let mut consumer = Line::connect_with_patience(brook.addr, PATIENCE);
+    consumer.send(format!("{subscribe}\n"));
+    consumer.expect_line("+OK");
+    let mut answers = Answers::new(WINDOW);
+    read_stored(&mut consumer, &answers, 0, WINDOW, false);
+
+    let acks = "ACK\n".repeat(WINDOW as usize);
+    let writer = pipeline(
+        &consumer,
+        pub_lines(WORK, WINDOW..WINDOW + OVERFLOW) + &acks,
+    );
+    let mut next_msg = WINDOW;
+    read_answers(&mut consumer, &mut answers, WINDOW, OVERFLOW, &mut next_msg);
+    writer
+        .join()
+        .unwrap()
+        .expect("the broker read every request");
+    assert!(answers.refused > 0, "the store never filled");
+
+    let mut other = Line::connect_with_patience(brook.addr, PATIENCE);
+    other.send("PUB elsewhere hello\n");
+    // The acks were taken: the window moved on. Ack everything stored.
+    for _ in WINDOW..next_msg {
+        consumer.send("ACK\n");
+    }
+    read_stored(&mut consumer, &answers, next_msg, answers.end(), true);
+    other.expect_line("+OK 0");
+
+    let mut watcher = Line::connect_with_patience(brook.addr, PATIENCE);
+    let refused = stat(&mut watcher, "publishes_refused_full_memory");
+    assert_eq!(refused, answers.refused);
+    assert_eq!(stat(&mut watcher, "publishers_waiting"), 0);
+}
+
+/// The topic [`publish_then_ack_on_one_connection`] works on.
+const WORK: &str = "work";
+
+#[test]
+fn a_subscriber_that_publishes_and_acks_never_wedges_a_full_in_memory_broker() {
+    publish_then_ack_on_one_connection("SUB work beginning manual");
+}
+
+#[test]
+fn a_group_member_that_publishes_and_acks_never_wedges_a_full_in_memory_broker() {
+    publish_then_ack_on_one_connection("SUB work beginning manual group workers");
+}
+
+/// Subscribes a line connection to `topic` from the beginning with manual
+/// acks, and has it publish [`OVERFLOW`] messages there without acking
+/// any: the store fills, and its publishes are refused from then on.
+/// Returns the connection, which holds a full window, and its answers.
+fn fill_from_a_subscriber(brook: &BrookProcess, topic: &str) -> (Line, Answers) {
+    let mut consumer = Line::connect_with_patience(brook.addr, PATIENCE);
+    consumer.send(format!("SUB {topic} beginning manual\n"));
+    consumer.expect_line("+OK");
+    let writer = pipeline(&consumer, pub_lines(topic, 0..OVERFLOW));
+    let mut answers = Answers::new(0);
+    let mut next_msg = 0;
+    read_answers(&mut consumer, &mut answers, 0, OVERFLOW, &mut next_msg);
+    writer
+        .join()
+        .unwrap()
+        .expect("the broker read every request");
+    assert!(answers.refused > 0, "the store never filled");
+    assert_eq!(next_msg, WINDOW, "deliveries beyond the window");
+    (consumer, answers)
+}
+
+/// While the store is full, a connection that subscribes is told why its
+/// publish is refused, with the flag to raise, and nothing refused is
+/// stored: a later subscriber from the beginning gets exactly the messages
+/// confirmed, and the next message stored takes the offset after them.
+#[test]
+fn a_subscriber_publishing_to_a_full_in_memory_broker_is_refused_and_nothing_refused_is_stored() {
+    const TOPIC: &str = "loop";
+    let brook = start_small_brook();
+    let (mut consumer, answers) = fill_from_a_subscriber(&brook, TOPIC);
+    let mut watcher = Line::connect_with_patience(brook.addr, PATIENCE);
+    assert_eq!(stat(&mut watcher, "messages_in"), answers.end());
+    let refused = stat(&mut watcher, "publishes_refused_full_memory");
+    assert_eq!(refused, answers.refused);
+
+    let mut later = Line::connect_with_patience(brook.addr, PATIENCE);
+    later.send(format!("SUB {TOPIC} beginning\n"));
+    later.expect_line("+OK");
+    let oldest = later.read_msg();
+    assert!(oldest.payload == answers.payload_at(oldest.offset));
+    let after_oldest = oldest.offset + 1;
+    read_stored(&mut later, &answers, after_oldest, answers.end(), false);
+    // Once the consumer goes, nothing needs the old messages: the store has
+    // room, and the next message follows the last one confirmed.
+    consumer.send("QUIT\n");
+    let mut publisher = Line::connect_with_patience(brook.addr, PATIENCE);
+    publisher.send(format!("PUB {TOPIC} after\n"));
+    publisher.expect_line(&format!("+OK {}", answers.end()));
+    later.expect_msg(TOPIC, answers.end(), b"after");
+}
+
+/// A connection that pulls is not held either: while the store is full,
+/// its publish is refused at once and its next request is read, where a
+/// connection that only publishes waits.
+#[test]
+fn a_puller_publishing_to_a_full_in_memory_broker_is_refused_while_a_publisher_waits() {
+    const TOPIC: &str = "drain";
+    let brook = start_small_brook();
+    let (_consumer, answers) = fill_from_a_subscriber(&brook, TOPIC);
+    let mut puller = Line::connect_with_patience(brook.addr, PATIENCE);
+    puller.send(format!("PULL {TOPIC} 1\n"));
+    let (pulled, count) = puller.read_pull();
+    assert_eq!(count, 1);
+    assert!(pulled[0].payload == answers.payload_at(pulled[0].offset));
+    puller.send(format!("PUB {TOPIC} more\nPING\n"));
+    puller.expect_line(FULL_STORE_REFUSAL);
+    puller.expect_line("+PONG");
+
+    let mut publisher = Line::connect_with_patience(brook.addr, PATIENCE);
+    publisher.send(format!("PUB {TOPIC} more\n"));
+    let mut watcher = Line::connect_with_patience(brook.addr, PATIENCE);
+    let deadline = Instant::now() + PATIENCE;
+    while stat(&mut watcher, "publishers_waiting") == 0 {
+        assert!(Instant::now() < deadline, "the publisher was never held");
+    }
+    publisher.expect_nothing_yet();
+    let refused = stat(&mut watcher, "publishes_refused_full_memory");
+    assert_eq!(refused, answers.refused + 1);
 }

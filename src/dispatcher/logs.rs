@@ -12,7 +12,8 @@
 //! (`Dispatcher::became_readable`, in `publish.rs`). The memory budget
 //! (`budget.rs`) is kept last, once every cached record is in its file
 //! and may go; an in-memory store with nothing it may drop holds the
-//! publishers back instead.
+//! publishers back instead, and has the next rounds refuse the publishes
+//! of connections that subscribe or pull.
 //!
 //! Calls: `publish.rs` (`became_readable`, `refuse_unwritten`).
 
@@ -157,8 +158,10 @@ impl Dispatcher {
     /// (an in-memory store whose oldest messages are all still needed),
     /// publishers are held (`queue.rs`) until a later round finds room:
     /// subscribers go on being served meanwhile, and their acks are what
-    /// frees it. Runs after the round's writes, when every cached record is
-    /// in its file and can go.
+    /// frees it. The connections that subscribe or pull are not held, lest
+    /// their acks be: the next rounds refuse their publishes instead
+    /// (`refuse_for_full_memory`, in `publish.rs`). Runs after the round's
+    /// writes, when every cached record is in its file and can go.
     ///
     /// The budget can be passed by what one round appends before this
     /// runs; and once publishers are held, by what the dispatcher's queue
@@ -190,7 +193,8 @@ impl Dispatcher {
                 self.full_memory.warned = Some(now);
                 log::warn!(
                     "topics hold {} bytes, over {} ({} bytes), and subscribers still need \
-                     all of it: publishers wait until they catch up (said at most once a minute)",
+                     all of it: publishers wait until they catch up, and the publishes of \
+                     connections that subscribe or pull are refused (said at most once a minute)",
                     budget.used(),
                     budget.flag(),
                     budget.limit()

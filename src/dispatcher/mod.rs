@@ -22,7 +22,8 @@
 //! the topics that grew past their retention, then write the round's
 //! messages out of the logs that changed, then bring the logs back within
 //! their memory budget (`logs.rs`; see `budget.rs`: an in-memory store
-//! with nothing it may drop holds publishers back), then pack the
+//! with nothing it may drop holds publishers back, and refuses the
+//! publishes of connections that subscribe or pull), then pack the
 //! outboxes and post them (`delivery.rs`), once what they tell of is
 //! durable: at once in memory, after the syncer thread's fsync with
 //! `--fsync batch` (see `syncer.rs`). Under load a round carries many
@@ -106,7 +107,8 @@
 //!
 //! - this file: the [`Dispatcher`], the round loop, the command switch.
 //! - `topic_table.rs`: finding and creating topics, within `--max-topics`.
-//! - `publish.rs`: appending, confirming, refusing for a full disk.
+//! - `publish.rs`: appending, confirming, refusing for a full disk or a
+//!   full in-memory store.
 //! - `subscribe.rs`: subscribing, joining groups, unsubscribing.
 //! - `consumer_groups.rs`: creating groups, giving out their messages, settling
 //!   their members' answers.
@@ -154,7 +156,7 @@ use crate::auth::Logins;
 use crate::dispatcher::session::in_flight::DeliveryPolicy;
 use crate::dispatcher::session::Session;
 use crate::ids::{ConnId, IdMap, Offset, TopicId};
-use crate::queue::{Command, CommandReceiver, Hangup};
+use crate::queue::{Command, CommandReceiver, Hangup, WhenFull};
 use crate::store::record::now_ms;
 use crate::store::{Store, StoreError};
 use crate::syncer::Syncer;
@@ -274,11 +276,13 @@ const NOT_STORED_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Whether publishers are held because the store is full (see
 /// [`Dispatcher::keep_within_budget`]), how many were waiting at the end of
-/// the last round (for `STATS`), and when the log last said so.
+/// the last round and how many publishes were refused for it (for
+/// `STATS`), and when the log last said so.
 #[derive(Debug, Default)]
 struct FullStore {
     publishers_held: bool,
     publishers_waiting: usize,
+    refused: u64,
     warned: Option<Instant>,
 }
 
@@ -413,7 +417,9 @@ impl Dispatcher {
     }
 
     /// Applies one command. Returns false when the dispatcher should stop,
-    /// and an error when the store failed.
+    /// and an error when the store failed. The publishes of a command that
+    /// did not wait for a full store ([`WhenFull::Refuse`]) are refused
+    /// while it is full.
     fn handle(&mut self, command: Command, now: Instant) -> Result<bool, StoreError> {
         match command {
             Command::Attach { conn, writer } => {
@@ -424,11 +430,18 @@ impl Dispatcher {
                 conn,
                 requests,
                 hangup,
+                when_full,
                 ..
             } => {
+                let refuse_publishes =
+                    when_full == WhenFull::Refuse && self.full_memory.publishers_held;
                 for request in requests {
                     if hangup.as_ref().is_some_and(|hangup| hangup.is_done()) {
                         break; // hung up on: the rest is dropped
+                    }
+                    if refuse_publishes && matches!(request, Ok(Request::Publish { .. })) {
+                        self.refuse_for_full_memory(conn);
+                        continue;
                     }
                     self.carry_out(conn, request, hangup.as_ref(), now)?;
                 }

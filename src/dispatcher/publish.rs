@@ -1,6 +1,6 @@
 //! A publish: appending the message to its topic's log, offering it to
 //! the subscribers once it is readable, confirming it, and refusing what
-//! a full disk cannot take.
+//! a full disk, or a full in-memory store, cannot take.
 //!
 //! `publish` runs as the round takes each `Request::Publish`. On disk a
 //! message becomes readable only once a write put it in its file (the
@@ -11,8 +11,13 @@
 //! doc of `mod.rs` says why). One log line starts a full-disk episode and
 //! one ends it (`disk_is_full`, `stored_again`).
 //!
+//! A full in-memory store holds its publishers back rather than refuse
+//! them (`logs.rs`), except those that subscribe or pull, whose acks would
+//! be held back with them: the round refuses their publishes as it takes
+//! them (`refuse_for_full_memory`; `queue.rs` says why).
+//!
 //! Calls: `topic_table.rs` (`topic_id`, `topic_unavailable`), `delivery.rs`
-//! (`offer`, `reply`).
+//! (`offer`, `reply`), `mod.rs` (`reply_in_turn`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,7 +28,7 @@ use super::Dispatcher;
 use crate::ids::{ConnId, Offset, Payload, TopicId};
 use crate::queue::Hangup;
 use crate::store::{DiskFull, StoreError};
-use crate::wire::reply::Reply;
+use crate::wire::reply::{MemoryFull, Reply};
 use crate::writer::Parcel;
 
 impl Dispatcher {
@@ -143,6 +148,22 @@ impl Dispatcher {
         } else if let Some(hangup) = publisher.hangup {
             hang_up(publisher.conn, hangup, cause);
         }
+    }
+
+    /// Refuses a publish of `conn`, a connection that has subscribed or
+    /// pulled, taken while the in-memory store is full: holding it back
+    /// would hold back its acks too (`queue.rs`). Nothing is stored, and
+    /// the client is told, in its turn, which flag set the limit and what
+    /// to do. (Such a connection is answered: only a binary publisher is
+    /// not, and it never subscribes.)
+    pub(super) fn refuse_for_full_memory(&mut self, conn: ConnId) {
+        self.full_memory.refused += 1;
+        let budget = self.store.budget();
+        let full = MemoryFull {
+            flag: budget.flag(),
+            limit: budget.limit(),
+        };
+        self.reply_in_turn(conn, Reply::MemoryFull(full));
     }
 
     /// Refuses the messages of topic `id` that its log took back because

@@ -106,6 +106,13 @@ const BROKER_METRICS: &[Metric<Scrape>] = &[
         value: |s| s.report.refused_disk_full,
     },
     Metric {
+        name: "brook_publishes_refused_full_memory_total",
+        kind: Kind::Counter,
+        help:
+            "Publishes refused for a full in-memory store, from connections that subscribe or pull.",
+        value: |s| s.report.refused_full_memory,
+    },
+    Metric {
         name: "brook_dead_letters_not_stored_total",
         kind: Kind::Counter,
         help: "Dead letters that could not be stored (full disk, --max-topics): each one's message is offered again.",

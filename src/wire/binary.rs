@@ -631,6 +631,7 @@ pub(crate) fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
         Reply::Unsubscribed => encode_status(out, status::UNSUBSCRIBED, None),
         Reply::Error(reason) => encode_status(out, status::ERROR, Some(reason)),
         Reply::DiskFull(full) => encode_status(out, status::ERROR, Some(&full.to_string())),
+        Reply::MemoryFull(full) => encode_status(out, status::ERROR, Some(&full.to_string())),
         Reply::OverLimit(limit) => encode_status(out, status::ERROR, Some(&limit.to_string())),
         Reply::Published { offset, .. } => {
             push_u16(out, status::PUBLISHED);

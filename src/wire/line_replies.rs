@@ -33,6 +33,7 @@ pub(crate) fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
         Reply::Subscribed | Reply::Unsubscribed => out.extend_from_slice(b"+OK\n"),
         Reply::Error(reason) => write_line(out, format_args!("-ERR {reason}")),
         Reply::DiskFull(full) => write_line(out, format_args!("-ERR {full}")),
+        Reply::MemoryFull(full) => write_line(out, format_args!("-ERR {full}")),
         Reply::OverLimit(limit) => write_line(out, format_args!("-ERR {limit}")),
         Reply::Published { offset, .. } => write_line(out, format_args!("+OK {offset}")),
         Reply::PullDone { count } => write_line(out, format_args!("+END {count}")),

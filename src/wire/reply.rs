@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::budget::describe;
 use crate::ids::{ConnId, Offset, Payload, TopicId};
 use crate::store::DiskFull;
 
@@ -42,6 +43,9 @@ pub enum Reply {
     Error(Cow<'static, str>),
     /// A publish refused because the disk is full, with what to do.
     DiskFull(Arc<DiskFull>),
+    /// A publish refused because the in-memory store is full, from a
+    /// connection that subscribes or pulls (others wait instead).
+    MemoryFull(MemoryFull),
     /// A request refused because it would create a topic or a group past
     /// the broker's limit.
     OverLimit(OverLimit),
@@ -96,6 +100,29 @@ impl std::fmt::Display for OverLimit {
                 "too many groups: a topic holds --max-groups-per-topic {limit}"
             ),
         }
+    }
+}
+
+/// A publish refused because the in-memory store holds its limit and
+/// subscribers still need all of it. Its text is the error the client
+/// gets: the flag and its value, and what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryFull {
+    /// The flag that set the limit, `--memory-bytes`.
+    pub flag: &'static str,
+    pub limit: usize,
+}
+
+impl std::fmt::Display for MemoryFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the in-memory store is full ({} {}) and subscribers still need all of it: \
+             ack what you hold and publish again, or raise {}",
+            self.flag,
+            describe(self.limit),
+            self.flag
+        )
     }
 }
 
@@ -175,6 +202,9 @@ pub struct BrokerReport {
     pub pattern_subscriptions: usize,
     /// Publishes refused because the disk was full.
     pub refused_disk_full: u64,
+    /// Publishes refused because the in-memory store was full (from
+    /// connections that subscribe or pull; the others wait).
+    pub refused_full_memory: u64,
     /// Dead letters that could not be stored (a full disk, `--max-topics`):
     /// each one's message was offered again instead.
     pub dead_letters_not_stored: u64,
@@ -185,7 +215,7 @@ pub struct BrokerReport {
 impl BrokerReport {
     /// The broker-wide figures, as `(name, value)` pairs in the order
     /// `STATS` prints them.
-    pub fn totals(&self) -> [(&'static str, u64); 15] {
+    pub fn totals(&self) -> [(&'static str, u64); 16] {
         let sum = |field: fn(&TopicReport) -> u64| self.topics.iter().map(field).sum::<u64>();
         [
             ("uptime_seconds", self.uptime.as_secs()),
@@ -198,6 +228,7 @@ impl BrokerReport {
             ("bytes_in", sum(|t| t.bytes_in)),
             ("bytes_out", sum(|t| t.bytes_out)),
             ("publishes_refused_disk_full", self.refused_disk_full),
+            ("publishes_refused_full_memory", self.refused_full_memory),
             ("dead_letters_not_stored", self.dead_letters_not_stored),
             ("memory_used", self.memory_used as u64),
             ("memory_budget", self.memory_budget as u64),

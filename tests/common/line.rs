@@ -52,6 +52,12 @@ impl Line {
         self.stream.write_all(bytes.as_ref()).expect("write");
     }
 
+    /// A second handle on the socket, for a thread that pipelines requests
+    /// while this one reads the replies.
+    pub fn try_clone_stream(&self) -> TcpStream {
+        self.stream.try_clone().expect("clone the socket")
+    }
+
     /// Closes the sending side, as `nc -N` does at the end of its input.
     pub fn close_write(&mut self) {
         self.stream.shutdown(std::net::Shutdown::Write).unwrap();
