@@ -14,6 +14,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
@@ -27,6 +28,7 @@ use brook::server::Broker;
 use brook::wire::request::StartAt;
 use common::auth::{auth_config, password_line, AuthFile};
 use common::broker::{config, start_broker};
+use common::http::{http, samples, scrape};
 use common::line::Line;
 use common::nats::{free_port, nats_server_available, LoggedChild, NatsCluster, NatsServer};
 
@@ -113,6 +115,61 @@ fn run_bridge(command: Command, ready: &str) -> LoggedChild {
 
 /// What a `--to-nats ...=ORDERS` bridge logs once it is ready.
 const ORDERS_READY: &str = "joined brook group bridge-ORDERS";
+
+/// The flag that has a bridge serve its metrics on a port of its own.
+const METRICS_ON_ANY_PORT: [&str; 2] = ["--metrics-addr", "127.0.0.1:0"];
+
+/// Where a bridge started with [`METRICS_ON_ANY_PORT`] serves them, as
+/// it logs it.
+fn metrics_addr(bridge: &LoggedChild) -> SocketAddr {
+    let url = bridge.logged_address("metrics served at http://");
+    let addr = url.strip_suffix("/metrics").unwrap_or(&url);
+    addr.parse()
+        .unwrap_or_else(|_| panic!("an address in {url:?}"))
+}
+
+/// One mirror's figures on a bridge's metrics page.
+struct MirrorFigures {
+    samples: HashMap<String, String>,
+    /// The mirror's labels, `{direction="...",stream="...",pattern="..."}`.
+    labels: String,
+}
+
+impl MirrorFigures {
+    /// The value of the mirror's sample of `name`; panics if it has none.
+    fn get(&self, name: &str) -> u64 {
+        let series = format!("{name}{}", self.labels);
+        let value = self.samples.get(&series);
+        let value = value.unwrap_or_else(|| panic!("no {series} in {:?}", self.samples));
+        value.parse().expect("a whole number")
+    }
+}
+
+/// Scrapes the bridge's metrics at `addr` until `done` holds of the
+/// figures of the mirror labelled `labels`, within [`PATIENCE`]; returns
+/// them. The figures move as the bridge works, and a scrape is answered
+/// at once: each scrape shows what the bridge did since the last.
+fn scrape_until(
+    addr: SocketAddr,
+    labels: &str,
+    done: impl Fn(&MirrorFigures) -> bool,
+) -> MirrorFigures {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let page = scrape(addr);
+        let figures = MirrorFigures {
+            samples: samples(&page),
+            labels: labels.to_owned(),
+        };
+        if done(&figures) {
+            return figures;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the figures of {labels} not there within {PATIENCE:?}:\n{page}"
+        );
+    }
+}
 
 /// The test's own reader of a stream.
 struct StreamReader {
@@ -467,6 +524,54 @@ fn to_nats_puts_each_message_once_in_order_into_one_server() {
     assert_eq!(reader.stream_info().messages, count, "no message twice");
 }
 
+/// `--metrics-addr`: a mirror's figures, scraped over real HTTP once its
+/// messages are in the stream, say what it did; another path is not
+/// found.
+#[test]
+fn the_metrics_endpoint_counts_what_a_to_nats_mirror_forwarded() {
+    if !nats_server_available("to_nats_metrics") {
+        return;
+    }
+    let server = NatsServer::single();
+    let brook = patient_brook();
+    let count = 1_000;
+    publish_confirmed(brook.local_addr(), "orders.eu", count);
+    let args = [&["--to-nats", "orders.eu=ORDERS"][..], &METRICS_ON_ANY_PORT].concat();
+    let bridge = start_bridge(&brook, &server.addr, &args, ORDERS_READY);
+    let metrics = metrics_addr(&bridge);
+    let mut reader = StreamReader::new(&server.addr, "ORDERS");
+    assert_in_order(&reader.read(count as usize), "orders.eu", 0);
+
+    let labels = r#"{direction="to-nats",stream="ORDERS",pattern="orders.eu"}"#;
+    let figures = scrape_until(metrics, labels, |f| {
+        f.get("brook_bridge_in_flight_messages") == 0
+            && f.get("brook_bridge_connected") == 1
+            && f.get("brook_bridge_forwarded_total") >= count
+    });
+    let forwarded = figures.get("brook_bridge_forwarded_total");
+    let duplicates = figures.get("brook_bridge_duplicates_total");
+    let failures = figures.get("brook_bridge_session_failures_total");
+    if failures == 0 {
+        // A session that fails (a PubAck over 10 s late, on a busy
+        // machine) sends its window again, and JetStream answers
+        // duplicate to what it had.
+        assert_eq!((forwarded, duplicates), (count, 0), "one PubAck each");
+    }
+    assert!(
+        forwarded - duplicates <= count,
+        "{forwarded} - {duplicates}"
+    );
+    assert_eq!(
+        figures.get("brook_bridge_nats_connections_total"),
+        failures + 1
+    );
+    assert_eq!(figures.get("brook_bridge_brook_connections_total"), 1);
+    assert_eq!(figures.get("brook_bridge_unmirrorable_total"), 0);
+
+    let elsewhere = http(metrics, b"GET /stats HTTP/1.1\r\n\r\n");
+    assert_eq!(elsewhere.status, "HTTP/1.1 404 Not Found");
+}
+
 /// A stream made elsewhere with NATS's default window (2 minutes) would
 /// store twice what a bridge down longer sends again: the bridge says so
 /// (review finding 7).
@@ -793,12 +898,12 @@ fn from_nats_skips_what_brook_refuses_for_good_and_keeps_the_rest_in_order() {
     subscriber
         .subscribe(&["pay.eu"], StartAt::Beginning)
         .unwrap();
-    let bridge = start_bridge(
-        &brook,
-        &server.addr,
-        &["--from-nats", "PAY=pay.eu", "--batch", "64"],
-        "consuming JetStream PAY",
-    );
+    let args = [
+        &["--from-nats", "PAY=pay.eu", "--batch", "64"][..],
+        &METRICS_ON_ANY_PORT,
+    ]
+    .concat();
+    let bridge = start_bridge(&brook, &server.addr, &args, "consuming JetStream PAY");
     for i in (0..count).filter(|&i| i != too_large) {
         let delivery = subscriber
             .recv_timeout(common::WAIT * 2)
@@ -809,4 +914,15 @@ fn from_nats_skips_what_brook_refuses_for_good_and_keeps_the_rest_in_order() {
     }
     common::client::expect_nothing(&mut subscriber, common::QUIET);
     bridge.wait_for_log("for good: message too large", 1, common::WAIT);
+
+    let labels = r#"{direction="from-nats",stream="PAY",pattern="pay.eu"}"#;
+    let figures = scrape_until(metrics_addr(&bridge), labels, |f| {
+        f.get("brook_bridge_terms_total") == 1 && f.get("brook_bridge_in_flight_messages") == 0
+    });
+    assert_eq!(figures.get("brook_bridge_forwarded_total"), count - 1);
+    assert!(
+        figures.get("brook_bridge_naks_total") > 0,
+        "those after the refusal in its batch"
+    );
+    assert!(figures.get("brook_bridge_brook_connections_total") >= 2);
 }
