@@ -192,6 +192,7 @@ impl StreamReader {
                 filter: ">".to_owned(),
                 ack_wait: Duration::from_secs(5),
                 max_ack_pending: 10_000,
+                max_deliver: None,
             },
             last_seq: 0,
         }
@@ -868,6 +869,32 @@ fn from_nats_publishes_a_stream_into_brook_in_order() {
         subscriber.ack().unwrap();
     }
     common::client::expect_nothing(&mut subscriber, common::QUIET);
+}
+
+/// The durable consumer a `--from-nats` mirror makes has the flags'
+/// `--ack-wait`, `--batch` (its `max_ack_pending`) and `--max-deliver`.
+#[test]
+fn from_nats_makes_its_consumer_with_the_flags_values() {
+    if !nats_server_available("from_nats_consumer") {
+        return;
+    }
+    let server = NatsServer::single();
+    let brook = patient_brook();
+    pay_stream(&server.addr, std::iter::empty());
+    let args = [
+        "--from-nats=PAY=pay.eu",
+        "--ack-wait=7s",
+        "--batch=32",
+        "--max-deliver=3",
+    ];
+    let _bridge = start_bridge(&brook, &server.addr, &args, "consuming JetStream PAY");
+    let mut nats = Connection::connect(&server.addr, &Auth::None).unwrap();
+    let info = "$JS.API.CONSUMER.INFO.PAY.brook-bridge-pay_eu";
+    let config = jetstream::api(&mut nats, info, "").unwrap();
+    let config = config.get("config").expect("a config");
+    assert_eq!(config.u64_at("ack_wait"), Some(7_000_000_000));
+    assert_eq!(config.u64_at("max_ack_pending"), Some(32));
+    assert_eq!(config.u64_at("max_deliver"), Some(3));
 }
 
 /// A message brook refuses for good (here, over its

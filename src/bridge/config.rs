@@ -38,6 +38,9 @@ pub struct Settings {
     pub ack_wait: Duration,
     /// The most messages in flight per mirror.
     pub batch: usize,
+    /// How many times JetStream delivers a message of a `--from-nats`
+    /// mirror before it gives up on it; `None`, never.
+    pub max_deliver: Option<u32>,
     /// How long a created stream remembers message ids: longer than a
     /// bridge takes to restart.
     pub duplicate_window: Duration,
@@ -63,6 +66,7 @@ impl Default for Settings {
             brook_login: None,
             ack_wait: Duration::from_secs(30),
             batch: 256,
+            max_deliver: None,
             duplicate_window: Duration::from_secs(10 * 60),
             report_every: None,
             metrics_addr: None,
@@ -339,6 +343,20 @@ const FLAGS: &[Flag<Settings>] = &[
         },
     },
     Flag {
+        name: "--max-deliver",
+        value: "N",
+        help: "deliveries before JetStream gives up on a message (--from-nats); one given up \
+               never reaches brook [default: -1, no limit]",
+        expected: "a whole number of at least 1, or -1 for no limit",
+        set: |s, value| {
+            s.max_deliver = match value {
+                "-1" => None,
+                n => Some(n.parse().ok().filter(|&n| n > 0)?),
+            };
+            Some(())
+        },
+    },
+    Flag {
         name: "--metrics-addr",
         value: "HOST:PORT",
         help: "serve the mirrors' Prometheus metrics at http://HOST:PORT/metrics [default: off]",
@@ -469,6 +487,7 @@ mod tests {
             "--ack-wait",
             "5s",
             "--metrics-addr=127.0.0.1:9101",
+            "--max-deliver=10",
         ]);
         assert_eq!(s.nats, ["127.0.0.1:4222", "127.0.0.1:4223"]);
         assert_eq!(
@@ -488,6 +507,12 @@ mod tests {
         assert_eq!((s.replicas, s.batch), (3, 64));
         assert_eq!(s.ack_wait, Duration::from_secs(5));
         assert_eq!(s.metrics_addr.as_deref(), Some("127.0.0.1:9101"));
+        assert_eq!(s.max_deliver, Some(10));
+        assert_eq!(settings(&["--to-nats=a=A"]).max_deliver, None, "no limit");
+        assert_eq!(
+            settings(&["--to-nats=a=A", "--max-deliver=-1"]).max_deliver,
+            None
+        );
     }
 
     #[test]
@@ -524,6 +549,9 @@ mod tests {
             BridgeConfigError::FromNatsTwice("A=a.*".into())
         );
         invalid(&["--metrics-addr", "9101"], "--metrics-addr");
+        for bad in ["0", "-2", "many"] {
+            invalid(&["--max-deliver", bad], "--max-deliver");
+        }
         assert_eq!(
             parse(&["--batch"]).unwrap_err(),
             BridgeConfigError::Flag(ConfigError::MissingValue("--batch"))

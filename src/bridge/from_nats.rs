@@ -67,6 +67,7 @@ fn session(
         filter: mirror.pattern.clone(),
         ack_wait: settings.ack_wait,
         max_ack_pending: settings.batch,
+        max_deliver: settings.max_deliver,
     };
     jetstream::ensure_consumer(&mut nats, &consumer)?;
     let mut brook =

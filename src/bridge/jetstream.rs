@@ -419,6 +419,26 @@ pub struct ConsumerSettings {
     pub ack_wait: Duration,
     /// The most messages out without an ack.
     pub max_ack_pending: usize,
+    /// How many times JetStream delivers a message before it gives up on
+    /// it; `None`, never (JetStream's `-1`).
+    pub max_deliver: Option<u32>,
+}
+
+impl ConsumerSettings {
+    /// The body of the request that creates the consumer.
+    fn create_request(&self) -> String {
+        format!(
+            "{{\"stream_name\":{},\"config\":{{\"durable_name\":{},\"deliver_policy\":\"all\",\
+             \"ack_policy\":\"explicit\",\"ack_wait\":{},\"max_ack_pending\":{},\"max_deliver\":{},\
+             \"filter_subject\":{}}}}}",
+            encode_string(&self.stream),
+            encode_string(&self.durable),
+            self.ack_wait.as_nanos(),
+            self.max_ack_pending,
+            self.max_deliver.map_or(-1, i64::from),
+            encode_string(&self.filter)
+        )
+    }
 }
 
 /// Creates the durable consumer, or finds it there already (creating it
@@ -427,20 +447,11 @@ pub fn ensure_consumer(
     connection: &mut Connection,
     settings: &ConsumerSettings,
 ) -> Result<(), JetStreamError> {
-    let body = format!(
-        "{{\"stream_name\":{},\"config\":{{\"durable_name\":{},\"deliver_policy\":\"all\",\
-         \"ack_policy\":\"explicit\",\"ack_wait\":{},\"max_ack_pending\":{},\"filter_subject\":{}}}}}",
-        encode_string(&settings.stream),
-        encode_string(&settings.durable),
-        settings.ack_wait.as_nanos(),
-        settings.max_ack_pending,
-        encode_string(&settings.filter)
-    );
     let subject = format!(
         "$JS.API.CONSUMER.DURABLE.CREATE.{}.{}",
         settings.stream, settings.durable
     );
-    api(connection, &subject, &body)?;
+    api(connection, &subject, &settings.create_request())?;
     Ok(())
 }
 
@@ -588,6 +599,31 @@ mod tests {
         }
         let deep = "[".repeat(10_000);
         assert_eq!(Json::parse(deep.as_bytes()), Err(JsonReadError::TooDeep));
+    }
+
+    #[test]
+    fn a_consumer_is_asked_for_with_every_setting_and_unlimited_is_minus_one() {
+        let mut settings = ConsumerSettings {
+            stream: "PAY".into(),
+            durable: "brook-bridge-pay_star".into(),
+            filter: "pay.*".into(),
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 256,
+            max_deliver: None,
+        };
+        let request = Json::parse(settings.create_request().as_bytes()).unwrap();
+        assert_eq!(request.str_at("stream_name"), Some("PAY"));
+        let config = request.get("config").unwrap();
+        assert_eq!(config.str_at("durable_name"), Some("brook-bridge-pay_star"));
+        assert_eq!(config.str_at("ack_policy"), Some("explicit"));
+        assert_eq!(config.str_at("deliver_policy"), Some("all"));
+        assert_eq!(config.str_at("filter_subject"), Some("pay.*"));
+        assert_eq!(config.u64_at("ack_wait"), Some(30_000_000_000));
+        assert_eq!(config.u64_at("max_ack_pending"), Some(256));
+        assert_eq!(config.get("max_deliver"), Some(&Json::Number("-1".into())));
+        settings.max_deliver = Some(5);
+        let request = Json::parse(settings.create_request().as_bytes()).unwrap();
+        assert_eq!(request.u64_at("config.max_deliver"), Some(5));
     }
 
     #[test]
