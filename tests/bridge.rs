@@ -872,29 +872,52 @@ fn from_nats_publishes_a_stream_into_brook_in_order() {
 }
 
 /// The durable consumer a `--from-nats` mirror makes has the flags'
-/// `--ack-wait`, `--batch` (its `max_ack_pending`) and `--max-deliver`.
+/// `--ack-wait`, `--batch` (its `max_ack_pending`) and `--max-deliver`;
+/// a bridge started again with other flags finds it otherwise, and says
+/// so as it changes it.
 #[test]
-fn from_nats_makes_its_consumer_with_the_flags_values() {
+fn from_nats_makes_its_consumer_as_the_flags_ask_and_warns_when_it_was_not() {
     if !nats_server_available("from_nats_consumer") {
         return;
     }
     let server = NatsServer::single();
     let brook = patient_brook();
     pay_stream(&server.addr, std::iter::empty());
-    let args = [
-        "--from-nats=PAY=pay.eu",
-        "--ack-wait=7s",
-        "--batch=32",
-        "--max-deliver=3",
-    ];
-    let _bridge = start_bridge(&brook, &server.addr, &args, "consuming JetStream PAY");
-    let mut nats = Connection::connect(&server.addr, &Auth::None).unwrap();
-    let info = "$JS.API.CONSUMER.INFO.PAY.brook-bridge-pay_eu";
-    let config = jetstream::api(&mut nats, info, "").unwrap();
-    let config = config.get("config").expect("a config");
+    let mut args = vec!["--from-nats=PAY=pay.eu", "--ack-wait=7s", "--batch=32"];
+    let ready = "consuming JetStream PAY";
+    let mut first = start_bridge(
+        &brook,
+        &server.addr,
+        &[&args[..], &["--max-deliver=3"]].concat(),
+        ready,
+    );
+    first.wait_for_log(
+        "created the JetStream consumer PAY/brook-bridge-pay_eu",
+        1,
+        common::WAIT,
+    );
+    let config = pay_consumer_config(&server.addr);
     assert_eq!(config.u64_at("ack_wait"), Some(7_000_000_000));
     assert_eq!(config.u64_at("max_ack_pending"), Some(32));
     assert_eq!(config.u64_at("max_deliver"), Some(3));
+    first.kill();
+
+    args.push("--max-deliver=-1");
+    let second = start_bridge(&brook, &server.addr, &args, ready);
+    second.wait_for_log("--max-deliver asks -1, the consumer has 3", 1, common::WAIT);
+    second.wait_for_log("JetStream changed it to the flags' values", 1, common::WAIT);
+    assert_eq!(
+        pay_consumer_config(&server.addr).i64_at("max_deliver"),
+        Some(-1)
+    );
+}
+
+/// The config of the consumer of `--from-nats PAY=pay.eu`.
+fn pay_consumer_config(addr: &str) -> jetstream::Json {
+    let mut nats = Connection::connect(addr, &Auth::None).unwrap();
+    let info = "$JS.API.CONSUMER.INFO.PAY.brook-bridge-pay_eu";
+    let info = jetstream::api(&mut nats, info, "").unwrap();
+    info.get("config").expect("a config").clone()
 }
 
 /// A message brook refuses for good (here, over its
