@@ -578,6 +578,23 @@ fn the_metrics_endpoint_counts_what_a_to_nats_mirror_forwarded() {
     assert_eq!(elsewhere.status, "HTTP/1.1 404 Not Found");
 }
 
+/// A `--metrics-addr` in use stops the bridge at its start, saying
+/// which flag: no NATS server is needed to see it.
+#[test]
+fn a_metrics_address_in_use_stops_the_bridge_at_its_start() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_brook-bridge"));
+    command.args(["--to-nats", "orders.*=ORDERS", "--metrics-addr", &addr]);
+    let mut bridge = LoggedChild::spawn("brook-bridge", command);
+    bridge.wait_for_log(
+        &format!("cannot serve metrics on {addr} (--metrics-addr)"),
+        1,
+        common::WAIT,
+    );
+    assert!(!bridge.wait_for_exit(common::WAIT).success());
+}
+
 /// A stream made elsewhere with NATS's default window (2 minutes) would
 /// store twice what a bridge down longer sends again: the bridge says so
 /// (review finding 7).
