@@ -20,8 +20,9 @@
 //! counts), `sessions.rs` (starting a mirror's session again after a
 //! failure), the two directions, `to_nats.rs` and `from_nats.rs`, and
 //! `metrics.rs`, which serves the figures to a monitoring system
-//! (`--metrics-addr`). Each mirror runs on its own thread (one that stops, a panic, ends the process); each of its sessions holds
-//! one connection to each side (a `--to-nats` mirror keeps its brook
+//! (`--metrics-addr`). Each mirror runs on its own thread (one that
+//! stops, a panic, ends the process); each of its sessions holds one
+//! connection to each side (a `--to-nats` mirror keeps its brook
 //! connection across NATS failures), and any failure ends the session, after
 //! which a new one starts where the acked messages end: at least once end
 //! to end, with JetStream's de-duplication (and brook's group position)

@@ -24,9 +24,10 @@
 //! The HTTP is the least that serves a scraper and `curl`: one request per
 //! connection (`Connection: close`), no body. `HEAD` is answered as `GET`
 //! is, without the page. A request that is not HTTP gets 400, another path
-//! 404, another method 405. A client has [`REQUEST_TIMEOUT`](http::REQUEST_TIMEOUT) in all to
-//! send its request's head (at most [`MAX_HEAD_BYTES`](http::MAX_HEAD_BYTES)), and as long again
-//! to take the answer: one deadline for each, not a timeout for each read,
+//! 404, another method 405. A client has
+//! [`REQUEST_TIMEOUT`](http::REQUEST_TIMEOUT) in all to send its request's
+//! head (at most [`MAX_HEAD_BYTES`](http::MAX_HEAD_BYTES)), and as long
+//! again to take the answer: one deadline for each, not a timeout for each read,
 //! so a client sending a byte now and then cannot hold the thread either.
 //! A stop ([`Stopper`](crate::server::Stopper)) wakes the thread as it
 //! wakes the acceptor, with a connection of its own; a client being served
