@@ -14,6 +14,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
@@ -27,14 +28,20 @@ use brook::server::Broker;
 use brook::wire::request::StartAt;
 use common::auth::{auth_config, password_line, AuthFile};
 use common::broker::{config, start_broker};
+use common::http::{http, samples, scrape};
 use common::line::Line;
 use common::nats::{free_port, nats_server_available, LoggedChild, NatsCluster, NatsServer};
 
-/// How long a test waits for the whole of a stream to arrive. A bound,
-/// not a measure: unloaded, the longest test is done in 20 s; the bound
-/// only decides how long a stall takes to fail, on a machine that may be
-/// busy with other builds.
-const PATIENCE: Duration = Duration::from_secs(180);
+/// How long a test waits for the whole of a stream to arrive (or a
+/// cluster to elect a leader, a figure to reach the metrics). A bound,
+/// not a measure: it only decides how long a stall takes to fail. The
+/// longest wait is the failover test's read of its 100,000 messages after
+/// the leader dies: 14–23 s with four or more busy loops at the tests'
+/// niceness on the VM's two cores (the whole test: 11–17 s unloaded,
+/// 32–46 s so loaded). The run that once took it past 60 s did so because each NATS
+/// session handed the bridge's window back to brook, to be delivered
+/// again; the window now outlives the sessions.
+const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A brook set up as docs/SCALING.md says for a bridge to a cluster: its
 /// deliveries are not sent again while a NATS cluster elects a new
@@ -114,6 +121,61 @@ fn run_bridge(command: Command, ready: &str) -> LoggedChild {
 /// What a `--to-nats ...=ORDERS` bridge logs once it is ready.
 const ORDERS_READY: &str = "joined brook group bridge-ORDERS";
 
+/// The flag that has a bridge serve its metrics on a port of its own.
+const METRICS_ON_ANY_PORT: [&str; 2] = ["--metrics-addr", "127.0.0.1:0"];
+
+/// Where a bridge started with [`METRICS_ON_ANY_PORT`] serves them, as
+/// it logs it.
+fn metrics_addr(bridge: &LoggedChild) -> SocketAddr {
+    let url = bridge.logged_address("metrics served at http://");
+    let addr = url.strip_suffix("/metrics").unwrap_or(&url);
+    addr.parse()
+        .unwrap_or_else(|_| panic!("an address in {url:?}"))
+}
+
+/// One mirror's figures on a bridge's metrics page.
+struct MirrorFigures {
+    samples: HashMap<String, String>,
+    /// The mirror's labels, `{direction="...",stream="...",pattern="..."}`.
+    labels: String,
+}
+
+impl MirrorFigures {
+    /// The value of the mirror's sample of `name`; panics if it has none.
+    fn get(&self, name: &str) -> u64 {
+        let series = format!("{name}{}", self.labels);
+        let value = self.samples.get(&series);
+        let value = value.unwrap_or_else(|| panic!("no {series} in {:?}", self.samples));
+        value.parse().expect("a whole number")
+    }
+}
+
+/// Scrapes the bridge's metrics at `addr` until `done` holds of the
+/// figures of the mirror labelled `labels`, within [`PATIENCE`]; returns
+/// them. The figures move as the bridge works, and a scrape is answered
+/// at once: each scrape shows what the bridge did since the last.
+fn scrape_until(
+    addr: SocketAddr,
+    labels: &str,
+    done: impl Fn(&MirrorFigures) -> bool,
+) -> MirrorFigures {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let page = scrape(addr);
+        let figures = MirrorFigures {
+            samples: samples(&page),
+            labels: labels.to_owned(),
+        };
+        if done(&figures) {
+            return figures;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the figures of {labels} not there within {PATIENCE:?}:\n{page}"
+        );
+    }
+}
+
 /// The test's own reader of a stream.
 struct StreamReader {
     servers: Servers,
@@ -135,6 +197,7 @@ impl StreamReader {
                 filter: ">".to_owned(),
                 ack_wait: Duration::from_secs(5),
                 max_ack_pending: 10_000,
+                max_deliver: None,
             },
             last_seq: 0,
         }
@@ -467,6 +530,71 @@ fn to_nats_puts_each_message_once_in_order_into_one_server() {
     assert_eq!(reader.stream_info().messages, count, "no message twice");
 }
 
+/// `--metrics-addr`: a mirror's figures, scraped over real HTTP once its
+/// messages are in the stream, say what it did; another path is not
+/// found.
+#[test]
+fn the_metrics_endpoint_counts_what_a_to_nats_mirror_forwarded() {
+    if !nats_server_available("to_nats_metrics") {
+        return;
+    }
+    let server = NatsServer::single();
+    let brook = patient_brook();
+    let count = 1_000;
+    publish_confirmed(brook.local_addr(), "orders.eu", count);
+    let args = [&["--to-nats", "orders.eu=ORDERS"][..], &METRICS_ON_ANY_PORT].concat();
+    let bridge = start_bridge(&brook, &server.addr, &args, ORDERS_READY);
+    let metrics = metrics_addr(&bridge);
+    let mut reader = StreamReader::new(&server.addr, "ORDERS");
+    assert_in_order(&reader.read(count as usize), "orders.eu", 0);
+
+    let labels = r#"{direction="to-nats",stream="ORDERS",pattern="orders.eu"}"#;
+    let figures = scrape_until(metrics, labels, |f| {
+        f.get("brook_bridge_in_flight_messages") == 0
+            && f.get("brook_bridge_connected") == 1
+            && f.get("brook_bridge_forwarded_total") >= count
+    });
+    let forwarded = figures.get("brook_bridge_forwarded_total");
+    let duplicates = figures.get("brook_bridge_duplicates_total");
+    let failures = figures.get("brook_bridge_session_failures_total");
+    if failures == 0 {
+        // A session that fails (a PubAck over 10 s late, on a busy
+        // machine) sends its window again, and JetStream answers
+        // duplicate to what it had.
+        assert_eq!((forwarded, duplicates), (count, 0), "one PubAck each");
+    }
+    assert!(
+        forwarded - duplicates <= count,
+        "{forwarded} - {duplicates}"
+    );
+    assert_eq!(
+        figures.get("brook_bridge_nats_connections_total"),
+        failures + 1
+    );
+    assert_eq!(figures.get("brook_bridge_brook_connections_total"), 1);
+    assert_eq!(figures.get("brook_bridge_unmirrorable_total"), 0);
+
+    let elsewhere = http(metrics, b"GET /stats HTTP/1.1\r\n\r\n");
+    assert_eq!(elsewhere.status, "HTTP/1.1 404 Not Found");
+}
+
+/// A `--metrics-addr` in use stops the bridge at its start, saying
+/// which flag: no NATS server is needed to see it.
+#[test]
+fn a_metrics_address_in_use_stops_the_bridge_at_its_start() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_brook-bridge"));
+    command.args(["--to-nats", "orders.*=ORDERS", "--metrics-addr", &addr]);
+    let mut bridge = LoggedChild::spawn("brook-bridge", command);
+    bridge.wait_for_log(
+        &format!("cannot serve metrics on {addr} (--metrics-addr)"),
+        1,
+        common::WAIT,
+    );
+    assert!(!bridge.wait_for_exit(common::WAIT).success());
+}
+
 /// A stream made elsewhere with NATS's default window (2 minutes) would
 /// store twice what a bridge down longer sends again: the bridge says so
 /// (review finding 7).
@@ -765,6 +893,55 @@ fn from_nats_publishes_a_stream_into_brook_in_order() {
     common::client::expect_nothing(&mut subscriber, common::QUIET);
 }
 
+/// The durable consumer a `--from-nats` mirror makes has the flags'
+/// `--ack-wait`, `--batch` (its `max_ack_pending`) and `--max-deliver`;
+/// a bridge started again with other flags finds it otherwise, and says
+/// so as it changes it.
+#[test]
+fn from_nats_makes_its_consumer_as_the_flags_ask_and_warns_when_it_was_not() {
+    if !nats_server_available("from_nats_consumer") {
+        return;
+    }
+    let server = NatsServer::single();
+    let brook = patient_brook();
+    pay_stream(&server.addr, std::iter::empty());
+    let mut args = vec!["--from-nats=PAY=pay.eu", "--ack-wait=7s", "--batch=32"];
+    let ready = "consuming JetStream PAY";
+    let mut first = start_bridge(
+        &brook,
+        &server.addr,
+        &[&args[..], &["--max-deliver=3"]].concat(),
+        ready,
+    );
+    first.wait_for_log(
+        "created the JetStream consumer PAY/brook-bridge-pay_eu",
+        1,
+        common::WAIT,
+    );
+    let config = pay_consumer_config(&server.addr);
+    assert_eq!(config.u64_at("ack_wait"), Some(7_000_000_000));
+    assert_eq!(config.u64_at("max_ack_pending"), Some(32));
+    assert_eq!(config.u64_at("max_deliver"), Some(3));
+    first.kill();
+
+    args.push("--max-deliver=-1");
+    let second = start_bridge(&brook, &server.addr, &args, ready);
+    second.wait_for_log("--max-deliver asks -1, the consumer has 3", 1, common::WAIT);
+    second.wait_for_log("JetStream changed it to the flags' values", 1, common::WAIT);
+    assert_eq!(
+        pay_consumer_config(&server.addr).i64_at("max_deliver"),
+        Some(-1)
+    );
+}
+
+/// The config of the consumer of `--from-nats PAY=pay.eu`.
+fn pay_consumer_config(addr: &str) -> jetstream::Json {
+    let mut nats = Connection::connect(addr, &Auth::None).unwrap();
+    let info = "$JS.API.CONSUMER.INFO.PAY.brook-bridge-pay_eu";
+    let info = jetstream::api(&mut nats, info, "").unwrap();
+    info.get("config").expect("a config").clone()
+}
+
 /// A message brook refuses for good (here, over its
 /// `--max-message-bytes`, which also closes the publishing connection)
 /// neither blocks the mirror nor lets the messages after it overtake
@@ -793,12 +970,12 @@ fn from_nats_skips_what_brook_refuses_for_good_and_keeps_the_rest_in_order() {
     subscriber
         .subscribe(&["pay.eu"], StartAt::Beginning)
         .unwrap();
-    let bridge = start_bridge(
-        &brook,
-        &server.addr,
-        &["--from-nats", "PAY=pay.eu", "--batch", "64"],
-        "consuming JetStream PAY",
-    );
+    let args = [
+        &["--from-nats", "PAY=pay.eu", "--batch", "64"][..],
+        &METRICS_ON_ANY_PORT,
+    ]
+    .concat();
+    let bridge = start_bridge(&brook, &server.addr, &args, "consuming JetStream PAY");
     for i in (0..count).filter(|&i| i != too_large) {
         let delivery = subscriber
             .recv_timeout(common::WAIT * 2)
@@ -809,4 +986,15 @@ fn from_nats_skips_what_brook_refuses_for_good_and_keeps_the_rest_in_order() {
     }
     common::client::expect_nothing(&mut subscriber, common::QUIET);
     bridge.wait_for_log("for good: message too large", 1, common::WAIT);
+
+    let labels = r#"{direction="from-nats",stream="PAY",pattern="pay.eu"}"#;
+    let figures = scrape_until(metrics_addr(&bridge), labels, |f| {
+        f.get("brook_bridge_terms_total") == 1 && f.get("brook_bridge_in_flight_messages") == 0
+    });
+    assert_eq!(figures.get("brook_bridge_forwarded_total"), count - 1);
+    assert!(
+        figures.get("brook_bridge_naks_total") > 0,
+        "those after the refusal in its batch"
+    );
+    assert!(figures.get("brook_bridge_brook_connections_total") >= 2);
 }

@@ -20,12 +20,20 @@ fn main() -> ExitCode {
         }
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let metrics = match settings.metrics_addr.as_deref().map(bridge::metrics::bind) {
+        None => None,
+        Some(Ok(listener)) => Some(listener),
+        Some(Err(error)) => {
+            log::error!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
     log::info!(
         "brook-bridge: brook at {}, NATS at {}",
         settings.brook,
         settings.nats.join(",")
     );
-    let stopped = bridge::run(settings);
+    let stopped = bridge::run(settings, metrics);
     log::error!("{stopped}");
     ExitCode::FAILURE
 }

@@ -12,7 +12,7 @@
 //!  connect ── AUTH (if a login) ── STATS ── +STAT incarnation <id> ... +END
 //!          ── SUB <pattern> beginning manual group <group> ── +OK
 //!  reader thread: MSG lines and payloads ──► Delivery channel (bounded) ──► to_nats
-//!  to_nats ── ack() ── "ACK\n" ──► brook   (one per delivery, in delivery order)
+//!  to_nats ── answer() ── "ACK\n" or "NACK\n" ──► brook   (one per delivery, in delivery order)
 //! ```
 
 use std::fmt;
@@ -93,8 +93,9 @@ impl From<io::Error> for BrookError {
     }
 }
 
-/// A group member's connection: deliveries come on a channel, acks go
-/// out through [`GroupFeed::ack`]. Dropping it closes the socket.
+/// A group member's connection: deliveries come on a channel, answers
+/// (an ack or a nack each) go out through [`GroupFeed::answer`].
+/// Dropping it closes the socket.
 #[derive(Debug)]
 pub struct GroupFeed {
     socket: TcpStream,

@@ -38,11 +38,16 @@ pub struct Settings {
     pub ack_wait: Duration,
     /// The most messages in flight per mirror.
     pub batch: usize,
+    /// How many times JetStream delivers a message of a `--from-nats`
+    /// mirror before it gives up on it; `None`, never.
+    pub max_deliver: Option<u32>,
     /// How long a created stream remembers message ids: longer than a
     /// bridge takes to restart.
     pub duplicate_window: Duration,
     /// Log the messages moved per second this often.
     pub report_every: Option<Duration>,
+    /// Serve the mirrors' figures at `http://<this>/metrics`.
+    pub metrics_addr: Option<String>,
 }
 
 impl Default for Settings {
@@ -61,8 +66,10 @@ impl Default for Settings {
             brook_login: None,
             ack_wait: Duration::from_secs(30),
             batch: 256,
+            max_deliver: None,
             duplicate_window: Duration::from_secs(10 * 60),
             report_every: None,
+            metrics_addr: None,
         }
     }
 }
@@ -166,6 +173,9 @@ pub enum BridgeConfigError {
     /// Two `--to-nats` into this stream: they would share a brook group
     /// and break each other's order.
     StreamTwice(String),
+    /// The same `--from-nats STREAM=PATTERN` twice: one consumer, and
+    /// one name in the metrics, for two mirrors.
+    FromNatsTwice(String),
 }
 
 impl fmt::Display for BridgeConfigError {
@@ -183,6 +193,9 @@ impl fmt::Display for BridgeConfigError {
                 f,
                 "two --to-nats into the stream {stream}: give each its own stream"
             ),
+            BridgeConfigError::FromNatsTwice(mirror) => {
+                write!(f, "--from-nats {mirror} is given twice: give it once")
+            }
         }
     }
 }
@@ -330,6 +343,31 @@ const FLAGS: &[Flag<Settings>] = &[
         },
     },
     Flag {
+        name: "--max-deliver",
+        value: "N",
+        help: "deliveries before JetStream gives up on a message (--from-nats); one given up \
+               never reaches brook [default: -1, no limit]",
+        expected: "a whole number of at least 1, or -1 for no limit",
+        set: |s, value| {
+            s.max_deliver = match value {
+                "-1" => None,
+                n => Some(n.parse().ok().filter(|&n| n > 0)?),
+            };
+            Some(())
+        },
+    },
+    Flag {
+        name: "--metrics-addr",
+        value: "HOST:PORT",
+        help: "serve the mirrors' Prometheus metrics at http://HOST:PORT/metrics [default: off]",
+        expected: "HOST:PORT, such as 127.0.0.1:9101",
+        set: |s, value| {
+            let addr = value.contains(':').then(|| value.to_owned())?;
+            s.metrics_addr = Some(addr);
+            Some(())
+        },
+    },
+    Flag {
         name: "--report-every",
         value: "DURATION",
         help: "log the messages moved per second this often",
@@ -379,6 +417,16 @@ pub fn help() -> String {
     text
 }
 
+/// An item that `items` holds twice, if any.
+fn given_twice<T: Ord + Copy>(items: impl Iterator<Item = T>) -> Option<T> {
+    let mut items: Vec<T> = items.collect();
+    items.sort_unstable();
+    items
+        .windows(2)
+        .find(|pair| pair[0] == pair[1])
+        .map(|pair| pair[0])
+}
+
 /// Parses the arguments after the program name.
 pub fn parse_args<I>(args: I) -> Result<Invocation, BridgeConfigError>
 where
@@ -394,10 +442,14 @@ where
     if settings.nats_token.is_some() && settings.nats_user.is_some() {
         return Err(BridgeConfigError::TokenAndUser);
     }
-    let mut streams: Vec<&str> = settings.to_nats.iter().map(|m| m.stream.as_str()).collect();
-    streams.sort_unstable();
-    if let Some(pair) = streams.windows(2).find(|pair| pair[0] == pair[1]) {
-        return Err(BridgeConfigError::StreamTwice(pair[0].to_owned()));
+    let streams = settings.to_nats.iter().map(|m| m.stream.as_str());
+    if let Some(stream) = given_twice(streams) {
+        return Err(BridgeConfigError::StreamTwice(stream.to_owned()));
+    }
+    let from_nats = settings.from_nats.iter().map(|m| (&m.stream, &m.pattern));
+    if let Some((stream, pattern)) = given_twice(from_nats) {
+        let mirror = format!("{stream}={pattern}");
+        return Err(BridgeConfigError::FromNatsTwice(mirror));
     }
     settings.brook_login =
         Login::from_args_or_env(settings.brook_user.clone(), settings.brook_password.clone());
@@ -434,6 +486,8 @@ mod tests {
             "64",
             "--ack-wait",
             "5s",
+            "--metrics-addr=127.0.0.1:9101",
+            "--max-deliver=10",
         ]);
         assert_eq!(s.nats, ["127.0.0.1:4222", "127.0.0.1:4223"]);
         assert_eq!(
@@ -452,6 +506,13 @@ mod tests {
         );
         assert_eq!((s.replicas, s.batch), (3, 64));
         assert_eq!(s.ack_wait, Duration::from_secs(5));
+        assert_eq!(s.metrics_addr.as_deref(), Some("127.0.0.1:9101"));
+        assert_eq!(s.max_deliver, Some(10));
+        assert_eq!(settings(&["--to-nats=a=A"]).max_deliver, None, "no limit");
+        assert_eq!(
+            settings(&["--to-nats=a=A", "--max-deliver=-1"]).max_deliver,
+            None
+        );
     }
 
     #[test]
@@ -478,6 +539,19 @@ mod tests {
             parse(&["--to-nats=a=A", "--to-nats=b=B", "--to-nats=c.*=A"]).unwrap_err(),
             BridgeConfigError::StreamTwice("A".into())
         );
+        assert_eq!(
+            parse(&[
+                "--from-nats=A=a.*",
+                "--from-nats=B=a.*",
+                "--from-nats=A=a.*"
+            ])
+            .unwrap_err(),
+            BridgeConfigError::FromNatsTwice("A=a.*".into())
+        );
+        invalid(&["--metrics-addr", "9101"], "--metrics-addr");
+        for bad in ["0", "-2", "many"] {
+            invalid(&["--max-deliver", bad], "--max-deliver");
+        }
         assert_eq!(
             parse(&["--batch"]).unwrap_err(),
             BridgeConfigError::Flag(ConfigError::MissingValue("--batch"))

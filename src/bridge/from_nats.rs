@@ -26,9 +26,10 @@
 use std::time::{Duration, Instant};
 
 use super::config::{FromNats, Settings};
+use super::figures::MirrorFigures;
 use super::jetstream::{self, Answer, ConsumerSettings};
 use super::nats::{Connection, Message, Servers};
-use super::sessions::{self, Meter, SessionError};
+use super::sessions::{self, SessionError};
 use crate::client::{ClientError, Publisher};
 
 /// How long a write to brook, or its confirmation, may take before the
@@ -40,10 +41,15 @@ const PULL_EXPIRES: Duration = Duration::from_secs(2);
 
 /// Runs the mirror until the process ends, starting a new session after
 /// each failure.
-pub fn run(mirror: &FromNats, settings: &Settings, meter: &Meter) {
+pub fn run(mirror: &FromNats, settings: &Settings, figures: &MirrorFigures) {
     let mut servers = settings.servers();
-    sessions::retry_forever(&format!("--from-nats {}", mirror.stream), || {
-        session(mirror, settings, &mut servers, meter)
+    let name = format!("--from-nats {}", mirror.stream);
+    sessions::retry_forever(&name, figures, || {
+        let ended = session(mirror, settings, &mut servers, figures);
+        // What the session had pulled is not its any more: JetStream
+        // sends it again.
+        figures.set_in_flight(0);
+        ended
     });
 }
 
@@ -51,42 +57,49 @@ fn session(
     mirror: &FromNats,
     settings: &Settings,
     servers: &mut Servers,
-    meter: &Meter,
+    figures: &MirrorFigures,
 ) -> Result<(), SessionError> {
     let mut nats = servers.connect()?;
+    figures.nats_connected();
     let consumer = ConsumerSettings {
         stream: mirror.stream.clone(),
         durable: mirror.durable(),
         filter: mirror.pattern.clone(),
         ack_wait: settings.ack_wait,
         max_ack_pending: settings.batch,
+        max_deliver: settings.max_deliver,
     };
     jetstream::ensure_consumer(&mut nats, &consumer)?;
     let mut brook =
         Publisher::connect_confirmed_as(settings.brook.as_str(), settings.brook_login.as_ref())?;
     brook.set_patience(BROOK_PATIENCE)?;
+    figures.brook_connected();
     log::info!(
         "consuming JetStream {} as {} into brook at {}",
         mirror.stream,
         consumer.durable,
         settings.brook
     );
+    figures.session_ready();
     loop {
         let inbox = nats.new_inbox();
         jetstream::request_next(&nats, &consumer, &inbox, settings.batch, PULL_EXPIRES)?;
         let messages = pulled(&nats, &inbox, settings.batch)?;
+        figures.set_in_flight(messages.len());
         let outcome = publish_batch(&mut brook, &messages)
             .map_err(|error| (0, SessionError::from(error)))
-            .and_then(|()| confirm_batch(&nats, &mut brook, &messages, meter));
+            .and_then(|()| confirm_batch(&nats, &mut brook, &messages, figures));
         if let Err((first_unanswered, error)) = outcome {
             // Sent again now, oldest first, before anything newer: brook
             // gets them in order when the next session starts.
             for message in &messages[first_unanswered..] {
                 jetstream::answer(&nats, message, Answer::Nak)?;
+                figures.nak();
             }
             nats.flush()?;
             return Err(error);
         }
+        figures.set_in_flight(0);
         nats.flush()?;
     }
 }
@@ -108,12 +121,12 @@ fn confirm_batch(
     nats: &Connection,
     brook: &mut Publisher,
     messages: &[Message],
-    meter: &Meter,
+    figures: &MirrorFigures,
 ) -> Result<(), (usize, SessionError)> {
     for (at, message) in messages.iter().enumerate() {
         let answer = match brook.confirmation() {
             Ok(_) => {
-                meter.add(1);
+                figures.forwarded(false);
                 Answer::Ack
             }
             Err(ClientError::Refused(reason)) if refused_for_good(&reason) => {
@@ -123,7 +136,7 @@ fn confirm_batch(
                     message.subject,
                     jetstream::stream_sequence(message)
                 );
-                meter.give_up();
+                figures.term();
                 Answer::Term
             }
             Err(error) => return Err((at, error.into())),

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!  ensure_stream    ── $JS.API.STREAM.INFO.<name>, else STREAM.CREATE.<name> ──► StreamInfo
-//!  ensure_consumer  ── $JS.API.CONSUMER.DURABLE.CREATE.<stream>.<durable>
+//!  ensure_consumer  ── $JS.API.CONSUMER.INFO.<stream>.<durable>; if absent or other
+//!                      than the flags ask, CONSUMER.DURABLE.CREATE.<stream>.<durable>
 //!  request_next     ── $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>  (messages come to a reply inbox)
 //!  answer           ── +ACK, -NAK or +TERM to the delivered message's reply subject
 //!  PubAck::parse    ◄── the reply to a publish into a stream: {"stream":..,"seq":..,"duplicate":..}
@@ -79,6 +80,15 @@ impl Json {
     }
 
     pub fn u64_at(&self, path: &str) -> Option<u64> {
+        self.number_at(path)
+    }
+
+    /// A number that may be negative, such as `max_deliver`'s `-1`.
+    pub fn i64_at(&self, path: &str) -> Option<i64> {
+        self.number_at(path)
+    }
+
+    fn number_at<N: std::str::FromStr>(&self, path: &str) -> Option<N> {
         match self.get(path)? {
             Json::Number(text) => text.parse().ok(),
             _ => None,
@@ -230,6 +240,9 @@ pub struct ApiError {
 
 /// The `err_code` of "stream not found".
 const STREAM_NOT_FOUND: u64 = 10059;
+
+/// The `err_code` of "consumer not found".
+const CONSUMER_NOT_FOUND: u64 = 10014;
 
 /// What can go wrong in a JetStream call.
 #[derive(Debug)]
@@ -419,29 +432,187 @@ pub struct ConsumerSettings {
     pub ack_wait: Duration,
     /// The most messages out without an ack.
     pub max_ack_pending: usize,
+    /// How many times JetStream delivers a message before it gives up on
+    /// it; `None`, never (JetStream's `-1`).
+    pub max_deliver: Option<u32>,
 }
 
-/// Creates the durable consumer, or finds it there already (creating it
-/// again with the same settings is allowed).
+impl ConsumerSettings {
+    /// The body of the request that creates the consumer.
+    fn create_request(&self) -> String {
+        format!(
+            "{{\"stream_name\":{},\"config\":{{\"durable_name\":{},\"deliver_policy\":\"all\",\
+             \"ack_policy\":\"explicit\",\"ack_wait\":{},\"max_ack_pending\":{},\"max_deliver\":{},\
+             \"filter_subject\":{}}}}}",
+            encode_string(&self.stream),
+            encode_string(&self.durable),
+            self.ack_wait.as_nanos(),
+            self.max_ack_pending,
+            self.max_deliver.map_or(-1, i64::from),
+            encode_string(&self.filter)
+        )
+    }
+}
+
+/// A setting of an existing consumer other than the flags ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    /// The flag that sets it.
+    pub flag: &'static str,
+    /// The flag's value and the consumer's, each as the flag would be
+    /// given it.
+    pub asked: String,
+    pub held: String,
+}
+
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} asks {}, the consumer has {}",
+            self.flag, self.asked, self.held
+        )
+    }
+}
+
+impl ConsumerSettings {
+    /// Where the consumer config `held` (the `config` of JetStream's reply
+    /// about a consumer) is not what these settings ask. A field the reply
+    /// lacks is not compared.
+    pub fn differences(&self, held: &Json) -> Vec<Difference> {
+        let ack_wait = |nanos| format!("{:?}", Duration::from_nanos(nanos));
+        let max_deliver = self.max_deliver.map_or(-1, i64::from);
+        [
+            (
+                "--ack-wait",
+                format!("{:?}", self.ack_wait),
+                held.u64_at("ack_wait").map(ack_wait),
+            ),
+            (
+                "--batch",
+                self.max_ack_pending.to_string(),
+                held.u64_at("max_ack_pending").map(|n| n.to_string()),
+            ),
+            (
+                "--max-deliver",
+                max_deliver.to_string(),
+                held.i64_at("max_deliver").map(|n| n.to_string()),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(flag, asked, held)| {
+            let held = held.filter(|held| *held != asked)?;
+            Some(Difference { flag, asked, held })
+        })
+        .collect()
+    }
+
+    fn name(&self) -> String {
+        format!("{}/{}", self.stream, self.durable)
+    }
+}
+
+/// Creates the durable consumer, unless it is there already as
+/// `settings` ask. One there with other settings is asked for again,
+/// which makes JetStream change in place what it can (`ack_wait`,
+/// `max_ack_pending`, `max_deliver`), and the bridge warns of what it
+/// found: that JetStream changed it, or what it kept and how to change
+/// that. A consumer that keeps other settings is used as it is (the
+/// mirror still works, with the consumer's limits), unless it takes
+/// other subjects than the pattern.
 pub fn ensure_consumer(
     connection: &mut Connection,
     settings: &ConsumerSettings,
 ) -> Result<(), JetStreamError> {
-    let body = format!(
-        "{{\"stream_name\":{},\"config\":{{\"durable_name\":{},\"deliver_policy\":\"all\",\
-         \"ack_policy\":\"explicit\",\"ack_wait\":{},\"max_ack_pending\":{},\"filter_subject\":{}}}}}",
-        encode_string(&settings.stream),
-        encode_string(&settings.durable),
-        settings.ack_wait.as_nanos(),
-        settings.max_ack_pending,
-        encode_string(&settings.filter)
-    );
+    let found = consumer_config(connection, settings)?;
+    let differences = found.as_ref().map(|config| settings.differences(config));
+    if differences.as_ref().is_some_and(Vec::is_empty) {
+        return Ok(());
+    }
     let subject = format!(
         "$JS.API.CONSUMER.DURABLE.CREATE.{}.{}",
         settings.stream, settings.durable
     );
-    api(connection, &subject, &body)?;
+    let created = api(connection, &subject, &settings.create_request());
+    let (Some(found), Some(differences)) = (found, differences) else {
+        created?;
+        log::info!("created the JetStream consumer {}", settings.name());
+        return Ok(());
+    };
+    let refusal = match created {
+        Ok(reply) => {
+            let now = reply
+                .get("config")
+                .map(|config| settings.differences(config));
+            log::warn!("{}", changes(settings, &differences, now.as_deref(), None));
+            return Ok(());
+        }
+        Err(JetStreamError::Api(refusal)) => refusal,
+        Err(error) => return Err(error),
+    };
+    if found.str_at("filter_subject") != Some(settings.filter.as_str()) {
+        // Another consumer of that name, of other subjects: not ours.
+        return Err(JetStreamError::Api(refusal));
+    }
+    log::warn!("{}", changes(settings, &differences, None, Some(&refusal)));
     Ok(())
+}
+
+/// The config of the consumer `settings` names, `None` if there is none.
+fn consumer_config(
+    connection: &mut Connection,
+    settings: &ConsumerSettings,
+) -> Result<Option<Json>, JetStreamError> {
+    let subject = format!(
+        "$JS.API.CONSUMER.INFO.{}.{}",
+        settings.stream, settings.durable
+    );
+    match api(connection, &subject, "") {
+        Ok(info) => match info.get("config") {
+            Some(config) => Ok(Some(config.clone())),
+            None => Err(JetStreamError::MissingField("config")),
+        },
+        Err(JetStreamError::Api(error)) if error.err_code == CONSUMER_NOT_FOUND => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// The warning about an existing consumer whose settings were `found`
+/// other than the flags ask: JetStream changed them, or kept those still
+/// different `now` (its reply to the change), or refused the change with
+/// `refusal`; then what to do.
+fn changes(
+    settings: &ConsumerSettings,
+    found: &[Difference],
+    now: Option<&[Difference]>,
+    refusal: Option<&ApiError>,
+) -> String {
+    let list = |differences: &[Difference]| {
+        let texts: Vec<String> = differences.iter().map(Difference::to_string).collect();
+        texts.join("; ")
+    };
+    let name = settings.name();
+    let kept = match (now, refusal) {
+        (Some([]), None) => {
+            return format!(
+                "the JetStream consumer {name} was not as the flags ask ({}): JetStream changed it \
+                 to the flags' values",
+                list(found)
+            )
+        }
+        (Some(now), None) => format!("JetStream kept them ({})", list(now)),
+        (_, Some(refusal)) => format!("JetStream refused to change it ({})", refusal.description),
+        (None, None) => "JetStream did not say what it holds now".to_owned(),
+    };
+    format!(
+        "the JetStream consumer {name} is not as the flags ask ({}): {kept}; the bridge uses it as \
+         it is. To have the flags' values, delete it (nats consumer rm {} {}: the new one starts \
+         at the stream's first message, so brook gets again what the old one had acked), or give \
+         the flags the consumer's values",
+        list(found),
+        settings.stream,
+        settings.durable
+    )
 }
 
 /// Asks the consumer for up to `batch` messages, delivered to `inbox`
@@ -588,6 +759,113 @@ mod tests {
         }
         let deep = "[".repeat(10_000);
         assert_eq!(Json::parse(deep.as_bytes()), Err(JsonReadError::TooDeep));
+    }
+
+    #[test]
+    fn a_consumer_is_asked_for_with_every_setting_and_unlimited_is_minus_one() {
+        let mut settings = pay_consumer();
+        let request = Json::parse(settings.create_request().as_bytes()).unwrap();
+        assert_eq!(request.str_at("stream_name"), Some("PAY"));
+        let config = request.get("config").unwrap();
+        assert_eq!(config.str_at("durable_name"), Some("brook-bridge-pay_star"));
+        assert_eq!(config.str_at("ack_policy"), Some("explicit"));
+        assert_eq!(config.str_at("deliver_policy"), Some("all"));
+        assert_eq!(config.str_at("filter_subject"), Some("pay.*"));
+        assert_eq!(config.u64_at("ack_wait"), Some(30_000_000_000));
+        assert_eq!(config.u64_at("max_ack_pending"), Some(256));
+        assert_eq!(config.get("max_deliver"), Some(&Json::Number("-1".into())));
+        settings.max_deliver = Some(5);
+        let request = Json::parse(settings.create_request().as_bytes()).unwrap();
+        assert_eq!(request.u64_at("config.max_deliver"), Some(5));
+    }
+
+    /// The bridge's consumer settings, as `--from-nats PAY=pay.*` with
+    /// the default flags makes them.
+    fn pay_consumer() -> ConsumerSettings {
+        ConsumerSettings {
+            stream: "PAY".into(),
+            durable: "brook-bridge-pay_star".into(),
+            filter: "pay.*".into(),
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 256,
+            max_deliver: None,
+        }
+    }
+
+    #[test]
+    fn an_existing_consumer_differs_where_a_flag_asks_otherwise() {
+        let asked = pay_consumer();
+        let same = Json::parse(
+            br#"{"durable_name":"brook-bridge-pay_star","ack_wait":30000000000,
+            "max_ack_pending":256,"max_deliver":-1,"filter_subject":"pay.*"}"#,
+        )
+        .unwrap();
+        assert_eq!(asked.differences(&same), []);
+        let other = Json::parse(br#"{"ack_wait":5500000000,"max_ack_pending":64,"max_deliver":5}"#)
+            .unwrap();
+        let difference = |flag, asked: &str, held: &str| Difference {
+            flag,
+            asked: asked.into(),
+            held: held.into(),
+        };
+        assert_eq!(
+            asked.differences(&other),
+            [
+                difference("--ack-wait", "30s", "5.5s"),
+                difference("--batch", "256", "64"),
+                difference("--max-deliver", "-1", "5"),
+            ]
+        );
+        let limited = ConsumerSettings {
+            max_deliver: Some(5),
+            ..pay_consumer()
+        };
+        assert_eq!(
+            limited.differences(&same),
+            [difference("--max-deliver", "5", "-1")]
+        );
+        let unknown = Json::parse(br#"{"ack_wait":30000000000}"#).unwrap();
+        assert_eq!(
+            asked.differences(&unknown),
+            [],
+            "what a reply lacks is not compared"
+        );
+    }
+
+    #[test]
+    fn the_warning_names_the_flag_both_values_and_what_to_do() {
+        let found = [Difference {
+            flag: "--ack-wait",
+            asked: "5s".into(),
+            held: "30s".into(),
+        }];
+        let settings = pay_consumer();
+        let changed = changes(&settings, &found, Some(&[]), None);
+        assert!(changed.contains("PAY/brook-bridge-pay_star"), "{changed}");
+        assert!(
+            changed.contains("--ack-wait asks 5s, the consumer has 30s"),
+            "{changed}"
+        );
+        assert!(
+            changed.contains("changed it to the flags' values"),
+            "{changed}"
+        );
+        let refusal = ApiError {
+            code: 400,
+            err_code: 10013,
+            description: "consumer already exists".into(),
+        };
+        let kept = changes(&settings, &found, None, Some(&refusal));
+        for needle in [
+            "--ack-wait asks 5s, the consumer has 30s",
+            "refused to change it (consumer already exists)",
+            "nats consumer rm PAY brook-bridge-pay_star",
+            "give the flags the consumer's values",
+        ] {
+            assert!(kept.contains(needle), "{needle} in {kept}");
+        }
+        let still = changes(&settings, &found, Some(&found), None);
+        assert!(still.contains("JetStream kept them (--ack-wait"), "{still}");
     }
 
     #[test]

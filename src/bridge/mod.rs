@@ -16,10 +16,13 @@
 //! protocol, with failover along the `--nats` list), `jetstream.rs` (the
 //! `$JS.API` requests and a small JSON reader for their replies),
 //! `brook_line.rs` (the bridge's consuming connection to brook), [`config`]
-//! (the flags, and the mirrors they name), `sessions.rs` (starting a
-//! mirror's session again after a failure, and counting what moved), and
-//! the two directions, `to_nats.rs` and `from_nats.rs`. Each mirror runs on its own thread (one that stops, a panic, ends the process); each of its sessions holds
-//! one connection to each side (a `--to-nats` mirror keeps its brook
+//! (the flags, and the mirrors they name), `figures.rs` (what each mirror
+//! counts), `sessions.rs` (starting a mirror's session again after a
+//! failure), the two directions, `to_nats.rs` and `from_nats.rs`, and
+//! `metrics.rs`, which serves the figures to a monitoring system
+//! (`--metrics-addr`). Each mirror runs on its own thread (one that
+//! stops, a panic, ends the process); each of its sessions holds one
+//! connection to each side (a `--to-nats` mirror keeps its brook
 //! connection across NATS failures), and any failure ends the session, after
 //! which a new one starts where the acked messages end: at least once end
 //! to end, with JetStream's de-duplication (and brook's group position)
@@ -27,12 +30,15 @@
 
 pub mod brook_line;
 pub mod config;
+pub mod figures;
 pub mod from_nats;
 pub mod jetstream;
+pub mod metrics;
 pub mod nats;
 pub mod sessions;
 pub mod to_nats;
 
+use std::net::TcpListener;
 use std::panic;
 use std::sync::Arc;
 use std::thread;
@@ -41,7 +47,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 pub use config::Settings;
-use sessions::Meter;
+use figures::{Direction, MirrorFigures};
 
 /// A mirror's thread ended: it runs for ever unless it panicked, and a
 /// bridge that goes on with its other mirrors would leave this one's
@@ -64,36 +70,61 @@ impl std::fmt::Display for MirrorStopped {
 }
 
 /// Runs every mirror of `settings`, each on its own thread, until one of
-/// them stops.
-pub fn run(settings: Settings) -> MirrorStopped {
+/// them stops; serves their figures on `metrics` (`--metrics-addr`, bound
+/// by the caller, so that an address in use stops the start) if given.
+pub fn run(settings: Settings, metrics: Option<TcpListener>) -> MirrorStopped {
     let settings = Arc::new(settings);
-    let meter = Arc::new(Meter::default());
+    let mut mirrors = Vec::new();
     let (stopped, first_stopped) = crossbeam_channel::unbounded();
     for mirror in settings.to_nats.clone() {
-        let (settings, meter) = (settings.clone(), meter.clone());
+        let settings = settings.clone();
+        let figures = MirrorFigures::new(Direction::ToNats, &mirror.stream, &mirror.pattern);
         let name = format!("--to-nats {}", mirror.pattern);
-        spawn(name, stopped.clone(), move || {
-            to_nats::run(&mirror, &settings, &meter)
-        });
+        mirrors.push(start_mirror(name, figures, &stopped, move |figures| {
+            to_nats::run(&mirror, &settings, figures)
+        }));
     }
     for mirror in settings.from_nats.clone() {
-        let (settings, meter) = (settings.clone(), meter.clone());
+        let settings = settings.clone();
+        let figures = MirrorFigures::new(Direction::FromNats, &mirror.stream, &mirror.pattern);
         let name = format!("--from-nats {}", mirror.stream);
-        spawn(name, stopped.clone(), move || {
-            from_nats::run(&mirror, &settings, &meter)
-        });
+        mirrors.push(start_mirror(name, figures, &stopped, move |figures| {
+            from_nats::run(&mirror, &settings, figures)
+        }));
     }
     if let Some(every) = settings.report_every {
-        let meter = meter.clone();
+        let mirrors = mirrors.clone();
         spawn("--report-every".into(), stopped.clone(), move || {
-            report_throughput(&meter, every)
+            report_throughput(&mirrors, every)
         });
+    }
+    if let Some(listener) = metrics {
+        if let Err(error) = metrics::spawn(listener, mirrors) {
+            return MirrorStopped {
+                mirror: "--metrics-addr".into(),
+                why: format!("cannot start its thread: {error}"),
+            };
+        }
     }
     drop(stopped);
     first_stopped.recv().unwrap_or_else(|_| MirrorStopped {
         mirror: "every mirror".into(),
         why: "none was started".into(),
     })
+}
+
+/// Starts a mirror on a thread named `name`: `run` with its `figures`,
+/// which it returns, to be read.
+fn start_mirror(
+    name: String,
+    figures: MirrorFigures,
+    stopped: &Sender<MirrorStopped>,
+    run: impl FnOnce(&Arc<MirrorFigures>) + Send + 'static,
+) -> Arc<MirrorFigures> {
+    let figures = Arc::new(figures);
+    let counted = figures.clone();
+    spawn(name, stopped.clone(), move || run(&counted));
+    figures
 }
 
 /// Starts `body` on a thread named `name`, which says on `stopped` when
@@ -123,16 +154,22 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Logs the messages moved per second, every `every`, forever.
-fn report_throughput(meter: &Meter, every: Duration) {
-    let (mut last_count, mut last_time) = (meter.moved(), Instant::now());
+/// Logs the messages all `mirrors` moved per second, every `every`,
+/// forever.
+fn report_throughput(mirrors: &[Arc<MirrorFigures>], every: Duration) {
+    let moved = || -> (u64, u64) {
+        let now = mirrors.iter().map(|mirror| mirror.read());
+        now.fold((0, 0), |(forwarded, given_up), figures| {
+            (forwarded + figures.forwarded, given_up + figures.given_up())
+        })
+    };
+    let (mut last_count, mut last_time) = (moved().0, Instant::now());
     loop {
         thread::sleep(every);
-        let (count, now) = (meter.moved(), Instant::now());
+        let ((count, given_up), now) = (moved(), Instant::now());
         let rate = (count - last_count) as f64 / (now - last_time).as_secs_f64();
         log::info!(
-            "throughput: {rate:.0} msgs/s ({count} moved in all, {} refused for good)",
-            meter.given_up()
+            "throughput: {rate:.0} msgs/s ({count} moved in all, {given_up} refused for good)"
         );
         (last_count, last_time) = (count, now);
     }

@@ -689,8 +689,9 @@ fn header_block(headers: &[(&str, &str)]) -> String {
 }
 
 /// What a message with `headers` and `payload` counts against the
-/// server's [`Connection::max_payload`]: the length of its
-/// [`header_block`], counted without writing it, and the payload's.
+/// server's [`Connection::max_payload`]: the length of its header block
+/// (`NATS/1.0`, a `Key: Value` line per header, an empty line), counted
+/// without writing it, and the payload's.
 pub fn message_size(headers: &[(&str, &str)], payload: &[u8]) -> usize {
     let lines: usize = headers.iter().map(|(k, v)| k.len() + 2 + v.len() + 2).sum();
     "NATS/1.0\r\n".len() + lines + 2 + payload.len()

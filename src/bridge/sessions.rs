@@ -1,14 +1,14 @@
 //! What every mirror's thread shares: a session (one connection to each
 //! side) runs until something fails, with a [`SessionError`], then
-//! [`retry_forever`] starts the next after a short wait; and the [`Meter`]
-//! counts the messages moved, for `--report-every`.
+//! [`retry_forever`] counts the failure in the mirror's figures and starts
+//! the next session after a short wait.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::brook_line::BrookError;
+use super::figures::MirrorFigures;
 use super::jetstream::JetStreamError;
 use super::nats::NatsError;
 use crate::client::ClientError;
@@ -78,43 +78,19 @@ impl From<JetStreamError> for SessionError {
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MOST: Duration = Duration::from_secs(2);
 
-/// Messages moved by all mirrors, for `--report-every`.
-#[derive(Debug, Default)]
-pub struct Meter {
-    moved: AtomicU64,
-    /// Messages the far side refused for good (logged one by one).
-    given_up: AtomicU64,
-}
-
-impl Meter {
-    pub fn add(&self, messages: u64) {
-        self.moved.fetch_add(messages, Ordering::Relaxed);
-    }
-
-    pub fn moved(&self) -> u64 {
-        self.moved.load(Ordering::Relaxed)
-    }
-
-    pub fn give_up(&self) {
-        self.given_up.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn given_up(&self) -> u64 {
-        self.given_up.load(Ordering::Relaxed)
-    }
-}
-
 /// Runs `session` again and again: after a failure (logged, naming
-/// `mirror`), a new session starts after a wait that doubles while the
-/// failures go on quickly, up to [`RETRY_MOST`].
+/// `mirror`, and counted in `figures`), a new session starts after a wait
+/// that doubles while the failures go on quickly, up to `RETRY_MOST` (2 s).
 pub fn retry_forever<E: std::fmt::Display>(
     mirror: &str,
+    figures: &MirrorFigures,
     mut session: impl FnMut() -> Result<(), E>,
 ) {
     let mut wait = RETRY_FIRST;
     loop {
         let started = Instant::now();
         let Err(error) = session() else { return };
+        figures.session_failed();
         if started.elapsed() > RETRY_MOST * 4 {
             wait = RETRY_FIRST;
         }

@@ -38,15 +38,17 @@
 //! acked.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::select;
 
 use super::brook_line::{Answer, BrookError, Delivery, GroupFeed};
 use super::config::{is_subject, Settings, ToNats};
+use super::figures::MirrorFigures;
 use super::jetstream::{self, PubAck, StreamSettings};
 use super::nats::{self, Connection, NatsError, Servers};
-use super::sessions::{self, Meter, SessionError};
+use super::sessions::{self, SessionError};
 use crate::ids::DEAD_LETTER_SUFFIX;
 
 /// How long the oldest publish may wait for its PubAck before the session
@@ -56,11 +58,12 @@ const PUBACK_PATIENCE: Duration = Duration::from_secs(10);
 /// Runs the mirror until the process ends, starting a new session after
 /// each failure. brook's side outlives the NATS sessions: only a failure
 /// of brook's connection drops it.
-pub fn run(mirror: &ToNats, settings: &Settings, meter: &Meter) {
+pub fn run(mirror: &ToNats, settings: &Settings, figures: &Arc<MirrorFigures>) {
     let mut servers = settings.servers();
     let mut kept = None;
-    sessions::retry_forever(&format!("--to-nats {}", mirror.pattern), || {
-        let result = session(mirror, settings, &mut servers, &mut kept, meter);
+    let name = format!("--to-nats {}", mirror.pattern);
+    sessions::retry_forever(&name, figures, || {
+        let result = session(mirror, settings, &mut servers, &mut kept, figures);
         if let Err(SessionError::BrookFeed(_)) = result {
             kept = None;
         }
@@ -78,7 +81,11 @@ struct Feed {
 }
 
 impl Feed {
-    fn join(mirror: &ToNats, settings: &Settings) -> Result<Feed, BrookError> {
+    fn join(
+        mirror: &ToNats,
+        settings: &Settings,
+        figures: &Arc<MirrorFigures>,
+    ) -> Result<Feed, BrookError> {
         let brook = GroupFeed::join(
             &settings.brook,
             settings.brook_login.as_ref(),
@@ -86,7 +93,8 @@ impl Feed {
             &mirror.group(),
             settings.batch,
         )?;
-        let window = Window::new(brook.incarnation());
+        figures.brook_connected();
+        let window = Window::new(brook.incarnation(), figures.clone());
         Ok(Feed { brook, window })
     }
 }
@@ -113,9 +121,10 @@ fn session(
     settings: &Settings,
     servers: &mut Servers,
     kept: &mut Option<Feed>,
-    meter: &Meter,
+    figures: &Arc<MirrorFigures>,
 ) -> Result<(), SessionError> {
     let mut nats = servers.connect()?;
+    figures.nats_connected();
     jetstream::ensure_stream(
         &mut nats,
         &StreamSettings {
@@ -127,10 +136,11 @@ fn session(
     )?;
     let Feed { brook, window } = match kept {
         Some(feed) => feed,
-        None => kept.insert(Feed::join(mirror, settings)?),
+        None => kept.insert(Feed::join(mirror, settings, figures)?),
     };
     window.resend(&mut nats)?;
     nats.flush()?;
+    figures.session_ready();
     loop {
         let has_room = window.in_flight.len() < settings.batch;
         let deliveries = if has_room {
@@ -170,7 +180,6 @@ fn session(
                 brook.answer(answer)?;
             }
             brook.flush()?;
-            meter.add(done.iter().filter(|&&a| a == Answer::Ack).count() as u64);
         }
     }
 }
@@ -263,8 +272,9 @@ impl Sink for Connection {
 
 /// The publishes of a session waiting for their PubAck, oldest first (one
 /// entry per brook delivery, since brook's acks answer its deliveries in
-/// order), and what the next publish must carry.
-#[derive(Debug, Default)]
+/// order), and what the next publish must carry. It counts what it sees
+/// in the mirror's figures.
+#[derive(Debug)]
 struct Window {
     /// The brook store's incarnation, in every message id.
     incarnation: String,
@@ -277,13 +287,19 @@ struct Window {
     /// Whether brook was seen sending a message again while its publish
     /// waited for its PubAck (warned once a session).
     warned_early_redelivery: bool,
+    figures: Arc<MirrorFigures>,
 }
 
 impl Window {
-    fn new(incarnation: &str) -> Window {
+    fn new(incarnation: &str, figures: Arc<MirrorFigures>) -> Window {
+        figures.set_in_flight(0);
         Window {
             incarnation: incarnation.to_owned(),
-            ..Window::default()
+            in_flight: VecDeque::new(),
+            last_id: None,
+            highest: HashMap::new(),
+            warned_early_redelivery: false,
+            figures,
         }
     }
 
@@ -330,6 +346,7 @@ impl Window {
                     false => "",
                 }
             );
+            self.figures.unmirrorable();
             self.in_flight.push_back(InFlight {
                 delivery,
                 id,
@@ -397,7 +414,7 @@ impl Window {
     }
 
     /// Marks the publish whose reply went to `inbox` as stored, with the
-    /// entries of brook's deliveries of it again.
+    /// entries of brook's deliveries of it again, and counts it forwarded.
     ///
     /// A duplicate was stored before (by an earlier session, which brook
     /// delivers again from its oldest unacked message), so it is not the
@@ -410,16 +427,18 @@ impl Window {
             in_flight.acked = true;
             found = Some(in_flight.id.clone());
         }
-        match found {
-            Some(id) if ack.duplicate && self.last_id.as_ref() == Some(&id) => {
-                self.last_id = None;
-            }
-            Some(_) => {}
-            None => log::debug!("a PubAck for no publish of this session: {ack:?}"),
+        let Some(id) = found else {
+            log::debug!("a PubAck for no publish of this session: {ack:?}");
+            return;
+        };
+        self.figures.forwarded(ack.duplicate);
+        if ack.duplicate && self.last_id == Some(id) {
+            self.last_id = None;
         }
     }
 
     /// Removes the done deliveries at the front; brook's answer to each.
+    /// What is left is the figure of messages in flight.
     fn take_done(&mut self) -> Vec<Answer> {
         let mut done = Vec::new();
         while self.in_flight.front().is_some_and(|f| f.acked) {
@@ -429,6 +448,7 @@ impl Window {
             };
             done.push(answer);
         }
+        self.figures.set_in_flight(self.in_flight.len());
         done
     }
 
@@ -446,6 +466,7 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bridge::figures::Direction;
 
     /// What a [`Recorder`] keeps of a publish: subject, inbox, headers.
     type Published = (String, String, Vec<(String, String)>);
@@ -489,6 +510,10 @@ mod tests {
         }
     }
 
+    fn figures() -> Arc<MirrorFigures> {
+        Arc::new(MirrorFigures::new(Direction::ToNats, "S", "a"))
+    }
+
     fn pub_ack(duplicate: bool) -> PubAck {
         PubAck { seq: 1, duplicate }
     }
@@ -503,7 +528,7 @@ mod tests {
 
     #[test]
     fn each_new_message_expects_the_one_before_and_done_follows_delivery_order() {
-        let (mut window, mut sink) = (Window::new("ab"), Recorder::default());
+        let (mut window, mut sink) = (Window::new("ab", figures()), Recorder::default());
         for (topic, offset) in [("a", 0), ("b", 5), ("a", 1)] {
             window.publish(&mut sink, delivery(topic, offset)).unwrap();
         }
@@ -532,7 +557,7 @@ mod tests {
     /// again could store it after newer ones (review finding 2).
     #[test]
     fn a_message_delivered_again_while_in_flight_is_not_published_again() {
-        let (mut window, mut sink) = (Window::new("ab"), Recorder::default());
+        let (mut window, mut sink) = (Window::new("ab", figures()), Recorder::default());
         window.publish(&mut sink, delivery("a", 0)).unwrap();
         window.publish(&mut sink, delivery("a", 1)).unwrap();
         window.publish(&mut sink, delivery("a", 0)).unwrap();
@@ -554,13 +579,38 @@ mod tests {
         assert_eq!(window.take_done().len(), 2);
     }
 
+    /// What the window counts for `--metrics-addr`: a message forwarded
+    /// per PubAck (not per brook delivery of it), the duplicates among
+    /// them, what NATS cannot take, and what waits.
+    #[test]
+    fn the_figures_count_each_pub_ack_once_and_what_waits() {
+        let figures = figures();
+        let mut window = Window::new("ab", figures.clone());
+        let mut sink = Recorder::default();
+        for (topic, offset) in [("a", 0), ("a", 1), ("a", 0), ("two words", 0)] {
+            window.publish(&mut sink, delivery(topic, offset)).unwrap();
+        }
+        window.take_done();
+        assert_eq!(figures.read().in_flight, 4);
+        window.answered("_INBOX.test.1", pub_ack(true));
+        window.answered("_INBOX.test.9", pub_ack(false)); // no publish of ours
+        window.take_done();
+        let now = figures.read();
+        assert_eq!((now.forwarded, now.duplicates, now.unmirrorable), (1, 1, 1));
+        assert_eq!(now.in_flight, 3, "a:1, then a:0 again, then two words");
+        window.answered("_INBOX.test.2", pub_ack(false));
+        window.take_done();
+        let now = figures.read();
+        assert_eq!((now.forwarded, now.duplicates, now.in_flight), (2, 1, 0));
+    }
+
     /// After a failover, brook sends again what the last session sent;
     /// JetStream answers duplicate to those it had stored, which are not
     /// its last message: the next new message must not expect one (review
     /// finding 6).
     #[test]
     fn after_a_duplicate_the_next_message_expects_nothing() {
-        let (mut window, mut sink) = (Window::new("ab"), Recorder::default());
+        let (mut window, mut sink) = (Window::new("ab", figures()), Recorder::default());
         window.publish(&mut sink, delivery("a", 0)).unwrap();
         window.answered("_INBOX.test.1", pub_ack(true));
         window.publish(&mut sink, delivery("b", 0)).unwrap();
@@ -582,7 +632,7 @@ mod tests {
     /// gets its answers in delivery order, none handed back.
     #[test]
     fn a_new_session_publishes_again_what_the_last_left_without_a_pub_ack() {
-        let (mut window, mut sink) = (Window::new("ab"), Recorder::default());
+        let (mut window, mut sink) = (Window::new("ab", figures()), Recorder::default());
         for offset in 0..4 {
             window.publish(&mut sink, delivery("a", offset)).unwrap();
         }
@@ -619,7 +669,7 @@ mod tests {
 
     #[test]
     fn what_nats_cannot_name_is_done_without_a_publish() {
-        let (mut window, mut sink) = (Window::new("ab"), Recorder::default());
+        let (mut window, mut sink) = (Window::new("ab", figures()), Recorder::default());
         window.publish(&mut sink, delivery("two words", 0)).unwrap();
         assert!(sink.published.is_empty());
         assert_eq!(window.take_done(), [Answer::Ack]);
@@ -630,7 +680,7 @@ mod tests {
     /// letter too large is acked, or it would go round for ever.
     #[test]
     fn what_is_too_large_for_nats_is_answered_nack_unless_a_dead_letter() {
-        let (mut window, mut sink) = (Window::new("ab"), Recorder::default());
+        let (mut window, mut sink) = (Window::new("ab", figures()), Recorder::default());
         let mut large = delivery("a", 0);
         large.payload = vec![b'x'; sink.max_payload()];
         window.publish(&mut sink, large.clone()).unwrap();

@@ -3,6 +3,9 @@
 //! fsync times. Each family gets one `# HELP` and one `# TYPE` line, then
 //! a sample per topic or group, label values escaped; the fsync times are
 //! a histogram of cumulative buckets, with their sum and count.
+//!
+//! The format itself ([`Exposition`], [`Metric`], [`Kind`]) is also what
+//! `brook-bridge` writes its own page with (`bridge/metrics.rs`).
 
 use std::fmt::{self, Display, Write as _};
 use std::sync::atomic::Ordering;
@@ -19,7 +22,7 @@ pub(super) struct Scrape {
 
 /// A metric's type, as its `# TYPE` line says it.
 #[derive(Debug, Clone, Copy)]
-enum Kind {
+pub(crate) enum Kind {
     Counter,
     Gauge,
     Histogram,
@@ -37,11 +40,11 @@ impl Display for Kind {
 
 /// One metric: its name, its type, its help line, and where its value is
 /// in `R` (the scrape, a topic's report or a group's).
-struct Metric<R> {
-    name: &'static str,
-    kind: Kind,
-    help: &'static str,
-    value: fn(&R) -> u64,
+pub(crate) struct Metric<R> {
+    pub(crate) name: &'static str,
+    pub(crate) kind: Kind,
+    pub(crate) help: &'static str,
+    pub(crate) value: fn(&R) -> u64,
 }
 
 const BROKER_METRICS: &[Metric<Scrape>] = &[
@@ -270,19 +273,19 @@ pub(super) fn render(scrape: &Scrape, fsync_times: &FsyncTimes) -> String {
 
 /// Text in the exposition format, written family by family.
 #[derive(Default)]
-struct Exposition {
-    text: String,
+pub(crate) struct Exposition {
+    pub(crate) text: String,
 }
 
 impl Exposition {
     /// Starts a family: its `# HELP` and `# TYPE` lines.
-    fn family(&mut self, name: &str, kind: Kind, help: &str) {
+    pub(crate) fn family(&mut self, name: &str, kind: Kind, help: &str) {
         let _ = writeln!(self.text, "# HELP {name} {help}");
         let _ = writeln!(self.text, "# TYPE {name} {kind}");
     }
 
     /// `name{label="value",...} value`.
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+    pub(crate) fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
         self.text.push_str(name);
         if !labels.is_empty() {
             self.text.push('{');

@@ -1,14 +1,24 @@
-//! The HTTP the metrics thread speaks: the least that serves a scraper and
+//! The HTTP a metrics thread speaks: the least that serves a scraper and
 //! `curl`. One request per connection (`Connection: close`), no body;
 //! the request head read within one deadline ([`Deadline`]), however the
 //! client trickles it; the request line parsed ([`RequestLine`]) or
 //! refused with the status that says why ([`HttpError`]); the answer
 //! written as a [`Response`]. What the page holds is `exposition.rs`.
+//!
+//! [`spawn`] starts the thread, whose loop takes one connection at a time,
+//! and [`respond`] is the answer to a request, given how to make the page:
+//! brook (`metrics/mod.rs`) makes it from the dispatcher's report, and
+//! `brook-bridge` (`bridge/metrics.rs`) from its mirrors' counters.
 
 use std::fmt::{self, Display};
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+use crate::backoff::AcceptFailures;
 
 /// How long a client may take to send its request's head, all of it, and
 /// then to take the answer: a client that connects and says nothing, or
@@ -26,16 +36,93 @@ pub const MAX_HEAD_BYTES: usize = 8 << 10;
 /// The path served.
 pub const METRICS_PATH: &str = "/metrics";
 
+/// Starts the `metrics` thread on `listener`, which answers each request
+/// with `respond`, and ends when `stopping` is set and a connection wakes
+/// it.
+pub(crate) fn spawn(
+    listener: TcpListener,
+    stopping: Arc<AtomicBool>,
+    respond: impl Fn(&RequestLine) -> Response + Send + 'static,
+) -> io::Result<JoinHandle<()>> {
+    if let Ok(addr) = listener.local_addr() {
+        log::info!("metrics served at http://{addr}{METRICS_PATH}");
+    }
+    thread::Builder::new()
+        .name("metrics".to_owned())
+        .spawn(move || serve_forever(&listener, &stopping, respond))
+}
+
+/// Accepts connections on `listener` one at a time, and answers each one's
+/// request with `respond`, until `stopping` is set and a connection wakes
+/// the loop (a stop connects, as it does to wake the acceptor). A client
+/// being served holds the loop for [`REQUEST_TIMEOUT`] twice at most.
+fn serve_forever(
+    listener: &TcpListener,
+    stopping: &AtomicBool,
+    respond: impl Fn(&RequestLine) -> Response,
+) {
+    let mut failures = AcceptFailures::default();
+    for stream in listener.incoming() {
+        if stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        match stream {
+            Ok(stream) => {
+                failures.ended();
+                serve(stream, &respond);
+            }
+            Err(error) => thread::sleep(failures.failed(&error)),
+        }
+    }
+}
+
+/// Reads one request from `stream`, answers it, and closes.
+fn serve(stream: TcpStream, respond: impl Fn(&RequestLine) -> Response) {
+    let (response, with_body) = match read_request(&mut Deadline::new(&stream)) {
+        Ok(None) => return, // said nothing: a stop's wake-up, or a silent client
+        Ok(Some(request)) => (respond(&request), request.method != "HEAD"),
+        Err(error) => (Response::error(&error), true),
+    };
+    // The client's time to take the answer starts once it is ready.
+    let mut answering = Deadline::new(&stream);
+    if let Err(error) = response.write_to(&mut answering, with_body) {
+        log::debug!("metrics: cannot answer: {error}");
+    }
+    // What the client sent past the head is left unread: shut our side
+    // first, so that closing sends the answer and not a reset.
+    let _ = stream.shutdown(Shutdown::Write);
+    let _ = io::copy(&mut answering.take(MAX_HEAD_BYTES as u64), &mut io::sink());
+}
+
+/// The answer to `request`: 404 for another path than [`METRICS_PATH`],
+/// 405 for another method than `GET` or `HEAD`, else the page `page`
+/// makes, or the error it gives (503: the figures are not to be had now).
+pub(crate) fn respond(
+    request: &RequestLine,
+    page: impl FnOnce() -> Result<String, HttpError>,
+) -> Response {
+    if request.path() != METRICS_PATH {
+        return Response::error(&HttpError::NotFound);
+    }
+    if !matches!(request.method.as_str(), "GET" | "HEAD") {
+        return Response::error(&HttpError::MethodNotAllowed);
+    }
+    match page() {
+        Ok(page) => Response::metrics(page),
+        Err(error) => Response::error(&error),
+    }
+}
+
 /// A connection with one deadline, [`REQUEST_TIMEOUT`] from when it is
 /// made, for every read and write on it: each is given the time left, and
 /// fails with `TimedOut` once none is.
-pub(super) struct Deadline<'a> {
+struct Deadline<'a> {
     stream: &'a TcpStream,
     at: Instant,
 }
 
 impl<'a> Deadline<'a> {
-    pub(super) fn new(stream: &'a TcpStream) -> Deadline<'a> {
+    fn new(stream: &'a TcpStream) -> Deadline<'a> {
         Deadline {
             stream,
             at: Instant::now() + REQUEST_TIMEOUT,
@@ -74,21 +161,21 @@ impl Write for Deadline<'_> {
 
 /// A request's first line: `GET /metrics HTTP/1.1`.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct RequestLine {
-    pub(super) method: String,
-    pub(super) target: String,
+pub(crate) struct RequestLine {
+    pub(crate) method: String,
+    pub(crate) target: String,
 }
 
 impl RequestLine {
     /// The target without its query string.
-    pub(super) fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         self.target.split('?').next().unwrap_or_default()
     }
 }
 
 /// Why a request gets no metrics.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum HttpError {
+pub(crate) enum HttpError {
     /// Not an HTTP/1 request; says what is wrong with it.
     BadRequest(&'static str),
     NotFound,
@@ -135,7 +222,7 @@ impl Display for HttpError {
 /// Reads the request's head, up to the blank line that ends it (or until
 /// the client stops sending), and returns its request line; `None` if the
 /// client sent nothing at all.
-pub(super) fn read_request(stream: &mut impl Read) -> Result<Option<RequestLine>, HttpError> {
+fn read_request(stream: &mut impl Read) -> Result<Option<RequestLine>, HttpError> {
     let mut head = Vec::new();
     let mut chunk = [0u8; 1024];
     while !ends_head(&head) {
@@ -188,16 +275,16 @@ fn parse_request_line(line: &[u8]) -> Result<RequestLine, HttpError> {
 }
 
 /// An answer, written whole, then the connection closes.
-pub(super) struct Response {
-    pub(super) status: &'static str,
+pub(crate) struct Response {
+    pub(crate) status: &'static str,
     content_type: &'static str,
     /// `Allow`, for a 405.
     allow: Option<&'static str>,
-    pub(super) body: String,
+    pub(crate) body: String,
 }
 
 impl Response {
-    pub(super) fn metrics(body: String) -> Response {
+    fn metrics(body: String) -> Response {
         Response {
             status: "200 OK",
             content_type: "text/plain; version=0.0.4; charset=utf-8",
@@ -206,7 +293,7 @@ impl Response {
         }
     }
 
-    pub(super) fn error(error: &HttpError) -> Response {
+    pub(crate) fn error(error: &HttpError) -> Response {
         Response {
             status: error.status(),
             content_type: "text/plain; charset=utf-8",
@@ -217,7 +304,7 @@ impl Response {
 
     /// Writes the response; its head only if `with_body` is false (the
     /// answer to `HEAD`, whose `Content-Length` is still the body's).
-    pub(super) fn write_to(&self, out: &mut impl Write, with_body: bool) -> io::Result<()> {
+    fn write_to(&self, out: &mut impl Write, with_body: bool) -> io::Result<()> {
         let mut head = format!(
             "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
             self.status,

@@ -24,37 +24,36 @@
 //! The HTTP is the least that serves a scraper and `curl`: one request per
 //! connection (`Connection: close`), no body. `HEAD` is answered as `GET`
 //! is, without the page. A request that is not HTTP gets 400, another path
-//! 404, another method 405. A client has [`REQUEST_TIMEOUT`](http::REQUEST_TIMEOUT) in all to
-//! send its request's head (at most [`MAX_HEAD_BYTES`]), and as long again
-//! to take the answer: one deadline for each, not a timeout for each read,
+//! 404, another method 405. A client has
+//! [`REQUEST_TIMEOUT`](http::REQUEST_TIMEOUT) in all to send its request's
+//! head (at most [`MAX_HEAD_BYTES`](http::MAX_HEAD_BYTES)), and as long
+//! again to take the answer: one deadline for each, not a timeout for each read,
 //! so a client sending a byte now and then cannot hold the thread either.
 //! A stop ([`Stopper`](crate::server::Stopper)) wakes the thread as it
 //! wakes the acceptor, with a connection of its own; a client being served
 //! delays the stop by those deadlines at most.
 //!
-//! This file is the thread and its loop; `http.rs` is the HTTP it speaks,
-//! and `exposition.rs` the page it serves.
+//! This file is the thread and the page's figures; `http.rs` is the HTTP
+//! it speaks and the loop that serves it, and `exposition.rs` the page's
+//! format. `brook-bridge` serves its own figures with those two
+//! (`bridge/metrics.rs`).
 
-use std::io::{self, Read};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io;
+use std::net::TcpListener;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 
 use crossbeam_channel::RecvTimeoutError;
 
-mod exposition;
-mod http;
+pub(crate) mod exposition;
+pub(crate) mod http;
 
-use crate::backoff::AcceptFailures;
 use crate::queue::{Command, CommandSender, NotQueued};
 use crate::stats::FsyncTimes;
 use crate::wire::reply::BrokerReport;
 use exposition::{render, Scrape};
-use http::{
-    read_request, Deadline, HttpError, RequestLine, Response, MAX_HEAD_BYTES, METRICS_PATH,
-    REPORT_PATIENCE,
-};
+use http::{HttpError, RequestLine, Response, REPORT_PATIENCE};
 
 /// Binds `--metrics-addr` (before the broker starts, so that an address
 /// in use stops the start with nothing to undo).
@@ -75,83 +74,35 @@ pub fn spawn(
     fsync_times: Arc<FsyncTimes>,
     stopping: Arc<AtomicBool>,
 ) -> io::Result<JoinHandle<()>> {
-    if let Ok(addr) = listener.local_addr() {
-        log::info!("metrics served at http://{addr}{METRICS_PATH}");
-    }
     let server = MetricsServer {
-        listener,
         commands,
         fsync_times,
-        stopping,
     };
-    thread::Builder::new()
-        .name("metrics".to_owned())
-        .spawn(move || server.run())
+    http::spawn(listener, stopping, move |request| server.respond(request))
 }
 
-/// The metrics thread's state.
+/// What the metrics thread makes the page from.
 struct MetricsServer {
-    listener: TcpListener,
     commands: CommandSender,
     fsync_times: Arc<FsyncTimes>,
-    stopping: Arc<AtomicBool>,
 }
 
 impl MetricsServer {
-    fn run(self) {
-        let mut failures = AcceptFailures::default();
-        for stream in self.listener.incoming() {
-            if self.stopping.load(Ordering::SeqCst) {
-                break;
-            }
-            match stream {
-                Ok(stream) => {
-                    failures.ended();
-                    self.serve(stream);
-                }
-                Err(error) => thread::sleep(failures.failed(&error)),
-            }
-        }
-    }
-
-    /// Reads one request from `stream`, answers it, and closes.
-    fn serve(&self, stream: TcpStream) {
-        let (response, with_body) = match read_request(&mut Deadline::new(&stream)) {
-            Ok(None) => return, // said nothing: a stop's wake-up, or a silent client
-            Ok(Some(request)) => (self.respond(&request), request.method != "HEAD"),
-            Err(error) => (Response::error(&error), true),
-        };
-        // The client's time to take the answer starts once it is ready.
-        let mut answering = Deadline::new(&stream);
-        if let Err(error) = response.write_to(&mut answering, with_body) {
-            log::debug!("metrics: cannot answer: {error}");
-        }
-        // What the client sent past the head is left unread: shut our side
-        // first, so that closing sends the answer and not a reset.
-        let _ = stream.shutdown(Shutdown::Write);
-        let _ = io::copy(&mut answering.take(MAX_HEAD_BYTES as u64), &mut io::sink());
-    }
-
     fn respond(&self, request: &RequestLine) -> Response {
-        if request.path() != METRICS_PATH {
-            return Response::error(&HttpError::NotFound);
-        }
-        if !matches!(request.method.as_str(), "GET" | "HEAD") {
-            return Response::error(&HttpError::MethodNotAllowed);
-        }
+        http::respond(request, || self.page())
+    }
+
+    /// The page: the dispatcher's report, and the figures read beside it.
+    fn page(&self) -> Result<String, HttpError> {
         // Read before the report is asked for, so our own command is not
         // counted.
         let queued_commands = self.commands.queued_commands();
-        match self.ask_report() {
-            Ok(report) => {
-                let scrape = Scrape {
-                    report,
-                    queued_commands,
-                };
-                Response::metrics(render(&scrape, &self.fsync_times))
-            }
-            Err(error) => Response::error(&error),
-        }
+        let report = self.ask_report()?;
+        let scrape = Scrape {
+            report,
+            queued_commands,
+        };
+        Ok(render(&scrape, &self.fsync_times))
     }
 
     /// The dispatcher's report, if it gives one within [`REPORT_PATIENCE`].
@@ -174,14 +125,13 @@ impl MetricsServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::METRICS_PATH;
 
     /// A metrics server whose commands go to `commands`.
     fn server(commands: CommandSender) -> MetricsServer {
         MetricsServer {
-            listener: TcpListener::bind("127.0.0.1:0").expect("bind a port"),
             commands,
             fsync_times: Arc::default(),
-            stopping: Arc::default(),
         }
     }
 

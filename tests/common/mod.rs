@@ -8,6 +8,7 @@
 //! - `frames`: the binary protocol's frames, written out byte for byte.
 //! - `raw`: a bare socket that reads exact byte counts.
 //! - `client`: wrappers around the Rust client; `Fence` and `Bystander`.
+//! - `http`: a scrape of `--metrics-addr` over a bare socket.
 //! - `line`: a line-protocol client.
 //! - `memory`: a child broker's resident memory.
 //! - `nats`: `nats-server` processes, one or a cluster of three, and the
@@ -32,6 +33,8 @@ pub mod broker;
 pub mod client;
 #[allow(dead_code)]
 pub mod frames;
+#[allow(dead_code)]
+pub mod http;
 #[allow(dead_code)]
 pub mod line;
 #[allow(dead_code)]

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -97,6 +97,19 @@ impl LoggedChild {
 
     pub fn stderr(&self) -> String {
         self.log.0.lock().unwrap().clone()
+    }
+
+    /// Waits up to `patience` for it to exit, and returns its status;
+    /// fails the test, with its stderr, if it does not.
+    #[track_caller]
+    pub fn wait_for_exit(&mut self, patience: Duration) -> ExitStatus {
+        super::process::wait_for_exit(&mut self.child, patience).unwrap_or_else(|| {
+            panic!(
+                "{} did not exit within {patience:?}; stderr:\n{}",
+                self.name,
+                self.stderr()
+            )
+        })
     }
 
     /// Kills it and waits for it to be gone.

@@ -125,17 +125,7 @@ impl BrookProcess {
     #[track_caller]
     pub fn wait_for_exit(&mut self, patience: Duration) -> ExitStatus {
         let mut child = self.take_child();
-        let pid = child.id();
-        let (exited, exit) = mpsc::channel();
-        let waiter = thread::spawn(move || exited.send(child.wait().expect("wait for brook")));
-        let status = exit.recv_timeout(patience);
-        if status.is_err() {
-            let _ = Command::new("kill")
-                .args(["-s", "KILL", &pid.to_string()])
-                .status();
-        }
-        let _ = waiter.join();
-        let status = status.unwrap_or_else(|_| {
+        let status = wait_for_exit(&mut child, patience).unwrap_or_else(|| {
             panic!(
                 "brook did not exit within {patience:?}; stderr:\n{}",
                 self.stderr()
@@ -148,6 +138,24 @@ impl BrookProcess {
         );
         status
     }
+}
+
+/// Waits up to `patience` for `child` to exit, and returns its status;
+/// `None` if it is still running then, and it is killed.
+pub fn wait_for_exit(child: &mut Child, patience: Duration) -> Option<ExitStatus> {
+    let pid = child.id();
+    thread::scope(|scope| {
+        let (exited, exit) = mpsc::channel();
+        scope.spawn(move || exited.send(child.wait()));
+        let status = exit.recv_timeout(patience).ok();
+        if status.is_none() {
+            // Ends the wait above, which holds the child.
+            let _ = Command::new("kill")
+                .args(["-s", "KILL", &pid.to_string()])
+                .status();
+        }
+        status.and_then(Result::ok)
+    })
 }
 
 impl Drop for BrookProcess {
