@@ -339,12 +339,15 @@ pub fn parse_flags<S>(
     Ok(true)
 }
 
-const DURATION: &str = "a duration such as 250ms, 2s or 1m";
+/// What a flag's value must be, in its error ([`ConfigError`]): shared
+/// with `brook-bridge`'s flags (`bridge/config.rs`), so both say it alike.
+pub(crate) const DURATION: &str = "a duration such as 250ms, 2s or 1m";
+pub(crate) const COUNT: &str = "a whole number of at least 1";
+const LIMIT: &str = "a size from 1 byte to 4GiB, such as 8MiB";
+
 /// The longest `--auth-failure-delay`: doubled up to 32 times, a guesser
 /// then waits half an hour per guess, and a typo costs a minute.
 const MAX_AUTH_FAILURE_DELAY: Duration = Duration::from_secs(60);
-const COUNT: &str = "a whole number of at least 1";
-const LIMIT: &str = "a size from 1 byte to 4GiB, such as 8MiB";
 
 /// The flags, in `--help` order: where to listen, where and how topics
 /// are kept, delivery, then limits. README's table of the most used

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::nats::{Auth, Limits, Servers};
 use crate::client::Login;
-use crate::config::{flag_lines, parse_duration, parse_flags, ConfigError, Flag};
+use crate::config::{flag_lines, parse_duration, parse_flags, ConfigError, Flag, COUNT, DURATION};
 use crate::pattern::Subject;
 
 /// Everything `brook-bridge` is told on its command line.
@@ -207,9 +207,6 @@ impl From<ConfigError> for BridgeConfigError {
         BridgeConfigError::Flag(error)
     }
 }
-
-const DURATION: &str = "a duration such as 250ms, 2s or 1m";
-const COUNT: &str = "a whole number of at least 1";
 
 const FLAGS: &[Flag<Settings>] = &[
     Flag {
