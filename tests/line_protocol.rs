@@ -527,7 +527,7 @@ fn stats_counts_connections_topics_messages_and_bytes() {
         "bytes_in",
         "bytes_out",
         "publishes_refused_disk_full",
-        "publishes_refused_full_memory",
+        "publishes_refused_memory_full",
         "dead_letters_not_stored",
         "memory_used",
         "memory_budget",

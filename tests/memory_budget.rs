@@ -507,7 +507,7 @@ fn publish_then_ack_on_one_connection(subscribe: &str) {
     other.expect_line("+OK 0");
 
     let mut watcher = Line::connect_with_patience(brook.addr, PATIENCE);
-    let refused = stat(&mut watcher, "publishes_refused_full_memory");
+    let refused = stat(&mut watcher, "publishes_refused_memory_full");
     assert_eq!(refused, answers.refused);
     assert_eq!(stat(&mut watcher, "publishers_waiting"), 0);
 }
@@ -557,7 +557,7 @@ fn a_subscriber_publishing_to_a_full_in_memory_broker_is_refused_and_nothing_ref
     let (mut consumer, answers) = fill_from_a_subscriber(&brook, TOPIC);
     let mut watcher = Line::connect_with_patience(brook.addr, PATIENCE);
     assert_eq!(stat(&mut watcher, "messages_in"), answers.end());
-    let refused = stat(&mut watcher, "publishes_refused_full_memory");
+    let refused = stat(&mut watcher, "publishes_refused_memory_full");
     assert_eq!(refused, answers.refused);
 
     let mut later = Line::connect_with_patience(brook.addr, PATIENCE);
@@ -601,6 +601,6 @@ fn a_puller_publishing_to_a_full_in_memory_broker_is_refused_while_a_publisher_w
         assert!(Instant::now() < deadline, "the publisher was never held");
     }
     publisher.expect_nothing_yet();
-    let refused = stat(&mut watcher, "publishes_refused_full_memory");
+    let refused = stat(&mut watcher, "publishes_refused_memory_full");
     assert_eq!(refused, answers.refused + 1);
 }

@@ -166,7 +166,7 @@ fn counters_and_group_lag_are_exact_after_publishing_and_consuming() {
             ("brook_topic_given_up_total{topic=\"jobs\"}", 1),
             ("brook_topic_messages_in_total{topic=\"jobs.dlq\"}", 1),
             ("brook_publishes_refused_disk_full_total", 0),
-            ("brook_publishes_refused_full_memory_total", 0),
+            ("brook_publishes_refused_memory_full_total", 0),
             ("brook_dead_letters_not_stored_total", 0),
             ("brook_publishers_waiting", 0),
             ("brook_pattern_subscriptions", 1),

@@ -30,7 +30,7 @@ impl Dispatcher {
             pattern_subscriptions: self.patterns.count(),
             logins: self.logins.list(),
             refused_disk_full: self.full_disk.refused,
-            refused_full_memory: self.full_memory.refused,
+            refused_memory_full: self.full_memory.refused,
             dead_letters_not_stored: self.dead_letters_not_stored.count,
         }
     }

@@ -109,11 +109,11 @@ const BROKER_METRICS: &[Metric<Scrape>] = &[
         value: |s| s.report.refused_disk_full,
     },
     Metric {
-        name: "brook_publishes_refused_full_memory_total",
+        name: "brook_publishes_refused_memory_full_total",
         kind: Kind::Counter,
         help:
             "Publishes refused for a full in-memory store, from connections that subscribe or pull.",
-        value: |s| s.report.refused_full_memory,
+        value: |s| s.report.refused_memory_full,
     },
     Metric {
         name: "brook_dead_letters_not_stored_total",

@@ -204,7 +204,7 @@ pub struct BrokerReport {
     pub refused_disk_full: u64,
     /// Publishes refused because the in-memory store was full (from
     /// connections that subscribe or pull; the others wait).
-    pub refused_full_memory: u64,
+    pub refused_memory_full: u64,
     /// Dead letters that could not be stored (a full disk, `--max-topics`):
     /// each one's message was offered again instead.
     pub dead_letters_not_stored: u64,
@@ -228,7 +228,7 @@ impl BrokerReport {
             ("bytes_in", sum(|t| t.bytes_in)),
             ("bytes_out", sum(|t| t.bytes_out)),
             ("publishes_refused_disk_full", self.refused_disk_full),
-            ("publishes_refused_full_memory", self.refused_full_memory),
+            ("publishes_refused_memory_full", self.refused_memory_full),
             ("dead_letters_not_stored", self.dead_letters_not_stored),
             ("memory_used", self.memory_used as u64),
             ("memory_budget", self.memory_budget as u64),
