@@ -281,16 +281,53 @@ impl<S> Flag<S> {
     }
 }
 
-/// The `--help` lines of `flags`, then `-h, --help`'s.
+/// How wide `--help` is, in columns: a flag's help that does not fit goes
+/// on under itself, on as many lines as it needs.
+const HELP_COLUMNS: usize = 100;
+
+/// The `--help` lines of `flags`, then `-h, --help`'s: each flag's usage
+/// in a column as wide as the widest, then its help, wrapped.
 pub fn flag_lines<S>(flags: &[Flag<S>]) -> String {
-    let mut text = String::new();
-    for flag in flags {
+    let usages = flags.iter().map(|flag| {
         let usage = format!("{} {}", flag.name, flag.value);
-        let usage = usage.trim_end();
-        text.push_str(&format!("  {usage:<30}{}\n", flag.help));
+        (usage.trim_end().to_owned(), flag.help)
+    });
+    let rows: Vec<(String, &str)> = usages
+        .chain([("-h, --help".to_owned(), "print this help")])
+        .collect();
+    let width = rows.iter().map(|(usage, _)| usage.len()).max().unwrap_or(0) + 2;
+    let mut text = String::new();
+    for (usage, help) in &rows {
+        text.push_str(&wrap(&format!("  {usage:<width$}"), help));
     }
-    text.push_str(&format!("  {:<30}print this help\n", "-h, --help"));
     text
+}
+
+/// `help` after `start`, wrapped at [`HELP_COLUMNS`] under its first
+/// word, each line ending with a newline. A `[default: ...]` is never cut.
+fn wrap(start: &str, help: &str) -> String {
+    let indent = start.chars().count();
+    let (words, default) = help.split_at(help.find(" [default:").unwrap_or(help.len()));
+    let words = words
+        .split(' ')
+        .chain(Some(default.trim_start()).filter(|d| !d.is_empty()));
+    let (mut text, mut line) = (String::new(), start.to_owned());
+    let mut columns = indent;
+    for word in words {
+        let length = word.chars().count();
+        if columns > indent && columns + 1 + length > HELP_COLUMNS {
+            text.push_str(&line);
+            text.push('\n');
+            (line, columns) = (" ".repeat(indent), indent);
+        }
+        if columns > indent {
+            line.push(' ');
+            columns += 1;
+        }
+        line.push_str(word);
+        columns += length;
+    }
+    text + &line + "\n"
 }
 
 /// Sets `settings` from `args` (`--flag value` or `--flag=value`, a switch
@@ -479,7 +516,8 @@ const FLAGS: &[Flag<Config>] = &[
     Flag {
         name: "--memory-bytes",
         value: "BYTES",
-        help: "in memory, what all topics may hold; then publishers wait (those that subscribe too are refused) [default: RAM / 4]",
+        help: "in memory, what all topics may hold; then publishers wait, or are refused if they \
+               also subscribe or pull [default: RAM / 4]",
         expected: "a size above zero, such as 4GiB",
         set: |config, value| {
             config.memory_bytes = Some(parse_positive_size(value)?);
@@ -917,6 +955,27 @@ mod tests {
         for flag in FLAGS {
             assert!(text.contains(flag.name));
         }
+    }
+
+    #[test]
+    fn help_fits_in_its_columns_and_sets_every_usage_apart() {
+        let text = help();
+        for line in text.lines() {
+            assert!(line.chars().count() <= HELP_COLUMNS, "too wide: {line}");
+        }
+        for flag in FLAGS {
+            let usage = format!("  {} {}", flag.name, flag.value);
+            let row = text
+                .lines()
+                .find(|line| line.starts_with(usage.trim_end()))
+                .unwrap();
+            let after = &row[usage.trim_end().len()..];
+            assert!(after.starts_with("  "), "no space after the usage: {row}");
+        }
+        assert!(
+            text.contains("[default: RAM / 4]"),
+            "a default was cut:\n{text}"
+        );
     }
 
     /// The flags named in the first column of a Markdown table's rows.
