@@ -36,8 +36,8 @@
 //! to send stays in order behind it, and what the dispatcher already took
 //! (at most the queue's bytes) it stores.
 //!
-//! Except the commands of a connection that has subscribed or pulled
-//! ([`WhenFull::Refuse`]): its acks are what frees the store, and they
+//! Except the commands of a connection from its first subscribe or pull
+//! on ([`WhenFull::Refuse`]): its acks are what frees the store, and they
 //! come on the same socket, behind its publishes. Held, it would read none
 //! of them, and no publisher of the broker would ever be read again. Its
 //! commands never wait for the store, and the dispatcher refuses their

@@ -60,10 +60,14 @@
 //! A reader whose client publishes waits, when the in-memory store is
 //! full, until it has room (`queue.rs`), unless its client has subscribed
 //! or pulled: such a client's acks come behind its publishes, and are what
-//! frees the store. From its first `SUB` or `PULL` on, the reader's
-//! commands say so ([`WhenFull::Refuse`]), never wait for the store, and
-//! have their publishes refused while it is full. (A binary connection is
-//! a publisher or a subscriber from its first action, so only a line
+//! frees the store. After its first `SUB` or `PULL` the reader's commands
+//! say so ([`WhenFull::Refuse`]), never wait for the store, and have their
+//! publishes refused while it is full. The line is drawn at that request,
+//! not at the read that carried it: a batch is cut in two there, so a
+//! publish sent before it waits like any other, however TCP split the
+//! stream (until the first `SUB` or `PULL` is forwarded, the client
+//! holds no delivery, and its waiting pins nothing). (A binary connection
+//! is a publisher or a subscriber from its first action, so only a line
 //! client can be both.)
 
 use std::io::{self, Read};
@@ -198,7 +202,7 @@ pub fn run(id: ConnId, stream: Arc<TcpStream>, context: Arc<ReaderContext>) {
         buffer: ReadBuffer::new(),
         writer: None,
         busy: false,
-        asked_for_deliveries: false,
+        when_full: WhenFull::Wait,
         context,
     };
     match reader.serve() {
@@ -246,9 +250,10 @@ struct Reader {
     writer: Option<Link>,
     /// Whether the gate counts this reader as busy.
     busy: bool,
-    /// Whether the client has sent a subscribe or a pull: then its
-    /// publishes are refused while the store is full, never held.
-    asked_for_deliveries: bool,
+    /// What becomes of the client's publishes while the store is full:
+    /// they wait, until it has forwarded a subscribe or a pull; from then
+    /// on they are refused, never held.
+    when_full: WhenFull,
     context: Arc<ReaderContext>,
 }
 
@@ -441,19 +446,32 @@ impl Reader {
     }
 
     /// Sends requests to the dispatcher, attaching a writer first if any of
-    /// them will be answered, unless the broker is stopping.
-    fn forward(&mut self, requests: Vec<Decoded>) -> Result<(), Stop> {
+    /// them will be answered, unless the broker is stopping. The client's
+    /// first subscribe or pull starts a second command, and every command
+    /// after it has its publishes refused while the store is full.
+    fn forward(&mut self, mut requests: Vec<Decoded>) -> Result<(), Stop> {
         let context = Arc::clone(&self.context);
         let _open = context.gate.pass().ok_or(Stop::BrokerStopping)?;
         if self.writer.is_none() && requests.iter().any(is_answered) {
             self.attach()?;
         }
-        self.asked_for_deliveries |= requests.iter().any(asks_for_deliveries);
-        let when_full = match self.asked_for_deliveries {
-            true => WhenFull::Refuse,
-            false => WhenFull::Wait,
-        };
-        let command = Command::requests(self.id, requests, Some(&self.hangup), when_full);
+        if self.when_full == WhenFull::Wait {
+            if let Some(first) = requests.iter().position(asks_for_deliveries) {
+                let from_first = requests.split_off(first);
+                if !requests.is_empty() {
+                    self.send(requests)?;
+                }
+                requests = from_first;
+                self.when_full = WhenFull::Refuse;
+            }
+        }
+        self.send(requests)
+    }
+
+    /// Sends one command of requests to the dispatcher. One that may wait
+    /// waits here while the store is full (`queue.rs`).
+    fn send(&self, requests: Vec<Decoded>) -> Result<(), Stop> {
+        let command = Command::requests(self.id, requests, Some(&self.hangup), self.when_full);
         self.context
             .commands
             .send(command)

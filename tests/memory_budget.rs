@@ -604,3 +604,86 @@ fn a_puller_publishing_to_a_full_in_memory_broker_is_refused_while_a_publisher_w
     let refused = stat(&mut watcher, "publishes_refused_memory_full");
     assert_eq!(refused, answers.refused + 1);
 }
+
+/// The next line `connection` is sent that is not a delivery (deliveries
+/// are read and dropped).
+fn next_answer(connection: &mut Line) -> String {
+    loop {
+        let line = connection.read_line();
+        if !line.starts_with("MSG ") {
+            return line;
+        }
+        connection.msg_after(&line);
+    }
+}
+
+/// How many topics a pattern subscription takes several rounds to look
+/// at: five slices of `pattern_rounds.rs`'s 1024 topics.
+const MANY_TOPICS: usize = 5000;
+
+/// A connection whose pattern subscription is still being made when its
+/// publishes are refused gets every answer in the order it asked: the
+/// pattern's `+OK` first, then each refusal before the next `PING`'s
+/// `+PONG`. (The refusals wait behind the pattern job, as its other
+/// answers do.)
+#[test]
+fn refusals_taken_while_a_pattern_subscription_is_made_come_after_its_ok() {
+    const PINGS: usize = 20;
+    let brook = start_small_brook();
+    let mut setup = Line::connect_with_patience(brook.addr, PATIENCE);
+    let topics: String = (0..MANY_TOPICS).map(|i| format!("PUB p.{i} x\n")).collect();
+    let writer = pipeline(&setup, topics);
+    for _ in 0..MANY_TOPICS {
+        let answer = setup.read_line();
+        assert!(answer.starts_with("+OK "), "{answer}");
+    }
+    writer.join().unwrap().expect("the broker read every PUB");
+    let (mut consumer, _) = fill_from_a_subscriber(&brook, "loop");
+
+    let publishes = (0..PINGS).map(|i| format!("PUB loop extra{i}\nPING\n"));
+    consumer.send(format!("SUB p.* manual\n{}", publishes.collect::<String>()));
+    assert_eq!(next_answer(&mut consumer), "+OK", "the pattern's status");
+    for i in 0..PINGS {
+        assert_eq!(next_answer(&mut consumer), FULL_STORE_REFUSAL, "PUB {i}");
+        assert_eq!(next_answer(&mut consumer), "+PONG", "PING {i}");
+    }
+}
+
+/// Which publishes wait for a full store and which are refused does not
+/// depend on how TCP splits what a client sends: a `PUB` sent before the
+/// connection's first `SUB` waits, as a pure publisher's does, even in
+/// the read that carries the `SUB`, and is stored once there is room; the
+/// `PUB`s after it are never held, and are refused once the store is full
+/// again (the `SUB` is what keeps their messages).
+#[test]
+fn a_publish_sent_before_the_first_subscribe_waits_and_those_after_it_are_refused() {
+    const TOPIC: &str = "late";
+    let brook = start_small_brook();
+    let (mut filler, _) = fill_from_a_subscriber(&brook, "loop");
+    let mut client = Line::connect_with_patience(brook.addr, PATIENCE);
+    let subscribe = format!("SUB {TOPIC} beginning manual\n");
+    let requests = pub_lines(TOPIC, 0..1) + &subscribe + &pub_lines(TOPIC, 1..OVERFLOW);
+    let writer = pipeline(&client, requests);
+
+    let mut watcher = Line::connect_with_patience(brook.addr, PATIENCE);
+    let deadline = Instant::now() + PATIENCE;
+    while stat(&mut watcher, "publishers_waiting") == 0 {
+        client.expect_nothing_yet();
+        assert!(Instant::now() < deadline, "the first PUB was never held");
+    }
+    client.expect_nothing_yet();
+    // Once the filler goes, nothing needs its messages: there is room.
+    filler.send("QUIT\n");
+    client.expect_line("+OK 0");
+    client.expect_line("+OK");
+    let mut answers = Answers::new(1);
+    let mut next_msg = 0;
+    read_answers(&mut client, &mut answers, 1, OVERFLOW - 1, &mut next_msg);
+    writer
+        .join()
+        .unwrap()
+        .expect("the broker read every request");
+    assert!(answers.refused > 0, "the store never filled again");
+    assert_eq!(next_msg, WINDOW, "deliveries beyond the window");
+    assert_eq!(stat(&mut watcher, "publishers_waiting"), 0);
+}
