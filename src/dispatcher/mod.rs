@@ -417,9 +417,7 @@ impl Dispatcher {
     }
 
     /// Applies one command. Returns false when the dispatcher should stop,
-    /// and an error when the store failed. The publishes of a command that
-    /// did not wait for a full store ([`WhenFull::Refuse`]) are refused
-    /// while it is full.
+    /// and an error when the store failed.
     fn handle(&mut self, command: Command, now: Instant) -> Result<bool, StoreError> {
         match command {
             Command::Attach { conn, writer } => {
@@ -432,20 +430,7 @@ impl Dispatcher {
                 hangup,
                 when_full,
                 ..
-            } => {
-                let refuse_publishes =
-                    when_full == WhenFull::Refuse && self.full_memory.publishers_held;
-                for request in requests {
-                    if hangup.as_ref().is_some_and(|hangup| hangup.is_done()) {
-                        break; // hung up on: the rest is dropped
-                    }
-                    if refuse_publishes && matches!(request, Ok(Request::Publish { .. })) {
-                        self.refuse_for_full_memory(conn);
-                        continue;
-                    }
-                    self.carry_out(conn, request, hangup.as_ref(), now)?;
-                }
-            }
+            } => self.handle_requests(conn, requests, hangup, when_full, now)?,
             Command::Written { conn } => self.serve(conn, now),
             Command::Fetched(fetched) => self.fetched(fetched, now),
             Command::Report { reply } => {
@@ -455,6 +440,32 @@ impl Dispatcher {
             Command::Shutdown => return Ok(false),
         }
         Ok(true)
+    }
+
+    /// Carries out the requests of one command, in order, until the
+    /// connection is hung up on. The publishes of a command that did not
+    /// wait for a full store ([`WhenFull::Refuse`]) are refused while it
+    /// is full. Fails only if the store failed.
+    fn handle_requests(
+        &mut self,
+        conn: ConnId,
+        requests: Vec<Decoded>,
+        hangup: Option<Arc<Hangup>>,
+        when_full: WhenFull,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        let refuse_publishes = when_full == WhenFull::Refuse && self.full_memory.publishers_held;
+        for request in requests {
+            if hangup.as_ref().is_some_and(|hangup| hangup.is_done()) {
+                break; // hung up on: the rest is dropped
+            }
+            if refuse_publishes && matches!(request, Ok(Request::Publish { .. })) {
+                self.refuse_for_full_memory(conn);
+                continue;
+            }
+            self.carry_out(conn, request, hangup.as_ref(), now)?;
+        }
+        Ok(())
     }
 
     /// Carries out one request, or keeps it for later if the connection's

@@ -631,6 +631,9 @@ pub(crate) fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
         Reply::Unsubscribed => encode_status(out, status::UNSUBSCRIBED, None),
         Reply::Error(reason) => encode_status(out, status::ERROR, Some(reason)),
         Reply::DiskFull(full) => encode_status(out, status::ERROR, Some(&full.to_string())),
+        // Never sent in fact: only a connection that subscribes or pulls
+        // has its publishes refused, and a binary one never publishes too.
+        // Should one ever be, it is an error like a full disk.
         Reply::MemoryFull(full) => encode_status(out, status::ERROR, Some(&full.to_string())),
         Reply::OverLimit(limit) => encode_status(out, status::ERROR, Some(&limit.to_string())),
         Reply::Published { offset, .. } => {

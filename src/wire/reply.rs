@@ -110,6 +110,7 @@ impl std::fmt::Display for OverLimit {
 pub struct MemoryFull {
     /// The flag that set the limit, `--memory-bytes`.
     pub flag: &'static str,
+    /// The flag's value, in bytes: what all topics together may hold.
     pub limit: usize,
 }
 
