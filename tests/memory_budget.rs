@@ -687,3 +687,30 @@ fn a_publish_sent_before_the_first_subscribe_waits_and_those_after_it_are_refuse
     assert_eq!(next_msg, WINDOW, "deliveries beyond the window");
     assert_eq!(stat(&mut watcher, "publishers_waiting"), 0);
 }
+
+/// The warning a full store logs names what holds it, so that an operator
+/// can find a consumer that stopped acking: the topic, and each
+/// subscriber and group that needs it, from the oldest offset it has not
+/// acked.
+#[test]
+fn the_warning_of_a_full_in_memory_store_names_the_consumers_that_hold_it() {
+    const TOPIC: &str = "loop";
+    let brook = start_small_brook();
+    let mut member = Line::connect_with_patience(brook.addr, PATIENCE);
+    member.send(format!("SUB {TOPIC} beginning manual group workers\n"));
+    member.expect_line("+OK");
+    let _filled = fill_from_a_subscriber(&brook, TOPIC);
+    let held_by = format!("by \"{TOPIC}\" (");
+    brook.wait_for_log(&held_by, PATIENCE);
+    let log = brook.stderr();
+    let warning = log.lines().find(|line| line.contains(&held_by)).unwrap();
+    let (_, holders) = warning.split_once("): ").unwrap();
+    let holders: Vec<&str> = holders.split(", ").collect();
+    assert!(
+        holders.len() == 2
+            && holders[0].starts_with("conn ")
+            && holders[0].ends_with(" from offset 0")
+            && holders[1] == "group \"workers\" from offset 0",
+        "{warning}"
+    );
+}

@@ -12,14 +12,16 @@
 //! (`Dispatcher::became_readable`, in `publish.rs`). The memory budget
 //! (`budget.rs`) is kept last, once every cached record is in its file
 //! and may go; an in-memory store with nothing it may drop holds the
-//! publishers back instead, and has the next rounds refuse the publishes
-//! of connections that subscribe or pull.
+//! publishers back instead, has the next rounds refuse the publishes of
+//! connections that subscribe or pull, and says in the log, once a
+//! minute while it lasts, which subscribers and groups hold it.
 //!
 //! Calls: `publish.rs` (`became_readable`, `refuse_unwritten`).
 
 use std::time::{Duration, Instant};
 
 use super::Dispatcher;
+use crate::budget::describe;
 use crate::dispatcher::group::Group;
 use crate::ids::{Offset, TopicId};
 use crate::queue::CommandReceiver;
@@ -33,6 +35,10 @@ const AGE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// consumer that reads just slower than its publisher fills the store
 /// again after every few acks; once a minute tells the story.
 const FULL_STORE_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How many topics the warning names, and how many subscribers or groups
+/// of each: enough to find a stuck consumer, few enough for one line.
+const HOLDERS_NAMED: usize = 3;
 
 impl Dispatcher {
     /// Once a second, when logs can age out, marks those that did for the
@@ -163,6 +169,11 @@ impl Dispatcher {
     /// (`refuse_for_full_memory`, in `publish.rs`). Runs after the round's
     /// writes, when every cached record is in its file and can go.
     ///
+    /// While publishers are held, a warning says so once a minute, naming
+    /// what holds the store ([`Dispatcher::memory_holders`]): a consumer
+    /// that publishes and waits for that publish before it acks never
+    /// catches up, and the operator has to find it.
+    ///
     /// The budget can be passed by what one round appends before this
     /// runs; and once publishers are held, by what the dispatcher's queue
     /// already holds (at most its 1 MiB of payloads, or one larger command).
@@ -184,26 +195,81 @@ impl Dispatcher {
             }
         }
         let full = budget.is_over();
-        if full != self.full_memory.publishers_held {
-            self.full_memory.publishers_held = full;
+        if full != self.full_memory.held_since.is_some() {
+            self.full_memory.held_since = full.then_some(now);
             commands.hold_publishers(full);
-            let warned_lately = (self.full_memory.warned)
-                .is_some_and(|when| now.duration_since(when) < FULL_STORE_WARNING_INTERVAL);
-            if full && !warned_lately {
-                self.full_memory.warned = Some(now);
-                log::warn!(
-                    "topics hold {} bytes, over {} ({} bytes), and subscribers still need \
-                     all of it: publishers wait until they catch up, and the publishes of \
-                     connections that subscribe or pull are refused (said at most once a minute)",
-                    budget.used(),
-                    budget.flag(),
-                    budget.limit()
-                );
-            }
+        }
+        let warned_lately = (self.full_memory.warned)
+            .is_some_and(|when| now.duration_since(when) < FULL_STORE_WARNING_INTERVAL);
+        if let (Some(since), false) = (self.full_memory.held_since, warned_lately) {
+            self.full_memory.warned = Some(now);
+            let held = now.saturating_duration_since(since);
+            let held = match held.is_zero() {
+                true => String::new(),
+                false => format!(" for {held:.0?}"),
+            };
+            log::warn!(
+                "topics hold {} bytes, over {} ({} bytes), and subscribers still need \
+                 all of it: publishers wait until they catch up, and what connections publish \
+                 after a SUB or PULL is refused (said at most once a minute). Held{held} by {}",
+                budget.used(),
+                budget.flag(),
+                budget.limit(),
+                self.memory_holders()
+            );
         }
         self.full_memory.publishers_waiting = match full {
             true => commands.publishers_waiting(),
             false => 0,
         };
+    }
+
+    /// What holds a full in-memory store, for its warning: the topics that
+    /// hold the most, and for each the subscribers and groups that still
+    /// need its oldest messages, oldest first (at most [`HOLDERS_NAMED`]
+    /// of each). A consumer whose acks have stopped shows as the first of
+    /// its topic, from the offset it has not acked.
+    fn memory_holders(&self) -> String {
+        let mut topics: Vec<(usize, TopicId)> = (self.topics.iter().enumerate())
+            .map(|(id, topic)| (topic.log.held_bytes(), id))
+            .filter(|&(bytes, _)| bytes > 0)
+            .collect();
+        topics.sort_unstable_by(|a, b| b.cmp(a));
+        let named = topics.iter().take(HOLDERS_NAMED);
+        let named: Vec<String> = named
+            .map(|&(bytes, id)| self.topic_holders(id, bytes))
+            .collect();
+        named.join("; ")
+    }
+
+    /// Topic `id`, which holds `bytes`, and who still needs what it holds:
+    /// `"jobs" (1MiB from offset 16): conn 7 from offset 0, group "workers"
+    /// from offset 12`.
+    fn topic_holders(&self, id: TopicId, bytes: usize) -> String {
+        let topic = &self.topics[id];
+        let subscribers = topic.subscribers.iter().filter_map(|conn| {
+            let offset = self.sessions.get(conn)?.oldest_needed(id)?;
+            Some((offset, format!("conn {conn}")))
+        });
+        let groups = topic.groups.iter().filter(|g| !g.members().is_empty());
+        let groups = groups.map(|group| (group.position(), format!("group {:?}", group.name)));
+        let mut holders: Vec<(Offset, String)> = subscribers.chain(groups).collect();
+        holders.sort_unstable();
+        let mut named: Vec<String> = (holders.iter().take(HOLDERS_NAMED))
+            .map(|(offset, holder)| format!("{holder} from offset {offset}"))
+            .collect();
+        if holders.len() > HOLDERS_NAMED {
+            named.push(format!("{} more", holders.len() - HOLDERS_NAMED));
+        }
+        if named.is_empty() {
+            named.push("no connected subscriber".to_owned());
+        }
+        let start = topic.log.start();
+        let held = describe(bytes);
+        format!(
+            "{:?} ({held} from offset {start}): {}",
+            topic.name,
+            named.join(", ")
+        )
     }
 }

@@ -280,7 +280,8 @@ const NOT_STORED_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// `STATS`), and when the log last said so.
 #[derive(Debug, Default)]
 struct FullStore {
-    publishers_held: bool,
+    /// Since when publishers are held, if they are.
+    held_since: Option<Instant>,
     publishers_waiting: usize,
     refused: u64,
     warned: Option<Instant>,
@@ -454,7 +455,8 @@ impl Dispatcher {
         when_full: WhenFull,
         now: Instant,
     ) -> Result<(), StoreError> {
-        let refuse_publishes = when_full == WhenFull::Refuse && self.full_memory.publishers_held;
+        let full = self.full_memory.held_since.is_some();
+        let refuse_publishes = when_full == WhenFull::Refuse && full;
         for request in requests {
             if hangup.as_ref().is_some_and(|hangup| hangup.is_done()) {
                 break; // hung up on: the rest is dropped

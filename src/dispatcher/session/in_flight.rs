@@ -572,6 +572,19 @@ impl InFlight {
         std::mem::take(&mut self.given_up)
     }
 
+    /// The oldest offset of `topic` sent to this connection as a
+    /// subscriber (not for a group) that it has not acked: unanswered, or
+    /// owed again. For the warning that names what holds a full store.
+    pub fn oldest_unacked(&self, topic: TopicId) -> Option<Offset> {
+        let owed = self.redeliveries.iter().map(|Reverse(owed)| &owed.delivery);
+        let unanswered = self.deliveries.iter().filter(|delivery| !delivery.settled);
+        unanswered
+            .chain(owed)
+            .filter(|delivery| delivery.topic == topic && delivery.group.is_none())
+            .map(|delivery| delivery.offset)
+            .min()
+    }
+
     /// How many deliveries await an answer, and how many are owed again,
     /// for a test to look at.
     #[cfg(test)]

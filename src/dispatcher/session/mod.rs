@@ -288,6 +288,15 @@ impl Session {
             .map(|subscription| subscription.next)
     }
 
+    /// The oldest offset of `topic` this session still needs as its
+    /// subscriber: the oldest it was sent and has not acked, or else its
+    /// [`cursor`](Session::cursor). `None` if it does not subscribe to it.
+    pub fn oldest_needed(&self, topic: TopicId) -> Option<Offset> {
+        let cursor = self.cursor(topic)?;
+        let unacked = self.in_flight.oldest_unacked(topic);
+        Some(unacked.map_or(cursor, |offset| offset.min(cursor)))
+    }
+
     /// The topics this session subscribes to.
     pub fn topics(&self) -> impl Iterator<Item = TopicId> + '_ {
         self.subscriptions.keys().copied()
