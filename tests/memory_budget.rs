@@ -2,10 +2,10 @@
 //! binary: the disk store's cache of payloads (`--cache-bytes`) is shared
 //! by every topic, however many there are, and an in-memory broker that
 //! reaches `--memory-bytes` with nothing it may drop holds its publishers
-//! back instead of growing. A connection that subscribes and publishes is
-//! not held, lest its acks be held too and the broker wedge: its
-//! publishes are refused while the store is full, and none of them is
-//! stored.
+//! back instead of growing. A connection is not held after its first
+//! subscribe, lest its acks be held too and the broker wedge: what it
+//! publishes after that is refused while the store is full, and none of
+//! it is stored. The warning of a full store names what holds it.
 //!
 //! Each test starts the binary as a child process; those that measure it
 //! read its `VmHWM`, the most memory it ever held, from
@@ -534,16 +534,36 @@ fn fill_from_a_subscriber(brook: &BrookProcess, topic: &str) -> (Line, Answers) 
     consumer.send(format!("SUB {topic} beginning manual\n"));
     consumer.expect_line("+OK");
     let writer = pipeline(&consumer, pub_lines(topic, 0..OVERFLOW));
-    let mut answers = Answers::new(0);
+    let answers = answers_until_full(&mut consumer, writer, 0);
+    (consumer, answers)
+}
+
+/// Reads the answers to the `PUB`s numbered `first..OVERFLOW` that
+/// `writer` pipelines on `consumer`, which subscribes to their topic from
+/// offset 0 with manual acks and acks nothing: the store fills, and the
+/// rest are refused, while a window of deliveries comes.
+#[track_caller]
+fn answers_until_full(
+    consumer: &mut Line,
+    writer: thread::JoinHandle<std::io::Result<()>>,
+    first: u64,
+) -> Answers {
+    let mut answers = Answers::new(first);
     let mut next_msg = 0;
-    read_answers(&mut consumer, &mut answers, 0, OVERFLOW, &mut next_msg);
+    read_answers(
+        consumer,
+        &mut answers,
+        first,
+        OVERFLOW - first,
+        &mut next_msg,
+    );
     writer
         .join()
         .unwrap()
         .expect("the broker read every request");
     assert!(answers.refused > 0, "the store never filled");
     assert_eq!(next_msg, WINDOW, "deliveries beyond the window");
-    (consumer, answers)
+    answers
 }
 
 /// While the store is full, a connection that subscribes is told why its
@@ -676,15 +696,7 @@ fn a_publish_sent_before_the_first_subscribe_waits_and_those_after_it_are_refuse
     filler.send("QUIT\n");
     client.expect_line("+OK 0");
     client.expect_line("+OK");
-    let mut answers = Answers::new(1);
-    let mut next_msg = 0;
-    read_answers(&mut client, &mut answers, 1, OVERFLOW - 1, &mut next_msg);
-    writer
-        .join()
-        .unwrap()
-        .expect("the broker read every request");
-    assert!(answers.refused > 0, "the store never filled again");
-    assert_eq!(next_msg, WINDOW, "deliveries beyond the window");
+    answers_until_full(&mut client, writer, 1);
     assert_eq!(stat(&mut watcher, "publishers_waiting"), 0);
 }
 
