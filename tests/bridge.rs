@@ -211,7 +211,7 @@ impl StreamReader {
                 let attempt = self.servers.connect().map_err(|e| e.to_string());
                 let attempt = attempt.and_then(|mut connection| {
                     jetstream::ensure_consumer(&mut connection, &self.consumer)
-                        .map(|()| connection)
+                        .map(|_| connection)
                         .map_err(|e| e.to_string())
                 });
                 match attempt {
@@ -934,12 +934,82 @@ fn from_nats_makes_its_consumer_as_the_flags_ask_and_warns_when_it_was_not() {
     );
 }
 
+/// The config of the consumer of `--from-nats PAY=<pattern>`, named
+/// `durable`.
+fn consumer_config(addr: &str, durable: &str) -> jetstream::Json {
+    let mut nats = Connection::connect(addr, &Auth::None).unwrap();
+    let info = format!("$JS.API.CONSUMER.INFO.PAY.{durable}");
+    let info = jetstream::api(&mut nats, &info, "").unwrap();
+    info.get("config").expect("a config").clone()
+}
+
 /// The config of the consumer of `--from-nats PAY=pay.eu`.
 fn pay_consumer_config(addr: &str) -> jetstream::Json {
-    let mut nats = Connection::connect(addr, &Auth::None).unwrap();
-    let info = "$JS.API.CONSUMER.INFO.PAY.brook-bridge-pay_eu";
-    let info = jetstream::api(&mut nats, info, "").unwrap();
-    info.get("config").expect("a config").clone()
+    consumer_config(addr, "brook-bridge-pay_eu")
+}
+
+/// A consumer made by hand under the name a `--from-nats` mirror would
+/// use, but on other subjects, or pushing its messages, is not used, not
+/// changed, and not tried again and again: the mirror ends, and the
+/// bridge exits saying what to do (review of the bridge's last items,
+/// findings 2 and 3).
+#[test]
+fn from_nats_ends_at_a_consumer_of_its_name_that_it_cannot_use() {
+    if !nats_server_available("from_nats_unfit_consumer") {
+        return;
+    }
+    let server = NatsServer::single();
+    let brook = patient_brook();
+    let mut nats = make_stream(&server.addr, "PAY", "pay.*", Duration::from_secs(60));
+    for subject in ["pay.us", "pay.eu", "pay.de"] {
+        let reply = nats.request(subject, b"x", common::WAIT).unwrap();
+        jetstream::PubAck::parse(&reply).unwrap();
+    }
+    // brook-bridge-pay_eu, a pull consumer with explicit acks and the
+    // bridge's default tunables, but of pay.us.
+    let other_subjects = ConsumerSettings {
+        stream: "PAY".into(),
+        durable: "brook-bridge-pay_eu".into(),
+        filter: "pay.us".into(),
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: 256,
+        max_deliver: None,
+    };
+    jetstream::ensure_consumer(&mut nats, &other_subjects).unwrap();
+    // brook-bridge-pay_de, of pay.de, but a push consumer.
+    let push = r#"{"stream_name":"PAY","config":{"durable_name":"brook-bridge-pay_de",
+        "deliver_subject":"push.here","ack_policy":"explicit","filter_subject":"pay.de"}}"#;
+    jetstream::api(
+        &mut nats,
+        "$JS.API.CONSUMER.DURABLE.CREATE.PAY.brook-bridge-pay_de",
+        push,
+    )
+    .unwrap();
+
+    for (pattern, durable, why) in [
+        (
+            "pay.eu",
+            "brook-bridge-pay_eu",
+            "it takes the subjects pay.us",
+        ),
+        ("pay.de", "brook-bridge-pay_de", "it is a push consumer"),
+    ] {
+        let mirror = format!("PAY={pattern}");
+        let command = bridge_command(&brook, &server.addr, &["--from-nats", &mirror]);
+        let mut bridge = LoggedChild::spawn("brook-bridge", command);
+        assert!(!bridge.wait_for_exit(PATIENCE).success());
+        let log = bridge.stderr();
+        for needle in [why, &format!("nats consumer rm PAY {durable}")] {
+            assert_eq!(log.matches(needle).count(), 1, "{needle:?} once in:\n{log}");
+        }
+        assert!(!log.contains("starting again"), "tried again:\n{log}");
+    }
+    let kept = pay_consumer_config(&server.addr);
+    assert_eq!(kept.str_at("filter_subject"), Some("pay.us"), "not changed");
+    let pushing = consumer_config(&server.addr, "brook-bridge-pay_de");
+    assert_eq!(pushing.str_at("deliver_subject"), Some("push.here"));
+    let mut line = Line::connect(brook.local_addr());
+    assert_eq!(line.stat("messages_in"), 0, "nothing reached brook");
 }
 
 /// A message brook refuses for good (here, over its

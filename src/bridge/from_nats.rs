@@ -23,11 +23,12 @@
 //! messages come back only after `--ack-wait`, after newer ones: brook may
 //! then get them out of order.
 
+use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use super::config::{FromNats, Settings};
 use super::figures::MirrorFigures;
-use super::jetstream::{self, Answer, ConsumerSettings};
+use super::jetstream::{self, Answer, ConsumerSettings, Tunables};
 use super::nats::{Connection, Message, Servers};
 use super::sessions::{self, SessionError};
 use crate::client::{ClientError, Publisher};
@@ -39,26 +40,37 @@ const BROOK_PATIENCE: Duration = Duration::from_secs(30);
 /// How long one pull request waits for messages before JetStream ends it.
 const PULL_EXPIRES: Duration = Duration::from_secs(2);
 
-/// Runs the mirror until the process ends, starting a new session after
-/// each failure.
-pub fn run(mirror: &FromNats, settings: &Settings, figures: &MirrorFigures) {
+/// Runs the mirror, starting a new session after each failure, until one
+/// that no new session can mend, which it returns.
+pub fn run(mirror: &FromNats, settings: &Settings, figures: &MirrorFigures) -> SessionError {
     let mut servers = settings.servers();
     let name = format!("--from-nats {}", mirror.stream);
+    let mut warned_of_kept_tunables = false;
     sessions::retry_forever(&name, figures, || {
-        let ended = session(mirror, settings, &mut servers, figures);
+        let ended = session(
+            mirror,
+            settings,
+            &mut servers,
+            &mut warned_of_kept_tunables,
+            figures,
+        );
         // What the session had pulled is not its any more: JetStream
         // sends it again.
         figures.set_in_flight(0);
         ended
-    });
+    })
 }
 
+/// One connection to each side, until one fails. A consumer whose
+/// tunables JetStream keeps other than the flags ask is warned of once
+/// (`warned_of_kept_tunables`), not at each session: it stays so.
 fn session(
     mirror: &FromNats,
     settings: &Settings,
     servers: &mut Servers,
+    warned_of_kept_tunables: &mut bool,
     figures: &MirrorFigures,
-) -> Result<(), SessionError> {
+) -> Result<Infallible, SessionError> {
     let mut nats = servers.connect()?;
     figures.nats_connected();
     let consumer = ConsumerSettings {
@@ -69,7 +81,11 @@ fn session(
         max_ack_pending: settings.batch,
         max_deliver: settings.max_deliver,
     };
-    jetstream::ensure_consumer(&mut nats, &consumer)?;
+    let tunables = jetstream::ensure_consumer(&mut nats, &consumer)?;
+    if let (Tunables::Kept(kept), false) = (tunables, *warned_of_kept_tunables) {
+        log::warn!("{kept}");
+        *warned_of_kept_tunables = true;
+    }
     let mut brook =
         Publisher::connect_confirmed_as(settings.brook.as_str(), settings.brook_login.as_ref())?;
     brook.set_patience(BROOK_PATIENCE)?;
