@@ -31,6 +31,7 @@ use common::broker::{config, start_broker};
 use common::http::{http, samples, scrape};
 use common::line::Line;
 use common::nats::{free_port, nats_server_available, LoggedChild, NatsCluster, NatsServer};
+use common::process::BrookProcess;
 
 /// How long a test waits for the whole of a stream to arrive (or a
 /// cluster to elect a leader, a figure to reach the metrics). A bound,
@@ -100,13 +101,13 @@ fn publish_range(addr: SocketAddr, topic: &str, range: std::ops::Range<u64>) {
 /// `brook-bridge --brook <brook> --nats <nats>` with `args`, once it has
 /// logged `ready` (each mirror logs once it is connected on both sides).
 fn start_bridge(brook: &Broker, nats: &str, args: &[&str], ready: &str) -> LoggedChild {
-    run_bridge(bridge_command(brook, nats, args), ready)
+    run_bridge(bridge_command(brook.local_addr(), nats, args), ready)
 }
 
-fn bridge_command(brook: &Broker, nats: &str, args: &[&str]) -> Command {
+fn bridge_command(brook: SocketAddr, nats: &str, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_brook-bridge"));
     command
-        .args(["--brook", &brook.local_addr().to_string(), "--nats", nats])
+        .args(["--brook", &brook.to_string(), "--nats", nats])
         .args(args)
         .env("RUST_LOG", "info");
     command
@@ -648,7 +649,7 @@ fn to_nats_logs_in_to_a_brook_with_an_auth_file() {
     }
     // The user from the flag, the password from the environment.
     let args = ["--to-nats", "orders.eu=ORDERS", "--brook-user", "mirror"];
-    let mut command = bridge_command(&brook, &server.addr, &args);
+    let mut command = bridge_command(brook.local_addr(), &server.addr, &args);
     command.env("BROOK_PASSWORD", login.password());
     let _bridge = run_bridge(command, ORDERS_READY);
     let mut reader = StreamReader::new(&server.addr, "ORDERS");
@@ -893,6 +894,37 @@ fn from_nats_publishes_a_stream_into_brook_in_order() {
     common::client::expect_nothing(&mut subscriber, common::QUIET);
 }
 
+/// A `--from-nats` mirror of an idle stream notices that brook is gone
+/// (killed, with no message to publish): its session ends, and the
+/// metrics say it is not connected (review of the bridge's last items,
+/// finding 1).
+#[test]
+fn from_nats_notices_brook_gone_while_the_stream_is_idle() {
+    if !nats_server_available("from_nats_brook_gone") {
+        return;
+    }
+    let server = NatsServer::single();
+    pay_stream(&server.addr, std::iter::empty());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_brook"));
+    command.args(["--addr", "127.0.0.1:0", "--in-memory"]);
+    let mut brook = BrookProcess::start(command, common::WAIT).unwrap_or_else(|e| panic!("{e}"));
+    let args = [&["--from-nats", "PAY=pay.eu"][..], &METRICS_ON_ANY_PORT].concat();
+    let command = bridge_command(brook.addr, &server.addr, &args);
+    let bridge = run_bridge(command, "consuming JetStream PAY");
+    let metrics = metrics_addr(&bridge);
+    let labels = r#"{direction="from-nats",stream="PAY",pattern="pay.eu"}"#;
+    scrape_until(metrics, labels, |f| f.get("brook_bridge_connected") == 1);
+
+    let mut child = brook.take_child();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let figures = scrape_until(metrics, labels, |f| {
+        f.get("brook_bridge_connected") == 0 && f.get("brook_bridge_session_failures_total") > 0
+    });
+    assert_eq!(figures.get("brook_bridge_forwarded_total"), 0);
+    bridge.wait_for_log("brook: the broker closed the connection", 1, common::WAIT);
+}
+
 /// The durable consumer a `--from-nats` mirror makes has the flags'
 /// `--ack-wait`, `--batch` (its `max_ack_pending`) and `--max-deliver`;
 /// a bridge started again with other flags finds it otherwise, and says
@@ -995,7 +1027,7 @@ fn from_nats_ends_at_a_consumer_of_its_name_that_it_cannot_use() {
         ("pay.de", "brook-bridge-pay_de", "it is a push consumer"),
     ] {
         let mirror = format!("PAY={pattern}");
-        let command = bridge_command(&brook, &server.addr, &["--from-nats", &mirror]);
+        let command = bridge_command(brook.local_addr(), &server.addr, &["--from-nats", &mirror]);
         let mut bridge = LoggedChild::spawn("brook-bridge", command);
         assert!(!bridge.wait_for_exit(PATIENCE).success());
         let log = bridge.stderr();

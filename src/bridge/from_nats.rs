@@ -13,6 +13,9 @@
 //! again after `--ack-wait`, to this bridge or to the next one started.
 //! So brook gets every message at least once; one that came twice (the
 //! bridge died between brook's confirmation and its ack) is stored twice.
+//! A pull that brings nothing (every 2 s while the stream is idle) is
+//! followed by a look at brook's socket, so that a brook gone ends the
+//! session then too, not only at the next message.
 //!
 //! Order. When brook fails partway through a batch, the messages it did
 //! not confirm are answered -NAK, oldest first, before the session ends:
@@ -101,6 +104,13 @@ fn session(
         let inbox = nats.new_inbox();
         jetstream::request_next(&nats, &consumer, &inbox, settings.batch, PULL_EXPIRES)?;
         let messages = pulled(&nats, &inbox, settings.batch)?;
+        if messages.is_empty() {
+            // Nothing to publish, so brook's socket went untouched: a
+            // brook gone would go unnoticed (and the mirror shown
+            // connected) until the next message.
+            brook.check_open()?;
+            continue;
+        }
         figures.set_in_flight(messages.len());
         let outcome = publish_batch(&mut brook, &messages)
             .map_err(|error| (0, SessionError::from(error)))
