@@ -367,7 +367,7 @@ const FLAGS: &[Flag<Settings>] = &[
     Flag {
         name: "--report-every",
         value: "DURATION",
-        help: "log the messages moved per second this often",
+        help: "log this often the messages per second the far side confirmed (--to-nats: JetStream's duplicates too) and those given up for good [default: off]",
         expected: DURATION,
         set: |s, value| {
             s.report_every = Some(parse_duration(value).filter(|d| !d.is_zero())?);

@@ -161,8 +161,9 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Logs the messages all `mirrors` moved per second, every `every`,
-/// forever.
+/// Logs, every `every`, forever, the messages per second the far side
+/// confirmed to all `mirrors` (their `forwarded`, so a message JetStream
+/// answered duplicate counts again), and how many they gave up for good.
 fn report_throughput(mirrors: &[Arc<MirrorFigures>], every: Duration) -> ! {
     let moved = || -> (u64, u64) {
         let now = mirrors.iter().map(|mirror| mirror.read());
@@ -176,7 +177,8 @@ fn report_throughput(mirrors: &[Arc<MirrorFigures>], every: Duration) -> ! {
         let ((count, given_up), now) = (moved(), Instant::now());
         let rate = (count - last_count) as f64 / (now - last_time).as_secs_f64();
         log::info!(
-            "throughput: {rate:.0} msgs/s ({count} moved in all, {given_up} refused for good)"
+            "throughput: {rate:.0} msgs/s confirmed ({count} in all, duplicates included; \
+             {given_up} given up for good)"
         );
         (last_count, last_time) = (count, now);
     }
