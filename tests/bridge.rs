@@ -4,7 +4,9 @@
 //! a pattern, as a brook user, from a brook started again in memory) into
 //! one server and into a three-node cluster whose stream leader is killed
 //! with messages in flight, a bridge killed and restarted mid-stream, and
-//! `--from-nats`, also past a message brook refuses.
+//! `--from-nats`, also past a message brook refuses, at a consumer of its
+//! name that it cannot use, and with brook killed while the stream is
+//! idle.
 //!
 //! Each test skips (saying so) where `nats-server` is not on PATH, unless
 //! `BROOK_REQUIRE_NATS=1`. What lands in a stream is read back through a
@@ -151,6 +153,12 @@ impl MirrorFigures {
     }
 }
 
+/// How long [`scrape_until`] lets the bridge work between two scrapes:
+/// a pause between polls, so that polling does not take a core from the
+/// bridge and the servers on a busy machine; the wait itself is bounded
+/// by [`PATIENCE`], and ends at the first scrape that shows the figures.
+const BETWEEN_SCRAPES: Duration = Duration::from_millis(20);
+
 /// Scrapes the bridge's metrics at `addr` until `done` holds of the
 /// figures of the mirror labelled `labels`, within [`PATIENCE`]; returns
 /// them. The figures move as the bridge works, and a scrape is answered
@@ -174,6 +182,7 @@ fn scrape_until(
             Instant::now() < deadline,
             "the figures of {labels} not there within {PATIENCE:?}:\n{page}"
         );
+        std::thread::sleep(BETWEEN_SCRAPES);
     }
 }
 

@@ -47,9 +47,8 @@ const PULL_EXPIRES: Duration = Duration::from_secs(2);
 /// that no new session can mend, which it returns.
 pub fn run(mirror: &FromNats, settings: &Settings, figures: &MirrorFigures) -> SessionError {
     let mut servers = settings.servers();
-    let name = format!("--from-nats {}", mirror.stream);
     let mut warned_of_kept_tunables = false;
-    sessions::retry_forever(&name, figures, || {
+    sessions::retry_forever(&mirror.name(), figures, || {
         let ended = session(
             mirror,
             settings,

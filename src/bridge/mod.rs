@@ -82,18 +82,22 @@ pub fn run(settings: Settings, metrics: Option<TcpListener>) -> MirrorStopped {
     for mirror in settings.to_nats.clone() {
         let settings = settings.clone();
         let figures = MirrorFigures::new(Direction::ToNats, &mirror.stream, &mirror.pattern);
-        let name = format!("--to-nats {}", mirror.pattern);
-        mirrors.push(start_mirror(name, figures, &stopped, move |figures| {
-            to_nats::run(&mirror, &settings, figures).to_string()
-        }));
+        mirrors.push(start_mirror(
+            mirror.name(),
+            figures,
+            &stopped,
+            move |figures| to_nats::run(&mirror, &settings, figures).to_string(),
+        ));
     }
     for mirror in settings.from_nats.clone() {
         let settings = settings.clone();
         let figures = MirrorFigures::new(Direction::FromNats, &mirror.stream, &mirror.pattern);
-        let name = format!("--from-nats {}", mirror.stream);
-        mirrors.push(start_mirror(name, figures, &stopped, move |figures| {
-            from_nats::run(&mirror, &settings, figures).to_string()
-        }));
+        mirrors.push(start_mirror(
+            mirror.name(),
+            figures,
+            &stopped,
+            move |figures| from_nats::run(&mirror, &settings, figures).to_string(),
+        ));
     }
     if let Some(every) = settings.report_every {
         let mirrors = mirrors.clone();

@@ -62,8 +62,7 @@ const PUBACK_PATIENCE: Duration = Duration::from_secs(10);
 pub fn run(mirror: &ToNats, settings: &Settings, figures: &Arc<MirrorFigures>) -> SessionError {
     let mut servers = settings.servers();
     let mut kept = None;
-    let name = format!("--to-nats {}", mirror.pattern);
-    sessions::retry_forever(&name, figures, || {
+    sessions::retry_forever(&mirror.name(), figures, || {
         let result = session(mirror, settings, &mut servers, &mut kept, figures);
         if let Err(SessionError::BrookFeed(_)) = result {
             kept = None;
