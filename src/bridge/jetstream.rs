@@ -616,12 +616,12 @@ pub fn ensure_consumer(
     connection: &mut Connection,
     settings: &ConsumerSettings,
 ) -> Result<Tunables, JetStreamError> {
-    let Some(found) = consumer_config(connection, settings)? else {
+    let Some(held) = consumer_config(connection, settings)? else {
         create_consumer(connection, settings)?;
         log::info!("created the JetStream consumer {}", settings.name());
         return Ok(Tunables::AsAsked);
     };
-    if let Some(why) = settings.unfit(&found) {
+    if let Some(why) = settings.unfit(&held) {
         return Err(JetStreamError::Unfit(UnfitConsumer {
             stream: settings.stream.clone(),
             durable: settings.durable.clone(),
@@ -629,11 +629,11 @@ pub fn ensure_consumer(
             why,
         }));
     }
-    let found = settings.differences(&found);
+    let found = settings.differences(&held);
     if found.is_empty() {
         return Ok(Tunables::AsAsked);
     }
-    let now = match create_consumer(connection, settings) {
+    let because = match create_consumer(connection, settings) {
         Ok(reply) => match reply
             .get("config")
             .map(|config| settings.differences(config))
@@ -657,7 +657,7 @@ pub fn ensure_consumer(
         stream: settings.stream.clone(),
         durable: settings.durable.clone(),
         found,
-        because: now,
+        because,
     }))
 }
 
