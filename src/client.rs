@@ -216,6 +216,30 @@ impl Publisher {
         }
     }
 
+    /// Checks, without waiting, that the broker has not closed the
+    /// connection, for a [`Publisher::connect_confirmed`] publisher that
+    /// owes no confirmation: a broker gone shows nowhere else until the
+    /// next publish, since nothing reads the socket in between. Closed:
+    /// [`ClientError::Closed`]. Anything the broker sent (nothing is owed,
+    /// so it can only be a refusal) is read and returned as the error.
+    pub fn check_open(&mut self) -> Result<()> {
+        let socket = self.stream.get_ref();
+        socket.set_nonblocking(true)?;
+        let peeked = socket.peek(&mut [0u8; 1]);
+        socket.set_nonblocking(false)?;
+        match peeked {
+            Ok(0) => Err(ClientError::Closed),
+            Ok(_) => match self.confirmation() {
+                Ok(offset) => Err(ClientError::Protocol(format!(
+                    "a confirmation (offset {offset}) of no publish"
+                ))),
+                Err(error) => Err(error),
+            },
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
     /// Queues one message for `topic`. It is sent on [`Publisher::flush`],
     /// when the buffer fills, or when the publisher is dropped.
     pub fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<()> {

@@ -4,7 +4,9 @@
 //! a pattern, as a brook user, from a brook started again in memory) into
 //! one server and into a three-node cluster whose stream leader is killed
 //! with messages in flight, a bridge killed and restarted mid-stream, and
-//! `--from-nats`, also past a message brook refuses.
+//! `--from-nats`, also past a message brook refuses, at a consumer of its
+//! name that it cannot use, and with brook killed while the stream is
+//! idle.
 //!
 //! Each test skips (saying so) where `nats-server` is not on PATH, unless
 //! `BROOK_REQUIRE_NATS=1`. What lands in a stream is read back through a
@@ -31,6 +33,7 @@ use common::broker::{config, start_broker};
 use common::http::{http, samples, scrape};
 use common::line::Line;
 use common::nats::{free_port, nats_server_available, LoggedChild, NatsCluster, NatsServer};
+use common::process::BrookProcess;
 
 /// How long a test waits for the whole of a stream to arrive (or a
 /// cluster to elect a leader, a figure to reach the metrics). A bound,
@@ -100,13 +103,13 @@ fn publish_range(addr: SocketAddr, topic: &str, range: std::ops::Range<u64>) {
 /// `brook-bridge --brook <brook> --nats <nats>` with `args`, once it has
 /// logged `ready` (each mirror logs once it is connected on both sides).
 fn start_bridge(brook: &Broker, nats: &str, args: &[&str], ready: &str) -> LoggedChild {
-    run_bridge(bridge_command(brook, nats, args), ready)
+    run_bridge(bridge_command(brook.local_addr(), nats, args), ready)
 }
 
-fn bridge_command(brook: &Broker, nats: &str, args: &[&str]) -> Command {
+fn bridge_command(brook: SocketAddr, nats: &str, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_brook-bridge"));
     command
-        .args(["--brook", &brook.local_addr().to_string(), "--nats", nats])
+        .args(["--brook", &brook.to_string(), "--nats", nats])
         .args(args)
         .env("RUST_LOG", "info");
     command
@@ -150,6 +153,12 @@ impl MirrorFigures {
     }
 }
 
+/// How long [`scrape_until`] lets the bridge work between two scrapes:
+/// a pause between polls, so that polling does not take a core from the
+/// bridge and the servers on a busy machine; the wait itself is bounded
+/// by [`PATIENCE`], and ends at the first scrape that shows the figures.
+const BETWEEN_SCRAPES: Duration = Duration::from_millis(20);
+
 /// Scrapes the bridge's metrics at `addr` until `done` holds of the
 /// figures of the mirror labelled `labels`, within [`PATIENCE`]; returns
 /// them. The figures move as the bridge works, and a scrape is answered
@@ -173,6 +182,7 @@ fn scrape_until(
             Instant::now() < deadline,
             "the figures of {labels} not there within {PATIENCE:?}:\n{page}"
         );
+        std::thread::sleep(BETWEEN_SCRAPES);
     }
 }
 
@@ -211,7 +221,7 @@ impl StreamReader {
                 let attempt = self.servers.connect().map_err(|e| e.to_string());
                 let attempt = attempt.and_then(|mut connection| {
                     jetstream::ensure_consumer(&mut connection, &self.consumer)
-                        .map(|()| connection)
+                        .map(|_| connection)
                         .map_err(|e| e.to_string())
                 });
                 match attempt {
@@ -648,7 +658,7 @@ fn to_nats_logs_in_to_a_brook_with_an_auth_file() {
     }
     // The user from the flag, the password from the environment.
     let args = ["--to-nats", "orders.eu=ORDERS", "--brook-user", "mirror"];
-    let mut command = bridge_command(&brook, &server.addr, &args);
+    let mut command = bridge_command(brook.local_addr(), &server.addr, &args);
     command.env("BROOK_PASSWORD", login.password());
     let _bridge = run_bridge(command, ORDERS_READY);
     let mut reader = StreamReader::new(&server.addr, "ORDERS");
@@ -893,6 +903,37 @@ fn from_nats_publishes_a_stream_into_brook_in_order() {
     common::client::expect_nothing(&mut subscriber, common::QUIET);
 }
 
+/// A `--from-nats` mirror of an idle stream notices that brook is gone
+/// (killed, with no message to publish): its session ends, and the
+/// metrics say it is not connected (review of the bridge's last items,
+/// finding 1).
+#[test]
+fn from_nats_notices_brook_gone_while_the_stream_is_idle() {
+    if !nats_server_available("from_nats_brook_gone") {
+        return;
+    }
+    let server = NatsServer::single();
+    pay_stream(&server.addr, std::iter::empty());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_brook"));
+    command.args(["--addr", "127.0.0.1:0", "--in-memory"]);
+    let mut brook = BrookProcess::start(command, common::WAIT).unwrap_or_else(|e| panic!("{e}"));
+    let args = [&["--from-nats", "PAY=pay.eu"][..], &METRICS_ON_ANY_PORT].concat();
+    let command = bridge_command(brook.addr, &server.addr, &args);
+    let bridge = run_bridge(command, "consuming JetStream PAY");
+    let metrics = metrics_addr(&bridge);
+    let labels = r#"{direction="from-nats",stream="PAY",pattern="pay.eu"}"#;
+    scrape_until(metrics, labels, |f| f.get("brook_bridge_connected") == 1);
+
+    let mut child = brook.take_child();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let figures = scrape_until(metrics, labels, |f| {
+        f.get("brook_bridge_connected") == 0 && f.get("brook_bridge_session_failures_total") > 0
+    });
+    assert_eq!(figures.get("brook_bridge_forwarded_total"), 0);
+    bridge.wait_for_log("brook: the broker closed the connection", 1, common::WAIT);
+}
+
 /// The durable consumer a `--from-nats` mirror makes has the flags'
 /// `--ack-wait`, `--batch` (its `max_ack_pending`) and `--max-deliver`;
 /// a bridge started again with other flags finds it otherwise, and says
@@ -934,12 +975,82 @@ fn from_nats_makes_its_consumer_as_the_flags_ask_and_warns_when_it_was_not() {
     );
 }
 
+/// The config of the consumer of `--from-nats PAY=<pattern>`, named
+/// `durable`.
+fn consumer_config(addr: &str, durable: &str) -> jetstream::Json {
+    let mut nats = Connection::connect(addr, &Auth::None).unwrap();
+    let info = format!("$JS.API.CONSUMER.INFO.PAY.{durable}");
+    let info = jetstream::api(&mut nats, &info, "").unwrap();
+    info.get("config").expect("a config").clone()
+}
+
 /// The config of the consumer of `--from-nats PAY=pay.eu`.
 fn pay_consumer_config(addr: &str) -> jetstream::Json {
-    let mut nats = Connection::connect(addr, &Auth::None).unwrap();
-    let info = "$JS.API.CONSUMER.INFO.PAY.brook-bridge-pay_eu";
-    let info = jetstream::api(&mut nats, info, "").unwrap();
-    info.get("config").expect("a config").clone()
+    consumer_config(addr, "brook-bridge-pay_eu")
+}
+
+/// A consumer made by hand under the name a `--from-nats` mirror would
+/// use, but on other subjects, or pushing its messages, is not used, not
+/// changed, and not tried again and again: the mirror ends, and the
+/// bridge exits saying what to do (review of the bridge's last items,
+/// findings 2 and 3).
+#[test]
+fn from_nats_ends_at_a_consumer_of_its_name_that_it_cannot_use() {
+    if !nats_server_available("from_nats_unfit_consumer") {
+        return;
+    }
+    let server = NatsServer::single();
+    let brook = patient_brook();
+    let mut nats = make_stream(&server.addr, "PAY", "pay.*", Duration::from_secs(60));
+    for subject in ["pay.us", "pay.eu", "pay.de"] {
+        let reply = nats.request(subject, b"x", common::WAIT).unwrap();
+        jetstream::PubAck::parse(&reply).unwrap();
+    }
+    // brook-bridge-pay_eu, a pull consumer with explicit acks and the
+    // bridge's default tunables, but of pay.us.
+    let other_subjects = ConsumerSettings {
+        stream: "PAY".into(),
+        durable: "brook-bridge-pay_eu".into(),
+        filter: "pay.us".into(),
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: 256,
+        max_deliver: None,
+    };
+    jetstream::ensure_consumer(&mut nats, &other_subjects).unwrap();
+    // brook-bridge-pay_de, of pay.de, but a push consumer.
+    let push = r#"{"stream_name":"PAY","config":{"durable_name":"brook-bridge-pay_de",
+        "deliver_subject":"push.here","ack_policy":"explicit","filter_subject":"pay.de"}}"#;
+    jetstream::api(
+        &mut nats,
+        "$JS.API.CONSUMER.DURABLE.CREATE.PAY.brook-bridge-pay_de",
+        push,
+    )
+    .unwrap();
+
+    for (pattern, durable, why) in [
+        (
+            "pay.eu",
+            "brook-bridge-pay_eu",
+            "it takes the subjects pay.us",
+        ),
+        ("pay.de", "brook-bridge-pay_de", "it is a push consumer"),
+    ] {
+        let mirror = format!("PAY={pattern}");
+        let command = bridge_command(brook.local_addr(), &server.addr, &["--from-nats", &mirror]);
+        let mut bridge = LoggedChild::spawn("brook-bridge", command);
+        assert!(!bridge.wait_for_exit(PATIENCE).success());
+        let log = bridge.stderr();
+        for needle in [why, &format!("nats consumer rm PAY {durable}")] {
+            assert_eq!(log.matches(needle).count(), 1, "{needle:?} once in:\n{log}");
+        }
+        assert!(!log.contains("starting again"), "tried again:\n{log}");
+    }
+    let kept = pay_consumer_config(&server.addr);
+    assert_eq!(kept.str_at("filter_subject"), Some("pay.us"), "not changed");
+    let pushing = consumer_config(&server.addr, "brook-bridge-pay_de");
+    assert_eq!(pushing.str_at("deliver_subject"), Some("push.here"));
+    let mut line = Line::connect(brook.local_addr());
+    assert_eq!(line.stat("messages_in"), 0, "nothing reached brook");
 }
 
 /// A message brook refuses for good (here, over its

@@ -1,6 +1,7 @@
 //! The `brook-bridge` binary: parse the flags and run the mirrors they ask
-//! for (`brook::bridge`), until killed, or until a mirror stops (a bug:
-//! it panicked), which ends the process with a failure. See `brook-bridge --help` and
+//! for (`brook::bridge`), until killed, or until a mirror stops (it found
+//! a JetStream consumer it cannot use, or a bug made it panic), which
+//! ends the process with a failure. See `brook-bridge --help` and
 //! docs/SCALING.md.
 
 use std::process::ExitCode;

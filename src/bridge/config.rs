@@ -106,6 +106,12 @@ impl ToNats {
     pub fn group(&self) -> String {
         format!("bridge-{}", self.stream)
     }
+
+    /// The mirror as its flag gives it, its name in logs and exit
+    /// messages: `--to-nats PATTERN=STREAM`.
+    pub fn name(&self) -> String {
+        format!("--to-nats {}={}", self.pattern, self.stream)
+    }
 }
 
 /// One mirror: stream `stream`'s messages on `pattern` into brook.
@@ -116,6 +122,13 @@ pub struct FromNats {
 }
 
 impl FromNats {
+    /// The mirror as its flag gives it, its name in logs and exit
+    /// messages: `--from-nats STREAM=PATTERN` (one stream may have
+    /// several mirrors, of other patterns).
+    pub fn name(&self) -> String {
+        format!("--from-nats {}={}", self.stream, self.pattern)
+    }
+
     /// The durable consumer's name. JetStream names allow no dots or
     /// wildcards, so those are spelled out: `brook-bridge-<pattern>` with
     /// `.`, `*` and `>` as `_`, `star` and `rest`, the names the bridge
@@ -367,7 +380,7 @@ const FLAGS: &[Flag<Settings>] = &[
     Flag {
         name: "--report-every",
         value: "DURATION",
-        help: "log the messages moved per second this often",
+        help: "log this often the messages per second the far side confirmed (--to-nats: JetStream's duplicates too) and those given up for good [default: off]",
         expected: DURATION,
         set: |s, value| {
             s.report_every = Some(parse_duration(value).filter(|d| !d.is_zero())?);
@@ -557,6 +570,20 @@ mod tests {
             parse(&["--nope"]),
             Err(BridgeConfigError::Flag(ConfigError::UnknownFlag(_)))
         ));
+    }
+
+    /// Two mirrors of one stream, of other patterns, have other names in
+    /// the logs (review of the bridge's last items, finding 7).
+    #[test]
+    fn each_mirror_is_named_as_its_flag_gives_it() {
+        let s = settings(&[
+            "--from-nats=PAY=pay.*",
+            "--from-nats=PAY=pay.eu",
+            "--to-nats=orders.*=ORDERS",
+        ]);
+        let names: Vec<String> = s.from_nats.iter().map(FromNats::name).collect();
+        assert_eq!(names, ["--from-nats PAY=pay.*", "--from-nats PAY=pay.eu"]);
+        assert_eq!(s.to_nats[0].name(), "--to-nats orders.*=ORDERS");
     }
 
     #[test]

@@ -45,8 +45,10 @@ pub struct MirrorFigures {
     /// Messages the far side confirmed: JetStream's PubAck (`--to-nats`,
     /// duplicates included), brook's confirmation (`--from-nats`).
     forwarded: AtomicU64,
-    /// Messages sent and not yet confirmed: publishes awaiting their
-    /// PubAck (`--to-nats`), or the pulled batch brook has yet to confirm
+    /// Messages not answered yet: brook deliveries the mirror has not
+    /// answered (`--to-nats`: publishes awaiting their PubAck, and
+    /// deliveries waiting behind one, such as brook sending a message
+    /// again), or the pulled batch brook has yet to confirm
     /// (`--from-nats`).
     in_flight: AtomicU64,
     /// PubAcks that said JetStream had the message already (`--to-nats`).
@@ -59,8 +61,11 @@ pub struct MirrorFigures {
     /// Messages answered `+TERM`: brook refused them for good
     /// (`--from-nats`).
     terms: AtomicU64,
+    /// Connections made to NATS: one per session attempt that got so far.
     nats_connections: AtomicU64,
     brook_connections: AtomicU64,
+    /// Session attempts that failed, whether the session had started or
+    /// not: an outage adds one per retry.
     session_failures: AtomicU64,
     /// Whether a session is running, connected on both sides.
     connected: AtomicBool,

@@ -13,6 +13,9 @@
 //! again after `--ack-wait`, to this bridge or to the next one started.
 //! So brook gets every message at least once; one that came twice (the
 //! bridge died between brook's confirmation and its ack) is stored twice.
+//! A pull that brings nothing (every 2 s while the stream is idle) is
+//! followed by a look at brook's socket, so that a brook gone ends the
+//! session then too, not only at the next message.
 //!
 //! Order. When brook fails partway through a batch, the messages it did
 //! not confirm are answered -NAK, oldest first, before the session ends:
@@ -23,11 +26,12 @@
 //! messages come back only after `--ack-wait`, after newer ones: brook may
 //! then get them out of order.
 
+use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use super::config::{FromNats, Settings};
 use super::figures::MirrorFigures;
-use super::jetstream::{self, Answer, ConsumerSettings};
+use super::jetstream::{self, Answer, ConsumerSettings, Tunables};
 use super::nats::{Connection, Message, Servers};
 use super::sessions::{self, SessionError};
 use crate::client::{ClientError, Publisher};
@@ -39,26 +43,36 @@ const BROOK_PATIENCE: Duration = Duration::from_secs(30);
 /// How long one pull request waits for messages before JetStream ends it.
 const PULL_EXPIRES: Duration = Duration::from_secs(2);
 
-/// Runs the mirror until the process ends, starting a new session after
-/// each failure.
-pub fn run(mirror: &FromNats, settings: &Settings, figures: &MirrorFigures) {
+/// Runs the mirror, starting a new session after each failure, until one
+/// that no new session can mend, which it returns.
+pub fn run(mirror: &FromNats, settings: &Settings, figures: &MirrorFigures) -> SessionError {
     let mut servers = settings.servers();
-    let name = format!("--from-nats {}", mirror.stream);
-    sessions::retry_forever(&name, figures, || {
-        let ended = session(mirror, settings, &mut servers, figures);
+    let mut warned_of_kept_tunables = false;
+    sessions::retry_forever(&mirror.name(), figures, || {
+        let ended = session(
+            mirror,
+            settings,
+            &mut servers,
+            &mut warned_of_kept_tunables,
+            figures,
+        );
         // What the session had pulled is not its any more: JetStream
         // sends it again.
         figures.set_in_flight(0);
         ended
-    });
+    })
 }
 
+/// One connection to each side, until one fails. A consumer whose
+/// tunables JetStream keeps other than the flags ask is warned of once
+/// (`warned_of_kept_tunables`), not at each session: it stays so.
 fn session(
     mirror: &FromNats,
     settings: &Settings,
     servers: &mut Servers,
+    warned_of_kept_tunables: &mut bool,
     figures: &MirrorFigures,
-) -> Result<(), SessionError> {
+) -> Result<Infallible, SessionError> {
     let mut nats = servers.connect()?;
     figures.nats_connected();
     let consumer = ConsumerSettings {
@@ -69,7 +83,11 @@ fn session(
         max_ack_pending: settings.batch,
         max_deliver: settings.max_deliver,
     };
-    jetstream::ensure_consumer(&mut nats, &consumer)?;
+    let tunables = jetstream::ensure_consumer(&mut nats, &consumer)?;
+    if let (Tunables::Kept(kept), false) = (tunables, *warned_of_kept_tunables) {
+        log::warn!("{kept}");
+        *warned_of_kept_tunables = true;
+    }
     let mut brook =
         Publisher::connect_confirmed_as(settings.brook.as_str(), settings.brook_login.as_ref())?;
     brook.set_patience(BROOK_PATIENCE)?;
@@ -85,6 +103,13 @@ fn session(
         let inbox = nats.new_inbox();
         jetstream::request_next(&nats, &consumer, &inbox, settings.batch, PULL_EXPIRES)?;
         let messages = pulled(&nats, &inbox, settings.batch)?;
+        if messages.is_empty() {
+            // Nothing to publish, so brook's socket went untouched: a
+            // brook gone would go unnoticed (and the mirror shown
+            // connected) until the next message.
+            brook.check_open()?;
+            continue;
+        }
         figures.set_in_flight(messages.len());
         let outcome = publish_batch(&mut brook, &messages)
             .map_err(|error| (0, SessionError::from(error)))

@@ -4,8 +4,9 @@
 //!
 //! ```text
 //!  ensure_stream    ── $JS.API.STREAM.INFO.<name>, else STREAM.CREATE.<name> ──► StreamInfo
-//!  ensure_consumer  ── $JS.API.CONSUMER.INFO.<stream>.<durable>; if absent or other
-//!                      than the flags ask, CONSUMER.DURABLE.CREATE.<stream>.<durable>
+//!  ensure_consumer  ── $JS.API.CONSUMER.INFO.<stream>.<durable>: one the mirror cannot use
+//!                      is an error; if absent, or its tunables other than the flags ask,
+//!                      CONSUMER.DURABLE.CREATE.<stream>.<durable>
 //!  request_next     ── $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>  (messages come to a reply inbox)
 //!  answer           ── +ACK, -NAK or +TERM to the delivered message's reply subject
 //!  PubAck::parse    ◄── the reply to a publish into a stream: {"stream":..,"seq":..,"duplicate":..}
@@ -255,6 +256,8 @@ pub enum JetStreamError {
     MissingField(&'static str),
     /// A publish answered "no responders": no stream takes its subject.
     NoStream,
+    /// The consumer of the bridge's durable name is one it cannot use.
+    Unfit(UnfitConsumer),
 }
 
 impl fmt::Display for JetStreamError {
@@ -276,6 +279,7 @@ impl fmt::Display for JetStreamError {
                  is electing a new leader (tried again); else no stream takes the subject, or \
                  JetStream is off (nats-server -js)"
             ),
+            JetStreamError::Unfit(unfit) => write!(f, "{unfit}"),
         }
     }
 }
@@ -507,55 +511,167 @@ impl ConsumerSettings {
         .collect()
     }
 
+    /// Why the consumer config `held` cannot serve these settings'
+    /// mirror, if it cannot: the bridge pulls (no `deliver_subject`),
+    /// acks each message (`ack_policy` `explicit`), and wants the
+    /// pattern's subjects only (`filter_subject`).
+    pub fn unfit(&self, held: &Json) -> Option<Unfit> {
+        if let Some(subject) = held.str_at("deliver_subject").filter(|s| !s.is_empty()) {
+            return Some(Unfit::Push {
+                deliver_subject: subject.to_owned(),
+            });
+        }
+        if let Some(policy) = held.str_at("ack_policy").filter(|p| *p != "explicit") {
+            return Some(Unfit::AckPolicy(policy.to_owned()));
+        }
+        let filter = held.str_at("filter_subject").unwrap_or("");
+        (filter != self.filter).then(|| Unfit::Filter(filter.to_owned()))
+    }
+
     fn name(&self) -> String {
         format!("{}/{}", self.stream, self.durable)
     }
 }
 
-/// Creates the durable consumer, unless it is there already as
-/// `settings` ask. One there with other settings is asked for again,
-/// which makes JetStream change in place what it can (`ack_wait`,
-/// `max_ack_pending`, `max_deliver`), and the bridge warns of what it
-/// found: that JetStream changed it, or what it kept and how to change
-/// that. A consumer that keeps other settings is used as it is (the
-/// mirror still works, with the consumer's limits), unless it takes
-/// other subjects than the pattern.
+/// Why an existing consumer of the bridge's durable name cannot serve its
+/// mirror, whatever the flags: only a person can mend it. The bridge does
+/// not change it in place: JetStream cannot make a push consumer a pull
+/// one, and a consumer given another filter keeps its position, so the
+/// new subjects' messages below it would be skipped without a word.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unfit {
+    /// It pushes its messages to this subject: it cannot be pulled.
+    Push { deliver_subject: String },
+    /// Its acks are not explicit (`none` or `all`): an ack of one message
+    /// would stand for others, or none would be needed.
+    AckPolicy(String),
+    /// It takes the stream's messages on this filter (empty: all of
+    /// them), not on the mirror's pattern.
+    Filter(String),
+}
+
+impl fmt::Display for Unfit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unfit::Push { deliver_subject } => write!(
+                f,
+                "it is a push consumer (it delivers to {deliver_subject}), and the bridge pulls"
+            ),
+            Unfit::AckPolicy(policy) => {
+                write!(
+                    f,
+                    "its ack policy is {policy}, and the bridge acks each message (explicit)"
+                )
+            }
+            Unfit::Filter(held) if held.is_empty() => {
+                write!(
+                    f,
+                    "it takes every subject of the stream, not only the pattern's"
+                )
+            }
+            Unfit::Filter(held) => write!(f, "it takes the subjects {held}, not the pattern's"),
+        }
+    }
+}
+
+/// An existing consumer the bridge cannot use ([`Unfit`]), named, with
+/// what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnfitConsumer {
+    pub stream: String,
+    pub durable: String,
+    /// The mirror's pattern, the filter the bridge asks for.
+    pub filter: String,
+    pub why: Unfit,
+}
+
+impl fmt::Display for UnfitConsumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let UnfitConsumer {
+            stream,
+            durable,
+            filter,
+            why,
+        } = self;
+        write!(
+            f,
+            "the JetStream consumer {stream}/{durable} is not one --from-nats {stream}={filter} can \
+             use: {why}. The bridge neither changes it nor tries again: if nothing else uses it, \
+             delete it (nats consumer rm {stream} {durable}) and start the bridge again, which \
+             makes its own, starting at the stream's first message; if something else uses it, \
+             give that consumer another name"
+        )
+    }
+}
+
+/// Creates the durable consumer, unless it is there already. One that
+/// cannot serve the mirror ([`Unfit`]: a push consumer, acks that are not
+/// explicit, another filter) is an error, and is left as it is. One whose
+/// tunables (`ack_wait`, `max_ack_pending`, `max_deliver`) are other than
+/// the flags ask is asked for again, which makes JetStream change them in
+/// place, and the bridge warns that it did; those JetStream keeps (an
+/// older server refuses the change) are returned as [`Tunables::Kept`],
+/// for the caller to warn of: the mirror works with the consumer's values.
 pub fn ensure_consumer(
     connection: &mut Connection,
     settings: &ConsumerSettings,
-) -> Result<(), JetStreamError> {
-    let found = consumer_config(connection, settings)?;
-    let differences = found.as_ref().map(|config| settings.differences(config));
-    if differences.as_ref().is_some_and(Vec::is_empty) {
-        return Ok(());
+) -> Result<Tunables, JetStreamError> {
+    let Some(held) = consumer_config(connection, settings)? else {
+        create_consumer(connection, settings)?;
+        log::info!("created the JetStream consumer {}", settings.name());
+        return Ok(Tunables::AsAsked);
+    };
+    if let Some(why) = settings.unfit(&held) {
+        return Err(JetStreamError::Unfit(UnfitConsumer {
+            stream: settings.stream.clone(),
+            durable: settings.durable.clone(),
+            filter: settings.filter.clone(),
+            why,
+        }));
     }
+    let found = settings.differences(&held);
+    if found.is_empty() {
+        return Ok(Tunables::AsAsked);
+    }
+    let because = match create_consumer(connection, settings) {
+        Ok(reply) => match reply
+            .get("config")
+            .map(|config| settings.differences(config))
+        {
+            Some(now) if now.is_empty() => {
+                log::warn!(
+                    "the JetStream consumer {} was not as the flags ask ({}): JetStream changed \
+                     it to the flags' values",
+                    settings.name(),
+                    list(&found)
+                );
+                return Ok(Tunables::AsAsked);
+            }
+            Some(now) => KeptBecause::Kept(now),
+            None => KeptBecause::Unsaid,
+        },
+        Err(JetStreamError::Api(refusal)) => KeptBecause::Refused(refusal),
+        Err(error) => return Err(error),
+    };
+    Ok(Tunables::Kept(Kept {
+        stream: settings.stream.clone(),
+        durable: settings.durable.clone(),
+        found,
+        because,
+    }))
+}
+
+/// Asks for the consumer `settings` describe: JetStream creates it, or
+/// changes an existing one in place.
+fn create_consumer(
+    connection: &mut Connection,
+    settings: &ConsumerSettings,
+) -> Result<Json, JetStreamError> {
     let subject = format!(
         "$JS.API.CONSUMER.DURABLE.CREATE.{}.{}",
         settings.stream, settings.durable
     );
-    let created = api(connection, &subject, &settings.create_request());
-    let (Some(found), Some(differences)) = (found, differences) else {
-        created?;
-        log::info!("created the JetStream consumer {}", settings.name());
-        return Ok(());
-    };
-    let refusal = match created {
-        Ok(reply) => {
-            let now = reply
-                .get("config")
-                .map(|config| settings.differences(config));
-            log::warn!("{}", changes(settings, &differences, now.as_deref(), None));
-            return Ok(());
-        }
-        Err(JetStreamError::Api(refusal)) => refusal,
-        Err(error) => return Err(error),
-    };
-    if found.str_at("filter_subject") != Some(settings.filter.as_str()) {
-        // Another consumer of that name, of other subjects: not ours.
-        return Err(JetStreamError::Api(refusal));
-    }
-    log::warn!("{}", changes(settings, &differences, None, Some(&refusal)));
-    Ok(())
+    api(connection, &subject, &settings.create_request())
 }
 
 /// The config of the consumer `settings` names, `None` if there is none.
@@ -577,42 +693,64 @@ fn consumer_config(
     }
 }
 
-/// The warning about an existing consumer whose settings were `found`
-/// other than the flags ask: JetStream changed them, or kept those still
-/// different `now` (its reply to the change), or refused the change with
-/// `refusal`; then what to do.
-fn changes(
-    settings: &ConsumerSettings,
-    found: &[Difference],
-    now: Option<&[Difference]>,
-    refusal: Option<&ApiError>,
-) -> String {
-    let list = |differences: &[Difference]| {
-        let texts: Vec<String> = differences.iter().map(Difference::to_string).collect();
-        texts.join("; ")
-    };
-    let name = settings.name();
-    let kept = match (now, refusal) {
-        (Some([]), None) => {
-            return format!(
-                "the JetStream consumer {name} was not as the flags ask ({}): JetStream changed it \
-                 to the flags' values",
-                list(found)
-            )
-        }
-        (Some(now), None) => format!("JetStream kept them ({})", list(now)),
-        (_, Some(refusal)) => format!("JetStream refused to change it ({})", refusal.description),
-        (None, None) => "JetStream did not say what it holds now".to_owned(),
-    };
-    format!(
-        "the JetStream consumer {name} is not as the flags ask ({}): {kept}; the bridge uses it as \
-         it is. To have the flags' values, delete it (nats consumer rm {} {}: the new one starts \
-         at the stream's first message, so brook gets again what the old one had acked), or give \
-         the flags the consumer's values",
-        list(found),
-        settings.stream,
-        settings.durable
-    )
+/// The consumer's tunables, as [`ensure_consumer`] leaves them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tunables {
+    /// As the flags ask: found so, created so, or changed so.
+    AsAsked,
+    /// Other than the flags ask, and kept so by JetStream.
+    Kept(Kept),
+}
+
+/// An existing consumer's tunables that JetStream did not change to the
+/// flags' values; shown, it is the warning, with what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    pub stream: String,
+    pub durable: String,
+    /// What was found other than the flags ask.
+    pub found: Vec<Difference>,
+    pub because: KeptBecause,
+}
+
+/// Why JetStream kept a consumer's tunables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeptBecause {
+    /// It refused to change them (an older server).
+    Refused(ApiError),
+    /// It answered the change with these still other.
+    Kept(Vec<Difference>),
+    /// It answered the change without saying what it holds now.
+    Unsaid,
+}
+
+impl fmt::Display for Kept {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Kept {
+            stream, durable, ..
+        } = self;
+        let kept = match &self.because {
+            KeptBecause::Refused(refusal) => {
+                format!("JetStream refused to change it ({})", refusal.description)
+            }
+            KeptBecause::Kept(now) => format!("JetStream kept them ({})", list(now)),
+            KeptBecause::Unsaid => "JetStream did not say what it holds now".to_owned(),
+        };
+        write!(
+            f,
+            "the JetStream consumer {stream}/{durable} is not as the flags ask ({}): {kept}; the \
+             bridge uses it as it is. To have the flags' values, delete it (nats consumer rm \
+             {stream} {durable}: the new one starts at the stream's first message, so brook gets \
+             again what the old one had acked), or give the flags the consumer's values",
+            list(&self.found)
+        )
+    }
+}
+
+/// `differences`, as a warning lists them.
+fn list(differences: &[Difference]) -> String {
+    let texts: Vec<String> = differences.iter().map(Difference::to_string).collect();
+    texts.join("; ")
 }
 
 /// Asks the consumer for up to `batch` messages, delivered to `inbox`
@@ -834,38 +972,82 @@ mod tests {
 
     #[test]
     fn the_warning_names_the_flag_both_values_and_what_to_do() {
-        let found = [Difference {
+        let found = vec![Difference {
             flag: "--ack-wait",
             asked: "5s".into(),
             held: "30s".into(),
         }];
-        let settings = pay_consumer();
-        let changed = changes(&settings, &found, Some(&[]), None);
-        assert!(changed.contains("PAY/brook-bridge-pay_star"), "{changed}");
-        assert!(
-            changed.contains("--ack-wait asks 5s, the consumer has 30s"),
-            "{changed}"
-        );
-        assert!(
-            changed.contains("changed it to the flags' values"),
-            "{changed}"
-        );
-        let refusal = ApiError {
+        let kept = |because| {
+            Kept {
+                stream: "PAY".into(),
+                durable: "brook-bridge-pay_star".into(),
+                found: found.clone(),
+                because,
+            }
+            .to_string()
+        };
+        let refused = kept(KeptBecause::Refused(ApiError {
             code: 400,
             err_code: 10013,
             description: "consumer already exists".into(),
-        };
-        let kept = changes(&settings, &found, None, Some(&refusal));
+        }));
         for needle in [
+            "PAY/brook-bridge-pay_star",
             "--ack-wait asks 5s, the consumer has 30s",
             "refused to change it (consumer already exists)",
             "nats consumer rm PAY brook-bridge-pay_star",
             "give the flags the consumer's values",
         ] {
-            assert!(kept.contains(needle), "{needle} in {kept}");
+            assert!(refused.contains(needle), "{needle} in {refused}");
         }
-        let still = changes(&settings, &found, Some(&found), None);
+        let still = kept(KeptBecause::Kept(found.clone()));
         assert!(still.contains("JetStream kept them (--ack-wait"), "{still}");
+    }
+
+    /// A consumer the bridge cannot pull from, or whose acks or subjects
+    /// are not the mirror's, is unfit whatever its tunables (review of
+    /// the bridge's last items, findings 2 and 3).
+    #[test]
+    fn a_push_consumer_other_acks_or_another_filter_are_unfit() {
+        let asked = pay_consumer();
+        let config = |json: &str| Json::parse(json.as_bytes()).unwrap();
+        let fit = r#"{"ack_policy":"explicit","filter_subject":"pay.*","ack_wait":1}"#;
+        assert_eq!(asked.unfit(&config(fit)), None);
+        let cases = [
+            (
+                r#"{"deliver_subject":"push.here","ack_policy":"explicit","filter_subject":"pay.*"}"#,
+                Unfit::Push {
+                    deliver_subject: "push.here".into(),
+                },
+            ),
+            (
+                r#"{"ack_policy":"all","filter_subject":"pay.*"}"#,
+                Unfit::AckPolicy("all".into()),
+            ),
+            (
+                r#"{"ack_policy":"explicit","filter_subject":"pay.us"}"#,
+                Unfit::Filter("pay.us".into()),
+            ),
+            (r#"{"ack_policy":"explicit"}"#, Unfit::Filter("".into())),
+        ];
+        for (json, why) in cases {
+            assert_eq!(asked.unfit(&config(json)).as_ref(), Some(&why), "{json}");
+        }
+        let error = UnfitConsumer {
+            stream: "PAY".into(),
+            durable: "brook-bridge-pay_star".into(),
+            filter: "pay.*".into(),
+            why: Unfit::Filter("pay.us".into()),
+        }
+        .to_string();
+        for needle in [
+            "PAY/brook-bridge-pay_star",
+            "--from-nats PAY=pay.*",
+            "it takes the subjects pay.us",
+            "nats consumer rm PAY brook-bridge-pay_star",
+        ] {
+            assert!(error.contains(needle), "{needle} in {error}");
+        }
     }
 
     #[test]

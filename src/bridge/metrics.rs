@@ -51,19 +51,19 @@ const EVERY_MIRROR: &[Metric<FiguresNow>] = &[
     Metric {
         name: "brook_bridge_in_flight_messages",
         kind: Kind::Gauge,
-        help: "Messages sent and not confirmed yet: publishes waiting for their PubAck (--to-nats, at most --batch), or the pulled batch brook has yet to confirm (--from-nats).",
+        help: "Messages not answered yet: brook deliveries the mirror has not answered (--to-nats, at most --batch: publishes waiting for their PubAck, and deliveries waiting behind one), or the pulled batch brook has yet to confirm (--from-nats).",
         value: |f| f.in_flight,
     },
     Metric {
         name: "brook_bridge_connected",
         kind: Kind::Gauge,
-        help: "1 while a session runs, connected to NATS and to brook; 0 from a failure until the next session is ready.",
+        help: "1 while a session runs, connected to NATS and to brook; 0 from a failure until the next session is ready (an idle --from-nats mirror looks at its brook connection every 2 s).",
         value: |f| f.connected as u64,
     },
     Metric {
         name: "brook_bridge_nats_connections_total",
         kind: Kind::Counter,
-        help: "Connections made to a NATS server, one per session: each after the first is a session started again (a server lost, a failover, a refusal).",
+        help: "Connections made to a NATS server, one per session attempt that reached NATS: each after the first follows a failure on either side (while brook is down, every attempt connects to NATS before it fails at brook).",
         value: |f| f.nats_connections,
     },
     Metric {
@@ -75,7 +75,7 @@ const EVERY_MIRROR: &[Metric<FiguresNow>] = &[
     Metric {
         name: "brook_bridge_session_failures_total",
         kind: Kind::Counter,
-        help: "Sessions ended by a failure (each logged as a warning, and followed by a new session).",
+        help: "Session attempts that failed: a session that ended, or one that could not start (each logged as a warning). While a side is down the bridge tries again every 2 s at most, so an outage adds about 30 a minute.",
         value: |f| f.session_failures,
     },
     Metric {

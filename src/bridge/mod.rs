@@ -21,12 +21,13 @@
 //! failure), the two directions, `to_nats.rs` and `from_nats.rs`, and
 //! `metrics.rs`, which serves the figures to a monitoring system
 //! (`--metrics-addr`). Each mirror runs on its own thread (one that
-//! stops, a panic, ends the process); each of its sessions holds one
-//! connection to each side (a `--to-nats` mirror keeps its brook
-//! connection across NATS failures), and any failure ends the session, after
-//! which a new one starts where the acked messages end: at least once end
-//! to end, with JetStream's de-duplication (and brook's group position)
-//! removing what was sent twice.
+//! stops, at a panic or at a JetStream consumer it cannot use, ends the
+//! process); each of its sessions holds one connection to each side (a
+//! `--to-nats` mirror keeps its brook connection across NATS failures),
+//! and any failure ends the session, after which a new one starts where
+//! the acked messages end: at least once end to end, with JetStream's
+//! de-duplication (and brook's group position) removing what was sent
+//! twice.
 
 pub mod brook_line;
 pub mod config;
@@ -49,13 +50,14 @@ use crossbeam_channel::Sender;
 pub use config::Settings;
 use figures::{Direction, MirrorFigures};
 
-/// A mirror's thread ended: it runs for ever unless it panicked, and a
-/// bridge that goes on with its other mirrors would leave this one's
-/// messages unmoved, unnoticed.
+/// A mirror's thread ended: it runs for ever unless it panicked, or met
+/// a failure no new session can mend (an existing JetStream consumer it
+/// cannot use), and a bridge that goes on with its other mirrors would
+/// leave this one's messages unmoved, unnoticed.
 #[derive(Debug)]
 pub struct MirrorStopped {
     pub mirror: String,
-    /// The panic's message, if it had one.
+    /// The failure, or the panic's message.
     pub why: String,
 }
 
@@ -63,7 +65,8 @@ impl std::fmt::Display for MirrorStopped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "the mirror {} stopped ({}): brook-bridge exits, so that whatever runs it can start it again",
+            "the mirror {} stopped: {}. brook-bridge exits with a failure, for whatever runs it \
+             to see",
             self.mirror, self.why
         )
     }
@@ -79,18 +82,22 @@ pub fn run(settings: Settings, metrics: Option<TcpListener>) -> MirrorStopped {
     for mirror in settings.to_nats.clone() {
         let settings = settings.clone();
         let figures = MirrorFigures::new(Direction::ToNats, &mirror.stream, &mirror.pattern);
-        let name = format!("--to-nats {}", mirror.pattern);
-        mirrors.push(start_mirror(name, figures, &stopped, move |figures| {
-            to_nats::run(&mirror, &settings, figures)
-        }));
+        mirrors.push(start_mirror(
+            mirror.name(),
+            figures,
+            &stopped,
+            move |figures| to_nats::run(&mirror, &settings, figures).to_string(),
+        ));
     }
     for mirror in settings.from_nats.clone() {
         let settings = settings.clone();
         let figures = MirrorFigures::new(Direction::FromNats, &mirror.stream, &mirror.pattern);
-        let name = format!("--from-nats {}", mirror.stream);
-        mirrors.push(start_mirror(name, figures, &stopped, move |figures| {
-            from_nats::run(&mirror, &settings, figures)
-        }));
+        mirrors.push(start_mirror(
+            mirror.name(),
+            figures,
+            &stopped,
+            move |figures| from_nats::run(&mirror, &settings, figures).to_string(),
+        ));
     }
     if let Some(every) = settings.report_every {
         let mirrors = mirrors.clone();
@@ -114,12 +121,12 @@ pub fn run(settings: Settings, metrics: Option<TcpListener>) -> MirrorStopped {
 }
 
 /// Starts a mirror on a thread named `name`: `run` with its `figures`,
-/// which it returns, to be read.
+/// which it returns, to be read; `run` returns why the mirror ended.
 fn start_mirror(
     name: String,
     figures: MirrorFigures,
     stopped: &Sender<MirrorStopped>,
-    run: impl FnOnce(&Arc<MirrorFigures>) + Send + 'static,
+    run: impl FnOnce(&Arc<MirrorFigures>) -> String + Send + 'static,
 ) -> Arc<MirrorFigures> {
     let figures = Arc::new(figures);
     let counted = figures.clone();
@@ -128,14 +135,18 @@ fn start_mirror(
 }
 
 /// Starts `body` on a thread named `name`, which says on `stopped` when
-/// it ends, and why.
-fn spawn(name: String, stopped: Sender<MirrorStopped>, body: impl FnOnce() + Send + 'static) {
+/// it ends, and why: what `body` returns, or its panic.
+fn spawn(
+    name: String,
+    stopped: Sender<MirrorStopped>,
+    body: impl FnOnce() -> String + Send + 'static,
+) {
     let thread_name = name.clone();
     thread::Builder::new()
         .name(thread_name)
         .spawn(move || {
             let why = match panic::catch_unwind(panic::AssertUnwindSafe(body)) {
-                Ok(()) => "it returned".to_owned(),
+                Ok(why) => why,
                 Err(payload) => panic_message(payload.as_ref()),
             };
             let _ = stopped.send(MirrorStopped { mirror: name, why });
@@ -154,9 +165,10 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Logs the messages all `mirrors` moved per second, every `every`,
-/// forever.
-fn report_throughput(mirrors: &[Arc<MirrorFigures>], every: Duration) {
+/// Logs, every `every`, forever, the messages per second the far side
+/// confirmed to all `mirrors` (their `forwarded`, so a message JetStream
+/// answered duplicate counts again), and how many they gave up for good.
+fn report_throughput(mirrors: &[Arc<MirrorFigures>], every: Duration) -> ! {
     let moved = || -> (u64, u64) {
         let now = mirrors.iter().map(|mirror| mirror.read());
         now.fold((0, 0), |(forwarded, given_up), figures| {
@@ -169,7 +181,8 @@ fn report_throughput(mirrors: &[Arc<MirrorFigures>], every: Duration) {
         let ((count, given_up), now) = (moved(), Instant::now());
         let rate = (count - last_count) as f64 / (now - last_time).as_secs_f64();
         log::info!(
-            "throughput: {rate:.0} msgs/s ({count} moved in all, {given_up} refused for good)"
+            "throughput: {rate:.0} msgs/s confirmed ({count} in all, duplicates included; \
+             {given_up} given up for good)"
         );
         (last_count, last_time) = (count, now);
     }

@@ -1,8 +1,11 @@
 //! What every mirror's thread shares: a session (one connection to each
 //! side) runs until something fails, with a [`SessionError`], then
 //! [`retry_forever`] counts the failure in the mirror's figures and starts
-//! the next session after a short wait.
+//! the next session after a short wait, unless no new session can mend
+//! it (an existing JetStream consumer the mirror cannot use): that ends
+//! the mirror, and with it the process, saying what to do.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -74,6 +77,15 @@ impl From<JetStreamError> for SessionError {
     }
 }
 
+impl SessionError {
+    /// Whether no new session can mend it, so that the mirror ends: an
+    /// existing consumer the mirror cannot use stays so until a person
+    /// deletes it, and a session every 2 s would only say so again.
+    fn ends_the_mirror(&self) -> bool {
+        matches!(self, SessionError::JetStream(JetStreamError::Unfit(_)))
+    }
+}
+
 /// The wait before a new session, at first and at most.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MOST: Duration = Duration::from_secs(2);
@@ -81,16 +93,20 @@ const RETRY_MOST: Duration = Duration::from_secs(2);
 /// Runs `session` again and again: after a failure (logged, naming
 /// `mirror`, and counted in `figures`), a new session starts after a wait
 /// that doubles while the failures go on quickly, up to `RETRY_MOST` (2 s).
-pub fn retry_forever<E: std::fmt::Display>(
+/// Returns the failure that ends the mirror, one no new session can mend.
+pub fn retry_forever(
     mirror: &str,
     figures: &MirrorFigures,
-    mut session: impl FnMut() -> Result<(), E>,
-) {
+    mut session: impl FnMut() -> Result<Infallible, SessionError>,
+) -> SessionError {
     let mut wait = RETRY_FIRST;
     loop {
         let started = Instant::now();
-        let Err(error) = session() else { return };
+        let Err(error) = session();
         figures.session_failed();
+        if error.ends_the_mirror() {
+            return error;
+        }
         if started.elapsed() > RETRY_MOST * 4 {
             wait = RETRY_FIRST;
         }

@@ -38,6 +38,7 @@
 //! acked.
 
 use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,20 +56,19 @@ use crate::ids::DEAD_LETTER_SUFFIX;
 /// is started again: longer than a cluster takes to elect a new leader.
 const PUBACK_PATIENCE: Duration = Duration::from_secs(10);
 
-/// Runs the mirror until the process ends, starting a new session after
-/// each failure. brook's side outlives the NATS sessions: only a failure
-/// of brook's connection drops it.
-pub fn run(mirror: &ToNats, settings: &Settings, figures: &Arc<MirrorFigures>) {
+/// Runs the mirror, starting a new session after each failure, until one
+/// that no new session can mend, which it returns. brook's side outlives
+/// the NATS sessions: only a failure of brook's connection drops it.
+pub fn run(mirror: &ToNats, settings: &Settings, figures: &Arc<MirrorFigures>) -> SessionError {
     let mut servers = settings.servers();
     let mut kept = None;
-    let name = format!("--to-nats {}", mirror.pattern);
-    sessions::retry_forever(&name, figures, || {
+    sessions::retry_forever(&mirror.name(), figures, || {
         let result = session(mirror, settings, &mut servers, &mut kept, figures);
         if let Err(SessionError::BrookFeed(_)) = result {
             kept = None;
         }
         result
-    });
+    })
 }
 
 /// brook's side of the mirror: the group member, and its deliveries not
@@ -122,7 +122,7 @@ fn session(
     servers: &mut Servers,
     kept: &mut Option<Feed>,
     figures: &Arc<MirrorFigures>,
-) -> Result<(), SessionError> {
+) -> Result<Infallible, SessionError> {
     let mut nats = servers.connect()?;
     figures.nats_connected();
     jetstream::ensure_stream(

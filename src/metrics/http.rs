@@ -23,12 +23,9 @@ use crate::backoff::AcceptFailures;
 /// How long a client may take to send its request's head, all of it, and
 /// then to take the answer: a client that connects and says nothing, or
 /// trickles its request, holds the thread, and every scrape behind it, for
-/// this long (and [`REPORT_PATIENCE`], and this long again) at most.
+/// this long (and as long as brook waits for the dispatcher's report,
+/// and this long again) at most.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How long a scrape waits for the dispatcher's report before it answers
-/// 503.
-pub const REPORT_PATIENCE: Duration = Duration::from_secs(2);
 
 /// The longest request head read: a scraper's is a few hundred bytes.
 pub const MAX_HEAD_BYTES: usize = 8 << 10;
@@ -182,8 +179,9 @@ pub(crate) enum HttpError {
     MethodNotAllowed,
     /// The dispatcher's queue is full.
     Busy,
-    /// The dispatcher did not answer within [`REPORT_PATIENCE`].
-    Late,
+    /// The dispatcher did not answer within this (brook's
+    /// `REPORT_PATIENCE`).
+    Late(Duration),
     /// The broker is stopping.
     Stopping,
 }
@@ -194,7 +192,7 @@ impl HttpError {
             HttpError::BadRequest(_) => "400 Bad Request",
             HttpError::NotFound => "404 Not Found",
             HttpError::MethodNotAllowed => "405 Method Not Allowed",
-            HttpError::Busy | HttpError::Late | HttpError::Stopping => "503 Service Unavailable",
+            HttpError::Busy | HttpError::Late(_) | HttpError::Stopping => "503 Service Unavailable",
         }
     }
 }
@@ -209,9 +207,9 @@ impl Display for HttpError {
                 f,
                 "the dispatcher's queue is full: it is behind; try again later"
             ),
-            HttpError::Late => write!(
+            HttpError::Late(waited) => write!(
                 f,
-                "the dispatcher did not report within {REPORT_PATIENCE:?}: it is behind; \
+                "the dispatcher did not report within {waited:?}: it is behind; \
                  try again later"
             ),
             HttpError::Stopping => write!(f, "the broker is stopping"),

@@ -33,9 +33,11 @@
 //! wakes the acceptor, with a connection of its own; a client being served
 //! delays the stop by those deadlines at most.
 //!
-//! This file is the thread and the page's figures; `http.rs` is the HTTP
-//! it speaks and the loop that serves it, and `exposition.rs` the page's
-//! format. `brook-bridge` serves its own figures with those two
+//! This file is what brook's page holds and how the thread gets it (the
+//! dispatcher's report, within [`REPORT_PATIENCE`]); `http.rs` starts the
+//! thread ([`http::spawn`]), runs its loop (one connection at a time, the
+//! deadlines, the stop) and speaks its HTTP, and `exposition.rs` is the
+//! page's format. `brook-bridge` serves its own figures with those two
 //! (`bridge/metrics.rs`).
 
 use std::io;
@@ -43,6 +45,7 @@ use std::net::TcpListener;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::RecvTimeoutError;
 
@@ -53,7 +56,11 @@ use crate::queue::{Command, CommandSender, NotQueued};
 use crate::stats::FsyncTimes;
 use crate::wire::reply::BrokerReport;
 use exposition::{render, Scrape};
-use http::{HttpError, RequestLine, Response, REPORT_PATIENCE};
+use http::{HttpError, RequestLine, Response};
+
+/// How long a scrape waits for the dispatcher's report before it answers
+/// 503.
+const REPORT_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Binds `--metrics-addr` (before the broker starts, so that an address
 /// in use stops the start with nothing to undo).
@@ -116,7 +123,7 @@ impl MetricsServer {
         answer
             .recv_timeout(REPORT_PATIENCE)
             .map_err(|error| match error {
-                RecvTimeoutError::Timeout => HttpError::Late,
+                RecvTimeoutError::Timeout => HttpError::Late(REPORT_PATIENCE),
                 RecvTimeoutError::Disconnected => HttpError::Stopping,
             })
     }
@@ -148,7 +155,10 @@ mod tests {
         let (commands, _stuck) = crate::queue::bounded(16, 1 << 20);
         let response = server(commands).respond(&get_metrics());
         assert_eq!(response.status, "503 Service Unavailable");
-        assert_eq!(response.body, format!("{}\n", HttpError::Late));
+        assert_eq!(
+            response.body,
+            format!("{}\n", HttpError::Late(REPORT_PATIENCE))
+        );
     }
 
     #[test]
