@@ -141,12 +141,12 @@ fn with_dead_letters_off_a_message_given_up_is_only_logged() {
     );
 }
 
-/// Past `--max-topics` the dead-letter topic cannot be created: the
-/// message given up is not done, but offered again after the ack delay,
-/// to a subscriber and to a group alike, and each dead letter not stored
-/// is counted. An Ack then settles it.
+/// Past `--max-topics` the dead-letter topic cannot be created, which
+/// only an operator can change: the message is given up for good, as if
+/// dead letters were off, and counted, and a group moves on past it. (It
+/// stays in its topic; the log line says so.)
 #[test]
-fn a_dead_letter_whose_topic_cannot_be_created_leaves_its_message_where_it_was() {
+fn a_dead_letter_whose_topic_cannot_be_created_gives_its_message_up_for_good() {
     let config = Config {
         max_deliveries: 1,
         max_topics: 1,
@@ -160,14 +160,30 @@ fn a_dead_letter_whose_topic_cannot_be_created_leaves_its_message_where_it_was()
         let mut watcher = Line::connect(addr);
         assert_eq!(watcher.ask("PUB t poison"), "+OK 0");
         consumer.expect_msg("t", 0, b"poison");
-        consumer.send("NACK\n"); // the last delivery allowed
-        consumer.expect_msg("t", 0, b"poison");
+        consumer.send(
+            "NACK
+",
+        ); // the last delivery allowed
+        assert_eq!(
+            consumer.ask("PING"),
+            "+PONG",
+            "{subscribe}: not offered again"
+        );
         assert_eq!(watcher.stat("dead_letters_not_stored"), 1, "{subscribe}");
-        consumer.send("NACK\n"); // given up again
-        consumer.expect_msg("t", 0, b"poison");
-        assert_eq!(watcher.stat("dead_letters_not_stored"), 2, "{subscribe}");
-        consumer.send("ACK\n");
+        assert_eq!(watcher.ask("PUB t next"), "+OK 1");
+        consumer.expect_msg("t", 1, b"next");
+        consumer.send(
+            "ACK
+",
+        );
         consumer.expect_silence(QUIET);
         assert_eq!(watcher.stat("topics"), 1, "{subscribe}: no t.dlq");
+        if subscribe.contains("group") {
+            watcher.send("STATS\n");
+            let stats = watcher.read_until_end();
+            let group = stats.iter().find(|l| l.starts_with("+STAT group t g "));
+            let group = group.unwrap_or_else(|| panic!("{stats:?}"));
+            assert!(group.contains(" position=2 "), "{group}");
+        }
     }
 }

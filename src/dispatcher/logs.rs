@@ -65,15 +65,15 @@ impl Dispatcher {
     }
 
     /// The oldest offset of the topic `id` that a connected subscriber or
-    /// group still needs: its log's end if none does.
+    /// group still needs (see [`Group::keeps_from`]): its log's end if
+    /// none does.
     fn keep_from(&self, id: TopicId) -> Offset {
         let topic = &self.topics[id];
         let cursors = topic
             .subscribers
             .iter()
             .filter_map(|conn| self.sessions.get(conn)?.cursor(id));
-        let groups = topic.groups.iter().filter(|g| !g.members().is_empty());
-        let groups = groups.map(Group::position);
+        let groups = topic.groups.iter().filter_map(Group::keeps_from);
         cursors.chain(groups).fold(topic.log.end(), Offset::min)
     }
 
@@ -90,11 +90,12 @@ impl Dispatcher {
     ///
     /// The groups' places are saved last, after every record of the round
     /// (see [`TopicLog::save_groups`]): a message a group gave up is done
-    /// only once its dead letter, written to another topic, is durable. A
-    /// dead letter the disk had no room for was taken back, and its message
-    /// held back by its group (`dead_letters.rs`): the group's place moved
-    /// back, and the loop writes its topic again, so the place saved never
-    /// passes it.
+    /// only once its dead letter, written to another topic, is in its
+    /// file, and it is durable before the place saved passes it. Its group
+    /// held it back until then (`dead_letters.rs`): a dead letter the disk
+    /// had no room for was taken back, and the group's place never moved.
+    /// One written makes its group move, and the loop writes the group's
+    /// topic again.
     ///
     /// [`TopicLog::save_groups`]: crate::store::TopicLog::save_groups
     pub(super) fn write_logs(&mut self, now: Instant) -> Result<(), StoreError> {
@@ -103,9 +104,9 @@ impl Dispatcher {
                 self.topics[id].needs_write = false;
                 self.write_log(id, now)?;
             }
+            self.dead_letters_written();
         }
         self.agenda.unwritten.clear();
-        self.dead_letters_written();
         let mut written = std::mem::take(&mut self.agenda.groups_to_save);
         written.sort_unstable();
         written.dedup();
@@ -187,18 +188,19 @@ impl Dispatcher {
         if full != self.full_memory.publishers_held {
             self.full_memory.publishers_held = full;
             commands.hold_publishers(full);
-            let warned_lately = (self.full_memory.warned)
-                .is_some_and(|when| now.duration_since(when) < FULL_STORE_WARNING_INTERVAL);
-            if full && !warned_lately {
-                self.full_memory.warned = Some(now);
-                log::warn!(
-                    "topics hold {} bytes, over {} ({} bytes), and subscribers still need \
-                     all of it: publishers wait until they catch up, and the publishes of \
-                     connections that subscribe or pull are refused (said at most once a minute)",
-                    budget.used(),
-                    budget.flag(),
-                    budget.limit()
-                );
+            if full {
+                let warn = |note: &str| {
+                    log::warn!(
+                        "topics hold {} bytes, over {} ({} bytes), and subscribers still need \
+                         all of it: publishers wait until they catch up, and the publishes of \
+                         connections that subscribe or pull are refused (said at most once a \
+                         minute){note}",
+                        budget.used(),
+                        budget.flag(),
+                        budget.limit()
+                    )
+                };
+                (self.full_memory.warnings).log_at(now, FULL_STORE_WARNING_INTERVAL, warn);
             }
         }
         self.full_memory.publishers_waiting = match full {
