@@ -875,3 +875,55 @@ fn hold_every_file(dir: &Path) -> Vec<fs::File> {
     }
     held
 }
+
+/// A group whose members have all left keeps what it holds back for a
+/// dead letter not stored, and retention keeps it for the group, though
+/// it drops the rest a group without members has not read: that message
+/// was given up, and its topic holds its only copy. The next member gets
+/// it.
+#[test]
+fn a_group_without_members_keeps_its_message_held_back_from_retention() {
+    let Some(tmpfs) = Tmpfs::for_test("2m") else {
+        return;
+    };
+    let data = tmpfs.path().join("data");
+    let flags = [
+        ["--max-deliveries", "1"],
+        ["--ack-delay", "100ms"],
+        ["--retention-bytes", "64KiB"],
+    ]
+    .concat();
+    let brook = start_brook_with(&data, "batch", &flags);
+    let mut operator = Line::connect(brook.addr);
+    assert_eq!(operator.ask("SUB t.dlq beginning"), "+OK");
+    let mut member = Line::connect(brook.addr);
+    assert_eq!(member.ask("SUB t manual group g"), "+OK");
+    let mut watcher = Line::connect(brook.addr);
+    assert_eq!(watcher.ask("PUB t poison"), "+OK 0");
+    member.expect_msg("t", 0, b"poison");
+    let ballast = fill_to_the_last_page(tmpfs.path());
+    member.send("NACK\nQUIT\n");
+    member.expect_line("+BYE");
+    brook.wait_for_log("\"t\"@0: given up after 1 deliveries", PATIENCE);
+
+    // Room again, and enough published for retention to drop segment 0.
+    fs::remove_file(&ballast).unwrap();
+    let filler = "f".repeat(40_000);
+    for offset in 1..=4 {
+        let reply = watcher.ask(&format!("PUB t {filler}"));
+        assert_eq!(reply, format!("+OK {offset}"));
+    }
+    watcher.send("TOPICS\n");
+    let topics = watcher.read_until_end();
+    let kept = topics
+        .iter()
+        .any(|t| t.starts_with("+TOPIC t messages=5 first=0 "));
+    assert!(kept, "retention dropped the message held back: {topics:?}");
+
+    // The next member gets it too, once its ack delay has passed again.
+    let mut member = Line::connect(brook.addr);
+    assert_eq!(member.ask("SUB t manual group g"), "+OK");
+    let mut offsets: Vec<u64> = (0..5).map(|_| member.read_msg().offset).collect();
+    offsets.sort_unstable();
+    assert_eq!(offsets, [0, 1, 2, 3, 4]);
+}

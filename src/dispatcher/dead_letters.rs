@@ -129,25 +129,35 @@ enum Fate {
     GivenUpForGood,
 }
 
-/// Where a message given up came from, for the log lines.
-struct Origin<'a> {
-    topic: &'a str,
+/// Where a message given up came from, and after how many deliveries:
+/// what the log says of it once its dead letter is gone with it.
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    topic: TopicId,
     offset: Offset,
+    deliveries: u32,
+}
+
+impl Origin {
+    fn of(given_up: &GivenUp) -> Origin {
+        Origin {
+            topic: given_up.topic,
+            offset: given_up.offset,
+            deliveries: given_up.deliveries,
+        }
+    }
 }
 
 impl Fate {
-    /// What the log line says of the message at `origin`.
-    fn describe(self, origin: &Origin) -> String {
+    /// What the log line says of the message at `offset` of `topic`.
+    fn describe(self, topic: &str, offset: Offset) -> String {
         let stays = || {
             let mut name = Vec::new();
-            line::encode_topic(&mut name, origin.topic);
+            line::encode_topic(&mut name, topic);
             format!(
-                "it stays in {:?} at offset {}, until retention drops it: read it there with \
-                 `SUB {} from {}`",
-                origin.topic,
-                origin.offset,
-                String::from_utf8_lossy(&name),
-                origin.offset
+                "it stays in {topic:?} at offset {offset}, until retention drops it: read it \
+                 there with `SUB {} from {offset}`",
+                String::from_utf8_lossy(&name)
             )
         };
         match self {
@@ -314,7 +324,7 @@ impl Dispatcher {
         why: NotStored,
         now: Instant,
     ) {
-        let (topic, offset, deliveries) = (given_up.topic, given_up.offset, given_up.deliveries);
+        let origin = Origin::of(&given_up);
         let fate = match why {
             NotStored::Full(_) => self.take_back(given_up, now + self.policy.ack_delay),
             NotStored::NoTopic(_) => self.give_up_for_good(&given_up),
@@ -322,18 +332,34 @@ impl Dispatcher {
         let counted = &mut self.dead_letters_not_stored;
         counted.count += 1;
         counted.since_stored += 1;
-        let total = counted.count;
-        let origin = Origin {
-            topic: &self.topics[topic].name,
+        self.log_not_stored(origin, name, &why, fate, now);
+    }
+
+    /// Logs, at most once every [`NOT_STORED_LOG_INTERVAL`], that the dead
+    /// letter of the message from `origin` could not be stored in the
+    /// topic `name`, for `why`, and what became of the message (`fate`).
+    fn log_not_stored(
+        &mut self,
+        origin: Origin,
+        name: &str,
+        why: &NotStored,
+        fate: Fate,
+        now: Instant,
+    ) {
+        let Origin {
+            topic,
             offset,
-        };
+            deliveries,
+        } = origin;
+        let topic = &self.topics[topic].name;
+        let counted = &mut self.dead_letters_not_stored;
+        let total = counted.count;
         let log_line = |note: &str| {
             log::error!(
-                "{:?}@{offset}: given up after {deliveries} deliveries, and its dead letter \
-                 cannot be stored in {name:?}: {why}; {}. Dead letters not stored since the \
-                 broker started: {total} (said at most once a minute){note}",
-                origin.topic,
-                fate.describe(&origin)
+                "{topic:?}@{offset}: given up after {deliveries} deliveries, and its dead \
+                 letter cannot be stored in {name:?}: {why}; {}. Dead letters not stored \
+                 since the broker started: {total} (said at most once a minute){note}",
+                fate.describe(topic, offset)
             )
         };
         (counted.log).log_at(now, NOT_STORED_LOG_INTERVAL, log_line);
