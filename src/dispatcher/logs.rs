@@ -3,8 +3,8 @@
 //! appended, then keep all the logs within their memory budget.
 //!
 //! Retention (`--retention-bytes`, `--retention-age`) never takes a
-//! message a connected subscriber or group has yet to read
-//! (`keep_from`). Writing is the group commit: every log that changed
+//! message a connected subscriber or group has yet to read, nor one a
+//! group holds back for its dead letter (`keep_from`). Writing is the group commit: every log that changed
 //! this round is written once, and the jobs that make the writes durable
 //! are left in the agenda for the syncer (`syncer.rs`), so with `--fsync
 //! batch` each topic is fsynced at most once per round. A message becomes

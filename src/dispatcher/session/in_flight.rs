@@ -30,8 +30,8 @@
 //! A message is delivered at most `max_deliveries` times; after that it is
 //! given up, logged with its topic and offset, and (unless `--dead-letter
 //! off`) handed to the dispatcher, which appends it to the topic's
-//! dead-letter topic ([`GivenUp`]); if its dead letter cannot be stored
-//! there, the dispatcher gives the message back ([`InFlight::take_back`]),
+//! dead-letter topic ([`GivenUp`]); if the disk has no room for its dead
+//! letter, the dispatcher gives the message back ([`InFlight::take_back`]),
 //! to go out again after the ack delay. When the last allowed delivery times
 //! out, the message is not given up yet: the client may still Ack it. Its
 //! answer decides, however late: an Ack settles it, a Nack gives it up, and
