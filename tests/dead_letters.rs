@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::Duration;
 
 use brook::config::Config;
@@ -15,7 +16,8 @@ use brook::wire::request::StartAt;
 use common::broker::{start_broker, timer_config};
 use common::client::{expect_next, expect_next_ack, expect_nothing, next, publish_all, subscriber};
 use common::line::Line;
-use common::QUIET;
+use common::process::BrookProcess;
+use common::{QUIET, WAIT};
 
 /// The dead letter brook writes for `payload`, given up at `offset` of
 /// `topic` (as the line protocol spells the name) after `deliveries`.
@@ -186,4 +188,30 @@ fn a_dead_letter_whose_topic_cannot_be_created_gives_its_message_up_for_good() {
             assert!(group.contains(" position=2 "), "{group}");
         }
     }
+}
+
+/// The error line of a message given up for good says where it stays,
+/// and how to read it there, in the line protocol's own spelling.
+#[test]
+fn a_message_given_up_for_good_is_logged_with_where_it_stays() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_brook"));
+    command.args(["--addr", "127.0.0.1:0", "--in-memory"]);
+    command.args(["--max-topics", "1", "--max-deliveries", "1"]);
+    let brook = BrookProcess::start(command, WAIT).unwrap_or_else(|e| panic!("{e}"));
+    let mut consumer = Line::connect(brook.addr);
+    assert_eq!(consumer.ask("SUB \"a b\" manual group g"), "+OK");
+    let mut publisher = Line::connect(brook.addr);
+    assert_eq!(publisher.ask("PUB \"a b\" poison"), "+OK 0");
+    consumer.expect_msg("\"a b\"", 0, b"poison");
+    consumer.send("NACK\n");
+    brook.wait_for_log(
+        "\"a b\"@0: given up after 1 deliveries, and its dead letter cannot be stored in \
+         \"a b.dlq\": the topic cannot be created: ",
+        WAIT,
+    );
+    brook.wait_for_log(
+        "the message is given up for good: it stays in \"a b\" at offset 0, until retention \
+         drops it: read it there with `SUB \"a b\" from 0`",
+        WAIT,
+    );
 }

@@ -639,6 +639,8 @@ fn offered_again_until_stored(consumer: Consumer) {
     }
     let letter = format!("dead-letter topic=t offset=0 deliveries={deliveries}\npoison");
     taken.operator.expect_msg("t.dlq", 0, letter.as_bytes());
+    let episode_over = format!("dead letters are stored again: {not_stored} could not be");
+    taken.brook.wait_for_log(&episode_over, PATIENCE);
     nacker.expect_silence(QUIET);
     taken.operator.expect_silence(QUIET);
 }
@@ -817,33 +819,21 @@ impl Drop for Stopped<'_> {
 /// a segment deleted frees no room (as if something else took it).
 #[test]
 fn a_group_message_whose_dead_letter_is_taken_back_survives_retention_in_the_same_round() {
-    let Some(tmpfs) = Tmpfs::for_test("2m") else {
+    let Some(mut poisoned) = poison_a_group_with_retention() else {
         return;
     };
-    let data = tmpfs.path().join("data");
-    let flags = [
-        ["--max-deliveries", "1"],
-        ["--ack-delay", "100ms"],
-        ["--retention-bytes", "64KiB"],
-    ]
-    .concat();
-    let brook = start_brook_with(&data, "batch", &flags);
-    let mut operator = Line::connect(brook.addr);
-    assert_eq!(operator.ask("SUB t.dlq beginning"), "+OK");
-    let mut member = Line::connect(brook.addr);
-    assert_eq!(member.ask("SUB t manual group g"), "+OK");
-    let mut watcher = Line::connect(brook.addr);
-    assert_eq!(watcher.ask("PUB t poison"), "+OK 0");
+    let (member, watcher) = (&mut poisoned.member, &mut poisoned.watcher);
     let filler = "f".repeat(66_000); // ends segment 0: [0, 2)
     assert_eq!(watcher.ask(&format!("PUB t {filler}")), "+OK 1");
     member.expect_msg("t", 0, b"poison");
     member.expect_msg("t", 1, filler.as_bytes());
-    let held = hold_every_file(&data);
-    let ballast = fill_to_the_last_page(tmpfs.path());
+    let held = hold_every_file(&poisoned.data);
+    let ballast = fill_to_the_last_page(poisoned.tmpfs.path());
 
     member.send("NACK\nACK\nPUB t x\n");
     assert!(member.read_line().starts_with("-ERR disk full"));
-    brook.wait_for_log("\"t\"@0: given up after 1 deliveries", PATIENCE);
+    let said = "\"t\"@0: given up after 1 deliveries";
+    poisoned.brook.wait_for_log(said, PATIENCE);
     watcher.send("TOPICS\n");
     let topics = watcher.read_until_end();
     let kept = topics
@@ -883,28 +873,16 @@ fn hold_every_file(dir: &Path) -> Vec<fs::File> {
 /// it.
 #[test]
 fn a_group_without_members_keeps_its_message_held_back_from_retention() {
-    let Some(tmpfs) = Tmpfs::for_test("2m") else {
+    let Some(mut poisoned) = poison_a_group_with_retention() else {
         return;
     };
-    let data = tmpfs.path().join("data");
-    let flags = [
-        ["--max-deliveries", "1"],
-        ["--ack-delay", "100ms"],
-        ["--retention-bytes", "64KiB"],
-    ]
-    .concat();
-    let brook = start_brook_with(&data, "batch", &flags);
-    let mut operator = Line::connect(brook.addr);
-    assert_eq!(operator.ask("SUB t.dlq beginning"), "+OK");
-    let mut member = Line::connect(brook.addr);
-    assert_eq!(member.ask("SUB t manual group g"), "+OK");
-    let mut watcher = Line::connect(brook.addr);
-    assert_eq!(watcher.ask("PUB t poison"), "+OK 0");
+    let (member, watcher) = (&mut poisoned.member, &mut poisoned.watcher);
     member.expect_msg("t", 0, b"poison");
-    let ballast = fill_to_the_last_page(tmpfs.path());
+    let ballast = fill_to_the_last_page(poisoned.tmpfs.path());
     member.send("NACK\nQUIT\n");
     member.expect_line("+BYE");
-    brook.wait_for_log("\"t\"@0: given up after 1 deliveries", PATIENCE);
+    let said = "\"t\"@0: given up after 1 deliveries";
+    poisoned.brook.wait_for_log(said, PATIENCE);
 
     // Room again, and enough published for retention to drop segment 0.
     fs::remove_file(&ballast).unwrap();
@@ -921,9 +899,50 @@ fn a_group_without_members_keeps_its_message_held_back_from_retention() {
     assert!(kept, "retention dropped the message held back: {topics:?}");
 
     // The next member gets it too, once its ack delay has passed again.
-    let mut member = Line::connect(brook.addr);
+    let mut member = Line::connect(poisoned.brook.addr);
     assert_eq!(member.ask("SUB t manual group g"), "+OK");
     let mut offsets: Vec<u64> = (0..5).map(|_| member.read_msg().offset).collect();
     offsets.sort_unstable();
     assert_eq!(offsets, [0, 1, 2, 3, 4]);
+}
+
+/// A broker whose topic `t` keeps 64 KiB (`--retention-bytes`, one
+/// segment), with `t.dlq` made, a `member` of group `g` that has yet to
+/// receive message 0 ("poison"), given up at its first refusal, and a
+/// `watcher`. Its fields drop in order: the broker before its disk.
+struct Poisoned {
+    brook: BrookProcess,
+    _operator: Line,
+    member: Line,
+    watcher: Line,
+    data: PathBuf,
+    tmpfs: Tmpfs,
+}
+
+/// [`Poisoned`], or `None` where no tmpfs can be mounted.
+fn poison_a_group_with_retention() -> Option<Poisoned> {
+    let tmpfs = Tmpfs::for_test("2m")?;
+    let data = tmpfs.path().join("data");
+    let flags = [
+        ["--max-deliveries", "1"],
+        ["--ack-delay", "100ms"],
+        ["--retention-bytes", "64KiB"],
+    ]
+    .concat();
+    let brook = start_brook_with(&data, "batch", &flags);
+    // The dead-letter topic exists, with an empty segment.
+    let mut operator = Line::connect(brook.addr);
+    assert_eq!(operator.ask("SUB t.dlq beginning"), "+OK");
+    let mut member = Line::connect(brook.addr);
+    assert_eq!(member.ask("SUB t manual group g"), "+OK");
+    let mut watcher = Line::connect(brook.addr);
+    assert_eq!(watcher.ask("PUB t poison"), "+OK 0");
+    Some(Poisoned {
+        brook,
+        _operator: operator,
+        member,
+        watcher,
+        data,
+        tmpfs,
+    })
 }
