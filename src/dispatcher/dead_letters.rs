@@ -95,8 +95,9 @@ enum NotStored {
 }
 
 impl NotStored {
-    /// Why the topic `name` could not be had: room that may come back, or
-    /// not.
+    /// Why the dead-letter topic could not be had: for want of room that
+    /// may come back (disk space, a file descriptor), or of what only an
+    /// operator can give.
     fn no_topic(unavailable: Unavailable) -> NotStored {
         match unavailable {
             Unavailable::Store(StoreError::Full(cause)) => NotStored::Full(cause),
@@ -129,25 +130,6 @@ enum Fate {
     GivenUpForGood,
 }
 
-/// Where a message given up came from, and after how many deliveries:
-/// what the log says of it once its dead letter is gone with it.
-#[derive(Debug, Clone, Copy)]
-struct Origin {
-    topic: TopicId,
-    offset: Offset,
-    deliveries: u32,
-}
-
-impl Origin {
-    fn of(given_up: &GivenUp) -> Origin {
-        Origin {
-            topic: given_up.topic,
-            offset: given_up.offset,
-            deliveries: given_up.deliveries,
-        }
-    }
-}
-
 impl Fate {
     /// What the log line says of the message at `offset` of `topic`.
     fn describe(self, topic: &str, offset: Offset) -> String {
@@ -169,6 +151,25 @@ impl Fate {
             Fate::Settled => "the message was acked meanwhile, so it is done".to_owned(),
             Fate::SubscriberLeft => format!("its subscriber has left, so {}", stays()),
             Fate::GivenUpForGood => format!("the message is given up for good: {}", stays()),
+        }
+    }
+}
+
+/// Where a message given up came from, and after how many deliveries:
+/// what the log says of it once its dead letter is gone with it.
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    topic: TopicId,
+    offset: Offset,
+    deliveries: u32,
+}
+
+impl Origin {
+    fn of(given_up: &GivenUp) -> Origin {
+        Origin {
+            topic: given_up.topic,
+            offset: given_up.offset,
+            deliveries: given_up.deliveries,
         }
     }
 }
