@@ -601,3 +601,33 @@ impl InFlight {
         (self.deliveries.len(), self.redeliveries.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::store::Store;
+
+    /// A message given up again, after its dead letter could not be
+    /// stored, counts once among its topic's and its group's given up.
+    #[test]
+    fn a_message_given_up_again_is_counted_once() {
+        let log = MemoryStore::new(None, 1 << 20).open("t").unwrap();
+        let topic = Topic::new(Arc::from("t"), log, Vec::new());
+        let group = Traffic::default();
+        for deliveries in [2, 3, 4] {
+            count_give_up(
+                format_args!("group \"g\""),
+                &topic,
+                Some(&group),
+                0,
+                deliveries,
+                2,
+            );
+        }
+        let counted = (topic.traffic.given_up.get(), group.given_up.get());
+        assert_eq!(counted, (1, 1));
+    }
+}
