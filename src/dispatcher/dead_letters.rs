@@ -145,8 +145,9 @@ impl Fate {
         match self {
             Fate::OfferedAgain(ack_delay) => format!(
                 "the message is not done: it is offered again after the ack delay \
-                 ({ack_delay:?}) until its dead letter is stored, and a group's place (so \
-                 the topic's retention) stays on it meanwhile"
+                 ({ack_delay:?}), or once a member joins for a group that has none, until \
+                 its dead letter is stored; a group's place (so the topic's retention) \
+                 stays on it meanwhile"
             ),
             Fate::Settled => "the message was acked meanwhile, so it is done".to_owned(),
             Fate::SubscriberLeft => format!("its subscriber has left, so {}", stays()),
