@@ -1,12 +1,14 @@
 //! Waiting out failures, and keeping their log lines few: for the threads
-//! that accept connections (the acceptor in `server.rs`, and `metrics/`).
+//! that accept connections (the acceptor in `server.rs`, and `metrics/`),
+//! and for the dispatcher's lines about a full store or dead letters not
+//! stored.
 //!
 //! An accept that fails (EMFILE, the open-files limit reached, say) fails
 //! again until a connection closes: retrying at once would spin a core and
 //! fill the log. So the thread waits before the next try, a wait that
 //! doubles while failures go on ([`AcceptFailures`]), and its log lines,
 //! like the acceptor's about refused connections, are [`Throttled`] to one
-//! a second.
+//! a second. The dispatcher's are throttled the same way, to one a minute.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -44,9 +46,9 @@ impl AcceptFailures {
     }
 }
 
-/// A log line that may be written at most once a second, however often
-/// its event happens: the lines left out are counted, and the next line
-/// says how many there were.
+/// A log line that may be written at most once an interval (a second,
+/// unless its caller says otherwise), however often its event happens: the
+/// lines left out are counted, and the next line says how many there were.
 #[derive(Debug, Default)]
 pub(crate) struct Throttled {
     last: Option<Instant>,
@@ -58,10 +60,14 @@ impl Throttled {
     /// since the last such line)") if a second has passed since the last
     /// line; otherwise counts the event.
     pub(crate) fn log(&mut self, log: impl FnOnce(&str)) {
-        let now = Instant::now();
+        self.log_at(Instant::now(), Duration::from_secs(1), log);
+    }
+
+    /// [`Throttled::log`] at `now`, at most once every `interval`.
+    pub(crate) fn log_at(&mut self, now: Instant, interval: Duration, log: impl FnOnce(&str)) {
         if self
             .last
-            .is_some_and(|last| now.duration_since(last) < Duration::from_secs(1))
+            .is_some_and(|last| now.duration_since(last) < interval)
         {
             self.suppressed += 1;
             return;

@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::Duration;
 
 use brook::config::Config;
@@ -15,7 +16,8 @@ use brook::wire::request::StartAt;
 use common::broker::{start_broker, timer_config};
 use common::client::{expect_next, expect_next_ack, expect_nothing, next, publish_all, subscriber};
 use common::line::Line;
-use common::QUIET;
+use common::process::BrookProcess;
+use common::{QUIET, WAIT};
 
 /// The dead letter brook writes for `payload`, given up at `offset` of
 /// `topic` (as the line protocol spells the name) after `deliveries`.
@@ -141,12 +143,12 @@ fn with_dead_letters_off_a_message_given_up_is_only_logged() {
     );
 }
 
-/// Past `--max-topics` the dead-letter topic cannot be created: the
-/// message given up is not done, but offered again after the ack delay,
-/// to a subscriber and to a group alike, and each dead letter not stored
-/// is counted. An Ack then settles it.
+/// Past `--max-topics` the dead-letter topic cannot be created, which
+/// only an operator can change: the message is given up for good, as if
+/// dead letters were off, and counted, and a group moves on past it. (It
+/// stays in its topic; the log line says so.)
 #[test]
-fn a_dead_letter_whose_topic_cannot_be_created_leaves_its_message_where_it_was() {
+fn a_dead_letter_whose_topic_cannot_be_created_gives_its_message_up_for_good() {
     let config = Config {
         max_deliveries: 1,
         max_topics: 1,
@@ -160,14 +162,56 @@ fn a_dead_letter_whose_topic_cannot_be_created_leaves_its_message_where_it_was()
         let mut watcher = Line::connect(addr);
         assert_eq!(watcher.ask("PUB t poison"), "+OK 0");
         consumer.expect_msg("t", 0, b"poison");
-        consumer.send("NACK\n"); // the last delivery allowed
-        consumer.expect_msg("t", 0, b"poison");
+        consumer.send(
+            "NACK
+",
+        ); // the last delivery allowed
+        assert_eq!(
+            consumer.ask("PING"),
+            "+PONG",
+            "{subscribe}: not offered again"
+        );
         assert_eq!(watcher.stat("dead_letters_not_stored"), 1, "{subscribe}");
-        consumer.send("NACK\n"); // given up again
-        consumer.expect_msg("t", 0, b"poison");
-        assert_eq!(watcher.stat("dead_letters_not_stored"), 2, "{subscribe}");
-        consumer.send("ACK\n");
+        assert_eq!(watcher.ask("PUB t next"), "+OK 1");
+        consumer.expect_msg("t", 1, b"next");
+        consumer.send(
+            "ACK
+",
+        );
         consumer.expect_silence(QUIET);
         assert_eq!(watcher.stat("topics"), 1, "{subscribe}: no t.dlq");
+        if subscribe.contains("group") {
+            watcher.send("STATS\n");
+            let stats = watcher.read_until_end();
+            let group = stats.iter().find(|l| l.starts_with("+STAT group t g "));
+            let group = group.unwrap_or_else(|| panic!("{stats:?}"));
+            assert!(group.contains(" position=2 "), "{group}");
+        }
     }
+}
+
+/// The error line of a message given up for good says where it stays,
+/// and how to read it there, in the line protocol's own spelling.
+#[test]
+fn a_message_given_up_for_good_is_logged_with_where_it_stays() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_brook"));
+    command.args(["--addr", "127.0.0.1:0", "--in-memory"]);
+    command.args(["--max-topics", "1", "--max-deliveries", "1"]);
+    let brook = BrookProcess::start(command, WAIT).unwrap_or_else(|e| panic!("{e}"));
+    let mut consumer = Line::connect(brook.addr);
+    assert_eq!(consumer.ask("SUB \"a b\" manual group g"), "+OK");
+    let mut publisher = Line::connect(brook.addr);
+    assert_eq!(publisher.ask("PUB \"a b\" poison"), "+OK 0");
+    consumer.expect_msg("\"a b\"", 0, b"poison");
+    consumer.send("NACK\n");
+    brook.wait_for_log(
+        "\"a b\"@0: given up after 1 deliveries, and its dead letter cannot be stored in \
+         \"a b.dlq\": the topic cannot be created: ",
+        WAIT,
+    );
+    brook.wait_for_log(
+        "the message is given up for good: it stays in \"a b\" at offset 0, until retention \
+         drops it: read it there with `SUB \"a b\" from 0`",
+        WAIT,
+    );
 }

@@ -475,9 +475,14 @@ impl Consumer {
 
 /// Fills the disk under `dir` to its last page with a file of the test's
 /// own, so that no file can grow by a byte more, and returns the file.
+/// Called again, it takes what room the broker has made since.
 fn fill_to_the_last_page(dir: &Path) -> PathBuf {
     let path = dir.join("ballast-to-the-last-page");
-    let mut file = fs::File::create(&path).unwrap();
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
     let page = [0u8; 4096];
     loop {
         match std::io::Write::write(&mut file, &page) {
@@ -634,6 +639,8 @@ fn offered_again_until_stored(consumer: Consumer) {
     }
     let letter = format!("dead-letter topic=t offset=0 deliveries={deliveries}\npoison");
     taken.operator.expect_msg("t.dlq", 0, letter.as_bytes());
+    let episode_over = format!("dead letters are stored again: {not_stored} could not be");
+    taken.brook.wait_for_log(&episode_over, PATIENCE);
     nacker.expect_silence(QUIET);
     taken.operator.expect_silence(QUIET);
 }
@@ -658,4 +665,284 @@ fn a_group_message_whose_dead_letter_was_taken_back_is_there_after_a_restart() {
     member.expect_msg("t", 0, b"poison");
     member.expect_msg("t", 1, b"after");
     member.expect_silence(QUIET);
+}
+
+/// How many messages the test of an Ack against a dead letter taken back
+/// tries, each on a topic of its own.
+const ACK_RACES: usize = 24;
+
+/// The ack delay of that test: long enough that an answer read in the
+/// round after the other's is always read before the message could come
+/// back, however loaded the machine.
+const RACE_ACK_DELAY: Duration = Duration::from_millis(500);
+
+/// The bug this guards against: a group treated a message it gave up as
+/// done from the give-up on, though its dead letter was only written at
+/// the end of the round. An Ack of an earlier delivery settled in between
+/// (the answers of a round are settled one connection after another, the
+/// older first) found nothing to do; the write then found the disk full,
+/// the group took the message back and sent it again: an Ack no longer
+/// meant done.
+///
+/// For each of [`ACK_RACES`] topics, member `a` lets its delivery time
+/// out, and the group's last delivery allowed goes to member `b`, the
+/// older connection. Then `a` acks late and `b` nacks, on a full disk,
+/// in one round: both are sent while the broker is stopped (`SIGSTOP`),
+/// each behind a burst of `PING`s that keeps the dispatcher busy with the
+/// first while the second is read ([`busy_with`]). Before the fix this
+/// failed every time (20 runs of 20). Whatever the rounds, the message
+/// must never come again, to anyone.
+#[test]
+fn an_acked_group_message_is_not_sent_again_when_its_dead_letter_is_taken_back() {
+    let Some(tmpfs) = Tmpfs::for_test("8m") else {
+        return;
+    };
+    let data = tmpfs.path().join("data");
+    let ack_delay = format!("{}ms", RACE_ACK_DELAY.as_millis());
+    let flags = [
+        ["--max-deliveries", "2"],
+        ["--ack-delay", &ack_delay],
+        ["--ack-timeout", "20ms"],
+    ]
+    .concat();
+    let brook = start_brook_with(&data, "batch", &flags);
+    let topics: Vec<String> = (0..ACK_RACES).map(|i| format!("race{i}")).collect();
+    // The dead-letter topics exist, each with an empty segment.
+    let mut operator = Line::connect(brook.addr);
+    for topic in &topics {
+        assert_eq!(operator.ask(&format!("SUB {topic}.dlq beginning")), "+OK");
+    }
+    let mut b = Line::connect(brook.addr); // the older connection
+    let mut a = Line::connect(brook.addr);
+    for member in [&mut a, &mut b] {
+        for topic in &topics {
+            assert_eq!(member.ask(&format!("SUB {topic} manual group g")), "+OK");
+        }
+    }
+    let mut watcher = Line::connect(brook.addr);
+    for topic in &topics {
+        assert_eq!(watcher.ask(&format!("PUB {topic} poison")), "+OK 0");
+    }
+    for topic in &topics {
+        a.expect_msg(topic, 0, b"poison"); // a joined first: its turn first
+    }
+    for topic in &topics {
+        b.expect_msg(topic, 0, b"poison"); // after a's timed out
+    }
+    let mut sent_again = Vec::new();
+    for _ in &topics {
+        let stopped = Stopped::stop(&brook);
+        // Saving the groups' places may have made a page of room.
+        fill_to_the_last_page(tmpfs.path());
+        a.send(busy_with("ACK")); // a's delivery, timed out: the message is done
+        b.send(busy_with("NACK")); // the last delivery allowed
+        drop(stopped);
+        for member in [&mut a, &mut b] {
+            sent_again.extend(pongs_after_any_msgs(member, BUSY_PINGS));
+        }
+    }
+    let not_stored = watcher.stat("dead_letters_not_stored");
+    assert_eq!(
+        sent_again,
+        [],
+        "sent again after an Ack ({not_stored} not stored)"
+    );
+    // Past the ack delay after which a message taken back comes again.
+    a.expect_silence(RACE_ACK_DELAY + QUIET);
+    b.expect_silence(QUIET);
+}
+
+/// How many `PING`s [`busy_with`] puts before an answer: as many as the
+/// broker takes in one command with it.
+const BUSY_PINGS: usize = 255;
+
+/// `answer` (`ACK`, `NACK`), behind [`BUSY_PINGS`] `PING`s: whichever
+/// of two such commands the dispatcher takes first keeps it busy (well
+/// within a round's 5 ms) while the other is read, so that both answers
+/// are taken in one round.
+fn busy_with(answer: &str) -> String {
+    "PING\n".repeat(BUSY_PINGS) + answer + "\n"
+}
+
+/// Reads what `member` was sent up to its `pongs`th `+PONG`, and returns
+/// the messages among it.
+fn pongs_after_any_msgs(member: &mut Line, pongs: usize) -> Vec<Msg> {
+    let mut msgs = Vec::new();
+    let mut read = 0;
+    while read < pongs {
+        match member.read_line() {
+            pong if pong == "+PONG" => read += 1,
+            header => msgs.push(member.msg_after(&header)),
+        }
+    }
+    msgs
+}
+
+/// A broker stopped (`SIGSTOP`) until this is dropped (`SIGCONT`): what
+/// its clients send meanwhile is all there to read when it goes on.
+struct Stopped<'a> {
+    brook: &'a BrookProcess,
+}
+
+impl Stopped<'_> {
+    /// Stops `brook`, and waits until it is.
+    fn stop(brook: &BrookProcess) -> Stopped<'_> {
+        brook.signal("STOP");
+        let stat = format!("/proc/{}/stat", brook.pid());
+        let deadline = Instant::now() + PATIENCE;
+        // The state is the field after the name, which ends with ") ".
+        while !fs::read_to_string(&stat).unwrap().contains(") T ") {
+            assert!(Instant::now() < deadline, "brook did not stop");
+            std::thread::yield_now();
+        }
+        Stopped { brook }
+    }
+}
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        self.brook.signal("CONT");
+    }
+}
+
+/// The bug this guards against: from the give-up to the end of the round
+/// the group's place had moved past the message, and the round's
+/// retention step, which runs between the two, deleted the segment that
+/// held it. The dead letter, then taken back for want of room, left a
+/// message held back that the log no longer had: neither sent again nor
+/// dead-lettered, though the log line said it would be offered again.
+///
+/// Here the member nacks message 0 (given up at once), acks message 1,
+/// which ends segment 0, and publishes, which puts the topic on the
+/// round's retention list, all in one write, so in one round, on a full
+/// disk. The test holds every file of the data directory open, so that
+/// a segment deleted frees no room (as if something else took it).
+#[test]
+fn a_group_message_whose_dead_letter_is_taken_back_survives_retention_in_the_same_round() {
+    let Some(mut poisoned) = poison_a_group_with_retention() else {
+        return;
+    };
+    let (member, watcher) = (&mut poisoned.member, &mut poisoned.watcher);
+    let filler = "f".repeat(66_000); // ends segment 0: [0, 2)
+    assert_eq!(watcher.ask(&format!("PUB t {filler}")), "+OK 1");
+    member.expect_msg("t", 0, b"poison");
+    member.expect_msg("t", 1, filler.as_bytes());
+    let held = hold_every_file(&poisoned.data);
+    let ballast = fill_to_the_last_page(poisoned.tmpfs.path());
+
+    member.send("NACK\nACK\nPUB t x\n");
+    assert!(member.read_line().starts_with("-ERR disk full"));
+    let said = "\"t\"@0: given up after 1 deliveries";
+    poisoned.brook.wait_for_log(said, PATIENCE);
+    watcher.send("TOPICS\n");
+    let topics = watcher.read_until_end();
+    let kept = topics
+        .iter()
+        .any(|t| t.starts_with("+TOPIC t messages=2 first=0 "));
+    assert!(kept, "segment 0 deleted: {topics:?}");
+
+    drop(held);
+    fs::remove_file(&ballast).unwrap();
+    member.expect_msg("t", 0, b"poison"); // offered again
+    member.send("ACK\n");
+    member.expect_silence(QUIET);
+}
+
+/// Opens every file under `dir`, so that deleting one frees no room on
+/// the disk while the handles live.
+fn hold_every_file(dir: &Path) -> Vec<fs::File> {
+    let mut held = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                held.push(fs::File::open(&path).unwrap());
+            }
+        }
+    }
+    held
+}
+
+/// A group whose members have all left keeps what it holds back for a
+/// dead letter not stored, and retention keeps it for the group, though
+/// it drops the rest a group without members has not read: that message
+/// was given up, and its topic holds its only copy. The next member gets
+/// it.
+#[test]
+fn a_group_without_members_keeps_its_message_held_back_from_retention() {
+    let Some(mut poisoned) = poison_a_group_with_retention() else {
+        return;
+    };
+    let (member, watcher) = (&mut poisoned.member, &mut poisoned.watcher);
+    member.expect_msg("t", 0, b"poison");
+    let ballast = fill_to_the_last_page(poisoned.tmpfs.path());
+    member.send("NACK\nQUIT\n");
+    member.expect_line("+BYE");
+    let said = "\"t\"@0: given up after 1 deliveries";
+    poisoned.brook.wait_for_log(said, PATIENCE);
+
+    // Room again, and enough published for retention to drop segment 0.
+    fs::remove_file(&ballast).unwrap();
+    let filler = "f".repeat(40_000);
+    for offset in 1..=4 {
+        let reply = watcher.ask(&format!("PUB t {filler}"));
+        assert_eq!(reply, format!("+OK {offset}"));
+    }
+    watcher.send("TOPICS\n");
+    let topics = watcher.read_until_end();
+    let kept = topics
+        .iter()
+        .any(|t| t.starts_with("+TOPIC t messages=5 first=0 "));
+    assert!(kept, "retention dropped the message held back: {topics:?}");
+
+    // The next member gets it too, once its ack delay has passed again.
+    let mut member = Line::connect(poisoned.brook.addr);
+    assert_eq!(member.ask("SUB t manual group g"), "+OK");
+    let mut offsets: Vec<u64> = (0..5).map(|_| member.read_msg().offset).collect();
+    offsets.sort_unstable();
+    assert_eq!(offsets, [0, 1, 2, 3, 4]);
+}
+
+/// A broker whose topic `t` keeps 64 KiB (`--retention-bytes`, one
+/// segment), with `t.dlq` made, a `member` of group `g` that has yet to
+/// receive message 0 ("poison"), given up at its first refusal, and a
+/// `watcher`. Its fields drop in order: the broker before its disk.
+struct Poisoned {
+    brook: BrookProcess,
+    _operator: Line,
+    member: Line,
+    watcher: Line,
+    data: PathBuf,
+    tmpfs: Tmpfs,
+}
+
+/// [`Poisoned`], or `None` where no tmpfs can be mounted.
+fn poison_a_group_with_retention() -> Option<Poisoned> {
+    let tmpfs = Tmpfs::for_test("2m")?;
+    let data = tmpfs.path().join("data");
+    let flags = [
+        ["--max-deliveries", "1"],
+        ["--ack-delay", "100ms"],
+        ["--retention-bytes", "64KiB"],
+    ]
+    .concat();
+    let brook = start_brook_with(&data, "batch", &flags);
+    // The dead-letter topic exists, with an empty segment.
+    let mut operator = Line::connect(brook.addr);
+    assert_eq!(operator.ask("SUB t.dlq beginning"), "+OK");
+    let mut member = Line::connect(brook.addr);
+    assert_eq!(member.ask("SUB t manual group g"), "+OK");
+    let mut watcher = Line::connect(brook.addr);
+    assert_eq!(watcher.ask("PUB t poison"), "+OK 0");
+    Some(Poisoned {
+        brook,
+        _operator: operator,
+        member,
+        watcher,
+        data,
+        tmpfs,
+    })
 }

@@ -72,9 +72,9 @@ pub(super) struct Agenda {
     /// has no room for them, their messages go back to whoever gave them
     /// up (`dead_letters.rs`).
     pub(super) dead_letters_unwritten: Vec<UnwrittenDeadLetter>,
-    /// Messages of consumer groups held back because their dead letters
-    /// could not be stored, until they go out again. In that order, since
-    /// each waits the same ack delay.
+    /// Messages of consumer groups held back because the disk had no room
+    /// for their dead letters, until they go out again. In that order,
+    /// since each waits the same ack delay.
     pub(super) held_back: VecDeque<HeldBack>,
     /// Connections that answered deliveries (or let them time out) this
     /// round: their windows still have to be refilled, and their answers
@@ -496,8 +496,9 @@ pub(super) struct UnwrittenDeadLetter {
 }
 
 /// A message at `offset` of topic `topic` that its consumer group `group`
-/// gave up and holds back, since its dead letter could not be stored: it
-/// goes out again at `due`.
+/// gave up and holds back, since the disk had no room for its dead letter:
+/// it goes out again at `due` (or, if the group has no members then, is
+/// held back for another ack delay).
 #[derive(Debug)]
 pub(super) struct HeldBack {
     pub(super) due: Instant,

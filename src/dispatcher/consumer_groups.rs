@@ -2,8 +2,9 @@
 //! `--max-groups-per-topic` (`check_group_room`, `group_index`), giving
 //! its messages to its members in turn (`pump_group`), and settling what
 //! the members answered (`settle_groups`): done, back for another member,
-//! or given up and sent to the dead-letter topic. What one group holds,
-//! and how it picks the next member and message, is `group.rs`.
+//! or given up and sent to the dead-letter topic (`group_gave_up`). What
+//! one group holds, and how it picks the next member and message, is
+//! `group.rs`.
 //!
 //! Not to be confused with `group.rs`, the [`Group`] type this file
 //! drives, nor with `store/disk/groups.rs`, the file in which the disk
@@ -23,7 +24,7 @@ use std::time::Instant;
 
 use super::Dispatcher;
 use crate::dispatcher::group::{Group, Next, Refused};
-use crate::dispatcher::session::in_flight::{give_up_level, GivenUp, GivenUpBy};
+use crate::dispatcher::session::in_flight::{count_give_up, GivenUp, GivenUpBy, GroupAnswer};
 use crate::dispatcher::session::start_offset;
 use crate::ids::{ConnId, Offset, TopicId};
 use crate::store::StoreError;
@@ -116,9 +117,9 @@ impl Dispatcher {
         }
     }
 
-    /// A group has finished with a message: acked, written, or given up. Its
-    /// position is saved with the round.
-    fn group_done(&mut self, id: TopicId, index: usize, offset: Offset) {
+    /// A group has finished with a message: acked, written, or given up
+    /// and its dead letter stored. Its position is saved with the round.
+    pub(super) fn group_done(&mut self, id: TopicId, index: usize, offset: Offset) {
         self.topics[id].groups[index].done(offset);
         self.groups_moved(id);
     }
@@ -135,8 +136,8 @@ impl Dispatcher {
     /// gives out what is owed: what came back, and what the room the
     /// answers freed allows, to the groups that were waiting for room
     /// ([`Session::wait_for_room`](super::session::Session::wait_for_room)).
-    /// A message delivered `--max-deliveries` times goes to the dead-letter
-    /// topic.
+    /// A message delivered `--max-deliveries` times is given up
+    /// ([`Dispatcher::group_gave_up`]).
     pub(super) fn settle_groups(&mut self, conn: ConnId, now: Instant) -> Result<(), StoreError> {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return Ok(());
@@ -144,42 +145,54 @@ impl Dispatcher {
         let answers = session.take_group_answers();
         let mut to_pump = session.take_groups_waiting();
         for answer in answers {
+            to_pump.insert((answer.topic, answer.group));
             let group = &mut self.topics[answer.topic].groups[answer.group];
             let max = self.policy.max_deliveries;
             if answer.acked {
                 self.group_done(answer.topic, answer.group, answer.offset);
             } else if group.refused(answer.offset, answer.deliveries, max) == Refused::GivenUp {
-                self.groups_moved(answer.topic);
-                let given_up = GivenUp {
-                    topic: answer.topic,
-                    offset: answer.offset,
-                    deliveries: answer.deliveries,
-                    payload: answer.payload,
-                    by: GivenUpBy::Group(answer.group),
-                };
-                let topic = &self.topics[answer.topic];
-                let level = give_up_level(answer.deliveries, max);
-                if level == log::Level::Warn {
-                    topic.traffic.given_up.add(1);
-                    topic.groups[answer.group].traffic.given_up.add(1);
-                }
-                log::log!(
-                    level,
-                    "group {:?}: giving up on message {}@{} after {} deliveries",
-                    topic.groups[answer.group].name,
-                    topic.name,
-                    answer.offset,
-                    answer.deliveries
-                );
-                if self.policy.dead_letters {
-                    self.send_to_dead_letters(given_up, now)?;
-                }
+                self.group_gave_up(answer, now)?;
             }
-            to_pump.insert((answer.topic, answer.group));
         }
         for (id, index) in to_pump {
             self.pump_group(id, index, now);
         }
         Ok(())
+    }
+
+    /// A group gave up the message `answer` refused, its last delivery
+    /// allowed: counted and logged, then sent to the dead-letter topic.
+    /// The group holds it back from now until its dead letter is stored
+    /// (`dead_letters.rs`), so that its place, its saved place and
+    /// retention stay on it, and an Ack of an earlier delivery that comes
+    /// meanwhile settles it. With dead letters off, the group is done
+    /// with it.
+    fn group_gave_up(&mut self, answer: GroupAnswer, now: Instant) -> Result<(), StoreError> {
+        let (id, index, offset) = (answer.topic, answer.group, answer.offset);
+        let topic = &self.topics[id];
+        let group = &topic.groups[index];
+        let giver = format_args!("group {:?}", group.name);
+        let max = self.policy.max_deliveries;
+        count_give_up(
+            giver,
+            topic,
+            Some(&group.traffic),
+            offset,
+            answer.deliveries,
+            max,
+        );
+        if !self.policy.dead_letters {
+            self.groups_moved(id);
+            return Ok(());
+        }
+        self.topics[id].groups[index].hold_back(offset, answer.deliveries);
+        let given_up = GivenUp {
+            topic: id,
+            offset,
+            deliveries: answer.deliveries,
+            payload: answer.payload,
+            by: GivenUpBy::Group(index),
+        };
+        self.send_to_dead_letters(given_up, now)
     }
 }

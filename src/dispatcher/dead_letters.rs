@@ -10,59 +10,100 @@
 //! A dead letter is appended like a publish with no publisher
 //! (`publish.rs`), so it is written and made durable with the round.
 //!
+//! A message given up is done only once its dead letter is stored. A
+//! group holds it back from the give-up on (`consumer_groups.rs`), so its
+//! place, its saved place and retention stay on it until then, and an Ack
+//! of an earlier delivery that comes meanwhile settles it as usual; the
+//! dead letter stored, the group is done with it (`dead_letter_stored`).
+//! On disk that is at the end of the round's writes
+//! ([`Dispatcher::dead_letters_written`]). A fan-out subscriber's session
+//! has nothing to hold: it answers its deliveries in order, so no Ack can
+//! come after its give-up, and the [`GivenUp`] carries the payload.
+//!
 //! # A dead letter that cannot be stored
 //!
-//! A dead letter may not get stored: its topic cannot be created (past
-//! `--max-topics`, or the store failed), its log refuses it at once (the
-//! disk was found full less than a second ago), or, on disk, the round's
-//! write finds no room and the log takes it back, as it takes back
-//! publishes (`refuse_unwritten`, in `publish.rs`, hands those to
-//! [`Dispatcher::dead_letters_taken_back`]).
+//! Split by cause, since one passes and the other does not:
 //!
-//! Dropping it would lose the message: its subscriber or group is done
-//! with it, and nothing anywhere says what became of it. Keeping it aside
-//! in the dispatcher until the disk has room would hold payloads that no
-//! flag bounds. So the message is not done: it goes back to whoever gave
-//! it up, as if nacked once more, and is offered again an ack delay later.
-//! A subscriber's session schedules it again (`InFlight::take_back`); a
-//! group holds it back (`Group::hold_back`), its place staying on it so
-//! that a restart gives it out again too, until
-//! [`Dispatcher::let_out_held_back`] gives it out. Refused once more, it
-//! is given up again and its dead letter tried again: stored once the
-//! disk has room. An Ack meanwhile settles it, as always. Each dead letter
-//! not stored is counted (`dead_letters_not_stored` in `STATS` and the
-//! metrics) and logged as an error, at most once a minute, since a
-//! consumer that refuses the message at once brings it back every ack
-//! delay.
+//! - **The disk is full**: the log refuses the dead letter at once (the
+//!   disk was found full less than a second ago), or the round's write
+//!   finds no room and the log takes it back, as it takes back publishes
+//!   (`refuse_unwritten`, in `publish.rs`, hands those to
+//!   [`Dispatcher::dead_letters_taken_back`]); or the dead-letter topic
+//!   cannot be created for want of room or of a file descriptor. That
+//!   passes: dropping the message would lose it, and keeping it aside
+//!   here until the disk has room would hold payloads no flag bounds. So
+//!   the message goes back to whoever gave it up, as if nacked once more,
+//!   to be offered again an ack delay later ([`Dispatcher::take_back`]):
+//!   a session schedules it again (`InFlight::take_back`); a group goes on
+//!   holding it back until [`Dispatcher::let_out_held_back`] gives it
+//!   out. Refused once more, it is given up again and its dead letter
+//!   tried again: stored once the disk has room. Meanwhile a group's place,
+//!   and so the retention of its topic, stays on it. A group that settled
+//!   it meanwhile (an Ack of an earlier delivery) has nothing to take
+//!   back: the Ack wins. A group with no members when the let-out comes
+//!   keeps it held back, and its topic's retention with it, until one
+//!   joins ([`Group::keeps_from`](super::group::Group::keeps_from)): the
+//!   message has no other copy to fall back on.
+//! - **The dead-letter topic cannot be created** otherwise: past
+//!   `--max-topics`, or its directory cannot be made. That does not pass
+//!   without an operator, and holding the message back would pin its
+//!   topic's retention until then. So the message is given up for good,
+//!   as with `--dead-letter off`: its group moves on; the log line says
+//!   where it stays, in its topic at its offset until retention drops it,
+//!   and how to read it there (`SUB <topic> from <offset>`).
 //!
 //! A subscriber that has left the topic (unsubscribed, or closed) has no
-//! subscription to take its message back into: that one is counted and
-//! logged the same way, and stays only in its topic, at its offset, which
-//! the log line names. (A fan-out subscriber that leaves gives up its
-//! place in the topic anyway.)
+//! subscription to take its message back into: the line says where that
+//! one stays too. (A fan-out subscriber that leaves gives up its place in
+//! the topic anyway.)
+//!
+//! Each dead letter not stored is counted (`dead_letters_not_stored` in
+//! `STATS` and the metrics) and logged as an error, at most once every
+//! [`NOT_STORED_LOG_INTERVAL`] (a consumer that refuses the message at once
+//! brings it back every ack delay), each line saying how many were left
+//! out since the last; the first dead letter stored after some were not
+//! ends the episode with a line of its own.
 //!
 //! Calls: `topic_table.rs` (`topic_id`), `publish.rs` (`append`),
-//! `consumer_groups.rs` (`groups_moved`, `pump_group`).
+//! `consumer_groups.rs` (`group_done`, `pump_group`).
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::agenda::{HeldBack, UnwrittenDeadLetter};
 use super::topic_table::Unavailable;
-use super::{Dispatcher, NOT_STORED_LOG_INTERVAL};
+use super::Dispatcher;
 use crate::dispatcher::session::in_flight::{GivenUp, GivenUpBy};
 use crate::ids::{ConnId, Offset, Payload, TopicId, DEAD_LETTER_SUFFIX};
 use crate::store::{DiskFull, StoreError};
 use crate::wire::line;
 
+/// How often, at most, the log says that a dead letter could not be
+/// stored.
+const NOT_STORED_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Why a dead letter could not be stored.
 #[derive(Debug)]
 enum NotStored {
-    /// Its dead-letter topic could not be created.
+    /// Its dead-letter topic could not be created, for want of nothing
+    /// the disk can give back.
     NoTopic(Unavailable),
-    /// The disk had no room for it.
+    /// The disk (or the file descriptors left for topics) had no room
+    /// for it.
     Full(Arc<DiskFull>),
+}
+
+impl NotStored {
+    /// Why the dead-letter topic could not be had: for want of room that
+    /// may come back (disk space, a file descriptor), or of what only an
+    /// operator can give.
+    fn no_topic(unavailable: Unavailable) -> NotStored {
+        match unavailable {
+            Unavailable::Store(StoreError::Full(cause)) => NotStored::Full(cause),
+            unavailable => NotStored::NoTopic(unavailable),
+        }
+    }
 }
 
 impl fmt::Display for NotStored {
@@ -72,6 +113,64 @@ impl fmt::Display for NotStored {
                 write!(f, "the topic cannot be created: {unavailable}")
             }
             NotStored::Full(cause) => write!(f, "{cause}"),
+        }
+    }
+}
+
+/// What became of a message whose dead letter was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Back with whoever gave it up, offered again after this ack delay.
+    OfferedAgain(Duration),
+    /// Its group settled it meanwhile (an Ack of an earlier delivery).
+    Settled,
+    /// Its subscriber has left: it is only in its topic.
+    SubscriberLeft,
+    /// Given up for good: its dead-letter topic cannot be created.
+    GivenUpForGood,
+}
+
+impl Fate {
+    /// What the log line says of the message at `offset` of `topic`.
+    fn describe(self, topic: &str, offset: Offset) -> String {
+        let stays = || {
+            let mut name = Vec::new();
+            line::encode_topic(&mut name, topic);
+            format!(
+                "it stays in {topic:?} at offset {offset}, until retention drops it: read it \
+                 there with `SUB {} from {offset}`",
+                String::from_utf8_lossy(&name)
+            )
+        };
+        match self {
+            Fate::OfferedAgain(ack_delay) => format!(
+                "the message is not done: it is offered again after the ack delay \
+                 ({ack_delay:?}), or once a member joins for a group that has none, until \
+                 its dead letter is stored; a group's place (so the topic's retention) \
+                 stays on it meanwhile"
+            ),
+            Fate::Settled => "the message was acked meanwhile, so it is done".to_owned(),
+            Fate::SubscriberLeft => format!("its subscriber has left, so {}", stays()),
+            Fate::GivenUpForGood => format!("the message is given up for good: {}", stays()),
+        }
+    }
+}
+
+/// Where a message given up came from, and after how many deliveries:
+/// what the log says of it once its dead letter is gone with it.
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    topic: TopicId,
+    offset: Offset,
+    deliveries: u32,
+}
+
+impl Origin {
+    fn of(given_up: &GivenUp) -> Origin {
+        Origin {
+            topic: given_up.topic,
+            offset: given_up.offset,
+            deliveries: given_up.deliveries,
         }
     }
 }
@@ -95,11 +194,12 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Appends one given-up message to its dead-letter topic. One that
-    /// cannot be stored there goes back to whoever gave it up (see the
-    /// module doc); on disk, one that is not written yet is noted, for
-    /// that to happen if the round's write finds no room. Fails only if
-    /// the store failed otherwise.
+    /// Appends one given-up message to its dead-letter topic. Stored, the
+    /// message is done; on disk, one not written yet is noted, to be done
+    /// once the round's write put it in its file, or taken back if that
+    /// write finds no room. One that cannot be stored goes back to whoever
+    /// gave it up, or is given up for good (see the module doc). Fails
+    /// only if the store failed otherwise.
     pub(super) fn send_to_dead_letters(
         &mut self,
         given_up: GivenUp,
@@ -110,14 +210,13 @@ impl Dispatcher {
         let id = match self.topic_id(&name) {
             Ok(id) => id,
             Err(unavailable) => {
-                let why = NotStored::NoTopic(unavailable);
-                self.dead_letter_not_stored(given_up, &name, &why, now);
+                self.dead_letter_not_stored(given_up, &name, NotStored::no_topic(unavailable), now);
                 return Ok(());
             }
         };
         match self.append(id, dead_letter(&origin, &given_up), None, now) {
             Ok(offset) if self.topics[id].log.end() > offset => {
-                self.log_stored(&given_up, id, offset);
+                self.dead_letter_stored(&given_up, id, offset);
             }
             Ok(offset) => {
                 let letter = UnwrittenDeadLetter {
@@ -128,7 +227,7 @@ impl Dispatcher {
                 self.agenda.dead_letters_unwritten.push(letter);
             }
             Err(StoreError::Full(cause)) => {
-                self.dead_letter_not_stored(given_up, &name, &NotStored::Full(cause), now);
+                self.dead_letter_not_stored(given_up, &name, NotStored::Full(cause), now);
             }
             Err(error) => return Err(error),
         }
@@ -156,20 +255,22 @@ impl Dispatcher {
         let name = self.topics[id].name.clone();
         for letter in taken_back {
             let why = NotStored::Full(cause.clone());
-            self.dead_letter_not_stored(letter.given_up, &name, &why, now);
+            self.dead_letter_not_stored(letter.given_up, &name, why, now);
         }
     }
 
     /// The round's writes are done: the dead letters still noted as
-    /// unwritten are in their files now (`logs.rs`).
+    /// unwritten are in their files now (`logs.rs`), and their messages
+    /// done.
     pub(super) fn dead_letters_written(&mut self) {
         for letter in std::mem::take(&mut self.agenda.dead_letters_unwritten) {
-            self.log_stored(&letter.given_up, letter.topic, letter.offset);
+            self.dead_letter_stored(&letter.given_up, letter.topic, letter.offset);
         }
     }
 
     /// Gives out again the groups' messages held back whose ack delay has
-    /// passed (see the module doc).
+    /// passed (see the module doc). A group with no members keeps its
+    /// message held back for another ack delay, so that retention keeps it.
     pub(super) fn let_out_held_back(&mut self, now: Instant) {
         while let Some(held) = self.agenda.held_back.front() {
             if held.due > now {
@@ -182,7 +283,10 @@ impl Dispatcher {
                 ..
             } = *held;
             self.agenda.held_back.pop_front();
-            if self.topics[topic].groups[group].let_out(offset) {
+            let held_by = &mut self.topics[topic].groups[group];
+            if held_by.members().is_empty() && held_by.is_held_back(offset) {
+                self.hold_back_until(topic, group, offset, now + self.policy.ack_delay);
+            } else if held_by.let_out(offset) {
                 self.pump_group(topic, group, now);
             }
         }
@@ -193,88 +297,124 @@ impl Dispatcher {
         self.agenda.held_back.front().map(|held| held.due)
     }
 
-    /// A dead letter for `given_up` could not be stored in the topic
-    /// `name`, for `why`: the message goes back to whoever gave it up, to
-    /// be offered again an ack delay from `now`; counted, and logged.
+    /// The dead letter of `given_up` is at `offset` of topic `id`: the
+    /// message is done with. Logged, and so is the end of an episode of
+    /// dead letters not stored.
+    fn dead_letter_stored(&mut self, given_up: &GivenUp, id: TopicId, offset: Offset) {
+        if let GivenUpBy::Group(group) = given_up.by {
+            self.group_done(given_up.topic, group, given_up.offset);
+        }
+        let (origin, name) = (&self.topics[given_up.topic].name, &self.topics[id].name);
+        log::info!(
+            "{origin:?}@{} went to {name:?}@{offset} after {} deliveries",
+            given_up.offset,
+            given_up.deliveries
+        );
+        let not_stored = std::mem::take(&mut self.dead_letters_not_stored.since_stored);
+        if not_stored > 0 {
+            log::info!("dead letters are stored again: {not_stored} could not be before this one");
+        }
+    }
+
+    /// The dead letter of `given_up` could not be stored in the topic
+    /// `name`, for `why`: the message goes back to whoever gave it up, or
+    /// is given up for good. Counted and logged.
     fn dead_letter_not_stored(
         &mut self,
         given_up: GivenUp,
         name: &str,
-        why: &NotStored,
+        why: NotStored,
         now: Instant,
     ) {
-        let origin = self.topics[given_up.topic].name.clone();
-        let (offset, deliveries) = (given_up.offset, given_up.deliveries);
-        let kept = self.take_back(given_up, now + self.policy.ack_delay);
-        let not_stored = &mut self.dead_letters_not_stored;
-        not_stored.count += 1;
-        let logged_lately = (not_stored.logged)
-            .is_some_and(|when| now.duration_since(when) < NOT_STORED_LOG_INTERVAL);
-        if logged_lately {
-            not_stored.unlogged += 1;
-            return;
-        }
-        let unlogged = std::mem::take(&mut not_stored.unlogged);
-        not_stored.logged = Some(now);
-        let what_now = match kept {
-            true => format!(
-                "the message is not done: it is offered again after the ack delay \
-                 ({:?}) until its dead letter is stored",
-                self.policy.ack_delay
-            ),
-            false => format!(
-                "its subscriber has left, so it stays only in {origin:?} at offset {offset}"
-            ),
+        let origin = Origin::of(&given_up);
+        let fate = match why {
+            NotStored::Full(_) => self.take_back(given_up, now + self.policy.ack_delay),
+            NotStored::NoTopic(_) => self.give_up_for_good(&given_up),
         };
-        log::error!(
-            "{origin:?}@{offset}: given up after {deliveries} deliveries, and its dead letter \
-             cannot be stored in {name:?}: {why}; {what_now}. Dead letters not stored since \
-             the broker started: {} ({unlogged} since the last such line, which is said at \
-             most once a minute)",
-            not_stored.count
-        );
+        let counted = &mut self.dead_letters_not_stored;
+        counted.count += 1;
+        counted.since_stored += 1;
+        self.log_not_stored(origin, name, &why, fate, now);
+    }
+
+    /// Logs, at most once every [`NOT_STORED_LOG_INTERVAL`], that the dead
+    /// letter of the message from `origin` could not be stored in the
+    /// topic `name`, for `why`, and what became of the message (`fate`).
+    fn log_not_stored(
+        &mut self,
+        origin: Origin,
+        name: &str,
+        why: &NotStored,
+        fate: Fate,
+        now: Instant,
+    ) {
+        let Origin {
+            topic,
+            offset,
+            deliveries,
+        } = origin;
+        let topic = &self.topics[topic].name;
+        let counted = &mut self.dead_letters_not_stored;
+        let total = counted.count;
+        let log_line = |note: &str| {
+            log::error!(
+                "{topic:?}@{offset}: given up after {deliveries} deliveries, and its dead \
+                 letter cannot be stored in {name:?}: {why}; {}. Dead letters not stored \
+                 since the broker started: {total} (said at most once a minute){note}",
+                fate.describe(topic, offset)
+            )
+        };
+        (counted.log).log_at(now, NOT_STORED_LOG_INTERVAL, log_line);
     }
 
     /// Gives a message back to whoever gave it up, to go out again at
-    /// `due`. Returns whether it was taken: not by a subscriber that has
-    /// left.
-    fn take_back(&mut self, given_up: GivenUp, due: Instant) -> bool {
-        let (topic, offset) = (given_up.topic, given_up.offset);
+    /// `due`, and says what became of it: a group holds it back still,
+    /// unless an Ack settled it meanwhile; a subscriber that has left
+    /// cannot take it.
+    fn take_back(&mut self, given_up: GivenUp, due: Instant) -> Fate {
+        let delay = self.policy.ack_delay;
         match given_up.by {
             GivenUpBy::Group(group) => {
-                let deliveries = given_up.deliveries;
-                self.topics[topic].groups[group].hold_back(offset, deliveries);
-                self.groups_moved(topic);
-                let held = HeldBack {
-                    due,
-                    topic,
-                    group,
-                    offset,
-                };
-                self.agenda.held_back.push_back(held);
-                true
+                let (topic, offset) = (given_up.topic, given_up.offset);
+                if !self.topics[topic].groups[group].is_held_back(offset) {
+                    return Fate::Settled;
+                }
+                self.hold_back_until(topic, group, offset, due);
+                Fate::OfferedAgain(delay)
             }
             GivenUpBy::Subscriber(conn) => {
                 let Some(session) = self.sessions.get_mut(&conn) else {
-                    return false;
+                    return Fate::SubscriberLeft;
                 };
-                let taken = session.take_back(given_up, due).is_ok();
+                let taken = session.take_back(given_up, due);
                 self.agenda.register(conn, session);
-                taken
+                match taken {
+                    true => Fate::OfferedAgain(delay),
+                    false => Fate::SubscriberLeft,
+                }
             }
         }
     }
 
-    /// Logs that the dead letter of `given_up` is at `offset` of topic
-    /// `id`.
-    fn log_stored(&self, given_up: &GivenUp, id: TopicId, offset: Offset) {
-        log::info!(
-            "{:?}@{} went to {:?}@{offset} after {} deliveries",
-            self.topics[given_up.topic].name,
-            given_up.offset,
-            self.topics[id].name,
-            given_up.deliveries
-        );
+    /// Gives a message up for good, its dead letter not stored: a group is
+    /// done with it.
+    fn give_up_for_good(&mut self, given_up: &GivenUp) -> Fate {
+        if let GivenUpBy::Group(group) = given_up.by {
+            self.group_done(given_up.topic, group, given_up.offset);
+        }
+        Fate::GivenUpForGood
+    }
+
+    /// Has the group `group` of topic `topic`, which holds back `offset`,
+    /// give it out again at `due`.
+    fn hold_back_until(&mut self, topic: TopicId, group: usize, offset: Offset, due: Instant) {
+        let held = HeldBack {
+            due,
+            topic,
+            group,
+            offset,
+        };
+        self.agenda.held_back.push_back(held);
     }
 }
 

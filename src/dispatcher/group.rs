@@ -31,18 +31,22 @@
 //! `--max-deliveries` holds for the group as a whole, and a message given
 //! up goes to the dead-letter topic as for any subscriber.
 //!
-//! A message given up whose dead letter could not be stored (a full disk,
-//! `--max-topics`) is not done: the group holds it back
-//! ([`Group::hold_back`]) and gives it out again once the dispatcher lets
-//! it go, an ack delay later ([`Group::let_out`]); meanwhile it counts as
-//! unfinished, so the group's place does not move past it.
+//! A message given up is not done until its dead letter is stored: the
+//! group holds it back ([`Group::hold_back`]) from the give-up on, and the
+//! dispatcher tells it once the dead letter is stored ([`Group::done`]).
+//! One the disk had no room for is given out again an ack delay later
+//! ([`Group::let_out`]). Meanwhile it counts as unfinished, so the group's
+//! place (and its saved place, and retention) does not move past it, and
+//! an Ack of an earlier delivery still settles it.
 //!
 //! The group's position, the oldest offset it has not finished with, is
-//! what retention must keep for it while it has members. A group without
-//! members does not hold retention back; it skips what was dropped. With the disk store, the group is saved
-//! with its topic's log whenever it finishes a message ([`Group::saved`]),
-//! so a group that comes back after a restart gives out again what it had
-//! not finished, and goes on where it was.
+//! what retention must keep for it while it has members
+//! ([`Group::keeps_from`]). A group without members does not hold
+//! retention back, but for what it holds back: it skips what was dropped.
+//! With the disk store, the group is saved with its topic's log whenever
+//! it finishes a message ([`Group::saved`]), so a group that comes back
+//! after a restart gives out again what it had not finished, and goes on
+//! where it was.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -57,8 +61,10 @@ use crate::wire::reply::GroupReport;
 pub enum Refused {
     /// It goes out again, to the next member in turn.
     Again,
-    /// It was delivered `--max-deliveries` times: the group is done with
-    /// it, and it goes to the dead-letter topic.
+    /// It was delivered `--max-deliveries` times: it goes to the
+    /// dead-letter topic, held back until its dead letter is stored
+    /// ([`Group::hold_back`]), or, with dead letters off, the group is
+    /// done with it.
     GivenUp,
     /// The group was done with it already (a late ack): nothing changes.
     Settled,
@@ -101,9 +107,9 @@ pub struct Group {
     /// Offsets given to a member and not yet answered, with how many times
     /// each has been delivered.
     out: BTreeMap<Offset, u32>,
-    /// Offsets given up whose dead letters could not be stored, with how
-    /// many times each has been delivered: held back until they go out
-    /// again ([`Group::let_out`]).
+    /// Offsets given up whose dead letters are not stored yet, with how
+    /// many times each has been delivered: done once they are, or, not
+    /// stored, held back until they go out again ([`Group::let_out`]).
     held_back: BTreeMap<Offset, u32>,
     members: Vec<ConnId>,
     /// Where the next turn starts in `members`.
@@ -282,12 +288,18 @@ impl Group {
         }
     }
 
-    /// Takes back `offset`, which the group gave up after `deliveries`
-    /// ([`Refused::GivenUp`]) but whose dead letter could not be stored:
-    /// it is not done, and is held back until [`Group::let_out`] gives it
-    /// out again, to be given up again if it is refused once more.
+    /// Holds back `offset`, which the group gave up after `deliveries`
+    /// ([`Refused::GivenUp`]): it is not done until its dead letter is
+    /// stored ([`Group::done`]). If it is not stored, [`Group::let_out`]
+    /// gives it out again, to be given up again if it is refused once more.
     pub fn hold_back(&mut self, offset: Offset, deliveries: u32) {
         self.held_back.insert(offset, deliveries);
+    }
+
+    /// Whether `offset` is held back: given up and not done since (an Ack
+    /// of an earlier delivery may have settled it).
+    pub fn is_held_back(&self, offset: Offset) -> bool {
+        self.held_back.contains_key(&offset)
     }
 
     /// Gives `offset` out again, next, if it is still held back (an ack
@@ -330,6 +342,19 @@ impl Group {
             bytes_out: self.traffic.bytes_out.get(),
             redeliveries: self.traffic.redeliveries.get(),
             given_up: self.traffic.given_up.get(),
+        }
+    }
+
+    /// The oldest offset retention must keep for the group, if any: its
+    /// position while it has members. Without members, only what it holds
+    /// back: a message given up whose dead letter is not stored has no
+    /// other copy than its topic's, and dropping it would lose it without
+    /// a trace, whereas the rest is what retention may drop for a consumer
+    /// that is away.
+    pub fn keeps_from(&self) -> Option<Offset> {
+        match self.members.is_empty() {
+            false => Some(self.position()),
+            true => self.held_back.keys().next().copied(),
         }
     }
 
@@ -492,6 +517,42 @@ mod tests {
         assert!(!group.let_out(0), "acked: done, not out again");
         group.done(1);
         assert_eq!(group.position(), 2);
+    }
+
+    /// A message given up is held back, unfinished, until its dead
+    /// letter is stored; an Ack of an earlier delivery meanwhile settles
+    /// it, and a dead letter then not stored has nothing to take back.
+    #[test]
+    fn a_message_given_up_is_unfinished_until_its_dead_letter_is_stored() {
+        let mut group = Group::new(Arc::from("g"), 0);
+        assert_eq!(group.take(2), Some((0, 1)));
+        assert_eq!(group.refused(0, 1, 2), Refused::Again); // timed out
+        assert_eq!(group.take(2), Some((0, 2)), "to another member");
+        assert_eq!(group.refused(0, 2, 2), Refused::GivenUp);
+        group.hold_back(0, 2);
+        assert_eq!(group.position(), 0);
+        assert_eq!(group.saved().unfinished, [(0, 1)]);
+        assert_eq!(group.keeps_from(), Some(0), "retention keeps it");
+        group.done(0); // the late Ack of the first delivery
+        assert!(!group.is_held_back(0), "nothing to take back");
+        assert!(!group.let_out(0));
+        assert_eq!(group.position(), 1);
+    }
+
+    /// A group without members holds retention back for what it holds
+    /// back, and for nothing else.
+    #[test]
+    fn a_group_without_members_keeps_only_what_it_holds_back() {
+        let mut group = Group::new(Arc::from("g"), 0);
+        for _ in 0..3 {
+            group.take(3);
+        }
+        group.refused(0, 1, MAX);
+        assert_eq!(group.refused(1, 1, 1), Refused::GivenUp);
+        group.hold_back(1, 1);
+        assert_eq!(group.keeps_from(), Some(1));
+        group.done(1); // its dead letter stored
+        assert_eq!(group.keeps_from(), None, "0 and 2 are retention's");
     }
 
     /// Retention may drop messages while a group has no member to keep

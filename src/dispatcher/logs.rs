@@ -3,8 +3,8 @@
 //! appended, then keep all the logs within their memory budget.
 //!
 //! Retention (`--retention-bytes`, `--retention-age`) never takes a
-//! message a connected subscriber or group has yet to read
-//! (`keep_from`). Writing is the group commit: every log that changed
+//! message a connected subscriber or group has yet to read, nor one a
+//! group holds back for its dead letter (`keep_from`). Writing is the group commit: every log that changed
 //! this round is written once, and the jobs that make the writes durable
 //! are left in the agenda for the syncer (`syncer.rs`), so with `--fsync
 //! batch` each topic is fsynced at most once per round. A message becomes
@@ -71,15 +71,15 @@ impl Dispatcher {
     }
 
     /// The oldest offset of the topic `id` that a connected subscriber or
-    /// group still needs: its log's end if none does.
+    /// group still needs (see [`Group::keeps_from`]): its log's end if
+    /// none does.
     fn keep_from(&self, id: TopicId) -> Offset {
         let topic = &self.topics[id];
         let cursors = topic
             .subscribers
             .iter()
             .filter_map(|conn| self.sessions.get(conn)?.cursor(id));
-        let groups = topic.groups.iter().filter(|g| !g.members().is_empty());
-        let groups = groups.map(Group::position);
+        let groups = topic.groups.iter().filter_map(Group::keeps_from);
         cursors.chain(groups).fold(topic.log.end(), Offset::min)
     }
 
@@ -96,11 +96,12 @@ impl Dispatcher {
     ///
     /// The groups' places are saved last, after every record of the round
     /// (see [`TopicLog::save_groups`]): a message a group gave up is done
-    /// only once its dead letter, written to another topic, is durable. A
-    /// dead letter the disk had no room for was taken back, and its message
-    /// held back by its group (`dead_letters.rs`): the group's place moved
-    /// back, and the loop writes its topic again, so the place saved never
-    /// passes it.
+    /// only once its dead letter, written to another topic, is in its
+    /// file, and it is durable before the place saved passes it. Its group
+    /// held it back until then (`dead_letters.rs`): a dead letter the disk
+    /// had no room for was taken back, and the group's place never moved.
+    /// One written makes its group move, and the loop writes the group's
+    /// topic again.
     ///
     /// [`TopicLog::save_groups`]: crate::store::TopicLog::save_groups
     pub(super) fn write_logs(&mut self, now: Instant) -> Result<(), StoreError> {
@@ -109,9 +110,9 @@ impl Dispatcher {
                 self.topics[id].needs_write = false;
                 self.write_log(id, now)?;
             }
+            self.dead_letters_written();
         }
         self.agenda.unwritten.clear();
-        self.dead_letters_written();
         let mut written = std::mem::take(&mut self.agenda.groups_to_save);
         written.sort_unstable();
         written.dedup();

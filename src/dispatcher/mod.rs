@@ -153,6 +153,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 
 use crate::auth::Logins;
+use crate::backoff::Throttled;
 use crate::dispatcher::session::in_flight::DeliveryPolicy;
 use crate::dispatcher::session::Session;
 use crate::ids::{ConnId, IdMap, Offset, TopicId};
@@ -257,22 +258,16 @@ struct FullDisk {
     topics: usize,
 }
 
-/// The dead letters that could not be stored (`dead_letters.rs`): how
-/// many since the broker started (for `STATS`), and when the log last said
-/// so. A message whose consumer refuses it at once comes back every ack
-/// delay while the disk is full, so the log says so at most once every
-/// [`NOT_STORED_LOG_INTERVAL`]; the count counts every time.
+/// The dead letters that could not be stored: how many since the broker
+/// started (for `STATS`), how many since one was last stored (the episode
+/// under way), and their log lines, which `dead_letters.rs` keeps few.
+/// (It is here, not there, only because [`Dispatcher`] holds it.)
 #[derive(Debug, Default)]
 struct DeadLettersNotStored {
     count: u64,
-    logged: Option<Instant>,
-    /// How many were not logged since the last line that was.
-    unlogged: u64,
+    since_stored: u64,
+    log: Throttled,
 }
-
-/// How often, at most, the log says that a dead letter could not be
-/// stored.
-const NOT_STORED_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Whether publishers are held because the store is full (see
 /// [`Dispatcher::keep_within_budget`]), how many were waiting at the end of
@@ -284,6 +279,7 @@ struct FullStore {
     held_since: Option<Instant>,
     publishers_waiting: usize,
     refused: u64,
+    /// When the last warning that publishers are held was logged.
     warned: Option<Instant>,
 }
 

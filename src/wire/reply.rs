@@ -206,8 +206,9 @@ pub struct BrokerReport {
     /// Publishes refused because the in-memory store was full (from
     /// connections that subscribe or pull; the others wait).
     pub refused_memory_full: u64,
-    /// Dead letters that could not be stored (a full disk, `--max-topics`):
-    /// each one's message was offered again instead.
+    /// Dead letters that could not be stored: on a full disk, each one's
+    /// message was offered again instead; past `--max-topics`, given up
+    /// for good.
     pub dead_letters_not_stored: u64,
     /// Each connection logged in (`--auth-file`), and its user.
     pub logins: Vec<(ConnId, Arc<str>)>,

@@ -30,8 +30,8 @@
 //! A message is delivered at most `max_deliveries` times; after that it is
 //! given up, logged with its topic and offset, and (unless `--dead-letter
 //! off`) handed to the dispatcher, which appends it to the topic's
-//! dead-letter topic ([`GivenUp`]); if its dead letter cannot be stored
-//! there, the dispatcher gives the message back ([`InFlight::take_back`]),
+//! dead-letter topic ([`GivenUp`]); if the disk has no room for its dead
+//! letter, the dispatcher gives the message back ([`InFlight::take_back`]),
 //! to go out again after the ack delay. When the last allowed delivery times
 //! out, the message is not given up yet: the client may still Ack it. Its
 //! answer decides, however late: an Ack settles it, a Nack gives it up, and
@@ -48,10 +48,12 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::dispatcher::topic::Topic;
 use crate::ids::{ConnId, Offset, Payload, TopicId};
+use crate::stats::Traffic;
 
 /// The delivery rules every session follows, from the broker's flags.
 #[derive(Debug, Clone, Copy)]
@@ -106,17 +108,46 @@ pub struct GivenUp {
     pub by: GivenUpBy,
 }
 
-/// How a message given up after `deliveries` is logged: the first time,
-/// as a warning, and counted in the topic's (and group's) `given_up`; a
-/// later time, only for debugging, and not counted again. A later time is
-/// one after more than `max_deliveries`: the message came back because
-/// its dead letter could not be stored (`dead_letters.rs`), and comes back
-/// every ack delay while the disk is full.
-pub fn give_up_level(deliveries: u32, max_deliveries: u32) -> log::Level {
-    match deliveries <= max_deliveries {
-        true => log::Level::Warn,
-        false => log::Level::Debug,
+/// Counts and logs that `giver` (`conn 7`, `group "g"`) gives up the
+/// message at `offset` of `topic` after `deliveries`: the first time, as
+/// a warning, counted in the topic's `given_up` and in `group`'s (a
+/// group's [`Traffic`], if a group gave it up); a later time, only for
+/// debugging, and not counted again ([`first_give_up`]). The one place
+/// both a session and a group say it.
+pub fn count_give_up(
+    giver: fmt::Arguments,
+    topic: &Topic,
+    group: Option<&Traffic>,
+    offset: Offset,
+    deliveries: u32,
+    max_deliveries: u32,
+) {
+    let first = first_give_up(deliveries, max_deliveries);
+    if first {
+        topic.traffic.given_up.add(1);
+        if let Some(group) = group {
+            group.given_up.add(1);
+        }
     }
+    let level = if first {
+        log::Level::Warn
+    } else {
+        log::Level::Debug
+    };
+    log::log!(
+        level,
+        "{giver}: giving up on message {}@{offset} after {deliveries} deliveries",
+        topic.name
+    );
+}
+
+/// Whether a message given up after `deliveries` is given up for the
+/// first time. A later time is one after more than `max_deliveries`: the
+/// message came back because its dead letter could not be stored
+/// (`dead_letters.rs`), and comes back every ack delay while the disk is
+/// full.
+fn first_give_up(deliveries: u32, max_deliveries: u32) -> bool {
+    deliveries <= max_deliveries
 }
 
 /// Who gave a message up ([`GivenUp`]).
@@ -457,17 +488,13 @@ impl InFlight {
     /// allowed: logged, and handed to the dispatcher for the dead-letter
     /// topic. (A group gives up its messages itself.)
     fn give_up(&mut self, delivery: &Delivery, topics: &[Topic]) {
-        let level = give_up_level(delivery.count, self.policy.max_deliveries);
-        if level == log::Level::Warn {
-            topics[delivery.topic].traffic.given_up.add(1);
-        }
-        log::log!(
-            level,
-            "conn {}: giving up on message {}@{} after {} deliveries",
-            self.id,
-            topics[delivery.topic].name,
+        count_give_up(
+            format_args!("conn {}", self.id),
+            &topics[delivery.topic],
+            None,
             delivery.offset,
-            delivery.count
+            delivery.count,
+            self.policy.max_deliveries,
         );
         if self.policy.dead_letters {
             self.given_up.push(GivenUp {
@@ -482,17 +509,12 @@ impl InFlight {
 
     /// Takes back a message this session gave up, whose dead letter could
     /// not be stored: it is not done, and goes out again at `due`, as after
-    /// a Nack, to be given up again if it is refused once more. A message
-    /// of a topic the session no longer subscribes to cannot be taken back,
-    /// and is returned.
-    pub fn take_back(
-        &mut self,
-        given_up: GivenUp,
-        due: Instant,
-        subscribed: Subscribed,
-    ) -> Result<(), GivenUp> {
+    /// a Nack, to be given up again if it is refused once more. Returns
+    /// whether it was taken: a message of a topic the session no longer
+    /// subscribes to is not.
+    pub fn take_back(&mut self, given_up: GivenUp, due: Instant, subscribed: Subscribed) -> bool {
         if !subscribed(given_up.topic) {
-            return Err(given_up);
+            return false;
         }
         let count = given_up.deliveries + 1;
         let delivery = Delivery::new(
@@ -503,7 +525,7 @@ impl InFlight {
             None,
         );
         self.schedule(delivery, due);
-        Ok(())
+        true
     }
 
     /// What an unanswered delivery (`late` if it timed out) leaves behind
@@ -590,5 +612,35 @@ impl InFlight {
     #[cfg(test)]
     pub(crate) fn counts(&self) -> (usize, usize) {
         (self.deliveries.len(), self.redeliveries.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::store::Store;
+
+    /// A message given up again, after its dead letter could not be
+    /// stored, counts once among its topic's and its group's given up.
+    #[test]
+    fn a_message_given_up_again_is_counted_once() {
+        let log = MemoryStore::new(None, 1 << 20).open("t").unwrap();
+        let topic = Topic::new(Arc::from("t"), log, Vec::new());
+        let group = Traffic::default();
+        for deliveries in [2, 3, 4] {
+            count_give_up(
+                format_args!("group \"g\""),
+                &topic,
+                Some(&group),
+                0,
+                deliveries,
+                2,
+            );
+        }
+        let counted = (topic.traffic.given_up.get(), group.given_up.get());
+        assert_eq!(counted, (1, 1));
     }
 }
