@@ -36,7 +36,15 @@ pub fn nats_server_available(test: &str) -> bool {
 pub struct LoggedChild {
     child: Child,
     name: String,
-    log: Arc<(Mutex<String>, Condvar)>,
+    log: Arc<(Mutex<Log>, Condvar)>,
+}
+
+/// What a child wrote to its stderr so far, and whether it has closed it
+/// (it exited): the last lines reach the test only after the exit itself.
+#[derive(Default)]
+struct Log {
+    text: String,
+    closed: bool,
 }
 
 impl LoggedChild {
@@ -48,14 +56,16 @@ impl LoggedChild {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         let stderr = child.stderr.take().expect("stderr is piped");
-        let log = Arc::new((Mutex::new(String::new()), Condvar::new()));
+        let log = Arc::new((Mutex::new(Log::default()), Condvar::new()));
         let kept = log.clone();
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                kept.0.lock().unwrap().push_str(&(line + "\n"));
+                kept.0.lock().unwrap().text.push_str(&(line + "\n"));
                 kept.1.notify_all();
             }
+            kept.0.lock().unwrap().closed = true;
+            kept.1.notify_all();
         });
         LoggedChild {
             child,
@@ -69,12 +79,13 @@ impl LoggedChild {
     pub fn wait_for_log(&self, needle: &str, count: usize, patience: Duration) {
         let deadline = Instant::now() + patience;
         let mut log = self.log.0.lock().unwrap();
-        while log.matches(needle).count() < count {
+        while log.text.matches(needle).count() < count {
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
                 !left.is_zero(),
-                "{}: no {needle:?} ({count}x) within {patience:?}; stderr:\n{log}",
-                self.name
+                "{}: no {needle:?} ({count}x) within {patience:?}; stderr:\n{}",
+                self.name,
+                log.text
             );
             log = self.log.1.wait_timeout(log, left).unwrap().0;
         }
@@ -96,20 +107,34 @@ impl LoggedChild {
     }
 
     pub fn stderr(&self) -> String {
-        self.log.0.lock().unwrap().clone()
+        self.log.0.lock().unwrap().text.clone()
     }
 
-    /// Waits up to `patience` for it to exit, and returns its status;
-    /// fails the test, with its stderr, if it does not.
+    /// Waits up to `patience` for it to exit, and for the last of its
+    /// stderr to be read, and returns its status; fails the test, with its
+    /// stderr, if it does not.
     #[track_caller]
     pub fn wait_for_exit(&mut self, patience: Duration) -> ExitStatus {
-        super::process::wait_for_exit(&mut self.child, patience).unwrap_or_else(|| {
+        let deadline = Instant::now() + patience;
+        let status = super::process::wait_for_exit(&mut self.child, patience);
+        let status = status.unwrap_or_else(|| {
             panic!(
                 "{} did not exit within {patience:?}; stderr:\n{}",
                 self.name,
                 self.stderr()
             )
-        })
+        });
+        let mut log = self.log.0.lock().unwrap();
+        while !log.closed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "{}: stderr still open after its exit",
+                self.name
+            );
+            log = self.log.1.wait_timeout(log, left).unwrap().0;
+        }
+        status
     }
 
     /// Kills it and waits for it to be gone.
