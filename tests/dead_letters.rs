@@ -162,10 +162,7 @@ fn a_dead_letter_whose_topic_cannot_be_created_gives_its_message_up_for_good() {
         let mut watcher = Line::connect(addr);
         assert_eq!(watcher.ask("PUB t poison"), "+OK 0");
         consumer.expect_msg("t", 0, b"poison");
-        consumer.send(
-            "NACK
-",
-        ); // the last delivery allowed
+        consumer.send("NACK\n"); // the last delivery allowed
         assert_eq!(
             consumer.ask("PING"),
             "+PONG",
@@ -174,10 +171,7 @@ fn a_dead_letter_whose_topic_cannot_be_created_gives_its_message_up_for_good() {
         assert_eq!(watcher.stat("dead_letters_not_stored"), 1, "{subscribe}");
         assert_eq!(watcher.ask("PUB t next"), "+OK 1");
         consumer.expect_msg("t", 1, b"next");
-        consumer.send(
-            "ACK
-",
-        );
+        consumer.send("ACK\n");
         consumer.expect_silence(QUIET);
         assert_eq!(watcher.stat("topics"), 1, "{subscribe}: no t.dlq");
         if subscribe.contains("group") {
