@@ -73,8 +73,8 @@ pub(super) struct Agenda {
     /// up (`dead_letters.rs`).
     pub(super) dead_letters_unwritten: Vec<UnwrittenDeadLetter>,
     /// Messages of consumer groups held back because the disk had no room
-    /// for their dead letters, until they go out again. In that order,
-    /// since each waits the same ack delay.
+    /// for their dead letters, until they go out again (or their dead
+    /// letters are tried again), in the order they are due.
     pub(super) held_back: VecDeque<HeldBack>,
     /// Connections that answered deliveries (or let them time out) this
     /// round: their windows still have to be refilled, and their answers
@@ -497,8 +497,8 @@ pub(super) struct UnwrittenDeadLetter {
 
 /// A message at `offset` of topic `topic` that its consumer group `group`
 /// gave up and holds back, since the disk had no room for its dead letter:
-/// it goes out again at `due` (or, if the group has no members then, is
-/// held back for another ack delay).
+/// it goes out again at `due` (or, if the group has no members then, its
+/// dead letter is tried again).
 #[derive(Debug)]
 pub(super) struct HeldBack {
     pub(super) due: Instant,

@@ -41,9 +41,12 @@
 //!   and so the retention of its topic, stays on it. A group that settled
 //!   it meanwhile (an Ack of an earlier delivery) has nothing to take
 //!   back: the Ack wins. A group with no members when the let-out comes
-//!   keeps it held back, and its topic's retention with it, until one
-//!   joins ([`Group::keeps_from`](super::group::Group::keeps_from)): the
-//!   message has no other copy to fall back on.
+//!   (one whose members left, or one only pulls read) has nobody to give
+//!   it to, so it tries the dead letter again itself, with the payload
+//!   read from the topic, which its hold keeps from retention
+//!   ([`Group::keeps_from`](super::group::Group::keeps_from)), at most
+//!   once every [`MEMBERLESS_RETRY_FLOOR`]: the hold lasts only while the
+//!   disk is full.
 //! - **The dead-letter topic cannot be created** otherwise: past
 //!   `--max-topics`, or its directory cannot be made. That does not pass
 //!   without an operator, and holding the message back would pin its
@@ -65,7 +68,8 @@
 //! ends the episode with a line of its own.
 //!
 //! Calls: `topic_table.rs` (`topic_id`), `publish.rs` (`append`),
-//! `consumer_groups.rs` (`group_done`, `pump_group`).
+//! `consumer_groups.rs` (`group_done`, `pump_group`), the topic's log
+//! (`read`, for a group with no members).
 
 use std::fmt;
 use std::sync::Arc;
@@ -76,12 +80,21 @@ use super::topic_table::Unavailable;
 use super::Dispatcher;
 use crate::dispatcher::session::in_flight::{GivenUp, GivenUpBy};
 use crate::ids::{ConnId, Offset, Payload, TopicId, DEAD_LETTER_SUFFIX};
-use crate::store::{DiskFull, StoreError};
+use crate::store::{DiskFull, Lookup, StoreError};
 use crate::wire::line;
 
 /// How often, at most, the log says that a dead letter could not be
 /// stored.
 const NOT_STORED_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How soon, at the earliest, a group with no members tries again the
+/// dead letter of a message it holds back, whatever the ack delay. No
+/// member waits for the message, and a log that found the disk full
+/// refuses appends for a second without trying the disk
+/// (`FULL_RETRY_AFTER`, in `store/disk/log.rs`), so a sooner try could
+/// only be refused again; with `--ack-delay 0ms` it would have the
+/// dispatcher try at once, every round, for as long as the disk is full.
+const MEMBERLESS_RETRY_FLOOR: Duration = Duration::from_secs(1);
 
 /// Why a dead letter could not be stored.
 #[derive(Debug)]
@@ -122,6 +135,9 @@ impl fmt::Display for NotStored {
 enum Fate {
     /// Back with whoever gave it up, offered again after this ack delay.
     OfferedAgain(Duration),
+    /// Held back by a group with no members, which tries its dead letter
+    /// again after this delay.
+    TriedAgain(Duration),
     /// Its group settled it meanwhile (an Ack of an earlier delivery).
     Settled,
     /// Its subscriber has left: it is only in its topic.
@@ -145,8 +161,13 @@ impl Fate {
         match self {
             Fate::OfferedAgain(ack_delay) => format!(
                 "the message is not done: it is offered again after the ack delay \
-                 ({ack_delay:?}), or once a member joins for a group that has none, until \
-                 its dead letter is stored; a group's place (so the topic's retention) \
+                 ({ack_delay:?}) until its dead letter is stored; a group's place (so the \
+                 topic's retention) stays on it meanwhile"
+            ),
+            Fate::TriedAgain(delay) => format!(
+                "the message is not done: its group has no members, so its dead letter is \
+                 tried again every {delay:?} (or the message given to a member, if one has \
+                 joined) until it is stored; the group's place (so the topic's retention) \
                  stays on it meanwhile"
             ),
             Fate::Settled => "the message was acked meanwhile, so it is done".to_owned(),
@@ -268,27 +289,84 @@ impl Dispatcher {
         }
     }
 
-    /// Gives out again the groups' messages held back whose ack delay has
-    /// passed (see the module doc). A group with no members keeps its
-    /// message held back for another ack delay, so that retention keeps it.
-    pub(super) fn let_out_held_back(&mut self, now: Instant) {
-        while let Some(held) = self.agenda.held_back.front() {
-            if held.due > now {
-                break;
-            }
-            let HeldBack {
-                topic,
-                group,
-                offset,
-                ..
-            } = *held;
-            self.agenda.held_back.pop_front();
+    /// Gives out again the groups' messages held back whose time has
+    /// come (see the module doc); a group with no members tries their dead
+    /// letters again instead. Only those due when the pass starts: one
+    /// held back again meanwhile waits for a later round, so no delay,
+    /// however short, can keep the pass going. Fails only if the store
+    /// failed otherwise than for room.
+    pub(super) fn let_out_held_back(&mut self, now: Instant) -> Result<(), StoreError> {
+        let due = self
+            .agenda
+            .held_back
+            .partition_point(|held| held.due <= now);
+        let due: Vec<HeldBack> = self.agenda.held_back.drain(..due).collect();
+        for held in due {
+            let (topic, group, offset) = (held.topic, held.group, held.offset);
             let held_by = &mut self.topics[topic].groups[group];
-            if held_by.members().is_empty() && held_by.is_held_back(offset) {
-                self.hold_back_until(topic, group, offset, now + self.policy.ack_delay);
-            } else if held_by.let_out(offset) {
-                self.pump_group(topic, group, now);
+            if !held_by.members().is_empty() {
+                if held_by.let_out(offset) {
+                    self.pump_group(topic, group, now);
+                }
+            } else if let Some(deliveries) = held_by.held_back_after(offset) {
+                self.retry_dead_letter(topic, group, offset, deliveries, now)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Tries again the dead letter of the message at `offset` of `topic`,
+    /// which the group `group`, with no members to give it to, gave up
+    /// after `deliveries` and holds back. Its payload is still in the
+    /// topic's log: the group's hold keeps retention off it. Stored, or
+    /// not, it goes as a give-up's does ([`Dispatcher::send_to_dead_letters`]).
+    fn retry_dead_letter(
+        &mut self,
+        topic: TopicId,
+        group: usize,
+        offset: Offset,
+        deliveries: u32,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        let payload = match self.topics[topic].log.read(offset) {
+            Lookup::Message(payload) => payload,
+            // The fetcher is reading it from disk: there at the next try.
+            Lookup::Later => {
+                let due = now + self.held_back_delay(topic, group);
+                self.hold_back_until(topic, group, offset, due);
+                return Ok(());
+            }
+            // Damaged on disk (the store logged it): no dead letter can
+            // be had, as for a group that reads past it.
+            Lookup::Unreadable | Lookup::Nothing => {
+                log::error!(
+                    "{:?}@{offset}: given up, and it cannot be read again for its dead \
+                     letter: it is given up for good",
+                    self.topics[topic].name
+                );
+                self.group_done(topic, group, offset);
+                return Ok(());
+            }
+        };
+        let given_up = GivenUp {
+            topic,
+            offset,
+            deliveries,
+            payload,
+            by: GivenUpBy::Group(group),
+        };
+        self.send_to_dead_letters(given_up, now)
+    }
+
+    /// How long the group `group` of topic `topic` holds back a message
+    /// whose dead letter was not stored before it tries again: the ack
+    /// delay, after which a member gets the message again; with no
+    /// members, no less than [`MEMBERLESS_RETRY_FLOOR`].
+    fn held_back_delay(&self, topic: TopicId, group: usize) -> Duration {
+        let ack_delay = self.policy.ack_delay;
+        match self.topics[topic].groups[group].members().is_empty() {
+            true => ack_delay.max(MEMBERLESS_RETRY_FLOOR),
+            false => ack_delay,
         }
     }
 
@@ -328,7 +406,7 @@ impl Dispatcher {
     ) {
         let origin = Origin::of(&given_up);
         let fate = match why {
-            NotStored::Full(_) => self.take_back(given_up, now + self.policy.ack_delay),
+            NotStored::Full(_) => self.take_back(given_up, now),
             NotStored::NoTopic(_) => self.give_up_for_good(&given_up),
         };
         let counted = &mut self.dead_letters_not_stored;
@@ -367,29 +445,34 @@ impl Dispatcher {
         (counted.log).log_at(now, NOT_STORED_LOG_INTERVAL, log_line);
     }
 
-    /// Gives a message back to whoever gave it up, to go out again at
-    /// `due`, and says what became of it: a group holds it back still,
-    /// unless an Ack settled it meanwhile; a subscriber that has left
+    /// Gives a message back to whoever gave it up, to go out again an ack
+    /// delay after `now`, and says what became of it: a group holds it
+    /// back still, unless an Ack settled it meanwhile (one with no
+    /// members, to try its dead letter again); a subscriber that has left
     /// cannot take it.
-    fn take_back(&mut self, given_up: GivenUp, due: Instant) -> Fate {
-        let delay = self.policy.ack_delay;
+    fn take_back(&mut self, given_up: GivenUp, now: Instant) -> Fate {
+        let ack_delay = self.policy.ack_delay;
         match given_up.by {
             GivenUpBy::Group(group) => {
                 let (topic, offset) = (given_up.topic, given_up.offset);
                 if !self.topics[topic].groups[group].is_held_back(offset) {
                     return Fate::Settled;
                 }
-                self.hold_back_until(topic, group, offset, due);
-                Fate::OfferedAgain(delay)
+                let delay = self.held_back_delay(topic, group);
+                self.hold_back_until(topic, group, offset, now + delay);
+                match self.topics[topic].groups[group].members().is_empty() {
+                    true => Fate::TriedAgain(delay),
+                    false => Fate::OfferedAgain(delay),
+                }
             }
             GivenUpBy::Subscriber(conn) => {
                 let Some(session) = self.sessions.get_mut(&conn) else {
                     return Fate::SubscriberLeft;
                 };
-                let taken = session.take_back(given_up, due);
+                let taken = session.take_back(given_up, now + ack_delay);
                 self.agenda.register(conn, session);
                 match taken {
-                    true => Fate::OfferedAgain(delay),
+                    true => Fate::OfferedAgain(ack_delay),
                     false => Fate::SubscriberLeft,
                 }
             }
@@ -406,7 +489,9 @@ impl Dispatcher {
     }
 
     /// Has the group `group` of topic `topic`, which holds back `offset`,
-    /// give it out again at `due`.
+    /// give it out again (or try its dead letter again) at `due`. Kept in
+    /// the order they are due: most go last, since most wait the ack
+    /// delay, but a group with no members waits longer.
     fn hold_back_until(&mut self, topic: TopicId, group: usize, offset: Offset, due: Instant) {
         let held = HeldBack {
             due,
@@ -414,7 +499,9 @@ impl Dispatcher {
             group,
             offset,
         };
-        self.agenda.held_back.push_back(held);
+        let held_back = &mut self.agenda.held_back;
+        let at = held_back.partition_point(|earlier| earlier.due <= due);
+        held_back.insert(at, held);
     }
 }
 

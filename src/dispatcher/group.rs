@@ -109,7 +109,9 @@ pub struct Group {
     out: BTreeMap<Offset, u32>,
     /// Offsets given up whose dead letters are not stored yet, with how
     /// many times each has been delivered: done once they are, or, not
-    /// stored, held back until they go out again ([`Group::let_out`]).
+    /// stored, held back until they go out again ([`Group::let_out`]) or,
+    /// while the group has no members, until their dead letters are tried
+    /// again.
     held_back: BTreeMap<Offset, u32>,
     members: Vec<ConnId>,
     /// Where the next turn starts in `members`.
@@ -132,7 +134,8 @@ impl Group {
 
     /// Where the group is, for the store to save: its unfinished offsets
     /// (those out, in order already, and those to go out again or held
-    /// back, few) as ranges.
+    /// back, sorted here: as many as the group gave up while a disk stays
+    /// full) as ranges.
     pub fn saved(&self) -> GroupPosition {
         let again = self.again.iter().map(|&(offset, _)| offset);
         let mut again: Vec<Offset> = again.chain(self.held_back.keys().copied()).collect();
@@ -278,7 +281,9 @@ impl Group {
         self.again.push_front((offset, deliveries - 1));
     }
 
-    /// The group is done with `offset`: acked, or given up. A late ack can
+    /// The group is done with `offset`: acked, or given up and its dead
+    /// letter stored (or given up for good, its dead letter not to be
+    /// had). A late ack can
     /// come for a message that is already waiting to go out again, held
     /// back, or out with another member: it is done all the same, and the
     /// other member's answer to it will find nothing left to do.
@@ -300,6 +305,12 @@ impl Group {
     /// of an earlier delivery may have settled it).
     pub fn is_held_back(&self, offset: Offset) -> bool {
         self.held_back.contains_key(&offset)
+    }
+
+    /// After how many deliveries the group gave up `offset`, if it still
+    /// holds it back.
+    pub fn held_back_after(&self, offset: Offset) -> Option<u32> {
+        self.held_back.get(&offset).copied()
     }
 
     /// Gives `offset` out again, next, if it is still held back (an ack

@@ -401,7 +401,7 @@ impl Dispatcher {
             }
             self.continue_pattern_jobs(stopping, now)?;
             self.fire_wakeups(now);
-            self.let_out_held_back(now);
+            self.let_out_held_back(now)?;
             self.settle_answers(now)?;
             self.close_lingering(now);
             self.check_ages(now);

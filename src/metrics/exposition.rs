@@ -118,7 +118,7 @@ const BROKER_METRICS: &[Metric<Scrape>] = &[
     Metric {
         name: "brook_dead_letters_not_stored_total",
         kind: Kind::Counter,
-        help: "Dead letters that could not be stored: on a full disk each one's message is offered again (kept for a group's next member if it has none); past --max-topics it is given up for good, and stays in its topic.",
+        help: "Dead letters that could not be stored: on a full disk each one's message is offered again (or, for a group with no members, its dead letter tried again); past --max-topics it is given up for good, and stays in its topic.",
         value: |s| s.report.dead_letters_not_stored,
     },
 ];
