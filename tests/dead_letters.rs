@@ -209,3 +209,35 @@ fn a_message_given_up_for_good_is_logged_with_where_it_stays() {
         WAIT,
     );
 }
+
+/// A dead letter given up for good (its topic past `--max-topics`) is no
+/// part of an episode of a full disk: the next dead letter stored, of
+/// another topic, does not say that dead letters are stored again.
+#[test]
+fn a_dead_letter_given_up_for_good_is_no_part_of_a_full_disk_episode() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_brook"));
+    command.args(["--addr", "127.0.0.1:0", "--in-memory"]);
+    command.args(["--max-topics", "3", "--max-deliveries", "1"]);
+    let brook = BrookProcess::start(command, WAIT).unwrap_or_else(|e| panic!("{e}"));
+    let mut operator = Line::connect(brook.addr);
+    assert_eq!(operator.ask("SUB b.dlq beginning"), "+OK");
+    let mut consumer = Line::connect(brook.addr);
+    assert_eq!(consumer.ask("SUB a manual"), "+OK");
+    assert_eq!(consumer.ask("SUB b manual"), "+OK"); // the third topic
+    let mut publisher = Line::connect(brook.addr);
+    assert_eq!(publisher.ask("PUB a poison"), "+OK 0");
+    consumer.expect_msg("a", 0, b"poison");
+    consumer.send("NACK\n"); // a.dlq would be a fourth topic
+    brook.wait_for_log("the message is given up for good", WAIT);
+
+    for offset in 0..2 {
+        assert_eq!(publisher.ask("PUB b poison"), format!("+OK {offset}"));
+        consumer.expect_msg("b", offset, b"poison");
+        consumer.send("NACK\n");
+        operator.expect_msg("b.dlq", offset, &letter("b", offset, 1, b"poison"));
+    }
+    // Logged after whatever the first one stored would have said.
+    brook.wait_for_log("\"b\"@1 went to \"b.dlq\"@1", WAIT);
+    let log = brook.stderr();
+    assert!(!log.contains("dead letters are stored again"), "{log}");
+}

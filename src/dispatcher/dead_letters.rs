@@ -65,7 +65,8 @@
 //! [`NOT_STORED_LOG_INTERVAL`] (a consumer that refuses the message at once
 //! brings it back every ack delay), each line saying how many were left
 //! out since the last; the first dead letter stored after some were not
-//! ends the episode with a line of its own.
+//! for want of room ends the episode with a line of its own (those given
+//! up for good are no part of it).
 //!
 //! Calls: `topic_table.rs` (`topic_id`), `publish.rs` (`append`),
 //! `consumer_groups.rs` (`group_done`, `pump_group`), the topic's log
@@ -411,7 +412,11 @@ impl Dispatcher {
         };
         let counted = &mut self.dead_letters_not_stored;
         counted.count += 1;
-        counted.since_stored += 1;
+        // The episode the first dead letter stored ends is one of a
+        // full disk: those given up for good are no part of it.
+        if let NotStored::Full(_) = why {
+            counted.since_stored += 1;
+        }
         self.log_not_stored(origin, name, &why, fate, now);
     }
 

@@ -259,8 +259,9 @@ struct FullDisk {
 }
 
 /// The dead letters that could not be stored: how many since the broker
-/// started (for `STATS`), how many since one was last stored (the episode
-/// under way), and their log lines, which `dead_letters.rs` keeps few.
+/// started (for `STATS`), how many for want of room since one was last
+/// stored (the episode under way), and their log lines, which
+/// `dead_letters.rs` keeps few.
 /// (It is here, not there, only because [`Dispatcher`] holds it.)
 #[derive(Debug, Default)]
 struct DeadLettersNotStored {
