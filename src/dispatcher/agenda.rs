@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::topic::Topic;
-use crate::dispatcher::session::in_flight::GivenUp;
+use crate::dispatcher::session::in_flight::{GivenUp, GroupAnswer};
 use crate::dispatcher::session::pulls::PullSource;
 use crate::dispatcher::session::Session;
 use crate::ids::{ConnId, IdMap, IdSet, Offset, TopicId};
@@ -80,6 +80,11 @@ pub(super) struct Agenda {
     /// round: their windows still have to be refilled, and their answers
     /// have to reach groups and dead letters.
     pub(super) answered: Vec<ConnId>,
+    /// The refusals by which groups gave messages up this round, held back
+    /// until every answer of the round is settled: an Ack of an earlier
+    /// delivery among them, from whichever connection, settles the message
+    /// instead (`consumer_groups.rs`, `settle_groups_given_up`).
+    pub(super) groups_given_up: Vec<GroupAnswer>,
     /// What makes this round's writes durable, and the frames that must
     /// wait for it.
     pub(super) sync_jobs: Vec<SyncJob>,

@@ -11,8 +11,8 @@
 //! answer too. A consumer acks in batches, and its window is then
 //! refilled in one go.
 //!
-//! Calls: `consumer_groups.rs` (`settle_groups`), `dead_letters.rs`
-//! (`dead_letter_given_up`).
+//! Calls: `consumer_groups.rs` (`settle_groups`, `settle_groups_given_up`),
+//! `dead_letters.rs` (`dead_letter_given_up`).
 
 use std::time::Instant;
 
@@ -48,7 +48,10 @@ impl Dispatcher {
     /// they freed in each window, gives the groups their answers (and out
     /// what is owed), and sends what was given up to the dead-letter
     /// topics. Once per round and connection, not per answer: a consumer
-    /// acks in batches, and its window is then refilled in one go.
+    /// acks in batches, and its window is then refilled in one go. What
+    /// the groups gave up (here, or as connections closed or left them
+    /// earlier in the round) goes last, once every Ack of the round has
+    /// reached its group (`Dispatcher::settle_groups_given_up`).
     pub(super) fn settle_answers(&mut self, now: Instant) -> Result<(), StoreError> {
         let mut answered = std::mem::take(&mut self.agenda.answered);
         answered.sort_unstable();
@@ -56,9 +59,10 @@ impl Dispatcher {
         for conn in answered {
             self.refill(conn, now);
             self.dead_letter_given_up(conn, now)?;
-            self.settle_groups(conn, now)?;
+            self.settle_groups(conn, now);
         }
-        Ok(())
+        // Last: an Ack settled above may have settled what a group gave up.
+        self.settle_groups_given_up(now)
     }
 
     /// Sends a connection what fits the room its answers freed.

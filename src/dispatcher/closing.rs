@@ -48,7 +48,7 @@ impl Dispatcher {
             // What it had of its groups' messages goes to the others, and
             // what it gave up to the dead-letter topics, before the session
             // is forgotten.
-            self.settle_groups(conn, now)?;
+            self.settle_groups(conn, now);
             self.dead_letter_given_up(conn, now)?;
         }
         // Before `serve`, which ends a session with no pull left.

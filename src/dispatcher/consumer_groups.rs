@@ -2,7 +2,8 @@
 //! `--max-groups-per-topic` (`check_group_room`, `group_index`), giving
 //! its messages to its members in turn (`pump_group`), and settling what
 //! the members answered (`settle_groups`): done, back for another member,
-//! or given up and sent to the dead-letter topic (`group_gave_up`). What
+//! or given up (`group_gave_up`) and, once the round's answers are all
+//! settled, sent to the dead-letter topic (`settle_groups_given_up`). What
 //! one group holds, and how it picks the next member and message, is
 //! `group.rs`.
 //!
@@ -14,8 +15,10 @@
 //! message became readable, a member joined or has room again, an answer
 //! came back); `settle_groups` runs in the round's answers step
 //! (`answers.rs`) for each connection that answered, and when a connection
-//! closes. A group that moved has its place saved with the round's writes
-//! (`groups_moved`, then `logs.rs`).
+//! closes or leaves a group; `settle_groups_given_up` runs once, at the end
+//! of the answers step, for all the round's give-ups, whichever of those
+//! made them. A group that moved has its place saved with the round's
+//! writes (`groups_moved`, then `logs.rs`).
 //!
 //! Calls: `dead_letters.rs` (`send_to_dead_letters`).
 
@@ -138,9 +141,9 @@ impl Dispatcher {
     /// ([`Session::wait_for_room`](super::session::Session::wait_for_room)).
     /// A message delivered `--max-deliveries` times is given up
     /// ([`Dispatcher::group_gave_up`]).
-    pub(super) fn settle_groups(&mut self, conn: ConnId, now: Instant) -> Result<(), StoreError> {
+    pub(super) fn settle_groups(&mut self, conn: ConnId, now: Instant) {
         let Some(session) = self.sessions.get_mut(&conn) else {
-            return Ok(());
+            return;
         };
         let answers = session.take_group_answers();
         let mut to_pump = session.take_groups_waiting();
@@ -151,48 +154,163 @@ impl Dispatcher {
             if answer.acked {
                 self.group_done(answer.topic, answer.group, answer.offset);
             } else if group.refused(answer.offset, answer.deliveries, max) == Refused::GivenUp {
-                self.group_gave_up(answer, now)?;
+                self.group_gave_up(answer);
             }
         }
         for (id, index) in to_pump {
             self.pump_group(id, index, now);
         }
-        Ok(())
     }
 
     /// A group gave up the message `answer` refused, its last delivery
-    /// allowed: counted and logged, then sent to the dead-letter topic.
-    /// The group holds it back from now until its dead letter is stored
-    /// (`dead_letters.rs`), so that its place, its saved place and
+    /// allowed. The group holds it back from now until its dead letter is
+    /// stored (`dead_letters.rs`; with dead letters off, until the end of
+    /// the round's answers step), so that its place, its saved place and
     /// retention stay on it, and an Ack of an earlier delivery that comes
-    /// meanwhile settles it. With dead letters off, the group is done
-    /// with it.
-    fn group_gave_up(&mut self, answer: GroupAnswer, now: Instant) -> Result<(), StoreError> {
-        let (id, index, offset) = (answer.topic, answer.group, answer.offset);
-        let topic = &self.topics[id];
-        let group = &topic.groups[index];
-        let giver = format_args!("group {:?}", group.name);
-        let max = self.policy.max_deliveries;
-        count_give_up(
-            giver,
-            topic,
-            Some(&group.traffic),
-            offset,
-            answer.deliveries,
-            max,
-        );
-        if !self.policy.dead_letters {
-            self.groups_moved(id);
-            return Ok(());
+    /// meanwhile settles it. The rest waits for the end of the answers step
+    /// ([`Dispatcher::settle_groups_given_up`]).
+    fn group_gave_up(&mut self, answer: GroupAnswer) {
+        let group = &mut self.topics[answer.topic].groups[answer.group];
+        group.hold_back(answer.offset, answer.deliveries);
+        self.agenda.groups_given_up.push(answer);
+    }
+
+    /// Settles what the groups gave up this round, once every answer of
+    /// the round is settled. The answers of a round are settled one
+    /// connection after another, in an order no client chose, so a member's
+    /// last Nack may come before another member's Ack of an earlier
+    /// delivery of the same message, taken in the same round: the Ack
+    /// wins, and the message, done, is neither counted as given up nor
+    /// dead-lettered. The rest are counted and logged, then sent to the
+    /// dead-letter topic; with dead letters off, the group is done with
+    /// them. Fails only if the store failed otherwise than for room.
+    pub(super) fn settle_groups_given_up(&mut self, now: Instant) -> Result<(), StoreError> {
+        for answer in std::mem::take(&mut self.agenda.groups_given_up) {
+            let (id, index, offset) = (answer.topic, answer.group, answer.offset);
+            let topic = &self.topics[id];
+            let group = &topic.groups[index];
+            if !group.is_held_back(offset) {
+                continue; // acked meanwhile
+            }
+            let giver = format_args!("group {:?}", group.name);
+            let max = self.policy.max_deliveries;
+            count_give_up(
+                giver,
+                topic,
+                Some(&group.traffic),
+                offset,
+                answer.deliveries,
+                max,
+            );
+            if !self.policy.dead_letters {
+                self.group_done(id, index, offset);
+                continue;
+            }
+            let given_up = GivenUp {
+                topic: id,
+                offset,
+                deliveries: answer.deliveries,
+                payload: answer.payload,
+                by: GivenUpBy::Group(index),
+            };
+            self.send_to_dead_letters(given_up, now)?;
         }
-        self.topics[id].groups[index].hold_back(offset, answer.deliveries);
-        let given_up = GivenUp {
-            topic: id,
-            offset,
-            deliveries: answer.deliveries,
-            payload: answer.payload,
-            by: GivenUpBy::Group(index),
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::dispatcher::session::in_flight::DeliveryPolicy;
+    use crate::ids::Payload;
+    use crate::queue::Command;
+    use crate::wire::request::{AckMode, Request};
+    use crate::writer::Writer;
+
+    /// The bug these guard against: a member's last refusal gave the
+    /// message up and appended its dead letter at once, before another
+    /// member's Ack of an earlier delivery, taken in the same round, was
+    /// settled: answers are settled one connection after another, the
+    /// older first, and after the requests that close a connection or
+    /// leave a group. That Ack then found nothing to settle: the message
+    /// was acked, yet counted as given up and dead-lettered.
+    #[test]
+    fn an_ack_in_the_round_of_another_members_last_nack_wins() {
+        ack_in_the_round_of_the_last_refusal(Request::Nack);
+    }
+
+    #[test]
+    fn an_ack_in_the_round_in_which_the_member_with_the_last_delivery_leaves_wins() {
+        ack_in_the_round_of_the_last_refusal(Request::Quit);
+    }
+
+    /// The rounds are driven by hand, so both answers are in one round
+    /// whatever the machine does: `acker` (the newer connection) gets the
+    /// message first and lets it time out; `refuser` gets the last
+    /// delivery allowed; then `acker` acks its delivery late and `refuser`
+    /// sends `refusal` (a Nack, or a close with the delivery unanswered).
+    fn ack_in_the_round_of_the_last_refusal(refusal: Request) {
+        let policy = DeliveryPolicy {
+            max_deliveries: 2,
+            ..DeliveryPolicy::for_test()
         };
-        self.send_to_dead_letters(given_up, now)
+        let mut dispatcher = Dispatcher::for_test(policy);
+        let (refuser, acker, publisher) = (1, 2, 3);
+        let start = Instant::now();
+        for conn in [refuser, acker, publisher] {
+            let attach = Command::Attach {
+                conn,
+                writer: Writer::for_test(),
+            };
+            dispatcher.handle(attach, start).unwrap();
+        }
+        for member in [acker, refuser] {
+            let subscribe = Request::Subscribe {
+                topics: vec!["t".into()],
+                start: StartAt::Beginning,
+                ack: AckMode::Manual,
+                group: Some("g".into()),
+            };
+            dispatcher
+                .carry_out(member, Ok(subscribe), None, start)
+                .unwrap();
+        }
+        let publish = Request::Publish {
+            topic: "t".into(),
+            payload: Payload::from(b"poison".to_vec()),
+            confirm: false,
+        };
+        dispatcher
+            .carry_out(publisher, Ok(publish), None, start)
+            .unwrap();
+
+        // The acker's delivery times out: the last one goes to the refuser.
+        let timed_out = start + policy.ack_timeout + Duration::from_millis(1);
+        dispatcher.fire_wakeups(timed_out);
+        dispatcher.settle_answers(timed_out).unwrap();
+        let t = dispatcher.topic_ids["t"];
+        assert_eq!(dispatcher.topics[t].groups[0].report(1).lag, 1, "still out");
+
+        // One round: the refuser, the older connection, is settled first.
+        dispatcher
+            .carry_out(acker, Ok(Request::Ack), None, timed_out)
+            .unwrap();
+        dispatcher
+            .carry_out(refuser, Ok(refusal), None, timed_out)
+            .unwrap();
+        dispatcher.settle_answers(timed_out).unwrap();
+
+        let dead_letters = dispatcher.topic_ids.get("t.dlq");
+        let letters = dead_letters.map_or(0, |&id| dispatcher.topics[id].log.end());
+        assert_eq!(letters, 0, "no dead letter for an acked message");
+        let topic = &dispatcher.topics[t];
+        let report = topic.groups[0].report(topic.log.end());
+        assert_eq!((report.position, report.lag), (1, 0), "the Ack settled it");
+        assert_eq!(report.given_up, 0, "the group did not give it up");
+        assert_eq!(topic.traffic.given_up.get(), 0, "nor did the topic");
+        dispatcher.syncer.stop().unwrap();
     }
 }

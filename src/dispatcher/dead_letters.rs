@@ -5,16 +5,24 @@
 //! ([`dead_letter`]).
 //!
 //! In a round: the answers step (`answers.rs`) sends what each answering
-//! session gave up, and `consumer_groups.rs` what a group gave up; a closing
-//! connection's are sent before its session is forgotten (`closing.rs`).
-//! A dead letter is appended like a publish with no publisher
-//! (`publish.rs`), so it is written and made durable with the round.
+//! session gave up, connection after connection; a closing connection's
+//! are sent before its session is forgotten (`closing.rs`). What the
+//! groups gave up in the round, in that step or earlier, goes after every
+//! connection's answers are settled (`consumer_groups.rs`,
+//! `settle_groups_given_up`): the answers of one round are settled in
+//! connection order, not in the order they came, so a member's last Nack
+//! may be settled before another member's Ack of an earlier delivery read
+//! in the same round, and the Ack must win. A dead letter is appended like
+//! a publish with no publisher (`publish.rs`), so it is written and made
+//! durable with the round.
 //!
 //! A message given up is done only once its dead letter is stored. A
 //! group holds it back from the give-up on (`consumer_groups.rs`), so its
 //! place, its saved place and retention stay on it until then, and an Ack
-//! of an earlier delivery that comes meanwhile settles it as usual; the
-//! dead letter stored, the group is done with it (`dead_letter_stored`).
+//! of an earlier delivery that comes meanwhile (in the same round, or
+//! while the dead letter waits for room) settles it as usual: not
+//! dead-lettered yet, it never is; the dead letter stored, the group is
+//! done with it (`dead_letter_stored`).
 //! On disk that is at the end of the round's writes
 //! ([`Dispatcher::dead_letters_written`]). A fan-out subscriber's session
 //! has nothing to hold: it answers its deliveries in order, so no Ack can

@@ -295,7 +295,9 @@ impl Group {
 
     /// Holds back `offset`, which the group gave up after `deliveries`
     /// ([`Refused::GivenUp`]): it is not done until its dead letter is
-    /// stored ([`Group::done`]). If it is not stored, [`Group::let_out`]
+    /// stored, or with dead letters off until the round's answers are all
+    /// settled ([`Group::done`]), and an Ack of an earlier delivery
+    /// meanwhile settles it. If it is not stored, [`Group::let_out`]
     /// gives it out again, to be given up again if it is refused once more.
     pub fn hold_back(&mut self, offset: Offset, deliveries: u32) {
         self.held_back.insert(offset, deliveries);

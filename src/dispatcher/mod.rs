@@ -527,7 +527,7 @@ impl Dispatcher {
                 ack,
                 group,
             }) => self.subscribe(conn, &topics, start, ack, group.as_deref(), now)?,
-            Ok(Request::Unsubscribe { topics }) => self.unsubscribe(conn, &topics, now)?,
+            Ok(Request::Unsubscribe { topics }) => self.unsubscribe(conn, &topics, now),
             Ok(Request::Ack) => self.answer(conn, true, now),
             Ok(Request::Nack) => self.answer(conn, false, now),
             Ok(Request::Pull { topic, max, group }) => {
@@ -574,6 +574,30 @@ impl Dispatcher {
 fn warn_if_too_much(conn: ConnId, pushed: Result<(), TooMuchDeferred>) {
     if let Err(too_much) = pushed {
         log::warn!("conn {conn}: {too_much}; closing it");
+    }
+}
+
+#[cfg(test)]
+impl Dispatcher {
+    /// A dispatcher for a unit test that drives its rounds' steps itself:
+    /// `policy`, roomy limits, an in-memory store of 1 MiB. The test stops
+    /// its syncer (`dispatcher.syncer.stop()`) at the end.
+    fn for_test(policy: DeliveryPolicy) -> Dispatcher {
+        let limits = TopicLimits {
+            max_topics: 10_000,
+            max_groups_per_topic: 64,
+            max_patterns_per_connection: 64,
+            max_deferred_bytes: 1 << 20,
+        };
+        Dispatcher::new(
+            policy,
+            limits,
+            Box::new(crate::store::memory::MemoryStore::new(None, 1 << 20)),
+            Syncer::spawn(Duration::ZERO).unwrap(),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(Logins::default()),
+        )
+        .unwrap()
     }
 }
 

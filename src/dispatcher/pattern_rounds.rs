@@ -188,7 +188,7 @@ impl Dispatcher {
                 self.agenda.register(conn, session);
                 // The groups it joined, and any of its groups that found it
                 // held, give to it now.
-                self.settle_groups(conn, now)?;
+                self.settle_groups(conn, now);
                 self.carry_out_deferred(conn, job.deferred, now)
             }
             JobKind::Pull { max, sources, .. } => {
@@ -239,7 +239,7 @@ impl Dispatcher {
             session.pump(&self.topics, now);
             self.agenda.register(conn, session);
         }
-        self.settle_groups(conn, now)?;
+        self.settle_groups(conn, now);
         self.carry_out_deferred(conn, job.deferred, now)
     }
 
@@ -270,36 +270,10 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Logins;
     use crate::dispatcher::session::in_flight::DeliveryPolicy;
-    use crate::dispatcher::TopicLimits;
     use crate::queue::Command;
-    use crate::store::memory::MemoryStore;
-    use crate::syncer::Syncer;
     use crate::wire::request::{AckMode, Request, StartAt};
     use crate::writer::Writer;
-    use std::sync::atomic::AtomicUsize;
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    fn dispatcher() -> Dispatcher {
-        let policy = DeliveryPolicy::for_test();
-        let limits = TopicLimits {
-            max_topics: 10_000,
-            max_groups_per_topic: 64,
-            max_patterns_per_connection: 64,
-            max_deferred_bytes: 1 << 20,
-        };
-        Dispatcher::new(
-            policy,
-            limits,
-            Box::new(MemoryStore::new(None, 1 << 20)),
-            Syncer::spawn(Duration::ZERO).unwrap(),
-            Arc::new(AtomicUsize::new(0)),
-            Arc::new(Logins::default()),
-        )
-        .unwrap()
-    }
 
     fn answered(dispatcher: &Dispatcher, conn: ConnId) -> bool {
         dispatcher.sessions[&conn].has_frames_queued()
@@ -311,7 +285,7 @@ mod tests {
     #[test]
     fn a_pattern_over_more_topics_than_a_slice_lets_others_be_answered_before_it() {
         let now = Instant::now();
-        let mut dispatcher = dispatcher();
+        let mut dispatcher = Dispatcher::for_test(DeliveryPolicy::for_test());
         for i in 0..=2 * TOPICS_PER_SLICE {
             dispatcher.topic_id(&format!("t.{i}")).unwrap();
         }

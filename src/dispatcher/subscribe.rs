@@ -207,22 +207,17 @@ impl Dispatcher {
     /// Ends the connection's subscriptions to the topics, and its place in
     /// their groups. A pattern is forgotten, alone and in every group, and
     /// so is what it alone gave (`leave_uncovered`).
-    pub(super) fn unsubscribe(
-        &mut self,
-        conn: ConnId,
-        names: &[String],
-        now: Instant,
-    ) -> Result<(), StoreError> {
+    pub(super) fn unsubscribe(&mut self, conn: ConnId, names: &[String], now: Instant) {
         let Some((exact, patterns)) = self.exact_names_and_patterns(conn, names, StartAt::Current)
         else {
-            return Ok(());
+            return;
         };
         for pattern in &patterns {
             self.patterns.remove(conn, pattern.as_str());
         }
         self.leave_uncovered(conn, &patterns);
         let Some(session) = self.sessions.get_mut(&conn) else {
-            return Ok(());
+            return;
         };
         // In one pass each, however many names, as `leave_uncovered` does.
         let named: IdSet<TopicId> = exact
@@ -241,12 +236,12 @@ impl Dispatcher {
             .collect();
         self.leave(conn, cursors, places);
         let Some(session) = self.sessions.get_mut(&conn) else {
-            return Ok(());
+            return;
         };
         log::debug!("conn {conn}: unsubscribed from {names:?}");
         session.reply(Reply::Unsubscribed);
         self.agenda.register(conn, session);
-        self.settle_groups(conn, now)
+        self.settle_groups(conn, now);
     }
 
     /// Ends what `conn` had only through `patterns`, which it no longer
