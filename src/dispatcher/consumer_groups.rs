@@ -227,6 +227,7 @@ mod tests {
     use crate::dispatcher::session::in_flight::DeliveryPolicy;
     use crate::ids::Payload;
     use crate::queue::Command;
+    use crate::wire::reply::GroupReport;
     use crate::wire::request::{AckMode, Request};
     use crate::writer::Writer;
 
@@ -247,27 +248,80 @@ mod tests {
         ack_in_the_round_of_the_last_refusal(Request::Quit);
     }
 
-    /// The rounds are driven by hand, so both answers are in one round
-    /// whatever the machine does: `acker` (the newer connection) gets the
-    /// message first and lets it time out; `refuser` gets the last
-    /// delivery allowed; then `acker` acks its delivery late and `refuser`
-    /// sends `refusal` (a Nack, or a close with the delivery unanswered).
-    fn ack_in_the_round_of_the_last_refusal(refusal: Request) {
+    /// With dead letters off, a message a group gives up (no Ack coming)
+    /// is counted, and the group is done with it at the end of the round's
+    /// answers step.
+    #[test]
+    fn with_dead_letters_off_a_group_moves_past_what_it_gave_up() {
         let policy = DeliveryPolicy {
+            dead_letters: false,
+            ..two_deliveries()
+        };
+        let (mut dispatcher, now) = last_delivery_out(policy);
+        dispatcher
+            .carry_out(REFUSER, Ok(Request::Nack), None, now)
+            .unwrap();
+        dispatcher.settle_answers(now).unwrap();
+        let report = group_report(&dispatcher);
+        assert_eq!((report.position, report.lag), (1, 0), "done with it");
+        assert_eq!(report.given_up, 1);
+        assert_eq!(dead_letters(&dispatcher), None);
+        dispatcher.syncer.stop().unwrap();
+    }
+
+    /// Both answers in one round, whatever the machine does, since the
+    /// rounds are driven by hand: `ACKER` acks its timed-out delivery late,
+    /// and `REFUSER` (the older connection, so settled first) sends
+    /// `refusal` with the last delivery allowed (a Nack, or a close with the
+    /// delivery unanswered).
+    fn ack_in_the_round_of_the_last_refusal(refusal: Request) {
+        let (mut dispatcher, now) = last_delivery_out(two_deliveries());
+        dispatcher
+            .carry_out(ACKER, Ok(Request::Ack), None, now)
+            .unwrap();
+        dispatcher
+            .carry_out(REFUSER, Ok(refusal), None, now)
+            .unwrap();
+        dispatcher.settle_answers(now).unwrap();
+
+        let letters = dead_letters(&dispatcher).unwrap_or(0);
+        assert_eq!(letters, 0, "no dead letter for an acked message");
+        let report = group_report(&dispatcher);
+        assert_eq!((report.position, report.lag), (1, 0), "the Ack settled it");
+        assert_eq!(report.given_up, 0, "the group did not give it up");
+        let t = dispatcher.topic_ids["t"];
+        let given_up = dispatcher.topics[t].traffic.given_up.get();
+        assert_eq!(given_up, 0, "nor did the topic");
+        dispatcher.syncer.stop().unwrap();
+    }
+
+    /// The members of group `g` of topic `t`: `ACKER` joined first.
+    const REFUSER: ConnId = 1;
+    const ACKER: ConnId = 2;
+
+    /// The test policy, but a message is delivered twice at most.
+    fn two_deliveries() -> DeliveryPolicy {
+        DeliveryPolicy {
             max_deliveries: 2,
             ..DeliveryPolicy::for_test()
-        };
+        }
+    }
+
+    /// A dispatcher with `policy` in which group `g` of topic `t` gave its
+    /// one message to `ACKER`, who let it time out, then to `REFUSER`: the
+    /// last delivery allowed, out. Returns the time it went out.
+    fn last_delivery_out(policy: DeliveryPolicy) -> (Dispatcher, Instant) {
         let mut dispatcher = Dispatcher::for_test(policy);
-        let (refuser, acker, publisher) = (1, 2, 3);
+        let publisher = 3;
         let start = Instant::now();
-        for conn in [refuser, acker, publisher] {
+        for conn in [REFUSER, ACKER, publisher] {
             let attach = Command::Attach {
                 conn,
                 writer: Writer::for_test(),
             };
             dispatcher.handle(attach, start).unwrap();
         }
-        for member in [acker, refuser] {
+        for member in [ACKER, REFUSER] {
             let subscribe = Request::Subscribe {
                 topics: vec!["t".into()],
                 start: StartAt::Beginning,
@@ -286,31 +340,22 @@ mod tests {
         dispatcher
             .carry_out(publisher, Ok(publish), None, start)
             .unwrap();
-
-        // The acker's delivery times out: the last one goes to the refuser.
         let timed_out = start + policy.ack_timeout + Duration::from_millis(1);
         dispatcher.fire_wakeups(timed_out);
         dispatcher.settle_answers(timed_out).unwrap();
-        let t = dispatcher.topic_ids["t"];
-        assert_eq!(dispatcher.topics[t].groups[0].report(1).lag, 1, "still out");
+        assert_eq!(group_report(&dispatcher).lag, 1, "still out");
+        (dispatcher, timed_out)
+    }
 
-        // One round: the refuser, the older connection, is settled first.
-        dispatcher
-            .carry_out(acker, Ok(Request::Ack), None, timed_out)
-            .unwrap();
-        dispatcher
-            .carry_out(refuser, Ok(refusal), None, timed_out)
-            .unwrap();
-        dispatcher.settle_answers(timed_out).unwrap();
+    /// What `STATS` says of group `g` of topic `t`.
+    fn group_report(dispatcher: &Dispatcher) -> GroupReport {
+        let topic = &dispatcher.topics[dispatcher.topic_ids["t"]];
+        topic.groups[0].report(topic.log.end())
+    }
 
-        let dead_letters = dispatcher.topic_ids.get("t.dlq");
-        let letters = dead_letters.map_or(0, |&id| dispatcher.topics[id].log.end());
-        assert_eq!(letters, 0, "no dead letter for an acked message");
-        let topic = &dispatcher.topics[t];
-        let report = topic.groups[0].report(topic.log.end());
-        assert_eq!((report.position, report.lag), (1, 0), "the Ack settled it");
-        assert_eq!(report.given_up, 0, "the group did not give it up");
-        assert_eq!(topic.traffic.given_up.get(), 0, "nor did the topic");
-        dispatcher.syncer.stop().unwrap();
+    /// How many dead letters `t.dlq` holds, if it exists.
+    fn dead_letters(dispatcher: &Dispatcher) -> Option<Offset> {
+        let id = dispatcher.topic_ids.get("t.dlq")?;
+        Some(dispatcher.topics[*id].log.end())
     }
 }
