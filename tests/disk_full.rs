@@ -934,12 +934,10 @@ fn group_line(watcher: &mut Line) -> String {
     group.unwrap_or_else(|| panic!("{stats:?}")).clone()
 }
 
-/// A broker whose topic `t` keeps 64 KiB (`--retention-bytes`, one
-/// segment), with `t.dlq` made, a `member` of group `g` that has yet to
-/// receive message 0 ("poison"), given up at its first refusal, an
-/// `operator` reading `t.dlq`, and a `watcher`. Its fields drop in order:
-/// the broker before its disk.
-struct Poisoned {
+/// A broker on a tmpfs, with `t.dlq` made (an empty segment) and read by
+/// an `operator`, a `member` of group `g` of `t` that answers by hand, and
+/// a `watcher`. Its fields drop in order: the broker before its disk.
+struct GroupOnTmpfs {
     brook: BrookProcess,
     operator: Line,
     member: Line,
@@ -948,22 +946,18 @@ struct Poisoned {
     tmpfs: Tmpfs,
 }
 
-/// [`Poisoned`], with the `extra` flags, or `None` where no tmpfs can be
-/// mounted.
-fn poison_a_group_with_retention(extra: &[&str]) -> Option<Poisoned> {
-    let tmpfs = Tmpfs::for_test("2m")?;
+/// [`GroupOnTmpfs`] on a tmpfs of `size`, with the `flags`, or `None`
+/// where no tmpfs can be mounted.
+fn group_on_tmpfs(size: &str, flags: &[&str]) -> Option<GroupOnTmpfs> {
+    let tmpfs = Tmpfs::for_test(size)?;
     let data = tmpfs.path().join("data");
-    let retention = ["--max-deliveries", "1", "--retention-bytes", "64KiB"];
-    let flags = [&retention[..], extra].concat();
-    let brook = start_brook_with(&data, "batch", &flags);
-    // The dead-letter topic exists, with an empty segment.
+    let brook = start_brook_with(&data, "batch", flags);
     let mut operator = Line::connect(brook.addr);
     assert_eq!(operator.ask("SUB t.dlq beginning"), "+OK");
     let mut member = Line::connect(brook.addr);
     assert_eq!(member.ask("SUB t manual group g"), "+OK");
-    let mut watcher = Line::connect(brook.addr);
-    assert_eq!(watcher.ask("PUB t poison"), "+OK 0");
-    Some(Poisoned {
+    let watcher = Line::connect(brook.addr);
+    Some(GroupOnTmpfs {
         brook,
         operator,
         member,
@@ -971,4 +965,141 @@ fn poison_a_group_with_retention(extra: &[&str]) -> Option<Poisoned> {
         data,
         tmpfs,
     })
+}
+
+/// A [`GroupOnTmpfs`] whose topic `t` keeps 64 KiB (`--retention-bytes`,
+/// one segment), with the `extra` flags, and whose member has yet to
+/// receive message 0 ("poison"), given up at its first refusal; or `None`
+/// where no tmpfs can be mounted.
+fn poison_a_group_with_retention(extra: &[&str]) -> Option<GroupOnTmpfs> {
+    let retention = ["--max-deliveries", "1", "--retention-bytes", "64KiB"];
+    let mut poisoned = group_on_tmpfs("2m", &[&retention[..], extra].concat())?;
+    assert_eq!(poisoned.watcher.ask("PUB t poison"), "+OK 0");
+    Some(poisoned)
+}
+
+/// A [`GroupOnTmpfs`] on a tmpfs of `tmpfs_size`, with the `extra` flags,
+/// whose member gave up `n` messages of `size` bytes, each at its first
+/// Nack, on a full disk, then left: the group holds them all back. With
+/// the ballast that fills the disk; `None` where no tmpfs can be mounted.
+fn hold_back_many(
+    n: usize,
+    size: usize,
+    tmpfs_size: &str,
+    extra: &[&str],
+) -> Option<(GroupOnTmpfs, PathBuf)> {
+    let once = ["--max-deliveries", "1", "--max-inflight", "5000"];
+    let mut held = group_on_tmpfs(tmpfs_size, &[&once[..], extra].concat())?;
+    let body = "x".repeat(size);
+    for i in 0..n {
+        let reply = held.watcher.ask(&format!("PUB t {body}"));
+        assert_eq!(reply, format!("+OK {i}"));
+    }
+    for i in 0..n {
+        assert_eq!(held.member.read_msg().offset, i as u64);
+    }
+    let ballast = fill_to_the_last_page(held.tmpfs.path());
+    held.member.send("NACK\n".repeat(n) + "QUIT\n");
+    held.member.expect_line("+BYE");
+    let said = "its dead letter cannot be stored";
+    held.brook.wait_for_log(said, PATIENCE);
+    Some((held, ballast))
+}
+
+/// A group with no members whose held-back messages have left the cache
+/// (`--cache-bytes` smaller than one run the fetcher reads back) stores
+/// every dead letter once the disk has room, and moves to the end. (The
+/// bug this guards against: each retry that had to wait for the fetcher
+/// came back a second later, by which time the round's memory budget had
+/// dropped the run fetched for it; it asked again, for ever, and the
+/// group's place, so its topic's retention, stayed on the first.)
+#[test]
+fn a_group_without_members_stores_dead_letters_no_longer_cached_under_cache_pressure() {
+    let n = 60;
+    let flags = ["--ack-delay", "100ms", "--cache-bytes", "64KiB"];
+    let Some((mut held, ballast)) = hold_back_many(n, 60_000, "12m", &flags) else {
+        return;
+    };
+    fs::remove_file(&ballast).unwrap();
+    for offset in 0..n {
+        expect_dead_letter_of(&mut held.operator, offset, offset);
+    }
+    wait_for_the_group_at(&mut held.watcher, n);
+}
+
+/// The segment file of `t` that holds offset 0, under the data dir `data`:
+/// in the topic directory whose `name` file says `t`.
+fn first_segment_of_t(data: &Path) -> PathBuf {
+    let topics = fs::read_dir(data.join("topics")).unwrap();
+    let dir = topics
+        .map(|entry| entry.unwrap().path())
+        .find(|dir| fs::read(dir.join("name")).is_ok_and(|name| name == b"t"));
+    let dir = dir.unwrap_or_else(|| panic!("no topic t under {}", data.display()));
+    dir.join("00000000000000000000.log")
+}
+
+/// A group with no members whose held-back message cannot be read back
+/// for its dead letter (its record damaged on disk) gives it up for good:
+/// counted in `dead_letters_not_stored`, and logged with where it stays.
+/// (The bug this guards against: it was given up quietly, uncounted, with
+/// no word of where it stays.)
+#[test]
+fn a_held_back_message_that_cannot_be_read_back_is_given_up_for_good_counted_and_logged() {
+    let n = 3;
+    let flags = ["--ack-delay", "100ms", "--cache-bytes", "64KiB"];
+    let Some((mut held, ballast)) = hold_back_many(n, 60_000, "4m", &flags) else {
+        return;
+    };
+    let not_stored = held.watcher.stat("dead_letters_not_stored");
+    let segment = first_segment_of_t(&held.data);
+    let mut file = fs::OpenOptions::new().write(true).open(&segment).unwrap();
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(1000)).unwrap();
+    std::io::Write::write_all(&mut file, b"damage").unwrap();
+    drop(file);
+    fs::remove_file(&ballast).unwrap();
+
+    held.brook.wait_for_log(
+        "\"t\"@0: given up after 1 deliveries, and its dead letter cannot be stored in \
+         \"t.dlq\": its message cannot be read back from its topic",
+        PATIENCE,
+    );
+    held.brook.wait_for_log(
+        "the message is given up for good: it stays in \"t\" at offset 0, until retention \
+         drops it: read it there with `SUB t from 0`",
+        PATIENCE,
+    );
+    for (dlq_offset, offset) in [(0, 1), (1, 2)] {
+        expect_dead_letter_of(&mut held.operator, dlq_offset, offset);
+    }
+    assert!(held.watcher.stat("dead_letters_not_stored") > not_stored);
+    wait_for_the_group_at(&mut held.watcher, n);
+}
+
+/// Reads the dead letter at `dlq_offset` of `t.dlq`: that of the message
+/// at `offset` of `t`, given up after one delivery.
+fn expect_dead_letter_of(operator: &mut Line, dlq_offset: usize, offset: usize) {
+    let letter = operator.read_msg();
+    assert_eq!(letter.offset, dlq_offset as u64, "dead letters in order");
+    let from = format!("dead-letter topic=t offset={offset} deliveries=1\n");
+    assert!(letter.payload.starts_with(from.as_bytes()), "{offset}");
+}
+
+/// Waits until group `g`, with no members, is done with everything before
+/// `position`, the end of `t` (its place is saved with the round that
+/// stored the last dead letter).
+fn wait_for_the_group_at(watcher: &mut Line, position: usize) {
+    let moved_on = ["members=0", &format!("position={position}"), "lag=0"];
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let group = group_line(watcher);
+        let fields: Vec<&str> = group.split(' ').collect();
+        if moved_on.iter().all(|f| fields.contains(f)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group did not move on: {group}"
+        );
+        watcher.expect_silence(Duration::from_millis(50));
+    }
 }

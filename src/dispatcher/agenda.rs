@@ -17,7 +17,7 @@
 //! `impl Dispatcher` files, so `mod.rs` can hold one.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -74,8 +74,14 @@ pub(super) struct Agenda {
     pub(super) dead_letters_unwritten: Vec<UnwrittenDeadLetter>,
     /// Messages of consumer groups held back because the disk had no room
     /// for their dead letters, until they go out again (or their dead
-    /// letters are tried again), in the order they are due.
-    pub(super) held_back: VecDeque<HeldBack>,
+    /// letters are tried again).
+    pub(super) held_back: HeldBackQueues,
+    /// Messages held back by groups with no members whose dead letters
+    /// wait for their payloads to come back from the fetcher, by topic,
+    /// in offset order (offset, then group): tried again as soon as the
+    /// topic's run comes back, before the round's memory budget can drop
+    /// it (`dead_letters.rs`).
+    pub(super) waiting_for_fetch: IdMap<TopicId, BTreeSet<(Offset, usize)>>,
     /// Connections that answered deliveries (or let them time out) this
     /// round: their windows still have to be refilled, and their answers
     /// have to reach groups and dead letters.
@@ -512,6 +518,46 @@ pub(super) struct HeldBack {
     pub(super) offset: Offset,
 }
 
+/// The messages held back, in two queues by how long they wait: those of
+/// groups with members wait the ack delay, those of groups with none wait
+/// longer (`dead_letters.rs`, `held_back_delay`). Each wait is the same
+/// for every message of its queue, and each is held from the round's
+/// time, which only grows: so a message held back goes last in its queue,
+/// and each queue stays in the order due with no sorting (a single sorted
+/// queue would have to insert each member's message ahead of every
+/// member-less one, moving them all).
+#[derive(Debug, Default)]
+pub(super) struct HeldBackQueues {
+    members: VecDeque<HeldBack>,
+    memberless: VecDeque<HeldBack>,
+}
+
+impl HeldBackQueues {
+    /// Holds `held` back, in the queue of groups with members or not.
+    pub(super) fn push(&mut self, held: HeldBack, memberless: bool) {
+        match memberless {
+            true => self.memberless.push_back(held),
+            false => self.members.push_back(held),
+        }
+    }
+
+    /// When the next message held back is due.
+    pub(super) fn next_due(&self) -> Option<Instant> {
+        let fronts = [self.members.front(), self.memberless.front()];
+        fronts.into_iter().flatten().map(|held| held.due).min()
+    }
+
+    /// Takes the messages due at `now`.
+    pub(super) fn take_due(&mut self, now: Instant) -> Vec<HeldBack> {
+        let mut due = Vec::new();
+        for queue in [&mut self.members, &mut self.memberless] {
+            let count = queue.partition_point(|held| held.due <= now);
+            due.extend(queue.drain(..count));
+        }
+        due
+    }
+}
+
 /// Who sent a publish: the connection, whether it is answered, and if it
 /// is not, how to close it when its message cannot be stored.
 pub(super) struct Publisher<'a> {
@@ -522,6 +568,8 @@ pub(super) struct Publisher<'a> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::dispatcher::session::in_flight::DeliveryPolicy;
     use crate::writer::Writer;
@@ -549,5 +597,34 @@ mod tests {
         sessions[1].reply(Reply::Pong);
         agenda.register(2, &sessions[1]);
         assert_eq!(agenda.take_to_pack(), [2], "listed again the next round");
+    }
+
+    /// A member's message, held back after a member-less one but due
+    /// sooner, is due first, and each pass takes only what is due.
+    #[test]
+    fn held_back_messages_are_due_by_the_earlier_front_of_the_two_queues() {
+        let now = Instant::now();
+        let held = |due: Instant, offset: Offset| HeldBack {
+            due,
+            topic: 0,
+            group: 0,
+            offset,
+        };
+        let mut queues = HeldBackQueues::default();
+        queues.push(held(now + Duration::from_secs(1), 0), true);
+        queues.push(held(now + Duration::from_millis(100), 1), false);
+        queues.push(held(now + Duration::from_millis(1100), 2), true);
+        assert_eq!(queues.next_due(), Some(now + Duration::from_millis(100)));
+        let offsets = |due: Vec<HeldBack>| due.iter().map(|h| h.offset).collect::<Vec<_>>();
+        assert_eq!(
+            offsets(queues.take_due(now + Duration::from_millis(500))),
+            [1]
+        );
+        assert_eq!(queues.next_due(), Some(now + Duration::from_secs(1)));
+        assert_eq!(
+            offsets(queues.take_due(now + Duration::from_secs(2))),
+            [0, 2]
+        );
+        assert_eq!(queues.next_due(), None);
     }
 }

@@ -53,8 +53,20 @@
 //!   it to, so it tries the dead letter again itself, with the payload
 //!   read from the topic, which its hold keeps from retention
 //!   ([`Group::keeps_from`](super::group::Group::keeps_from)), at most
-//!   once every [`MEMBERLESS_RETRY_FLOOR`]: the hold lasts only while the
-//!   disk is full.
+//!   once every [`MEMBERLESS_RETRY_FLOOR`]. A payload no longer cached
+//!   comes back from the fetcher: the message waits for its topic's run
+//!   (`Agenda::waiting_for_fetch`) and is tried as soon as the run comes
+//!   back ([`Dispatcher::retry_waiting_for_fetch`], from `delivery.rs`'s
+//!   `fetched`), in offset order, one run serving all it holds, before
+//!   the round's memory budget can drop it. So the hold lasts only while
+//!   the disk is full. A message whose record cannot be read back
+//!   (damaged on disk, or a failed read: the store logs which) is given
+//!   up for good, as below: no dead letter can be had of it.
+//!
+//!   The messages held back wait in two queues (`HeldBackQueues`, in
+//!   `agenda.rs`), those of groups with members the ack delay, the others
+//!   no less than the floor: each wait is the same for its whole queue,
+//!   so each queue stays in the order due as it is filled.
 //! - **The dead-letter topic cannot be created** otherwise: past
 //!   `--max-topics`, or its directory cannot be made. That does not pass
 //!   without an operator, and holding the message back would pin its
@@ -68,13 +80,20 @@
 //! one stays too. (A fan-out subscriber that leaves gives up its place in
 //! the topic anyway.)
 //!
-//! Each dead letter not stored is counted (`dead_letters_not_stored` in
-//! `STATS` and the metrics) and logged as an error, at most once every
-//! [`NOT_STORED_LOG_INTERVAL`] (a consumer that refuses the message at once
-//! brings it back every ack delay), each line saying how many were left
-//! out since the last; the first dead letter stored after some were not
-//! for want of room ends the episode with a line of its own (those given
-//! up for good are no part of it).
+//! Each try to store a dead letter that fails is counted
+//! (`dead_letters_not_stored` in `STATS` and the metrics): a message
+//! whose dead letter is tried again on a full disk counts at each try.
+//! Counting tries, not messages, is what a group with members did
+//! already (its message comes back every ack delay), and it needs no
+//! memory of which messages were counted; an alert on the counter still
+//! fires, and its rate says how busy the retries are. Each is logged as an
+//! error, at most once every [`NOT_STORED_LOG_INTERVAL`] (a consumer that
+//! refuses the message at once brings it back every ack delay), each line
+//! saying how many were left out since the last, except a message given
+//! up for good: its line is the only word of where it stays, and it comes
+//! once a message. The first dead letter stored after some were not for
+//! want of room ends the episode with a line of its own (those given up
+//! for good are no part of it).
 //!
 //! Calls: `topic_table.rs` (`topic_id`), `publish.rs` (`append`),
 //! `consumer_groups.rs` (`group_done`, `pump_group`), the topic's log
@@ -89,6 +108,7 @@ use super::topic_table::Unavailable;
 use super::Dispatcher;
 use crate::dispatcher::session::in_flight::{GivenUp, GivenUpBy};
 use crate::ids::{ConnId, Offset, Payload, TopicId, DEAD_LETTER_SUFFIX};
+use crate::store::disk::FULL_RETRY_AFTER;
 use crate::store::{DiskFull, Lookup, StoreError};
 use crate::wire::line;
 
@@ -99,11 +119,16 @@ const NOT_STORED_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// How soon, at the earliest, a group with no members tries again the
 /// dead letter of a message it holds back, whatever the ack delay. No
 /// member waits for the message, and a log that found the disk full
-/// refuses appends for a second without trying the disk
-/// (`FULL_RETRY_AFTER`, in `store/disk/log.rs`), so a sooner try could
-/// only be refused again; with `--ack-delay 0ms` it would have the
-/// dispatcher try at once, every round, for as long as the disk is full.
-const MEMBERLESS_RETRY_FLOOR: Duration = Duration::from_secs(1);
+/// refuses appends for [`FULL_RETRY_AFTER`] without trying the disk, so a
+/// sooner try could only be refused again; with `--ack-delay 0ms` it
+/// would have the dispatcher try at once, every round, for as long as the
+/// disk is full. A little more than that second: the log counts it from
+/// its failed write, at the end of the round, and the message is held
+/// back from the round's start; a floor of exactly the second would come
+/// just before the log tries the disk again, be refused unseen, and try
+/// the disk only every other second.
+const MEMBERLESS_RETRY_FLOOR: Duration =
+    FULL_RETRY_AFTER.saturating_add(Duration::from_millis(100));
 
 /// Why a dead letter could not be stored.
 #[derive(Debug)]
@@ -114,6 +139,9 @@ enum NotStored {
     /// The disk (or the file descriptors left for topics) had no room
     /// for it.
     Full(Arc<DiskFull>),
+    /// Its message, held back by a group with no members, could not be
+    /// read back from its topic for it.
+    Unreadable,
 }
 
 impl NotStored {
@@ -135,6 +163,10 @@ impl fmt::Display for NotStored {
                 write!(f, "the topic cannot be created: {unavailable}")
             }
             NotStored::Full(cause) => write!(f, "{cause}"),
+            NotStored::Unreadable => write!(
+                f,
+                "its message cannot be read back from its topic (the log says why, above)"
+            ),
         }
     }
 }
@@ -305,21 +337,58 @@ impl Dispatcher {
     /// however short, can keep the pass going. Fails only if the store
     /// failed otherwise than for room.
     pub(super) fn let_out_held_back(&mut self, now: Instant) -> Result<(), StoreError> {
-        let due = self
-            .agenda
-            .held_back
-            .partition_point(|held| held.due <= now);
-        let due: Vec<HeldBack> = self.agenda.held_back.drain(..due).collect();
-        for held in due {
-            let (topic, group, offset) = (held.topic, held.group, held.offset);
-            let held_by = &mut self.topics[topic].groups[group];
-            if !held_by.members().is_empty() {
-                if held_by.let_out(offset) {
-                    self.pump_group(topic, group, now);
-                }
-            } else if let Some(deliveries) = held_by.held_back_after(offset) {
-                self.retry_dead_letter(topic, group, offset, deliveries, now)?;
+        for held in self.agenda.held_back.take_due(now) {
+            self.let_out(held.topic, held.group, held.offset, now)?;
+        }
+        Ok(())
+    }
+
+    /// A run of topic `topic` came back from the fetcher: tries again,
+    /// at once and in offset order, the dead letters that waited for it
+    /// (see [`Dispatcher::retry_dead_letter`]). One run serves every
+    /// offset it holds; the first it does not hold asks for the next run,
+    /// and waits for it with the rest.
+    pub(super) fn retry_waiting_for_fetch(
+        &mut self,
+        topic: TopicId,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        let Some(mut waiting) = self.agenda.waiting_for_fetch.remove(&topic) else {
+            return Ok(());
+        };
+        while let Some((offset, group)) = waiting.pop_first() {
+            self.let_out(topic, group, offset, now)?;
+            if let Some(again) = self.agenda.waiting_for_fetch.remove(&topic) {
+                // Not in this run: it asked for the next, and the rest,
+                // further on, wait for it too, untried, so that a run
+                // costs what it serves, not every message still waiting.
+                waiting.extend(again);
+                break;
             }
+        }
+        if !waiting.is_empty() {
+            self.agenda.waiting_for_fetch.insert(topic, waiting);
+        }
+        Ok(())
+    }
+
+    /// Gives the message at `offset` of `topic`, which the group `group`
+    /// holds back, to the group's members again, or, if it has none, tries
+    /// its dead letter again. Nothing, if the group has settled it since.
+    fn let_out(
+        &mut self,
+        topic: TopicId,
+        group: usize,
+        offset: Offset,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        let held_by = &mut self.topics[topic].groups[group];
+        if !held_by.members().is_empty() {
+            if held_by.let_out(offset) {
+                self.pump_group(topic, group, now);
+            }
+        } else if let Some(deliveries) = held_by.held_back_after(offset) {
+            self.retry_dead_letter(topic, group, offset, deliveries, now)?;
         }
         Ok(())
     }
@@ -329,6 +398,14 @@ impl Dispatcher {
     /// after `deliveries` and holds back. Its payload is still in the
     /// topic's log: the group's hold keeps retention off it. Stored, or
     /// not, it goes as a give-up's does ([`Dispatcher::send_to_dead_letters`]).
+    ///
+    /// A payload no longer cached is read back by the fetcher: the
+    /// message waits for its topic's run, and is tried again as soon as
+    /// the run comes back ([`Dispatcher::retry_waiting_for_fetch`]), not
+    /// after a delay: by then the round's memory budget, or another read
+    /// of the topic, would have dropped the run, and the message would
+    /// ask for it again, for ever. One whose record cannot be read is
+    /// given up for good, counted and logged as a dead letter not stored.
     fn retry_dead_letter(
         &mut self,
         topic: TopicId,
@@ -339,21 +416,26 @@ impl Dispatcher {
     ) -> Result<(), StoreError> {
         let payload = match self.topics[topic].log.read(offset) {
             Lookup::Message(payload) => payload,
-            // The fetcher is reading it from disk: there at the next try.
             Lookup::Later => {
-                let due = now + self.held_back_delay(topic, group);
-                self.hold_back_until(topic, group, offset, due);
+                let waiting = self.agenda.waiting_for_fetch.entry(topic).or_default();
+                waiting.insert((offset, group));
                 return Ok(());
             }
-            // Damaged on disk (the store logged it): no dead letter can
-            // be had, as for a group that reads past it.
+            // Damaged on disk, or a read of it failed (the store logged
+            // which): no dead letter can be had, as for a group that
+            // reads past it. (`Nothing` cannot be: the hold keeps the
+            // offset from retention.)
             Lookup::Unreadable | Lookup::Nothing => {
-                log::error!(
-                    "{:?}@{offset}: given up, and it cannot be read again for its dead \
-                     letter: it is given up for good",
-                    self.topics[topic].name
-                );
                 self.group_done(topic, group, offset);
+                let origin = Origin {
+                    topic,
+                    offset,
+                    deliveries,
+                };
+                let name = format!("{}{DEAD_LETTER_SUFFIX}", self.topics[topic].name);
+                let why = NotStored::Unreadable;
+                self.count_not_stored(&why);
+                self.log_not_stored(origin, &name, &why, Fate::GivenUpForGood, now);
                 return Ok(());
             }
         };
@@ -381,7 +463,7 @@ impl Dispatcher {
 
     /// When the next message held back goes out again.
     pub(super) fn next_let_out(&self) -> Option<Instant> {
-        self.agenda.held_back.front().map(|held| held.due)
+        self.agenda.held_back.next_due()
     }
 
     /// The dead letter of `given_up` is at `offset` of topic `id`: the
@@ -416,8 +498,14 @@ impl Dispatcher {
         let origin = Origin::of(&given_up);
         let fate = match why {
             NotStored::Full(_) => self.take_back(given_up, now),
-            NotStored::NoTopic(_) => self.give_up_for_good(&given_up),
+            NotStored::NoTopic(_) | NotStored::Unreadable => self.give_up_for_good(&given_up),
         };
+        self.count_not_stored(&why);
+        self.log_not_stored(origin, name, &why, fate, now);
+    }
+
+    /// Counts a dead letter not stored, for `why`.
+    fn count_not_stored(&mut self, why: &NotStored) {
         let counted = &mut self.dead_letters_not_stored;
         counted.count += 1;
         // The episode the first dead letter stored ends is one of a
@@ -425,12 +513,13 @@ impl Dispatcher {
         if let NotStored::Full(_) = why {
             counted.since_stored += 1;
         }
-        self.log_not_stored(origin, name, &why, fate, now);
     }
 
-    /// Logs, at most once every [`NOT_STORED_LOG_INTERVAL`], that the dead
-    /// letter of the message from `origin` could not be stored in the
-    /// topic `name`, for `why`, and what became of the message (`fate`).
+    /// Logs that the dead letter of the message from `origin` could not be
+    /// stored in the topic `name`, for `why`, and what became of the
+    /// message (`fate`): at most once every [`NOT_STORED_LOG_INTERVAL`],
+    /// unless the message is given up for good. That line is the only
+    /// word of where it stays, and each message is given up for good once.
     fn log_not_stored(
         &mut self,
         origin: Origin,
@@ -451,11 +540,16 @@ impl Dispatcher {
             log::error!(
                 "{topic:?}@{offset}: given up after {deliveries} deliveries, and its dead \
                  letter cannot be stored in {name:?}: {why}; {}. Dead letters not stored \
-                 since the broker started: {total} (said at most once a minute){note}",
+                 since the broker started: {total}{note}",
                 fate.describe(topic, offset)
             )
         };
-        (counted.log).log_at(now, NOT_STORED_LOG_INTERVAL, log_line);
+        match fate {
+            Fate::GivenUpForGood => log_line(""),
+            _ => (counted.log).log_at(now, NOT_STORED_LOG_INTERVAL, |note| {
+                log_line(&format!(" (said at most once a minute){note}"))
+            }),
+        }
     }
 
     /// Gives a message back to whoever gave it up, to go out again an ack
@@ -471,12 +565,7 @@ impl Dispatcher {
                 if !self.topics[topic].groups[group].is_held_back(offset) {
                     return Fate::Settled;
                 }
-                let delay = self.held_back_delay(topic, group);
-                self.hold_back_until(topic, group, offset, now + delay);
-                match self.topics[topic].groups[group].members().is_empty() {
-                    true => Fate::TriedAgain(delay),
-                    false => Fate::OfferedAgain(delay),
-                }
+                self.hold_back(topic, group, offset, now)
             }
             GivenUpBy::Subscriber(conn) => {
                 let Some(session) = self.sessions.get_mut(&conn) else {
@@ -502,19 +591,23 @@ impl Dispatcher {
     }
 
     /// Has the group `group` of topic `topic`, which holds back `offset`,
-    /// give it out again (or try its dead letter again) at `due`. Kept in
-    /// the order they are due: most go last, since most wait the ack
-    /// delay, but a group with no members waits longer.
-    fn hold_back_until(&mut self, topic: TopicId, group: usize, offset: Offset, due: Instant) {
+    /// give it out again (or try its dead letter again) after
+    /// [`Dispatcher::held_back_delay`] from `now`, and says how long that
+    /// is and whether the group has members.
+    fn hold_back(&mut self, topic: TopicId, group: usize, offset: Offset, now: Instant) -> Fate {
+        let delay = self.held_back_delay(topic, group);
         let held = HeldBack {
-            due,
+            due: now + delay,
             topic,
             group,
             offset,
         };
-        let held_back = &mut self.agenda.held_back;
-        let at = held_back.partition_point(|earlier| earlier.due <= due);
-        held_back.insert(at, held);
+        let memberless = self.topics[topic].groups[group].members().is_empty();
+        self.agenda.held_back.push(held, memberless);
+        match memberless {
+            true => Fate::TriedAgain(delay),
+            false => Fate::OfferedAgain(delay),
+        }
     }
 }
 
@@ -536,4 +629,18 @@ pub fn dead_letter(origin: &str, given_up: &GivenUp) -> Payload {
     letter.extend_from_slice(fields.as_bytes());
     letter.extend_from_slice(&given_up.payload);
     Payload::from(letter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A group with no members tries its dead letter again only once the
+    /// log that found the disk full tries the disk again: the floor is
+    /// counted from the round's start, the log's second from its failed
+    /// write, later in the round.
+    #[test]
+    fn a_memberless_retry_comes_after_the_log_tries_the_disk_again() {
+        assert!(MEMBERLESS_RETRY_FLOOR > FULL_RETRY_AFTER);
+    }
 }

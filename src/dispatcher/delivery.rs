@@ -14,7 +14,7 @@
 //! is durable (`syncer.rs`).
 //!
 //! Calls: `consumer_groups.rs` (`pump_group`), `closing.rs`
-//! (`register_or_forget`).
+//! (`register_or_forget`), `dead_letters.rs` (`retry_waiting_for_fetch`).
 
 use std::time::Instant;
 
@@ -38,13 +38,18 @@ impl Dispatcher {
         }
     }
 
-    /// Hands a fetched run to its log, and lets the subscribers and pullers
-    /// that were waiting for it read on.
-    pub(super) fn fetched(&mut self, fetched: Fetched, now: Instant) {
+    /// Hands a fetched run to its log, and lets the dead letters, the
+    /// subscribers and the pullers that were waiting for it read on: at
+    /// once, since the round's memory budget may drop the run at its end
+    /// (`logs.rs`, `keep_within_budget`), and another fetch of the topic
+    /// replaces it. Fails only if the store failed otherwise than for room
+    /// (appending a dead letter).
+    pub(super) fn fetched(&mut self, fetched: Fetched, now: Instant) -> Result<(), StoreError> {
         let Some(&id) = self.topic_ids.get(&fetched.topic) else {
-            return;
+            return Ok(());
         };
         self.topics[id].log.take_fetched(fetched);
+        self.retry_waiting_for_fetch(id, now)?;
         self.offer(id, now);
         let pullers: Vec<ConnId> = self
             .sessions
@@ -55,6 +60,7 @@ impl Dispatcher {
         for conn in pullers {
             self.serve(conn, now);
         }
+        Ok(())
     }
 
     /// Sends what a session can send now: its pulls, then its

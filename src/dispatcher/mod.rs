@@ -258,8 +258,9 @@ struct FullDisk {
     topics: usize,
 }
 
-/// The dead letters that could not be stored: how many since the broker
-/// started (for `STATS`), how many for want of room since one was last
+/// The dead letters that could not be stored: how many tries failed since
+/// the broker started (for `STATS`; a dead letter tried again on a full
+/// disk counts at each try), how many for want of room since one was last
 /// stored (the episode under way), and their log lines, which
 /// `dead_letters.rs` keeps few.
 /// (It is here, not there, only because [`Dispatcher`] holds it.)
@@ -430,7 +431,7 @@ impl Dispatcher {
                 ..
             } => self.handle_requests(conn, requests, hangup, when_full, now)?,
             Command::Written { conn } => self.serve(conn, now),
-            Command::Fetched(fetched) => self.fetched(fetched, now),
+            Command::Fetched(fetched) => self.fetched(fetched, now)?,
             Command::Report { reply } => {
                 let _ = reply.try_send(self.broker_report(now));
             }

@@ -118,7 +118,7 @@ const BROKER_METRICS: &[Metric<Scrape>] = &[
     Metric {
         name: "brook_dead_letters_not_stored_total",
         kind: Kind::Counter,
-        help: "Dead letters that could not be stored: on a full disk each one's message is offered again (or, for a group with no members, its dead letter tried again); past --max-topics it is given up for good, and stays in its topic.",
+        help: "Tries to store a dead letter that failed: on a full disk each one's message is offered again (or, for a group with no members, its dead letter tried again), and counts at each try; past --max-topics, or when a held-back message cannot be read back, it is given up for good, and stays in its topic.",
         value: |s| s.report.dead_letters_not_stored,
     },
 ];

@@ -206,9 +206,10 @@ pub struct BrokerReport {
     /// Publishes refused because the in-memory store was full (from
     /// connections that subscribe or pull; the others wait).
     pub refused_memory_full: u64,
-    /// Dead letters that could not be stored: on a full disk, each one's
-    /// message was offered again instead; past `--max-topics`, given up
-    /// for good.
+    /// Tries to store a dead letter that failed: on a full disk, each
+    /// one's message was offered again instead (or its dead letter tried
+    /// again), counted at each try; past `--max-topics`, or for a held-back
+    /// message that cannot be read back, given up for good.
     pub dead_letters_not_stored: u64,
     /// Each connection logged in (`--auth-file`), and its user.
     pub logins: Vec<(ConnId, Arc<str>)>,

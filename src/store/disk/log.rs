@@ -88,7 +88,7 @@ const WRITE_BUFFER_BYTES: usize = 1 << 20;
 /// How long a log that found the disk full refuses appends before it tries
 /// the disk again: often enough to notice soon that room was made, seldom
 /// enough that a full disk costs no more than one failed write a second.
-const FULL_RETRY_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const FULL_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// One topic's log on disk. See the module docs.
 #[derive(Debug)]

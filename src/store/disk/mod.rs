@@ -71,6 +71,7 @@ use std::time::{Duration, Instant};
 
 use self::files::{replace_file, sorted_entries, sync_directory};
 use self::log::DiskLog;
+pub(crate) use self::log::FULL_RETRY_AFTER;
 use self::recovery::remove_unnamed;
 use crate::budget::MemoryBudget;
 use crate::descriptors::FileBudget;
