@@ -874,13 +874,8 @@ fn a_group_without_members_stores_its_dead_letter_once_the_disk_has_room() {
     let Some(mut poisoned) = poison_a_group_with_retention(&["--ack-delay", "100ms"]) else {
         return;
     };
-    let (member, watcher) = (&mut poisoned.member, &mut poisoned.watcher);
-    member.expect_msg("t", 0, b"poison");
-    let ballast = fill_to_the_last_page(poisoned.tmpfs.path());
-    member.send("NACK\nQUIT\n");
-    member.expect_line("+BYE");
-    let said = "\"t\"@0: given up after 1 deliveries";
-    poisoned.brook.wait_for_log(said, PATIENCE);
+    let ballast = give_up_and_leave(&mut poisoned);
+    let watcher = &mut poisoned.watcher;
     assert!(group_line(watcher).contains(" position=0 "));
 
     fs::remove_file(&ballast).unwrap();
@@ -913,13 +908,7 @@ fn a_group_without_members_holding_a_message_back_with_no_ack_delay_lets_the_bro
     let Some(mut poisoned) = poison_a_group_with_retention(&["--ack-delay", "0ms"]) else {
         return;
     };
-    let member = &mut poisoned.member;
-    member.expect_msg("t", 0, b"poison");
-    let _ballast = fill_to_the_last_page(poisoned.tmpfs.path());
-    member.send("NACK\nQUIT\n");
-    member.expect_line("+BYE");
-    let said = "\"t\"@0: given up after 1 deliveries";
-    poisoned.brook.wait_for_log(said, PATIENCE);
+    let _ballast = give_up_and_leave(&mut poisoned);
     let mut probe = Line::connect(poisoned.brook.addr);
     assert_eq!(probe.ask("PING"), "+PONG");
     let group = group_line(&mut probe);
@@ -971,6 +960,20 @@ fn group_on_tmpfs(size: &str, flags: &[&str]) -> Option<GroupOnTmpfs> {
 /// one segment), with the `extra` flags, and whose member has yet to
 /// receive message 0 ("poison"), given up at its first refusal; or `None`
 /// where no tmpfs can be mounted.
+/// Fills the disk, then has the group's only member nack the poison (its
+/// last delivery) and leave: the group gives it up with no member left and
+/// its dead letter finds no room. Returns the ballast that fills the disk.
+fn give_up_and_leave(poisoned: &mut GroupOnTmpfs) -> PathBuf {
+    let member = &mut poisoned.member;
+    member.expect_msg("t", 0, b"poison");
+    let ballast = fill_to_the_last_page(poisoned.tmpfs.path());
+    member.send("NACK\nQUIT\n");
+    member.expect_line("+BYE");
+    let said = "\"t\"@0: given up after 1 deliveries";
+    poisoned.brook.wait_for_log(said, PATIENCE);
+    ballast
+}
+
 fn poison_a_group_with_retention(extra: &[&str]) -> Option<GroupOnTmpfs> {
     let retention = ["--max-deliveries", "1", "--retention-bytes", "64KiB"];
     let mut poisoned = group_on_tmpfs("2m", &[&retention[..], extra].concat())?;
